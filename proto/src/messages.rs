@@ -1,0 +1,245 @@
+//! Message payloads, encoded as Protocol Buffers.
+//!
+//! Readings are kept small on the wire: a point is named by the small integer alias its
+//! session's birth gave it, the time is an offset from the batch's base time, and a value with a
+//! known number of decimals travels as a zig-zag varint of `value * 10^decimals` (7.2 °C at one
+//! decimal is the two bytes of `72`), falling back to a double when that would lose precision.
+
+use prost::Message;
+use serde::{Deserialize, Serialize};
+
+use crate::{DecodeError, MAX_PAYLOAD_BYTES, MessageKind};
+
+/// Gateway to server on (re)connect, retained: what the gateway reads, for one session.
+#[derive(Clone, PartialEq, Message, Serialize, Deserialize)]
+pub struct Birth {
+    /// The contract version the gateway speaks ([`crate::PROTOCOL_VERSION`]).
+    #[prost(uint32, tag = "1")]
+    pub protocol_version: u32,
+    /// Increases every time the gateway process starts; aliases are valid within one session.
+    #[prost(uint64, tag = "2")]
+    pub session: u64,
+    /// The gateway's software version.
+    #[prost(string, tag = "3")]
+    pub software_version: String,
+    /// When the session started, milliseconds since the Unix epoch.
+    #[prost(int64, tag = "4")]
+    pub time_ms: i64,
+    /// The devices this gateway polls.
+    #[prost(message, repeated, tag = "5")]
+    pub devices: Vec<Device>,
+}
+
+/// One device (a chiller controller) behind the gateway.
+#[derive(Clone, PartialEq, Message, Serialize, Deserialize)]
+pub struct Device {
+    /// The device's id, unique within the gateway.
+    #[prost(string, tag = "1")]
+    pub id: String,
+    /// The device profile it was configured with, empty if none.
+    #[prost(string, tag = "2")]
+    pub profile: String,
+    /// The equipment model, if configured.
+    #[prost(string, tag = "3")]
+    pub model: String,
+    /// The points read from the device.
+    #[prost(message, repeated, tag = "4")]
+    pub points: Vec<PointInfo>,
+}
+
+/// One point of a device, as announced in the birth.
+#[derive(Clone, PartialEq, Message, Serialize, Deserialize)]
+pub struct PointInfo {
+    /// The number that names this point in data messages of the same session.
+    #[prost(uint32, tag = "1")]
+    pub alias: u32,
+    /// The point's name, unique within the device (for example `evap_leaving_temp`).
+    #[prost(string, tag = "2")]
+    pub name: String,
+    /// Engineering unit after scaling (for example `°C`, `%RLA`, `h`).
+    #[prost(string, tag = "3")]
+    pub unit: String,
+    /// Decimal places of resolution; [`Value::Scaled`] values are multiplied by `10^decimals`.
+    #[prost(sint32, tag = "4")]
+    pub decimals: i32,
+    /// Whether the point accepts remote writes.
+    #[prost(bool, tag = "5")]
+    pub writable: bool,
+}
+
+/// Gateway to server, as the MQTT last will: the session ended uncleanly.
+#[derive(Clone, PartialEq, Message, Serialize, Deserialize)]
+pub struct Death {
+    /// The session that ended.
+    #[prost(uint64, tag = "1")]
+    pub session: u64,
+}
+
+/// Gateway to server: a batch of readings.
+#[derive(Clone, PartialEq, Message, Serialize, Deserialize)]
+pub struct Data {
+    /// The session whose birth defines the aliases used here.
+    #[prost(uint64, tag = "1")]
+    pub session: u64,
+    /// Increases by one with every data message of a session, so gaps and replays show.
+    #[prost(uint64, tag = "2")]
+    pub seq: u64,
+    /// True when the batch is backfill sent late from the gateway's buffer.
+    #[prost(bool, tag = "3")]
+    pub history: bool,
+    /// Milliseconds since the Unix epoch that reading offsets count from.
+    #[prost(int64, tag = "4")]
+    pub base_time_ms: i64,
+    /// The readings.
+    #[prost(message, repeated, tag = "5")]
+    pub readings: Vec<Reading>,
+}
+
+/// One reading of one point.
+#[derive(Clone, PartialEq, Message, Serialize, Deserialize)]
+pub struct Reading {
+    /// The point's alias from the session's birth.
+    #[prost(uint32, tag = "1")]
+    pub alias: u32,
+    /// When the value was read: milliseconds after the batch's `base_time_ms`.
+    #[prost(sint64, tag = "2")]
+    pub offset_ms: i64,
+    /// Whether the value can be trusted (the default, good, costs no bytes).
+    #[prost(enumeration = "Quality", tag = "5")]
+    pub quality: i32,
+    /// The value; absent when the read failed.
+    #[prost(oneof = "Value", tags = "3, 4")]
+    pub value: Option<Value>,
+}
+
+/// A reading's value.
+#[derive(Clone, Copy, PartialEq, prost::Oneof, Serialize, Deserialize)]
+pub enum Value {
+    /// `value * 10^decimals` of the point, rounded exactly.
+    #[prost(sint64, tag = "3")]
+    Scaled(i64),
+    /// The value itself, when it has more precision than the point's decimals.
+    #[prost(double, tag = "4")]
+    Real(f64),
+}
+
+/// How far a reading can be trusted.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, prost::Enumeration, Serialize, Deserialize)]
+#[repr(i32)]
+pub enum Quality {
+    /// Read from the device just now.
+    Good = 0,
+    /// The device did not answer or answered with an error: there is no value.
+    Bad = 1,
+    /// A value that exists but may be wrong (for example out of the sensor's range).
+    Uncertain = 2,
+}
+
+/// Server to gateway: write `value` to a point.
+#[derive(Clone, PartialEq, Message, Serialize, Deserialize)]
+pub struct Command {
+    /// Unique id, echoed in the result; a gateway executes an id at most once.
+    #[prost(string, tag = "1")]
+    pub id: String,
+    /// The device id from the birth.
+    #[prost(string, tag = "2")]
+    pub device: String,
+    /// The point name from the birth.
+    #[prost(string, tag = "3")]
+    pub point: String,
+    /// The engineering value to write.
+    #[prost(double, tag = "4")]
+    pub value: f64,
+    /// After this instant (ms since the epoch) the command must not be executed.
+    #[prost(int64, tag = "5")]
+    pub expires_at_ms: i64,
+    /// Who asked, for the gateway's own log.
+    #[prost(string, tag = "6")]
+    pub requester: String,
+}
+
+/// Gateway to server: what became of a command.
+#[derive(Clone, PartialEq, Message, Serialize, Deserialize)]
+pub struct CommandResult {
+    /// The command's id.
+    #[prost(string, tag = "1")]
+    pub id: String,
+    /// The outcome.
+    #[prost(enumeration = "CommandStatus", tag = "2")]
+    pub status: i32,
+    /// A human-readable reason, for refusals and failures.
+    #[prost(string, tag = "3")]
+    pub message: String,
+    /// The value read back after writing.
+    #[prost(double, optional, tag = "4")]
+    pub read_back: Option<f64>,
+    /// When the gateway finished with the command, ms since the epoch.
+    #[prost(int64, tag = "5")]
+    pub time_ms: i64,
+}
+
+/// Outcome of a command.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, prost::Enumeration, Serialize, Deserialize)]
+#[repr(i32)]
+pub enum CommandStatus {
+    /// A status this build does not know (sent by a newer gateway).
+    Unknown = 0,
+    /// Written and confirmed by reading back.
+    Done = 1,
+    /// Not written, for the reason in `message`.
+    Refused = 2,
+    /// Written or attempted, but the write or the read-back failed.
+    Failed = 3,
+    /// Arrived after its expiry; not written.
+    Expired = 4,
+}
+
+impl Value {
+    /// The engineering value, given the point's `decimals` from the birth.
+    pub fn to_f64(self, decimals: i32) -> f64 {
+        match self {
+            // Dividing by a power of ten (not multiplying by its inverse) is exact for the
+            // decimal values the gateway sent, such as 72 / 10 = 7.2.
+            Value::Scaled(scaled) => scaled as f64 / 10f64.powi(decimals),
+            Value::Real(value) => value,
+        }
+    }
+}
+
+/// Chooses the most compact exact wire form of `value` for a point with `decimals` decimals.
+pub fn encode_value(value: f64, decimals: i32) -> Value {
+    let scaled = (value * 10f64.powi(decimals)).round();
+    if scaled.is_finite() && scaled.abs() < 2f64.powi(53) {
+        let scaled = scaled as i64;
+        if Value::Scaled(scaled).to_f64(decimals) == value {
+            return Value::Scaled(scaled);
+        }
+    }
+    Value::Real(value)
+}
+
+/// Decodes a payload of the given kind, refusing oversized ones.
+pub fn decode<M: Message + Default>(kind: MessageKind, payload: &[u8]) -> Result<M, DecodeError> {
+    if payload.len() > MAX_PAYLOAD_BYTES {
+        return Err(DecodeError::TooLarge(payload.len()));
+    }
+    M::decode(payload).map_err(|source| DecodeError::Malformed { kind, source })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn values_take_the_compact_form_only_when_exact() {
+        assert_eq!(encode_value(7.2, 1), Value::Scaled(72));
+        assert_eq!(encode_value(-12.5, 1), Value::Scaled(-125));
+        assert_eq!(encode_value(42.0, 0), Value::Scaled(42));
+        assert_eq!(encode_value(7.25, 1), Value::Real(7.25));
+        assert!(encode_value(f64::NAN, 1).to_f64(1).is_nan());
+        assert_eq!(encode_value(1e300, 2), Value::Real(1e300));
+        for (value, decimals) in [(7.2, 1), (0.1, 1), (123.456, 3), (-0.3, 1)] {
+            assert_eq!(encode_value(value, decimals).to_f64(decimals), value);
+        }
+    }
+}
