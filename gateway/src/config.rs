@@ -1,0 +1,509 @@
+//! The gateway's configuration: one TOML file, checked completely at start.
+//!
+//! The structs named `*File` mirror the file and reject unknown fields, so a typo is an error
+//! rather than a silently ignored setting. [`Config::load`] turns them into the checked types
+//! the rest of the gateway uses; every error names the field it is about.
+
+use std::{
+    collections::HashSet,
+    fmt,
+    path::{Path, PathBuf},
+    time::Duration,
+};
+
+use chillcloud_proto::GatewayId;
+use serde::Deserialize;
+
+use crate::{
+    modbus::{DataType, RegisterKind, WordOrder},
+    profile,
+};
+
+/// A configuration problem, naming the field.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML for this schema (the message names line, column and field).
+    #[error("{path}: {message}")]
+    Syntax {
+        /// The file.
+        path: PathBuf,
+        /// The parser's message.
+        message: String,
+    },
+    /// A field has a value that cannot work.
+    #[error("{field}: {message}")]
+    Invalid {
+        /// Dotted path of the field, for example `devices[0].points[2].address`.
+        field: String,
+        /// What is wrong and what would be right.
+        message: String,
+    },
+}
+
+/// A password that never appears in logs or debug output.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    /// The secret itself; call only where it is handed to the protocol.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(***)")
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ConfigFile {
+    /// This gateway's id: its MQTT username and topic level.
+    gateway_id: String,
+    /// Directory for the gateway's state (session counter; later the buffer).
+    state_dir: PathBuf,
+    mqtt: MqttFile,
+    #[serde(default)]
+    devices: Vec<DeviceFile>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct MqttFile {
+    /// Broker host name or address.
+    host: String,
+    /// Broker port.
+    #[serde(default = "default_mqtt_port")]
+    port: u16,
+    /// Username; defaults to the gateway id.
+    username: Option<String>,
+    /// File holding the password (its first line), for example `/etc/chillcloud/gateway.secret`.
+    password_file: Option<PathBuf>,
+    /// Name of an environment variable holding the password.
+    password_env: Option<String>,
+    /// Seconds between MQTT keep-alive pings.
+    #[serde(default = "default_keep_alive_secs")]
+    keep_alive_secs: u64,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DeviceFile {
+    /// Unique id of the device within this gateway, for example `chiller-1`.
+    id: String,
+    /// Built-in profile whose points the device has, for example `trane-ch530`.
+    profile: Option<String>,
+    /// Equipment model, shown in the cloud.
+    #[serde(default)]
+    model: String,
+    /// Host name or address of the Modbus TCP server.
+    host: String,
+    /// Port of the Modbus TCP server.
+    #[serde(default = "default_modbus_port")]
+    port: u16,
+    /// Modbus unit id (slave address).
+    #[serde(default = "default_unit_id")]
+    unit_id: u8,
+    /// Milliseconds between polls.
+    #[serde(default = "default_poll_interval_ms")]
+    poll_interval_ms: u64,
+    /// Milliseconds to wait for each response.
+    #[serde(default = "default_timeout_ms")]
+    timeout_ms: u64,
+    /// Largest hole, in registers, that a merged read may span.
+    #[serde(default = "default_max_gap")]
+    max_gap: u16,
+    /// Number of the first register in this device's own `points` addresses (0 or 1).
+    #[serde(default)]
+    addressing_base: u16,
+    /// Points in addition to the profile's; one with a profile point's name replaces it.
+    #[serde(default)]
+    points: Vec<PointFile>,
+}
+
+/// One point, as written in a site config or a profile file.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct PointFile {
+    /// Name, unique within the device.
+    pub(crate) name: String,
+    /// Register table.
+    pub(crate) kind: RegisterKind,
+    /// Register or bit number, counted from the file's addressing base.
+    pub(crate) address: u32,
+    /// How the registers are interpreted; `bool` for coils and discrete inputs.
+    #[serde(rename = "type")]
+    pub(crate) data_type: Option<DataType>,
+    /// Word order of multi-register values.
+    #[serde(default)]
+    pub(crate) word_order: WordOrder,
+    /// Engineering value = raw × scale + offset.
+    #[serde(default = "default_scale")]
+    pub(crate) scale: f64,
+    /// See `scale`.
+    #[serde(default)]
+    pub(crate) offset: f64,
+    /// Engineering unit.
+    #[serde(default)]
+    pub(crate) unit: String,
+    /// Decimal places of resolution; derived from `scale` when absent.
+    pub(crate) decimals: Option<i32>,
+    /// Whether remote writes are allowed.
+    #[serde(default)]
+    pub(crate) writable: bool,
+}
+
+fn default_mqtt_port() -> u16 {
+    1883
+}
+fn default_keep_alive_secs() -> u64 {
+    30
+}
+fn default_modbus_port() -> u16 {
+    502
+}
+fn default_unit_id() -> u8 {
+    1
+}
+fn default_poll_interval_ms() -> u64 {
+    1000
+}
+fn default_timeout_ms() -> u64 {
+    1000
+}
+fn default_max_gap() -> u16 {
+    8
+}
+fn default_scale() -> f64 {
+    1.0
+}
+
+/// The checked configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// This gateway's id.
+    pub gateway_id: GatewayId,
+    /// Where the gateway keeps its state.
+    pub state_dir: PathBuf,
+    /// Broker connection.
+    pub mqtt: MqttConfig,
+    /// Devices to poll.
+    pub devices: Vec<DeviceConfig>,
+}
+
+/// How to reach the broker.
+#[derive(Debug, Clone)]
+pub struct MqttConfig {
+    /// Broker host.
+    pub host: String,
+    /// Broker port.
+    pub port: u16,
+    /// MQTT username.
+    pub username: String,
+    /// MQTT password.
+    pub password: Secret,
+    /// Keep-alive interval.
+    pub keep_alive: Duration,
+}
+
+/// One device to poll.
+#[derive(Debug, Clone)]
+pub struct DeviceConfig {
+    /// Id within the gateway.
+    pub id: String,
+    /// Profile name, empty if none.
+    pub profile: String,
+    /// Equipment model.
+    pub model: String,
+    /// Modbus TCP server host.
+    pub host: String,
+    /// Modbus TCP server port.
+    pub port: u16,
+    /// Modbus unit id.
+    pub unit_id: u8,
+    /// Time between polls.
+    pub poll_interval: Duration,
+    /// Time to wait for one response.
+    pub timeout: Duration,
+    /// Largest hole a merged read may span.
+    pub max_gap: u16,
+    /// The points, in birth order.
+    pub points: Vec<PointConfig>,
+}
+
+/// One point with its address resolved to the zero-based protocol address.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PointConfig {
+    /// Name, unique within the device.
+    pub name: String,
+    /// Register table.
+    pub kind: RegisterKind,
+    /// Zero-based protocol address.
+    pub address: u16,
+    /// Interpretation of the registers.
+    pub data_type: DataType,
+    /// Word order.
+    pub word_order: WordOrder,
+    /// Multiplier from raw to engineering value.
+    pub scale: f64,
+    /// Added after scaling.
+    pub offset: f64,
+    /// Engineering unit.
+    pub unit: String,
+    /// Decimal places of resolution.
+    pub decimals: i32,
+    /// Whether remote writes are allowed.
+    pub writable: bool,
+}
+
+impl Config {
+    /// Reads and checks a configuration file.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text =
+            std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
+        Self::parse(&text, path)
+    }
+
+    /// Checks configuration text; `path` is used in messages only.
+    pub fn parse(text: &str, path: &Path) -> Result<Self, ConfigError> {
+        let file: ConfigFile =
+            toml::from_str(text).map_err(|e| ConfigError::Syntax { path: path.to_owned(), message: e.to_string() })?;
+        let gateway_id = GatewayId::new(file.gateway_id).map_err(|e| invalid("gateway_id", e.to_string()))?;
+        let mqtt = check_mqtt(file.mqtt, &gateway_id)?;
+        let mut ids = HashSet::new();
+        let mut devices = Vec::with_capacity(file.devices.len());
+        for (i, device) in file.devices.into_iter().enumerate() {
+            let field = format!("devices[{i}]");
+            if !ids.insert(device.id.clone()) {
+                return Err(invalid(format!("{field}.id"), format!("{:?} is used by another device", device.id)));
+            }
+            devices.push(check_device(device, &field)?);
+        }
+        Ok(Config { gateway_id, state_dir: file.state_dir, mqtt, devices })
+    }
+}
+
+fn invalid(field: impl Into<String>, message: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid { field: field.into(), message: message.into() }
+}
+
+fn check_mqtt(mqtt: MqttFile, gateway_id: &GatewayId) -> Result<MqttConfig, ConfigError> {
+    let password = match (mqtt.password_file, mqtt.password_env) {
+        (Some(path), None) => {
+            let text = std::fs::read_to_string(&path)
+                .map_err(|e| invalid("mqtt.password_file", format!("cannot read {}: {e}", path.display())))?;
+            text.lines().next().unwrap_or_default().trim().to_owned()
+        }
+        (None, Some(var)) => std::env::var(&var)
+            .map_err(|_| invalid("mqtt.password_env", format!("environment variable {var} is not set")))?,
+        (Some(_), Some(_)) => {
+            return Err(invalid("mqtt.password_file", "set either password_file or password_env, not both"));
+        }
+        (None, None) => {
+            return Err(invalid(
+                "mqtt",
+                "no password: set password_file or password_env (anonymous access is refused)",
+            ));
+        }
+    };
+    if password.is_empty() {
+        return Err(invalid("mqtt.password_file", "the password is empty"));
+    }
+    if mqtt.keep_alive_secs < 5 {
+        return Err(invalid("mqtt.keep_alive_secs", "must be at least 5"));
+    }
+    Ok(MqttConfig {
+        host: mqtt.host,
+        port: mqtt.port,
+        username: mqtt.username.unwrap_or_else(|| gateway_id.to_string()),
+        password: Secret(password),
+        keep_alive: Duration::from_secs(mqtt.keep_alive_secs),
+    })
+}
+
+fn check_device(device: DeviceFile, field: &str) -> Result<DeviceConfig, ConfigError> {
+    if device.id.is_empty() || device.id.contains(['/', '+', '#']) {
+        return Err(invalid(format!("{field}.id"), "must be non-empty without '/', '+' or '#'"));
+    }
+    if device.poll_interval_ms < 100 {
+        return Err(invalid(format!("{field}.poll_interval_ms"), "must be at least 100"));
+    }
+    if device.timeout_ms == 0 {
+        return Err(invalid(format!("{field}.timeout_ms"), "must be more than 0"));
+    }
+    let mut points: Vec<PointConfig> = Vec::new();
+    if let Some(name) = &device.profile {
+        let profile = profile::builtin(name).ok_or_else(|| {
+            invalid(
+                format!("{field}.profile"),
+                format!("unknown profile {name:?}; built-in profiles: {}", profile::NAMES.join(", ")),
+            )
+        })?;
+        points = profile.points;
+    }
+    for (j, point) in device.points.into_iter().enumerate() {
+        let point = check_point(point, device.addressing_base, &format!("{field}.points[{j}]"))?;
+        match points.iter_mut().find(|p| p.name == point.name) {
+            Some(existing) => *existing = point,
+            None => points.push(point),
+        }
+    }
+    if points.is_empty() {
+        return Err(invalid(format!("{field}.points"), "the device has no points: give a profile or points"));
+    }
+    Ok(DeviceConfig {
+        id: device.id,
+        profile: device.profile.unwrap_or_default(),
+        model: device.model,
+        host: device.host,
+        port: device.port,
+        unit_id: device.unit_id,
+        poll_interval: Duration::from_millis(device.poll_interval_ms),
+        timeout: Duration::from_millis(device.timeout_ms),
+        max_gap: device.max_gap,
+        points,
+    })
+}
+
+/// Checks one point and resolves its address against `base`.
+pub(crate) fn check_point(point: PointFile, base: u16, field: &str) -> Result<PointConfig, ConfigError> {
+    if point.name.is_empty() {
+        return Err(invalid(format!("{field}.name"), "must not be empty"));
+    }
+    let data_type = match (point.kind.is_bit(), point.data_type) {
+        (true, None | Some(DataType::Bool)) => DataType::Bool,
+        (true, Some(_)) => {
+            return Err(invalid(format!("{field}.type"), "coils and discrete inputs are read as bool"));
+        }
+        (false, None) => DataType::U16,
+        (false, Some(DataType::Bool)) => {
+            return Err(invalid(
+                format!("{field}.type"),
+                "bool is for coils and discrete inputs; registers take u16, i16, u32, i32, u64, i64, f32 or f64",
+            ));
+        }
+        (false, Some(t)) => t,
+    };
+    let address = point.address.checked_sub(u32::from(base)).ok_or_else(|| {
+        invalid(format!("{field}.address"), format!("{} is below the addressing base {base}", point.address))
+    })?;
+    if address + u32::from(data_type.width()) > 65536 {
+        return Err(invalid(
+            format!("{field}.address"),
+            format!("{} with {} registers runs past the last address 65535", point.address, data_type.width()),
+        ));
+    }
+    if !point.scale.is_finite() || point.scale == 0.0 {
+        return Err(invalid(format!("{field}.scale"), "must be a finite non-zero number"));
+    }
+    if !point.offset.is_finite() {
+        return Err(invalid(format!("{field}.offset"), "must be finite"));
+    }
+    let decimals = point.decimals.unwrap_or_else(|| decimals_of(point.scale).max(decimals_of(point.offset)));
+    if !(0..=9).contains(&decimals) {
+        return Err(invalid(format!("{field}.decimals"), "must be between 0 and 9"));
+    }
+    Ok(PointConfig {
+        name: point.name,
+        kind: point.kind,
+        address: address as u16,
+        data_type,
+        word_order: point.word_order,
+        scale: point.scale,
+        offset: point.offset,
+        unit: point.unit,
+        decimals,
+        writable: point.writable,
+    })
+}
+
+/// The resolution a scale factor implies: 0.1 gives 1 decimal, 0.01 gives 2, 1 and 10 give 0.
+fn decimals_of(scale: f64) -> i32 {
+    (0..=9).find(|&d| (scale * 10f64.powi(d)).fract().abs() < 1e-9).unwrap_or(9)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+gateway_id = "gw-1"
+state_dir = "/tmp/x"
+[mqtt]
+host = "localhost"
+password_file = "PASSWORD_FILE"
+[[devices]]
+id = "chiller-1"
+profile = "trane-ch530"
+host = "127.0.0.1"
+[[devices.points]]
+name = "extra"
+kind = "holding"
+address = 100
+type = "f32"
+word_order = "little"
+scale = 0.1
+"#;
+
+    /// `GOOD` with its password file pointing at a real file holding "secret".
+    fn good() -> (String, tempfile::NamedTempFile) {
+        let file = tempfile::NamedTempFile::new().expect("temp file");
+        std::fs::write(file.path(), "secret\n").expect("write password");
+        (GOOD.replace("PASSWORD_FILE", &file.path().display().to_string()), file)
+    }
+
+    /// Parses `GOOD` with `from` replaced by `to` and checks the error names `expected`.
+    fn check_error(from: &str, to: &str, expected: &str) {
+        let (good, _password) = good();
+        let text = good.replace(from, to);
+        assert_ne!(text, good, "the replacement must apply");
+        let err = Config::parse(&text, Path::new("gw.toml")).expect_err("config is invalid").to_string();
+        assert!(err.contains(expected), "{err:?} should contain {expected:?}");
+    }
+
+    #[test]
+    fn a_good_config_loads_with_profile_points_and_extras() {
+        let (good, _password) = good();
+        let config = Config::parse(&good, Path::new("gw.toml")).expect("valid");
+        let device = &config.devices[0];
+        assert!(device.points.len() > 10);
+        let extra = device.points.iter().find(|p| p.name == "extra").expect("extra point");
+        assert_eq!((extra.address, extra.decimals, extra.data_type), (100, 1, DataType::F32));
+        assert_eq!(config.mqtt.username, "gw-1");
+        assert_eq!(config.mqtt.password.expose(), "secret");
+        assert!(!format!("{config:?}").contains("secret"), "the password must not be printed");
+    }
+
+    #[test]
+    fn each_mistake_names_its_field() {
+        check_error("gw-1", "gw/1", "gateway_id");
+        check_error("host = \"localhost\"", "hots = \"localhost\"", "unknown field `hots`");
+        check_error("trane-ch530", "carrier-x", "devices[0].profile: unknown profile");
+        check_error("address = 100", "address = 65535", "devices[0].points[0].address");
+        check_error("type = \"f32\"", "type = \"float\"", "unknown variant `float`");
+        check_error("type = \"f32\"", "type = \"bool\"", "devices[0].points[0].type");
+        check_error("scale = 0.1", "scale = 0", "devices[0].points[0].scale");
+        check_error("password_file", "#password_file", "no password");
+        check_error("password_file", "password_env = \"CHILLCLOUD_TEST_UNSET\"\n#", "mqtt.password_env");
+        check_error("[[devices.points]]", "poll_interval_ms = 5\n[[devices.points]]", "devices[0].poll_interval_ms");
+    }
+
+    #[test]
+    fn decimals_follow_the_scale() {
+        assert_eq!(
+            [decimals_of(1.0), decimals_of(0.1), decimals_of(0.01), decimals_of(10.0), decimals_of(0.5)],
+            [0, 1, 2, 0, 1]
+        );
+    }
+}

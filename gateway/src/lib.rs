@@ -1,0 +1,141 @@
+//! The Chillcloud field gateway: polls chiller controllers over Modbus and publishes their
+//! readings to the cloud over MQTT.
+
+pub mod config;
+pub mod modbus;
+pub mod poll;
+pub mod profile;
+pub mod publish;
+
+use std::{path::Path, time::Duration};
+
+use chillcloud_proto::{Birth, Device, PROTOCOL_VERSION, PointInfo};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tracing::info;
+
+use crate::{config::Config, poll::DevicePoller};
+
+/// Errors that stop the gateway.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The configuration is invalid.
+    #[error(transparent)]
+    Config(#[from] config::ConfigError),
+    /// The state directory cannot be used.
+    #[error("state directory {path}: {source}")]
+    State {
+        /// The file or directory.
+        path: std::path::PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> i64 {
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    i64::try_from(now.as_millis()).unwrap_or(i64::MAX)
+}
+
+/// The birth message announcing `config`'s devices and points for `session`. Aliases number
+/// the points of all devices in order, starting at 0.
+pub fn birth(config: &Config, session: u64) -> Birth {
+    let mut alias = 0u32;
+    let devices = config
+        .devices
+        .iter()
+        .map(|device| Device {
+            id: device.id.clone(),
+            profile: device.profile.clone(),
+            model: device.model.clone(),
+            points: device
+                .points
+                .iter()
+                .map(|p| {
+                    alias += 1;
+                    PointInfo {
+                        alias: alias - 1,
+                        name: p.name.clone(),
+                        unit: p.unit.clone(),
+                        decimals: p.decimals,
+                        writable: p.writable,
+                    }
+                })
+                .collect(),
+        })
+        .collect();
+    Birth {
+        protocol_version: PROTOCOL_VERSION,
+        session,
+        software_version: env!("CARGO_PKG_VERSION").into(),
+        time_ms: now_ms(),
+        devices,
+    }
+}
+
+/// Pollers for every device, with aliases matching [`birth`].
+pub fn pollers(config: &Config) -> Vec<DevicePoller> {
+    let mut first_alias = 0u32;
+    config
+        .devices
+        .iter()
+        .map(|device| {
+            let poller = DevicePoller::new(device.clone(), first_alias);
+            first_alias += device.points.len() as u32;
+            poller
+        })
+        .collect()
+}
+
+/// Starts a new session: the number of the previous one plus one, stored durably first so a
+/// crash can never reuse a session number.
+pub fn next_session(state_dir: &Path) -> Result<u64, Error> {
+    let state_error = |path: &Path| {
+        let path = path.to_owned();
+        move |source| Error::State { path, source }
+    };
+    std::fs::create_dir_all(state_dir).map_err(state_error(state_dir))?;
+    let path = state_dir.join("session");
+    let previous = match std::fs::read_to_string(&path) {
+        Ok(text) => text
+            .trim()
+            .parse::<u64>()
+            .map_err(|e| Error::State { path: path.clone(), source: std::io::Error::other(e) })?,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => 0,
+        Err(e) => return Err(state_error(&path)(e)),
+    };
+    let session = previous + 1;
+    let temporary = state_dir.join("session.tmp");
+    let write = || -> std::io::Result<()> {
+        let mut file = std::fs::File::create(&temporary)?;
+        std::io::Write::write_all(&mut file, format!("{session}\n").as_bytes())?;
+        file.sync_all()?;
+        std::fs::rename(&temporary, &path)?;
+        std::fs::File::open(state_dir)?.sync_all()
+    };
+    write().map_err(state_error(&path))?;
+    Ok(session)
+}
+
+/// Runs the gateway until `shutdown` is cancelled.
+pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Error> {
+    let session = next_session(&config.state_dir)?;
+    let birth = birth(&config, session);
+    info!(gateway = %config.gateway_id, session, devices = config.devices.len(), "gateway starting");
+    let (samples_tx, samples_rx) = mpsc::channel(256);
+    let pollers = pollers(&config);
+    let count = pollers.len().max(1) as u32;
+    let mut tasks = tokio::task::JoinSet::new();
+    for (i, poller) in pollers.into_iter().enumerate() {
+        let stagger = poller.device().poll_interval.mul_f64(f64::from(i as u32) / f64::from(count));
+        tasks.spawn(poll::run_device(poller, stagger, samples_tx.clone(), shutdown.clone()));
+    }
+    drop(samples_tx);
+    publish::run(&config, birth, samples_rx, shutdown.clone()).await;
+    shutdown.cancel();
+    let _ = tokio::time::timeout(Duration::from_secs(5), async { while tasks.join_next().await.is_some() {} }).await;
+    info!("gateway stopped");
+    Ok(())
+}

@@ -1,0 +1,96 @@
+//! `chillcloud-gateway`: run the gateway, check a configuration, or poll once for commissioning.
+
+use std::path::PathBuf;
+
+use anyhow::Context as _;
+use chillcloud_gateway::{config::Config, pollers};
+use clap::{Parser, Subcommand};
+use serde_json::json;
+use tokio_util::sync::CancellationToken;
+
+#[derive(Parser)]
+#[command(version, about = "Chillcloud field gateway: Modbus to MQTT")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Poll the configured devices and publish to the broker until stopped.
+    Run {
+        /// The configuration file.
+        #[arg(long, short, env = "CHILLCLOUD_GATEWAY_CONFIG")]
+        config: PathBuf,
+    },
+    /// Check a configuration file and report every problem found.
+    CheckConfig {
+        /// The configuration file.
+        file: PathBuf,
+    },
+    /// Read every point of every device once and print the values as JSON (for commissioning).
+    PollOnce {
+        /// The configuration file.
+        file: PathBuf,
+    },
+}
+
+fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    match cli.command {
+        Command::Run { config } => {
+            let config = Config::load(&config)?;
+            runtime.block_on(async {
+                let shutdown = CancellationToken::new();
+                tokio::spawn(stop_on_signal(shutdown.clone()));
+                chillcloud_gateway::run(config, shutdown).await
+            })?;
+        }
+        Command::CheckConfig { file } => {
+            let config = Config::load(&file)?;
+            let points: usize = config.devices.iter().map(|d| d.points.len()).sum();
+            println!("{}: ok ({} devices, {points} points)", file.display(), config.devices.len());
+        }
+        Command::PollOnce { file } => {
+            let config = Config::load(&file)?;
+            let values = runtime.block_on(async {
+                let mut out = Vec::new();
+                for mut poller in pollers(&config) {
+                    let samples = poller.poll().await;
+                    out.extend(samples.into_iter().map(|s| (poller.device().id.clone(), s)));
+                }
+                out
+            });
+            let birth = chillcloud_gateway::birth(&config, 0);
+            let names: Vec<_> =
+                birth.devices.iter().flat_map(|d| d.points.iter().map(|p| (p.name.clone(), p.unit.clone()))).collect();
+            let rows: Vec<_> = values
+                .into_iter()
+                .map(|(device, s)| {
+                    let (name, unit) = &names[s.alias as usize];
+                    json!({"device": device, "point": name, "value": s.value, "unit": unit, "quality": format!("{:?}", s.quality)})
+                })
+                .collect();
+            println!("{}", serde_json::to_string_pretty(&rows).context("render values")?);
+        }
+    }
+    Ok(())
+}
+
+async fn stop_on_signal(shutdown: CancellationToken) {
+    let mut terminate = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(signal) => signal,
+        Err(_) => return,
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = terminate.recv() => {}
+    }
+    tracing::info!("stopping");
+    shutdown.cancel();
+}

@@ -1,0 +1,202 @@
+//! Modbus register maps: data types, how values are decoded from registers, and how a
+//! device's points are merged into the fewest read requests.
+
+use serde::Deserialize;
+
+/// Most registers one read request may ask for (Modbus application protocol, 6.3 and 6.4).
+pub const MAX_REGISTERS_PER_READ: u16 = 125;
+/// Most coils or discrete inputs one read request may ask for (6.1 and 6.2).
+pub const MAX_BITS_PER_READ: u16 = 2000;
+
+/// The four Modbus data tables.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RegisterKind {
+    /// Read-write bits (function codes 1, 5, 15).
+    Coil,
+    /// Read-only bits (function code 2).
+    DiscreteInput,
+    /// Read-only 16-bit registers (function code 4).
+    Input,
+    /// Read-write 16-bit registers (function codes 3, 6, 16).
+    Holding,
+}
+
+impl RegisterKind {
+    /// Whether the table holds single bits rather than 16-bit words.
+    pub fn is_bit(self) -> bool {
+        matches!(self, RegisterKind::Coil | RegisterKind::DiscreteInput)
+    }
+
+    fn max_per_read(self) -> u16 {
+        if self.is_bit() { MAX_BITS_PER_READ } else { MAX_REGISTERS_PER_READ }
+    }
+}
+
+/// How the registers of a point are interpreted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DataType {
+    /// A coil or discrete input, read as 0 or 1.
+    Bool,
+    /// One register, unsigned.
+    U16,
+    /// One register, two's complement.
+    I16,
+    /// Two registers, unsigned.
+    U32,
+    /// Two registers, two's complement.
+    I32,
+    /// Four registers, unsigned.
+    U64,
+    /// Four registers, two's complement.
+    I64,
+    /// Two registers, IEEE 754 single precision.
+    F32,
+    /// Four registers, IEEE 754 double precision.
+    F64,
+}
+
+impl DataType {
+    /// Whether the type is IEEE 754 floating point.
+    pub fn is_float(self) -> bool {
+        matches!(self, DataType::F32 | DataType::F64)
+    }
+
+    /// How many registers (or bits, for [`DataType::Bool`]) the type spans.
+    pub fn width(self) -> u16 {
+        match self {
+            DataType::Bool | DataType::U16 | DataType::I16 => 1,
+            DataType::U32 | DataType::I32 | DataType::F32 => 2,
+            DataType::U64 | DataType::I64 | DataType::F64 => 4,
+        }
+    }
+}
+
+/// The order of the 16-bit words of a multi-register value. Bytes within a word are
+/// big-endian, as Modbus defines.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WordOrder {
+    /// Most significant word first (the Modbus convention, "ABCD").
+    #[default]
+    Big,
+    /// Least significant word first ("CDAB"), common on PLCs.
+    Little,
+}
+
+/// Decodes the raw value of a register-table point from exactly `data_type.width()` words.
+pub fn decode_words(words: &[u16], data_type: DataType, order: WordOrder) -> f64 {
+    // Assemble the words most significant first into one big-endian integer.
+    let mut raw: u64 = 0;
+    let ordered: Box<dyn Iterator<Item = &u16>> = match order {
+        WordOrder::Big => Box::new(words.iter()),
+        WordOrder::Little => Box::new(words.iter().rev()),
+    };
+    for word in ordered {
+        raw = (raw << 16) | u64::from(*word);
+    }
+    match data_type {
+        DataType::Bool => (raw != 0) as u8 as f64,
+        DataType::U16 => raw as u16 as f64,
+        DataType::I16 => raw as u16 as i16 as f64,
+        DataType::U32 => raw as u32 as f64,
+        DataType::I32 => raw as u32 as i32 as f64,
+        DataType::U64 => raw as f64,
+        DataType::I64 => raw as i64 as f64,
+        DataType::F32 => f64::from(f32::from_bits(raw as u32)),
+        DataType::F64 => f64::from_bits(raw),
+    }
+}
+
+/// Where one point lives in the device, as the read planner needs it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Span {
+    /// The table.
+    pub kind: RegisterKind,
+    /// Zero-based protocol (PDU) address of the first register or bit.
+    pub address: u16,
+    /// Registers or bits spanned.
+    pub width: u16,
+}
+
+/// One read request and the points it serves.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReadBlock {
+    /// The table to read.
+    pub kind: RegisterKind,
+    /// Zero-based address of the first register or bit.
+    pub start: u16,
+    /// Registers or bits to read.
+    pub count: u16,
+    /// Indices into the spans given to [`plan_reads`].
+    pub points: Vec<usize>,
+}
+
+/// Merges points into as few read requests as the protocol allows.
+///
+/// Points of one table are merged while the request stays within the protocol's limit and the
+/// hole between neighbours is at most `max_gap` registers: reading a hole costs little on the
+/// wire, but many devices answer "illegal address" for registers they do not implement, so the
+/// gap is capped by configuration.
+pub fn plan_reads(spans: &[Span], max_gap: u16) -> Vec<ReadBlock> {
+    let mut order: Vec<usize> = (0..spans.len()).collect();
+    order.sort_by_key(|&i| (spans[i].kind, spans[i].address));
+    let mut blocks: Vec<ReadBlock> = Vec::new();
+    for i in order {
+        let span = spans[i];
+        let end = u32::from(span.address) + u32::from(span.width);
+        if let Some(block) = blocks.last_mut() {
+            let block_end = u32::from(block.start) + u32::from(block.count);
+            let fits = block.kind == span.kind
+                && u32::from(span.address) <= block_end + u32::from(max_gap)
+                && end.max(block_end) - u32::from(block.start) <= u32::from(span.kind.max_per_read());
+            if fits {
+                block.count = (end.max(block_end) - u32::from(block.start)) as u16;
+                block.points.push(i);
+                continue;
+            }
+        }
+        blocks.push(ReadBlock { kind: span.kind, start: span.address, count: span.width, points: vec![i] });
+    }
+    blocks
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn span(kind: RegisterKind, address: u16, width: u16) -> Span {
+        Span { kind, address, width }
+    }
+
+    fn check(spans: &[Span], max_gap: u16, expected: &[(RegisterKind, u16, u16)]) {
+        let blocks: Vec<_> = plan_reads(spans, max_gap).into_iter().map(|b| (b.kind, b.start, b.count)).collect();
+        assert_eq!(blocks, expected);
+    }
+
+    #[test]
+    fn contiguous_points_share_a_request_and_gaps_and_limits_split_them() {
+        use RegisterKind::*;
+        check(&[span(Holding, 0, 1), span(Holding, 1, 2), span(Holding, 3, 1)], 0, &[(Holding, 0, 4)]);
+        check(&[span(Holding, 0, 1), span(Holding, 5, 1)], 3, &[(Holding, 0, 1), (Holding, 5, 1)]);
+        check(&[span(Holding, 0, 1), span(Holding, 5, 1)], 4, &[(Holding, 0, 6)]);
+        check(&[span(Input, 0, 1), span(Holding, 1, 1)], 10, &[(Input, 0, 1), (Holding, 1, 1)]);
+        check(&[span(Holding, 0, 100), span(Holding, 100, 26)], 0, &[(Holding, 0, 100), (Holding, 100, 26)]);
+        check(&[span(Holding, 0, 100), span(Holding, 100, 25)], 0, &[(Holding, 0, 125)]);
+        check(&[span(Coil, 0, 1), span(Coil, 1999, 1)], 2000, &[(Coil, 0, 2000)]);
+        // Overlapping points (a bit of a status word read twice) stay in one request.
+        check(&[span(Holding, 10, 2), span(Holding, 10, 1)], 0, &[(Holding, 10, 2)]);
+    }
+
+    #[test]
+    fn words_decode_in_both_orders() {
+        assert_eq!(decode_words(&[0xFB2E], DataType::I16, WordOrder::Big), -1234.0);
+        assert_eq!(decode_words(&[0x1234, 0x5678], DataType::U32, WordOrder::Big), 305_419_896.0);
+        assert_eq!(decode_words(&[0x5678, 0x1234], DataType::U32, WordOrder::Little), 305_419_896.0);
+        let [hi, lo] = [(21.5f32.to_bits() >> 16) as u16, 21.5f32.to_bits() as u16];
+        assert_eq!(decode_words(&[hi, lo], DataType::F32, WordOrder::Big), 21.5);
+        assert_eq!(decode_words(&[lo, hi], DataType::F32, WordOrder::Little), 21.5);
+        assert_eq!(decode_words(&[0xFFFF, 0xFFFF, 0xFFFF, 0xFFFE], DataType::I64, WordOrder::Big), -2.0);
+    }
+}

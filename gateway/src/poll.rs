@@ -1,0 +1,214 @@
+//! Polling one device: the read plan, the Modbus TCP connection, and turning registers into
+//! timestamped samples.
+
+use std::{net::SocketAddr, time::Duration};
+
+use chillcloud_proto::Quality;
+use tokio::{net::lookup_host, sync::mpsc, time::timeout};
+use tokio_modbus::{
+    client::{Context, Reader, tcp},
+    slave::Slave,
+};
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+use crate::{
+    config::{DeviceConfig, PointConfig},
+    modbus::{ReadBlock, RegisterKind, Span, decode_words, plan_reads},
+    now_ms,
+};
+
+/// One reading of one point, as taken from the device.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Sample {
+    /// The point's alias in the current session.
+    pub alias: u32,
+    /// When the value was read, ms since the Unix epoch.
+    pub time_ms: i64,
+    /// The engineering value; `None` when the read failed.
+    pub value: Option<f64>,
+    /// Whether the value can be trusted.
+    pub quality: Quality,
+}
+
+/// Why a read request produced no data.
+#[derive(Debug, thiserror::Error)]
+enum ReadError {
+    #[error("no response within {0:?}")]
+    Timeout(Duration),
+    #[error("connection failed: {0}")]
+    Transport(#[from] tokio_modbus::Error),
+    #[error("device answered with exception {0}")]
+    Exception(tokio_modbus::ExceptionCode),
+    #[error("cannot resolve or connect to {0}: {1}")]
+    Connect(String, std::io::Error),
+    #[error("skipped: an earlier request of this poll found the device unreachable")]
+    Skipped,
+}
+
+/// Polls one device and remembers what it needs between polls.
+pub struct DevicePoller {
+    device: DeviceConfig,
+    first_alias: u32,
+    blocks: Vec<ReadBlock>,
+    connection: Option<Context>,
+    /// The quality last reported for each point, so a failure is reported once, not every poll.
+    last_quality: Vec<Option<Quality>>,
+}
+
+impl DevicePoller {
+    /// A poller for `device` whose points take aliases from `first_alias` on.
+    pub fn new(device: DeviceConfig, first_alias: u32) -> Self {
+        let spans: Vec<Span> = device
+            .points
+            .iter()
+            .map(|p| Span { kind: p.kind, address: p.address, width: p.data_type.width() })
+            .collect();
+        let blocks = plan_reads(&spans, device.max_gap);
+        let last_quality = vec![None; device.points.len()];
+        Self { device, first_alias, blocks, connection: None, last_quality }
+    }
+
+    /// The device being polled.
+    pub fn device(&self) -> &DeviceConfig {
+        &self.device
+    }
+
+    /// Reads every point once. Points whose read failed are reported as bad, without a value,
+    /// the first time they fail; after that nothing is sent for them until they read again.
+    pub async fn poll(&mut self) -> Vec<Sample> {
+        let mut samples = Vec::with_capacity(self.device.points.len());
+        let mut unreachable = false;
+        for block_index in 0..self.blocks.len() {
+            // Once the device has not answered, the rest of this poll would only wait out
+            // more timeouts.
+            let result = if unreachable { Err(ReadError::Skipped) } else { self.read_block(block_index).await };
+            let time_ms = now_ms();
+            let block = &self.blocks[block_index];
+            match result {
+                Ok(words) => {
+                    for &i in &block.points {
+                        let point = &self.device.points[i];
+                        let offset = usize::from(point.address - block.start);
+                        let raw = &words[offset..offset + usize::from(point.data_type.width())];
+                        let value = engineering_value(point, raw);
+                        samples.push(Sample {
+                            alias: self.first_alias + i as u32,
+                            time_ms,
+                            value: Some(value),
+                            quality: Quality::Good,
+                        });
+                        self.last_quality[i] = Some(Quality::Good);
+                    }
+                }
+                Err(error) => {
+                    let fresh_failure = block.points.iter().any(|&i| self.last_quality[i] != Some(Quality::Bad));
+                    if fresh_failure && !matches!(error, ReadError::Skipped) {
+                        warn!(device = %self.device.id, kind = ?block.kind, start = block.start, count = block.count, %error, "read failed; points marked bad");
+                    } else {
+                        debug!(device = %self.device.id, %error, "read still failing");
+                    }
+                    for &i in &block.points {
+                        if self.last_quality[i] != Some(Quality::Bad) {
+                            samples.push(Sample {
+                                alias: self.first_alias + i as u32,
+                                time_ms,
+                                value: None,
+                                quality: Quality::Bad,
+                            });
+                            self.last_quality[i] = Some(Quality::Bad);
+                        }
+                    }
+                    if !matches!(error, ReadError::Exception(_)) {
+                        // The connection is in an unknown state; start afresh next time.
+                        self.connection = None;
+                        unreachable = true;
+                    }
+                }
+            }
+        }
+        samples
+    }
+
+    async fn read_block(&mut self, block_index: usize) -> Result<Vec<u16>, ReadError> {
+        let wait = self.device.timeout;
+        if self.connection.is_none() {
+            let address = format!("{}:{}", self.device.host, self.device.port);
+            let socket = resolve(&address).await.map_err(|e| ReadError::Connect(address.clone(), e))?;
+            let connect = tcp::connect_slave(socket, Slave(self.device.unit_id));
+            let context = timeout(wait, connect)
+                .await
+                .map_err(|_| ReadError::Timeout(wait))?
+                .map_err(|e| ReadError::Connect(address.clone(), e))?;
+            info!(device = %self.device.id, %address, "connected");
+            self.connection = Some(context);
+        }
+        let Some(connection) = self.connection.as_mut() else { unreachable!("connected above") };
+        let block = &self.blocks[block_index];
+        let (start, count) = (block.start, block.count);
+        let words = match block.kind {
+            RegisterKind::Coil => {
+                timeout(wait, connection.read_coils(start, count)).await.map(|r| r.map(|r| r.map(bits_to_words)))
+            }
+            RegisterKind::DiscreteInput => timeout(wait, connection.read_discrete_inputs(start, count))
+                .await
+                .map(|r| r.map(|r| r.map(bits_to_words))),
+            RegisterKind::Input => timeout(wait, connection.read_input_registers(start, count)).await,
+            RegisterKind::Holding => timeout(wait, connection.read_holding_registers(start, count)).await,
+        };
+        let words = words.map_err(|_| ReadError::Timeout(wait))??.map_err(ReadError::Exception)?;
+        if words.len() < usize::from(count) {
+            // A short answer would misalign every point after it.
+            return Err(ReadError::Transport(tokio_modbus::Error::Transport(std::io::Error::other(format!(
+                "asked for {count} values, got {}",
+                words.len()
+            )))));
+        }
+        Ok(words)
+    }
+}
+
+fn bits_to_words(bits: Vec<bool>) -> Vec<u16> {
+    bits.into_iter().map(u16::from).collect()
+}
+
+async fn resolve(address: &str) -> std::io::Result<SocketAddr> {
+    lookup_host(address).await?.next().ok_or_else(|| std::io::Error::other("no address found"))
+}
+
+fn engineering_value(point: &PointConfig, words: &[u16]) -> f64 {
+    let value = decode_words(words, point.data_type, point.word_order) * point.scale + point.offset;
+    if point.data_type.is_float() {
+        value
+    } else {
+        // An integer register scaled by 0.1 has exactly one decimal; rounding removes the
+        // binary noise of the multiplication (3 × 0.1 = 0.30000000000000004), which would
+        // otherwise cost a double on the wire.
+        let factor = 10f64.powi(point.decimals);
+        (value * factor).round() / factor
+    }
+}
+
+/// Polls a device every `interval` until `shutdown`, sending each poll's samples to `out`.
+///
+/// `stagger` delays the first poll so that devices sharing a gateway are not all hit at once.
+pub async fn run_device(
+    mut poller: DevicePoller,
+    stagger: Duration,
+    out: mpsc::Sender<Vec<Sample>>,
+    shutdown: CancellationToken,
+) {
+    let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + stagger, poller.device.poll_interval);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            _ = ticks.tick() => {
+                let samples = poller.poll().await;
+                if !samples.is_empty() && out.send(samples).await.is_err() {
+                    return;
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,84 @@
+//! Built-in device profiles: register maps of real chiller controllers, kept as data files
+//! under `gateway/profiles/` and compiled into the binary.
+
+use std::path::Path;
+
+use serde::Deserialize;
+
+use crate::config::{PointConfig, PointFile, check_point};
+
+/// Names of the built-in profiles.
+pub const NAMES: &[&str] = &["trane-ch530"];
+
+fn source(name: &str) -> Option<&'static str> {
+    match name {
+        "trane-ch530" => Some(include_str!("../profiles/trane-ch530.toml")),
+        _ => None,
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ProfileFile {
+    name: String,
+    #[allow(dead_code, reason = "documentation inside the data file")]
+    description: String,
+    /// Number of the first register in this file's addresses (1 for Modicon-style lists).
+    addressing_base: u16,
+    points: Vec<PointFile>,
+}
+
+/// A device profile with its addresses resolved.
+#[derive(Debug, Clone)]
+pub struct Profile {
+    /// The profile's name.
+    pub name: String,
+    /// Its points, with zero-based addresses.
+    pub points: Vec<PointConfig>,
+}
+
+/// Loads a built-in profile by name.
+pub fn builtin(name: &str) -> Option<Profile> {
+    let text = source(name)?;
+    // The built-in files are checked by this crate's tests, so a failure here is a build defect.
+    Some(parse(text, Path::new(name)).unwrap_or_else(|e| panic!("built-in profile {name} is invalid: {e}")))
+}
+
+fn parse(text: &str, path: &Path) -> Result<Profile, crate::config::ConfigError> {
+    let file: ProfileFile = toml::from_str(text)
+        .map_err(|e| crate::config::ConfigError::Syntax { path: path.to_owned(), message: e.to_string() })?;
+    let points = file
+        .points
+        .into_iter()
+        .enumerate()
+        .map(|(i, p)| check_point(p, file.addressing_base, &format!("points[{i}]")))
+        .collect::<Result<_, _>>()?;
+    Ok(Profile { name: file.name, points })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_builtin_profile_is_valid_and_named_as_listed() {
+        for name in NAMES {
+            let profile = builtin(name).expect("listed profiles exist");
+            assert_eq!(&profile.name, name);
+            let mut names: Vec<_> = profile.points.iter().map(|p| &p.name).collect();
+            names.sort();
+            names.dedup();
+            assert_eq!(names.len(), profile.points.len(), "point names are unique in {name}");
+        }
+    }
+
+    #[test]
+    fn trane_addresses_are_converted_from_the_manuals_numbering() {
+        let profile = builtin("trane-ch530").expect("exists");
+        let point = |n: &str| profile.points.iter().find(|p| p.name == n).expect("point").clone();
+        // Input register 30005 is protocol address 4; holding 40002 is 1; coil 1 is 0.
+        assert_eq!(point("evap_leaving_temp").address, 4);
+        assert_eq!(point("chw_setpoint").address, 1);
+        assert_eq!(point("chiller_enable").address, 0);
+    }
+}
