@@ -1,0 +1,166 @@
+//! A private Mosquitto broker run from the system's binary, configured so that no client is
+//! anonymous and each gateway may use only its own topics (`deploy/mosquitto/acl`).
+
+use std::{
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    time::{Duration, Instant},
+};
+
+use tokio::process::{Child, Command};
+use tracing::info;
+
+use super::{EmbeddedError, io_error, prepare_dir, run_command, running_as_root};
+
+/// The ACL shared with external Mosquitto deployments.
+pub const ACL: &str = include_str!("../../../deploy/mosquitto/acl");
+
+/// The MQTT username the server itself uses.
+pub const SERVER_USERNAME: &str = "chillcloud-server";
+
+const READY_TIMEOUT: Duration = Duration::from_secs(10);
+
+fn find(binary: &str) -> Result<PathBuf, EmbeddedError> {
+    ["/usr/sbin", "/usr/bin", "/usr/local/sbin", "/usr/local/bin"]
+        .iter()
+        .map(|dir| Path::new(dir).join(binary))
+        .find(|path| path.exists())
+        .ok_or(EmbeddedError::NotInstalled { what: "mosquitto", package: "mosquitto" })
+}
+
+/// The password-file line for `username` with `password`, hashed by `mosquitto_passwd` in the
+/// format Mosquitto expects.
+pub async fn password_line(username: &str, password: &str) -> Result<String, EmbeddedError> {
+    let dir = tempfile_dir()?;
+    let file = dir.join("passwd");
+    std::fs::write(&file, "").map_err(io_error(&file))?;
+    let result =
+        run_command(None, &find("mosquitto_passwd")?, &["-b", &file.to_string_lossy(), username, password]).await;
+    let line = std::fs::read_to_string(&file).map_err(io_error(&file));
+    let _ = std::fs::remove_dir_all(&dir);
+    result?;
+    Ok(line?.trim().to_owned())
+}
+
+fn tempfile_dir() -> Result<PathBuf, EmbeddedError> {
+    let dir = std::env::temp_dir().join(format!("chillcloud-passwd-{}-{}", std::process::id(), rand::random::<u64>()));
+    std::fs::create_dir(&dir).map_err(io_error(&dir))?;
+    Ok(dir)
+}
+
+/// A running private broker; stopped when dropped.
+#[derive(Debug)]
+pub struct EmbeddedBroker {
+    child: Child,
+    dir: PathBuf,
+    address: SocketAddr,
+}
+
+impl EmbeddedBroker {
+    /// Starts Mosquitto on `address` with a password file holding `password_lines` (one per
+    /// user, as [`password_line`] makes them) and the shared ACL. A broker left running by an
+    /// earlier server process is stopped first.
+    pub async fn start(root: &Path, address: SocketAddr, password_lines: &[String]) -> Result<Self, EmbeddedError> {
+        let mosquitto = find("mosquitto")?;
+        let dir = std::path::absolute(root).map_err(io_error(root))?;
+        prepare_dir(&dir, "mosquitto")?;
+        stop_leftover(&dir);
+
+        let write = |name: &str, text: String| -> Result<PathBuf, EmbeddedError> {
+            let path = dir.join(name);
+            std::fs::write(&path, text).map_err(io_error(&path))?;
+            std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o600))
+                .map_err(io_error(&path))?;
+            if let Some((uid, gid)) = running_as_root().then(|| super::system_user("mosquitto")).flatten() {
+                std::os::unix::fs::chown(&path, Some(uid), Some(gid)).map_err(io_error(&path))?;
+            }
+            Ok(path)
+        };
+        let passwd = write("passwd", password_lines.iter().map(|l| format!("{l}\n")).collect())?;
+        let acl = write("acl", ACL.to_owned())?;
+        let config = write(
+            "mosquitto.conf",
+            format!(
+                "# Written by chillcloud-server at every start; edits are lost.\n\
+                 per_listener_settings false\n\
+                 allow_anonymous false\n\
+                 password_file {passwd}\n\
+                 acl_file {acl}\n\
+                 listener {port} {host}\n\
+                 persistence true\n\
+                 persistence_location {dir}/\n\
+                 autosave_interval 60\n\
+                 max_queued_messages 100000\n\
+                 log_dest stderr\n\
+                 log_type error\n\
+                 log_type warning\n\
+                 log_type notice\n",
+                passwd = passwd.display(),
+                acl = acl.display(),
+                port = address.port(),
+                host = address.ip(),
+                dir = dir.display(),
+            ),
+        )?;
+        let log_path = dir.join("mosquitto.log");
+        let log = std::fs::File::create(&log_path).map_err(io_error(&log_path))?;
+        let child =
+            Command::new(&mosquitto).arg("-c").arg(&config).stderr(log).kill_on_drop(true).spawn().map_err(|e| {
+                EmbeddedError::Command { command: mosquitto.display().to_string(), detail: e.to_string() }
+            })?;
+        if let Some(pid) = child.id() {
+            let pid_file = dir.join("broker.pid");
+            std::fs::write(&pid_file, pid.to_string()).map_err(io_error(&pid_file))?;
+        }
+        let mut broker = Self { child, dir, address };
+        broker.wait_ready().await?;
+        info!(%address, "embedded MQTT broker (mosquitto) running");
+        Ok(broker)
+    }
+
+    async fn wait_ready(&mut self) -> Result<(), EmbeddedError> {
+        let deadline = Instant::now() + READY_TIMEOUT;
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                let log = std::fs::read_to_string(self.dir.join("mosquitto.log")).unwrap_or_default();
+                return Err(EmbeddedError::Command { command: "mosquitto".into(), detail: format!("{status}: {log}") });
+            }
+            if tokio::net::TcpStream::connect(self.address).await.is_ok() {
+                return Ok(());
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        Err(EmbeddedError::NotReady("mosquitto", READY_TIMEOUT))
+    }
+
+    /// The address clients connect to.
+    pub fn address(&self) -> SocketAddr {
+        self.address
+    }
+
+    /// Stops the broker and waits for it to exit.
+    pub async fn stop(mut self) {
+        if let Some(pid) = self.child.id().and_then(|pid| rustix::process::Pid::from_raw(pid as i32)) {
+            let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
+        }
+        let _ = tokio::time::timeout(Duration::from_secs(5), self.child.wait()).await;
+        let _ = std::fs::remove_file(self.dir.join("broker.pid"));
+    }
+}
+
+/// Stops a broker that an earlier server process started and could not stop (it was killed).
+fn stop_leftover(dir: &Path) {
+    let Ok(text) = std::fs::read_to_string(dir.join("broker.pid")) else { return };
+    let Ok(pid) = text.trim().parse::<i32>() else { return };
+    let is_mosquitto =
+        std::fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|comm| comm.trim() == "mosquitto");
+    if let (true, Some(pid)) = (is_mosquitto, rustix::process::Pid::from_raw(pid)) {
+        let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
+        for _ in 0..100 {
+            if !Path::new(&format!("/proc/{}", pid.as_raw_nonzero())).exists() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}

@@ -1,0 +1,240 @@
+//! The Chillcloud server: takes gateway data from MQTT, stores it in PostgreSQL, and serves the
+//! HTTP API. With nothing configured it runs its own PostgreSQL cluster and MQTT broker.
+
+pub mod api;
+pub mod embedded;
+pub mod ingest;
+pub mod metrics;
+pub mod store;
+
+use std::{net::SocketAddr, path::PathBuf, sync::Arc, time::Duration};
+
+use chillcloud_proto::GatewayId;
+use sqlx::{PgPool, postgres::PgPoolOptions};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use crate::{
+    embedded::{EmbeddedError, broker::EmbeddedBroker, postgres::EmbeddedPostgres},
+    ingest::BrokerSettings,
+    metrics::Metrics,
+};
+
+/// Errors that stop the server.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// An embedded service could not start.
+    #[error(transparent)]
+    Embedded(#[from] EmbeddedError),
+    /// The database refused a connection or a query.
+    #[error("database: {0}")]
+    Database(#[from] sqlx::Error),
+    /// The schema could not be migrated.
+    #[error("database migration: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    /// A file or socket operation failed.
+    #[error("{context}: {source}")]
+    Io {
+        /// What was being done.
+        context: String,
+        /// Why it failed.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The settings cannot work.
+    #[error("{0}")]
+    Config(String),
+}
+
+/// A specialised `Result` for the server.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Where the server keeps its state and finds its database.
+#[derive(Debug, Clone, clap::Args)]
+pub struct StorageSettings {
+    /// Directory for the server's own files (and the embedded database and broker).
+    #[arg(long, env = "CHILLCLOUD_DATA_DIR", default_value = "chillcloud-data")]
+    pub data_dir: PathBuf,
+    /// PostgreSQL URL; without it the server runs its own cluster inside the data directory.
+    #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
+    pub database_url: Option<String>,
+}
+
+/// Settings of `chillcloud-server serve`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ServeSettings {
+    /// Where to find the database.
+    #[command(flatten)]
+    pub storage: StorageSettings,
+    /// Address the HTTP API listens on.
+    #[arg(long, env = "CHILLCLOUD_LISTEN", default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+    /// External MQTT broker as host:port; without it the server runs its own Mosquitto.
+    #[arg(long, env = "CHILLCLOUD_MQTT_BROKER")]
+    pub mqtt_broker: Option<String>,
+    /// MQTT username at the external broker.
+    #[arg(long, env = "CHILLCLOUD_MQTT_USERNAME", default_value = embedded::broker::SERVER_USERNAME)]
+    pub mqtt_username: String,
+    /// MQTT password at the external broker.
+    #[arg(long, env = "CHILLCLOUD_MQTT_PASSWORD", hide_env_values = true)]
+    pub mqtt_password: Option<String>,
+    /// MQTT client id; the broker keeps this session's undelivered messages across restarts.
+    #[arg(long, env = "CHILLCLOUD_MQTT_CLIENT_ID", default_value = "chillcloud-server")]
+    pub mqtt_client_id: String,
+    /// Address the embedded broker listens on, for gateways.
+    #[arg(long, env = "CHILLCLOUD_EMBEDDED_BROKER_LISTEN", default_value = "127.0.0.1:1883")]
+    pub embedded_broker_listen: SocketAddr,
+    /// Bearer token for the JSON API; without it one is generated into `<data-dir>/api-token`.
+    #[arg(long, env = "CHILLCLOUD_API_TOKEN", hide_env_values = true)]
+    pub api_token: Option<String>,
+}
+
+/// The database, and the embedded cluster behind it if there is one.
+pub struct Database {
+    /// Connection pool.
+    pub pool: PgPool,
+    embedded: Option<EmbeddedPostgres>,
+}
+
+impl Database {
+    /// Connects to the configured database, or starts the embedded one, and migrates it.
+    pub async fn open(storage: &StorageSettings) -> Result<Self> {
+        let pool_options = PgPoolOptions::new().max_connections(8).acquire_timeout(Duration::from_secs(10));
+        let (pool, embedded) = match &storage.database_url {
+            Some(url) => (pool_options.connect(url).await?, None),
+            None => {
+                let cluster = EmbeddedPostgres::start(&storage.data_dir.join("postgres"), None).await?;
+                (pool_options.connect_with(cluster.connect_options("chillcloud")).await?, Some(cluster))
+            }
+        };
+        store::MIGRATOR.run(&pool).await?;
+        info!(embedded = embedded.is_some(), "database ready (plain PostgreSQL)");
+        Ok(Self { pool, embedded })
+    }
+
+    /// Closes the pool and stops the embedded cluster if this process started it, or always
+    /// when `owner` (the server owns its cluster, even one a crashed predecessor left running).
+    pub async fn close(self, owner: bool) {
+        self.pool.close().await;
+        if let Some(cluster) = self.embedded {
+            let stopped = if owner { cluster.stop().await } else { cluster.stop_if_started_here().await };
+            if let Err(error) = stopped {
+                warn!(%error, "stopping the embedded PostgreSQL failed");
+            }
+        }
+    }
+}
+
+/// Provisions a gateway: a new random broker password, stored as a hash. Returns the password,
+/// which is shown once and never stored in the clear, and the broker password-file line.
+pub async fn add_gateway(pool: &PgPool, gateway: &GatewayId) -> Result<(String, String)> {
+    let password = random_token();
+    let line = embedded::broker::password_line(gateway.as_str(), &password).await?;
+    store::upsert_gateway(pool, gateway, &line).await?;
+    Ok((password, line))
+}
+
+fn random_token() -> String {
+    let bytes: [u8; 24] = rand::random();
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The API token: the configured one, or the one generated into the data directory.
+fn api_token(settings: &ServeSettings) -> Result<String> {
+    if let Some(token) = &settings.api_token {
+        return Ok(token.clone());
+    }
+    let path = settings.storage.data_dir.join("api-token");
+    let io = |context: &str| {
+        let context = format!("{context} {}", path.display());
+        move |source| Error::Io { context, source }
+    };
+    match std::fs::read_to_string(&path) {
+        Ok(token) => Ok(token.trim().to_owned()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            std::fs::create_dir_all(&settings.storage.data_dir).map_err(io("create directory for"))?;
+            let token = random_token();
+            std::fs::write(&path, format!("{token}\n")).map_err(io("write"))?;
+            std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o600))
+                .map_err(io("protect"))?;
+            info!(path = %path.display(), "generated an API token");
+            Ok(token)
+        }
+        Err(e) => Err(io("read")(e)),
+    }
+}
+
+/// Runs the server until `shutdown`: database, broker, ingest and HTTP API. `listener` is
+/// bound by the caller so tests can use port 0.
+pub async fn serve(settings: ServeSettings, listener: TcpListener, shutdown: CancellationToken) -> Result<()> {
+    let api_token = api_token(&settings)?;
+    let database = Database::open(&settings.storage).await?;
+    let metrics = Arc::new(Metrics::default());
+
+    let (broker_settings, embedded_broker) = match &settings.mqtt_broker {
+        Some(address) => {
+            let (host, port) = address
+                .rsplit_once(':')
+                .and_then(|(h, p)| Some((h.to_owned(), p.parse().ok()?)))
+                .ok_or_else(|| Error::Config(format!("--mqtt-broker {address:?}: expected host:port")))?;
+            let password = settings
+                .mqtt_password
+                .clone()
+                .ok_or_else(|| Error::Config("--mqtt-password is required with --mqtt-broker".into()))?;
+            (
+                BrokerSettings {
+                    host,
+                    port,
+                    username: settings.mqtt_username.clone(),
+                    password,
+                    client_id: settings.mqtt_client_id.clone(),
+                },
+                None,
+            )
+        }
+        None => {
+            let password = random_token();
+            let mut lines = store::gateway_password_lines(&database.pool).await?;
+            lines.push(embedded::broker::password_line(embedded::broker::SERVER_USERNAME, &password).await?);
+            let broker = EmbeddedBroker::start(
+                &settings.storage.data_dir.join("mosquitto"),
+                settings.embedded_broker_listen,
+                &lines,
+            )
+            .await?;
+            let address = broker.address();
+            let settings = BrokerSettings {
+                host: address.ip().to_string(),
+                port: address.port(),
+                username: embedded::broker::SERVER_USERNAME.into(),
+                password,
+                client_id: settings.mqtt_client_id.clone(),
+            };
+            (settings, Some(broker))
+        }
+    };
+
+    let ingest = tokio::spawn(ingest::run(database.pool.clone(), broker_settings, metrics.clone(), shutdown.clone()));
+    let state = api::AppState { pool: database.pool.clone(), metrics, api_token: api_token.into() };
+    let address = listener.local_addr().map_err(|source| Error::Io { context: "listener address".into(), source })?;
+    info!(%address, "HTTP API listening");
+    let http_shutdown = shutdown.clone();
+    let http = axum::serve(listener, api::router(state))
+        .with_graceful_shutdown(async move { http_shutdown.cancelled().await });
+    let result = tokio::select! {
+        result = http => result.map_err(|source| Error::Io { context: "HTTP server".into(), source }),
+        _ = shutdown.cancelled() => Ok(()),
+    };
+    // Stop taking input, let ingest finish the message in hand, then stop the services.
+    shutdown.cancel();
+    if tokio::time::timeout(Duration::from_secs(10), ingest).await.is_err() {
+        warn!("ingest did not stop within 10 s");
+    }
+    if let Some(broker) = embedded_broker {
+        broker.stop().await;
+    }
+    database.close(true).await;
+    info!("server stopped");
+    result
+}

@@ -1,0 +1,81 @@
+//! Counters the server exposes at `/metrics` in the Prometheus text format.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// A monotonically increasing counter.
+#[derive(Debug, Default)]
+pub struct Counter(AtomicU64);
+
+impl Counter {
+    /// Adds one.
+    pub fn inc(&self) {
+        self.add(1);
+    }
+
+    /// Adds `n`.
+    pub fn add(&self, n: u64) {
+        self.0.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// The current value.
+    pub fn get(&self) -> u64 {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+/// The server's counters.
+#[derive(Debug, Default)]
+pub struct Metrics {
+    /// MQTT messages received from the broker.
+    pub messages_received: Counter,
+    /// Messages refused (bad topic, payload or gateway).
+    pub messages_rejected: Counter,
+    /// Data messages held because their session's birth had not arrived.
+    pub messages_held_for_birth: Counter,
+    /// Readings committed to the database.
+    pub readings_stored: Counter,
+    /// Readings skipped because their alias is not in the session's birth.
+    pub readings_unknown_alias: Counter,
+    /// Database operations that failed (and were retried).
+    pub database_errors: Counter,
+}
+
+impl Metrics {
+    /// Renders every counter in the Prometheus text exposition format.
+    pub fn render(&self) -> String {
+        let counters = [
+            (
+                "chillcloud_mqtt_messages_received_total",
+                "MQTT messages received from the broker",
+                &self.messages_received,
+            ),
+            (
+                "chillcloud_mqtt_messages_rejected_total",
+                "MQTT messages refused and dead-lettered",
+                &self.messages_rejected,
+            ),
+            (
+                "chillcloud_mqtt_messages_held_for_birth_total",
+                "Data messages held until their birth arrives",
+                &self.messages_held_for_birth,
+            ),
+            ("chillcloud_readings_stored_total", "Readings committed to the database", &self.readings_stored),
+            (
+                "chillcloud_readings_unknown_alias_total",
+                "Readings skipped for an alias missing from the birth",
+                &self.readings_unknown_alias,
+            ),
+            (
+                "chillcloud_database_errors_total",
+                "Database operations that failed and were retried",
+                &self.database_errors,
+            ),
+        ];
+        counters
+            .iter()
+            .map(|(name, help, counter)| {
+                format!("# HELP {name} {help}\n# TYPE {name} counter\n{name} {}\n", counter.get())
+            })
+            .collect()
+    }
+}

@@ -1,0 +1,289 @@
+//! Everything the server keeps in PostgreSQL: the registry built from births, readings, and
+//! rejected messages. Every write here is idempotent, so redelivered messages store nothing twice.
+
+use std::collections::HashMap;
+
+use chillcloud_proto::{Birth, Data, GatewayId, Quality};
+use chrono::{DateTime, TimeZone, Utc};
+use sqlx::{PgPool, Postgres, Transaction};
+
+/// Embedded schema migrations, run at start.
+pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
+
+/// A gateway session's alias table: `point_ids[alias]` and that point's decimals.
+#[derive(Debug, Clone, Default)]
+pub struct AliasTable {
+    points: Vec<Option<(i64, i32)>>,
+}
+
+impl AliasTable {
+    fn get(&self, alias: u32) -> Option<(i64, i32)> {
+        self.points.get(alias as usize).copied().flatten()
+    }
+}
+
+/// Caches alias tables, which never change once a session's birth is stored.
+#[derive(Debug, Default)]
+pub struct AliasCache {
+    tables: HashMap<(GatewayId, u64), AliasTable>,
+}
+
+/// What became of a data message.
+#[derive(Debug, PartialEq, Eq)]
+pub enum DataOutcome {
+    /// Readings were stored (duplicates counted as stored: they already were).
+    Stored {
+        /// Readings in the message.
+        readings: usize,
+        /// Readings whose alias the session does not have (skipped).
+        unknown_aliases: usize,
+    },
+    /// The session's birth has not arrived; the message is held until it does.
+    HeldForBirth,
+}
+
+/// Whether a gateway has been provisioned.
+pub async fn gateway_exists(pool: &PgPool, gateway: &GatewayId) -> sqlx::Result<bool> {
+    sqlx::query_scalar("select exists (select 1 from gateways where id = $1)")
+        .bind(gateway.as_str())
+        .fetch_one(pool)
+        .await
+}
+
+/// Records a provisioned gateway with its broker password hash (replacing an earlier one).
+pub async fn upsert_gateway(pool: &PgPool, gateway: &GatewayId, mqtt_password_hash: &str) -> sqlx::Result<()> {
+    sqlx::query(
+        "insert into gateways (id, mqtt_password_hash) values ($1, $2)
+         on conflict (id) do update set mqtt_password_hash = excluded.mqtt_password_hash",
+    )
+    .bind(gateway.as_str())
+    .bind(mqtt_password_hash)
+    .execute(pool)
+    .await?;
+    Ok(())
+}
+
+/// The broker password-file lines of every provisioned gateway.
+pub async fn gateway_password_lines(pool: &PgPool) -> sqlx::Result<Vec<String>> {
+    sqlx::query_scalar("select mqtt_password_hash from gateways order by id").fetch_all(pool).await
+}
+
+fn time_from_ms(ms: i64) -> DateTime<Utc> {
+    Utc.timestamp_millis_opt(ms).single().unwrap_or_default()
+}
+
+/// Stores a birth: creates or updates the gateway's units and points and the session's alias
+/// table, and marks the gateway online. Returns the session's alias table.
+pub async fn store_birth(pool: &PgPool, gateway: &GatewayId, birth: &Birth) -> sqlx::Result<AliasTable> {
+    let mut tx = pool.begin().await?;
+    let max_alias = birth.devices.iter().flat_map(|d| &d.points).map(|p| p.alias as usize).max();
+    let mut table = AliasTable { points: vec![None; max_alias.map_or(0, |m| m + 1)] };
+    for device in &birth.devices {
+        let unit_id: i64 = sqlx::query_scalar(
+            "insert into units (gateway_id, device_key, profile, model) values ($1, $2, $3, $4)
+             on conflict (gateway_id, device_key) do update set profile = excluded.profile, model = excluded.model
+             returning id",
+        )
+        .bind(gateway.as_str())
+        .bind(&device.id)
+        .bind(&device.profile)
+        .bind(&device.model)
+        .fetch_one(&mut *tx)
+        .await?;
+        for point in &device.points {
+            let point_id: i64 = sqlx::query_scalar(
+                "insert into points (unit_id, name, unit_of_measure, decimals, writable) values ($1, $2, $3, $4, $5)
+                 on conflict (unit_id, name) do update
+                 set unit_of_measure = excluded.unit_of_measure, decimals = excluded.decimals, writable = excluded.writable
+                 returning id",
+            )
+            .bind(unit_id)
+            .bind(&point.name)
+            .bind(&point.unit)
+            .bind(point.decimals)
+            .bind(point.writable)
+            .fetch_one(&mut *tx)
+            .await?;
+            table.points[point.alias as usize] = Some((point_id, point.decimals));
+        }
+    }
+    let point_ids: Vec<Option<i64>> = table.points.iter().map(|p| p.map(|(id, _)| id)).collect();
+    // A retained birth is delivered again on every subscription: the first copy wins.
+    sqlx::query(
+        "insert into gateway_sessions (gateway_id, session, started_at, point_ids) values ($1, $2, $3, $4)
+         on conflict (gateway_id, session) do nothing",
+    )
+    .bind(gateway.as_str())
+    .bind(birth.session as i64)
+    .bind(time_from_ms(birth.time_ms))
+    .bind(&point_ids)
+    .execute(&mut *tx)
+    .await?;
+    sqlx::query(
+        "update gateways set software_version = $2, session = $3, online = true, last_seen = now()
+         where id = $1 and (session is null or session <= $3)",
+    )
+    .bind(gateway.as_str())
+    .bind(&birth.software_version)
+    .bind(birth.session as i64)
+    .execute(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok(table)
+}
+
+/// Marks the gateway offline if `session` is still its current one.
+pub async fn store_death(pool: &PgPool, gateway: &GatewayId, session: u64) -> sqlx::Result<()> {
+    sqlx::query("update gateways set online = false where id = $1 and session = $2")
+        .bind(gateway.as_str())
+        .bind(session as i64)
+        .execute(pool)
+        .await?;
+    Ok(())
+}
+
+async fn alias_table(
+    pool: &PgPool,
+    cache: &mut AliasCache,
+    gateway: &GatewayId,
+    session: u64,
+) -> sqlx::Result<Option<AliasTable>> {
+    let key = (gateway.clone(), session);
+    if let Some(table) = cache.tables.get(&key) {
+        return Ok(Some(table.clone()));
+    }
+    /// Point ids by alias, and their decimals in the same order.
+    type AliasRow = (Vec<Option<i64>>, Vec<Option<i32>>);
+    let row: Option<AliasRow> = sqlx::query_as(
+        "select s.point_ids, array(select p.decimals from unnest(s.point_ids) with ordinality as a(id, n)
+                                   left join points p on p.id = a.id order by a.n)
+         from gateway_sessions s where s.gateway_id = $1 and s.session = $2",
+    )
+    .bind(gateway.as_str())
+    .bind(session as i64)
+    .fetch_optional(pool)
+    .await?;
+    let Some((ids, decimals)) = row else { return Ok(None) };
+    let table =
+        AliasTable { points: ids.into_iter().zip(decimals).map(|(id, d)| id.map(|id| (id, d.unwrap_or(0)))).collect() };
+    cache.tables.insert(key, table.clone());
+    Ok(Some(table))
+}
+
+/// Remembers a freshly stored birth's alias table.
+pub fn cache_birth(cache: &mut AliasCache, gateway: &GatewayId, session: u64, table: AliasTable) {
+    cache.tables.insert((gateway.clone(), session), table);
+}
+
+/// Stores a data message's readings, or holds the raw payload if its birth is unknown yet.
+pub async fn store_data(
+    pool: &PgPool,
+    cache: &mut AliasCache,
+    gateway: &GatewayId,
+    data: &Data,
+    payload: &[u8],
+) -> sqlx::Result<DataOutcome> {
+    let Some(table) = alias_table(pool, cache, gateway, data.session).await? else {
+        sqlx::query("insert into pending_data (gateway_id, session, payload) values ($1, $2, $3)")
+            .bind(gateway.as_str())
+            .bind(data.session as i64)
+            .bind(payload)
+            .execute(pool)
+            .await?;
+        return Ok(DataOutcome::HeldForBirth);
+    };
+    let mut point_ids = Vec::with_capacity(data.readings.len());
+    let mut times = Vec::with_capacity(data.readings.len());
+    let mut values = Vec::with_capacity(data.readings.len());
+    let mut qualities = Vec::with_capacity(data.readings.len());
+    let mut unknown_aliases = 0;
+    for reading in &data.readings {
+        let Some((point_id, decimals)) = table.get(reading.alias) else {
+            unknown_aliases += 1;
+            continue;
+        };
+        let quality = reading.quality();
+        point_ids.push(point_id);
+        times.push(time_from_ms(data.base_time_ms.saturating_add(reading.offset_ms)));
+        values.push(reading.value.map(|v| v.to_f64(decimals)).filter(|_| quality != Quality::Bad));
+        qualities.push(quality as i16);
+    }
+    let mut tx = pool.begin().await?;
+    insert_readings(&mut tx, &point_ids, &times, &values, &qualities).await?;
+    sqlx::query("update gateways set last_seen = now(), online = true where id = $1")
+        .bind(gateway.as_str())
+        .execute(&mut *tx)
+        .await?;
+    tx.commit().await?;
+    Ok(DataOutcome::Stored { readings: point_ids.len(), unknown_aliases })
+}
+
+async fn insert_readings(
+    tx: &mut Transaction<'_, Postgres>,
+    point_ids: &[i64],
+    times: &[DateTime<Utc>],
+    values: &[Option<f64>],
+    qualities: &[i16],
+) -> sqlx::Result<()> {
+    sqlx::query(
+        "insert into readings (point_id, ts, value, quality)
+         select * from unnest($1::bigint[], $2::timestamptz[], $3::float8[], $4::int2[])
+         on conflict (point_id, ts) do nothing",
+    )
+    .bind(point_ids)
+    .bind(times)
+    .bind(values)
+    .bind(qualities)
+    .execute(&mut **tx)
+    .await?;
+    // Backfill never overwrites a newer latest value.
+    sqlx::query(
+        "insert into latest_readings (point_id, ts, value, quality)
+         select distinct on (point_id) point_id, ts, value, quality
+         from unnest($1::bigint[], $2::timestamptz[], $3::float8[], $4::int2[]) as r(point_id, ts, value, quality)
+         order by point_id, ts desc
+         on conflict (point_id) do update set ts = excluded.ts, value = excluded.value, quality = excluded.quality
+         where latest_readings.ts < excluded.ts",
+    )
+    .bind(point_ids)
+    .bind(times)
+    .bind(values)
+    .bind(qualities)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+/// The held payloads of a session, oldest first, with their ids for [`delete_pending`].
+pub async fn pending(pool: &PgPool, gateway: &GatewayId, session: u64) -> sqlx::Result<Vec<(i64, Vec<u8>)>> {
+    sqlx::query_as("select id, payload from pending_data where gateway_id = $1 and session = $2 order by id")
+        .bind(gateway.as_str())
+        .bind(session as i64)
+        .fetch_all(pool)
+        .await
+}
+
+/// Deletes held payloads once their readings are stored. Storing is idempotent, so a crash
+/// between the two only stores them again, harmlessly.
+pub async fn delete_pending(pool: &PgPool, ids: &[i64]) -> sqlx::Result<()> {
+    sqlx::query("delete from pending_data where id = any($1)").bind(ids).execute(pool).await?;
+    Ok(())
+}
+
+/// Keeps a sample of a rejected message. At most `keep` rows are kept; the oldest go first.
+pub async fn dead_letter(pool: &PgPool, topic: &str, reason: &str, payload: &[u8]) -> sqlx::Result<()> {
+    const KEEP: i64 = 10_000;
+    const SAMPLE_BYTES: usize = 4096;
+    let sample = &payload[..payload.len().min(SAMPLE_BYTES)];
+    sqlx::query("insert into dead_letters (topic, reason, payload) values ($1, $2, $3)")
+        .bind(topic)
+        .bind(reason)
+        .bind(sample)
+        .execute(pool)
+        .await?;
+    sqlx::query("delete from dead_letters where id <= (select max(id) from dead_letters) - $1")
+        .bind(KEEP)
+        .execute(pool)
+        .await?;
+    Ok(())
+}
