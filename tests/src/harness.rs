@@ -1,0 +1,290 @@
+//! The harness end-to-end tests share: free ports, polling with a deadline, the compiled
+//! binaries as child processes, and throwaway PostgreSQL clusters and Mosquitto brokers.
+//!
+//! Tests never sleep to wait for readiness: they poll a condition until a deadline and fail
+//! with the condition's name and the processes' logs.
+
+use std::{
+    future::Future,
+    net::{SocketAddr, TcpListener},
+    path::{Path, PathBuf},
+    process::Stdio,
+    time::{Duration, Instant},
+};
+
+use chillcloud_server::embedded::{
+    broker::{self, EmbeddedBroker},
+    postgres::EmbeddedPostgres,
+};
+use tempfile::TempDir;
+use tokio::{
+    io::{AsyncBufReadExt, BufReader},
+    process::{Child, Command},
+};
+
+/// A port that was free a moment ago (the OS picks it; the small race is accepted).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("bind a free port")
+}
+
+/// A temporary directory that the `postgres` and `mosquitto` system users can enter.
+pub fn shared_temp_dir() -> TempDir {
+    let dir = tempfile::Builder::new().prefix("chillcloud-test-").tempdir().expect("temp dir");
+    std::fs::set_permissions(dir.path(), std::os::unix::fs::PermissionsExt::from_mode(0o755)).expect("chmod temp dir");
+    dir
+}
+
+/// Polls `probe` every 50 ms until it returns `Some`, or panics naming `what` after `timeout`.
+pub async fn wait_for<T, F, Fut>(what: &str, timeout: Duration, mut probe: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(value) = probe().await {
+            return value;
+        }
+        assert!(Instant::now() < deadline, "timed out after {timeout:?} waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// The directory holding the compiled binaries (`target/debug`), found from the test binary's
+/// own path (`target/debug/deps/<test>`).
+pub fn bin_dir() -> PathBuf {
+    let exe = std::env::current_exe().expect("test executable path");
+    exe.parent().and_then(Path::parent).expect("target/<profile>/deps/<test>").to_owned()
+}
+
+/// The path of a workspace binary, which `cargo test` at the workspace root builds.
+pub fn bin(name: &str) -> PathBuf {
+    let path = bin_dir().join(name);
+    assert!(
+        path.exists(),
+        "{} is missing: run `cargo test` (or `cargo build --bins`) from the workspace root",
+        path.display()
+    );
+    path
+}
+
+/// The workspace's root directory.
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("tests/ is inside the workspace").to_owned()
+}
+
+/// A child process whose output goes to a log file; killed when dropped, and its log printed
+/// if the test is failing.
+pub struct Process {
+    name: String,
+    child: Child,
+    log: PathBuf,
+}
+
+impl Process {
+    /// Starts `program` with `args`, logging to `<log_dir>/<name>.log`.
+    pub fn spawn(name: &str, program: &Path, args: &[&str], log_dir: &Path) -> Self {
+        let log = log_dir.join(format!("{name}.log"));
+        let file = std::fs::File::create(&log).expect("create log file");
+        let child = Command::new(program)
+            .args(args)
+            .env("RUST_LOG", "info,sqlx=warn")
+            .stdout(file.try_clone().expect("clone log handle"))
+            .stderr(file)
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap_or_else(|e| panic!("start {}: {e}", program.display()));
+        Self { name: name.to_owned(), child, log }
+    }
+
+    /// Kills the process with SIGKILL, as a crash or power loss would end it, and reaps it.
+    pub async fn kill9(&mut self) {
+        let _ = self.child.kill().await;
+    }
+
+    /// Asks the process to stop with SIGTERM and waits up to `timeout` for it.
+    pub async fn terminate(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
+        let pid = self.child.id().and_then(|pid| rustix::process::Pid::from_raw(pid as i32))?;
+        let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
+        tokio::time::timeout(timeout, self.child.wait()).await.ok()?.ok()
+    }
+
+    /// The process's output so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("----- {} log ({}) -----\n{}", self.name, self.log.display(), self.log());
+        }
+    }
+}
+
+/// Runs a binary to completion and returns its stdout, panicking with its output on failure.
+pub async fn run_to_completion(program: &Path, args: &[&str]) -> String {
+    let output = Command::new(program).args(args).stdin(Stdio::null()).output().await.expect("run binary");
+    assert!(
+        output.status.success(),
+        "{} {args:?} failed: {}\n{}",
+        program.display(),
+        output.status,
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+/// A throwaway PostgreSQL cluster listening on a free loopback port.
+pub struct TestPostgres {
+    /// The cluster.
+    pub cluster: EmbeddedPostgres,
+    dir: TempDir,
+}
+
+impl TestPostgres {
+    /// Creates and starts a cluster.
+    pub async fn start() -> Self {
+        let dir = shared_temp_dir();
+        let cluster =
+            EmbeddedPostgres::start(&dir.path().join("pg"), Some(free_port())).await.expect("start PostgreSQL");
+        Self { cluster, dir }
+    }
+
+    /// URL of the `chillcloud` database.
+    pub fn url(&self) -> String {
+        self.cluster.tcp_url("chillcloud").expect("listens on TCP")
+    }
+}
+
+impl Drop for TestPostgres {
+    fn drop(&mut self) {
+        // Drop cannot await: stop the cluster with a blocking pg_ctl call.
+        let data = self.dir.path().join("pg/data");
+        let _ = std::process::Command::new("runuser")
+            .args(["-u", "postgres", "--"])
+            .arg(chillcloud_server::embedded::postgres::find_binaries().map(|b| b.join("pg_ctl")).unwrap_or_default())
+            .args(["-D", &data.to_string_lossy(), "-m", "immediate", "stop"])
+            .output();
+    }
+}
+
+/// A Mosquitto broker from Debian's package, configured with the ACL we ship, on a free port.
+pub struct TestMosquitto {
+    broker: Option<EmbeddedBroker>,
+    /// The server's MQTT password.
+    pub server_password: String,
+    _dir: TempDir,
+}
+
+impl TestMosquitto {
+    /// Starts a broker that knows the server and the given gateway password-file lines.
+    pub async fn start(gateway_lines: &[String]) -> Self {
+        let dir = shared_temp_dir();
+        let server_password = "test-server-password".to_owned();
+        let mut lines = gateway_lines.to_vec();
+        lines.push(broker::password_line(broker::SERVER_USERNAME, &server_password).await.expect("hash password"));
+        let address: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("address");
+        let broker =
+            EmbeddedBroker::start(&dir.path().join("mosquitto"), address, &lines).await.expect("start mosquitto");
+        Self { broker: Some(broker), server_password, _dir: dir }
+    }
+
+    /// The broker's `host:port`.
+    pub fn address(&self) -> SocketAddr {
+        self.broker.as_ref().expect("running").address()
+    }
+}
+
+impl Drop for TestMosquitto {
+    fn drop(&mut self) {
+        // The broker's child process is killed on drop.
+        self.broker.take();
+    }
+}
+
+/// A running `chillcloud-sim` and its addresses.
+pub struct Simulator {
+    /// The process.
+    pub process: Process,
+    /// Modbus TCP address.
+    pub modbus: SocketAddr,
+    /// Control interface base URL.
+    pub control_url: String,
+}
+
+impl Simulator {
+    /// Starts `units` simulated chillers.
+    pub async fn start(units: u8, log_dir: &Path) -> Self {
+        let program = bin("chillcloud-sim");
+        let mut child = Command::new(&program)
+            .args(["--modbus", "127.0.0.1:0", "--control", "127.0.0.1:0", "--units", &units.to_string()])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("start simulator");
+        let stdout = child.stdout.take().expect("piped stdout");
+        let line = tokio::time::timeout(Duration::from_secs(10), BufReader::new(stdout).lines().next_line())
+            .await
+            .expect("simulator announces its addresses")
+            .expect("read simulator output")
+            .expect("a line");
+        let announced: serde_json::Value = serde_json::from_str(&line).expect("JSON line");
+        let modbus = announced["modbus"].as_str().and_then(|a| a.parse().ok()).expect("modbus address");
+        let control_url = format!("http://{}", announced["control"].as_str().expect("control address"));
+        let log = log_dir.join("simulator.log");
+        std::fs::write(&log, &line).expect("write log");
+        Self { process: Process { name: "simulator".into(), child, log }, modbus, control_url }
+    }
+
+    /// Sends a control request, for example `("setpoint", json!({"celsius": 9.5}))`.
+    pub async fn control(&self, unit_id: u8, what: &str, body: serde_json::Value) {
+        let response = reqwest::Client::new()
+            .put(format!("{}/units/{unit_id}/{what}", self.control_url))
+            .json(&body)
+            .send()
+            .await
+            .expect("simulator control request");
+        assert!(response.status().is_success(), "simulator refused {what}: {}", response.status());
+    }
+}
+
+/// A client for the server's HTTP API.
+pub struct Api {
+    /// Base URL, for example `http://127.0.0.1:8080`.
+    pub base: String,
+    /// Bearer token.
+    pub token: String,
+    client: reqwest::Client,
+}
+
+impl Api {
+    /// A client for the server at `address` using `token`.
+    pub fn new(address: SocketAddr, token: &str) -> Self {
+        Self { base: format!("http://{address}"), token: token.to_owned(), client: reqwest::Client::new() }
+    }
+
+    /// GETs a JSON document, `None` on any failure (for use inside [`wait_for`]).
+    pub async fn get(&self, path: &str) -> Option<serde_json::Value> {
+        let response = self.client.get(format!("{}{path}", self.base)).bearer_auth(&self.token).send().await.ok()?;
+        if !response.status().is_success() {
+            return None;
+        }
+        response.json().await.ok()
+    }
+
+    /// Waits until `/health` answers.
+    pub async fn wait_healthy(&self, timeout: Duration) {
+        wait_for("the server's /health", timeout, || self.get("/health")).await;
+    }
+
+    /// The latest value of `point` on the unit with `device_key`, if the server has one.
+    pub async fn latest(&self, device_key: &str, point: &str) -> Option<f64> {
+        let units = self.get("/api/v1/units").await?;
+        let unit = units.as_array()?.iter().find(|u| u["device_key"] == device_key)?;
+        let detail = self.get(&format!("/api/v1/units/{}", unit["id"])).await?;
+        detail["points"].as_array()?.iter().find(|p| p["name"] == point)?["value"].as_f64()
+    }
+}

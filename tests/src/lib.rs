@@ -1,0 +1,5 @@
+//! End-to-end test support for Chillcloud: the chiller simulator and the harness that starts
+//! real PostgreSQL, Mosquitto and the compiled binaries for tests.
+
+pub mod harness;
+pub mod sim;

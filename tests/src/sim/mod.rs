@@ -1,0 +1,194 @@
+//! The chiller simulator: several chillers behind one Modbus TCP server (one unit id each), a
+//! clock that can run faster than real time, and an HTTP control interface for tests.
+
+pub mod chiller;
+
+use std::{
+    future,
+    net::SocketAddr,
+    sync::{Arc, Mutex, MutexGuard},
+    time::Duration,
+};
+
+use axum::{
+    Json, Router,
+    extract::{Path, State},
+    http::StatusCode,
+    routing::{get, put},
+};
+use serde::Deserialize;
+use tokio::net::TcpListener;
+use tokio_modbus::{
+    ExceptionCode, Request, Response, SlaveRequest,
+    server::tcp::{Server, accept_tcp_connection},
+};
+
+pub use chiller::{Chiller, Scenario};
+
+/// Every simulated chiller, shared by the Modbus server, the clock and the control interface.
+#[derive(Debug)]
+pub struct Plant {
+    chillers: Vec<Chiller>,
+    /// Simulated seconds since midnight.
+    clock_s: f64,
+}
+
+/// A shared handle on the plant.
+#[derive(Debug, Clone)]
+pub struct SharedPlant(Arc<Mutex<Plant>>);
+
+impl SharedPlant {
+    /// `units` chillers with unit ids 1..=units, the clock starting at `start_hour`.
+    pub fn new(units: u8, start_hour: f64) -> Self {
+        let chillers = (1..=units).map(|id| Chiller::new(id, start_hour)).collect();
+        Self(Arc::new(Mutex::new(Plant { chillers, clock_s: start_hour * 3600.0 })))
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Plant> {
+        // A panic while holding the lock leaves plain data behind; keep simulating.
+        self.0.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Runs `f` on the chiller with `unit_id`, if there is one.
+    pub fn with_chiller<T>(&self, unit_id: u8, f: impl FnOnce(&mut Chiller) -> T) -> Option<T> {
+        self.lock().chillers.iter_mut().find(|c| c.unit_id == unit_id).map(f)
+    }
+
+    /// Advances every chiller by `dt` simulated seconds.
+    pub fn step(&self, dt: f64) {
+        let mut plant = self.lock();
+        plant.clock_s = (plant.clock_s + dt) % 86_400.0;
+        let hour = plant.clock_s / 3600.0;
+        for chiller in &mut plant.chillers {
+            let noise = (rand::random::<f64>() - 0.5) * 0.1;
+            chiller.step(dt, hour, noise);
+        }
+    }
+
+    fn handle(&self, request: SlaveRequest<'static>) -> Result<Option<Response>, ExceptionCode> {
+        let unit_id = request.slave;
+        let answer = self.with_chiller(unit_id, |chiller| {
+            if chiller.scenario == Scenario::Offline {
+                return Ok(None);
+            }
+            let response = match request.request {
+                Request::ReadCoils(start, count) => Response::ReadCoils(chiller.coils(start, count)?),
+                Request::ReadHoldingRegisters(start, count) => {
+                    Response::ReadHoldingRegisters(chiller.holding_registers(start, count)?)
+                }
+                Request::ReadInputRegisters(start, count) => {
+                    Response::ReadInputRegisters(chiller.input_registers(start, count)?)
+                }
+                Request::WriteSingleRegister(address, value) => {
+                    chiller.write_holding(address, value)?;
+                    Response::WriteSingleRegister(address, value)
+                }
+                Request::WriteMultipleRegisters(start, values) => {
+                    for (i, value) in values.iter().enumerate() {
+                        chiller.write_holding(start + i as u16, *value)?;
+                    }
+                    Response::WriteMultipleRegisters(start, values.len() as u16)
+                }
+                Request::WriteSingleCoil(address, value) => {
+                    chiller.write_coil(address, value)?;
+                    Response::WriteSingleCoil(address, value)
+                }
+                Request::WriteMultipleCoils(start, values) => {
+                    for (i, value) in values.iter().enumerate() {
+                        chiller.write_coil(start + i as u16, *value)?;
+                    }
+                    Response::WriteMultipleCoils(start, values.len() as u16)
+                }
+                _ => return Err(ExceptionCode::IllegalFunction),
+            };
+            Ok(Some(response))
+        });
+        // A unit id nobody answers to, as a Modbus TCP gateway reports it.
+        answer.unwrap_or(Err(ExceptionCode::GatewayTargetDevice))
+    }
+}
+
+struct ModbusService(SharedPlant);
+
+impl tokio_modbus::server::Service for ModbusService {
+    type Request = SlaveRequest<'static>;
+    type Response = Option<Response>;
+    type Exception = ExceptionCode;
+    type Future = future::Ready<Result<Self::Response, Self::Exception>>;
+
+    fn call(&self, request: Self::Request) -> Self::Future {
+        future::ready(self.0.handle(request))
+    }
+}
+
+/// Serves the plant over Modbus TCP on `listener` until the task is dropped.
+pub async fn serve_modbus(plant: SharedPlant, listener: TcpListener) -> std::io::Result<()> {
+    let server = Server::new(listener);
+    let new_service = |_address: SocketAddr| Ok(Some(ModbusService(plant.clone())));
+    let on_connected = |stream, address| async move { accept_tcp_connection(stream, address, new_service) };
+    server.serve(&on_connected, |error| tracing::debug!(%error, "modbus connection ended")).await
+}
+
+/// Advances the plant every 100 ms of real time, `speed` times faster than real time.
+pub async fn run_clock(plant: SharedPlant, speed: f64) {
+    let period = Duration::from_millis(100);
+    let mut ticks = tokio::time::interval(period);
+    loop {
+        ticks.tick().await;
+        plant.step(period.as_secs_f64() * speed);
+    }
+}
+
+#[derive(Deserialize)]
+struct SetpointBody {
+    celsius: f64,
+}
+
+#[derive(Deserialize)]
+struct EnabledBody {
+    enabled: bool,
+}
+
+type ControlResult = Result<Json<Chiller>, (StatusCode, String)>;
+
+fn unit<T>(plant: &SharedPlant, unit_id: u8, f: impl FnOnce(&mut Chiller) -> T) -> ControlResult {
+    plant
+        .with_chiller(unit_id, |chiller| {
+            f(chiller);
+            Json(chiller.clone())
+        })
+        .ok_or((StatusCode::NOT_FOUND, format!("no unit {unit_id}")))
+}
+
+/// The control interface: `GET /units`, `GET /units/{id}`, and `PUT /units/{id}/scenario`
+/// (`{"scenario": "trip", "code": 47}`), `/setpoint` (`{"celsius": 6.5}`), `/enabled`.
+pub fn control_router(plant: SharedPlant) -> Router {
+    Router::new()
+        .route("/units", get(|State(plant): State<SharedPlant>| async move { Json(plant.lock().chillers.clone()) }))
+        .route(
+            "/units/{unit_id}",
+            get(|State(plant): State<SharedPlant>, Path(id): Path<u8>| async move { unit(&plant, id, |_| ()) }),
+        )
+        .route(
+            "/units/{unit_id}/scenario",
+            put(|State(plant): State<SharedPlant>, Path(id): Path<u8>, Json(scenario): Json<Scenario>| async move {
+                unit(&plant, id, |c| c.set_scenario(scenario))
+            }),
+        )
+        .route(
+            "/units/{unit_id}/setpoint",
+            put(|State(plant): State<SharedPlant>, Path(id): Path<u8>, Json(body): Json<SetpointBody>| async move {
+                if !(-5.0..=20.0).contains(&body.celsius) {
+                    return Err((StatusCode::UNPROCESSABLE_ENTITY, "setpoint must be between -5 and 20 °C".into()));
+                }
+                unit(&plant, id, |c| c.setpoint = body.celsius)
+            }),
+        )
+        .route(
+            "/units/{unit_id}/enabled",
+            put(|State(plant): State<SharedPlant>, Path(id): Path<u8>, Json(body): Json<EnabledBody>| async move {
+                unit(&plant, id, |c| c.enabled = body.enabled)
+            }),
+        )
+        .with_state(plant)
+}

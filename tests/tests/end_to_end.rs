@@ -1,0 +1,204 @@
+//! The walking skeleton end to end: simulator → gateway → MQTT broker → server → PostgreSQL →
+//! HTTP API, with the three compiled binaries, once through a separately run Mosquitto and once
+//! through everything the server embeds.
+
+use std::{
+    path::Path,
+    time::{Duration, Instant},
+};
+
+use chillcloud_tests::harness::{
+    Api, Process, Simulator, TestMosquitto, TestPostgres, bin, free_port, run_to_completion, shared_temp_dir, wait_for,
+};
+use serde_json::json;
+
+const GATEWAY_ID: &str = "gw-e2e";
+const POLL_INTERVAL: Duration = Duration::from_millis(500);
+const API_TOKEN: &str = "e2e-api-token";
+
+/// Provisions the gateway with `storage_args` and returns (password, mosquitto line).
+async fn add_gateway(storage_args: &[&str]) -> (String, String) {
+    let mut args = vec!["add-gateway", GATEWAY_ID];
+    args.extend_from_slice(storage_args);
+    let out: serde_json::Value =
+        serde_json::from_str(&run_to_completion(&bin("chillcloud-server"), &args).await).expect("JSON");
+    (
+        out["password"].as_str().expect("password").to_owned(),
+        out["mosquitto_password_line"].as_str().expect("line").to_owned(),
+    )
+}
+
+fn write_gateway_config(dir: &Path, broker_port: u16, password: &str, sim: &Simulator) -> String {
+    std::fs::write(dir.join("gateway.secret"), password).expect("write secret");
+    let config = format!(
+        r#"
+gateway_id = "{GATEWAY_ID}"
+state_dir = "{state}"
+[mqtt]
+host = "127.0.0.1"
+port = {broker_port}
+password_file = "{secret}"
+[[devices]]
+id = "chiller-1"
+profile = "trane-ch530"
+host = "127.0.0.1"
+port = {modbus_port}
+unit_id = 1
+poll_interval_ms = {poll}
+[[devices]]
+id = "chiller-2"
+profile = "trane-ch530"
+host = "127.0.0.1"
+port = {modbus_port}
+unit_id = 2
+poll_interval_ms = {poll}
+"#,
+        state = dir.join("gateway-state").display(),
+        secret = dir.join("gateway.secret").display(),
+        modbus_port = sim.modbus.port(),
+        poll = POLL_INTERVAL.as_millis(),
+    );
+    let path = dir.join("gateway.toml");
+    std::fs::write(&path, config).expect("write gateway config");
+    path.to_string_lossy().into_owned()
+}
+
+/// Starts the gateway and checks that a setpoint changed in the simulator shows in the API
+/// within 3 s of the gateway's next poll, leaving the other chiller alone.
+async fn check_value_flows_end_to_end(
+    dir: &Path,
+    broker_port: u16,
+    password: &str,
+    api: &Api,
+    sim: &Simulator,
+) -> Process {
+    let config = write_gateway_config(dir, broker_port, password, sim);
+    run_to_completion(&bin("chillcloud-gateway"), &["check-config", &config]).await;
+    let gateway = Process::spawn("gateway", &bin("chillcloud-gateway"), &["run", "--config", &config], dir);
+
+    // The simulator starts every chiller at a 7.0 °C setpoint.
+    wait_for("chiller-1's first reading at the API", Duration::from_secs(30), || async {
+        (api.latest("chiller-1", "active_setpoint").await == Some(7.0)).then_some(())
+    })
+    .await;
+    let supply = api.latest("chiller-1", "evap_leaving_temp").await.expect("supply temperature");
+    assert!((3.0..12.0).contains(&supply), "plausible chilled-water supply: {supply}");
+    let run_hours = api.latest("chiller-1", "run_hours").await.expect("32-bit run hours");
+    assert!(run_hours > 15_000.0, "run hours decoded across two registers: {run_hours}");
+
+    sim.control(1, "setpoint", json!({ "celsius": 9.5 })).await;
+    let changed_at = Instant::now();
+    wait_for("the new setpoint at the API", POLL_INTERVAL + Duration::from_secs(3), || async {
+        (api.latest("chiller-1", "active_setpoint").await == Some(9.5)).then_some(())
+    })
+    .await;
+    eprintln!("setpoint change visible at the API after {:?}", changed_at.elapsed());
+    assert_eq!(api.latest("chiller-2", "active_setpoint").await, Some(7.0), "the other chiller is unchanged");
+
+    // History holds both values, oldest first.
+    let units = api.get("/api/v1/units").await.expect("units");
+    let unit = units.as_array().expect("list").iter().find(|u| u["device_key"] == "chiller-1").expect("chiller-1");
+    assert_eq!(unit["gateway_online"], true);
+    let detail = api.get(&format!("/api/v1/units/{}", unit["id"])).await.expect("unit detail");
+    let point =
+        detail["points"].as_array().expect("points").iter().find(|p| p["name"] == "active_setpoint").expect("point");
+    let history = api.get(&format!("/api/v1/points/{}/history", point["id"])).await.expect("history");
+    let values: Vec<f64> = history.as_array().expect("list").iter().filter_map(|r| r["value"].as_f64()).collect();
+    let first_new = values.iter().position(|v| *v == 9.5).expect("new value in history");
+    assert!(first_new > 0 && values[..first_new].iter().all(|v| *v == 7.0), "history in order: {values:?}");
+    assert!(values[first_new..].iter().all(|v| *v == 9.5), "history in order: {values:?}");
+    gateway
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sim_value_reaches_the_api_through_debian_mosquitto() {
+    let dir = shared_temp_dir();
+    let postgres = TestPostgres::start().await;
+    let url = postgres.url();
+    let (password, line) = add_gateway(&["--database-url", &url]).await;
+    let broker = TestMosquitto::start(&[line]).await;
+    let sim = Simulator::start(2, dir.path()).await;
+
+    let http = format!("127.0.0.1:{}", free_port());
+    let broker_address = broker.address().to_string();
+    let data_dir = dir.path().join("server");
+    let _server = Process::spawn(
+        "server",
+        &bin("chillcloud-server"),
+        &[
+            "--database-url",
+            &url,
+            "--data-dir",
+            &data_dir.to_string_lossy(),
+            "--listen",
+            &http,
+            "--mqtt-broker",
+            &broker_address,
+            "--mqtt-password",
+            &broker.server_password,
+            "--api-token",
+            API_TOKEN,
+        ],
+        dir.path(),
+    );
+    let api = Api::new(http.parse().expect("address"), API_TOKEN);
+    api.wait_healthy(Duration::from_secs(30)).await;
+    let _gateway = check_value_flows_end_to_end(dir.path(), broker.address().port(), &password, &api, &sim).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sim_value_reaches_the_api_through_the_embedded_broker_and_database() {
+    let dir = shared_temp_dir();
+    let data_dir = dir.path().join("server");
+    let data_dir = data_dir.to_string_lossy();
+    // No database URL: the server's own cluster, started here for provisioning and again by
+    // the server.
+    let (password, _line) = add_gateway(&["--data-dir", &data_dir]).await;
+    let sim = Simulator::start(2, dir.path()).await;
+
+    let http = format!("127.0.0.1:{}", free_port());
+    let broker_port = free_port();
+    let broker_listen = format!("127.0.0.1:{broker_port}");
+    let mut server = Process::spawn(
+        "server",
+        &bin("chillcloud-server"),
+        &[
+            "--data-dir",
+            &data_dir,
+            "--listen",
+            &http,
+            "--embedded-broker-listen",
+            &broker_listen,
+            "--api-token",
+            API_TOKEN,
+        ],
+        dir.path(),
+    );
+    let api = Api::new(http.parse().expect("address"), API_TOKEN);
+    api.wait_healthy(Duration::from_secs(60)).await;
+    let _gateway = check_value_flows_end_to_end(dir.path(), broker_port, &password, &api, &sim).await;
+
+    // The embedded broker refuses anonymous clients and gateways posing as others.
+    let anonymous = mqtt_login_accepted(broker_port, None).await;
+    assert!(!anonymous, "anonymous MQTT must be refused");
+    assert!(mqtt_login_accepted(broker_port, Some((GATEWAY_ID, &password))).await, "the gateway's credentials work");
+    assert!(
+        !mqtt_login_accepted(broker_port, Some((GATEWAY_ID, "wrong-password"))).await,
+        "a wrong password is refused"
+    );
+
+    // A clean stop takes the embedded services down with the server.
+    let status = server.terminate(Duration::from_secs(30)).await.expect("server stops on SIGTERM");
+    assert!(status.success(), "server exit status {status}");
+    assert!(tokio::net::TcpStream::connect(&broker_listen).await.is_err(), "embedded broker stopped");
+}
+
+/// Whether the broker accepts a login with `credentials` (`mosquitto_pub` fails when refused).
+async fn mqtt_login_accepted(port: u16, credentials: Option<(&str, &str)>) -> bool {
+    let mut command = tokio::process::Command::new("mosquitto_pub");
+    command.args(["-h", "127.0.0.1", "-p", &port.to_string(), "-t", "chillcloud/v1/probe/none", "-m", "x", "-q", "1"]);
+    if let Some((user, password)) = credentials {
+        command.args(["-u", user, "-P", password]);
+    }
+    command.output().await.expect("run mosquitto_pub").status.success()
+}
