@@ -1,0 +1,44 @@
+# Sourced by scripts/demo and scripts/test: installs the Debian/Ubuntu packages Chillcloud needs
+# at run and test time, if any is missing. Needs root (or sudo) only when something is missing.
+
+# Commands (or files) that must exist, and the package providing each.
+chillcloud_required=(
+  "/usr/lib/postgresql/*/bin/initdb:postgresql"
+  "mosquitto:mosquitto"
+  "mosquitto_passwd:mosquitto"
+  "mosquitto_pub:mosquitto-clients"
+  "curl:curl"
+  "python3:python3"
+  "python3 -m venv --help:python3-venv"
+  "runuser:util-linux"
+)
+
+chillcloud_missing_packages() {
+  local entry probe package missing=()
+  for entry in "${chillcloud_required[@]}"; do
+    probe=${entry%:*}
+    package=${entry##*:}
+    case $probe in
+      /*) compgen -G "$probe" >/dev/null || missing+=("$package") ;;
+      *" "*) $probe >/dev/null 2>&1 || missing+=("$package") ;;
+      *) command -v "$probe" >/dev/null 2>&1 || [ -x "/usr/sbin/$probe" ] || missing+=("$package") ;;
+    esac
+  done
+  printf '%s\n' "${missing[@]}" | sort -u | grep -v '^$' || true
+}
+
+chillcloud_install_packages() {
+  local missing
+  missing=$(chillcloud_missing_packages)
+  [ -z "$missing" ] && return 0
+  echo "installing missing packages: $(echo $missing)" >&2
+  local sudo=""
+  if [ "$(id -u)" -ne 0 ]; then
+    command -v sudo >/dev/null || { echo "run as root or install: apt-get install $(echo $missing)" >&2; return 1; }
+    sudo=sudo
+  fi
+  # Debian starts packaged services where systemd runs; the stack runs its own instances instead.
+  $sudo env DEBIAN_FRONTEND=noninteractive apt-get update -qq
+  $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $missing >/dev/null
+  command -v cargo >/dev/null || { echo "cargo not found: install Rust 1.94 or newer (https://rustup.rs)" >&2; return 1; }
+}
