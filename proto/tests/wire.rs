@@ -193,3 +193,19 @@ fn a_reading_costs_a_handful_of_bytes() {
     let per_reading = data.encoded_len() as f64 / 50.0;
     assert!(per_reading <= 8.0, "{per_reading} bytes per reading");
 }
+
+#[test]
+fn payloads_render_as_json_for_debugging() {
+    let data = Data {
+        session: 2,
+        seq: 7,
+        history: false,
+        base_time_ms: 1_700_000_000_000,
+        readings: vec![Reading { alias: 3, offset_ms: 5, quality: 0, value: Some(Value::Scaled(72)) }],
+    };
+    let json = render_json(MessageKind::Data, &data.encode_to_vec()).expect("renders");
+    assert_eq!(json["session"], 2);
+    assert_eq!(json["seq"], 7);
+    assert_eq!(json["readings"][0]["alias"], 3);
+    assert_eq!(json["readings"][0]["value"]["Scaled"], 72);
+}

@@ -168,11 +168,8 @@ fn api_token(settings: &ServeSettings) -> Result<String> {
 /// Runs the server until `shutdown`: database, broker, ingest and HTTP API. `listener` is
 /// bound by the caller so tests can use port 0.
 pub async fn serve(settings: ServeSettings, listener: TcpListener, shutdown: CancellationToken) -> Result<()> {
-    let api_token = api_token(&settings)?;
-    let database = Database::open(&settings.storage).await?;
-    let metrics = Arc::new(Metrics::default());
-
-    let (broker_settings, embedded_broker) = match &settings.mqtt_broker {
+    // Check the settings before starting anything.
+    let external_broker = match &settings.mqtt_broker {
         Some(address) => {
             let (host, port) = address
                 .rsplit_once(':')
@@ -182,17 +179,22 @@ pub async fn serve(settings: ServeSettings, listener: TcpListener, shutdown: Can
                 .mqtt_password
                 .clone()
                 .ok_or_else(|| Error::Config("--mqtt-password is required with --mqtt-broker".into()))?;
-            (
-                BrokerSettings {
-                    host,
-                    port,
-                    username: settings.mqtt_username.clone(),
-                    password,
-                    client_id: settings.mqtt_client_id.clone(),
-                },
-                None,
-            )
+            Some(BrokerSettings {
+                host,
+                port,
+                username: settings.mqtt_username.clone(),
+                password,
+                client_id: settings.mqtt_client_id.clone(),
+            })
         }
+        None => None,
+    };
+    let api_token = api_token(&settings)?;
+    let database = Database::open(&settings.storage).await?;
+    let metrics = Arc::new(Metrics::default());
+
+    let (broker_settings, embedded_broker) = match external_broker {
+        Some(broker) => (broker, None),
         None => {
             let password = random_token();
             let mut lines = store::gateway_password_lines(&database.pool).await?;
