@@ -1,9 +1,13 @@
 //! The MQTT subscription: every message gateways publish is decoded, stored, and only then
 //! acknowledged to the broker, so a reading the broker considers delivered is already committed.
 
-use std::{sync::Arc, time::Duration};
+use std::{
+    collections::HashSet,
+    sync::Arc,
+    time::{Duration, Instant},
+};
 
-use chillcloud_proto::{Birth, Data, Death, DecodeError, MessageKind, Topic, decode};
+use chillcloud_proto::{Birth, Data, Death, DecodeError, GatewayId, MessageKind, Topic, decode};
 use rumqttc::{AsyncClient, Event, EventLoop, MqttOptions, Packet, Publish, QoS};
 use sqlx::PgPool;
 use tokio::sync::mpsc;
@@ -12,7 +16,7 @@ use tracing::{debug, info, warn};
 
 use crate::{
     metrics::Metrics,
-    store::{self, AliasCache, DataOutcome},
+    store::{self, AliasCache, DataOutcome, ReadingRows},
 };
 
 /// How the server reaches the broker.
@@ -50,7 +54,15 @@ enum Rejection {
     NoSession(MessageKind),
 }
 
+/// Most messages stored in one transaction.
+const MAX_BATCH_MESSAGES: usize = 500;
+
 /// Runs the subscription until `shutdown`.
+///
+/// Messages are stored in batches: whatever has queued while the previous batch was being
+/// committed goes into the next transaction (group commit). A quiet system therefore stores each
+/// message at once, and a busy one makes fewer, larger transactions, without a timer adding
+/// latency. Acknowledgements follow the commit.
 pub async fn run(pool: PgPool, broker: BrokerSettings, metrics: Arc<Metrics>, shutdown: CancellationToken) {
     let mut options = MqttOptions::new(&broker.client_id, &broker.host, broker.port);
     options.set_credentials(&broker.username, &broker.password);
@@ -58,25 +70,32 @@ pub async fn run(pool: PgPool, broker: BrokerSettings, metrics: Arc<Metrics>, sh
     options.set_manual_acks(true);
     options.set_keep_alive(Duration::from_secs(30));
     options.set_max_packet_size(chillcloud_proto::MAX_PAYLOAD_BYTES * 4, 64 * 1024);
-    let (client, eventloop) = AsyncClient::new(options, 64);
+    let (client, eventloop) = AsyncClient::new(options, MAX_BATCH_MESSAGES * 2);
     let (messages_tx, mut messages) = mpsc::channel(INGEST_QUEUE);
-    let driver = tokio::spawn(drive(eventloop, client.clone(), messages_tx, shutdown.clone()));
+    let driver = tokio::spawn(drive(eventloop, client.clone(), messages_tx, metrics.clone(), shutdown.clone()));
 
-    let mut cache = AliasCache::default();
+    let mut ingestor = Ingestor { pool, cache: AliasCache::default(), known_gateways: HashSet::new(), metrics };
+    let mut batch = Vec::with_capacity(MAX_BATCH_MESSAGES);
     loop {
-        let publish = tokio::select! {
+        tokio::select! {
             () = shutdown.cancelled() => break,
-            publish = messages.recv() => match publish { Some(p) => p, None => break },
-        };
-        // Retry storage until it succeeds: the message is not acknowledged before, so nothing
-        // is lost if the database is down, and the bounded queue holds the broker back meanwhile.
+            received = messages.recv_many(&mut batch, MAX_BATCH_MESSAGES) => if received == 0 { break },
+        }
+        // Retry until stored: nothing is acknowledged before, so nothing is lost while the
+        // database is down, and the bounded queue holds the broker back meanwhile.
         let mut delay = Duration::from_millis(100);
         loop {
-            match handle(&pool, &mut cache, &metrics, &publish).await {
-                Ok(()) => break,
+            let started = Instant::now();
+            match ingestor.store_batch(&batch).await {
+                Ok(()) => {
+                    ingestor.metrics.batches_stored.inc();
+                    ingestor.metrics.batch_messages.add(batch.len() as u64);
+                    ingestor.metrics.database_seconds.add_duration(started.elapsed());
+                    break;
+                }
                 Err(error) => {
-                    metrics.database_errors.inc();
-                    warn!(%error, retry_in = ?delay, "storing a message failed; will retry");
+                    ingestor.metrics.database_errors.inc();
+                    warn!(%error, retry_in = ?delay, messages = batch.len(), "storing a batch failed; will retry");
                     tokio::select! {
                         () = shutdown.cancelled() => return,
                         () = tokio::time::sleep(delay) => {}
@@ -85,18 +104,143 @@ pub async fn run(pool: PgPool, broker: BrokerSettings, metrics: Arc<Metrics>, sh
                 }
             }
         }
-        if let Err(error) = client.ack(&publish).await {
-            debug!(%error, "ack not sent; the broker will redeliver");
+        for publish in batch.drain(..) {
+            if let Err(error) = client.ack(&publish).await {
+                debug!(%error, "ack not sent; the broker will redeliver");
+            }
         }
     }
     let _ = client.try_disconnect();
     let _ = tokio::time::timeout(Duration::from_secs(2), driver).await;
 }
 
+struct Ingestor {
+    pool: PgPool,
+    cache: AliasCache,
+    /// Gateways known to be provisioned, to spare a query per message.
+    known_gateways: HashSet<GatewayId>,
+    metrics: Arc<Metrics>,
+}
+
+/// Counts from one batch, added to the metrics only once the batch is committed (a retried
+/// batch is counted once).
+#[derive(Default)]
+struct BatchCounts {
+    rejected: u64,
+    held_for_birth: u64,
+    unknown_aliases: u64,
+}
+
+impl Ingestor {
+    /// Stores a batch of messages. `Err` means a database failure: the whole batch is retried,
+    /// which is safe because every step is idempotent.
+    async fn store_batch(&mut self, batch: &[Publish]) -> sqlx::Result<()> {
+        let mut rows = ReadingRows::default();
+        let mut counts = BatchCounts::default();
+        for publish in batch {
+            if let Err(rejection) = self.accept(&publish.topic, &publish.payload, &mut rows, &mut counts).await? {
+                counts.rejected += 1;
+                warn!(topic = %publish.topic, reason = %rejection, "message rejected");
+                store::dead_letter(&self.pool, &publish.topic, &rejection.to_string(), &publish.payload).await?;
+            }
+        }
+        store::flush(&self.pool, &rows).await?;
+        let metrics = &self.metrics;
+        metrics.readings_stored.add(rows.len() as u64);
+        metrics.messages_rejected.add(counts.rejected);
+        metrics.messages_held_for_birth.add(counts.held_for_birth);
+        metrics.readings_unknown_alias.add(counts.unknown_aliases);
+        Ok(())
+    }
+
+    async fn accept(
+        &mut self,
+        topic: &str,
+        payload: &[u8],
+        rows: &mut ReadingRows,
+        counts: &mut BatchCounts,
+    ) -> sqlx::Result<Result<(), Rejection>> {
+        let topic = match Topic::parse(topic) {
+            Ok(topic) => topic,
+            Err(e) => return Ok(Err(e.into())),
+        };
+        let gateway = &topic.gateway;
+        if !self.known_gateways.contains(gateway) {
+            if !store::gateway_exists(&self.pool, gateway).await? {
+                return Ok(Err(Rejection::UnknownGateway(gateway.to_string())));
+            }
+            self.known_gateways.insert(gateway.clone());
+        }
+        match topic.kind {
+            MessageKind::Birth => {
+                let birth: Birth = match decode(topic.kind, payload) {
+                    Ok(b) => b,
+                    Err(e) => return Ok(Err(e.into())),
+                };
+                if birth.session == 0 {
+                    return Ok(Err(Rejection::NoSession(topic.kind)));
+                }
+                let table = store::store_birth(&self.pool, gateway, &birth).await?;
+                store::cache_birth(&mut self.cache, gateway, birth.session, table);
+                info!(%gateway, session = birth.session, devices = birth.devices.len(), "gateway birth");
+                // Data that arrived ahead of this birth is stored now; the held copies are deleted
+                // after that commit, so a crash in between only stores them again, harmlessly.
+                let pending = store::pending(&self.pool, gateway, birth.session).await?;
+                for (_, payload) in &pending {
+                    if let Ok(data) = decode::<Data>(MessageKind::Data, payload) {
+                        let outcome =
+                            store::gather_data(&self.pool, &mut self.cache, gateway, &data, payload, rows).await?;
+                        count(counts, &outcome);
+                    }
+                }
+                if !pending.is_empty() {
+                    store::flush(&self.pool, rows).await?;
+                    *rows = ReadingRows::default();
+                    let ids: Vec<i64> = pending.iter().map(|(id, _)| *id).collect();
+                    store::delete_pending(&self.pool, &ids).await?;
+                }
+            }
+            MessageKind::Death => {
+                let death: Death = match decode(topic.kind, payload) {
+                    Ok(d) => d,
+                    Err(e) => return Ok(Err(e.into())),
+                };
+                info!(%gateway, session = death.session, "gateway death");
+                store::store_death(&self.pool, gateway, death.session).await?;
+            }
+            MessageKind::Data => {
+                let data: Data = match decode(topic.kind, payload) {
+                    Ok(d) => d,
+                    Err(e) => return Ok(Err(e.into())),
+                };
+                // Stray bytes can decode as an empty protobuf message; a real batch has a session.
+                if data.session == 0 {
+                    return Ok(Err(Rejection::NoSession(topic.kind)));
+                }
+                let outcome = store::gather_data(&self.pool, &mut self.cache, gateway, &data, payload, rows).await?;
+                count(counts, &outcome);
+            }
+            MessageKind::CommandResult => {
+                debug!(%gateway, "command result received; remote commands are not yet handled");
+            }
+            MessageKind::Command => return Ok(Err(Rejection::WrongDirection(topic.kind))),
+        }
+        Ok(Ok(()))
+    }
+}
+
+fn count(counts: &mut BatchCounts, outcome: &DataOutcome) {
+    match outcome {
+        DataOutcome::Stored { unknown_aliases, .. } => counts.unknown_aliases += *unknown_aliases as u64,
+        DataOutcome::HeldForBirth => counts.held_for_birth += 1,
+    }
+}
+
 async fn drive(
     mut eventloop: EventLoop,
     client: AsyncClient,
     messages: mpsc::Sender<Publish>,
+    metrics: Arc<Metrics>,
     shutdown: CancellationToken,
 ) {
     let mut delay = Duration::from_millis(250);
@@ -114,6 +258,7 @@ async fn drive(
                 }
             }
             Ok(Event::Incoming(Packet::Publish(publish))) => {
+                metrics.messages_received.inc();
                 if messages.send(publish).await.is_err() {
                     return;
                 }
@@ -129,95 +274,5 @@ async fn drive(
                 delay = (delay * 2).min(MAX_RECONNECT_DELAY);
             }
         }
-    }
-}
-
-/// Stores one message. `Err` means a database failure worth retrying; refusals are `Ok`.
-async fn handle(pool: &PgPool, cache: &mut AliasCache, metrics: &Metrics, publish: &Publish) -> sqlx::Result<()> {
-    metrics.messages_received.inc();
-    match accept(pool, cache, metrics, &publish.topic, &publish.payload).await? {
-        Ok(()) => Ok(()),
-        Err(rejection) => {
-            metrics.messages_rejected.inc();
-            warn!(topic = %publish.topic, reason = %rejection, "message rejected");
-            store::dead_letter(pool, &publish.topic, &rejection.to_string(), &publish.payload).await
-        }
-    }
-}
-
-async fn accept(
-    pool: &PgPool,
-    cache: &mut AliasCache,
-    metrics: &Metrics,
-    topic: &str,
-    payload: &[u8],
-) -> sqlx::Result<Result<(), Rejection>> {
-    let topic = match Topic::parse(topic) {
-        Ok(topic) => topic,
-        Err(e) => return Ok(Err(e.into())),
-    };
-    if !store::gateway_exists(pool, &topic.gateway).await? {
-        return Ok(Err(Rejection::UnknownGateway(topic.gateway.to_string())));
-    }
-    let gateway = &topic.gateway;
-    match topic.kind {
-        MessageKind::Birth => {
-            let birth: Birth = match decode(topic.kind, payload) {
-                Ok(b) => b,
-                Err(e) => return Ok(Err(e.into())),
-            };
-            if birth.session == 0 {
-                return Ok(Err(Rejection::NoSession(topic.kind)));
-            }
-            let table = store::store_birth(pool, gateway, &birth).await?;
-            store::cache_birth(cache, gateway, birth.session, table);
-            info!(%gateway, session = birth.session, devices = birth.devices.len(), "gateway birth");
-            let pending = store::pending(pool, gateway, birth.session).await?;
-            if !pending.is_empty() {
-                for (_, payload) in &pending {
-                    if let Ok(data) = decode::<Data>(MessageKind::Data, payload) {
-                        let outcome = store::store_data(pool, cache, gateway, &data, payload).await?;
-                        count_stored(metrics, &outcome);
-                    }
-                }
-                let ids: Vec<i64> = pending.iter().map(|(id, _)| *id).collect();
-                store::delete_pending(pool, &ids).await?;
-            }
-        }
-        MessageKind::Death => {
-            let death: Death = match decode(topic.kind, payload) {
-                Ok(d) => d,
-                Err(e) => return Ok(Err(e.into())),
-            };
-            info!(%gateway, session = death.session, "gateway death");
-            store::store_death(pool, gateway, death.session).await?;
-        }
-        MessageKind::Data => {
-            let data: Data = match decode(topic.kind, payload) {
-                Ok(d) => d,
-                Err(e) => return Ok(Err(e.into())),
-            };
-            // Stray bytes can decode as an empty protobuf message; a real batch has a session.
-            if data.session == 0 {
-                return Ok(Err(Rejection::NoSession(topic.kind)));
-            }
-            let outcome = store::store_data(pool, cache, gateway, &data, payload).await?;
-            count_stored(metrics, &outcome);
-        }
-        MessageKind::CommandResult => {
-            debug!(%gateway, "command result received; remote commands are not yet handled");
-        }
-        MessageKind::Command => return Ok(Err(Rejection::WrongDirection(topic.kind))),
-    }
-    Ok(Ok(()))
-}
-
-fn count_stored(metrics: &Metrics, outcome: &DataOutcome) {
-    match outcome {
-        DataOutcome::Stored { readings, unknown_aliases } => {
-            metrics.readings_stored.add(*readings as u64);
-            metrics.readings_unknown_alias.add(*unknown_aliases as u64);
-        }
-        DataOutcome::HeldForBirth => metrics.messages_held_for_birth.inc(),
     }
 }

@@ -23,6 +23,22 @@ impl Counter {
     }
 }
 
+/// A running total of time, exposed in seconds.
+#[derive(Debug, Default)]
+pub struct SecondsCounter(AtomicU64);
+
+impl SecondsCounter {
+    /// Adds a duration.
+    pub fn add_duration(&self, duration: std::time::Duration) {
+        self.0.fetch_add(duration.as_micros() as u64, Ordering::Relaxed);
+    }
+
+    /// The total in seconds.
+    pub fn seconds(&self) -> f64 {
+        self.0.load(Ordering::Relaxed) as f64 / 1e6
+    }
+}
+
 /// The server's counters.
 #[derive(Debug, Default)]
 pub struct Metrics {
@@ -38,6 +54,12 @@ pub struct Metrics {
     pub readings_unknown_alias: Counter,
     /// Database operations that failed (and were retried).
     pub database_errors: Counter,
+    /// Batches committed by ingest.
+    pub batches_stored: Counter,
+    /// Messages in committed batches (divided by `batches_stored`: the mean batch size).
+    pub batch_messages: Counter,
+    /// Time spent storing batches.
+    pub database_seconds: SecondsCounter,
 }
 
 impl Metrics {

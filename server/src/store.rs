@@ -175,13 +175,36 @@ pub fn cache_birth(cache: &mut AliasCache, gateway: &GatewayId, session: u64, ta
     cache.tables.insert((gateway.clone(), session), table);
 }
 
-/// Stores a data message's readings, or holds the raw payload if its birth is unknown yet.
-pub async fn store_data(
+/// Readings gathered from many messages, written together by [`flush`].
+#[derive(Debug, Default)]
+pub struct ReadingRows {
+    point_ids: Vec<i64>,
+    times: Vec<DateTime<Utc>>,
+    values: Vec<Option<f64>>,
+    qualities: Vec<i16>,
+    gateways: Vec<GatewayId>,
+}
+
+impl ReadingRows {
+    /// Number of readings gathered.
+    pub fn len(&self) -> usize {
+        self.point_ids.len()
+    }
+
+    /// Whether nothing was gathered.
+    pub fn is_empty(&self) -> bool {
+        self.point_ids.is_empty()
+    }
+}
+
+/// Adds a data message's readings to `rows`, or holds the raw payload if its birth is unknown.
+pub async fn gather_data(
     pool: &PgPool,
     cache: &mut AliasCache,
     gateway: &GatewayId,
     data: &Data,
     payload: &[u8],
+    rows: &mut ReadingRows,
 ) -> sqlx::Result<DataOutcome> {
     let Some(table) = alias_table(pool, cache, gateway, data.session).await? else {
         sqlx::query("insert into pending_data (gateway_id, session, payload) values ($1, $2, $3)")
@@ -192,10 +215,7 @@ pub async fn store_data(
             .await?;
         return Ok(DataOutcome::HeldForBirth);
     };
-    let mut point_ids = Vec::with_capacity(data.readings.len());
-    let mut times = Vec::with_capacity(data.readings.len());
-    let mut values = Vec::with_capacity(data.readings.len());
-    let mut qualities = Vec::with_capacity(data.readings.len());
+    let before = rows.len();
     let mut unknown_aliases = 0;
     for reading in &data.readings {
         let Some((point_id, decimals)) = table.get(reading.alias) else {
@@ -203,40 +223,45 @@ pub async fn store_data(
             continue;
         };
         let quality = reading.quality();
-        point_ids.push(point_id);
-        times.push(time_from_ms(data.base_time_ms.saturating_add(reading.offset_ms)));
-        values.push(reading.value.map(|v| v.to_f64(decimals)).filter(|_| quality != Quality::Bad));
-        qualities.push(quality as i16);
+        rows.point_ids.push(point_id);
+        rows.times.push(time_from_ms(data.base_time_ms.saturating_add(reading.offset_ms)));
+        rows.values.push(reading.value.map(|v| v.to_f64(decimals)).filter(|_| quality != Quality::Bad));
+        rows.qualities.push(quality as i16);
     }
-    let mut tx = pool.begin().await?;
-    insert_readings(&mut tx, &point_ids, &times, &values, &qualities).await?;
-    sqlx::query("update gateways set last_seen = now(), online = true where id = $1")
-        .bind(gateway.as_str())
-        .execute(&mut *tx)
-        .await?;
-    tx.commit().await?;
-    Ok(DataOutcome::Stored { readings: point_ids.len(), unknown_aliases })
+    if !rows.gateways.contains(gateway) {
+        rows.gateways.push(gateway.clone());
+    }
+    Ok(DataOutcome::Stored { readings: rows.len() - before, unknown_aliases })
 }
 
-async fn insert_readings(
-    tx: &mut Transaction<'_, Postgres>,
-    point_ids: &[i64],
-    times: &[DateTime<Utc>],
-    values: &[Option<f64>],
-    qualities: &[i16],
-) -> sqlx::Result<()> {
+/// Writes gathered readings in one transaction: the readings (duplicates ignored), the latest
+/// value of each point (never overwritten by older backfill), and the gateways' last contact.
+pub async fn flush(pool: &PgPool, rows: &ReadingRows) -> sqlx::Result<()> {
+    if rows.is_empty() {
+        return Ok(());
+    }
+    let mut tx = pool.begin().await?;
+    insert_readings(&mut tx, rows).await?;
+    let gateways: Vec<&str> = rows.gateways.iter().map(GatewayId::as_str).collect();
+    sqlx::query("update gateways set last_seen = now(), online = true where id = any($1)")
+        .bind(&gateways)
+        .execute(&mut *tx)
+        .await?;
+    tx.commit().await
+}
+
+async fn insert_readings(tx: &mut Transaction<'_, Postgres>, rows: &ReadingRows) -> sqlx::Result<()> {
     sqlx::query(
         "insert into readings (point_id, ts, value, quality)
          select * from unnest($1::bigint[], $2::timestamptz[], $3::float8[], $4::int2[])
          on conflict (point_id, ts) do nothing",
     )
-    .bind(point_ids)
-    .bind(times)
-    .bind(values)
-    .bind(qualities)
+    .bind(&rows.point_ids)
+    .bind(&rows.times)
+    .bind(&rows.values)
+    .bind(&rows.qualities)
     .execute(&mut **tx)
     .await?;
-    // Backfill never overwrites a newer latest value.
     sqlx::query(
         "insert into latest_readings (point_id, ts, value, quality)
          select distinct on (point_id) point_id, ts, value, quality
@@ -245,10 +270,10 @@ async fn insert_readings(
          on conflict (point_id) do update set ts = excluded.ts, value = excluded.value, quality = excluded.quality
          where latest_readings.ts < excluded.ts",
     )
-    .bind(point_ids)
-    .bind(times)
-    .bind(values)
-    .bind(qualities)
+    .bind(&rows.point_ids)
+    .bind(&rows.times)
+    .bind(&rows.values)
+    .bind(&rows.qualities)
     .execute(&mut **tx)
     .await?;
     Ok(())

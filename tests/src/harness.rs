@@ -140,7 +140,7 @@ pub async fn run_to_completion(program: &Path, args: &[&str]) -> String {
 pub struct TestPostgres {
     /// The cluster.
     pub cluster: EmbeddedPostgres,
-    dir: TempDir,
+    _dir: TempDir,
 }
 
 impl TestPostgres {
@@ -149,30 +149,47 @@ impl TestPostgres {
         let dir = shared_temp_dir();
         let cluster =
             EmbeddedPostgres::start(&dir.path().join("pg"), Some(free_port())).await.expect("start PostgreSQL");
-        Self { cluster, dir }
+        Self { cluster, _dir: dir }
     }
 
     /// URL of the `chillcloud` database.
     pub fn url(&self) -> String {
         self.cluster.tcp_url("chillcloud").expect("listens on TCP")
     }
+
+    /// Stops the cluster (fast shutdown, as a service restart does) and starts it again on
+    /// the same port.
+    pub async fn restart(&mut self) {
+        self.cluster.stop().await.expect("stop PostgreSQL");
+        let port = self.url().rsplit_once(':').and_then(|(_, rest)| rest.split('/').next()?.parse().ok());
+        self.cluster = EmbeddedPostgres::start(&self._dir.path().join("pg"), port).await.expect("restart PostgreSQL");
+    }
+
+    /// A connection pool to the `chillcloud` database.
+    pub async fn pool(&self) -> sqlx::PgPool {
+        sqlx::PgPool::connect(&self.url()).await.expect("connect to the test database")
+    }
 }
 
 impl Drop for TestPostgres {
     fn drop(&mut self) {
-        // Drop cannot await: stop the cluster with a blocking pg_ctl call.
-        let data = self.dir.path().join("pg/data");
-        let _ = std::process::Command::new("runuser")
-            .args(["-u", "postgres", "--"])
-            .arg(chillcloud_server::embedded::postgres::find_binaries().map(|b| b.join("pg_ctl")).unwrap_or_default())
-            .args(["-D", &data.to_string_lossy(), "-m", "immediate", "stop"])
-            .output();
+        // Drop cannot await, and may run inside the test's runtime: stop the cluster from a
+        // thread with its own small runtime.
+        let cluster = &self.cluster;
+        std::thread::scope(|scope| {
+            scope.spawn(|| {
+                if let Ok(runtime) = tokio::runtime::Builder::new_current_thread().enable_all().build() {
+                    let _ = runtime.block_on(cluster.kill());
+                }
+            });
+        });
     }
 }
 
 /// A Mosquitto broker from Debian's package, configured with the ACL we ship, on a free port.
 pub struct TestMosquitto {
     broker: Option<EmbeddedBroker>,
+    lines: Vec<String>,
     /// The server's MQTT password.
     pub server_password: String,
     _dir: TempDir,
@@ -188,7 +205,18 @@ impl TestMosquitto {
         let address: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("address");
         let broker =
             EmbeddedBroker::start(&dir.path().join("mosquitto"), address, &lines).await.expect("start mosquitto");
-        Self { broker: Some(broker), server_password, _dir: dir }
+        Self { broker: Some(broker), lines, server_password, _dir: dir }
+    }
+
+    /// Stops the broker gracefully (it saves its persistent sessions) and starts it again on
+    /// the same address.
+    pub async fn restart(&mut self) {
+        let address = self.address();
+        self.broker.take().expect("running").stop().await;
+        let broker = EmbeddedBroker::start(&self._dir.path().join("mosquitto"), address, &self.lines)
+            .await
+            .expect("restart mosquitto");
+        self.broker = Some(broker);
     }
 
     /// The broker's `host:port`.
@@ -287,4 +315,129 @@ impl Api {
         let detail = self.get(&format!("/api/v1/units/{}", unit["id"])).await?;
         detail["points"].as_array()?.iter().find(|p| p["name"] == point)?["value"].as_f64()
     }
+}
+
+/// A scripted gateway speaking the wire protocol directly, for tests that need exact control
+/// over what is published (replays, known readings, steady load).
+pub struct FakeGateway {
+    client: rumqttc::AsyncClient,
+    acked: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    driver: tokio::task::JoinHandle<()>,
+    gateway_id: chillcloud_proto::GatewayId,
+    /// The session announced in the birth.
+    pub session: u64,
+    seq: u64,
+    published: u64,
+}
+
+impl FakeGateway {
+    /// Connects to the broker on `port` as `gateway_id` and publishes a birth for one device,
+    /// `chiller-1`, with `points` points named `p0`, `p1`, … at one decimal.
+    pub async fn connect(port: u16, gateway_id: &str, password: &str, points: u32) -> Self {
+        use prost::Message;
+        let mut options = rumqttc::MqttOptions::new(gateway_id, "127.0.0.1", port);
+        options.set_credentials(gateway_id, password);
+        options.set_keep_alive(Duration::from_secs(10));
+        options.set_clean_session(false);
+        let (client, mut eventloop) = rumqttc::AsyncClient::new(options, 1024);
+        let acked = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let counter = acked.clone();
+        let driver = tokio::spawn(async move {
+            loop {
+                match eventloop.poll().await {
+                    Ok(rumqttc::Event::Incoming(rumqttc::Packet::PubAck(_))) => {
+                        counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    }
+                    Ok(_) => {}
+                    // The broker may be restarting: retry (the client resends what is unacked).
+                    Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+                }
+            }
+        });
+        let gateway_id = chillcloud_proto::GatewayId::new(gateway_id).expect("valid gateway id");
+        let session = 1;
+        let birth = chillcloud_proto::Birth {
+            protocol_version: chillcloud_proto::PROTOCOL_VERSION,
+            session,
+            software_version: "fake".into(),
+            time_ms: 1_700_000_000_000,
+            devices: vec![chillcloud_proto::Device {
+                id: "chiller-1".into(),
+                profile: String::new(),
+                model: String::new(),
+                points: (0..points)
+                    .map(|alias| chillcloud_proto::PointInfo {
+                        alias,
+                        name: format!("p{alias}"),
+                        unit: String::new(),
+                        decimals: 1,
+                        writable: false,
+                    })
+                    .collect(),
+            }],
+        };
+        let mut gateway = Self { client, acked, driver, gateway_id, session, seq: 0, published: 0 };
+        gateway.publish(chillcloud_proto::MessageKind::Birth, birth.encode_to_vec(), true).await;
+        gateway
+    }
+
+    async fn publish(&mut self, kind: chillcloud_proto::MessageKind, payload: Vec<u8>, retain: bool) {
+        let topic = chillcloud_proto::Topic::new(self.gateway_id.clone(), kind).to_string();
+        self.client.publish(topic, rumqttc::QoS::AtLeastOnce, retain, payload).await.expect("queue publish");
+        self.published += 1;
+    }
+
+    /// The data message for batch number `batch`: every point read at one instant, 1 s after
+    /// the previous batch, with value `batch + alias / 10`.
+    pub fn data(&mut self, batch: u64, points: u32) -> chillcloud_proto::Data {
+        self.seq += 1;
+        chillcloud_proto::Data {
+            session: self.session,
+            seq: self.seq,
+            history: false,
+            base_time_ms: 1_700_000_000_000 + batch as i64 * 1000,
+            readings: (0..points)
+                .map(|alias| chillcloud_proto::Reading {
+                    alias,
+                    offset_ms: 0,
+                    quality: 0,
+                    value: Some(chillcloud_proto::Value::Scaled(batch as i64 * 10 + i64::from(alias))),
+                })
+                .collect(),
+        }
+    }
+
+    /// Publishes a data message.
+    pub async fn publish_data(&mut self, data: &chillcloud_proto::Data) {
+        use prost::Message;
+        self.publish(chillcloud_proto::MessageKind::Data, data.encode_to_vec(), false).await;
+    }
+
+    /// Publishes raw bytes on one of this gateway's topics.
+    pub async fn publish_raw(&mut self, kind: chillcloud_proto::MessageKind, payload: Vec<u8>) {
+        self.publish(kind, payload, false).await;
+    }
+
+    /// Waits until the broker has acknowledged everything published so far.
+    pub async fn wait_acked(&self, timeout: Duration) {
+        let published = self.published;
+        wait_for("the broker to acknowledge every publish", timeout, || async {
+            (self.acked.load(std::sync::atomic::Ordering::SeqCst) >= published).then_some(())
+        })
+        .await;
+    }
+}
+
+impl Drop for FakeGateway {
+    fn drop(&mut self) {
+        self.driver.abort();
+    }
+}
+
+/// Counts the readings stored in the database at `url`: (rows, distinct (point, ts) keys).
+pub async fn count_readings(pool: &sqlx::PgPool) -> (i64, i64) {
+    sqlx::query_as("select count(*), count(distinct (point_id, ts)) from readings")
+        .fetch_one(pool)
+        .await
+        .expect("count readings")
 }

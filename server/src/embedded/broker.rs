@@ -90,7 +90,9 @@ impl EmbeddedBroker {
                  persistence true\n\
                  persistence_location {dir}/\n\
                  autosave_interval 60\n\
-                 max_queued_messages 100000\n\
+                 max_inflight_messages 1000\n\
+                 max_queued_messages 0\n\
+                 max_queued_bytes 1073741824\n\
                  log_dest stderr\n\
                  log_type error\n\
                  log_type warning\n\

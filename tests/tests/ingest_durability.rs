@@ -1,0 +1,193 @@
+//! The server stores every reading the broker accepted exactly once, through server crashes
+//! (R2), database and broker restarts (R4), and redelivered or replayed messages.
+
+use std::time::Duration;
+
+use chillcloud_proto::MessageKind;
+use chillcloud_tests::harness::{
+    FakeGateway, Process, TestMosquitto, TestPostgres, bin, count_readings, free_port, run_to_completion,
+    shared_temp_dir, wait_for,
+};
+use tempfile::TempDir;
+
+const GATEWAY_ID: &str = "gw-durable";
+const POINTS: u32 = 50;
+
+/// A server with its database and broker, and a provisioned gateway's password.
+struct Stack {
+    dir: TempDir,
+    postgres: TestPostgres,
+    broker: TestMosquitto,
+    server: Option<Process>,
+    http: String,
+    password: String,
+}
+
+impl Stack {
+    async fn start() -> Self {
+        let dir = shared_temp_dir();
+        let postgres = TestPostgres::start().await;
+        let out = run_to_completion(
+            &bin("chillcloud-server"),
+            &["add-gateway", GATEWAY_ID, "--database-url", &postgres.url()],
+        )
+        .await;
+        let out: serde_json::Value = serde_json::from_str(&out).expect("JSON");
+        let line = out["mosquitto_password_line"].as_str().expect("line").to_owned();
+        let broker = TestMosquitto::start(&[line]).await;
+        let mut stack = Self {
+            dir,
+            postgres,
+            broker,
+            server: None,
+            http: format!("127.0.0.1:{}", free_port()),
+            password: out["password"].as_str().expect("password").to_owned(),
+        };
+        stack.start_server().await;
+        stack
+    }
+
+    async fn start_server(&mut self) {
+        let (url, broker) = (self.postgres.url(), self.broker.address().to_string());
+        let data_dir = self.dir.path().join("server");
+        let args = [
+            "--database-url",
+            &url,
+            "--data-dir",
+            &data_dir.to_string_lossy(),
+            "--listen",
+            &self.http,
+            "--mqtt-broker",
+            &broker,
+            "--mqtt-password",
+            &self.broker.server_password,
+            "--api-token",
+            "token",
+        ];
+        // Each start gets its own log so a restart does not hide the first run's output.
+        let name = if self.server.is_some() { "server-restarted" } else { "server" };
+        self.server = Some(Process::spawn(name, &bin("chillcloud-server"), &args, self.dir.path()));
+        let health = format!("http://{}/health", self.http);
+        wait_for("the server's /health", Duration::from_secs(30), || async {
+            reqwest::get(&health).await.ok().filter(|r| r.status().is_success())
+        })
+        .await;
+    }
+
+    async fn gateway(&self) -> FakeGateway {
+        FakeGateway::connect(self.broker.address().port(), GATEWAY_ID, &self.password, POINTS).await
+    }
+}
+
+/// Waits until the database holds `expected` readings, then checks each is there once with the
+/// value the fake gateway gave it.
+async fn assert_all_stored_once(pool: &sqlx::PgPool, batches: u64, timeout: Duration) {
+    let expected = batches as i64 * i64::from(POINTS);
+    wait_for(&format!("{expected} readings in the database"), timeout, || async {
+        (count_readings(pool).await.0 >= expected).then_some(())
+    })
+    .await;
+    let (rows, distinct) = count_readings(pool).await;
+    assert_eq!((rows, distinct), (expected, expected), "every reading once");
+    // Value = batch + alias / 10, so the sum over all readings is known exactly.
+    let sum: f64 = sqlx::query_scalar("select sum(value) from readings").fetch_one(pool).await.expect("sum");
+    let want: f64 = (0..batches).map(|b| (0..POINTS).map(|a| b as f64 + f64::from(a) / 10.0).sum::<f64>()).sum();
+    assert!((sum - want).abs() < 1e-6 * want, "stored values are the published ones: {sum} vs {want}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn r2_server_kill9_during_steady_ingest_loses_and_duplicates_nothing() {
+    let mut stack = Stack::start().await;
+    let pool = stack.postgres.pool().await;
+    let mut gateway = stack.gateway().await;
+    const BATCHES: u64 = 600;
+    let publisher = tokio::spawn(async move {
+        for batch in 0..BATCHES {
+            let data = gateway.data(batch, POINTS);
+            gateway.publish_data(&data).await;
+            // A steady stream (about 200 messages, 10,000 readings a second), not one burst.
+            if batch % 10 == 9 {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+        gateway.wait_acked(Duration::from_secs(60)).await;
+        gateway
+    });
+    wait_for("ingest under way", Duration::from_secs(30), || async {
+        (count_readings(&pool).await.0 >= 100 * i64::from(POINTS)).then_some(())
+    })
+    .await;
+    // Stall the database so the server is caught holding a received batch that is not yet
+    // committed: the moment an early acknowledgement would lose data.
+    let mut lock = pool.begin().await.expect("begin");
+    sqlx::query("lock table readings in share mode").execute(&mut *lock).await.expect("lock readings");
+    wait_for("an insert blocked on the lock", Duration::from_secs(30), || async {
+        let blocked: i64 = sqlx::query_scalar(
+            "select count(*) from pg_stat_activity where wait_event_type = 'Lock' and query like 'insert into readings%'",
+        )
+        .fetch_one(&pool)
+        .await
+        .ok()?;
+        (blocked > 0).then_some(())
+    })
+    .await;
+    stack.server.as_mut().expect("running").kill9().await;
+    lock.rollback().await.expect("release the lock");
+    let stored_at_kill = count_readings(&pool).await.0;
+    assert!(stored_at_kill < BATCHES as i64 * i64::from(POINTS), "the kill happened mid-ingest");
+    stack.start_server().await;
+    let _gateway = publisher.await.expect("publisher");
+    assert_all_stored_once(&pool, BATCHES, Duration::from_secs(60)).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn r4_database_then_broker_restart_during_ingest_recovers_by_itself() {
+    let mut stack = Stack::start().await;
+    let pool = stack.postgres.pool().await;
+    let mut gateway = stack.gateway().await;
+    const BATCHES: u64 = 90;
+    let mut batch = 0;
+    let mut publish = async |gateway: &mut FakeGateway, count: u64| {
+        for _ in 0..count {
+            let data = gateway.data(batch, POINTS);
+            gateway.publish_data(&data).await;
+            batch += 1;
+        }
+    };
+    publish(&mut gateway, 30).await;
+    stack.postgres.restart().await;
+    publish(&mut gateway, 30).await;
+    gateway.wait_acked(Duration::from_secs(30)).await;
+    stack.broker.restart().await;
+    publish(&mut gateway, 30).await;
+    gateway.wait_acked(Duration::from_secs(30)).await;
+    drop(pool);
+    let pool = stack.postgres.pool().await;
+    assert_all_stored_once(&pool, BATCHES, Duration::from_secs(60)).await;
+    let server = stack.server.as_ref().expect("running");
+    assert!(server.log().contains("connected to broker"), "the server reconnected by itself");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn redelivered_and_replayed_messages_store_nothing_twice() {
+    let stack = Stack::start().await;
+    let pool = stack.postgres.pool().await;
+    let mut gateway = stack.gateway().await;
+    let batches: Vec<_> = (0..20).map(|b| gateway.data(b, POINTS)).collect();
+    for data in &batches {
+        gateway.publish_data(data).await;
+    }
+    // The same messages again (a QoS 1 redelivery looks the same to the server), then the
+    // whole run replayed once more, as a gateway resending its buffer would.
+    for data in batches.iter().chain(&batches) {
+        gateway.publish_data(data).await;
+    }
+    // A bad message between good ones is refused without stopping ingest.
+    gateway.publish_raw(MessageKind::Data, vec![0xff, 0xff, 0xff]).await;
+    let late = gateway.data(20, POINTS);
+    gateway.publish_data(&late).await;
+    gateway.wait_acked(Duration::from_secs(30)).await;
+    assert_all_stored_once(&pool, 21, Duration::from_secs(30)).await;
+    let rejected: i64 = sqlx::query_scalar("select count(*) from dead_letters").fetch_one(&pool).await.expect("count");
+    assert_eq!(rejected, 1, "the malformed message is dead-lettered");
+}
