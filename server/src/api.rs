@@ -14,7 +14,10 @@ use chrono::{DateTime, Duration, Utc};
 use serde::{Deserialize, Serialize};
 use sqlx::PgPool;
 
-use crate::metrics::Metrics;
+use crate::{
+    history::{self, Bucket, HistoryError, Rows},
+    metrics::Metrics,
+};
 
 /// What request handlers share.
 #[derive(Clone)]
@@ -64,6 +67,7 @@ pub fn router(state: AppState) -> Router {
     let api = Router::new()
         .route("/units", get(list_units))
         .route("/units/{unit_id}", get(unit_detail))
+        .route("/units/{unit_id}/history", get(unit_history))
         .route("/points/{point_id}/history", get(point_history))
         .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
     Router::new().route("/health", get(health)).route("/metrics", get(metrics)).nest("/api/v1", api).with_state(state)
@@ -179,39 +183,46 @@ async fn unit_detail(State(state): State<AppState>, Path(unit_id): Path<i64>) ->
     Ok(Json(UnitDetail { unit, points }))
 }
 
-/// Query parameters of the history endpoint.
+/// Query parameters of the history endpoints.
 #[derive(Debug, Deserialize)]
 pub struct HistoryQuery {
     /// Start of the range (inclusive), RFC 3339; default one hour before `to`.
     pub from: Option<DateTime<Utc>>,
     /// End of the range (exclusive), RFC 3339; default now.
     pub to: Option<DateTime<Utc>>,
+    /// `raw`, `1m` or `1h`; chosen from the range's length when absent.
+    pub bucket: Option<Bucket>,
+    /// `json` (default) or `csv`.
+    pub format: Option<String>,
 }
 
-/// One stored reading.
-#[derive(Debug, Serialize, Deserialize, sqlx::FromRow)]
-pub struct HistoryReading {
-    /// When it was read.
-    pub ts: DateTime<Utc>,
-    /// The value (none for a failed read).
-    pub value: Option<f64>,
-    /// `good`, `bad` or `uncertain`.
-    pub quality: String,
+/// A history response.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct HistoryResponse {
+    /// The bucket size used.
+    pub bucket: Bucket,
+    /// Start of the range.
+    pub from: DateTime<Utc>,
+    /// End of the range.
+    pub to: DateTime<Utc>,
+    /// Raw readings, or dense buckets where a count of 0 marks a gap.
+    pub rows: Rows,
 }
 
-/// Most readings one history request returns.
-const MAX_HISTORY_ROWS: i64 = 100_000;
+impl From<HistoryError> for ApiError {
+    fn from(error: HistoryError) -> Self {
+        match error {
+            HistoryError::Range(message) => ApiError::BadRequest(message),
+            HistoryError::Database(error) => ApiError::Database(error),
+        }
+    }
+}
 
 async fn point_history(
     State(state): State<AppState>,
     Path(point_id): Path<i64>,
     Query(query): Query<HistoryQuery>,
-) -> Result<Json<Vec<HistoryReading>>, ApiError> {
-    let to = query.to.unwrap_or_else(Utc::now);
-    let from = query.from.unwrap_or(to - Duration::hours(1));
-    if from >= to {
-        return Err(ApiError::BadRequest("`from` must be before `to`".into()));
-    }
+) -> Result<Response, ApiError> {
     let exists: bool = sqlx::query_scalar("select exists (select 1 from points where id = $1)")
         .bind(point_id)
         .fetch_one(&state.pool)
@@ -219,15 +230,39 @@ async fn point_history(
     if !exists {
         return Err(ApiError::NotFound);
     }
-    let readings = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "select l.ts, l.value, {QUALITY_NAME} as quality from readings l
-         where l.point_id = $1 and l.ts >= $2 and l.ts < $3 order by l.ts limit $4"
-    )))
-    .bind(point_id)
-    .bind(from)
-    .bind(to)
-    .bind(MAX_HISTORY_ROWS)
-    .fetch_all(&state.pool)
-    .await?;
-    Ok(Json(readings))
+    history_response(&state, &[point_id], query).await
+}
+
+async fn unit_history(
+    State(state): State<AppState>,
+    Path(unit_id): Path<i64>,
+    Query(query): Query<HistoryQuery>,
+) -> Result<Response, ApiError> {
+    let point_ids: Vec<i64> = sqlx::query_scalar("select id from points where unit_id = $1 order by id")
+        .bind(unit_id)
+        .fetch_all(&state.pool)
+        .await?;
+    if point_ids.is_empty() {
+        return Err(ApiError::NotFound);
+    }
+    history_response(&state, &point_ids, query).await
+}
+
+async fn history_response(state: &AppState, point_ids: &[i64], query: HistoryQuery) -> Result<Response, ApiError> {
+    let to = query.to.unwrap_or_else(Utc::now);
+    let from = query.from.unwrap_or(to - Duration::hours(1));
+    let bucket = query.bucket.unwrap_or_else(|| Bucket::for_span(to - from));
+    let rows = history::query(&state.pool, point_ids, from, to, bucket).await?;
+    match query.format.as_deref() {
+        None | Some("json") => Ok(Json(HistoryResponse { bucket, from, to, rows }).into_response()),
+        Some("csv") => Ok((
+            [
+                (header::CONTENT_TYPE, "text/csv; charset=utf-8"),
+                (header::CONTENT_DISPOSITION, "attachment; filename=\"history.csv\""),
+            ],
+            history::to_csv(&rows),
+        )
+            .into_response()),
+        Some(other) => Err(ApiError::BadRequest(format!("unknown format {other:?}: use json or csv"))),
+    }
 }

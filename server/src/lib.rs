@@ -3,6 +3,7 @@
 
 pub mod api;
 pub mod embedded;
+pub mod history;
 pub mod ingest;
 pub mod metrics;
 pub mod store;

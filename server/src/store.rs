@@ -195,6 +195,14 @@ impl ReadingRows {
     pub fn is_empty(&self) -> bool {
         self.point_ids.is_empty()
     }
+
+    /// Adds one reading.
+    pub fn push(&mut self, point_id: i64, ts: DateTime<Utc>, value: Option<f64>, quality: Quality) {
+        self.point_ids.push(point_id);
+        self.times.push(ts);
+        self.values.push(value);
+        self.qualities.push(quality as i16);
+    }
 }
 
 /// Adds a data message's readings to `rows`, or holds the raw payload if its birth is unknown.
@@ -223,10 +231,8 @@ pub async fn gather_data(
             continue;
         };
         let quality = reading.quality();
-        rows.point_ids.push(point_id);
-        rows.times.push(time_from_ms(data.base_time_ms.saturating_add(reading.offset_ms)));
-        rows.values.push(reading.value.map(|v| v.to_f64(decimals)).filter(|_| quality != Quality::Bad));
-        rows.qualities.push(quality as i16);
+        let value = reading.value.map(|v| v.to_f64(decimals)).filter(|_| quality != Quality::Bad);
+        rows.push(point_id, time_from_ms(data.base_time_ms.saturating_add(reading.offset_ms)), value, quality);
     }
     if !rows.gateways.contains(gateway) {
         rows.gateways.push(gateway.clone());
@@ -251,10 +257,31 @@ pub async fn flush(pool: &PgPool, rows: &ReadingRows) -> sqlx::Result<()> {
 }
 
 async fn insert_readings(tx: &mut Transaction<'_, Postgres>, rows: &ReadingRows) -> sqlx::Result<()> {
+    // One statement inserts the readings and folds exactly the inserted ones (not the
+    // duplicates) into the hourly rollup.
     sqlx::query(
-        "insert into readings (point_id, ts, value, quality)
-         select * from unnest($1::bigint[], $2::timestamptz[], $3::float8[], $4::int2[])
-         on conflict (point_id, ts) do nothing",
+        "with inserted as (
+             insert into readings (point_id, ts, value, quality)
+             select * from unnest($1::bigint[], $2::timestamptz[], $3::float8[], $4::int2[])
+             on conflict (point_id, ts) do nothing
+             returning point_id, ts, value
+         ), hourly as (
+             select point_id, date_bin('1 hour', ts, timestamptz '2000-01-01 00:00:00+00') as bucket,
+                    count(value) as n, coalesce(sum(value), 0) as total, min(value) as lo, max(value) as hi,
+                    max(ts) filter (where value is not null) as last_ts,
+                    (array_agg(value order by ts desc) filter (where value is not null))[1] as last_value
+             from inserted group by 1, 2
+         )
+         insert into readings_1h as h (point_id, bucket, n, total, lo, hi, last_ts, last_value)
+         select * from hourly
+         on conflict (point_id, bucket) do update set
+             n = h.n + excluded.n,
+             total = h.total + excluded.total,
+             lo = least(h.lo, excluded.lo),
+             hi = greatest(h.hi, excluded.hi),
+             last_value = case when h.last_ts is null or excluded.last_ts > h.last_ts
+                               then excluded.last_value else h.last_value end,
+             last_ts = greatest(h.last_ts, excluded.last_ts)",
     )
     .bind(&rows.point_ids)
     .bind(&rows.times)

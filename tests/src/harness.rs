@@ -50,11 +50,14 @@ where
     }
 }
 
-/// The directory holding the compiled binaries (`target/debug`), found from the test binary's
-/// own path (`target/debug/deps/<test>`).
+/// The directory holding the compiled binaries (`target/<profile>`), found from the running
+/// executable's path: `target/<profile>/deps/<test>` for a test, `target/<profile>/<bin>` for
+/// a binary such as the benchmarks.
 pub fn bin_dir() -> PathBuf {
-    let exe = std::env::current_exe().expect("test executable path");
-    exe.parent().and_then(Path::parent).expect("target/<profile>/deps/<test>").to_owned()
+    let exe = std::env::current_exe().expect("executable path");
+    let dir = exe.parent().expect("executable has a directory");
+    if dir.file_name().is_some_and(|name| name == "deps") { dir.parent().expect("target/<profile>") } else { dir }
+        .to_owned()
 }
 
 /// The path of a workspace binary, which `cargo test` at the workspace root builds.
@@ -303,6 +306,13 @@ impl Api {
         response.json().await.ok()
     }
 
+    /// GETs `path` and returns the status and body, whatever they are.
+    pub async fn get_raw(&self, path: &str) -> (u16, String) {
+        let response =
+            self.client.get(format!("{}{path}", self.base)).bearer_auth(&self.token).send().await.expect("request");
+        (response.status().as_u16(), response.text().await.expect("body"))
+    }
+
     /// Waits until `/health` answers.
     pub async fn wait_healthy(&self, timeout: Duration) {
         wait_for("the server's /health", timeout, || self.get("/health")).await;
@@ -407,6 +417,26 @@ impl FakeGateway {
         }
     }
 
+    /// A data message with `(alias, value)` readings all taken at `time_ms`.
+    pub fn data_at(&mut self, time_ms: i64, readings: &[(u32, f64)]) -> chillcloud_proto::Data {
+        self.seq += 1;
+        chillcloud_proto::Data {
+            session: self.session,
+            seq: self.seq,
+            history: false,
+            base_time_ms: time_ms,
+            readings: readings
+                .iter()
+                .map(|&(alias, value)| chillcloud_proto::Reading {
+                    alias,
+                    offset_ms: 0,
+                    quality: 0,
+                    value: Some(chillcloud_proto::encode_value(value, 1)),
+                })
+                .collect(),
+        }
+    }
+
     /// Publishes a data message.
     pub async fn publish_data(&mut self, data: &chillcloud_proto::Data) {
         use prost::Message;
@@ -440,4 +470,88 @@ pub async fn count_readings(pool: &sqlx::PgPool) -> (i64, i64) {
         .fetch_one(pool)
         .await
         .expect("count readings")
+}
+
+/// A server run against a throwaway PostgreSQL and a Debian Mosquitto, with one provisioned
+/// gateway, for tests that drive it with a [`FakeGateway`].
+pub struct Stack {
+    /// Logs and the server's data directory.
+    pub dir: TempDir,
+    /// The database.
+    pub postgres: TestPostgres,
+    /// The broker.
+    pub broker: TestMosquitto,
+    /// The server process, once started.
+    pub server: Option<Process>,
+    /// The server's HTTP address.
+    pub http: SocketAddr,
+    /// The provisioned gateway's id.
+    pub gateway_id: &'static str,
+    /// Its MQTT password.
+    pub password: String,
+}
+
+impl Stack {
+    /// The API token the stack's server uses.
+    pub const API_TOKEN: &'static str = "stack-token";
+
+    /// Starts everything and provisions the gateway `gw-stack`.
+    pub async fn start() -> Self {
+        let dir = shared_temp_dir();
+        let postgres = TestPostgres::start().await;
+        let gateway_id = "gw-stack";
+        let out = run_to_completion(
+            &bin("chillcloud-server"),
+            &["add-gateway", gateway_id, "--database-url", &postgres.url()],
+        )
+        .await;
+        let out: serde_json::Value = serde_json::from_str(&out).expect("JSON");
+        let line = out["mosquitto_password_line"].as_str().expect("line").to_owned();
+        let broker = TestMosquitto::start(&[line]).await;
+        let mut stack = Self {
+            dir,
+            postgres,
+            broker,
+            server: None,
+            http: format!("127.0.0.1:{}", free_port()).parse().expect("address"),
+            gateway_id,
+            password: out["password"].as_str().expect("password").to_owned(),
+        };
+        stack.start_server().await;
+        stack
+    }
+
+    /// Starts (or restarts) the server and waits until it is healthy.
+    pub async fn start_server(&mut self) {
+        let (url, broker, http) = (self.postgres.url(), self.broker.address().to_string(), self.http.to_string());
+        let data_dir = self.dir.path().join("server");
+        let args = [
+            "--database-url",
+            &url,
+            "--data-dir",
+            &data_dir.to_string_lossy(),
+            "--listen",
+            &http,
+            "--mqtt-broker",
+            &broker,
+            "--mqtt-password",
+            &self.broker.server_password,
+            "--api-token",
+            Self::API_TOKEN,
+        ];
+        // Each start gets its own log so a restart does not hide the first run's output.
+        let name = if self.server.is_some() { "server-restarted" } else { "server" };
+        self.server = Some(Process::spawn(name, &bin("chillcloud-server"), &args, self.dir.path()));
+        self.api().wait_healthy(Duration::from_secs(30)).await;
+    }
+
+    /// A client for the server's API.
+    pub fn api(&self) -> Api {
+        Api::new(self.http, Self::API_TOKEN)
+    }
+
+    /// Connects a fake gateway with `points` points.
+    pub async fn gateway(&self, points: u32) -> FakeGateway {
+        FakeGateway::connect(self.broker.address().port(), self.gateway_id, &self.password, points).await
+    }
 }

@@ -103,7 +103,9 @@ async fn check_value_flows_end_to_end(
     let point =
         detail["points"].as_array().expect("points").iter().find(|p| p["name"] == "active_setpoint").expect("point");
     let history = api.get(&format!("/api/v1/points/{}/history", point["id"])).await.expect("history");
-    let values: Vec<f64> = history.as_array().expect("list").iter().filter_map(|r| r["value"].as_f64()).collect();
+    assert_eq!(history["bucket"], "raw", "an hour's history is served raw");
+    let values: Vec<f64> =
+        history["rows"].as_array().expect("list").iter().filter_map(|r| r["value"].as_f64()).collect();
     let first_new = values.iter().position(|v| *v == 9.5).expect("new value in history");
     assert!(first_new > 0 && values[..first_new].iter().all(|v| *v == 7.0), "history in order: {values:?}");
     assert!(values[first_new..].iter().all(|v| *v == 9.5), "history in order: {values:?}");

@@ -1,0 +1,265 @@
+//! History queries: raw readings for short ranges, one-minute buckets computed from raw
+//! readings for medium ones, and hourly buckets from the `readings_1h` rollup for long ones.
+//! Bucketed series are dense: a bucket without readings is returned with a count of 0 and no
+//! values, so charts show gaps as gaps.
+
+use chrono::{DateTime, TimeDelta, Utc};
+use serde::{Deserialize, Serialize};
+use sqlx::PgPool;
+
+/// Bucket sizes the history API serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Bucket {
+    /// Every reading.
+    #[serde(rename = "raw")]
+    Raw,
+    /// One-minute aggregates.
+    #[serde(rename = "1m")]
+    Minute,
+    /// One-hour aggregates.
+    #[serde(rename = "1h")]
+    Hour,
+}
+
+impl Bucket {
+    /// The bucket size suited to a range: raw up to 2 hours, minutes up to 3 days, then hours.
+    pub fn for_span(span: TimeDelta) -> Self {
+        if span <= TimeDelta::hours(2) {
+            Bucket::Raw
+        } else if span <= TimeDelta::days(3) {
+            Bucket::Minute
+        } else {
+            Bucket::Hour
+        }
+    }
+
+    /// The most rows one request may produce per point at this size.
+    fn max_rows(self) -> i64 {
+        match self {
+            Bucket::Raw => 100_000,
+            // 70 days of minutes, or 11 years of hours.
+            Bucket::Minute | Bucket::Hour => 100_000,
+        }
+    }
+
+    fn width(self) -> Option<TimeDelta> {
+        match self {
+            Bucket::Raw => None,
+            Bucket::Minute => Some(TimeDelta::minutes(1)),
+            Bucket::Hour => Some(TimeDelta::hours(1)),
+        }
+    }
+}
+
+/// One raw reading.
+#[derive(Debug, Clone, Serialize, Deserialize, sqlx::FromRow)]
+pub struct RawReading {
+    /// The point.
+    pub point_id: i64,
+    /// When it was read.
+    pub ts: DateTime<Utc>,
+    /// The value; none when the read failed.
+    pub value: Option<f64>,
+    /// `good`, `bad` or `uncertain`.
+    pub quality: String,
+}
+
+/// One bucket of aggregates.
+#[derive(Debug, Clone, Serialize, Deserialize, sqlx::FromRow)]
+pub struct BucketRow {
+    /// The point.
+    pub point_id: i64,
+    /// Start of the bucket.
+    pub ts: DateTime<Utc>,
+    /// Mean of the values.
+    pub avg: Option<f64>,
+    /// Smallest value.
+    pub min: Option<f64>,
+    /// Largest value.
+    pub max: Option<f64>,
+    /// Newest value.
+    pub last: Option<f64>,
+    /// Readings with a value; 0 marks a gap.
+    pub count: i64,
+}
+
+/// The rows of a history query.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum Rows {
+    /// For [`Bucket::Raw`].
+    Raw(Vec<RawReading>),
+    /// For the bucketed sizes.
+    Buckets(Vec<BucketRow>),
+}
+
+/// Why a history request cannot be served.
+#[derive(Debug, thiserror::Error)]
+pub enum HistoryError {
+    /// The range is empty or would produce too many rows.
+    #[error("{0}")]
+    Range(String),
+    /// The database failed.
+    #[error(transparent)]
+    Database(#[from] sqlx::Error),
+}
+
+const EPOCH: &str = "timestamptz '2000-01-01 00:00:00+00'";
+
+/// Reads the history of `point_ids` over `[from, to)` at `bucket` size.
+pub async fn query(
+    pool: &PgPool,
+    point_ids: &[i64],
+    from: DateTime<Utc>,
+    to: DateTime<Utc>,
+    bucket: Bucket,
+) -> Result<Rows, HistoryError> {
+    if from >= to {
+        return Err(HistoryError::Range("`from` must be before `to`".into()));
+    }
+    let limit = bucket.max_rows() * point_ids.len().max(1) as i64;
+    if let Some(width) = bucket.width() {
+        let buckets = (to - from).num_seconds() / width.num_seconds() + 1;
+        if buckets > bucket.max_rows() {
+            return Err(HistoryError::Range(format!(
+                "{buckets} buckets is more than {}: choose a larger bucket or a shorter range",
+                bucket.max_rows()
+            )));
+        }
+    }
+    Ok(match bucket {
+        Bucket::Raw => {
+            let rows: Vec<RawReading> = sqlx::query_as(
+                "select point_id, ts, value,
+                        case quality when 0 then 'good' when 1 then 'bad' else 'uncertain' end as quality
+                 from readings where point_id = any($1) and ts >= $2 and ts < $3
+                 order by point_id, ts limit $4",
+            )
+            .bind(point_ids)
+            .bind(from)
+            .bind(to)
+            .bind(limit + 1)
+            .fetch_all(pool)
+            .await?;
+            if rows.len() as i64 > limit {
+                return Err(HistoryError::Range(format!(
+                    "more than {limit} raw readings: choose bucket=1m or 1h, or a shorter range"
+                )));
+            }
+            Rows::Raw(rows)
+        }
+        Bucket::Minute => Rows::Buckets(
+            sqlx::query_as(sqlx::AssertSqlSafe(format!(
+                "select p.id as point_id, s.bucket as ts, a.avg, a.min, a.max, a.last, coalesce(a.n, 0) as count
+                 from unnest($1::bigint[]) as p(id)
+                 cross join generate_series(date_bin('1 minute', $2, {EPOCH}), $3 - interval '1 microsecond',
+                                            interval '1 minute') as s(bucket)
+                 left join (
+                     select point_id, date_bin('1 minute', ts, {EPOCH}) as bucket,
+                            avg(value) as avg, min(value) as min, max(value) as max,
+                            (array_agg(value order by ts desc) filter (where value is not null))[1] as last,
+                            count(value) as n
+                     from readings where point_id = any($1) and ts >= $2 and ts < $3
+                     group by 1, 2
+                 ) a on a.point_id = p.id and a.bucket = s.bucket
+                 order by 1, 2"
+            )))
+            .bind(point_ids)
+            .bind(from)
+            .bind(to)
+            .fetch_all(pool)
+            .await?,
+        ),
+        Bucket::Hour => Rows::Buckets(
+            sqlx::query_as(sqlx::AssertSqlSafe(format!(
+                "select p.id as point_id, s.bucket as ts, h.total / nullif(h.n, 0) as avg, h.lo as min, h.hi as max,
+                        h.last_value as last, coalesce(h.n, 0) as count
+                 from unnest($1::bigint[]) as p(id)
+                 cross join generate_series(date_bin('1 hour', $2, {EPOCH}), $3 - interval '1 microsecond',
+                                            interval '1 hour') as s(bucket)
+                 left join readings_1h h on h.point_id = p.id and h.bucket = s.bucket
+                 order by 1, 2"
+            )))
+            .bind(point_ids)
+            .bind(from)
+            .bind(to)
+            .fetch_all(pool)
+            .await?,
+        ),
+    })
+}
+
+/// The same hourly averages computed from raw readings: the baseline the rollup is measured
+/// against (benchmark P7), and the reference its tests compare with.
+pub async fn hourly_from_raw(
+    pool: &PgPool,
+    point_ids: &[i64],
+    from: DateTime<Utc>,
+    to: DateTime<Utc>,
+) -> sqlx::Result<Vec<BucketRow>> {
+    sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "select point_id, date_bin('1 hour', ts, {EPOCH}) as ts, avg(value) as avg, min(value) as min,
+                max(value) as max, (array_agg(value order by ts desc) filter (where value is not null))[1] as last,
+                count(value) as count
+         from readings where point_id = any($1) and ts >= $2 and ts < $3
+         group by 1, 2 order by 1, 2"
+    )))
+    .bind(point_ids)
+    .bind(from)
+    .bind(to)
+    .fetch_all(pool)
+    .await
+}
+
+/// Renders rows as CSV with a header line.
+pub fn to_csv(rows: &Rows) -> String {
+    fn number(value: Option<f64>) -> String {
+        value.map(|v| v.to_string()).unwrap_or_default()
+    }
+    let mut out = String::new();
+    match rows {
+        Rows::Raw(rows) => {
+            out.push_str("point_id,ts,value,quality\n");
+            for r in rows {
+                out.push_str(&format!("{},{},{},{}\n", r.point_id, r.ts.to_rfc3339(), number(r.value), r.quality));
+            }
+        }
+        Rows::Buckets(rows) => {
+            out.push_str("point_id,ts,avg,min,max,last,count\n");
+            for r in rows {
+                out.push_str(&format!(
+                    "{},{},{},{},{},{},{}\n",
+                    r.point_id,
+                    r.ts.to_rfc3339(),
+                    number(r.avg),
+                    number(r.min),
+                    number(r.max),
+                    number(r.last),
+                    r.count
+                ));
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bucket_size_follows_the_span() {
+        assert_eq!(Bucket::for_span(TimeDelta::minutes(30)), Bucket::Raw);
+        assert_eq!(Bucket::for_span(TimeDelta::hours(2)), Bucket::Raw);
+        assert_eq!(Bucket::for_span(TimeDelta::hours(25)), Bucket::Minute);
+        assert_eq!(Bucket::for_span(TimeDelta::days(30)), Bucket::Hour);
+    }
+
+    #[test]
+    fn csv_marks_gaps_with_empty_fields() {
+        let ts = DateTime::from_timestamp(1_700_000_000, 0).expect("valid");
+        let rows =
+            Rows::Buckets(vec![BucketRow { point_id: 1, ts, avg: None, min: None, max: None, last: None, count: 0 }]);
+        assert_eq!(to_csv(&rows), "point_id,ts,avg,min,max,last,count\n1,2023-11-14T22:13:20+00:00,,,,,0\n");
+    }
+}
