@@ -65,39 +65,48 @@ pub struct Metrics {
 impl Metrics {
     /// Renders every counter in the Prometheus text exposition format.
     pub fn render(&self) -> String {
-        let counters = [
+        let counters: [(&str, &str, f64); 9] = [
             (
                 "chillcloud_mqtt_messages_received_total",
                 "MQTT messages received from the broker",
-                &self.messages_received,
+                self.messages_received.get() as f64,
             ),
             (
                 "chillcloud_mqtt_messages_rejected_total",
                 "MQTT messages refused and dead-lettered",
-                &self.messages_rejected,
+                self.messages_rejected.get() as f64,
             ),
             (
                 "chillcloud_mqtt_messages_held_for_birth_total",
                 "Data messages held until their birth arrives",
-                &self.messages_held_for_birth,
+                self.messages_held_for_birth.get() as f64,
             ),
-            ("chillcloud_readings_stored_total", "Readings committed to the database", &self.readings_stored),
+            (
+                "chillcloud_readings_stored_total",
+                "Readings committed to the database",
+                self.readings_stored.get() as f64,
+            ),
             (
                 "chillcloud_readings_unknown_alias_total",
                 "Readings skipped for an alias missing from the birth",
-                &self.readings_unknown_alias,
+                self.readings_unknown_alias.get() as f64,
             ),
             (
                 "chillcloud_database_errors_total",
                 "Database operations that failed and were retried",
-                &self.database_errors,
+                self.database_errors.get() as f64,
             ),
+            ("chillcloud_ingest_batches_total", "Batches committed by ingest", self.batches_stored.get() as f64),
+            (
+                "chillcloud_ingest_batch_messages_total",
+                "Messages in committed batches",
+                self.batch_messages.get() as f64,
+            ),
+            ("chillcloud_ingest_database_seconds_total", "Time spent storing batches", self.database_seconds.seconds()),
         ];
         counters
             .iter()
-            .map(|(name, help, counter)| {
-                format!("# HELP {name} {help}\n# TYPE {name} counter\n{name} {}\n", counter.get())
-            })
+            .map(|(name, help, value)| format!("# HELP {name} {help}\n# TYPE {name} counter\n{name} {value}\n"))
             .collect()
     }
 }
