@@ -1,0 +1,288 @@
+//! `chillcloud-bench <ID>`: the performance targets of BENCHMARKS.md, each measured side by side
+//! with its baseline in the same run. The last line is `<ID> ratio=<r> target<op><t> PASS|FAIL`.
+//! Run through `scripts/bench`, which builds in release mode first.
+
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use chillcloud_proto::{Birth, Device, GatewayId, PointInfo, Quality};
+use chillcloud_server::{
+    history::{self, Bucket},
+    store::{self, ReadingRows},
+};
+use chillcloud_tests::harness::{Stack, TestPostgres, count_readings, wait_for};
+use chrono::{DateTime, TimeDelta, Utc};
+use clap::Parser;
+use sqlx::PgPool;
+
+#[derive(Parser)]
+#[command(about = "Chillcloud benchmarks (see BENCHMARKS.md)")]
+struct Cli {
+    /// P1 (ingest against COPY and INSERT VALUES), P7 (hourly history against raw), or all.
+    id: String,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let ids: Vec<&str> = match cli.id.to_uppercase().as_str() {
+        "ALL" => vec!["P1", "P7"],
+        "P1" => vec!["P1"],
+        "P7" => vec!["P7"],
+        other => anyhow::bail!("unknown benchmark {other}: P1, P7 or all"),
+    };
+    let mut all_pass = true;
+    for id in ids {
+        let pass = match id {
+            "P1" => p1().await?,
+            _ => p7().await?,
+        };
+        all_pass &= pass;
+    }
+    std::process::exit(if all_pass { 0 } else { 1 })
+}
+
+fn verdict(pass: bool) -> &'static str {
+    if pass { "PASS" } else { "FAIL" }
+}
+
+fn median(mut values: Vec<f64>) -> f64 {
+    values.sort_by(f64::total_cmp);
+    values[values.len() / 2]
+}
+
+fn percentile(mut values: Vec<f64>, p: f64) -> f64 {
+    values.sort_by(f64::total_cmp);
+    let rank = ((values.len() as f64 * p).ceil() as usize).clamp(1, values.len());
+    values[rank - 1]
+}
+
+/// Registers one gateway with one unit of `points` points and returns the point ids.
+async fn register_unit(pool: &PgPool, points: u32) -> anyhow::Result<Vec<i64>> {
+    let gateway = GatewayId::new("bench-gw")?;
+    store::upsert_gateway(pool, &gateway, "bench-gw:unused").await?;
+    let birth = Birth {
+        protocol_version: 1,
+        session: 1,
+        software_version: "bench".into(),
+        time_ms: 0,
+        devices: vec![Device {
+            id: "chiller-1".into(),
+            profile: String::new(),
+            model: String::new(),
+            points: (0..points)
+                .map(|alias| PointInfo {
+                    alias,
+                    name: format!("p{alias}"),
+                    unit: String::new(),
+                    decimals: 1,
+                    writable: false,
+                })
+                .collect(),
+        }],
+    };
+    store::store_birth(pool, &gateway, &birth).await?;
+    Ok(sqlx::query_scalar("select id from points order by id").fetch_all(pool).await?)
+}
+
+/// P7: hourly averages over 30 days for one unit, from the rollup against from raw readings.
+async fn p7() -> anyhow::Result<bool> {
+    const POINTS: u32 = 17; // the Trane CH530 profile's points
+    const STEP_S: i64 = 10;
+    let postgres = TestPostgres::start().await;
+    let pool = postgres.pool().await;
+    store::MIGRATOR.run(&pool).await?;
+    let point_ids = register_unit(&pool, POINTS).await?;
+    let to = DateTime::<Utc>::from_timestamp(1_700_000_000 / 3600 * 3600, 0).context("time")?;
+    let from = to - TimeDelta::days(30);
+
+    // 30 days of readings every 10 s, written through the ingest path (readings + rollup).
+    let started = Instant::now();
+    let mut rows = ReadingRows::default();
+    let mut written = 0usize;
+    let mut ts = from;
+    while ts < to {
+        for (i, point_id) in point_ids.iter().enumerate() {
+            let value = 7.0 + (ts.timestamp() as f64 / 3600.0 + i as f64).sin();
+            rows.push(*point_id, ts, Some((value * 10.0).round() / 10.0), Quality::Good);
+        }
+        if rows.len() >= 10_000 {
+            written += rows.len();
+            store::flush(&pool, &rows).await?;
+            rows = ReadingRows::default();
+        }
+        ts += TimeDelta::seconds(STEP_S);
+    }
+    written += rows.len();
+    store::flush(&pool, &rows).await?;
+    let load_s = started.elapsed().as_secs_f64();
+    sqlx::query("analyze").execute(&pool).await?;
+    println!("P7 data: {written} readings (30 days x {POINTS} points every {STEP_S} s) written in {load_s:.1} s");
+
+    let mut rollup_ms = Vec::new();
+    let mut raw_ms = Vec::new();
+    let expected = 30 * 24 * POINTS as usize;
+    for round in 0..25 {
+        let started = Instant::now();
+        let rows = match history::query(&pool, &point_ids, from, to, Bucket::Hour).await? {
+            history::Rows::Buckets(rows) => rows.len(),
+            history::Rows::Raw(_) => anyhow::bail!("expected buckets"),
+        };
+        rollup_ms.push(started.elapsed().as_secs_f64() * 1000.0);
+        anyhow::ensure!(rows == expected, "rollup returned {rows} buckets");
+        // The raw query is far slower: a few runs give a stable median.
+        if round % 5 == 0 {
+            let started = Instant::now();
+            let rows = history::hourly_from_raw(&pool, &point_ids, from, to).await?.len();
+            raw_ms.push(started.elapsed().as_secs_f64() * 1000.0);
+            anyhow::ensure!(rows == expected, "raw returned {rows} buckets");
+        }
+    }
+    let (rollup_p95, rollup_median, raw_median) =
+        (percentile(rollup_ms.clone(), 0.95), median(rollup_ms), median(raw_ms));
+    let ratio = raw_median / rollup_p95;
+    let pass = rollup_p95 <= 100.0 && ratio >= 10.0;
+    println!(
+        "P7 rollup (readings_1h): median {rollup_median:.1} ms, p95 {rollup_p95:.1} ms over 25 runs (target p95 <= 100 ms)"
+    );
+    println!("P7 raw (date_bin over readings): median {raw_median:.1} ms over 5 runs");
+    println!("P7 ratio={ratio:.1} target>=10 {}", verdict(pass));
+    Ok(pass)
+}
+
+/// The rows one P1 round publishes: `messages` messages of `per_message` readings.
+struct P1Round {
+    messages: u64,
+    per_message: u32,
+}
+
+/// P1: readings per second from MQTT through decode into PostgreSQL, against a binary COPY of
+/// the same rows into an identical table, and against multi-row INSERT VALUES in 1,000-row
+/// batches.
+async fn p1() -> anyhow::Result<bool> {
+    let round = P1Round { messages: 400, per_message: 500 };
+    let total = round.messages * u64::from(round.per_message);
+    let stack = Stack::start().await;
+    let pool = stack.postgres.pool().await;
+    for table in ["copy_baseline", "values_baseline"] {
+        sqlx::query(sqlx::AssertSqlSafe(format!("create table {table} (like readings including all)")))
+            .execute(&pool)
+            .await?;
+    }
+    let mut gateway = stack.gateway(round.per_message).await;
+    let point_ids: Vec<i64> = wait_for("the birth's points", Duration::from_secs(30), || async {
+        let ids: Vec<i64> = sqlx::query_scalar("select id from points order by id").fetch_all(&pool).await.ok()?;
+        (ids.len() == round.per_message as usize).then_some(ids)
+    })
+    .await;
+
+    let (mut ours, mut copy, mut values) = (Vec::new(), Vec::new(), Vec::new());
+    for repetition in 0..3u64 {
+        let base_batch = repetition * round.messages;
+        // Ours: publish, then wait until every reading is committed.
+        let before = count_readings(&pool).await.0;
+        let messages: Vec<_> = (0..round.messages).map(|b| gateway.data(base_batch + b, round.per_message)).collect();
+        let started = Instant::now();
+        for data in &messages {
+            gateway.publish_data(data).await;
+        }
+        let target = before + total as i64;
+        wait_for("P1 readings stored", Duration::from_secs(300), || async {
+            (count_readings(&pool).await.0 >= target).then_some(())
+        })
+        .await;
+        ours.push(total as f64 / started.elapsed().as_secs_f64());
+
+        // The same rows, by binary COPY in 10,000-row batches and by INSERT VALUES in 1,000s.
+        let rows: Vec<(i64, DateTime<Utc>, f64)> = messages
+            .iter()
+            .flat_map(|data| {
+                data.readings.iter().map(move |r| {
+                    let ts = DateTime::from_timestamp_millis(data.base_time_ms + r.offset_ms).unwrap_or_default();
+                    (r.alias, ts, r.value.map_or(0.0, |v| v.to_f64(1)))
+                })
+            })
+            .map(|(alias, ts, value)| (point_ids[alias as usize], ts, value))
+            .collect();
+        let started = Instant::now();
+        for chunk in rows.chunks(10_000) {
+            copy_binary(&pool, "copy_baseline", chunk).await?;
+        }
+        copy.push(total as f64 / started.elapsed().as_secs_f64());
+        let started = Instant::now();
+        for chunk in rows.chunks(1_000) {
+            insert_values(&pool, "values_baseline", chunk).await?;
+        }
+        values.push(total as f64 / started.elapsed().as_secs_f64());
+    }
+    let metrics = reqwest::get(format!("http://{}/metrics", stack.http)).await?.text().await?;
+    let metric = |name: &str| -> f64 {
+        metrics.lines().find_map(|l| l.strip_prefix(name)?.trim().parse().ok()).unwrap_or(f64::NAN)
+    };
+    let (batches, messages, db_seconds) = (
+        metric("chillcloud_ingest_batches_total"),
+        metric("chillcloud_ingest_batch_messages_total"),
+        metric("chillcloud_ingest_database_seconds_total"),
+    );
+    println!(
+        "P1 server: {batches} batches, {:.1} messages per batch, {db_seconds:.2} s in the database",
+        messages / batches
+    );
+    let (ours, copy, values) = (median(ours), median(copy), median(values));
+    let (vs_copy, vs_values) = (ours / copy, ours / values);
+    let pass = vs_copy >= 0.5 && vs_values >= 4.0;
+    println!(
+        "P1 rows per round: {total} ({} messages x {} readings), 3 rounds, medians:",
+        round.messages, round.per_message
+    );
+    println!("P1 ours (MQTT -> decode -> UNNEST with rollup, ack after commit): {ours:.0} readings/s");
+    println!("P1 binary COPY, 10,000-row batches: {copy:.0} rows/s");
+    println!("P1 INSERT VALUES, 1,000-row batches: {values:.0} rows/s ({vs_values:.1}x, target >= 4)");
+    println!("P1 ratio={vs_copy:.2} target>=0.5 {}", verdict(pass));
+    Ok(pass)
+}
+
+/// Writes rows with `COPY ... FROM STDIN (FORMAT binary)`.
+async fn copy_binary(pool: &PgPool, table: &str, rows: &[(i64, DateTime<Utc>, f64)]) -> anyhow::Result<()> {
+    // PostgreSQL's binary COPY: a header, then per row a field count and length-prefixed fields.
+    let postgres_epoch_us = 946_684_800_000_000i64;
+    let mut buffer = Vec::with_capacity(rows.len() * 48 + 32);
+    buffer.extend_from_slice(b"PGCOPY\n\xff\r\n\0");
+    buffer.extend_from_slice(&0i32.to_be_bytes());
+    buffer.extend_from_slice(&0i32.to_be_bytes());
+    for (point_id, ts, value) in rows {
+        buffer.extend_from_slice(&4i16.to_be_bytes());
+        buffer.extend_from_slice(&8i32.to_be_bytes());
+        buffer.extend_from_slice(&point_id.to_be_bytes());
+        buffer.extend_from_slice(&8i32.to_be_bytes());
+        buffer.extend_from_slice(&(ts.timestamp_micros() - postgres_epoch_us).to_be_bytes());
+        buffer.extend_from_slice(&8i32.to_be_bytes());
+        buffer.extend_from_slice(&value.to_be_bytes());
+        buffer.extend_from_slice(&2i32.to_be_bytes());
+        buffer.extend_from_slice(&0i16.to_be_bytes());
+    }
+    buffer.extend_from_slice(&(-1i16).to_be_bytes());
+    let mut connection = pool.acquire().await?;
+    let mut copy = connection
+        .copy_in_raw(&format!("copy {table} (point_id, ts, value, quality) from stdin (format binary)"))
+        .await?;
+    copy.send(buffer).await?;
+    copy.finish().await?;
+    Ok(())
+}
+
+/// Writes rows with one multi-row `INSERT ... VALUES` statement.
+async fn insert_values(pool: &PgPool, table: &str, rows: &[(i64, DateTime<Utc>, f64)]) -> anyhow::Result<()> {
+    let placeholders: Vec<String> =
+        (0..rows.len()).map(|i| format!("(${}, ${}, ${}, 0)", i * 3 + 1, i * 3 + 2, i * 3 + 3)).collect();
+    let sql = format!(
+        "insert into {table} (point_id, ts, value, quality) values {} on conflict do nothing",
+        placeholders.join(", ")
+    );
+    let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+    for (point_id, ts, value) in rows {
+        query = query.bind(point_id).bind(ts).bind(value);
+    }
+    query.execute(pool).await?;
+    Ok(())
+}
