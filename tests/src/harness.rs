@@ -143,7 +143,7 @@ pub async fn run_to_completion(program: &Path, args: &[&str]) -> String {
 pub struct TestPostgres {
     /// The cluster.
     pub cluster: EmbeddedPostgres,
-    _dir: TempDir,
+    dir: TempDir,
 }
 
 impl TestPostgres {
@@ -152,7 +152,7 @@ impl TestPostgres {
         let dir = shared_temp_dir();
         let cluster =
             EmbeddedPostgres::start(&dir.path().join("pg"), Some(free_port())).await.expect("start PostgreSQL");
-        Self { cluster, _dir: dir }
+        Self { cluster, dir }
     }
 
     /// URL of the `chillcloud` database.
@@ -165,7 +165,7 @@ impl TestPostgres {
     pub async fn restart(&mut self) {
         self.cluster.stop().await.expect("stop PostgreSQL");
         let port = self.url().rsplit_once(':').and_then(|(_, rest)| rest.split('/').next()?.parse().ok());
-        self.cluster = EmbeddedPostgres::start(&self._dir.path().join("pg"), port).await.expect("restart PostgreSQL");
+        self.cluster = EmbeddedPostgres::start(&self.dir.path().join("pg"), port).await.expect("restart PostgreSQL");
     }
 
     /// A connection pool to the `chillcloud` database.
@@ -195,7 +195,7 @@ pub struct TestMosquitto {
     lines: Vec<String>,
     /// The server's MQTT password.
     pub server_password: String,
-    _dir: TempDir,
+    dir: TempDir,
 }
 
 impl TestMosquitto {
@@ -208,7 +208,7 @@ impl TestMosquitto {
         let address: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("address");
         let broker =
             EmbeddedBroker::start(&dir.path().join("mosquitto"), address, &lines).await.expect("start mosquitto");
-        Self { broker: Some(broker), lines, server_password, _dir: dir }
+        Self { broker: Some(broker), lines, server_password, dir }
     }
 
     /// Stops the broker gracefully (it saves its persistent sessions) and starts it again on
@@ -216,7 +216,7 @@ impl TestMosquitto {
     pub async fn restart(&mut self) {
         let address = self.address();
         self.broker.take().expect("running").stop().await;
-        let broker = EmbeddedBroker::start(&self._dir.path().join("mosquitto"), address, &self.lines)
+        let broker = EmbeddedBroker::start(&self.dir.path().join("mosquitto"), address, &self.lines)
             .await
             .expect("restart mosquitto");
         self.broker = Some(broker);
