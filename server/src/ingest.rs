@@ -52,6 +52,8 @@ enum Rejection {
     WrongDirection(MessageKind),
     #[error("{0} message without a session (sessions start at 1)")]
     NoSession(MessageKind),
+    #[error("{0} readings refused: timestamp before 2000 or more than 5 minutes ahead, or a non-finite value")]
+    RefusedReadings(usize),
 }
 
 /// Most messages stored in one transaction.
@@ -129,6 +131,7 @@ struct BatchCounts {
     rejected: u64,
     held_for_birth: u64,
     unknown_aliases: u64,
+    refused_readings: u64,
 }
 
 impl Ingestor {
@@ -140,7 +143,7 @@ impl Ingestor {
         for publish in batch {
             if let Err(rejection) = self.accept(&publish.topic, &publish.payload, &mut rows, &mut counts).await? {
                 counts.rejected += 1;
-                warn!(topic = %publish.topic, reason = %rejection, "message rejected");
+                warn!(topic = %publish.topic, reason = %rejection, "message refused in whole or in part");
                 store::dead_letter(&self.pool, &publish.topic, &rejection.to_string(), &publish.payload).await?;
             }
         }
@@ -150,6 +153,7 @@ impl Ingestor {
         metrics.messages_rejected.add(counts.rejected);
         metrics.messages_held_for_birth.add(counts.held_for_birth);
         metrics.readings_unknown_alias.add(counts.unknown_aliases);
+        metrics.readings_refused.add(counts.refused_readings);
         Ok(())
     }
 
@@ -219,6 +223,9 @@ impl Ingestor {
                 }
                 let outcome = store::gather_data(&self.pool, &mut self.cache, gateway, &data, payload, rows).await?;
                 count(counts, &outcome);
+                if let DataOutcome::Stored { refused: refused @ 1.., .. } = outcome {
+                    return Ok(Err(Rejection::RefusedReadings(refused)));
+                }
             }
             MessageKind::CommandResult => {
                 debug!(%gateway, "command result received; remote commands are not yet handled");
@@ -231,7 +238,10 @@ impl Ingestor {
 
 fn count(counts: &mut BatchCounts, outcome: &DataOutcome) {
     match outcome {
-        DataOutcome::Stored { unknown_aliases, .. } => counts.unknown_aliases += *unknown_aliases as u64,
+        DataOutcome::Stored { unknown_aliases, refused, .. } => {
+            counts.unknown_aliases += *unknown_aliases as u64;
+            counts.refused_readings += *refused as u64;
+        }
         DataOutcome::HeldForBirth => counts.held_for_birth += 1,
     }
 }

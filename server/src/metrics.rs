@@ -52,6 +52,8 @@ pub struct Metrics {
     pub readings_stored: Counter,
     /// Readings skipped because their alias is not in the session's birth.
     pub readings_unknown_alias: Counter,
+    /// Readings refused for an impossible time or a non-finite value.
+    pub readings_refused: Counter,
     /// Database operations that failed (and were retried).
     pub database_errors: Counter,
     /// Batches committed by ingest.
@@ -65,7 +67,7 @@ pub struct Metrics {
 impl Metrics {
     /// Renders every counter in the Prometheus text exposition format.
     pub fn render(&self) -> String {
-        let counters: [(&str, &str, f64); 9] = [
+        let counters: [(&str, &str, f64); 10] = [
             (
                 "chillcloud_mqtt_messages_received_total",
                 "MQTT messages received from the broker",
@@ -90,6 +92,11 @@ impl Metrics {
                 "chillcloud_readings_unknown_alias_total",
                 "Readings skipped for an alias missing from the birth",
                 self.readings_unknown_alias.get() as f64,
+            ),
+            (
+                "chillcloud_readings_refused_total",
+                "Readings refused for an impossible time or value",
+                self.readings_refused.get() as f64,
             ),
             (
                 "chillcloud_database_errors_total",

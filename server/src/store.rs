@@ -28,6 +28,11 @@ pub struct AliasCache {
     tables: HashMap<(GatewayId, u64), AliasTable>,
 }
 
+/// Readings timestamped before 2000-01-01 are refused.
+const EARLIEST_ACCEPTABLE_MS: i64 = 946_684_800_000;
+/// Readings timestamped more than this far ahead of the server's clock are refused.
+const MAX_CLOCK_AHEAD_MS: i64 = 5 * 60 * 1000;
+
 /// What became of a data message.
 #[derive(Debug, PartialEq, Eq)]
 pub enum DataOutcome {
@@ -37,6 +42,8 @@ pub enum DataOutcome {
         readings: usize,
         /// Readings whose alias the session does not have (skipped).
         unknown_aliases: usize,
+        /// Readings refused for a time before 2000 or in the future, or a non-finite value.
+        refused: usize,
     },
     /// The session's birth has not arrived; the message is held until it does.
     HeldForBirth,
@@ -236,7 +243,8 @@ pub async fn gather_data(
         return Ok(DataOutcome::HeldForBirth);
     };
     let before = rows.len();
-    let mut unknown_aliases = 0;
+    let (mut unknown_aliases, mut refused) = (0, 0);
+    let latest_acceptable_ms = Utc::now().timestamp_millis() + MAX_CLOCK_AHEAD_MS;
     for reading in &data.readings {
         let Some((point_id, decimals)) = table.get(reading.alias) else {
             unknown_aliases += 1;
@@ -244,12 +252,20 @@ pub async fn gather_data(
         };
         let quality = reading.quality();
         let value = reading.value.map(|v| v.to_f64(decimals)).filter(|_| quality != Quality::Bad);
-        rows.push(point_id, time_from_ms(data.base_time_ms.saturating_add(reading.offset_ms)), value, quality);
+        let time_ms = data.base_time_ms.saturating_add(reading.offset_ms);
+        // A gateway whose clock is wrong would otherwise plant readings years away, where they
+        // would hide the latest value or never be seen.
+        if !(EARLIEST_ACCEPTABLE_MS..=latest_acceptable_ms).contains(&time_ms) || value.is_some_and(|v| !v.is_finite())
+        {
+            refused += 1;
+            continue;
+        }
+        rows.push(point_id, time_from_ms(time_ms), value, quality);
     }
     if !rows.gateways.contains(gateway) {
         rows.gateways.push(gateway.clone());
     }
-    Ok(DataOutcome::Stored { readings: rows.len() - before, unknown_aliases })
+    Ok(DataOutcome::Stored { readings: rows.len() - before, unknown_aliases, refused })
 }
 
 /// Writes gathered readings in one transaction: the readings (duplicates ignored), their hourly

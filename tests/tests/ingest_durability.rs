@@ -120,3 +120,35 @@ async fn redelivered_and_replayed_messages_store_nothing_twice() {
     let rejected: i64 = sqlx::query_scalar("select count(*) from dead_letters").fetch_one(&pool).await.expect("count");
     assert_eq!(rejected, 1, "the malformed message is dead-lettered");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn bad_input_is_refused_counted_and_dead_lettered_while_ingest_goes_on() {
+    let stack = Stack::start().await;
+    let pool = stack.postgres.pool().await;
+    let mut gateway = stack.gateway(POINTS).await;
+    let now_ms = chrono::Utc::now().timestamp_millis();
+    let far_future = gateway.data_at(now_ms + 24 * 3600 * 1000, &[(0, 1.0)]);
+    let before_2000 = gateway.data_at(900_000_000_000, &[(0, 1.0)]);
+    let not_a_number = gateway.data_at(now_ms, &[(0, f64::NAN), (1, 2.0)]);
+    let good = gateway.data(0, POINTS);
+    gateway.publish_raw(MessageKind::Data, vec![0xff, 0xff, 0xff]).await;
+    gateway.publish_raw(MessageKind::Data, Vec::new()).await;
+    for data in [&far_future, &before_2000, &not_a_number, &good] {
+        gateway.publish_data(data).await;
+    }
+    gateway.wait_acked(Duration::from_secs(30)).await;
+    // The good message and the good reading beside the NaN are stored.
+    wait_for("the good readings", Duration::from_secs(30), || async {
+        (count_readings(&pool).await.0 == i64::from(POINTS) + 1).then_some(())
+    })
+    .await;
+    let reasons: Vec<String> =
+        sqlx::query_scalar("select reason from dead_letters order by id").fetch_all(&pool).await.expect("dead letters");
+    assert_eq!(reasons.len(), 5, "{reasons:?}");
+    assert!(reasons[0].contains("malformed data payload"), "{reasons:?}");
+    assert!(reasons[1].contains("without a session"), "{reasons:?}");
+    assert!(reasons[2..].iter().all(|r| r.contains("1 readings refused")), "{reasons:?}");
+    let metrics = stack.api().get_raw("/metrics").await.1;
+    assert!(metrics.contains("chillcloud_mqtt_messages_rejected_total 5"), "{metrics}");
+    assert!(metrics.contains("chillcloud_readings_refused_total 3"), "{metrics}");
+}
