@@ -133,7 +133,54 @@ pub async fn add_gateway(pool: &PgPool, gateway: &GatewayId) -> Result<(String, 
     let password = random_token();
     let line = embedded::broker::password_line(gateway.as_str(), &password).await?;
     store::upsert_gateway(pool, gateway, &line).await?;
+    // A running server with an embedded broker reloads its password file on this.
+    sqlx::query("select pg_notify($1, $2)").bind(GATEWAYS_CHANGED).bind(gateway.as_str()).execute(pool).await?;
     Ok((password, line))
+}
+
+/// The PostgreSQL notification channel announcing provisioned or changed gateways.
+const GATEWAYS_CHANGED: &str = "chillcloud_gateways_changed";
+
+/// Listens for [`GATEWAYS_CHANGED`] and reloads the broker's passwords on each notification,
+/// until the database connection fails. It also reloads once on (re)connecting, in case a
+/// notification was sent while nobody listened.
+async fn listen_and_reload(pool: &PgPool, broker: &EmbeddedBroker, server_line: &str) -> sqlx::Result<()> {
+    let mut listener = sqlx::postgres::PgListener::connect_with(pool).await?;
+    listener.listen(GATEWAYS_CHANGED).await?;
+    loop {
+        let mut lines = store::gateway_password_lines(pool).await?;
+        lines.push(server_line.to_owned());
+        if let Err(error) = broker.reload_passwords(&lines) {
+            warn!(%error, "reloading the broker's passwords failed");
+        }
+        let notification = listener.recv().await?;
+        info!(gateway = notification.payload(), "gateway provisioned; reloading broker passwords");
+    }
+}
+
+/// Keeps the embedded broker's password file in step with the provisioned gateways: on every
+/// [`GATEWAYS_CHANGED`] notification, rewrites it and has the broker reload it.
+async fn sync_broker_passwords(
+    pool: PgPool,
+    broker: Arc<EmbeddedBroker>,
+    server_line: String,
+    shutdown: CancellationToken,
+) {
+    let mut delay = Duration::from_secs(1);
+    loop {
+        let listened = listen_and_reload(&pool, &broker, &server_line);
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            result = listened => if let Err(error) = result {
+                warn!(%error, retry_in = ?delay, "listening for gateway changes failed");
+            },
+        }
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            () = tokio::time::sleep(delay) => {}
+        }
+        delay = (delay * 2).min(Duration::from_secs(30));
+    }
 }
 
 fn random_token() -> String {
@@ -198,8 +245,9 @@ pub async fn serve(settings: ServeSettings, listener: TcpListener, shutdown: Can
         Some(broker) => (broker, None),
         None => {
             let password = random_token();
+            let server_line = embedded::broker::password_line(embedded::broker::SERVER_USERNAME, &password).await?;
             let mut lines = store::gateway_password_lines(&database.pool).await?;
-            lines.push(embedded::broker::password_line(embedded::broker::SERVER_USERNAME, &password).await?);
+            lines.push(server_line.clone());
             let broker = EmbeddedBroker::start(
                 &settings.storage.data_dir.join("mosquitto"),
                 settings.embedded_broker_listen,
@@ -214,7 +262,14 @@ pub async fn serve(settings: ServeSettings, listener: TcpListener, shutdown: Can
                 password,
                 client_id: settings.mqtt_client_id.clone(),
             };
-            (settings, Some(broker))
+            let broker = Arc::new(broker);
+            let sync = tokio::spawn(sync_broker_passwords(
+                database.pool.clone(),
+                broker.clone(),
+                server_line,
+                shutdown.clone(),
+            ));
+            (settings, Some((broker, sync)))
         }
     };
 
@@ -234,8 +289,13 @@ pub async fn serve(settings: ServeSettings, listener: TcpListener, shutdown: Can
     if tokio::time::timeout(Duration::from_secs(10), ingest).await.is_err() {
         warn!("ingest did not stop within 10 s");
     }
-    if let Some(broker) = embedded_broker {
-        broker.stop().await;
+    if let Some((broker, sync)) = embedded_broker {
+        let _ = sync.await;
+        // The sync task has ended, so this is the last handle; were it not, dropping it would
+        // still kill the broker's process.
+        if let Ok(broker) = Arc::try_unwrap(broker) {
+            broker.stop().await;
+        }
     }
     database.close(true).await;
     info!("server stopped");

@@ -140,6 +140,27 @@ impl EmbeddedBroker {
         self.address
     }
 
+    /// Replaces the password file with `password_lines` and has the running broker reload it
+    /// (Mosquitto rereads its password and ACL files on SIGHUP), so newly provisioned gateways
+    /// can connect without a restart.
+    pub fn reload_passwords(&self, password_lines: &[String]) -> Result<(), EmbeddedError> {
+        let path = self.dir.join("passwd");
+        let temporary = self.dir.join("passwd.new");
+        std::fs::write(&temporary, password_lines.iter().map(|l| format!("{l}\n")).collect::<String>())
+            .map_err(io_error(&temporary))?;
+        std::fs::set_permissions(&temporary, std::os::unix::fs::PermissionsExt::from_mode(0o600))
+            .map_err(io_error(&temporary))?;
+        if let Some((uid, gid)) = running_as_root().then(|| super::system_user("mosquitto")).flatten() {
+            std::os::unix::fs::chown(&temporary, Some(uid), Some(gid)).map_err(io_error(&temporary))?;
+        }
+        std::fs::rename(&temporary, &path).map_err(io_error(&path))?;
+        if let Some(pid) = self.child.id().and_then(|pid| rustix::process::Pid::from_raw(pid as i32)) {
+            rustix::process::kill_process(pid, rustix::process::Signal::HUP)
+                .map_err(|e| EmbeddedError::Command { command: "reload mosquitto".into(), detail: e.to_string() })?;
+        }
+        Ok(())
+    }
+
     /// Stops the broker and waits for it to exit.
     pub async fn stop(mut self) {
         if let Some(pid) = self.child.id().and_then(|pid| rustix::process::Pid::from_raw(pid as i32)) {
