@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 use sqlx::PgPool;
 
 use crate::{
-    history::{self, Bucket, HistoryError, Rows},
+    history::{self, Bucket, HistoryError, QUALITY_NAME, Rows},
     metrics::Metrics,
 };
 
@@ -119,15 +119,15 @@ pub struct UnitSummary {
     pub last_seen: Option<DateTime<Utc>>,
 }
 
+/// Selects [`UnitSummary`] rows; callers add the filter and order.
+const UNIT_SUMMARY: &str = "select u.id, u.gateway_id, u.device_key, u.display_name, u.profile, u.model,
+                                   g.online as gateway_online, g.last_seen
+                            from units u join gateways g on g.id = u.gateway_id";
+
 async fn list_units(State(state): State<AppState>) -> Result<Json<Vec<UnitSummary>>, ApiError> {
-    let units = sqlx::query_as(
-        "select u.id, u.gateway_id, u.device_key, u.display_name, u.profile, u.model,
-                g.online as gateway_online, g.last_seen
-         from units u join gateways g on g.id = u.gateway_id
-         order by u.gateway_id, u.device_key",
-    )
-    .fetch_all(&state.pool)
-    .await?;
+    let units = sqlx::query_as(sqlx::AssertSqlSafe(format!("{UNIT_SUMMARY} order by u.gateway_id, u.device_key")))
+        .fetch_all(&state.pool)
+        .await?;
     Ok(Json(units))
 }
 
@@ -160,18 +160,12 @@ pub struct UnitDetail {
     pub points: Vec<PointLatest>,
 }
 
-const QUALITY_NAME: &str = "case l.quality when 0 then 'good' when 1 then 'bad' when 2 then 'uncertain' end";
-
 async fn unit_detail(State(state): State<AppState>, Path(unit_id): Path<i64>) -> Result<Json<UnitDetail>, ApiError> {
-    let unit: UnitSummary = sqlx::query_as(
-        "select u.id, u.gateway_id, u.device_key, u.display_name, u.profile, u.model,
-                g.online as gateway_online, g.last_seen
-         from units u join gateways g on g.id = u.gateway_id where u.id = $1",
-    )
-    .bind(unit_id)
-    .fetch_optional(&state.pool)
-    .await?
-    .ok_or(ApiError::NotFound)?;
+    let unit: UnitSummary = sqlx::query_as(sqlx::AssertSqlSafe(format!("{UNIT_SUMMARY} where u.id = $1")))
+        .bind(unit_id)
+        .fetch_optional(&state.pool)
+        .await?
+        .ok_or(ApiError::NotFound)?;
     let points = sqlx::query_as(sqlx::AssertSqlSafe(format!(
         "select p.id, p.name, p.unit_of_measure as unit, p.writable, l.value, {QUALITY_NAME} as quality, l.ts
          from points p left join latest_readings l on l.point_id = p.id

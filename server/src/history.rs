@@ -33,15 +33,6 @@ impl Bucket {
         }
     }
 
-    /// The most rows one request may produce per point at this size.
-    fn max_rows(self) -> i64 {
-        match self {
-            Bucket::Raw => 100_000,
-            // 70 days of minutes, or 11 years of hours.
-            Bucket::Minute | Bucket::Hour => 100_000,
-        }
-    }
-
     fn width(self) -> Option<TimeDelta> {
         match self {
             Bucket::Raw => None,
@@ -106,6 +97,12 @@ pub enum HistoryError {
 
 const EPOCH: &str = "timestamptz '2000-01-01 00:00:00+00'";
 
+/// The most rows one request may produce per point: 70 days of minutes, 11 years of hours.
+const MAX_ROWS_PER_POINT: i64 = 100_000;
+
+/// SQL naming a `quality` column's value as the API spells it (null stays null).
+pub(crate) const QUALITY_NAME: &str = "case quality when 0 then 'good' when 1 then 'bad' when 2 then 'uncertain' end";
+
 /// Reads the history of `point_ids` over `[from, to)` at `bucket` size.
 pub async fn query(
     pool: &PgPool,
@@ -117,24 +114,22 @@ pub async fn query(
     if from >= to {
         return Err(HistoryError::Range("`from` must be before `to`".into()));
     }
-    let limit = bucket.max_rows() * point_ids.len().max(1) as i64;
+    let limit = MAX_ROWS_PER_POINT * point_ids.len().max(1) as i64;
     if let Some(width) = bucket.width() {
         let buckets = (to - from).num_seconds() / width.num_seconds() + 1;
-        if buckets > bucket.max_rows() {
+        if buckets > MAX_ROWS_PER_POINT {
             return Err(HistoryError::Range(format!(
-                "{buckets} buckets is more than {}: choose a larger bucket or a shorter range",
-                bucket.max_rows()
+                "{buckets} buckets is more than {MAX_ROWS_PER_POINT}: choose a larger bucket or a shorter range"
             )));
         }
     }
     Ok(match bucket {
         Bucket::Raw => {
-            let rows: Vec<RawReading> = sqlx::query_as(
-                "select point_id, ts, value,
-                        case quality when 0 then 'good' when 1 then 'bad' else 'uncertain' end as quality
+            let rows: Vec<RawReading> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+                "select point_id, ts, value, {QUALITY_NAME} as quality
                  from readings where point_id = any($1) and ts >= $2 and ts < $3
-                 order by point_id, ts limit $4",
-            )
+                 order by point_id, ts limit $4"
+            )))
             .bind(point_ids)
             .bind(from)
             .bind(to)

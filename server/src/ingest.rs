@@ -132,6 +132,7 @@ struct BatchCounts {
     held_for_birth: u64,
     unknown_aliases: u64,
     refused_readings: u64,
+    stored: u64,
 }
 
 impl Ingestor {
@@ -147,9 +148,10 @@ impl Ingestor {
                 store::dead_letter(&self.pool, &publish.topic, &rejection.to_string(), &publish.payload).await?;
             }
         }
-        store::flush(&self.pool, &rows).await?;
+        counts.stored += rows.len() as u64;
+        store::flush(&self.pool, rows).await?;
         let metrics = &self.metrics;
-        metrics.readings_stored.add(rows.len() as u64);
+        metrics.readings_stored.add(counts.stored);
         metrics.messages_rejected.add(counts.rejected);
         metrics.messages_held_for_birth.add(counts.held_for_birth);
         metrics.readings_unknown_alias.add(counts.unknown_aliases);
@@ -198,8 +200,8 @@ impl Ingestor {
                     }
                 }
                 if !pending.is_empty() {
-                    store::flush(&self.pool, rows).await?;
-                    *rows = ReadingRows::default();
+                    counts.stored += rows.len() as u64;
+                    store::flush(&self.pool, std::mem::take(rows)).await?;
                     let ids: Vec<i64> = pending.iter().map(|(id, _)| *id).collect();
                     store::delete_pending(&self.pool, &ids).await?;
                 }

@@ -38,8 +38,6 @@ const MAX_CLOCK_AHEAD_MS: i64 = 5 * 60 * 1000;
 pub enum DataOutcome {
     /// Readings were stored (duplicates counted as stored: they already were).
     Stored {
-        /// Readings in the message.
-        readings: usize,
         /// Readings whose alias the session does not have (skipped).
         unknown_aliases: usize,
         /// Readings refused for a time before 2000 or in the future, or a non-finite value.
@@ -242,7 +240,6 @@ pub async fn gather_data(
             .await?;
         return Ok(DataOutcome::HeldForBirth);
     };
-    let before = rows.len();
     let (mut unknown_aliases, mut refused) = (0, 0);
     let latest_acceptable_ms = Utc::now().timestamp_millis() + MAX_CLOCK_AHEAD_MS;
     for reading in &data.readings {
@@ -265,20 +262,20 @@ pub async fn gather_data(
     if !rows.gateways.contains(gateway) {
         rows.gateways.push(gateway.clone());
     }
-    Ok(DataOutcome::Stored { readings: rows.len() - before, unknown_aliases, refused })
+    Ok(DataOutcome::Stored { unknown_aliases, refused })
 }
 
 /// Writes gathered readings in one transaction: the readings (duplicates ignored), their hourly
 /// rollup, the latest value of each point (never overwritten by older backfill), and the
 /// gateways' last contact.
-pub async fn flush(pool: &PgPool, rows: &ReadingRows) -> sqlx::Result<()> {
+pub async fn flush(pool: &PgPool, rows: ReadingRows) -> sqlx::Result<()> {
     if rows.is_empty() {
         return Ok(());
     }
     // Sorted by key, the rows land in the primary key's index in order (measured about 1.5x
     // faster than arrival order), duplicates within the batch sit side by side, and the last
     // row of each point is its latest.
-    let mut sorted = rows.rows.clone();
+    let ReadingRows { rows: mut sorted, gateways } = rows;
     sorted.sort_unstable_by_key(|&(point_id, ts, _, _)| (point_id, ts));
     sorted.dedup_by_key(|&mut (point_id, ts, _, _)| (point_id, ts));
     let mut all = Columns::default();
@@ -289,7 +286,7 @@ pub async fn flush(pool: &PgPool, rows: &ReadingRows) -> sqlx::Result<()> {
             latest.push(*row);
         }
     }
-    let gateways: Vec<&str> = rows.gateways.iter().map(GatewayId::as_str).collect();
+    let gateways: Vec<&str> = gateways.iter().map(GatewayId::as_str).collect();
 
     // The fast path: insert, and if every row was new, fold the batch's own aggregates into
     // the rollup. When some rows were already stored (a redelivery), roll back and take the

@@ -68,15 +68,10 @@ impl EmbeddedBroker {
 
         let write = |name: &str, text: String| -> Result<PathBuf, EmbeddedError> {
             let path = dir.join(name);
-            std::fs::write(&path, text).map_err(io_error(&path))?;
-            std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o600))
-                .map_err(io_error(&path))?;
-            if let Some((uid, gid)) = running_as_root().then(|| super::system_user("mosquitto")).flatten() {
-                std::os::unix::fs::chown(&path, Some(uid), Some(gid)).map_err(io_error(&path))?;
-            }
+            write_broker_file(&path, &text)?;
             Ok(path)
         };
-        let passwd = write("passwd", password_lines.iter().map(|l| format!("{l}\n")).collect())?;
+        let passwd = write("passwd", password_file(password_lines))?;
         let acl = write("acl", ACL.to_owned())?;
         let config = write(
             "mosquitto.conf",
@@ -146,13 +141,8 @@ impl EmbeddedBroker {
     pub fn reload_passwords(&self, password_lines: &[String]) -> Result<(), EmbeddedError> {
         let path = self.dir.join("passwd");
         let temporary = self.dir.join("passwd.new");
-        std::fs::write(&temporary, password_lines.iter().map(|l| format!("{l}\n")).collect::<String>())
-            .map_err(io_error(&temporary))?;
-        std::fs::set_permissions(&temporary, std::os::unix::fs::PermissionsExt::from_mode(0o600))
-            .map_err(io_error(&temporary))?;
-        if let Some((uid, gid)) = running_as_root().then(|| super::system_user("mosquitto")).flatten() {
-            std::os::unix::fs::chown(&temporary, Some(uid), Some(gid)).map_err(io_error(&temporary))?;
-        }
+        // Written aside and renamed, so the broker never reads a half-written file.
+        write_broker_file(&temporary, &password_file(password_lines))?;
         std::fs::rename(&temporary, &path).map_err(io_error(&path))?;
         if let Some(pid) = self.child.id().and_then(|pid| rustix::process::Pid::from_raw(pid as i32)) {
             rustix::process::kill_process(pid, rustix::process::Signal::HUP)
@@ -169,6 +159,21 @@ impl EmbeddedBroker {
         let _ = tokio::time::timeout(Duration::from_secs(5), self.child.wait()).await;
         let _ = std::fs::remove_file(self.dir.join("broker.pid"));
     }
+}
+
+/// The password file's text: one line per user.
+fn password_file(lines: &[String]) -> String {
+    lines.iter().map(|line| format!("{line}\n")).collect()
+}
+
+/// Writes a file only the broker (and this process) may read: it holds password hashes.
+fn write_broker_file(path: &Path, text: &str) -> Result<(), EmbeddedError> {
+    std::fs::write(path, text).map_err(io_error(path))?;
+    std::fs::set_permissions(path, std::os::unix::fs::PermissionsExt::from_mode(0o600)).map_err(io_error(path))?;
+    if let Some((uid, gid)) = running_as_root().then(|| super::system_user("mosquitto")).flatten() {
+        std::os::unix::fs::chown(path, Some(uid), Some(gid)).map_err(io_error(path))?;
+    }
+    Ok(())
 }
 
 /// Stops a broker that an earlier server process started and could not stop (it was killed).
