@@ -327,6 +327,31 @@ impl Api {
     }
 }
 
+/// A birth for one device, `chiller-1`, with `points` points named `p0`, `p1`, … at one
+/// decimal: what [`FakeGateway`] announces and the benchmarks register.
+pub fn numbered_birth(session: u64, points: u32) -> chillcloud_proto::Birth {
+    chillcloud_proto::Birth {
+        protocol_version: chillcloud_proto::PROTOCOL_VERSION,
+        session,
+        software_version: "test".into(),
+        time_ms: 1_700_000_000_000,
+        devices: vec![chillcloud_proto::Device {
+            id: "chiller-1".into(),
+            profile: String::new(),
+            model: String::new(),
+            points: (0..points)
+                .map(|alias| chillcloud_proto::PointInfo {
+                    alias,
+                    name: format!("p{alias}"),
+                    unit: String::new(),
+                    decimals: 1,
+                    writable: false,
+                })
+                .collect(),
+        }],
+    }
+}
+
 /// A scripted gateway speaking the wire protocol directly, for tests that need exact control
 /// over what is published (replays, known readings, steady load).
 pub struct FakeGateway {
@@ -366,26 +391,7 @@ impl FakeGateway {
         });
         let gateway_id = chillcloud_proto::GatewayId::new(gateway_id).expect("valid gateway id");
         let session = 1;
-        let birth = chillcloud_proto::Birth {
-            protocol_version: chillcloud_proto::PROTOCOL_VERSION,
-            session,
-            software_version: "fake".into(),
-            time_ms: 1_700_000_000_000,
-            devices: vec![chillcloud_proto::Device {
-                id: "chiller-1".into(),
-                profile: String::new(),
-                model: String::new(),
-                points: (0..points)
-                    .map(|alias| chillcloud_proto::PointInfo {
-                        alias,
-                        name: format!("p{alias}"),
-                        unit: String::new(),
-                        decimals: 1,
-                        writable: false,
-                    })
-                    .collect(),
-            }],
-        };
+        let birth = numbered_birth(session, points);
         let mut gateway = Self { client, acked, driver, gateway_id, session, seq: 0, published: 0 };
         gateway.publish(chillcloud_proto::MessageKind::Birth, birth.encode_to_vec(), true).await;
         gateway
@@ -464,7 +470,7 @@ impl Drop for FakeGateway {
     }
 }
 
-/// Counts the readings stored in the database at `url`: (rows, distinct (point, ts) keys).
+/// Counts the readings stored in `pool`: (rows, distinct (point, ts) keys).
 pub async fn count_readings(pool: &sqlx::PgPool) -> (i64, i64) {
     sqlx::query_as("select count(*), count(distinct (point_id, ts)) from readings")
         .fetch_one(pool)

@@ -8,7 +8,7 @@ use std::{
 };
 
 use chillcloud_tests::harness::{
-    Api, Process, Simulator, TestMosquitto, TestPostgres, bin, free_port, run_to_completion, shared_temp_dir, wait_for,
+    Api, Process, Simulator, Stack, bin, free_port, run_to_completion, shared_temp_dir, wait_for,
 };
 use serde_json::json;
 
@@ -28,11 +28,11 @@ async fn add_gateway(storage_args: &[&str]) -> (String, String) {
     )
 }
 
-fn write_gateway_config(dir: &Path, broker_port: u16, password: &str, sim: &Simulator) -> String {
+fn write_gateway_config(dir: &Path, gateway_id: &str, broker_port: u16, password: &str, sim: &Simulator) -> String {
     std::fs::write(dir.join("gateway.secret"), password).expect("write secret");
     let config = format!(
         r#"
-gateway_id = "{GATEWAY_ID}"
+gateway_id = "{gateway_id}"
 state_dir = "{state}"
 [mqtt]
 host = "127.0.0.1"
@@ -67,12 +67,13 @@ poll_interval_ms = {poll}
 /// within 3 s of the gateway's next poll, leaving the other chiller alone.
 async fn check_value_flows_end_to_end(
     dir: &Path,
+    gateway_id: &str,
     broker_port: u16,
     password: &str,
     api: &Api,
     sim: &Simulator,
 ) -> Process {
-    let config = write_gateway_config(dir, broker_port, password, sim);
+    let config = write_gateway_config(dir, gateway_id, broker_port, password, sim);
     run_to_completion(&bin("chillcloud-gateway"), &["check-config", &config]).await;
     let gateway = Process::spawn("gateway", &bin("chillcloud-gateway"), &["run", "--config", &config], dir);
 
@@ -114,38 +115,12 @@ async fn check_value_flows_end_to_end(
 
 #[tokio::test(flavor = "multi_thread")]
 async fn sim_value_reaches_the_api_through_debian_mosquitto() {
-    let dir = shared_temp_dir();
-    let postgres = TestPostgres::start().await;
-    let url = postgres.url();
-    let (password, line) = add_gateway(&["--database-url", &url]).await;
-    let broker = TestMosquitto::start(&[line]).await;
-    let sim = Simulator::start(2, dir.path()).await;
-
-    let http = format!("127.0.0.1:{}", free_port());
-    let broker_address = broker.address().to_string();
-    let data_dir = dir.path().join("server");
-    let _server = Process::spawn(
-        "server",
-        &bin("chillcloud-server"),
-        &[
-            "--database-url",
-            &url,
-            "--data-dir",
-            &data_dir.to_string_lossy(),
-            "--listen",
-            &http,
-            "--mqtt-broker",
-            &broker_address,
-            "--mqtt-password",
-            &broker.server_password,
-            "--api-token",
-            API_TOKEN,
-        ],
-        dir.path(),
-    );
-    let api = Api::new(http.parse().expect("address"), API_TOKEN);
-    api.wait_healthy(Duration::from_secs(30)).await;
-    let _gateway = check_value_flows_end_to_end(dir.path(), broker.address().port(), &password, &api, &sim).await;
+    let stack = Stack::start().await;
+    let sim = Simulator::start(2, stack.dir.path()).await;
+    let port = stack.broker.address().port();
+    let _gateway =
+        check_value_flows_end_to_end(stack.dir.path(), stack.gateway_id, port, &stack.password, &stack.api(), &sim)
+            .await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -178,7 +153,7 @@ async fn sim_value_reaches_the_api_through_the_embedded_broker_and_database() {
     );
     let api = Api::new(http.parse().expect("address"), API_TOKEN);
     api.wait_healthy(Duration::from_secs(60)).await;
-    let _gateway = check_value_flows_end_to_end(dir.path(), broker_port, &password, &api, &sim).await;
+    let _gateway = check_value_flows_end_to_end(dir.path(), GATEWAY_ID, broker_port, &password, &api, &sim).await;
 
     // The embedded broker refuses anonymous clients and gateways posing as others.
     let anonymous = mqtt_login_accepted(broker_port, None).await;

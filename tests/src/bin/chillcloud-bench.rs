@@ -5,12 +5,12 @@
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
-use chillcloud_proto::{Birth, Device, GatewayId, PointInfo, Quality};
+use chillcloud_proto::{GatewayId, Quality};
 use chillcloud_server::{
     history::{self, Bucket},
     store::{self, ReadingRows},
 };
-use chillcloud_tests::harness::{Stack, TestPostgres, count_readings, wait_for};
+use chillcloud_tests::harness::{Stack, TestPostgres, count_readings, numbered_birth, wait_for};
 use chrono::{DateTime, TimeDelta, Utc};
 use clap::Parser;
 use sqlx::PgPool;
@@ -61,26 +61,7 @@ fn percentile(mut values: Vec<f64>, p: f64) -> f64 {
 async fn register_unit(pool: &PgPool, points: u32) -> anyhow::Result<Vec<i64>> {
     let gateway = GatewayId::new("bench-gw")?;
     store::upsert_gateway(pool, &gateway, "bench-gw:unused").await?;
-    let birth = Birth {
-        protocol_version: 1,
-        session: 1,
-        software_version: "bench".into(),
-        time_ms: 0,
-        devices: vec![Device {
-            id: "chiller-1".into(),
-            profile: String::new(),
-            model: String::new(),
-            points: (0..points)
-                .map(|alias| PointInfo {
-                    alias,
-                    name: format!("p{alias}"),
-                    unit: String::new(),
-                    decimals: 1,
-                    writable: false,
-                })
-                .collect(),
-        }],
-    };
+    let birth = numbered_birth(1, points);
     store::store_birth(pool, &gateway, &birth).await?;
     Ok(sqlx::query_scalar("select id from points order by id").fetch_all(pool).await?)
 }
@@ -108,13 +89,12 @@ async fn p7() -> anyhow::Result<bool> {
         }
         if rows.len() >= 10_000 {
             written += rows.len();
-            store::flush(&pool, &rows).await?;
-            rows = ReadingRows::default();
+            store::flush(&pool, std::mem::take(&mut rows)).await?;
         }
         ts += TimeDelta::seconds(STEP_S);
     }
     written += rows.len();
-    store::flush(&pool, &rows).await?;
+    store::flush(&pool, rows).await?;
     let load_s = started.elapsed().as_secs_f64();
     sqlx::query("analyze").execute(&pool).await?;
     println!("P7 data: {written} readings (30 days x {POINTS} points every {STEP_S} s) written in {load_s:.1} s");
