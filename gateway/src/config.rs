@@ -17,6 +17,7 @@ use serde::Deserialize;
 use crate::{
     modbus::{DataType, RegisterKind, WordOrder},
     profile,
+    queue::QueueLimits,
 };
 
 /// A configuration problem, naming the field.
@@ -71,9 +72,11 @@ impl fmt::Debug for Secret {
 struct ConfigFile {
     /// This gateway's id: its MQTT username and topic level.
     gateway_id: String,
-    /// Directory for the gateway's state (session counter; later the buffer).
+    /// Directory for the gateway's state: the session counter and the store-and-forward queue.
     state_dir: PathBuf,
     mqtt: MqttFile,
+    #[serde(default)]
+    queue: QueueFile,
     #[serde(default)]
     devices: Vec<DeviceFile>,
 }
@@ -95,6 +98,37 @@ struct MqttFile {
     /// Seconds between MQTT keep-alive pings.
     #[serde(default = "default_keep_alive_secs")]
     keep_alive_secs: u64,
+    /// TLS to the broker; plain TCP when absent.
+    tls: Option<TlsFile>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TlsFile {
+    /// PEM file of the certificate authority that signed the broker's certificate.
+    ca_file: PathBuf,
+    /// PEM file of this gateway's client certificate, for brokers that require one.
+    client_cert_file: Option<PathBuf>,
+    /// PEM file of the client certificate's private key.
+    client_key_file: Option<PathBuf>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct QueueFile {
+    /// Most disk space the store-and-forward queue may use, in MiB; the oldest readings are
+    /// dropped (and reported) beyond it.
+    #[serde(default = "default_queue_max_mb")]
+    max_mb: u64,
+    /// Readings older than this many hours are dropped (and reported) rather than sent.
+    #[serde(default = "default_queue_max_age_hours")]
+    max_age_hours: u64,
+}
+
+impl Default for QueueFile {
+    fn default() -> Self {
+        Self { max_mb: default_queue_max_mb(), max_age_hours: default_queue_max_age_hours() }
+    }
 }
 
 #[derive(Deserialize)]
@@ -118,6 +152,10 @@ struct DeviceFile {
     /// Milliseconds between polls.
     #[serde(default = "default_poll_interval_ms")]
     poll_interval_ms: u64,
+    /// Seconds between full snapshots: in between, a point is sent only when it moved by more
+    /// than its `deadband` or changed quality.
+    #[serde(default = "default_snapshot_interval_secs")]
+    snapshot_interval_secs: u64,
     /// Milliseconds to wait for each response.
     #[serde(default = "default_timeout_ms")]
     timeout_ms: u64,
@@ -162,6 +200,10 @@ pub(crate) struct PointFile {
     /// Whether remote writes are allowed.
     #[serde(default)]
     pub(crate) writable: bool,
+    /// Smallest change, in engineering units, that is sent before the next snapshot; 0 sends
+    /// every change.
+    #[serde(default)]
+    pub(crate) deadband: f64,
 }
 
 fn default_mqtt_port() -> u16 {
@@ -169,6 +211,15 @@ fn default_mqtt_port() -> u16 {
 }
 fn default_keep_alive_secs() -> u64 {
     30
+}
+fn default_queue_max_mb() -> u64 {
+    256
+}
+fn default_queue_max_age_hours() -> u64 {
+    24 * 7
+}
+fn default_snapshot_interval_secs() -> u64 {
+    60
 }
 fn default_modbus_port() -> u16 {
     502
@@ -198,6 +249,8 @@ pub struct Config {
     pub state_dir: PathBuf,
     /// Broker connection.
     pub mqtt: MqttConfig,
+    /// Bounds of the store-and-forward queue.
+    pub queue: QueueLimits,
     /// Devices to poll.
     pub devices: Vec<DeviceConfig>,
 }
@@ -215,6 +268,24 @@ pub struct MqttConfig {
     pub password: Secret,
     /// Keep-alive interval.
     pub keep_alive: Duration,
+    /// TLS settings, when the broker is reached over TLS.
+    pub tls: Option<TlsConfig>,
+}
+
+/// TLS to the broker, with the PEM files already read.
+#[derive(Clone)]
+pub struct TlsConfig {
+    /// The certificate authority's certificate.
+    pub ca: Vec<u8>,
+    /// Client certificate and private key, when the broker asks for one.
+    pub client_auth: Option<(Vec<u8>, Vec<u8>)>,
+}
+
+impl fmt::Debug for TlsConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // The private key is a secret.
+        f.debug_struct("TlsConfig").field("client_auth", &self.client_auth.is_some()).finish_non_exhaustive()
+    }
 }
 
 /// One device to poll.
@@ -234,6 +305,8 @@ pub struct DeviceConfig {
     pub unit_id: u8,
     /// Time between polls.
     pub poll_interval: Duration,
+    /// Time between full snapshots (report by exception in between).
+    pub snapshot_interval: Duration,
     /// Time to wait for one response.
     pub timeout: Duration,
     /// Largest hole a merged read may span.
@@ -265,6 +338,8 @@ pub struct PointConfig {
     pub decimals: i32,
     /// Whether remote writes are allowed.
     pub writable: bool,
+    /// Smallest change sent before the next snapshot.
+    pub deadband: f64,
 }
 
 impl Config {
@@ -290,12 +365,43 @@ impl Config {
             }
             devices.push(check_device(device, &field)?);
         }
-        Ok(Config { gateway_id, state_dir: file.state_dir, mqtt, devices })
+        let queue = check_queue(&file.queue)?;
+        Ok(Config { gateway_id, state_dir: file.state_dir, mqtt, queue, devices })
     }
 }
 
 fn invalid(field: impl Into<String>, message: impl Into<String>) -> ConfigError {
     ConfigError::Invalid { field: field.into(), message: message.into() }
+}
+
+fn check_queue(queue: &QueueFile) -> Result<QueueLimits, ConfigError> {
+    if queue.max_mb == 0 {
+        return Err(invalid("queue.max_mb", "must be at least 1"));
+    }
+    if queue.max_age_hours == 0 {
+        return Err(invalid("queue.max_age_hours", "must be at least 1"));
+    }
+    Ok(QueueLimits {
+        max_bytes: queue.max_mb.saturating_mul(1024 * 1024),
+        max_age: Duration::from_secs(queue.max_age_hours.saturating_mul(3600)),
+    })
+}
+
+fn check_tls(tls: TlsFile) -> Result<TlsConfig, ConfigError> {
+    let read = |field: &str, path: &Path| {
+        std::fs::read(path).map_err(|e| invalid(format!("mqtt.tls.{field}"), format!("cannot read {}: {e}", path.display())))
+    };
+    let ca = read("ca_file", &tls.ca_file)?;
+    if !ca.starts_with(b"-----BEGIN") {
+        return Err(invalid("mqtt.tls.ca_file", "is not a PEM certificate"));
+    }
+    let client_auth = match (tls.client_cert_file, tls.client_key_file) {
+        (Some(cert), Some(key)) => Some((read("client_cert_file", &cert)?, read("client_key_file", &key)?)),
+        (None, None) => None,
+        (Some(_), None) => return Err(invalid("mqtt.tls.client_key_file", "is needed with client_cert_file")),
+        (None, Some(_)) => return Err(invalid("mqtt.tls.client_cert_file", "is needed with client_key_file")),
+    };
+    Ok(TlsConfig { ca, client_auth })
 }
 
 fn check_mqtt(mqtt: MqttFile, gateway_id: &GatewayId) -> Result<MqttConfig, ConfigError> {
@@ -329,6 +435,7 @@ fn check_mqtt(mqtt: MqttFile, gateway_id: &GatewayId) -> Result<MqttConfig, Conf
         username: mqtt.username.unwrap_or_else(|| gateway_id.to_string()),
         password: Secret(password),
         keep_alive: Duration::from_secs(mqtt.keep_alive_secs),
+        tls: mqtt.tls.map(check_tls).transpose()?,
     })
 }
 
@@ -338,6 +445,9 @@ fn check_device(device: DeviceFile, field: &str) -> Result<DeviceConfig, ConfigE
     }
     if device.poll_interval_ms < 100 {
         return Err(invalid(format!("{field}.poll_interval_ms"), "must be at least 100"));
+    }
+    if device.snapshot_interval_secs == 0 {
+        return Err(invalid(format!("{field}.snapshot_interval_secs"), "must be at least 1"));
     }
     if device.timeout_ms == 0 {
         return Err(invalid(format!("{field}.timeout_ms"), "must be more than 0"));
@@ -370,6 +480,7 @@ fn check_device(device: DeviceFile, field: &str) -> Result<DeviceConfig, ConfigE
         port: device.port,
         unit_id: device.unit_id,
         poll_interval: Duration::from_millis(device.poll_interval_ms),
+        snapshot_interval: Duration::from_secs(device.snapshot_interval_secs),
         timeout: Duration::from_millis(device.timeout_ms),
         max_gap: device.max_gap,
         points,
@@ -407,6 +518,9 @@ pub(crate) fn check_point(point: PointFile, base: u16, field: &str) -> Result<Po
     if !point.scale.is_finite() || point.scale == 0.0 {
         return Err(invalid(format!("{field}.scale"), "must be a finite non-zero number"));
     }
+    if !point.deadband.is_finite() || point.deadband < 0.0 {
+        return Err(invalid(format!("{field}.deadband"), "must be a finite number, 0 or more"));
+    }
     if !point.offset.is_finite() {
         return Err(invalid(format!("{field}.offset"), "must be finite"));
     }
@@ -425,6 +539,7 @@ pub(crate) fn check_point(point: PointFile, base: u16, field: &str) -> Result<Po
         unit: point.unit,
         decimals,
         writable: point.writable,
+        deadband: point.deadband,
     })
 }
 
@@ -497,6 +612,10 @@ scale = 0.1
         check_error("password_file", "#password_file", "no password");
         check_error("password_file", "password_env = \"CHILLCLOUD_TEST_UNSET\"\n#", "mqtt.password_env");
         check_error("[[devices.points]]", "poll_interval_ms = 5\n[[devices.points]]", "devices[0].poll_interval_ms");
+        check_error("scale = 0.1", "scale = 0.1\ndeadband = -1", "devices[0].points[0].deadband");
+        check_error("[mqtt]", "[queue]\nmax_mb = 0\n[mqtt]", "queue.max_mb");
+        check_error("[mqtt]", "[queue]\nmax_size = 5\n[mqtt]", "unknown field `max_size`");
+        check_error("host = \"localhost\"", "host = \"localhost\"\ntls = { ca_file = \"/nonexistent.pem\" }", "mqtt.tls.ca_file");
     }
 
     #[test]

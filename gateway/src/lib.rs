@@ -6,15 +6,22 @@ pub mod modbus;
 pub mod poll;
 pub mod profile;
 pub mod publish;
+pub mod queue;
 
 use std::{path::Path, time::Duration};
 
 use chillcloud_proto::{Birth, Device, PROTOCOL_VERSION, PointInfo};
-use tokio::sync::mpsc;
+use prost::Message as _;
+use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 use tracing::info;
 
-use crate::{config::Config, poll::DevicePoller};
+use crate::{
+    config::Config,
+    poll::DevicePoller,
+    publish::{Forwarder, LinkStatus},
+    queue::Queue,
+};
 
 /// Errors that stop the gateway.
 #[derive(Debug, thiserror::Error)]
@@ -123,7 +130,14 @@ pub fn next_session(state_dir: &Path) -> Result<u64, Error> {
 pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Error> {
     let session = next_session(&config.state_dir)?;
     let birth = birth(&config, session);
+    let queue_dir = config.state_dir.join("queue");
+    let queue_error = |source| Error::State { path: queue_dir.clone(), source };
+    let queue = Queue::open(&queue_dir, config.queue, session).map_err(queue_error)?;
+    queue.store_birth(&birth.encode_to_vec()).map_err(queue_error)?;
     info!(gateway = %config.gateway_id, session, devices = config.devices.len(), "gateway starting");
+
+    let decimals: Vec<i32> = birth.devices.iter().flat_map(|d| d.points.iter().map(|p| p.decimals)).collect();
+    let forwarder = Forwarder::new(queue, &birth);
     let (samples_tx, samples_rx) = mpsc::channel(256);
     let pollers = pollers(&config);
     let count = pollers.len().max(1) as u32;
@@ -133,7 +147,9 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Erro
         tasks.spawn(poll::run_device(poller, stagger, samples_tx.clone(), shutdown.clone()));
     }
     drop(samples_tx);
-    publish::run(&config, birth, samples_rx, shutdown.clone()).await;
+    let (status_tx, _status) = watch::channel(LinkStatus::default());
+    // The pollers stop at `shutdown`; the forwarder then queues what they hand over last.
+    publish::run(&config, forwarder, decimals, samples_rx, status_tx, shutdown.clone()).await;
     shutdown.cancel();
     let _ = tokio::time::timeout(Duration::from_secs(5), async { while tasks.join_next().await.is_some() {} }).await;
     info!("gateway stopped");

@@ -52,8 +52,10 @@ pub struct DevicePoller {
     first_alias: u32,
     blocks: Vec<ReadBlock>,
     connection: Option<Context>,
-    /// The quality last reported for each point, so a failure is reported once, not every poll.
-    last_quality: Vec<Option<Quality>>,
+    /// What was last sent for each point: report by exception compares against it.
+    last_sent: Vec<Option<(Option<f64>, Quality)>>,
+    /// When the next poll sends every point whatever its change.
+    next_snapshot: Option<tokio::time::Instant>,
 }
 
 impl DevicePoller {
@@ -65,8 +67,8 @@ impl DevicePoller {
             .map(|p| Span { kind: p.kind, address: p.address, width: p.data_type.width() })
             .collect();
         let blocks = plan_reads(&spans, device.max_gap);
-        let last_quality = vec![None; device.points.len()];
-        Self { device, first_alias, blocks, connection: None, last_quality }
+        let last_sent = vec![None; device.points.len()];
+        Self { device, first_alias, blocks, connection: None, last_sent, next_snapshot: None }
     }
 
     /// The device being polled.
@@ -74,9 +76,16 @@ impl DevicePoller {
         &self.device
     }
 
-    /// Reads every point once. Points whose read failed are reported as bad, without a value,
-    /// the first time they fail; after that nothing is sent for them until they read again.
+    /// Reads every point once and returns what is to be sent: on a snapshot poll every point,
+    /// otherwise only points that moved by more than their deadband or changed quality. A point
+    /// whose read failed is sent as bad, without a value: its last value is never repeated as
+    /// if it were fresh.
     pub async fn poll(&mut self) -> Vec<Sample> {
+        let now = tokio::time::Instant::now();
+        let snapshot = self.next_snapshot.is_none_or(|at| now >= at);
+        if snapshot {
+            self.next_snapshot = Some(now + self.device.snapshot_interval);
+        }
         let mut samples = Vec::with_capacity(self.device.points.len());
         let mut unreachable = false;
         for block_index in 0..self.blocks.len() {
@@ -92,31 +101,39 @@ impl DevicePoller {
                         let offset = usize::from(point.address - block.start);
                         let raw = &words[offset..offset + usize::from(point.data_type.width())];
                         let value = engineering_value(point, raw);
-                        samples.push(Sample {
-                            alias: self.first_alias + i as u32,
-                            time_ms,
-                            value: Some(value),
-                            quality: Quality::Good,
-                        });
-                        self.last_quality[i] = Some(Quality::Good);
+                        let changed = match self.last_sent[i] {
+                            Some((Some(last), Quality::Good)) if point.deadband > 0.0 => (value - last).abs() > point.deadband,
+                            Some((Some(last), Quality::Good)) => value != last,
+                            _ => true,
+                        };
+                        if snapshot || changed {
+                            samples.push(Sample {
+                                alias: self.first_alias + i as u32,
+                                time_ms,
+                                value: Some(value),
+                                quality: Quality::Good,
+                            });
+                            self.last_sent[i] = Some((Some(value), Quality::Good));
+                        }
                     }
                 }
                 Err(error) => {
-                    let fresh_failure = block.points.iter().any(|&i| self.last_quality[i] != Some(Quality::Bad));
+                    let fresh_failure =
+                        block.points.iter().any(|&i| !matches!(self.last_sent[i], Some((None, Quality::Bad))));
                     if fresh_failure && !matches!(error, ReadError::Skipped) {
                         warn!(device = %self.device.id, kind = ?block.kind, start = block.start, count = block.count, %error, "read failed; points marked bad");
                     } else {
                         debug!(device = %self.device.id, %error, "read still failing");
                     }
                     for &i in &block.points {
-                        if self.last_quality[i] != Some(Quality::Bad) {
+                        if snapshot || !matches!(self.last_sent[i], Some((None, Quality::Bad))) {
                             samples.push(Sample {
                                 alias: self.first_alias + i as u32,
                                 time_ms,
                                 value: None,
                                 quality: Quality::Bad,
                             });
-                            self.last_quality[i] = Some(Quality::Bad);
+                            self.last_sent[i] = Some((None, Quality::Bad));
                         }
                     }
                     if !matches!(error, ReadError::Exception(_)) {

@@ -1,27 +1,52 @@
-//! The MQTT side: connection with last will, birth on every connect, and data batches at QoS 1.
+//! The MQTT side: every batch goes through the durable [`Queue`] and is forwarded to the broker
+//! at QoS 1; a batch leaves the queue only when the broker has acknowledged it.
+//!
+//! Each connection is a fresh rumqttc client, so rumqttc never replays anything on its own:
+//! after a reconnect the [`Forwarder`] sends what the queue still holds, oldest first, flagged
+//! as history, in messages of up to [`BACKFILL_MESSAGE_BYTES`]. Batches polled while connected
+//! go out at once as live data and take precedence over the backfill, which keeps at most
+//! [`BACKFILL_WINDOW`] messages in flight so live data is never stuck behind the backlog.
 
-use std::time::Duration;
+use std::{
+    collections::{HashMap, VecDeque},
+    ops::RangeInclusive,
+    time::Duration,
+};
 
 use chillcloud_proto::{Birth, Data, Death, MessageKind, Reading, Topic, encode_value};
 use prost::Message;
 use rand::Rng;
-use rumqttc::{AsyncClient, Event, EventLoop, LastWill, MqttOptions, Packet, QoS};
-use tokio::sync::{mpsc, watch};
+use rumqttc::{AsyncClient, Event, EventLoop, LastWill, MqttOptions, Outgoing, Packet, QoS, TlsConfiguration};
+use tokio::{
+    sync::{mpsc, watch},
+    time::Instant,
+};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use crate::{config::Config, poll::Sample};
+use crate::{
+    config::{Config, MqttConfig},
+    now_ms,
+    poll::Sample,
+    queue::{Queue, QueueStatus, Record},
+};
 
 /// Longest wait between reconnection attempts.
 const MAX_RECONNECT_DELAY: Duration = Duration::from_secs(30);
+/// First wait after a failed connection.
+const FIRST_RECONNECT_DELAY: Duration = Duration::from_millis(250);
+/// Backfill messages in flight at once.
+pub const BACKFILL_WINDOW: usize = 4;
+/// Largest payload of one backfill message (before protobuf framing).
+pub const BACKFILL_MESSAGE_BYTES: usize = 64 * 1024;
+/// How often the acknowledged position is written down.
+const PERSIST_ACKED_EVERY: Duration = Duration::from_millis(500);
 
-/// Encodes samples of one poll as a data message.
-pub fn encode_data(session: u64, seq: u64, decimals: &[i32], samples: &[Sample]) -> Data {
+/// Encodes samples of one or more polls as a data message of `session`.
+pub fn encode_data(session: u64, decimals: &[i32], samples: &[Sample]) -> Data {
     let base_time_ms = samples.iter().map(|s| s.time_ms).min().unwrap_or_default();
     Data {
         session,
-        seq,
-        history: false,
         base_time_ms,
         readings: samples
             .iter()
@@ -32,87 +57,514 @@ pub fn encode_data(session: u64, seq: u64, decimals: &[i32], samples: &[Sample])
                 value: s.value.map(|v| encode_value(v, decimals[s.alias as usize])),
             })
             .collect(),
+        ..Default::default()
     }
 }
 
-/// Publishes the birth on every connection and each batch from `samples` as a data message,
-/// until `shutdown`; then publishes the death itself and disconnects cleanly.
-pub async fn run(config: &Config, birth: Birth, mut samples: mpsc::Receiver<Vec<Sample>>, shutdown: CancellationToken) {
+/// Merges consecutive batches of one session into one history message.
+fn merge(records: &[Record]) -> Data {
+    let base_time_ms = records.iter().map(|r| r.data.base_time_ms).min().unwrap_or_default();
+    let mut merged = Data { history: true, base_time_ms, ..Default::default() };
+    for record in records {
+        merged.session = record.data.session;
+        merged.seq = record.seq;
+        let shift = record.data.base_time_ms - base_time_ms;
+        merged.readings.extend(record.data.readings.iter().map(|r| Reading { offset_ms: r.offset_ms + shift, ..*r }));
+        merged.dropped.extend_from_slice(&record.data.dropped);
+    }
+    merged
+}
+
+/// A message for the broker.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Outbound {
+    /// What it is.
+    pub kind: MessageKind,
+    /// Whether the broker keeps it for later subscribers.
+    pub retain: bool,
+    /// The encoded payload.
+    pub payload: Vec<u8>,
+    /// The queued batches it carries, acknowledged together.
+    pub batches: Option<RangeInclusive<u64>>,
+}
+
+/// What happens on the connection, as the event loop driver reports it.
+#[derive(Debug)]
+enum LinkEvent {
+    Connected,
+    /// A publish went out with this packet id (in the order they were handed to the client).
+    Sent(u16),
+    Acked(u16),
+    Down(String),
+}
+
+/// The forwarding logic, apart from the network: what to send next, and what the broker's
+/// acknowledgements mean for the queue.
+pub struct Forwarder {
+    queue: Queue,
+    session: u64,
+    birth: Vec<u8>,
+    connected: bool,
+    /// Batches of each publish handed to the client, waiting for their packet id.
+    awaiting_id: VecDeque<Option<RangeInclusive<u64>>>,
+    in_flight: HashMap<u16, RangeInclusive<u64>>,
+    /// Backfill has been sent up to here on this connection.
+    backfill_after: u64,
+    /// The first batch queued while this connection was up; backfill stops before it.
+    live_from: u64,
+    backfill_in_flight: usize,
+    /// Earlier sessions whose birth has been sent on this connection.
+    announced: Vec<u64>,
+}
+
+impl Forwarder {
+    /// A forwarder for `queue`, whose session is `birth`'s.
+    pub fn new(queue: Queue, birth: &Birth) -> Self {
+        Self {
+            queue,
+            session: birth.session,
+            birth: birth.encode_to_vec(),
+            connected: false,
+            awaiting_id: VecDeque::new(),
+            in_flight: HashMap::new(),
+            backfill_after: 0,
+            live_from: 0,
+            backfill_in_flight: 0,
+            announced: Vec::new(),
+        }
+    }
+
+    /// The queue, for appending and status.
+    pub fn queue(&mut self) -> &mut Queue {
+        &mut self.queue
+    }
+
+    /// A connection is up: the birth goes first, retained, so a server that subscribes later
+    /// still learns this session; whatever the queue holds becomes backfill.
+    pub fn connected(&mut self) -> Outbound {
+        self.connected = true;
+        self.awaiting_id.clear();
+        self.in_flight.clear();
+        self.backfill_in_flight = 0;
+        self.backfill_after = self.queue.acked();
+        self.live_from = self.queue.next_seq();
+        self.announced.clear();
+        Outbound { kind: MessageKind::Birth, retain: true, payload: self.birth.clone(), batches: None }
+    }
+
+    /// The connection is gone: whatever was not acknowledged is sent again on the next one.
+    pub fn disconnected(&mut self) {
+        self.connected = false;
+        self.awaiting_id.clear();
+        self.in_flight.clear();
+    }
+
+    /// Whether a connection is up.
+    pub fn is_connected(&self) -> bool {
+        self.connected
+    }
+
+    /// A batch just queued as `seq`: sent at once when connected.
+    pub fn live(&mut self, seq: u64, data: &Data) -> Option<Outbound> {
+        self.connected.then(|| Outbound {
+            kind: MessageKind::Data,
+            retain: false,
+            payload: Data { seq, ..data.clone() }.encode_to_vec(),
+            batches: Some(seq..=seq),
+        })
+    }
+
+    /// Whether backfill may send another message now.
+    pub fn wants_backfill(&self) -> bool {
+        self.connected && self.backfill_in_flight < BACKFILL_WINDOW && self.backfill_after + 1 < self.live_from
+    }
+
+    /// The next backfill messages: a stored birth first when the batches belong to an earlier
+    /// session, then the oldest unacknowledged batches of one session merged into one message.
+    pub fn next_backfill(&mut self) -> std::io::Result<Vec<Outbound>> {
+        let records = self.queue.read_after(self.backfill_after, self.live_from, BACKFILL_MESSAGE_BYTES)?;
+        let Some(first) = records.first() else {
+            // Everything before the live batches is acknowledged.
+            self.backfill_after = self.live_from.saturating_sub(1);
+            return Ok(Vec::new());
+        };
+        let session = first.data.session;
+        let same_session = records.iter().take_while(|r| r.data.session == session).count();
+        let records = &records[..same_session];
+        let mut out = Vec::with_capacity(2);
+        if session != self.session && !self.announced.contains(&session) {
+            self.announced.push(session);
+            match self.queue.birth(session) {
+                Some(birth) => out.push(Outbound { kind: MessageKind::Birth, retain: false, payload: birth, batches: None }),
+                None => warn!(session, "no stored birth for a backlog of an earlier session; sending it anyway"),
+            }
+        }
+        let (first_seq, last_seq) = (records[0].seq, records[records.len() - 1].seq);
+        self.backfill_after = last_seq;
+        self.backfill_in_flight += 1;
+        out.push(Outbound {
+            kind: MessageKind::Data,
+            retain: false,
+            payload: merge(records).encode_to_vec(),
+            batches: Some(first_seq..=last_seq),
+        });
+        Ok(out)
+    }
+
+    /// `message` was handed to the client.
+    pub fn handed_over(&mut self, message: &Outbound) {
+        self.awaiting_id.push_back(message.batches.clone());
+    }
+
+    /// The client sent the oldest publish not yet sent, with packet id `id`.
+    fn sent(&mut self, id: u16) {
+        if let Some(Some(batches)) = self.awaiting_id.pop_front() {
+            self.in_flight.insert(id, batches);
+        }
+    }
+
+    /// The broker acknowledged packet `id`.
+    fn acked(&mut self, id: u16) {
+        if let Some(batches) = self.in_flight.remove(&id) {
+            if *batches.end() < self.live_from {
+                self.backfill_in_flight = self.backfill_in_flight.saturating_sub(1);
+            }
+            for seq in batches {
+                self.queue.ack(seq);
+            }
+        }
+    }
+}
+
+/// The counters the status report shows for the MQTT side.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct LinkStatus {
+    /// Whether the broker connection is up.
+    pub connected: bool,
+    /// Connections made since start.
+    pub connections: u64,
+    /// The store-and-forward queue.
+    pub queue: QueueStatus,
+}
+
+/// Queues every batch from `samples` and forwards the queue to the broker until `shutdown`;
+/// then queues what the pollers still hand over, publishes the death and disconnects.
+pub async fn run(
+    config: &Config,
+    mut forwarder: Forwarder,
+    decimals: Vec<i32>,
+    mut samples: mpsc::Receiver<Vec<Sample>>,
+    status: watch::Sender<LinkStatus>,
+    shutdown: CancellationToken,
+) {
     let gateway = config.gateway_id.clone();
-    let session = birth.session;
+    let session = forwarder.session;
     let topic = |kind| Topic::new(gateway.clone(), kind).to_string();
-    let death = Death { session }.encode_to_vec();
+    let mut link: Option<(AsyncClient, mpsc::UnboundedReceiver<LinkEvent>)> = None;
+    let mut reconnect_at = Instant::now();
+    let mut delay = FIRST_RECONNECT_DELAY;
+    let mut persist = tokio::time::interval(PERSIST_ACKED_EVERY);
+    persist.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut connections = 0u64;
 
-    let mut options = MqttOptions::new(gateway.as_str(), &config.mqtt.host, config.mqtt.port);
-    options.set_credentials(&config.mqtt.username, config.mqtt.password.expose());
-    options.set_keep_alive(config.mqtt.keep_alive);
-    options.set_last_will(LastWill::new(topic(MessageKind::Death), death.clone(), QoS::AtLeastOnce, false));
-    options.set_max_packet_size(chillcloud_proto::MAX_PAYLOAD_BYTES + 1024, chillcloud_proto::MAX_PAYLOAD_BYTES + 1024);
-    let (client, eventloop) = AsyncClient::new(options, 64);
-
-    let (connected_tx, mut connected) = watch::channel(0u64);
-    let driver = tokio::spawn(drive(eventloop, connected_tx, shutdown.clone()));
-
-    let decimals: Vec<i32> = birth.devices.iter().flat_map(|d| d.points.iter().map(|p| p.decimals)).collect();
-    let birth = birth.encode_to_vec();
-    let mut seq = 0u64;
     loop {
+        if link.is_none() && Instant::now() >= reconnect_at {
+            link = Some(connect(&config.mqtt, &gateway, session, &topic));
+        }
         tokio::select! {
+            biased;
             () = shutdown.cancelled() => break,
-            changed = connected.changed() => {
-                if changed.is_err() { break; }
-                // Retained, so a server that subscribes later still learns this session.
-                if client.publish(topic(MessageKind::Birth), QoS::AtLeastOnce, true, birth.clone()).await.is_err() {
-                    break;
+            event = next_event(&mut link) => match event {
+                LinkEvent::Connected => {
+                    info!("connected to broker");
+                    delay = FIRST_RECONNECT_DELAY;
+                    connections += 1;
+                    let birth = forwarder.connected();
+                    send(&mut link, &mut forwarder, &topic, birth).await;
+                }
+                LinkEvent::Sent(id) => forwarder.sent(id),
+                LinkEvent::Acked(id) => forwarder.acked(id),
+                LinkEvent::Down(error) => {
+                    let jitter = rand::rng().random_range(0.5..1.0);
+                    warn!(%error, retry_in = ?delay.mul_f64(jitter), "broker connection lost");
+                    forwarder.disconnected();
+                    link = None;
+                    reconnect_at = Instant::now() + delay.mul_f64(jitter);
+                    delay = (delay * 2).min(MAX_RECONNECT_DELAY);
+                }
+            },
+            batch = samples.recv() => {
+                let Some(batch) = batch else { break };
+                let Some((seq, data)) = queue_batches(&mut forwarder, &decimals, batch, &mut samples).await else {
+                    continue;
+                };
+                if let Some(message) = forwarder.live(seq, &data) {
+                    send(&mut link, &mut forwarder, &topic, message).await;
                 }
             }
-            // Data waits for the first birth, so the server normally learns the aliases first.
-            batch = samples.recv(), if *connected.borrow() > 0 => {
-                let Some(batch) = batch else { break };
-                seq += 1;
-                let data = encode_data(session, seq, &decimals, &batch).encode_to_vec();
-                if client.publish(topic(MessageKind::Data), QoS::AtLeastOnce, false, data).await.is_err() {
-                    break;
+            () = tokio::time::sleep_until(reconnect_at), if link.is_none() => {}
+            _ = persist.tick() => {
+                if let Err(error) = forwarder.queue.persist_acked() {
+                    warn!(%error, "cannot record the acknowledged position of the queue");
+                }
+                let queue = forwarder.queue.status();
+                status.send_replace(LinkStatus { connected: forwarder.is_connected(), connections, queue });
+            }
+            () = std::future::ready(()), if forwarder.wants_backfill() => {
+                match forwarder.next_backfill() {
+                    Ok(messages) => for message in messages {
+                        send(&mut link, &mut forwarder, &topic, message).await;
+                    },
+                    Err(error) => {
+                        warn!(%error, "cannot read the queue; backfill paused until the next connection");
+                        forwarder.disconnected();
+                        link = None;
+                        reconnect_at = Instant::now() + MAX_RECONNECT_DELAY;
+                    }
                 }
             }
         }
     }
-    // A clean stop announces the death itself: the broker only sends the will on an unclean one.
-    let _ = client.try_publish(topic(MessageKind::Death), QoS::AtLeastOnce, false, death);
-    let _ = client.try_disconnect();
-    let _ = tokio::time::timeout(Duration::from_secs(5), driver).await;
+
+    // The pollers have stopped: what they read last is queued, not lost.
+    let _ = tokio::time::timeout(Duration::from_secs(5), async {
+        while let Some(batch) = samples.recv().await {
+            queue_batches(&mut forwarder, &decimals, batch, &mut samples).await;
+        }
+    })
+    .await;
+    if let Err(error) = forwarder.queue.persist_acked() {
+        warn!(%error, "cannot record the acknowledged position of the queue");
+    }
+    if let Some((client, mut events)) = link {
+        // A clean stop announces the death itself: the broker only sends the will on an
+        // unclean one. In-flight batches stay queued and go out after the restart.
+        let death = Death { session }.encode_to_vec();
+        let _ = client.try_publish(topic(MessageKind::Death), QoS::AtLeastOnce, false, death);
+        let _ = client.try_disconnect();
+        let _ = tokio::time::timeout(Duration::from_secs(2), async {
+            while let Some(event) = events.recv().await {
+                if let LinkEvent::Acked(id) = event {
+                    forwarder.acked(id);
+                }
+            }
+        })
+        .await;
+        let _ = forwarder.queue.persist_acked();
+    }
 }
 
-/// Drives the MQTT event loop: counts connections in `connected` and reconnects with capped,
-/// jittered exponential backoff. Never blocks on anything but the network.
-async fn drive(mut eventloop: EventLoop, connected: watch::Sender<u64>, shutdown: CancellationToken) {
-    let mut delay = Duration::from_millis(250);
+/// Writes `first` and whatever else the pollers have ready as one batch to the queue and
+/// makes it durable. Returns its seq and message, or `None` when the queue cannot take it.
+async fn queue_batches(
+    forwarder: &mut Forwarder,
+    decimals: &[i32],
+    first: Vec<Sample>,
+    more: &mut mpsc::Receiver<Vec<Sample>>,
+) -> Option<(u64, Data)> {
+    let mut samples = first;
+    while samples.len() < 4096 {
+        match more.try_recv() {
+            Ok(batch) => samples.extend(batch),
+            Err(_) => break,
+        }
+    }
+    let data = encode_data(forwarder.session, decimals, &samples);
+    let appended = forwarder.queue.append(data.clone(), now_ms()).and_then(|seq| Ok((seq, forwarder.queue.sync_handle()?)));
+    let (seq, handle) = match appended {
+        Ok(appended) => appended,
+        Err(error) => {
+            // Rate-limited by the poll interval; the readings are still sent live if connected.
+            warn!(%error, readings = samples.len(), "cannot write to the queue");
+            return None;
+        }
+    };
+    if let Some(file) = handle {
+        match tokio::task::spawn_blocking(move || file.sync_data()).await {
+            Ok(Ok(())) => {}
+            Ok(Err(error)) => warn!(%error, "cannot sync the queue"),
+            Err(error) => warn!(%error, "queue sync task failed"),
+        }
+    }
+    Some((seq, data))
+}
+
+/// Hands `message` to the client; a failure means the connection is going down, and the
+/// driver reports that.
+async fn send(
+    link: &mut Option<(AsyncClient, mpsc::UnboundedReceiver<LinkEvent>)>,
+    forwarder: &mut Forwarder,
+    topic: &impl Fn(MessageKind) -> String,
+    message: Outbound,
+) {
+    let Some((client, _)) = link.as_ref() else { return };
+    if client.publish(topic(message.kind), QoS::AtLeastOnce, message.retain, message.payload.clone()).await.is_ok() {
+        forwarder.handed_over(&message);
+    }
+}
+
+async fn next_event(link: &mut Option<(AsyncClient, mpsc::UnboundedReceiver<LinkEvent>)>) -> LinkEvent {
+    match link.as_mut() {
+        Some((_, events)) => events.recv().await.unwrap_or_else(|| LinkEvent::Down("event loop ended".into())),
+        None => std::future::pending().await,
+    }
+}
+
+/// Starts a fresh client and its event loop driver.
+fn connect(
+    mqtt: &MqttConfig,
+    gateway: &chillcloud_proto::GatewayId,
+    session: u64,
+    topic: &impl Fn(MessageKind) -> String,
+) -> (AsyncClient, mpsc::UnboundedReceiver<LinkEvent>) {
+    let death = Death { session }.encode_to_vec();
+    let mut options = MqttOptions::new(gateway.as_str(), &mqtt.host, mqtt.port);
+    options.set_credentials(&mqtt.username, mqtt.password.expose());
+    options.set_keep_alive(mqtt.keep_alive);
+    options.set_last_will(LastWill::new(topic(MessageKind::Death), death, QoS::AtLeastOnce, false));
+    options.set_max_packet_size(chillcloud_proto::MAX_PAYLOAD_BYTES + 1024, chillcloud_proto::MAX_PAYLOAD_BYTES + 1024);
+    if let Some(tls) = &mqtt.tls {
+        options.set_transport(rumqttc::Transport::tls_with_config(TlsConfiguration::Simple {
+            ca: tls.ca.clone(),
+            alpn: None,
+            client_auth: tls.client_auth.clone(),
+        }));
+    }
+    let (client, eventloop) = AsyncClient::new(options, 16);
+    let (events_tx, events) = mpsc::unbounded_channel();
+    tokio::spawn(drive(eventloop, events_tx));
+    (client, events)
+}
+
+/// Polls one connection's event loop until it fails, reporting what matters to the forwarder.
+/// Never blocks on anything but the network.
+async fn drive(mut eventloop: EventLoop, events: mpsc::UnboundedSender<LinkEvent>) {
     loop {
-        let event = tokio::select! {
-            // After shutdown, keep polling briefly so the death and disconnect go out.
-            () = shutdown.cancelled() => {
-                let _ = tokio::time::timeout(Duration::from_secs(2), async {
-                    while let Ok(event) = eventloop.poll().await {
-                        if matches!(event, Event::Outgoing(rumqttc::Outgoing::Disconnect)) { break; }
-                    }
-                }).await;
+        let event = match eventloop.poll().await {
+            Ok(Event::Incoming(Packet::ConnAck(_))) => LinkEvent::Connected,
+            Ok(Event::Incoming(Packet::PubAck(ack))) => LinkEvent::Acked(ack.pkid),
+            Ok(Event::Outgoing(Outgoing::Publish(id))) => LinkEvent::Sent(id),
+            Ok(Event::Outgoing(Outgoing::Disconnect)) => {
+                // Let the disconnect reach the broker before the loop is dropped.
+                let _ = eventloop.poll().await;
+                let _ = events.send(LinkEvent::Down("disconnected".into()));
                 return;
             }
-            event = eventloop.poll() => event,
-        };
-        match event {
-            Ok(Event::Incoming(Packet::ConnAck(ack))) => {
-                info!(code = ?ack.code, "connected to broker");
-                delay = Duration::from_millis(250);
-                connected.send_modify(|n| *n += 1);
-            }
-            Ok(_) => {}
+            Ok(_) => continue,
             Err(error) => {
-                warn!(%error, retry_in = ?delay, "broker connection failed");
-                let jitter = rand::rng().random_range(0.5..1.0);
-                tokio::time::sleep(delay.mul_f64(jitter)).await;
-                delay = (delay * 2).min(MAX_RECONNECT_DELAY);
+                let _ = events.send(LinkEvent::Down(error.to_string()));
+                return;
             }
+        };
+        if events.send(event).is_err() {
+            return;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use chillcloud_proto::{Quality, decode};
+
+    use super::*;
+    use crate::queue::QueueLimits;
+
+    fn birth(session: u64) -> Birth {
+        Birth { protocol_version: 1, session, ..Default::default() }
+    }
+
+    fn samples(time_ms: i64) -> Vec<Sample> {
+        // 50 points, so the backlog below takes more than a window of messages.
+        (0..50).map(|alias| Sample { alias, time_ms, value: Some(7.2), quality: Quality::Good }).collect()
+    }
+
+    fn forwarder(dir: &std::path::Path, session: u64) -> Forwarder {
+        let limits = QueueLimits { max_bytes: 1 << 24, max_age: Duration::from_secs(86_400) };
+        let queue = Queue::open(dir, limits, session).expect("queue");
+        queue.store_birth(&birth(session).encode_to_vec()).expect("store birth");
+        Forwarder::new(queue, &birth(session))
+    }
+
+    fn queue(forwarder: &mut Forwarder, time_ms: i64) -> (u64, Data) {
+        let data = encode_data(forwarder.session, &[1; 50], &samples(time_ms));
+        let seq = forwarder.queue.append(data.clone(), time_ms).expect("append");
+        (seq, data)
+    }
+
+    /// Hands `message` over and lets the broker acknowledge it as packet `id`.
+    fn deliver(forwarder: &mut Forwarder, message: &Outbound, id: u16) {
+        forwarder.handed_over(message);
+        forwarder.sent(id);
+        forwarder.acked(id);
+    }
+
+    #[test]
+    fn live_batches_go_ahead_of_a_draining_backlog_and_everything_is_sent_once() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut forwarder = forwarder(dir.path(), 1);
+        // An outage: 1,000 batches queue up unsent.
+        for i in 0..1000 {
+            queue(&mut forwarder, 1_800_000_000_000 + i * 1000);
+        }
+        let birth = forwarder.connected();
+        assert_eq!((birth.kind, birth.retain), (MessageKind::Birth, true));
+        deliver(&mut forwarder, &birth, 1);
+
+        // Backfill fills its window, and a live batch still goes out at once.
+        let mut backfill = Vec::new();
+        while forwarder.wants_backfill() {
+            backfill.extend(forwarder.next_backfill().expect("backfill"));
+        }
+        assert_eq!(backfill.len(), BACKFILL_WINDOW);
+        let (seq, data) = queue(&mut forwarder, 1_800_001_000_000);
+        let live = forwarder.live(seq, &data).expect("connected: sent live");
+        let live_data: Data = decode(MessageKind::Data, &live.payload).expect("data");
+        assert!(!live_data.history);
+        deliver(&mut forwarder, &live, 2);
+
+        // The backlog drains in order, flagged as history, every batch exactly once.
+        let mut seen = Vec::new();
+        let mut id = 3;
+        loop {
+            for message in std::mem::take(&mut backfill) {
+                let data: Data = decode(MessageKind::Data, &message.payload).expect("data");
+                assert!(data.history);
+                seen.extend(message.batches.clone().expect("batches"));
+                deliver(&mut forwarder, &message, id);
+                id += 1;
+            }
+            if !forwarder.wants_backfill() {
+                break;
+            }
+            backfill = forwarder.next_backfill().expect("backfill");
+        }
+        assert_eq!(seen, (1..=1000).collect::<Vec<_>>());
+        assert_eq!(forwarder.queue.status().unacked_batches, 0);
+    }
+
+    #[test]
+    fn what_was_not_acknowledged_is_sent_again_after_a_reconnect_with_earlier_births() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut forwarder = forwarder(dir.path(), 1);
+        for i in 0..5 {
+            queue(&mut forwarder, 1_800_000_000_000 + i);
+        }
+        drop(forwarder);
+        // A restart: session 2 finds session 1's backlog.
+        let mut forwarder = self::forwarder(dir.path(), 2);
+        let birth = forwarder.connected();
+        deliver(&mut forwarder, &birth, 1);
+        let messages = forwarder.next_backfill().expect("backfill");
+        assert_eq!(messages.len(), 2, "the earlier session's birth, then its data");
+        assert_eq!((messages[0].kind, messages[0].retain), (MessageKind::Birth, false));
+        let old_birth: Birth = decode(MessageKind::Birth, &messages[0].payload).expect("birth");
+        assert_eq!(old_birth.session, 1);
+        forwarder.handed_over(&messages[0]);
+        forwarder.handed_over(&messages[1]);
+        // The link drops before the broker acknowledges anything.
+        forwarder.disconnected();
+        forwarder.connected();
+        let again = forwarder.next_backfill().expect("backfill");
+        assert_eq!(again.last().and_then(|m| m.batches.clone()), Some(1..=5));
     }
 }

@@ -17,7 +17,7 @@ mod messages;
 mod topic;
 
 pub use messages::{
-    Birth, Command, CommandResult, CommandStatus, Data, Death, Device, PointInfo, Quality, Reading, Value, decode,
+    Birth, Command, CommandResult, CommandStatus, Data, Death, Device, DroppedInterval, PointInfo, Quality, Reading, Value, decode,
     encode_value,
 };
 pub use topic::{GatewayId, InvalidGatewayId, MessageKind, Topic, TopicError};

@@ -81,7 +81,8 @@ pub struct Data {
     /// The session whose birth defines the aliases used here.
     #[prost(uint64, tag = "1")]
     pub session: u64,
-    /// Increases by one with every data message of a session, so gaps and replays show.
+    /// The gateway's store-and-forward sequence number of the (last) batch in this message:
+    /// increases with every batch the gateway queues, across sessions, so replays show.
     #[prost(uint64, tag = "2")]
     pub seq: u64,
     /// True when the batch is backfill sent late from the gateway's buffer.
@@ -93,6 +94,24 @@ pub struct Data {
     /// The readings.
     #[prost(message, repeated, tag = "5")]
     pub readings: Vec<Reading>,
+    /// Intervals whose readings the gateway had to drop unsent (its buffer was full or the
+    /// readings too old), so the cloud can show them as gaps rather than as missing data.
+    #[prost(message, repeated, tag = "6")]
+    pub dropped: Vec<DroppedInterval>,
+}
+
+/// Readings a gateway read but dropped before they could be delivered.
+#[derive(Clone, Copy, PartialEq, Message, Serialize, Deserialize)]
+pub struct DroppedInterval {
+    /// Time of the first dropped reading, milliseconds since the Unix epoch.
+    #[prost(int64, tag = "1")]
+    pub from_ms: i64,
+    /// Time of the last dropped reading, milliseconds since the Unix epoch.
+    #[prost(int64, tag = "2")]
+    pub to_ms: i64,
+    /// How many readings were dropped in the interval.
+    #[prost(uint64, tag = "3")]
+    pub readings: u64,
 }
 
 /// One reading of one point.

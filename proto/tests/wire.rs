@@ -1,7 +1,8 @@
 //! Round-trip property tests and the compatibility promise of the wire contract.
 
 use chillcloud_proto::{
-    Birth, Data, Device, MessageKind, PointInfo, Quality, Reading, Value, decode, encode_value, render_json,
+    Birth, Data, Device, DroppedInterval, MessageKind, PointInfo, Quality, Reading, Value, decode, encode_value,
+    render_json,
 };
 use proptest::prelude::*;
 use prost::Message;
@@ -34,8 +35,13 @@ proptest! {
         history in any::<bool>(),
         base_time_ms in any::<i64>(),
         readings in prop::collection::vec(reading(), 0..200),
+        dropped in prop::collection::vec((any::<i64>(), any::<i64>(), any::<u64>()), 0..3),
     ) {
-        let data = Data { session, seq, history, base_time_ms, readings };
+        let dropped = dropped
+            .into_iter()
+            .map(|(from_ms, to_ms, readings)| DroppedInterval { from_ms, to_ms, readings })
+            .collect();
+        let data = Data { session, seq, history, base_time_ms, readings, dropped };
         let decoded: Data = decode(MessageKind::Data, &data.encode_to_vec()).expect("decodes");
         prop_assert_eq!(decoded, data);
     }
@@ -157,6 +163,7 @@ fn a_newer_decoder_reads_an_older_message_with_defaults_for_new_fields() {
         history: false,
         base_time_ms: 5,
         readings: vec![Reading { alias: 1, offset_ms: -3, quality: Quality::Bad as i32, value: None }],
+        dropped: vec![],
     };
     let newer = newer::Data::decode(old.encode_to_vec().as_slice()).expect("new decoder accepts");
     assert_eq!((newer.session, newer.seq, newer.base_time_ms), (1, 2, 5));
@@ -189,6 +196,7 @@ fn a_reading_costs_a_handful_of_bytes() {
                 value: Some(encode_value(6.5 + f64::from(alias) / 10.0, 1)),
             })
             .collect(),
+        dropped: vec![],
     };
     let per_reading = data.encoded_len() as f64 / 50.0;
     assert!(per_reading <= 8.0, "{per_reading} bytes per reading");
@@ -202,6 +210,7 @@ fn payloads_render_as_json_for_debugging() {
         history: false,
         base_time_ms: 1_700_000_000_000,
         readings: vec![Reading { alias: 3, offset_ms: 5, quality: 0, value: Some(Value::Scaled(72)) }],
+        dropped: vec![],
     };
     let json = render_json(MessageKind::Data, &data.encode_to_vec()).expect("renders");
     assert_eq!(json["session"], 2);

@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 use sqlx::PgPool;
 
 use crate::{
-    history::{self, Bucket, HistoryError, QUALITY_NAME, Rows},
+    history::{self, Bucket, DroppedSpan, HistoryError, QUALITY_NAME, Rows},
     metrics::Metrics,
 };
 
@@ -201,6 +201,9 @@ pub struct HistoryResponse {
     pub to: DateTime<Utc>,
     /// Raw readings, or dense buckets where a count of 0 marks a gap.
     pub rows: Rows,
+    /// Intervals the gateway reported it dropped unsent: gaps whose cause is known.
+    #[serde(default)]
+    pub dropped: Vec<DroppedSpan>,
 }
 
 impl From<HistoryError> for ApiError {
@@ -248,7 +251,10 @@ async fn history_response(state: &AppState, point_ids: &[i64], query: HistoryQue
     let bucket = query.bucket.unwrap_or_else(|| Bucket::for_span(to - from));
     let rows = history::query(&state.pool, point_ids, from, to, bucket).await?;
     match query.format.as_deref() {
-        None | Some("json") => Ok(Json(HistoryResponse { bucket, from, to, rows }).into_response()),
+        None | Some("json") => {
+            let dropped = history::dropped(&state.pool, point_ids, from, to).await?;
+            Ok(Json(HistoryResponse { bucket, from, to, rows, dropped }).into_response())
+        }
         Some("csv") => Ok((
             [
                 (header::CONTENT_TYPE, "text/csv; charset=utf-8"),

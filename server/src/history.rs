@@ -84,6 +84,39 @@ pub enum Rows {
     Buckets(Vec<BucketRow>),
 }
 
+/// An interval whose readings a gateway dropped before delivering them: a known gap.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, sqlx::FromRow)]
+pub struct DroppedSpan {
+    /// Time of the first dropped reading.
+    pub from: DateTime<Utc>,
+    /// Time of the last dropped reading.
+    pub to: DateTime<Utc>,
+    /// How many readings were dropped (of all the gateway's points).
+    pub readings: i64,
+}
+
+/// The intervals the gateways of `point_ids` reported dropped, overlapping `[from, to)`.
+pub async fn dropped(
+    pool: &PgPool,
+    point_ids: &[i64],
+    from: DateTime<Utc>,
+    to: DateTime<Utc>,
+) -> sqlx::Result<Vec<DroppedSpan>> {
+    sqlx::query_as(
+        "select d.from_ts as from, d.to_ts as to, d.readings
+         from dropped_intervals d
+         where d.gateway_id in (select u.gateway_id from points p join units u on u.id = p.unit_id
+                                where p.id = any($1))
+           and d.to_ts >= $2 and d.from_ts < $3
+         order by d.from_ts",
+    )
+    .bind(point_ids)
+    .bind(from)
+    .bind(to)
+    .fetch_all(pool)
+    .await
+}
+
 /// Why a history request cannot be served.
 #[derive(Debug, thiserror::Error)]
 pub enum HistoryError {

@@ -133,6 +133,8 @@ struct BatchCounts {
     unknown_aliases: u64,
     refused_readings: u64,
     stored: u64,
+    history: u64,
+    dropped_by_gateway: u64,
 }
 
 impl Ingestor {
@@ -156,6 +158,8 @@ impl Ingestor {
         metrics.messages_held_for_birth.add(counts.held_for_birth);
         metrics.readings_unknown_alias.add(counts.unknown_aliases);
         metrics.readings_refused.add(counts.refused_readings);
+        metrics.readings_history.add(counts.history);
+        metrics.readings_dropped_by_gateways.add(counts.dropped_by_gateway);
         Ok(())
     }
 
@@ -223,8 +227,16 @@ impl Ingestor {
                 if data.session == 0 {
                     return Ok(Err(Rejection::NoSession(topic.kind)));
                 }
+                if !data.dropped.is_empty() {
+                    let newly_reported = store::store_dropped(&self.pool, gateway, &data.dropped).await?;
+                    warn!(%gateway, readings = newly_reported, "gateway reports readings it dropped unsent");
+                    counts.dropped_by_gateway += newly_reported;
+                }
                 let outcome = store::gather_data(&self.pool, &mut self.cache, gateway, &data, payload, rows).await?;
                 count(counts, &outcome);
+                if data.history {
+                    counts.history += data.readings.len() as u64;
+                }
                 if let DataOutcome::Stored { refused: refused @ 1.., .. } = outcome {
                     return Ok(Err(Rejection::RefusedReadings(refused)));
                 }

@@ -54,6 +54,10 @@ pub struct Metrics {
     pub readings_unknown_alias: Counter,
     /// Readings refused for an impossible time or a non-finite value.
     pub readings_refused: Counter,
+    /// Readings that arrived as backfill from a gateway's store-and-forward queue.
+    pub readings_history: Counter,
+    /// Readings gateways reported they dropped unsent (their queue was full or too old).
+    pub readings_dropped_by_gateways: Counter,
     /// Database operations that failed (and were retried).
     pub database_errors: Counter,
     /// Batches committed by ingest.
@@ -67,7 +71,7 @@ pub struct Metrics {
 impl Metrics {
     /// Renders every counter in the Prometheus text exposition format.
     pub fn render(&self) -> String {
-        let counters: [(&str, &str, f64); 10] = [
+        let counters: [(&str, &str, f64); 12] = [
             (
                 "chillcloud_mqtt_messages_received_total",
                 "MQTT messages received from the broker",
@@ -97,6 +101,16 @@ impl Metrics {
                 "chillcloud_readings_refused_total",
                 "Readings refused for an impossible time or value",
                 self.readings_refused.get() as f64,
+            ),
+            (
+                "chillcloud_readings_history_total",
+                "Readings received as backfill from gateway queues",
+                self.readings_history.get() as f64,
+            ),
+            (
+                "chillcloud_readings_dropped_by_gateways_total",
+                "Readings gateways reported dropped before delivery",
+                self.readings_dropped_by_gateways.get() as f64,
             ),
             (
                 "chillcloud_database_errors_total",

@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 
-use chillcloud_proto::{Birth, Data, GatewayId, Quality};
+use chillcloud_proto::{Birth, Data, DroppedInterval, GatewayId, Quality};
 use chrono::{DateTime, TimeZone, Utc};
 use sqlx::{PgPool, Postgres, Transaction};
 
@@ -435,6 +435,29 @@ async fn insert_readings_exactly(tx: &mut Transaction<'_, Postgres>, all: &Colum
     .execute(&mut **tx)
     .await?;
     Ok(())
+}
+
+/// Records intervals a gateway dropped unsent; returns how many readings were newly reported
+/// (a redelivered report adds nothing).
+pub async fn store_dropped(pool: &PgPool, gateway: &GatewayId, dropped: &[DroppedInterval]) -> sqlx::Result<u64> {
+    let from: Vec<DateTime<Utc>> = dropped.iter().map(|d| time_from_ms(d.from_ms)).collect();
+    let to: Vec<DateTime<Utc>> = dropped.iter().map(|d| time_from_ms(d.to_ms.max(d.from_ms))).collect();
+    let readings: Vec<i64> = dropped.iter().map(|d| i64::try_from(d.readings).unwrap_or(i64::MAX)).collect();
+    let added: Option<i64> = sqlx::query_scalar(
+        "with added as (
+             insert into dropped_intervals (gateway_id, from_ts, to_ts, readings)
+             select $1, * from unnest($2::timestamptz[], $3::timestamptz[], $4::bigint[])
+             on conflict do nothing
+             returning readings)
+         select sum(readings)::bigint from added",
+    )
+    .bind(gateway.as_str())
+    .bind(&from)
+    .bind(&to)
+    .bind(&readings)
+    .fetch_one(pool)
+    .await?;
+    Ok(added.unwrap_or(0).max(0) as u64)
 }
 
 /// The held payloads of a session, oldest first, with their ids for [`delete_pending`].

@@ -420,6 +420,7 @@ impl FakeGateway {
                     value: Some(chillcloud_proto::Value::Scaled(batch as i64 * 10 + i64::from(alias))),
                 })
                 .collect(),
+            dropped: vec![],
         }
     }
 
@@ -440,6 +441,7 @@ impl FakeGateway {
                     value: Some(chillcloud_proto::encode_value(value, 1)),
                 })
                 .collect(),
+            dropped: vec![],
         }
     }
 
