@@ -119,7 +119,7 @@ struct QueueFile {
     /// Most disk space the store-and-forward queue may use, in MiB; the oldest readings are
     /// dropped (and reported) beyond it.
     #[serde(default = "default_queue_max_mb")]
-    max_mb: u64,
+    max_mb: f64,
     /// Readings older than this many hours are dropped (and reported) rather than sent.
     #[serde(default = "default_queue_max_age_hours")]
     max_age_hours: u64,
@@ -212,8 +212,8 @@ fn default_mqtt_port() -> u16 {
 fn default_keep_alive_secs() -> u64 {
     30
 }
-fn default_queue_max_mb() -> u64 {
-    256
+fn default_queue_max_mb() -> f64 {
+    256.0
 }
 fn default_queue_max_age_hours() -> u64 {
     24 * 7
@@ -375,21 +375,23 @@ fn invalid(field: impl Into<String>, message: impl Into<String>) -> ConfigError 
 }
 
 fn check_queue(queue: &QueueFile) -> Result<QueueLimits, ConfigError> {
-    if queue.max_mb == 0 {
-        return Err(invalid("queue.max_mb", "must be at least 1"));
+    // Below 16 KiB the queue would hold a handful of records.
+    if queue.max_mb.is_nan() || queue.max_mb < 1.0 / 64.0 {
+        return Err(invalid("queue.max_mb", "must be at least 0.015625 (16 KiB)"));
     }
     if queue.max_age_hours == 0 {
         return Err(invalid("queue.max_age_hours", "must be at least 1"));
     }
     Ok(QueueLimits {
-        max_bytes: queue.max_mb.saturating_mul(1024 * 1024),
+        max_bytes: (queue.max_mb * 1024.0 * 1024.0) as u64,
         max_age: Duration::from_secs(queue.max_age_hours.saturating_mul(3600)),
     })
 }
 
 fn check_tls(tls: TlsFile) -> Result<TlsConfig, ConfigError> {
     let read = |field: &str, path: &Path| {
-        std::fs::read(path).map_err(|e| invalid(format!("mqtt.tls.{field}"), format!("cannot read {}: {e}", path.display())))
+        std::fs::read(path)
+            .map_err(|e| invalid(format!("mqtt.tls.{field}"), format!("cannot read {}: {e}", path.display())))
     };
     let ca = read("ca_file", &tls.ca_file)?;
     if !ca.starts_with(b"-----BEGIN") {
@@ -615,7 +617,11 @@ scale = 0.1
         check_error("scale = 0.1", "scale = 0.1\ndeadband = -1", "devices[0].points[0].deadband");
         check_error("[mqtt]", "[queue]\nmax_mb = 0\n[mqtt]", "queue.max_mb");
         check_error("[mqtt]", "[queue]\nmax_size = 5\n[mqtt]", "unknown field `max_size`");
-        check_error("host = \"localhost\"", "host = \"localhost\"\ntls = { ca_file = \"/nonexistent.pem\" }", "mqtt.tls.ca_file");
+        check_error(
+            "host = \"localhost\"",
+            "host = \"localhost\"\ntls = { ca_file = \"/nonexistent.pem\" }",
+            "mqtt.tls.ca_file",
+        );
     }
 
     #[test]

@@ -7,21 +7,17 @@ pub mod poll;
 pub mod profile;
 pub mod publish;
 pub mod queue;
+pub mod status;
 
 use std::{path::Path, time::Duration};
 
 use chillcloud_proto::{Birth, Device, PROTOCOL_VERSION, PointInfo};
 use prost::Message as _;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::info;
 
-use crate::{
-    config::Config,
-    poll::DevicePoller,
-    publish::{Forwarder, LinkStatus},
-    queue::Queue,
-};
+use crate::{config::Config, poll::DevicePoller, publish::Forwarder, queue::Queue, status::StatusBoard};
 
 /// Errors that stop the gateway.
 #[derive(Debug, thiserror::Error)]
@@ -82,14 +78,15 @@ pub fn birth(config: &Config, session: u64) -> Birth {
     }
 }
 
-/// Pollers for every device, with aliases matching [`birth`].
-pub fn pollers(config: &Config) -> Vec<DevicePoller> {
+/// Pollers for every device, with aliases matching [`birth`], reporting their health to
+/// `status`.
+pub fn pollers(config: &Config, status: &StatusBoard) -> Vec<DevicePoller> {
     let mut first_alias = 0u32;
     config
         .devices
         .iter()
         .map(|device| {
-            let poller = DevicePoller::new(device.clone(), first_alias);
+            let poller = DevicePoller::new(device.clone(), first_alias, status.clone());
             first_alias += device.points.len() as u32;
             poller
         })
@@ -139,7 +136,8 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Erro
     let decimals: Vec<i32> = birth.devices.iter().flat_map(|d| d.points.iter().map(|p| p.decimals)).collect();
     let forwarder = Forwarder::new(queue, &birth);
     let (samples_tx, samples_rx) = mpsc::channel(256);
-    let pollers = pollers(&config);
+    let status = StatusBoard::new(session);
+    let pollers = pollers(&config, &status);
     let count = pollers.len().max(1) as u32;
     let mut tasks = tokio::task::JoinSet::new();
     for (i, poller) in pollers.into_iter().enumerate() {
@@ -147,9 +145,8 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Erro
         tasks.spawn(poll::run_device(poller, stagger, samples_tx.clone(), shutdown.clone()));
     }
     drop(samples_tx);
-    let (status_tx, _status) = watch::channel(LinkStatus::default());
     // The pollers stop at `shutdown`; the forwarder then queues what they hand over last.
-    publish::run(&config, forwarder, decimals, samples_rx, status_tx, shutdown.clone()).await;
+    publish::run(&config, forwarder, decimals, samples_rx, status, shutdown.clone()).await;
     shutdown.cancel();
     let _ = tokio::time::timeout(Duration::from_secs(5), async { while tasks.join_next().await.is_some() {} }).await;
     info!("gateway stopped");

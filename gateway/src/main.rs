@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 
 use anyhow::Context as _;
-use chillcloud_gateway::{config::Config, pollers};
+use chillcloud_gateway::{config::Config, pollers, status::StatusBoard};
 use clap::{Parser, Subcommand};
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
@@ -33,6 +33,12 @@ enum Command {
         /// The configuration file.
         file: PathBuf,
     },
+    /// Print the running gateway's status report: devices, broker link, queue.
+    Status {
+        /// The configuration file.
+        #[arg(long, short, env = "CHILLCLOUD_GATEWAY_CONFIG")]
+        config: PathBuf,
+    },
 }
 
 fn main() -> anyhow::Result<()> {
@@ -56,11 +62,18 @@ fn main() -> anyhow::Result<()> {
             let points: usize = config.devices.iter().map(|d| d.points.len()).sum();
             println!("{}: ok ({} devices, {points} points)", file.display(), config.devices.len());
         }
+        Command::Status { config } => {
+            let config = Config::load(&config)?;
+            let path = chillcloud_gateway::status::path(&config.state_dir);
+            let text = std::fs::read_to_string(&path)
+                .with_context(|| format!("no status report at {} (is the gateway running?)", path.display()))?;
+            println!("{text}");
+        }
         Command::PollOnce { file } => {
             let config = Config::load(&file)?;
             let values = runtime.block_on(async {
                 let mut out = Vec::new();
-                for mut poller in pollers(&config) {
+                for mut poller in pollers(&config, &StatusBoard::default()) {
                     let samples = poller.poll().await;
                     out.extend(samples.into_iter().map(|s| (poller.device().id.clone(), s)));
                 }

@@ -16,6 +16,7 @@ use crate::{
     config::{DeviceConfig, PointConfig},
     modbus::{ReadBlock, RegisterKind, Span, decode_words, plan_reads},
     now_ms,
+    status::StatusBoard,
 };
 
 /// One reading of one point, as taken from the device.
@@ -56,11 +57,12 @@ pub struct DevicePoller {
     last_sent: Vec<Option<(Option<f64>, Quality)>>,
     /// When the next poll sends every point whatever its change.
     next_snapshot: Option<tokio::time::Instant>,
+    status: StatusBoard,
 }
 
 impl DevicePoller {
     /// A poller for `device` whose points take aliases from `first_alias` on.
-    pub fn new(device: DeviceConfig, first_alias: u32) -> Self {
+    pub fn new(device: DeviceConfig, first_alias: u32, status: StatusBoard) -> Self {
         let spans: Vec<Span> = device
             .points
             .iter()
@@ -68,7 +70,7 @@ impl DevicePoller {
             .collect();
         let blocks = plan_reads(&spans, device.max_gap);
         let last_sent = vec![None; device.points.len()];
-        Self { device, first_alias, blocks, connection: None, last_sent, next_snapshot: None }
+        Self { device, first_alias, blocks, connection: None, last_sent, next_snapshot: None, status }
     }
 
     /// The device being polled.
@@ -88,10 +90,17 @@ impl DevicePoller {
         }
         let mut samples = Vec::with_capacity(self.device.points.len());
         let mut unreachable = false;
+        let mut first_error: Option<String> = None;
+        let mut requests = 0;
         for block_index in 0..self.blocks.len() {
             // Once the device has not answered, the rest of this poll would only wait out
             // more timeouts.
-            let result = if unreachable { Err(ReadError::Skipped) } else { self.read_block(block_index).await };
+            let result = if unreachable {
+                Err(ReadError::Skipped)
+            } else {
+                requests += 1;
+                self.read_block(block_index).await
+            };
             let time_ms = now_ms();
             let block = &self.blocks[block_index];
             match result {
@@ -102,7 +111,9 @@ impl DevicePoller {
                         let raw = &words[offset..offset + usize::from(point.data_type.width())];
                         let value = engineering_value(point, raw);
                         let changed = match self.last_sent[i] {
-                            Some((Some(last), Quality::Good)) if point.deadband > 0.0 => (value - last).abs() > point.deadband,
+                            Some((Some(last), Quality::Good)) if point.deadband > 0.0 => {
+                                (value - last).abs() > point.deadband
+                            }
                             Some((Some(last), Quality::Good)) => value != last,
                             _ => true,
                         };
@@ -118,6 +129,7 @@ impl DevicePoller {
                     }
                 }
                 Err(error) => {
+                    first_error.get_or_insert_with(|| error.to_string());
                     let fresh_failure =
                         block.points.iter().any(|&i| !matches!(self.last_sent[i], Some((None, Quality::Bad))));
                     if fresh_failure && !matches!(error, ReadError::Skipped) {
@@ -144,6 +156,18 @@ impl DevicePoller {
                 }
             }
         }
+        let finished_ms = now_ms();
+        self.status.device(&self.device.id, |status| {
+            status.requests += requests;
+            status.healthy = first_error.is_none();
+            if status.healthy {
+                status.last_good_ms = finished_ms;
+                status.failed_polls = 0;
+            } else {
+                status.failed_polls += 1;
+            }
+            status.last_error = first_error;
+        });
         samples
     }
 

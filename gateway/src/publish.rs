@@ -17,10 +17,7 @@ use chillcloud_proto::{Birth, Data, Death, MessageKind, Reading, Topic, encode_v
 use prost::Message;
 use rand::Rng;
 use rumqttc::{AsyncClient, Event, EventLoop, LastWill, MqttOptions, Outgoing, Packet, QoS, TlsConfiguration};
-use tokio::{
-    sync::{mpsc, watch},
-    time::Instant,
-};
+use tokio::{sync::mpsc, time::Instant};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
@@ -28,7 +25,8 @@ use crate::{
     config::{Config, MqttConfig},
     now_ms,
     poll::Sample,
-    queue::{Queue, QueueStatus, Record},
+    queue::{Queue, Record},
+    status::StatusBoard,
 };
 
 /// Longest wait between reconnection attempts.
@@ -195,7 +193,9 @@ impl Forwarder {
         if session != self.session && !self.announced.contains(&session) {
             self.announced.push(session);
             match self.queue.birth(session) {
-                Some(birth) => out.push(Outbound { kind: MessageKind::Birth, retain: false, payload: birth, batches: None }),
+                Some(birth) => {
+                    out.push(Outbound { kind: MessageKind::Birth, retain: false, payload: birth, batches: None })
+                }
                 None => warn!(session, "no stored birth for a backlog of an earlier session; sending it anyway"),
             }
         }
@@ -236,27 +236,22 @@ impl Forwarder {
     }
 }
 
-/// The counters the status report shows for the MQTT side.
-#[derive(Debug, Clone, Default, serde::Serialize)]
-pub struct LinkStatus {
-    /// Whether the broker connection is up.
-    pub connected: bool,
-    /// Connections made since start.
-    pub connections: u64,
-    /// The store-and-forward queue.
-    pub queue: QueueStatus,
-}
+/// How long a clean stop waits for the broker to acknowledge what is in flight.
+const STOP_FLUSH_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Queues every batch from `samples` and forwards the queue to the broker until `shutdown`;
-/// then queues what the pollers still hand over, publishes the death and disconnects.
+/// then queues what the pollers still hand over, waits briefly for the broker to take it,
+/// publishes the death and disconnects. Writes the status report every second.
 pub async fn run(
     config: &Config,
     mut forwarder: Forwarder,
     decimals: Vec<i32>,
     mut samples: mpsc::Receiver<Vec<Sample>>,
-    status: watch::Sender<LinkStatus>,
+    status: StatusBoard,
     shutdown: CancellationToken,
 ) {
+    let status_path = crate::status::path(&config.state_dir);
+    let mut queued = 0u64;
     let gateway = config.gateway_id.clone();
     let session = forwarder.session;
     let topic = |kind| Topic::new(gateway.clone(), kind).to_string();
@@ -298,6 +293,7 @@ pub async fn run(
                 let Some((seq, data)) = queue_batches(&mut forwarder, &decimals, batch, &mut samples).await else {
                     continue;
                 };
+                queued += data.readings.len() as u64;
                 if let Some(message) = forwarder.live(seq, &data) {
                     send(&mut link, &mut forwarder, &topic, message).await;
                 }
@@ -307,8 +303,10 @@ pub async fn run(
                 if let Err(error) = forwarder.queue.persist_acked() {
                     warn!(%error, "cannot record the acknowledged position of the queue");
                 }
-                let queue = forwarder.queue.status();
-                status.send_replace(LinkStatus { connected: forwarder.is_connected(), connections, queue });
+                status.link(forwarder.is_connected(), connections, queued, forwarder.queue.status(), now_ms());
+                if let Err(error) = status.write(&status_path) {
+                    warn!(%error, path = %status_path.display(), "cannot write the status report");
+                }
             }
             () = std::future::ready(()), if forwarder.wants_backfill() => {
                 match forwarder.next_backfill() {
@@ -329,28 +327,44 @@ pub async fn run(
     // The pollers have stopped: what they read last is queued, not lost.
     let _ = tokio::time::timeout(Duration::from_secs(5), async {
         while let Some(batch) = samples.recv().await {
-            queue_batches(&mut forwarder, &decimals, batch, &mut samples).await;
+            if let Some((seq, data)) = queue_batches(&mut forwarder, &decimals, batch, &mut samples).await {
+                queued += data.readings.len() as u64;
+                if let Some(message) = forwarder.live(seq, &data) {
+                    send(&mut link, &mut forwarder, &topic, message).await;
+                }
+            }
         }
     })
     .await;
-    if let Err(error) = forwarder.queue.persist_acked() {
-        warn!(%error, "cannot record the acknowledged position of the queue");
-    }
     if let Some((client, mut events)) = link {
+        // Whatever is in flight gets a moment to be acknowledged; the rest stays queued and goes
+        // out after the restart.
+        let flushed = tokio::time::timeout(STOP_FLUSH_TIMEOUT, async {
+            while forwarder.queue.status().unacked_batches > 0 {
+                match events.recv().await {
+                    Some(LinkEvent::Sent(id)) => forwarder.sent(id),
+                    Some(LinkEvent::Acked(id)) => forwarder.acked(id),
+                    Some(LinkEvent::Connected) | None | Some(LinkEvent::Down(_)) => return,
+                }
+            }
+        })
+        .await;
+        if flushed.is_err() {
+            warn!(batches = forwarder.queue.status().unacked_batches, "stopping with batches still queued");
+        }
         // A clean stop announces the death itself: the broker only sends the will on an
         // unclean one. In-flight batches stay queued and go out after the restart.
         let death = Death { session }.encode_to_vec();
         let _ = client.try_publish(topic(MessageKind::Death), QoS::AtLeastOnce, false, death);
         let _ = client.try_disconnect();
-        let _ = tokio::time::timeout(Duration::from_secs(2), async {
-            while let Some(event) = events.recv().await {
-                if let LinkEvent::Acked(id) = event {
-                    forwarder.acked(id);
-                }
-            }
-        })
-        .await;
-        let _ = forwarder.queue.persist_acked();
+        let _ = tokio::time::timeout(Duration::from_secs(2), async { while events.recv().await.is_some() {} }).await;
+    }
+    if let Err(error) = forwarder.queue.persist_acked() {
+        warn!(%error, "cannot record the acknowledged position of the queue");
+    }
+    status.link(false, connections, queued, forwarder.queue.status(), now_ms());
+    if let Err(error) = status.write(&status_path) {
+        warn!(%error, path = %status_path.display(), "cannot write the status report");
     }
 }
 
@@ -370,7 +384,8 @@ async fn queue_batches(
         }
     }
     let data = encode_data(forwarder.session, decimals, &samples);
-    let appended = forwarder.queue.append(data.clone(), now_ms()).and_then(|seq| Ok((seq, forwarder.queue.sync_handle()?)));
+    let appended =
+        forwarder.queue.append(data.clone(), now_ms()).and_then(|seq| Ok((seq, forwarder.queue.sync_handle()?)));
     let (seq, handle) = match appended {
         Ok(appended) => appended,
         Err(error) => {

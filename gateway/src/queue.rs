@@ -178,14 +178,8 @@ impl Queue {
 
     /// Reads a segment's records to rebuild its summary, truncating a torn or corrupt tail.
     fn recover_segment(&mut self, first_seq: u64, path: &Path) -> io::Result<Segment> {
-        let mut segment = Segment {
-            first_seq,
-            last_seq: 0,
-            bytes: 0,
-            oldest_ms: i64::MAX,
-            newest_ms: i64::MIN,
-            first_session: 0,
-        };
+        let mut segment =
+            Segment { first_seq, last_seq: 0, bytes: 0, oldest_ms: i64::MAX, newest_ms: i64::MIN, first_session: 0 };
         let file = File::open(path)?;
         let length = file.metadata()?.len();
         let mut reader = BufReader::new(file);

@@ -17,8 +17,8 @@ mod messages;
 mod topic;
 
 pub use messages::{
-    Birth, Command, CommandResult, CommandStatus, Data, Death, Device, DroppedInterval, PointInfo, Quality, Reading, Value, decode,
-    encode_value,
+    Birth, Command, CommandResult, CommandStatus, Data, Death, Device, DroppedInterval, PointInfo, Quality, Reading,
+    Value, decode, encode_value,
 };
 pub use topic::{GatewayId, InvalidGatewayId, MessageKind, Topic, TopicError};
 

@@ -192,6 +192,7 @@ impl Drop for TestPostgres {
 /// A Mosquitto broker from Debian's package, configured with the ACL we ship, on a free port.
 pub struct TestMosquitto {
     broker: Option<EmbeddedBroker>,
+    address: SocketAddr,
     lines: Vec<String>,
     /// The server's MQTT password.
     pub server_password: String,
@@ -208,15 +209,24 @@ impl TestMosquitto {
         let address: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("address");
         let broker =
             EmbeddedBroker::start(&dir.path().join("mosquitto"), address, &lines).await.expect("start mosquitto");
-        Self { broker: Some(broker), lines, server_password, dir }
+        Self { broker: Some(broker), address, lines, server_password, dir }
     }
 
     /// Stops the broker gracefully (it saves its persistent sessions) and starts it again on
     /// the same address.
     pub async fn restart(&mut self) {
-        let address = self.address();
+        self.stop().await;
+        self.resume().await;
+    }
+
+    /// Stops the broker gracefully: to its clients, a network outage.
+    pub async fn stop(&mut self) {
         self.broker.take().expect("running").stop().await;
-        let broker = EmbeddedBroker::start(&self.dir.path().join("mosquitto"), address, &self.lines)
+    }
+
+    /// Starts the stopped broker again on the same address.
+    pub async fn resume(&mut self) {
+        let broker = EmbeddedBroker::start(&self.dir.path().join("mosquitto"), self.address, &self.lines)
             .await
             .expect("restart mosquitto");
         self.broker = Some(broker);
@@ -224,7 +234,7 @@ impl TestMosquitto {
 
     /// The broker's `host:port`.
     pub fn address(&self) -> SocketAddr {
-        self.broker.as_ref().expect("running").address()
+        self.address
     }
 }
 

@@ -1,0 +1,121 @@
+//! The gateway's status report: per-device health, the broker link and the queue, written to
+//! `<state_dir>/status.json` every second and at exit, and printed by
+//! `chillcloud-gateway status`. A file rather than a port: nothing listens on the site network.
+
+use std::{
+    collections::BTreeMap,
+    path::{Path, PathBuf},
+    sync::{Arc, Mutex, MutexGuard},
+};
+
+use serde::{Deserialize, Serialize};
+
+use crate::queue::QueueStatus;
+
+/// The whole report.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct GatewayStatus {
+    /// The running session.
+    pub session: u64,
+    /// When the report was written, ms since the epoch.
+    pub time_ms: i64,
+    /// Whether the broker connection is up.
+    pub connected: bool,
+    /// Broker connections made since start.
+    pub connections: u64,
+    /// Readings queued since start (every one is delivered or reported dropped).
+    pub readings_queued: u64,
+    /// The store-and-forward queue.
+    pub queue: QueueStatusReport,
+    /// Each device by id.
+    pub devices: BTreeMap<String, DeviceStatus>,
+}
+
+/// The queue part of the report (see [`QueueStatus`]).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct QueueStatusReport {
+    /// Batches not yet acknowledged by the broker.
+    pub unacked_batches: u64,
+    /// Bytes on disk.
+    pub bytes: u64,
+    /// Age of the oldest reading on disk, in seconds.
+    pub oldest_age_secs: f64,
+    /// Batches dropped because of the queue's limits since start.
+    pub dropped_batches: u64,
+    /// Readings in them.
+    pub dropped_readings: u64,
+    /// Corrupt records cut off at start.
+    pub corrupt_records: u64,
+}
+
+impl QueueStatusReport {
+    fn new(queue: QueueStatus, now_ms: i64) -> Self {
+        Self {
+            unacked_batches: queue.unacked_batches,
+            bytes: queue.bytes,
+            oldest_age_secs: if queue.oldest_ms == 0 { 0.0 } else { (now_ms - queue.oldest_ms) as f64 / 1000.0 },
+            dropped_batches: queue.dropped_batches,
+            dropped_readings: queue.dropped_readings,
+            corrupt_records: queue.corrupt_records,
+        }
+    }
+}
+
+/// One device's health.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct DeviceStatus {
+    /// Whether the last poll read every block.
+    pub healthy: bool,
+    /// When every block last read, ms since the epoch (0: never).
+    pub last_good_ms: i64,
+    /// Polls in a row that failed.
+    pub failed_polls: u64,
+    /// Requests sent since start.
+    pub requests: u64,
+    /// The last error, if the last poll failed.
+    pub last_error: Option<String>,
+}
+
+/// The report being built, shared by the pollers and the forwarder.
+#[derive(Debug, Clone, Default)]
+pub struct StatusBoard(Arc<Mutex<GatewayStatus>>);
+
+impl StatusBoard {
+    /// A board for `session`.
+    pub fn new(session: u64) -> Self {
+        Self(Arc::new(Mutex::new(GatewayStatus { session, ..Default::default() })))
+    }
+
+    fn lock(&self) -> MutexGuard<'_, GatewayStatus> {
+        // Plain data: a panic elsewhere leaves it usable.
+        self.0.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Updates one device's health.
+    pub fn device(&self, id: &str, update: impl FnOnce(&mut DeviceStatus)) {
+        update(self.lock().devices.entry(id.to_owned()).or_default());
+    }
+
+    /// Updates the link and queue figures.
+    pub fn link(&self, connected: bool, connections: u64, queued: u64, queue: QueueStatus, now_ms: i64) {
+        let mut status = self.lock();
+        status.connected = connected;
+        status.connections = connections;
+        status.readings_queued = queued;
+        status.queue = QueueStatusReport::new(queue, now_ms);
+        status.time_ms = now_ms;
+    }
+
+    /// Writes the report to `path` (replacing it whole, so readers never see half of it).
+    pub fn write(&self, path: &Path) -> std::io::Result<()> {
+        let text = serde_json::to_vec_pretty(&*self.lock()).map_err(std::io::Error::other)?;
+        let temporary = path.with_extension("json.tmp");
+        std::fs::write(&temporary, text)?;
+        std::fs::rename(&temporary, path)
+    }
+}
+
+/// Where the report of a gateway with state in `state_dir` is written.
+pub fn path(state_dir: &Path) -> PathBuf {
+    state_dir.join("status.json")
+}

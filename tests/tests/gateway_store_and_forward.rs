@@ -1,0 +1,289 @@
+//! The real gateway's store and forward, end to end: simulator → `chillcloud-gateway` →
+//! Mosquitto → server → PostgreSQL, with the broker stopped (a WAN outage), the gateway killed
+//! with SIGKILL, a queue too small for the outage, and a device that stops answering.
+//!
+//! The ground truth is the gateway's own count of readings it queued (its status report) and,
+//! after a SIGKILL, what its queue holds on disk: every one of them must be in the database
+//! exactly once, or reported as dropped.
+
+use std::{path::PathBuf, time::Duration};
+
+use chillcloud_gateway::queue::{Queue, QueueLimits};
+use chillcloud_tests::harness::{Api, Process, Simulator, Stack, bin, wait_for};
+use serde_json::{Value, json};
+
+const POLL_MS: u64 = 100;
+const WAIT: Duration = Duration::from_secs(60);
+
+/// A `chillcloud-gateway` run against a [`Stack`], with its config, state and logs in the
+/// stack's directory.
+struct Gateway {
+    config: PathBuf,
+    state_dir: PathBuf,
+    log_dir: PathBuf,
+    process: Option<Process>,
+    runs: u32,
+}
+
+impl Gateway {
+    /// Writes a config polling `devices` simulated chillers every 100 ms; `extra` is added to
+    /// the top level (before the tables).
+    fn new(stack: &Stack, sim: &Simulator, devices: u8, extra: &str) -> Self {
+        let dir = stack.dir.path();
+        std::fs::write(dir.join("gateway.secret"), &stack.password).expect("write secret");
+        let state_dir = dir.join("gateway-state");
+        let mut config = format!(
+            "gateway_id = \"{gateway}\"\nstate_dir = \"{state}\"\n{extra}\n[mqtt]\nhost = \"127.0.0.1\"\nport = {port}\npassword_file = \"{secret}\"\n",
+            gateway = stack.gateway_id,
+            state = state_dir.display(),
+            port = stack.broker.address().port(),
+            secret = dir.join("gateway.secret").display(),
+        );
+        for unit in 1..=devices {
+            config += &format!(
+                "[[devices]]\nid = \"chiller-{unit}\"\nprofile = \"trane-ch530\"\nhost = \"127.0.0.1\"\nport = {port}\nunit_id = {unit}\npoll_interval_ms = {POLL_MS}\ntimeout_ms = 300\nsnapshot_interval_secs = 1\n",
+                port = sim.modbus.port(),
+            );
+        }
+        let path = dir.join("gateway.toml");
+        std::fs::write(&path, config).expect("write gateway config");
+        Self { config: path, state_dir, log_dir: dir.to_owned(), process: None, runs: 0 }
+    }
+
+    fn start(&mut self) {
+        self.runs += 1;
+        let name = format!("gateway-run{}", self.runs);
+        let config = self.config.to_string_lossy().into_owned();
+        self.process =
+            Some(Process::spawn(&name, &bin("chillcloud-gateway"), &["run", "--config", &config], &self.log_dir));
+    }
+
+    /// The status report of the running (or last) gateway.
+    fn status(&self) -> Option<Value> {
+        serde_json::from_str(&std::fs::read_to_string(self.state_dir.join("status.json")).ok()?).ok()
+    }
+
+    /// Waits until the status report of the current run satisfies `check`.
+    async fn wait_status(&self, what: &str, session: u64, check: impl Fn(&Value) -> bool) -> Value {
+        wait_for(what, WAIT, || async { self.status().filter(|s| s["session"].as_u64() == Some(session) && check(s)) })
+            .await
+    }
+
+    /// Stops the gateway cleanly and returns its final status report.
+    async fn stop(&mut self) -> Value {
+        let mut process = self.process.take().expect("running");
+        let exit = process.terminate(Duration::from_secs(20)).await.expect("gateway stops on SIGTERM");
+        assert!(exit.success(), "gateway exit status {exit}");
+        self.status().expect("final status report")
+    }
+}
+
+async fn readings_in_database(stack: &Stack) -> i64 {
+    let pool = stack.postgres.pool().await;
+    let count: i64 = sqlx::query_scalar("select count(*) from readings").fetch_one(&pool).await.expect("count");
+    pool.close().await;
+    count
+}
+
+/// Waits until the database holds `expected` readings, then checks it stays there.
+async fn assert_database_settles_at(stack: &Stack, expected: i64) {
+    let mut last = 0;
+    let settled = tokio::time::timeout(WAIT, async {
+        loop {
+            last = readings_in_database(stack).await;
+            if last >= expected {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+    .await;
+    assert!(settled.is_ok(), "the database holds {last} readings, expected {expected}");
+    assert_eq!(readings_in_database(stack).await, expected, "no reading stored twice or from nowhere");
+}
+
+async fn metric(api: &Api, name: &str) -> f64 {
+    let (_, body) = api.get_raw("/metrics").await;
+    body.lines()
+        .find_map(|line| line.strip_prefix(name)?.trim().parse().ok())
+        .unwrap_or_else(|| panic!("metric {name} in {body}"))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn r1_broker_outage_delivers_every_reading_once_with_the_backlog_as_history() {
+    let mut stack = Stack::start().await;
+    let sim = Simulator::start(3, stack.dir.path()).await;
+    let mut gateway = Gateway::new(&stack, &sim, 3, "");
+    gateway.start();
+    gateway
+        .wait_status("the gateway connected and sending", 1, |s| {
+            s["connected"] == true && s["readings_queued"].as_u64() > Some(0)
+        })
+        .await;
+
+    // The outage: the broker goes away while the gateway keeps polling into its queue.
+    stack.broker.stop().await;
+    let during = gateway
+        .wait_status("a backlog of 30 batches", 1, |s| {
+            s["connected"] == false && s["queue"]["unacked_batches"].as_u64() >= Some(30)
+        })
+        .await;
+    let queued_before_return = during["readings_queued"].as_u64().expect("count");
+    stack.broker.resume().await;
+    gateway
+        .wait_status("the backlog drained", 1, |s| {
+            s["connected"] == true && s["queue"]["unacked_batches"].as_u64() <= Some(2)
+        })
+        .await;
+
+    let last = gateway.stop().await;
+    assert_eq!(last["queue"]["unacked_batches"], 0, "a clean stop flushes what is in flight: {last}");
+    assert_eq!(last["queue"]["dropped_readings"], 0);
+    let queued = last["readings_queued"].as_i64().expect("count");
+    assert_database_settles_at(&stack, queued).await;
+    let history = metric(&stack.api(), "chillcloud_readings_history_total").await;
+    assert!(history > 0.0, "the backlog arrived flagged as history");
+    assert!(history <= queued_before_return as f64, "only readings queued during the outage are history ({history})");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn r3_gateway_kill9_with_a_backlog_on_disk_loses_and_duplicates_nothing() {
+    let mut stack = Stack::start().await;
+    let sim = Simulator::start(3, stack.dir.path()).await;
+    // No broker while the first run polls: everything it reads stays in its queue.
+    stack.broker.stop().await;
+    let mut gateway = Gateway::new(&stack, &sim, 3, "");
+    gateway.start();
+    gateway.wait_status("a backlog of 30 batches", 1, |s| s["queue"]["unacked_batches"].as_u64() >= Some(30)).await;
+    gateway.process.as_mut().expect("running").kill9().await;
+
+    // What the killed gateway left on disk (opened as the restarted gateway will open it: a
+    // record torn by the kill is cut off, and was never counted as queued).
+    let queue_dir = gateway.state_dir.join("queue");
+    let limits = QueueLimits { max_bytes: u64::MAX, max_age: Duration::from_secs(86_400 * 365) };
+    let mut queue = Queue::open(&queue_dir, limits, 0).expect("open the killed gateway's queue");
+    let backlog: usize =
+        queue.read_after(0, u64::MAX, usize::MAX).expect("read backlog").iter().map(|r| r.data.readings.len()).sum();
+    drop(queue);
+    assert!(backlog > 0);
+
+    stack.broker.resume().await;
+    gateway.start();
+    gateway
+        .wait_status("the backlog drained", 2, |s| {
+            s["connected"] == true && s["queue"]["unacked_batches"].as_u64() <= Some(2)
+        })
+        .await;
+    let last = gateway.stop().await;
+    assert_eq!(last["queue"]["unacked_batches"], 0, "{last}");
+    let second_run = last["readings_queued"].as_i64().expect("count");
+    assert_database_settles_at(&stack, backlog as i64 + second_run).await;
+    // The first run's session was announced from the queue's stored birth, so its readings
+    // were stored rather than held.
+    let pool = stack.postgres.pool().await;
+    let sessions: i64 =
+        sqlx::query_scalar("select count(*) from gateway_sessions").fetch_one(&pool).await.expect("sessions");
+    assert_eq!(sessions, 2);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_outage_longer_than_the_disk_cap_drops_the_oldest_and_the_server_shows_the_gap() {
+    let mut stack = Stack::start().await;
+    let sim = Simulator::start(8, stack.dir.path()).await;
+    stack.broker.stop().await;
+    // The smallest queue allowed, 16 KiB: a few seconds of eight chillers.
+    let mut gateway = Gateway::new(&stack, &sim, 8, "[queue]\nmax_mb = 0.015625");
+    gateway.start();
+    let full = gateway
+        .wait_status("readings dropped for want of space", 1, |s| s["queue"]["dropped_readings"].as_u64() > Some(200))
+        .await;
+    assert!(full["queue"]["bytes"].as_u64().expect("bytes") <= 16 * 1024, "disk use under the cap: {full}");
+
+    stack.broker.resume().await;
+    gateway
+        .wait_status("the backlog drained", 1, |s| {
+            s["connected"] == true && s["queue"]["unacked_batches"].as_u64() <= Some(2)
+        })
+        .await;
+    let last = gateway.stop().await;
+    let (queued, dropped) = (
+        last["readings_queued"].as_i64().expect("queued"),
+        last["queue"]["dropped_readings"].as_i64().expect("dropped"),
+    );
+    assert!(dropped > 0);
+    // Every reading is either stored or reported dropped.
+    assert_database_settles_at(&stack, queued - dropped).await;
+
+    let api = stack.api();
+    let reported = metric(&api, "chillcloud_readings_dropped_by_gateways_total").await;
+    assert_eq!(reported, dropped as f64, "the server counted what the gateway dropped");
+    let units = api.get("/api/v1/units").await.expect("units");
+    let unit = &units.as_array().expect("list")[0];
+    let history = api.get(&format!("/api/v1/units/{}/history?bucket=1m", unit["id"])).await.expect("history");
+    let gaps = history["dropped"].as_array().expect("dropped intervals");
+    assert!(!gaps.is_empty(), "the history shows the dropped interval: {history}");
+    let gap_readings: i64 = gaps.iter().map(|g| g["readings"].as_i64().expect("readings")).sum();
+    assert_eq!(gap_readings, dropped);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_dead_device_goes_bad_and_stale_and_is_never_sent_as_fresh() {
+    let stack = Stack::start().await;
+    let sim = Simulator::start(2, stack.dir.path()).await;
+    let mut gateway = Gateway::new(&stack, &sim, 2, "");
+    gateway.start();
+    let api = stack.api();
+    wait_for("chiller-2's first reading", WAIT, || async { api.latest("chiller-2", "active_setpoint").await }).await;
+
+    sim.control(2, "scenario", json!({ "scenario": "offline" })).await;
+    let status = gateway
+        .wait_status("chiller-2 reported unhealthy", 1, |s| {
+            s["devices"]["chiller-2"]["failed_polls"].as_u64() >= Some(3)
+        })
+        .await;
+    assert_eq!(status["devices"]["chiller-1"]["healthy"], true, "the other chiller is fine: {status}");
+    assert!(status["devices"]["chiller-2"]["last_error"].is_string(), "{status}");
+
+    let pool = stack.postgres.pool().await;
+    let latest_of = |device: &'static str| {
+        let pool = pool.clone();
+        async move {
+            sqlx::query_as::<_, (Option<f64>, i16)>(
+                "select l.value, l.quality from latest_readings l join points p on p.id = l.point_id
+                 join units u on u.id = p.unit_id where u.device_key = $1 and p.name = 'active_setpoint'",
+            )
+            .bind(device)
+            .fetch_one(&pool)
+            .await
+            .expect("latest")
+        }
+    };
+    wait_for("chiller-2 marked bad", WAIT, || async { (latest_of("chiller-2").await == (None, 1)).then_some(()) })
+        .await;
+    // Several more polls: chiller-1 keeps reporting, chiller-2 has no good reading at all.
+    let since = chrono::Utc::now();
+    wait_for("three more snapshots of chiller-1", WAIT, || async {
+        let count: i64 = sqlx::query_scalar(
+            "select count(*) from readings r join points p on p.id = r.point_id join units u on u.id = p.unit_id
+             where u.device_key = 'chiller-1' and p.name = 'active_setpoint' and r.ts > $1",
+        )
+        .bind(since)
+        .fetch_one(&pool)
+        .await
+        .expect("count");
+        (count >= 3).then_some(())
+    })
+    .await;
+    let fresh: i64 = sqlx::query_scalar(
+        "select count(*) from readings r join points p on p.id = r.point_id join units u on u.id = p.unit_id
+         where u.device_key = 'chiller-2' and r.ts > $1 and r.quality = 0",
+    )
+    .bind(since)
+    .fetch_one(&pool)
+    .await
+    .expect("count");
+    assert_eq!(fresh, 0, "no fresh-looking value from a dead device");
+
+    sim.control(2, "scenario", json!({ "scenario": "normal" })).await;
+    wait_for("chiller-2 back", WAIT, || async { latest_of("chiller-2").await.0.map(|_| ()) }).await;
+}
