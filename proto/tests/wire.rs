@@ -106,9 +106,11 @@ mod newer {
         pub base_time_ms: i64,
         #[prost(message, repeated, tag = "5")]
         pub readings: Vec<Reading>,
-        #[prost(string, tag = "6")]
+        #[prost(message, repeated, tag = "6")]
+        pub dropped: Vec<chillcloud_proto::DroppedInterval>,
+        #[prost(string, tag = "7")]
         pub compression: String,
-        #[prost(fixed64, repeated, tag = "7")]
+        #[prost(fixed64, repeated, tag = "8")]
         pub checksums: Vec<u64>,
     }
 
@@ -142,6 +144,7 @@ fn an_older_decoder_reads_a_newer_message_and_ignores_what_it_does_not_know() {
             quality: 7,
             annotation: "from a future gateway".into(),
         }],
+        dropped: vec![],
         compression: "none".into(),
         checksums: vec![1, 2, 3],
     };
