@@ -8,6 +8,7 @@ chillcloud_required=(
   "mosquitto_passwd:mosquitto"
   "mosquitto_pub:mosquitto-clients"
   "curl:curl"
+  "socat:socat"
   "python3:python3"
   "python3 -m venv --help:python3-venv"
   "runuser:util-linux"

@@ -78,7 +78,50 @@ struct ConfigFile {
     #[serde(default)]
     queue: QueueFile,
     #[serde(default)]
+    buses: Vec<BusFile>,
+    #[serde(default)]
     devices: Vec<DeviceFile>,
+}
+
+/// A Modbus RTU line shared by several devices: one request on it at a time.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BusFile {
+    /// Name the devices on this line give as their `bus`.
+    id: String,
+    /// Serial device of the RS-485 line, for example `/dev/ttyUSB0`.
+    serial_port: Option<PathBuf>,
+    /// `host:port` of a serial device server that passes RTU frames over TCP, instead of a
+    /// local serial port.
+    rtu_over_tcp: Option<String>,
+    /// Bits per second.
+    #[serde(default = "default_baud_rate")]
+    baud_rate: u32,
+    /// `even` (the Modbus default), `odd` or `none`.
+    #[serde(default)]
+    parity: Parity,
+    /// 7 or 8.
+    #[serde(default = "default_data_bits")]
+    data_bits: u8,
+    /// 1 or 2.
+    #[serde(default = "default_stop_bits")]
+    stop_bits: u8,
+    /// Silence kept after each answer before the next request, in milliseconds; by default
+    /// 3.5 character times at the line's speed, as the Modbus serial line specification asks.
+    inter_frame_delay_ms: Option<u64>,
+}
+
+/// Serial parity.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Parity {
+    /// Even parity (the Modbus default).
+    #[default]
+    Even,
+    /// Odd parity.
+    Odd,
+    /// No parity.
+    None,
 }
 
 #[derive(Deserialize)]
@@ -141,11 +184,16 @@ struct DeviceFile {
     /// Equipment model, shown in the cloud.
     #[serde(default)]
     model: String,
-    /// Host name or address of the Modbus TCP server.
-    host: String,
+    /// Host name or address of the Modbus TCP server (for a device on a bus, give `bus`).
+    host: Option<String>,
     /// Port of the Modbus TCP server.
     #[serde(default = "default_modbus_port")]
     port: u16,
+    /// The `buses` entry of the RTU line the device is on, instead of `host`.
+    bus: Option<String>,
+    /// Times a failed request is repeated before the poll counts it as failed.
+    #[serde(default = "default_retries")]
+    retries: u8,
     /// Modbus unit id (slave address).
     #[serde(default = "default_unit_id")]
     unit_id: u8,
@@ -224,6 +272,18 @@ fn default_snapshot_interval_secs() -> u64 {
 fn default_modbus_port() -> u16 {
     502
 }
+fn default_retries() -> u8 {
+    1
+}
+fn default_baud_rate() -> u32 {
+    9600
+}
+fn default_data_bits() -> u8 {
+    8
+}
+fn default_stop_bits() -> u8 {
+    1
+}
 fn default_unit_id() -> u8 {
     1
 }
@@ -251,6 +311,8 @@ pub struct Config {
     pub mqtt: MqttConfig,
     /// Bounds of the store-and-forward queue.
     pub queue: QueueLimits,
+    /// RTU lines, which devices refer to by index.
+    pub buses: Vec<BusConfig>,
     /// Devices to poll.
     pub devices: Vec<DeviceConfig>,
 }
@@ -288,6 +350,54 @@ impl fmt::Debug for TlsConfig {
     }
 }
 
+/// An RTU line.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BusConfig {
+    /// Its name.
+    pub id: String,
+    /// How it is reached.
+    pub endpoint: BusEndpoint,
+    /// Silence after each answer.
+    pub inter_frame_delay: Duration,
+}
+
+/// How an RTU line is reached.
+#[derive(Debug, Clone, PartialEq)]
+pub enum BusEndpoint {
+    /// A local serial port.
+    Serial {
+        /// The device file.
+        path: PathBuf,
+        /// Bits per second.
+        baud_rate: u32,
+        /// Parity.
+        parity: Parity,
+        /// 7 or 8.
+        data_bits: u8,
+        /// 1 or 2.
+        stop_bits: u8,
+    },
+    /// A serial device server passing RTU frames over TCP.
+    RtuOverTcp {
+        /// `host:port`.
+        address: String,
+    },
+}
+
+/// How a device is reached.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Transport {
+    /// Modbus TCP, one connection per device.
+    Tcp {
+        /// Host name or address.
+        host: String,
+        /// Port.
+        port: u16,
+    },
+    /// A device on an RTU line: the index of its [`BusConfig`].
+    Bus(usize),
+}
+
 /// One device to poll.
 #[derive(Debug, Clone)]
 pub struct DeviceConfig {
@@ -297,12 +407,12 @@ pub struct DeviceConfig {
     pub profile: String,
     /// Equipment model.
     pub model: String,
-    /// Modbus TCP server host.
-    pub host: String,
-    /// Modbus TCP server port.
-    pub port: u16,
+    /// How the device is reached.
+    pub transport: Transport,
     /// Modbus unit id.
     pub unit_id: u8,
+    /// Times a failed request is repeated.
+    pub retries: u8,
     /// Time between polls.
     pub poll_interval: Duration,
     /// Time between full snapshots (report by exception in between).
@@ -356,6 +466,14 @@ impl Config {
             toml::from_str(text).map_err(|e| ConfigError::Syntax { path: path.to_owned(), message: e.to_string() })?;
         let gateway_id = GatewayId::new(file.gateway_id).map_err(|e| invalid("gateway_id", e.to_string()))?;
         let mqtt = check_mqtt(file.mqtt, &gateway_id)?;
+        let mut buses = Vec::with_capacity(file.buses.len());
+        for (i, bus) in file.buses.into_iter().enumerate() {
+            let field = format!("buses[{i}]");
+            if buses.iter().any(|b: &BusConfig| b.id == bus.id) {
+                return Err(invalid(format!("{field}.id"), format!("{:?} is used by another bus", bus.id)));
+            }
+            buses.push(check_bus(bus, &field)?);
+        }
         let mut ids = HashSet::new();
         let mut devices = Vec::with_capacity(file.devices.len());
         for (i, device) in file.devices.into_iter().enumerate() {
@@ -363,10 +481,20 @@ impl Config {
             if !ids.insert(device.id.clone()) {
                 return Err(invalid(format!("{field}.id"), format!("{:?} is used by another device", device.id)));
             }
-            devices.push(check_device(device, &field)?);
+            devices.push(check_device(device, &buses, &field)?);
+        }
+        for (i, bus) in buses.iter().enumerate() {
+            let units: Vec<u8> =
+                devices.iter().filter(|d| d.transport == Transport::Bus(i)).map(|d| d.unit_id).collect();
+            if let Some(unit) = units.iter().enumerate().find_map(|(j, u)| units[..j].contains(u).then_some(*u)) {
+                return Err(invalid(
+                    "devices",
+                    format!("two devices on bus {:?} have unit id {unit}: unit ids on one line must differ", bus.id),
+                ));
+            }
         }
         let queue = check_queue(&file.queue)?;
-        Ok(Config { gateway_id, state_dir: file.state_dir, mqtt, queue, devices })
+        Ok(Config { gateway_id, state_dir: file.state_dir, mqtt, queue, buses, devices })
     }
 }
 
@@ -441,7 +569,39 @@ fn check_mqtt(mqtt: MqttFile, gateway_id: &GatewayId) -> Result<MqttConfig, Conf
     })
 }
 
-fn check_device(device: DeviceFile, field: &str) -> Result<DeviceConfig, ConfigError> {
+fn check_bus(bus: BusFile, field: &str) -> Result<BusConfig, ConfigError> {
+    if bus.id.is_empty() {
+        return Err(invalid(format!("{field}.id"), "must not be empty"));
+    }
+    let endpoint = match (bus.serial_port, bus.rtu_over_tcp) {
+        (Some(path), None) => {
+            if bus.baud_rate == 0 {
+                return Err(invalid(format!("{field}.baud_rate"), "must be more than 0"));
+            }
+            if !matches!(bus.data_bits, 7 | 8) {
+                return Err(invalid(format!("{field}.data_bits"), "must be 7 or 8"));
+            }
+            if !matches!(bus.stop_bits, 1 | 2) {
+                return Err(invalid(format!("{field}.stop_bits"), "must be 1 or 2"));
+            }
+            BusEndpoint::Serial {
+                path,
+                baud_rate: bus.baud_rate,
+                parity: bus.parity,
+                data_bits: bus.data_bits,
+                stop_bits: bus.stop_bits,
+            }
+        }
+        (None, Some(address)) => BusEndpoint::RtuOverTcp { address },
+        _ => return Err(invalid(format!("{field}.serial_port"), "give either serial_port or rtu_over_tcp")),
+    };
+    // 3.5 characters of 11 bits (start, 8 data, parity or second stop, stop).
+    let character_times = Duration::from_secs_f64(3.5 * 11.0 / f64::from(bus.baud_rate.max(1)));
+    let inter_frame_delay = bus.inter_frame_delay_ms.map_or(character_times, Duration::from_millis);
+    Ok(BusConfig { id: bus.id, endpoint, inter_frame_delay })
+}
+
+fn check_device(device: DeviceFile, buses: &[BusConfig], field: &str) -> Result<DeviceConfig, ConfigError> {
     if device.id.is_empty() || device.id.contains(['/', '+', '#']) {
         return Err(invalid(format!("{field}.id"), "must be non-empty without '/', '+' or '#'"));
     }
@@ -453,6 +613,22 @@ fn check_device(device: DeviceFile, field: &str) -> Result<DeviceConfig, ConfigE
     }
     if device.timeout_ms == 0 {
         return Err(invalid(format!("{field}.timeout_ms"), "must be more than 0"));
+    }
+    let transport = match (device.host, device.bus) {
+        (Some(host), None) => Transport::Tcp { host, port: device.port },
+        (None, Some(bus)) => Transport::Bus(
+            buses
+                .iter()
+                .position(|b| b.id == bus)
+                .ok_or_else(|| invalid(format!("{field}.bus"), format!("no bus {bus:?} in `buses`")))?,
+        ),
+        (Some(_), Some(_)) => return Err(invalid(format!("{field}.host"), "give either host or bus, not both")),
+        (None, None) => {
+            return Err(invalid(format!("{field}.host"), "missing: give host (Modbus TCP) or bus (Modbus RTU)"));
+        }
+    };
+    if matches!(transport, Transport::Bus(_)) && !(1..=247).contains(&device.unit_id) {
+        return Err(invalid(format!("{field}.unit_id"), "must be between 1 and 247 on an RTU line"));
     }
     let mut points: Vec<PointConfig> = Vec::new();
     if let Some(name) = &device.profile {
@@ -478,9 +654,9 @@ fn check_device(device: DeviceFile, field: &str) -> Result<DeviceConfig, ConfigE
         id: device.id,
         profile: device.profile.unwrap_or_default(),
         model: device.model,
-        host: device.host,
-        port: device.port,
+        transport,
         unit_id: device.unit_id,
+        retries: device.retries,
         poll_interval: Duration::from_millis(device.poll_interval_ms),
         snapshot_interval: Duration::from_secs(device.snapshot_interval_secs),
         timeout: Duration::from_millis(device.timeout_ms),
@@ -616,6 +792,14 @@ scale = 0.1
         check_error("[[devices.points]]", "poll_interval_ms = 5\n[[devices.points]]", "devices[0].poll_interval_ms");
         check_error("scale = 0.1", "scale = 0.1\ndeadband = -1", "devices[0].points[0].deadband");
         check_error("[mqtt]", "[queue]\nmax_mb = 0\n[mqtt]", "queue.max_mb");
+        check_error("host = \"127.0.0.1\"", "bus = \"rs485\"", "devices[0].bus: no bus \"rs485\"");
+        check_error("host = \"127.0.0.1\"", "port = 502", "devices[0].host: missing");
+        check_error("[[devices]]", "[[buses]]\nid = \"a\"\n[[devices]]", "buses[0].serial_port");
+        check_error(
+            "[[devices]]",
+            "[[buses]]\nid = \"a\"\nserial_port = \"/dev/ttyS0\"\nparity = \"mark\"\n[[devices]]",
+            "unknown variant `mark`",
+        );
         check_error("[mqtt]", "[queue]\nmax_size = 5\n[mqtt]", "unknown field `max_size`");
         check_error(
             "host = \"localhost\"",

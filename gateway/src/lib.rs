@@ -9,7 +9,7 @@ pub mod publish;
 pub mod queue;
 pub mod status;
 
-use std::{path::Path, time::Duration};
+use std::{path::Path, sync::Arc, time::Duration};
 
 use chillcloud_proto::{Birth, Device, PROTOCOL_VERSION, PointInfo};
 use prost::Message as _;
@@ -17,7 +17,13 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::info;
 
-use crate::{config::Config, poll::DevicePoller, publish::Forwarder, queue::Queue, status::StatusBoard};
+use crate::{
+    config::{Config, Transport},
+    poll::{DevicePoller, SharedBus},
+    publish::Forwarder,
+    queue::Queue,
+    status::StatusBoard,
+};
 
 /// Errors that stop the gateway.
 #[derive(Debug, thiserror::Error)]
@@ -81,12 +87,17 @@ pub fn birth(config: &Config, session: u64) -> Birth {
 /// Pollers for every device, with aliases matching [`birth`], reporting their health to
 /// `status`.
 pub fn pollers(config: &Config, status: &StatusBoard) -> Vec<DevicePoller> {
+    let buses: Vec<Arc<SharedBus>> = config.buses.iter().cloned().map(|bus| Arc::new(SharedBus::new(bus))).collect();
     let mut first_alias = 0u32;
     config
         .devices
         .iter()
         .map(|device| {
-            let poller = DevicePoller::new(device.clone(), first_alias, status.clone());
+            let bus = match device.transport {
+                Transport::Bus(index) => Some(buses[index].clone()),
+                Transport::Tcp { .. } => None,
+            };
+            let poller = DevicePoller::new(device.clone(), first_alias, bus, status.clone());
             first_alias += device.points.len() as u32;
             poller
         })

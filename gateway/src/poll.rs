@@ -1,19 +1,23 @@
-//! Polling one device: the read plan, the Modbus TCP connection, and turning registers into
-//! timestamped samples.
+//! Polling one device: the read plan, the Modbus TCP connection or the shared RTU line, and
+//! turning registers into timestamped samples.
 
-use std::{net::SocketAddr, time::Duration};
+use std::{net::SocketAddr, sync::Arc, time::Duration};
 
 use chillcloud_proto::Quality;
-use tokio::{net::lookup_host, sync::mpsc, time::timeout};
+use tokio::{
+    net::{TcpStream, lookup_host},
+    sync::{Mutex, mpsc},
+    time::{Instant, timeout},
+};
 use tokio_modbus::{
-    client::{Context, Reader, tcp},
-    slave::Slave,
+    client::{Context, Reader, rtu, tcp},
+    slave::{Slave, SlaveContext},
 };
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use crate::{
-    config::{DeviceConfig, PointConfig},
+    config::{BusConfig, BusEndpoint, DeviceConfig, Parity, PointConfig, Transport},
     modbus::{ReadBlock, RegisterKind, Span, decode_words, plan_reads},
     now_ms,
     status::StatusBoard,
@@ -47,12 +51,68 @@ enum ReadError {
     Skipped,
 }
 
+/// An RTU line shared by the devices on it. Holding the lock is owning the line: one request
+/// on it at a time, and the inter-frame silence kept before the next.
+pub struct SharedBus {
+    config: BusConfig,
+    line: Mutex<Option<Context>>,
+}
+
+impl SharedBus {
+    /// A line, opened on first use.
+    pub fn new(config: BusConfig) -> Self {
+        Self { config, line: Mutex::new(None) }
+    }
+
+    async fn open(&self, wait: Duration) -> Result<Context, ReadError> {
+        match &self.config.endpoint {
+            BusEndpoint::Serial { path, baud_rate, parity, data_bits, stop_bits } => {
+                let builder = tokio_serial::new(path.to_string_lossy(), *baud_rate)
+                    .parity(match parity {
+                        Parity::Even => tokio_serial::Parity::Even,
+                        Parity::Odd => tokio_serial::Parity::Odd,
+                        Parity::None => tokio_serial::Parity::None,
+                    })
+                    .data_bits(if *data_bits == 7 {
+                        tokio_serial::DataBits::Seven
+                    } else {
+                        tokio_serial::DataBits::Eight
+                    })
+                    .stop_bits(if *stop_bits == 2 { tokio_serial::StopBits::Two } else { tokio_serial::StopBits::One });
+                let stream = tokio_serial::SerialStream::open(&builder)
+                    .map_err(|e| ReadError::Connect(path.display().to_string(), e.into()))?;
+                info!(bus = %self.config.id, path = %path.display(), "serial line opened");
+                Ok(rtu::attach(stream))
+            }
+            BusEndpoint::RtuOverTcp { address } => {
+                let socket = resolve(address).await.map_err(|e| ReadError::Connect(address.clone(), e))?;
+                let stream = timeout(wait, TcpStream::connect(socket))
+                    .await
+                    .map_err(|_| ReadError::Timeout(wait))?
+                    .map_err(|e| ReadError::Connect(address.clone(), e))?;
+                info!(bus = %self.config.id, %address, "connected to serial device server");
+                Ok(rtu::attach(stream))
+            }
+        }
+    }
+}
+
+/// How a poller reaches its device.
+enum Link {
+    /// Its own Modbus TCP connection, opened on first use.
+    Tcp(Option<Context>),
+    /// A line shared with other devices.
+    Bus(Arc<SharedBus>),
+}
+
 /// Polls one device and remembers what it needs between polls.
 pub struct DevicePoller {
     device: DeviceConfig,
     first_alias: u32,
     blocks: Vec<ReadBlock>,
-    connection: Option<Context>,
+    link: Link,
+    /// Polls in a row that failed, for backing off.
+    failed_polls: u32,
     /// What was last sent for each point: report by exception compares against it.
     last_sent: Vec<Option<(Option<f64>, Quality)>>,
     /// When the next poll sends every point whatever its change.
@@ -61,8 +121,9 @@ pub struct DevicePoller {
 }
 
 impl DevicePoller {
-    /// A poller for `device` whose points take aliases from `first_alias` on.
-    pub fn new(device: DeviceConfig, first_alias: u32, status: StatusBoard) -> Self {
+    /// A poller for `device` whose points take aliases from `first_alias` on; `bus` is the
+    /// shared line when the device is on one.
+    pub fn new(device: DeviceConfig, first_alias: u32, bus: Option<Arc<SharedBus>>, status: StatusBoard) -> Self {
         let spans: Vec<Span> = device
             .points
             .iter()
@@ -70,7 +131,11 @@ impl DevicePoller {
             .collect();
         let blocks = plan_reads(&spans, device.max_gap);
         let last_sent = vec![None; device.points.len()];
-        Self { device, first_alias, blocks, connection: None, last_sent, next_snapshot: None, status }
+        let link = match bus {
+            Some(bus) => Link::Bus(bus),
+            None => Link::Tcp(None),
+        };
+        Self { device, first_alias, blocks, link, failed_polls: 0, last_sent, next_snapshot: None, status }
     }
 
     /// The device being polled.
@@ -149,14 +214,13 @@ impl DevicePoller {
                         }
                     }
                     if !matches!(error, ReadError::Exception(_)) {
-                        // The connection is in an unknown state; start afresh next time.
-                        self.connection = None;
                         unreachable = true;
                     }
                 }
             }
         }
         let finished_ms = now_ms();
+        self.failed_polls = if first_error.is_none() { 0 } else { self.failed_polls.saturating_add(1) };
         self.status.device(&self.device.id, |status| {
             status.requests += requests;
             status.healthy = first_error.is_none();
@@ -171,42 +235,91 @@ impl DevicePoller {
         samples
     }
 
+    /// Reads one block, repeating a request that got no answer up to `retries` times. An
+    /// exception is the device's answer and is not repeated.
     async fn read_block(&mut self, block_index: usize) -> Result<Vec<u16>, ReadError> {
-        let wait = self.device.timeout;
-        if self.connection.is_none() {
-            let address = format!("{}:{}", self.device.host, self.device.port);
-            let socket = resolve(&address).await.map_err(|e| ReadError::Connect(address.clone(), e))?;
-            let connect = tcp::connect_slave(socket, Slave(self.device.unit_id));
-            let context = timeout(wait, connect)
-                .await
-                .map_err(|_| ReadError::Timeout(wait))?
-                .map_err(|e| ReadError::Connect(address.clone(), e))?;
-            info!(device = %self.device.id, %address, "connected");
-            self.connection = Some(context);
-        }
-        let Some(connection) = self.connection.as_mut() else { unreachable!("connected above") };
-        let block = &self.blocks[block_index];
-        let (start, count) = (block.start, block.count);
-        let words = match block.kind {
-            RegisterKind::Coil => {
-                timeout(wait, connection.read_coils(start, count)).await.map(|r| r.map(|r| r.map(bits_to_words)))
+        let mut attempt = 0;
+        loop {
+            match self.request(block_index).await {
+                Err(error) if !matches!(error, ReadError::Exception(_)) && attempt < self.device.retries => {
+                    debug!(device = %self.device.id, %error, attempt, "request failed; retrying");
+                    attempt += 1;
+                }
+                result => return result,
             }
-            RegisterKind::DiscreteInput => timeout(wait, connection.read_discrete_inputs(start, count))
-                .await
-                .map(|r| r.map(|r| r.map(bits_to_words))),
-            RegisterKind::Input => timeout(wait, connection.read_input_registers(start, count)).await,
-            RegisterKind::Holding => timeout(wait, connection.read_holding_registers(start, count)).await,
-        };
-        let words = words.map_err(|_| ReadError::Timeout(wait))??.map_err(ReadError::Exception)?;
-        if words.len() < usize::from(count) {
-            // A short answer would misalign every point after it.
-            return Err(ReadError::Transport(tokio_modbus::Error::Transport(std::io::Error::other(format!(
-                "asked for {count} values, got {}",
-                words.len()
-            )))));
         }
-        Ok(words)
     }
+
+    async fn request(&mut self, block_index: usize) -> Result<Vec<u16>, ReadError> {
+        let wait = self.device.timeout;
+        let block = &self.blocks[block_index];
+        match &mut self.link {
+            Link::Tcp(connection) => {
+                if connection.is_none() {
+                    let Transport::Tcp { host, port } = &self.device.transport else {
+                        unreachable!("a device without a bus has a TCP transport")
+                    };
+                    let address = format!("{host}:{port}");
+                    let socket = resolve(&address).await.map_err(|e| ReadError::Connect(address.clone(), e))?;
+                    let connect = tcp::connect_slave(socket, Slave(self.device.unit_id));
+                    let context = timeout(wait, connect)
+                        .await
+                        .map_err(|_| ReadError::Timeout(wait))?
+                        .map_err(|e| ReadError::Connect(address.clone(), e))?;
+                    info!(device = %self.device.id, %address, "connected");
+                    *connection = Some(context);
+                }
+                let Some(context) = connection.as_mut() else { unreachable!("connected above") };
+                let result = read(context, block, wait).await;
+                if matches!(result, Err(ReadError::Timeout(_) | ReadError::Transport(_))) {
+                    // The connection is in an unknown state (a late answer may still come);
+                    // start afresh next time.
+                    *connection = None;
+                }
+                result
+            }
+            Link::Bus(bus) => {
+                let mut line = bus.line.lock().await;
+                if line.is_none() {
+                    *line = Some(bus.open(wait).await?);
+                }
+                let Some(context) = line.as_mut() else { unreachable!("opened above") };
+                context.set_slave(Slave(self.device.unit_id));
+                let result = read(context, block, wait).await;
+                if matches!(result, Err(ReadError::Timeout(_) | ReadError::Transport(_))) {
+                    // A late answer must not be taken for the next device's: reopen.
+                    *line = None;
+                }
+                // The line stays ours through the silence that ends the frame.
+                tokio::time::sleep(bus.config.inter_frame_delay).await;
+                result
+            }
+        }
+    }
+}
+
+/// Sends one read request for `block` and waits up to `wait` for the answer.
+async fn read(context: &mut Context, block: &ReadBlock, wait: Duration) -> Result<Vec<u16>, ReadError> {
+    let (start, count) = (block.start, block.count);
+    let words = match block.kind {
+        RegisterKind::Coil => {
+            timeout(wait, context.read_coils(start, count)).await.map(|r| r.map(|r| r.map(bits_to_words)))
+        }
+        RegisterKind::DiscreteInput => {
+            timeout(wait, context.read_discrete_inputs(start, count)).await.map(|r| r.map(|r| r.map(bits_to_words)))
+        }
+        RegisterKind::Input => timeout(wait, context.read_input_registers(start, count)).await,
+        RegisterKind::Holding => timeout(wait, context.read_holding_registers(start, count)).await,
+    };
+    let words = words.map_err(|_| ReadError::Timeout(wait))??.map_err(ReadError::Exception)?;
+    if words.len() < usize::from(count) {
+        // A short answer would misalign every point after it.
+        return Err(ReadError::Transport(tokio_modbus::Error::Transport(std::io::Error::other(format!(
+            "asked for {count} values, got {}",
+            words.len()
+        )))));
+    }
+    Ok(words)
 }
 
 fn bits_to_words(bits: Vec<bool>) -> Vec<u16> {
@@ -230,25 +343,33 @@ fn engineering_value(point: &PointConfig, words: &[u16]) -> f64 {
     }
 }
 
+/// Longest wait between polls of a device that does not answer.
+const MAX_BACKOFF: Duration = Duration::from_secs(60);
+
 /// Polls a device every `interval` until `shutdown`, sending each poll's samples to `out`.
 ///
 /// `stagger` delays the first poll so that devices sharing a gateway are not all hit at once.
+/// A device that does not answer is polled less and less often (doubling, up to a minute), so
+/// its timeouts do not hold up the other devices on its line.
 pub async fn run_device(
     mut poller: DevicePoller,
     stagger: Duration,
     out: mpsc::Sender<Vec<Sample>>,
     shutdown: CancellationToken,
 ) {
-    let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + stagger, poller.device.poll_interval);
-    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let interval = poller.device.poll_interval;
+    let mut next = Instant::now() + stagger;
     loop {
         tokio::select! {
             () = shutdown.cancelled() => return,
-            _ = ticks.tick() => {
+            () = tokio::time::sleep_until(next) => {
                 let samples = poller.poll().await;
                 if !samples.is_empty() && out.send(samples).await.is_err() {
                     return;
                 }
+                let backoff = interval.saturating_mul(1 << poller.failed_polls.min(10)).min(MAX_BACKOFF.max(interval));
+                // A late poll is not caught up with a burst: the next one is a whole interval on.
+                next = (next + backoff).max(Instant::now() + if poller.failed_polls > 0 { backoff / 2 } else { Duration::ZERO });
             }
         }
     }

@@ -258,9 +258,16 @@ pub struct Simulator {
 impl Simulator {
     /// Starts `units` simulated chillers.
     pub async fn start(units: u8, log_dir: &Path) -> Self {
+        Self::start_with(units, log_dir, &[]).await
+    }
+
+    /// Starts `units` simulated chillers with more command-line arguments (for example
+    /// `--rtu <serial device>`).
+    pub async fn start_with(units: u8, log_dir: &Path, args: &[&str]) -> Self {
         let program = bin("chillcloud-sim");
         let mut child = Command::new(&program)
             .args(["--modbus", "127.0.0.1:0", "--control", "127.0.0.1:0", "--units", &units.to_string()])
+            .args(args)
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .kill_on_drop(true)
@@ -571,5 +578,72 @@ impl Stack {
     /// Connects a fake gateway with `points` points.
     pub async fn gateway(&self, points: u32) -> FakeGateway {
         FakeGateway::connect(self.broker.address().port(), self.gateway_id, &self.password, points).await
+    }
+}
+
+/// A `chillcloud-gateway` run against a [`Stack`], with its config, state and logs in the
+/// stack's directory.
+pub struct Gateway {
+    config: PathBuf,
+    /// Its state directory (session counter, queue, status report).
+    pub state_dir: PathBuf,
+    log_dir: PathBuf,
+    /// The running process.
+    pub process: Option<Process>,
+    runs: u32,
+}
+
+impl Gateway {
+    /// Writes a config for the stack's gateway: `top_level` goes before the tables (for
+    /// example a `[queue]` table), `devices` after the `[mqtt]` table.
+    pub fn new(stack: &Stack, top_level: &str, devices: &str) -> Self {
+        let dir = stack.dir.path();
+        std::fs::write(dir.join("gateway.secret"), &stack.password).expect("write secret");
+        let state_dir = dir.join("gateway-state");
+        let config = format!(
+            "gateway_id = \"{gateway}\"\nstate_dir = \"{state}\"\n{top_level}\n[mqtt]\nhost = \"127.0.0.1\"\nport = {port}\npassword_file = \"{secret}\"\n{devices}",
+            gateway = stack.gateway_id,
+            state = state_dir.display(),
+            port = stack.broker.address().port(),
+            secret = dir.join("gateway.secret").display(),
+        );
+        let path = dir.join("gateway.toml");
+        std::fs::write(&path, config).expect("write gateway config");
+        Self { config: path, state_dir, log_dir: dir.to_owned(), process: None, runs: 0 }
+    }
+
+    /// Starts (or restarts) the gateway.
+    pub fn start(&mut self) {
+        self.runs += 1;
+        let name = format!("gateway-run{}", self.runs);
+        let config = self.config.to_string_lossy().into_owned();
+        self.process =
+            Some(Process::spawn(&name, &bin("chillcloud-gateway"), &["run", "--config", &config], &self.log_dir));
+    }
+
+    /// The status report of the running (or last) gateway.
+    pub fn status(&self) -> Option<serde_json::Value> {
+        serde_json::from_str(&std::fs::read_to_string(self.state_dir.join("status.json")).ok()?).ok()
+    }
+
+    /// Waits up to a minute until the status report of `session` satisfies `check`.
+    pub async fn wait_status(
+        &self,
+        what: &str,
+        session: u64,
+        check: impl Fn(&serde_json::Value) -> bool,
+    ) -> serde_json::Value {
+        wait_for(what, Duration::from_secs(60), || async {
+            self.status().filter(|s| s["session"].as_u64() == Some(session) && check(s))
+        })
+        .await
+    }
+
+    /// Stops the gateway cleanly and returns its final status report.
+    pub async fn stop(&mut self) -> serde_json::Value {
+        let mut process = self.process.take().expect("running");
+        let exit = process.terminate(Duration::from_secs(20)).await.expect("gateway stops on SIGTERM");
+        assert!(exit.success(), "gateway exit status {exit}");
+        self.status().expect("final status report")
     }
 }

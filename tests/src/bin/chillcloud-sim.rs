@@ -24,6 +24,13 @@ struct Cli {
     /// Simulated hour of the day to start at (default: the current UTC hour).
     #[arg(long)]
     start_hour: Option<f64>,
+    /// Also serve every unit over Modbus RTU on this serial device (for example one end of a
+    /// `socat` pseudo-terminal pair).
+    #[arg(long)]
+    rtu: Option<std::path::PathBuf>,
+    /// Baud rate of the RTU line.
+    #[arg(long, default_value_t = 19_200)]
+    baud_rate: u32,
 }
 
 #[tokio::main]
@@ -45,8 +52,16 @@ async fn main() -> anyhow::Result<()> {
             "units": (1..=cli.units).collect::<Vec<_>>(),
         })
     );
+    let rtu_plant = plant.clone();
+    let rtu = async move {
+        match &cli.rtu {
+            Some(path) => sim::serve_modbus_rtu(rtu_plant, path, cli.baud_rate).await,
+            None => std::future::pending().await,
+        }
+    };
     tokio::select! {
         result = sim::serve_modbus(plant.clone(), modbus) => result?,
+        result = rtu => result?,
         result = axum::serve(control, sim::control_router(plant.clone())) => result?,
         () = sim::run_clock(plant, cli.speed) => {}
     }

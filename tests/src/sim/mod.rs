@@ -65,7 +65,9 @@ impl SharedPlant {
         }
     }
 
-    fn handle(&self, request: SlaveRequest<'static>) -> Result<Option<Response>, ExceptionCode> {
+    /// Answers one request. On a serial line (`serial`), a unit id nobody has gets silence, as
+    /// on a real RS-485 bus; over TCP it gets the exception a Modbus TCP gateway reports.
+    fn handle(&self, request: SlaveRequest<'static>, serial: bool) -> Result<Option<Response>, ExceptionCode> {
         let unit_id = request.slave;
         let answer = self.with_chiller(unit_id, |chiller| {
             if chiller.scenario == Scenario::Offline {
@@ -103,12 +105,18 @@ impl SharedPlant {
             };
             Ok(Some(response))
         });
-        // A unit id nobody answers to, as a Modbus TCP gateway reports it.
-        answer.unwrap_or(Err(ExceptionCode::GatewayTargetDevice))
+        match answer {
+            Some(answer) => answer,
+            None if serial => Ok(None),
+            None => Err(ExceptionCode::GatewayTargetDevice),
+        }
     }
 }
 
-struct ModbusService(SharedPlant);
+struct ModbusService {
+    plant: SharedPlant,
+    serial: bool,
+}
 
 impl tokio_modbus::server::Service for ModbusService {
     type Request = SlaveRequest<'static>;
@@ -117,16 +125,23 @@ impl tokio_modbus::server::Service for ModbusService {
     type Future = future::Ready<Result<Self::Response, Self::Exception>>;
 
     fn call(&self, request: Self::Request) -> Self::Future {
-        future::ready(self.0.handle(request))
+        future::ready(self.plant.handle(request, self.serial))
     }
 }
 
 /// Serves the plant over Modbus TCP on `listener` until the task is dropped.
 pub async fn serve_modbus(plant: SharedPlant, listener: TcpListener) -> std::io::Result<()> {
     let server = Server::new(listener);
-    let new_service = |_address: SocketAddr| Ok(Some(ModbusService(plant.clone())));
+    let new_service = |_address: SocketAddr| Ok(Some(ModbusService { plant: plant.clone(), serial: false }));
     let on_connected = |stream, address| async move { accept_tcp_connection(stream, address, new_service) };
     server.serve(&on_connected, |error| tracing::debug!(%error, "modbus connection ended")).await
+}
+
+/// Serves the plant over Modbus RTU on the serial device at `path` (for tests, one end of a
+/// `socat` pseudo-terminal pair) until the task is dropped. Every unit answers on the one line.
+pub async fn serve_modbus_rtu(plant: SharedPlant, path: &std::path::Path, baud_rate: u32) -> std::io::Result<()> {
+    let serial = tokio_serial::SerialStream::open(&tokio_serial::new(path.to_string_lossy(), baud_rate))?;
+    tokio_modbus::server::rtu::Server::new(serial).serve_forever(ModbusService { plant, serial: true }).await
 }
 
 /// Advances the plant every 100 ms of real time, `speed` times faster than real time.
