@@ -134,8 +134,9 @@ pub fn next_session(state_dir: &Path) -> Result<u64, Error> {
     Ok(session)
 }
 
-/// Runs the gateway until `shutdown` is cancelled.
-pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Error> {
+/// Runs the gateway as a new session until `shutdown` is cancelled, reporting to `status`.
+/// What it read last is queued before it returns, so a reload loses nothing.
+pub async fn run(config: Config, status: &StatusBoard, shutdown: CancellationToken) -> Result<(), Error> {
     let session = next_session(&config.state_dir)?;
     let birth = birth(&config, session);
     let queue_dir = config.state_dir.join("queue");
@@ -147,8 +148,8 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Erro
     let decimals: Vec<i32> = birth.devices.iter().flat_map(|d| d.points.iter().map(|p| p.decimals)).collect();
     let forwarder = Forwarder::new(queue, &birth);
     let (samples_tx, samples_rx) = mpsc::channel(256);
-    let status = StatusBoard::new(session);
-    let pollers = pollers(&config, &status);
+    status.start_session(session);
+    let pollers = pollers(&config, status);
     let count = pollers.len().max(1) as u32;
     let mut tasks = tokio::task::JoinSet::new();
     for (i, poller) in pollers.into_iter().enumerate() {
@@ -157,7 +158,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Erro
     }
     drop(samples_tx);
     // The pollers stop at `shutdown`; the forwarder then queues what they hand over last.
-    publish::run(&config, forwarder, decimals, samples_rx, status, shutdown.clone()).await;
+    publish::run(&config, forwarder, decimals, samples_rx, status.clone(), shutdown.clone()).await;
     shutdown.cancel();
     let _ = tokio::time::timeout(Duration::from_secs(5), async { while tasks.join_next().await.is_some() {} }).await;
     info!("gateway stopped");

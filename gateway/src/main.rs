@@ -1,6 +1,6 @@
 //! `chillcloud-gateway`: run the gateway, check a configuration, or poll once for commissioning.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::Context as _;
 use chillcloud_gateway::{config::Config, pollers, status::StatusBoard};
@@ -49,13 +49,9 @@ fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     match cli.command {
-        Command::Run { config } => {
-            let config = Config::load(&config)?;
-            runtime.block_on(async {
-                let shutdown = CancellationToken::new();
-                tokio::spawn(stop_on_signal(shutdown.clone()));
-                chillcloud_gateway::run(config, shutdown).await
-            })?;
+        Command::Run { config: path } => {
+            let config = Config::load(&path)?;
+            runtime.block_on(run_until_stopped(config, &path))?;
         }
         Command::CheckConfig { file } => {
             let config = Config::load(&file)?;
@@ -93,6 +89,42 @@ fn main() -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// Runs the gateway until SIGTERM or Ctrl-C. On SIGHUP the configuration file is read again:
+/// if it is valid the gateway stops (queueing what it read last) and starts afresh with it;
+/// if not, the errors are logged and the running configuration stays.
+async fn run_until_stopped(mut config: Config, path: &Path) -> anyhow::Result<()> {
+    let shutdown = CancellationToken::new();
+    tokio::spawn(stop_on_signal(shutdown.clone()));
+    let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
+    let status = StatusBoard::default();
+    loop {
+        let generation = shutdown.child_token();
+        let run = chillcloud_gateway::run(config.clone(), &status, generation.clone());
+        tokio::pin!(run);
+        let reloaded = loop {
+            tokio::select! {
+                result = &mut run => {
+                    result?;
+                    break None;
+                }
+                _ = hangup.recv() => match Config::load(path) {
+                    Ok(new) => {
+                        tracing::info!(path = %path.display(), "configuration reloaded; restarting");
+                        generation.cancel();
+                        (&mut run).await?;
+                        break Some(new);
+                    }
+                    Err(error) => tracing::error!(%error, "configuration not reloaded; keeping the running one"),
+                },
+            }
+        };
+        match reloaded {
+            Some(new) => config = new,
+            None => return Ok(()),
+        }
+    }
 }
 
 async fn stop_on_signal(shutdown: CancellationToken) {

@@ -8,11 +8,13 @@ use serde::Deserialize;
 use crate::config::{PointConfig, PointFile, check_point};
 
 /// Names of the built-in profiles.
-pub const NAMES: &[&str] = &["trane-ch530"];
+pub const NAMES: &[&str] = &["trane-ch530", "daikin-microtech3", "thermal-care-accuchiller"];
 
 fn source(name: &str) -> Option<&'static str> {
     match name {
         "trane-ch530" => Some(include_str!("../profiles/trane-ch530.toml")),
+        "daikin-microtech3" => Some(include_str!("../profiles/daikin-microtech3.toml")),
+        "thermal-care-accuchiller" => Some(include_str!("../profiles/thermal-care-accuchiller.toml")),
         _ => None,
     }
 }
@@ -80,5 +82,17 @@ mod tests {
         assert_eq!(point("evap_leaving_temp").address, 4);
         assert_eq!(point("chw_setpoint").address, 1);
         assert_eq!(point("chiller_enable").address, 0);
+    }
+
+    #[test]
+    fn other_profiles_keep_their_manuals_numbering_too() {
+        let address = |profile: &str, name: &str| {
+            builtin(profile).expect("exists").points.iter().find(|p| p.name == name).expect("point").address
+        };
+        // Daikin's register 17 (1-based) is protocol address 16.
+        assert_eq!(address("daikin-microtech3", "evap_leaving_temp"), 16);
+        // Thermal Care's discrete input 10013 and input register 30003 are 13 and 3 in their tables.
+        assert_eq!(address("thermal-care-accuchiller", "high_supply_temp_alarm"), 13);
+        assert_eq!(address("thermal-care-accuchiller", "supply_temp"), 3);
     }
 }

@@ -251,7 +251,6 @@ pub async fn run(
     shutdown: CancellationToken,
 ) {
     let status_path = crate::status::path(&config.state_dir);
-    let mut queued = 0u64;
     let gateway = config.gateway_id.clone();
     let session = forwarder.session;
     let topic = |kind| Topic::new(gateway.clone(), kind).to_string();
@@ -293,7 +292,7 @@ pub async fn run(
                 let Some((seq, data)) = queue_batches(&mut forwarder, &decimals, batch, &mut samples).await else {
                     continue;
                 };
-                queued += data.readings.len() as u64;
+                status.queued(data.readings.len() as u64);
                 if let Some(message) = forwarder.live(seq, &data) {
                     send(&mut link, &mut forwarder, &topic, message).await;
                 }
@@ -303,7 +302,7 @@ pub async fn run(
                 if let Err(error) = forwarder.queue.persist_acked() {
                     warn!(%error, "cannot record the acknowledged position of the queue");
                 }
-                status.link(forwarder.is_connected(), connections, queued, forwarder.queue.status(), now_ms());
+                status.link(forwarder.is_connected(), connections, forwarder.queue.status(), now_ms());
                 if let Err(error) = status.write(&status_path) {
                     warn!(%error, path = %status_path.display(), "cannot write the status report");
                 }
@@ -328,7 +327,7 @@ pub async fn run(
     let _ = tokio::time::timeout(Duration::from_secs(5), async {
         while let Some(batch) = samples.recv().await {
             if let Some((seq, data)) = queue_batches(&mut forwarder, &decimals, batch, &mut samples).await {
-                queued += data.readings.len() as u64;
+                status.queued(data.readings.len() as u64);
                 if let Some(message) = forwarder.live(seq, &data) {
                     send(&mut link, &mut forwarder, &topic, message).await;
                 }
@@ -362,7 +361,7 @@ pub async fn run(
     if let Err(error) = forwarder.queue.persist_acked() {
         warn!(%error, "cannot record the acknowledged position of the queue");
     }
-    status.link(false, connections, queued, forwarder.queue.status(), now_ms());
+    status.link(false, connections, forwarder.queue.status(), now_ms());
     if let Err(error) = status.write(&status_path) {
         warn!(%error, path = %status_path.display(), "cannot write the status report");
     }

@@ -23,7 +23,8 @@ pub struct GatewayStatus {
     pub connected: bool,
     /// Broker connections made since start.
     pub connections: u64,
-    /// Readings queued since start (every one is delivered or reported dropped).
+    /// Readings queued since the process started, across reloads (every one is delivered or
+    /// reported dropped).
     pub readings_queued: u64,
     /// The store-and-forward queue.
     pub queue: QueueStatusReport,
@@ -81,9 +82,16 @@ pub struct DeviceStatus {
 pub struct StatusBoard(Arc<Mutex<GatewayStatus>>);
 
 impl StatusBoard {
-    /// A board for `session`.
-    pub fn new(session: u64) -> Self {
-        Self(Arc::new(Mutex::new(GatewayStatus { session, ..Default::default() })))
+    /// A session starts (at start and after each reload): devices are reported afresh.
+    pub fn start_session(&self, session: u64) {
+        let mut status = self.lock();
+        status.session = session;
+        status.devices.clear();
+    }
+
+    /// Counts readings written to the queue.
+    pub fn queued(&self, readings: u64) {
+        self.lock().readings_queued += readings;
     }
 
     fn lock(&self) -> MutexGuard<'_, GatewayStatus> {
@@ -97,11 +105,10 @@ impl StatusBoard {
     }
 
     /// Updates the link and queue figures.
-    pub fn link(&self, connected: bool, connections: u64, queued: u64, queue: QueueStatus, now_ms: i64) {
+    pub fn link(&self, connected: bool, connections: u64, queue: QueueStatus, now_ms: i64) {
         let mut status = self.lock();
         status.connected = connected;
         status.connections = connections;
-        status.readings_queued = queued;
         status.queue = QueueStatusReport::new(queue, now_ms);
         status.time_ms = now_ms;
     }

@@ -105,6 +105,13 @@ impl Process {
         let _ = self.child.kill().await;
     }
 
+    /// Sends SIGHUP (reload the configuration).
+    pub fn hangup(&self) {
+        if let Some(pid) = self.child.id().and_then(|pid| rustix::process::Pid::from_raw(pid as i32)) {
+            let _ = rustix::process::kill_process(pid, rustix::process::Signal::HUP);
+        }
+    }
+
     /// Asks the process to stop with SIGTERM and waits up to `timeout` for it.
     pub async fn terminate(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
         let pid = self.child.id().and_then(|pid| rustix::process::Pid::from_raw(pid as i32))?;
@@ -610,6 +617,12 @@ impl Gateway {
         let path = dir.join("gateway.toml");
         std::fs::write(&path, config).expect("write gateway config");
         Self { config: path, state_dir, log_dir: dir.to_owned(), process: None, runs: 0 }
+    }
+
+    /// Replaces the configuration file's text.
+    pub fn rewrite_config(&self, edit: impl FnOnce(String) -> String) {
+        let text = std::fs::read_to_string(&self.config).expect("read gateway config");
+        std::fs::write(&self.config, edit(text)).expect("write gateway config");
     }
 
     /// Starts (or restarts) the gateway.

@@ -239,3 +239,42 @@ async fn a_dead_device_goes_bad_and_stale_and_is_never_sent_as_fresh() {
     sim.control(2, "scenario", json!({ "scenario": "normal" })).await;
     wait_for("chiller-2 back", WAIT, || async { latest_of("chiller-2").await.0.map(|_| ()) }).await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sighup_reloads_the_configuration_without_losing_buffered_data() {
+    let mut stack = Stack::start().await;
+    let sim = Simulator::start(3, stack.dir.path()).await;
+    stack.broker.stop().await;
+    let mut gateway = Gateway::new(&stack, "", &tcp_devices(&sim, 2));
+    gateway.start();
+    gateway.wait_status("a backlog of 20 batches", 1, |s| s["queue"]["unacked_batches"].as_u64() >= Some(20)).await;
+
+    // A broken file is refused and the running configuration stays.
+    gateway.rewrite_config(|text| text.replace("poll_interval_ms = 100", "poll_interval_ms = 5"));
+    gateway.process.as_ref().expect("running").hangup();
+    wait_for("the refusal in the log", WAIT, || async {
+        let log = gateway.process.as_ref().expect("running").log();
+        log.contains("configuration not reloaded").then_some(log)
+    })
+    .await;
+    assert_eq!(gateway.status().expect("status")["session"], 1);
+
+    // A good one (a third chiller) takes over as a new session, with the backlog kept.
+    // (`Gateway::new` rewrites the same file and shares the state directory.)
+    let mut with_three = Gateway::new(&stack, "", &tcp_devices(&sim, 3));
+    with_three.process = gateway.process.take();
+    with_three.process.as_ref().expect("running").hangup();
+    with_three
+        .wait_status("the third chiller polled in session 2", 2, |s| s["devices"]["chiller-3"]["healthy"] == true)
+        .await;
+
+    stack.broker.resume().await;
+    with_three
+        .wait_status("the backlog drained", 2, |s| {
+            s["connected"] == true && s["queue"]["unacked_batches"].as_u64() <= Some(2)
+        })
+        .await;
+    let last = with_three.stop().await;
+    assert_eq!(last["queue"]["dropped_readings"], 0);
+    assert_database_settles_at(&stack, last["readings_queued"].as_i64().expect("count")).await;
+}
