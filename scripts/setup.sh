@@ -9,6 +9,7 @@ chillcloud_required=(
   "mosquitto_pub:mosquitto-clients"
   "curl:curl"
   "socat:socat"
+  "openssl:openssl"
   "python3:python3"
   "python3 -m venv --help:python3-venv"
   "runuser:util-linux"

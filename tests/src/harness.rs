@@ -660,3 +660,70 @@ impl Gateway {
         self.status().expect("final status report")
     }
 }
+
+/// A certificate authority and a server certificate for `localhost` and 127.0.0.1, made with
+/// the `openssl` command in `dir`: `ca.pem`, `server.pem`, `server.key`.
+pub async fn make_test_certificates(dir: &Path) {
+    let run = |args: Vec<String>| async move {
+        let output = Command::new("openssl").args(&args).current_dir(dir).output().await.expect("run openssl");
+        assert!(output.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&output.stderr));
+    };
+    let args = |text: &str| text.split_whitespace().map(str::to_owned).collect::<Vec<_>>();
+    run(args("req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -keyout ca.key -out ca.pem -days 2 -subj /CN=chillcloud-test-ca")).await;
+    run(args("req -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -keyout server.key -out server.csr -subj /CN=localhost")).await;
+    std::fs::write(dir.join("san.ext"), "subjectAltName=DNS:localhost,IP:127.0.0.1\n").expect("write extension");
+    run(args(
+        "x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial -out server.pem -days 2 -extfile san.ext",
+    ))
+    .await;
+    for name in ["server.key", "server.pem", "ca.pem"] {
+        // Mosquitto drops to its own user and must read them.
+        std::fs::set_permissions(dir.join(name), std::os::unix::fs::PermissionsExt::from_mode(0o644))
+            .expect("chmod certificate");
+    }
+}
+
+/// A Mosquitto broker with one TLS listener (certificates from [`make_test_certificates`])
+/// and password authentication, on a free port; killed when dropped.
+pub struct TlsMosquitto {
+    /// The broker process.
+    pub process: Process,
+    /// Its TLS port on 127.0.0.1.
+    pub port: u16,
+    /// The CA certificate clients trust.
+    pub ca: PathBuf,
+}
+
+impl TlsMosquitto {
+    /// Starts the broker in `dir` accepting the users of `password_lines`.
+    pub async fn start(dir: &Path, password_lines: &[String]) -> Self {
+        make_test_certificates(dir).await;
+        let port = free_port();
+        let passwords = dir.join("passwd");
+        std::fs::write(&passwords, password_lines.iter().map(|l| format!("{l}\n")).collect::<String>())
+            .expect("write password file");
+        std::fs::set_permissions(&passwords, std::os::unix::fs::PermissionsExt::from_mode(0o644))
+            .expect("chmod password file");
+        let config = dir.join("mosquitto-tls.conf");
+        std::fs::write(
+            &config,
+            format!(
+                "per_listener_settings false\nallow_anonymous false\npassword_file {passwords}\nlistener {port} 127.0.0.1\ncafile {dir}/ca.pem\ncertfile {dir}/server.pem\nkeyfile {dir}/server.key\n",
+                passwords = passwords.display(),
+                dir = dir.display(),
+            ),
+        )
+        .expect("write mosquitto config");
+        let mosquitto = ["/usr/sbin/mosquitto", "/usr/bin/mosquitto"]
+            .into_iter()
+            .map(PathBuf::from)
+            .find(|p| p.exists())
+            .expect("mosquitto installed");
+        let process = Process::spawn("mosquitto-tls", &mosquitto, &["-c", &config.to_string_lossy()], dir);
+        wait_for("the TLS broker to listen", Duration::from_secs(10), || async {
+            tokio::net::TcpStream::connect(("127.0.0.1", port)).await.ok()
+        })
+        .await;
+        Self { process, port, ca: dir.join("ca.pem") }
+    }
+}

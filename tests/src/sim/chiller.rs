@@ -181,7 +181,7 @@ impl Chiller {
     pub fn input_registers(&self, start: u16, count: u16) -> Result<Vec<u16>, ExceptionCode> {
         let supply = self.stuck_supply.unwrap_or(self.supply);
         let run_hours = self.run_hours as u32;
-        registers(start, count, 19, |address| match address {
+        registers(start, count, INPUT_REGISTERS, |address| match address {
             1 => tenths(self.setpoint),
             2 => self.rla.round() as u16,
             4 => tenths(supply),
@@ -198,6 +198,8 @@ impl Chiller {
             16 => (run_hours >> 16) as u16,
             17 => run_hours as u16,
             18 => self.diagnostic,
+            // The benchmark bank: 100 more sensor-like registers, each moving with the supply.
+            BENCH_BANK_START..INPUT_REGISTERS => tenths(supply) + (address - BENCH_BANK_START),
             // Reserved registers read as zero, as on the controller.
             _ => 0,
         })
@@ -245,6 +247,12 @@ impl Chiller {
         Ok(())
     }
 }
+
+/// Input registers the simulator serves: the CH530's 19, then reserved ones, then a bank of 100
+/// registers (protocol addresses 100 to 199) that benchmarks poll as "100 registers a device".
+const INPUT_REGISTERS: u16 = 200;
+/// First register of the benchmark bank.
+pub const BENCH_BANK_START: u16 = 100;
 
 fn check_range(start: u16, count: u16, size: u16) -> Result<(), ExceptionCode> {
     if count == 0 || u32::from(start) + u32::from(count) > u32::from(size) {

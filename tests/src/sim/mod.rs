@@ -29,6 +29,8 @@ pub use chiller::{Chiller, Scenario};
 #[derive(Debug)]
 pub struct Plant {
     chillers: Vec<Chiller>,
+    /// Modbus requests answered or refused, for counting what a poller costs (benchmark P4).
+    requests: u64,
     /// Simulated seconds since midnight.
     clock_s: f64,
 }
@@ -41,7 +43,7 @@ impl SharedPlant {
     /// `units` chillers with unit ids 1..=units, the clock starting at `start_hour`.
     pub fn new(units: u8, start_hour: f64) -> Self {
         let chillers = (1..=units).map(|id| Chiller::new(id, start_hour)).collect();
-        Self(Arc::new(Mutex::new(Plant { chillers, clock_s: start_hour * 3600.0 })))
+        Self(Arc::new(Mutex::new(Plant { chillers, requests: 0, clock_s: start_hour * 3600.0 })))
     }
 
     fn lock(&self) -> MutexGuard<'_, Plant> {
@@ -69,6 +71,7 @@ impl SharedPlant {
     /// on a real RS-485 bus; over TCP it gets the exception a Modbus TCP gateway reports.
     fn handle(&self, request: SlaveRequest<'static>, serial: bool) -> Result<Option<Response>, ExceptionCode> {
         let unit_id = request.slave;
+        self.lock().requests += 1;
         let answer = self.with_chiller(unit_id, |chiller| {
             if chiller.scenario == Scenario::Offline {
                 return Ok(None);
@@ -175,11 +178,18 @@ fn unit<T>(plant: &SharedPlant, unit_id: u8, f: impl FnOnce(&mut Chiller) -> T) 
         .ok_or((StatusCode::NOT_FOUND, format!("no unit {unit_id}")))
 }
 
-/// The control interface: `GET /units`, `GET /units/{id}`, and `PUT /units/{id}/scenario`
+/// The control interface: `GET /units`, `GET /units/{id}`, `GET /stats` (Modbus requests served),
+/// and `PUT /units/{id}/scenario`
 /// (`{"scenario": "trip", "code": 47}`), `/setpoint` (`{"celsius": 6.5}`), `/enabled`.
 pub fn control_router(plant: SharedPlant) -> Router {
     Router::new()
         .route("/units", get(|State(plant): State<SharedPlant>| async move { Json(plant.lock().chillers.clone()) }))
+        .route(
+            "/stats",
+            get(|State(plant): State<SharedPlant>| async move {
+                Json(serde_json::json!({ "modbus_requests": plant.lock().requests }))
+            }),
+        )
         .route(
             "/units/{unit_id}",
             get(|State(plant): State<SharedPlant>, Path(id): Path<u8>| async move { unit(&plant, id, |_| ()) }),
