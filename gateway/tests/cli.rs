@@ -49,3 +49,10 @@ fn check_config_names_the_field_of_each_mistake() {
         assert!(text.contains(field), "{to:?}: message {text:?} should name {field}");
     }
 }
+
+#[test]
+fn the_shipped_example_config_is_valid() {
+    let example = include_str!("../../deploy/gateway.example.toml").replace("/etc/chillcloud/gateway.secret", "SECRET");
+    let (ok, text) = check_config(&example);
+    assert!(ok, "{text}");
+}

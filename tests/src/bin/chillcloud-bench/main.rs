@@ -2,6 +2,8 @@
 //! with its baseline in the same run. The last line is `<ID> ratio=<r> target<op><t> PASS|FAIL`.
 //! Run through `scripts/bench`, which builds in release mode first.
 
+mod gateway;
+
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
@@ -18,23 +20,27 @@ use sqlx::PgPool;
 #[derive(Parser)]
 #[command(about = "Chillcloud benchmarks (see BENCHMARKS.md)")]
 struct Cli {
-    /// P1 (ingest against COPY and INSERT VALUES), P7 (hourly history against raw), or all.
+    /// P1 (ingest against COPY and INSERT VALUES), P4 (Modbus requests per poll against the lower
+    /// bound), P5 (wire bytes per point against JSON per tag), P7 (hourly history against raw),
+    /// or all.
     id: String,
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    let ids: Vec<&str> = match cli.id.to_uppercase().as_str() {
-        "ALL" => vec!["P1", "P7"],
-        "P1" => vec!["P1"],
-        "P7" => vec!["P7"],
-        other => anyhow::bail!("unknown benchmark {other}: P1, P7 or all"),
+    let id = cli.id.to_uppercase();
+    let ids: Vec<&str> = match id.as_str() {
+        "ALL" => vec!["P1", "P4", "P5", "P7"],
+        id @ ("P1" | "P4" | "P5" | "P7") => vec![id],
+        other => anyhow::bail!("unknown benchmark {other}: P1, P4, P5, P7 or all"),
     };
     let mut all_pass = true;
     for id in ids {
         let pass = match id {
             "P1" => p1().await?,
+            "P4" => gateway::p4().await?,
+            "P5" => gateway::p5().await?,
             _ => p7().await?,
         };
         all_pass &= pass;

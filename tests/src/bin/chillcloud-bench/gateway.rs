@@ -1,0 +1,254 @@
+//! Gateway benchmarks against the simulator: P4 (Modbus requests per poll cycle against the
+//! lower bound) and P5 (bytes on the wire per point, TLS on, against one JSON message per tag).
+
+use std::{
+    path::Path,
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::Duration,
+};
+
+use chillcloud_gateway::{config::Config, modbus::RegisterKind, status::StatusBoard};
+use chillcloud_server::embedded::broker::password_line;
+use chillcloud_tests::{
+    harness::{Process, Simulator, TlsMosquitto, bin, run_to_completion, shared_temp_dir, wait_for},
+    sim::chiller::BENCH_BANK_START,
+};
+use rumqttc::{AsyncClient, MqttOptions, QoS, TlsConfiguration, Transport};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use super::verdict;
+
+const PASSWORD: &str = "bench-password";
+
+/// `[[devices]]` tables for `units` simulated chillers: the Trane profile, plus the simulator's
+/// 100-register bank when `bank` is set.
+fn devices(sim: &Simulator, units: u8, bank: bool, extra: &str) -> String {
+    let mut text = String::new();
+    for unit in 1..=units {
+        text += &format!(
+            "[[devices]]\nid = \"chiller-{unit}\"\nprofile = \"trane-ch530\"\nhost = \"127.0.0.1\"\nport = {}\nunit_id = {unit}\n{extra}\n",
+            sim.modbus.port()
+        );
+        if bank {
+            for address in BENCH_BANK_START..BENCH_BANK_START + 100 {
+                text += &format!("[[devices.points]]\nname = \"bank_{address}\"\nkind = \"input\"\naddress = {address}\n");
+            }
+        }
+    }
+    text
+}
+
+/// A gateway configuration file in `dir` for broker `port` (TLS when `ca` is given).
+fn write_config(dir: &Path, name: &str, port: u16, ca: Option<&Path>, devices: &str) -> std::path::PathBuf {
+    std::fs::write(dir.join("secret"), PASSWORD).expect("write secret");
+    let tls = ca.map(|ca| format!("tls = {{ ca_file = \"{}\" }}\n", ca.display())).unwrap_or_default();
+    let path = dir.join(format!("{name}.toml"));
+    std::fs::write(
+        &path,
+        format!(
+            "gateway_id = \"{name}\"\nstate_dir = \"{state}\"\n[mqtt]\nhost = \"localhost\"\nport = {port}\npassword_file = \"{secret}\"\n{tls}{devices}",
+            state = dir.join(format!("{name}-state")).display(),
+            secret = dir.join("secret").display(),
+        ),
+    )
+    .expect("write config");
+    path
+}
+
+async fn sim_requests(sim: &Simulator) -> anyhow::Result<u64> {
+    let stats: serde_json::Value = reqwest::get(format!("{}/stats", sim.control_url)).await?.json().await?;
+    stats["modbus_requests"].as_u64().ok_or_else(|| anyhow::anyhow!("no request count in {stats}"))
+}
+
+/// The fewest read requests one poll of `config`'s devices can take, worked out apart from the
+/// gateway's planner: per device and table, points sorted by address form runs wherever the
+/// hole to the next is at most the device's `max_gap`; a run needs ceil(length / limit)
+/// requests, the limit being 125 registers or 2,000 bits.
+fn lower_bound(config: &Config) -> u64 {
+    let mut total = 0;
+    for device in &config.devices {
+        for kind in [RegisterKind::Coil, RegisterKind::DiscreteInput, RegisterKind::Input, RegisterKind::Holding] {
+            let mut spans: Vec<(u32, u32)> = device
+                .points
+                .iter()
+                .filter(|p| p.kind == kind)
+                .map(|p| (u32::from(p.address), u32::from(p.address) + u32::from(p.data_type.width())))
+                .collect();
+            spans.sort();
+            let limit = if kind.is_bit() { 2000 } else { 125 };
+            let mut run: Option<(u32, u32)> = None;
+            for (start, end) in spans {
+                run = match run {
+                    Some((first, last)) if start <= last + u32::from(device.max_gap) => Some((first, last.max(end))),
+                    Some((first, last)) => {
+                        total += u64::from((last - first).div_ceil(limit));
+                        Some((start, end))
+                    }
+                    None => Some((start, end)),
+                };
+            }
+            if let Some((first, last)) = run {
+                total += u64::from((last - first).div_ceil(limit));
+            }
+        }
+    }
+    total
+}
+
+/// P4: requests the gateway sends in one poll cycle of 100 chillers (Trane profile plus a
+/// 100-register bank each), counted by the simulator, against the lower bound.
+pub async fn p4() -> anyhow::Result<bool> {
+    const UNITS: u8 = 100;
+    let dir = shared_temp_dir();
+    let sim = Simulator::start(UNITS, dir.path()).await;
+    let path = write_config(dir.path(), "bench-p4", 1883, None, &devices(&sim, UNITS, true, ""));
+    let config = Config::load(&path)?;
+    let points: usize = config.devices.iter().map(|d| d.points.len()).sum();
+    let bound = lower_bound(&config);
+
+    let before = sim_requests(&sim).await?;
+    run_to_completion(&bin("chillcloud-gateway"), &["poll-once", &path.to_string_lossy()]).await;
+    let ours = sim_requests(&sim).await? - before;
+
+    let ratio = ours as f64 / bound as f64;
+    println!("P4 {UNITS} devices, {points} points (Trane CH530 profile + 100 input registers each), one poll cycle");
+    println!("P4 one request per point would take {points} requests");
+    println!("P4 lower bound: {bound} requests (runs bridging holes up to max_gap, 125 registers or 2,000 bits each)");
+    println!("P4 ours: {ours} requests, counted by the simulator");
+    let pass = ratio <= 1.0;
+    println!("P4 ratio={ratio:.2} target=1.0 {}", verdict(pass));
+    Ok(pass)
+}
+
+/// A TCP relay that counts the bytes it carries in both directions.
+struct CountingProxy {
+    port: u16,
+    bytes: Arc<AtomicU64>,
+}
+
+impl CountingProxy {
+    async fn start(upstream: u16) -> anyhow::Result<Self> {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let port = listener.local_addr()?.port();
+        let bytes = Arc::new(AtomicU64::new(0));
+        let counter = bytes.clone();
+        tokio::spawn(async move {
+            while let Ok((client, _)) = listener.accept().await {
+                let Ok(server) = tokio::net::TcpStream::connect(("127.0.0.1", upstream)).await else { continue };
+                let (client_read, client_write) = client.into_split();
+                let (server_read, server_write) = server.into_split();
+                tokio::spawn(relay(client_read, server_write, counter.clone()));
+                tokio::spawn(relay(server_read, client_write, counter.clone()));
+            }
+        });
+        Ok(Self { port, bytes })
+    }
+
+    fn bytes(&self) -> u64 {
+        self.bytes.load(Ordering::Relaxed)
+    }
+}
+
+async fn relay(
+    mut from: tokio::net::tcp::OwnedReadHalf,
+    mut to: tokio::net::tcp::OwnedWriteHalf,
+    counter: Arc<AtomicU64>,
+) {
+    let mut buffer = vec![0u8; 16 * 1024];
+    while let Ok(n @ 1..) = from.read(&mut buffer).await {
+        counter.fetch_add(n as u64, Ordering::Relaxed);
+        if to.write_all(&buffer[..n]).await.is_err() {
+            return;
+        }
+    }
+}
+
+/// The baseline of P5: polls the same chillers every second and publishes every point as its
+/// own JSON message (`{"ts": …, "value": …}` on `telemetry/<device>/<point>`), QoS 1, over TLS,
+/// as tag-per-message gateways do.
+async fn json_per_tag_publisher(config: Config, port: u16, ca: Vec<u8>) -> anyhow::Result<()> {
+    let mut options = MqttOptions::new("bench-json", "localhost", port);
+    options.set_credentials("bench-json", PASSWORD);
+    options.set_transport(Transport::tls_with_config(TlsConfiguration::Simple { ca, alpn: None, client_auth: None }));
+    options.set_keep_alive(Duration::from_secs(30));
+    let (client, mut eventloop) = AsyncClient::new(options, 1024);
+    tokio::spawn(async move { while eventloop.poll().await.is_ok() {} });
+    let birth = chillcloud_gateway::birth(&config, 1);
+    let names: Vec<(String, String)> = birth
+        .devices
+        .iter()
+        .flat_map(|d| d.points.iter().map(|p| (d.id.clone(), p.name.clone())))
+        .collect();
+    let mut pollers = chillcloud_gateway::pollers(&config, &StatusBoard::default());
+    let mut ticks = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        ticks.tick().await;
+        for poller in &mut pollers {
+            for sample in poller.poll().await {
+                let (device, point) = &names[sample.alias as usize];
+                let payload = serde_json::json!({ "ts": sample.time_ms, "value": sample.value }).to_string();
+                client.publish(format!("telemetry/{device}/{point}"), QoS::AtLeastOnce, false, payload).await?;
+            }
+        }
+    }
+}
+
+/// P5: bytes on the wire (both directions, TLS on) per point polled, in steady state, for the
+/// gateway against the same points published as one JSON message per tag.
+pub async fn p5() -> anyhow::Result<bool> {
+    const UNITS: u8 = 3;
+    const WINDOW: Duration = Duration::from_secs(120);
+    let dir = shared_temp_dir();
+    let lines = [
+        password_line("bench-p5", PASSWORD).await?,
+        password_line("bench-p5-all", PASSWORD).await?,
+        password_line("bench-json", PASSWORD).await?,
+    ];
+    let broker = TlsMosquitto::start(dir.path(), &lines).await;
+    let sim = Simulator::start(UNITS, dir.path()).await;
+    let ours_proxy = CountingProxy::start(broker.port).await?;
+    let json_proxy = CountingProxy::start(broker.port).await?;
+    let all_proxy = CountingProxy::start(broker.port).await?;
+
+    // Ours on its defaults: a poll a second, report by exception, a snapshot a minute.
+    let ours_config = write_config(dir.path(), "bench-p5", ours_proxy.port, Some(&broker.ca), &devices(&sim, UNITS, false, ""));
+    let points_per_poll: usize = Config::load(&ours_config)?.devices.iter().map(|d| d.points.len()).sum();
+    let _gateway =
+        Process::spawn("gateway", &bin("chillcloud-gateway"), &["run", "--config", &ours_config.to_string_lossy()], dir.path());
+    // Ours again sending every point every second, to tell the encoding's share from report
+    // by exception's.
+    let all_config = write_config(dir.path(), "bench-p5-all", all_proxy.port, Some(&broker.ca), &devices(&sim, UNITS, false, "snapshot_interval_secs = 1"));
+    let _gateway_all =
+        Process::spawn("gateway-all", &bin("chillcloud-gateway"), &["run", "--config", &all_config.to_string_lossy()], dir.path());
+    // The baseline sends every point every second, whether it changed or not.
+    let json_config = write_config(dir.path(), "bench-json", json_proxy.port, Some(&broker.ca), &devices(&sim, UNITS, false, "snapshot_interval_secs = 1"));
+    let baseline = tokio::spawn(json_per_tag_publisher(Config::load(&json_config)?, json_proxy.port, std::fs::read(&broker.ca)?));
+
+    // Steady state: both connected and past their first (birth, connect) messages.
+    wait_for("both publishers sending", Duration::from_secs(30), || async {
+        (ours_proxy.bytes() > 2000 && json_proxy.bytes() > 2000 && all_proxy.bytes() > 2000).then_some(())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let (ours_start, json_start, all_start) = (ours_proxy.bytes(), json_proxy.bytes(), all_proxy.bytes());
+    // A measurement window, not a wait for readiness.
+    tokio::time::sleep(WINDOW).await;
+    let (ours, json, all) =
+        (ours_proxy.bytes() - ours_start, json_proxy.bytes() - json_start, all_proxy.bytes() - all_start);
+    baseline.abort();
+
+    let point_polls = (points_per_poll as u64 * WINDOW.as_secs()) as f64;
+    let (ours_per_point, json_per_point, all_per_point) =
+        (ours as f64 / point_polls, json as f64 / point_polls, all as f64 / point_polls);
+    let ratio = ours_per_point / json_per_point;
+    println!("P5 {points_per_poll} points ({UNITS} chillers) polled every second for {} s; bytes through TLS, both directions", WINDOW.as_secs());
+    println!("P5 ours, defaults (protobuf batches, report by exception, snapshot every 60 s): {ours} bytes, {ours_per_point:.2} bytes per point polled");
+    println!("P5 ours, every point every second: {all} bytes, {all_per_point:.2} bytes per point polled ({:.3}x JSON)", all_per_point / json_per_point);
+    println!("P5 JSON message per tag, QoS 1: {json} bytes, {json_per_point:.2} bytes per point polled");
+    let pass = ratio <= 0.3;
+    println!("P5 ratio={ratio:.3} target<=0.3 {}", verdict(pass));
+    Ok(pass)
+}
