@@ -14,8 +14,7 @@ use serde_json::json;
 
 const WAIT: Duration = Duration::from_secs(60);
 
-/// Three (or `n`) simulated chillers polled over Modbus TCP every 100 ms, with a snapshot every
-/// second.
+/// `n` simulated chillers polled over Modbus TCP every 100 ms, with a snapshot every second.
 fn tcp_devices(sim: &Simulator, n: u8) -> String {
     (1..=n)
         .map(|unit| {
@@ -24,6 +23,19 @@ fn tcp_devices(sim: &Simulator, n: u8) -> String {
                 port = sim.modbus.port(),
             )
         })
+        .collect()
+}
+
+/// [`tcp_devices`] with the simulator's 100-register bank added to each: 117 points a chiller.
+fn tcp_devices_with_bank(sim: &Simulator, n: u8) -> String {
+    let bank: String = (100..200)
+        .map(|address| {
+            format!("[[devices.points]]\nname = \"bank_{address}\"\nkind = \"input\"\naddress = {address}\n")
+        })
+        .collect();
+    tcp_devices(sim, n)
+        .split_inclusive("snapshot_interval_secs = 1\n")
+        .map(|device| format!("{device}{bank}"))
         .collect()
 }
 
@@ -61,8 +73,9 @@ async fn metric(api: &Api, name: &str) -> f64 {
 #[tokio::test(flavor = "multi_thread")]
 async fn r1_broker_outage_delivers_every_reading_once_with_the_backlog_as_history() {
     let mut stack = Stack::start().await;
-    let sim = Simulator::start(3, stack.dir.path()).await;
-    let mut gateway = Gateway::new(&stack, "", &tcp_devices(&sim, 3));
+    // 10 chillers x 117 points every 100 ms: 11,700 points a second.
+    let sim = Simulator::start(10, stack.dir.path()).await;
+    let mut gateway = Gateway::new(&stack, "", &tcp_devices_with_bank(&sim, 10));
     gateway.start();
     gateway
         .wait_status("the gateway connected and sending", 1, |s| {
@@ -74,19 +87,26 @@ async fn r1_broker_outage_delivers_every_reading_once_with_the_backlog_as_histor
     stack.broker.stop().await;
     let cut = gateway.wait_status("the gateway noticed the outage", 1, |s| s["connected"] == false).await;
     let during = gateway
-        .wait_status("a backlog of 30 batches", 1, |s| {
-            s["connected"] == false && s["queue"]["unacked_batches"].as_u64() >= Some(30)
+        .wait_status("a backlog of 8 s", 1, |s| {
+            s["connected"] == false && s["queue"]["oldest_age_secs"].as_f64() >= Some(8.0)
         })
         .await;
     // Readings queued between these two reports cannot have been sent live.
     let surely_history =
         during["readings_queued"].as_i64().expect("count") - cut["readings_queued"].as_i64().expect("count");
     stack.broker.resume().await;
-    gateway
+    let reconnected = gateway.wait_status("the gateway reconnected", 1, |s| s["connected"] == true).await;
+    let drained = gateway
         .wait_status("the backlog drained", 1, |s| {
             s["connected"] == true && s["queue"]["unacked_batches"].as_u64() <= Some(2)
         })
         .await;
+    // The status is written twice a second: the drain took at most this long.
+    let time = |s: &serde_json::Value| s["time_ms"].as_f64().expect("time") / 1000.0;
+    let outage = time(&reconnected) - time(&cut);
+    let drain = time(&drained) - time(&reconnected) + 0.5;
+    eprintln!("R1: outage {outage:.1} s, {surely_history} readings queued in it at least; drained within {drain:.1} s");
+    assert!(outage / drain >= 5.0, "the backlog drains at 5x the live rate or faster ({outage:.1} s in {drain:.1} s)");
 
     let last = gateway.stop().await;
     assert_eq!(last["queue"]["unacked_batches"], 0, "a clean stop flushes what is in flight: {last}");

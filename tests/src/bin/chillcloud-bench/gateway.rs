@@ -34,7 +34,8 @@ fn devices(sim: &Simulator, units: u8, bank: bool, extra: &str) -> String {
         );
         if bank {
             for address in BENCH_BANK_START..BENCH_BANK_START + 100 {
-                text += &format!("[[devices.points]]\nname = \"bank_{address}\"\nkind = \"input\"\naddress = {address}\n");
+                text +=
+                    &format!("[[devices.points]]\nname = \"bank_{address}\"\nkind = \"input\"\naddress = {address}\n");
             }
         }
     }
@@ -177,11 +178,8 @@ async fn json_per_tag_publisher(config: Config, port: u16, ca: Vec<u8>) -> anyho
     let (client, mut eventloop) = AsyncClient::new(options, 1024);
     tokio::spawn(async move { while eventloop.poll().await.is_ok() {} });
     let birth = chillcloud_gateway::birth(&config, 1);
-    let names: Vec<(String, String)> = birth
-        .devices
-        .iter()
-        .flat_map(|d| d.points.iter().map(|p| (d.id.clone(), p.name.clone())))
-        .collect();
+    let names: Vec<(String, String)> =
+        birth.devices.iter().flat_map(|d| d.points.iter().map(|p| (d.id.clone(), p.name.clone()))).collect();
     let mut pollers = chillcloud_gateway::pollers(&config, &StatusBoard::default());
     let mut ticks = tokio::time::interval(Duration::from_secs(1));
     loop {
@@ -214,18 +212,40 @@ pub async fn p5() -> anyhow::Result<bool> {
     let all_proxy = CountingProxy::start(broker.port).await?;
 
     // Ours on its defaults: a poll a second, report by exception, a snapshot a minute.
-    let ours_config = write_config(dir.path(), "bench-p5", ours_proxy.port, Some(&broker.ca), &devices(&sim, UNITS, false, ""));
+    let ours_config =
+        write_config(dir.path(), "bench-p5", ours_proxy.port, Some(&broker.ca), &devices(&sim, UNITS, false, ""));
     let points_per_poll: usize = Config::load(&ours_config)?.devices.iter().map(|d| d.points.len()).sum();
-    let _gateway =
-        Process::spawn("gateway", &bin("chillcloud-gateway"), &["run", "--config", &ours_config.to_string_lossy()], dir.path());
+    let _gateway = Process::spawn(
+        "gateway",
+        &bin("chillcloud-gateway"),
+        &["run", "--config", &ours_config.to_string_lossy()],
+        dir.path(),
+    );
     // Ours again sending every point every second, to tell the encoding's share from report
     // by exception's.
-    let all_config = write_config(dir.path(), "bench-p5-all", all_proxy.port, Some(&broker.ca), &devices(&sim, UNITS, false, "snapshot_interval_secs = 1"));
-    let _gateway_all =
-        Process::spawn("gateway-all", &bin("chillcloud-gateway"), &["run", "--config", &all_config.to_string_lossy()], dir.path());
+    let all_config = write_config(
+        dir.path(),
+        "bench-p5-all",
+        all_proxy.port,
+        Some(&broker.ca),
+        &devices(&sim, UNITS, false, "snapshot_interval_secs = 1"),
+    );
+    let _gateway_all = Process::spawn(
+        "gateway-all",
+        &bin("chillcloud-gateway"),
+        &["run", "--config", &all_config.to_string_lossy()],
+        dir.path(),
+    );
     // The baseline sends every point every second, whether it changed or not.
-    let json_config = write_config(dir.path(), "bench-json", json_proxy.port, Some(&broker.ca), &devices(&sim, UNITS, false, "snapshot_interval_secs = 1"));
-    let baseline = tokio::spawn(json_per_tag_publisher(Config::load(&json_config)?, json_proxy.port, std::fs::read(&broker.ca)?));
+    let json_config = write_config(
+        dir.path(),
+        "bench-json",
+        json_proxy.port,
+        Some(&broker.ca),
+        &devices(&sim, UNITS, false, "snapshot_interval_secs = 1"),
+    );
+    let baseline =
+        tokio::spawn(json_per_tag_publisher(Config::load(&json_config)?, json_proxy.port, std::fs::read(&broker.ca)?));
 
     // Steady state: both connected and past their first (birth, connect) messages.
     wait_for("both publishers sending", Duration::from_secs(30), || async {
@@ -244,9 +264,17 @@ pub async fn p5() -> anyhow::Result<bool> {
     let (ours_per_point, json_per_point, all_per_point) =
         (ours as f64 / point_polls, json as f64 / point_polls, all as f64 / point_polls);
     let ratio = ours_per_point / json_per_point;
-    println!("P5 {points_per_poll} points ({UNITS} chillers) polled every second for {} s; bytes through TLS, both directions", WINDOW.as_secs());
-    println!("P5 ours, defaults (protobuf batches, report by exception, snapshot every 60 s): {ours} bytes, {ours_per_point:.2} bytes per point polled");
-    println!("P5 ours, every point every second: {all} bytes, {all_per_point:.2} bytes per point polled ({:.3}x JSON)", all_per_point / json_per_point);
+    println!(
+        "P5 {points_per_poll} points ({UNITS} chillers) polled every second for {} s; bytes through TLS, both directions",
+        WINDOW.as_secs()
+    );
+    println!(
+        "P5 ours, defaults (protobuf batches, report by exception, snapshot every 60 s): {ours} bytes, {ours_per_point:.2} bytes per point polled"
+    );
+    println!(
+        "P5 ours, every point every second: {all} bytes, {all_per_point:.2} bytes per point polled ({:.3}x JSON)",
+        all_per_point / json_per_point
+    );
     println!("P5 JSON message per tag, QoS 1: {json} bytes, {json_per_point:.2} bytes per point polled");
     let pass = ratio <= 0.3;
     println!("P5 ratio={ratio:.3} target<=0.3 {}", verdict(pass));
