@@ -15,7 +15,7 @@ use chillcloud_proto::GatewayId;
 use serde::Deserialize;
 
 use crate::{
-    modbus::{DataType, RegisterKind, WordOrder},
+    modbus::{ByteOrder, DataType, RegisterKind, WordOrder},
     profile,
     queue::QueueLimits,
 };
@@ -234,6 +234,11 @@ pub(crate) struct PointFile {
     /// Word order of multi-register values.
     #[serde(default)]
     pub(crate) word_order: WordOrder,
+    /// Byte order within each register.
+    #[serde(default)]
+    pub(crate) byte_order: ByteOrder,
+    /// For a flag packed in a register: the bit (0 = least significant) read as 0 or 1.
+    pub(crate) bit: Option<u8>,
     /// Engineering value = raw × scale + offset.
     #[serde(default = "default_scale")]
     pub(crate) scale: f64,
@@ -438,6 +443,10 @@ pub struct PointConfig {
     pub data_type: DataType,
     /// Word order.
     pub word_order: WordOrder,
+    /// Byte order within each register.
+    pub byte_order: ByteOrder,
+    /// The bit read from a 16-bit register, for flags packed in status words.
+    pub bit: Option<u8>,
     /// Multiplier from raw to engineering value.
     pub scale: f64,
     /// Added after scaling.
@@ -684,6 +693,17 @@ pub(crate) fn check_point(point: PointFile, base: u16, field: &str) -> Result<Po
         }
         (false, Some(t)) => t,
     };
+    if let Some(bit) = point.bit {
+        if point.kind.is_bit() || !matches!(data_type, DataType::U16 | DataType::I16) {
+            return Err(invalid(format!("{field}.bit"), "a bit is read from one 16-bit register (type u16)"));
+        }
+        if bit > 15 {
+            return Err(invalid(format!("{field}.bit"), format!("{bit} is not a bit of a 16-bit register (0 to 15)")));
+        }
+        if point.scale != 1.0 || point.offset != 0.0 {
+            return Err(invalid(format!("{field}.bit"), "a bit reads 0 or 1: leave scale and offset out"));
+        }
+    }
     let address = point.address.checked_sub(u32::from(base)).ok_or_else(|| {
         invalid(format!("{field}.address"), format!("{} is below the addressing base {base}", point.address))
     })?;
@@ -712,6 +732,8 @@ pub(crate) fn check_point(point: PointFile, base: u16, field: &str) -> Result<Po
         address: address as u16,
         data_type,
         word_order: point.word_order,
+        byte_order: point.byte_order,
+        bit: point.bit,
         scale: point.scale,
         offset: point.offset,
         unit: point.unit,
@@ -791,6 +813,8 @@ scale = 0.1
         check_error("password_file", "password_env = \"CHILLCLOUD_TEST_UNSET\"\n#", "mqtt.password_env");
         check_error("[[devices.points]]", "poll_interval_ms = 5\n[[devices.points]]", "devices[0].poll_interval_ms");
         check_error("scale = 0.1", "scale = 0.1\ndeadband = -1", "devices[0].points[0].deadband");
+        check_error("type = \"f32\"", "type = \"f32\"\nbit = 3", "devices[0].points[0].bit: a bit is read");
+        check_error("type = \"f32\"", "type = \"u16\"\nbit = 16", "devices[0].points[0].bit: 16 is not a bit");
         check_error("[mqtt]", "[queue]\nmax_mb = 0\n[mqtt]", "queue.max_mb");
         check_error("host = \"127.0.0.1\"", "bus = \"rs485\"", "devices[0].bus: no bus \"rs485\"");
         check_error("host = \"127.0.0.1\"", "port = 502", "devices[0].host: missing");

@@ -85,8 +85,19 @@ pub enum WordOrder {
     Little,
 }
 
+/// The order of the two bytes within each 16-bit register.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ByteOrder {
+    /// High byte first, as Modbus defines.
+    #[default]
+    Big,
+    /// Low byte first ("BADC" and "DCBA" layouts with the word order).
+    Little,
+}
+
 /// Decodes the raw value of a register-table point from exactly `data_type.width()` words.
-pub fn decode_words(words: &[u16], data_type: DataType, order: WordOrder) -> f64 {
+pub fn decode_words(words: &[u16], data_type: DataType, order: WordOrder, bytes: ByteOrder) -> f64 {
     // Assemble the words most significant first into one big-endian integer.
     let mut raw: u64 = 0;
     let ordered: Box<dyn Iterator<Item = &u16>> = match order {
@@ -94,7 +105,8 @@ pub fn decode_words(words: &[u16], data_type: DataType, order: WordOrder) -> f64
         WordOrder::Little => Box::new(words.iter().rev()),
     };
     for word in ordered {
-        raw = (raw << 16) | u64::from(*word);
+        let word = if bytes == ByteOrder::Little { word.swap_bytes() } else { *word };
+        raw = (raw << 16) | u64::from(word);
     }
     match data_type {
         DataType::Bool => (raw != 0) as u8 as f64,
@@ -191,12 +203,18 @@ mod tests {
 
     #[test]
     fn words_decode_in_both_orders() {
-        assert_eq!(decode_words(&[0xFB2E], DataType::I16, WordOrder::Big), -1234.0);
-        assert_eq!(decode_words(&[0x1234, 0x5678], DataType::U32, WordOrder::Big), 305_419_896.0);
-        assert_eq!(decode_words(&[0x5678, 0x1234], DataType::U32, WordOrder::Little), 305_419_896.0);
+        use ByteOrder as B;
+        use WordOrder as W;
+        assert_eq!(decode_words(&[0xFB2E], DataType::I16, W::Big, B::Big), -1234.0);
+        assert_eq!(decode_words(&[0x2EFB], DataType::I16, W::Big, B::Little), -1234.0);
+        assert_eq!(decode_words(&[0x1234, 0x5678], DataType::U32, W::Big, B::Big), 305_419_896.0);
+        assert_eq!(decode_words(&[0x5678, 0x1234], DataType::U32, W::Little, B::Big), 305_419_896.0);
+        // "BADC" and "DCBA".
+        assert_eq!(decode_words(&[0x3412, 0x7856], DataType::U32, W::Big, B::Little), 305_419_896.0);
+        assert_eq!(decode_words(&[0x7856, 0x3412], DataType::U32, W::Little, B::Little), 305_419_896.0);
         let [hi, lo] = [(21.5f32.to_bits() >> 16) as u16, 21.5f32.to_bits() as u16];
-        assert_eq!(decode_words(&[hi, lo], DataType::F32, WordOrder::Big), 21.5);
-        assert_eq!(decode_words(&[lo, hi], DataType::F32, WordOrder::Little), 21.5);
-        assert_eq!(decode_words(&[0xFFFF, 0xFFFF, 0xFFFF, 0xFFFE], DataType::I64, WordOrder::Big), -2.0);
+        assert_eq!(decode_words(&[hi, lo], DataType::F32, W::Big, B::Big), 21.5);
+        assert_eq!(decode_words(&[lo, hi], DataType::F32, W::Little, B::Big), 21.5);
+        assert_eq!(decode_words(&[0xFFFF, 0xFFFF, 0xFFFF, 0xFFFE], DataType::I64, W::Big, B::Big), -2.0);
     }
 }

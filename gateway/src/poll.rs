@@ -331,7 +331,10 @@ async fn resolve(address: &str) -> std::io::Result<SocketAddr> {
 }
 
 fn engineering_value(point: &PointConfig, words: &[u16]) -> f64 {
-    let value = decode_words(words, point.data_type, point.word_order) * point.scale + point.offset;
+    if let Some(bit) = point.bit {
+        return f64::from((words[0] >> bit) & 1);
+    }
+    let value = decode_words(words, point.data_type, point.word_order, point.byte_order) * point.scale + point.offset;
     if point.data_type.is_float() {
         value
     } else {
@@ -368,7 +371,7 @@ pub async fn run_device(
                     return;
                 }
                 let backoff = interval.saturating_mul(1 << poller.failed_polls.min(10)).min(MAX_BACKOFF.max(interval));
-                // A late poll is not caught up with a burst: the next one is a whole interval on.
+                // A poll that ran late is followed by one poll at once, not a burst of catch-ups.
                 next = (next + backoff).max(Instant::now() + if poller.failed_polls > 0 { backoff / 2 } else { Duration::ZERO });
             }
         }

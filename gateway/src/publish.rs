@@ -241,7 +241,7 @@ const STOP_FLUSH_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Queues every batch from `samples` and forwards the queue to the broker until `shutdown`;
 /// then queues what the pollers still hand over, waits briefly for the broker to take it,
-/// publishes the death and disconnects. Writes the status report every second.
+/// publishes the death and disconnects. Writes the status report twice a second.
 pub async fn run(
     config: &Config,
     mut forwarder: Forwarder,

@@ -1,5 +1,5 @@
 //! The gateway's status report: per-device health, the broker link and the queue, written to
-//! `<state_dir>/status.json` every second and at exit, and printed by
+//! `<state_dir>/status.json` twice a second and at exit, and printed by
 //! `chillcloud-gateway status`. A file rather than a port: nothing listens on the site network.
 
 use std::{

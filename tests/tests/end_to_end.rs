@@ -84,6 +84,7 @@ async fn check_value_flows_end_to_end(
     .await;
     let supply = api.latest("chiller-1", "evap_leaving_temp").await.expect("supply temperature");
     assert!((3.0..12.0).contains(&supply), "plausible chilled-water supply: {supply}");
+    assert_eq!(api.latest("chiller-1", "running").await, Some(1.0), "bit 0 of the status word");
     let run_hours = api.latest("chiller-1", "run_hours").await.expect("32-bit run hours");
     assert!(run_hours > 15_000.0, "run hours decoded across two registers: {run_hours}");
 

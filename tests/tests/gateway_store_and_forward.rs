@@ -26,7 +26,7 @@ fn tcp_devices(sim: &Simulator, n: u8) -> String {
         .collect()
 }
 
-/// [`tcp_devices`] with the simulator's 100-register bank added to each: 117 points a chiller.
+/// [`tcp_devices`] with the simulator's 100-register bank added to each: 119 points a chiller.
 fn tcp_devices_with_bank(sim: &Simulator, n: u8) -> String {
     let bank: String = (100..200)
         .map(|address| {
@@ -73,7 +73,7 @@ async fn metric(api: &Api, name: &str) -> f64 {
 #[tokio::test(flavor = "multi_thread")]
 async fn r1_broker_outage_delivers_every_reading_once_with_the_backlog_as_history() {
     let mut stack = Stack::start().await;
-    // 10 chillers x 117 points every 100 ms: 11,700 points a second.
+    // 10 chillers x 119 points every 100 ms: 11,900 points a second.
     let sim = Simulator::start(10, stack.dir.path()).await;
     let mut gateway = Gateway::new(&stack, "", &tcp_devices_with_bank(&sim, 10));
     gateway.start();

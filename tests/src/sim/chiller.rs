@@ -315,7 +315,7 @@ mod tests {
         chiller.write_holding(1, 55).expect("5.5 °C is allowed");
         assert_eq!(chiller.input_registers(1, 1).expect("readable"), vec![55]);
         assert_eq!(chiller.write_holding(1, (-100i16) as u16), Err(ExceptionCode::IllegalDataValue));
-        assert_eq!(chiller.input_registers(20, 1), Err(ExceptionCode::IllegalDataAddress));
+        assert_eq!(chiller.input_registers(200, 1), Err(ExceptionCode::IllegalDataAddress));
         chiller.write_coil(0, false).expect("stop");
         chiller.step(1.0, 14.0, 0.0);
         assert!(!chiller.running);
