@@ -239,6 +239,8 @@ pub(crate) struct PointFile {
     pub(crate) byte_order: ByteOrder,
     /// For a flag packed in a register: the bit (0 = least significant) read as 0 or 1.
     pub(crate) bit: Option<u8>,
+    /// For `type = "string"`: how many registers the text spans (two characters each).
+    pub(crate) length: Option<u16>,
     /// Engineering value = raw × scale + offset.
     #[serde(default = "default_scale")]
     pub(crate) scale: f64,
@@ -426,8 +428,10 @@ pub struct DeviceConfig {
     pub timeout: Duration,
     /// Largest hole a merged read may span.
     pub max_gap: u16,
-    /// The points, in birth order.
+    /// The numeric points, in birth order.
     pub points: Vec<PointConfig>,
+    /// String points, read once a session and announced in the birth.
+    pub attributes: Vec<PointConfig>,
 }
 
 /// One point with its address resolved to the zero-based protocol address.
@@ -447,6 +451,8 @@ pub struct PointConfig {
     pub byte_order: ByteOrder,
     /// The bit read from a 16-bit register, for flags packed in status words.
     pub bit: Option<u8>,
+    /// Registers or bits the point spans.
+    pub width: u16,
     /// Multiplier from raw to engineering value.
     pub scale: f64,
     /// Added after scaling.
@@ -656,6 +662,8 @@ fn check_device(device: DeviceFile, buses: &[BusConfig], field: &str) -> Result<
             None => points.push(point),
         }
     }
+    let (attributes, points): (Vec<PointConfig>, Vec<PointConfig>) =
+        points.into_iter().partition(|p| p.data_type == DataType::String);
     if points.is_empty() {
         return Err(invalid(format!("{field}.points"), "the device has no points: give a profile or points"));
     }
@@ -671,6 +679,7 @@ fn check_device(device: DeviceFile, buses: &[BusConfig], field: &str) -> Result<
         timeout: Duration::from_millis(device.timeout_ms),
         max_gap: device.max_gap,
         points,
+        attributes,
     })
 }
 
@@ -688,10 +697,21 @@ pub(crate) fn check_point(point: PointFile, base: u16, field: &str) -> Result<Po
         (false, Some(DataType::Bool)) => {
             return Err(invalid(
                 format!("{field}.type"),
-                "bool is for coils and discrete inputs; registers take u16, i16, u32, i32, u64, i64, f32 or f64",
+                "bool is for coils and discrete inputs; registers take u16, i16, u32, i32, u64, i64, f32, f64 or string",
             ));
         }
         (false, Some(t)) => t,
+    };
+    let width = match (data_type, point.length) {
+        (DataType::String, Some(length @ 1..=125)) if !point.kind.is_bit() => length,
+        (DataType::String, _) => {
+            return Err(invalid(
+                format!("{field}.length"),
+                "a string needs `length`, 1 to 125 registers of an input or holding table",
+            ));
+        }
+        (_, Some(_)) => return Err(invalid(format!("{field}.length"), "only strings have a length")),
+        (other, None) => other.width(),
     };
     if let Some(bit) = point.bit {
         if point.kind.is_bit() || !matches!(data_type, DataType::U16 | DataType::I16) {
@@ -707,10 +727,10 @@ pub(crate) fn check_point(point: PointFile, base: u16, field: &str) -> Result<Po
     let address = point.address.checked_sub(u32::from(base)).ok_or_else(|| {
         invalid(format!("{field}.address"), format!("{} is below the addressing base {base}", point.address))
     })?;
-    if address + u32::from(data_type.width()) > 65536 {
+    if address + u32::from(width) > 65536 {
         return Err(invalid(
             format!("{field}.address"),
-            format!("{} with {} registers runs past the last address 65535", point.address, data_type.width()),
+            format!("{} with {width} registers runs past the last address 65535", point.address),
         ));
     }
     if !point.scale.is_finite() || point.scale == 0.0 {
@@ -734,6 +754,7 @@ pub(crate) fn check_point(point: PointFile, base: u16, field: &str) -> Result<Po
         word_order: point.word_order,
         byte_order: point.byte_order,
         bit: point.bit,
+        width,
         scale: point.scale,
         offset: point.offset,
         unit: point.unit,
@@ -814,6 +835,8 @@ scale = 0.1
         check_error("[[devices.points]]", "poll_interval_ms = 5\n[[devices.points]]", "devices[0].poll_interval_ms");
         check_error("scale = 0.1", "scale = 0.1\ndeadband = -1", "devices[0].points[0].deadband");
         check_error("type = \"f32\"", "type = \"f32\"\nbit = 3", "devices[0].points[0].bit: a bit is read");
+        check_error("type = \"f32\"", "type = \"string\"", "devices[0].points[0].length: a string needs");
+        check_error("type = \"f32\"", "type = \"f32\"\nlength = 2", "devices[0].points[0].length: only strings");
         check_error("type = \"f32\"", "type = \"u16\"\nbit = 16", "devices[0].points[0].bit: 16 is not a bit");
         check_error("[mqtt]", "[queue]\nmax_mb = 0\n[mqtt]", "queue.max_mb");
         check_error("host = \"127.0.0.1\"", "bus = \"rs485\"", "devices[0].bus: no bus \"rs485\"");

@@ -9,7 +9,7 @@ pub mod publish;
 pub mod queue;
 pub mod status;
 
-use std::{path::Path, sync::Arc, time::Duration};
+use std::{collections::BTreeMap, path::Path, sync::Arc, time::Duration};
 
 use chillcloud_proto::{Birth, Device, PROTOCOL_VERSION, PointInfo};
 use prost::Message as _;
@@ -48,15 +48,18 @@ pub fn now_ms() -> i64 {
     i64::try_from(now.as_millis()).unwrap_or(i64::MAX)
 }
 
-/// The birth message announcing `config`'s devices and points for `session`. Aliases number
-/// the points of all devices in order, starting at 0.
-pub fn birth(config: &Config, session: u64) -> Birth {
+/// The birth message announcing `config`'s devices and points for `session`, with each device's
+/// `attributes` (in device order; missing ones count as none). Aliases number the points of all
+/// devices in order, starting at 0.
+pub fn birth(config: &Config, session: u64, attributes: &[BTreeMap<String, String>]) -> Birth {
     let mut alias = 0u32;
     let devices = config
         .devices
         .iter()
-        .map(|device| Device {
+        .enumerate()
+        .map(|(i, device)| Device {
             id: device.id.clone(),
+            attributes: attributes.get(i).cloned().unwrap_or_default(),
             profile: device.profile.clone(),
             model: device.model.clone(),
             points: device
@@ -138,7 +141,13 @@ pub fn next_session(state_dir: &Path) -> Result<u64, Error> {
 /// What it read last is queued before it returns, so a reload loses nothing.
 pub async fn run(config: Config, status: &StatusBoard, shutdown: CancellationToken) -> Result<(), Error> {
     let session = next_session(&config.state_dir)?;
-    let birth = birth(&config, session);
+    status.start_session(session);
+    let mut pollers = pollers(&config, status);
+    let mut attributes = Vec::with_capacity(pollers.len());
+    for poller in &mut pollers {
+        attributes.push(poller.read_attributes().await);
+    }
+    let birth = birth(&config, session, &attributes);
     let queue_dir = config.state_dir.join("queue");
     let queue_error = |source| Error::State { path: queue_dir.clone(), source };
     let queue = Queue::open(&queue_dir, config.queue, session).map_err(queue_error)?;
@@ -148,8 +157,6 @@ pub async fn run(config: Config, status: &StatusBoard, shutdown: CancellationTok
     let decimals: Vec<i32> = birth.devices.iter().flat_map(|d| d.points.iter().map(|p| p.decimals)).collect();
     let forwarder = Forwarder::new(queue, &birth);
     let (samples_tx, samples_rx) = mpsc::channel(256);
-    status.start_session(session);
-    let pollers = pollers(&config, status);
     let count = pollers.len().max(1) as u32;
     let mut tasks = tokio::task::JoinSet::new();
     for (i, poller) in pollers.into_iter().enumerate() {

@@ -75,7 +75,7 @@ fn main() -> anyhow::Result<()> {
                 }
                 out
             });
-            let birth = chillcloud_gateway::birth(&config, 0);
+            let birth = chillcloud_gateway::birth(&config, 0, &[]);
             let names: Vec<_> =
                 birth.devices.iter().flat_map(|d| d.points.iter().map(|p| (p.name.clone(), p.unit.clone()))).collect();
             let rows: Vec<_> = values

@@ -55,6 +55,9 @@ pub enum DataType {
     F32,
     /// Four registers, IEEE 754 double precision.
     F64,
+    /// ASCII text, two characters a register, over the point's `length` registers. Read when a
+    /// session starts and announced as a device attribute (model, serial number, firmware).
+    String,
 }
 
 impl DataType {
@@ -66,7 +69,8 @@ impl DataType {
     /// How many registers (or bits, for [`DataType::Bool`]) the type spans.
     pub fn width(self) -> u16 {
         match self {
-            DataType::Bool | DataType::U16 | DataType::I16 => 1,
+            // A string's width is its point's `length`.
+            DataType::Bool | DataType::U16 | DataType::I16 | DataType::String => 1,
             DataType::U32 | DataType::I32 | DataType::F32 => 2,
             DataType::U64 | DataType::I64 | DataType::F64 => 4,
         }
@@ -118,7 +122,21 @@ pub fn decode_words(words: &[u16], data_type: DataType, order: WordOrder, bytes:
         DataType::I64 => raw as i64 as f64,
         DataType::F32 => f64::from(f32::from_bits(raw as u32)),
         DataType::F64 => f64::from_bits(raw),
+        DataType::String => f64::NAN,
     }
+}
+
+/// Decodes ASCII text stored two characters a register, dropping the padding (NUL or space)
+/// at the end.
+pub fn decode_string(words: &[u16], bytes: ByteOrder) -> String {
+    let raw: Vec<u8> = words
+        .iter()
+        .flat_map(|word| match bytes {
+            ByteOrder::Big => word.to_be_bytes(),
+            ByteOrder::Little => word.to_le_bytes(),
+        })
+        .collect();
+    String::from_utf8_lossy(&raw).trim_end_matches(['\0', ' ']).to_owned()
 }
 
 /// Where one point lives in the device, as the read planner needs it.
@@ -199,6 +217,14 @@ mod tests {
         check(&[span(Coil, 0, 1), span(Coil, 1999, 1)], 2000, &[(Coil, 0, 2000)]);
         // Overlapping points (a bit of a status word read twice) stay in one request.
         check(&[span(Holding, 10, 2), span(Holding, 10, 1)], 0, &[(Holding, 10, 2)]);
+    }
+
+    #[test]
+    fn strings_decode_two_characters_a_register() {
+        let words = [u16::from_be_bytes(*b"RT"), u16::from_be_bytes(*b"HD"), 0];
+        assert_eq!(decode_string(&words, ByteOrder::Big), "RTHD");
+        let swapped = [u16::from_le_bytes(*b"RT"), u16::from_le_bytes(*b"HD"), u16::from_le_bytes(*b"  ")];
+        assert_eq!(decode_string(&swapped, ByteOrder::Little), "RTHD");
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! Polling one device: the read plan, the Modbus TCP connection or the shared RTU line, and
 //! turning registers into timestamped samples.
 
-use std::{net::SocketAddr, sync::Arc, time::Duration};
+use std::{collections::BTreeMap, net::SocketAddr, sync::Arc, time::Duration};
 
 use chillcloud_proto::Quality;
 use tokio::{
@@ -18,7 +18,7 @@ use tracing::{debug, info, warn};
 
 use crate::{
     config::{BusConfig, BusEndpoint, DeviceConfig, Parity, PointConfig, Transport},
-    modbus::{ReadBlock, RegisterKind, Span, decode_words, plan_reads},
+    modbus::{ReadBlock, RegisterKind, Span, decode_string, decode_words, plan_reads},
     now_ms,
     status::StatusBoard,
 };
@@ -124,11 +124,8 @@ impl DevicePoller {
     /// A poller for `device` whose points take aliases from `first_alias` on; `bus` is the
     /// shared line when the device is on one.
     pub fn new(device: DeviceConfig, first_alias: u32, bus: Option<Arc<SharedBus>>, status: StatusBoard) -> Self {
-        let spans: Vec<Span> = device
-            .points
-            .iter()
-            .map(|p| Span { kind: p.kind, address: p.address, width: p.data_type.width() })
-            .collect();
+        let spans: Vec<Span> =
+            device.points.iter().map(|p| Span { kind: p.kind, address: p.address, width: p.width }).collect();
         let blocks = plan_reads(&spans, device.max_gap);
         let last_sent = vec![None; device.points.len()];
         let link = match bus {
@@ -173,7 +170,7 @@ impl DevicePoller {
                     for &i in &block.points {
                         let point = &self.device.points[i];
                         let offset = usize::from(point.address - block.start);
-                        let raw = &words[offset..offset + usize::from(point.data_type.width())];
+                        let raw = &words[offset..offset + usize::from(point.width)];
                         let value = engineering_value(point, raw);
                         let changed = match self.last_sent[i] {
                             Some((Some(last), Quality::Good)) if point.deadband > 0.0 => {
@@ -235,65 +232,89 @@ impl DevicePoller {
         samples
     }
 
-    /// Reads one block, repeating a request that got no answer up to `retries` times. An
-    /// exception is the device's answer and is not repeated.
+    /// Reads one block of the plan.
     async fn read_block(&mut self, block_index: usize) -> Result<Vec<u16>, ReadError> {
-        let mut attempt = 0;
-        loop {
-            match self.request(block_index).await {
-                Err(error) if !matches!(error, ReadError::Exception(_)) && attempt < self.device.retries => {
-                    debug!(device = %self.device.id, %error, attempt, "request failed; retrying");
-                    attempt += 1;
-                }
-                result => return result,
-            }
-        }
+        request_with_retries(&mut self.link, &self.device, &self.blocks[block_index]).await
     }
 
-    async fn request(&mut self, block_index: usize) -> Result<Vec<u16>, ReadError> {
-        let wait = self.device.timeout;
-        let block = &self.blocks[block_index];
-        match &mut self.link {
-            Link::Tcp(connection) => {
-                if connection.is_none() {
-                    let Transport::Tcp { host, port } = &self.device.transport else {
-                        unreachable!("a device without a bus has a TCP transport")
-                    };
-                    let address = format!("{host}:{port}");
-                    let socket = resolve(&address).await.map_err(|e| ReadError::Connect(address.clone(), e))?;
-                    let connect = tcp::connect_slave(socket, Slave(self.device.unit_id));
-                    let context = timeout(wait, connect)
-                        .await
-                        .map_err(|_| ReadError::Timeout(wait))?
-                        .map_err(|e| ReadError::Connect(address.clone(), e))?;
-                    info!(device = %self.device.id, %address, "connected");
-                    *connection = Some(context);
+    /// Reads the device's string points, for the birth; one that cannot be read is left out
+    /// (and logged), since a device may be off when the gateway starts.
+    pub async fn read_attributes(&mut self) -> BTreeMap<String, String> {
+        let mut attributes = BTreeMap::new();
+        for point in &self.device.attributes {
+            let block = ReadBlock { kind: point.kind, start: point.address, count: point.width, points: Vec::new() };
+            match request_with_retries(&mut self.link, &self.device, &block).await {
+                Ok(words) => {
+                    attributes.insert(point.name.clone(), decode_string(&words, point.byte_order));
                 }
-                let Some(context) = connection.as_mut() else { unreachable!("connected above") };
-                let result = read(context, block, wait).await;
-                if matches!(result, Err(ReadError::Timeout(_) | ReadError::Transport(_))) {
-                    // The connection is in an unknown state (a late answer may still come);
-                    // start afresh next time.
-                    *connection = None;
-                }
-                result
+                Err(error) => warn!(device = %self.device.id, point = %point.name, %error, "attribute not read"),
             }
-            Link::Bus(bus) => {
-                let mut line = bus.line.lock().await;
-                if line.is_none() {
-                    *line = Some(bus.open(wait).await?);
-                }
-                let Some(context) = line.as_mut() else { unreachable!("opened above") };
-                context.set_slave(Slave(self.device.unit_id));
-                let result = read(context, block, wait).await;
-                if matches!(result, Err(ReadError::Timeout(_) | ReadError::Transport(_))) {
-                    // A late answer must not be taken for the next device's: reopen.
-                    *line = None;
-                }
-                // The line stays ours through the silence that ends the frame.
-                tokio::time::sleep(bus.config.inter_frame_delay).await;
-                result
+        }
+        attributes
+    }
+}
+
+/// Reads `block`, repeating a request that got no answer up to the device's `retries` times. An
+/// exception is the device's answer and is not repeated.
+async fn request_with_retries(
+    link: &mut Link,
+    device: &DeviceConfig,
+    block: &ReadBlock,
+) -> Result<Vec<u16>, ReadError> {
+    let mut attempt = 0;
+    loop {
+        match request(link, device, block).await {
+            Err(error) if !matches!(error, ReadError::Exception(_)) && attempt < device.retries => {
+                debug!(device = %device.id, %error, attempt, "request failed; retrying");
+                attempt += 1;
             }
+            result => return result,
+        }
+    }
+}
+
+async fn request(link: &mut Link, device: &DeviceConfig, block: &ReadBlock) -> Result<Vec<u16>, ReadError> {
+    let wait = device.timeout;
+    match link {
+        Link::Tcp(connection) => {
+            if connection.is_none() {
+                let Transport::Tcp { host, port } = &device.transport else {
+                    unreachable!("a device without a bus has a TCP transport")
+                };
+                let address = format!("{host}:{port}");
+                let socket = resolve(&address).await.map_err(|e| ReadError::Connect(address.clone(), e))?;
+                let connect = tcp::connect_slave(socket, Slave(device.unit_id));
+                let context = timeout(wait, connect)
+                    .await
+                    .map_err(|_| ReadError::Timeout(wait))?
+                    .map_err(|e| ReadError::Connect(address.clone(), e))?;
+                info!(device = %device.id, %address, "connected");
+                *connection = Some(context);
+            }
+            let Some(context) = connection.as_mut() else { unreachable!("connected above") };
+            let result = read(context, block, wait).await;
+            if matches!(result, Err(ReadError::Timeout(_) | ReadError::Transport(_))) {
+                // The connection is in an unknown state (a late answer may still come); start
+                // afresh next time.
+                *connection = None;
+            }
+            result
+        }
+        Link::Bus(bus) => {
+            let mut line = bus.line.lock().await;
+            if line.is_none() {
+                *line = Some(bus.open(wait).await?);
+            }
+            let Some(context) = line.as_mut() else { unreachable!("opened above") };
+            context.set_slave(Slave(device.unit_id));
+            let result = read(context, block, wait).await;
+            if matches!(result, Err(ReadError::Timeout(_) | ReadError::Transport(_))) {
+                // A late answer must not be taken for the next device's: reopen.
+                *line = None;
+            }
+            // The line stays ours through the silence that ends the frame.
+            tokio::time::sleep(bus.config.inter_frame_delay).await;
+            result
         }
     }
 }

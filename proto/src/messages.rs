@@ -45,6 +45,10 @@ pub struct Device {
     /// The points read from the device.
     #[prost(message, repeated, tag = "4")]
     pub points: Vec<PointInfo>,
+    /// Text the device reports about itself (model, serial number, firmware), read when the
+    /// session started; a value that could not be read is absent.
+    #[prost(btree_map = "string, string", tag = "5")]
+    pub attributes: std::collections::BTreeMap<String, String>,
 }
 
 /// One point of a device, as announced in the birth.

@@ -72,6 +72,7 @@ proptest! {
                         writable: alias % 3 == 0,
                     })
                     .collect(),
+                attributes: [("serial".to_owned(), "U12345".to_owned())].into(),
             }],
         };
         let decoded: Birth = decode(MessageKind::Birth, &birth.encode_to_vec()).expect("decodes");

@@ -113,6 +113,8 @@ pub struct UnitSummary {
     pub profile: String,
     /// Equipment model.
     pub model: String,
+    /// Text its controller reports about itself (model, serial number, firmware).
+    pub attributes: sqlx::types::Json<std::collections::BTreeMap<String, String>>,
     /// Whether its gateway is connected.
     pub gateway_online: bool,
     /// When its gateway was last heard from.
@@ -120,7 +122,7 @@ pub struct UnitSummary {
 }
 
 /// Selects [`UnitSummary`] rows; callers add the filter and order.
-const UNIT_SUMMARY: &str = "select u.id, u.gateway_id, u.device_key, u.display_name, u.profile, u.model,
+const UNIT_SUMMARY: &str = "select u.id, u.gateway_id, u.device_key, u.display_name, u.profile, u.model, u.attributes,
                                    g.online as gateway_online, g.last_seen
                             from units u join gateways g on g.id = u.gateway_id";
 

@@ -85,14 +85,17 @@ pub async fn store_birth(pool: &PgPool, gateway: &GatewayId, birth: &Birth) -> s
     let mut table = AliasTable { points: vec![None; max_alias.map_or(0, |m| m + 1)] };
     for device in &birth.devices {
         let unit_id: i64 = sqlx::query_scalar(
-            "insert into units (gateway_id, device_key, profile, model) values ($1, $2, $3, $4)
-             on conflict (gateway_id, device_key) do update set profile = excluded.profile, model = excluded.model
+            "insert into units (gateway_id, device_key, profile, model, attributes) values ($1, $2, $3, $4, $5)
+             on conflict (gateway_id, device_key) do update
+             set profile = excluded.profile, model = excluded.model,
+                 attributes = units.attributes || excluded.attributes
              returning id",
         )
         .bind(gateway.as_str())
         .bind(&device.id)
         .bind(&device.profile)
         .bind(&device.model)
+        .bind(sqlx::types::Json(&device.attributes))
         .fetch_one(&mut *tx)
         .await?;
         for point in &device.points {

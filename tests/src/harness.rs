@@ -372,6 +372,7 @@ pub fn numbered_birth(session: u64, points: u32) -> chillcloud_proto::Birth {
                     writable: false,
                 })
                 .collect(),
+            attributes: Default::default(),
         }],
     }
 }

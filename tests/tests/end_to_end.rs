@@ -45,6 +45,12 @@ host = "127.0.0.1"
 port = {modbus_port}
 unit_id = 1
 poll_interval_ms = {poll}
+[[devices.points]]
+name = "model_serial"
+kind = "input"
+address = 20
+type = "string"
+length = 8
 [[devices]]
 id = "chiller-2"
 profile = "trane-ch530"
@@ -101,6 +107,7 @@ async fn check_value_flows_end_to_end(
     let units = api.get("/api/v1/units").await.expect("units");
     let unit = units.as_array().expect("list").iter().find(|u| u["device_key"] == "chiller-1").expect("chiller-1");
     assert_eq!(unit["gateway_online"], true);
+    assert_eq!(unit["attributes"]["model_serial"], "RTHD SIM-001", "a string point, read at start: {unit}");
     let detail = api.get(&format!("/api/v1/units/{}", unit["id"])).await.expect("unit detail");
     let point =
         detail["points"].as_array().expect("points").iter().find(|p| p["name"] == "active_setpoint").expect("point");

@@ -198,6 +198,13 @@ impl Chiller {
             16 => (run_hours >> 16) as u16,
             17 => run_hours as u16,
             18 => self.diagnostic,
+            // The controller's model and serial as ASCII, two characters a register.
+            MODEL_START..MODEL_END => {
+                let text = format!("RTHD SIM-{:03}", self.unit_id);
+                let bytes = text.as_bytes();
+                let at = usize::from(address - MODEL_START) * 2;
+                u16::from_be_bytes([bytes.get(at).copied().unwrap_or(0), bytes.get(at + 1).copied().unwrap_or(0)])
+            }
             // The benchmark bank: 100 more sensor-like registers, each moving with the supply.
             BENCH_BANK_START..INPUT_REGISTERS => tenths(supply) + (address - BENCH_BANK_START),
             // Reserved registers read as zero, as on the controller.
@@ -253,6 +260,10 @@ impl Chiller {
 const INPUT_REGISTERS: u16 = 200;
 /// First register of the benchmark bank.
 pub const BENCH_BANK_START: u16 = 100;
+/// Registers (protocol addresses 20 to 27) holding the model and serial as text, for string
+/// points.
+const MODEL_START: u16 = 20;
+const MODEL_END: u16 = 28;
 
 fn check_range(start: u16, count: u16, size: u16) -> Result<(), ExceptionCode> {
     if count == 0 || u32::from(start) + u32::from(count) > u32::from(size) {

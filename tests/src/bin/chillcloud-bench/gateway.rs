@@ -76,7 +76,7 @@ fn lower_bound(config: &Config) -> u64 {
                 .points
                 .iter()
                 .filter(|p| p.kind == kind)
-                .map(|p| (u32::from(p.address), u32::from(p.address) + u32::from(p.data_type.width())))
+                .map(|p| (u32::from(p.address), u32::from(p.address) + u32::from(p.width)))
                 .collect();
             spans.sort();
             let limit = if kind.is_bit() { 2000 } else { 125 };
@@ -177,7 +177,7 @@ async fn json_per_tag_publisher(config: Config, port: u16, ca: Vec<u8>) -> anyho
     options.set_keep_alive(Duration::from_secs(30));
     let (client, mut eventloop) = AsyncClient::new(options, 1024);
     tokio::spawn(async move { while eventloop.poll().await.is_ok() {} });
-    let birth = chillcloud_gateway::birth(&config, 1);
+    let birth = chillcloud_gateway::birth(&config, 1, &[]);
     let names: Vec<(String, String)> =
         birth.devices.iter().flat_map(|d| d.points.iter().map(|p| (d.id.clone(), p.name.clone()))).collect();
     let mut pollers = chillcloud_gateway::pollers(&config, &StatusBoard::default());
