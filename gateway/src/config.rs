@@ -241,6 +241,9 @@ pub(crate) struct PointFile {
     pub(crate) bit: Option<u8>,
     /// For `type = "string"`: how many registers the text spans (two characters each).
     pub(crate) length: Option<u16>,
+    /// Milliseconds between reads of this point when it should be read less often than its
+    /// device (run hours, counters); never faster than the device's `poll_interval_ms`.
+    pub(crate) poll_interval_ms: Option<u64>,
     /// Engineering value = raw × scale + offset.
     #[serde(default = "default_scale")]
     pub(crate) scale: f64,
@@ -453,6 +456,8 @@ pub struct PointConfig {
     pub bit: Option<u8>,
     /// Registers or bits the point spans.
     pub width: u16,
+    /// Its own time between reads, when slower than its device's.
+    pub poll_interval: Option<Duration>,
     /// Multiplier from raw to engineering value.
     pub scale: f64,
     /// Added after scaling.
@@ -755,6 +760,7 @@ pub(crate) fn check_point(point: PointFile, base: u16, field: &str) -> Result<Po
         byte_order: point.byte_order,
         bit: point.bit,
         width,
+        poll_interval: point.poll_interval_ms.map(Duration::from_millis),
         scale: point.scale,
         offset: point.offset,
         unit: point.unit,

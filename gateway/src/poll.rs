@@ -110,6 +110,8 @@ pub struct DevicePoller {
     device: DeviceConfig,
     first_alias: u32,
     blocks: Vec<ReadBlock>,
+    /// Each block's time between reads and when it is next due (`None`: at the next poll).
+    schedule: Vec<(Duration, Option<Instant>)>,
     link: Link,
     /// Polls in a row that failed, for backing off.
     failed_polls: u32,
@@ -124,15 +126,32 @@ impl DevicePoller {
     /// A poller for `device` whose points take aliases from `first_alias` on; `bus` is the
     /// shared line when the device is on one.
     pub fn new(device: DeviceConfig, first_alias: u32, bus: Option<Arc<SharedBus>>, status: StatusBoard) -> Self {
-        let spans: Vec<Span> =
-            device.points.iter().map(|p| Span { kind: p.kind, address: p.address, width: p.width }).collect();
-        let blocks = plan_reads(&spans, device.max_gap);
+        // Points read at the same interval are planned together.
+        let interval_of = |p: &PointConfig| p.poll_interval.unwrap_or_default().max(device.poll_interval);
+        let mut intervals: Vec<Duration> = device.points.iter().map(interval_of).collect();
+        intervals.sort();
+        intervals.dedup();
+        let (mut blocks, mut schedule) = (Vec::new(), Vec::new());
+        for interval in intervals {
+            let members: Vec<usize> =
+                (0..device.points.len()).filter(|&i| interval_of(&device.points[i]) == interval).collect();
+            let spans: Vec<Span> = members
+                .iter()
+                .map(|&i| &device.points[i])
+                .map(|p| Span { kind: p.kind, address: p.address, width: p.width })
+                .collect();
+            for mut block in plan_reads(&spans, device.max_gap) {
+                block.points = block.points.iter().map(|&j| members[j]).collect();
+                blocks.push(block);
+                schedule.push((interval, None));
+            }
+        }
         let last_sent = vec![None; device.points.len()];
         let link = match bus {
             Some(bus) => Link::Bus(bus),
             None => Link::Tcp(None),
         };
-        Self { device, first_alias, blocks, link, failed_polls: 0, last_sent, next_snapshot: None, status }
+        Self { device, first_alias, blocks, schedule, link, failed_polls: 0, last_sent, next_snapshot: None, status }
     }
 
     /// The device being polled.
@@ -155,6 +174,12 @@ impl DevicePoller {
         let mut first_error: Option<String> = None;
         let mut requests = 0;
         for block_index in 0..self.blocks.len() {
+            let (interval, due) = self.schedule[block_index];
+            if due.is_some_and(|due| now < due) {
+                continue;
+            }
+            // Half a device interval early counts as due, so timer jitter never skips a read.
+            self.schedule[block_index].1 = Some(now + interval - self.device.poll_interval / 2);
             // Once the device has not answered, the rest of this poll would only wait out
             // more timeouts.
             let result = if unreachable {
