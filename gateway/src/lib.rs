@@ -8,6 +8,7 @@ pub mod profile;
 pub mod publish;
 pub mod queue;
 pub mod status;
+pub mod throttle;
 
 use std::{collections::BTreeMap, path::Path, sync::Arc, time::Duration};
 

@@ -27,6 +27,7 @@ use crate::{
     poll::Sample,
     queue::{Queue, Record},
     status::StatusBoard,
+    throttle::Throttle,
 };
 
 /// Longest wait between reconnection attempts.
@@ -251,6 +252,7 @@ pub async fn run(
     shutdown: CancellationToken,
 ) {
     let status_path = crate::status::path(&config.state_dir);
+    let mut warnings = Warnings::default();
     let gateway = config.gateway_id.clone();
     let session = forwarder.session;
     let topic = |kind| Topic::new(gateway.clone(), kind).to_string();
@@ -289,7 +291,7 @@ pub async fn run(
             },
             batch = samples.recv() => {
                 let Some(batch) = batch else { break };
-                let Some((seq, data)) = queue_batches(&mut forwarder, &decimals, batch, &mut samples).await else {
+                let Some((seq, data)) = queue_batches(&mut forwarder, &decimals, batch, &mut samples, &status, &mut warnings.queue).await else {
                     continue;
                 };
                 status.queued(data.readings.len() as u64);
@@ -299,12 +301,16 @@ pub async fn run(
             }
             () = tokio::time::sleep_until(reconnect_at), if link.is_none() => {}
             _ = persist.tick() => {
-                if let Err(error) = forwarder.queue.persist_acked() {
-                    warn!(%error, "cannot record the acknowledged position of the queue");
+                if let Err(error) = forwarder.queue.persist_acked()
+                    && let Some(held_back) = warnings.acked.allow()
+                {
+                    warn!(%error, held_back, "cannot record the acknowledged position of the queue");
                 }
                 status.link(forwarder.is_connected(), connections, forwarder.queue.status(), now_ms());
-                if let Err(error) = status.write(&status_path) {
-                    warn!(%error, path = %status_path.display(), "cannot write the status report");
+                if let Err(error) = status.write(&status_path)
+                    && let Some(held_back) = warnings.status.allow()
+                {
+                    warn!(%error, held_back, path = %status_path.display(), "cannot write the status report");
                 }
             }
             () = std::future::ready(()), if forwarder.wants_backfill() => {
@@ -326,7 +332,9 @@ pub async fn run(
     // The pollers have stopped: what they read last is queued, not lost.
     let _ = tokio::time::timeout(Duration::from_secs(5), async {
         while let Some(batch) = samples.recv().await {
-            if let Some((seq, data)) = queue_batches(&mut forwarder, &decimals, batch, &mut samples).await {
+            if let Some((seq, data)) =
+                queue_batches(&mut forwarder, &decimals, batch, &mut samples, &status, &mut warnings.queue).await
+            {
                 status.queued(data.readings.len() as u64);
                 if let Some(message) = forwarder.live(seq, &data) {
                     send(&mut link, &mut forwarder, &topic, message).await;
@@ -367,6 +375,14 @@ pub async fn run(
     }
 }
 
+/// Warnings that could repeat at every poll or tick, each rate-limited on its own.
+#[derive(Default)]
+struct Warnings {
+    queue: Throttle,
+    acked: Throttle,
+    status: Throttle,
+}
+
 /// Writes `first` and whatever else the pollers have ready as one batch to the queue and
 /// makes it durable. Returns its seq and message, or `None` when the queue cannot take it.
 async fn queue_batches(
@@ -374,6 +390,8 @@ async fn queue_batches(
     decimals: &[i32],
     first: Vec<Sample>,
     more: &mut mpsc::Receiver<Vec<Sample>>,
+    status: &StatusBoard,
+    warnings: &mut Throttle,
 ) -> Option<(u64, Data)> {
     let mut samples = first;
     while samples.len() < 4096 {
@@ -388,15 +406,21 @@ async fn queue_batches(
     let (seq, handle) = match appended {
         Ok(appended) => appended,
         Err(error) => {
-            // Rate-limited by the poll interval; the readings are still sent live if connected.
-            warn!(%error, readings = samples.len(), "cannot write to the queue");
+            status.lost_to_disk_error(samples.len() as u64);
+            if let Some(held_back) = warnings.allow() {
+                warn!(%error, readings = samples.len(), held_back, "cannot write to the queue; readings lost");
+            }
             return None;
         }
     };
     if let Some(file) = handle {
         match tokio::task::spawn_blocking(move || file.sync_data()).await {
             Ok(Ok(())) => {}
-            Ok(Err(error)) => warn!(%error, "cannot sync the queue"),
+            Ok(Err(error)) => {
+                if let Some(held_back) = warnings.allow() {
+                    warn!(%error, held_back, "cannot sync the queue");
+                }
+            }
             Err(error) => warn!(%error, "queue sync task failed"),
         }
     }

@@ -43,6 +43,8 @@ use chillcloud_proto::{Data, DroppedInterval};
 use prost::Message;
 use tracing::{info, warn};
 
+use crate::throttle::Throttle;
+
 const CRC: crc::Crc<u32> = crc::Crc::<u32>::new(&crc::CRC_32_ISCSI);
 /// Length and checksum.
 const HEADER_BYTES: u64 = 8;
@@ -123,6 +125,7 @@ pub struct Queue {
     /// Where the last read stopped: (next seq expected, segment's first seq, byte offset).
     cursor: Option<(u64, u64, u64)>,
     status: QueueStatus,
+    drop_warnings: Throttle,
 }
 
 impl Queue {
@@ -154,6 +157,7 @@ impl Queue {
             acked_persisted: acked,
             cursor: None,
             status: QueueStatus::default(),
+            drop_warnings: Throttle::default(),
         };
         for (first_seq, path) in paths {
             let segment = queue.recover_segment(first_seq, &path)?;
@@ -308,7 +312,12 @@ impl Queue {
             return Ok(());
         }
         let readings: u64 = lost.iter().map(|d| d.readings).sum();
-        warn!(intervals = lost.len(), readings, "queue full or too old: dropped the oldest unsent readings");
+        if let Some(held_back) = self.drop_warnings.allow() {
+            warn!(
+                intervals = lost.len(),
+                readings, held_back, "queue full or too old: dropped the oldest unsent readings"
+            );
+        }
         let report = Data { session: self.session, dropped: lost, ..Default::default() };
         self.append(report, now_ms).map(|_| ())
     }

@@ -26,6 +26,8 @@ pub struct GatewayStatus {
     /// Readings queued since the process started, across reloads (every one is delivered or
     /// reported dropped).
     pub readings_queued: u64,
+    /// Readings lost because the queue could not be written (a failing or full disk).
+    pub readings_lost_to_disk_errors: u64,
     /// The store-and-forward queue.
     pub queue: QueueStatusReport,
     /// Each device by id.
@@ -92,6 +94,11 @@ impl StatusBoard {
     /// Counts readings written to the queue.
     pub fn queued(&self, readings: u64) {
         self.lock().readings_queued += readings;
+    }
+
+    /// Counts readings the queue could not take.
+    pub fn lost_to_disk_error(&self, readings: u64) {
+        self.lock().readings_lost_to_disk_errors += readings;
     }
 
     fn lock(&self) -> MutexGuard<'_, GatewayStatus> {
