@@ -684,34 +684,50 @@ pub async fn make_test_certificates(dir: &Path) {
     }
 }
 
-/// A Mosquitto broker with one TLS listener (certificates from [`make_test_certificates`])
-/// and password authentication, on a free port; killed when dropped.
-pub struct TlsMosquitto {
+/// A Mosquitto broker with password authentication and no topic ACL, with one listener on a
+/// free port: TLS (certificates from [`make_test_certificates`]) or plain. Killed when dropped.
+pub struct PasswordMosquitto {
     /// The broker process.
     pub process: Process,
-    /// Its TLS port on 127.0.0.1.
+    /// Its port on 127.0.0.1.
     pub port: u16,
-    /// The CA certificate clients trust.
+    /// The CA certificate clients trust, for a TLS listener.
     pub ca: PathBuf,
 }
 
-impl TlsMosquitto {
-    /// Starts the broker in `dir` accepting the users of `password_lines`.
-    pub async fn start(dir: &Path, password_lines: &[String]) -> Self {
+impl PasswordMosquitto {
+    /// Starts a TLS broker in `dir` accepting the users of `password_lines`.
+    pub async fn start_tls(dir: &Path, password_lines: &[String]) -> Self {
         make_test_certificates(dir).await;
+        Self::start(dir, password_lines, true).await
+    }
+
+    /// Starts a plain-TCP broker in `dir` accepting the users of `password_lines`.
+    pub async fn start_plain(dir: &Path, password_lines: &[String]) -> Self {
+        Self::start(dir, password_lines, false).await
+    }
+
+    async fn start(dir: &Path, password_lines: &[String], tls: bool) -> Self {
         let port = free_port();
         let passwords = dir.join("passwd");
         std::fs::write(&passwords, password_lines.iter().map(|l| format!("{l}\n")).collect::<String>())
             .expect("write password file");
         std::fs::set_permissions(&passwords, std::os::unix::fs::PermissionsExt::from_mode(0o644))
             .expect("chmod password file");
-        let config = dir.join("mosquitto-tls.conf");
+        let config = dir.join("mosquitto-password.conf");
         std::fs::write(
             &config,
             format!(
-                "per_listener_settings false\nallow_anonymous false\npassword_file {passwords}\nlistener {port} 127.0.0.1\ncafile {dir}/ca.pem\ncertfile {dir}/server.pem\nkeyfile {dir}/server.key\n",
+                "per_listener_settings false\nallow_anonymous false\npassword_file {passwords}\nlistener {port} 127.0.0.1\n{tls}",
                 passwords = passwords.display(),
-                dir = dir.display(),
+                tls = if tls {
+                    format!(
+                        "cafile {dir}/ca.pem\ncertfile {dir}/server.pem\nkeyfile {dir}/server.key\n",
+                        dir = dir.display()
+                    )
+                } else {
+                    String::new()
+                },
             ),
         )
         .expect("write mosquitto config");
@@ -720,8 +736,8 @@ impl TlsMosquitto {
             .map(PathBuf::from)
             .find(|p| p.exists())
             .expect("mosquitto installed");
-        let process = Process::spawn("mosquitto-tls", &mosquitto, &["-c", &config.to_string_lossy()], dir);
-        wait_for("the TLS broker to listen", Duration::from_secs(10), || async {
+        let process = Process::spawn("mosquitto-password", &mosquitto, &["-c", &config.to_string_lossy()], dir);
+        wait_for("the broker to listen", Duration::from_secs(10), || async {
             tokio::net::TcpStream::connect(("127.0.0.1", port)).await.ok()
         })
         .await;

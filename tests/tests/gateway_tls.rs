@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use chillcloud_proto::{Data, MessageKind, Topic, decode};
 use chillcloud_server::embedded::broker::password_line;
-use chillcloud_tests::harness::{Process, Simulator, TlsMosquitto, bin, shared_temp_dir, wait_for};
+use chillcloud_tests::harness::{PasswordMosquitto, Process, Simulator, bin, shared_temp_dir, wait_for};
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS, TlsConfiguration, Transport};
 
 const GATEWAY: &str = "gw-tls";
@@ -34,7 +34,7 @@ async fn the_gateway_publishes_over_tls_and_refuses_an_unverifiable_broker() {
         password_line(GATEWAY, "gateway-password").await.expect("hash"),
         password_line("observer", "observer-password").await.expect("hash"),
     ];
-    let broker = TlsMosquitto::start(dir.path(), &lines).await;
+    let broker = PasswordMosquitto::start_tls(dir.path(), &lines).await;
     let sim = Simulator::start(1, dir.path()).await;
 
     // An observer subscribes over TLS to the gateway's data.

@@ -13,7 +13,7 @@ use std::{
 use chillcloud_gateway::{config::Config, modbus::RegisterKind, status::StatusBoard};
 use chillcloud_server::embedded::broker::password_line;
 use chillcloud_tests::{
-    harness::{Process, Simulator, TlsMosquitto, bin, run_to_completion, shared_temp_dir, wait_for},
+    harness::{PasswordMosquitto, Process, Simulator, bin, run_to_completion, shared_temp_dir, wait_for},
     sim::chiller::BENCH_BANK_START,
 };
 use rumqttc::{AsyncClient, MqttOptions, QoS, TlsConfiguration, Transport};
@@ -205,7 +205,7 @@ pub async fn p5() -> anyhow::Result<bool> {
         password_line("bench-p5-all", PASSWORD).await?,
         password_line("bench-json", PASSWORD).await?,
     ];
-    let broker = TlsMosquitto::start(dir.path(), &lines).await;
+    let broker = PasswordMosquitto::start_tls(dir.path(), &lines).await;
     let sim = Simulator::start(UNITS, dir.path()).await;
     let ours_proxy = CountingProxy::start(broker.port).await?;
     let json_proxy = CountingProxy::start(broker.port).await?;
@@ -278,5 +278,189 @@ pub async fn p5() -> anyhow::Result<bool> {
     println!("P5 JSON message per tag, QoS 1: {json} bytes, {json_per_point:.2} bytes per point polled");
     let pass = ratio <= 0.3;
     println!("P5 ratio={ratio:.3} target<=0.3 {}", verdict(pass));
+    Ok(pass)
+}
+
+/// Resident memory (KiB) and CPU time (seconds) of `pid` and its descendants, from `/proc`.
+fn footprint(pid: u32) -> (u64, f64) {
+    let stat_fields = |pid: u32| -> Option<Vec<String>> {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        // Fields after the command name, which may hold spaces: state, ppid, … utime, stime.
+        Some(stat.rsplit_once(')')?.1.split_whitespace().map(str::to_owned).collect())
+    };
+    let mut pids = vec![pid];
+    let all: Vec<(u32, u32)> = std::fs::read_dir("/proc")
+        .map(|entries| {
+            entries
+                .flatten()
+                .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+                .filter_map(|p| Some((p, stat_fields(p)?.get(1)?.parse().ok()?)))
+                .collect()
+        })
+        .unwrap_or_default();
+    while let Some(child) = all.iter().find(|(p, parent)| pids.contains(parent) && !pids.contains(p)) {
+        pids.push(child.0);
+    }
+    let ticks = rustix::param::clock_ticks_per_second() as f64;
+    let mut rss_kib = 0;
+    let mut cpu_s = 0.0;
+    for pid in pids {
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+        rss_kib += status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:")?.trim().strip_suffix("kB")?.trim().parse::<u64>().ok())
+            .unwrap_or(0);
+        if let Some(fields) = stat_fields(pid) {
+            let time = |i: usize| fields.get(i).and_then(|f| f.parse::<f64>().ok()).unwrap_or(0.0);
+            cpu_s += (time(11) + time(12)) / ticks;
+        }
+    }
+    (rss_kib, cpu_s)
+}
+
+/// What one gateway costs while polling.
+struct Footprint {
+    rss_mib: f64,
+    cpu_percent: f64,
+    requests_per_s: f64,
+}
+
+/// Lets `child` warm up, then measures it over `window`, sampling its memory every 10 s.
+/// Returns the figures at the end of the window and the memory samples.
+async fn measure(
+    child: &mut tokio::process::Child,
+    sim: &Simulator,
+    window: Duration,
+) -> anyhow::Result<(Footprint, Vec<f64>)> {
+    let pid = child.id().ok_or_else(|| anyhow::anyhow!("process gone"))?;
+    tokio::time::sleep(Duration::from_secs(30)).await;
+    let (_, cpu_start) = footprint(pid);
+    let requests_start = sim_requests(sim).await?;
+    let started = std::time::Instant::now();
+    let mut samples = Vec::new();
+    while started.elapsed() < window {
+        samples.push(footprint(pid).0 as f64 / 1024.0);
+        tokio::time::sleep(Duration::from_secs(10).min(window)).await;
+    }
+    let (rss_kib, cpu_end) = footprint(pid);
+    let elapsed = started.elapsed().as_secs_f64();
+    let requests = sim_requests(sim).await? - requests_start;
+    anyhow::ensure!(child.try_wait()?.is_none(), "the gateway exited during the measurement");
+    samples.push(rss_kib as f64 / 1024.0);
+    let figures = Footprint {
+        rss_mib: rss_kib as f64 / 1024.0,
+        cpu_percent: (cpu_end - cpu_start) / elapsed * 100.0,
+        requests_per_s: requests as f64 / elapsed,
+    };
+    Ok((figures, samples))
+}
+
+/// Starts a peer from the `commands.json` that `tests/peers/configs.py` wrote.
+fn spawn_peer(commands: &serde_json::Value, name: &str, log: &Path) -> anyhow::Result<tokio::process::Child> {
+    let command = &commands[name];
+    let argv: Vec<&str> = command["argv"].as_array().into_iter().flatten().filter_map(|a| a.as_str()).collect();
+    let (program, args) = argv.split_first().ok_or_else(|| anyhow::anyhow!("no command for {name}"))?;
+    let envs = command["env"].as_object().into_iter().flatten().filter_map(|(k, v)| Some((k, v.as_str()?)));
+    let log = std::fs::File::create(log)?;
+    Ok(tokio::process::Command::new(program)
+        .args(args)
+        .env_clear()
+        .envs(envs)
+        .current_dir(command["cwd"].as_str().unwrap_or("."))
+        .stdout(log.try_clone()?)
+        .stderr(log)
+        .kill_on_drop(true)
+        .spawn()?)
+}
+
+/// P3: memory and CPU of the gateway polling 100 simulated devices x 100 registers every
+/// second, against thingsboard-gateway and collectd's modbus plugin polling the same, each run
+/// alone in turn. Ours runs five minutes to show its memory staying flat.
+pub async fn p3() -> anyhow::Result<bool> {
+    const UNITS: u8 = 100;
+    const PEER_WINDOW: Duration = Duration::from_secs(30);
+    const OUR_WINDOW: Duration = Duration::from_secs(300);
+    let root = chillcloud_tests::harness::workspace_root();
+    let dir = shared_temp_dir();
+    let lines = [password_line("bench-p3", PASSWORD).await?, password_line("bench-peer", PASSWORD).await?];
+    let broker = PasswordMosquitto::start_plain(dir.path(), &lines).await;
+    let sim = Simulator::start(UNITS, dir.path()).await;
+
+    // Ours: the same 100 registers of each device, nothing else, on its defaults.
+    let bank: String = (BENCH_BANK_START..BENCH_BANK_START + 100)
+        .map(|a| format!("[[devices.points]]\nname = \"r{a}\"\nkind = \"input\"\naddress = {a}\n"))
+        .collect();
+    let devices: String = (1..=UNITS)
+        .map(|unit| {
+            format!(
+                "[[devices]]\nid = \"device-{unit}\"\nhost = \"127.0.0.1\"\nport = {}\nunit_id = {unit}\n{bank}",
+                sim.modbus.port()
+            )
+        })
+        .collect();
+    let config = write_config(dir.path(), "bench-p3", broker.port, None, &devices);
+    let mut ours = tokio::process::Command::new(bin("chillcloud-gateway"))
+        .args(["run", "--config", &config.to_string_lossy()])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(dir.path().join("gateway.log"))?)
+        .kill_on_drop(true)
+        .spawn()?;
+    let (ours_figures, memory) = measure(&mut ours, &sim, OUR_WINDOW).await?;
+    ours.kill().await?;
+
+    // The peers, configured by tests/peers/configs.py (installed by tests/peers/setup.sh).
+    let venv = root.join("target/peers-venv");
+    let output = tokio::process::Command::new("python3")
+        .arg(root.join("tests/peers/configs.py"))
+        .args(["--modbus", &sim.modbus.to_string(), "--devices", &UNITS.to_string()])
+        .args(["--out", &dir.path().join("peers").to_string_lossy()])
+        .args([
+            "--mqtt",
+            &format!("127.0.0.1:{}", broker.port),
+            "--mqtt-user",
+            "bench-peer",
+            "--mqtt-password",
+            PASSWORD,
+        ])
+        .args(["--venv", &venv.to_string_lossy()])
+        .output()
+        .await?;
+    anyhow::ensure!(output.status.success(), "configs.py: {}", String::from_utf8_lossy(&output.stderr));
+    let commands: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.path().join("peers/commands.json"))?)?;
+    let mut peers = Vec::new();
+    for name in ["thingsboard-gateway", "collectd"] {
+        let mut child = spawn_peer(&commands, name, &dir.path().join(format!("{name}.log")))?;
+        let (figures, _) = measure(&mut child, &sim, PEER_WINDOW).await?;
+        child.kill().await?;
+        peers.push((name, figures));
+    }
+
+    println!("P3 {UNITS} devices x 100 input registers polled every second, each gateway alone, after 30 s of warm-up");
+    let line = |name: &str, f: &Footprint| {
+        println!(
+            "P3 {name}: RSS {:.1} MiB, CPU {:.1} % of a core, {:.0} Modbus requests/s",
+            f.rss_mib, f.cpu_percent, f.requests_per_s
+        )
+    };
+    line("ours", &ours_figures);
+    for (name, figures) in &peers {
+        line(name, figures);
+    }
+    let (low, high) = memory.iter().fold((f64::MAX, 0f64), |(lo, hi), m| (lo.min(*m), hi.max(*m)));
+    println!(
+        "P3 ours over {} s: RSS between {low:.1} and {high:.1} MiB in {} samples (first {:.1}, last {:.1})",
+        OUR_WINDOW.as_secs(),
+        memory.len(),
+        memory.first().copied().unwrap_or_default(),
+        memory.last().copied().unwrap_or_default(),
+    );
+    let best_rss = peers.iter().map(|(_, f)| f.rss_mib).fold(f64::MAX, f64::min);
+    let best_cpu = peers.iter().map(|(_, f)| f.cpu_percent).fold(f64::MAX, f64::min);
+    let (rss_ratio, cpu_ratio) = (ours_figures.rss_mib / best_rss, ours_figures.cpu_percent / best_cpu);
+    println!("P3 ours against the best peer: RSS {rss_ratio:.2}x, CPU {cpu_ratio:.2}x; absolute RSS target 20 MiB");
+    let ratio = rss_ratio.max(cpu_ratio);
+    let pass = ratio <= 0.5 && ours_figures.rss_mib < 20.0;
+    println!("P3 ratio={ratio:.2} target<=0.5 {}", verdict(pass));
     Ok(pass)
 }

@@ -20,7 +20,8 @@ use sqlx::PgPool;
 #[derive(Parser)]
 #[command(about = "Chillcloud benchmarks (see BENCHMARKS.md)")]
 struct Cli {
-    /// P1 (ingest against COPY and INSERT VALUES), P4 (Modbus requests per poll against the lower
+    /// P1 (ingest against COPY and INSERT VALUES), P3 (gateway footprint against
+    /// thingsboard-gateway and collectd), P4 (Modbus requests per poll against the lower
     /// bound), P5 (wire bytes per point against JSON per tag), P7 (hourly history against raw),
     /// or all.
     id: String,
@@ -31,14 +32,15 @@ async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let id = cli.id.to_uppercase();
     let ids: Vec<&str> = match id.as_str() {
-        "ALL" => vec!["P1", "P4", "P5", "P7"],
-        id @ ("P1" | "P4" | "P5" | "P7") => vec![id],
-        other => anyhow::bail!("unknown benchmark {other}: P1, P4, P5, P7 or all"),
+        "ALL" => vec!["P1", "P3", "P4", "P5", "P7"],
+        id @ ("P1" | "P3" | "P4" | "P5" | "P7") => vec![id],
+        other => anyhow::bail!("unknown benchmark {other}: P1, P3, P4, P5, P7 or all"),
     };
     let mut all_pass = true;
     for id in ids {
         let pass = match id {
             "P1" => p1().await?,
+            "P3" => gateway::p3().await?,
             "P4" => gateway::p4().await?,
             "P5" => gateway::p5().await?,
             _ => p7().await?,
