@@ -101,7 +101,8 @@ async fn run_until_stopped(mut config: Config, path: &Path) -> anyhow::Result<()
     let status = StatusBoard::default();
     loop {
         let generation = shutdown.child_token();
-        let run = chillcloud_gateway::run(config.clone(), &status, generation.clone());
+        // The running session owns its configuration: a reload brings a new one.
+        let run = chillcloud_gateway::run(config, &status, generation.clone());
         tokio::pin!(run);
         let reloaded = loop {
             tokio::select! {
@@ -121,8 +122,8 @@ async fn run_until_stopped(mut config: Config, path: &Path) -> anyhow::Result<()
             }
         };
         match reloaded {
-            Some(new) => config = new,
-            None => return Ok(()),
+            Some(new) if !shutdown.is_cancelled() => config = new,
+            _ => return Ok(()),
         }
     }
 }

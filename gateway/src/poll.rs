@@ -197,6 +197,19 @@ impl DevicePoller {
                         let offset = usize::from(point.address - block.start);
                         let raw = &words[offset..offset + usize::from(point.width)];
                         let value = engineering_value(point, raw);
+                        if !value.is_finite() {
+                            // A float register holding NaN or infinity has no usable value.
+                            if snapshot || !matches!(self.last_sent[i], Some((None, Quality::Bad))) {
+                                samples.push(Sample {
+                                    alias: self.first_alias + i as u32,
+                                    time_ms,
+                                    value: None,
+                                    quality: Quality::Bad,
+                                });
+                                self.last_sent[i] = Some((None, Quality::Bad));
+                            }
+                            continue;
+                        }
                         let changed = match self.last_sent[i] {
                             Some((Some(last), Quality::Good)) if point.deadband > 0.0 => {
                                 (value - last).abs() > point.deadband
@@ -242,7 +255,9 @@ impl DevicePoller {
             }
         }
         let finished_ms = now_ms();
-        self.failed_polls = if first_error.is_none() { 0 } else { self.failed_polls.saturating_add(1) };
+        // Only a device that does not answer is backed off; one refusing a register (an
+        // exception) still answers.
+        self.failed_polls = if unreachable { self.failed_polls.saturating_add(1) } else { 0 };
         self.status.device(&self.device.id, |status| {
             status.requests += requests;
             status.healthy = first_error.is_none();
@@ -334,7 +349,9 @@ async fn request(link: &mut Link, device: &DeviceConfig, block: &ReadBlock) -> R
             context.set_slave(Slave(device.unit_id));
             let result = read(context, block, wait).await;
             if matches!(result, Err(ReadError::Timeout(_) | ReadError::Transport(_))) {
-                // A late answer must not be taken for the next device's: reopen.
+                // A late answer must not be taken for the next request's: let the line go
+                // quiet for another timeout, then reopen it (discarding whatever arrived).
+                tokio::time::sleep(wait).await;
                 *line = None;
             }
             // The line stays ours through the silence that ends the frame.
@@ -357,9 +374,13 @@ async fn read(context: &mut Context, block: &ReadBlock, wait: Duration) -> Resul
         RegisterKind::Input => timeout(wait, context.read_input_registers(start, count)).await,
         RegisterKind::Holding => timeout(wait, context.read_holding_registers(start, count)).await,
     };
-    let words = words.map_err(|_| ReadError::Timeout(wait))??.map_err(ReadError::Exception)?;
-    if words.len() < usize::from(count) {
-        // A short answer would misalign every point after it.
+    let mut words = words.map_err(|_| ReadError::Timeout(wait))??.map_err(ReadError::Exception)?;
+    // Bits come padded to whole bytes; registers must match exactly, or the answer belongs to
+    // another request and would misalign every point.
+    if block.kind.is_bit() && words.len() > usize::from(count) {
+        words.truncate(usize::from(count));
+    }
+    if words.len() != usize::from(count) {
         return Err(ReadError::Transport(tokio_modbus::Error::Transport(std::io::Error::other(format!(
             "asked for {count} values, got {}",
             words.len()

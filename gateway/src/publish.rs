@@ -62,7 +62,9 @@ pub fn encode_data(session: u64, decimals: &[i32], samples: &[Sample]) -> Data {
 
 /// Merges consecutive batches of one session into one history message.
 fn merge(records: &[Record]) -> Data {
-    let base_time_ms = records.iter().map(|r| r.data.base_time_ms).min().unwrap_or_default();
+    // Drop reports carry no readings and a zero base time: they do not set the base.
+    let base_time_ms =
+        records.iter().filter(|r| !r.data.readings.is_empty()).map(|r| r.data.base_time_ms).min().unwrap_or_default();
     let mut merged = Data { history: true, base_time_ms, ..Default::default() };
     for record in records {
         merged.session = record.data.session;
@@ -161,6 +163,11 @@ impl Forwarder {
     /// Whether a connection is up.
     pub fn is_connected(&self) -> bool {
         self.connected
+    }
+
+    /// Whether publishes handed to the client still wait for the broker's acknowledgement.
+    fn has_in_flight(&self) -> bool {
+        !self.awaiting_id.is_empty() || !self.in_flight.is_empty()
     }
 
     /// A batch just queued as `seq`: sent at once when connected.
@@ -330,7 +337,9 @@ pub async fn run(
     }
 
     // The pollers have stopped: what they read last is queued, not lost.
-    let _ = tokio::time::timeout(Duration::from_secs(5), async {
+    // Until every poller has handed over its last poll, which on a busy RTU line can take a
+    // while; bounded in case one hangs.
+    let _ = tokio::time::timeout(Duration::from_secs(60), async {
         while let Some(batch) = samples.recv().await {
             if let Some((seq, data)) =
                 queue_batches(&mut forwarder, &decimals, batch, &mut samples, &status, &mut warnings.queue).await
@@ -347,7 +356,7 @@ pub async fn run(
         // Whatever is in flight gets a moment to be acknowledged; the rest stays queued and goes
         // out after the restart.
         let flushed = tokio::time::timeout(STOP_FLUSH_TIMEOUT, async {
-            while forwarder.queue.status().unacked_batches > 0 {
+            while forwarder.has_in_flight() {
                 match events.recv().await {
                     Some(LinkEvent::Sent(id)) => forwarder.sent(id),
                     Some(LinkEvent::Acked(id)) => forwarder.acked(id),
@@ -357,7 +366,11 @@ pub async fn run(
         })
         .await;
         if flushed.is_err() {
-            warn!(batches = forwarder.queue.status().unacked_batches, "stopping with batches still queued");
+            warn!("the broker did not acknowledge everything in flight before the stop");
+        }
+        let unacked = forwarder.queue.status().unacked_batches;
+        if unacked > 0 {
+            info!(batches = unacked, "batches stay queued on disk for the next start");
         }
         // A clean stop announces the death itself: the broker only sends the will on an
         // unclean one. In-flight batches stay queued and go out after the restart.

@@ -126,6 +126,8 @@ pub struct Queue {
     cursor: Option<(u64, u64, u64)>,
     status: QueueStatus,
     drop_warnings: Throttle,
+    /// Start a new segment at the next append (the current one is damaged).
+    roll_next: bool,
 }
 
 impl Queue {
@@ -158,6 +160,7 @@ impl Queue {
             cursor: None,
             status: QueueStatus::default(),
             drop_warnings: Throttle::default(),
+            roll_next: false,
         };
         for (first_seq, path) in paths {
             let segment = queue.recover_segment(first_seq, &path)?;
@@ -238,14 +241,19 @@ impl Queue {
         record.extend_from_slice(&CRC.checksum(&body).to_le_bytes());
         record.extend_from_slice(&body);
 
-        let roll = self.segments.back().is_none_or(|s| s.bytes >= self.limits.segment_bytes());
+        let roll = self.roll_next || self.segments.back().is_none_or(|s| s.bytes >= self.limits.segment_bytes());
+        self.roll_next = false;
         if roll || self.active.is_none() {
             self.start_segment(seq, roll)?;
         }
         let Some(active) = self.active.as_mut() else { unreachable!("a segment was started above") };
-        active.write_all(&record)?;
-        self.next_seq += 1;
         let Some(segment) = self.segments.back_mut() else { unreachable!("a segment was started above") };
+        if let Err(error) = active.write_all(&record) {
+            // A partial record would hide every later one: cut it off so the file stays whole.
+            let _ = active.set_len(segment.bytes);
+            return Err(error);
+        }
+        self.next_seq += 1;
         if segment.last_seq == 0 {
             segment.first_session = data.session;
         }
@@ -291,44 +299,67 @@ impl Queue {
         self.active.as_ref().map(File::try_clone).transpose()
     }
 
-    /// Drops the oldest segments while the queue is over its limits, then queues a report of
-    /// what was lost.
+    /// Drops the oldest segments while the queue is over its limits. What they held unsent is
+    /// reported in a new batch, made durable before their files are deleted, so a crash in
+    /// between reports the same intervals again (the server stores them once) rather than
+    /// never.
     fn apply_limits(&mut self, now_ms: i64) -> io::Result<()> {
         let oldest_allowed = now_ms.saturating_sub(i64::try_from(self.limits.max_age.as_millis()).unwrap_or(i64::MAX));
-        let mut lost = Vec::new();
-        loop {
-            let total: u64 = self.segments.iter().map(|s| s.bytes).sum();
+        let mut total: u64 = self.segments.iter().map(|s| s.bytes).sum();
+        let mut doomed = Vec::new();
+        // The segment being appended to is never dropped: it holds the newest batch.
+        while self.segments.len() > 1 {
             let Some(oldest) = self.segments.front() else { break };
-            let too_big = total > self.limits.max_bytes;
             let too_old = oldest.newest_ms != i64::MIN && oldest.newest_ms < oldest_allowed;
-            // The segment being appended to is never dropped: it holds the newest batch.
-            if !(too_big || too_old) || self.segments.len() < 2 {
+            if !(total > self.limits.max_bytes || too_old) {
                 break;
             }
             let Some(segment) = self.segments.pop_front() else { break };
-            lost.extend(self.drop_segment(&segment)?);
+            total -= segment.bytes;
+            doomed.push(segment);
         }
-        if lost.is_empty() {
+        if doomed.is_empty() {
             return Ok(());
         }
-        let readings: u64 = lost.iter().map(|d| d.readings).sum();
-        if let Some(held_back) = self.drop_warnings.allow() {
-            warn!(
-                intervals = lost.len(),
-                readings, held_back, "queue full or too old: dropped the oldest unsent readings"
-            );
+        let mut lost = Vec::new();
+        for segment in &doomed {
+            lost.extend(self.unsent_in(segment));
         }
-        let report = Data { session: self.session, dropped: lost, ..Default::default() };
-        self.append(report, now_ms).map(|_| ())
+        if !lost.is_empty() {
+            let readings: u64 = lost.iter().map(|d| d.readings).sum();
+            if let Some(held_back) = self.drop_warnings.allow() {
+                warn!(
+                    intervals = lost.len(),
+                    readings, held_back, "queue full or too old: dropped the oldest unsent readings"
+                );
+            }
+            let report = Data { session: self.session, dropped: lost, ..Default::default() };
+            self.append(report, now_ms)?;
+            if let Some(active) = &self.active {
+                active.sync_data()?;
+            }
+        }
+        for segment in doomed {
+            fs::remove_file(self.segment_path(segment.first_seq))?;
+        }
+        self.remove_unneeded_births();
+        Ok(())
     }
 
-    /// Deletes a segment, returning the intervals of unacknowledged readings it held, including
-    /// earlier drop reports it carried.
-    fn drop_segment(&mut self, segment: &Segment) -> io::Result<Vec<DroppedInterval>> {
+    /// Counts a segment about to be dropped and returns the intervals of unacknowledged
+    /// readings it held, with the earlier drop reports it carried; then treats everything in it
+    /// as settled.
+    fn unsent_in(&mut self, segment: &Segment) -> Vec<DroppedInterval> {
         let path = self.segment_path(segment.first_seq);
         let mut lost: Vec<DroppedInterval> = Vec::new();
-        let mut reader = BufReader::new(File::open(&path)?);
         let mut interval: Option<DroppedInterval> = None;
+        let mut reader = match File::open(&path) {
+            Ok(file) => BufReader::new(file),
+            Err(error) => {
+                warn!(path = %path.display(), %error, "cannot read a segment being dropped; its loss is not reported");
+                return lost;
+            }
+        };
         while let Ok(Some((seq, data, _))) = read_record(&mut reader) {
             if self.is_acked(seq) {
                 continue;
@@ -346,15 +377,13 @@ impl Queue {
             }
         }
         lost.extend(interval);
-        fs::remove_file(&path)?;
         // Everything in the segment is gone, acknowledged or not.
         self.acked_above.retain(|&seq| seq > segment.last_seq);
         if self.acked < segment.last_seq {
             self.acked = segment.last_seq;
             self.advance_acked();
         }
-        self.remove_unneeded_births();
-        Ok(lost)
+        lost
     }
 
     /// Records that the broker acknowledged `seq`.
@@ -388,18 +417,25 @@ impl Queue {
     }
 
     /// Writes down how far the queue is acknowledged, and deletes segments no longer needed.
-    /// Losing this file to a crash only means sending some batches twice.
+    /// Not synced: losing this file to a power cut only means sending some batches twice, and
+    /// a sync here would stall polling twice a second.
     pub fn persist_acked(&mut self) -> io::Result<()> {
         if self.acked == self.acked_persisted {
             return Ok(());
         }
-        write_durably(&self.dir, "acked", format!("{}\n", self.acked).as_bytes())?;
+        let temporary = self.dir.join("acked.tmp");
+        fs::write(&temporary, format!("{}\n", self.acked))?;
+        fs::rename(&temporary, self.dir.join("acked"))?;
         self.acked_persisted = self.acked;
+        let mut removed = false;
         while self.segments.len() > 1 && self.segments.front().is_some_and(|s| s.last_seq <= self.acked) {
             let Some(segment) = self.segments.pop_front() else { break };
             fs::remove_file(self.segment_path(segment.first_seq))?;
+            removed = true;
         }
-        self.remove_unneeded_births();
+        if removed {
+            self.remove_unneeded_births();
+        }
         Ok(())
     }
 
@@ -420,7 +456,29 @@ impl Queue {
             file.seek(SeekFrom::Start(offset))?;
             let mut reader = BufReader::new(file.take(segment_bytes - offset));
             let mut position = offset;
-            while let Some((seq, data, size)) = read_record(&mut reader)? {
+            loop {
+                let (seq, data, size) = match read_record(&mut reader) {
+                    Ok(Some(record)) => record,
+                    Ok(None) => break,
+                    Err(error) => {
+                        // Only a disk fault gets here (a torn write is cut off when it
+                        // happens): the rest of this segment cannot be read, so it is settled
+                        // as lost rather than holding the queue back for ever.
+                        self.status.corrupt_records += 1;
+                        warn!(segment = first_seq, offset = position, %error, "corrupt queue record; the rest of its segment is lost");
+                        let last_seq =
+                            self.segments.iter().find(|s| s.first_seq == first_seq).map_or(0, |s| s.last_seq);
+                        for seq in want.max(self.acked + 1)..=last_seq {
+                            self.ack(seq);
+                        }
+                        if self.segments.back().is_some_and(|s| s.first_seq == first_seq) {
+                            // Nothing appended after the damage could be read back either.
+                            self.active = None;
+                            self.roll_next = true;
+                        }
+                        break;
+                    }
+                };
                 position += size;
                 self.cursor = Some((seq + 1, first_seq, position));
                 if seq < want || self.is_acked(seq) {
@@ -577,6 +635,27 @@ mod tests {
         assert_eq!(seqs(&queue.read_after(0, u64::MAX, 1 << 20).expect("read")), [1, 2]);
         assert_eq!(queue.append(batch(T0, 1), T0).expect("append"), 3);
         assert_eq!(seqs(&queue.read_after(0, u64::MAX, 1 << 20).expect("read")), [1, 2, 3]);
+    }
+
+    #[test]
+    fn a_record_corrupted_on_disk_later_is_settled_as_lost_and_does_not_stall_the_queue() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut queue = Queue::open(dir.path(), LIMITS, 1).expect("open");
+        for i in 0..5 {
+            queue.append(batch(T0 + i, 2), T0).expect("append");
+        }
+        // Flip a byte inside the third record's payload.
+        let segment = dir.path().join(format!("{:020}.seg", 1));
+        let mut bytes = fs::read(&segment).expect("read");
+        let record_len = bytes.len() / 5;
+        bytes[2 * record_len + 12] ^= 0xff;
+        fs::write(&segment, bytes).expect("write");
+
+        assert_eq!(seqs(&queue.read_after(0, u64::MAX, 1 << 20).expect("read")), [1, 2]);
+        let status = queue.status();
+        assert_eq!((status.corrupt_records, status.unacked_batches), (1, 2), "{status:?}");
+        assert_eq!(queue.append(batch(T0, 1), T0).expect("append"), 6);
+        assert_eq!(seqs(&queue.read_after(2, u64::MAX, 1 << 20).expect("read")), [6]);
     }
 
     #[test]

@@ -54,6 +54,8 @@ enum Rejection {
     NoSession(MessageKind),
     #[error("{0} readings refused: timestamp before 2000 or more than 5 minutes ahead, or a non-finite value")]
     RefusedReadings(usize),
+    #[error("{0} dropped intervals refused: a time before 2000, more than 5 minutes ahead, or ending before it starts")]
+    RefusedDroppedIntervals(usize),
 }
 
 /// Most messages stored in one transaction.
@@ -227,9 +229,13 @@ impl Ingestor {
                 if data.session == 0 {
                     return Ok(Err(Rejection::NoSession(topic.kind)));
                 }
+                let mut refused_intervals = 0;
                 if !data.dropped.is_empty() {
-                    let newly_reported = store::store_dropped(&self.pool, gateway, &data.dropped).await?;
-                    warn!(%gateway, readings = newly_reported, "gateway reports readings it dropped unsent");
+                    let (newly_reported, refused) = store::store_dropped(&self.pool, gateway, &data.dropped).await?;
+                    refused_intervals = refused;
+                    if newly_reported > 0 {
+                        warn!(%gateway, readings = newly_reported, "gateway reports readings it dropped unsent");
+                    }
                     counts.dropped_by_gateway += newly_reported;
                 }
                 let outcome = store::gather_data(&self.pool, &mut self.cache, gateway, &data, payload, rows).await?;
@@ -239,6 +245,9 @@ impl Ingestor {
                 }
                 if let DataOutcome::Stored { refused: refused @ 1.., .. } = outcome {
                     return Ok(Err(Rejection::RefusedReadings(refused)));
+                }
+                if refused_intervals > 0 {
+                    return Ok(Err(Rejection::RefusedDroppedIntervals(refused_intervals)));
                 }
             }
             MessageKind::CommandResult => {

@@ -79,39 +79,60 @@ fn time_from_ms(ms: i64) -> DateTime<Utc> {
 
 /// Stores a birth: creates or updates the gateway's units and points and the session's alias
 /// table, and marks the gateway online. Returns the session's alias table.
+///
+/// The birth of an earlier session (sent again ahead of its backlog) only adds what is missing:
+/// the current session's metadata stays.
 pub async fn store_birth(pool: &PgPool, gateway: &GatewayId, birth: &Birth) -> sqlx::Result<AliasTable> {
     let mut tx = pool.begin().await?;
-    let max_alias = birth.devices.iter().flat_map(|d| &d.points).map(|p| p.alias as usize).max();
-    let mut table = AliasTable { points: vec![None; max_alias.map_or(0, |m| m + 1)] };
-    for device in &birth.devices {
-        let unit_id: i64 = sqlx::query_scalar(
+    let current: Option<i64> = sqlx::query_scalar("select session from gateways where id = $1 for update")
+        .bind(gateway.as_str())
+        .fetch_optional(&mut *tx)
+        .await?
+        .flatten();
+    let earlier = current.is_some_and(|current| (birth.session as i64) < current);
+    let (unit_sql, point_sql) = if earlier {
+        (
+            // A no-op update, so the existing row's id is returned.
+            "insert into units (gateway_id, device_key, profile, model, attributes) values ($1, $2, $3, $4, $5)
+             on conflict (gateway_id, device_key) do update set gateway_id = units.gateway_id
+             returning id",
+            "insert into points (unit_id, name, unit_of_measure, decimals, writable) values ($1, $2, $3, $4, $5)
+             on conflict (unit_id, name) do update set unit_id = points.unit_id
+             returning id",
+        )
+    } else {
+        (
             "insert into units (gateway_id, device_key, profile, model, attributes) values ($1, $2, $3, $4, $5)
              on conflict (gateway_id, device_key) do update
              set profile = excluded.profile, model = excluded.model,
                  attributes = units.attributes || excluded.attributes
              returning id",
+            "insert into points (unit_id, name, unit_of_measure, decimals, writable) values ($1, $2, $3, $4, $5)
+             on conflict (unit_id, name) do update
+             set unit_of_measure = excluded.unit_of_measure, decimals = excluded.decimals, writable = excluded.writable
+             returning id",
         )
-        .bind(gateway.as_str())
-        .bind(&device.id)
-        .bind(&device.profile)
-        .bind(&device.model)
-        .bind(sqlx::types::Json(&device.attributes))
-        .fetch_one(&mut *tx)
-        .await?;
-        for point in &device.points {
-            let point_id: i64 = sqlx::query_scalar(
-                "insert into points (unit_id, name, unit_of_measure, decimals, writable) values ($1, $2, $3, $4, $5)
-                 on conflict (unit_id, name) do update
-                 set unit_of_measure = excluded.unit_of_measure, decimals = excluded.decimals, writable = excluded.writable
-                 returning id",
-            )
-            .bind(unit_id)
-            .bind(&point.name)
-            .bind(&point.unit)
-            .bind(point.decimals)
-            .bind(point.writable)
+    };
+    let max_alias = birth.devices.iter().flat_map(|d| &d.points).map(|p| p.alias as usize).max();
+    let mut table = AliasTable { points: vec![None; max_alias.map_or(0, |m| m + 1)] };
+    for device in &birth.devices {
+        let unit_id: i64 = sqlx::query_scalar(unit_sql)
+            .bind(gateway.as_str())
+            .bind(&device.id)
+            .bind(&device.profile)
+            .bind(&device.model)
+            .bind(sqlx::types::Json(&device.attributes))
             .fetch_one(&mut *tx)
             .await?;
+        for point in &device.points {
+            let point_id: i64 = sqlx::query_scalar(point_sql)
+                .bind(unit_id)
+                .bind(&point.name)
+                .bind(&point.unit)
+                .bind(point.decimals)
+                .bind(point.writable)
+                .fetch_one(&mut *tx)
+                .await?;
             table.points[point.alias as usize] = Some((point_id, point.decimals));
         }
     }
@@ -440,27 +461,36 @@ async fn insert_readings_exactly(tx: &mut Transaction<'_, Postgres>, all: &Colum
     Ok(())
 }
 
-/// Records intervals a gateway dropped unsent; returns how many readings were newly reported
-/// (a redelivered report adds nothing).
-pub async fn store_dropped(pool: &PgPool, gateway: &GatewayId, dropped: &[DroppedInterval]) -> sqlx::Result<u64> {
+/// Records intervals a gateway dropped unsent. Returns how many readings were newly reported
+/// (a redelivered report adds nothing) and how many intervals were refused for impossible
+/// times, as readings at such times are.
+pub async fn store_dropped(
+    pool: &PgPool,
+    gateway: &GatewayId,
+    dropped: &[DroppedInterval],
+) -> sqlx::Result<(u64, usize)> {
+    let latest_acceptable_ms = Utc::now().timestamp_millis() + MAX_CLOCK_AHEAD_MS;
+    let acceptable = |ms: i64| (EARLIEST_ACCEPTABLE_MS..=latest_acceptable_ms).contains(&ms);
+    let all = dropped.len();
+    let dropped: Vec<&DroppedInterval> =
+        dropped.iter().filter(|d| acceptable(d.from_ms) && acceptable(d.to_ms) && d.from_ms <= d.to_ms).collect();
+    let refused = all - dropped.len();
     let from: Vec<DateTime<Utc>> = dropped.iter().map(|d| time_from_ms(d.from_ms)).collect();
-    let to: Vec<DateTime<Utc>> = dropped.iter().map(|d| time_from_ms(d.to_ms.max(d.from_ms))).collect();
+    let to: Vec<DateTime<Utc>> = dropped.iter().map(|d| time_from_ms(d.to_ms)).collect();
     let readings: Vec<i64> = dropped.iter().map(|d| i64::try_from(d.readings).unwrap_or(i64::MAX)).collect();
-    let added: Option<i64> = sqlx::query_scalar(
-        "with added as (
-             insert into dropped_intervals (gateway_id, from_ts, to_ts, readings)
-             select $1, * from unnest($2::timestamptz[], $3::timestamptz[], $4::bigint[])
-             on conflict do nothing
-             returning readings)
-         select sum(readings)::bigint from added",
+    let added: Vec<i64> = sqlx::query_scalar(
+        "insert into dropped_intervals (gateway_id, from_ts, to_ts, readings)
+         select $1, * from unnest($2::timestamptz[], $3::timestamptz[], $4::bigint[])
+         on conflict do nothing
+         returning readings",
     )
     .bind(gateway.as_str())
     .bind(&from)
     .bind(&to)
     .bind(&readings)
-    .fetch_one(pool)
+    .fetch_all(pool)
     .await?;
-    Ok(added.unwrap_or(0).max(0) as u64)
+    Ok((added.iter().fold(0u64, |sum, &n| sum.saturating_add(n.max(0) as u64)), refused))
 }
 
 /// The held payloads of a session, oldest first, with their ids for [`delete_pending`].

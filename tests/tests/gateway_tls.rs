@@ -16,7 +16,7 @@ fn gateway_config(dir: &std::path::Path, port: u16, ca: &std::path::Path, sim: &
     std::fs::write(
         &path,
         format!(
-            "gateway_id = \"{GATEWAY}\"\nstate_dir = \"{state}\"\n[mqtt]\nhost = \"localhost\"\nport = {port}\npassword_file = \"{secret}\"\ntls = {{ ca_file = \"{ca}\" }}\n[[devices]]\nid = \"chiller-1\"\nprofile = \"trane-ch530\"\nhost = \"127.0.0.1\"\nport = {modbus}\npoll_interval_ms = 200\n",
+            "gateway_id = \"{GATEWAY}\"\nstate_dir = \"{state}\"\n[mqtt]\nhost = \"localhost\"\nport = {port}\npassword_file = \"{secret}\"\ntls = {{ ca_file = \"{ca}\" }}\n[[devices]]\nid = \"chiller-1\"\nprofile = \"trane-ch530\"\nhost = \"127.0.0.1\"\nport = {modbus}\npoll_interval_ms = 200\nsnapshot_interval_secs = 1\n",
             state = dir.join(format!("state-{}", path.file_stem().and_then(|s| s.to_str()).unwrap_or("x"))).display(),
             secret = dir.join("secret").display(),
             ca = ca.display(),

@@ -130,10 +130,14 @@ async fn bad_input_is_refused_counted_and_dead_lettered_while_ingest_goes_on() {
     let far_future = gateway.data_at(now_ms + 24 * 3600 * 1000, &[(0, 1.0)]);
     let before_2000 = gateway.data_at(900_000_000_000, &[(0, 1.0)]);
     let not_a_number = gateway.data_at(now_ms, &[(0, f64::NAN), (1, 2.0)]);
+    // A drop report at times PostgreSQL cannot even store.
+    let mut impossible_gap = gateway.data_at(now_ms, &[]);
+    impossible_gap.dropped =
+        vec![chillcloud_proto::DroppedInterval { from_ms: i64::MIN, to_ms: i64::MAX, readings: u64::MAX }];
     let good = gateway.data(0, POINTS);
     gateway.publish_raw(MessageKind::Data, vec![0xff, 0xff, 0xff]).await;
     gateway.publish_raw(MessageKind::Data, Vec::new()).await;
-    for data in [&far_future, &before_2000, &not_a_number, &good] {
+    for data in [&far_future, &before_2000, &not_a_number, &impossible_gap, &good] {
         gateway.publish_data(data).await;
     }
     gateway.wait_acked(Duration::from_secs(30)).await;
@@ -144,11 +148,12 @@ async fn bad_input_is_refused_counted_and_dead_lettered_while_ingest_goes_on() {
     .await;
     let reasons: Vec<String> =
         sqlx::query_scalar("select reason from dead_letters order by id").fetch_all(&pool).await.expect("dead letters");
-    assert_eq!(reasons.len(), 5, "{reasons:?}");
+    assert_eq!(reasons.len(), 6, "{reasons:?}");
     assert!(reasons[0].contains("malformed data payload"), "{reasons:?}");
     assert!(reasons[1].contains("without a session"), "{reasons:?}");
-    assert!(reasons[2..].iter().all(|r| r.contains("1 readings refused")), "{reasons:?}");
+    assert!(reasons[2..5].iter().all(|r| r.contains("1 readings refused")), "{reasons:?}");
+    assert!(reasons[5].contains("1 dropped intervals refused"), "{reasons:?}");
     let metrics = stack.api().get_raw("/metrics").await.1;
-    assert!(metrics.contains("chillcloud_mqtt_messages_rejected_total 5"), "{metrics}");
+    assert!(metrics.contains("chillcloud_mqtt_messages_rejected_total 6"), "{metrics}");
     assert!(metrics.contains("chillcloud_readings_refused_total 3"), "{metrics}");
 }
