@@ -16,7 +16,7 @@ use serde::Deserialize;
 
 use crate::{
     modbus::{ByteOrder, DataType, RegisterKind, WordOrder},
-    profile,
+    profile::{self, Profile},
     queue::QueueLimits,
 };
 
@@ -77,6 +77,10 @@ struct ConfigFile {
     mqtt: MqttFile,
     #[serde(default)]
     queue: QueueFile,
+    /// The site's own device profiles: data files in the built-in profiles' format
+    /// (`gateway/profiles/*.toml`), for controllers without a built-in one.
+    #[serde(default)]
+    profile_files: Vec<PathBuf>,
     #[serde(default)]
     buses: Vec<BusFile>,
     #[serde(default)]
@@ -263,6 +267,9 @@ pub(crate) struct PointFile {
     #[serde(default)]
     pub(crate) deadband: f64,
 }
+
+/// Longest interval a setting may take, in milliseconds.
+const DAY_MS: u64 = 24 * 3600 * 1000;
 
 fn default_mqtt_port() -> u16 {
     1883
@@ -494,6 +501,19 @@ impl Config {
             }
             buses.push(check_bus(bus, &field)?);
         }
+        let mut profiles = Vec::with_capacity(file.profile_files.len());
+        for path in &file.profile_files {
+            let profile = profile::load(path)?;
+            if profile::NAMES.contains(&profile.name.as_str())
+                || profiles.iter().any(|p: &Profile| p.name == profile.name)
+            {
+                return Err(invalid(
+                    "profile_files",
+                    format!("{}: profile name {:?} is already taken", path.display(), profile.name),
+                ));
+            }
+            profiles.push(profile);
+        }
         let mut ids = HashSet::new();
         let mut devices = Vec::with_capacity(file.devices.len());
         for (i, device) in file.devices.into_iter().enumerate() {
@@ -501,7 +521,7 @@ impl Config {
             if !ids.insert(device.id.clone()) {
                 return Err(invalid(format!("{field}.id"), format!("{:?} is used by another device", device.id)));
             }
-            devices.push(check_device(device, &buses, &field)?);
+            devices.push(check_device(device, &buses, &profiles, &field)?);
         }
         for (i, bus) in buses.iter().enumerate() {
             let units: Vec<u8> =
@@ -621,18 +641,23 @@ fn check_bus(bus: BusFile, field: &str) -> Result<BusConfig, ConfigError> {
     Ok(BusConfig { id: bus.id, endpoint, inter_frame_delay })
 }
 
-fn check_device(device: DeviceFile, buses: &[BusConfig], field: &str) -> Result<DeviceConfig, ConfigError> {
+fn check_device(
+    device: DeviceFile,
+    buses: &[BusConfig],
+    profiles: &[Profile],
+    field: &str,
+) -> Result<DeviceConfig, ConfigError> {
     if device.id.is_empty() || device.id.contains(['/', '+', '#']) {
         return Err(invalid(format!("{field}.id"), "must be non-empty without '/', '+' or '#'"));
     }
-    if device.poll_interval_ms < 100 {
-        return Err(invalid(format!("{field}.poll_interval_ms"), "must be at least 100"));
+    if !(100..=DAY_MS).contains(&device.poll_interval_ms) {
+        return Err(invalid(format!("{field}.poll_interval_ms"), "must be at least 100 and at most a day"));
     }
-    if device.snapshot_interval_secs == 0 {
-        return Err(invalid(format!("{field}.snapshot_interval_secs"), "must be at least 1"));
+    if !(1..=DAY_MS / 1000).contains(&device.snapshot_interval_secs) {
+        return Err(invalid(format!("{field}.snapshot_interval_secs"), "must be at least 1 and at most a day"));
     }
-    if device.timeout_ms == 0 {
-        return Err(invalid(format!("{field}.timeout_ms"), "must be more than 0"));
+    if !(1..=DAY_MS).contains(&device.timeout_ms) {
+        return Err(invalid(format!("{field}.timeout_ms"), "must be more than 0 and at most a day"));
     }
     let transport = match (device.host, device.bus) {
         (Some(host), None) => Transport::Tcp { host, port: device.port },
@@ -652,13 +677,22 @@ fn check_device(device: DeviceFile, buses: &[BusConfig], field: &str) -> Result<
     }
     let mut points: Vec<PointConfig> = Vec::new();
     if let Some(name) = &device.profile {
-        let profile = profile::builtin(name).ok_or_else(|| {
-            invalid(
-                format!("{field}.profile"),
-                format!("unknown profile {name:?}; built-in profiles: {}", profile::NAMES.join(", ")),
-            )
-        })?;
-        points = profile.points;
+        points = match profiles.iter().find(|p| &p.name == name) {
+            Some(own) => own.points.clone(),
+            None => {
+                profile::builtin(name)
+                    .ok_or_else(|| {
+                        invalid(
+                            format!("{field}.profile"),
+                            format!(
+                                "unknown profile {name:?}; built-in profiles: {}, or add one with profile_files",
+                                profile::NAMES.join(", ")
+                            ),
+                        )
+                    })?
+                    .points
+            }
+        };
     }
     for (j, point) in device.points.into_iter().enumerate() {
         let point = check_point(point, device.addressing_base, &format!("{field}.points[{j}]"))?;
@@ -740,6 +774,9 @@ pub(crate) fn check_point(point: PointFile, base: u16, field: &str) -> Result<Po
     }
     if !point.scale.is_finite() || point.scale == 0.0 {
         return Err(invalid(format!("{field}.scale"), "must be a finite non-zero number"));
+    }
+    if point.poll_interval_ms.is_some_and(|ms| !(100..=DAY_MS).contains(&ms)) {
+        return Err(invalid(format!("{field}.poll_interval_ms"), "must be at least 100 and at most a day"));
     }
     if !point.deadband.is_finite() || point.deadband < 0.0 {
         return Err(invalid(format!("{field}.deadband"), "must be a finite number, 0 or more"));

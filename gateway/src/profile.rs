@@ -46,6 +46,13 @@ pub fn builtin(name: &str) -> Option<Profile> {
     Some(parse(text, Path::new(name)).unwrap_or_else(|e| panic!("built-in profile {name} is invalid: {e}")))
 }
 
+/// Loads a site's own profile from a data file in the built-in profiles' format.
+pub fn load(path: &Path) -> Result<Profile, crate::config::ConfigError> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|source| crate::config::ConfigError::Read { path: path.to_owned(), source })?;
+    parse(&text, path)
+}
+
 fn parse(text: &str, path: &Path) -> Result<Profile, crate::config::ConfigError> {
     let file: ProfileFile = toml::from_str(text)
         .map_err(|e| crate::config::ConfigError::Syntax { path: path.to_owned(), message: e.to_string() })?;
@@ -53,7 +60,7 @@ fn parse(text: &str, path: &Path) -> Result<Profile, crate::config::ConfigError>
         .points
         .into_iter()
         .enumerate()
-        .map(|(i, p)| check_point(p, file.addressing_base, &format!("points[{i}]")))
+        .map(|(i, p)| check_point(p, file.addressing_base, &format!("{}: points[{i}]", path.display())))
         .collect::<Result<_, _>>()?;
     Ok(Profile { name: file.name, points })
 }

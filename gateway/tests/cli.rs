@@ -56,3 +56,24 @@ fn the_shipped_example_config_is_valid() {
     let (ok, text) = check_config(&example);
     assert!(ok, "{text}");
 }
+
+#[test]
+fn a_site_profile_file_defines_points_for_devices() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let profile = dir.path().join("bank.toml");
+    std::fs::write(
+        &profile,
+        "name = \"site-bank\"\ndescription = \"x\"\naddressing_base = 1\n[[points]]\nname = \"t1\"\nkind = \"input\"\naddress = 1\n[[points]]\nname = \"t2\"\nkind = \"input\"\naddress = 2\ntype = \"i16\"\nscale = 0.1\n",
+    )
+    .expect("write profile");
+    let config = format!("profile_files = [\"{}\"]\n{}", profile.display(), GOOD.replace("trane-ch530", "site-bank"));
+    let (ok, text) = check_config(&config);
+    assert!(ok, "{text}");
+    assert!(text.contains("ok (1 devices, 2 points)"), "{text}");
+
+    std::fs::write(&profile, "name = \"site-bank\"\ndescription = \"x\"\naddressing_base = 1\n[[points]]\nname = \"t1\"\nkind = \"input\"\naddress = 0\n")
+        .expect("write profile");
+    let (ok, text) = check_config(&config);
+    assert!(!ok);
+    assert!(text.contains("bank.toml: points[0].address"), "the error names the file and field: {text}");
+}

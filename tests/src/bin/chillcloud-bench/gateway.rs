@@ -386,19 +386,26 @@ pub async fn p3() -> anyhow::Result<bool> {
     let broker = PasswordMosquitto::start_plain(dir.path(), &lines).await;
     let sim = Simulator::start(UNITS, dir.path()).await;
 
-    // Ours: the same 100 registers of each device, nothing else, on its defaults.
-    let bank: String = (BENCH_BANK_START..BENCH_BANK_START + 100)
-        .map(|a| format!("[[devices.points]]\nname = \"r{a}\"\nkind = \"input\"\naddress = {a}\n"))
+    // Ours: the same 100 registers of each device, nothing else, on its defaults. The register
+    // map is a site profile file that every device uses, as the peers' configurations define
+    // it once too.
+    let profile = dir.path().join("bank.toml");
+    let points: String = (BENCH_BANK_START..BENCH_BANK_START + 100)
+        .map(|a| format!("[[points]]\nname = \"r{a}\"\nkind = \"input\"\naddress = {a}\n"))
         .collect();
+    std::fs::write(&profile, format!("name = \"bank\"\ndescription = \"P3\"\naddressing_base = 0\n{points}"))?;
     let devices: String = (1..=UNITS)
         .map(|unit| {
             format!(
-                "[[devices]]\nid = \"device-{unit}\"\nhost = \"127.0.0.1\"\nport = {}\nunit_id = {unit}\n{bank}",
+                "[[devices]]\nid = \"device-{unit}\"\nprofile = \"bank\"\nhost = \"127.0.0.1\"\nport = {}\nunit_id = {unit}\n",
                 sim.modbus.port()
             )
         })
         .collect();
     let config = write_config(dir.path(), "bench-p3", broker.port, None, &devices);
+    // The profile list is a top-level key: it goes before the tables.
+    let text = std::fs::read_to_string(&config)?;
+    std::fs::write(&config, format!("profile_files = [\"{}\"]\n{text}", profile.display()))?;
     let mut ours = tokio::process::Command::new(bin("chillcloud-gateway"))
         .args(["run", "--config", &config.to_string_lossy()])
         .stdout(std::process::Stdio::null())
