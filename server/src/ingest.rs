@@ -35,8 +35,6 @@ pub struct BrokerSettings {
 }
 
 const MAX_RECONNECT_DELAY: Duration = Duration::from_secs(30);
-/// Messages received but not yet stored; when full, the server stops reading from the broker.
-const INGEST_QUEUE: usize = 1024;
 
 /// Why a message was refused. Refused messages are acknowledged (redelivery would not help),
 /// counted, and sampled into the dead-letter table.
@@ -75,7 +73,12 @@ pub async fn run(pool: PgPool, broker: BrokerSettings, metrics: Arc<Metrics>, sh
     options.set_keep_alive(Duration::from_secs(30));
     options.set_max_packet_size(chillcloud_proto::MAX_PAYLOAD_BYTES * 4, 64 * 1024);
     let (client, eventloop) = AsyncClient::new(options, MAX_BATCH_MESSAGES * 2);
-    let (messages_tx, mut messages) = mpsc::channel(INGEST_QUEUE);
+    // Unbounded on purpose: the event loop must never wait on the worker, because the worker's
+    // acknowledgements go out through the event loop (a bounded queue here deadlocked under a
+    // burst, benchmark P2). What is queued is bounded by the broker instead: it sends no more
+    // unacknowledged QoS 1 messages than its inflight limit (1,000 in the shipped
+    // configuration), so a slow database still holds the broker back.
+    let (messages_tx, mut messages) = mpsc::unbounded_channel();
     let driver = tokio::spawn(drive(eventloop, client.clone(), messages_tx, metrics.clone(), shutdown.clone()));
 
     let mut ingestor = Ingestor { pool, cache: AliasCache::default(), known_gateways: HashSet::new(), metrics };
@@ -86,7 +89,7 @@ pub async fn run(pool: PgPool, broker: BrokerSettings, metrics: Arc<Metrics>, sh
             received = messages.recv_many(&mut batch, MAX_BATCH_MESSAGES) => if received == 0 { break },
         }
         // Retry until stored: nothing is acknowledged before, so nothing is lost while the
-        // database is down, and the bounded queue holds the broker back meanwhile.
+        // database is down, and the broker's inflight limit holds it back meanwhile.
         let mut delay = Duration::from_millis(100);
         loop {
             let started = Instant::now();
@@ -272,7 +275,7 @@ fn count(counts: &mut BatchCounts, outcome: &DataOutcome) {
 async fn drive(
     mut eventloop: EventLoop,
     client: AsyncClient,
-    messages: mpsc::Sender<Publish>,
+    messages: mpsc::UnboundedSender<Publish>,
     metrics: Arc<Metrics>,
     shutdown: CancellationToken,
 ) {
@@ -292,7 +295,7 @@ async fn drive(
             }
             Ok(Event::Incoming(Packet::Publish(publish))) => {
                 metrics.messages_received.inc();
-                if messages.send(publish).await.is_err() {
+                if messages.send(publish).is_err() {
                     return;
                 }
             }

@@ -157,3 +157,25 @@ async fn bad_input_is_refused_counted_and_dead_lettered_while_ingest_goes_on() {
     assert!(metrics.contains("chillcloud_mqtt_messages_rejected_total 6"), "{metrics}");
     assert!(metrics.contains("chillcloud_readings_refused_total 3"), "{metrics}");
 }
+
+/// A burst of more messages than the broker's inflight window and the server's acknowledgement
+/// queue together: the server must keep reading from the broker while it acknowledges (a
+/// bounded hand-over between the two once deadlocked here).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_burst_of_small_messages_is_stored_without_stalling() {
+    const MESSAGES: u64 = 3_000;
+    const PER_MESSAGE: u32 = 5;
+    let stack = Stack::start().await;
+    let pool = stack.postgres.pool().await;
+    let mut gateway = stack.gateway(PER_MESSAGE).await;
+    for batch in 0..MESSAGES {
+        let data = gateway.data(batch, PER_MESSAGE);
+        gateway.publish_data(&data).await;
+    }
+    let expected = (MESSAGES * u64::from(PER_MESSAGE)) as i64;
+    wait_for("every reading of the burst", Duration::from_secs(120), || async {
+        (count_readings(&pool).await.0 == expected).then_some(())
+    })
+    .await;
+    gateway.wait_acked(Duration::from_secs(30)).await;
+}

@@ -16,11 +16,12 @@ use chillcloud_tests::harness::{Stack, TestPostgres, count_readings, numbered_bi
 use chrono::{DateTime, TimeDelta, Utc};
 use clap::Parser;
 use sqlx::PgPool;
+use tokio::io::AsyncBufReadExt as _;
 
 #[derive(Parser)]
 #[command(about = "Chillcloud benchmarks (see BENCHMARKS.md)")]
 struct Cli {
-    /// P1 (ingest against COPY and INSERT VALUES), P3 (gateway footprint against
+    /// P1 (ingest against COPY and INSERT VALUES), P2 (keeping up with mosquitto_sub), P3 (gateway footprint against
     /// thingsboard-gateway and collectd), P4 (Modbus requests per poll against the lower
     /// bound), P5 (wire bytes per point against JSON per tag), P7 (hourly history against raw),
     /// or all.
@@ -32,14 +33,15 @@ async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let id = cli.id.to_uppercase();
     let ids: Vec<&str> = match id.as_str() {
-        "ALL" => vec!["P1", "P3", "P4", "P5", "P7"],
-        id @ ("P1" | "P3" | "P4" | "P5" | "P7") => vec![id],
-        other => anyhow::bail!("unknown benchmark {other}: P1, P3, P4, P5, P7 or all"),
+        "ALL" => vec!["P1", "P2", "P3", "P4", "P5", "P7"],
+        id @ ("P1" | "P2" | "P3" | "P4" | "P5" | "P7") => vec![id],
+        other => anyhow::bail!("unknown benchmark {other}: P1, P2, P3, P4, P5, P7 or all"),
     };
     let mut all_pass = true;
     for id in ids {
         let pass = match id {
             "P1" => p1().await?,
+            "P2" => p2().await?,
             "P3" => gateway::p3().await?,
             "P4" => gateway::p4().await?,
             "P5" => gateway::p5().await?,
@@ -273,4 +275,103 @@ async fn insert_values(pool: &PgPool, table: &str, rows: &[(i64, DateTime<Utc>, 
     }
     query.execute(pool).await?;
     Ok(())
+}
+
+/// P2: how fast the server stores what the broker delivers, against `mosquitto_sub` receiving
+/// the same messages from the same broker at the same time: one burst of gateway-sized data
+/// messages (50 readings each) published as fast as one client can at QoS 1.
+async fn p2() -> anyhow::Result<bool> {
+    const MESSAGES: u64 = 5_000;
+    const PER_MESSAGE: u32 = 50;
+    let stack = Stack::start().await;
+    let pool = stack.postgres.pool().await;
+    let mut gateway = stack.gateway(PER_MESSAGE).await;
+    wait_for("the birth's points", Duration::from_secs(30), || async {
+        let n: i64 = sqlx::query_scalar("select count(*) from points").fetch_one(&pool).await.ok()?;
+        (n == i64::from(PER_MESSAGE)).then_some(())
+    })
+    .await;
+
+    // The baseline subscriber prints one line (the topic) per message it receives at QoS 1, and
+    // with -d its protocol exchanges, among them the SUBACK that says it is subscribed. stdbuf
+    // makes its output line-buffered, so each line is timed as it is received (a few small
+    // writes per message, next to nothing beside the network).
+    let mut subscriber = tokio::process::Command::new("stdbuf")
+        .args(["-oL", "mosquitto_sub", "-h", "127.0.0.1", "-p", &stack.broker.address().port().to_string()])
+        .args(["-u", chillcloud_server::embedded::broker::SERVER_USERNAME, "-P", &stack.broker.server_password])
+        .args(["-i", "bench-p2-mosquitto-sub", "-q", "1", "-t", "chillcloud/v1/+/data", "-F", "%t", "-d"])
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()?;
+    let stdout = subscriber.stdout.take().context("subscriber output")?;
+    let (lines_tx, mut lines) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        let mut reader = tokio::io::BufReader::new(stdout).lines();
+        while let Ok(Some(line)) = reader.next_line().await {
+            let event = if line.contains("received SUBACK") {
+                None
+            } else if line.starts_with("chillcloud/v1/") {
+                Some(Instant::now())
+            } else {
+                continue;
+            };
+            if lines_tx.send(event).is_err() {
+                return;
+            }
+        }
+    });
+    let subscribed = tokio::time::timeout(Duration::from_secs(30), lines.recv()).await?;
+    anyhow::ensure!(subscribed == Some(None), "mosquitto_sub did not subscribe");
+    // A probe shows both subscribers receive before the burst starts.
+    let probe = gateway.data(0, PER_MESSAGE);
+    gateway.publish_data(&probe).await;
+    tokio::time::timeout(Duration::from_secs(30), lines.recv()).await?.context("mosquitto_sub received the probe")?;
+    let probe_readings = i64::from(PER_MESSAGE);
+    wait_for("the probe stored", Duration::from_secs(30), || async {
+        (count_readings(&pool).await.0 == probe_readings).then_some(())
+    })
+    .await;
+
+    let messages: Vec<_> = (1..=MESSAGES).map(|b| gateway.data(b, PER_MESSAGE)).collect();
+    let started = Instant::now();
+    let publishing = async {
+        for data in &messages {
+            gateway.publish_data(data).await;
+        }
+        started.elapsed()
+    };
+    let baseline = async {
+        let mut last = started;
+        for _ in 0..MESSAGES {
+            last = lines.recv().await.flatten().context("mosquitto_sub ended")?;
+        }
+        anyhow::Ok(last.duration_since(started))
+    };
+    let target = probe_readings + (MESSAGES * u64::from(PER_MESSAGE)) as i64;
+    let ours = async {
+        wait_for("P2 readings stored", Duration::from_secs(300), || async {
+            (count_readings(&pool).await.0 >= target).then_some(())
+        })
+        .await;
+        started.elapsed()
+    };
+    let (published, baseline, ours) = tokio::join!(publishing, baseline, ours);
+    let baseline = baseline?;
+    let rate = |elapsed: Duration| MESSAGES as f64 / elapsed.as_secs_f64();
+    let ratio = rate(ours) / rate(baseline);
+    println!(
+        "P2 {MESSAGES} data messages of {PER_MESSAGE} readings, QoS 1, published in {:.2} s ({:.0} messages/s)",
+        published.as_secs_f64(),
+        rate(published)
+    );
+    println!("P2 mosquitto_sub received them all in {:.2} s: {:.0} messages/s", baseline.as_secs_f64(), rate(baseline));
+    println!(
+        "P2 ours stored them all in {:.2} s: {:.0} messages/s ({:.0} readings/s)",
+        ours.as_secs_f64(),
+        rate(ours),
+        rate(ours) * f64::from(PER_MESSAGE)
+    );
+    let pass = ratio >= 0.9;
+    println!("P2 ratio={ratio:.2} target>=0.9 {}", verdict(pass));
+    Ok(pass)
 }
