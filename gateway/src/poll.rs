@@ -189,47 +189,22 @@ impl DevicePoller {
                 self.read_block(block_index).await
             };
             let time_ms = now_ms();
-            let block = &self.blocks[block_index];
+            let (start, points) = (self.blocks[block_index].start, self.blocks[block_index].points.len());
             match result {
                 Ok(words) => {
-                    for &i in &block.points {
+                    for k in 0..points {
+                        let i = self.blocks[block_index].points[k];
                         let point = &self.device.points[i];
-                        let offset = usize::from(point.address - block.start);
+                        let offset = usize::from(point.address - start);
                         let raw = &words[offset..offset + usize::from(point.width)];
-                        let value = engineering_value(point, raw);
-                        if !value.is_finite() {
-                            // A float register holding NaN or infinity has no usable value.
-                            if snapshot || !matches!(self.last_sent[i], Some((None, Quality::Bad))) {
-                                samples.push(Sample {
-                                    alias: self.first_alias + i as u32,
-                                    time_ms,
-                                    value: None,
-                                    quality: Quality::Bad,
-                                });
-                                self.last_sent[i] = Some((None, Quality::Bad));
-                            }
-                            continue;
-                        }
-                        let changed = match self.last_sent[i] {
-                            Some((Some(last), Quality::Good)) if point.deadband > 0.0 => {
-                                (value - last).abs() > point.deadband
-                            }
-                            Some((Some(last), Quality::Good)) => value != last,
-                            _ => true,
-                        };
-                        if snapshot || changed {
-                            samples.push(Sample {
-                                alias: self.first_alias + i as u32,
-                                time_ms,
-                                value: Some(value),
-                                quality: Quality::Good,
-                            });
-                            self.last_sent[i] = Some((Some(value), Quality::Good));
-                        }
+                        // A float register holding NaN or infinity has no usable value.
+                        let value = Some(engineering_value(point, raw)).filter(|v| v.is_finite());
+                        self.report(i, value, time_ms, snapshot, &mut samples);
                     }
                 }
                 Err(error) => {
                     first_error.get_or_insert_with(|| error.to_string());
+                    let block = &self.blocks[block_index];
                     let fresh_failure =
                         block.points.iter().any(|&i| !matches!(self.last_sent[i], Some((None, Quality::Bad))));
                     if fresh_failure && !matches!(error, ReadError::Skipped) {
@@ -237,16 +212,9 @@ impl DevicePoller {
                     } else {
                         debug!(device = %self.device.id, %error, "read still failing");
                     }
-                    for &i in &block.points {
-                        if snapshot || !matches!(self.last_sent[i], Some((None, Quality::Bad))) {
-                            samples.push(Sample {
-                                alias: self.first_alias + i as u32,
-                                time_ms,
-                                value: None,
-                                quality: Quality::Bad,
-                            });
-                            self.last_sent[i] = Some((None, Quality::Bad));
-                        }
+                    for k in 0..points {
+                        let i = self.blocks[block_index].points[k];
+                        self.report(i, None, time_ms, snapshot, &mut samples);
                     }
                     if !matches!(error, ReadError::Exception(_)) {
                         unreachable = true;
@@ -270,6 +238,23 @@ impl DevicePoller {
             status.last_error = first_error;
         });
         samples
+    }
+
+    /// Adds point `i`'s reading (`None`: bad, no value) to `samples` if it is to be sent: on a
+    /// snapshot always, otherwise when it moved beyond the point's deadband or changed quality.
+    fn report(&mut self, i: usize, value: Option<f64>, time_ms: i64, snapshot: bool, samples: &mut Vec<Sample>) {
+        let deadband = self.device.points[i].deadband;
+        let changed = match (self.last_sent[i], value) {
+            (Some((Some(last), Quality::Good)), Some(value)) if deadband > 0.0 => (value - last).abs() > deadband,
+            (Some((Some(last), Quality::Good)), Some(value)) => value != last,
+            (Some((None, Quality::Bad)), None) => false,
+            _ => true,
+        };
+        if snapshot || changed {
+            let quality = if value.is_some() { Quality::Good } else { Quality::Bad };
+            samples.push(Sample { alias: self.first_alias + i as u32, time_ms, value, quality });
+            self.last_sent[i] = Some((value, quality));
+        }
     }
 
     /// Reads one block of the plan.
