@@ -54,6 +54,8 @@ enum Rejection {
     RefusedReadings(usize),
     #[error("{0} dropped intervals refused: a time before 2000, more than 5 minutes ahead, or ending before it starts")]
     RefusedDroppedIntervals(usize),
+    #[error("the session's birth never arrived and {} messages are already held for it", store::MAX_HELD_PER_GATEWAY)]
+    HoldingFull,
 }
 
 /// Most messages stored in one transaction.
@@ -140,6 +142,8 @@ struct BatchCounts {
     stored: u64,
     history: u64,
     dropped_by_gateway: u64,
+    /// Time of the oldest reading among the newest of each live data message, ms.
+    oldest_live_ms: Option<i64>,
 }
 
 impl Ingestor {
@@ -165,6 +169,10 @@ impl Ingestor {
         metrics.readings_refused.add(counts.refused_readings);
         metrics.readings_history.add(counts.history);
         metrics.readings_dropped_by_gateways.add(counts.dropped_by_gateway);
+        if let Some(oldest) = counts.oldest_live_ms {
+            let lag_ms = chrono::Utc::now().timestamp_millis().saturating_sub(oldest);
+            metrics.ingest_lag_seconds.set(lag_ms.max(0) as f64 / 1000.0);
+        }
         Ok(())
     }
 
@@ -203,8 +211,16 @@ impl Ingestor {
                 let pending = store::pending(&self.pool, gateway, birth.session).await?;
                 for (_, payload) in &pending {
                     if let Ok(data) = decode::<Data>(MessageKind::Data, payload) {
-                        let outcome =
-                            store::gather_data(&self.pool, &mut self.cache, gateway, &data, payload, rows).await?;
+                        let outcome = store::gather_data(
+                            &self.pool,
+                            &mut self.cache,
+                            gateway,
+                            &data,
+                            payload,
+                            rows,
+                            store::MAX_HELD_PER_GATEWAY,
+                        )
+                        .await?;
                         count(counts, &outcome);
                     }
                 }
@@ -241,13 +257,29 @@ impl Ingestor {
                     }
                     counts.dropped_by_gateway += newly_reported;
                 }
-                let outcome = store::gather_data(&self.pool, &mut self.cache, gateway, &data, payload, rows).await?;
+                let outcome = store::gather_data(
+                    &self.pool,
+                    &mut self.cache,
+                    gateway,
+                    &data,
+                    payload,
+                    rows,
+                    store::MAX_HELD_PER_GATEWAY,
+                )
+                .await?;
                 count(counts, &outcome);
                 if data.history {
                     counts.history += data.readings.len() as u64;
+                } else if let Some(newest) = data.readings.iter().map(|r| r.offset_ms).max() {
+                    let newest_ms = data.base_time_ms.saturating_add(newest);
+                    counts.oldest_live_ms = Some(counts.oldest_live_ms.map_or(newest_ms, |o| o.min(newest_ms)));
                 }
-                if let DataOutcome::Stored { refused: refused @ 1.., .. } = outcome {
-                    return Ok(Err(Rejection::RefusedReadings(refused)));
+                match outcome {
+                    DataOutcome::Stored { refused: refused @ 1.., .. } => {
+                        return Ok(Err(Rejection::RefusedReadings(refused)));
+                    }
+                    DataOutcome::HoldingFull => return Ok(Err(Rejection::HoldingFull)),
+                    DataOutcome::Stored { .. } | DataOutcome::HeldForBirth => {}
                 }
                 if refused_intervals > 0 {
                     return Ok(Err(Rejection::RefusedDroppedIntervals(refused_intervals)));
@@ -269,6 +301,7 @@ fn count(counts: &mut BatchCounts, outcome: &DataOutcome) {
             counts.refused_readings += *refused as u64;
         }
         DataOutcome::HeldForBirth => counts.held_for_birth += 1,
+        DataOutcome::HoldingFull => {}
     }
 }
 

@@ -39,6 +39,22 @@ impl SecondsCounter {
     }
 }
 
+/// A value that goes up and down, kept as the bits of an `f64`.
+#[derive(Debug, Default)]
+pub struct Gauge(AtomicU64);
+
+impl Gauge {
+    /// Sets the value.
+    pub fn set(&self, value: f64) {
+        self.0.store(value.to_bits(), Ordering::Relaxed);
+    }
+
+    /// The current value.
+    pub fn get(&self) -> f64 {
+        f64::from_bits(self.0.load(Ordering::Relaxed))
+    }
+}
+
 /// The server's counters.
 #[derive(Debug, Default)]
 pub struct Metrics {
@@ -66,6 +82,8 @@ pub struct Metrics {
     pub batch_messages: Counter,
     /// Time spent storing batches.
     pub database_seconds: SecondsCounter,
+    /// How old the oldest live reading of the last committed batch was when it was committed.
+    pub ingest_lag_seconds: Gauge,
 }
 
 impl Metrics {
@@ -125,9 +143,14 @@ impl Metrics {
             ),
             ("chillcloud_ingest_database_seconds_total", "Time spent storing batches", self.database_seconds.seconds()),
         ];
-        counters
-            .iter()
-            .map(|(name, help, value)| format!("# HELP {name} {help}\n# TYPE {name} counter\n{name} {value}\n"))
-            .collect()
+        let gauges: [(&str, &str, f64); 1] = [(
+            "chillcloud_ingest_lag_seconds",
+            "Age of the oldest live (not backfilled) reading of the last batch when it was committed",
+            self.ingest_lag_seconds.get(),
+        )];
+        let render = |kind: &str, (name, help, value): &(&str, &str, f64)| {
+            format!("# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}\n")
+        };
+        counters.iter().map(|c| render("counter", c)).chain(gauges.iter().map(|g| render("gauge", g))).collect()
     }
 }

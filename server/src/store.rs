@@ -45,7 +45,14 @@ pub enum DataOutcome {
     },
     /// The session's birth has not arrived; the message is held until it does.
     HeldForBirth,
+    /// The session's birth has not arrived and the gateway already has as many messages held
+    /// as allowed ([`MAX_HELD_PER_GATEWAY`] in the server): this one is refused.
+    HoldingFull,
 }
+
+/// Most messages held for one gateway whose birth has not arrived: a gateway that never sends
+/// its birth must not fill the database.
+pub const MAX_HELD_PER_GATEWAY: i64 = 10_000;
 
 /// Whether a gateway has been provisioned.
 pub async fn gateway_exists(pool: &PgPool, gateway: &GatewayId) -> sqlx::Result<bool> {
@@ -246,7 +253,8 @@ impl Columns {
     }
 }
 
-/// Adds a data message's readings to `rows`, or holds the raw payload if its birth is unknown.
+/// Adds a data message's readings to `rows`, or holds the raw payload if its birth is unknown
+/// and fewer than `max_held` messages of the gateway are held already.
 pub async fn gather_data(
     pool: &PgPool,
     cache: &mut AliasCache,
@@ -254,15 +262,22 @@ pub async fn gather_data(
     data: &Data,
     payload: &[u8],
     rows: &mut ReadingRows,
+    max_held: i64,
 ) -> sqlx::Result<DataOutcome> {
     let Some(table) = alias_table(pool, cache, gateway, data.session).await? else {
-        sqlx::query("insert into pending_data (gateway_id, session, payload) values ($1, $2, $3)")
-            .bind(gateway.as_str())
-            .bind(data.session as i64)
-            .bind(payload)
-            .execute(pool)
-            .await?;
-        return Ok(DataOutcome::HeldForBirth);
+        let held = sqlx::query(
+            "insert into pending_data (gateway_id, session, payload)
+             select $1, $2, $3
+             where (select count(*) from pending_data where gateway_id = $1) < $4",
+        )
+        .bind(gateway.as_str())
+        .bind(data.session as i64)
+        .bind(payload)
+        .bind(max_held)
+        .execute(pool)
+        .await?
+        .rows_affected();
+        return Ok(if held == 1 { DataOutcome::HeldForBirth } else { DataOutcome::HoldingFull });
     };
     let (mut unknown_aliases, mut refused) = (0, 0);
     let latest_acceptable_ms = Utc::now().timestamp_millis() + MAX_CLOCK_AHEAD_MS;

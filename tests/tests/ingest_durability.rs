@@ -178,4 +178,38 @@ async fn a_burst_of_small_messages_is_stored_without_stalling() {
     })
     .await;
     gateway.wait_acked(Duration::from_secs(30)).await;
+    // The readings were taken in 2023: the lag gauge says how stale they were on arrival.
+    let metrics = stack.api().get_raw("/metrics").await.1;
+    let lag: f64 = metrics
+        .lines()
+        .find_map(|line| line.strip_prefix("chillcloud_ingest_lag_seconds ")?.parse().ok())
+        .expect("the lag gauge");
+    assert!(lag > 86_400.0, "lag {lag} s");
+    assert!(metrics.contains("# TYPE chillcloud_ingest_lag_seconds gauge"), "{metrics}");
+}
+
+/// Data whose birth never arrives is held only up to a limit per gateway, so a gateway that
+/// never announces itself cannot fill the database.
+#[tokio::test(flavor = "multi_thread")]
+async fn data_held_for_a_missing_birth_is_capped_per_gateway() {
+    use chillcloud_server::store::{self, AliasCache, DataOutcome, ReadingRows};
+    use prost::Message;
+    let postgres = chillcloud_tests::harness::TestPostgres::start().await;
+    let pool = postgres.pool().await;
+    store::MIGRATOR.run(&pool).await.expect("migrate");
+    let gateway = chillcloud_proto::GatewayId::new("gw-silent").expect("id");
+    store::upsert_gateway(&pool, &gateway, "unused").await.expect("provision");
+    let data = chillcloud_proto::Data { session: 7, base_time_ms: 1_800_000_000_000, ..Default::default() };
+    let payload = data.encode_to_vec();
+    let mut outcomes = Vec::new();
+    for _ in 0..4 {
+        let mut rows = ReadingRows::default();
+        let outcome =
+            store::gather_data(&pool, &mut AliasCache::default(), &gateway, &data, &payload, &mut rows, 3).await;
+        outcomes.push(outcome.expect("stored or refused"));
+    }
+    assert_eq!(
+        outcomes,
+        [DataOutcome::HeldForBirth, DataOutcome::HeldForBirth, DataOutcome::HeldForBirth, DataOutcome::HoldingFull]
+    );
 }
