@@ -7,6 +7,7 @@ pub mod history;
 pub mod ingest;
 pub mod metrics;
 pub mod store;
+pub mod timescale;
 
 use std::{net::SocketAddr, path::PathBuf, sync::Arc, time::Duration};
 
@@ -60,6 +61,9 @@ pub struct StorageSettings {
     /// PostgreSQL URL; without it the server runs its own cluster inside the data directory.
     #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
     pub database_url: Option<String>,
+    /// With TimescaleDB, drop raw readings older than this many days (default: keep them).
+    #[arg(long, env = "CHILLCLOUD_RETENTION_DAYS")]
+    pub retention_days: Option<u64>,
 }
 
 /// Settings of `chillcloud-server serve`.
@@ -110,7 +114,9 @@ impl Database {
             }
         };
         store::MIGRATOR.run(&pool).await?;
-        info!(embedded = embedded.is_some(), "database ready (plain PostgreSQL)");
+        let retention = storage.retention_days.map(|days| Duration::from_secs(days * 86_400));
+        let mode = timescale::prepare(&pool, retention).await;
+        info!(embedded = embedded.is_some(), %mode, "database ready");
         Ok(Self { pool, embedded })
     }
 
