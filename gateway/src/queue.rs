@@ -84,7 +84,8 @@ pub struct QueueStatus {
     pub unacked_batches: u64,
     /// Bytes of the segment files.
     pub bytes: u64,
-    /// Time of the oldest reading on disk, ms since the epoch (0 when empty).
+    /// Time of the oldest reading in a segment that holds unacknowledged batches, ms since the
+    /// epoch (0 when everything is acknowledged).
     pub oldest_ms: i64,
     /// Batches dropped unsent because of the limits, since the queue was opened.
     pub dropped_batches: u64,
@@ -506,7 +507,14 @@ impl Queue {
         QueueStatus {
             unacked_batches: unacked,
             bytes: self.segments.iter().map(|s| s.bytes).sum(),
-            oldest_ms: self.segments.iter().map(|s| s.oldest_ms).min().filter(|&t| t != i64::MAX).unwrap_or(0),
+            oldest_ms: self
+                .segments
+                .iter()
+                .filter(|s| s.last_seq > self.acked)
+                .map(|s| s.oldest_ms)
+                .min()
+                .filter(|&t| t != i64::MAX && unacked > 0)
+                .unwrap_or(0),
             ..self.status
         }
     }

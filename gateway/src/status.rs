@@ -41,7 +41,7 @@ pub struct QueueStatusReport {
     pub unacked_batches: u64,
     /// Bytes on disk.
     pub bytes: u64,
-    /// Age of the oldest reading on disk, in seconds.
+    /// Age of the oldest reading waiting to be sent (to a segment's precision), in seconds.
     pub oldest_age_secs: f64,
     /// Batches dropped because of the queue's limits since start.
     pub dropped_batches: u64,
