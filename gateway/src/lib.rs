@@ -140,7 +140,7 @@ pub fn next_session(state_dir: &Path) -> Result<u64, Error> {
 
 /// Runs the gateway as a new session until `shutdown` is cancelled, reporting to `status`.
 /// What it read last is queued before it returns, so a reload loses nothing.
-pub async fn run(mut config: Config, status: &StatusBoard, shutdown: CancellationToken) -> Result<(), Error> {
+pub async fn run(config: Config, status: &StatusBoard, shutdown: CancellationToken) -> Result<(), Error> {
     let session = next_session(&config.state_dir)?;
     status.start_session(session);
     let mut pollers = pollers(&config, status);
@@ -157,10 +157,6 @@ pub async fn run(mut config: Config, status: &StatusBoard, shutdown: Cancellatio
 
     let decimals: Vec<i32> = birth.devices.iter().flat_map(|d| d.points.iter().map(|p| p.decimals)).collect();
     let forwarder = Forwarder::new(queue, &birth);
-    // The pollers hold the devices from here on: on a small box, two more copies of
-    // thousands of points are worth freeing.
-    drop(birth);
-    config.devices = Vec::new();
     let (samples_tx, samples_rx) = mpsc::channel(256);
     let count = pollers.len().max(1) as u32;
     let mut tasks = tokio::task::JoinSet::new();

@@ -135,11 +135,6 @@ impl Forwarder {
         }
     }
 
-    /// The queue, for appending and status.
-    pub fn queue(&mut self) -> &mut Queue {
-        &mut self.queue
-    }
-
     /// A connection is up: the birth goes first, retained, so a server that subscribes later
     /// still learns this session; whatever the queue holds becomes backfill.
     pub fn connected(&mut self) -> Outbound {
@@ -170,13 +165,13 @@ impl Forwarder {
         !self.awaiting_id.is_empty() || !self.in_flight.is_empty()
     }
 
-    /// A batch just queued as `seq`: sent at once when connected.
-    pub fn live(&mut self, seq: u64, data: &Data) -> Option<Outbound> {
+    /// A batch just queued (its `seq` set by the queue): sent at once when connected.
+    pub fn live(&mut self, data: &Data) -> Option<Outbound> {
         self.connected.then(|| Outbound {
             kind: MessageKind::Data,
             retain: false,
-            payload: Data { seq, ..data.clone() }.encode_to_vec(),
-            batches: Some(seq..=seq),
+            payload: data.encode_to_vec(),
+            batches: Some(data.seq..=data.seq),
         })
     }
 
@@ -298,11 +293,10 @@ pub async fn run(
             },
             batch = samples.recv() => {
                 let Some(batch) = batch else { break };
-                let Some((seq, data)) = queue_batches(&mut forwarder, &decimals, batch, &mut samples, &status, &mut warnings.queue).await else {
+                let Some(data) = queue_batches(&mut forwarder, &decimals, batch, &mut samples, &status, &mut warnings.queue).await else {
                     continue;
                 };
-                status.queued(data.readings.len() as u64);
-                if let Some(message) = forwarder.live(seq, &data) {
+                if let Some(message) = forwarder.live(&data) {
                     send(&mut link, &mut forwarder, &topic, message).await;
                 }
             }
@@ -341,13 +335,11 @@ pub async fn run(
     // while; bounded in case one hangs.
     let _ = tokio::time::timeout(Duration::from_secs(60), async {
         while let Some(batch) = samples.recv().await {
-            if let Some((seq, data)) =
+            if let Some(data) =
                 queue_batches(&mut forwarder, &decimals, batch, &mut samples, &status, &mut warnings.queue).await
+                && let Some(message) = forwarder.live(&data)
             {
-                status.queued(data.readings.len() as u64);
-                if let Some(message) = forwarder.live(seq, &data) {
-                    send(&mut link, &mut forwarder, &topic, message).await;
-                }
+                send(&mut link, &mut forwarder, &topic, message).await;
             }
         }
     })
@@ -397,7 +389,8 @@ struct Warnings {
 }
 
 /// Writes `first` and whatever else the pollers have ready as one batch to the queue and
-/// makes it durable. Returns its seq and message, or `None` when the queue cannot take it.
+/// makes it durable. Returns the message (with its seq), or `None` when the queue cannot take
+/// it.
 async fn queue_batches(
     forwarder: &mut Forwarder,
     decimals: &[i32],
@@ -405,7 +398,7 @@ async fn queue_batches(
     more: &mut mpsc::Receiver<Vec<Sample>>,
     status: &StatusBoard,
     warnings: &mut Throttle,
-) -> Option<(u64, Data)> {
+) -> Option<Data> {
     let mut samples = first;
     while samples.len() < 4096 {
         match more.try_recv() {
@@ -413,10 +406,9 @@ async fn queue_batches(
             Err(_) => break,
         }
     }
-    let data = encode_data(forwarder.session, decimals, &samples);
-    let appended =
-        forwarder.queue.append(data.clone(), now_ms()).and_then(|seq| Ok((seq, forwarder.queue.sync_handle()?)));
-    let (seq, handle) = match appended {
+    let mut data = encode_data(forwarder.session, decimals, &samples);
+    let appended = forwarder.queue.append(&mut data, now_ms()).and_then(|_| forwarder.queue.sync_handle());
+    let handle = match appended {
         Ok(appended) => appended,
         Err(error) => {
             status.lost_to_disk_error(samples.len() as u64);
@@ -437,7 +429,8 @@ async fn queue_batches(
             Err(error) => warn!(%error, "queue sync task failed"),
         }
     }
-    Some((seq, data))
+    status.queued(data.readings.len() as u64);
+    Some(data)
 }
 
 /// Hands `message` to the client; a failure means the connection is going down, and the
@@ -536,10 +529,10 @@ mod tests {
         Forwarder::new(queue, &birth(session))
     }
 
-    fn queue(forwarder: &mut Forwarder, time_ms: i64) -> (u64, Data) {
-        let data = encode_data(forwarder.session, &[1; 50], &samples(time_ms));
-        let seq = forwarder.queue.append(data.clone(), time_ms).expect("append");
-        (seq, data)
+    fn queue(forwarder: &mut Forwarder, time_ms: i64) -> Data {
+        let mut data = encode_data(forwarder.session, &[1; 50], &samples(time_ms));
+        forwarder.queue.append(&mut data, time_ms).expect("append");
+        data
     }
 
     /// Hands `message` over and lets the broker acknowledge it as packet `id`.
@@ -567,8 +560,8 @@ mod tests {
             backfill.extend(forwarder.next_backfill().expect("backfill"));
         }
         assert_eq!(backfill.len(), BACKFILL_WINDOW);
-        let (seq, data) = queue(&mut forwarder, 1_800_001_000_000);
-        let live = forwarder.live(seq, &data).expect("connected: sent live");
+        let data = queue(&mut forwarder, 1_800_001_000_000);
+        let live = forwarder.live(&data).expect("connected: sent live");
         let live_data: Data = decode(MessageKind::Data, &live.payload).expect("data");
         assert!(!live_data.history);
         deliver(&mut forwarder, &live, 2);

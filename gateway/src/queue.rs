@@ -165,11 +165,8 @@ impl Queue {
         };
         for (first_seq, path) in paths {
             let segment = queue.recover_segment(first_seq, &path)?;
-            if segment.last_seq != 0 && segment.last_seq <= acked {
-                fs::remove_file(&path)?;
-                continue;
-            }
-            if segment.last_seq == 0 {
+            // Empty, or wholly acknowledged.
+            if segment.last_seq <= acked {
                 fs::remove_file(&path)?;
                 continue;
             }
@@ -229,9 +226,9 @@ impl Queue {
         fs::read(self.dir.join(format!("birth-{session}"))).ok()
     }
 
-    /// Appends a batch, giving it the next sequence number, and applies the limits. The batch
-    /// is durable only after the [`Queue::sync_handle`] file has been synced.
-    pub fn append(&mut self, mut data: Data, now_ms: i64) -> io::Result<u64> {
+    /// Appends a batch, setting its `seq` to the next sequence number, and applies the limits.
+    /// The batch is durable only after the [`Queue::sync_handle`] file has been synced.
+    pub fn append(&mut self, data: &mut Data, now_ms: i64) -> io::Result<u64> {
         let seq = self.next_seq;
         data.seq = seq;
         let mut body = Vec::with_capacity(8 + data.encoded_len());
@@ -260,7 +257,7 @@ impl Queue {
         }
         segment.last_seq = seq;
         segment.bytes += record.len() as u64;
-        if let Some((oldest, newest)) = reading_times(&data) {
+        if let Some((oldest, newest)) = reading_times(data) {
             segment.oldest_ms = segment.oldest_ms.min(oldest);
             segment.newest_ms = segment.newest_ms.max(newest);
         }
@@ -334,8 +331,8 @@ impl Queue {
                     readings, held_back, "queue full or too old: dropped the oldest unsent readings"
                 );
             }
-            let report = Data { session: self.session, dropped: lost, ..Default::default() };
-            self.append(report, now_ms)?;
+            let mut report = Data { session: self.session, dropped: lost, ..Default::default() };
+            self.append(&mut report, now_ms)?;
             if let Some(active) = &self.active {
                 active.sync_data()?;
             }
@@ -607,7 +604,7 @@ mod tests {
         let dir = tempfile::tempdir().expect("temp dir");
         let mut queue = Queue::open(dir.path(), LIMITS, 1).expect("open");
         for i in 0..10 {
-            queue.append(batch(T0 + i, 3), T0).expect("append");
+            queue.append(&mut batch(T0 + i, 3), T0).expect("append");
         }
         assert_eq!(seqs(&queue.read_after(0, u64::MAX, 1 << 20).expect("read")), (1..=10).collect::<Vec<_>>());
         // Acknowledged out of order: 1-3 and 6.
@@ -623,7 +620,7 @@ mod tests {
         // Reopened (as after kill -9): what was not recorded as acknowledged comes back.
         let mut queue = Queue::open(dir.path(), LIMITS, 2).expect("reopen");
         assert_eq!(seqs(&queue.read_after(0, u64::MAX, 1 << 20).expect("read")), (4..=10).collect::<Vec<_>>());
-        assert_eq!(queue.append(batch(T0, 1), T0).expect("append"), 11, "sequence numbers keep increasing");
+        assert_eq!(queue.append(&mut batch(T0, 1), T0).expect("append"), 11, "sequence numbers keep increasing");
     }
 
     #[test]
@@ -631,7 +628,7 @@ mod tests {
         let dir = tempfile::tempdir().expect("temp dir");
         let mut queue = Queue::open(dir.path(), LIMITS, 1).expect("open");
         for i in 0..3 {
-            queue.append(batch(T0 + i, 2), T0).expect("append");
+            queue.append(&mut batch(T0 + i, 2), T0).expect("append");
         }
         drop(queue);
         let segment = dir.path().join(format!("{:020}.seg", 1));
@@ -641,7 +638,7 @@ mod tests {
         let mut queue = Queue::open(dir.path(), LIMITS, 2).expect("reopen");
         assert_eq!(queue.status().corrupt_records, 1);
         assert_eq!(seqs(&queue.read_after(0, u64::MAX, 1 << 20).expect("read")), [1, 2]);
-        assert_eq!(queue.append(batch(T0, 1), T0).expect("append"), 3);
+        assert_eq!(queue.append(&mut batch(T0, 1), T0).expect("append"), 3);
         assert_eq!(seqs(&queue.read_after(0, u64::MAX, 1 << 20).expect("read")), [1, 2, 3]);
     }
 
@@ -650,7 +647,7 @@ mod tests {
         let dir = tempfile::tempdir().expect("temp dir");
         let mut queue = Queue::open(dir.path(), LIMITS, 1).expect("open");
         for i in 0..5 {
-            queue.append(batch(T0 + i, 2), T0).expect("append");
+            queue.append(&mut batch(T0 + i, 2), T0).expect("append");
         }
         // Flip a byte inside the third record's payload.
         let segment = dir.path().join(format!("{:020}.seg", 1));
@@ -662,7 +659,7 @@ mod tests {
         assert_eq!(seqs(&queue.read_after(0, u64::MAX, 1 << 20).expect("read")), [1, 2]);
         let status = queue.status();
         assert_eq!((status.corrupt_records, status.unacked_batches), (1, 2), "{status:?}");
-        assert_eq!(queue.append(batch(T0, 1), T0).expect("append"), 6);
+        assert_eq!(queue.append(&mut batch(T0, 1), T0).expect("append"), 6);
         assert_eq!(seqs(&queue.read_after(2, u64::MAX, 1 << 20).expect("read")), [6]);
     }
 
@@ -672,7 +669,7 @@ mod tests {
         let limits = QueueLimits { max_bytes: 64 * 1024, max_age: Duration::from_secs(3600) };
         let mut queue = Queue::open(dir.path(), limits, 1).expect("open");
         for i in 0..2000 {
-            queue.append(batch(T0 + i * 1000, 10), T0 + i * 1000).expect("append");
+            queue.append(&mut batch(T0 + i * 1000, 10), T0 + i * 1000).expect("append");
         }
         let status = queue.status();
         assert!(status.bytes <= limits.max_bytes, "{status:?}");
@@ -694,7 +691,7 @@ mod tests {
         let limits = QueueLimits { max_bytes: 64 * 1024, max_age: Duration::from_secs(60) };
         let mut queue = Queue::open(dir.path(), limits, 1).expect("open");
         for i in 0..100 {
-            queue.append(batch(T0 + i * 1000, 50), T0 + i * 1000).expect("append");
+            queue.append(&mut batch(T0 + i * 1000, 50), T0 + i * 1000).expect("append");
         }
         let records = queue.read_after(0, u64::MAX, usize::MAX).expect("read");
         let oldest_kept = records.iter().filter_map(|r| reading_times(&r.data)).map(|t| t.0).min().expect("kept");
