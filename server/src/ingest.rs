@@ -176,6 +176,17 @@ impl Ingestor {
         Ok(())
     }
 
+    /// Adds a data message's readings to `rows`, or holds it until its birth arrives.
+    async fn gather(
+        &mut self,
+        gateway: &GatewayId,
+        data: &Data,
+        payload: &[u8],
+        rows: &mut ReadingRows,
+    ) -> sqlx::Result<DataOutcome> {
+        store::gather_data(&self.pool, &mut self.cache, gateway, data, payload, rows, store::MAX_HELD_PER_GATEWAY).await
+    }
+
     async fn accept(
         &mut self,
         topic: &str,
@@ -211,16 +222,7 @@ impl Ingestor {
                 let pending = store::pending(&self.pool, gateway, birth.session).await?;
                 for (_, payload) in &pending {
                     if let Ok(data) = decode::<Data>(MessageKind::Data, payload) {
-                        let outcome = store::gather_data(
-                            &self.pool,
-                            &mut self.cache,
-                            gateway,
-                            &data,
-                            payload,
-                            rows,
-                            store::MAX_HELD_PER_GATEWAY,
-                        )
-                        .await?;
+                        let outcome = self.gather(gateway, &data, payload, rows).await?;
                         count(counts, &outcome);
                     }
                 }
@@ -257,16 +259,7 @@ impl Ingestor {
                     }
                     counts.dropped_by_gateway += newly_reported;
                 }
-                let outcome = store::gather_data(
-                    &self.pool,
-                    &mut self.cache,
-                    gateway,
-                    &data,
-                    payload,
-                    rows,
-                    store::MAX_HELD_PER_GATEWAY,
-                )
-                .await?;
+                let outcome = self.gather(gateway, &data, payload, rows).await?;
                 count(counts, &outcome);
                 if data.history {
                     counts.history += data.readings.len() as u64;

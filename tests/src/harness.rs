@@ -744,3 +744,29 @@ impl PasswordMosquitto {
         Self { process, port, ca: dir.join("ca.pem") }
     }
 }
+
+/// `[[devices]]` tables for the simulator's chillers 1 to `units` over Modbus TCP on the Trane
+/// profile, each with the `settings` lines (for example `poll_interval_ms = 100`) and, with
+/// `bank`, the simulator's 100-register benchmark bank as extra points.
+pub fn simulated_chillers(sim: &Simulator, units: u8, settings: &str, bank: bool) -> String {
+    let bank = if bank { bank_points("devices.points", "") } else { String::new() };
+    (1..=units)
+        .map(|unit| {
+            format!(
+                "[[devices]]\nid = \"chiller-{unit}\"\nprofile = \"trane-ch530\"\nhost = \"127.0.0.1\"\nport = {}\nunit_id = {unit}\n{settings}\n{bank}",
+                sim.modbus.port()
+            )
+        })
+        .collect()
+}
+
+/// The simulator's benchmark bank (input registers 100 to 199) as `[[<table>]]` point tables
+/// (`devices.points` in a gateway configuration, `points` in a profile), each with `settings`.
+pub fn bank_points(table: &str, settings: &str) -> String {
+    let first = crate::sim::chiller::BENCH_BANK_START;
+    (first..first + 100)
+        .map(|address| {
+            format!("[[{table}]]\nname = \"bank_{address}\"\nkind = \"input\"\naddress = {address}\n{settings}")
+        })
+        .collect()
+}

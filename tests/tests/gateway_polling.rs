@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use chillcloud_gateway::{config::Config, pollers, status::StatusBoard};
-use chillcloud_tests::harness::{Simulator, shared_temp_dir};
+use chillcloud_tests::harness::{Simulator, bank_points, shared_temp_dir};
 
 async fn requests_served(sim: &Simulator) -> u64 {
     let stats: serde_json::Value =
@@ -18,13 +18,7 @@ async fn a_point_group_with_its_own_interval_is_read_less_often() {
     let sim = Simulator::start(1, dir.path()).await;
     std::fs::write(dir.path().join("secret"), "unused").expect("secret");
     // The profile every 100 ms (3 requests a poll); the 100-register bank every second.
-    let bank: String = (100..200)
-        .map(|a| {
-            format!(
-                "[[devices.points]]\nname = \"bank_{a}\"\nkind = \"input\"\naddress = {a}\npoll_interval_ms = 1000\n"
-            )
-        })
-        .collect();
+    let bank = bank_points("devices.points", "poll_interval_ms = 1000\n");
     let text = format!(
         "gateway_id = \"gw\"\nstate_dir = \"{state}\"\n[mqtt]\nhost = \"localhost\"\npassword_file = \"{secret}\"\n[[devices]]\nid = \"chiller-1\"\nprofile = \"trane-ch530\"\nhost = \"127.0.0.1\"\nport = {port}\npoll_interval_ms = 100\n{bank}",
         state = dir.path().join("state").display(),

@@ -9,35 +9,13 @@
 use std::time::Duration;
 
 use chillcloud_gateway::queue::{Queue, QueueLimits};
-use chillcloud_tests::harness::{Api, Gateway, Simulator, Stack, wait_for};
+use chillcloud_tests::harness::{Api, Gateway, Simulator, Stack, simulated_chillers, wait_for};
 use serde_json::json;
 
 const WAIT: Duration = Duration::from_secs(60);
 
-/// `n` simulated chillers polled over Modbus TCP every 100 ms, with a snapshot every second.
-fn tcp_devices(sim: &Simulator, n: u8) -> String {
-    (1..=n)
-        .map(|unit| {
-            format!(
-                "[[devices]]\nid = \"chiller-{unit}\"\nprofile = \"trane-ch530\"\nhost = \"127.0.0.1\"\nport = {port}\nunit_id = {unit}\npoll_interval_ms = 100\ntimeout_ms = 300\nsnapshot_interval_secs = 1\n",
-                port = sim.modbus.port(),
-            )
-        })
-        .collect()
-}
-
-/// [`tcp_devices`] with the simulator's 100-register bank added to each: 119 points a chiller.
-fn tcp_devices_with_bank(sim: &Simulator, n: u8) -> String {
-    let bank: String = (100..200)
-        .map(|address| {
-            format!("[[devices.points]]\nname = \"bank_{address}\"\nkind = \"input\"\naddress = {address}\n")
-        })
-        .collect();
-    tcp_devices(sim, n)
-        .split_inclusive("snapshot_interval_secs = 1\n")
-        .map(|device| format!("{device}{bank}"))
-        .collect()
-}
+/// Settings of the chillers these tests poll: every 100 ms, with a snapshot every second.
+const POLLING: &str = "poll_interval_ms = 100\ntimeout_ms = 300\nsnapshot_interval_secs = 1";
 
 async fn readings_in_database(stack: &Stack) -> i64 {
     let pool = stack.postgres.pool().await;
@@ -75,7 +53,7 @@ async fn r1_broker_outage_delivers_every_reading_once_with_the_backlog_as_histor
     let mut stack = Stack::start().await;
     // 10 chillers x 119 points every 100 ms: 11,900 points a second.
     let sim = Simulator::start(10, stack.dir.path()).await;
-    let mut gateway = Gateway::new(&stack, "", &tcp_devices_with_bank(&sim, 10));
+    let mut gateway = Gateway::new(&stack, "", &simulated_chillers(&sim, 10, POLLING, true));
     gateway.start();
     gateway
         .wait_status("the gateway connected and sending", 1, |s| {
@@ -124,7 +102,7 @@ async fn r3_gateway_kill9_with_a_backlog_on_disk_loses_and_duplicates_nothing() 
     let sim = Simulator::start(3, stack.dir.path()).await;
     // No broker while the first run polls: everything it reads stays in its queue.
     stack.broker.stop().await;
-    let mut gateway = Gateway::new(&stack, "", &tcp_devices(&sim, 3));
+    let mut gateway = Gateway::new(&stack, "", &simulated_chillers(&sim, 3, POLLING, false));
     gateway.start();
     gateway.wait_status("a backlog of 30 batches", 1, |s| s["queue"]["unacked_batches"].as_u64() >= Some(30)).await;
     gateway.process.as_mut().expect("running").kill9().await;
@@ -164,7 +142,7 @@ async fn an_outage_longer_than_the_disk_cap_drops_the_oldest_and_the_server_show
     let sim = Simulator::start(8, stack.dir.path()).await;
     stack.broker.stop().await;
     // The smallest queue allowed, 16 KiB: a few seconds of eight chillers.
-    let mut gateway = Gateway::new(&stack, "[queue]\nmax_mb = 0.015625", &tcp_devices(&sim, 8));
+    let mut gateway = Gateway::new(&stack, "[queue]\nmax_mb = 0.015625", &simulated_chillers(&sim, 8, POLLING, false));
     gateway.start();
     let full = gateway
         .wait_status("readings dropped for want of space", 1, |s| s["queue"]["dropped_readings"].as_u64() > Some(200))
@@ -202,7 +180,7 @@ async fn an_outage_longer_than_the_disk_cap_drops_the_oldest_and_the_server_show
 async fn a_dead_device_goes_bad_and_stale_and_is_never_sent_as_fresh() {
     let stack = Stack::start().await;
     let sim = Simulator::start(2, stack.dir.path()).await;
-    let mut gateway = Gateway::new(&stack, "", &tcp_devices(&sim, 2));
+    let mut gateway = Gateway::new(&stack, "", &simulated_chillers(&sim, 2, POLLING, false));
     gateway.start();
     let api = stack.api();
     wait_for("chiller-2's first reading", WAIT, || async { api.latest("chiller-2", "active_setpoint").await }).await;
@@ -265,7 +243,7 @@ async fn sighup_reloads_the_configuration_without_losing_buffered_data() {
     let mut stack = Stack::start().await;
     let sim = Simulator::start(3, stack.dir.path()).await;
     stack.broker.stop().await;
-    let mut gateway = Gateway::new(&stack, "", &tcp_devices(&sim, 2));
+    let mut gateway = Gateway::new(&stack, "", &simulated_chillers(&sim, 2, POLLING, false));
     gateway.start();
     gateway.wait_status("a backlog of 20 batches", 1, |s| s["queue"]["unacked_batches"].as_u64() >= Some(20)).await;
 
@@ -281,7 +259,7 @@ async fn sighup_reloads_the_configuration_without_losing_buffered_data() {
 
     // A good one (a third chiller) takes over as a new session, with the backlog kept.
     // (`Gateway::new` rewrites the same file and shares the state directory.)
-    let mut with_three = Gateway::new(&stack, "", &tcp_devices(&sim, 3));
+    let mut with_three = Gateway::new(&stack, "", &simulated_chillers(&sim, 3, POLLING, false));
     with_three.process = gateway.process.take();
     with_three.process.as_ref().expect("running").hangup();
     with_three

@@ -12,9 +12,9 @@ use std::{
 
 use chillcloud_gateway::{config::Config, modbus::RegisterKind, status::StatusBoard};
 use chillcloud_server::embedded::broker::password_line;
-use chillcloud_tests::{
-    harness::{PasswordMosquitto, Process, Simulator, bin, run_to_completion, shared_temp_dir, wait_for},
-    sim::chiller::BENCH_BANK_START,
+use chillcloud_tests::harness::{
+    PasswordMosquitto, Process, Simulator, bank_points, bin, run_to_completion, shared_temp_dir, simulated_chillers,
+    wait_for,
 };
 use rumqttc::{AsyncClient, MqttOptions, QoS, TlsConfiguration, Transport};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -22,25 +22,6 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use super::verdict;
 
 const PASSWORD: &str = "bench-password";
-
-/// `[[devices]]` tables for `units` simulated chillers: the Trane profile, plus the simulator's
-/// 100-register bank when `bank` is set.
-fn devices(sim: &Simulator, units: u8, bank: bool, extra: &str) -> String {
-    let mut text = String::new();
-    for unit in 1..=units {
-        text += &format!(
-            "[[devices]]\nid = \"chiller-{unit}\"\nprofile = \"trane-ch530\"\nhost = \"127.0.0.1\"\nport = {}\nunit_id = {unit}\n{extra}\n",
-            sim.modbus.port()
-        );
-        if bank {
-            for address in BENCH_BANK_START..BENCH_BANK_START + 100 {
-                text +=
-                    &format!("[[devices.points]]\nname = \"bank_{address}\"\nkind = \"input\"\naddress = {address}\n");
-            }
-        }
-    }
-    text
-}
 
 /// A gateway configuration file in `dir` for broker `port` (TLS when `ca` is given).
 fn write_config(dir: &Path, name: &str, port: u16, ca: Option<&Path>, devices: &str) -> std::path::PathBuf {
@@ -105,7 +86,7 @@ pub async fn p4() -> anyhow::Result<bool> {
     const UNITS: u8 = 100;
     let dir = shared_temp_dir();
     let sim = Simulator::start(UNITS, dir.path()).await;
-    let path = write_config(dir.path(), "bench-p4", 1883, None, &devices(&sim, UNITS, true, ""));
+    let path = write_config(dir.path(), "bench-p4", 1883, None, &simulated_chillers(&sim, UNITS, "", true));
     let config = Config::load(&path)?;
     let points: usize = config.devices.iter().map(|d| d.points.len()).sum();
     let bound = lower_bound(&config);
@@ -212,8 +193,13 @@ pub async fn p5() -> anyhow::Result<bool> {
     let all_proxy = CountingProxy::start(broker.port).await?;
 
     // Ours on its defaults: a poll a second, report by exception, a snapshot a minute.
-    let ours_config =
-        write_config(dir.path(), "bench-p5", ours_proxy.port, Some(&broker.ca), &devices(&sim, UNITS, false, ""));
+    let ours_config = write_config(
+        dir.path(),
+        "bench-p5",
+        ours_proxy.port,
+        Some(&broker.ca),
+        &simulated_chillers(&sim, UNITS, "", false),
+    );
     let points_per_poll: usize = Config::load(&ours_config)?.devices.iter().map(|d| d.points.len()).sum();
     let _gateway = Process::spawn(
         "gateway",
@@ -228,7 +214,7 @@ pub async fn p5() -> anyhow::Result<bool> {
         "bench-p5-all",
         all_proxy.port,
         Some(&broker.ca),
-        &devices(&sim, UNITS, false, "snapshot_interval_secs = 1"),
+        &simulated_chillers(&sim, UNITS, "snapshot_interval_secs = 1", false),
     );
     let _gateway_all = Process::spawn(
         "gateway-all",
@@ -242,7 +228,7 @@ pub async fn p5() -> anyhow::Result<bool> {
         "bench-json",
         json_proxy.port,
         Some(&broker.ca),
-        &devices(&sim, UNITS, false, "snapshot_interval_secs = 1"),
+        &simulated_chillers(&sim, UNITS, "snapshot_interval_secs = 1", false),
     );
     let baseline =
         tokio::spawn(json_per_tag_publisher(Config::load(&json_config)?, json_proxy.port, std::fs::read(&broker.ca)?));
@@ -390,9 +376,7 @@ pub async fn p3() -> anyhow::Result<bool> {
     // map is a site profile file that every device uses, as the peers' configurations define
     // it once too.
     let profile = dir.path().join("bank.toml");
-    let points: String = (BENCH_BANK_START..BENCH_BANK_START + 100)
-        .map(|a| format!("[[points]]\nname = \"r{a}\"\nkind = \"input\"\naddress = {a}\n"))
-        .collect();
+    let points = bank_points("points", "");
     std::fs::write(&profile, format!("name = \"bank\"\ndescription = \"P3\"\naddressing_base = 0\n{points}"))?;
     let devices: String = (1..=UNITS)
         .map(|unit| {
