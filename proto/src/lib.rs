@@ -17,8 +17,8 @@ mod messages;
 mod topic;
 
 pub use messages::{
-    Birth, Command, CommandResult, CommandStatus, Data, Death, Device, DroppedInterval, PointInfo, Quality, Reading,
-    Value, decode, encode_value,
+    Birth, Command, CommandResult, CommandStatus, Data, Death, Device, DroppedInterval, PointInfo, PollBoost, Quality,
+    Reading, Value, decode, encode_value,
 };
 pub use topic::{GatewayId, InvalidGatewayId, MessageKind, Topic, TopicError};
 
@@ -57,5 +57,6 @@ pub fn render_json(kind: MessageKind, payload: &[u8]) -> Result<serde_json::Valu
         MessageKind::Data => to_json(decode::<Data>(kind, payload)?),
         MessageKind::Command => to_json(decode::<Command>(kind, payload)?),
         MessageKind::CommandResult => to_json(decode::<CommandResult>(kind, payload)?),
+        MessageKind::PollBoost => to_json(decode::<PollBoost>(kind, payload)?),
     })
 }

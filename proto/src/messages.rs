@@ -201,6 +201,22 @@ pub struct CommandResult {
     pub time_ms: i64,
 }
 
+/// Server to gateway: poll one device faster, and report every point of every poll, until
+/// `until_ms`, so the moments after a fault are recorded at high resolution. Not a write: it
+/// changes nothing on the device. A later boost for the same device replaces an earlier one.
+#[derive(Clone, PartialEq, Message, Serialize, Deserialize)]
+pub struct PollBoost {
+    /// The device id from the birth.
+    #[prost(string, tag = "1")]
+    pub device: String,
+    /// The poll interval while boosted, ms; the gateway keeps to its own lower bound.
+    #[prost(uint32, tag = "2")]
+    pub interval_ms: u32,
+    /// When the boost ends, ms since the epoch.
+    #[prost(int64, tag = "3")]
+    pub until_ms: i64,
+}
+
 /// Outcome of a command.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, prost::Enumeration, Serialize, Deserialize)]
 #[repr(i32)]

@@ -53,11 +53,19 @@ pub enum MessageKind {
     Command,
     /// Gateway to server: what became of a command.
     CommandResult,
+    /// Server to gateway: poll a device faster for a while (fault-moment capture).
+    PollBoost,
 }
 
 impl MessageKind {
-    const ALL: [MessageKind; 5] =
-        [MessageKind::Birth, MessageKind::Death, MessageKind::Data, MessageKind::Command, MessageKind::CommandResult];
+    const ALL: [MessageKind; 6] = [
+        MessageKind::Birth,
+        MessageKind::Death,
+        MessageKind::Data,
+        MessageKind::Command,
+        MessageKind::CommandResult,
+        MessageKind::PollBoost,
+    ];
 
     /// The last topic level for this kind.
     pub fn as_str(self) -> &'static str {
@@ -67,6 +75,7 @@ impl MessageKind {
             MessageKind::Data => "data",
             MessageKind::Command => "cmd",
             MessageKind::CommandResult => "cmd-result",
+            MessageKind::PollBoost => "boost",
         }
     }
 }

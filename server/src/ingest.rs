@@ -281,7 +281,7 @@ impl Ingestor {
             MessageKind::CommandResult => {
                 debug!(%gateway, "command result received; remote commands are not yet handled");
             }
-            MessageKind::Command => return Ok(Err(Rejection::WrongDirection(topic.kind))),
+            MessageKind::Command | MessageKind::PollBoost => return Ok(Err(Rejection::WrongDirection(topic.kind))),
         }
         Ok(Ok(()))
     }
