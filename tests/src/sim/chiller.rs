@@ -5,9 +5,19 @@
 //! Protocol (zero-based) addresses: coil 0 enable; holding 1 chilled-water setpoint (0.1 °C),
 //! 2 current limit (%RLA); input 1 active setpoint, 2 %RLA, 4 evaporator leaving, 5 evaporator
 //! entering, 6 condenser entering, 7 condenser leaving (0.1 °C), 8 status word (bit 0 running,
-//! bit 1 alarm, bit 2 local), 10 evaporator pressure (kPa), 11 evaporator saturation (0.1 °C),
-//! 12 condenser pressure, 13 condenser saturation, 14-15 starts (u32), 16-17 run hours (u32),
-//! 18 diagnostic code.
+//! bit 1 alarm, bit 2 local, bit 3 flow proven), 10 evaporator pressure (kPa), 11 evaporator
+//! saturation (0.1 °C), 12 condenser pressure, 13 condenser saturation, 14-15 starts (u32),
+//! 16-17 run hours (u32), 18 diagnostic code.
+//!
+//! Bit 3 of the status word is the chilled-water flow switch: set while flow is proven. The
+//! simulated pump always runs, so it is set in every scenario except `low_flow`.
+//!
+//! Healthy operation (scenario `normal`, the clock's noise included, default 7 °C setpoint) stays
+//! well inside the bands a fault rule would use: leaving water within 0.2 K of setpoint while
+//! running, evaporator approach 1.5 + 1.5 x load K and condenser approach 1.2 + 1.5 x load K
+//! (both under 3 K), condenser pressure under 1,000 kPa, evaporator saturation above 4 °C,
+//! chilled-water ΔT 5 x load K (load 0.3 to 0.95), and no starts. Each fault scenario shows
+//! within 2 to 5 simulated minutes (see [`Scenario`]).
 
 use serde::{Deserialize, Serialize};
 use tokio_modbus::ExceptionCode;
@@ -30,6 +40,27 @@ pub enum Scenario {
     SensorStuck,
     /// The controller stops answering Modbus requests.
     Offline,
+    /// A control fault overcools: while running, leaving water falls towards 1 °C and the
+    /// evaporator saturation towards -2.5 °C (approach 3.5 K), the compressor at its current
+    /// limit.
+    FreezeRisk,
+    /// The cooling tower has failed: while running, condenser water rises towards 37.5 °C
+    /// entering and 42.5 °C leaving, condenser saturation towards 48.5 °C (about 1,270 kPa;
+    /// over 1,200 kPa within 3 minutes, 1,250 within 5); the condenser approach is 6 K.
+    HighHeadPressure,
+    /// Fouled condenser tubes: the condenser approach rises by 1 K a minute, up to 8 K above
+    /// normal; everything else stays normal.
+    CondenserFouling,
+    /// Fouled evaporator tubes: the evaporator approach rises by 1 K a minute, up to 8 K above
+    /// normal, while the leaving water still holds its setpoint.
+    EvaporatorFouling,
+    /// Chilled-water flow lost: the flow-proven bit clears and the evaporator ΔT grows towards
+    /// 12 K while the unit keeps running (the controller has not tripped yet).
+    LowFlow,
+    /// The unit starts and stops on its own: 90 s running, 90 s stopped, over and over.
+    ShortCycling,
+    /// The leaving-water sensor is open-circuit and reads -50.0 °C.
+    SensorOpen,
 }
 
 /// The state of one chiller.
@@ -71,7 +102,37 @@ pub struct Chiller {
     pub diagnostic: u16,
     /// The reading the leaving-water sensor is stuck at.
     stuck_supply: Option<f64>,
+    /// Evaporator approach added to the normal one by the scenario (fouling, overcooling), K.
+    evap_extra: f64,
+    /// Condenser approach added to the normal one by the scenario (fouling, high head), K.
+    cond_extra: f64,
+    /// Seconds into the short-cycling pattern.
+    cycle_s: f64,
 }
+
+/// Span of the random disturbance the clock adds at each step: uniform within ± half of it, K.
+pub const NOISE_SPAN_K: f64 = 0.1;
+
+/// Leaving water the overcooling control fault drives towards, °C.
+const FREEZE_SUPPLY: f64 = 1.0;
+/// Evaporator approach while overcooling, K: saturation about -2.5 °C at 1 °C leaving water.
+const FREEZE_EVAP_APPROACH: f64 = 3.5;
+/// Condenser entering water with the cooling tower failed, °C.
+const HEAD_COND_IN: f64 = 37.5;
+/// Condenser water ΔT with the cooling tower failed, K.
+const HEAD_COND_RISE: f64 = 5.0;
+/// Condenser approach with the cooling tower failed, K.
+const HEAD_COND_APPROACH: f64 = 6.0;
+/// How fast fouling raises an approach, K/s (1 K a minute).
+const FOULING_RATE: f64 = 1.0 / 60.0;
+/// How far fouling raises an approach, K.
+const FOULING_MAX: f64 = 8.0;
+/// Chilled-water ΔT the evaporator heads for without flow, K.
+const LOW_FLOW_DELTA_T: f64 = 12.0;
+/// Running time, then stopped time, of a short cycle, s.
+const SHORT_CYCLE_HALF: f64 = 90.0;
+/// What an open-circuit leaving-water sensor reads, °C.
+const OPEN_SENSOR: f64 = -50.0;
 
 /// Saturation pressure of R-134a in kPa at `celsius`, from a Clausius-Clapeyron fit through
 /// 0 °C (293 kPa) and 40 °C (1017 kPa); within 2 % over the chiller's range.
@@ -87,6 +148,11 @@ pub fn daily_load(hour: f64) -> f64 {
 
 fn approach(value: &mut f64, target: f64, dt: f64, tau: f64) {
     *value += (target - *value) * (1.0 - (-dt / tau).exp());
+}
+
+/// Moves `value` towards `target` by at most `step`.
+fn ramp(value: &mut f64, target: f64, step: f64) {
+    *value += (target - *value).clamp(-step, step);
 }
 
 fn tenths(celsius: f64) -> u16 {
@@ -115,6 +181,9 @@ impl Chiller {
             run_hours: 15000.0 + f64::from(unit_id) * 211.0,
             diagnostic: 0,
             stuck_supply: None,
+            evap_extra: 0.0,
+            cond_extra: 0.0,
+            cycle_s: 0.0,
         };
         // Settle into the steady state for the hour.
         for _ in 0..600 {
@@ -133,34 +202,76 @@ impl Chiller {
             }
             _ => self.diagnostic = 0,
         }
+        self.cycle_s = 0.0;
         self.scenario = scenario;
+    }
+
+    /// Whether the chilled-water flow switch proves flow (status bit 3). The pump always runs,
+    /// so only a flow failure clears it.
+    pub fn flow_proven(&self) -> bool {
+        self.scenario != Scenario::LowFlow
     }
 
     /// Advances the physics by `dt` seconds at `hour` of the day; `noise` is a small random
     /// disturbance in kelvin.
     pub fn step(&mut self, dt: f64, hour: f64, noise: f64) {
         self.load = daily_load(hour);
+        let evap_approach = 1.5 + 1.5 * self.load;
+        let cond_approach = 1.2 + 1.5 * self.load;
+        match self.scenario {
+            Scenario::EvaporatorFouling => ramp(&mut self.evap_extra, FOULING_MAX, FOULING_RATE * dt),
+            Scenario::FreezeRisk => {
+                approach(&mut self.evap_extra, (FREEZE_EVAP_APPROACH - evap_approach).max(0.0), dt, 60.0)
+            }
+            _ => approach(&mut self.evap_extra, 0.0, dt, 30.0),
+        }
+        match self.scenario {
+            Scenario::CondenserFouling => ramp(&mut self.cond_extra, FOULING_MAX, FOULING_RATE * dt),
+            Scenario::HighHeadPressure => {
+                approach(&mut self.cond_extra, (HEAD_COND_APPROACH - cond_approach).max(0.0), dt, 60.0)
+            }
+            _ => approach(&mut self.cond_extra, 0.0, dt, 30.0),
+        }
+        let cycled_off = match self.scenario {
+            Scenario::ShortCycling => {
+                self.cycle_s += dt;
+                self.cycle_s % (2.0 * SHORT_CYCLE_HALF) >= SHORT_CYCLE_HALF
+            }
+            _ => false,
+        };
         let tripped = matches!(self.scenario, Scenario::Trip { .. });
-        if self.enabled && !tripped && !self.running {
+        let held_off = tripped || cycled_off;
+        if self.enabled && !held_off && !self.running {
             self.running = true;
             self.starts += 1;
         }
-        if !self.enabled || tripped {
+        if !self.enabled || held_off {
             self.running = false;
         }
         if self.running {
+            let normal_rla = (self.load * 100.0).min(f64::from(self.current_limit));
             let (target_supply, rla) = match self.scenario {
                 // Short of capacity (fouled, low charge): flat out and still too warm.
                 Scenario::CannotHold => (self.setpoint + 3.0 + 3.0 * self.load, 100.0),
-                _ => (self.setpoint, (self.load * 100.0).min(f64::from(self.current_limit))),
+                // The control fault keeps loading the compressor past the setpoint.
+                Scenario::FreezeRisk => (FREEZE_SUPPLY, f64::from(self.current_limit)),
+                _ => (self.setpoint, normal_rla),
+            };
+            let delta_t = match self.scenario {
+                Scenario::LowFlow => LOW_FLOW_DELTA_T,
+                _ => 5.0 * self.load,
+            };
+            let (cond_in, cond_rise, cond_tau) = match self.scenario {
+                Scenario::HighHeadPressure => (HEAD_COND_IN, HEAD_COND_RISE, 60.0),
+                _ => (27.0 + 3.0 * self.load, 5.0 * self.load, 300.0),
             };
             approach(&mut self.supply, target_supply + noise, dt, 60.0);
             approach(&mut self.rla, rla, dt, 20.0);
-            approach(&mut self.ret, self.supply + 5.0 * self.load, dt, 90.0);
-            approach(&mut self.cond_in, 27.0 + 3.0 * self.load, dt, 300.0);
-            approach(&mut self.cond_out, self.cond_in + 5.0 * self.load, dt, 60.0);
-            self.evap_sat = self.supply - 1.5 - 1.5 * self.load;
-            self.cond_sat = self.cond_out + 1.2 + 1.5 * self.load;
+            approach(&mut self.ret, self.supply + delta_t, dt, 90.0);
+            approach(&mut self.cond_in, cond_in, dt, cond_tau);
+            approach(&mut self.cond_out, self.cond_in + cond_rise, dt, 60.0);
+            self.evap_sat = self.supply - evap_approach - self.evap_extra;
+            self.cond_sat = self.cond_out + cond_approach + self.cond_extra;
             self.run_hours += dt / 3600.0;
         } else {
             approach(&mut self.rla, 0.0, dt, 5.0);
@@ -173,18 +284,24 @@ impl Chiller {
         }
     }
 
+    /// Bit 0 running, bit 1 alarm (a diagnostic is active), bit 2 local control (never: the
+    /// simulated units are always under remote control), bit 3 chilled-water flow proven.
     fn status_word(&self) -> u16 {
-        u16::from(self.running) | (u16::from(self.diagnostic != 0) << 1)
+        u16::from(self.running) | (u16::from(self.diagnostic != 0) << 1) | (u16::from(self.flow_proven()) << 3)
     }
 
     /// Reads `count` input registers from `start`.
     pub fn input_registers(&self, start: u16, count: u16) -> Result<Vec<u16>, ExceptionCode> {
         let supply = self.stuck_supply.unwrap_or(self.supply);
+        let supply_sensor = match self.scenario {
+            Scenario::SensorOpen => OPEN_SENSOR,
+            _ => supply,
+        };
         let run_hours = self.run_hours as u32;
         registers(start, count, INPUT_REGISTERS, |address| match address {
             1 => tenths(self.setpoint),
             2 => self.rla.round() as u16,
-            4 => tenths(supply),
+            4 => tenths(supply_sensor),
             5 => tenths(self.ret),
             6 => tenths(self.cond_in),
             7 => tenths(self.cond_out),
@@ -330,6 +447,284 @@ mod tests {
         chiller.write_coil(0, false).expect("stop");
         chiller.step(1.0, 14.0, 0.0);
         assert!(!chiller.running);
+    }
+
+    /// What a fault rule sees: the input registers, decoded as the gateway's profile does.
+    #[derive(Debug)]
+    struct Readings {
+        supply: f64,
+        ret: f64,
+        cond_in: f64,
+        cond_out: f64,
+        running: bool,
+        alarm: bool,
+        flow_proven: bool,
+        evap_pressure: f64,
+        evap_sat: f64,
+        cond_pressure: f64,
+        cond_sat: f64,
+        starts: u32,
+    }
+
+    impl Readings {
+        fn of(chiller: &Chiller) -> Self {
+            let r = chiller.input_registers(0, 19).expect("readable");
+            let celsius = |address: usize| f64::from(r[address] as i16) / 10.0;
+            Readings {
+                supply: celsius(4),
+                ret: celsius(5),
+                cond_in: celsius(6),
+                cond_out: celsius(7),
+                running: r[8] & 1 != 0,
+                alarm: r[8] & 0b10 != 0,
+                flow_proven: r[8] & 0b1000 != 0,
+                evap_pressure: f64::from(r[10]),
+                evap_sat: celsius(11),
+                cond_pressure: f64::from(r[12]),
+                cond_sat: celsius(13),
+                starts: (u32::from(r[14]) << 16) | u32::from(r[15]),
+            }
+        }
+
+        fn evap_approach(&self) -> f64 {
+            self.supply - self.evap_sat
+        }
+
+        fn cond_approach(&self) -> f64 {
+            self.cond_sat - self.cond_out
+        }
+
+        fn delta_t(&self) -> f64 {
+            self.ret - self.supply
+        }
+
+        /// Why these readings are not those of a healthy running chiller, if they are not.
+        fn unhealthy(&self, setpoint: f64) -> Option<String> {
+            let problems = [
+                (!self.running, "not running"),
+                (self.alarm, "alarm bit set"),
+                (!self.flow_proven, "flow not proven"),
+                ((self.supply - setpoint).abs() > 1.5, "leaving water off setpoint"),
+                (self.evap_approach() >= 4.0, "evaporator approach"),
+                (self.cond_approach() >= 4.0, "condenser approach"),
+                (self.cond_pressure >= 1100.0, "condenser pressure"),
+                (self.evap_sat <= 1.0, "evaporator saturation"),
+                (self.delta_t() >= 8.0 || self.delta_t() <= 0.0, "chilled-water ΔT"),
+            ];
+            let found: Vec<_> = problems.iter().filter(|(bad, _)| *bad).map(|(_, what)| *what).collect();
+            (!found.is_empty()).then(|| format!("{}: {self:?}", found.join(", ")))
+        }
+    }
+
+    /// Runs `chiller` for `seconds` at `hour` in 10 s steps without noise.
+    fn run(chiller: &mut Chiller, seconds: f64, hour: f64) -> Readings {
+        for _ in 0..(seconds / 10.0).round() as usize {
+            chiller.step(10.0, hour, 0.0);
+        }
+        Readings::of(chiller)
+    }
+
+    /// Peak load (mid-afternoon) and low load (night), the two ends of the daily curve.
+    const HOURS: [f64; 2] = [14.5, 3.0];
+
+    /// A healthy chiller switched to `scenario` at `hour`.
+    fn faulted(scenario: Scenario, hour: f64) -> (Chiller, Readings) {
+        let mut chiller = Chiller::new(1, hour);
+        let before = Readings::of(&chiller);
+        assert_eq!(before.unhealthy(7.0), None, "healthy before {scenario:?} at {hour} h");
+        chiller.set_scenario(scenario);
+        (chiller, before)
+    }
+
+    /// Back to `normal`, the unit is healthy again within 10 minutes and stays so.
+    fn recovers(mut chiller: Chiller, hour: f64) {
+        chiller.set_scenario(Scenario::Normal);
+        run(&mut chiller, 600.0, hour);
+        for _ in 0..60 {
+            let now = run(&mut chiller, 10.0, hour);
+            assert_eq!(now.unhealthy(7.0), None, "healthy again after normal at {hour} h");
+        }
+    }
+
+    #[test]
+    fn scenarios_are_named_as_the_control_interface_takes_them() {
+        for (json, scenario) in [
+            (r#"{"scenario":"normal"}"#, Scenario::Normal),
+            (r#"{"scenario":"cannot_hold"}"#, Scenario::CannotHold),
+            (r#"{"scenario":"trip","code":47}"#, Scenario::Trip { code: 47 }),
+            (r#"{"scenario":"sensor_stuck"}"#, Scenario::SensorStuck),
+            (r#"{"scenario":"offline"}"#, Scenario::Offline),
+            (r#"{"scenario":"freeze_risk"}"#, Scenario::FreezeRisk),
+            (r#"{"scenario":"high_head_pressure"}"#, Scenario::HighHeadPressure),
+            (r#"{"scenario":"condenser_fouling"}"#, Scenario::CondenserFouling),
+            (r#"{"scenario":"evaporator_fouling"}"#, Scenario::EvaporatorFouling),
+            (r#"{"scenario":"low_flow"}"#, Scenario::LowFlow),
+            (r#"{"scenario":"short_cycling"}"#, Scenario::ShortCycling),
+            (r#"{"scenario":"sensor_open"}"#, Scenario::SensorOpen),
+        ] {
+            assert_eq!(serde_json::from_str::<Scenario>(json).expect("parses"), scenario);
+            assert_eq!(serde_json::to_string(&scenario).expect("serializes"), json);
+        }
+    }
+
+    #[test]
+    fn freeze_risk_overcools_the_water_and_the_evaporator() {
+        for hour in HOURS {
+            let (mut chiller, _) = faulted(Scenario::FreezeRisk, hour);
+            let now = run(&mut chiller, 180.0, hour);
+            assert!(now.running && now.flow_proven && !now.alarm, "{now:?}");
+            assert!(now.supply < 2.0 && now.evap_sat < -1.5, "falling after 3 minutes at {hour} h: {now:?}");
+            let now = run(&mut chiller, 120.0, hour);
+            assert!((now.supply - 1.0).abs() <= 0.2, "leaving water near 1 °C after 5 minutes at {hour} h: {now:?}");
+            assert!((now.evap_sat + 2.5).abs() <= 0.3, "saturation near -2.5 °C at {hour} h: {now:?}");
+            assert!(now.evap_pressure < 280.0, "pressure follows the saturation: {now:?}");
+            recovers(chiller, hour);
+        }
+    }
+
+    #[test]
+    fn high_head_pressure_heats_the_condenser_water_and_raises_the_pressure() {
+        for hour in HOURS {
+            let (mut chiller, _) = faulted(Scenario::HighHeadPressure, hour);
+            let now = run(&mut chiller, 180.0, hour);
+            assert!(now.running && !now.alarm, "{now:?}");
+            assert!(now.cond_in > 35.0 && now.cond_pressure > 1150.0, "rising after 3 minutes at {hour} h: {now:?}");
+            let now = run(&mut chiller, 120.0, hour);
+            assert!(
+                now.cond_in >= 37.0 && now.cond_out >= 41.5,
+                "condenser water after 5 minutes at {hour} h: {now:?}"
+            );
+            assert!(now.cond_sat >= 47.5 && now.cond_pressure >= 1250.0, "head after 5 minutes at {hour} h: {now:?}");
+            assert!((now.supply - 7.0).abs() < 0.2, "the chilled water is still held: {now:?}");
+            recovers(chiller, hour);
+        }
+    }
+
+    #[test]
+    fn condenser_fouling_raises_the_condenser_approach_a_kelvin_a_minute() {
+        for hour in HOURS {
+            let (mut chiller, before) = faulted(Scenario::CondenserFouling, hour);
+            let now = run(&mut chiller, 180.0, hour);
+            let rise = now.cond_approach() - before.cond_approach();
+            assert!((2.5..=3.5).contains(&rise), "3 minutes: {rise} K at {hour} h: {now:?}");
+            let now = run(&mut chiller, 420.0, hour);
+            let rise = now.cond_approach() - before.cond_approach();
+            assert!((7.5..=8.5).contains(&rise), "capped at 8 K: {rise} K at {hour} h: {now:?}");
+            assert!((now.cond_in - before.cond_in).abs() < 0.2 && (now.cond_out - before.cond_out).abs() < 0.2);
+            assert!((now.evap_approach() - before.evap_approach()).abs() < 0.2 && (now.supply - 7.0).abs() < 0.2);
+            assert!(now.running && now.flow_proven && !now.alarm);
+            recovers(chiller, hour);
+        }
+    }
+
+    #[test]
+    fn evaporator_fouling_raises_the_evaporator_approach_while_the_setpoint_holds() {
+        for hour in HOURS {
+            let (mut chiller, before) = faulted(Scenario::EvaporatorFouling, hour);
+            let now = run(&mut chiller, 180.0, hour);
+            let rise = now.evap_approach() - before.evap_approach();
+            assert!((2.5..=3.5).contains(&rise), "3 minutes: {rise} K at {hour} h: {now:?}");
+            let now = run(&mut chiller, 420.0, hour);
+            let rise = now.evap_approach() - before.evap_approach();
+            assert!((7.5..=8.5).contains(&rise), "capped at 8 K: {rise} K at {hour} h: {now:?}");
+            assert!((now.supply - 7.0).abs() < 0.2, "the setpoint holds: {now:?}");
+            assert!((now.cond_approach() - before.cond_approach()).abs() < 0.2);
+            assert!(now.running && now.flow_proven && !now.alarm);
+            recovers(chiller, hour);
+        }
+    }
+
+    #[test]
+    fn low_flow_clears_the_flow_bit_and_widens_the_delta_t() {
+        for hour in HOURS {
+            let (mut chiller, before) = faulted(Scenario::LowFlow, hour);
+            assert!(before.flow_proven, "flow is proven in normal operation");
+            let now = run(&mut chiller, 10.0, hour);
+            assert!(!now.flow_proven && now.running && !now.alarm, "still running without flow: {now:?}");
+            let now = run(&mut chiller, 170.0, hour);
+            assert!(now.delta_t() >= 10.0, "ΔT after 3 minutes at {hour} h: {now:?}");
+            let now = run(&mut chiller, 120.0, hour);
+            assert!(now.delta_t() >= 11.5 && now.running, "ΔT after 5 minutes at {hour} h: {now:?}");
+            assert!((now.supply - 7.0).abs() < 0.2);
+            recovers(chiller, hour);
+        }
+    }
+
+    #[test]
+    fn short_cycling_starts_and_stops_every_90_seconds() {
+        for hour in HOURS {
+            let (mut chiller, before) = faulted(Scenario::ShortCycling, hour);
+            let (mut was_running, mut edges, mut since, mut runs, mut stops) = (true, 0, 0.0, vec![], vec![]);
+            for _ in 0..180 {
+                let now = run(&mut chiller, 10.0, hour);
+                since += 10.0;
+                if now.running != was_running {
+                    if now.running {
+                        edges += 1;
+                        stops.push(since);
+                    } else {
+                        runs.push(since);
+                    }
+                    since = 0.0;
+                    was_running = now.running;
+                }
+                assert!(!now.alarm, "no diagnostic: it restarts on its own");
+            }
+            let now = Readings::of(&chiller);
+            assert_eq!(edges, 10, "30 minutes of 3-minute cycles at {hour} h");
+            assert_eq!(now.starts - before.starts, edges, "every start counted");
+            assert!(runs.iter().chain(&stops).all(|&s| s == 90.0), "runs {runs:?}, stops {stops:?}");
+            recovers(chiller, hour);
+        }
+    }
+
+    #[test]
+    fn an_open_leaving_water_sensor_reads_minus_50() {
+        let (mut chiller, before) = faulted(Scenario::SensorOpen, 14.5);
+        let now = run(&mut chiller, 60.0, 14.5);
+        assert_eq!(chiller.input_registers(4, 1).expect("readable"), vec![(-500i16) as u16]);
+        assert_eq!(now.supply, -50.0);
+        assert!((now.ret - before.ret).abs() < 0.2 && (now.evap_sat - before.evap_sat).abs() < 0.2);
+        assert!(now.running && now.flow_proven && !now.alarm && (chiller.supply - 7.0).abs() < 0.2);
+        recovers(chiller, 14.5);
+    }
+
+    #[test]
+    fn a_normal_chiller_stays_healthy_for_a_week_with_the_clocks_noise() {
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+        let start_hour = 6.0;
+        let mut chiller = Chiller::new(1, start_hour);
+        let mut clock_s = start_hour * 3600.0;
+        let mut starts_an_hour_ago = Readings::of(&chiller).starts;
+        let mut worst = [0.0f64; 5];
+        for step in 1..=7 * 24 * 360 {
+            clock_s = (clock_s + 10.0) % 86_400.0;
+            let noise = (rng.random::<f64>() - 0.5) * NOISE_SPAN_K;
+            chiller.step(10.0, clock_s / 3600.0, noise);
+            let now = Readings::of(&chiller);
+            if let Some(problem) = now.unhealthy(chiller.setpoint) {
+                panic!("after {} s: {problem}", step * 10);
+            }
+            for (worst, value) in worst.iter_mut().zip([
+                (now.supply - chiller.setpoint).abs(),
+                now.evap_approach(),
+                now.cond_approach(),
+                now.cond_pressure,
+                now.delta_t(),
+            ]) {
+                *worst = worst.max(value);
+            }
+            if step % 360 == 0 {
+                assert!(now.starts - starts_an_hour_ago <= 1, "at most one start an hour");
+                starts_an_hour_ago = now.starts;
+            }
+        }
+        // Well inside the bands, not just inside them.
+        let [deviation, evap_approach, cond_approach, cond_pressure, delta_t] = worst;
+        assert!(deviation <= 0.2, "leaving water within {deviation} K of setpoint");
+        assert!(evap_approach < 3.1 && cond_approach < 2.8, "approaches {evap_approach} and {cond_approach} K");
+        assert!(cond_pressure < 1000.0 && delta_t < 5.0, "{cond_pressure} kPa, ΔT {delta_t} K");
     }
 
     #[test]

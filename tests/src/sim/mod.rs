@@ -23,6 +23,7 @@ use tokio_modbus::{
     server::tcp::{Server, accept_tcp_connection},
 };
 
+use chiller::NOISE_SPAN_K;
 pub use chiller::{Chiller, Scenario};
 
 /// Every simulated chiller, shared by the Modbus server, the clock and the control interface.
@@ -62,7 +63,7 @@ impl SharedPlant {
         plant.clock_s = (plant.clock_s + dt) % 86_400.0;
         let hour = plant.clock_s / 3600.0;
         for chiller in &mut plant.chillers {
-            let noise = (rand::random::<f64>() - 0.5) * 0.1;
+            let noise = (rand::random::<f64>() - 0.5) * NOISE_SPAN_K;
             chiller.step(dt, hour, noise);
         }
     }
@@ -181,6 +182,10 @@ fn unit<T>(plant: &SharedPlant, unit_id: u8, f: impl FnOnce(&mut Chiller) -> T) 
 /// The control interface: `GET /units`, `GET /units/{id}`, `GET /stats` (Modbus requests served),
 /// and `PUT /units/{id}/scenario`
 /// (`{"scenario": "trip", "code": 47}`), `/setpoint` (`{"celsius": 6.5}`), `/enabled`.
+///
+/// Scenarios (see [`Scenario`]): `normal`, `cannot_hold`, `trip` (with `code`), `sensor_stuck`,
+/// `offline`, and the faults `freeze_risk`, `high_head_pressure`, `condenser_fouling`,
+/// `evaporator_fouling`, `low_flow`, `short_cycling`, `sensor_open`.
 pub fn control_router(plant: SharedPlant) -> Router {
     Router::new()
         .route("/units", get(|State(plant): State<SharedPlant>| async move { Json(plant.lock().chillers.clone()) }))
