@@ -270,6 +270,9 @@ pub(crate) struct PointFile {
 
 /// Longest interval a setting may take, in milliseconds.
 const DAY_MS: u64 = 24 * 3600 * 1000;
+/// Shortest poll interval a device or point may take, in milliseconds; a poll boost keeps to it
+/// too.
+pub const MIN_POLL_INTERVAL_MS: u64 = 100;
 
 fn default_mqtt_port() -> u16 {
     1883
@@ -650,7 +653,7 @@ fn check_device(
     if device.id.is_empty() || device.id.contains(['/', '+', '#']) {
         return Err(invalid(format!("{field}.id"), "must be non-empty without '/', '+' or '#'"));
     }
-    if !(100..=DAY_MS).contains(&device.poll_interval_ms) {
+    if !(MIN_POLL_INTERVAL_MS..=DAY_MS).contains(&device.poll_interval_ms) {
         return Err(invalid(format!("{field}.poll_interval_ms"), "must be at least 100 and at most a day"));
     }
     if !(1..=DAY_MS / 1000).contains(&device.snapshot_interval_secs) {
@@ -775,7 +778,7 @@ pub(crate) fn check_point(point: PointFile, base: u16, field: &str) -> Result<Po
     if !point.scale.is_finite() || point.scale == 0.0 {
         return Err(invalid(format!("{field}.scale"), "must be a finite non-zero number"));
     }
-    if point.poll_interval_ms.is_some_and(|ms| !(100..=DAY_MS).contains(&ms)) {
+    if point.poll_interval_ms.is_some_and(|ms| !(MIN_POLL_INTERVAL_MS..=DAY_MS).contains(&ms)) {
         return Err(invalid(format!("{field}.poll_interval_ms"), "must be at least 100 and at most a day"));
     }
     if !point.deadband.is_finite() || point.deadband < 0.0 {

@@ -160,13 +160,16 @@ pub async fn run(config: Config, status: &StatusBoard, shutdown: CancellationTok
     let (samples_tx, samples_rx) = mpsc::channel(256);
     let count = pollers.len().max(1) as u32;
     let mut tasks = tokio::task::JoinSet::new();
+    let mut boosts = poll::BoostSenders::new();
     for (i, poller) in pollers.into_iter().enumerate() {
         let stagger = poller.device().poll_interval.mul_f64(f64::from(i as u32) / f64::from(count));
-        tasks.spawn(poll::run_device(poller, stagger, samples_tx.clone(), shutdown.clone()));
+        let (boost_tx, boost_rx) = tokio::sync::watch::channel(None);
+        boosts.insert(poller.device().id.clone(), boost_tx);
+        tasks.spawn(poll::run_device(poller, stagger, boost_rx, samples_tx.clone(), shutdown.clone()));
     }
     drop(samples_tx);
     // The pollers stop at `shutdown`; the forwarder then queues what they hand over last.
-    publish::run(&config, forwarder, decimals, samples_rx, status.clone(), shutdown.clone()).await;
+    publish::run(&config, forwarder, decimals, samples_rx, boosts, status.clone(), shutdown.clone()).await;
     shutdown.cancel();
     let _ = tokio::time::timeout(Duration::from_secs(5), async { while tasks.join_next().await.is_some() {} }).await;
     info!("gateway stopped");

@@ -1,12 +1,18 @@
 //! Polling one device: the read plan, the Modbus TCP connection or the shared RTU line, and
-//! turning registers into timestamped samples.
+//! turning registers into timestamped samples; and poll boosts, which poll a device faster for
+//! a while and send every point of every poll (fault-moment capture).
 
-use std::{collections::BTreeMap, net::SocketAddr, sync::Arc, time::Duration};
+use std::{
+    collections::{BTreeMap, HashMap},
+    net::SocketAddr,
+    sync::Arc,
+    time::Duration,
+};
 
-use chillcloud_proto::Quality;
+use chillcloud_proto::{PollBoost, Quality};
 use tokio::{
     net::{TcpStream, lookup_host},
-    sync::{Mutex, mpsc},
+    sync::{Mutex, mpsc, watch},
     time::{Instant, timeout},
 };
 use tokio_modbus::{
@@ -17,7 +23,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use crate::{
-    config::{BusConfig, BusEndpoint, DeviceConfig, Parity, PointConfig, Transport},
+    config::{BusConfig, BusEndpoint, DeviceConfig, MIN_POLL_INTERVAL_MS, Parity, PointConfig, Transport},
     modbus::{ReadBlock, RegisterKind, Span, decode_string, decode_words, plan_reads},
     now_ms,
     status::StatusBoard,
@@ -35,6 +41,73 @@ pub struct Sample {
     /// Whether the value can be trusted.
     pub quality: Quality,
 }
+
+/// Shortest time between boosted polls, whatever a boost asks for.
+pub const MIN_BOOST_INTERVAL: Duration = Duration::from_millis(MIN_POLL_INTERVAL_MS);
+/// Longest a boost lasts, from its receipt.
+pub const MAX_BOOST_DURATION: Duration = Duration::from_secs(10 * 60);
+
+/// A device polled faster for a while, with every point sent at every poll, so the moments
+/// after a fault are recorded at high resolution (the server's [`PollBoost`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Boost {
+    /// Time between polls while it lasts (never slower than the device's own interval).
+    pub interval: Duration,
+    /// When it ends.
+    pub until: Instant,
+    /// When it ends, ms since the Unix epoch, for the status report.
+    pub until_ms: i64,
+}
+
+/// Why a boost request is refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BoostRefused {
+    /// The payload is not a `PollBoost`.
+    #[error("malformed payload: {0}")]
+    Malformed(String),
+    /// No device of this gateway has that id.
+    #[error("unknown device {0:?}")]
+    UnknownDevice(String),
+    /// An interval of 0.
+    #[error("device {0:?}: interval_ms is 0")]
+    ZeroInterval(String),
+    /// It ended before it arrived.
+    #[error("device {device:?}: until_ms {until_ms} is in the past (now {now_ms})")]
+    Expired {
+        /// The device.
+        device: String,
+        /// The end asked for.
+        until_ms: i64,
+        /// The gateway's clock when it arrived.
+        now_ms: i64,
+    },
+}
+
+impl Boost {
+    /// The boost `request` asks for, received at `now` (`now_ms` on the wall clock): its
+    /// interval raised to [`MIN_BOOST_INTERVAL`], its end brought forward to
+    /// [`MAX_BOOST_DURATION`] from now. The end is kept on the monotonic clock, so a change of
+    /// the wall clock during a boost neither ends nor prolongs it.
+    pub fn new(request: &PollBoost, now: Instant, now_ms: i64) -> Result<Self, BoostRefused> {
+        if request.interval_ms == 0 {
+            return Err(BoostRefused::ZeroInterval(request.device.clone()));
+        }
+        if request.until_ms <= now_ms {
+            return Err(BoostRefused::Expired { device: request.device.clone(), until_ms: request.until_ms, now_ms });
+        }
+        let max_ms = MAX_BOOST_DURATION.as_millis() as i64;
+        let lasts_ms = request.until_ms.saturating_sub(now_ms).min(max_ms);
+        Ok(Self {
+            interval: Duration::from_millis(u64::from(request.interval_ms)).max(MIN_BOOST_INTERVAL),
+            until: now + Duration::from_millis(lasts_ms as u64),
+            until_ms: now_ms + lasts_ms,
+        })
+    }
+}
+
+/// Where the MQTT side hands each device's poller its boosts, by device id. A new boost
+/// replaces the one before.
+pub type BoostSenders = HashMap<String, watch::Sender<Option<Boost>>>;
 
 /// Why a read request produced no data.
 #[derive(Debug, thiserror::Error)]
@@ -119,6 +192,8 @@ pub struct DevicePoller {
     last_sent: Vec<Option<(Option<f64>, Quality)>>,
     /// When the next poll sends every point whatever its change.
     next_snapshot: Option<tokio::time::Instant>,
+    /// The boost in force, if any.
+    boost: Option<Boost>,
     status: StatusBoard,
 }
 
@@ -151,7 +226,18 @@ impl DevicePoller {
             Some(bus) => Link::Bus(bus),
             None => Link::Tcp(None),
         };
-        Self { device, first_alias, blocks, schedule, link, failed_polls: 0, last_sent, next_snapshot: None, status }
+        Self {
+            device,
+            first_alias,
+            blocks,
+            schedule,
+            link,
+            failed_polls: 0,
+            last_sent,
+            next_snapshot: None,
+            boost: None,
+            status,
+        }
     }
 
     /// The device being polled.
@@ -159,23 +245,66 @@ impl DevicePoller {
         &self.device
     }
 
-    /// Reads every point once and returns what is to be sent: on a snapshot poll every point,
-    /// otherwise only points that moved by more than their deadband or changed quality. A point
-    /// whose read failed is sent as bad, without a value: its last value is never repeated as
-    /// if it were fresh.
-    pub async fn poll(&mut self) -> Vec<Sample> {
-        let now = tokio::time::Instant::now();
+    /// Boosts the device (replacing any boost in force): until `boost.until`, every poll reads
+    /// every point and sends it, every `boost.interval` or the device's own interval, whichever
+    /// is shorter.
+    pub fn set_boost(&mut self, boost: Option<Boost>) {
+        if let Some(boost) = boost {
+            let interval = boost.interval.min(self.device.poll_interval);
+            info!(device = %self.device.id, interval_ms = interval.as_millis() as u64, until_ms = boost.until_ms, "poll boost starts");
+        }
+        self.boost = boost;
+    }
+
+    /// Whether a boost is in force at `now`; one that has run out is dropped.
+    fn boosted(&mut self, now: Instant) -> bool {
+        match self.boost {
+            Some(boost) if now < boost.until => true,
+            Some(_) => {
+                info!(device = %self.device.id, "poll boost over; back to the configured interval and report by exception");
+                self.boost = None;
+                false
+            }
+            None => false,
+        }
+    }
+
+    /// The time between polls at `now`: the boost's while one is in force.
+    fn interval(&self, now: Instant) -> Duration {
+        match self.boost {
+            Some(boost) if now < boost.until => boost.interval.min(self.device.poll_interval),
+            _ => self.device.poll_interval,
+        }
+    }
+
+    /// Starts a poll at `now`: whether it reads every block whatever its own interval (while
+    /// boosted), and whether it sends every point (while boosted, or when a snapshot is due).
+    /// Boosted polls leave the snapshot schedule alone.
+    fn start_poll(&mut self, now: Instant) -> (bool, bool) {
+        if self.boosted(now) {
+            return (true, true);
+        }
         let snapshot = self.next_snapshot.is_none_or(|at| now >= at);
         if snapshot {
             self.next_snapshot = Some(now + self.device.snapshot_interval);
         }
+        (false, snapshot)
+    }
+
+    /// Reads the points that are due (all of them while boosted) and returns what is to be
+    /// sent: on a snapshot or boosted poll every point, otherwise only points that moved by more
+    /// than their deadband or changed quality. A point whose read failed is sent as bad, without
+    /// a value: its last value is never repeated as if it were fresh.
+    pub async fn poll(&mut self) -> Vec<Sample> {
+        let now = tokio::time::Instant::now();
+        let (boosted, snapshot) = self.start_poll(now);
         let mut samples = Vec::with_capacity(self.device.points.len());
         let mut unreachable = false;
         let mut first_error: Option<String> = None;
         let mut requests = 0;
         for block_index in 0..self.blocks.len() {
             let (interval, due) = self.schedule[block_index];
-            if due.is_some_and(|due| now < due) {
+            if !boosted && due.is_some_and(|due| now < due) {
                 continue;
             }
             // Half a device interval early counts as due, so timer jitter never skips a read.
@@ -226,7 +355,9 @@ impl DevicePoller {
         // Only a device that does not answer is backed off; one refusing a register (an
         // exception) still answers.
         self.failed_polls = if unreachable { self.failed_polls.saturating_add(1) } else { 0 };
+        let boost_until_ms = self.boost.map(|boost| boost.until_ms);
         self.status.device(&self.device.id, |status| {
+            status.boost_until_ms = boost_until_ms;
             status.requests += requests;
             status.healthy = first_error.is_none();
             if status.healthy {
@@ -241,7 +372,8 @@ impl DevicePoller {
     }
 
     /// Adds point `i`'s reading (`None`: bad, no value) to `samples` if it is to be sent: on a
-    /// snapshot always, otherwise when it moved beyond the point's deadband or changed quality.
+    /// snapshot (or boosted) poll always, otherwise when it moved beyond the point's deadband or
+    /// changed quality.
     fn report(&mut self, i: usize, value: Option<f64>, time_ms: i64, snapshot: bool, samples: &mut Vec<Sample>) {
         let deadband = self.device.points[i].deadband;
         let changed = match (self.last_sent[i], value) {
@@ -405,27 +537,140 @@ const MAX_BACKOFF: Duration = Duration::from_secs(60);
 ///
 /// `stagger` delays the first poll so that devices sharing a gateway are not all hit at once.
 /// A device that does not answer is polled less and less often (doubling, up to a minute), so
-/// its timeouts do not hold up the other devices on its line.
+/// its timeouts do not hold up the other devices on its line. A boost from `boosts` is polled
+/// for at once, since the moments right after a fault are the ones it is for.
 pub async fn run_device(
     mut poller: DevicePoller,
     stagger: Duration,
+    mut boosts: watch::Receiver<Option<Boost>>,
     out: mpsc::Sender<Vec<Sample>>,
     shutdown: CancellationToken,
 ) {
-    let interval = poller.device.poll_interval;
     let mut next = Instant::now() + stagger;
+    let mut boosts_open = true;
     loop {
         tokio::select! {
             () = shutdown.cancelled() => return,
+            changed = boosts.changed(), if boosts_open => {
+                if changed.is_err() {
+                    // No more boosts can come; the one in force runs its course.
+                    boosts_open = false;
+                    continue;
+                }
+                poller.set_boost(*boosts.borrow_and_update());
+                next = Instant::now();
+            }
             () = tokio::time::sleep_until(next) => {
                 let samples = poller.poll().await;
                 if !samples.is_empty() && out.send(samples).await.is_err() {
                     return;
                 }
+                let interval = poller.interval(Instant::now());
                 let backoff = interval.saturating_mul(1 << poller.failed_polls.min(10)).min(MAX_BACKOFF.max(interval));
                 // A poll that ran late is followed by one poll at once, not a burst of catch-ups.
                 next = (next + backoff).max(Instant::now() + if poller.failed_polls > 0 { backoff / 2 } else { Duration::ZERO });
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+
+    /// A poller for one TCP device (never connected) polled every second, with a point `flow`
+    /// sent by exception beyond 1.0, and read only every 5 s.
+    fn poller() -> (DevicePoller, usize, tempfile::NamedTempFile) {
+        let password = tempfile::NamedTempFile::new().expect("temp file");
+        std::fs::write(password.path(), "secret\n").expect("write password");
+        let text = format!(
+            "gateway_id = \"gw-1\"\nstate_dir = \"/tmp/x\"\n[mqtt]\nhost = \"localhost\"\npassword_file = \"{}\"\n[[devices]]\nid = \"chiller-1\"\nprofile = \"trane-ch530\"\nhost = \"127.0.0.1\"\npoll_interval_ms = 1000\n[[devices.points]]\nname = \"flow\"\nkind = \"input\"\naddress = 90\ndeadband = 1.0\npoll_interval_ms = 5000\n",
+            password.path().display()
+        );
+        let config = Config::parse(&text, std::path::Path::new("gw.toml")).expect("valid config");
+        let device = config.devices[0].clone();
+        let flow = device.points.iter().position(|p| p.name == "flow").expect("flow point");
+        (DevicePoller::new(device, 0, None, StatusBoard::default()), flow, password)
+    }
+
+    fn request(interval_ms: u32, until_ms: i64) -> PollBoost {
+        PollBoost { device: "chiller-1".into(), interval_ms, until_ms }
+    }
+
+    #[test]
+    fn a_boost_is_refused_without_an_interval_or_a_future_and_bounded_otherwise() {
+        let (now, now_ms) = (Instant::now(), 1_800_000_000_000);
+        assert_eq!(
+            Boost::new(&request(0, now_ms + 3000), now, now_ms),
+            Err(BoostRefused::ZeroInterval("chiller-1".into()))
+        );
+        for until_ms in [now_ms, now_ms - 1, i64::MIN] {
+            let refused = Boost::new(&request(100, until_ms), now, now_ms);
+            assert!(matches!(refused, Err(BoostRefused::Expired { .. })), "{until_ms}: {refused:?}");
+        }
+        // Within the bounds: as asked.
+        let boost = Boost::new(&request(250, now_ms + 3000), now, now_ms).expect("accepted");
+        assert_eq!(
+            boost,
+            Boost {
+                interval: Duration::from_millis(250),
+                until: now + Duration::from_secs(3),
+                until_ms: now_ms + 3000
+            }
+        );
+        // Too fast, too long: raised to the shortest interval, ended 10 minutes from receipt.
+        for until_ms in [now_ms + 3_600_000, i64::MAX] {
+            let boost = Boost::new(&request(1, until_ms), now, now_ms).expect("accepted");
+            assert_eq!(boost.interval, MIN_BOOST_INTERVAL);
+            assert_eq!((boost.until, boost.until_ms), (now + MAX_BOOST_DURATION, now_ms + 600_000));
+        }
+    }
+
+    #[test]
+    fn a_boosted_poll_reads_and_sends_every_point_until_the_boost_ends() {
+        let (mut poller, flow, _password) = poller();
+        let t0 = Instant::now();
+        let sent = |poller: &mut DevicePoller, report_all: bool, value: f64| {
+            let mut samples = Vec::new();
+            poller.report(flow, Some(value), 0, report_all, &mut samples);
+            samples.len()
+        };
+        // The first poll is a snapshot; the next ones send only changes beyond the deadband,
+        // and read the slow point only when it is due.
+        assert_eq!(poller.start_poll(t0), (false, true));
+        assert_eq!(sent(&mut poller, true, 7.0), 1);
+        assert_eq!(poller.start_poll(t0 + Duration::from_secs(1)), (false, false));
+        assert_eq!(sent(&mut poller, false, 7.5), 0, "within the deadband");
+        assert_eq!(poller.interval(t0), Duration::from_secs(1));
+
+        // Boosted: every block read, every point sent, at the boost's interval.
+        let until = t0 + Duration::from_secs(3);
+        poller.set_boost(Some(Boost { interval: Duration::from_millis(100), until, until_ms: 3000 }));
+        assert_eq!(poller.interval(t0 + Duration::from_secs(1)), Duration::from_millis(100));
+        for ms in [1100, 1200, 2999] {
+            assert_eq!(poller.start_poll(t0 + Duration::from_millis(ms)), (true, true), "at {ms} ms");
+            assert_eq!(sent(&mut poller, true, 7.5), 1, "at {ms} ms");
+        }
+
+        // Over: the configured interval and report by exception again (against what the boost
+        // sent last).
+        assert_eq!(poller.interval(until), Duration::from_secs(1));
+        assert_eq!(poller.start_poll(until), (false, false));
+        assert_eq!(poller.boost, None);
+        assert_eq!(sent(&mut poller, false, 8.0), 0, "within the deadband of the last value sent");
+        assert_eq!(sent(&mut poller, false, 8.6), 1, "beyond it");
+    }
+
+    #[test]
+    fn a_boost_never_slows_a_device_down() {
+        let (mut poller, _, _password) = poller();
+        let t0 = Instant::now();
+        let until = t0 + Duration::from_secs(60);
+        poller.set_boost(Some(Boost { interval: Duration::from_secs(5), until, until_ms: 60_000 }));
+        assert_eq!(poller.interval(t0), Duration::from_secs(1));
+        // A later boost replaces it.
+        poller.set_boost(Some(Boost { interval: Duration::from_millis(200), until, until_ms: 60_000 }));
+        assert_eq!(poller.interval(t0), Duration::from_millis(200));
     }
 }

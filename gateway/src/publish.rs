@@ -6,6 +6,9 @@
 //! as history, in messages of up to [`BACKFILL_MESSAGE_BYTES`]. Batches polled while connected
 //! go out at once as live data and take precedence over the backfill, which keeps at most
 //! [`BACKFILL_WINDOW`] messages in flight so live data is never stuck behind the backlog.
+//!
+//! Each connection also subscribes to the gateway's own boost topic: the server's poll boosts
+//! are checked here ([`accept_boost`]) and handed to the device's poller.
 
 use std::{
     collections::{HashMap, VecDeque},
@@ -13,18 +16,21 @@ use std::{
     time::Duration,
 };
 
-use chillcloud_proto::{Birth, Data, Death, MessageKind, Reading, Topic, encode_value};
+use chillcloud_proto::{Birth, Data, Death, MessageKind, PollBoost, Reading, Topic, decode, encode_value};
 use prost::Message;
 use rand::Rng;
-use rumqttc::{AsyncClient, Event, EventLoop, LastWill, MqttOptions, Outgoing, Packet, QoS, TlsConfiguration};
+use rumqttc::{
+    AsyncClient, Event, EventLoop, LastWill, MqttOptions, Outgoing, Packet, Publish, QoS, SubscribeReasonCode,
+    TlsConfiguration,
+};
 use tokio::{sync::mpsc, time::Instant};
 use tokio_util::sync::CancellationToken;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use crate::{
     config::{Config, MqttConfig},
     now_ms,
-    poll::Sample,
+    poll::{Boost, BoostRefused, BoostSenders, Sample},
     queue::{Queue, Record},
     status::StatusBoard,
     throttle::Throttle,
@@ -96,6 +102,10 @@ enum LinkEvent {
     /// A publish went out with this packet id (in the order they were handed to the client).
     Sent(u16),
     Acked(u16),
+    /// The broker answered the boost subscription: whether it granted it.
+    Subscribed(bool),
+    /// A message on a subscribed topic.
+    Received(Publish),
     Down(String),
 }
 
@@ -242,14 +252,59 @@ impl Forwarder {
 /// How long a clean stop waits for the broker to acknowledge what is in flight.
 const STOP_FLUSH_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// The boost a `PollBoost` payload asks for, received at `now` (`now_ms` on the wall clock),
+/// with the request, if it can be honoured by one of `boosts`' devices (see [`Boost::new`]).
+pub fn accept_boost(
+    payload: &[u8],
+    boosts: &BoostSenders,
+    now: Instant,
+    now_ms: i64,
+) -> Result<(PollBoost, Boost), BoostRefused> {
+    let request: PollBoost =
+        decode(MessageKind::PollBoost, payload).map_err(|e| BoostRefused::Malformed(e.to_string()))?;
+    if !boosts.contains_key(&request.device) {
+        return Err(BoostRefused::UnknownDevice(request.device));
+    }
+    let boost = Boost::new(&request, now, now_ms)?;
+    Ok((request, boost))
+}
+
+/// Hands a poll boost to its device's poller, replacing any boost in force there. One that
+/// cannot be honoured is counted as refused and warned about (at most once a minute), and is
+/// otherwise ignored.
+fn receive_boost(payload: &[u8], boosts: &BoostSenders, status: &StatusBoard, warnings: &mut Throttle) {
+    match accept_boost(payload, boosts, Instant::now(), now_ms()) {
+        Ok((request, boost)) => {
+            status.boost_received(false);
+            if boost.interval.as_millis() > u128::from(request.interval_ms) {
+                info!(device = %request.device, asked_ms = request.interval_ms, interval_ms = boost.interval.as_millis() as u64, "poll boost interval raised to the shortest allowed");
+            }
+            if boost.until_ms < request.until_ms {
+                info!(device = %request.device, asked_until_ms = request.until_ms, until_ms = boost.until_ms, max_secs = crate::poll::MAX_BOOST_DURATION.as_secs(), "poll boost shortened to the longest allowed");
+            }
+            if let Some(poller) = boosts.get(&request.device) {
+                poller.send_replace(Some(boost));
+            }
+        }
+        Err(refused) => {
+            status.boost_received(true);
+            if let Some(held_back) = warnings.allow() {
+                warn!(%refused, held_back, "poll boost refused");
+            }
+        }
+    }
+}
+
 /// Queues every batch from `samples` and forwards the queue to the broker until `shutdown`;
 /// then queues what the pollers still hand over, waits briefly for the broker to take it,
-/// publishes the death and disconnects. Writes the status report twice a second.
+/// publishes the death and disconnects. Writes the status report twice a second. Poll boosts
+/// received from the server go to the pollers through `boosts`.
 pub async fn run(
     config: &Config,
     mut forwarder: Forwarder,
     decimals: Vec<i32>,
     mut samples: mpsc::Receiver<Vec<Sample>>,
+    boosts: BoostSenders,
     status: StatusBoard,
     shutdown: CancellationToken,
 ) {
@@ -258,6 +313,7 @@ pub async fn run(
     let gateway = config.gateway_id.clone();
     let session = forwarder.session;
     let topic = |kind| Topic::new(gateway.clone(), kind).to_string();
+    let boost_topic = topic(MessageKind::PollBoost);
     let mut link: Option<(AsyncClient, mpsc::UnboundedReceiver<LinkEvent>)> = None;
     let mut reconnect_at = Instant::now();
     let mut delay = FIRST_RECONNECT_DELAY;
@@ -277,11 +333,24 @@ pub async fn run(
                     info!("connected to broker");
                     delay = FIRST_RECONNECT_DELAY;
                     connections += 1;
+                    // Each connection is a fresh client with a clean session: subscribe again.
+                    if let Some((client, _)) = link.as_ref() {
+                        let _ = client.subscribe(boost_topic.as_str(), QoS::AtLeastOnce).await;
+                    }
                     let birth = forwarder.connected();
                     send(&mut link, &mut forwarder, &topic, birth).await;
                 }
                 LinkEvent::Sent(id) => forwarder.sent(id),
                 LinkEvent::Acked(id) => forwarder.acked(id),
+                LinkEvent::Subscribed(granted) => {
+                    if !granted {
+                        warn!(topic = %boost_topic, "the broker refused the subscription to poll boosts (check its ACL)");
+                    }
+                }
+                LinkEvent::Received(message) if message.topic == boost_topic => {
+                    receive_boost(&message.payload, &boosts, &status, &mut warnings.boost);
+                }
+                LinkEvent::Received(message) => debug!(topic = %message.topic, "message on an unexpected topic ignored"),
                 LinkEvent::Down(error) => {
                     let jitter = rand::rng().random_range(0.5..1.0);
                     warn!(%error, retry_in = ?delay.mul_f64(jitter), "broker connection lost");
@@ -352,6 +421,8 @@ pub async fn run(
                 match events.recv().await {
                     Some(LinkEvent::Sent(id)) => forwarder.sent(id),
                     Some(LinkEvent::Acked(id)) => forwarder.acked(id),
+                    // Boosts are of no use any more.
+                    Some(LinkEvent::Subscribed(_) | LinkEvent::Received(_)) => {}
                     Some(LinkEvent::Connected) | None | Some(LinkEvent::Down(_)) => return,
                 }
             }
@@ -386,6 +457,7 @@ struct Warnings {
     queue: Throttle,
     acked: Throttle,
     status: Throttle,
+    boost: Throttle,
 }
 
 /// Writes `first` and whatever else the pollers have ready as one batch to the queue and
@@ -487,6 +559,10 @@ async fn drive(mut eventloop: EventLoop, events: mpsc::UnboundedSender<LinkEvent
         let event = match eventloop.poll().await {
             Ok(Event::Incoming(Packet::ConnAck(_))) => LinkEvent::Connected,
             Ok(Event::Incoming(Packet::PubAck(ack))) => LinkEvent::Acked(ack.pkid),
+            Ok(Event::Incoming(Packet::SubAck(ack))) => {
+                LinkEvent::Subscribed(ack.return_codes.iter().all(|code| *code != SubscribeReasonCode::Failure))
+            }
+            Ok(Event::Incoming(Packet::Publish(message))) => LinkEvent::Received(message),
             Ok(Event::Outgoing(Outgoing::Publish(id))) => LinkEvent::Sent(id),
             Ok(Event::Outgoing(Outgoing::Disconnect)) => {
                 // Let the disconnect reach the broker before the loop is dropped.
@@ -610,5 +686,44 @@ mod tests {
         forwarder.connected();
         let again = forwarder.next_backfill().expect("backfill");
         assert_eq!(again.last().and_then(|m| m.batches.clone()), Some(1..=5));
+    }
+
+    #[test]
+    fn a_boost_is_accepted_only_for_a_known_device_and_counted_either_way() {
+        let (sender, mut receiver) = tokio::sync::watch::channel(None);
+        let boosts = BoostSenders::from([("chiller-1".to_owned(), sender)]);
+        let (now, now_ms) = (Instant::now(), 1_800_000_000_000);
+        let request = |device: &str| {
+            PollBoost { device: device.into(), interval_ms: 100, until_ms: now_ms + 3000 }.encode_to_vec()
+        };
+
+        let (asked, boost) = accept_boost(&request("chiller-1"), &boosts, now, now_ms).expect("accepted");
+        assert_eq!((asked.device.as_str(), boost.until_ms), ("chiller-1", now_ms + 3000));
+        assert_eq!(
+            accept_boost(&request("chiller-9"), &boosts, now, now_ms).map(|(_, b)| b),
+            Err(BoostRefused::UnknownDevice("chiller-9".into()))
+        );
+        let malformed = accept_boost(&[0xff, 0xff, 0xff], &boosts, now, now_ms).map(|(_, b)| b);
+        assert!(matches!(malformed, Err(BoostRefused::Malformed(_))), "{malformed:?}");
+
+        // Through the handler: the accepted one reaches the poller, every one is counted.
+        let status = StatusBoard::default();
+        let mut warnings = Throttle::default();
+        let payload = PollBoost { device: "chiller-1".into(), interval_ms: 100, until_ms: crate::now_ms() + 3000 };
+        receive_boost(&payload.encode_to_vec(), &boosts, &status, &mut warnings);
+        assert!(receiver.has_changed().expect("open"));
+        assert!(receiver.borrow_and_update().is_some());
+        receive_boost(&request("chiller-9"), &boosts, &status, &mut warnings);
+        receive_boost(&[0xff], &boosts, &status, &mut warnings);
+        assert!(!receiver.has_changed().expect("open"), "refused boosts do not reach the poller");
+        let report: serde_json::Value = serde_json::from_slice(&status_json(&status)).expect("status JSON");
+        assert_eq!((report["boosts_received"].as_u64(), report["boosts_refused"].as_u64()), (Some(3), Some(2)));
+    }
+
+    fn status_json(status: &StatusBoard) -> Vec<u8> {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("status.json");
+        status.write(&path).expect("write status");
+        std::fs::read(&path).expect("read status")
     }
 }

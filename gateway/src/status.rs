@@ -28,6 +28,13 @@ pub struct GatewayStatus {
     pub readings_queued: u64,
     /// Readings lost because the queue could not be written (a failing or full disk).
     pub readings_lost_to_disk_errors: u64,
+    /// Poll boosts received from the server since the process started, refused ones included.
+    #[serde(default)]
+    pub boosts_received: u64,
+    /// Of those, the ones refused (malformed, for an unknown device, with no interval, or
+    /// already over).
+    #[serde(default)]
+    pub boosts_refused: u64,
     /// The store-and-forward queue.
     pub queue: QueueStatusReport,
     /// Each device by id.
@@ -77,6 +84,9 @@ pub struct DeviceStatus {
     pub requests: u64,
     /// The last error, if the last poll failed.
     pub last_error: Option<String>,
+    /// While a poll boost is in force, when it ends, ms since the epoch.
+    #[serde(default)]
+    pub boost_until_ms: Option<i64>,
 }
 
 /// The report being built, shared by the pollers and the forwarder.
@@ -94,6 +104,13 @@ impl StatusBoard {
     /// Counts readings written to the queue.
     pub fn queued(&self, readings: u64) {
         self.lock().readings_queued += readings;
+    }
+
+    /// Counts a poll boost received, and whether it was refused.
+    pub fn boost_received(&self, refused: bool) {
+        let mut status = self.lock();
+        status.boosts_received += 1;
+        status.boosts_refused += u64::from(refused);
     }
 
     /// Counts readings the queue could not take.
