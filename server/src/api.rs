@@ -1,4 +1,5 @@
-//! The HTTP API: health, metrics, and the JSON API for units, latest values and history.
+//! The HTTP API: health, metrics, and the JSON API for units, latest values and history (alarms
+//! in `alarms::api`).
 
 use std::sync::Arc;
 
@@ -28,6 +29,8 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     /// The bearer token the JSON API requires.
     pub api_token: Arc<str>,
+    /// The alarm engine, told when rules change.
+    pub alarms: crate::alarms::Alarms,
 }
 
 /// The one error type of the API. Each variant documents its status.
@@ -42,6 +45,9 @@ pub enum ApiError {
     /// 400: the request's parameters are invalid.
     #[error("{0}")]
     BadRequest(String),
+    /// 409: the request conflicts with the resource's state.
+    #[error("{0}")]
+    Conflict(String),
     /// 503: the database failed; logged, never shown to the client.
     #[error("database unavailable")]
     Database(#[from] sqlx::Error),
@@ -53,6 +59,7 @@ impl IntoResponse for ApiError {
             ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
             ApiError::NotFound => StatusCode::NOT_FOUND,
             ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::Database(error) => {
                 tracing::error!(%error, "database error while serving a request");
                 StatusCode::SERVICE_UNAVAILABLE
@@ -69,6 +76,7 @@ pub fn router(state: AppState) -> Router {
         .route("/units/{unit_id}", get(unit_detail))
         .route("/units/{unit_id}/history", get(unit_history))
         .route("/points/{point_id}/history", get(point_history))
+        .merge(crate::alarms::api::routes())
         .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
     Router::new().route("/health", get(health)).route("/metrics", get(metrics)).nest("/api/v1", api).with_state(state)
 }

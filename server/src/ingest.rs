@@ -15,6 +15,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use crate::{
+    alarms::{Alarms, Input},
     metrics::Metrics,
     store::{self, AliasCache, DataOutcome, ReadingRows},
 };
@@ -67,7 +68,17 @@ const MAX_BATCH_MESSAGES: usize = 500;
 /// committed goes into the next transaction (group commit). A quiet system therefore stores each
 /// message at once, and a busy one makes fewer, larger transactions, without a timer adding
 /// latency. Acknowledgements follow the commit.
-pub async fn run(pool: PgPool, broker: BrokerSettings, metrics: Arc<Metrics>, shutdown: CancellationToken) {
+///
+/// What `to_publish` yields (topic, payload) is published at QoS 1 through the same client; what
+/// was committed is handed to the alarm engine.
+pub async fn run(
+    pool: PgPool,
+    broker: BrokerSettings,
+    alarms: Alarms,
+    mut to_publish: mpsc::UnboundedReceiver<(String, Vec<u8>)>,
+    metrics: Arc<Metrics>,
+    shutdown: CancellationToken,
+) {
     let mut options = MqttOptions::new(&broker.client_id, &broker.host, broker.port);
     options.set_credentials(&broker.username, &broker.password);
     options.set_clean_session(false);
@@ -82,6 +93,14 @@ pub async fn run(pool: PgPool, broker: BrokerSettings, metrics: Arc<Metrics>, sh
     // configuration), so a slow database still holds the broker back.
     let (messages_tx, mut messages) = mpsc::unbounded_channel();
     let driver = tokio::spawn(drive(eventloop, client.clone(), messages_tx, metrics.clone(), shutdown.clone()));
+    let publisher = client.clone();
+    let publishing = tokio::spawn(async move {
+        while let Some((topic, payload)) = to_publish.recv().await {
+            if let Err(error) = publisher.publish(topic, QoS::AtLeastOnce, false, payload).await {
+                debug!(%error, "publish to a gateway dropped: the client has stopped");
+            }
+        }
+    });
 
     let mut ingestor = Ingestor { pool, cache: AliasCache::default(), known_gateways: HashSet::new(), metrics };
     let mut batch = Vec::with_capacity(MAX_BATCH_MESSAGES);
@@ -96,10 +115,13 @@ pub async fn run(pool: PgPool, broker: BrokerSettings, metrics: Arc<Metrics>, sh
         loop {
             let started = Instant::now();
             match ingestor.store_batch(&batch).await {
-                Ok(()) => {
+                Ok(committed) => {
                     ingestor.metrics.batches_stored.inc();
                     ingestor.metrics.batch_messages.add(batch.len() as u64);
                     ingestor.metrics.database_seconds.add_duration(started.elapsed());
+                    for input in committed {
+                        alarms.send(input).await;
+                    }
                     break;
                 }
                 Err(error) => {
@@ -120,6 +142,7 @@ pub async fn run(pool: PgPool, broker: BrokerSettings, metrics: Arc<Metrics>, sh
         }
     }
     let _ = client.try_disconnect();
+    publishing.abort();
     let _ = tokio::time::timeout(Duration::from_secs(2), driver).await;
 }
 
@@ -144,12 +167,18 @@ struct BatchCounts {
     dropped_by_gateway: u64,
     /// Time of the oldest reading among the newest of each live data message, ms.
     oldest_live_ms: Option<i64>,
+    /// What the alarm engine is told once the batch is committed, in message order; the
+    /// readings go last.
+    alarm_inputs: Vec<Input>,
+    /// The readings stored, for the alarm engine.
+    observed: Vec<(i64, i64, Option<f64>)>,
 }
 
 impl Ingestor {
-    /// Stores a batch of messages. `Err` means a database failure: the whole batch is retried,
-    /// which is safe because every step is idempotent.
-    async fn store_batch(&mut self, batch: &[Publish]) -> sqlx::Result<()> {
+    /// Stores a batch of messages and returns what the alarm engine is to be told. `Err` means a
+    /// database failure: the whole batch is retried, which is safe because every step is
+    /// idempotent.
+    async fn store_batch(&mut self, batch: &[Publish]) -> sqlx::Result<Vec<Input>> {
         let mut rows = ReadingRows::default();
         let mut counts = BatchCounts::default();
         for publish in batch {
@@ -160,6 +189,7 @@ impl Ingestor {
             }
         }
         counts.stored += rows.len() as u64;
+        counts.observed.extend(rows.observations());
         store::flush(&self.pool, rows).await?;
         let metrics = &self.metrics;
         metrics.readings_stored.add(counts.stored);
@@ -173,7 +203,11 @@ impl Ingestor {
             let lag_ms = chrono::Utc::now().timestamp_millis().saturating_sub(oldest);
             metrics.ingest_lag_seconds.set(lag_ms.max(0) as f64 / 1000.0);
         }
-        Ok(())
+        let mut inputs = counts.alarm_inputs;
+        if !counts.observed.is_empty() {
+            inputs.push(Input::Readings(counts.observed));
+        }
+        Ok(inputs)
     }
 
     /// Adds a data message's readings to `rows`, or holds it until its birth arrives.
@@ -205,6 +239,10 @@ impl Ingestor {
             }
             self.known_gateways.insert(gateway.clone());
         }
+        let now_ms = chrono::Utc::now().timestamp_millis();
+        if matches!(topic.kind, MessageKind::Birth | MessageKind::Data | MessageKind::CommandResult) {
+            counts.alarm_inputs.push(Input::Seen { gateway: gateway.to_string(), at: now_ms });
+        }
         match topic.kind {
             MessageKind::Birth => {
                 let birth: Birth = match decode(topic.kind, payload) {
@@ -226,8 +264,10 @@ impl Ingestor {
                         count(counts, &outcome);
                     }
                 }
+                counts.alarm_inputs.push(Input::Birth { gateway: gateway.to_string() });
                 if !pending.is_empty() {
                     counts.stored += rows.len() as u64;
+                    counts.observed.extend(rows.observations());
                     store::flush(&self.pool, std::mem::take(rows)).await?;
                     let ids: Vec<i64> = pending.iter().map(|(id, _)| *id).collect();
                     store::delete_pending(&self.pool, &ids).await?;
@@ -239,7 +279,9 @@ impl Ingestor {
                     Err(e) => return Ok(Err(e.into())),
                 };
                 info!(%gateway, session = death.session, "gateway death");
-                store::store_death(&self.pool, gateway, death.session).await?;
+                if store::store_death(&self.pool, gateway, death.session).await? {
+                    counts.alarm_inputs.push(Input::Died { gateway: gateway.to_string(), at: now_ms });
+                }
             }
             MessageKind::Data => {
                 let data: Data = match decode(topic.kind, payload) {

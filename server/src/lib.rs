@@ -1,6 +1,7 @@
 //! The Chillcloud server: takes gateway data from MQTT, stores it in PostgreSQL, and serves the
 //! HTTP API. With nothing configured it runs its own PostgreSQL cluster and MQTT broker.
 
+pub mod alarms;
 pub mod api;
 pub mod embedded;
 pub mod history;
@@ -279,8 +280,25 @@ pub async fn serve(settings: ServeSettings, listener: TcpListener, shutdown: Can
         }
     };
 
-    let ingest = tokio::spawn(ingest::run(database.pool.clone(), broker_settings, metrics.clone(), shutdown.clone()));
-    let state = api::AppState { pool: database.pool.clone(), metrics, api_token: api_token.into() };
+    let (alarms, alarm_inputs) = alarms::channel();
+    let (publish, to_publish) = tokio::sync::mpsc::unbounded_channel();
+    let detection = tokio::spawn(alarms::run(
+        database.pool.clone(),
+        alarms.clone(),
+        alarm_inputs,
+        publish,
+        metrics.clone(),
+        shutdown.clone(),
+    ));
+    let ingest = tokio::spawn(ingest::run(
+        database.pool.clone(),
+        broker_settings,
+        alarms.clone(),
+        to_publish,
+        metrics.clone(),
+        shutdown.clone(),
+    ));
+    let state = api::AppState { pool: database.pool.clone(), metrics, api_token: api_token.into(), alarms };
     let address = listener.local_addr().map_err(|source| Error::Io { context: "listener address".into(), source })?;
     info!(%address, "HTTP API listening");
     let http_shutdown = shutdown.clone();
@@ -295,6 +313,7 @@ pub async fn serve(settings: ServeSettings, listener: TcpListener, shutdown: Can
     if tokio::time::timeout(Duration::from_secs(10), ingest).await.is_err() {
         warn!("ingest did not stop within 10 s");
     }
+    let _ = tokio::time::timeout(Duration::from_secs(5), detection).await;
     if let Some((broker, sync)) = embedded_broker {
         let _ = sync.await;
         // The sync task has ended, so this is the last handle; were it not, dropping it would

@@ -84,12 +84,18 @@ pub struct Metrics {
     pub database_seconds: SecondsCounter,
     /// How old the oldest live reading of the last committed batch was when it was committed.
     pub ingest_lag_seconds: Gauge,
+    /// Alarm episodes opened.
+    pub alarms_raised: Counter,
+    /// Derived values stored as readings.
+    pub derived_stored: Counter,
+    /// Alarm processing failures (the engine's state is then reloaded from the database).
+    pub alarm_errors: Counter,
 }
 
 impl Metrics {
     /// Renders every counter in the Prometheus text exposition format.
     pub fn render(&self) -> String {
-        let counters: [(&str, &str, f64); 12] = [
+        let counters: [(&str, &str, f64); 15] = [
             (
                 "chillcloud_mqtt_messages_received_total",
                 "MQTT messages received from the broker",
@@ -142,6 +148,17 @@ impl Metrics {
                 self.batch_messages.get() as f64,
             ),
             ("chillcloud_ingest_database_seconds_total", "Time spent storing batches", self.database_seconds.seconds()),
+            ("chillcloud_alarms_raised_total", "Alarm episodes opened", self.alarms_raised.get() as f64),
+            (
+                "chillcloud_derived_values_stored_total",
+                "Derived values stored as readings",
+                self.derived_stored.get() as f64,
+            ),
+            (
+                "chillcloud_alarm_errors_total",
+                "Alarm processing failures (state reloaded from the database)",
+                self.alarm_errors.get() as f64,
+            ),
         ];
         let gauges: [(&str, &str, f64); 1] = [(
             "chillcloud_ingest_lag_seconds",

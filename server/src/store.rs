@@ -168,14 +168,15 @@ pub async fn store_birth(pool: &PgPool, gateway: &GatewayId, birth: &Birth) -> s
     Ok(table)
 }
 
-/// Marks the gateway offline if `session` is still its current one.
-pub async fn store_death(pool: &PgPool, gateway: &GatewayId, session: u64) -> sqlx::Result<()> {
-    sqlx::query("update gateways set online = false where id = $1 and session = $2")
+/// Marks the gateway offline if `session` is still its current one; says whether it was.
+pub async fn store_death(pool: &PgPool, gateway: &GatewayId, session: u64) -> sqlx::Result<bool> {
+    let updated = sqlx::query("update gateways set online = false where id = $1 and session = $2")
         .bind(gateway.as_str())
         .bind(session as i64)
         .execute(pool)
-        .await?;
-    Ok(())
+        .await?
+        .rows_affected();
+    Ok(updated > 0)
 }
 
 async fn alias_table(
@@ -227,6 +228,11 @@ impl ReadingRows {
     /// Whether nothing was gathered.
     pub fn is_empty(&self) -> bool {
         self.rows.is_empty()
+    }
+
+    /// The readings as (point id, time in ms, value), a bad one without its value.
+    pub fn observations(&self) -> impl Iterator<Item = (i64, i64, Option<f64>)> + '_ {
+        self.rows.iter().map(|(point_id, ts, value, _)| (*point_id, ts.timestamp_millis(), *value))
     }
 
     /// Adds one reading.

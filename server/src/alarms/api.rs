@@ -1,0 +1,467 @@
+//! The alarm API: list and detail (with the fault-moment capture), acknowledge, shelve, the
+//! event stream, rules per site and unit, and maintenance windows.
+
+use axum::{
+    Json, Router,
+    extract::{Path, Query, State},
+    routing::{get, post, put},
+};
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::Value as Json_;
+
+use super::{Input, db, engine::CompiledRules, rules};
+use crate::api::{ApiError, AppState};
+
+/// The actor recorded for changes made with the API token (accounts are not there yet).
+const API_ACTOR: &str = "api";
+
+/// The alarm routes, nested under `/api/v1`.
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/alarms", get(list))
+        .route("/alarms/events", get(events))
+        .route("/alarms/{alarm_id}", get(detail))
+        .route("/alarms/{alarm_id}/acknowledge", post(acknowledge))
+        .route("/alarms/{alarm_id}/shelve", post(shelve))
+        .route("/units/{unit_id}/rules", get(unit_rules))
+        .route("/units/{unit_id}/rules/{rule}", put(put_unit_rule).delete(delete_unit_rule))
+        .route("/gateways/{gateway_id}/rules", get(site_rules))
+        .route("/gateways/{gateway_id}/rules/{rule}", put(put_site_rule).delete(delete_site_rule))
+        .route("/gateways/{gateway_id}/maintenance", get(list_maintenance).post(add_maintenance))
+}
+
+/// An alarm as listed.
+#[derive(Debug, Serialize, Deserialize, sqlx::FromRow)]
+pub struct AlarmSummary {
+    /// Alarm id.
+    pub id: i64,
+    /// Its gateway (site).
+    pub gateway_id: String,
+    /// Its unit; none for a site alarm.
+    pub unit_id: Option<i64>,
+    /// The unit's device id.
+    pub device_key: Option<String>,
+    /// The rule's key.
+    pub rule: String,
+    /// 1 (critical) to 4 (warning).
+    pub grade: i16,
+    /// English title.
+    pub title: String,
+    /// Chinese title.
+    pub title_zh: String,
+    /// Cause and key values.
+    pub message: String,
+    /// `active`, `acknowledged` (active), `cleared` (not acknowledged) or `closed`.
+    pub state: String,
+    /// When the episode began.
+    pub raised_at: DateTime<Utc>,
+    /// When it was last raised.
+    pub last_raised_at: DateTime<Utc>,
+    /// When it last cleared.
+    pub cleared_at: Option<DateTime<Utc>>,
+    /// When it was acknowledged.
+    pub acknowledged_at: Option<DateTime<Utc>>,
+    /// Who acknowledged it.
+    pub acknowledged_by: Option<String>,
+    /// When it closed.
+    pub closed_at: Option<DateTime<Utc>>,
+    /// How many times it was raised in this episode.
+    pub occurrences: i32,
+    /// Raised and cleared too often: no longer announced.
+    pub flapping: bool,
+    /// Raised during maintenance: not announced.
+    pub muted: bool,
+    /// Not announced until then.
+    pub shelved_until: Option<DateTime<Utc>>,
+}
+
+const ALARM_SUMMARY: &str = "select a.id, a.gateway_id, a.unit_id, u.device_key, a.rule, a.grade, a.title, a.title_zh,
+        a.message,
+        case when a.closed_at is not null then 'closed'
+             when a.active and a.acknowledged_at is not null then 'acknowledged'
+             when a.active then 'active' else 'cleared' end as state,
+        a.raised_at, a.last_raised_at, a.cleared_at, a.acknowledged_at, a.acknowledged_by, a.closed_at,
+        a.occurrences, a.flapping, a.muted, a.shelved_until
+    from alarms a left join units u on u.id = a.unit_id";
+
+/// Filters of the alarm list.
+#[derive(Debug, Deserialize)]
+pub struct AlarmFilter {
+    /// Only this gateway's (site's) alarms.
+    pub gateway: Option<String>,
+    /// Only this unit's.
+    pub unit: Option<i64>,
+    /// Only this grade or more severe (1 is the most severe).
+    pub grade: Option<i16>,
+    /// `open` (default: not closed), `active`, `unacknowledged`, `closed` or `all`.
+    pub state: Option<String>,
+    /// At most this many, newest first (default 100, at most 1,000).
+    pub limit: Option<i64>,
+}
+
+async fn list(
+    State(state): State<AppState>,
+    Query(filter): Query<AlarmFilter>,
+) -> Result<Json<Vec<AlarmSummary>>, ApiError> {
+    let state_sql = match filter.state.as_deref().unwrap_or("open") {
+        "open" => "a.closed_at is null",
+        "active" => "a.active",
+        "unacknowledged" => "a.acknowledged_at is null and a.closed_at is null",
+        "closed" => "a.closed_at is not null",
+        "all" => "true",
+        other => {
+            return Err(ApiError::BadRequest(format!(
+                "unknown state {other:?}: use open, active, unacknowledged, closed or all"
+            )));
+        }
+    };
+    let limit = filter.limit.unwrap_or(100);
+    if !(1..=1000).contains(&limit) {
+        return Err(ApiError::BadRequest("limit must be 1 to 1000".into()));
+    }
+    let alarms = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "{ALARM_SUMMARY} where {state_sql} and ($1::text is null or a.gateway_id = $1)
+             and ($2::bigint is null or a.unit_id = $2) and ($3::smallint is null or a.grade <= $3)
+         order by a.raised_at desc, a.id desc limit $4"
+    )))
+    .bind(&filter.gateway)
+    .bind(filter.unit)
+    .bind(filter.grade)
+    .bind(limit)
+    .fetch_all(&state.pool)
+    .await?;
+    Ok(Json(alarms))
+}
+
+/// One thing that happened to an alarm.
+#[derive(Debug, Serialize, Deserialize, sqlx::FromRow)]
+pub struct EventRow {
+    /// Event id: its position in the stream.
+    pub id: i64,
+    /// The alarm.
+    pub alarm_id: i64,
+    /// When.
+    pub at: DateTime<Utc>,
+    /// raised, reraised, regraded, cleared, acknowledged, shelved, unshelved.
+    pub kind: String,
+    /// The grade it was raised or regraded to.
+    pub grade: Option<i16>,
+    /// Who, for people's actions.
+    pub actor: Option<String>,
+    /// Their comment, or the cause.
+    pub comment: Option<String>,
+    /// Whether it is to be announced to people.
+    pub notify: bool,
+}
+
+/// An alarm with its history and capture.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct AlarmDetail {
+    /// The alarm.
+    #[serde(flatten)]
+    pub alarm: AlarmSummary,
+    /// What happened to it, oldest first.
+    pub events: Vec<EventRow>,
+    /// The capture's window, if the alarm has one.
+    pub capture_from: Option<DateTime<Utc>>,
+    /// End of the capture's window.
+    pub capture_to: Option<DateTime<Utc>>,
+    /// The readings of all the unit's points in the window, once taken:
+    /// `[{"point", "unit", "derived", "readings": [[ms, value], ...]}]`.
+    pub capture: Option<Json_>,
+}
+
+async fn detail(State(state): State<AppState>, Path(alarm_id): Path<i64>) -> Result<Json<AlarmDetail>, ApiError> {
+    let alarm: AlarmSummary = sqlx::query_as(sqlx::AssertSqlSafe(format!("{ALARM_SUMMARY} where a.id = $1")))
+        .bind(alarm_id)
+        .fetch_optional(&state.pool)
+        .await?
+        .ok_or(ApiError::NotFound)?;
+    let events = sqlx::query_as("select * from alarm_events where alarm_id = $1 order by id")
+        .bind(alarm_id)
+        .fetch_all(&state.pool)
+        .await?;
+    let (capture_from, capture_to, capture): (Option<DateTime<Utc>>, Option<DateTime<Utc>>, Option<Json_>) =
+        sqlx::query_as(
+            "select a.capture_from, a.capture_to, c.series from alarms a
+             left join alarm_captures c on c.alarm_id = a.id where a.id = $1",
+        )
+        .bind(alarm_id)
+        .fetch_one(&state.pool)
+        .await?;
+    Ok(Json(AlarmDetail { alarm, events, capture_from, capture_to, capture }))
+}
+
+/// Body of acknowledge and shelve.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ActionBody {
+    /// Why, or what was done.
+    #[serde(default)]
+    pub comment: String,
+    /// Shelve only: for how many minutes (0 unshelves; at most a week).
+    pub minutes: Option<i64>,
+}
+
+async fn acknowledge(
+    State(state): State<AppState>,
+    Path(alarm_id): Path<i64>,
+    Json(body): Json<ActionBody>,
+) -> Result<Json<AlarmSummary>, ApiError> {
+    let event = db::acknowledge(&state.pool, alarm_id, API_ACTOR, &body.comment).await?;
+    let alarm = summary(&state, alarm_id).await?;
+    match event {
+        Some(event) => state.alarms.announce(event),
+        None if alarm.acknowledged_at.is_some() || alarm.closed_at.is_some() => {
+            return Err(ApiError::Conflict("the alarm is already acknowledged or closed".into()));
+        }
+        None => {}
+    }
+    Ok(Json(alarm))
+}
+
+async fn shelve(
+    State(state): State<AppState>,
+    Path(alarm_id): Path<i64>,
+    Json(body): Json<ActionBody>,
+) -> Result<Json<AlarmSummary>, ApiError> {
+    let minutes = body.minutes.ok_or_else(|| ApiError::BadRequest("minutes is required".into()))?;
+    if !(0..=7 * 24 * 60).contains(&minutes) {
+        return Err(ApiError::BadRequest("minutes must be 0 to 10080 (a week)".into()));
+    }
+    let until = (minutes > 0).then(|| Utc::now() + chrono::Duration::minutes(minutes));
+    summary(&state, alarm_id).await?;
+    match db::shelve(&state.pool, alarm_id, until, API_ACTOR, &body.comment).await? {
+        Some(event) => state.alarms.announce(event),
+        None => return Err(ApiError::Conflict("a closed alarm cannot be shelved".into())),
+    }
+    Ok(Json(summary(&state, alarm_id).await?))
+}
+
+async fn summary(state: &AppState, alarm_id: i64) -> Result<AlarmSummary, ApiError> {
+    sqlx::query_as(sqlx::AssertSqlSafe(format!("{ALARM_SUMMARY} where a.id = $1")))
+        .bind(alarm_id)
+        .fetch_optional(&state.pool)
+        .await?
+        .ok_or(ApiError::NotFound)
+}
+
+/// Position in the event stream.
+#[derive(Debug, Deserialize)]
+pub struct EventsQuery {
+    /// Events after this id (default 0: from the start).
+    pub after: Option<i64>,
+    /// At most this many (default 100, at most 1,000).
+    pub limit: Option<i64>,
+}
+
+/// The durable event stream, in id order: a consumer remembers the last id it handled.
+async fn events(
+    State(state): State<AppState>,
+    Query(query): Query<EventsQuery>,
+) -> Result<Json<Vec<EventRow>>, ApiError> {
+    let limit = query.limit.unwrap_or(100);
+    if !(1..=1000).contains(&limit) {
+        return Err(ApiError::BadRequest("limit must be 1 to 1000".into()));
+    }
+    let events = sqlx::query_as("select * from alarm_events where id > $1 order by id limit $2")
+        .bind(query.after.unwrap_or(0))
+        .bind(limit)
+        .fetch_all(&state.pool)
+        .await?;
+    Ok(Json(events))
+}
+
+/// A unit's or a site's rules as they apply.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct RulesView {
+    /// The rules in force, after overrides.
+    pub rules: Vec<rules::Rule>,
+    /// Rules that do not apply here, and why.
+    pub skipped: Vec<(String, String)>,
+    /// Derived values computed for the unit.
+    pub derived: Vec<String>,
+    /// The overrides set here and at the site: (unit id or none, rule, patch).
+    pub overrides: Vec<(Option<i64>, String, Json_)>,
+}
+
+async fn unit_scope(state: &AppState, unit_id: i64) -> Result<(String, String, Vec<String>), ApiError> {
+    let row: Option<(String, String, Vec<String>)> = sqlx::query_as(
+        "select u.gateway_id, u.profile,
+                coalesce(array_agg(p.name) filter (where p.id is not null and not p.derived), '{}')
+         from units u left join points p on p.unit_id = u.id where u.id = $1 group by u.id",
+    )
+    .bind(unit_id)
+    .fetch_optional(&state.pool)
+    .await?;
+    row.ok_or(ApiError::NotFound)
+}
+
+async fn unit_rules(State(state): State<AppState>, Path(unit_id): Path<i64>) -> Result<Json<RulesView>, ApiError> {
+    let (gateway, profile, points) = unit_scope(&state, unit_id).await?;
+    let overrides = db::overrides(&state.pool, &gateway).await?;
+    let file = super::unit_rule_file(&profile, &overrides, unit_id);
+    let names: Vec<&str> = points.iter().map(String::as_str).collect();
+    let compiled = CompiledRules::compile(&file, &names);
+    let overrides = overrides.into_iter().filter(|(u, _, _)| u.is_none() || *u == Some(unit_id)).collect();
+    Ok(Json(view(&compiled, overrides)))
+}
+
+fn view(compiled: &CompiledRules, overrides: Vec<(Option<i64>, String, Json_)>) -> RulesView {
+    RulesView {
+        rules: compiled.rules().cloned().collect(),
+        skipped: compiled.skipped.clone(),
+        derived: compiled.derived_names().map(str::to_owned).collect(),
+        overrides,
+    }
+}
+
+/// Checks that `patch` (an object of fields, or null) gives a valid rule set at its scope.
+fn check_patch(mut file: rules::RuleFile, key: &str, patch: &Json_) -> Result<(), ApiError> {
+    if !(patch.is_object() || patch.is_null()) {
+        return Err(ApiError::BadRequest("send an object of rule fields, or null to disable the rule".into()));
+    }
+    rules::apply_override(&mut file.rules, key, patch);
+    for rule in &file.rules {
+        rules::parse_rule(rule).map_err(ApiError::BadRequest)?;
+    }
+    Ok(())
+}
+
+async fn put_unit_rule(
+    State(state): State<AppState>,
+    Path((unit_id, key)): Path<(i64, String)>,
+    Json(patch): Json<Json_>,
+) -> Result<Json<RulesView>, ApiError> {
+    let (gateway, profile, _) = unit_scope(&state, unit_id).await?;
+    let overrides = db::overrides(&state.pool, &gateway).await?;
+    let others: Vec<_> = overrides.into_iter().filter(|(u, k, _)| !(*u == Some(unit_id) && *k == key)).collect();
+    check_patch(super::unit_rule_file(&profile, &others, unit_id), &key, &patch)?;
+    db::set_override(&state.pool, &gateway, Some(unit_id), &key, Some(&patch), API_ACTOR).await?;
+    state.alarms.send(Input::RulesChanged { gateway }).await;
+    unit_rules(State(state), Path(unit_id)).await
+}
+
+async fn delete_unit_rule(
+    State(state): State<AppState>,
+    Path((unit_id, key)): Path<(i64, String)>,
+) -> Result<Json<RulesView>, ApiError> {
+    let (gateway, _, _) = unit_scope(&state, unit_id).await?;
+    db::set_override(&state.pool, &gateway, Some(unit_id), &key, None, API_ACTOR).await?;
+    state.alarms.send(Input::RulesChanged { gateway }).await;
+    unit_rules(State(state), Path(unit_id)).await
+}
+
+async fn site_scope(state: &AppState, gateway: &str) -> Result<(), ApiError> {
+    let exists: bool = sqlx::query_scalar("select exists (select 1 from gateways where id = $1)")
+        .bind(gateway)
+        .fetch_one(&state.pool)
+        .await?;
+    if exists { Ok(()) } else { Err(ApiError::NotFound) }
+}
+
+async fn site_rules(State(state): State<AppState>, Path(gateway): Path<String>) -> Result<Json<RulesView>, ApiError> {
+    site_scope(&state, &gateway).await?;
+    let overrides = db::overrides(&state.pool, &gateway).await?;
+    let compiled = CompiledRules::compile(&super::site_rule_file(&overrides), &[]);
+    let overrides = overrides.into_iter().filter(|(u, _, _)| u.is_none()).collect();
+    Ok(Json(view(&compiled, overrides)))
+}
+
+/// A site override patches both the site's own rules and every unit's rule of that key.
+async fn put_site_rule(
+    State(state): State<AppState>,
+    Path((gateway, key)): Path<(String, String)>,
+    Json(patch): Json<Json_>,
+) -> Result<Json<RulesView>, ApiError> {
+    site_scope(&state, &gateway).await?;
+    let others: Vec<_> = db::overrides(&state.pool, &gateway)
+        .await?
+        .into_iter()
+        .filter(|(u, k, _)| !(u.is_none() && *k == key))
+        .collect();
+    let is_site_rule = rules::site_defaults().rules.iter().any(|r| r.get("key").and_then(Json_::as_str) == Some(&key));
+    if is_site_rule {
+        check_patch(super::site_rule_file(&others), &key, &patch)?;
+    } else {
+        for profile in rules::profiles().chain([""]) {
+            check_patch(super::unit_rule_file(profile, &others, 0), &key, &patch)?;
+        }
+    }
+    db::set_override(&state.pool, &gateway, None, &key, Some(&patch), API_ACTOR).await?;
+    state.alarms.send(Input::RulesChanged { gateway: gateway.clone() }).await;
+    site_rules(State(state), Path(gateway)).await
+}
+
+async fn delete_site_rule(
+    State(state): State<AppState>,
+    Path((gateway, key)): Path<(String, String)>,
+) -> Result<Json<RulesView>, ApiError> {
+    site_scope(&state, &gateway).await?;
+    db::set_override(&state.pool, &gateway, None, &key, None, API_ACTOR).await?;
+    state.alarms.send(Input::RulesChanged { gateway: gateway.clone() }).await;
+    site_rules(State(state), Path(gateway)).await
+}
+
+/// A maintenance window: alarms raised during it are recorded but not announced.
+#[derive(Debug, Serialize, Deserialize, sqlx::FromRow)]
+pub struct MaintenanceWindow {
+    /// Window id.
+    #[serde(default)]
+    pub id: i64,
+    /// One unit, or none for the whole site.
+    pub unit_id: Option<i64>,
+    /// Start.
+    pub starts_at: DateTime<Utc>,
+    /// End.
+    pub ends_at: DateTime<Utc>,
+    /// Why.
+    #[serde(default)]
+    pub reason: String,
+}
+
+async fn list_maintenance(
+    State(state): State<AppState>,
+    Path(gateway): Path<String>,
+) -> Result<Json<Vec<MaintenanceWindow>>, ApiError> {
+    site_scope(&state, &gateway).await?;
+    let windows = sqlx::query_as(
+        "select id, unit_id, starts_at, ends_at, reason from maintenance_windows
+         where gateway_id = $1 and ends_at > now() order by starts_at",
+    )
+    .bind(&gateway)
+    .fetch_all(&state.pool)
+    .await?;
+    Ok(Json(windows))
+}
+
+async fn add_maintenance(
+    State(state): State<AppState>,
+    Path(gateway): Path<String>,
+    Json(window): Json<MaintenanceWindow>,
+) -> Result<Json<MaintenanceWindow>, ApiError> {
+    site_scope(&state, &gateway).await?;
+    if window.ends_at <= window.starts_at {
+        return Err(ApiError::BadRequest("ends_at must be after starts_at".into()));
+    }
+    if let Some(unit) = window.unit_id {
+        let (unit_gateway, _, _) = unit_scope(&state, unit).await?;
+        if unit_gateway != gateway {
+            return Err(ApiError::BadRequest(format!("unit {unit} is not behind gateway {gateway}")));
+        }
+    }
+    let id: i64 = sqlx::query_scalar(
+        "insert into maintenance_windows (gateway_id, unit_id, starts_at, ends_at, reason, created_by)
+         values ($1, $2, $3, $4, $5, $6) returning id",
+    )
+    .bind(&gateway)
+    .bind(window.unit_id)
+    .bind(window.starts_at)
+    .bind(window.ends_at)
+    .bind(&window.reason)
+    .bind(API_ACTOR)
+    .fetch_one(&state.pool)
+    .await?;
+    Ok(Json(MaintenanceWindow { id, ..window }))
+}

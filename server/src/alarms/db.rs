@@ -1,0 +1,442 @@
+//! All SQL of fault detection: what the engine loads, and the alarm lifecycle.
+//!
+//! An alarm row is one episode of (target, rule). Raised: a new episode, or the open one raised
+//! again (occurrences + 1). Cleared: inactive. Acknowledged: someone took it. Cleared and
+//! acknowledged: closed, and the next raise opens a new episode. Every step is an
+//! `alarm_events` row, written in the same transaction.
+
+use std::collections::HashMap;
+
+use chrono::{DateTime, Utc};
+use serde_json::Value as Json;
+use sqlx::{PgPool, Postgres, Transaction};
+
+use super::{
+    engine::{Millis, Target},
+    rules::CaptureSettings,
+};
+
+/// A unit as the engine needs it.
+#[derive(Debug)]
+pub struct UnitRow {
+    /// Unit id.
+    pub id: i64,
+    /// Its gateway.
+    pub gateway_id: String,
+    /// Device id in the gateway's configuration.
+    pub device_key: String,
+    /// Gateway profile of the device.
+    pub profile: String,
+    /// Points read from the device: id and name.
+    pub points: Vec<(i64, String)>,
+    /// Time of the newest good reading, ms.
+    pub last_good: Option<Millis>,
+}
+
+/// Gateways: id, online, last seen (ms).
+pub async fn gateways(pool: &PgPool) -> sqlx::Result<Vec<(String, bool, Option<Millis>)>> {
+    let rows: Vec<(String, bool, Option<DateTime<Utc>>)> =
+        sqlx::query_as("select id, online, last_seen from gateways order by id").fetch_all(pool).await?;
+    Ok(rows.into_iter().map(|(id, online, seen)| (id, online, seen.map(|t| t.timestamp_millis()))).collect())
+}
+
+/// Units of one gateway, or of all.
+pub async fn units(pool: &PgPool, gateway: Option<&str>) -> sqlx::Result<Vec<UnitRow>> {
+    type Row = (i64, String, String, String, Vec<i64>, Vec<String>, Option<DateTime<Utc>>);
+    let rows: Vec<Row> = sqlx::query_as(
+        "select u.id, u.gateway_id, u.device_key, u.profile,
+                coalesce(array_agg(p.id order by p.id) filter (where p.id is not null), '{}'),
+                coalesce(array_agg(p.name order by p.id) filter (where p.id is not null), '{}'),
+                (select max(l.ts) from latest_readings l join points lp on lp.id = l.point_id
+                 where lp.unit_id = u.id and l.quality = 0 and not lp.derived)
+         from units u left join points p on p.unit_id = u.id and not p.derived
+         where $1::text is null or u.gateway_id = $1
+         group by u.id order by u.id",
+    )
+    .bind(gateway)
+    .fetch_all(pool)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|(id, gateway_id, device_key, profile, ids, names, last_good)| UnitRow {
+            id,
+            gateway_id,
+            device_key,
+            profile,
+            points: ids.into_iter().zip(names).collect(),
+            last_good: last_good.map(|t| t.timestamp_millis()),
+        })
+        .collect())
+}
+
+/// Rule overrides of a gateway's site and units: (unit id or none for the site, rule, patch).
+pub async fn overrides(pool: &PgPool, gateway: &str) -> sqlx::Result<Vec<(Option<i64>, String, Json)>> {
+    sqlx::query_as("select unit_id, rule, patch from alarm_rules where gateway_id = $1 order by id")
+        .bind(gateway)
+        .fetch_all(pool)
+        .await
+}
+
+/// Sets (or with `None` removes) an override.
+pub async fn set_override(
+    pool: &PgPool,
+    gateway: &str,
+    unit: Option<i64>,
+    rule: &str,
+    patch: Option<&Json>,
+    actor: &str,
+) -> sqlx::Result<()> {
+    match patch {
+        Some(patch) => {
+            sqlx::query(
+                "insert into alarm_rules (gateway_id, unit_id, rule, patch, updated_by) values ($1, $2, $3, $4, $5)
+                 on conflict (gateway_id, coalesce(unit_id, 0), rule)
+                 do update set patch = excluded.patch, updated_by = excluded.updated_by, updated_at = now()",
+            )
+            .bind(gateway)
+            .bind(unit)
+            .bind(rule)
+            .bind(patch)
+            .bind(actor)
+            .execute(pool)
+            .await?;
+        }
+        None => {
+            sqlx::query("delete from alarm_rules where gateway_id = $1 and coalesce(unit_id, 0) = coalesce($2, 0) and rule = $3")
+                .bind(gateway)
+                .bind(unit)
+                .bind(rule)
+                .execute(pool)
+                .await?;
+        }
+    }
+    Ok(())
+}
+
+/// The points a unit's derived values are stored under, created as needed.
+pub async fn derived_points(
+    pool: &PgPool,
+    unit_id: i64,
+    derived: &[(String, String, i32)],
+) -> sqlx::Result<HashMap<String, i64>> {
+    let mut ids = HashMap::new();
+    for (name, unit, decimals) in derived {
+        // A gateway point of the same name is a measurement and wins: it is never taken over.
+        let id: Option<i64> = sqlx::query_scalar(
+            "insert into points (unit_id, name, unit_of_measure, decimals, derived) values ($1, $2, $3, $4, true)
+             on conflict (unit_id, name) do update set unit_of_measure = excluded.unit_of_measure,
+                 decimals = excluded.decimals
+             where points.derived
+             returning id",
+        )
+        .bind(unit_id)
+        .bind(name)
+        .bind(unit)
+        .bind(decimals)
+        .fetch_optional(pool)
+        .await?;
+        if let Some(id) = id {
+            ids.insert(name.clone(), id);
+        }
+    }
+    Ok(ids)
+}
+
+/// Active alarms: target, rule, grade.
+pub async fn active_alarms(pool: &PgPool) -> sqlx::Result<Vec<(Target, String, u8)>> {
+    let rows: Vec<(String, Option<i64>, String, i16)> =
+        sqlx::query_as("select gateway_id, unit_id, rule, grade from alarms where active").fetch_all(pool).await?;
+    Ok(rows.into_iter().map(|(gateway, unit, rule, grade)| (target(gateway, unit), rule, grade as u8)).collect())
+}
+
+fn target(gateway: String, unit: Option<i64>) -> Target {
+    unit.map_or(Target::Gateway(gateway), Target::Unit)
+}
+
+/// The gateway and unit columns of a target.
+pub fn columns(target: &Target, unit_gateway: &str) -> (String, Option<i64>) {
+    match target {
+        Target::Unit(id) => (unit_gateway.to_owned(), Some(*id)),
+        Target::Gateway(id) => (id.clone(), None),
+    }
+}
+
+fn time(ms: Millis) -> DateTime<Utc> {
+    DateTime::from_timestamp_millis(ms).unwrap_or_default()
+}
+
+/// One event to announce after commit.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct AlarmEvent {
+    /// The event's id: the stream's position.
+    pub id: i64,
+    /// The alarm.
+    pub alarm_id: i64,
+    /// raised, reraised, regraded, cleared, acknowledged, shelved, unshelved.
+    pub kind: String,
+    /// Whether it should reach people.
+    pub notify: bool,
+}
+
+async fn event(
+    tx: &mut Transaction<'_, Postgres>,
+    alarm_id: i64,
+    kind: &str,
+    grade: Option<i16>,
+    actor: Option<&str>,
+    comment: Option<&str>,
+    notify: bool,
+) -> sqlx::Result<AlarmEvent> {
+    let id: i64 = sqlx::query_scalar(
+        "insert into alarm_events (alarm_id, kind, grade, actor, comment, notify) values ($1, $2, $3, $4, $5, $6)
+         returning id",
+    )
+    .bind(alarm_id)
+    .bind(kind)
+    .bind(grade)
+    .bind(actor)
+    .bind(comment)
+    .bind(notify)
+    .fetch_one(&mut **tx)
+    .await?;
+    Ok(AlarmEvent { id, alarm_id, kind: kind.to_owned(), notify })
+}
+
+/// Occurrences within [`FLAPPING_WINDOW_MS`] of an episode's start that make it flapping.
+const FLAPPING_OCCURRENCES: i32 = 5;
+const FLAPPING_WINDOW_MS: i64 = 30 * 60 * 1000;
+
+/// What a raise did.
+#[derive(Debug)]
+pub struct Raised {
+    /// The alarm row.
+    pub alarm_id: i64,
+    /// Whether it opened a new episode (so a capture is due).
+    pub new_episode: bool,
+    /// The event written, if any.
+    pub event: Option<AlarmEvent>,
+}
+
+/// A raise from the engine: opens an episode, raises the open one again, or regrades it.
+#[allow(clippy::too_many_arguments)]
+pub async fn raise(
+    pool: &PgPool,
+    gateway: &str,
+    unit: Option<i64>,
+    rule: &str,
+    grade: u8,
+    title: &(String, String),
+    message: &str,
+    at: Millis,
+    capture: Option<CaptureSettings>,
+) -> sqlx::Result<Raised> {
+    let mut tx = pool.begin().await?;
+    let grade = i16::from(grade);
+    type Open = (i64, bool, i16, i32, DateTime<Utc>, bool, bool, Option<DateTime<Utc>>);
+    let open: Option<Open> = sqlx::query_as(
+        "select id, active, grade, occurrences, raised_at, flapping, muted, shelved_until from alarms
+         where gateway_id = $1 and coalesce(unit_id, 0) = coalesce($2, 0) and rule = $3 and closed_at is null
+         for update",
+    )
+    .bind(gateway)
+    .bind(unit)
+    .bind(rule)
+    .fetch_optional(&mut *tx)
+    .await?;
+    let at_time = time(at);
+    let raised = match open {
+        None => {
+            let muted: bool = sqlx::query_scalar(
+                "select exists (select 1 from maintenance_windows where gateway_id = $1
+                 and (unit_id is null or unit_id = $2) and $3 >= starts_at and $3 < ends_at)",
+            )
+            .bind(gateway)
+            .bind(unit)
+            .bind(at_time)
+            .fetch_one(&mut *tx)
+            .await?;
+            let window = capture.filter(|_| unit.is_some()).map(|c| {
+                let to = at_time + chrono::Duration::milliseconds((c.after_s * 1000.0) as i64);
+                let from = at_time - chrono::Duration::milliseconds((c.before_s * 1000.0) as i64);
+                // A little grace after the window for the last readings to arrive.
+                (from, to, to + chrono::Duration::seconds(5))
+            });
+            let alarm_id: i64 = sqlx::query_scalar(
+                "insert into alarms (gateway_id, unit_id, rule, grade, title, title_zh, message, active, raised_at,
+                     last_raised_at, muted, capture_from, capture_to, capture_due_at)
+                 values ($1, $2, $3, $4, $5, $6, $7, true, $8, $8, $9, $10, $11, $12) returning id",
+            )
+            .bind(gateway)
+            .bind(unit)
+            .bind(rule)
+            .bind(grade)
+            .bind(&title.0)
+            .bind(&title.1)
+            .bind(message)
+            .bind(at_time)
+            .bind(muted)
+            .bind(window.map(|w| w.0))
+            .bind(window.map(|w| w.1))
+            .bind(window.map(|w| w.2))
+            .fetch_one(&mut *tx)
+            .await?;
+            let event = event(&mut tx, alarm_id, "raised", Some(grade), None, Some(message), !muted).await?;
+            Raised { alarm_id, new_episode: true, event: Some(event) }
+        }
+        Some((alarm_id, true, old_grade, _, _, flapping, muted, shelved)) => {
+            sqlx::query("update alarms set grade = $2, message = $3 where id = $1")
+                .bind(alarm_id)
+                .bind(grade)
+                .bind(message)
+                .execute(&mut *tx)
+                .await?;
+            let event = if grade != old_grade {
+                // Worse news is announced; a milder grade is only recorded.
+                let quiet = flapping || muted || shelved.is_some_and(|s| s > at_time);
+                Some(
+                    event(&mut tx, alarm_id, "regraded", Some(grade), None, Some(message), grade < old_grade && !quiet)
+                        .await?,
+                )
+            } else {
+                None
+            };
+            Raised { alarm_id, new_episode: false, event }
+        }
+        Some((alarm_id, false, _, occurrences, raised_at, flapping, muted, shelved)) => {
+            let occurrences = occurrences + 1;
+            let flapping = flapping
+                || (occurrences >= FLAPPING_OCCURRENCES
+                    && (at_time - raised_at).num_milliseconds() <= FLAPPING_WINDOW_MS);
+            sqlx::query(
+                "update alarms set active = true, grade = $2, message = $3, occurrences = $4, last_raised_at = $5,
+                     cleared_at = null, flapping = $6
+                 where id = $1",
+            )
+            .bind(alarm_id)
+            .bind(grade)
+            .bind(message)
+            .bind(occurrences)
+            .bind(at_time)
+            .bind(flapping)
+            .execute(&mut *tx)
+            .await?;
+            let quiet = flapping || muted || shelved.is_some_and(|s| s > at_time);
+            let event = event(&mut tx, alarm_id, "reraised", Some(grade), None, Some(message), !quiet).await?;
+            Raised { alarm_id, new_episode: false, event: Some(event) }
+        }
+    };
+    tx.commit().await?;
+    Ok(raised)
+}
+
+/// A clear from the engine. An acknowledged alarm closes.
+pub async fn clear(
+    pool: &PgPool,
+    gateway: &str,
+    unit: Option<i64>,
+    rule: &str,
+    at: Millis,
+) -> sqlx::Result<Option<AlarmEvent>> {
+    let mut tx = pool.begin().await?;
+    let alarm_id: Option<i64> = sqlx::query_scalar(
+        "update alarms set active = false, cleared_at = $4,
+             closed_at = case when acknowledged_at is not null then $4 end
+         where gateway_id = $1 and coalesce(unit_id, 0) = coalesce($2, 0) and rule = $3 and closed_at is null and active
+         returning id",
+    )
+    .bind(gateway)
+    .bind(unit)
+    .bind(rule)
+    .bind(time(at))
+    .fetch_optional(&mut *tx)
+    .await?;
+    let Some(alarm_id) = alarm_id else { return Ok(None) };
+    let event = event(&mut tx, alarm_id, "cleared", None, None, None, false).await?;
+    tx.commit().await?;
+    Ok(Some(event))
+}
+
+/// Acknowledges an open, unacknowledged alarm; a cleared one closes. `None`: nothing to do.
+pub async fn acknowledge(pool: &PgPool, alarm_id: i64, actor: &str, comment: &str) -> sqlx::Result<Option<AlarmEvent>> {
+    let mut tx = pool.begin().await?;
+    let updated = sqlx::query(
+        "update alarms set acknowledged_at = now(), acknowledged_by = $2,
+             closed_at = case when not active then now() end
+         where id = $1 and acknowledged_at is null and closed_at is null",
+    )
+    .bind(alarm_id)
+    .bind(actor)
+    .execute(&mut *tx)
+    .await?
+    .rows_affected();
+    if updated == 0 {
+        return Ok(None);
+    }
+    let event = event(&mut tx, alarm_id, "acknowledged", None, Some(actor), Some(comment), false).await?;
+    tx.commit().await?;
+    Ok(Some(event))
+}
+
+/// Shelves an open alarm until `until` (or unshelves with `None`): no announcements meanwhile.
+pub async fn shelve(
+    pool: &PgPool,
+    alarm_id: i64,
+    until: Option<DateTime<Utc>>,
+    actor: &str,
+    comment: &str,
+) -> sqlx::Result<Option<AlarmEvent>> {
+    let mut tx = pool.begin().await?;
+    let updated = sqlx::query("update alarms set shelved_until = $2 where id = $1 and closed_at is null")
+        .bind(alarm_id)
+        .bind(until)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+    if updated == 0 {
+        return Ok(None);
+    }
+    let kind = if until.is_some() { "shelved" } else { "unshelved" };
+    let event = event(&mut tx, alarm_id, kind, None, Some(actor), Some(comment), false).await?;
+    tx.commit().await?;
+    Ok(Some(event))
+}
+
+/// Captures whose window has passed: alarm id, unit id, from, to.
+pub async fn due_captures(pool: &PgPool) -> sqlx::Result<Vec<(i64, i64, DateTime<Utc>, DateTime<Utc>)>> {
+    sqlx::query_as(
+        "select id, unit_id, capture_from, capture_to from alarms
+         where capture_due_at <= now() and unit_id is not null order by capture_due_at limit 100",
+    )
+    .fetch_all(pool)
+    .await
+}
+
+/// Copies the readings of all the unit's points within the window into the alarm's capture.
+pub async fn take_capture(
+    pool: &PgPool,
+    alarm_id: i64,
+    unit_id: i64,
+    from: DateTime<Utc>,
+    to: DateTime<Utc>,
+) -> sqlx::Result<()> {
+    let mut tx = pool.begin().await?;
+    sqlx::query(
+        "insert into alarm_captures (alarm_id, series)
+         select $1, coalesce(jsonb_agg(jsonb_build_object(
+                    'point', p.name, 'unit', p.unit_of_measure, 'derived', p.derived,
+                    'readings', (select coalesce(jsonb_agg(jsonb_build_array(
+                                     (extract(epoch from r.ts) * 1000)::bigint, r.value) order by r.ts), '[]')
+                                 from readings r where r.point_id = p.id and r.ts between $2 and $3))
+                order by p.name), '[]')
+         from points p where p.unit_id = $4
+         on conflict (alarm_id) do nothing",
+    )
+    .bind(alarm_id)
+    .bind(from)
+    .bind(to)
+    .bind(unit_id)
+    .execute(&mut *tx)
+    .await?;
+    sqlx::query("update alarms set capture_due_at = null where id = $1").bind(alarm_id).execute(&mut *tx).await?;
+    tx.commit().await
+}

@@ -1,0 +1,338 @@
+//! Fault detection: the rule engine fed by ingest, the alarm lifecycle in the database, and the
+//! fault-moment capture.
+//!
+//! Ingest hands every committed batch to [`run`] (readings, and which gateways were heard from
+//! or left). The engine ([`engine`]) turns them into raises and clears; this task writes those
+//! as alarm episodes and events ([`db`]), stores derived values as readings, asks the gateway to
+//! poll a unit faster when one of its alarms opens, and copies the readings around the alarm's
+//! moment into its capture once the window has passed. Committed events are also broadcast
+//! in-process ([`AlarmEvent`]); `alarm_events` is the durable stream, in id order.
+
+pub mod api;
+pub mod db;
+pub mod engine;
+pub mod expr;
+pub mod rules;
+
+use std::{collections::HashMap, sync::Arc, time::Duration};
+
+use chillcloud_proto::{GatewayId, MessageKind, PollBoost, Topic};
+use prost::Message;
+use sqlx::PgPool;
+use tokio::sync::{broadcast, mpsc};
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+pub use db::AlarmEvent;
+use engine::{Change, CompiledRules, Engine, Millis, Output, Target, UnitSetup};
+use rules::RuleFile;
+
+use crate::{metrics::Metrics, store};
+
+/// What ingest tells the engine, after the commit.
+#[derive(Debug)]
+pub enum Input {
+    /// Readings: point id, time (ms), value (`None` for bad quality).
+    Readings(Vec<(i64, Millis, Option<f64>)>),
+    /// A gateway was heard from.
+    Seen {
+        /// The gateway.
+        gateway: String,
+        /// When (ms).
+        at: Millis,
+    },
+    /// A gateway's death message.
+    Died {
+        /// The gateway.
+        gateway: String,
+        /// When it arrived (ms).
+        at: Millis,
+    },
+    /// A birth was stored: the gateway's units and points may have changed.
+    Birth {
+        /// The gateway.
+        gateway: String,
+    },
+    /// Rule overrides of a gateway's site or units changed.
+    RulesChanged {
+        /// The gateway.
+        gateway: String,
+    },
+}
+
+/// A handle to the running detection task.
+#[derive(Clone)]
+pub struct Alarms {
+    inputs: mpsc::Sender<Input>,
+    events: broadcast::Sender<AlarmEvent>,
+}
+
+impl Alarms {
+    /// Sends an input; waits if the engine is behind (ingest slows rather than memory growing).
+    pub async fn send(&self, input: Input) {
+        if self.inputs.send(input).await.is_err() {
+            debug!("alarm engine stopped; input dropped");
+        }
+    }
+
+    /// Subscribes to alarm events as they are committed.
+    pub fn subscribe(&self) -> broadcast::Receiver<AlarmEvent> {
+        self.events.subscribe()
+    }
+
+    pub(crate) fn announce(&self, event: AlarmEvent) {
+        let _ = self.events.send(event);
+    }
+}
+
+/// Creates the handle and the receiving end for [`run`].
+pub fn channel() -> (Alarms, mpsc::Receiver<Input>) {
+    let (inputs, receiver) = mpsc::channel(64);
+    let (events, _) = broadcast::channel(1024);
+    (Alarms { inputs, events }, receiver)
+}
+
+/// How often delays, silences and due captures are looked at.
+const TICK: Duration = Duration::from_millis(500);
+
+fn now_ms() -> Millis {
+    chrono::Utc::now().timestamp_millis()
+}
+
+/// A unit's rule file: its profile's defaults with its site's, then its own, overrides.
+pub fn unit_rule_file(profile: &str, overrides: &[(Option<i64>, String, serde_json::Value)], unit: i64) -> RuleFile {
+    let mut file = rules::unit_defaults(profile);
+    for scope in [None, Some(unit)] {
+        for (_, key, patch) in overrides.iter().filter(|(u, _, _)| *u == scope) {
+            rules::apply_override(&mut file.rules, key, patch);
+        }
+    }
+    file
+}
+
+/// A gateway's site rule file.
+pub fn site_rule_file(overrides: &[(Option<i64>, String, serde_json::Value)]) -> RuleFile {
+    let mut file = rules::site_defaults();
+    for (_, key, patch) in overrides.iter().filter(|(u, _, _)| u.is_none()) {
+        rules::apply_override(&mut file.rules, key, patch);
+    }
+    file
+}
+
+struct UnitInfo {
+    gateway: String,
+    device_key: String,
+    capture: rules::CaptureSettings,
+}
+
+struct Detector {
+    pool: PgPool,
+    engine: Engine,
+    units: HashMap<i64, UnitInfo>,
+    alarms: Alarms,
+    publish: mpsc::UnboundedSender<(String, Vec<u8>)>,
+    metrics: Arc<Metrics>,
+}
+
+/// Runs detection until `shutdown`. `publish` reaches the broker through ingest's client.
+pub async fn run(
+    pool: PgPool,
+    alarms: Alarms,
+    mut inputs: mpsc::Receiver<Input>,
+    publish: mpsc::UnboundedSender<(String, Vec<u8>)>,
+    metrics: Arc<Metrics>,
+    shutdown: CancellationToken,
+) {
+    let mut detector = Detector { pool, engine: Engine::default(), units: HashMap::new(), alarms, publish, metrics };
+    // Load everything, retrying while the database is unavailable.
+    let mut delay = Duration::from_millis(200);
+    while let Err(error) = detector.load(None).await {
+        warn!(%error, retry_in = ?delay, "loading rules and units failed");
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            () = tokio::time::sleep(delay) => {}
+        }
+        delay = (delay * 2).min(Duration::from_secs(10));
+    }
+    let mut tick = tokio::time::interval(TICK);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        let result = tokio::select! {
+            () = shutdown.cancelled() => break,
+            input = inputs.recv() => match input {
+                Some(input) => detector.handle(input).await,
+                None => break,
+            },
+            _ = tick.tick() => detector.tick().await,
+        };
+        if let Err(error) = result {
+            detector.metrics.alarm_errors.inc();
+            warn!(%error, "alarm processing failed; state is reloaded");
+            // The engine may be ahead of the database now: start again from what is stored.
+            detector.engine = Engine::default();
+            detector.units.clear();
+            if let Err(error) = detector.load(None).await {
+                warn!(%error, "reloading alarm state failed");
+            }
+        }
+    }
+}
+
+impl Detector {
+    /// Loads (or reloads) the rules, units and raised alarms of one gateway, or of all.
+    async fn load(&mut self, only: Option<&str>) -> sqlx::Result<()> {
+        let now = now_ms();
+        for (gateway, online, last_seen) in db::gateways(&self.pool).await? {
+            if only.is_some_and(|only| only != gateway) {
+                continue;
+            }
+            let overrides = db::overrides(&self.pool, &gateway).await?;
+            let site = Arc::new(CompiledRules::compile(&site_rule_file(&overrides), &[]));
+            self.engine.set_gateway(&gateway, site, online, last_seen.unwrap_or(now));
+            for unit in db::units(&self.pool, Some(&gateway)).await? {
+                let file = unit_rule_file(&unit.profile, &overrides, unit.id);
+                let names: Vec<&str> = unit.points.iter().map(|(_, name)| name.as_str()).collect();
+                let compiled = CompiledRules::compile(&file, &names);
+                for (key, reason) in &compiled.skipped {
+                    debug!(unit = unit.id, rule = key, reason, "rule not applied");
+                }
+                let derived: Vec<(String, String, i32)> = file
+                    .derived
+                    .iter()
+                    .filter(|d| compiled.derived_names().any(|n| n == d.name))
+                    .map(|d| (d.name.clone(), d.unit.clone(), d.decimals))
+                    .collect();
+                let derived_points = db::derived_points(&self.pool, unit.id, &derived).await?;
+                self.units.insert(
+                    unit.id,
+                    UnitInfo {
+                        gateway: gateway.clone(),
+                        device_key: unit.device_key.clone(),
+                        capture: compiled.capture,
+                    },
+                );
+                let setup = UnitSetup {
+                    unit_id: unit.id,
+                    gateway: gateway.clone(),
+                    points: unit.points,
+                    derived_points,
+                    rules: Arc::new(compiled),
+                    last_good: unit.last_good,
+                };
+                self.engine.set_unit(setup, now);
+            }
+        }
+        for (target, rule, grade) in db::active_alarms(&self.pool).await? {
+            let gateway = match &target {
+                Target::Unit(id) => self.units.get(id).map(|u| u.gateway.clone()),
+                Target::Gateway(id) => Some(id.clone()),
+            };
+            let Some(gateway) = gateway else { continue };
+            if only.is_some_and(|only| only != gateway) {
+                continue;
+            }
+            if !self.engine.restore(&target, &rule, grade) {
+                // The rule was removed or disabled: its alarm is over.
+                let (gateway, unit) = db::columns(&target, &gateway);
+                info!(%gateway, ?unit, rule, "alarm cleared: its rule no longer applies");
+                if let Some(event) = db::clear(&self.pool, &gateway, unit, &rule, now).await? {
+                    self.alarms.announce(event);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn handle(&mut self, input: Input) -> sqlx::Result<()> {
+        let output = match input {
+            Input::Readings(readings) => self.engine.observe(&readings),
+            Input::Seen { gateway, at } => self.engine.gateway_seen(&gateway, at),
+            Input::Died { gateway, at } => {
+                self.engine.gateway_died(&gateway, at);
+                Output::default()
+            }
+            Input::Birth { gateway } | Input::RulesChanged { gateway } => {
+                self.load(Some(&gateway)).await?;
+                Output::default()
+            }
+        };
+        self.apply(output).await
+    }
+
+    async fn tick(&mut self) -> sqlx::Result<()> {
+        let output = self.engine.tick(now_ms());
+        self.apply(output).await?;
+        for (alarm_id, unit_id, from, to) in db::due_captures(&self.pool).await? {
+            db::take_capture(&self.pool, alarm_id, unit_id, from, to).await?;
+            debug!(alarm_id, "fault-moment capture taken");
+        }
+        Ok(())
+    }
+
+    async fn apply(&mut self, output: Output) -> sqlx::Result<()> {
+        if !output.derived.is_empty() {
+            let mut rows = store::ReadingRows::default();
+            for reading in &output.derived {
+                let at = chrono::DateTime::from_timestamp_millis(reading.at).unwrap_or_default();
+                rows.push(reading.point_id, at, Some(reading.value), chillcloud_proto::Quality::Good);
+            }
+            self.metrics.derived_stored.add(rows.len() as u64);
+            store::flush(&self.pool, rows).await?;
+        }
+        for change in output.changes {
+            match change {
+                Change::Raise { target, rule, grade, title, message, at } => {
+                    let unit = match &target {
+                        Target::Unit(id) => self.units.get(id),
+                        Target::Gateway(_) => None,
+                    };
+                    let gateway = unit.map_or_else(|| db::columns(&target, "").0, |u| u.gateway.clone());
+                    let (_, unit_id) = db::columns(&target, &gateway);
+                    let capture = unit.map(|u| u.capture);
+                    let raised =
+                        db::raise(&self.pool, &gateway, unit_id, &rule, grade, &title, &message, at, capture).await?;
+                    if raised.new_episode {
+                        self.metrics.alarms_raised.inc();
+                        info!(%gateway, unit = ?unit_id, rule, grade, message, "alarm raised");
+                        if let Some(unit) = unit {
+                            self.boost(unit, at);
+                        }
+                    }
+                    if let Some(event) = raised.event {
+                        self.alarms.announce(event);
+                    }
+                }
+                Change::Clear { target, rule, at } => {
+                    let gateway = match &target {
+                        Target::Unit(id) => self.units.get(id).map(|u| u.gateway.clone()).unwrap_or_default(),
+                        Target::Gateway(id) => id.clone(),
+                    };
+                    let (gateway, unit_id) = db::columns(&target, &gateway);
+                    if let Some(event) = db::clear(&self.pool, &gateway, unit_id, &rule, at).await? {
+                        info!(%gateway, unit = ?unit_id, rule, "alarm cleared");
+                        self.alarms.announce(event);
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Asks the unit's gateway to poll it fast for the capture's after-window.
+    fn boost(&self, unit: &UnitInfo, at: Millis) {
+        let capture = unit.capture;
+        if capture.boost_interval_ms == 0 {
+            return;
+        }
+        let Ok(gateway) = GatewayId::new(unit.gateway.clone()) else { return };
+        let boost = PollBoost {
+            device: unit.device_key.clone(),
+            interval_ms: capture.boost_interval_ms,
+            until_ms: at.max(now_ms()) + (capture.after_s * 1000.0) as i64,
+        };
+        let topic = Topic::new(gateway, MessageKind::PollBoost).to_string();
+        if self.publish.send((topic, boost.encode_to_vec())).is_err() {
+            debug!("broker client stopped; poll boost not sent");
+        }
+    }
+}
