@@ -337,6 +337,21 @@ impl Api {
         (response.status().as_u16(), response.text().await.expect("body"))
     }
 
+    /// Sends `body` with `method` (PUT, POST, DELETE) and returns the status and the JSON
+    /// answer (null when there is none).
+    pub async fn send(&self, method: reqwest::Method, path: &str, body: serde_json::Value) -> (u16, serde_json::Value) {
+        let response = self
+            .client
+            .request(method, format!("{}{path}", self.base))
+            .bearer_auth(&self.token)
+            .json(&body)
+            .send()
+            .await
+            .expect("request");
+        let status = response.status().as_u16();
+        (status, response.json().await.unwrap_or(serde_json::Value::Null))
+    }
+
     /// Waits until `/health` answers.
     pub async fn wait_healthy(&self, timeout: Duration) {
         wait_for("the server's /health", timeout, || self.get("/health")).await;

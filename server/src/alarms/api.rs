@@ -282,6 +282,8 @@ pub struct RulesView {
     pub skipped: Vec<(String, String)>,
     /// Derived values computed for the unit.
     pub derived: Vec<String>,
+    /// The fault-moment capture (override key `capture`).
+    pub capture: rules::CaptureSettings,
     /// The overrides set here and at the site: (unit id or none, rule, patch).
     pub overrides: Vec<(Option<i64>, String, Json_)>,
 }
@@ -313,12 +315,16 @@ fn view(compiled: &CompiledRules, overrides: Vec<(Option<i64>, String, Json_)>) 
         rules: compiled.rules().cloned().collect(),
         skipped: compiled.skipped.clone(),
         derived: compiled.derived_names().map(str::to_owned).collect(),
+        capture: compiled.capture,
         overrides,
     }
 }
 
 /// Checks that `patch` (an object of fields, or null) gives a valid rule set at its scope.
 fn check_patch(mut file: rules::RuleFile, key: &str, patch: &Json_) -> Result<(), ApiError> {
+    if key == rules::CAPTURE_KEY {
+        return rules::check_capture_patch(patch).map_err(ApiError::BadRequest);
+    }
     if !(patch.is_object() || patch.is_null()) {
         return Err(ApiError::BadRequest("send an object of rule fields, or null to disable the rule".into()));
     }
@@ -381,8 +387,7 @@ async fn put_site_rule(
         .into_iter()
         .filter(|(u, k, _)| !(u.is_none() && *k == key))
         .collect();
-    let is_site_rule = rules::site_defaults().rules.iter().any(|r| r.get("key").and_then(Json_::as_str) == Some(&key));
-    if is_site_rule {
+    if rules::is_site_rule(&key) {
         check_patch(super::site_rule_file(&others), &key, &patch)?;
     } else {
         for profile in rules::profiles().chain([""]) {

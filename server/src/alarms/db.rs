@@ -29,8 +29,8 @@ pub struct UnitRow {
     pub profile: String,
     /// Points read from the device: id and name.
     pub points: Vec<(i64, String)>,
-    /// Time of the newest good reading, ms.
-    pub last_good: Option<Millis>,
+    /// When its points' latest readings are all bad: the newest of them, ms.
+    pub unreadable_since: Option<Millis>,
 }
 
 /// Gateways: id, online, last seen (ms).
@@ -48,7 +48,8 @@ pub async fn units(pool: &PgPool, gateway: Option<&str>) -> sqlx::Result<Vec<Uni
                 coalesce(array_agg(p.id order by p.id) filter (where p.id is not null), '{}'),
                 coalesce(array_agg(p.name order by p.id) filter (where p.id is not null), '{}'),
                 (select max(l.ts) from latest_readings l join points lp on lp.id = l.point_id
-                 where lp.unit_id = u.id and l.quality = 0 and not lp.derived)
+                 where lp.unit_id = u.id and not lp.derived
+                 having bool_and(l.quality = 1))
          from units u left join points p on p.unit_id = u.id and not p.derived
          where $1::text is null or u.gateway_id = $1
          group by u.id order by u.id",
@@ -58,13 +59,13 @@ pub async fn units(pool: &PgPool, gateway: Option<&str>) -> sqlx::Result<Vec<Uni
     .await?;
     Ok(rows
         .into_iter()
-        .map(|(id, gateway_id, device_key, profile, ids, names, last_good)| UnitRow {
+        .map(|(id, gateway_id, device_key, profile, ids, names, unreadable_since)| UnitRow {
             id,
             gateway_id,
             device_key,
             profile,
             points: ids.into_iter().zip(names).collect(),
-            last_good: last_good.map(|t| t.timestamp_millis()),
+            unreadable_since: unreadable_since.map(|t| t.timestamp_millis()),
         })
         .collect())
 }

@@ -275,8 +275,8 @@ pub struct UnitSetup {
     pub derived_points: HashMap<String, i64>,
     /// Its compiled rules.
     pub rules: Arc<CompiledRules>,
-    /// When its last good reading was taken, if known.
-    pub last_good: Option<Millis>,
+    /// Since when every point of it has been bad (the gateway cannot read it), if so.
+    pub unreadable_since: Option<Millis>,
 }
 
 #[derive(Debug)]
@@ -284,8 +284,9 @@ struct Unit {
     gateway: String,
     rules: Arc<CompiledRules>,
     values: HashMap<Arc<str>, f64>,
-    /// The last good reading, or when the engine started watching.
-    last_good: Millis,
+    /// Since when no point has a good value: the gateway reports the unit unreadable. (Not
+    /// "no reading lately": report by exception sends nothing while values hold.)
+    unreadable_since: Option<Millis>,
     evaluated_at: Millis,
     derived: Vec<DerivedState>,
     states: Vec<RuleState>,
@@ -337,7 +338,7 @@ impl Engine {
 
     /// Adds or replaces a unit and its rules, keeping its current values. Rule states start
     /// afresh (see [`Engine::restore`]).
-    pub fn set_unit(&mut self, setup: UnitSetup, now: Millis) {
+    pub fn set_unit(&mut self, setup: UnitSetup) {
         let existing = self.units.remove(&setup.unit_id);
         for (point_id, name) in &setup.points {
             self.points.insert(*point_id, (setup.unit_id, name.as_str().into()));
@@ -353,13 +354,21 @@ impl Engine {
             })
             .collect();
         let states = setup.rules.rules.iter().map(|_| RuleState::new()).collect();
-        let (values, last_good, evaluated_at) = match existing {
-            Some(unit) => (unit.values, unit.last_good, unit.evaluated_at),
-            None => (HashMap::new(), setup.last_good.unwrap_or(now), 0),
+        let (values, unreadable_since, evaluated_at) = match existing {
+            Some(unit) => (unit.values, unit.unreadable_since, unit.evaluated_at),
+            None => (HashMap::new(), setup.unreadable_since, 0),
         };
         self.units.insert(
             setup.unit_id,
-            Unit { gateway: setup.gateway, rules: setup.rules, values, last_good, evaluated_at, derived, states },
+            Unit {
+                gateway: setup.gateway,
+                rules: setup.rules,
+                values,
+                unreadable_since,
+                evaluated_at,
+                derived,
+                states,
+            },
         );
     }
 
@@ -427,7 +436,7 @@ impl Engine {
                 if at < unit.evaluated_at {
                     continue;
                 }
-                unit.apply(name, value, at);
+                unit.apply(name, value);
                 // Evaluate once all readings of this instant are in.
                 if readings.peek().is_none_or(|(next, _, _)| *next != at) {
                     unit.evaluate(unit_id, gateway, at, false, &mut output);
@@ -513,11 +522,10 @@ fn round(value: f64, decimals: i32) -> f64 {
 }
 
 impl Unit {
-    fn apply(&mut self, name: Arc<str>, value: Option<f64>, at: Millis) {
+    fn apply(&mut self, name: Arc<str>, value: Option<f64>) {
         match value {
             Some(value) => {
                 self.values.insert(name, value);
-                self.last_good = self.last_good.max(at);
             }
             None => {
                 self.values.remove(&name);
@@ -529,6 +537,8 @@ impl Unit {
         if !tick {
             self.compute_derived(at, output);
             self.evaluated_at = at;
+            self.unreadable_since =
+                if self.values.is_empty() { Some(self.unreadable_since.unwrap_or(at)) } else { None };
         }
         let target = Target::Unit(unit_id);
         let gateway_offline = gateway.is_none_or(|g| g.offline_since(at).is_some());
@@ -639,9 +649,9 @@ impl Unit {
                     if gateway_offline {
                         continue;
                     }
-                    let silent_since = self.last_good.max(back_since);
-                    level(levels, at - silent_since).map(|grade| {
-                        (grade, String::new(), format!("no good reading for {} s", (at - silent_since) / 1000))
+                    self.unreadable_since.map(|since| since.max(back_since)).and_then(|since| {
+                        let message = format!("the gateway cannot read the unit for {} s", (at - since) / 1000);
+                        level(levels, at - since).map(|grade| (grade, String::new(), message))
                     })
                 }
                 Check::GatewayOffline { .. } => continue,
@@ -728,9 +738,9 @@ mod tests {
             points,
             derived_points: HashMap::new(),
             rules,
-            last_good: Some(0),
+            unreadable_since: None,
         };
-        engine.set_unit(setup, 0);
+        engine.set_unit(setup);
         let mut values: Vec<Option<f64>> = baseline.iter().map(|(_, v)| Some(*v)).collect();
         let mut log = Vec::new();
         for second in 0..=duration {
@@ -874,7 +884,9 @@ mod tests {
     fn a_unit_that_stops_answering_is_graded_by_how_long() {
         let bad: Vec<(i64, &str, Option<f64>)> = CH530.iter().map(|(name, _)| (100, *name, None)).collect();
         let log = ch530(&bad, 3800);
-        assert_eq!(log, ["399s raise device_offline g3", "3699s raise device_offline g2"]);
+        assert_eq!(log, ["400s raise device_offline g3", "3700s raise device_offline g2"]);
+        // One failed sensor is not a unit that stops answering.
+        assert_eq!(ch530(&[(100, "cond_entering_temp", None)], 1000), Vec::<String>::new());
     }
 
     #[test]
@@ -892,9 +904,9 @@ mod tests {
                 points,
                 derived_points: HashMap::new(),
                 rules,
-                last_good: Some(0),
+                unreadable_since: None,
             };
-            engine.set_unit(setup, 0);
+            engine.set_unit(setup);
         }
         engine.gateway_seen("gw", 0);
         engine.gateway_died("gw", 1_000);
@@ -930,10 +942,14 @@ mod tests {
         engine.set_gateway("gw", Arc::new(CompiledRules::compile(&rules::site_defaults(), &[])), true, 0);
         let points = names.iter().enumerate().map(|(i, n)| (i as i64, (*n).to_owned())).collect();
         let derived_points = HashMap::from([("chw_delta_t".to_owned(), 100)]);
-        engine.set_unit(
-            UnitSetup { unit_id: 1, gateway: "gw".into(), points, derived_points, rules, last_good: Some(0) },
-            0,
-        );
+        engine.set_unit(UnitSetup {
+            unit_id: 1,
+            gateway: "gw".into(),
+            points,
+            derived_points,
+            rules,
+            unreadable_since: None,
+        });
         let all = |at| -> Vec<(i64, Millis, Option<f64>)> {
             CH530.iter().enumerate().map(|(i, (_, v))| (i as i64, at, Some(*v))).collect()
         };

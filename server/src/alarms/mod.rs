@@ -103,8 +103,12 @@ fn now_ms() -> Millis {
 pub fn unit_rule_file(profile: &str, overrides: &[(Option<i64>, String, serde_json::Value)], unit: i64) -> RuleFile {
     let mut file = rules::unit_defaults(profile);
     for scope in [None, Some(unit)] {
-        for (_, key, patch) in overrides.iter().filter(|(u, _, _)| *u == scope) {
-            rules::apply_override(&mut file.rules, key, patch);
+        for (_, key, patch) in overrides.iter().filter(|(u, key, _)| *u == scope && !rules::is_site_rule(key)) {
+            if key == rules::CAPTURE_KEY {
+                file.capture = Some(rules::patch_capture(file.capture.unwrap_or_default(), patch));
+            } else {
+                rules::apply_override(&mut file.rules, key, patch);
+            }
         }
     }
     file
@@ -113,7 +117,7 @@ pub fn unit_rule_file(profile: &str, overrides: &[(Option<i64>, String, serde_js
 /// A gateway's site rule file.
 pub fn site_rule_file(overrides: &[(Option<i64>, String, serde_json::Value)]) -> RuleFile {
     let mut file = rules::site_defaults();
-    for (_, key, patch) in overrides.iter().filter(|(u, _, _)| u.is_none()) {
+    for (_, key, patch) in overrides.iter().filter(|(u, key, _)| u.is_none() && key != rules::CAPTURE_KEY) {
         rules::apply_override(&mut file.rules, key, patch);
     }
     file
@@ -217,9 +221,9 @@ impl Detector {
                     points: unit.points,
                     derived_points,
                     rules: Arc::new(compiled),
-                    last_good: unit.last_good,
+                    unreadable_since: unit.unreadable_since,
                 };
-                self.engine.set_unit(setup, now);
+                self.engine.set_unit(setup);
             }
         }
         for (target, rule, grade) in db::active_alarms(&self.pool).await? {

@@ -210,6 +210,12 @@ pub fn site_defaults() -> RuleFile {
     parse_file("site", SITE)
 }
 
+/// Whether `key` names one of the site's own rules (which a site override patches there, not in
+/// its units' rules).
+pub fn is_site_rule(key: &str) -> bool {
+    site_defaults().rules.iter().any(|r| r.get("key").and_then(Json::as_str) == Some(key))
+}
+
 /// Names of the profiles that ship a domain pack.
 pub fn profiles() -> impl Iterator<Item = &'static str> {
     PROFILES.iter().map(|(name, _)| *name)
@@ -318,6 +324,38 @@ pub fn apply_override(rules: &mut Vec<Json>, key: &str, patch: &Json) {
         }
         _ => {}
     }
+}
+
+/// The override key that sets the fault-moment capture instead of a rule.
+pub const CAPTURE_KEY: &str = "capture";
+
+/// Applies a patch to capture settings; fields it does not set, or sets wrongly, stay as they
+/// were (the API checks patches with [`check_capture_patch`] first).
+pub fn patch_capture(settings: CaptureSettings, patch: &Json) -> CaptureSettings {
+    let mut merged = serde_json::to_value(settings).unwrap_or(Json::Null);
+    if let (Some(merged), Some(patch)) = (merged.as_object_mut(), patch.as_object()) {
+        merged.extend(patch.clone());
+    }
+    serde_json::from_value(merged).unwrap_or(settings)
+}
+
+/// Checks a capture patch: known fields, windows of 0 to 3,600 s, a boost of 0 (none) or
+/// 100 ms and more.
+pub fn check_capture_patch(patch: &Json) -> Result<(), String> {
+    let mut merged = serde_json::to_value(CaptureSettings::default()).map_err(|e| e.to_string())?;
+    match (merged.as_object_mut(), patch.as_object()) {
+        (Some(merged), Some(patch)) => merged.extend(patch.clone()),
+        _ => return Err("send an object with before_s, after_s and/or boost_interval_ms".into()),
+    }
+    let settings: CaptureSettings = serde_json::from_value(merged).map_err(|e| format!("capture: {e}"))?;
+    let window = 0.0..=3600.0;
+    if !window.contains(&settings.before_s) || !window.contains(&settings.after_s) {
+        return Err("capture: before_s and after_s are 0 to 3600".into());
+    }
+    if (1..100).contains(&settings.boost_interval_ms) {
+        return Err("capture: boost_interval_ms is 0 (no boost) or at least 100".into());
+    }
+    Ok(())
 }
 
 /// Checks a derived value definition.
