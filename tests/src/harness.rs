@@ -512,6 +512,10 @@ impl Drop for FakeGateway {
     }
 }
 
+/// Counts the readings gateways sent, leaving out the derived values the server computes.
+pub const GATEWAY_READINGS: &str =
+    "select count(*) from readings r join points p on p.id = r.point_id where not p.derived";
+
 /// Counts the readings stored in `pool`: (rows, distinct (point, ts) keys).
 pub async fn count_readings(pool: &sqlx::PgPool) -> (i64, i64) {
     sqlx::query_as("select count(*), count(distinct (point_id, ts)) from readings")

@@ -9,7 +9,7 @@
 use std::time::Duration;
 
 use chillcloud_gateway::queue::{Queue, QueueLimits};
-use chillcloud_tests::harness::{Api, Gateway, Simulator, Stack, simulated_chillers, wait_for};
+use chillcloud_tests::harness::{Api, GATEWAY_READINGS, Gateway, Simulator, Stack, simulated_chillers, wait_for};
 use serde_json::json;
 
 const WAIT: Duration = Duration::from_secs(60);
@@ -19,7 +19,7 @@ const POLLING: &str = "poll_interval_ms = 100\ntimeout_ms = 300\nsnapshot_interv
 
 async fn readings_in_database(stack: &Stack) -> i64 {
     let pool = stack.postgres.pool().await;
-    let count: i64 = sqlx::query_scalar("select count(*) from readings").fetch_one(&pool).await.expect("count");
+    let count: i64 = sqlx::query_scalar(GATEWAY_READINGS).fetch_one(&pool).await.expect("count");
     pool.close().await;
     count
 }

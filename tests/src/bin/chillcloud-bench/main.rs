@@ -2,6 +2,7 @@
 //! with its baseline in the same run. The last line is `<ID> ratio=<r> target<op><t> PASS|FAIL`.
 //! Run through `scripts/bench`, which builds in release mode first.
 
+mod detect;
 mod gateway;
 
 use std::time::{Duration, Instant};
@@ -24,7 +25,7 @@ struct Cli {
     /// P1 (ingest against COPY and INSERT VALUES), P2 (keeping up with mosquitto_sub), P3 (gateway footprint against
     /// thingsboard-gateway and collectd), P4 (Modbus requests per poll against the lower
     /// bound), P5 (wire bytes per point against JSON per tag), P7 (hourly history against raw),
-    /// or all.
+    /// DETECT (fault detection latency against the 5 s target), or all.
     id: String,
 }
 
@@ -33,9 +34,9 @@ async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let id = cli.id.to_uppercase();
     let ids: Vec<&str> = match id.as_str() {
-        "ALL" => vec!["P1", "P2", "P3", "P4", "P5", "P7"],
-        id @ ("P1" | "P2" | "P3" | "P4" | "P5" | "P7") => vec![id],
-        other => anyhow::bail!("unknown benchmark {other}: P1, P2, P3, P4, P5, P7 or all"),
+        "ALL" => vec!["P1", "P2", "P3", "P4", "P5", "P7", "DETECT"],
+        id @ ("P1" | "P2" | "P3" | "P4" | "P5" | "P7" | "DETECT") => vec![id],
+        other => anyhow::bail!("unknown benchmark {other}: P1, P2, P3, P4, P5, P7, detect or all"),
     };
     let mut all_pass = true;
     for id in ids {
@@ -45,6 +46,7 @@ async fn main() -> anyhow::Result<()> {
             "P3" => gateway::p3().await?,
             "P4" => gateway::p4().await?,
             "P5" => gateway::p5().await?,
+            "DETECT" => detect::detect().await?,
             _ => p7().await?,
         };
         all_pass &= pass;
