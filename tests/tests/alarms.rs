@@ -406,3 +406,25 @@ async fn alarms_are_acknowledged_shelved_and_their_history_kept() {
     assert_eq!(api.get_raw("/api/v1/alarms?state=bogus").await.0, 400);
     assert_eq!(api.get_raw("/api/v1/alarms/999999").await.0, 404);
 }
+
+#[tokio::test]
+async fn a_restarted_server_keeps_its_alarms_and_clears_them_when_the_fault_ends() {
+    let mut plant = Plant::start(2, 20.0, "poll_interval_ms = 500").await;
+    plant.sim.control(1, "scenario", json!({"scenario": "sensor_open"})).await;
+    let alarms = plant.expect_alarms(1, &[("sensor_out_of_range", 3)]).await;
+    let id = alarms[0]["id"].clone();
+    plant.stack.server.as_mut().expect("server").kill9().await;
+    plant.stack.start_server().await;
+    // Still one active alarm, the same one, and no storm of site or unit alarms from the restart.
+    let alarms = plant.expect_alarms(1, &[("sensor_out_of_range", 3)]).await;
+    assert_eq!((&alarms[0]["id"], alarms[0]["state"].as_str()), (&id, Some("active")));
+    assert!(plant.alarms(None).await.is_empty(), "site alarm after a server restart");
+    assert!(plant.alarms(Some(2)).await.is_empty(), "unit alarm after a server restart");
+    // The restarted engine clears what the previous one raised.
+    plant.sim.control(1, "scenario", json!({"scenario": "normal"})).await;
+    wait_for("the alarm raised before the restart to clear", Duration::from_secs(60), || async {
+        let alarms = plant.alarms(Some(1)).await;
+        (alarms.len() == 1 && alarms[0]["state"] == "cleared").then_some(())
+    })
+    .await;
+}

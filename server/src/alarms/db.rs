@@ -114,31 +114,34 @@ pub async fn set_override(
     Ok(())
 }
 
-/// The points a unit's derived values are stored under, created as needed.
+/// The points derived values are stored under, created as needed, by unit and name, for
+/// `(unit id, name, unit of measure, decimals)`.
 pub async fn derived_points(
     pool: &PgPool,
-    unit_id: i64,
-    derived: &[(String, String, i32)],
-) -> sqlx::Result<HashMap<String, i64>> {
-    let mut ids = HashMap::new();
-    for (name, unit, decimals) in derived {
-        // A gateway point of the same name is a measurement and wins: it is never taken over.
-        let id: Option<i64> = sqlx::query_scalar(
-            "insert into points (unit_id, name, unit_of_measure, decimals, derived) values ($1, $2, $3, $4, true)
-             on conflict (unit_id, name) do update set unit_of_measure = excluded.unit_of_measure,
-                 decimals = excluded.decimals
-             where points.derived
-             returning id",
-        )
-        .bind(unit_id)
-        .bind(name)
-        .bind(unit)
-        .bind(decimals)
-        .fetch_optional(pool)
-        .await?;
-        if let Some(id) = id {
-            ids.insert(name.clone(), id);
-        }
+    derived: &[(i64, String, String, i32)],
+) -> sqlx::Result<HashMap<i64, HashMap<String, i64>>> {
+    let units: Vec<i64> = derived.iter().map(|d| d.0).collect();
+    let names: Vec<&str> = derived.iter().map(|d| d.1.as_str()).collect();
+    let measures: Vec<&str> = derived.iter().map(|d| d.2.as_str()).collect();
+    let decimals: Vec<i32> = derived.iter().map(|d| d.3).collect();
+    // A gateway point of the same name is a measurement and wins: it is never taken over.
+    let rows: Vec<(i64, String, i64)> = sqlx::query_as(
+        "insert into points (unit_id, name, unit_of_measure, decimals, derived)
+         select *, true from unnest($1::bigint[], $2::text[], $3::text[], $4::int[])
+         on conflict (unit_id, name) do update set unit_of_measure = excluded.unit_of_measure,
+             decimals = excluded.decimals
+         where points.derived
+         returning unit_id, name, id",
+    )
+    .bind(&units)
+    .bind(&names)
+    .bind(&measures)
+    .bind(&decimals)
+    .fetch_all(pool)
+    .await?;
+    let mut ids: HashMap<i64, HashMap<String, i64>> = HashMap::new();
+    for (unit, name, id) in rows {
+        ids.entry(unit).or_default().insert(name, id);
     }
     Ok(ids)
 }

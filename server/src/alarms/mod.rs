@@ -192,7 +192,12 @@ impl Detector {
             }
             let overrides = db::overrides(&self.pool, &gateway).await?;
             let site = Arc::new(CompiledRules::compile(&site_rule_file(&overrides), &[]));
-            self.engine.set_gateway(&gateway, site, online, last_seen.unwrap_or(now));
+            // Silence is counted from when this server started listening: a server that was
+            // down itself must not find every site silent.
+            let since = if online { now } else { last_seen.unwrap_or(now) };
+            self.engine.set_gateway(&gateway, site, online, since);
+            let mut compiled_units = Vec::new();
+            let mut derived = Vec::new();
             for unit in db::units(&self.pool, Some(&gateway)).await? {
                 let file = unit_rule_file(&unit.profile, &overrides, unit.id);
                 let names: Vec<&str> = unit.points.iter().map(|(_, name)| name.as_str()).collect();
@@ -200,26 +205,24 @@ impl Detector {
                 for (key, reason) in &compiled.skipped {
                     debug!(unit = unit.id, rule = key, reason, "rule not applied");
                 }
-                let derived: Vec<(String, String, i32)> = file
-                    .derived
-                    .iter()
-                    .filter(|d| compiled.derived_names().any(|n| n == d.name))
-                    .map(|d| (d.name.clone(), d.unit.clone(), d.decimals))
-                    .collect();
-                let derived_points = db::derived_points(&self.pool, unit.id, &derived).await?;
+                for definition in file.derived.iter().filter(|d| compiled.derived_names().any(|n| n == d.name)) {
+                    derived.push((unit.id, definition.name.clone(), definition.unit.clone(), definition.decimals));
+                }
+                compiled_units.push((unit, compiled));
+            }
+            // One statement for the whole site: a server with tens of thousands of units
+            // starts in seconds.
+            let mut derived_points = db::derived_points(&self.pool, &derived).await?;
+            for (unit, compiled) in compiled_units {
                 self.units.insert(
                     unit.id,
-                    UnitInfo {
-                        gateway: gateway.clone(),
-                        device_key: unit.device_key.clone(),
-                        capture: compiled.capture,
-                    },
+                    UnitInfo { gateway: gateway.clone(), device_key: unit.device_key, capture: compiled.capture },
                 );
                 let setup = UnitSetup {
                     unit_id: unit.id,
                     gateway: gateway.clone(),
                     points: unit.points,
-                    derived_points,
+                    derived_points: derived_points.remove(&unit.id).unwrap_or_default(),
                     rules: Arc::new(compiled),
                     unreadable_since: unit.unreadable_since,
                 };
