@@ -31,6 +31,8 @@ pub struct AppState {
     pub api_token: Arc<str>,
     /// The alarm engine, told when rules change.
     pub alarms: crate::alarms::Alarms,
+    /// Paging: providers, link secret, public URL.
+    pub paging: crate::paging::Paging,
 }
 
 /// The one error type of the API. Each variant documents its status.
@@ -77,8 +79,14 @@ pub fn router(state: AppState) -> Router {
         .route("/units/{unit_id}/history", get(unit_history))
         .route("/points/{point_id}/history", get(point_history))
         .merge(crate::alarms::api::routes())
+        .merge(crate::paging::api::routes())
         .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
-    Router::new().route("/health", get(health)).route("/metrics", get(metrics)).nest("/api/v1", api).with_state(state)
+    Router::new()
+        .route("/health", get(health))
+        .route("/metrics", get(metrics))
+        .nest("/api/v1", api)
+        .merge(crate::paging::api::public_routes())
+        .with_state(state)
 }
 
 async fn require_token(State(state): State<AppState>, request: Request, next: Next) -> Result<Response, ApiError> {

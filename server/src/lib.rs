@@ -7,6 +7,7 @@ pub mod embedded;
 pub mod history;
 pub mod ingest;
 pub mod metrics;
+pub mod paging;
 pub mod store;
 pub mod timescale;
 
@@ -94,6 +95,14 @@ pub struct ServeSettings {
     /// Bearer token for the JSON API; without it one is generated into `<data-dir>/api-token`.
     #[arg(long, env = "CHILLCLOUD_API_TOKEN", hide_env_values = true)]
     pub api_token: Option<String>,
+    /// Paging configuration (providers, limits, policies); without it messages go to the console
+    /// and the outbox.
+    #[arg(long, env = "CHILLCLOUD_PAGING_CONFIG")]
+    pub paging_config: Option<PathBuf>,
+    /// The server's address as people's phones reach it, for links in messages (default: the
+    /// listen address).
+    #[arg(long, env = "CHILLCLOUD_PUBLIC_URL")]
+    pub public_url: Option<String>,
 }
 
 /// The database, and the embedded cluster behind it if there is one.
@@ -195,26 +204,26 @@ fn random_token() -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// The API token: the configured one, or the one generated into the data directory.
-fn api_token(settings: &ServeSettings) -> Result<String> {
-    if let Some(token) = &settings.api_token {
-        return Ok(token.clone());
+/// A secret: the configured one, or the one generated into `<data-dir>/<name>` (mode 0600).
+fn secret(settings: &ServeSettings, name: &str, configured: Option<&String>) -> Result<String> {
+    if let Some(secret) = configured {
+        return Ok(secret.clone());
     }
-    let path = settings.storage.data_dir.join("api-token");
+    let path = settings.storage.data_dir.join(name);
     let io = |context: &str| {
         let context = format!("{context} {}", path.display());
         move |source| Error::Io { context, source }
     };
     match std::fs::read_to_string(&path) {
-        Ok(token) => Ok(token.trim().to_owned()),
+        Ok(secret) => Ok(secret.trim().to_owned()),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             std::fs::create_dir_all(&settings.storage.data_dir).map_err(io("create directory for"))?;
-            let token = random_token();
-            std::fs::write(&path, format!("{token}\n")).map_err(io("write"))?;
+            let secret = random_token();
+            std::fs::write(&path, format!("{secret}\n")).map_err(io("write"))?;
             std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o600))
                 .map_err(io("protect"))?;
-            info!(path = %path.display(), "generated an API token");
-            Ok(token)
+            info!(path = %path.display(), "generated a secret");
+            Ok(secret)
         }
         Err(e) => Err(io("read")(e)),
     }
@@ -244,7 +253,11 @@ pub async fn serve(settings: ServeSettings, listener: TcpListener, shutdown: Can
         }
         None => None,
     };
-    let api_token = api_token(&settings)?;
+    let api_token = secret(&settings, "api-token", settings.api_token.as_ref())?;
+    let link_secret = secret(&settings, "link-secret", None)?;
+    let public_url = settings.public_url.clone().unwrap_or_else(|| format!("http://{}", settings.listen));
+    let paging = paging::Paging::load(settings.paging_config.as_ref(), link_secret.into_bytes(), public_url)
+        .map_err(Error::Config)?;
     let database = Database::open(&settings.storage).await?;
     let metrics = Arc::new(Metrics::default());
 
@@ -298,7 +311,9 @@ pub async fn serve(settings: ServeSettings, listener: TcpListener, shutdown: Can
         metrics.clone(),
         shutdown.clone(),
     ));
-    let state = api::AppState { pool: database.pool.clone(), metrics, api_token: api_token.into(), alarms };
+    let paging_task =
+        tokio::spawn(paging::run(database.pool.clone(), paging.clone(), alarms.clone(), shutdown.clone()));
+    let state = api::AppState { pool: database.pool.clone(), metrics, api_token: api_token.into(), alarms, paging };
     let address = listener.local_addr().map_err(|source| Error::Io { context: "listener address".into(), source })?;
     info!(%address, "HTTP API listening");
     let http_shutdown = shutdown.clone();
@@ -314,6 +329,7 @@ pub async fn serve(settings: ServeSettings, listener: TcpListener, shutdown: Can
         warn!("ingest did not stop within 10 s");
     }
     let _ = tokio::time::timeout(Duration::from_secs(5), detection).await;
+    let _ = tokio::time::timeout(Duration::from_secs(5), paging_task).await;
     if let Some((broker, sync)) = embedded_broker {
         let _ = sync.await;
         // The sync task has ended, so this is the last handle; were it not, dropping it would

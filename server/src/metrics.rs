@@ -90,12 +90,16 @@ pub struct Metrics {
     pub derived_stored: Counter,
     /// Alarm processing failures (the engine's state is then reloaded from the database).
     pub alarm_errors: Counter,
+    /// SMS replies that acknowledged alarms.
+    pub replies_accepted: Counter,
+    /// SMS replies refused: bad signature, unknown code or unreadable text.
+    pub replies_refused: Counter,
 }
 
 impl Metrics {
     /// Renders every counter in the Prometheus text exposition format.
     pub fn render(&self) -> String {
-        let counters: [(&str, &str, f64); 15] = [
+        let counters: [(&str, &str, f64); 17] = [
             (
                 "chillcloud_mqtt_messages_received_total",
                 "MQTT messages received from the broker",
@@ -158,6 +162,16 @@ impl Metrics {
                 "chillcloud_alarm_errors_total",
                 "Alarm processing failures (state reloaded from the database)",
                 self.alarm_errors.get() as f64,
+            ),
+            (
+                "chillcloud_sms_replies_accepted_total",
+                "SMS replies that acknowledged alarms",
+                self.replies_accepted.get() as f64,
+            ),
+            (
+                "chillcloud_sms_replies_refused_total",
+                "SMS replies refused (signature, code or text)",
+                self.replies_refused.get() as f64,
             ),
         ];
         let gauges: [(&str, &str, f64); 1] = [(

@@ -1,0 +1,430 @@
+//! Paging endpoints: people, site contacts, rotations and policies, the outbox (where the
+//! console provider's messages are read), and the two ways to acknowledge without signing in:
+//! the signed link (`/a/{token}`) and the SMS reply webhook (`/hooks/twilio`).
+
+use axum::{
+    Form, Json, Router,
+    extract::{Path, Query, State},
+    http::{HeaderMap, StatusCode, header},
+    response::{Html, IntoResponse, Response},
+    routing::{get, post, put},
+};
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use super::{links, policy::Policies, providers};
+use crate::{
+    alarms::db as alarm_db,
+    api::{ApiError, AppState},
+};
+
+/// Routes behind the API token, nested under `/api/v1`.
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/people", get(list_people).post(add_person))
+        .route("/gateways/{gateway_id}/contacts", get(list_contacts).post(add_contact))
+        .route("/gateways/{gateway_id}/paging", put(set_site_paging))
+        .route("/rotations", post(add_rotation))
+        .route("/rotations/{rotation_id}/overrides", post(add_override))
+        .route("/outbox", get(list_outbox))
+}
+
+/// Routes that carry their own proof: a signed link, or a provider's signature.
+pub fn public_routes() -> Router<AppState> {
+    Router::new().route("/a/{token}", get(link_page).post(link_acknowledge)).route("/hooks/twilio", post(twilio_reply))
+}
+
+/// A person who can be paged.
+#[derive(Debug, Serialize, Deserialize, sqlx::FromRow)]
+pub struct Person {
+    /// Id.
+    #[serde(default)]
+    pub id: i64,
+    /// Name.
+    pub name: String,
+    /// Phone, E.164 (`+` and 8 to 15 digits).
+    pub phone: Option<String>,
+    /// E-mail.
+    pub email: Option<String>,
+    /// `en` or `zh`.
+    #[serde(default = "english")]
+    pub language: String,
+}
+
+fn english() -> String {
+    "en".into()
+}
+
+async fn list_people(State(state): State<AppState>) -> Result<Json<Vec<Person>>, ApiError> {
+    Ok(Json(
+        sqlx::query_as("select id, name, phone, email, language from people order by id")
+            .fetch_all(&state.pool)
+            .await?,
+    ))
+}
+
+async fn add_person(State(state): State<AppState>, Json(person): Json<Person>) -> Result<Json<Person>, ApiError> {
+    if let Some(phone) = &person.phone {
+        let digits = phone.strip_prefix('+').unwrap_or_default();
+        if !(8..=15).contains(&digits.len()) || !digits.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(ApiError::BadRequest(format!("phone {phone:?}: use E.164, for example +8613800138000")));
+        }
+    }
+    if !["en", "zh"].contains(&person.language.as_str()) {
+        return Err(ApiError::BadRequest("language is en or zh".into()));
+    }
+    if person.name.trim().is_empty() {
+        return Err(ApiError::BadRequest("name is required".into()));
+    }
+    let id: i64 =
+        sqlx::query_scalar("insert into people (name, phone, email, language) values ($1, $2, $3, $4) returning id")
+            .bind(&person.name)
+            .bind(&person.phone)
+            .bind(&person.email)
+            .bind(&person.language)
+            .fetch_one(&state.pool)
+            .await?;
+    Ok(Json(Person { id, ..person }))
+}
+
+/// A person's role at a site.
+#[derive(Debug, Serialize, Deserialize, sqlx::FromRow)]
+pub struct Contact {
+    /// The person.
+    pub person_id: i64,
+    /// `owner`, `service` or `manager`.
+    pub role: String,
+}
+
+async fn gateway_exists(state: &AppState, gateway: &str) -> Result<(), ApiError> {
+    let exists: bool = sqlx::query_scalar("select exists (select 1 from gateways where id = $1)")
+        .bind(gateway)
+        .fetch_one(&state.pool)
+        .await?;
+    if exists { Ok(()) } else { Err(ApiError::NotFound) }
+}
+
+async fn list_contacts(
+    State(state): State<AppState>,
+    Path(gateway): Path<String>,
+) -> Result<Json<Vec<Contact>>, ApiError> {
+    gateway_exists(&state, &gateway).await?;
+    Ok(Json(
+        sqlx::query_as("select person_id, role from site_contacts where gateway_id = $1 order by role, person_id")
+            .bind(&gateway)
+            .fetch_all(&state.pool)
+            .await?,
+    ))
+}
+
+async fn add_contact(
+    State(state): State<AppState>,
+    Path(gateway): Path<String>,
+    Json(contact): Json<Contact>,
+) -> Result<Json<Contact>, ApiError> {
+    gateway_exists(&state, &gateway).await?;
+    if !["owner", "service", "manager"].contains(&contact.role.as_str()) {
+        return Err(ApiError::BadRequest("role is owner, service or manager".into()));
+    }
+    let person: bool = sqlx::query_scalar("select exists (select 1 from people where id = $1)")
+        .bind(contact.person_id)
+        .fetch_one(&state.pool)
+        .await?;
+    if !person {
+        return Err(ApiError::BadRequest(format!("no person {}", contact.person_id)));
+    }
+    sqlx::query("insert into site_contacts (gateway_id, person_id, role) values ($1, $2, $3) on conflict do nothing")
+        .bind(&gateway)
+        .bind(contact.person_id)
+        .bind(&contact.role)
+        .execute(&state.pool)
+        .await?;
+    Ok(Json(contact))
+}
+
+/// A site's paging: its on-call rotation and, optionally, its own policies by grade.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SitePaging {
+    /// On-call rotation.
+    pub rotation_id: Option<i64>,
+    /// Policies by grade (`{"grades": {"1": {"levels": [...], "repeat_s": 600}}}`).
+    pub policy: Option<Policies>,
+}
+
+async fn set_site_paging(
+    State(state): State<AppState>,
+    Path(gateway): Path<String>,
+    Json(paging): Json<SitePaging>,
+) -> Result<Json<SitePaging>, ApiError> {
+    gateway_exists(&state, &gateway).await?;
+    if let Some(policies) = &paging.policy {
+        for grade in 1..=4 {
+            policies.for_grade(grade).check().map_err(|e| ApiError::BadRequest(format!("grade {grade}: {e}")))?;
+        }
+    }
+    let policy = paging.policy.as_ref().map(|p| serde_json::to_value(p).unwrap_or(Value::Null));
+    sqlx::query(
+        "insert into site_paging (gateway_id, rotation_id, policy) values ($1, $2, $3)
+         on conflict (gateway_id) do update set rotation_id = excluded.rotation_id, policy = excluded.policy",
+    )
+    .bind(&gateway)
+    .bind(paging.rotation_id)
+    .bind(policy)
+    .execute(&state.pool)
+    .await
+    .map_err(|e| match e {
+        sqlx::Error::Database(d) if d.is_foreign_key_violation() => ApiError::BadRequest("no such rotation".into()),
+        other => ApiError::Database(other),
+    })?;
+    Ok(Json(paging))
+}
+
+/// An on-call rotation.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Rotation {
+    /// Id.
+    #[serde(default)]
+    pub id: i64,
+    /// Name.
+    pub name: String,
+    /// Turns of 1 (daily) or 7 (weekly) days.
+    pub period_days: i32,
+    /// When the first member's first turn starts (the handover time of day and weekday).
+    pub starts_at: DateTime<Utc>,
+    /// People in turn order.
+    pub members: Vec<i64>,
+}
+
+async fn add_rotation(
+    State(state): State<AppState>,
+    Json(rotation): Json<Rotation>,
+) -> Result<Json<Rotation>, ApiError> {
+    if ![1, 7].contains(&rotation.period_days) || rotation.members.is_empty() {
+        return Err(ApiError::BadRequest("period_days is 1 or 7, with at least one member".into()));
+    }
+    let id: i64 = sqlx::query_scalar(
+        "insert into rotations (name, period_days, starts_at, members)
+         select $1, $2, $3, $4 where (select count(*) from people where id = any($4)) = cardinality($4)
+         returning id",
+    )
+    .bind(&rotation.name)
+    .bind(rotation.period_days)
+    .bind(rotation.starts_at)
+    .bind(&rotation.members)
+    .fetch_optional(&state.pool)
+    .await?
+    .ok_or_else(|| ApiError::BadRequest("every member must be a person".into()))?;
+    Ok(Json(Rotation { id, ..rotation }))
+}
+
+/// Someone else on call for a while.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Override {
+    /// Who.
+    pub person_id: i64,
+    /// From.
+    pub starts_at: DateTime<Utc>,
+    /// Until.
+    pub ends_at: DateTime<Utc>,
+}
+
+async fn add_override(
+    State(state): State<AppState>,
+    Path(rotation): Path<i64>,
+    Json(cover): Json<Override>,
+) -> Result<Json<Override>, ApiError> {
+    if cover.ends_at <= cover.starts_at {
+        return Err(ApiError::BadRequest("ends_at must be after starts_at".into()));
+    }
+    sqlx::query("insert into rotation_overrides (rotation_id, person_id, starts_at, ends_at) values ($1, $2, $3, $4)")
+        .bind(rotation)
+        .bind(cover.person_id)
+        .bind(cover.starts_at)
+        .bind(cover.ends_at)
+        .execute(&state.pool)
+        .await
+        .map_err(|e| match e {
+            sqlx::Error::Database(d) if d.is_foreign_key_violation() => ApiError::NotFound,
+            other => ApiError::Database(other),
+        })?;
+    Ok(Json(cover))
+}
+
+/// A message in the outbox.
+#[derive(Debug, Serialize, Deserialize, sqlx::FromRow)]
+pub struct OutboxMessage {
+    /// Id.
+    pub id: i64,
+    /// The alarm.
+    pub alarm_id: Option<i64>,
+    /// The person.
+    pub person_id: Option<i64>,
+    /// Text.
+    pub body: String,
+    /// pending, sending, sent, failed or merged (into a digest).
+    pub status: String,
+    /// The digest that carried it.
+    pub merged_into: Option<i64>,
+    /// Attempts so far.
+    pub attempts: i32,
+    /// The provider that took it.
+    pub provider: Option<String>,
+    /// Why the last attempt failed.
+    pub last_error: Option<String>,
+    /// Enqueued.
+    pub created_at: DateTime<Utc>,
+    /// Sent.
+    pub sent_at: Option<DateTime<Utc>>,
+}
+
+/// Outbox filters.
+#[derive(Debug, Deserialize)]
+pub struct OutboxQuery {
+    /// Only messages about this alarm.
+    pub alarm: Option<i64>,
+    /// At most this many, newest first (default 100, at most 1,000).
+    pub limit: Option<i64>,
+}
+
+async fn list_outbox(
+    State(state): State<AppState>,
+    Query(query): Query<OutboxQuery>,
+) -> Result<Json<Vec<OutboxMessage>>, ApiError> {
+    let limit = query.limit.unwrap_or(100);
+    if !(1..=1000).contains(&limit) {
+        return Err(ApiError::BadRequest("limit must be 1 to 1000".into()));
+    }
+    Ok(Json(
+        sqlx::query_as(
+            "select id, alarm_id, person_id, body, status, merged_into, attempts, provider, last_error, created_at, sent_at
+             from outbox where $1::bigint is null or alarm_id = $1 order by id desc limit $2",
+        )
+        .bind(query.alarm)
+        .bind(limit)
+        .fetch_all(&state.pool)
+        .await?,
+    ))
+}
+
+fn page(status: StatusCode, title: &str, text: &str, form: Option<&str>) -> Response {
+    let escape = |s: &str| s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;");
+    let form = form
+        .map(|action| {
+            format!(
+                r#"<form method="post" action="{}"><button type="submit">Acknowledge / 确认</button></form>"#,
+                escape(action)
+            )
+        })
+        .unwrap_or_default();
+    let html = format!(
+        r#"<!doctype html><html><head><meta charset="utf-8"><meta name="viewport" content="width=device-width,initial-scale=1"><meta name="referrer" content="no-referrer"><title>{title}</title><style>body{{font:18px system-ui;margin:1.5em}}button{{font-size:1.2em;padding:.8em 1.5em}}</style></head><body><h1>{title}</h1><p>{text}</p>{form}</body></html>"#,
+        title = escape(title),
+        text = escape(text),
+    );
+    (status, [(header::CACHE_CONTROL, "no-store")], Html(html)).into_response()
+}
+
+async fn grant(state: &AppState, token: &str) -> Result<(links::Grant, String, String), Response> {
+    let grant = links::verify(&state.paging.link_secret, links::Purpose::Acknowledge, token, Utc::now().timestamp())
+        .map_err(|e| page(StatusCode::FORBIDDEN, "Chillcloud", &e.to_string(), None))?;
+    let row: Option<(String, String)> = sqlx::query_as(
+        "select a.title || ': ' || a.message, p.name from alarms a, people p where a.id = $1 and p.id = $2",
+    )
+    .bind(grant.alarm_id)
+    .bind(grant.person_id)
+    .fetch_optional(&state.pool)
+    .await
+    .map_err(|_| page(StatusCode::SERVICE_UNAVAILABLE, "Chillcloud", "try again in a moment", None))?;
+    let (alarm, person) = row.ok_or_else(|| page(StatusCode::NOT_FOUND, "Chillcloud", "no such alarm", None))?;
+    Ok((grant, alarm, person))
+}
+
+/// Shows the alarm and a button. A GET never acknowledges: link previews fetch URLs.
+async fn link_page(State(state): State<AppState>, Path(token): Path<String>) -> Response {
+    match grant(&state, &token).await {
+        Ok((grant, alarm, _)) => {
+            page(StatusCode::OK, &format!("Alarm {}", grant.alarm_id), &alarm, Some(&format!("/a/{token}")))
+        }
+        Err(response) => response,
+    }
+}
+
+async fn link_acknowledge(State(state): State<AppState>, Path(token): Path<String>) -> Response {
+    let (grant, alarm, person) = match grant(&state, &token).await {
+        Ok(found) => found,
+        Err(response) => return response,
+    };
+    match alarm_db::acknowledge(&state.pool, grant.alarm_id, &format!("{person} (link)"), "").await {
+        Ok(Some(event)) => {
+            state.alarms.announce(event);
+            page(StatusCode::OK, "Acknowledged / 已确认", &alarm, None)
+        }
+        Ok(None) => page(StatusCode::OK, "Already acknowledged / 已确认", &alarm, None),
+        Err(_) => page(StatusCode::SERVICE_UNAVAILABLE, "Chillcloud", "try again in a moment", None),
+    }
+}
+
+/// Twilio's inbound SMS webhook: `1 <code>` acknowledges the message's alarm (or all of a
+/// digest's), `2 <code>` too, noted as resolved. Only requests bearing Twilio's signature for
+/// this URL are taken, and only replies from the number the code was sent to.
+async fn twilio_reply(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Form(form): Form<Vec<(String, String)>>,
+) -> Response {
+    let Some(token) = state.paging.providers.iter().find_map(providers::Provider::twilio_auth_token) else {
+        return StatusCode::NOT_FOUND.into_response();
+    };
+    let url = format!("{}/hooks/twilio", state.paging.public_url);
+    let given = headers.get("X-Twilio-Signature").and_then(|v| v.to_str().ok()).unwrap_or_default();
+    let expected = providers::twilio_signature(token, &url, &form);
+    if given.len() != expected.len() || given.bytes().zip(expected.bytes()).fold(0u8, |acc, (a, b)| acc | (a ^ b)) != 0
+    {
+        state.metrics.replies_refused.inc();
+        return StatusCode::FORBIDDEN.into_response();
+    }
+    let field = |name: &str| form.iter().find(|(k, _)| k == name).map(|(_, v)| v.trim().to_owned()).unwrap_or_default();
+    let (from, body) = (field("From"), field("Body"));
+    let twiml = |text: &str| {
+        let text = text.replace('&', "&amp;").replace('<', "&lt;");
+        ([(header::CONTENT_TYPE, "text/xml")], format!("<Response><Message>{text}</Message></Response>"))
+            .into_response()
+    };
+    let mut words = body.split_whitespace();
+    let (Some(action @ ("1" | "2")), Some(code)) = (words.next(), words.next()) else {
+        state.metrics.replies_refused.inc();
+        return twiml("Reply 1 <code> to acknowledge, 2 <code> when resolved.");
+    };
+    let code = code.to_uppercase();
+    let found: sqlx::Result<Vec<(i64, String)>> = sqlx::query_as(
+        "select m.alarm_id, p.name from outbox o join outbox m on m.id = o.id or m.merged_into = o.id
+         join people p on p.id = o.person_id
+         where o.reply_code = $1 and o.address = $2 and m.alarm_id is not null",
+    )
+    .bind(&code)
+    .bind(&from)
+    .fetch_all(&state.pool)
+    .await;
+    let alarms = match found {
+        Ok(alarms) if !alarms.is_empty() => alarms,
+        Ok(_) => {
+            state.metrics.replies_refused.inc();
+            return twiml("Unknown code.");
+        }
+        Err(_) => return StatusCode::SERVICE_UNAVAILABLE.into_response(),
+    };
+    let comment = if action == "2" { "resolved (SMS reply)" } else { "SMS reply" };
+    for (alarm_id, person) in &alarms {
+        match alarm_db::acknowledge(&state.pool, *alarm_id, &format!("{person} (SMS)"), comment).await {
+            Ok(Some(event)) => state.alarms.announce(event),
+            Ok(None) => {}
+            Err(_) => return StatusCode::SERVICE_UNAVAILABLE.into_response(),
+        }
+    }
+    state.metrics.replies_accepted.inc();
+    twiml(&format!("Acknowledged {} alarm(s). Thank you.", alarms.len()))
+}

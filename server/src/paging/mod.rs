@@ -1,0 +1,402 @@
+//! Paging: who hears of an alarm, when, and how.
+//!
+//! The task reads the alarm event stream (`alarm_events`, from a cursor kept in the database)
+//! and opens an incident for every alarm to be announced. Incidents escalate by their site's
+//! policy ([`policy`]): each due step enqueues a message per person in the step's audience into
+//! the durable outbox ([`outbox`]), keyed so a step is never enqueued twice, and never more than
+//! one message per person and incident within the repeat window. Acknowledging the alarm (API,
+//! signed link, or an SMS reply quoting the message's code) stops the incident for everyone.
+
+pub mod api;
+pub mod links;
+pub mod outbox;
+pub mod policy;
+pub mod providers;
+
+use std::{path::PathBuf, sync::Arc, time::Duration};
+
+use chrono::{DateTime, Utc};
+use serde::Deserialize;
+use serde_json::json;
+use sqlx::PgPool;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+use crate::alarms::Alarms;
+use policy::{Audience, Policies, Policy};
+use providers::{Provider, ProviderConfig};
+
+/// The paging configuration file (`--paging-config`).
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct PagingFile {
+    /// Providers in failover order; none: the console.
+    #[serde(default)]
+    pub providers: Vec<ProviderConfig>,
+    /// Seconds a provider may take to answer (default 10).
+    pub send_timeout_s: Option<f64>,
+    /// At most one message per person this often, seconds (default 60).
+    pub min_gap_s: Option<f64>,
+    /// At most this many messages per person a day (default 40).
+    pub per_day: Option<i64>,
+    /// Policies by grade for every site without its own.
+    #[serde(default)]
+    pub policies: Policies,
+    /// How long acknowledgement links work, hours (default 24).
+    pub link_hours: Option<f64>,
+}
+
+/// Paging as the server runs it.
+#[derive(Clone)]
+pub struct Paging {
+    /// Providers in failover order.
+    pub providers: Arc<Vec<Provider>>,
+    /// Outbox limits.
+    pub limits: outbox::Limits,
+    /// Default policies.
+    pub policies: Policies,
+    /// Key of signed links.
+    pub link_secret: Arc<[u8]>,
+    /// Base URL in links, for example `https://chillcloud.example.com`.
+    pub public_url: String,
+    /// How long links work.
+    pub link_ttl: Duration,
+    /// Woken when messages are enqueued.
+    pub wake: Arc<Notify>,
+}
+
+impl Paging {
+    /// Reads the configuration (`None`: console only, defaults).
+    pub fn load(file: Option<&PathBuf>, link_secret: Vec<u8>, public_url: String) -> Result<Self, String> {
+        let config: PagingFile = match file {
+            Some(path) => {
+                let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+                toml::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?
+            }
+            None => PagingFile::default(),
+        };
+        let mut providers = Vec::new();
+        for provider in config.providers {
+            providers.push(Provider::load(provider).map_err(|e| format!("a provider's secret file: {e}"))?);
+        }
+        if providers.is_empty() {
+            providers.push(Provider::console());
+        }
+        for grade in 1..=4 {
+            config.policies.for_grade(grade).check().map_err(|e| format!("grade {grade} policy: {e}"))?;
+        }
+        let mut limits = outbox::Limits::default();
+        if let Some(gap) = config.min_gap_s {
+            limits.min_gap = Duration::from_secs_f64(gap.max(0.0));
+        }
+        if let Some(per_day) = config.per_day {
+            limits.per_day = per_day;
+        }
+        if let Some(timeout) = config.send_timeout_s {
+            limits.send_timeout = Duration::from_secs_f64(timeout.clamp(0.1, 60.0));
+        }
+        Ok(Self {
+            providers: Arc::new(providers),
+            limits,
+            policies: config.policies,
+            link_secret: link_secret.into(),
+            public_url: public_url.trim_end_matches('/').to_owned(),
+            link_ttl: Duration::from_secs_f64(config.link_hours.unwrap_or(24.0) * 3600.0),
+            wake: Arc::new(Notify::new()),
+        })
+    }
+}
+
+/// Runs paging until `shutdown`: the event reader and escalation here, the outbox beside.
+pub async fn run(pool: PgPool, paging: Paging, alarms: Alarms, shutdown: CancellationToken) {
+    let client = reqwest::Client::builder().timeout(paging.limits.send_timeout).build().unwrap_or_default();
+    let sender = tokio::spawn(outbox::run(
+        pool.clone(),
+        paging.providers.clone(),
+        client,
+        paging.limits,
+        paging.wake.clone(),
+        shutdown.clone(),
+    ));
+    let mut events = alarms.subscribe();
+    loop {
+        if let Err(error) = step(&pool, &paging).await {
+            warn!(%error, "paging step failed; will retry");
+        }
+        tokio::select! {
+            () = shutdown.cancelled() => break,
+            _ = events.recv() => {}
+            () = tokio::time::sleep(Duration::from_millis(500)) => {}
+        }
+    }
+    let _ = sender.await;
+}
+
+/// Reads new alarm events, then escalates what is due.
+async fn step(pool: &PgPool, paging: &Paging) -> sqlx::Result<()> {
+    read_events(pool).await?;
+    if escalate(pool, paging).await? > 0 {
+        paging.wake.notify_one();
+    }
+    Ok(())
+}
+
+/// Opens, resumes or stops incidents from the alarm events after the cursor.
+async fn read_events(pool: &PgPool) -> sqlx::Result<()> {
+    let mut tx = pool.begin().await?;
+    let cursor: i64 =
+        sqlx::query_scalar("select last_event_id from paging_cursor for update").fetch_one(&mut *tx).await?;
+    let events: Vec<(i64, i64, String, bool, i16)> = sqlx::query_as(
+        "select e.id, e.alarm_id, e.kind, e.notify, a.grade from alarm_events e join alarms a on a.id = e.alarm_id
+         where e.id > $1 order by e.id limit 1000",
+    )
+    .bind(cursor)
+    .fetch_all(&mut *tx)
+    .await?;
+    let Some(last) = events.last().map(|e| e.0) else { return Ok(()) };
+    for (_, alarm_id, kind, notify, grade) in events {
+        match kind.as_str() {
+            "raised" | "reraised" | "regraded" if notify => {
+                // A raise opens the incident; a raise again or a worse grade resumes it.
+                sqlx::query(
+                    "insert into incidents (alarm_id, grade, next_at) values ($1, $2, now())
+                     on conflict (alarm_id) do update set grade = least(incidents.grade, excluded.grade),
+                         stopped_at = null, stopped_because = null,
+                         next_at = coalesce(incidents.next_at, now())
+                     where incidents.stopped_because is distinct from 'acknowledged'",
+                )
+                .bind(alarm_id)
+                .bind(grade)
+                .execute(&mut *tx)
+                .await?;
+            }
+            "acknowledged" | "cleared" => {
+                let because = if kind == "cleared" { "cleared" } else { "acknowledged" };
+                sqlx::query(
+                    "update incidents set stopped_at = now(), stopped_because = $2 where alarm_id = $1 and stopped_at is null",
+                )
+                .bind(alarm_id)
+                .bind(because)
+                .execute(&mut *tx)
+                .await?;
+            }
+            _ => {}
+        }
+    }
+    sqlx::query("update paging_cursor set last_event_id = $1").bind(last).execute(&mut *tx).await?;
+    tx.commit().await
+}
+
+#[derive(Debug, sqlx::FromRow)]
+struct Due {
+    alarm_id: i64,
+    grade: i16,
+    opened_at: DateTime<Utc>,
+    steps_done: i32,
+    gateway_id: String,
+    device_key: Option<String>,
+    title: String,
+    title_zh: String,
+    message: String,
+    acknowledged: bool,
+    policy: Option<serde_json::Value>,
+    rotation_id: Option<i64>,
+}
+
+/// Pages the due steps of incidents; returns how many messages it enqueued.
+async fn escalate(pool: &PgPool, paging: &Paging) -> sqlx::Result<usize> {
+    let due: Vec<Due> = sqlx::query_as(
+        "select i.alarm_id, i.grade, i.opened_at, i.steps_done, a.gateway_id, u.device_key, a.title, a.title_zh,
+                a.message, a.acknowledged_at is not null or a.closed_at is not null as acknowledged,
+                s.policy, s.rotation_id
+         from incidents i join alarms a on a.id = i.alarm_id left join units u on u.id = a.unit_id
+         left join site_paging s on s.gateway_id = a.gateway_id
+         where i.stopped_at is null and i.next_at <= now() order by i.next_at limit 200",
+    )
+    .fetch_all(pool)
+    .await?;
+    let mut enqueued = 0;
+    let now = Utc::now();
+    for incident in due {
+        if incident.acknowledged {
+            sqlx::query(
+                "update incidents set stopped_at = now(), stopped_because = 'acknowledged' where alarm_id = $1",
+            )
+            .bind(incident.alarm_id)
+            .execute(pool)
+            .await?;
+            continue;
+        }
+        let grade = incident.grade as u8;
+        let site_policies: Option<Policies> = incident.policy.clone().and_then(|p| serde_json::from_value(p).ok());
+        let policy: Policy = site_policies.unwrap_or_else(|| paging.policies.clone()).for_grade(grade);
+        let (steps, next) =
+            policy.due(incident.opened_at.timestamp_millis(), incident.steps_done as usize, now.timestamp_millis());
+        let mut audience: Vec<Audience> = Vec::new();
+        for step in &steps {
+            for who in policy.audience(*step) {
+                if !audience.contains(&who) {
+                    audience.push(who);
+                }
+            }
+        }
+        let last_step = steps.last().copied().unwrap_or(incident.steps_done as usize);
+        let people = recipients(pool, &incident, &audience, now).await?;
+        // Not twice to one person for one incident within the repeat window.
+        let window_s = policy.repeat_s.unwrap_or(1e9);
+        for (person_id, name, phone, language) in people {
+            let recent: bool = sqlx::query_scalar(
+                "select exists (select 1 from outbox where alarm_id = $1 and person_id = $2
+                                and created_at > now() - make_interval(secs => $3::double precision))",
+            )
+            .bind(incident.alarm_id)
+            .bind(person_id)
+            .bind(window_s * 0.99)
+            .fetch_one(pool)
+            .await?;
+            if recent {
+                continue;
+            }
+            let Some(phone) = phone else {
+                debug!(person_id, name, "no phone number; not paged");
+                continue;
+            };
+            let message = render(paging, &incident, person_id, &phone, &language, last_step, now);
+            if outbox::enqueue(pool, &message).await? {
+                enqueued += 1;
+            }
+        }
+        sqlx::query("update incidents set steps_done = $2, next_at = $3 where alarm_id = $1")
+            .bind(incident.alarm_id)
+            .bind(incident.steps_done + steps.len() as i32)
+            .bind(next.and_then(DateTime::from_timestamp_millis))
+            .execute(pool)
+            .await?;
+        if !steps.is_empty() {
+            info!(alarm = incident.alarm_id, steps = ?steps, "escalation step");
+        }
+    }
+    Ok(enqueued)
+}
+
+/// The people an audience reaches at a site: (id, name, phone, language).
+async fn recipients(
+    pool: &PgPool,
+    incident: &Due,
+    audience: &[Audience],
+    now: DateTime<Utc>,
+) -> sqlx::Result<Vec<(i64, String, Option<String>, String)>> {
+    let mut ids: Vec<i64> = Vec::new();
+    for who in audience {
+        let found: Vec<i64> = match who {
+            Audience::OnCall => match on_call(pool, incident.rotation_id, now).await? {
+                Some(person) => vec![person],
+                // No rotation: the whole service team is on call.
+                None => site_role(pool, &incident.gateway_id, "service").await?,
+            },
+            Audience::Service => site_role(pool, &incident.gateway_id, "service").await?,
+            Audience::Owner => site_role(pool, &incident.gateway_id, "owner").await?,
+            Audience::Manager => site_role(pool, &incident.gateway_id, "manager").await?,
+        };
+        for id in found {
+            if !ids.contains(&id) {
+                ids.push(id);
+            }
+        }
+    }
+    sqlx::query_as("select id, name, phone, language from people where id = any($1) order by id")
+        .bind(&ids)
+        .fetch_all(pool)
+        .await
+}
+
+async fn site_role(pool: &PgPool, gateway: &str, role: &str) -> sqlx::Result<Vec<i64>> {
+    sqlx::query_scalar("select person_id from site_contacts where gateway_id = $1 and role = $2 order by person_id")
+        .bind(gateway)
+        .bind(role)
+        .fetch_all(pool)
+        .await
+}
+
+async fn on_call(pool: &PgPool, rotation: Option<i64>, now: DateTime<Utc>) -> sqlx::Result<Option<i64>> {
+    let Some(rotation) = rotation else { return Ok(None) };
+    let row: Option<(Vec<i64>, i32, DateTime<Utc>)> =
+        sqlx::query_as("select members, period_days, starts_at from rotations where id = $1")
+            .bind(rotation)
+            .fetch_optional(pool)
+            .await?;
+    let Some((members, period_days, starts_at)) = row else { return Ok(None) };
+    let overrides: Vec<(i64, DateTime<Utc>, DateTime<Utc>)> = sqlx::query_as(
+        "select person_id, starts_at, ends_at from rotation_overrides where rotation_id = $1 and ends_at > $2",
+    )
+    .bind(rotation)
+    .bind(now)
+    .fetch_all(pool)
+    .await?;
+    let overrides: Vec<(i64, i64, i64)> =
+        overrides.into_iter().map(|(p, from, to)| (p, from.timestamp_millis(), to.timestamp_millis())).collect();
+    Ok(policy::on_call(
+        &members,
+        i64::from(period_days),
+        starts_at.timestamp_millis(),
+        &overrides,
+        now.timestamp_millis(),
+    ))
+}
+
+/// A reply code: five characters nobody confuses on a phone (no 0/O, 1/I).
+fn reply_code() -> String {
+    const ALPHABET: &[u8] = b"ABCDEFGHJKLMNPQRSTUVWXYZ23456789";
+    (0..5).map(|_| ALPHABET[rand::random_range(0..ALPHABET.len())] as char).collect()
+}
+
+/// The message for one person: short, in their language, with the key values, a signed link
+/// and the reply code.
+fn render(
+    paging: &Paging,
+    incident: &Due,
+    person_id: i64,
+    phone: &str,
+    language: &str,
+    step: usize,
+    now: DateTime<Utc>,
+) -> outbox::NewMessage {
+    let grant = links::Grant {
+        alarm_id: incident.alarm_id,
+        person_id,
+        expires: now.timestamp() + paging.link_ttl.as_secs() as i64,
+    };
+    let link =
+        format!("{}/a/{}", paging.public_url, links::sign(&paging.link_secret, links::Purpose::Acknowledge, &grant));
+    let code = reply_code();
+    let unit = match &incident.device_key {
+        Some(device) => format!("{device}@{}", incident.gateway_id),
+        None => incident.gateway_id.clone(),
+    };
+    let values: String = incident.message.chars().take(60).collect();
+    let zh = language == "zh" && !incident.title_zh.is_empty();
+    let fault = if zh { &incident.title_zh } else { &incident.title };
+    let body = if zh {
+        format!("Chillcloud {}级 {unit}：{fault}。{values}。确认 {link} 或回复 1 {code}", incident.grade)
+    } else {
+        format!("Chillcloud G{} {unit}: {fault}. {values}. Ack {link} or reply 1 {code}", incident.grade)
+    };
+    outbox::NewMessage {
+        idempotency_key: format!("alarm-{}-step-{step}-person-{person_id}", incident.alarm_id),
+        alarm_id: incident.alarm_id,
+        person_id,
+        address: phone.to_owned(),
+        language: if zh { "zh".into() } else { "en".into() },
+        params: json!({
+            "grade": incident.grade.to_string(),
+            "unit": unit,
+            "fault": fault,
+            "values": values,
+            "link": link,
+            "code": code,
+        }),
+        body,
+        reply_code: code,
+    }
+}

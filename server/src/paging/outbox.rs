@@ -1,0 +1,319 @@
+//! The durable outbox. A message is a row before it is sent; workers claim rows with
+//! `FOR UPDATE SKIP LOCKED` under a lease, so several servers share the work and a crash
+//! mid-send only delays a message. Per recipient, at most one message goes out per `min_gap`
+//! and `per_day` a day (providers cap a number at a few dozen a day): what waits meanwhile is
+//! sent as one digest. Providers are tried in order; one that refuses or cannot be reached is
+//! skipped at once for the next, while one that times out (it may have sent) is retried with
+//! the same idempotency key before the next is tried.
+
+use std::{sync::Arc, time::Duration};
+
+use chrono::{DateTime, Utc};
+use serde_json::{Value, json};
+use sqlx::PgPool;
+use tokio::sync::Notify;
+use tracing::{debug, info, warn};
+
+use super::providers::{Outgoing, Provider, SendError};
+
+/// Per-recipient limits.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// At most one message per recipient this often.
+    pub min_gap: Duration,
+    /// At most this many messages per recipient a day.
+    pub per_day: i64,
+    /// A claimed message is someone else's to retry after this long.
+    pub lease: Duration,
+    /// How long a provider may take to answer.
+    pub send_timeout: Duration,
+    /// Timeouts from one provider before the next is tried.
+    pub timeouts_before_failover: i32,
+    /// Attempts before a message is given up as failed.
+    pub max_attempts: i32,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            min_gap: Duration::from_secs(60),
+            per_day: 40,
+            lease: Duration::from_secs(60),
+            send_timeout: Duration::from_secs(10),
+            timeouts_before_failover: 2,
+            max_attempts: 20,
+        }
+    }
+}
+
+/// A message to enqueue.
+#[derive(Debug, Clone)]
+pub struct NewMessage {
+    /// Unique: enqueueing the same key again does nothing.
+    pub idempotency_key: String,
+    /// The alarm it is about.
+    pub alarm_id: i64,
+    /// The person.
+    pub person_id: i64,
+    /// Their phone number.
+    pub address: String,
+    /// `en` or `zh`.
+    pub language: String,
+    /// Template parameters.
+    pub params: Value,
+    /// The rendered text.
+    pub body: String,
+    /// The code a reply quotes.
+    pub reply_code: String,
+}
+
+/// Writes a message to the outbox; `false` if its key was enqueued before.
+pub async fn enqueue(pool: &PgPool, message: &NewMessage) -> sqlx::Result<bool> {
+    let inserted = sqlx::query(
+        "insert into outbox (idempotency_key, alarm_id, person_id, channel, address, language, params, body, reply_code)
+         values ($1, $2, $3, 'sms', $4, $5, $6, $7, $8) on conflict (idempotency_key) do nothing",
+    )
+    .bind(&message.idempotency_key)
+    .bind(message.alarm_id)
+    .bind(message.person_id)
+    .bind(&message.address)
+    .bind(&message.language)
+    .bind(&message.params)
+    .bind(&message.body)
+    .bind(&message.reply_code)
+    .execute(pool)
+    .await?
+    .rows_affected();
+    Ok(inserted == 1)
+}
+
+#[derive(Debug, sqlx::FromRow)]
+struct Claimed {
+    id: i64,
+    idempotency_key: String,
+    address: String,
+    language: String,
+    params: Value,
+    body: String,
+    reply_code: Option<String>,
+    attempts: i32,
+    /// Timeouts so far (from `last_error`), for failover.
+    timeouts: i32,
+}
+
+/// Sends what is due until `shutdown`; `wake` is notified when something is enqueued.
+pub async fn run(
+    pool: PgPool,
+    providers: Arc<Vec<Provider>>,
+    client: reqwest::Client,
+    limits: Limits,
+    wake: Arc<Notify>,
+    shutdown: tokio_util::sync::CancellationToken,
+) {
+    loop {
+        match send_due(&pool, &providers, &client, limits).await {
+            Ok(0) => {}
+            Ok(_) => continue,
+            Err(error) => warn!(%error, "sending from the outbox failed; will retry"),
+        }
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            () = wake.notified() => {}
+            () = tokio::time::sleep(Duration::from_millis(500)) => {}
+        }
+    }
+}
+
+/// Claims and sends due messages, one per recipient at a time; returns how many it handled.
+pub async fn send_due(
+    pool: &PgPool,
+    providers: &Arc<Vec<Provider>>,
+    client: &reqwest::Client,
+    limits: Limits,
+) -> sqlx::Result<usize> {
+    let mut tx = pool.begin().await?;
+    let due: Vec<(i64, String)> = sqlx::query_as(
+        "select id, address from outbox where status in ('pending', 'sending') and next_attempt_at <= now()
+         order by next_attempt_at, id limit 200 for update skip locked",
+    )
+    .fetch_all(&mut *tx)
+    .await?;
+    // One claim per recipient: what else waits for them is merged into it.
+    let mut seen = std::collections::HashSet::new();
+    let ids: Vec<i64> = due.into_iter().filter(|(_, address)| seen.insert(address.clone())).map(|(id, _)| id).collect();
+    let claimed: Vec<Claimed> = sqlx::query_as(
+        "update outbox set status = 'sending', attempts = attempts + 1,
+             next_attempt_at = now() + make_interval(secs => $2::double precision)
+         where id = any($1)
+         returning id, idempotency_key, address, language, params, body, reply_code, attempts,
+             coalesce((params ->> '_timeouts')::int, 0) as timeouts",
+    )
+    .bind(&ids)
+    .bind(limits.lease.as_secs_f64())
+    .fetch_all(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    let count = claimed.len();
+    let mut sends = tokio::task::JoinSet::new();
+    for message in claimed {
+        let (pool, providers, client) = (pool.clone(), providers.clone(), client.clone());
+        sends.spawn(async move { deliver(&pool, &providers, &client, limits, message).await });
+    }
+    while let Some(result) = sends.join_next().await {
+        if let Ok(Err(error)) = result {
+            return Err(error);
+        }
+    }
+    Ok(count)
+}
+
+async fn deliver(
+    pool: &PgPool,
+    providers: &[Provider],
+    client: &reqwest::Client,
+    limits: Limits,
+    mut message: Claimed,
+) -> sqlx::Result<()> {
+    // The recipient's allowance: one per `min_gap`, `per_day` a day.
+    let (last_sent, today): (Option<DateTime<Utc>>, i64) = sqlx::query_as(
+        "select max(sent_at), count(*) filter (where sent_at > now() - interval '1 day')
+         from outbox where address = $1 and status = 'sent'",
+    )
+    .bind(&message.address)
+    .fetch_one(pool)
+    .await?;
+    let gap = chrono::Duration::from_std(limits.min_gap).unwrap_or_default();
+    let now = Utc::now();
+    let wait_until = match last_sent {
+        _ if today >= limits.per_day => Some(now + chrono::Duration::hours(1)),
+        Some(last) if last + gap > now => Some(last + gap),
+        _ => None,
+    };
+    if let Some(until) = wait_until {
+        sqlx::query(
+            "update outbox set status = 'pending', attempts = attempts - 1, next_attempt_at = $2 where id = $1",
+        )
+        .bind(message.id)
+        .bind(until)
+        .execute(pool)
+        .await?;
+        debug!(id = message.id, "held back by the recipient's limit; will go out as or in a digest");
+        return Ok(());
+    }
+    merge_waiting(pool, &mut message).await?;
+    let outgoing = Outgoing {
+        idempotency_key: message.idempotency_key.clone(),
+        address: message.address.clone(),
+        body: message.body.clone(),
+        params: message.params.clone(),
+    };
+    // A message that timed out at a provider goes back to it (same key) before the next.
+    let start = (message.timeouts / limits.timeouts_before_failover.max(1)) as usize;
+    let mut errors = Vec::new();
+    let mut timed_out = false;
+    for provider in providers.iter().skip(start.min(providers.len().saturating_sub(1))) {
+        match tokio::time::timeout(limits.send_timeout, provider.send(client, &outgoing)).await {
+            Ok(Ok(reference)) => {
+                sqlx::query(
+                    "update outbox set status = 'sent', sent_at = now(), provider = $2, provider_reference = $3,
+                         last_error = null
+                     where id = $1",
+                )
+                .bind(message.id)
+                .bind(provider.name())
+                .bind(reference)
+                .execute(pool)
+                .await?;
+                info!(id = message.id, provider = provider.name(), "message sent");
+                return Ok(());
+            }
+            Ok(Err(SendError::Failed(error))) => errors.push(format!("{}: {error}", provider.name())),
+            Ok(Err(SendError::Timeout)) | Err(_) => {
+                errors.push(format!("{}: timed out", provider.name()));
+                timed_out = true;
+                break;
+            }
+        }
+    }
+    let failed = message.attempts >= limits.max_attempts;
+    let backoff =
+        Duration::from_secs(2u64.saturating_pow(message.attempts.clamp(0, 8) as u32)).min(Duration::from_secs(300));
+    warn!(id = message.id, attempt = message.attempts, errors = ?errors, "message not sent");
+    sqlx::query(
+        "update outbox set status = $2, last_error = $3,
+             next_attempt_at = now() + make_interval(secs => $4::double precision),
+             params = case when $5 then jsonb_set(params, '{_timeouts}', to_jsonb(coalesce((params ->> '_timeouts')::int, 0) + 1))
+                      else params end
+         where id = $1",
+    )
+    .bind(message.id)
+    .bind(if failed { "failed" } else { "pending" })
+    .bind(errors.join("; "))
+    .bind(backoff.as_secs_f64())
+    .bind(timed_out)
+    .execute(pool)
+    .await?;
+    Ok(())
+}
+
+/// Folds the recipient's other waiting messages into this one, as a digest.
+async fn merge_waiting(pool: &PgPool, message: &mut Claimed) -> sqlx::Result<()> {
+    let mut tx = pool.begin().await?;
+    let waiting: Vec<(i64, Value)> = sqlx::query_as(
+        "update outbox set status = 'merged', merged_into = $1
+         where id in (select id from outbox where address = $2 and status = 'pending' and id <> $1
+                      for update skip locked)
+         returning id, params",
+    )
+    .bind(message.id)
+    .bind(&message.address)
+    .fetch_all(&mut *tx)
+    .await?;
+    if waiting.is_empty() {
+        return tx.commit().await;
+    }
+    let mut items = vec![message.params.clone()];
+    items.extend(waiting.into_iter().map(|(_, params)| params));
+    let code = message.reply_code.clone().unwrap_or_default();
+    let (body, params) = digest(&message.language, &items, &code);
+    sqlx::query("update outbox set body = $2, params = $3 where id = $1")
+        .bind(message.id)
+        .bind(&body)
+        .bind(&params)
+        .execute(&mut *tx)
+        .await?;
+    tx.commit().await?;
+    message.body = body;
+    message.params = params;
+    Ok(())
+}
+
+/// One short text for several alarms.
+pub fn digest(language: &str, items: &[Value], code: &str) -> (String, Value) {
+    let lines: Vec<String> = items
+        .iter()
+        .map(|p| {
+            format!(
+                "G{} {} {}",
+                p["grade"].as_str().unwrap_or("?"),
+                p["unit"].as_str().unwrap_or("?"),
+                p["fault"].as_str().unwrap_or("?")
+            )
+        })
+        .collect();
+    let link = items.first().and_then(|p| p["link"].as_str()).unwrap_or_default();
+    let body = if language == "zh" {
+        format!("Chillcloud {}条报警：{}。回复 1 {code} 全部确认", items.len(), lines.join("；"))
+    } else {
+        format!("Chillcloud {} alarms: {}. Reply 1 {code} to acknowledge all", items.len(), lines.join("; "))
+    };
+    let params = json!({
+        "grade": items.iter().filter_map(|p| p["grade"].as_str()).min().unwrap_or("?"),
+        "unit": format!("{} alarms", items.len()),
+        "fault": lines.join("; "),
+        "values": "",
+        "link": link,
+        "code": code,
+    });
+    (body, params)
+}
