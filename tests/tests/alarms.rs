@@ -377,6 +377,13 @@ async fn alarms_are_acknowledged_shelved_and_their_history_kept() {
         .send(Method::PUT, &format!("/api/v1/units/{}/rules/chw_supply_high", plant.unit(1)), json!({"on_delay_s": -1}))
         .await;
     assert_eq!((status, body["error"].as_str().is_some_and(|e| e.contains("on_delay_s"))), (400, true), "{body}");
+    // A site tunes a profile rule with a partial patch.
+    let site = format!("/api/v1/gateways/{}/rules", plant.stack.gateway_id);
+    let (status, body) =
+        api.send(Method::PUT, &format!("{site}/high_condenser_pressure"), json!({"on_delay_s": 120})).await;
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = api.send(Method::PUT, &format!("{site}/not_a_rule"), json!({"on_delay_s": 120})).await;
+    assert_eq!(status, 400, "a new rule must be whole: {body}");
     plant.sim.control(1, "scenario", json!({"scenario": "sensor_open"})).await;
     let alarms = plant.expect_alarms(1, &[("sensor_out_of_range", 3)]).await;
     let id = alarms[0]["id"].as_i64().expect("id");

@@ -390,8 +390,17 @@ async fn put_site_rule(
     if rules::is_site_rule(&key) {
         check_patch(super::site_rule_file(&others), &key, &patch)?;
     } else {
-        for profile in rules::profiles().chain([""]) {
-            check_patch(super::unit_rule_file(profile, &others, 0), &key, &patch)?;
+        // Checked against every profile that has the rule; a rule no profile has must be whole.
+        let has =
+            |file: &rules::RuleFile| file.rules.iter().any(|r| r.get("key").and_then(Json_::as_str) == Some(&key));
+        let files: Vec<rules::RuleFile> =
+            rules::profiles().chain([""]).map(|p| super::unit_rule_file(p, &others, 0)).collect();
+        let with_key: Vec<&rules::RuleFile> = files.iter().filter(|f| has(f)).collect();
+        if with_key.is_empty() {
+            check_patch(files[files.len() - 1].clone(), &key, &patch)?;
+        }
+        for file in with_key {
+            check_patch(file.clone(), &key, &patch)?;
         }
     }
     db::set_override(&state.pool, &gateway, None, &key, Some(&patch), API_ACTOR).await?;

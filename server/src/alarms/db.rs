@@ -33,10 +33,13 @@ pub struct UnitRow {
     pub unreadable_since: Option<Millis>,
 }
 
-/// Gateways: id, online, last seen (ms).
-pub async fn gateways(pool: &PgPool) -> sqlx::Result<Vec<(String, bool, Option<Millis>)>> {
+/// Gateways (one, or all): id, online, last seen (ms).
+pub async fn gateways(pool: &PgPool, only: Option<&str>) -> sqlx::Result<Vec<(String, bool, Option<Millis>)>> {
     let rows: Vec<(String, bool, Option<DateTime<Utc>>)> =
-        sqlx::query_as("select id, online, last_seen from gateways order by id").fetch_all(pool).await?;
+        sqlx::query_as("select id, online, last_seen from gateways where $1::text is null or id = $1 order by id")
+            .bind(only)
+            .fetch_all(pool)
+            .await?;
     Ok(rows.into_iter().map(|(id, online, seen)| (id, online, seen.map(|t| t.timestamp_millis()))).collect())
 }
 
@@ -47,7 +50,13 @@ pub async fn units(pool: &PgPool, gateway: Option<&str>) -> sqlx::Result<Vec<Uni
         "select u.id, u.gateway_id, u.device_key, u.profile,
                 coalesce(array_agg(p.id order by p.id) filter (where p.id is not null), '{}'),
                 coalesce(array_agg(p.name order by p.id) filter (where p.id is not null), '{}'),
-                (select max(l.ts) from latest_readings l join points lp on lp.id = l.point_id
+                -- Unreadable: every latest reading bad. Since its last good reading (snapshots
+                -- repeat the bad ones, so the newest bad reading says nothing of the start).
+                (select coalesce(
+                            (select max(r.ts) from points rp join readings r on r.point_id = rp.id
+                             where rp.unit_id = u.id and not rp.derived and r.quality = 0),
+                            min(l.ts))
+                 from latest_readings l join points lp on lp.id = l.point_id
                  where lp.unit_id = u.id and not lp.derived
                  having bool_and(l.quality = 1))
          from units u left join points p on p.unit_id = u.id and not p.derived
@@ -146,10 +155,14 @@ pub async fn derived_points(
     Ok(ids)
 }
 
-/// Active alarms: target, rule, grade.
-pub async fn active_alarms(pool: &PgPool) -> sqlx::Result<Vec<(Target, String, u8)>> {
-    let rows: Vec<(String, Option<i64>, String, i16)> =
-        sqlx::query_as("select gateway_id, unit_id, rule, grade from alarms where active").fetch_all(pool).await?;
+/// Active alarms (of one gateway, or all): target, rule, grade.
+pub async fn active_alarms(pool: &PgPool, only: Option<&str>) -> sqlx::Result<Vec<(Target, String, u8)>> {
+    let rows: Vec<(String, Option<i64>, String, i16)> = sqlx::query_as(
+        "select gateway_id, unit_id, rule, grade from alarms where active and ($1::text is null or gateway_id = $1)",
+    )
+    .bind(only)
+    .fetch_all(pool)
+    .await?;
     Ok(rows.into_iter().map(|(gateway, unit, rule, grade)| (target(gateway, unit), rule, grade as u8)).collect())
 }
 
@@ -191,6 +204,9 @@ async fn event(
     comment: Option<&str>,
     notify: bool,
 ) -> sqlx::Result<AlarmEvent> {
+    // Events commit in id order, so a reader that moves past an id never misses a lower one
+    // committed later: writers of events take turns until commit.
+    sqlx::query("select pg_advisory_xact_lock($1)").bind(EVENT_LOCK).execute(&mut **tx).await?;
     let id: i64 = sqlx::query_scalar(
         "insert into alarm_events (alarm_id, kind, grade, actor, comment, notify) values ($1, $2, $3, $4, $5, $6)
          returning id",
@@ -206,9 +222,12 @@ async fn event(
     Ok(AlarmEvent { id, alarm_id, kind: kind.to_owned(), notify })
 }
 
-/// Occurrences within [`FLAPPING_WINDOW_MS`] of an episode's start that make it flapping.
-const FLAPPING_OCCURRENCES: i32 = 5;
+/// Raises within the last [`FLAPPING_WINDOW_MS`] that make an alarm flapping.
+const FLAPPING_OCCURRENCES: i64 = 5;
 const FLAPPING_WINDOW_MS: i64 = 30 * 60 * 1000;
+
+/// The advisory lock that orders `alarm_events` inserts.
+const EVENT_LOCK: i64 = 0x4368_696c_6c41_6c6d;
 
 /// What a raise did.
 #[derive(Debug)]
@@ -236,9 +255,9 @@ pub async fn raise(
 ) -> sqlx::Result<Raised> {
     let mut tx = pool.begin().await?;
     let grade = i16::from(grade);
-    type Open = (i64, bool, i16, i32, DateTime<Utc>, bool, bool, Option<DateTime<Utc>>);
+    type Open = (i64, bool, i16, i32, bool, Option<DateTime<Utc>>);
     let open: Option<Open> = sqlx::query_as(
-        "select id, active, grade, occurrences, raised_at, flapping, muted, shelved_until from alarms
+        "select id, active, grade, occurrences, flapping, shelved_until from alarms
          where gateway_id = $1 and coalesce(unit_id, 0) = coalesce($2, 0) and rule = $3 and closed_at is null
          for update",
     )
@@ -248,17 +267,18 @@ pub async fn raise(
     .fetch_optional(&mut *tx)
     .await?;
     let at_time = time(at);
+    // Maintenance is checked at every raise: what matters is whether this moment is muted.
+    let muted: bool = sqlx::query_scalar(
+        "select exists (select 1 from maintenance_windows where gateway_id = $1
+         and (unit_id is null or unit_id = $2) and $3 >= starts_at and $3 < ends_at)",
+    )
+    .bind(gateway)
+    .bind(unit)
+    .bind(at_time)
+    .fetch_one(&mut *tx)
+    .await?;
     let raised = match open {
         None => {
-            let muted: bool = sqlx::query_scalar(
-                "select exists (select 1 from maintenance_windows where gateway_id = $1
-                 and (unit_id is null or unit_id = $2) and $3 >= starts_at and $3 < ends_at)",
-            )
-            .bind(gateway)
-            .bind(unit)
-            .bind(at_time)
-            .fetch_one(&mut *tx)
-            .await?;
             let window = capture.filter(|_| unit.is_some()).map(|c| {
                 let to = at_time + chrono::Duration::milliseconds((c.after_s * 1000.0) as i64);
                 let from = at_time - chrono::Duration::milliseconds((c.before_s * 1000.0) as i64);
@@ -287,11 +307,12 @@ pub async fn raise(
             let event = event(&mut tx, alarm_id, "raised", Some(grade), None, Some(message), !muted).await?;
             Raised { alarm_id, new_episode: true, event: Some(event) }
         }
-        Some((alarm_id, true, old_grade, _, _, flapping, muted, shelved)) => {
-            sqlx::query("update alarms set grade = $2, message = $3 where id = $1")
+        Some((alarm_id, true, old_grade, _, flapping, shelved)) => {
+            sqlx::query("update alarms set grade = $2, message = $3, muted = $4 where id = $1")
                 .bind(alarm_id)
                 .bind(grade)
                 .bind(message)
+                .bind(muted)
                 .execute(&mut *tx)
                 .await?;
             let event = if grade != old_grade {
@@ -306,14 +327,22 @@ pub async fn raise(
             };
             Raised { alarm_id, new_episode: false, event }
         }
-        Some((alarm_id, false, _, occurrences, raised_at, flapping, muted, shelved)) => {
+        Some((alarm_id, false, _, occurrences, flapping, shelved)) => {
             let occurrences = occurrences + 1;
-            let flapping = flapping
-                || (occurrences >= FLAPPING_OCCURRENCES
-                    && (at_time - raised_at).num_milliseconds() <= FLAPPING_WINDOW_MS);
+            // Raised this often within the last half hour (this raise included): flapping.
+            let recent: i64 = sqlx::query_scalar(
+                "select count(*) from alarm_events where alarm_id = $1 and kind in ('raised', 'reraised')
+                 and at > $2 - make_interval(secs => $3::double precision / 1000)",
+            )
+            .bind(alarm_id)
+            .bind(at_time)
+            .bind(FLAPPING_WINDOW_MS as f64)
+            .fetch_one(&mut *tx)
+            .await?;
+            let flapping = flapping || recent + 1 >= FLAPPING_OCCURRENCES;
             sqlx::query(
                 "update alarms set active = true, grade = $2, message = $3, occurrences = $4, last_raised_at = $5,
-                     cleared_at = null, flapping = $6
+                     cleared_at = null, flapping = $6, muted = $7
                  where id = $1",
             )
             .bind(alarm_id)
@@ -322,6 +351,7 @@ pub async fn raise(
             .bind(occurrences)
             .bind(at_time)
             .bind(flapping)
+            .bind(muted)
             .execute(&mut *tx)
             .await?;
             let quiet = flapping || muted || shelved.is_some_and(|s| s > at_time);

@@ -249,6 +249,28 @@ struct RuleState {
     still: Option<(f64, Millis)>,
 }
 
+fn fresh_states(rules: &CompiledRules) -> Vec<RuleState> {
+    rules.rules.iter().map(|_| RuleState::new()).collect()
+}
+
+/// The states of `new`'s rules: carried over from `old` where the rule is unchanged.
+fn carry_states(old: &CompiledRules, states: Vec<RuleState>, new: &CompiledRules) -> Vec<RuleState> {
+    let mut kept: HashMap<&str, (&Rule, RuleState)> = old
+        .rules
+        .iter()
+        .map(|(rule, _)| (rule.key.as_str(), rule))
+        .zip(states)
+        .map(|((k, r), s)| (k, (r, s)))
+        .collect();
+    new.rules
+        .iter()
+        .map(|(rule, _)| match kept.remove(rule.key.as_str()) {
+            Some((old_rule, state)) if old_rule == rule => state,
+            _ => RuleState::new(),
+        })
+        .collect()
+}
+
 impl RuleState {
     fn new() -> Self {
         RuleState { phase: Phase::Normal, raised: None, samples: VecDeque::new(), still: None }
@@ -298,8 +320,6 @@ struct Gateway {
     /// Since when it is known to be gone (its death message), if it is.
     dead_since: Option<Millis>,
     last_seen: Millis,
-    /// When it last came back: units' silence before that was the gateway's, not theirs.
-    back_since: Millis,
     states: Vec<RuleState>,
 }
 
@@ -325,39 +345,45 @@ pub struct Engine {
 
 impl Engine {
     /// Adds or replaces a gateway (site) and its rules; `online` and `last_seen` from the
-    /// registry. Rule states start afresh (see [`Engine::restore`]).
+    /// registry. The states of rules that did not change are kept; others start afresh (see
+    /// [`Engine::restore`]).
     pub fn set_gateway(&mut self, id: &str, rules: Arc<CompiledRules>, online: bool, last_seen: Millis) {
-        let states = rules.rules.iter().map(|_| RuleState::new()).collect();
         let existing = self.gateways.remove(id);
-        let (dead_since, last_seen, back_since) = match existing {
-            Some(g) => (g.dead_since, g.last_seen, g.back_since),
-            None => ((!online).then_some(last_seen), last_seen, last_seen),
+        let (dead_since, last_seen, states) = match existing {
+            Some(g) => (g.dead_since, g.last_seen, carry_states(&g.rules, g.states, &rules)),
+            None => ((!online).then_some(last_seen), last_seen, fresh_states(&rules)),
         };
-        self.gateways.insert(id.to_owned(), Gateway { rules, dead_since, last_seen, back_since, states });
+        self.gateways.insert(id.to_owned(), Gateway { rules, dead_since, last_seen, states });
     }
 
-    /// Adds or replaces a unit and its rules, keeping its current values. Rule states start
-    /// afresh (see [`Engine::restore`]).
+    /// Adds or replaces a unit and its rules, keeping its current values and the states of rules
+    /// and derived values that did not change; others start afresh (see [`Engine::restore`]).
     pub fn set_unit(&mut self, setup: UnitSetup) {
         let existing = self.units.remove(&setup.unit_id);
         for (point_id, name) in &setup.points {
             self.points.insert(*point_id, (setup.unit_id, name.as_str().into()));
         }
+        let (values, unreadable_since, evaluated_at, states, mut old_derived) = match existing {
+            Some(unit) => {
+                let states = carry_states(&unit.rules, unit.states, &setup.rules);
+                let derived: HashMap<Arc<str>, DerivedState> =
+                    unit.rules.derived.iter().map(|d| d.name.clone()).zip(unit.derived).collect();
+                (unit.values, unit.unreadable_since, unit.evaluated_at, states, derived)
+            }
+            None => (HashMap::new(), setup.unreadable_since, 0, fresh_states(&setup.rules), HashMap::new()),
+        };
         let derived = setup
             .rules
             .derived
             .iter()
-            .map(|d| DerivedState {
-                point_id: setup.derived_points.get(&*d.name).copied(),
-                stored: None,
-                samples: VecDeque::new(),
+            .map(|d| {
+                let point_id = setup.derived_points.get(&*d.name).copied();
+                match old_derived.remove(&d.name) {
+                    Some(state) => DerivedState { point_id, ..state },
+                    None => DerivedState { point_id, stored: None, samples: VecDeque::new() },
+                }
             })
             .collect();
-        let states = setup.rules.rules.iter().map(|_| RuleState::new()).collect();
-        let (values, unreadable_since, evaluated_at) = match existing {
-            Some(unit) => (unit.values, unit.unreadable_since, unit.evaluated_at),
-            None => (HashMap::new(), setup.unreadable_since, 0),
-        };
         self.units.insert(
             setup.unit_id,
             Unit {
@@ -396,9 +422,6 @@ impl Engine {
     pub fn gateway_seen(&mut self, id: &str, at: Millis) -> Output {
         let mut output = Output::default();
         let Some(gateway) = self.gateways.get_mut(id) else { return output };
-        if gateway.offline_since(at).is_some() {
-            gateway.back_since = at;
-        }
         gateway.dead_since = None;
         gateway.last_seen = gateway.last_seen.max(at);
         let target = Target::Gateway(id.to_owned());
@@ -542,7 +565,10 @@ impl Unit {
         }
         let target = Target::Unit(unit_id);
         let gateway_offline = gateway.is_none_or(|g| g.offline_since(at).is_some());
-        let back_since = gateway.map_or(0, |g| g.back_since);
+        // While the gateway is away the values are stale: time alone changes nothing.
+        if tick && gateway_offline {
+            return;
+        }
         let values = &self.values;
         let lookup = |name: &str| values.get(name).copied();
         let holds = |gate: &Option<Expr>| match gate {
@@ -588,10 +614,9 @@ impl Unit {
                         continue;
                     }
                     match (holds(gate), of.eval(&lookup)) {
-                        (Some(false), _) => {
-                            state.samples.clear();
-                            None
-                        }
+                        // Paused while the gate is false (a comfort chiller stops at night): the
+                        // trend is over running time.
+                        (Some(false), _) => continue,
                         (Some(true), Some(value)) => {
                             keep_sample(&mut state.samples, at, value, *window);
                             // Compared with the value a window ago, once there is one: a trend,
@@ -617,6 +642,10 @@ impl Unit {
                 Check::Stuck { point, for_ms, tolerance, gate } => {
                     let Some(value) = lookup(point) else { continue };
                     let moving = holds(gate) != Some(true);
+                    // Restored as raised (a restart or reload): frozen until it moves.
+                    if state.still.is_none() && state.raised.is_some() {
+                        state.still = Some((value, at - for_ms));
+                    }
                     match state.still {
                         Some((reference, _)) if !moving && (value - reference).abs() <= *tolerance => {}
                         _ => state.still = Some((value, at)),
@@ -649,7 +678,7 @@ impl Unit {
                     if gateway_offline {
                         continue;
                     }
-                    self.unreadable_since.map(|since| since.max(back_since)).and_then(|since| {
+                    self.unreadable_since.and_then(|since| {
                         let message = format!("the gateway cannot read the unit for {} s", (at - since) / 1000);
                         level(levels, at - since).map(|grade| (grade, String::new(), message))
                     })
@@ -927,6 +956,42 @@ mod tests {
         let back = engine.gateway_seen("gw", 4_001_000);
         assert_eq!(back.changes, [Change::Clear { target: site, rule: "gateway_offline".into(), at: 4_001_000 }]);
         assert!(engine.tick(4_002_000).changes.is_empty());
+    }
+
+    #[test]
+    fn stale_values_during_a_gateway_outage_raise_nothing() {
+        let overrides = [("sensor_stuck", serde_json::json!({"for_s": 60}))];
+        let file = {
+            let mut file = rules::unit_defaults("trane-ch530");
+            for (key, patch) in &overrides {
+                rules::apply_override(&mut file.rules, key, patch);
+            }
+            file
+        };
+        let names: Vec<&str> = CH530.iter().map(|(n, _)| *n).collect();
+        let mut engine = Engine::default();
+        engine.set_gateway("gw", Arc::new(CompiledRules::compile(&rules::site_defaults(), &[])), true, 0);
+        let points = names.iter().enumerate().map(|(i, n)| (i as i64, (*n).to_owned())).collect();
+        let rules = Arc::new(CompiledRules::compile(&file, &names));
+        engine.set_unit(UnitSetup {
+            unit_id: 1,
+            gateway: "gw".into(),
+            points,
+            derived_points: HashMap::new(),
+            rules,
+            unreadable_since: None,
+        });
+        let readings: Vec<(i64, Millis, Option<f64>)> =
+            CH530.iter().enumerate().map(|(i, (_, v))| (i as i64, 1000, Some(*v))).collect();
+        engine.gateway_seen("gw", 1000);
+        assert!(engine.observe(&readings).changes.is_empty());
+        engine.gateway_died("gw", 2000);
+        // An hour without data: only the site alarm.
+        let mut changes = Vec::new();
+        for second in 3..3600 {
+            changes.extend(engine.tick(second * 1000).changes);
+        }
+        assert!(changes.iter().all(|c| matches!(c, Change::Raise { target: Target::Gateway(_), .. })), "{changes:?}");
     }
 
     #[test]

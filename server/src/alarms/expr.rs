@@ -107,7 +107,10 @@ fn truth(value: bool) -> f64 {
 impl Expr {
     /// Parses `text`.
     pub fn parse(text: &str) -> Result<Expr, ParseError> {
-        let mut parser = Parser { text, at: 0 };
+        let mut parser = Parser { text, at: 0, depth: 0 };
+        if text.len() > MAX_LENGTH {
+            return Err(parser.error(&format!("longer than {MAX_LENGTH} characters")));
+        }
         let expr = parser.binary(0)?;
         parser.skip_space();
         if parser.at < text.len() {
@@ -138,6 +141,18 @@ impl Expr {
             Expr::Name(name) => lookup(name),
             Expr::Negate(x) => Some(-x.eval(lookup)?),
             Expr::Not(x) => Some(truth(x.eval(lookup)? == 0.0)),
+            // Three-valued logic: one known side can decide, so one failed sensor does not hide
+            // what the others say.
+            Expr::Binary(Op::Or, a, b) => match (a.eval(lookup), b.eval(lookup)) {
+                (Some(x), _) | (_, Some(x)) if x != 0.0 => Some(1.0),
+                (Some(_), Some(_)) => Some(0.0),
+                _ => None,
+            },
+            Expr::Binary(Op::And, a, b) => match (a.eval(lookup), b.eval(lookup)) {
+                (Some(0.0), _) | (_, Some(0.0)) => Some(0.0),
+                (Some(_), Some(_)) => Some(1.0),
+                _ => None,
+            },
             Expr::Binary(op, a, b) => {
                 let (a, b) = (a.eval(lookup)?, b.eval(lookup)?);
                 let value = match op {
@@ -220,9 +235,15 @@ impl fmt::Display for Expr {
     }
 }
 
+/// Longest expression accepted: rules are short, and a bound keeps parsing cheap.
+const MAX_LENGTH: usize = 2000;
+/// Deepest nesting accepted, so parsing, evaluating and dropping never exhaust the stack.
+const MAX_DEPTH: usize = 32;
+
 struct Parser<'a> {
     text: &'a str,
     at: usize,
+    depth: usize,
 }
 
 impl Parser<'_> {
@@ -271,6 +292,16 @@ impl Parser<'_> {
     }
 
     fn unary(&mut self) -> Result<Expr, ParseError> {
+        self.depth += 1;
+        let result = self.unary_inner();
+        self.depth -= 1;
+        result
+    }
+
+    fn unary_inner(&mut self) -> Result<Expr, ParseError> {
+        if self.depth > MAX_DEPTH {
+            return Err(self.error(&format!("nested deeper than {MAX_DEPTH}")));
+        }
         if self.eat("-") {
             return Ok(Expr::Negate(Box::new(self.unary()?)));
         }
@@ -351,6 +382,10 @@ mod tests {
         let values = [("evap_leaving_temp", 9.5), ("active_setpoint", 7.0), ("running", 1.0)];
         assert_eq!(eval("evap_leaving_temp - active_setpoint > 2 && running", &values), Some(1.0));
         assert_eq!(eval("evap_leaving_temp < 3 || !running", &values), Some(0.0));
+        // One unknown side does not hide what the other says.
+        assert_eq!(eval("missing > 1 || running", &values), Some(1.0));
+        assert_eq!(eval("missing > 1 && !running", &values), Some(0.0));
+        assert_eq!(eval("missing > 1 || !running", &values), None);
         assert_eq!(eval("running != 0 && running == 1", &values), Some(1.0));
     }
 
@@ -377,6 +412,10 @@ mod tests {
         for bad in ["1 +", "(1", "a < b < c", "foo(1)", "min(1)", "1 $ 2", ""] {
             assert!(Expr::parse(bad).is_err(), "{bad:?} parsed");
         }
+        // Deep nesting and huge texts are refused, not a stack overflow.
+        assert!(Expr::parse(&format!("{}1{}", "(".repeat(10_000), ")".repeat(10_000))).is_err());
+        assert!(Expr::parse(&"-".repeat(50_000)).is_err());
+        assert!(Expr::parse(&format!("{}1{}", "(".repeat(20), ")".repeat(20))).is_ok());
         let error = Expr::parse("a > > b").expect_err("an error").to_string();
         assert!(error.contains("at character"), "{error}");
     }

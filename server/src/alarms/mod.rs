@@ -160,6 +160,7 @@ pub async fn run(
     }
     let mut tick = tokio::time::interval(TICK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut needs_reload = false;
     loop {
         let result = tokio::select! {
             () = shutdown.cancelled() => break,
@@ -167,34 +168,50 @@ pub async fn run(
                 Some(input) => detector.handle(input).await,
                 None => break,
             },
-            _ = tick.tick() => detector.tick().await,
+            _ = tick.tick() => if needs_reload { detector.reload().await } else { detector.tick().await },
         };
-        if let Err(error) = result {
-            detector.metrics.alarm_errors.inc();
-            warn!(%error, "alarm processing failed; state is reloaded");
-            // The engine may be ahead of the database now: start again from what is stored.
-            detector.engine = Engine::default();
-            detector.units.clear();
-            if let Err(error) = detector.load(None).await {
-                warn!(%error, "reloading alarm state failed");
+        match result {
+            Ok(()) => needs_reload = false,
+            Err(error) => {
+                detector.metrics.alarm_errors.inc();
+                warn!(%error, "alarm processing failed; state is reloaded from the database");
+                // The engine may be ahead of the database now: start again from what is stored,
+                // retried every tick until it loads.
+                needs_reload = true;
             }
         }
     }
 }
 
 impl Detector {
+    /// Rebuilds everything from the database; the running engine stays until that succeeds.
+    async fn reload(&mut self) -> sqlx::Result<()> {
+        let mut fresh = Detector {
+            pool: self.pool.clone(),
+            engine: Engine::default(),
+            units: HashMap::new(),
+            alarms: self.alarms.clone(),
+            publish: self.publish.clone(),
+            metrics: self.metrics.clone(),
+        };
+        fresh.load(None).await?;
+        *self = fresh;
+        info!("alarm state reloaded");
+        Ok(())
+    }
+
     /// Loads (or reloads) the rules, units and raised alarms of one gateway, or of all.
     async fn load(&mut self, only: Option<&str>) -> sqlx::Result<()> {
         let now = now_ms();
-        for (gateway, online, last_seen) in db::gateways(&self.pool).await? {
-            if only.is_some_and(|only| only != gateway) {
-                continue;
-            }
+        let active = db::active_alarms(&self.pool, only).await?;
+        for (gateway, online, last_seen) in db::gateways(&self.pool, only).await? {
             let overrides = db::overrides(&self.pool, &gateway).await?;
             let site = Arc::new(CompiledRules::compile(&site_rule_file(&overrides), &[]));
             // Silence is counted from when this server started listening: a server that was
-            // down itself must not find every site silent.
-            let since = if online { now } else { last_seen.unwrap_or(now) };
+            // down itself must not find every site silent. A site already alarmed as silent
+            // keeps its real last contact.
+            let alarmed = active.iter().any(|(t, _, _)| *t == Target::Gateway(gateway.clone()));
+            let since = if online && !alarmed { now } else { last_seen.unwrap_or(now) };
             self.engine.set_gateway(&gateway, site, online, since);
             let mut compiled_units = Vec::new();
             let mut derived = Vec::new();
@@ -229,15 +246,12 @@ impl Detector {
                 self.engine.set_unit(setup);
             }
         }
-        for (target, rule, grade) in db::active_alarms(&self.pool).await? {
+        for (target, rule, grade) in active {
             let gateway = match &target {
                 Target::Unit(id) => self.units.get(id).map(|u| u.gateway.clone()),
                 Target::Gateway(id) => Some(id.clone()),
             };
             let Some(gateway) = gateway else { continue };
-            if only.is_some_and(|only| only != gateway) {
-                continue;
-            }
             if !self.engine.restore(&target, &rule, grade) {
                 // The rule was removed or disabled: its alarm is over.
                 let (gateway, unit) = db::columns(&target, &gateway);
@@ -269,9 +283,17 @@ impl Detector {
     async fn tick(&mut self) -> sqlx::Result<()> {
         let output = self.engine.tick(now_ms());
         self.apply(output).await?;
-        for (alarm_id, unit_id, from, to) in db::due_captures(&self.pool).await? {
-            db::take_capture(&self.pool, alarm_id, unit_id, from, to).await?;
-            debug!(alarm_id, "fault-moment capture taken");
+        // A capture that fails is retried on the next tick; it never resets detection.
+        match db::due_captures(&self.pool).await {
+            Ok(due) => {
+                for (alarm_id, unit_id, from, to) in due {
+                    match db::take_capture(&self.pool, alarm_id, unit_id, from, to).await {
+                        Ok(()) => debug!(alarm_id, "fault-moment capture taken"),
+                        Err(error) => warn!(alarm_id, %error, "taking a capture failed; will retry"),
+                    }
+                }
+            }
+            Err(error) => warn!(%error, "looking for due captures failed; will retry"),
         }
         Ok(())
     }

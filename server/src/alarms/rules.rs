@@ -242,8 +242,14 @@ fn check_rule(rule: &Rule) -> Result<(), String> {
     if rule.key.is_empty() || !rule.key.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-') {
         return Err("a key is letters, digits, '_' and '-'".into());
     }
+    // Durations up to 30 days: beyond, milliseconds arithmetic would overflow.
+    const MAX_S: f64 = 30.0 * 86_400.0;
     let non_negative = |name: &str, value: f64| {
-        if value.is_finite() && value >= 0.0 { Ok(()) } else { Err(format!("{name} must be 0 or more")) }
+        if value.is_finite() && (0.0..=MAX_S).contains(&value) {
+            Ok(())
+        } else {
+            Err(format!("{name} must be 0 to {MAX_S} s"))
+        }
     };
     let check_levels = |levels: &[(f64, u8)]| {
         if levels.is_empty() {
@@ -270,8 +276,8 @@ fn check_rule(rule: &Rule) -> Result<(), String> {
             if let Some(gate) = gate {
                 Expr::parse(gate).map_err(|e| e.to_string())?;
             }
-            if !(rise.is_finite() && *rise > 0.0 && window_s.is_finite() && *window_s > 0.0) {
-                return Err("rise and window_s must be more than 0".into());
+            if !(rise.is_finite() && *rise > 0.0 && window_s.is_finite() && *window_s > 0.0 && *window_s <= MAX_S) {
+                return Err("rise must be more than 0, window_s more than 0 and at most 30 days".into());
             }
         }
         RuleKind::Stuck { for_s, tolerance, gate, .. } => {
@@ -279,8 +285,8 @@ fn check_rule(rule: &Rule) -> Result<(), String> {
                 Expr::parse(gate).map_err(|e| e.to_string())?;
             }
             non_negative("tolerance", *tolerance)?;
-            if !(for_s.is_finite() && *for_s > 0.0) {
-                return Err("for_s must be more than 0".into());
+            if !(for_s.is_finite() && *for_s > 0.0 && *for_s <= MAX_S) {
+                return Err("for_s must be more than 0 and at most 30 days".into());
             }
         }
         RuleKind::Code { codes, .. } => {
@@ -293,8 +299,8 @@ fn check_rule(rule: &Rule) -> Result<(), String> {
         RuleKind::DeviceOffline { levels } => check_levels(levels)?,
         RuleKind::GatewayOffline { silence_s, levels } => {
             check_levels(levels)?;
-            if !(silence_s.is_finite() && *silence_s > 0.0) {
-                return Err("silence_s must be more than 0".into());
+            if !(silence_s.is_finite() && *silence_s > 0.0 && *silence_s <= MAX_S) {
+                return Err("silence_s must be more than 0 and at most 30 days".into());
             }
         }
     }
@@ -362,7 +368,7 @@ pub fn check_capture_patch(patch: &Json) -> Result<(), String> {
 pub fn check_derived(derived: &Derived) -> Result<(), String> {
     match (&derived.formula, &derived.increase_of) {
         (Some(formula), None) => Expr::parse(formula).map(|_| ()).map_err(|e| e.to_string()),
-        (None, Some(_)) if derived.window_s > 0.0 => Ok(()),
+        (None, Some(_)) if derived.window_s > 0.0 && derived.window_s <= 30.0 * 86_400.0 => Ok(()),
         _ => Err(format!("derived {:?}: give either formula or increase_of (with window_s > 0)", derived.name)),
     }
 }
