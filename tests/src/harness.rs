@@ -541,6 +541,8 @@ pub struct Stack {
     pub gateway_id: &'static str,
     /// Its MQTT password.
     pub password: String,
+    /// More arguments for the server (for example `--paging-config`).
+    pub server_args: Vec<String>,
 }
 
 impl Stack {
@@ -549,6 +551,11 @@ impl Stack {
 
     /// Starts everything and provisions the gateway `gw-stack`.
     pub async fn start() -> Self {
+        Self::start_with(&[]).await
+    }
+
+    /// Like [`Stack::start`], with more arguments for the server.
+    pub async fn start_with(server_args: &[&str]) -> Self {
         let dir = shared_temp_dir();
         let postgres = TestPostgres::start().await;
         let gateway_id = "gw-stack";
@@ -568,6 +575,7 @@ impl Stack {
             http: format!("127.0.0.1:{}", free_port()).parse().expect("address"),
             gateway_id,
             password: out["password"].as_str().expect("password").to_owned(),
+            server_args: server_args.iter().map(|a| (*a).to_owned()).collect(),
         };
         stack.start_server().await;
         stack
@@ -593,6 +601,7 @@ impl Stack {
         ];
         // Each start gets its own log so a restart does not hide the first run's output.
         let name = if self.server.is_some() { "server-restarted" } else { "server" };
+        let args: Vec<&str> = args.iter().copied().chain(self.server_args.iter().map(String::as_str)).collect();
         self.server = Some(Process::spawn(name, &bin("chillcloud-server"), &args, self.dir.path()));
         self.api().wait_healthy(Duration::from_secs(30)).await;
     }

@@ -2,4 +2,5 @@
 //! real PostgreSQL, Mosquitto and the compiled binaries for tests.
 
 pub mod harness;
+pub mod providers;
 pub mod sim;

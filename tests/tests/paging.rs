@@ -1,0 +1,356 @@
+//! Paging end to end: alarms raised through the real broker and server page people through the
+//! providers' real HTTP APIs, answered by local fakes that check requests as each provider
+//! does (signatures, parameters). R6 of BENCHMARKS.md, escalation, and acknowledgement by SMS
+//! reply and by signed link.
+
+use std::{collections::HashMap, path::Path, time::Duration};
+
+use chillcloud_tests::{
+    harness::{Api, FakeGateway, Stack, shared_temp_dir, wait_for},
+    providers::{FakeProvider, Mode, TwilioWebhook},
+};
+use reqwest::Method;
+use serde_json::{Value, json};
+
+const ALIYUN_KEY: (&str, &str) = ("LTAItestkey", "aliyun-test-secret");
+const TWILIO: (&str, &str) = ("AC0123456789abcdef0123456789abcdef", "twilio-test-token");
+const TWILIO_FROM: &str = "+15005550006";
+
+fn aliyun(dir: &Path, fake: &FakeProvider) -> String {
+    std::fs::write(dir.join("aliyun.secret"), ALIYUN_KEY.1).expect("write secret");
+    format!(
+        "[[providers]]\nkind = \"aliyun\"\nendpoint = \"{}\"\naccess_key_id = \"{}\"\naccess_key_secret_file = \"{}\"\nsign_name = \"Chillcloud\"\ntemplate_code = \"SMS_100000001\"\n",
+        fake.url(),
+        ALIYUN_KEY.0,
+        dir.join("aliyun.secret").display()
+    )
+}
+
+fn twilio(dir: &Path, fake: &FakeProvider) -> String {
+    std::fs::write(dir.join("twilio.secret"), TWILIO.1).expect("write secret");
+    format!(
+        "[[providers]]\nkind = \"twilio\"\nendpoint = \"{}\"\naccount_sid = \"{}\"\nauth_token_file = \"{}\"\nfrom = \"{TWILIO_FROM}\"\n",
+        fake.url(),
+        TWILIO.0,
+        dir.join("twilio.secret").display()
+    )
+}
+
+/// A stack whose server pages through `providers` (TOML), with one unit of `points` points.
+struct Site {
+    stack: Stack,
+    gateway: FakeGateway,
+    people: HashMap<&'static str, (i64, &'static str)>,
+    _config: tempfile::TempDir,
+}
+
+impl Site {
+    async fn start(config_dir: tempfile::TempDir, paging: &str, points: u32) -> Self {
+        let config = config_dir.path().join("paging.toml");
+        std::fs::write(&config, paging).expect("write paging config");
+        let stack = Stack::start_with(&["--paging-config", &config.to_string_lossy()]).await;
+        let gateway = stack.gateway(points).await;
+        let api = stack.api();
+        wait_for("the unit registered", Duration::from_secs(30), || async {
+            api.get("/api/v1/units").await.filter(|u| u.as_array().is_some_and(|a| !a.is_empty()))
+        })
+        .await;
+        Self { stack, gateway, people: HashMap::new(), _config: config_dir }
+    }
+
+    fn api(&self) -> Api {
+        self.stack.api()
+    }
+
+    async fn person(&mut self, name: &'static str, phone: &'static str, language: &str, role: Option<&str>) -> i64 {
+        let api = self.api();
+        let (status, person) =
+            api.send(Method::POST, "/api/v1/people", json!({"name": name, "phone": phone, "language": language})).await;
+        assert_eq!(status, 200, "{person}");
+        let id = person["id"].as_i64().expect("id");
+        if let Some(role) = role {
+            let path = format!("/api/v1/gateways/{}/contacts", self.stack.gateway_id);
+            let (status, body) = api.send(Method::POST, &path, json!({"person_id": id, "role": role})).await;
+            assert_eq!(status, 200, "{body}");
+        }
+        self.people.insert(name, (id, phone));
+        id
+    }
+
+    /// A site rule: grade `grade` while point `p<index>` is above 50.
+    async fn hot_rule(&self, index: u32, grade: u8) {
+        let path = format!("/api/v1/gateways/{}/rules/hot{index}", self.stack.gateway_id);
+        let rule = json!({"title": format!("Hot p{index}"), "title_zh": format!("p{index} 过热"), "grade": grade,
+                          "kind": "condition", "when": format!("p{index} > 50")});
+        let (status, body) = self.api().send(Method::PUT, &path, rule).await;
+        assert_eq!(status, 200, "{body}");
+    }
+
+    async fn set(&mut self, values: &[(u32, f64)]) {
+        let data = self.gateway.data_at(chrono::Utc::now().timestamp_millis(), values);
+        self.gateway.publish_data(&data).await;
+    }
+
+    async fn alarms(&self) -> Vec<Value> {
+        self.api().get("/api/v1/alarms?state=all&limit=1000").await.expect("alarms").as_array().expect("array").clone()
+    }
+
+    async fn outbox(&self) -> Vec<Value> {
+        self.api().get("/api/v1/outbox?limit=1000").await.expect("outbox").as_array().expect("array").clone()
+    }
+}
+
+fn raised_ms(alarm: &Value) -> i64 {
+    chrono::DateTime::parse_from_rfc3339(alarm["raised_at"].as_str().expect("time")).expect("time").timestamp_millis()
+}
+
+#[tokio::test]
+async fn r6_an_alarm_storm_pages_each_person_once_per_incident_and_digests_the_rest() {
+    const POINTS: u32 = 40;
+    let dir = shared_temp_dir();
+    let fake = FakeProvider::aliyun(ALIYUN_KEY.0, ALIYUN_KEY.1).await;
+    let config = format!("min_gap_s = 5\n{}", aliyun(dir.path(), &fake));
+    let mut site = Site::start(dir, &config, POINTS).await;
+    site.person("engineer", "+8613800000001", "zh", Some("service")).await;
+    site.person("owner", "+8613800000002", "en", Some("owner")).await;
+    site.person("manager", "+8613800000003", "en", Some("manager")).await;
+    for index in 0..POINTS {
+        site.hot_rule(index, 1).await;
+    }
+    // A minute of storm: every point flips every 1.2 s, so 40 alarms are raised every 2.4 s,
+    // 1,000 faults a minute.
+    let started = tokio::time::Instant::now();
+    let mut hot = true;
+    let mut flips = 0;
+    while started.elapsed() < Duration::from_secs(60) {
+        let value = if hot { 60.0 } else { 40.0 };
+        let values: Vec<(u32, f64)> = (0..POINTS).map(|i| (i, value)).collect();
+        site.set(&values).await;
+        hot = !hot;
+        flips += 1;
+        let next = started + Duration::from_millis(1200 * flips);
+        tokio::time::sleep_until(next).await;
+    }
+    let raises: usize = site.alarms().await.iter().map(|a| a["occurrences"].as_u64().unwrap_or(0) as usize).sum();
+    println!("storm: {raises} raises of {} alarms in 60 s", POINTS);
+    assert!(raises >= 900, "the storm raised only {raises} times");
+    // Let the outbox settle.
+    wait_for("nothing left to send", Duration::from_secs(30), || async {
+        site.outbox().await.iter().all(|m| m["status"] == "sent" || m["status"] == "merged").then_some(())
+    })
+    .await;
+    let outbox = site.outbox().await;
+    // At most one message per person per incident (the repeat window is 10 minutes).
+    let mut per_incident: HashMap<(i64, i64), usize> = HashMap::new();
+    for message in &outbox {
+        *per_incident
+            .entry((message["alarm_id"].as_i64().expect("alarm"), message["person_id"].as_i64().expect("person")))
+            .or_default() += 1;
+    }
+    assert!(per_incident.values().all(|n| *n == 1), "a person paged twice for one incident: {per_incident:?}");
+    // The engineer and the owner hear of every incident; the manager's level (30 min) never came.
+    let paged = |name: &str| per_incident.keys().filter(|(_, p)| *p == site.people[name].0).count();
+    assert_eq!((paged("engineer"), paged("owner"), paged("manager")), (POINTS as usize, POINTS as usize, 0));
+    // What reached phones: one SMS per person per 5 s at most, the rest folded into digests.
+    fake.assert_no_rejections();
+    assert!(fake.duplicate_deliveries().is_empty(), "{:?}", fake.duplicate_deliveries());
+    let delivered = fake.delivered();
+    for name in ["engineer", "owner"] {
+        let phone = site.people[name].1;
+        let mut times: Vec<i64> =
+            delivered.iter().filter(|d| d.recipient == phone).map(|d| d.received_unix_ms).collect();
+        times.sort();
+        println!("{name}: {} SMS for {POINTS} incidents", times.len());
+        assert!(times.len() <= 100 / 5, "{name} got {} SMS", times.len());
+        assert!(times.windows(2).all(|w| w[1] - w[0] >= 4_900), "{name} got two SMS within 5 s: {times:?}");
+    }
+    assert!(outbox.iter().any(|m| m["status"] == "merged"), "no digest");
+    let digest = delivered
+        .iter()
+        .find(|d| d.params.as_ref().is_some_and(|p| p["unit"].as_str().is_some_and(|u| u.ends_with("alarms"))));
+    assert!(digest.is_some(), "a digest SMS: {delivered:#?}");
+}
+
+#[tokio::test]
+async fn r6_a_provider_that_times_out_then_succeeds_sends_no_duplicate() {
+    let dir = shared_temp_dir();
+    let fake = FakeProvider::aliyun(ALIYUN_KEY.0, ALIYUN_KEY.1).await;
+    let config = format!("send_timeout_s = 1\nmin_gap_s = 0\n{}", aliyun(dir.path(), &fake));
+    let mut site = Site::start(dir, &config, 1).await;
+    site.person("engineer", "+8613800000001", "zh", Some("service")).await;
+    site.person("owner", "+8613800000002", "en", Some("owner")).await;
+    site.hot_rule(0, 1).await;
+    fake.set_mode(Mode::Hang { count: 1 });
+    site.set(&[(0, 60.0)]).await;
+    let delivered = fake.wait_delivered(2, Duration::from_secs(30)).await;
+    // Give a wrongly repeated send the time to show up.
+    let settle = tokio::time::Instant::now() + Duration::from_secs(4);
+    tokio::time::sleep_until(settle).await;
+    assert_eq!(fake.counters().timed_out, 1, "{:?}", fake.counters());
+    assert_eq!(fake.delivered().len(), 2, "{delivered:#?}");
+    assert!(fake.duplicate_deliveries().is_empty());
+    fake.assert_no_rejections();
+    let outbox = site.outbox().await;
+    assert!(outbox.iter().all(|m| m["status"] == "sent"), "{outbox:#?}");
+    assert!(outbox.iter().any(|m| m["attempts"] == 2), "the hung message was retried: {outbox:#?}");
+}
+
+#[tokio::test]
+async fn r6_with_the_first_provider_down_a_critical_page_goes_out_through_the_second() {
+    let dir = shared_temp_dir();
+    let first = FakeProvider::aliyun(ALIYUN_KEY.0, ALIYUN_KEY.1).await;
+    let second = FakeProvider::twilio(TWILIO.0, TWILIO.1).await;
+    let config = format!("{}{}", aliyun(dir.path(), &first), twilio(dir.path(), &second));
+    let mut site = Site::start(dir, &config, 1).await;
+    site.person("engineer", "+8613800000001", "en", Some("service")).await;
+    site.hot_rule(0, 1).await;
+    first.set_mode(Mode::Down);
+    site.set(&[(0, 60.0)]).await;
+    let delivered = second.wait_delivered(1, Duration::from_secs(30)).await;
+    assert_eq!(delivered[0].recipient, "+8613800000001");
+    let text = delivered[0].text.clone().unwrap_or_default();
+    assert!(text.contains("G1") && text.contains("Hot p0") && text.contains("/a/"), "{text}");
+    assert!(first.counters().refused >= 1 && first.delivered().is_empty());
+    second.assert_no_rejections();
+    let outbox = site.outbox().await;
+    assert_eq!(outbox[0]["provider"], "twilio", "{outbox:#?}");
+}
+
+#[tokio::test]
+async fn an_unacknowledged_alarm_walks_the_levels_on_time_and_a_reply_stops_it_for_everyone() {
+    let dir = shared_temp_dir();
+    let fake = FakeProvider::twilio(TWILIO.0, TWILIO.1).await;
+    let config = format!("min_gap_s = 0\n{}", twilio(dir.path(), &fake));
+    let mut site = Site::start(dir, &config, 1).await;
+    let first = site.person("first", "+8613800000011", "en", Some("service")).await;
+    let second = site.person("second", "+8613800000012", "en", Some("service")).await;
+    site.person("manager", "+8613800000013", "zh", Some("manager")).await;
+    let api = site.api();
+    // First on call this day, then the service team at 4 s, the manager at 8 s, all every 10 s.
+    let start = (chrono::Utc::now() - chrono::Duration::hours(1)).to_rfc3339();
+    let (status, rotation) = api
+        .send(
+            Method::POST,
+            "/api/v1/rotations",
+            json!({"name": "team", "period_days": 1, "starts_at": start, "members": [first, second]}),
+        )
+        .await;
+    assert_eq!(status, 200, "{rotation}");
+    let policy = json!({"grades": {"1": {"levels": [
+        {"after_s": 0, "notify": ["on_call"]}, {"after_s": 4, "notify": ["service"]}, {"after_s": 8, "notify": ["manager"]}
+    ], "repeat_s": 10}}});
+    let path = format!("/api/v1/gateways/{}/paging", site.stack.gateway_id);
+    let (status, body) = api.send(Method::PUT, &path, json!({"rotation_id": rotation["id"], "policy": policy})).await;
+    assert_eq!(status, 200, "{body}");
+    site.hot_rule(0, 1).await;
+    site.set(&[(0, 60.0)]).await;
+    let delivered = fake.wait_delivered(3, Duration::from_secs(30)).await;
+    let alarm = &site.alarms().await[0];
+    let raised = raised_ms(alarm);
+    let order: Vec<(&str, i64)> =
+        delivered.iter().map(|d| (d.recipient.as_str(), d.received_unix_ms - raised)).collect();
+    println!("escalation: {order:?}");
+    let expected = [("+8613800000011", 0), ("+8613800000012", 4_000), ("+8613800000013", 8_000)];
+    for ((phone, at), (expected_phone, expected_at)) in order.iter().zip(expected) {
+        assert_eq!(*phone, expected_phone, "{order:?}");
+        assert!((expected_at - 500..=expected_at + 2_500).contains(at), "{phone} paged at {at} ms: {order:?}");
+    }
+    // The manager's message is in Chinese.
+    let manager_text = delivered[2].text.clone().unwrap_or_default();
+    assert!(manager_text.contains("级") && manager_text.contains("回复 1"), "{manager_text}");
+    // A forged reply is refused; the manager's real one acknowledges for everyone.
+    let code = manager_text.rsplit(' ').next().expect("code").to_owned();
+    let url = format!("http://{}/hooks/twilio", site.stack.http);
+    let client = reqwest::Client::new();
+    let forged = TwilioWebhook::inbound_sms(
+        &url,
+        TWILIO.0,
+        "not-the-token",
+        "+8613800000013",
+        TWILIO_FROM,
+        &format!("1 {code}"),
+    );
+    assert_eq!(forged.request(&client).send().await.expect("post").status(), 403);
+    let wrong_phone =
+        TwilioWebhook::inbound_sms(&url, TWILIO.0, TWILIO.1, "+8613800000099", TWILIO_FROM, &format!("1 {code}"));
+    let answer = wrong_phone.request(&client).send().await.expect("post").text().await.expect("body");
+    assert!(answer.contains("Unknown code"), "{answer}");
+    let reply =
+        TwilioWebhook::inbound_sms(&url, TWILIO.0, TWILIO.1, "+8613800000013", TWILIO_FROM, &format!("1 {code}"));
+    let response = reply.request(&client).send().await.expect("post");
+    assert_eq!(response.status(), 200);
+    let acknowledged = wait_for("the reply to acknowledge", Duration::from_secs(10), || async {
+        site.alarms()
+            .await
+            .into_iter()
+            .find(|a| a["acknowledged_by"].as_str().is_some_and(|by| by.starts_with("manager")))
+    })
+    .await;
+    assert_eq!(acknowledged["state"], "acknowledged");
+    // The repeat due at 18 s never comes.
+    let quiet_until = tokio::time::Instant::now()
+        + Duration::from_millis((raised + 21_000 - chrono::Utc::now().timestamp_millis()).max(0) as u64);
+    tokio::time::sleep_until(quiet_until).await;
+    assert_eq!(fake.delivered().len(), 3, "paged after the acknowledgement: {:#?}", fake.delivered());
+    fake.assert_no_rejections();
+}
+
+#[tokio::test]
+async fn an_acknowledgement_link_shows_on_get_and_acknowledges_on_post_only() {
+    let dir = shared_temp_dir();
+    // No providers: the console, with messages in the outbox.
+    let mut site = Site::start(dir, "", 1).await;
+    site.person("engineer", "+8613800000001", "en", Some("service")).await;
+    site.hot_rule(0, 2).await;
+    site.set(&[(0, 60.0)]).await;
+    let message = wait_for("the console message", Duration::from_secs(30), || async {
+        site.outbox().await.into_iter().find(|m| m["status"] == "sent")
+    })
+    .await;
+    assert_eq!(message["provider"], "console");
+    let body = message["body"].as_str().expect("body");
+    let link = body.split_whitespace().find(|w| w.contains("/a/")).expect("a link").to_owned();
+    let client = reqwest::Client::new();
+    let page = client.get(&link).send().await.expect("get");
+    assert_eq!(page.status(), 200);
+    assert!(page.text().await.expect("html").contains("Hot p0"));
+    assert!(site.alarms().await[0]["acknowledged_at"].is_null(), "a GET must not acknowledge");
+    let tampered = link.replacen("/a/", "/a/9", 1);
+    assert_eq!(client.post(&tampered).send().await.expect("post").status(), 403);
+    assert_eq!(client.post(&link).send().await.expect("post").status(), 200);
+    let alarm = &site.alarms().await[0];
+    assert_eq!(alarm["acknowledged_by"], "engineer (link)");
+}
+
+#[tokio::test]
+async fn tencent_and_the_signed_webhook_pass_their_providers_checks() {
+    let dir = shared_temp_dir();
+    let tencent = FakeProvider::tencent("AKIDtest", "tencent-test-key", "1400000001").await;
+    let webhook = FakeProvider::webhook("webhook-test-secret").await;
+    std::fs::write(dir.path().join("tencent.secret"), "tencent-test-key").expect("write");
+    std::fs::write(dir.path().join("webhook.secret"), "webhook-test-secret").expect("write");
+    let config = format!(
+        "min_gap_s = 0\n[[providers]]\nkind = \"tencent\"\nendpoint = \"{}\"\nsecret_id = \"AKIDtest\"\nsecret_key_file = \"{}\"\nsdk_app_id = \"1400000001\"\nsign_name = \"Chillcloud\"\ntemplate_id = \"100001\"\n\
+         [[providers]]\nkind = \"webhook\"\nurl = \"{}/chillcloud\"\nsecret_file = \"{}\"\n",
+        tencent.url(),
+        dir.path().join("tencent.secret").display(),
+        webhook.url(),
+        dir.path().join("webhook.secret").display(),
+    );
+    let mut site = Site::start(dir, &config, 2).await;
+    site.person("engineer", "+8613800000001", "zh", Some("service")).await;
+    site.hot_rule(0, 2).await;
+    site.hot_rule(1, 2).await;
+    site.set(&[(0, 60.0)]).await;
+    let delivered = tencent.wait_delivered(1, Duration::from_secs(30)).await;
+    assert_eq!(delivered[0].recipient, "+8613800000001");
+    let params = delivered[0].params.clone().expect("template parameters");
+    assert_eq!(params[0], "2", "grade first: {params}");
+    tencent.assert_no_rejections();
+    // Tencent refusing, the next alarm goes to the webhook, signed.
+    tencent.set_mode(Mode::Fail);
+    site.set(&[(1, 60.0)]).await;
+    let hooked = webhook.wait_delivered(1, Duration::from_secs(30)).await;
+    assert!(hooked[0].text.as_deref().is_some_and(|t| t.contains("Hot p1") || t.contains("p1 过热")), "{hooked:#?}");
+    webhook.assert_no_rejections();
+}
