@@ -80,12 +80,14 @@ pub fn router(state: AppState) -> Router {
         .route("/points/{point_id}/history", get(point_history))
         .merge(crate::alarms::api::routes())
         .merge(crate::paging::api::routes())
+        .merge(crate::tickets::routes())
         .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
     Router::new()
         .route("/health", get(health))
         .route("/metrics", get(metrics))
         .nest("/api/v1", api)
         .merge(crate::paging::api::public_routes())
+        .merge(crate::tickets::public_routes())
         .with_state(state)
 }
 

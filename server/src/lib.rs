@@ -9,6 +9,7 @@ pub mod ingest;
 pub mod metrics;
 pub mod paging;
 pub mod store;
+pub mod tickets;
 pub mod timescale;
 
 use std::{net::SocketAddr, path::PathBuf, sync::Arc, time::Duration};

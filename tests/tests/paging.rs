@@ -354,3 +354,112 @@ async fn tencent_and_the_signed_webhook_pass_their_providers_checks() {
     assert!(hooked[0].text.as_deref().is_some_and(|t| t.contains("Hot p1") || t.contains("p1 过热")), "{hooked:#?}");
     webhook.assert_no_rejections();
 }
+
+#[tokio::test]
+async fn a_critical_alarm_opens_a_ticket_whose_breached_clock_escalates_and_closing_asks_the_owner() {
+    let dir = shared_temp_dir();
+    let fake = FakeProvider::twilio(TWILIO.0, TWILIO.1).await;
+    // Ticket clocks at a thousandth: the 1 h response clock of grade 1 is 3.6 s.
+    let config = format!("min_gap_s = 0\nticket_clock_scale = 0.001\n{}", twilio(dir.path(), &fake));
+    let mut site = Site::start(dir, &config, 2).await;
+    let engineer = site.person("engineer", "+8613800000021", "en", Some("service")).await;
+    site.person("owner", "+8613800000022", "zh", Some("owner")).await;
+    site.person("manager", "+8613800000023", "en", Some("manager")).await;
+    site.hot_rule(0, 1).await;
+    site.hot_rule(1, 3).await;
+    site.set(&[(0, 60.0), (1, 60.0)]).await;
+    let api = site.api();
+    let ticket = wait_for("a ticket for the grade-1 alarm", Duration::from_secs(30), || async {
+        api.get("/api/v1/tickets").await?.as_array()?.first().cloned()
+    })
+    .await;
+    let id = ticket["id"].as_i64().expect("id");
+    let time = |field: &str| chrono::DateTime::parse_from_rfc3339(ticket[field].as_str().expect(field)).expect("time");
+    assert_eq!((time("respond_by") - time("opened_at")).num_milliseconds(), 3_600, "grade 1 responds within 1 h");
+    assert_eq!(
+        (time("escalate_by") - time("opened_at")).num_milliseconds(),
+        7_200,
+        "and passes to the maker within 2 h"
+    );
+    // The response clock runs out: the manager is paged about the ticket.
+    let breach = wait_for("the manager paged about the breach", Duration::from_secs(30), || async {
+        fake.delivered()
+            .into_iter()
+            .find(|d| d.recipient == "+8613800000023" && d.text.as_deref().is_some_and(|t| t.contains("ticket")))
+    })
+    .await;
+    assert!(
+        breach.text.as_deref().is_some_and(|t| t.contains(&format!("#{id}")) && t.contains("response")),
+        "{breach:?}"
+    );
+    let breached = api.get(&format!("/api/v1/tickets/{id}")).await.expect("ticket");
+    assert!(breached["ticket"]["breached"].as_array().is_some_and(|b| b.contains(&json!("respond"))), "{breached}");
+    // The job: assign, triage for a visit with parts, respond, on site, a note, resolve, close.
+    let act = |action: &'static str, body: Value| {
+        let api = site.api();
+        async move {
+            let (status, answer) = api.send(Method::POST, &format!("/api/v1/tickets/{id}/{action}"), body).await;
+            assert_eq!(status, 200, "{action}: {answer}");
+            answer
+        }
+    };
+    act("assign", json!({"person_id": engineer})).await;
+    act("triage", json!({"triage": "site_visit", "parts": ["expansion valve", "refrigerant R-134a 5 kg"]})).await;
+    act("respond", json!({"comment": "called the duty staff"})).await;
+    act("on_site", json!({})).await;
+    act("note", json!({"comment": "valve stuck", "data": {"superheat_k": 14.2}})).await;
+    let (status, _) = api.send(Method::POST, &format!("/api/v1/tickets/{id}/close"), json!({})).await;
+    assert_eq!(status, 409, "closing before resolving");
+    act("resolve", json!({"comment": "valve replaced"})).await;
+    let closed = act("close", json!({})).await;
+    assert_eq!(closed["status"], "closed");
+    // The owner is asked for a score, in Chinese, and answers 4 by SMS.
+    let question = wait_for("the satisfaction question", Duration::from_secs(30), || async {
+        fake.delivered()
+            .into_iter()
+            .find(|d| d.recipient == "+8613800000022" && d.text.as_deref().is_some_and(|t| t.contains("评分")))
+    })
+    .await;
+    let text = question.text.expect("text");
+    let code =
+        text.split_whitespace().skip_while(|w| *w != "1-5").nth(1).expect("code").trim_end_matches('，').to_owned();
+    let url = format!("http://{}/hooks/twilio", site.stack.http);
+    let reply =
+        TwilioWebhook::inbound_sms(&url, TWILIO.0, TWILIO.1, "+8613800000022", TWILIO_FROM, &format!("4 {code}"));
+    assert_eq!(reply.request(&reqwest::Client::new()).send().await.expect("reply").status(), 200);
+    let done = wait_for("the score recorded", Duration::from_secs(10), || async {
+        api.get(&format!("/api/v1/tickets/{id}")).await.filter(|t| t["ticket"]["satisfaction"] == 4)
+    })
+    .await;
+    let kinds: Vec<&str> =
+        done["events"].as_array().expect("events").iter().map(|e| e["kind"].as_str().expect("kind")).collect();
+    for kind in
+        ["opened", "breached", "assigned", "triaged", "responded", "on_site", "note", "resolved", "closed", "feedback"]
+    {
+        assert!(kinds.contains(&kind), "{kind} missing from {kinds:?}");
+    }
+    assert_eq!(done["ticket"]["parts"], json!(["expansion valve", "refrigerant R-134a 5 kg"]));
+    // The grade-3 alarm opened no ticket; one opened by hand is there too.
+    assert_eq!(api.get("/api/v1/tickets?state=all").await.expect("tickets").as_array().map(Vec::len), Some(1));
+    let (status, by_hand) = api
+        .send(
+            Method::POST,
+            "/api/v1/tickets",
+            json!({"gateway_id": site.stack.gateway_id, "grade": 3, "title": "annual service"}),
+        )
+        .await;
+    assert_eq!(status, 200, "{by_hand}");
+    let metrics = api.get("/api/v1/tickets/metrics").await.expect("metrics");
+    let row = &metrics[0];
+    assert_eq!(
+        (row["group"].as_str(), row["tickets"].as_i64(), row["satisfaction"].as_f64()),
+        (Some("gw-stack"), Some(2), Some(4.0)),
+        "{metrics}"
+    );
+    assert_eq!(
+        row["responded_within_target"].as_f64(),
+        Some(0.0),
+        "the breached ticket counts against the target: {metrics}"
+    );
+    fake.assert_no_rejections();
+}

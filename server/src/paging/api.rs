@@ -334,7 +334,7 @@ async fn grant(state: &AppState, token: &str) -> Result<(links::Grant, String, S
     let row: Option<(String, String)> = sqlx::query_as(
         "select a.title || ': ' || a.message, p.name from alarms a, people p where a.id = $1 and p.id = $2",
     )
-    .bind(grant.alarm_id)
+    .bind(grant.subject)
     .bind(grant.person_id)
     .fetch_optional(&state.pool)
     .await
@@ -347,7 +347,7 @@ async fn grant(state: &AppState, token: &str) -> Result<(links::Grant, String, S
 async fn link_page(State(state): State<AppState>, Path(token): Path<String>) -> Response {
     match grant(&state, &token).await {
         Ok((grant, alarm, _)) => {
-            page(StatusCode::OK, &format!("Alarm {}", grant.alarm_id), &alarm, Some(&format!("/a/{token}")))
+            page(StatusCode::OK, &format!("Alarm {}", grant.subject), &alarm, Some(&format!("/a/{token}")))
         }
         Err(response) => response,
     }
@@ -358,7 +358,7 @@ async fn link_acknowledge(State(state): State<AppState>, Path(token): Path<Strin
         Ok(found) => found,
         Err(response) => return response,
     };
-    match alarm_db::acknowledge(&state.pool, grant.alarm_id, &format!("{person} (link)"), "").await {
+    match alarm_db::acknowledge(&state.pool, grant.subject, &format!("{person} (link)"), "").await {
         Ok(Some(event)) => {
             state.alarms.announce(event);
             page(StatusCode::OK, "Acknowledged / 已确认", &alarm, None)
@@ -369,7 +369,8 @@ async fn link_acknowledge(State(state): State<AppState>, Path(token): Path<Strin
 }
 
 /// Twilio's inbound SMS webhook: `1 <code>` acknowledges the message's alarm (or all of a
-/// digest's), `2 <code>` too, noted as resolved. Only requests bearing Twilio's signature for
+/// digest's), `2 <code>` too, noted as resolved; `<1 to 5> <code>` answers a ticket's
+/// satisfaction question. Only requests bearing Twilio's signature for
 /// this URL are taken, and only replies from the number the code was sent to.
 async fn twilio_reply(
     State(state): State<AppState>,
@@ -395,29 +396,53 @@ async fn twilio_reply(
             .into_response()
     };
     let mut words = body.split_whitespace();
-    let (Some(action @ ("1" | "2")), Some(code)) = (words.next(), words.next()) else {
+    let (Some(number), Some(code)) = (words.next().and_then(|w| w.parse::<i16>().ok()), words.next()) else {
         state.metrics.replies_refused.inc();
         return twiml("Reply 1 <code> to acknowledge, 2 <code> when resolved.");
     };
     let code = code.to_uppercase();
-    let found: sqlx::Result<Vec<(i64, String)>> = sqlx::query_as(
-        "select m.alarm_id, p.name from outbox o join outbox m on m.id = o.id or m.merged_into = o.id
+    // The message the code was sent in (and, for a digest, the messages folded into it).
+    /// Alarm or ticket, and the person's name.
+    type Found = (Option<i64>, Option<i64>, String);
+    let found: sqlx::Result<Vec<Found>> = sqlx::query_as(
+        "select m.alarm_id, m.ticket_id, p.name from outbox o join outbox m on m.id = o.id or m.merged_into = o.id
          join people p on p.id = o.person_id
-         where o.reply_code = $1 and o.address = $2 and m.alarm_id is not null",
+         where o.reply_code = $1 and o.address = $2",
     )
     .bind(&code)
     .bind(&from)
     .fetch_all(&state.pool)
     .await;
-    let alarms = match found {
-        Ok(alarms) if !alarms.is_empty() => alarms,
+    let found = match found {
+        Ok(found) if !found.is_empty() => found,
         Ok(_) => {
             state.metrics.replies_refused.inc();
             return twiml("Unknown code.");
         }
         Err(_) => return StatusCode::SERVICE_UNAVAILABLE.into_response(),
     };
-    let comment = if action == "2" { "resolved (SMS reply)" } else { "SMS reply" };
+    // A satisfaction question: the number is the score.
+    if let [(None, Some(ticket), person)] = found.as_slice() {
+        if !(1..=5).contains(&number) {
+            state.metrics.replies_refused.inc();
+            return twiml("Reply with a score from 1 to 5 and the code.");
+        }
+        return match crate::tickets::record_satisfaction(&state.pool, *ticket, number, &format!("{person} (SMS)")).await
+        {
+            Ok(_) => {
+                state.metrics.replies_accepted.inc();
+                twiml("Thank you for your feedback.")
+            }
+            Err(_) => StatusCode::SERVICE_UNAVAILABLE.into_response(),
+        };
+    }
+    if !(1..=2).contains(&number) {
+        state.metrics.replies_refused.inc();
+        return twiml("Reply 1 <code> to acknowledge, 2 <code> when resolved.");
+    }
+    let alarms: Vec<(i64, String)> =
+        found.into_iter().filter_map(|(alarm, _, person)| Some((alarm?, person))).collect();
+    let comment = if number == 2 { "resolved (SMS reply)" } else { "SMS reply" };
     for (alarm_id, person) in &alarms {
         match alarm_db::acknowledge(&state.pool, *alarm_id, &format!("{person} (SMS)"), comment).await {
             Ok(Some(event)) => state.alarms.announce(event),

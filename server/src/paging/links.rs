@@ -1,6 +1,7 @@
-//! Signed links: acknowledge an alarm from a phone without signing in. A link names one alarm,
-//! one person and one purpose, and expires; it is an HMAC-SHA256 over those, keyed by the
-//! server's secret, so nothing is stored and nothing else can be done with it.
+//! Signed links: acknowledge an alarm, or score a closed ticket, from a phone without signing
+//! in. A link names one subject (the alarm or the ticket), one person and one purpose, and
+//! expires; it is an HMAC-SHA256 over those, keyed by the server's secret, so nothing is stored
+//! and nothing else can be done with it.
 
 use base64::{Engine as _, engine::general_purpose::URL_SAFE_NO_PAD};
 use hmac::{Hmac, KeyInit, Mac};
@@ -11,12 +12,15 @@ use sha2::Sha256;
 pub enum Purpose {
     /// Acknowledge the alarm.
     Acknowledge,
+    /// Score the closed ticket.
+    Feedback,
 }
 
 impl Purpose {
     fn tag(self) -> &'static str {
         match self {
             Purpose::Acknowledge => "ack",
+            Purpose::Feedback => "feedback",
         }
     }
 }
@@ -24,8 +28,8 @@ impl Purpose {
 /// A verified link's content.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Grant {
-    /// The alarm.
-    pub alarm_id: i64,
+    /// The alarm (acknowledge) or the ticket (feedback).
+    pub subject: i64,
     /// Who the link was sent to.
     pub person_id: i64,
     /// Unix seconds after which it is refused.
@@ -51,20 +55,20 @@ fn mac(secret: &[u8], payload: &str) -> Vec<u8> {
 
 /// Makes the token of a link.
 pub fn sign(secret: &[u8], purpose: Purpose, grant: &Grant) -> String {
-    let payload = format!("{}.{}.{}.{}", purpose.tag(), grant.alarm_id, grant.person_id, grant.expires);
+    let payload = format!("{}.{}.{}.{}", purpose.tag(), grant.subject, grant.person_id, grant.expires);
     // 16 bytes of MAC keep the link short enough for an SMS and are far beyond guessing.
     let tag = URL_SAFE_NO_PAD.encode(&mac(secret, &payload)[..16]);
-    format!("{}.{}.{}.{tag}", grant.alarm_id, grant.person_id, grant.expires)
+    format!("{}.{}.{}.{tag}", grant.subject, grant.person_id, grant.expires)
 }
 
 /// Checks a token for `purpose` at `now` (unix seconds).
 pub fn verify(secret: &[u8], purpose: Purpose, token: &str, now: i64) -> Result<Grant, LinkError> {
     let mut parts = token.split('.');
     let mut number = || parts.next().and_then(|p| p.parse::<i64>().ok()).ok_or(LinkError::Invalid);
-    let grant = Grant { alarm_id: number()?, person_id: number()?, expires: number()? };
+    let grant = Grant { subject: number()?, person_id: number()?, expires: number()? };
     let tag = token.rsplit('.').next().ok_or(LinkError::Invalid)?;
     let given = URL_SAFE_NO_PAD.decode(tag).map_err(|_| LinkError::Invalid)?;
-    let payload = format!("{}.{}.{}.{}", purpose.tag(), grant.alarm_id, grant.person_id, grant.expires);
+    let payload = format!("{}.{}.{}.{}", purpose.tag(), grant.subject, grant.person_id, grant.expires);
     let expected = &mac(secret, &payload)[..16];
     let same = given.len() == expected.len() && given.iter().zip(expected).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0;
     if !same || token.split('.').count() != 4 {
@@ -82,7 +86,7 @@ mod tests {
 
     #[test]
     fn a_link_works_for_its_alarm_until_it_expires_and_not_altered() {
-        let grant = Grant { alarm_id: 42, person_id: 7, expires: 1_000 };
+        let grant = Grant { subject: 42, person_id: 7, expires: 1_000 };
         let token = sign(b"secret", Purpose::Acknowledge, &grant);
         assert_eq!(verify(b"secret", Purpose::Acknowledge, &token, 999), Ok(grant));
         assert_eq!(verify(b"secret", Purpose::Acknowledge, &token, 1_001), Err(LinkError::Expired));

@@ -45,6 +45,10 @@ pub struct PagingFile {
     pub policies: Policies,
     /// How long acknowledgement links work, hours (default 24).
     pub link_hours: Option<f64>,
+    /// Grades whose alarms open a service ticket by themselves (default 1 and 2).
+    pub auto_open_grades: Option<Vec<i16>>,
+    /// Ticket clocks times this (default 1; below 1 only for drills and tests).
+    pub ticket_clock_scale: Option<f64>,
 }
 
 /// Paging as the server runs it.
@@ -64,6 +68,10 @@ pub struct Paging {
     pub link_ttl: Duration,
     /// Woken when messages are enqueued.
     pub wake: Arc<Notify>,
+    /// Grades whose alarms open a ticket.
+    pub auto_open_grades: Vec<i16>,
+    /// Ticket clocks times this.
+    pub ticket_clock_scale: f64,
 }
 
 impl Paging {
@@ -104,6 +112,8 @@ impl Paging {
             public_url: public_url.trim_end_matches('/').to_owned(),
             link_ttl: Duration::from_secs_f64(config.link_hours.unwrap_or(24.0) * 3600.0),
             wake: Arc::new(Notify::new()),
+            auto_open_grades: config.auto_open_grades.unwrap_or_else(|| vec![1, 2]),
+            ticket_clock_scale: config.ticket_clock_scale.unwrap_or(1.0).clamp(1e-6, 1.0),
         })
     }
 }
@@ -133,17 +143,18 @@ pub async fn run(pool: PgPool, paging: Paging, alarms: Alarms, shutdown: Cancell
     let _ = sender.await;
 }
 
-/// Reads new alarm events, then escalates what is due.
+/// Reads new alarm events, then escalates what is due and checks ticket clocks.
 async fn step(pool: &PgPool, paging: &Paging) -> sqlx::Result<()> {
-    read_events(pool).await?;
-    if escalate(pool, paging).await? > 0 {
+    read_events(pool, paging).await?;
+    if escalate(pool, paging).await? + crate::tickets::check_breaches(pool).await? > 0 {
         paging.wake.notify_one();
     }
     Ok(())
 }
 
-/// Opens, resumes or stops incidents from the alarm events after the cursor.
-async fn read_events(pool: &PgPool) -> sqlx::Result<()> {
+/// Opens, resumes or stops incidents from the alarm events after the cursor, and opens the
+/// tickets of new alarms of the grades that get one.
+async fn read_events(pool: &PgPool, paging: &Paging) -> sqlx::Result<()> {
     let mut tx = pool.begin().await?;
     let cursor: i64 =
         sqlx::query_scalar("select last_event_id from paging_cursor for update").fetch_one(&mut *tx).await?;
@@ -155,7 +166,11 @@ async fn read_events(pool: &PgPool) -> sqlx::Result<()> {
     .fetch_all(&mut *tx)
     .await?;
     let Some(last) = events.last().map(|e| e.0) else { return Ok(()) };
+    let mut new_alarms = Vec::new();
     for (_, alarm_id, kind, notify, grade) in events {
+        if kind == "raised" && paging.auto_open_grades.contains(&grade) {
+            new_alarms.push(alarm_id);
+        }
         match kind.as_str() {
             "raised" | "reraised" | "regraded" if notify => {
                 // A raise opens the incident; a raise again or a worse grade resumes it.
@@ -185,7 +200,12 @@ async fn read_events(pool: &PgPool) -> sqlx::Result<()> {
         }
     }
     sqlx::query("update paging_cursor set last_event_id = $1").bind(last).execute(&mut *tx).await?;
-    tx.commit().await
+    tx.commit().await?;
+    // Once per alarm (the ticket's unique alarm_id), so reading the events again is harmless.
+    for alarm_id in new_alarms {
+        crate::tickets::open_for_alarm(pool, alarm_id, paging.ticket_clock_scale).await?;
+    }
+    Ok(())
 }
 
 #[derive(Debug, sqlx::FromRow)]
@@ -346,7 +366,7 @@ async fn on_call(pool: &PgPool, rotation: Option<i64>, now: DateTime<Utc>) -> sq
 }
 
 /// A reply code: five characters nobody confuses on a phone (no 0/O, 1/I).
-fn reply_code() -> String {
+pub(crate) fn reply_code() -> String {
     const ALPHABET: &[u8] = b"ABCDEFGHJKLMNPQRSTUVWXYZ23456789";
     (0..5).map(|_| ALPHABET[rand::random_range(0..ALPHABET.len())] as char).collect()
 }
@@ -363,7 +383,7 @@ fn render(
     now: DateTime<Utc>,
 ) -> outbox::NewMessage {
     let grant = links::Grant {
-        alarm_id: incident.alarm_id,
+        subject: incident.alarm_id,
         person_id,
         expires: now.timestamp() + paging.link_ttl.as_secs() as i64,
     };
@@ -384,7 +404,8 @@ fn render(
     };
     outbox::NewMessage {
         idempotency_key: format!("alarm-{}-step-{step}-person-{person_id}", incident.alarm_id),
-        alarm_id: incident.alarm_id,
+        alarm_id: Some(incident.alarm_id),
+        ticket_id: None,
         person_id,
         address: phone.to_owned(),
         language: if zh { "zh".into() } else { "en".into() },
@@ -397,6 +418,6 @@ fn render(
             "code": code,
         }),
         body,
-        reply_code: code,
+        reply_code: Some(code),
     }
 }

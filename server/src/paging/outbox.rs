@@ -52,7 +52,9 @@ pub struct NewMessage {
     /// Unique: enqueueing the same key again does nothing.
     pub idempotency_key: String,
     /// The alarm it is about.
-    pub alarm_id: i64,
+    pub alarm_id: Option<i64>,
+    /// Or the ticket.
+    pub ticket_id: Option<i64>,
     /// The person.
     pub person_id: i64,
     /// Their phone number.
@@ -63,15 +65,16 @@ pub struct NewMessage {
     pub params: Value,
     /// The rendered text.
     pub body: String,
-    /// The code a reply quotes.
-    pub reply_code: String,
+    /// The code a reply quotes, when a reply means something.
+    pub reply_code: Option<String>,
 }
 
 /// Writes a message to the outbox; `false` if its key was enqueued before.
 pub async fn enqueue(pool: &PgPool, message: &NewMessage) -> sqlx::Result<bool> {
     let inserted = sqlx::query(
-        "insert into outbox (idempotency_key, alarm_id, person_id, channel, address, language, params, body, reply_code)
-         values ($1, $2, $3, 'sms', $4, $5, $6, $7, $8) on conflict (idempotency_key) do nothing",
+        "insert into outbox (idempotency_key, alarm_id, ticket_id, person_id, channel, address, language, params, body,
+             reply_code)
+         values ($1, $2, $9, $3, 'sms', $4, $5, $6, $7, $8) on conflict (idempotency_key) do nothing",
     )
     .bind(&message.idempotency_key)
     .bind(message.alarm_id)
@@ -81,6 +84,7 @@ pub async fn enqueue(pool: &PgPool, message: &NewMessage) -> sqlx::Result<bool> 
     .bind(&message.params)
     .bind(&message.body)
     .bind(&message.reply_code)
+    .bind(message.ticket_id)
     .execute(pool)
     .await?
     .rows_affected();
