@@ -158,6 +158,21 @@ pub async fn run_clock(plant: SharedPlant, speed: f64) {
     }
 }
 
+/// Each unit's leaving-water temperature as its input register reads (so a stuck or open sensor
+/// shows here too), in Prometheus' text format: the value benchmark P6 has Prometheus watch.
+fn prometheus_text(plant: &SharedPlant) -> String {
+    let mut text = String::from(
+        "# HELP chiller_evap_leaving_celsius Evaporator leaving water temperature\n# TYPE chiller_evap_leaving_celsius gauge\n",
+    );
+    for chiller in &plant.lock().chillers {
+        if let Ok(registers) = chiller.input_registers(4, 1) {
+            let celsius = f64::from(registers[0] as i16) / 10.0;
+            text.push_str(&format!("chiller_evap_leaving_celsius{{unit=\"{}\"}} {celsius}\n", chiller.unit_id));
+        }
+    }
+    text
+}
+
 #[derive(Deserialize)]
 struct SetpointBody {
     celsius: f64,
@@ -180,6 +195,7 @@ fn unit<T>(plant: &SharedPlant, unit_id: u8, f: impl FnOnce(&mut Chiller) -> T) 
 }
 
 /// The control interface: `GET /units`, `GET /units/{id}`, `GET /stats` (Modbus requests served),
+/// `GET /metrics` (each unit's leaving-water reading for Prometheus, as its register shows it),
 /// and `PUT /units/{id}/scenario`
 /// (`{"scenario": "trip", "code": 47}`), `/setpoint` (`{"celsius": 6.5}`), `/enabled`.
 ///
@@ -195,6 +211,7 @@ pub fn control_router(plant: SharedPlant) -> Router {
                 Json(serde_json::json!({ "modbus_requests": plant.lock().requests }))
             }),
         )
+        .route("/metrics", get(|State(plant): State<SharedPlant>| async move { prometheus_text(&plant) }))
         .route(
             "/units/{unit_id}",
             get(|State(plant): State<SharedPlant>, Path(id): Path<u8>| async move { unit(&plant, id, |_| ()) }),
