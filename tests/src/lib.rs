@@ -4,3 +4,4 @@
 pub mod harness;
 pub mod providers;
 pub mod sim;
+pub mod smtp;

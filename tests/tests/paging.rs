@@ -463,3 +463,41 @@ async fn a_critical_alarm_opens_a_ticket_whose_breached_clock_escalates_and_clos
     );
     fake.assert_no_rejections();
 }
+
+#[tokio::test]
+async fn people_with_an_address_are_also_paged_by_email() {
+    let dir = shared_temp_dir();
+    let fake = FakeProvider::twilio(TWILIO.0, TWILIO.1).await;
+    let smtp = chillcloud_tests::smtp::SmtpSink::start().await;
+    let config = format!(
+        "min_gap_s = 0\n{}[email]\nhost = \"127.0.0.1\"\nport = {}\nsecurity = \"none\"\nfrom = \"Chillcloud <alarms@example.com>\"\n",
+        twilio(dir.path(), &fake),
+        smtp.port
+    );
+    let mut site = Site::start(dir, &config, 1).await;
+    let (status, person) = site
+        .api()
+        .send(
+            Method::POST,
+            "/api/v1/people",
+            json!({"name": "engineer", "phone": "+8613800000031", "email": "eng@example.com"}),
+        )
+        .await;
+    assert_eq!(status, 200, "{person}");
+    let path = format!("/api/v1/gateways/{}/contacts", site.stack.gateway_id);
+    let (status, body) =
+        site.api().send(Method::POST, &path, json!({"person_id": person["id"], "role": "service"})).await;
+    assert_eq!(status, 200, "{body}");
+    site.hot_rule(0, 1).await;
+    site.set(&[(0, 60.0)]).await;
+    let mails = smtp.wait_for(1, Duration::from_secs(30)).await;
+    assert_eq!(mails[0].to, ["eng@example.com"]);
+    assert_eq!(mails[0].from, "alarms@example.com");
+    assert!(mails[0].data.contains("Subject: Chillcloud G1 chiller-1@gw-stack: Hot p0"), "{}", mails[0].data);
+    assert!(mails[0].data.contains("/a/"), "the acknowledgement link: {}", mails[0].data);
+    // The SMS goes out too.
+    fake.wait_delivered(1, Duration::from_secs(30)).await;
+    let outbox = site.outbox().await;
+    assert_eq!(outbox.len(), 2, "{outbox:#?}");
+    assert!(outbox.iter().any(|m| m["provider"] == "smtp") && outbox.iter().any(|m| m["provider"] == "twilio"));
+}

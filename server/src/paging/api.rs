@@ -71,6 +71,9 @@ async fn add_person(State(state): State<AppState>, Json(person): Json<Person>) -
             return Err(ApiError::BadRequest(format!("phone {phone:?}: use E.164, for example +8613800138000")));
         }
     }
+    if person.email.as_deref().is_some_and(|e| e.parse::<lettre::Address>().is_err()) {
+        return Err(ApiError::BadRequest("email is not an e-mail address".into()));
+    }
     if !["en", "zh"].contains(&person.language.as_str()) {
         return Err(ApiError::BadRequest("language is en or zh".into()));
     }

@@ -8,6 +8,7 @@
 //! signed link, or an SMS reply quoting the message's code) stops the incident for everyone.
 
 pub mod api;
+pub mod email;
 pub mod links;
 pub mod outbox;
 pub mod policy;
@@ -49,6 +50,8 @@ pub struct PagingFile {
     pub auto_open_grades: Option<Vec<i16>>,
     /// Ticket clocks times this (default 1; below 1 only for drills and tests).
     pub ticket_clock_scale: Option<f64>,
+    /// E-mail beside SMS, for people with an address.
+    pub email: Option<email::EmailConfig>,
 }
 
 /// Paging as the server runs it.
@@ -72,6 +75,8 @@ pub struct Paging {
     pub auto_open_grades: Vec<i16>,
     /// Ticket clocks times this.
     pub ticket_clock_scale: f64,
+    /// The SMTP sender, if e-mail is configured.
+    pub email: Option<Arc<email::Email>>,
 }
 
 impl Paging {
@@ -114,6 +119,7 @@ impl Paging {
             wake: Arc::new(Notify::new()),
             auto_open_grades: config.auto_open_grades.unwrap_or_else(|| vec![1, 2]),
             ticket_clock_scale: config.ticket_clock_scale.unwrap_or(1.0).clamp(1e-6, 1.0),
+            email: config.email.as_ref().map(email::Email::load).transpose()?.map(Arc::new),
         })
     }
 }
@@ -124,6 +130,7 @@ pub async fn run(pool: PgPool, paging: Paging, alarms: Alarms, shutdown: Cancell
     let sender = tokio::spawn(outbox::run(
         pool.clone(),
         paging.providers.clone(),
+        paging.email.clone(),
         client,
         paging.limits,
         paging.wake.clone(),
@@ -265,7 +272,7 @@ async fn escalate(pool: &PgPool, paging: &Paging) -> sqlx::Result<usize> {
         let people = recipients(pool, &incident, &audience, now).await?;
         // Not twice to one person for one incident within the repeat window.
         let window_s = policy.repeat_s.unwrap_or(1e9);
-        for (person_id, name, phone, language) in people {
+        for (person_id, name, phone, mail, language) in people {
             let recent: bool = sqlx::query_scalar(
                 "select exists (select 1 from outbox where alarm_id = $1 and person_id = $2
                                 and created_at > now() - make_interval(secs => $3::double precision))",
@@ -278,13 +285,23 @@ async fn escalate(pool: &PgPool, paging: &Paging) -> sqlx::Result<usize> {
             if recent {
                 continue;
             }
-            let Some(phone) = phone else {
-                debug!(person_id, name, "no phone number; not paged");
-                continue;
-            };
-            let message = render(paging, &incident, person_id, &phone, &language, last_step, now);
-            if outbox::enqueue(pool, &message).await? {
-                enqueued += 1;
+            if phone.is_none() && mail.is_none() {
+                debug!(person_id, name, "no phone number or e-mail address; not paged");
+            }
+            if let Some(phone) = phone {
+                let message = render(paging, &incident, person_id, &phone, &language, last_step, now);
+                if outbox::enqueue(pool, &message).await? {
+                    enqueued += 1;
+                }
+            }
+            if let (Some(address), Some(_)) = (mail, &paging.email) {
+                let mut message = render(paging, &incident, person_id, &address, &language, last_step, now);
+                message.channel = "email";
+                message.idempotency_key.push_str("-email");
+                message.reply_code = None;
+                if outbox::enqueue(pool, &message).await? {
+                    enqueued += 1;
+                }
             }
         }
         sqlx::query("update incidents set steps_done = $2, next_at = $3 where alarm_id = $1")
@@ -306,7 +323,7 @@ async fn recipients(
     incident: &Due,
     audience: &[Audience],
     now: DateTime<Utc>,
-) -> sqlx::Result<Vec<(i64, String, Option<String>, String)>> {
+) -> sqlx::Result<Vec<(i64, String, Option<String>, Option<String>, String)>> {
     let mut ids: Vec<i64> = Vec::new();
     for who in audience {
         let found: Vec<i64> = match who {
@@ -325,7 +342,7 @@ async fn recipients(
             }
         }
     }
-    sqlx::query_as("select id, name, phone, language from people where id = any($1) order by id")
+    sqlx::query_as("select id, name, phone, email, language from people where id = any($1) order by id")
         .bind(&ids)
         .fetch_all(pool)
         .await
@@ -407,6 +424,7 @@ fn render(
         alarm_id: Some(incident.alarm_id),
         ticket_id: None,
         person_id,
+        channel: "sms",
         address: phone.to_owned(),
         language: if zh { "zh".into() } else { "en".into() },
         params: json!({

@@ -4,7 +4,9 @@
 //! and `per_day` a day (providers cap a number at a few dozen a day): what waits meanwhile is
 //! sent as one digest. Providers are tried in order; one that refuses or cannot be reached is
 //! skipped at once for the next, while one that times out (it may have sent) is retried with
-//! the same idempotency key before the next is tried.
+//! the same key before the next is tried. The key travels to the provider (Aliyun `OutId`,
+//! Tencent `SessionContext`, Twilio's idempotency header) but none documents deduplicating by
+//! it: a timeout after a real send can still mean a second copy.
 
 use std::{sync::Arc, time::Duration};
 
@@ -14,7 +16,10 @@ use sqlx::PgPool;
 use tokio::sync::Notify;
 use tracing::{debug, info, warn};
 
-use super::providers::{Outgoing, Provider, SendError};
+use super::{
+    email::Email,
+    providers::{Outgoing, Provider, SendError},
+};
 
 /// Per-recipient limits.
 #[derive(Debug, Clone, Copy)]
@@ -57,7 +62,9 @@ pub struct NewMessage {
     pub ticket_id: Option<i64>,
     /// The person.
     pub person_id: i64,
-    /// Their phone number.
+    /// `sms` or `email`.
+    pub channel: &'static str,
+    /// Their phone number or e-mail address.
     pub address: String,
     /// `en` or `zh`.
     pub language: String,
@@ -74,7 +81,7 @@ pub async fn enqueue(pool: &PgPool, message: &NewMessage) -> sqlx::Result<bool> 
     let inserted = sqlx::query(
         "insert into outbox (idempotency_key, alarm_id, ticket_id, person_id, channel, address, language, params, body,
              reply_code)
-         values ($1, $2, $9, $3, 'sms', $4, $5, $6, $7, $8) on conflict (idempotency_key) do nothing",
+         values ($1, $2, $9, $3, $10, $4, $5, $6, $7, $8) on conflict (idempotency_key) do nothing",
     )
     .bind(&message.idempotency_key)
     .bind(message.alarm_id)
@@ -85,6 +92,7 @@ pub async fn enqueue(pool: &PgPool, message: &NewMessage) -> sqlx::Result<bool> 
     .bind(&message.body)
     .bind(&message.reply_code)
     .bind(message.ticket_id)
+    .bind(message.channel)
     .execute(pool)
     .await?
     .rows_affected();
@@ -94,6 +102,7 @@ pub async fn enqueue(pool: &PgPool, message: &NewMessage) -> sqlx::Result<bool> 
 #[derive(Debug, sqlx::FromRow)]
 struct Claimed {
     id: i64,
+    channel: String,
     idempotency_key: String,
     address: String,
     language: String,
@@ -109,13 +118,14 @@ struct Claimed {
 pub async fn run(
     pool: PgPool,
     providers: Arc<Vec<Provider>>,
+    email: Option<Arc<Email>>,
     client: reqwest::Client,
     limits: Limits,
     wake: Arc<Notify>,
     shutdown: tokio_util::sync::CancellationToken,
 ) {
     loop {
-        match send_due(&pool, &providers, &client, limits).await {
+        match send_due(&pool, &providers, email.as_ref(), &client, limits).await {
             Ok(0) => {}
             Ok(_) => continue,
             Err(error) => warn!(%error, "sending from the outbox failed; will retry"),
@@ -132,6 +142,7 @@ pub async fn run(
 pub async fn send_due(
     pool: &PgPool,
     providers: &Arc<Vec<Provider>>,
+    email: Option<&Arc<Email>>,
     client: &reqwest::Client,
     limits: Limits,
 ) -> sqlx::Result<usize> {
@@ -149,7 +160,7 @@ pub async fn send_due(
         "update outbox set status = 'sending', attempts = attempts + 1,
              next_attempt_at = now() + make_interval(secs => $2::double precision)
          where id = any($1)
-         returning id, idempotency_key, address, language, params, body, reply_code, attempts,
+         returning id, channel, idempotency_key, address, language, params, body, reply_code, attempts,
              coalesce((params ->> '_timeouts')::int, 0) as timeouts",
     )
     .bind(&ids)
@@ -160,8 +171,8 @@ pub async fn send_due(
     let count = claimed.len();
     let mut sends = tokio::task::JoinSet::new();
     for message in claimed {
-        let (pool, providers, client) = (pool.clone(), providers.clone(), client.clone());
-        sends.spawn(async move { deliver(&pool, &providers, &client, limits, message).await });
+        let (pool, providers, email, client) = (pool.clone(), providers.clone(), email.cloned(), client.clone());
+        sends.spawn(async move { deliver(&pool, &providers, email.as_deref(), &client, limits, message).await });
     }
     while let Some(result) = sends.join_next().await {
         if let Ok(Err(error)) = result {
@@ -174,6 +185,7 @@ pub async fn send_due(
 async fn deliver(
     pool: &PgPool,
     providers: &[Provider],
+    email: Option<&Email>,
     client: &reqwest::Client,
     limits: Limits,
     mut message: Claimed,
@@ -211,12 +223,22 @@ async fn deliver(
         body: message.body.clone(),
         params: message.params.clone(),
     };
-    // A message that timed out at a provider goes back to it (same key) before the next.
+    // E-mail goes through the SMTP server; SMS through the providers, in order. A message that
+    // timed out at a provider goes back to it (same key) before the next.
+    let mail = Provider::mail();
+    let chain: &[Provider] = if message.channel == "email" { std::slice::from_ref(&mail) } else { providers };
     let start = (message.timeouts / limits.timeouts_before_failover.max(1)) as usize;
     let mut errors = Vec::new();
     let mut timed_out = false;
-    for provider in providers.iter().skip(start.min(providers.len().saturating_sub(1))) {
-        match tokio::time::timeout(limits.send_timeout, provider.send(client, &outgoing)).await {
+    for provider in chain.iter().skip(start.min(chain.len().saturating_sub(1))) {
+        let sent = async {
+            match (provider.is_mail(), email) {
+                (true, Some(email)) => email.send(&outgoing.address, &subject(&outgoing.params), &outgoing.body).await,
+                (true, None) => Err(SendError::Failed("no [email] in the paging configuration".into())),
+                (false, _) => provider.send(client, &outgoing).await,
+            }
+        };
+        match tokio::time::timeout(limits.send_timeout, sent).await {
             Ok(Ok(reference)) => {
                 sqlx::query(
                     "update outbox set status = 'sent', sent_at = now(), provider = $2, provider_reference = $3,
@@ -290,6 +312,12 @@ async fn merge_waiting(pool: &PgPool, message: &mut Claimed) -> sqlx::Result<()>
     message.body = body;
     message.params = params;
     Ok(())
+}
+
+/// An e-mail's subject from the template parameters.
+fn subject(params: &Value) -> String {
+    let text = |key: &str| params[key].as_str().unwrap_or_default().to_owned();
+    format!("Chillcloud G{} {}: {}", text("grade"), text("unit"), text("fault"))
 }
 
 /// One short text for several alarms.

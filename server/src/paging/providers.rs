@@ -70,6 +70,10 @@ pub enum ProviderConfig {
     },
     /// Logs the message; it stays visible in the outbox.
     Console,
+    /// E-mail through the `[email]` SMTP server (not listed in `[[providers]]`: mail is its own
+    /// channel).
+    #[serde(skip)]
+    Mail,
 }
 
 fn default_aliyun_region() -> String {
@@ -127,7 +131,7 @@ impl Provider {
             | ProviderConfig::Tencent { secret_key_file: f, .. }
             | ProviderConfig::Twilio { auth_token_file: f, .. }
             | ProviderConfig::Webhook { secret_file: f, .. } => Some(f),
-            ProviderConfig::Console => None,
+            ProviderConfig::Console | ProviderConfig::Mail => None,
         };
         let secret = match file {
             Some(file) => std::fs::read_to_string(file)?.trim().to_owned(),
@@ -141,6 +145,16 @@ impl Provider {
         Self { config: ProviderConfig::Console, secret: String::new() }
     }
 
+    /// The e-mail channel, sent by [`super::email::Email`].
+    pub fn mail() -> Self {
+        Self { config: ProviderConfig::Mail, secret: String::new() }
+    }
+
+    /// Whether this is the e-mail channel.
+    pub fn is_mail(&self) -> bool {
+        matches!(self.config, ProviderConfig::Mail)
+    }
+
     /// The provider's kind, for logs and the outbox.
     pub fn name(&self) -> &'static str {
         match self.config {
@@ -149,6 +163,7 @@ impl Provider {
             ProviderConfig::Twilio { .. } => "twilio",
             ProviderConfig::Webhook { .. } => "webhook",
             ProviderConfig::Console => "console",
+            ProviderConfig::Mail => "smtp",
         }
     }
 
@@ -157,6 +172,7 @@ impl Provider {
         match self.config {
             ProviderConfig::Webhook { .. } => "webhook",
             ProviderConfig::Console => "console",
+            ProviderConfig::Mail => "email",
             _ => "sms",
         }
     }
@@ -173,6 +189,7 @@ impl Provider {
                 info!(key = message.idempotency_key, text = message.body, "console message");
                 Ok(format!("console-{}", message.idempotency_key))
             }
+            ProviderConfig::Mail => Err(SendError::Failed("e-mail is sent by the SMTP channel".into())),
             ProviderConfig::Aliyun { endpoint, access_key_id, sign_name, template_code, region, .. } => {
                 let mut params = vec![
                     ("AccessKeyId", access_key_id.clone()),
