@@ -501,3 +501,72 @@ async fn people_with_an_address_are_also_paged_by_email() {
     assert_eq!(outbox.len(), 2, "{outbox:#?}");
     assert!(outbox.iter().any(|m| m["provider"] == "smtp") && outbox.iter().any(|m| m["provider"] == "twilio"));
 }
+
+#[tokio::test]
+async fn replies_pushed_by_aliyun_and_tencent_acknowledge_through_their_secret_urls() {
+    let dir = shared_temp_dir();
+    let aliyun_fake = FakeProvider::aliyun(ALIYUN_KEY.0, ALIYUN_KEY.1).await;
+    let tencent_fake = FakeProvider::tencent("AKIDtest", "tencent-test-key", "1400000001").await;
+    for (name, text) in [
+        ("tencent.secret", "tencent-test-key"),
+        ("aliyun.reply", "aliyun-reply-0123456789"),
+        ("tencent.reply", "tencent-reply-0123456789"),
+    ] {
+        std::fs::write(dir.path().join(name), text).expect("write");
+    }
+    let config = format!(
+        "min_gap_s = 0\n{}reply_token_file = \"{}\"\n[[providers]]\nkind = \"tencent\"\nendpoint = \"{}\"\nsecret_id = \"AKIDtest\"\nsecret_key_file = \"{}\"\nsdk_app_id = \"1400000001\"\nsign_name = \"Chillcloud\"\ntemplate_id = \"100001\"\nreply_token_file = \"{}\"\n",
+        aliyun(dir.path(), &aliyun_fake),
+        dir.path().join("aliyun.reply").display(),
+        tencent_fake.url(),
+        dir.path().join("tencent.secret").display(),
+        dir.path().join("tencent.reply").display(),
+    );
+    let mut site = Site::start(dir, &config, 2).await;
+    site.person("engineer", "+8613800000041", "zh", Some("service")).await;
+    site.hot_rule(0, 2).await;
+    site.hot_rule(1, 2).await;
+    let client = reqwest::Client::new();
+    let base = format!("http://{}", site.stack.http);
+    // Through Aliyun; the reply comes back without the country code, as Aliyun pushes it.
+    site.set(&[(0, 60.0)]).await;
+    let sent = aliyun_fake.wait_delivered(1, Duration::from_secs(30)).await;
+    let code = sent[0].params.as_ref().and_then(|p| p["code"].as_str()).expect("code").to_owned();
+    let push = json!([{"phone_number": "13800000041", "content": format!("1 {code}"), "send_time": "2026-11-24 08:00:00",
+                       "sign_name": "Chillcloud", "dest_code": "", "sequence_id": 1}]);
+    let wrong =
+        client.post(format!("{base}/hooks/aliyun/not-the-secret-at-all")).json(&push).send().await.expect("post");
+    assert_eq!(wrong.status(), 404, "a push without the URL's secret");
+    let answer: Value = client
+        .post(format!("{base}/hooks/aliyun/aliyun-reply-0123456789"))
+        .json(&push)
+        .send()
+        .await
+        .expect("post")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(answer["code"], 0);
+    // Through Tencent (Aliyun refusing now).
+    aliyun_fake.set_mode(Mode::Fail);
+    site.set(&[(1, 60.0)]).await;
+    let sent = tencent_fake.wait_delivered(1, Duration::from_secs(30)).await;
+    let code = sent[0].params.as_ref().and_then(|p| p[5].as_str()).expect("code").to_owned();
+    let callback = json!({"extend": "", "mobile": "13800000041", "nationcode": "86", "sign": "Chillcloud", "text": format!("1 {code}"), "time": 1_795_000_000});
+    let answer: Value = client
+        .post(format!("{base}/hooks/tencent/tencent-reply-0123456789"))
+        .json(&callback)
+        .send()
+        .await
+        .expect("post")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(answer["result"], 0);
+    let alarms = wait_for("both alarms acknowledged by SMS", Duration::from_secs(10), || async {
+        let alarms = site.alarms().await;
+        alarms.iter().all(|a| a["acknowledged_by"] == "engineer (SMS)").then_some(alarms)
+    })
+    .await;
+    assert_eq!(alarms.len(), 2);
+}

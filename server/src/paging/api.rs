@@ -32,7 +32,11 @@ pub fn routes() -> Router<AppState> {
 
 /// Routes that carry their own proof: a signed link, or a provider's signature.
 pub fn public_routes() -> Router<AppState> {
-    Router::new().route("/a/{token}", get(link_page).post(link_acknowledge)).route("/hooks/twilio", post(twilio_reply))
+    Router::new()
+        .route("/a/{token}", get(link_page).post(link_acknowledge))
+        .route("/hooks/twilio", post(twilio_reply))
+        .route("/hooks/aliyun/{token}", post(aliyun_reply))
+        .route("/hooks/tencent/{token}", post(tencent_reply))
 }
 
 /// A person who can be paged.
@@ -386,73 +390,124 @@ async fn twilio_reply(
     let url = format!("{}/hooks/twilio", state.paging.public_url);
     let given = headers.get("X-Twilio-Signature").and_then(|v| v.to_str().ok()).unwrap_or_default();
     let expected = providers::twilio_signature(token, &url, &form);
-    if given.len() != expected.len() || given.bytes().zip(expected.bytes()).fold(0u8, |acc, (a, b)| acc | (a ^ b)) != 0
-    {
+    if !same_secret(given, &expected) {
         state.metrics.replies_refused.inc();
         return StatusCode::FORBIDDEN.into_response();
     }
     let field = |name: &str| form.iter().find(|(k, _)| k == name).map(|(_, v)| v.trim().to_owned()).unwrap_or_default();
-    let (from, body) = (field("From"), field("Body"));
     let twiml = |text: &str| {
         let text = text.replace('&', "&amp;").replace('<', "&lt;");
         ([(header::CONTENT_TYPE, "text/xml")], format!("<Response><Message>{text}</Message></Response>"))
             .into_response()
     };
+    match handle_reply(&state, &[field("From")], &field("Body")).await {
+        Ok(text) => twiml(&text),
+        Err(status) => status.into_response(),
+    }
+}
+
+/// Whether `given` is `expected`, in constant time.
+fn same_secret(given: &str, expected: &str) -> bool {
+    given.len() == expected.len() && given.bytes().zip(expected.bytes()).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0
+}
+
+/// The reply token of the configured provider of `kind`, checked against the URL's.
+fn reply_token_ok(state: &AppState, kind: &str, token: &str) -> bool {
+    state.paging.providers.iter().filter_map(|p| p.reply_token(kind)).any(|expected| same_secret(token, expected))
+}
+
+/// Aliyun's SmsUp push (HTTP batch push of replies): a JSON array of
+/// `{"phone_number", "content", "send_time", "sign_name", "dest_code", "sequence_id"}`. Aliyun
+/// does not sign it, so the URL carries a secret. Answered `{"code": 0, "msg": "成功"}`.
+async fn aliyun_reply(
+    State(state): State<AppState>,
+    Path(token): Path<String>,
+    Json(replies): Json<Value>,
+) -> Response {
+    if !reply_token_ok(&state, "aliyun", &token) {
+        state.metrics.replies_refused.inc();
+        return StatusCode::NOT_FOUND.into_response();
+    }
+    for reply in replies.as_array().into_iter().flatten() {
+        let phone = reply["phone_number"].as_str().unwrap_or_default();
+        // Mainland numbers come without the country code.
+        let candidates = [phone.to_owned(), format!("+{phone}"), format!("+86{phone}")];
+        if let Err(status) = handle_reply(&state, &candidates, reply["content"].as_str().unwrap_or_default()).await {
+            return status.into_response();
+        }
+    }
+    Json(serde_json::json!({"code": 0, "msg": "成功"})).into_response()
+}
+
+/// Tencent's reply callback: `{"mobile", "nationcode", "text", "sign", "time", "extend"}`, one
+/// reply per request, unsigned, so the URL carries a secret. Answered `{"result": 0, "errmsg": "OK"}`.
+async fn tencent_reply(State(state): State<AppState>, Path(token): Path<String>, Json(reply): Json<Value>) -> Response {
+    if !reply_token_ok(&state, "tencent", &token) {
+        state.metrics.replies_refused.inc();
+        return StatusCode::NOT_FOUND.into_response();
+    }
+    let phone =
+        format!("+{}{}", reply["nationcode"].as_str().unwrap_or("86"), reply["mobile"].as_str().unwrap_or_default());
+    match handle_reply(&state, &[phone], reply["text"].as_str().unwrap_or_default()).await {
+        Ok(_) => Json(serde_json::json!({"result": 0, "errmsg": "OK"})).into_response(),
+        Err(status) => status.into_response(),
+    }
+}
+
+/// Acts on a reply from one of `from` (the forms a provider may give the number in): `1 <code>`
+/// or `2 <code>` acknowledges the alarm(s) of the message the code was sent in, `<1-5> <code>`
+/// answers a ticket's satisfaction question. Returns the text to answer with.
+async fn handle_reply(state: &AppState, from: &[String], body: &str) -> Result<String, StatusCode> {
     let mut words = body.split_whitespace();
     let (Some(number), Some(code)) = (words.next().and_then(|w| w.parse::<i16>().ok()), words.next()) else {
         state.metrics.replies_refused.inc();
-        return twiml("Reply 1 <code> to acknowledge, 2 <code> when resolved.");
+        return Ok("Reply 1 <code> to acknowledge, 2 <code> when resolved.".into());
     };
     let code = code.to_uppercase();
     // The message the code was sent in (and, for a digest, the messages folded into it).
     /// Alarm or ticket, and the person's name.
     type Found = (Option<i64>, Option<i64>, String);
-    let found: sqlx::Result<Vec<Found>> = sqlx::query_as(
+    let found: Vec<Found> = sqlx::query_as(
         "select m.alarm_id, m.ticket_id, p.name from outbox o join outbox m on m.id = o.id or m.merged_into = o.id
          join people p on p.id = o.person_id
-         where o.reply_code = $1 and o.address = $2",
+         where o.reply_code = $1 and o.address = any($2)",
     )
     .bind(&code)
-    .bind(&from)
+    .bind(from)
     .fetch_all(&state.pool)
-    .await;
-    let found = match found {
-        Ok(found) if !found.is_empty() => found,
-        Ok(_) => {
-            state.metrics.replies_refused.inc();
-            return twiml("Unknown code.");
-        }
-        Err(_) => return StatusCode::SERVICE_UNAVAILABLE.into_response(),
-    };
+    .await
+    .map_err(|_| StatusCode::SERVICE_UNAVAILABLE)?;
+    if found.is_empty() {
+        state.metrics.replies_refused.inc();
+        return Ok("Unknown code.".into());
+    }
     // A satisfaction question: the number is the score.
     if let [(None, Some(ticket), person)] = found.as_slice() {
         if !(1..=5).contains(&number) {
             state.metrics.replies_refused.inc();
-            return twiml("Reply with a score from 1 to 5 and the code.");
+            return Ok("Reply with a score from 1 to 5 and the code.".into());
         }
-        return match crate::tickets::record_satisfaction(&state.pool, *ticket, number, &format!("{person} (SMS)")).await
-        {
-            Ok(_) => {
-                state.metrics.replies_accepted.inc();
-                twiml("Thank you for your feedback.")
-            }
-            Err(_) => StatusCode::SERVICE_UNAVAILABLE.into_response(),
-        };
+        crate::tickets::record_satisfaction(&state.pool, *ticket, number, &format!("{person} (SMS)"))
+            .await
+            .map_err(|_| StatusCode::SERVICE_UNAVAILABLE)?;
+        state.metrics.replies_accepted.inc();
+        return Ok("Thank you for your feedback.".into());
     }
     if !(1..=2).contains(&number) {
         state.metrics.replies_refused.inc();
-        return twiml("Reply 1 <code> to acknowledge, 2 <code> when resolved.");
+        return Ok("Reply 1 <code> to acknowledge, 2 <code> when resolved.".into());
     }
     let alarms: Vec<(i64, String)> =
         found.into_iter().filter_map(|(alarm, _, person)| Some((alarm?, person))).collect();
     let comment = if number == 2 { "resolved (SMS reply)" } else { "SMS reply" };
     for (alarm_id, person) in &alarms {
-        match alarm_db::acknowledge(&state.pool, *alarm_id, &format!("{person} (SMS)"), comment).await {
-            Ok(Some(event)) => state.alarms.announce(event),
-            Ok(None) => {}
-            Err(_) => return StatusCode::SERVICE_UNAVAILABLE.into_response(),
+        if let Some(event) = alarm_db::acknowledge(&state.pool, *alarm_id, &format!("{person} (SMS)"), comment)
+            .await
+            .map_err(|_| StatusCode::SERVICE_UNAVAILABLE)?
+        {
+            state.alarms.announce(event);
         }
     }
     state.metrics.replies_accepted.inc();
-    twiml(&format!("Acknowledged {} alarm(s). Thank you.", alarms.len()))
+    Ok(format!("Acknowledged {} alarm(s). Thank you.", alarms.len()))
 }

@@ -31,6 +31,9 @@ pub enum ProviderConfig {
         /// Region, `cn-hangzhou` by default.
         #[serde(default = "default_aliyun_region")]
         region: String,
+        /// File holding the secret part of the reply (SmsUp) push URL,
+        /// `<public-url>/hooks/aliyun/<secret>`: Aliyun does not sign its pushes.
+        reply_token_file: Option<PathBuf>,
     },
     /// Tencent Cloud SMS.
     Tencent {
@@ -49,6 +52,9 @@ pub enum ProviderConfig {
         /// Region, `ap-guangzhou` by default.
         #[serde(default = "default_tencent_region")]
         region: String,
+        /// File holding the secret part of the reply callback URL,
+        /// `<public-url>/hooks/tencent/<secret>`: Tencent does not sign its callbacks.
+        reply_token_file: Option<PathBuf>,
     },
     /// Twilio.
     Twilio {
@@ -89,6 +95,8 @@ fn default_tencent_region() -> String {
 pub struct Provider {
     config: ProviderConfig,
     secret: String,
+    /// The secret of the reply push URL (Aliyun, Tencent).
+    reply_token: Option<String>,
 }
 
 impl std::fmt::Debug for Provider {
@@ -137,17 +145,33 @@ impl Provider {
             Some(file) => std::fs::read_to_string(file)?.trim().to_owned(),
             None => String::new(),
         };
-        Ok(Self { config, secret })
+        let reply_token = match &config {
+            ProviderConfig::Aliyun { reply_token_file: Some(f), .. }
+            | ProviderConfig::Tencent { reply_token_file: Some(f), .. } => {
+                let token = std::fs::read_to_string(f)?.trim().to_owned();
+                if token.len() < 16 {
+                    return Err(std::io::Error::other("a reply token needs at least 16 characters"));
+                }
+                Some(token)
+            }
+            _ => None,
+        };
+        Ok(Self { config, secret, reply_token })
+    }
+
+    /// The reply push URL's secret, for a provider of kind `kind` (`aliyun`, `tencent`).
+    pub fn reply_token(&self, kind: &str) -> Option<&str> {
+        (self.name() == kind).then_some(self.reply_token.as_deref()).flatten()
     }
 
     /// The console provider.
     pub fn console() -> Self {
-        Self { config: ProviderConfig::Console, secret: String::new() }
+        Self { config: ProviderConfig::Console, secret: String::new(), reply_token: None }
     }
 
     /// The e-mail channel, sent by [`super::email::Email`].
     pub fn mail() -> Self {
-        Self { config: ProviderConfig::Mail, secret: String::new() }
+        Self { config: ProviderConfig::Mail, secret: String::new(), reply_token: None }
     }
 
     /// Whether this is the e-mail channel.
