@@ -216,18 +216,19 @@ fn secret(settings: &ServeSettings, name: &str, configured: Option<&String>) -> 
         move |source| Error::Io { context, source }
     };
     match std::fs::read_to_string(&path) {
-        Ok(secret) => Ok(secret.trim().to_owned()),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            std::fs::create_dir_all(&settings.storage.data_dir).map_err(io("create directory for"))?;
-            let secret = random_token();
-            std::fs::write(&path, format!("{secret}\n")).map_err(io("write"))?;
-            std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o600))
-                .map_err(io("protect"))?;
-            info!(path = %path.display(), "generated a secret");
-            Ok(secret)
-        }
-        Err(e) => Err(io("read")(e)),
+        Ok(secret) if secret.trim().len() >= 32 => return Ok(secret.trim().to_owned()),
+        // Too short to be one this server wrote (a crash while writing it): links signed with it
+        // could be forged, so a new one replaces it.
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(io("read")(e)),
     }
+    std::fs::create_dir_all(&settings.storage.data_dir).map_err(io("create directory for"))?;
+    let secret = random_token();
+    std::fs::write(&path, format!("{secret}\n")).map_err(io("write"))?;
+    std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o600)).map_err(io("protect"))?;
+    info!(path = %path.display(), "generated a secret");
+    Ok(secret)
 }
 
 /// Runs the server until `shutdown`: database, broker, ingest and HTTP API. `listener` is

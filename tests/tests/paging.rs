@@ -570,3 +570,56 @@ async fn replies_pushed_by_aliyun_and_tencent_acknowledge_through_their_secret_u
     .await;
     assert_eq!(alarms.len(), 2);
 }
+
+#[tokio::test]
+async fn a_message_held_back_is_cancelled_when_its_alarm_is_acknowledged_and_a_fault_that_returns_pages_again() {
+    let dir = shared_temp_dir();
+    let fake = FakeProvider::twilio(TWILIO.0, TWILIO.1).await;
+    let config = format!("min_gap_s = 6\n{}", twilio(dir.path(), &fake));
+    let mut site = Site::start(dir, &config, 2).await;
+    site.person("engineer", "+8613800000051", "en", Some("service")).await;
+    // Grade 2 repeats every 12 s here, so a page per person per incident is allowed every 12 s.
+    let policy = json!({"grades": {"2": {"levels": [{"after_s": 0, "notify": ["on_call"]}], "repeat_s": 12}}});
+    let path = format!("/api/v1/gateways/{}/paging", site.stack.gateway_id);
+    let (status, body) = site.api().send(Method::PUT, &path, json!({"policy": policy})).await;
+    assert_eq!(status, 200, "{body}");
+    site.hot_rule(0, 2).await;
+    site.hot_rule(1, 2).await;
+    site.set(&[(0, 60.0)]).await;
+    let first = fake.wait_delivered(1, Duration::from_secs(30)).await;
+    // The second alarm's page waits for the engineer's 6 s gap; it is acknowledged meanwhile.
+    site.set(&[(1, 60.0)]).await;
+    let api = site.api();
+    let second = wait_for("the second alarm's message queued", Duration::from_secs(10), || async {
+        site.outbox().await.into_iter().find(|m| m["status"] == "pending" || m["status"] == "sending")
+    })
+    .await;
+    let (status, body) = api
+        .send(
+            Method::POST,
+            &format!("/api/v1/alarms/{}/acknowledge", second["alarm_id"]),
+            json!({"comment": "seen on the dashboard"}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    wait_for("the held message cancelled", Duration::from_secs(30), || async {
+        site.outbox().await.into_iter().find(|m| m["id"] == second["id"] && m["status"] == "cancelled")
+    })
+    .await;
+    assert_eq!(fake.delivered().len(), 1, "a page for an acknowledged alarm went out: {:#?}", fake.delivered());
+    // The first fault clears unacknowledged and comes back after the repeat window: its ladder
+    // starts over and pages again.
+    site.set(&[(0, 40.0)]).await;
+    wait_for("the first alarm cleared", Duration::from_secs(10), || async {
+        site.alarms().await.into_iter().find(|a| a["rule"] == "hot0" && a["state"] == "cleared")
+    })
+    .await;
+    assert_eq!(fake.delivered().len(), 1, "repeated although cleared: {:#?}", fake.delivered());
+    let window_over = first[0].received_at + Duration::from_secs(13);
+    tokio::time::sleep_until(window_over.into()).await;
+    site.set(&[(0, 60.0)]).await;
+    let delivered = fake.wait_delivered(2, Duration::from_secs(30)).await;
+    assert!(delivered[1].idempotency_key.as_deref().is_some_and(|k| k.contains("round-1")), "{delivered:#?}");
+    assert!(delivered[1].text.as_deref().is_some_and(|t| t.contains("Hot p0")), "{delivered:#?}");
+    fake.assert_no_rejections();
+}

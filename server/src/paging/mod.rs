@@ -99,6 +99,15 @@ impl Paging {
         for grade in 1..=4 {
             config.policies.for_grade(grade).check().map_err(|e| format!("grade {grade} policy: {e}"))?;
         }
+        if config.link_hours.is_some_and(|h| !(h.is_finite() && h > 0.0 && h <= 24.0 * 30.0)) {
+            return Err("link_hours is more than 0 and at most 720".into());
+        }
+        if config.send_timeout_s.is_some_and(|t| !t.is_finite()) || config.per_day.is_some_and(|d| d < 1) {
+            return Err("send_timeout_s must be a number and per_day at least 1".into());
+        }
+        if config.min_gap_s.is_some_and(|g| !(g.is_finite() && g >= 0.0)) {
+            return Err("min_gap_s must be 0 or more".into());
+        }
         let mut limits = outbox::Limits::default();
         if let Some(gap) = config.min_gap_s {
             limits.min_gap = Duration::from_secs_f64(gap.max(0.0));
@@ -109,6 +118,8 @@ impl Paging {
         if let Some(timeout) = config.send_timeout_s {
             limits.send_timeout = Duration::from_secs_f64(timeout.clamp(0.1, 60.0));
         }
+        // A claim outlives the slowest attempt through every provider.
+        limits.lease = limits.lease.max(limits.send_timeout * (providers.len() as u32 + 1) + Duration::from_secs(30));
         Ok(Self {
             providers: Arc::new(providers),
             limits,
@@ -175,17 +186,25 @@ async fn read_events(pool: &PgPool, paging: &Paging) -> sqlx::Result<()> {
     let Some(last) = events.last().map(|e| e.0) else { return Ok(()) };
     let mut new_alarms = Vec::new();
     for (_, alarm_id, kind, notify, grade) in events {
-        if kind == "raised" && paging.auto_open_grades.contains(&grade) {
+        // Announced alarms of the grades that get one open a ticket (a muted one does not);
+        // a regrade into those grades opens it then.
+        if notify && (kind == "raised" || kind == "regraded") && paging.auto_open_grades.contains(&grade) {
             new_alarms.push(alarm_id);
         }
         match kind.as_str() {
             "raised" | "reraised" | "regraded" if notify => {
-                // A raise opens the incident; a raise again or a worse grade resumes it.
+                // A raise opens the incident. Raised again after it cleared, the ladder starts
+                // over (a new round of keys); a worse grade brings the next step forward.
                 sqlx::query(
                     "insert into incidents (alarm_id, grade, next_at) values ($1, $2, now())
-                     on conflict (alarm_id) do update set grade = least(incidents.grade, excluded.grade),
-                         stopped_at = null, stopped_because = null,
-                         next_at = coalesce(incidents.next_at, now())
+                     on conflict (alarm_id) do update set
+                         grade = least(incidents.grade, excluded.grade),
+                         opened_at = case when incidents.stopped_because = 'cleared' then now() else incidents.opened_at end,
+                         steps_done = case when incidents.stopped_because = 'cleared' then 0 else incidents.steps_done end,
+                         resumed = incidents.resumed + case when incidents.stopped_because = 'cleared' then 1 else 0 end,
+                         next_at = case when incidents.stopped_because = 'cleared' or excluded.grade < incidents.grade
+                                        then now() else coalesce(incidents.next_at, now()) end,
+                         stopped_at = null, stopped_because = null
                      where incidents.stopped_because is distinct from 'acknowledged'",
                 )
                 .bind(alarm_id)
@@ -227,6 +246,8 @@ struct Due {
     title_zh: String,
     message: String,
     acknowledged: bool,
+    shelved_until: Option<DateTime<Utc>>,
+    resumed: i32,
     policy: Option<serde_json::Value>,
     rotation_id: Option<i64>,
 }
@@ -236,7 +257,7 @@ async fn escalate(pool: &PgPool, paging: &Paging) -> sqlx::Result<usize> {
     let due: Vec<Due> = sqlx::query_as(
         "select i.alarm_id, i.grade, i.opened_at, i.steps_done, a.gateway_id, u.device_key, a.title, a.title_zh,
                 a.message, a.acknowledged_at is not null or a.closed_at is not null as acknowledged,
-                s.policy, s.rotation_id
+                a.shelved_until, i.resumed, s.policy, s.rotation_id
          from incidents i join alarms a on a.id = i.alarm_id left join units u on u.id = a.unit_id
          left join site_paging s on s.gateway_id = a.gateway_id
          where i.stopped_at is null and i.next_at <= now() order by i.next_at limit 200",
@@ -253,6 +274,15 @@ async fn escalate(pool: &PgPool, paging: &Paging) -> sqlx::Result<usize> {
             .bind(incident.alarm_id)
             .execute(pool)
             .await?;
+            continue;
+        }
+        // Shelved: nothing is announced until the shelf ends; the ladder waits.
+        if let Some(until) = incident.shelved_until.filter(|until| *until > now) {
+            sqlx::query("update incidents set next_at = $2 where alarm_id = $1")
+                .bind(incident.alarm_id)
+                .bind(until)
+                .execute(pool)
+                .await?;
             continue;
         }
         let grade = incident.grade as u8;
@@ -420,7 +450,10 @@ fn render(
         format!("Chillcloud G{} {unit}: {fault}. {values}. Ack {link} or reply 1 {code}", incident.grade)
     };
     outbox::NewMessage {
-        idempotency_key: format!("alarm-{}-step-{step}-person-{person_id}", incident.alarm_id),
+        idempotency_key: format!(
+            "alarm-{}-round-{}-step-{step}-person-{person_id}",
+            incident.alarm_id, incident.resumed
+        ),
         alarm_id: Some(incident.alarm_id),
         ticket_id: None,
         person_id,

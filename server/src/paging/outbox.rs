@@ -102,6 +102,7 @@ pub async fn enqueue(pool: &PgPool, message: &NewMessage) -> sqlx::Result<bool> 
 #[derive(Debug, sqlx::FromRow)]
 struct Claimed {
     id: i64,
+    alarm_id: Option<i64>,
     channel: String,
     idempotency_key: String,
     address: String,
@@ -110,7 +111,7 @@ struct Claimed {
     body: String,
     reply_code: Option<String>,
     attempts: i32,
-    /// Timeouts so far (from `last_error`), for failover.
+    /// Timeouts so far, for failover.
     timeouts: i32,
 }
 
@@ -160,8 +161,8 @@ pub async fn send_due(
         "update outbox set status = 'sending', attempts = attempts + 1,
              next_attempt_at = now() + make_interval(secs => $2::double precision)
          where id = any($1)
-         returning id, channel, idempotency_key, address, language, params, body, reply_code, attempts,
-             coalesce((params ->> '_timeouts')::int, 0) as timeouts",
+         returning id, alarm_id, channel, idempotency_key, address, language, params, body, reply_code, attempts,
+             timeouts",
     )
     .bind(&ids)
     .bind(limits.lease.as_secs_f64())
@@ -174,12 +175,14 @@ pub async fn send_due(
         let (pool, providers, email, client) = (pool.clone(), providers.clone(), email.cloned(), client.clone());
         sends.spawn(async move { deliver(&pool, &providers, email.as_deref(), &client, limits, message).await });
     }
+    // Every send finishes (a dropped set would abort sends in flight, to be sent again later).
+    let mut first_error = None;
     while let Some(result) = sends.join_next().await {
         if let Ok(Err(error)) = result {
-            return Err(error);
+            first_error.get_or_insert(error);
         }
     }
-    Ok(count)
+    first_error.map_or(Ok(count), Err)
 }
 
 async fn deliver(
@@ -190,6 +193,19 @@ async fn deliver(
     limits: Limits,
     mut message: Claimed,
 ) -> sqlx::Result<()> {
+    // An alarm acknowledged (or closed) while its message waited: nobody needs it any more.
+    if let Some(alarm) = message.alarm_id {
+        let settled: bool =
+            sqlx::query_scalar("select acknowledged_at is not null or closed_at is not null from alarms where id = $1")
+                .bind(alarm)
+                .fetch_one(pool)
+                .await?;
+        if settled {
+            sqlx::query("update outbox set status = 'cancelled' where id = $1").bind(message.id).execute(pool).await?;
+            debug!(id = message.id, alarm, "message cancelled: its alarm was acknowledged");
+            return Ok(());
+        }
+    }
     // The recipient's allowance: one per `min_gap`, `per_day` a day.
     let (last_sent, today): (Option<DateTime<Utc>>, i64) = sqlx::query_as(
         "select max(sent_at), count(*) filter (where sent_at > now() - interval '1 day')
@@ -227,10 +243,11 @@ async fn deliver(
     // timed out at a provider goes back to it (same key) before the next.
     let mail = Provider::mail();
     let chain: &[Provider] = if message.channel == "email" { std::slice::from_ref(&mail) } else { providers };
+    // Each run of timeouts moves the first provider tried one on, round the list.
     let start = (message.timeouts / limits.timeouts_before_failover.max(1)) as usize;
     let mut errors = Vec::new();
     let mut timed_out = false;
-    for provider in chain.iter().skip(start.min(chain.len().saturating_sub(1))) {
+    for provider in (0..chain.len()).map(|i| &chain[(start + i) % chain.len()]) {
         let sent = async {
             match (provider.is_mail(), email) {
                 (true, Some(email)) => email.send(&outgoing.address, &subject(&outgoing.params), &outgoing.body).await,
@@ -268,8 +285,7 @@ async fn deliver(
     sqlx::query(
         "update outbox set status = $2, last_error = $3,
              next_attempt_at = now() + make_interval(secs => $4::double precision),
-             params = case when $5 then jsonb_set(params, '{_timeouts}', to_jsonb(coalesce((params ->> '_timeouts')::int, 0) + 1))
-                      else params end
+             timeouts = timeouts + case when $5 then 1 else 0 end
          where id = $1",
     )
     .bind(message.id)
@@ -283,12 +299,19 @@ async fn deliver(
 }
 
 /// Folds the recipient's other waiting messages into this one, as a digest.
+/// Only alarm messages are merged, and only about alarms still unacknowledged; what an earlier
+/// digest carried moves into this one, so a reply to it reaches every alarm.
 async fn merge_waiting(pool: &PgPool, message: &mut Claimed) -> sqlx::Result<()> {
+    if message.alarm_id.is_none() {
+        return Ok(());
+    }
     let mut tx = pool.begin().await?;
     let waiting: Vec<(i64, Value)> = sqlx::query_as(
         "update outbox set status = 'merged', merged_into = $1
-         where id in (select id from outbox where address = $2 and status = 'pending' and id <> $1
-                      for update skip locked)
+         where id in (select o.id from outbox o join alarms a on a.id = o.alarm_id
+                      where o.address = $2 and o.status = 'pending' and o.id <> $1
+                        and a.acknowledged_at is null and a.closed_at is null
+                      for update of o skip locked)
          returning id, params",
     )
     .bind(message.id)
@@ -298,6 +321,12 @@ async fn merge_waiting(pool: &PgPool, message: &mut Claimed) -> sqlx::Result<()>
     if waiting.is_empty() {
         return tx.commit().await;
     }
+    let ids: Vec<i64> = waiting.iter().map(|(id, _)| *id).collect();
+    sqlx::query("update outbox set merged_into = $1 where merged_into = any($2)")
+        .bind(message.id)
+        .bind(&ids)
+        .execute(&mut *tx)
+        .await?;
     let mut items = vec![message.params.clone()];
     items.extend(waiting.into_iter().map(|(_, params)| params));
     let code = message.reply_code.clone().unwrap_or_default();

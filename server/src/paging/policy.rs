@@ -88,13 +88,14 @@ impl Policy {
         if self.levels.is_empty() {
             return Err("a policy needs at least one level".into());
         }
+        const MONTH_S: f64 = 30.0 * 86_400.0;
         if self.levels.windows(2).any(|w| w[1].after_s < w[0].after_s)
-            || self.levels.iter().any(|l| !(l.after_s.is_finite() && l.after_s >= 0.0))
+            || self.levels.iter().any(|l| !(l.after_s.is_finite() && (0.0..=MONTH_S).contains(&l.after_s)))
         {
-            return Err("levels are ascending in after_s, from 0".into());
+            return Err("levels are ascending in after_s, from 0 to 30 days".into());
         }
-        if self.repeat_s.is_some_and(|r| !(r.is_finite() && r >= 10.0)) {
-            return Err("repeat_s is at least 10".into());
+        if self.repeat_s.is_some_and(|r| !(r.is_finite() && (10.0..=MONTH_S).contains(&r))) {
+            return Err("repeat_s is 10 s to 30 days".into());
         }
         Ok(())
     }
@@ -133,7 +134,8 @@ impl Policy {
     pub fn due(&self, opened: Millis, steps_done: usize, now: Millis) -> (Vec<usize>, Option<Millis>) {
         let mut due = Vec::new();
         let mut step = steps_done;
-        while let Some(at) = self.step_at(opened, step) {
+        // Bounded: a server down for a month does not page a thousand repeats at once.
+        while let Some(at) = self.step_at(opened, step).filter(|_| due.len() < 100) {
             if at > now {
                 return (due, Some(at));
             }

@@ -322,8 +322,15 @@ impl Provider {
     }
 }
 
+/// Only an error before the request left (no connection, a bad request) means "not sent"; any
+/// later one (a reset, an unreadable answer) may follow a real send, so it counts as a timeout:
+/// the same provider is asked again before the next one could send a second copy.
 fn request_error(error: reqwest::Error) -> SendError {
-    if error.is_timeout() { SendError::Timeout } else { SendError::Failed(error.without_url().to_string()) }
+    if error.is_connect() || error.is_builder() {
+        SendError::Failed(error.without_url().to_string())
+    } else {
+        SendError::Timeout
+    }
 }
 
 fn param(params: &Value, key: &str) -> String {
