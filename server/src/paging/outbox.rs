@@ -1,6 +1,7 @@
 //! The durable outbox. A message is a row before it is sent; workers claim rows with
-//! `FOR UPDATE SKIP LOCKED` under a lease, so several servers share the work and a crash
-//! mid-send only delays a message. Per recipient, at most one message goes out per `min_gap`
+//! `FOR UPDATE SKIP LOCKED` under a lease, so a crash mid-send only delays a message. One server
+//! process per database is assumed: two would need a lock per recipient and guarded status
+//! updates before they could share the outbox without breaking the per-recipient limits. Per recipient, at most one message goes out per `min_gap`
 //! and `per_day` a day (providers cap a number at a few dozen a day): what waits meanwhile is
 //! sent as one digest. Providers are tried in order; one that refuses or cannot be reached is
 //! skipped at once for the next, while one that times out (it may have sent) is retried with
