@@ -103,8 +103,15 @@ async fn require_token(State(state): State<AppState>, request: Request, next: Ne
     }
 }
 
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+/// Whether two secrets are equal, in time that does not depend on where they differ.
+pub(crate) fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// `Ok` when the gateway (site) exists, else 404.
+pub(crate) async fn require_gateway(state: &AppState, gateway: &str) -> Result<(), ApiError> {
+    let gateway = chillcloud_proto::GatewayId::new(gateway).map_err(|_| ApiError::NotFound)?;
+    if crate::store::gateway_exists(&state.pool, &gateway).await? { Ok(()) } else { Err(ApiError::NotFound) }
 }
 
 async fn health(State(state): State<AppState>) -> Result<Json<serde_json::Value>, ApiError> {

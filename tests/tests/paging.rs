@@ -36,6 +36,19 @@ fn twilio(dir: &Path, fake: &FakeProvider) -> String {
     )
 }
 
+const TENCENT: (&str, &str, &str) = ("AKIDtest", "tencent-test-key", "1400000001");
+
+fn tencent(dir: &Path, fake: &FakeProvider) -> String {
+    std::fs::write(dir.join("tencent.secret"), TENCENT.1).expect("write secret");
+    format!(
+        "[[providers]]\nkind = \"tencent\"\nendpoint = \"{}\"\nsecret_id = \"{}\"\nsecret_key_file = \"{}\"\nsdk_app_id = \"{}\"\nsign_name = \"Chillcloud\"\ntemplate_id = \"100001\"\n",
+        fake.url(),
+        TENCENT.0,
+        dir.join("tencent.secret").display(),
+        TENCENT.2
+    )
+}
+
 /// A stack whose server pages through `providers` (TOML), with one unit of `points` points.
 struct Site {
     stack: Stack,
@@ -325,15 +338,12 @@ async fn an_acknowledgement_link_shows_on_get_and_acknowledges_on_post_only() {
 #[tokio::test]
 async fn tencent_and_the_signed_webhook_pass_their_providers_checks() {
     let dir = shared_temp_dir();
-    let tencent = FakeProvider::tencent("AKIDtest", "tencent-test-key", "1400000001").await;
+    let tencent_fake = FakeProvider::tencent(TENCENT.0, TENCENT.1, TENCENT.2).await;
     let webhook = FakeProvider::webhook("webhook-test-secret").await;
-    std::fs::write(dir.path().join("tencent.secret"), "tencent-test-key").expect("write");
     std::fs::write(dir.path().join("webhook.secret"), "webhook-test-secret").expect("write");
     let config = format!(
-        "min_gap_s = 0\n[[providers]]\nkind = \"tencent\"\nendpoint = \"{}\"\nsecret_id = \"AKIDtest\"\nsecret_key_file = \"{}\"\nsdk_app_id = \"1400000001\"\nsign_name = \"Chillcloud\"\ntemplate_id = \"100001\"\n\
-         [[providers]]\nkind = \"webhook\"\nurl = \"{}/chillcloud\"\nsecret_file = \"{}\"\n",
-        tencent.url(),
-        dir.path().join("tencent.secret").display(),
+        "min_gap_s = 0\n{}[[providers]]\nkind = \"webhook\"\nurl = \"{}/chillcloud\"\nsecret_file = \"{}\"\n",
+        tencent(dir.path(), &tencent_fake),
         webhook.url(),
         dir.path().join("webhook.secret").display(),
     );
@@ -342,13 +352,13 @@ async fn tencent_and_the_signed_webhook_pass_their_providers_checks() {
     site.hot_rule(0, 2).await;
     site.hot_rule(1, 2).await;
     site.set(&[(0, 60.0)]).await;
-    let delivered = tencent.wait_delivered(1, Duration::from_secs(30)).await;
+    let delivered = tencent_fake.wait_delivered(1, Duration::from_secs(30)).await;
     assert_eq!(delivered[0].recipient, "+8613800000001");
     let params = delivered[0].params.clone().expect("template parameters");
     assert_eq!(params[0], "2", "grade first: {params}");
-    tencent.assert_no_rejections();
+    tencent_fake.assert_no_rejections();
     // Tencent refusing, the next alarm goes to the webhook, signed.
-    tencent.set_mode(Mode::Fail);
+    tencent_fake.set_mode(Mode::Fail);
     site.set(&[(1, 60.0)]).await;
     let hooked = webhook.wait_delivered(1, Duration::from_secs(30)).await;
     assert!(hooked[0].text.as_deref().is_some_and(|t| t.contains("Hot p1") || t.contains("p1 过热")), "{hooked:#?}");
@@ -506,20 +516,15 @@ async fn people_with_an_address_are_also_paged_by_email() {
 async fn replies_pushed_by_aliyun_and_tencent_acknowledge_through_their_secret_urls() {
     let dir = shared_temp_dir();
     let aliyun_fake = FakeProvider::aliyun(ALIYUN_KEY.0, ALIYUN_KEY.1).await;
-    let tencent_fake = FakeProvider::tencent("AKIDtest", "tencent-test-key", "1400000001").await;
-    for (name, text) in [
-        ("tencent.secret", "tencent-test-key"),
-        ("aliyun.reply", "aliyun-reply-0123456789"),
-        ("tencent.reply", "tencent-reply-0123456789"),
-    ] {
+    let tencent_fake = FakeProvider::tencent(TENCENT.0, TENCENT.1, TENCENT.2).await;
+    for (name, text) in [("aliyun.reply", "aliyun-reply-0123456789"), ("tencent.reply", "tencent-reply-0123456789")] {
         std::fs::write(dir.path().join(name), text).expect("write");
     }
     let config = format!(
-        "min_gap_s = 0\n{}reply_token_file = \"{}\"\n[[providers]]\nkind = \"tencent\"\nendpoint = \"{}\"\nsecret_id = \"AKIDtest\"\nsecret_key_file = \"{}\"\nsdk_app_id = \"1400000001\"\nsign_name = \"Chillcloud\"\ntemplate_id = \"100001\"\nreply_token_file = \"{}\"\n",
+        "min_gap_s = 0\n{}reply_token_file = \"{}\"\n{}reply_token_file = \"{}\"\n",
         aliyun(dir.path(), &aliyun_fake),
         dir.path().join("aliyun.reply").display(),
-        tencent_fake.url(),
-        dir.path().join("tencent.secret").display(),
+        tencent(dir.path(), &tencent_fake),
         dir.path().join("tencent.reply").display(),
     );
     let mut site = Site::start(dir, &config, 2).await;

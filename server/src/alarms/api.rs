@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value as Json_;
 
 use super::{Input, db, engine::CompiledRules, rules};
-use crate::api::{ApiError, AppState};
+use crate::api::{ApiError, AppState, require_gateway};
 
 /// The actor recorded for changes made with the API token (accounts are not there yet).
 const API_ACTOR: &str = "api";
@@ -359,16 +359,8 @@ async fn delete_unit_rule(
     unit_rules(State(state), Path(unit_id)).await
 }
 
-async fn site_scope(state: &AppState, gateway: &str) -> Result<(), ApiError> {
-    let exists: bool = sqlx::query_scalar("select exists (select 1 from gateways where id = $1)")
-        .bind(gateway)
-        .fetch_one(&state.pool)
-        .await?;
-    if exists { Ok(()) } else { Err(ApiError::NotFound) }
-}
-
 async fn site_rules(State(state): State<AppState>, Path(gateway): Path<String>) -> Result<Json<RulesView>, ApiError> {
-    site_scope(&state, &gateway).await?;
+    require_gateway(&state, &gateway).await?;
     let overrides = db::overrides(&state.pool, &gateway).await?;
     let compiled = CompiledRules::compile(&super::site_rule_file(&overrides), &[]);
     let overrides = overrides.into_iter().filter(|(u, _, _)| u.is_none()).collect();
@@ -381,7 +373,7 @@ async fn put_site_rule(
     Path((gateway, key)): Path<(String, String)>,
     Json(patch): Json<Json_>,
 ) -> Result<Json<RulesView>, ApiError> {
-    site_scope(&state, &gateway).await?;
+    require_gateway(&state, &gateway).await?;
     let others: Vec<_> = db::overrides(&state.pool, &gateway)
         .await?
         .into_iter()
@@ -412,7 +404,7 @@ async fn delete_site_rule(
     State(state): State<AppState>,
     Path((gateway, key)): Path<(String, String)>,
 ) -> Result<Json<RulesView>, ApiError> {
-    site_scope(&state, &gateway).await?;
+    require_gateway(&state, &gateway).await?;
     db::set_override(&state.pool, &gateway, None, &key, None, API_ACTOR).await?;
     state.alarms.send(Input::RulesChanged { gateway: gateway.clone() }).await;
     site_rules(State(state), Path(gateway)).await
@@ -439,7 +431,7 @@ async fn list_maintenance(
     State(state): State<AppState>,
     Path(gateway): Path<String>,
 ) -> Result<Json<Vec<MaintenanceWindow>>, ApiError> {
-    site_scope(&state, &gateway).await?;
+    require_gateway(&state, &gateway).await?;
     let windows = sqlx::query_as(
         "select id, unit_id, starts_at, ends_at, reason from maintenance_windows
          where gateway_id = $1 and ends_at > now() order by starts_at",
@@ -455,7 +447,7 @@ async fn add_maintenance(
     Path(gateway): Path<String>,
     Json(window): Json<MaintenanceWindow>,
 ) -> Result<Json<MaintenanceWindow>, ApiError> {
-    site_scope(&state, &gateway).await?;
+    require_gateway(&state, &gateway).await?;
     if window.ends_at <= window.starts_at {
         return Err(ApiError::BadRequest("ends_at must be after starts_at".into()));
     }

@@ -737,6 +737,36 @@ fn describe(names: &[&str], values: &HashMap<Arc<str>, f64>) -> String {
 mod tests {
     use super::*;
 
+    /// `profile`'s shipped rules with `overrides` applied.
+    fn patched(profile: &str, overrides: &[(&str, serde_json::Value)]) -> RuleFile {
+        let mut file = rules::unit_defaults(profile);
+        for (key, patch) in overrides {
+            rules::apply_override(&mut file.rules, key, patch);
+        }
+        file
+    }
+
+    /// An engine with gateway `gw` (shipped site rules, online) and units 1 to `units` under
+    /// `file`, each with the points `names` (point `i` of unit `n` has id `(n - 1) * 100 + i`)
+    /// and `derived_points`.
+    fn site(file: &RuleFile, names: &[&str], units: i64, derived_points: HashMap<String, i64>) -> Engine {
+        let mut engine = Engine::default();
+        engine.set_gateway("gw", Arc::new(CompiledRules::compile(&rules::site_defaults(), &[])), true, 0);
+        for unit in 1..=units {
+            let points =
+                names.iter().enumerate().map(|(i, n)| ((unit - 1) * 100 + i as i64, (*n).to_owned())).collect();
+            engine.set_unit(UnitSetup {
+                unit_id: unit,
+                gateway: "gw".into(),
+                points,
+                derived_points: derived_points.clone(),
+                rules: Arc::new(CompiledRules::compile(file, names)),
+                unreadable_since: None,
+            });
+        }
+        engine
+    }
+
     /// The data-driven helper every rule test goes through: a unit of `profile` whose points
     /// start at `baseline`; at each `(second, point, value)` a point changes (`None`: bad
     /// quality). Every second of `duration` the unit reports all its points (like a gateway's
@@ -751,25 +781,8 @@ mod tests {
         duration: i64,
         jitter: bool,
     ) -> Vec<String> {
-        let mut file = rules::unit_defaults(profile);
-        for (key, patch) in overrides {
-            rules::apply_override(&mut file.rules, key, patch);
-        }
         let names: Vec<&str> = baseline.iter().map(|(name, _)| *name).collect();
-        let rules = Arc::new(CompiledRules::compile(&file, &names));
-        let points: Vec<(i64, String)> = names.iter().enumerate().map(|(i, n)| (i as i64, (*n).to_owned())).collect();
-        let mut engine = Engine::default();
-        let site = Arc::new(CompiledRules::compile(&rules::site_defaults(), &[]));
-        engine.set_gateway("gw", site, true, 0);
-        let setup = UnitSetup {
-            unit_id: 1,
-            gateway: "gw".into(),
-            points,
-            derived_points: HashMap::new(),
-            rules,
-            unreadable_since: None,
-        };
-        engine.set_unit(setup);
+        let mut engine = site(&patched(profile, overrides), &names, 1, HashMap::new());
         let mut values: Vec<Option<f64>> = baseline.iter().map(|(_, v)| Some(*v)).collect();
         let mut log = Vec::new();
         for second in 0..=duration {
@@ -920,23 +933,8 @@ mod tests {
 
     #[test]
     fn a_gateway_outage_raises_one_site_alarm_and_holds_back_the_units() {
-        let file = rules::unit_defaults("trane-ch530");
         let names: Vec<&str> = CH530.iter().map(|(n, _)| *n).collect();
-        let mut engine = Engine::default();
-        engine.set_gateway("gw", Arc::new(CompiledRules::compile(&rules::site_defaults(), &[])), true, 0);
-        for unit in 1..=3 {
-            let points = names.iter().enumerate().map(|(i, n)| (unit * 100 + i as i64, (*n).to_owned())).collect();
-            let rules = Arc::new(CompiledRules::compile(&file, &names));
-            let setup = UnitSetup {
-                unit_id: unit,
-                gateway: "gw".into(),
-                points,
-                derived_points: HashMap::new(),
-                rules,
-                unreadable_since: None,
-            };
-            engine.set_unit(setup);
-        }
+        let mut engine = site(&rules::unit_defaults("trane-ch530"), &names, 3, HashMap::new());
         engine.gateway_seen("gw", 0);
         engine.gateway_died("gw", 1_000);
         let mut changes = Vec::new();
@@ -960,27 +958,9 @@ mod tests {
 
     #[test]
     fn stale_values_during_a_gateway_outage_raise_nothing() {
-        let overrides = [("sensor_stuck", serde_json::json!({"for_s": 60}))];
-        let file = {
-            let mut file = rules::unit_defaults("trane-ch530");
-            for (key, patch) in &overrides {
-                rules::apply_override(&mut file.rules, key, patch);
-            }
-            file
-        };
+        let file = patched("trane-ch530", &[("sensor_stuck", serde_json::json!({"for_s": 60}))]);
         let names: Vec<&str> = CH530.iter().map(|(n, _)| *n).collect();
-        let mut engine = Engine::default();
-        engine.set_gateway("gw", Arc::new(CompiledRules::compile(&rules::site_defaults(), &[])), true, 0);
-        let points = names.iter().enumerate().map(|(i, n)| (i as i64, (*n).to_owned())).collect();
-        let rules = Arc::new(CompiledRules::compile(&file, &names));
-        engine.set_unit(UnitSetup {
-            unit_id: 1,
-            gateway: "gw".into(),
-            points,
-            derived_points: HashMap::new(),
-            rules,
-            unreadable_since: None,
-        });
+        let mut engine = site(&file, &names, 1, HashMap::new());
         let readings: Vec<(i64, Millis, Option<f64>)> =
             CH530.iter().enumerate().map(|(i, (_, v))| (i as i64, 1000, Some(*v))).collect();
         engine.gateway_seen("gw", 1000);
@@ -1003,18 +983,8 @@ mod tests {
             rules.derived_names().collect::<Vec<_>>(),
             ["chw_delta_t", "supply_deviation", "evap_approach", "cond_approach", "starts_per_hour"]
         );
-        let mut engine = Engine::default();
-        engine.set_gateway("gw", Arc::new(CompiledRules::compile(&rules::site_defaults(), &[])), true, 0);
-        let points = names.iter().enumerate().map(|(i, n)| (i as i64, (*n).to_owned())).collect();
         let derived_points = HashMap::from([("chw_delta_t".to_owned(), 100)]);
-        engine.set_unit(UnitSetup {
-            unit_id: 1,
-            gateway: "gw".into(),
-            points,
-            derived_points,
-            rules,
-            unreadable_since: None,
-        });
+        let mut engine = site(&file, &names, 1, derived_points);
         let all = |at| -> Vec<(i64, Millis, Option<f64>)> {
             CH530.iter().enumerate().map(|(i, (_, v))| (i as i64, at, Some(*v))).collect()
         };

@@ -16,7 +16,7 @@ use serde_json::Value;
 use super::{links, policy::Policies, providers};
 use crate::{
     alarms::db as alarm_db,
-    api::{ApiError, AppState},
+    api::{ApiError, AppState, constant_time_eq, require_gateway},
 };
 
 /// Routes behind the API token, nested under `/api/v1`.
@@ -104,19 +104,11 @@ pub struct Contact {
     pub role: String,
 }
 
-async fn gateway_exists(state: &AppState, gateway: &str) -> Result<(), ApiError> {
-    let exists: bool = sqlx::query_scalar("select exists (select 1 from gateways where id = $1)")
-        .bind(gateway)
-        .fetch_one(&state.pool)
-        .await?;
-    if exists { Ok(()) } else { Err(ApiError::NotFound) }
-}
-
 async fn list_contacts(
     State(state): State<AppState>,
     Path(gateway): Path<String>,
 ) -> Result<Json<Vec<Contact>>, ApiError> {
-    gateway_exists(&state, &gateway).await?;
+    require_gateway(&state, &gateway).await?;
     Ok(Json(
         sqlx::query_as("select person_id, role from site_contacts where gateway_id = $1 order by role, person_id")
             .bind(&gateway)
@@ -130,7 +122,7 @@ async fn add_contact(
     Path(gateway): Path<String>,
     Json(contact): Json<Contact>,
 ) -> Result<Json<Contact>, ApiError> {
-    gateway_exists(&state, &gateway).await?;
+    require_gateway(&state, &gateway).await?;
     if !["owner", "service", "manager"].contains(&contact.role.as_str()) {
         return Err(ApiError::BadRequest("role is owner, service or manager".into()));
     }
@@ -165,7 +157,7 @@ async fn set_site_paging(
     Path(gateway): Path<String>,
     Json(paging): Json<SitePaging>,
 ) -> Result<Json<SitePaging>, ApiError> {
-    gateway_exists(&state, &gateway).await?;
+    require_gateway(&state, &gateway).await?;
     if let Some(policies) = &paging.policy {
         for grade in 1..=4 {
             policies.for_grade(grade).check().map_err(|e| ApiError::BadRequest(format!("grade {grade}: {e}")))?;
@@ -390,7 +382,7 @@ async fn twilio_reply(
     let url = format!("{}/hooks/twilio", state.paging.public_url);
     let given = headers.get("X-Twilio-Signature").and_then(|v| v.to_str().ok()).unwrap_or_default();
     let expected = providers::twilio_signature(token, &url, &form);
-    if !same_secret(given, &expected) {
+    if !constant_time_eq(given.as_bytes(), expected.as_bytes()) {
         state.metrics.replies_refused.inc();
         return StatusCode::FORBIDDEN.into_response();
     }
@@ -406,14 +398,14 @@ async fn twilio_reply(
     }
 }
 
-/// Whether `given` is `expected`, in constant time.
-fn same_secret(given: &str, expected: &str) -> bool {
-    given.len() == expected.len() && given.bytes().zip(expected.bytes()).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0
-}
-
 /// The reply token of the configured provider of `kind`, checked against the URL's.
 fn reply_token_ok(state: &AppState, kind: &str, token: &str) -> bool {
-    state.paging.providers.iter().filter_map(|p| p.reply_token(kind)).any(|expected| same_secret(token, expected))
+    state
+        .paging
+        .providers
+        .iter()
+        .filter_map(|p| p.reply_token(kind))
+        .any(|expected| constant_time_eq(token.as_bytes(), expected.as_bytes()))
 }
 
 /// Aliyun's SmsUp push (HTTP batch push of replies): a JSON array of

@@ -70,7 +70,7 @@ pub fn verify(secret: &[u8], purpose: Purpose, token: &str, now: i64) -> Result<
     let given = URL_SAFE_NO_PAD.decode(tag).map_err(|_| LinkError::Invalid)?;
     let payload = format!("{}.{}.{}.{}", purpose.tag(), grant.subject, grant.person_id, grant.expires);
     let expected = &mac(secret, &payload)[..16];
-    let same = given.len() == expected.len() && given.iter().zip(expected).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0;
+    let same = crate::api::constant_time_eq(&given, expected);
     if !same || token.split('.').count() != 4 {
         return Err(LinkError::Invalid);
     }
