@@ -3,20 +3,30 @@
 //! from the providers' public documentation) are tested against an independent reading of the
 //! same documents.
 //!
-//! - [`FakeProvider::aliyun`]: Aliyun SMS `SendSms`, RPC API 2017-05-25; checks signature v1
-//!   (HMAC-SHA1), nonce replay, 15 min clock skew and the parameters.
-//! - [`FakeProvider::tencent`]: Tencent Cloud SMS `SendSms`, API 3.0, 2021-01-11; checks
-//!   TC3-HMAC-SHA256, 5 min clock skew, the headers and the JSON body.
-//! - [`FakeProvider::twilio`]: Twilio `POST /2010-04-01/Accounts/{AccountSid}/Messages.json`;
-//!   checks HTTP basic auth and the form fields, honours the idempotency token.
+//! - [`FakeProvider::aliyun`]: Aliyun SMS `SendSms` and `QuerySendDetails`, RPC API 2017-05-25;
+//!   checks signature v1 (HMAC-SHA1), nonce replay, 15 min clock skew, the parameters and the
+//!   template variable rules (35 characters, no links).
+//! - [`FakeProvider::tencent`]: Tencent Cloud SMS `SendSms` and `PullSmsSendStatusByPhoneNumber`,
+//!   API 3.0, 2021-01-11; checks TC3-HMAC-SHA256, 5 min clock skew, the headers, the JSON body and
+//!   the template variable rules (12 characters, no links).
+//! - [`FakeProvider::twilio`]: Twilio `POST` and `GET /2010-04-01/Accounts/{AccountSid}/Messages.json`;
+//!   checks HTTP basic auth and the form fields, honours the idempotency token, lists messages
+//!   with the `To`, `From` and `DateSent` filters.
 //! - [`FakeProvider::webhook`]: a customer's endpoint for Chillcloud's signed webhooks; checks
 //!   `X-Chillcloud-Signature` and 5 min clock skew.
 //!
 //! Every fake binds `127.0.0.1:0`, serves from a tokio task and stops when dropped. Its [`Mode`]
-//! can be switched at any time. It keeps a log of [`Delivered`] messages (only requests that
-//! passed every check and were accepted), the [`Rejection`]s with their reasons, and
-//! [`Counters`]. Tests wait with [`FakeProvider::wait_delivered`], which polls against a
-//! deadline.
+//! can be switched at any time, and so can its account-dependent [`Options`]. It keeps a log of
+//! [`Delivered`] messages (only requests that passed every check and were accepted), the
+//! [`Rejection`]s with their reasons, and [`Counters`]. Tests wait with
+//! [`FakeProvider::wait_delivered`], which polls against a deadline.
+//!
+//! The lookup APIs (Aliyun `QuerySendDetails`, Tencent `PullSmsSendStatusByPhoneNumber`, Twilio's
+//! message list) answer from that delivery log, so a client whose send timed out can ask whether
+//! the message went out before sending it again; [`Mode::AcceptThenHang`] makes exactly that
+//! happen (delivered, never answered). A delivery's carrier receipt comes in
+//! [`Options::receipt_delay`] after it was accepted (at once by default); until then the lookups
+//! show it as the providers show a message without a receipt.
 //!
 //! ```ignore
 //! let sms = FakeProvider::aliyun("LTAI5tTestKeyId", "test-secret").await;
@@ -36,14 +46,31 @@
 //!   method V2 for RPC APIs" (alibabacloud.com/help/en/sdk/product-overview/rpc-mechanism),
 //!   `SendSms` (help.aliyun.com/document_detail/55284.html), the client error codes of the
 //!   management OpenAPI (developer.aliyun.com/ask/278265, help.aliyun.com/document_detail/51132.html)
-//!   and the SMS API error codes (help.aliyun.com/document_detail/101346.html).
+//!   and the SMS API error codes (help.aliyun.com/document_detail/101346.html; the older table
+//!   with the variable codes is copied in developer.aliyun.com/ask/278548 and
+//!   alibabacloud.com/help/doc-detail/73694.htm). Template variables: "长变量短信发送与字符限制"
+//!   (help.aliyun.com/zh/document_detail/3041859.html), the notification template rules
+//!   (help.aliyun.com/document_detail/463270.htm) and developer.aliyun.com/ask/220871.
+//!   `QuerySendDetails`: help.aliyun.com/document_detail/419277.html (English:
+//!   help.aliyun.com/en/sms/developer-reference/api-dysmsapi-2017-05-25-querysenddetails), the
+//!   2017 edition with the output table (help.aliyun.com/document_detail/59840.html), and the
+//!   API's generated SDK models (aliyun/alibabacloud-java-sdk, dysmsapi-20170525,
+//!   `QuerySendDetailsRequest`/`QuerySendDetailsResponseBody`).
 //! - Tencent Cloud API 3.0 "Signature v3" (the same page under each product, e.g.
 //!   tencentcloud.com/document/api/1150/49447), `SendSms` 2021-01-11
 //!   (cloud.tencent.com/document/api/382/55981), SMS error codes
-//!   (cloud.tencent.com/document/api/382/38780 and /59177).
-//! - Twilio Messages resource (twilio.com/docs/messaging/api/message-resource), the error
-//!   dictionary (twilio.com/docs/errors/NNNNN) and "Secure webhooks"
-//!   (twilio.com/docs/usage/webhooks/webhooks-security, formerly docs/usage/security).
+//!   (cloud.tencent.com/document/api/382/38780 and /59177; the legacy numeric table
+//!   cloud.tencent.com/document/product/382/3771), "正文模板审核标准" (body template review
+//!   standards: tencentcloud.com/zh/document/product/382/40659 of 2024-05-24, and the current
+//!   cloud.tencent.com/document/product/382/39023). `PullSmsSendStatusByPhoneNumber` 2021-01-11
+//!   (tencentcloud.com/document/api/382/40518; 2019-07-11: cloud.tencent.com/document/api/382/38773),
+//!   the `PullSmsSendStatus` data type (in the same pages, and tencentcloud-sdk-python
+//!   `sms/v20210111/models.py`), `PullSmsSendStatus` (cloud.tencent.com/document/product/382/55977)
+//!   and the v5 pages it replaced (pull queue: /382/5810; by number: /382/5811).
+//! - Twilio Messages resource (twilio.com/docs/messaging/api/message-resource, including "Read
+//!   multiple Message resources"), the error dictionary (twilio.com/docs/errors/NNNNN) and
+//!   "Secure webhooks" (twilio.com/docs/usage/webhooks/webhooks-security, formerly
+//!   docs/usage/security).
 
 use std::{
     collections::{HashMap, HashSet},
@@ -59,7 +86,7 @@ use axum::{
     response::{IntoResponse, Response},
 };
 use base64::{Engine, engine::general_purpose::STANDARD as BASE64};
-use chrono::{DateTime, NaiveDateTime, Utc};
+use chrono::{DateTime, FixedOffset, NaiveDate, NaiveDateTime, Utc};
 use hmac::{Hmac, KeyInit, Mac};
 use serde_json::{Value, json};
 use sha1::Sha1;
@@ -111,10 +138,11 @@ pub enum Provider {
 pub enum Mode {
     /// Check every request and accept the good ones.
     Succeed,
-    /// Check every request, and answer the good ones with the provider's error instead of
+    /// Check every request, and answer the good sends with the provider's error instead of
     /// sending: Aliyun `isv.BUSINESS_LIMIT_CONTROL` (HTTP 200), Tencent a per-number
     /// `LimitExceeded.PhoneNumberThirtySecondLimit` in `SendStatusSet` (HTTP 200), Twilio
-    /// error 20500 (HTTP 500), the webhook HTTP 500. Counted as `failed`.
+    /// error 20500 (HTTP 500), the webhook HTTP 500. Counted as `failed`. Lookups are answered
+    /// as in [`Mode::Succeed`].
     Fail,
     /// Refuse everything unchecked with `503 Service Unavailable` and `Connection: close`.
     /// Counted as `refused`.
@@ -126,6 +154,60 @@ pub enum Mode {
         /// How many more requests to swallow.
         count: u32,
     },
+    /// The next `count` good sends are checked and delivered (logged, so the lookup APIs find
+    /// them) but never answered: the connection is held open like [`Mode::Hang`] until the
+    /// client gives up. This is "the provider sent the SMS but the client timed out". Counted
+    /// as `delivered` and `accepted_unanswered`; then back to [`Mode::Succeed`]. Rejected
+    /// requests, Twilio idempotent replays and lookups in between are answered as usual and do
+    /// not count down.
+    AcceptThenHang {
+        /// How many more delivered sends to leave unanswered.
+        count: u32,
+    },
+}
+
+/// Behaviour that depends on the provider account's settings rather than on the request;
+/// switchable at any time with [`FakeProvider::set_options`]. [`Options::default`] is the
+/// strictest documented account.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Options {
+    /// Check the template variables of `SendSms` (Aliyun `TemplateParam` values, Tencent
+    /// `TemplateParamSet` items) as the providers do: the length limits below, and no link in a
+    /// variable. Default `true`.
+    pub template_variable_rules: bool,
+    /// Aliyun: the most characters a variable value may have, `isv.PARAM_LENGTH_LIMIT` beyond.
+    /// Default 35, "单个模板变量的长度可以超过默认的 35 字符上限" once the limit is lifted on
+    /// request (help.aliyun.com/zh/document_detail/3041859.html).
+    pub aliyun_variable_max_chars: usize,
+    /// Tencent: the most characters a variable value may have,
+    /// `InvalidParameterValue.TemplateParameterLengthLimit` beyond. Default `Some(12)`:
+    /// "个人认证用户创建的短信正文模板每个变量取值最多支持12个字。企业认证用户没有变量取值长度限制"
+    /// (review standards, 2024-05-24); `None` for an enterprise-verified account. The current
+    /// page defers to the console ("每个变量取值长度，请以短信控制台 > 模板创建页 信息为准"),
+    /// so 12 is the strictest documented limit.
+    pub tencent_variable_max_chars: Option<usize>,
+    /// Tencent: whether `PullSmsSendStatusByPhoneNumber` echoes the `SendSms` request's
+    /// `SessionContext`. Default `false`: the field is "与请求中的 SessionContext 一致，默认为空，
+    /// 如需开通请联系腾讯云短信小助手评估" (data type `PullSmsSendStatus`), i.e. empty unless
+    /// Tencent's SMS helper switched it on for the account.
+    pub tencent_pull_session_context: bool,
+    /// How long after a message was accepted its delivery receipt comes in. Until then Aliyun
+    /// reports it with `SendStatus` 1 (等待回执), Tencent does not list it at all (a pull only
+    /// returns receipts) and Twilio lists it `queued`/`accepted` with no `date_sent`. Default
+    /// zero (a receipt at once).
+    pub receipt_delay: Duration,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self {
+            template_variable_rules: true,
+            aliyun_variable_max_chars: 35,
+            tencent_variable_max_chars: Some(12),
+            tencent_pull_session_context: false,
+            receipt_delay: Duration::ZERO,
+        }
+    }
 }
 
 /// A message the fake accepted: one per recipient (Aliyun and Tencent send one request to
@@ -182,6 +264,12 @@ pub struct Counters {
     /// Twilio requests whose idempotency token was already used: answered with the first
     /// message, not sent again.
     pub deduplicated: usize,
+    /// Good sends delivered but never answered in [`Mode::AcceptThenHang`] (requests, not
+    /// messages; their messages are counted in `delivered` too).
+    pub accepted_unanswered: usize,
+    /// Lookups answered: Aliyun `QuerySendDetails`, Tencent `PullSmsSendStatusByPhoneNumber`,
+    /// Twilio `GET Messages.json`.
+    pub lookups: usize,
 }
 
 /// A running fake: see the module documentation.
@@ -205,6 +293,15 @@ struct FakeState {
     nonces: HashSet<String>,
     /// Twilio idempotency token → the message answered the first time.
     twilio_tokens: HashMap<String, Value>,
+    /// Every Twilio message created, oldest first, for the message list.
+    twilio_messages: Vec<TwilioMessage>,
+    options: Options,
+}
+
+/// A Twilio Message resource as created, and when (Unix milliseconds).
+struct TwilioMessage {
+    resource: Value,
+    created_unix_ms: i64,
 }
 
 impl FakeProvider {
@@ -222,6 +319,8 @@ impl FakeProvider {
                 counters: Counters::default(),
                 nonces: HashSet::new(),
                 twilio_tokens: HashMap::new(),
+                twilio_messages: Vec::new(),
+                options: Options::default(),
             }),
         });
         let app = Router::new().fallback(handle).with_state(shared.clone());
@@ -277,9 +376,21 @@ impl FakeProvider {
         self.state().mode = mode;
     }
 
-    /// The current mode ([`Mode::Hang`] counts down as requests arrive).
+    /// The current mode ([`Mode::Hang`] and [`Mode::AcceptThenHang`] count down as requests
+    /// arrive).
     pub fn mode(&self) -> Mode {
         self.state().mode
+    }
+
+    /// Switches the account-dependent behaviour; requests already being answered are not
+    /// affected.
+    pub fn set_options(&self, options: Options) {
+        self.state().options = options;
+    }
+
+    /// The current [`Options`].
+    pub fn options(&self) -> Options {
+        self.state().options
     }
 
     /// The messages delivered so far, oldest first.
@@ -391,6 +502,8 @@ enum Verdict {
     Rejected { code: String, reason: String },
     Failed,
     Replayed,
+    // A lookup, answered.
+    Answered,
 }
 
 impl Reply {
@@ -435,7 +548,7 @@ async fn handle(
                         aliyun::process(&mut state, access_key_id, access_key_secret, &req, fail)
                     }
                     Provider::Tencent { secret_id, secret_key, sdk_app_id } => {
-                        tencent::process(secret_id, secret_key, sdk_app_id, &req, fail)
+                        tencent::process(&state, secret_id, secret_key, sdk_app_id, &req, fail)
                     }
                     Provider::Twilio { account_sid, auth_token } => {
                         twilio::process(&mut state, account_sid, auth_token, &req, fail)
@@ -446,19 +559,40 @@ async fn handle(
                     Verdict::Delivered(messages) => {
                         state.counters.delivered += messages.len();
                         state.delivered.extend(messages);
+                        if let Mode::AcceptThenHang { count } = mode
+                            && count > 0
+                        {
+                            // Sent, but the answer never leaves: fall through to the hang.
+                            state.mode =
+                                if count > 1 { Mode::AcceptThenHang { count: count - 1 } } else { Mode::Succeed };
+                            state.counters.accepted_unanswered += 1;
+                        } else {
+                            return reply.response;
+                        }
                     }
                     Verdict::Rejected { code, reason } => {
                         state.counters.rejected += 1;
                         state.rejections.push(Rejection { code, reason, received_at: req.at });
+                        return reply.response;
                     }
-                    Verdict::Failed => state.counters.failed += 1,
-                    Verdict::Replayed => state.counters.deduplicated += 1,
+                    Verdict::Failed => {
+                        state.counters.failed += 1;
+                        return reply.response;
+                    }
+                    Verdict::Replayed => {
+                        state.counters.deduplicated += 1;
+                        return reply.response;
+                    }
+                    Verdict::Answered => {
+                        state.counters.lookups += 1;
+                        return reply.response;
+                    }
                 }
-                return reply.response;
             }
         }
     }
-    // Mode::Hang: never answer. Hyper drops this future when the client closes the connection.
+    // Mode::Hang, Mode::AcceptThenHang: never answer. Hyper drops this future when the client
+    // closes the connection.
     std::future::pending::<Response>().await
 }
 
@@ -547,6 +681,58 @@ fn hmac_sha256(key: &[u8], message: &[u8]) -> Vec<u8> {
     mac.finalize().into_bytes().to_vec()
 }
 
+/// Top-level domains (and the short-link domains' ones) that make a dotted word a host name.
+const LINK_TLDS: &[&str] = &[
+    "com", "cn", "net", "org", "io", "co", "cc", "me", "top", "xyz", "info", "biz", "gov", "edu", "app", "dev", "ai",
+    "ly", "gl", "gd", "tv", "link", "site", "online", "vip", "shop", "club", "hk", "mo", "tw", "jp", "uk", "us", "de",
+    "ru", "so", "la", "to", "im",
+];
+
+/// Whether a template variable value carries a link, which neither Aliyun ("isv.PARAM_NOT_SUPPORT_URL
+/// 不支持url为变量 / 域名和ip请固化到模板申请中") nor Tencent ("变量内不支持传入链接（包含短链接）")
+/// accept. Neither documents its detector; this one takes a scheme (`http://`, any `xxx://`),
+/// `www.`, an IPv4 address, or a dotted host name ending in a common top-level domain
+/// (`t.cn/abc`, `chill.example.com`), and leaves numbers such as `12.5` or `v1.2` alone.
+fn looks_like_link(value: &str) -> bool {
+    let lower = value.to_ascii_lowercase();
+    if lower.contains("://") || lower.contains("www.") {
+        return true;
+    }
+    lower.split(|c: char| !(c.is_ascii_alphanumeric() || c == '.' || c == '-')).any(|word| {
+        let labels: Vec<&str> = word.trim_matches('.').split('.').collect();
+        if labels.len() < 2 || labels.iter().any(|label| label.is_empty()) {
+            return false;
+        }
+        let ipv4 = labels.len() == 4 && labels.iter().all(|label| label.len() <= 3 && label.parse::<u8>().is_ok());
+        ipv4 || labels.last().is_some_and(|tld| LINK_TLDS.contains(tld))
+    })
+}
+
+/// China Standard Time (UTC+8), the clock of Aliyun's `SendDate` and record times.
+fn beijing(unix_ms: i64) -> DateTime<FixedOffset> {
+    let offset = FixedOffset::east_opt(8 * 3600).expect("UTC+8 is a valid offset");
+    DateTime::from_timestamp_millis(unix_ms).unwrap_or_default().with_timezone(&offset)
+}
+
+/// A number's digits without `+` or an international `00` prefix.
+fn international_digits(number: &str) -> &str {
+    number.strip_prefix('+').or_else(|| number.strip_prefix("00")).unwrap_or(number)
+}
+
+/// Country calling codes the fakes split numbers by (longest first), with their ISO codes.
+const COUNTRY_CODES: &[(&str, &str)] =
+    &[("852", "HK"), ("853", "MO"), ("886", "TW"), ("86", "CN"), ("44", "GB"), ("65", "SG"), ("60", "MY"), ("1", "US")];
+
+/// A mainland China mobile number (11 digits from 1), in whichever form the send used: bare,
+/// `86…`, `+86…` or `0086…`.
+fn mainland_mobile(number: &str) -> Option<&str> {
+    let is_mobile = |n: &str| n.len() == 11 && n.starts_with('1') && n.bytes().all(|b| b.is_ascii_digit());
+    if is_mobile(number) {
+        return Some(number);
+    }
+    international_digits(number).strip_prefix("86").filter(|n| is_mobile(n))
+}
+
 // ---------------------------------------------------------------------------------------------
 // Aliyun SMS
 // ---------------------------------------------------------------------------------------------
@@ -630,16 +816,73 @@ mod aliyun {
         Reply::rejected(code, reason, response)
     }
 
-    /// A `SendSms` business error (the `isv.*` codes): HTTP 200, `{Code, Message, RequestId}`,
-    /// no `BizId` (help.aliyun.com/document_detail/101346.html).
-    fn business_error(format: Format, code: &str, message: &str) -> Response {
+    /// A business error (the `isv.*` codes): HTTP 200, `{Code, Message, RequestId}`, no `BizId`
+    /// (help.aliyun.com/document_detail/101346.html). `root` names the XML document after the
+    /// action (`SendSmsResponse`, `QuerySendDetailsResponse`).
+    fn business_error(format: Format, root: &str, code: &str, message: &str) -> Response {
         let request_id = request_id();
-        respond(
-            format,
-            StatusCode::OK,
-            "SendSmsResponse",
-            &[("Code", code), ("Message", message), ("RequestId", &request_id)],
-        )
+        respond(format, StatusCode::OK, root, &[("Code", code), ("Message", message), ("RequestId", &request_id)])
+    }
+
+    /// One XML element for a JSON value: an object's fields become child elements in turn, an
+    /// array repeats its element once per item (`"SmsSendDetailDTO": [a, b]` is two
+    /// `<SmsSendDetailDTO>`), `null` is left out.
+    fn xml_element(name: &str, value: &Value, out: &mut String) {
+        match value {
+            Value::Null => {}
+            Value::Array(items) => items.iter().for_each(|item| xml_element(name, item, out)),
+            Value::Object(fields) => {
+                out.push_str(&format!("<{name}>"));
+                fields.iter().for_each(|(child, value)| xml_element(child, value, out));
+                out.push_str(&format!("</{name}>"));
+            }
+            Value::String(text) => out.push_str(&format!("<{name}>{}</{name}>", xml_escape(text))),
+            other => out.push_str(&format!("<{name}>{other}</{name}>")),
+        }
+    }
+
+    /// An answer with nested fields (`QuerySendDetails`), as JSON or as XML.
+    fn respond_value(format: Format, root: &str, body: &Value) -> Response {
+        match format {
+            Format::Json => json_response(StatusCode::OK, body),
+            Format::Xml => {
+                let mut xml = String::from("<?xml version='1.0' encoding='UTF-8'?>");
+                xml_element(root, body, &mut xml);
+                (StatusCode::OK, [(header::CONTENT_TYPE, "text/xml;charset=utf-8")], xml).into_response()
+            }
+        }
+    }
+
+    /// The RPC actions this fake serves.
+    #[derive(Clone, Copy, PartialEq)]
+    enum Action {
+        SendSms,
+        QuerySendDetails,
+    }
+
+    impl Action {
+        /// The action's required parameters: `SendSms` (55284.html) PhoneNumbers, SignName,
+        /// TemplateCode; `QuerySendDetails` (419277.html; `@Validation(required = true)` in the
+        /// generated SDK model) PhoneNumber, SendDate, PageSize, CurrentPage (BizId optional).
+        fn required(self) -> &'static [&'static str] {
+            match self {
+                Action::SendSms => &["PhoneNumbers", "SignName", "TemplateCode"],
+                Action::QuerySendDetails => &["PhoneNumber", "SendDate", "PageSize", "CurrentPage"],
+            }
+        }
+    }
+
+    /// The request's parameters (query, and form body for POST), in order.
+    struct Params(Vec<(String, String)>);
+
+    impl Params {
+        fn get(&self, name: &str) -> Option<&str> {
+            self.0.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+        }
+
+        fn param(&self, name: &str) -> &str {
+            self.get(name).unwrap_or_default()
+        }
     }
 
     pub(super) fn process(
@@ -655,11 +898,11 @@ mod aliyun {
         if req.method == Method::POST && req.content_type_is("application/x-www-form-urlencoded") {
             params.extend(parse_form(&req.body));
         }
-        let get = |name: &str| params.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str());
+        let params = Params(params);
 
         // "Format … Valid values: JSON, XML. Default: XML." (rpc-mechanism, common parameters);
         // `InvalidParameter.Format` "仅支持 XML/JSON" (developer.aliyun.com/ask/278265).
-        let format = match get("Format") {
+        let format = match params.get("Format") {
             None => Format::Xml,
             Some(f) if f.eq_ignore_ascii_case("XML") => Format::Xml,
             Some(f) if f.eq_ignore_ascii_case("JSON") => Format::Json,
@@ -676,6 +919,14 @@ mod aliyun {
         let bad = |status: StatusCode, code: &str, message: &str, reason: String| {
             gateway_error(format, status, code, message, &reason)
         };
+        let missing = |name: &str| {
+            bad(
+                StatusCode::BAD_REQUEST,
+                &format!("Missing{name}"),
+                &format!("{name} is mandatory for this action."),
+                format!("parameter {name} is missing or empty"),
+            )
+        };
 
         // RPC APIs are called on `/` ("https://Endpoint/?Action=xx&Version=xx&Parameters").
         if req.path != "/" {
@@ -686,7 +937,7 @@ mod aliyun {
                 format!("path {:?}, RPC calls go to /", req.path),
             );
         }
-        // "UnsupportedHTTPMethod" (developer.aliyun.com/ask/278265); SendSms is GET or POST.
+        // "UnsupportedHTTPMethod" (developer.aliyun.com/ask/278265); both actions take GET or POST.
         if req.method != Method::GET && req.method != Method::POST {
             return bad(
                 StatusCode::BAD_REQUEST,
@@ -696,8 +947,7 @@ mod aliyun {
             );
         }
         // Required common parameters (rpc-mechanism: Action, Version, AccessKeyId,
-        // SignatureNonce, Timestamp, Signature, SignatureMethod, SignatureVersion) and the
-        // required SendSms ones (PhoneNumbers, SignName, TemplateCode; 55284.html). Missing one
+        // SignatureNonce, Timestamp, Signature, SignatureMethod, SignatureVersion). Missing one
         // is "Missing{ParameterName} … is mandatory for this action." 400 (ask/278265).
         for name in [
             "Action",
@@ -708,66 +958,64 @@ mod aliyun {
             "SignatureNonce",
             "Timestamp",
             "Signature",
-            "PhoneNumbers",
-            "SignName",
-            "TemplateCode",
         ] {
-            if get(name).is_none_or(str::is_empty) {
-                return bad(
-                    StatusCode::BAD_REQUEST,
-                    &format!("Missing{name}"),
-                    &format!("{name} is mandatory for this action."),
-                    format!("parameter {name} is missing or empty"),
-                );
+            if params.get(name).is_none_or(str::is_empty) {
+                return missing(name);
             }
         }
-        let param = |name: &str| get(name).unwrap_or_default();
         // "InvalidApi.NotFound … 404" for an unknown Action/Version pair.
-        if param("Action") != "SendSms" || param("Version") != VERSION {
-            return bad(
-                StatusCode::NOT_FOUND,
-                "InvalidApi.NotFound",
-                "Specified api is not found, please check your url and method.",
-                format!("Action={:?} Version={:?}, expected SendSms {VERSION}", param("Action"), param("Version")),
-            );
+        let action = match (params.param("Action"), params.param("Version")) {
+            ("SendSms", VERSION) => Action::SendSms,
+            ("QuerySendDetails", VERSION) => Action::QuerySendDetails,
+            (action, version) => {
+                return bad(
+                    StatusCode::NOT_FOUND,
+                    "InvalidApi.NotFound",
+                    "Specified api is not found, please check your url and method.",
+                    format!("Action={action:?} Version={version:?}, expected SendSms or QuerySendDetails {VERSION}"),
+                );
+            }
+        };
+        if let Some(name) = action.required().iter().find(|name| params.get(name).is_none_or(str::is_empty)) {
+            return missing(name);
         }
         // "SignatureMethod: … Only HMAC-SHA1 is supported." / "SignatureVersion: … 1.0"
         // (signature mechanism overview); `InvalidSignatureMethod` 400, `IncompleteSignature`
         // 400 (ask/278265, document_detail/51132).
-        if param("SignatureMethod") != "HMAC-SHA1" {
+        if params.param("SignatureMethod") != "HMAC-SHA1" {
             return bad(
                 StatusCode::BAD_REQUEST,
                 "InvalidSignatureMethod",
                 "Specified signature method is not valid.",
-                format!("SignatureMethod={:?}, expected HMAC-SHA1", param("SignatureMethod")),
+                format!("SignatureMethod={:?}, expected HMAC-SHA1", params.param("SignatureMethod")),
             );
         }
-        if param("SignatureVersion") != "1.0" {
+        if params.param("SignatureVersion") != "1.0" {
             return bad(
                 StatusCode::BAD_REQUEST,
                 "IncompleteSignature",
                 "The request signature does not conform to Aliyun standards.",
-                format!("SignatureVersion={:?}, expected 1.0", param("SignatureVersion")),
+                format!("SignatureVersion={:?}, expected 1.0", params.param("SignatureVersion")),
             );
         }
         // "InvalidAccessKeyId.NotFound  Specified access key is not found. 404".
-        if param("AccessKeyId") != access_key_id {
+        if params.param("AccessKeyId") != access_key_id {
             return bad(
                 StatusCode::NOT_FOUND,
                 "InvalidAccessKeyId.NotFound",
                 "Specified access key is not found.",
-                format!("unknown AccessKeyId {:?}", param("AccessKeyId")),
+                format!("unknown AccessKeyId {:?}", params.param("AccessKeyId")),
             );
         }
         // "Timestamp … ISO 8601 … yyyy-MM-ddTHH:mm:ssZ format. The time must be in UTC."
         // (common parameters); `InvalidTimeStamp.Format` / `InvalidTimeStamp.Expired` (more than
         // 15 minutes from the server's clock) 400 (ask/278265).
-        let Ok(timestamp) = NaiveDateTime::parse_from_str(param("Timestamp"), "%Y-%m-%dT%H:%M:%SZ") else {
+        let Ok(timestamp) = NaiveDateTime::parse_from_str(params.param("Timestamp"), "%Y-%m-%dT%H:%M:%SZ") else {
             return bad(
                 StatusCode::BAD_REQUEST,
                 "InvalidTimeStamp.Format",
                 "Specified time stamp or date value is not well formatted.",
-                format!("Timestamp={:?}, expected yyyy-MM-ddTHH:mm:ssZ (UTC)", param("Timestamp")),
+                format!("Timestamp={:?}, expected yyyy-MM-ddTHH:mm:ssZ (UTC)", params.param("Timestamp")),
             );
         };
         let skew = timestamp.and_utc().timestamp() - req.unix_s();
@@ -776,26 +1024,29 @@ mod aliyun {
                 StatusCode::BAD_REQUEST,
                 "InvalidTimeStamp.Expired",
                 "Specified time stamp or date value is expired.",
-                format!("Timestamp {} is {skew} s from now (limit {MAX_SKEW_S} s)", param("Timestamp")),
+                format!("Timestamp {} is {skew} s from now (limit {MAX_SKEW_S} s)", params.param("Timestamp")),
             );
         }
         // The signature (signature mechanism); `SignatureDoesNotMatch` 400. Aliyun's message
         // quotes its own StringToSign, which is what one needs to debug a client.
-        let string_to_sign = string_to_sign(req.method.as_str(), &params);
-        if sign(access_key_secret, &string_to_sign) != param("Signature") {
+        let string_to_sign = string_to_sign(req.method.as_str(), &params.0);
+        if sign(access_key_secret, &string_to_sign) != params.param("Signature") {
             return bad(
                 StatusCode::BAD_REQUEST,
                 "SignatureDoesNotMatch",
                 &format!(
                     "Specified signature is not matched with our calculation. server string to sign is:{string_to_sign}"
                 ),
-                format!("Signature {:?} does not match; server StringToSign {string_to_sign}", param("Signature")),
+                format!(
+                    "Signature {:?} does not match; server StringToSign {string_to_sign}",
+                    params.param("Signature")
+                ),
             );
         }
         // "SignatureNonce: A unique random number used to prevent replay attacks. You must use a
         // different random number for each request." `SignatureNonceUsed` 400 (ask/278265).
         // Only authenticated requests consume a nonce.
-        let nonce = param("SignatureNonce").to_owned();
+        let nonce = params.param("SignatureNonce").to_owned();
         if !state.nonces.insert(nonce.clone()) {
             return bad(
                 StatusCode::BAD_REQUEST,
@@ -805,10 +1056,18 @@ mod aliyun {
             );
         }
 
-        // SendSms business checks: HTTP 200 with an `isv.*` code (101346.html).
-        let numbers: Vec<String> = param("PhoneNumbers").split(',').map(|n| n.trim().to_owned()).collect();
+        match action {
+            Action::SendSms => send_sms(state, &params, format, req, fail),
+            Action::QuerySendDetails => query_send_details(state, &params, format, req),
+        }
+    }
+
+    /// `SendSms`'s business checks, HTTP 200 with an `isv.*` code (101346.html), and the sending.
+    fn send_sms(state: &FakeState, params: &Params, format: Format, req: &Incoming, fail: bool) -> Reply {
+        const ROOT: &str = "SendSmsResponse";
+        let numbers: Vec<String> = params.param("PhoneNumbers").split(',').map(|n| n.trim().to_owned()).collect();
         if numbers.len() > MAX_NUMBERS {
-            let response = business_error(format, "isv.MOBILE_COUNT_OVER_LIMIT", "手机号码数量超过限制");
+            let response = business_error(format, ROOT, "isv.MOBILE_COUNT_OVER_LIMIT", "手机号码数量超过限制");
             return Reply::rejected(
                 "isv.MOBILE_COUNT_OVER_LIMIT",
                 format!("{} numbers, limit {MAX_NUMBERS}", numbers.len()),
@@ -818,18 +1077,18 @@ mod aliyun {
         // PhoneNumbers: "国内短信:+/+86/0086/86 或无任何前缀的手机号码 …
         // 国际/港澳台消息:国际区号+号码" (55284.html).
         if let Some(number) = numbers.iter().find(|n| !is_phone_number(n)) {
-            let response = business_error(format, "isv.MOBILE_NUMBER_ILLEGAL", "非法手机号");
+            let response = business_error(format, ROOT, "isv.MOBILE_NUMBER_ILLEGAL", "非法手机号");
             return Reply::rejected("isv.MOBILE_NUMBER_ILLEGAL", format!("phone number {number:?}"), response);
         }
         // "TemplateParam … 请传入JSON 字符串" (55284.html); `isv.INVALID_JSON_PARAM` "JSON参数不合法，
         // 只接受字符串值" (101346.html): a JSON object whose values are strings.
-        let template_param = match get("TemplateParam") {
+        let template_param = match params.get("TemplateParam") {
             None => None,
             Some(raw) => match serde_json::from_str::<Value>(raw) {
-                Ok(Value::Object(object)) if object.values().all(Value::is_string) => Some(Value::Object(object)),
+                Ok(Value::Object(object)) if object.values().all(Value::is_string) => Some(object),
                 _ => {
                     let message = "JSON参数不合法，只接受字符串值";
-                    let response = business_error(format, "isv.INVALID_JSON_PARAM", message);
+                    let response = business_error(format, ROOT, "isv.INVALID_JSON_PARAM", message);
                     return Reply::rejected(
                         "isv.INVALID_JSON_PARAM",
                         format!("TemplateParam {raw:?} is not a JSON object of strings"),
@@ -838,27 +1097,62 @@ mod aliyun {
                 }
             },
         };
+        // Template variables. "isv.PARAM_NOT_SUPPORT_URL 不支持url为变量 — 域名和ip请固化到模板申请中"
+        // and "isv.PARAM_LENGTH_LIMIT 变量长度受限" (the error table as copied in
+        // developer.aliyun.com/ask/278548; 101346.html's messages "不支持URL", "参数超出长度限制");
+        // the limit is 35 characters per value by default ("单个模板变量的长度可以超过默认的 35
+        // 字符上限" once lifted, help.aliyun.com/zh/document_detail/3041859.html; "通知类模板，
+        // 变量限制为1至35个字符", developer.aliyun.com/ask/220871). A character is a Unicode
+        // scalar value (a Chinese character counts one, as in Aliyun's length rules). The answer's
+        // Message is the one Aliyun was seen to give, "参数超过长度限制:35".
+        if state.options.template_variable_rules
+            && let Some(variables) = &template_param
+        {
+            let max = state.options.aliyun_variable_max_chars;
+            for (name, value) in variables {
+                let value = value.as_str().unwrap_or_default();
+                if looks_like_link(value) {
+                    let response = business_error(format, ROOT, "isv.PARAM_NOT_SUPPORT_URL", "不支持URL");
+                    return Reply::rejected(
+                        "isv.PARAM_NOT_SUPPORT_URL",
+                        format!("TemplateParam {name}={value:?} carries a link"),
+                        response,
+                    );
+                }
+                let chars = value.chars().count();
+                if chars > max {
+                    let message = format!("参数超过长度限制:{max}");
+                    let response = business_error(format, ROOT, "isv.PARAM_LENGTH_LIMIT", &message);
+                    return Reply::rejected(
+                        "isv.PARAM_LENGTH_LIMIT",
+                        format!("TemplateParam {name} has {chars} characters, limit {max}"),
+                        response,
+                    );
+                }
+            }
+        }
 
         if fail {
             // "isv.BUSINESS_LIMIT_CONTROL 触发业务流控" (101346.html), HTTP 200.
             return Reply {
                 verdict: Verdict::Failed,
-                response: business_error(format, "isv.BUSINESS_LIMIT_CONTROL", "触发分钟级流控Permits:1"),
+                response: business_error(format, ROOT, "isv.BUSINESS_LIMIT_CONTROL", "触发分钟级流控Permits:1"),
             };
         }
 
         // Success: `{"Code":"OK","Message":"OK","BizId":"…","RequestId":"…"}` (55284.html).
         let biz_id = format!("{}^0", 100_000_000_000_000 + rand::random::<u64>() % 900_000_000_000_000);
         let request_id = request_id();
-        let out_id = get("OutId").map(str::to_owned);
+        let out_id = params.get("OutId").map(str::to_owned);
+        let template_param = template_param.map(Value::Object);
         let delivered = numbers
             .into_iter()
             .map(|recipient| Delivered {
                 recipient,
                 text: None,
-                template: Some(param("TemplateCode").to_owned()),
+                template: Some(params.param("TemplateCode").to_owned()),
                 params: template_param.clone(),
-                sender: Some(param("SignName").to_owned()),
+                sender: Some(params.param("SignName").to_owned()),
                 idempotency_key: out_id.clone(),
                 provider_id: biz_id.clone(),
                 received_at: req.at,
@@ -868,10 +1162,107 @@ mod aliyun {
         let response = respond(
             format,
             StatusCode::OK,
-            "SendSmsResponse",
+            ROOT,
             &[("Code", "OK"), ("Message", "OK"), ("BizId", &biz_id), ("RequestId", &request_id)],
         );
         Reply { verdict: Verdict::Delivered(delivered), response }
+    }
+
+    /// The form `QuerySendDetails` documents for `PhoneNumber` and answers in `PhoneNum`:
+    /// "国内短信：11 位手机号码 … 国际/港澳台消息：国际区号+号码" (419277.html), whatever prefix
+    /// (`+86`, `0086`, `86`, none) the send used.
+    fn query_form(number: &str) -> String {
+        mainland_mobile(number).unwrap_or_else(|| international_digits(number)).to_owned()
+    }
+
+    /// `QuerySendDetails`: the send records of one number on one day (419277.html).
+    ///
+    /// - `PhoneNumber` one number ("只能传入一个手机号码"); `SendDate` `yyyyMMdd`, "支持查询最近
+    ///   30 天的记录"; `PageSize` "取值范围为 1~50"; `CurrentPage` from 1; `BizId` optional ("只能
+    ///   传入一个 Bizid 的值"), the `BizId` SendSms answered.
+    /// - Answer `{Code, Message, RequestId, TotalCount, SmsSendDetailDTOs: {SmsSendDetailDTO:
+    ///   [{PhoneNum, SendStatus, ErrCode, TemplateCode, Content, SendDate, ReceiveDate, OutId}]}}`
+    ///   (the generated SDK model). `SendStatus` "1：等待回执，2：发送失败，3：发送成功"; `ErrCode`
+    ///   "DELIVERED" once delivered; dates `yyyy-MM-dd HH:mm:ss`. `TotalCount` is a number as in
+    ///   the 2017 output table (59840.html: "TotalCount Number"); the current reference types it
+    ///   `string`.
+    /// - Bad values are `isv.INVALID_PARAMETERS` "参数异常" ("For example, the SendDate format
+    ///   should be yyyymmdd", alibabacloud.com/help/doc-detail/73694.htm); a malformed number
+    ///   `isv.MOBILE_NUMBER_ILLEGAL` as in SendSms.
+    ///
+    /// Not documented, the fake's reading: `SendDate` and the record dates are China Standard
+    /// Time (UTC+8), the clock of Aliyun's console; records come oldest first; `Content` is
+    /// synthetic (the fake does not know the template's text): `【SignName】TemplateCode
+    /// {TemplateParam}`; `OutId` is left out when the send had none.
+    fn query_send_details(state: &FakeState, params: &Params, format: Format, req: &Incoming) -> Reply {
+        const ROOT: &str = "QuerySendDetailsResponse";
+        let invalid = |reason: String| {
+            let response = business_error(format, ROOT, "isv.INVALID_PARAMETERS", "参数异常");
+            Reply::rejected("isv.INVALID_PARAMETERS", reason, response)
+        };
+        let Some(page_size) = params.param("PageSize").parse::<usize>().ok().filter(|n| (1..=50).contains(n)) else {
+            return invalid(format!("PageSize={:?}, expected 1 to 50", params.param("PageSize")));
+        };
+        let Some(current_page) = params.param("CurrentPage").parse::<usize>().ok().filter(|n| *n >= 1) else {
+            return invalid(format!("CurrentPage={:?}, expected 1 or more", params.param("CurrentPage")));
+        };
+        let raw_date = params.param("SendDate");
+        let send_date = Some(raw_date)
+            .filter(|d| d.len() == 8 && d.bytes().all(|b| b.is_ascii_digit()))
+            .and_then(|d| NaiveDate::parse_from_str(d, "%Y%m%d").ok());
+        let Some(send_date) = send_date else {
+            return invalid(format!("SendDate={raw_date:?}, expected yyyyMMdd"));
+        };
+        let number = params.param("PhoneNumber");
+        if !is_phone_number(number) {
+            let response = business_error(format, ROOT, "isv.MOBILE_NUMBER_ILLEGAL", "非法手机号");
+            return Reply::rejected("isv.MOBILE_NUMBER_ILLEGAL", format!("PhoneNumber {number:?}"), response);
+        }
+        let wanted = query_form(number);
+        let biz_id = params.get("BizId").filter(|b| !b.is_empty());
+        let receipt_ms = i64::try_from(state.options.receipt_delay.as_millis()).unwrap_or(i64::MAX);
+        let thirty_days_ms = 30 * 24 * 3600 * 1000;
+        let records: Vec<&Delivered> = state
+            .delivered
+            .iter()
+            .filter(|d| query_form(&d.recipient) == wanted)
+            .filter(|d| beijing(d.received_unix_ms).date_naive() == send_date)
+            .filter(|d| req.unix_ms - d.received_unix_ms <= thirty_days_ms)
+            .filter(|d| biz_id.is_none_or(|b| b == d.provider_id))
+            .collect();
+        let time = |unix_ms: i64| beijing(unix_ms).format("%Y-%m-%d %H:%M:%S").to_string();
+        let page: Vec<Value> = records
+            .iter()
+            .skip((current_page - 1) * page_size)
+            .take(page_size)
+            .map(|d| {
+                let receipted = req.unix_ms >= d.received_unix_ms.saturating_add(receipt_ms);
+                let sign = d.sender.as_deref().unwrap_or_default();
+                let template = d.template.as_deref().unwrap_or_default();
+                let variables = d.params.as_ref().map(Value::to_string).unwrap_or_default();
+                let mut dto = json!({
+                    "PhoneNum": query_form(&d.recipient),
+                    "SendStatus": if receipted { 3 } else { 1 },
+                    "ErrCode": if receipted { "DELIVERED" } else { "" },
+                    "TemplateCode": template,
+                    "Content": format!("【{sign}】{template} {variables}").trim_end(),
+                    "SendDate": time(d.received_unix_ms),
+                    "ReceiveDate": if receipted { time(d.received_unix_ms + receipt_ms) } else { String::new() },
+                });
+                if let Some(out_id) = &d.idempotency_key {
+                    dto["OutId"] = Value::from(out_id.as_str());
+                }
+                dto
+            })
+            .collect();
+        let body = json!({
+            "Code": "OK",
+            "Message": "OK",
+            "RequestId": request_id(),
+            "TotalCount": records.len(),
+            "SmsSendDetailDTOs": { "SmsSendDetailDTO": page },
+        });
+        Reply { verdict: Verdict::Answered, response: respond_value(format, ROOT, &body) }
     }
 
     fn is_phone_number(n: &str) -> bool {
@@ -991,6 +1382,8 @@ mod tencent {
     enum Field {
         String,
         StringArray,
+        /// A non-negative JSON integer (the `Integer` of the API pages).
+        Integer,
     }
 
     /// `Err` holds the message and the reason of the `InvalidParameter` answer.
@@ -1008,6 +1401,7 @@ mod tencent {
             Field::StringArray => {
                 (value.as_array().is_some_and(|items| items.iter().all(Value::is_string)), "Array of String")
             }
+            Field::Integer => (value.as_u64().is_some(), "Integer"),
         };
         if ok {
             Ok(Some(value))
@@ -1027,7 +1421,21 @@ mod tencent {
         )
     }
 
-    pub(super) fn process(secret_id: &str, secret_key: &str, sdk_app_id: &str, req: &Incoming, fail: bool) -> Reply {
+    /// The API 3.0 actions this fake serves (`X-TC-Action`).
+    #[derive(Clone, Copy, PartialEq)]
+    enum Action {
+        SendSms,
+        PullSmsSendStatusByPhoneNumber,
+    }
+
+    pub(super) fn process(
+        state: &FakeState,
+        secret_id: &str,
+        secret_key: &str,
+        sdk_app_id: &str,
+        req: &Incoming,
+        fail: bool,
+    ) -> Reply {
         // The Chillcloud client POSTs JSON, the method the docs recommend; this fake does not
         // implement GET with form parameters.
         if req.method != Method::POST || req.path != "/" {
@@ -1047,11 +1455,19 @@ mod tencent {
             );
         }
         // Common parameters as headers: X-TC-Action, X-TC-Version, X-TC-Timestamp, X-TC-Region
-        // (Region is required for SendSms).
-        let Some(action) = req.header("x-tc-action") else { return missing("X-TC-Action") };
-        if action != "SendSms" {
-            return error("InvalidAction", "The requested action does not exist.", format!("X-TC-Action {action:?}"));
-        }
+        // (Region is required for SendSms and PullSmsSendStatusByPhoneNumber: "Region Yes").
+        let action = match req.header("x-tc-action") {
+            None => return missing("X-TC-Action"),
+            Some("SendSms") => Action::SendSms,
+            Some("PullSmsSendStatusByPhoneNumber") => Action::PullSmsSendStatusByPhoneNumber,
+            Some(other) => {
+                return error(
+                    "InvalidAction",
+                    "The requested action does not exist.",
+                    format!("X-TC-Action {other:?}"),
+                );
+            }
+        };
         let Some(version) = req.header("x-tc-version") else { return missing("X-TC-Version") };
         if version != VERSION {
             return error("NoSuchVersion", "The API version does not exist.", format!("X-TC-Version {version:?}"));
@@ -1132,7 +1548,7 @@ mod tencent {
             ));
         }
 
-        // The body (SendSms 2021-01-11 input parameters).
+        // The body: the action's input parameters.
         let Ok(Value::Object(body)) = serde_json::from_slice::<Value>(&req.body) else {
             return error(
                 "FailedOperation.FailResolvePacket",
@@ -1140,6 +1556,20 @@ mod tencent {
                 format!("body is not a JSON object: {}", String::from_utf8_lossy(&req.body)),
             );
         };
+        match action {
+            Action::SendSms => send_sms(state, sdk_app_id, &body, req, fail),
+            Action::PullSmsSendStatusByPhoneNumber => pull_by_phone_number(state, sdk_app_id, &body, req),
+        }
+    }
+
+    /// `SendSms` 2021-01-11: its input parameters, and the sending.
+    fn send_sms(
+        state: &FakeState,
+        sdk_app_id: &str,
+        body: &serde_json::Map<String, Value>,
+        req: &Incoming,
+        fail: bool,
+    ) -> Reply {
         let mut values = Vec::new();
         for (name, kind) in [
             ("PhoneNumberSet", Field::StringArray),
@@ -1149,7 +1579,7 @@ mod tencent {
             ("TemplateParamSet", Field::StringArray),
             ("SessionContext", Field::String),
         ] {
-            match typed(&body, name, kind) {
+            match typed(body, name, kind) {
                 Ok(value) => values.push(value),
                 Err((message, reason)) => return error("InvalidParameter", &message, reason),
             }
@@ -1202,6 +1632,42 @@ mod tencent {
                 "SessionContext must be shorter than 512 bytes.",
                 "SessionContext of 512 bytes or more",
             );
+        }
+        // Template variables (review standards, tencentcloud.com/zh/document/product/382/40659 of
+        // 2024-05-24): "个人认证用户创建的短信正文模板每个变量取值最多支持12个字。企业认证用户没有
+        // 变量取值长度限制", "变量不允许透传链接（包含短链接）"; the current page
+        // (cloud.tencent.com/document/product/382/39023) keeps "变量内不支持传入链接（包含短链接）"
+        // and sends non-verification lengths to the console, so 12 is the strictest documented
+        // limit ("汉字、字母、数字、标点符号…以及空格等，都按1个字符计算"). The codes are SendSms's
+        // `InvalidParameterValue.TemplateParameterLengthLimit` ("单个模板变量字符数超过12个…", legacy
+        // 1036) and `InvalidParameterValue.ProhibitedUseUrlInTemplateParameter` ("禁止在模板变量中
+        // 使用 URL。", legacy 1048), answered here as the request's `Error` like the other codes of
+        // SendSms's error list.
+        if state.options.template_variable_rules
+            && let Some(variables) = &template_params
+        {
+            for (i, value) in variables.iter().enumerate() {
+                if looks_like_link(value) {
+                    return error(
+                        "InvalidParameterValue.ProhibitedUseUrlInTemplateParameter",
+                        "禁止在模板变量中使用 URL。",
+                        format!("TemplateParamSet[{i}] {value:?} carries a link"),
+                    );
+                }
+                let chars = value.chars().count();
+                if let Some(max) = state.options.tencent_variable_max_chars
+                    && chars > max
+                {
+                    return error(
+                        "InvalidParameterValue.TemplateParameterLengthLimit",
+                        &format!(
+                            "单个模板变量字符数超过{max}个，企业认证用户不限制单个变量值字数，您可以变更实名认证模式，\
+                             变更为企业认证用户后，该限制变更约1小时左右生效。"
+                        ),
+                        format!("TemplateParamSet[{i}] has {chars} characters, limit {max}"),
+                    );
+                }
+            }
         }
 
         let request_id = request_id().to_lowercase();
@@ -1257,6 +1723,131 @@ mod tencent {
         Reply { verdict: Verdict::Delivered(delivered), response: json_response(StatusCode::OK, &body) }
     }
 
+    /// A number as E.164 (`+8618501234444`), the form `PullSmsSendStatusByPhoneNumber` takes and
+    /// answers, whatever form the send used (SendSms also takes `0086`, `86` or a bare 11-digit
+    /// mainland number).
+    fn e164(number: &str) -> String {
+        match mainland_mobile(number) {
+            Some(mobile) => format!("+86{mobile}"),
+            None => format!("+{}", international_digits(number)),
+        }
+    }
+
+    /// `PullSmsSendStatusByPhoneNumber` 2021-01-11 (tencentcloud.com/document/api/382/40518):
+    /// the delivery receipts of one number in a time window.
+    ///
+    /// - Input: `BeginTime` (Integer, Unix seconds, "注：最大可拉取当前时期前7天的数据"),
+    ///   `EndTime` (Integer, optional), `Offset` (Integer, "注：目前固定设置为0"), `Limit`
+    ///   (Integer, "拉取最大条数，最多 100"), `PhoneNumber` (E.164), `SmsSdkAppId`; all but
+    ///   `EndTime` required.
+    /// - Output: `PullSmsSendStatusSet` of `{UserReceiveTime, CountryCode, SubscriberNumber,
+    ///   PhoneNumber, SerialNo, ReportStatus, Description, SessionContext}` and `RequestId`.
+    ///   `ReportStatus` "SUCCESS（下发成功）、FAIL（下发失败）。注：仅当运营商有返回短信接收状态时回包中
+    ///   才会有状态数据": a message is listed once its receipt came in, not before.
+    ///   `SessionContext` is empty unless [`Options::tencent_pull_session_context`].
+    /// - Unlike `PullSmsSendStatus`, whose pulled statuses "不会再重复返回，可以理解为消息队列机制"
+    ///   (v5 page 382/5810), this is a window query: the same call answers the same receipts
+    ///   again (the v5 `pullstatus4mobile` it replaced took `begin_time`/`end_time` the same way).
+    /// - `Offset` other than 0 is `InvalidParameterValue.OffsetVerifyFail` ("参数 Offset 校验
+    ///   失败。"), `Limit` 0 or over 100 `InvalidParameterValue.LimitVerifyFail`, a number not in
+    ///   E.164 `InvalidParameterValue.IncorrectPhoneNumber` (codes of the SDK's error list).
+    ///
+    /// Not documented, the fake's reading: the window applies to the time the message was
+    /// accepted (choose `BeginTime` a little before the first attempt and `EndTime` now or
+    /// absent, which finds it under any reading); receipts come oldest first and only the first
+    /// `Limit` are answered; receipts older than 7 days are gone.
+    fn pull_by_phone_number(
+        state: &FakeState,
+        sdk_app_id: &str,
+        body: &serde_json::Map<String, Value>,
+        req: &Incoming,
+    ) -> Reply {
+        let mut values = Vec::new();
+        for (name, kind) in [
+            ("BeginTime", Field::Integer),
+            ("Offset", Field::Integer),
+            ("Limit", Field::Integer),
+            ("PhoneNumber", Field::String),
+            ("SmsSdkAppId", Field::String),
+            ("EndTime", Field::Integer),
+        ] {
+            match typed(body, name, kind) {
+                Ok(value) => values.push(value),
+                Err((message, reason)) => return error("InvalidParameter", &message, reason),
+            }
+        }
+        let number = |v: Option<&Value>| v.and_then(Value::as_u64);
+        let Some(begin) = number(values[0]) else { return missing("BeginTime") };
+        let Some(offset) = number(values[1]) else { return missing("Offset") };
+        let Some(limit) = number(values[2]) else { return missing("Limit") };
+        let Some(phone) = values[3].and_then(Value::as_str) else { return missing("PhoneNumber") };
+        let Some(app_id) = values[4].and_then(Value::as_str) else { return missing("SmsSdkAppId") };
+        let end = number(values[5]).unwrap_or_else(|| u64::try_from(req.unix_s()).unwrap_or_default());
+        if app_id != sdk_app_id {
+            return error(
+                "InvalidParameterValue.SdkAppIdNotExist",
+                "The SdkAppId does not exist.",
+                format!("SmsSdkAppId {app_id:?}, the fake knows {sdk_app_id:?}"),
+            );
+        }
+        if offset != 0 {
+            return error(
+                "InvalidParameterValue.OffsetVerifyFail",
+                "参数 Offset 校验失败。",
+                format!("Offset {offset}"),
+            );
+        }
+        if !(1..=100).contains(&limit) {
+            return error("InvalidParameterValue.LimitVerifyFail", "参数 Limit 校验失败。", format!("Limit {limit}"));
+        }
+        let e164_form = phone.strip_prefix('+').is_some_and(|d| is_phone_number(d) && !d.starts_with('0'));
+        if !e164_form {
+            return error(
+                "InvalidParameterValue.IncorrectPhoneNumber",
+                "The mobile number format is incorrect.",
+                format!("PhoneNumber {phone:?} is not E.164 (+[country code][number])"),
+            );
+        }
+
+        let receipt_ms = i64::try_from(state.options.receipt_delay.as_millis()).unwrap_or(i64::MAX);
+        let seven_days_ms = 7 * 24 * 3600 * 1000;
+        let set: Vec<Value> = state
+            .delivered
+            .iter()
+            .filter(|d| e164(&d.recipient) == phone)
+            .filter(|d| {
+                let sent_s = u64::try_from(d.received_unix_ms.div_euclid(1000)).unwrap_or_default();
+                (begin..=end).contains(&sent_s)
+            })
+            .filter(|d| req.unix_ms - d.received_unix_ms <= seven_days_ms)
+            .filter(|d| req.unix_ms >= d.received_unix_ms.saturating_add(receipt_ms))
+            .take(usize::try_from(limit).unwrap_or(100))
+            .map(|d| {
+                let phone_number = e164(&d.recipient);
+                let digits = &phone_number[1..];
+                let country = COUNTRY_CODES.iter().map(|(code, _)| *code).find(|code| digits.starts_with(code));
+                let country = country.unwrap_or_default();
+                let session_context = if state.options.tencent_pull_session_context {
+                    d.idempotency_key.clone().unwrap_or_default()
+                } else {
+                    String::new()
+                };
+                json!({
+                    "UserReceiveTime": (d.received_unix_ms + receipt_ms).div_euclid(1000),
+                    "CountryCode": country,
+                    "SubscriberNumber": &digits[country.len()..],
+                    "PhoneNumber": phone_number,
+                    "SerialNo": d.provider_id,
+                    "ReportStatus": "SUCCESS",
+                    "Description": "DELIVRD",
+                    "SessionContext": session_context,
+                })
+            })
+            .collect();
+        let body = json!({ "Response": { "PullSmsSendStatusSet": set, "RequestId": request_id().to_lowercase() } });
+        Reply { verdict: Verdict::Answered, response: json_response(StatusCode::OK, &body) }
+    }
+
     fn is_phone_number(n: &str) -> bool {
         let digits = n.strip_prefix('+').unwrap_or(n);
         (5..=20).contains(&digits.len()) && digits.bytes().all(|b| b.is_ascii_digit())
@@ -1266,19 +1857,7 @@ mod tencent {
     /// are Chinese mainland ones).
     fn iso_code(number: &str) -> &'static str {
         let Some(international) = number.strip_prefix('+').or_else(|| number.strip_prefix("00")) else { return "CN" };
-        [
-            ("86", "CN"),
-            ("852", "HK"),
-            ("853", "MO"),
-            ("886", "TW"),
-            ("1", "US"),
-            ("44", "GB"),
-            ("65", "SG"),
-            ("60", "MY"),
-        ]
-        .iter()
-        .find(|(prefix, _)| international.starts_with(prefix))
-        .map_or("", |(_, iso)| iso)
+        COUNTRY_CODES.iter().find(|(prefix, _)| international.starts_with(prefix)).map_or("", |(_, iso)| iso)
     }
 }
 
@@ -1344,12 +1923,12 @@ mod twilio {
                 format!("unknown resource {}", req.path),
             );
         };
-        if req.method != Method::POST {
+        if req.method != Method::POST && req.method != Method::GET {
             return error(
                 StatusCode::METHOD_NOT_ALLOWED,
                 20004,
                 "Method not allowed",
-                format!("{} on Messages.json (the fake only creates messages)", req.method),
+                format!("{} on Messages.json (the fake creates and lists messages)", req.method),
             );
         }
         // HTTP basic auth, Account SID as user and Auth Token as password; error 20003 with
@@ -1377,6 +1956,9 @@ mod twilio {
                 &format!("The requested resource {} was not found", req.path),
                 format!("account {path_sid:?} in the path is not the authenticated {account_sid:?}"),
             );
+        }
+        if req.method == Method::GET {
+            return list(state, account_sid, req);
         }
         // Idempotency: Twilio puts `I-Twilio-Idempotency-Token` on the webhooks it sends, the
         // same token on a retry. Its REST API documents no idempotency header for creating a
@@ -1470,6 +2052,7 @@ mod twilio {
         if let Some(token) = &token {
             state.twilio_tokens.insert(token.clone(), message.clone());
         }
+        state.twilio_messages.push(TwilioMessage { resource: message.clone(), created_unix_ms: req.unix_ms });
         let delivered = Delivered {
             recipient: to,
             text: Some(text),
@@ -1482,6 +2065,121 @@ mod twilio {
             received_unix_ms: req.unix_ms,
         };
         Reply { verdict: Verdict::Delivered(vec![delivered]), response: json_response(StatusCode::CREATED, &message) }
+    }
+
+    /// Which sent dates a `DateSent` filter keeps.
+    #[derive(Clone, Copy)]
+    enum DateFilter {
+        On,
+        OnOrBefore,
+        OnOrAfter,
+    }
+
+    /// `GET /2010-04-01/Accounts/{AccountSid}/Messages.json`, "Read multiple Message resources"
+    /// (Messages resource page):
+    ///
+    /// - Filters: `To` and `From` (exact), and `DateSent`: "Filter by Message sent_date. Accepts
+    ///   GMT dates in the following formats: YYYY-MM-DD (to find Messages with a specific
+    ///   sent_date), <=YYYY-MM-DD (to find Messages with sent_dates on and before a specific
+    ///   date), and >=YYYY-MM-DD (to find Messages with sent_dates on and after a specific date)."
+    ///   On the wire the inequalities are the parameters `DateSent<` and `DateSent>`
+    ///   (`DateSent%3C=2024-05-01`, `DateSent>=2024-05-01` unencoded), as the helper libraries
+    ///   send `date_sent_before`/`date_sent_after`. The filters are date-granular and inclusive.
+    ///   A message without a `date_sent` yet (still queued) matches no `DateSent` filter.
+    /// - "Results are sorted by the DateSent field, with the most recent messages appearing
+    ///   first."; `PageSize` "The default is 50, and the maximum is 1000."; `Page` and
+    ///   `PageToken`; the answer is `{messages, page, page_size, start, end, uri, first_page_uri,
+    ///   next_page_uri, previous_page_uri}`, `next_page_uri` null on the last page; following it
+    ///   "ensures that your next request picks up where it left off".
+    ///
+    /// The fake's reading where the page is silent: a full timestamp (`2024-05-01T10:00:00Z`,
+    /// what the helper libraries send for a datetime) is accepted and only its GMT date used; any
+    /// other value is HTTP 400 with the dictionary's generic code 400 ("Bad Request"); a
+    /// `PageSize` out of range is clamped; the page token is `PA` + the last sid of the page
+    /// before.
+    fn list(state: &FakeState, account_sid: &str, req: &Incoming) -> Reply {
+        let query = parse_form(req.query.as_bytes());
+        let get = |name: &str| query.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str()).filter(|v| !v.is_empty());
+        let mut date_filters = Vec::new();
+        for (name, filter) in
+            [("DateSent", DateFilter::On), ("DateSent<", DateFilter::OnOrBefore), ("DateSent>", DateFilter::OnOrAfter)]
+        {
+            let Some(raw) = get(name) else { continue };
+            let date = NaiveDate::parse_from_str(raw, "%Y-%m-%d")
+                .ok()
+                .or_else(|| DateTime::parse_from_rfc3339(raw).ok().map(|t| t.with_timezone(&Utc).date_naive()));
+            let Some(date) = date else {
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    400,
+                    &format!("Invalid {name}: {raw}"),
+                    format!("{name}={raw:?}, expected YYYY-MM-DD"),
+                );
+            };
+            date_filters.push((filter, date));
+        }
+        let page_size = get("PageSize").and_then(|v| v.parse::<usize>().ok()).unwrap_or(50).clamp(1, 1000);
+        let page = get("Page").and_then(|v| v.parse::<usize>().ok()).unwrap_or(0);
+        let (to, from) = (get("To"), get("From"));
+        let receipt_ms = i64::try_from(state.options.receipt_delay.as_millis()).unwrap_or(i64::MAX);
+
+        let matches: Vec<Value> = state
+            .twilio_messages
+            .iter()
+            .rev()
+            .filter_map(|message| {
+                let sent_ms = message.created_unix_ms.saturating_add(receipt_ms);
+                let sent =
+                    (req.unix_ms >= sent_ms).then(|| DateTime::from_timestamp_millis(sent_ms).unwrap_or_default());
+                let mut resource = message.resource.clone();
+                if let Some(sent) = sent {
+                    resource["status"] = Value::from("delivered");
+                    resource["date_sent"] = Value::from(sent.to_rfc2822());
+                    resource["date_updated"] = Value::from(sent.to_rfc2822());
+                }
+                let keep = to.is_none_or(|to| resource["to"] == to)
+                    && from.is_none_or(|from| resource["from"] == from)
+                    && date_filters.iter().all(|(filter, date)| {
+                        sent.is_some_and(|sent| match filter {
+                            DateFilter::On => sent.date_naive() == *date,
+                            DateFilter::OnOrBefore => sent.date_naive() <= *date,
+                            DateFilter::OnOrAfter => sent.date_naive() >= *date,
+                        })
+                    });
+                keep.then_some(resource)
+            })
+            .collect();
+
+        let start = match get("PageToken").and_then(|token| token.strip_prefix("PA")) {
+            Some(after) => matches.iter().position(|m| m["sid"] == after).map_or(page * page_size, |i| i + 1),
+            None => page * page_size,
+        };
+        let items: Vec<Value> = matches.iter().skip(start).take(page_size).cloned().collect();
+        let more = start + items.len() < matches.len();
+        let next_token = items.last().and_then(|m| m["sid"].as_str()).map(|sid| format!("PA{sid}"));
+        let filters: Vec<(String, String)> = ["To", "From", "DateSent", "DateSent<", "DateSent>"]
+            .iter()
+            .filter_map(|name| get(name).map(|value| ((*name).to_owned(), value.to_owned())))
+            .collect();
+        let uri = |page: usize, token: Option<String>| {
+            let mut pairs = filters.clone();
+            pairs.push(("PageSize".to_owned(), page_size.to_string()));
+            pairs.push(("Page".to_owned(), page.to_string()));
+            pairs.extend(token.map(|token| ("PageToken".to_owned(), token)));
+            format!("/2010-04-01/Accounts/{account_sid}/Messages.json?{}", form_encode(&pairs))
+        };
+        let body = json!({
+            "end": (start + items.len()).saturating_sub(1),
+            "first_page_uri": uri(0, None),
+            "next_page_uri": if more { Value::from(uri(page + 1, next_token)) } else { Value::Null },
+            "page": page,
+            "page_size": page_size,
+            "previous_page_uri": if page > 0 { Value::from(uri(page - 1, None)) } else { Value::Null },
+            "start": start,
+            "uri": uri(page, get("PageToken").map(str::to_owned)),
+            "messages": items,
+        });
+        Reply { verdict: Verdict::Answered, response: json_response(StatusCode::OK, &body) }
     }
 }
 
@@ -1950,13 +2648,24 @@ mod tests {
         ts: i64,
         payload: &str,
     ) -> reqwest::RequestBuilder {
+        build_tencent_action(fake, secret_id, secret_key, ts, "SendSms", payload)
+    }
+
+    fn build_tencent_action(
+        fake: &FakeProvider,
+        secret_id: &str,
+        secret_key: &str,
+        ts: i64,
+        action: &str,
+        payload: &str,
+    ) -> reqwest::RequestBuilder {
         let host = fake.url().trim_start_matches("http://");
         let content_type = "application/json; charset=utf-8";
         client()
             .post(format!("{}/", fake.url()))
             .header("Authorization", sign_tencent(secret_id, secret_key, host, content_type, ts, payload))
             .header("Content-Type", content_type)
-            .header("X-TC-Action", "SendSms")
+            .header("X-TC-Action", action)
             .header("X-TC-Version", "2021-01-11")
             .header("X-TC-Timestamp", ts.to_string())
             .header("X-TC-Region", "ap-guangzhou")
@@ -2242,7 +2951,16 @@ mod tests {
         assert_eq!((status, body["Code"].as_str()), (200, Some("OK")), "{body}");
         assert_eq!(
             fake.counters(),
-            Counters { delivered: 1, rejected: 0, failed: 1, refused: 1, timed_out: 1, deduplicated: 0 }
+            Counters {
+                delivered: 1,
+                rejected: 0,
+                failed: 1,
+                refused: 1,
+                timed_out: 1,
+                deduplicated: 0,
+                accepted_unanswered: 0,
+                lookups: 0
+            }
         );
     }
 
@@ -2268,5 +2986,457 @@ mod tests {
             json_of(build_twilio(&twilio, SID, "twilio-token", form).send().await.expect("send")).await;
         assert_eq!((status, body["code"].as_u64()), (500, Some(20500)), "{body}");
         assert!(twilio.delivered().is_empty());
+    }
+
+    // ---- Template variable rules ----
+
+    /// `base` with each of `overrides` replacing the parameter of that name, or added.
+    fn with<'a>(mut base: Vec<(&'a str, &'a str)>, overrides: &[(&'a str, &'a str)]) -> Vec<(&'a str, &'a str)> {
+        for (name, value) in overrides {
+            match base.iter_mut().find(|(k, _)| k == name) {
+                Some(pair) => pair.1 = value,
+                None => base.push((name, value)),
+            }
+        }
+        base
+    }
+
+    /// A signed GET to the fake Aliyun (testId / testSecret).
+    async fn aliyun_get(fake: &FakeProvider, params: &[(&str, &str)]) -> (u16, Value) {
+        let query = build_aliyun("GET", "testSecret", params);
+        json_of(client().get(format!("{}/?{query}", fake.url())).send().await.expect("GET")).await
+    }
+
+    /// The worked example's SendSms with some parameters replaced.
+    async fn aliyun_send(fake: &FakeProvider, overrides: &[(&str, &str)]) -> (u16, Value) {
+        let (n, ts) = (nonce(), now_aliyun());
+        aliyun_get(fake, &with(aliyun_params("testId", &n, &ts), overrides)).await
+    }
+
+    /// A QuerySendDetails of `phone` on `date` (yyyyMMdd), page 1 of 10, JSON, plus `extra`.
+    async fn aliyun_query(fake: &FakeProvider, phone: &str, date: &str, extra: &[(&str, &str)]) -> (u16, Value) {
+        let (n, ts) = (nonce(), now_aliyun());
+        let base = vec![
+            ("AccessKeyId", "testId"),
+            ("Action", "QuerySendDetails"),
+            ("CurrentPage", "1"),
+            ("Format", "JSON"),
+            ("PageSize", "10"),
+            ("PhoneNumber", phone),
+            ("SendDate", date),
+            ("SignatureMethod", "HMAC-SHA1"),
+            ("SignatureNonce", &n),
+            ("SignatureVersion", "1.0"),
+            ("Timestamp", &ts),
+            ("Version", "2017-05-25"),
+        ];
+        let params: Vec<(&str, &str)> = with(base, extra).into_iter().filter(|(_, v)| *v != "<absent>").collect();
+        aliyun_get(fake, &params).await
+    }
+
+    /// Today in China Standard Time, `yyyyMMdd`.
+    fn beijing_today() -> String {
+        (Utc::now() + chrono::Duration::hours(8)).format("%Y%m%d").to_string()
+    }
+
+    #[test]
+    fn links_are_told_from_numbers_and_names() {
+        for link in [
+            "https://chill.example/a/1",
+            "see t.cn/AbCd",
+            "www.example",
+            "chill.example.com",
+            "10.0.0.1",
+            "ftp://x",
+            "aliyun.com/x",
+        ] {
+            assert!(looks_like_link(link), "{link}");
+        }
+        for text in ["12.5", "v1.2.3", "3.5kW", "Chiller 3", "冷水机组3号", "end.", "p1.temp", "2024-05-01 10:00"]
+        {
+            assert!(!looks_like_link(text), "{text}");
+        }
+    }
+
+    #[tokio::test]
+    async fn aliyun_rejects_long_and_linked_template_variables() {
+        let fake = FakeProvider::aliyun("testId", "testSecret").await;
+        let code = |body: &Value| body["Code"].as_str().map(str::to_owned);
+
+        let at_limit = format!(r#"{{"customer":"{}"}}"#, "冷".repeat(35));
+        let (status, body) = aliyun_send(&fake, &[("TemplateParam", &at_limit)]).await;
+        assert_eq!((status, code(&body).as_deref()), (200, Some("OK")), "{body}");
+
+        let over = format!(r#"{{"customer":"{}"}}"#, "冷".repeat(36));
+        let (status, body) = aliyun_send(&fake, &[("TemplateParam", &over)]).await;
+        assert_eq!((status, code(&body).as_deref()), (200, Some("isv.PARAM_LENGTH_LIMIT")), "{body}");
+        assert_eq!(body["Message"], "参数超过长度限制:35");
+        assert!(body.get("BizId").is_none(), "{body}");
+
+        for linked in [r#"{"customer":"https://chill.example/t/1"}"#, r#"{"customer":"t.cn/AbCd"}"#] {
+            let (status, body) = aliyun_send(&fake, &[("TemplateParam", linked)]).await;
+            assert_eq!((status, code(&body).as_deref()), (200, Some("isv.PARAM_NOT_SUPPORT_URL")), "{body}");
+        }
+        let (_, body) = aliyun_send(&fake, &[("TemplateParam", r#"{"temp":"12.5","unit":"Chiller 3"}"#)]).await;
+        assert_eq!(code(&body).as_deref(), Some("OK"), "{body}");
+
+        // An account whose limit was lifted, or a test that wants the rules off.
+        fake.set_options(Options { template_variable_rules: false, ..Options::default() });
+        let (_, body) = aliyun_send(&fake, &[("TemplateParam", &over)]).await;
+        assert_eq!(code(&body).as_deref(), Some("OK"), "{body}");
+        fake.set_options(Options { aliyun_variable_max_chars: 40, ..Options::default() });
+        let (_, body) = aliyun_send(&fake, &[("TemplateParam", &over)]).await;
+        assert_eq!(code(&body).as_deref(), Some("OK"), "{body}");
+
+        let rejections = fake.rejections();
+        let codes: Vec<&str> = rejections.iter().map(|r| r.code.as_str()).collect();
+        assert_eq!(codes, ["isv.PARAM_LENGTH_LIMIT", "isv.PARAM_NOT_SUPPORT_URL", "isv.PARAM_NOT_SUPPORT_URL"]);
+        assert!(rejections[0].reason.contains("36 characters, limit 35"), "{rejections:?}");
+        assert_eq!((fake.counters().delivered, fake.counters().rejected), (4, 3));
+    }
+
+    #[tokio::test]
+    async fn tencent_rejects_long_and_linked_template_variables() {
+        let fake = FakeProvider::tencent("AKIDtest", "tencent-secret", "1400006666").await;
+        let send = |params: &str| {
+            let body = TENCENT_BODY.replace(r#"["12345"]"#, params);
+            let request = build_tencent(&fake, "AKIDtest", "tencent-secret", Utc::now().timestamp(), &body);
+            async move { json_of(request.send().await.expect("send")).await.1 }
+        };
+        let error_code = |body: &Value| body["Response"]["Error"]["Code"].as_str().map(str::to_owned);
+
+        let body = send(r#"["123456789012","冷水机组三号过热报警请处"]"#).await;
+        assert_eq!(body["Response"]["SendStatusSet"][0]["Code"], "Ok", "{body}");
+
+        let body = send(r#"["1234567890123"]"#).await;
+        assert_eq!(error_code(&body).as_deref(), Some("InvalidParameterValue.TemplateParameterLengthLimit"), "{body}");
+        assert!(body["Response"]["Error"]["Message"].as_str().is_some_and(|m| m.contains("超过12个")), "{body}");
+        assert!(body["Response"].get("SendStatusSet").is_none(), "{body}");
+
+        for linked in [r#"["www.example.com"]"#, r#"["192.168.1.20"]"#, r#"["t.cn/AbCd"]"#] {
+            let body = send(linked).await;
+            assert_eq!(
+                error_code(&body).as_deref(),
+                Some("InvalidParameterValue.ProhibitedUseUrlInTemplateParameter"),
+                "{linked}: {body}"
+            );
+        }
+
+        // An enterprise-verified account has no per-variable limit; links stay forbidden.
+        fake.set_options(Options { tencent_variable_max_chars: None, ..Options::default() });
+        let body = send(r#"["Chiller 3 supply water 12.5 C over limit"]"#).await;
+        assert_eq!(body["Response"]["SendStatusSet"][0]["Code"], "Ok", "{body}");
+        let body = send(r#"["https://chill.example/x"]"#).await;
+        assert_eq!(error_code(&body).as_deref(), Some("InvalidParameterValue.ProhibitedUseUrlInTemplateParameter"));
+
+        let codes: Vec<String> = fake.rejections().into_iter().map(|r| r.code).collect();
+        assert_eq!(codes.len(), 5, "{codes:?}");
+        assert_eq!(fake.counters().delivered, 4);
+    }
+
+    // ---- Lookups ----
+
+    #[tokio::test]
+    async fn aliyun_query_send_details_finds_a_delivered_message_by_out_id() {
+        let fake = FakeProvider::aliyun("testId", "testSecret").await;
+        let today = beijing_today();
+        let (_, sent) = aliyun_send(&fake, &[("PhoneNumbers", "+8615300000001"), ("OutId", "page-42")]).await;
+        assert_eq!(sent["Code"], "OK", "{sent}");
+        let biz_id = sent["BizId"].as_str().expect("BizId").to_owned();
+        // A send refused for its variable never went out.
+        let long = format!(r#"{{"customer":"{}"}}"#, "x".repeat(36));
+        let (_, refused) =
+            aliyun_send(&fake, &[("PhoneNumbers", "15300000002"), ("OutId", "page-43"), ("TemplateParam", &long)])
+                .await;
+        assert_eq!(refused["Code"], "isv.PARAM_LENGTH_LIMIT", "{refused}");
+
+        let (status, body) = aliyun_query(&fake, "15300000001", &today, &[]).await;
+        assert_eq!((status, body["Code"].as_str()), (200, Some("OK")), "{body}");
+        assert_eq!(body["TotalCount"], 1, "{body}");
+        let record = &body["SmsSendDetailDTOs"]["SmsSendDetailDTO"][0];
+        assert_eq!(record["OutId"], "page-42", "{body}");
+        assert_eq!(record["PhoneNum"], "15300000001");
+        assert_eq!(record["SendStatus"], 3);
+        assert_eq!(record["ErrCode"], "DELIVERED");
+        assert_eq!(record["TemplateCode"], "SMS_71390007");
+        assert!(record["Content"].as_str().is_some_and(|c| c.starts_with("【阿里云短信测试专用】")), "{body}");
+        let date = record["SendDate"].as_str().expect("SendDate");
+        assert!(date.len() == 19 && date.replace('-', "").starts_with(&today), "{date}");
+
+        let (_, body) = aliyun_query(&fake, "15300000002", &today, &[]).await;
+        assert_eq!(body["TotalCount"], 0, "{body}");
+        assert_eq!(body["SmsSendDetailDTOs"]["SmsSendDetailDTO"], json!([]), "{body}");
+        let (_, body) = aliyun_query(&fake, "15300000001", &today, &[("BizId", &biz_id)]).await;
+        assert_eq!(body["TotalCount"], 1, "{body}");
+        let (_, body) = aliyun_query(&fake, "15300000001", &today, &[("BizId", "1^0")]).await;
+        assert_eq!(body["TotalCount"], 0, "{body}");
+        let (_, body) = aliyun_query(&fake, "15300000001", "20200101", &[]).await;
+        assert_eq!(body["TotalCount"], 0, "{body}");
+
+        // XML when Format is absent; the array repeats its element.
+        let (n, ts) = (nonce(), now_aliyun());
+        let params = [
+            ("AccessKeyId", "testId"),
+            ("Action", "QuerySendDetails"),
+            ("CurrentPage", "1"),
+            ("PageSize", "10"),
+            ("PhoneNumber", "15300000001"),
+            ("SendDate", today.as_str()),
+            ("SignatureMethod", "HMAC-SHA1"),
+            ("SignatureNonce", &n),
+            ("SignatureVersion", "1.0"),
+            ("Timestamp", &ts),
+            ("Version", "2017-05-25"),
+        ];
+        let query = build_aliyun("GET", "testSecret", &params);
+        let text = client().get(format!("{}/?{query}", fake.url())).send().await.expect("GET").text().await;
+        let text = text.expect("body");
+        assert!(text.contains("<QuerySendDetailsResponse><Code>OK</Code>"), "{text}");
+        assert!(text.contains("<SmsSendDetailDTOs><SmsSendDetailDTO>"), "{text}");
+        assert!(text.contains("<OutId>page-42</OutId>"), "{text}");
+
+        // Until the carrier's receipt comes in: SendStatus 1 (等待回执), no ErrCode.
+        fake.set_options(Options { receipt_delay: Duration::from_secs(3600), ..Options::default() });
+        let (_, body) = aliyun_query(&fake, "15300000001", &today, &[]).await;
+        let record = &body["SmsSendDetailDTOs"]["SmsSendDetailDTO"][0];
+        assert_eq!((record["SendStatus"].as_u64(), record["ErrCode"].as_str()), (Some(1), Some("")), "{body}");
+        assert_eq!(record["OutId"], "page-42");
+
+        // Bad parameters.
+        let (status, body) = aliyun_query(&fake, "15300000001", &today, &[("PageSize", "51")]).await;
+        assert_eq!((status, body["Code"].as_str()), (200, Some("isv.INVALID_PARAMETERS")), "{body}");
+        let (_, body) = aliyun_query(&fake, "15300000001", "2024-01-01", &[]).await;
+        assert_eq!(body["Code"], "isv.INVALID_PARAMETERS", "{body}");
+        let (status, body) = aliyun_query(&fake, "15300000001", &today, &[("SendDate", "<absent>")]).await;
+        assert_eq!((status, body["Code"].as_str()), (400, Some("MissingSendDate")), "{body}");
+        let (status, body) = aliyun_query(&fake, "15300000001", &today, &[("Action", "QuerySendDetail")]).await;
+        assert_eq!((status, body["Code"].as_str()), (404, Some("InvalidApi.NotFound")), "{body}");
+
+        let counters = fake.counters();
+        assert_eq!((counters.delivered, counters.lookups, counters.rejected), (1, 7, 5), "{counters:?}");
+    }
+
+    fn tencent_pull_body(phone: &str, begin: i64, offset: u64, limit: u64) -> String {
+        json!({
+            "BeginTime": begin,
+            "Offset": offset,
+            "Limit": limit,
+            "PhoneNumber": phone,
+            "SmsSdkAppId": "1400006666",
+        })
+        .to_string()
+    }
+
+    #[tokio::test]
+    async fn tencent_pull_finds_a_delivered_message_by_session_context() {
+        let fake = FakeProvider::tencent("AKIDtest", "tencent-secret", "1400006666").await;
+        let now = Utc::now().timestamp();
+        let pull = |body: String| {
+            let request = build_tencent_action(
+                &fake,
+                "AKIDtest",
+                "tencent-secret",
+                Utc::now().timestamp(),
+                "PullSmsSendStatusByPhoneNumber",
+                &body,
+            );
+            async move { json_of(request.send().await.expect("send")).await }
+        };
+        let error_code = |body: &Value| body["Response"]["Error"]["Code"].as_str().map(str::to_owned);
+
+        let (_, sent) =
+            json_of(build_tencent(&fake, "AKIDtest", "tencent-secret", now, TENCENT_BODY).send().await.expect("send"))
+                .await;
+        let serial = sent["Response"]["SendStatusSet"][0]["SerialNo"].as_str().expect("SerialNo").to_owned();
+        let refused = TENCENT_BODY
+            .replace(r#"["+8618511122233","+8618511122266"]"#, r#"["+8618511122244"]"#)
+            .replace(r#"["12345"]"#, r#"["www.example.com"]"#);
+        let (_, refused) =
+            json_of(build_tencent(&fake, "AKIDtest", "tencent-secret", now, &refused).send().await.expect("send"))
+                .await;
+        assert!(error_code(&refused).is_some(), "{refused}");
+
+        // Default account: the receipt is there, its SessionContext empty.
+        let (status, body) = pull(tencent_pull_body("+8618511122233", now - 60, 0, 10)).await;
+        assert_eq!(status, 200);
+        let set = body["Response"]["PullSmsSendStatusSet"].as_array().expect("PullSmsSendStatusSet");
+        assert_eq!(set.len(), 1, "{body}");
+        assert_eq!(set[0]["SessionContext"], "", "{body}");
+
+        // SessionContext switched on for the account by Tencent's SMS helper.
+        fake.set_options(Options { tencent_pull_session_context: true, ..Options::default() });
+        for _ in 0..2 {
+            // A window query: the same receipt again, not a once-only pull.
+            let (_, body) = pull(tencent_pull_body("+8618511122233", now - 60, 0, 10)).await;
+            let record = &body["Response"]["PullSmsSendStatusSet"][0];
+            assert_eq!(record["SessionContext"], "test", "{body}");
+            assert_eq!(record["SerialNo"], serial.as_str());
+            assert_eq!(record["PhoneNumber"], "+8618511122233");
+            assert_eq!(record["CountryCode"], "86");
+            assert_eq!(record["SubscriberNumber"], "18511122233");
+            assert_eq!(record["ReportStatus"], "SUCCESS");
+            assert!(record["UserReceiveTime"].as_i64().is_some_and(|t| (t - now).abs() <= 5), "{body}");
+            assert!(body["Response"]["RequestId"].is_string());
+        }
+
+        // Not sent (refused), never sent, outside the window.
+        for body in [
+            tencent_pull_body("+8618511122244", now - 60, 0, 10),
+            tencent_pull_body("+8618511122299", now - 60, 0, 10),
+            tencent_pull_body("+8618511122233", now + 60, 0, 10),
+        ] {
+            let (_, answer) = pull(body).await;
+            assert_eq!(answer["Response"]["PullSmsSendStatusSet"], json!([]), "{answer}");
+        }
+        // No receipt yet, nothing to pull.
+        fake.set_options(Options {
+            tencent_pull_session_context: true,
+            receipt_delay: Duration::from_secs(3600),
+            ..Options::default()
+        });
+        let (_, answer) = pull(tencent_pull_body("+8618511122233", now - 60, 0, 10)).await;
+        assert_eq!(answer["Response"]["PullSmsSendStatusSet"], json!([]), "{answer}");
+
+        for (body, code) in [
+            (tencent_pull_body("+8618511122233", now - 60, 1, 10), "InvalidParameterValue.OffsetVerifyFail"),
+            (tencent_pull_body("+8618511122233", now - 60, 0, 101), "InvalidParameterValue.LimitVerifyFail"),
+            (tencent_pull_body("18511122233", now - 60, 0, 10), "InvalidParameterValue.IncorrectPhoneNumber"),
+            (
+                r#"{"Offset":0,"Limit":1,"PhoneNumber":"+8618511122233","SmsSdkAppId":"1400006666"}"#.to_owned(),
+                "MissingParameter",
+            ),
+            (
+                tencent_pull_body("+8618511122233", now - 60, 0, 10).replace("1400006666", "1400000000"),
+                "InvalidParameterValue.SdkAppIdNotExist",
+            ),
+        ] {
+            let (_, answer) = pull(body).await;
+            assert_eq!(error_code(&answer).as_deref(), Some(code), "{answer}");
+        }
+        let counters = fake.counters();
+        assert_eq!((counters.delivered, counters.lookups, counters.rejected), (2, 7, 6), "{counters:?}");
+    }
+
+    #[tokio::test]
+    async fn twilio_lists_messages_by_to_and_date_sent() {
+        let fake = FakeProvider::twilio(SID, "twilio-token").await;
+        let create = |to: &str, body: &str| {
+            let form = twilio_form(&[("To", to), ("From", "+15550001111"), ("Body", body)]);
+            let request = build_twilio(&fake, SID, "twilio-token", form);
+            async move { json_of(request.send().await.expect("send")).await }
+        };
+        let list = |query: String, token: &str| {
+            let request = client()
+                .get(format!("{}/2010-04-01/Accounts/{SID}/Messages.json?{query}", fake.url()))
+                .basic_auth(SID, Some(token));
+            async move { json_of(request.send().await.expect("send")).await }
+        };
+        let today = Utc::now().format("%Y-%m-%d").to_string();
+        let yesterday = (Utc::now() - chrono::Duration::days(1)).format("%Y-%m-%d").to_string();
+
+        let (_, first) = create("+15557770001", "Chiller 3: freeze risk [p7]").await;
+        let (_, second) = create("+15557770002", "Chiller 4: high pressure [p8]").await;
+        let refused = twilio_form(&[("To", "+15557770003"), ("Body", "no sender")]);
+        let (status, _) = json_of(build_twilio(&fake, SID, "twilio-token", refused).send().await.expect("send")).await;
+        assert_eq!(status, 400);
+
+        // Found by To and body, sent today (DateSent>=today as the helper libraries put it on the wire).
+        let (status, page) = list(format!("To=%2B15557770001&DateSent>={today}"), "twilio-token").await;
+        assert_eq!(status, 200, "{page}");
+        let messages = page["messages"].as_array().expect("messages");
+        assert_eq!(messages.len(), 1, "{page}");
+        assert_eq!(messages[0]["sid"], first["sid"]);
+        assert_eq!(messages[0]["body"], "Chiller 3: freeze risk [p7]");
+        assert_eq!(messages[0]["to"], "+15557770001");
+        assert_eq!(messages[0]["from"], "+15550001111");
+        assert_eq!(messages[0]["status"], "delivered");
+        assert!(messages[0]["date_sent"].is_string() && messages[0]["date_created"].is_string(), "{page}");
+        assert_eq!((page["page"].as_u64(), page["page_size"].as_u64()), (Some(0), Some(50)));
+        assert!(page["next_page_uri"].is_null() && page["uri"].as_str().is_some_and(|u| u.contains("Messages.json?")));
+
+        // The refused one never went out; nothing sent before yesterday ended.
+        let (_, page) = list("To=%2B15557770003".to_owned(), "twilio-token").await;
+        assert_eq!(page["messages"], json!([]), "{page}");
+        let (_, page) = list(format!("DateSent%3C={yesterday}"), "twilio-token").await;
+        assert_eq!(page["messages"], json!([]), "{page}");
+        let (_, page) = list(format!("DateSent={today}T08:00:00Z&From=%2B15550001111"), "twilio-token").await;
+        assert_eq!(page["messages"].as_array().map(Vec::len), Some(2), "{page}");
+
+        // Newest first, one per page, following next_page_uri.
+        let (_, page) = list(format!("DateSent%3E={today}&PageSize=1"), "twilio-token").await;
+        assert_eq!(page["messages"][0]["sid"], second["sid"], "{page}");
+        let next = page["next_page_uri"].as_str().expect("next_page_uri").to_owned();
+        let request = client().get(format!("{}{next}", fake.url())).basic_auth(SID, Some("twilio-token"));
+        let (_, page) = json_of(request.send().await.expect("send")).await;
+        assert_eq!(page["messages"][0]["sid"], first["sid"], "{page}");
+        assert!(page["next_page_uri"].is_null(), "{page}");
+
+        let (status, body) = list(String::new(), "wrong-token").await;
+        assert_eq!((status, body["code"].as_u64()), (401, Some(20003)), "{body}");
+        let (status, body) = list("DateSent=yesterday".to_owned(), "twilio-token").await;
+        assert_eq!(status, 400, "{body}");
+
+        // Queued, not sent yet: listed with no date_sent, and so outside every DateSent filter.
+        fake.set_options(Options { receipt_delay: Duration::from_secs(3600), ..Options::default() });
+        let (_, queued) = create("+15557770004", "Chiller 5: flow lost").await;
+        let (_, page) = list("To=%2B15557770004".to_owned(), "twilio-token").await;
+        assert_eq!(page["messages"][0]["sid"], queued["sid"], "{page}");
+        assert_eq!(page["messages"][0]["status"], "queued");
+        assert!(page["messages"][0]["date_sent"].is_null(), "{page}");
+        let (_, page) = list(format!("To=%2B15557770004&DateSent={today}"), "twilio-token").await;
+        assert_eq!(page["messages"], json!([]), "{page}");
+
+        let counters = fake.counters();
+        assert_eq!((counters.delivered, counters.lookups, counters.rejected), (3, 8, 3), "{counters:?}");
+    }
+
+    // ---- Accepted, then no answer ----
+
+    #[tokio::test]
+    async fn accept_then_hang_delivers_without_answering_and_the_lookup_finds_it() {
+        let fake = FakeProvider::aliyun("testId", "testSecret").await;
+        let impatient = reqwest::Client::builder().timeout(Duration::from_millis(300)).build().expect("client");
+        fake.set_mode(Mode::AcceptThenHang { count: 1 });
+
+        // A refused request is answered and does not count down.
+        let (_, body) = aliyun_send(&fake, &[("TemplateParam", "[]")]).await;
+        assert_eq!(body["Code"], "isv.INVALID_JSON_PARAM", "{body}");
+        assert_eq!(fake.mode(), Mode::AcceptThenHang { count: 1 });
+
+        let (n, ts) = (nonce(), now_aliyun());
+        let params = with(aliyun_params("testId", &n, &ts), &[("OutId", "page-7")]);
+        let query = build_aliyun("GET", "testSecret", &params);
+        let hung = impatient.get(format!("{}/?{query}", fake.url())).send().await;
+        assert!(hung.as_ref().is_err_and(reqwest::Error::is_timeout), "{hung:?}");
+        assert_eq!(fake.mode(), Mode::Succeed);
+        let counters = fake.counters();
+        assert_eq!((counters.delivered, counters.accepted_unanswered, counters.timed_out), (1, 1, 0));
+        assert_eq!(fake.delivered()[0].idempotency_key.as_deref(), Some("page-7"));
+
+        // The client asks before sending again, and learns it went out.
+        let (_, body) = aliyun_query(&fake, "15300000001", &beijing_today(), &[]).await;
+        assert_eq!(body["SmsSendDetailDTOs"]["SmsSendDetailDTO"][0]["OutId"], "page-7", "{body}");
+        // Back to answering.
+        let (_, body) = aliyun_send(&fake, &[]).await;
+        assert_eq!(body["Code"], "OK", "{body}");
+
+        // Twilio the same: created, never answered, then listed.
+        let twilio = FakeProvider::twilio(SID, "twilio-token").await;
+        twilio.set_mode(Mode::AcceptThenHang { count: 1 });
+        let form = twilio_form(&[("To", "+15557770009"), ("From", "+15550001111"), ("Body", "page 9")]);
+        let hung = impatient
+            .post(format!("{}/2010-04-01/Accounts/{SID}/Messages.json", twilio.url()))
+            .basic_auth(SID, Some("twilio-token"))
+            .header("Content-Type", "application/x-www-form-urlencoded")
+            .body(form)
+            .send()
+            .await;
+        assert!(hung.as_ref().is_err_and(reqwest::Error::is_timeout), "{hung:?}");
+        let request = client()
+            .get(format!("{}/2010-04-01/Accounts/{SID}/Messages.json?To=%2B15557770009", twilio.url()))
+            .basic_auth(SID, Some("twilio-token"));
+        let (_, page) = json_of(request.send().await.expect("send")).await;
+        assert_eq!(page["messages"][0]["body"], "page 9", "{page}");
+        assert_eq!(twilio.counters().accepted_unanswered, 1);
     }
 }
