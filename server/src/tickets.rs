@@ -22,7 +22,7 @@ use tracing::info;
 
 use crate::{
     api::{ApiError, AppState},
-    paging::{Paging, links, outbox},
+    paging::{Paging, links, outbox, providers::Kind},
 };
 
 /// The clocks of a grade: respond, be on site, pass to the maker.
@@ -36,7 +36,7 @@ pub fn clocks(grade: i16) -> (Duration, Duration, Duration) {
 }
 
 async fn event(
-    pool: &PgPool,
+    db: impl sqlx::PgExecutor<'_>,
     ticket: i64,
     kind: &str,
     actor: &str,
@@ -49,15 +49,16 @@ async fn event(
         .bind(actor)
         .bind(comment)
         .bind(data)
-        .execute(pool)
+        .execute(db)
         .await?;
     Ok(())
 }
 
-/// Opens the ticket of an alarm (once); returns its id when it was opened now.
-pub async fn open_for_alarm(pool: &PgPool, alarm_id: i64, scale: f64) -> sqlx::Result<Option<i64>> {
+/// Opens the ticket of an alarm (once); returns its id when it was opened now. It runs in the
+/// caller's transaction, so a ticket is opened with the event that asked for it or not at all.
+pub async fn open_for_alarm(db: &mut sqlx::PgConnection, alarm_id: i64, scale: f64) -> sqlx::Result<Option<i64>> {
     let grade: Option<i16> =
-        sqlx::query_scalar("select grade from alarms where id = $1").bind(alarm_id).fetch_optional(pool).await?;
+        sqlx::query_scalar("select grade from alarms where id = $1").bind(alarm_id).fetch_optional(&mut *db).await?;
     let Some(grade) = grade else { return Ok(None) };
     let (respond, on_site, escalate) = scaled(clocks(grade), scale);
     let id: Option<i64> = sqlx::query_scalar(
@@ -71,10 +72,10 @@ pub async fn open_for_alarm(pool: &PgPool, alarm_id: i64, scale: f64) -> sqlx::R
     .bind(respond)
     .bind(on_site)
     .bind(escalate)
-    .fetch_optional(pool)
+    .fetch_optional(&mut *db)
     .await?;
     if let Some(id) = id {
-        event(pool, id, "opened", "system", "opened from the alarm", Some(json!({"alarm_id": alarm_id}))).await?;
+        event(&mut *db, id, "opened", "system", "opened from the alarm", Some(json!({"alarm_id": alarm_id}))).await?;
         info!(ticket = id, alarm = alarm_id, "ticket opened");
     }
     Ok(id)
@@ -137,7 +138,10 @@ pub async fn check_breaches(pool: &PgPool) -> sqlx::Result<usize> {
                 channel: "sms",
                 address: phone,
                 language,
-                params: json!({"grade": grade.to_string(), "unit": format!("#{ticket}"), "fault": title, "values": what, "link": "", "code": ""}),
+                params: json!({
+                    "kind": Kind::Breach.name(), "ticket": ticket.to_string(), "grade": grade.to_string(),
+                    "unit": format!("#{ticket}"), "fault": title, "clock": what,
+                }),
                 body,
                 reply_code: None,
             };
@@ -161,8 +165,8 @@ async fn ask_satisfaction(pool: &PgPool, paging: &Paging, ticket: i64) -> sqlx::
     for (person, phone, language, title) in owners {
         let Some(phone) = phone else { continue };
         let grant = links::Grant { subject: ticket, person_id: person, expires: Utc::now().timestamp() + 14 * 86_400 };
-        let link =
-            format!("{}/f/{}", paging.public_url, links::sign(&paging.link_secret, links::Purpose::Feedback, &grant));
+        let token = links::sign(&paging.link_secret, links::Purpose::Feedback, &grant);
+        let link = format!("{}/f/{token}", paging.public_url);
         let code = crate::paging::reply_code();
         let body = if language == "zh" {
             format!("Chillcloud 服务单 #{ticket}（{title}）已完成。请评分：回复 1-5 {code} 或打开 {link}")
@@ -179,7 +183,10 @@ async fn ask_satisfaction(pool: &PgPool, paging: &Paging, ticket: i64) -> sqlx::
             channel: "sms",
             address: phone,
             language,
-            params: json!({"grade": "", "unit": format!("#{ticket}"), "fault": title, "values": "1-5", "link": link, "code": code}),
+            params: json!({
+                "kind": Kind::Feedback.name(), "ticket": ticket.to_string(), "unit": format!("#{ticket}"),
+                "fault": title, "code": code, "token": token, "link": link,
+            }),
             body,
             reply_code: Some(code),
         };

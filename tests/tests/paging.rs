@@ -7,7 +7,7 @@ use std::{collections::HashMap, path::Path, time::Duration};
 
 use chillcloud_tests::{
     harness::{Api, FakeGateway, Stack, shared_temp_dir, wait_for},
-    providers::{FakeProvider, Mode, TwilioWebhook},
+    providers::{FakeProvider, Mode, Options, TwilioWebhook},
 };
 use reqwest::Method;
 use serde_json::{Value, json};
@@ -19,10 +19,11 @@ const TWILIO_FROM: &str = "+15005550006";
 fn aliyun(dir: &Path, fake: &FakeProvider) -> String {
     std::fs::write(dir.join("aliyun.secret"), ALIYUN_KEY.1).expect("write secret");
     format!(
-        "[[providers]]\nkind = \"aliyun\"\nendpoint = \"{}\"\naccess_key_id = \"{}\"\naccess_key_secret_file = \"{}\"\nsign_name = \"Chillcloud\"\ntemplate_code = \"SMS_100000001\"\n",
+        "[[providers]]\nkind = \"aliyun\"\nendpoint = \"{}\"\naccess_key_id = \"{}\"\naccess_key_secret_file = \"{}\"\nsign_name = \"Chillcloud\"\n{}",
         fake.url(),
         ALIYUN_KEY.0,
-        dir.join("aliyun.secret").display()
+        dir.join("aliyun.secret").display(),
+        templates(["SMS_100000001", "SMS_100000002", "SMS_100000003", "SMS_100000004"])
     )
 }
 
@@ -41,11 +42,20 @@ const TENCENT: (&str, &str, &str) = ("AKIDtest", "tencent-test-key", "1400000001
 fn tencent(dir: &Path, fake: &FakeProvider) -> String {
     std::fs::write(dir.join("tencent.secret"), TENCENT.1).expect("write secret");
     format!(
-        "[[providers]]\nkind = \"tencent\"\nendpoint = \"{}\"\nsecret_id = \"{}\"\nsecret_key_file = \"{}\"\nsdk_app_id = \"{}\"\nsign_name = \"Chillcloud\"\ntemplate_id = \"100001\"\n",
+        "[[providers]]\nkind = \"tencent\"\nendpoint = \"{}\"\nsecret_id = \"{}\"\nsecret_key_file = \"{}\"\nsdk_app_id = \"{}\"\nsign_name = \"Chillcloud\"\n{}",
         fake.url(),
         TENCENT.0,
         dir.join("tencent.secret").display(),
-        TENCENT.2
+        TENCENT.2,
+        templates(["100001", "100002", "100003", "100004"])
+    )
+}
+
+/// A provider's `templates`, inline so more of the provider's keys may follow: alarm, digest,
+/// breach, feedback.
+fn templates([alarm, digest, breach, feedback]: [&str; 4]) -> String {
+    format!(
+        "templates = {{ alarm = \"{alarm}\", digest = \"{digest}\", breach = \"{breach}\", feedback = \"{feedback}\" }}\n"
     )
 }
 
@@ -178,10 +188,14 @@ async fn r6_an_alarm_storm_pages_each_person_once_per_incident_and_digests_the_r
         assert!(times.windows(2).all(|w| w[1] - w[0] >= 4_900), "{name} got two SMS within 5 s: {times:?}");
     }
     assert!(outbox.iter().any(|m| m["status"] == "merged"), "no digest");
-    let digest = delivered
-        .iter()
-        .find(|d| d.params.as_ref().is_some_and(|p| p["unit"].as_str().is_some_and(|u| u.ends_with("alarms"))));
-    assert!(digest.is_some(), "a digest SMS: {delivered:#?}");
+    // Each kind goes by its own registered template, the link's token a variable of its own.
+    let digest = delivered.iter().find(|d| d.template.as_deref() == Some("SMS_100000002"));
+    let digest = digest.and_then(|d| d.params.clone()).unwrap_or_else(|| panic!("a digest SMS: {delivered:#?}"));
+    assert!(digest["count"].as_str().is_some_and(|n| n.parse::<u32>().is_ok_and(|n| n > 1)), "{digest}");
+    let alarm = delivered.iter().find(|d| d.template.as_deref() == Some("SMS_100000001"));
+    let alarm = alarm.and_then(|d| d.params.clone()).unwrap_or_else(|| panic!("an alarm SMS: {delivered:#?}"));
+    assert_eq!(alarm["grade"], "1", "{alarm}");
+    assert!(alarm["token"].as_str().is_some_and(|t| t.len() > 16 && !t.contains('/')), "{alarm}");
 }
 
 #[tokio::test]
@@ -206,6 +220,58 @@ async fn r6_a_provider_that_times_out_then_succeeds_sends_no_duplicate() {
     let outbox = site.outbox().await;
     assert!(outbox.iter().all(|m| m["status"] == "sent"), "{outbox:#?}");
     assert!(outbox.iter().any(|m| m["attempts"] == 2), "the hung message was retried: {outbox:#?}");
+}
+
+/// A provider that took the message but never answered is asked before anything is sent
+/// again: the message is found sent and no second copy goes out.
+async fn a_send_that_went_out_before_timing_out_is_found_and_not_repeated(fake: FakeProvider, provider: String) {
+    let dir = shared_temp_dir();
+    let config = format!("send_timeout_s = 1\nmin_gap_s = 0\n{provider}");
+    let mut site = Site::start(dir, &config, 1).await;
+    site.person("engineer", "+8613800000001", "zh", Some("service")).await;
+    site.hot_rule(0, 1).await;
+    fake.set_mode(Mode::AcceptThenHang { count: 1 });
+    site.set(&[(0, 60.0)]).await;
+    wait_for("the message found sent", Duration::from_secs(30), || async {
+        site.outbox().await.iter().all(|m| m["status"] == "sent").then_some(())
+    })
+    .await;
+    // Give a wrongly repeated send the time to show up.
+    let settle = tokio::time::Instant::now() + Duration::from_secs(4);
+    tokio::time::sleep_until(settle).await;
+    let counters = fake.counters();
+    assert_eq!((counters.accepted_unanswered, counters.delivered), (1, 1), "{counters:?}");
+    assert!(counters.lookups >= 1, "the provider was never asked: {counters:?}");
+    fake.assert_no_rejections();
+    let outbox = site.outbox().await;
+    assert_eq!(outbox.len(), 1, "{outbox:#?}");
+    assert_eq!(outbox[0]["attempts"], 2, "sent once, found on the second attempt: {outbox:#?}");
+}
+
+#[tokio::test]
+async fn r6_aliyun_that_sent_but_timed_out_is_asked_and_sends_no_second_copy() {
+    let dir = shared_temp_dir();
+    let fake = FakeProvider::aliyun(ALIYUN_KEY.0, ALIYUN_KEY.1).await;
+    let provider = aliyun(dir.path(), &fake);
+    a_send_that_went_out_before_timing_out_is_found_and_not_repeated(fake, provider).await;
+}
+
+#[tokio::test]
+async fn r6_tencent_that_sent_but_timed_out_is_asked_and_sends_no_second_copy() {
+    let dir = shared_temp_dir();
+    let fake = FakeProvider::tencent(TENCENT.0, TENCENT.1, TENCENT.2).await;
+    // The status pull echoes our SessionContext once Tencent has enabled it for the account.
+    fake.set_options(Options { tencent_pull_session_context: true, ..Options::default() });
+    let provider = tencent(dir.path(), &fake);
+    a_send_that_went_out_before_timing_out_is_found_and_not_repeated(fake, provider).await;
+}
+
+#[tokio::test]
+async fn r6_twilio_that_sent_but_timed_out_is_asked_and_sends_no_second_copy() {
+    let dir = shared_temp_dir();
+    let fake = FakeProvider::twilio(TWILIO.0, TWILIO.1).await;
+    let provider = twilio(dir.path(), &fake);
+    a_send_that_went_out_before_timing_out_is_found_and_not_repeated(fake, provider).await;
 }
 
 #[tokio::test]
@@ -556,7 +622,8 @@ async fn replies_pushed_by_aliyun_and_tencent_acknowledge_through_their_secret_u
     aliyun_fake.set_mode(Mode::Fail);
     site.set(&[(1, 60.0)]).await;
     let sent = tencent_fake.wait_delivered(1, Duration::from_secs(30)).await;
-    let code = sent[0].params.as_ref().and_then(|p| p[5].as_str()).expect("code").to_owned();
+    // Tencent's alarm template: grade, unit, fault, value, code.
+    let code = sent[0].params.as_ref().and_then(|p| p[4].as_str()).expect("code").to_owned();
     let callback = json!({"extend": "", "mobile": "13800000041", "nationcode": "86", "sign": "Chillcloud", "text": format!("1 {code}"), "time": 1_795_000_000});
     let answer: Value = client
         .post(format!("{base}/hooks/tencent/tencent-reply-0123456789"))

@@ -225,13 +225,13 @@ async fn read_events(pool: &PgPool, paging: &Paging) -> sqlx::Result<()> {
             _ => {}
         }
     }
-    sqlx::query("update paging_cursor set last_event_id = $1").bind(last).execute(&mut *tx).await?;
-    tx.commit().await?;
-    // Once per alarm (the ticket's unique alarm_id), so reading the events again is harmless.
+    // In the cursor's transaction: a failure reads the events again, and a ticket is opened once
+    // per alarm (its unique alarm_id).
     for alarm_id in new_alarms {
-        crate::tickets::open_for_alarm(pool, alarm_id, paging.ticket_clock_scale).await?;
+        crate::tickets::open_for_alarm(&mut tx, alarm_id, paging.ticket_clock_scale).await?;
     }
-    Ok(())
+    sqlx::query("update paging_cursor set last_event_id = $1").bind(last).execute(&mut *tx).await?;
+    tx.commit().await
 }
 
 #[derive(Debug, sqlx::FromRow)]
@@ -434,8 +434,8 @@ fn render(
         person_id,
         expires: now.timestamp() + paging.link_ttl.as_secs() as i64,
     };
-    let link =
-        format!("{}/a/{}", paging.public_url, links::sign(&paging.link_secret, links::Purpose::Acknowledge, &grant));
+    let token = links::sign(&paging.link_secret, links::Purpose::Acknowledge, &grant);
+    let link = format!("{}/a/{token}", paging.public_url);
     let code = reply_code();
     let unit = match &incident.device_key {
         Some(device) => format!("{device}@{}", incident.gateway_id),
@@ -461,12 +461,14 @@ fn render(
         address: phone.to_owned(),
         language: if zh { "zh".into() } else { "en".into() },
         params: json!({
+            "kind": providers::Kind::Alarm.name(),
             "grade": incident.grade.to_string(),
             "unit": unit,
             "fault": fault,
-            "values": values,
-            "link": link,
+            "value": values,
             "code": code,
+            "token": token,
+            "link": link,
         }),
         body,
         reply_code: Some(code),

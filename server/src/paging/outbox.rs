@@ -1,7 +1,9 @@
-//! The durable outbox. A message is a row before it is sent; workers claim rows with
-//! `FOR UPDATE SKIP LOCKED` under a lease, so a crash mid-send only delays a message. One server
-//! process per database is assumed: two would need a lock per recipient and guarded status
-//! updates before they could share the outbox without breaking the per-recipient limits. Per recipient, at most one message goes out per `min_gap`
+//! The durable outbox. A message is a row before it is sent; senders claim rows with
+//! `FOR UPDATE SKIP LOCKED` under a lease, so a crash mid-send only delays a message. Several
+//! server processes may send from one outbox: a sender first takes a lease on the recipient
+//! (`outbox_recipients`), so one sender at a time decides what a person gets, and every later
+//! update of a message is guarded by its claim, so a sender whose lease ran out changes nothing.
+//! Per recipient, at most one message goes out per `min_gap`
 //! and `per_day` a day (providers cap a number at a few dozen a day): what waits meanwhile is
 //! sent as one digest. Providers are tried in order; one that refuses or cannot be reached is
 //! skipped at once for the next, while one that times out (it may have sent) is retried with
@@ -19,7 +21,7 @@ use tracing::{debug, info, warn};
 
 use super::{
     email::Email,
-    providers::{Outgoing, Provider, SendError},
+    providers::{AfterTimeout, Kind, Outgoing, Provider, SendError},
 };
 
 /// Per-recipient limits.
@@ -37,6 +39,10 @@ pub struct Limits {
     pub timeouts_before_failover: i32,
     /// Attempts before a message is given up as failed.
     pub max_attempts: i32,
+    /// How long a message a provider timed out on waits for that provider to tell whether it
+    /// went out, before it is sent again all the same (a page that never arrives is worse than
+    /// a second copy).
+    pub unsure_wait: Duration,
 }
 
 impl Default for Limits {
@@ -48,6 +54,7 @@ impl Default for Limits {
             send_timeout: Duration::from_secs(10),
             timeouts_before_failover: 2,
             max_attempts: 20,
+            unsure_wait: Duration::from_secs(60),
         }
     }
 }
@@ -114,6 +121,11 @@ struct Claimed {
     attempts: i32,
     /// Timeouts so far, for failover.
     timeouts: i32,
+    /// The claim this send is under; updates are guarded by it.
+    claim: i64,
+    /// A provider that timed out on it, and so may have sent it; since when.
+    unsure_provider: Option<String>,
+    unsure_since: Option<DateTime<Utc>>,
 }
 
 /// Sends what is due until `shutdown`; `wake` is notified when something is enqueued.
@@ -148,6 +160,7 @@ pub async fn send_due(
     client: &reqwest::Client,
     limits: Limits,
 ) -> sqlx::Result<usize> {
+    let claim = rand::random::<i64>();
     let mut tx = pool.begin().await?;
     let due: Vec<(i64, String)> = sqlx::query_as(
         "select id, address from outbox where status in ('pending', 'sending') and next_attempt_at <= now()
@@ -155,18 +168,35 @@ pub async fn send_due(
     )
     .fetch_all(&mut *tx)
     .await?;
-    // One claim per recipient: what else waits for them is merged into it.
+    // One claim per recipient, and only for recipients no other sender holds: what else waits
+    // for them is merged into it.
     let mut seen = std::collections::HashSet::new();
-    let ids: Vec<i64> = due.into_iter().filter(|(_, address)| seen.insert(address.clone())).map(|(id, _)| id).collect();
+    let first: Vec<(i64, String)> = due.into_iter().filter(|(_, address)| seen.insert(address.clone())).collect();
+    let addresses: Vec<&str> = first.iter().map(|(_, address)| address.as_str()).collect();
+    let held: Vec<String> = sqlx::query_scalar(
+        "insert into outbox_recipients (address, claim, held_until)
+         select unnest($1::text[]), $2, now() + make_interval(secs => $3::double precision)
+         on conflict (address) do update set claim = excluded.claim, held_until = excluded.held_until
+             where outbox_recipients.held_until <= now()
+         returning address",
+    )
+    .bind(&addresses)
+    .bind(claim)
+    .bind(limits.lease.as_secs_f64())
+    .fetch_all(&mut *tx)
+    .await?;
+    let held: std::collections::HashSet<String> = held.into_iter().collect();
+    let ids: Vec<i64> = first.iter().filter(|(_, address)| held.contains(address)).map(|(id, _)| *id).collect();
     let claimed: Vec<Claimed> = sqlx::query_as(
-        "update outbox set status = 'sending', attempts = attempts + 1,
+        "update outbox set status = 'sending', attempts = attempts + 1, claim = $3,
              next_attempt_at = now() + make_interval(secs => $2::double precision)
          where id = any($1)
          returning id, alarm_id, channel, idempotency_key, address, language, params, body, reply_code, attempts,
-             timeouts",
+             timeouts, claim, unsure_provider, unsure_since",
     )
     .bind(&ids)
     .bind(limits.lease.as_secs_f64())
+    .bind(claim)
     .fetch_all(&mut *tx)
     .await?;
     tx.commit().await?;
@@ -174,7 +204,18 @@ pub async fn send_due(
     let mut sends = tokio::task::JoinSet::new();
     for message in claimed {
         let (pool, providers, email, client) = (pool.clone(), providers.clone(), email.cloned(), client.clone());
-        sends.spawn(async move { deliver(&pool, &providers, email.as_deref(), &client, limits, message).await });
+        sends.spawn(async move {
+            let (address, claim) = (message.address.clone(), message.claim);
+            let delivered = deliver(&pool, &providers, email.as_deref(), &client, limits, message).await;
+            // The next message to this person may be claimed at once (by any sender).
+            let released =
+                sqlx::query("update outbox_recipients set held_until = now() where address = $1 and claim = $2")
+                    .bind(&address)
+                    .bind(claim)
+                    .execute(&pool)
+                    .await;
+            delivered.and(released.map(drop))
+        });
     }
     // Every send finishes (a dropped set would abort sends in flight, to be sent again later).
     let mut first_error = None;
@@ -202,7 +243,11 @@ async fn deliver(
                 .fetch_one(pool)
                 .await?;
         if settled {
-            sqlx::query("update outbox set status = 'cancelled' where id = $1").bind(message.id).execute(pool).await?;
+            sqlx::query("update outbox set status = 'cancelled' where id = $1 and claim = $2")
+                .bind(message.id)
+                .bind(message.claim)
+                .execute(pool)
+                .await?;
             debug!(id = message.id, alarm, "message cancelled: its alarm was acknowledged");
             return Ok(());
         }
@@ -224,16 +269,21 @@ async fn deliver(
     };
     if let Some(until) = wait_until {
         sqlx::query(
-            "update outbox set status = 'pending', attempts = attempts - 1, next_attempt_at = $2 where id = $1",
+            "update outbox set status = 'pending', attempts = attempts - 1, next_attempt_at = $2
+             where id = $1 and claim = $3",
         )
         .bind(message.id)
         .bind(until)
+        .bind(message.claim)
         .execute(pool)
         .await?;
         debug!(id = message.id, "held back by the recipient's limit; will go out as or in a digest");
         return Ok(());
     }
-    merge_waiting(pool, &mut message).await?;
+    // A message that may have gone out keeps its text, so the provider can be asked about it.
+    if message.unsure_provider.is_none() && !merge_waiting(pool, &mut message).await? {
+        return Ok(());
+    }
     let outgoing = Outgoing {
         idempotency_key: message.idempotency_key.clone(),
         address: message.address.clone(),
@@ -244,10 +294,49 @@ async fn deliver(
     // timed out at a provider goes back to it (same key) before the next.
     let mail = Provider::mail();
     let chain: &[Provider] = if message.channel == "email" { std::slice::from_ref(&mail) } else { providers };
+    if let Some(unsure) = chain.iter().find(|p| message.unsure_provider.as_deref() == Some(p.name())) {
+        let since = message.unsure_since.unwrap_or(now);
+        let answer = tokio::time::timeout(limits.send_timeout, unsure.after_timeout(client, &outgoing, since)).await;
+        let decision = match answer {
+            Ok(Ok(decision)) => decision,
+            Ok(Err(error)) => {
+                warn!(id = message.id, provider = unsure.name(), %error, "could not ask whether a message went out");
+                AfterTimeout::Wait
+            }
+            Err(_) => AfterTimeout::Wait,
+        };
+        match decision {
+            AfterTimeout::Sent(reference) => {
+                info!(id = message.id, provider = unsure.name(), "the provider had sent it before timing out");
+                return mark_sent(pool, &message, unsure, &reference).await;
+            }
+            AfterTimeout::Wait if now - since < chrono::Duration::from_std(limits.unsure_wait).unwrap_or_default() => {
+                sqlx::query(
+                    "update outbox set status = 'pending', attempts = attempts - 1,
+                         next_attempt_at = now() + interval '5 seconds'
+                     where id = $1 and claim = $2",
+                )
+                .bind(message.id)
+                .bind(message.claim)
+                .execute(pool)
+                .await?;
+                debug!(id = message.id, "waiting for the provider to tell whether the message went out");
+                return Ok(());
+            }
+            AfterTimeout::Wait => {
+                warn!(
+                    id = message.id,
+                    provider = unsure.name(),
+                    "cannot tell whether a message went out; sending it again"
+                );
+            }
+            AfterTimeout::Resend => debug!(id = message.id, "the provider did not send it; sending again"),
+        }
+    }
     // Each run of timeouts moves the first provider tried one on, round the list.
     let start = (message.timeouts / limits.timeouts_before_failover.max(1)) as usize;
     let mut errors = Vec::new();
-    let mut timed_out = false;
+    let mut timed_out = None;
     for provider in (0..chain.len()).map(|i| &chain[(start + i) % chain.len()]) {
         let sent = async {
             match (provider.is_mail(), email) {
@@ -257,24 +346,11 @@ async fn deliver(
             }
         };
         match tokio::time::timeout(limits.send_timeout, sent).await {
-            Ok(Ok(reference)) => {
-                sqlx::query(
-                    "update outbox set status = 'sent', sent_at = now(), provider = $2, provider_reference = $3,
-                         last_error = null
-                     where id = $1",
-                )
-                .bind(message.id)
-                .bind(provider.name())
-                .bind(reference)
-                .execute(pool)
-                .await?;
-                info!(id = message.id, provider = provider.name(), "message sent");
-                return Ok(());
-            }
+            Ok(Ok(reference)) => return mark_sent(pool, &message, provider, &reference).await,
             Ok(Err(SendError::Failed(error))) => errors.push(format!("{}: {error}", provider.name())),
             Ok(Err(SendError::Timeout)) | Err(_) => {
                 errors.push(format!("{}: timed out", provider.name()));
-                timed_out = true;
+                timed_out = Some(provider.name());
                 break;
             }
         }
@@ -286,25 +362,50 @@ async fn deliver(
     sqlx::query(
         "update outbox set status = $2, last_error = $3,
              next_attempt_at = now() + make_interval(secs => $4::double precision),
-             timeouts = timeouts + case when $5 then 1 else 0 end
-         where id = $1",
+             timeouts = timeouts + case when $5 then 1 else 0 end,
+             unsure_provider = case when $5 then $7 else unsure_provider end,
+             unsure_since = case when $5 then coalesce(unsure_since, now()) else unsure_since end
+         where id = $1 and claim = $6",
     )
     .bind(message.id)
     .bind(if failed { "failed" } else { "pending" })
     .bind(errors.join("; "))
     .bind(backoff.as_secs_f64())
+    .bind(timed_out.is_some())
+    .bind(message.claim)
     .bind(timed_out)
     .execute(pool)
     .await?;
     Ok(())
 }
 
+async fn mark_sent(pool: &PgPool, message: &Claimed, provider: &Provider, reference: &str) -> sqlx::Result<()> {
+    let updated = sqlx::query(
+        "update outbox set status = 'sent', sent_at = now(), provider = $2, provider_reference = $3,
+             last_error = null, unsure_provider = null
+         where id = $1 and claim = $4",
+    )
+    .bind(message.id)
+    .bind(provider.name())
+    .bind(reference)
+    .bind(message.claim)
+    .execute(pool)
+    .await?
+    .rows_affected();
+    if updated == 0 {
+        warn!(id = message.id, "message sent after its claim ran out; the lease is too short");
+    }
+    info!(id = message.id, provider = provider.name(), "message sent");
+    Ok(())
+}
+
 /// Folds the recipient's other waiting messages into this one, as a digest.
 /// Only alarm messages are merged, and only about alarms still unacknowledged; what an earlier
 /// digest carried moves into this one, so a reply to it reaches every alarm.
-async fn merge_waiting(pool: &PgPool, message: &mut Claimed) -> sqlx::Result<()> {
+/// `false` if the message is no longer this sender's to send.
+async fn merge_waiting(pool: &PgPool, message: &mut Claimed) -> sqlx::Result<bool> {
     if message.alarm_id.is_none() {
-        return Ok(());
+        return Ok(true);
     }
     let mut tx = pool.begin().await?;
     let waiting: Vec<(i64, Value)> = sqlx::query_as(
@@ -320,7 +421,8 @@ async fn merge_waiting(pool: &PgPool, message: &mut Claimed) -> sqlx::Result<()>
     .fetch_all(&mut *tx)
     .await?;
     if waiting.is_empty() {
-        return tx.commit().await;
+        tx.commit().await?;
+        return Ok(true);
     }
     let ids: Vec<i64> = waiting.iter().map(|(id, _)| *id).collect();
     sqlx::query("update outbox set merged_into = $1 where merged_into = any($2)")
@@ -332,16 +434,23 @@ async fn merge_waiting(pool: &PgPool, message: &mut Claimed) -> sqlx::Result<()>
     items.extend(waiting.into_iter().map(|(_, params)| params));
     let code = message.reply_code.clone().unwrap_or_default();
     let (body, params) = digest(&message.language, &items, &code);
-    sqlx::query("update outbox set body = $2, params = $3 where id = $1")
+    let updated = sqlx::query("update outbox set body = $2, params = $3 where id = $1 and claim = $4")
         .bind(message.id)
         .bind(&body)
         .bind(&params)
+        .bind(message.claim)
         .execute(&mut *tx)
-        .await?;
+        .await?
+        .rows_affected();
+    if updated == 0 {
+        // Another sender holds this message now: leave everything to it.
+        tx.rollback().await?;
+        return Ok(false);
+    }
     tx.commit().await?;
     message.body = body;
     message.params = params;
-    Ok(())
+    Ok(true)
 }
 
 /// An e-mail's subject from the template parameters.
@@ -350,32 +459,27 @@ fn subject(params: &Value) -> String {
     format!("Chillcloud G{} {}: {}", text("grade"), text("unit"), text("fault"))
 }
 
-/// One short text for several alarms.
+/// One short text for several alarms; the link is the first alarm's.
 pub fn digest(language: &str, items: &[Value], code: &str) -> (String, Value) {
-    let lines: Vec<String> = items
-        .iter()
-        .map(|p| {
-            format!(
-                "G{} {} {}",
-                p["grade"].as_str().unwrap_or("?"),
-                p["unit"].as_str().unwrap_or("?"),
-                p["fault"].as_str().unwrap_or("?")
-            )
-        })
-        .collect();
-    let link = items.first().and_then(|p| p["link"].as_str()).unwrap_or_default();
+    let text = |p: &Value, key: &str| p[key].as_str().unwrap_or("?").to_owned();
+    let lines: Vec<String> =
+        items.iter().map(|p| format!("G{} {} {}", text(p, "grade"), text(p, "unit"), text(p, "fault"))).collect();
+    let faults: Vec<String> = items.iter().map(|p| text(p, "fault")).collect();
     let body = if language == "zh" {
         format!("Chillcloud {}条报警：{}。回复 1 {code} 全部确认", items.len(), lines.join("；"))
     } else {
         format!("Chillcloud {} alarms: {}. Reply 1 {code} to acknowledge all", items.len(), lines.join("; "))
     };
+    let first = items.first().cloned().unwrap_or_default();
     let params = json!({
+        "kind": Kind::Digest.name(),
+        "count": items.len().to_string(),
         "grade": items.iter().filter_map(|p| p["grade"].as_str()).min().unwrap_or("?"),
         "unit": format!("{} alarms", items.len()),
-        "fault": lines.join("; "),
-        "values": "",
-        "link": link,
+        "fault": faults.join(if language == "zh" { "；" } else { "; " }),
         "code": code,
+        "token": first["token"],
+        "link": first["link"],
     });
     (body, params)
 }

@@ -6,6 +6,7 @@
 use std::path::PathBuf;
 
 use base64::Engine as _;
+use chrono::{DateTime, Utc};
 use hmac::{Hmac, KeyInit, Mac};
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -26,8 +27,11 @@ pub enum ProviderConfig {
         access_key_secret_file: PathBuf,
         /// Registered signature (签名).
         sign_name: String,
-        /// Template code with parameters `grade`, `unit`, `fault`, `values`, `link`, `code`.
-        template_code: String,
+        /// Template codes by message kind; see [`Kind::variables`] for each one's variables.
+        templates: Templates,
+        /// Longest variable value Aliyun takes (35 for notification templates).
+        #[serde(default = "default_aliyun_param_chars")]
+        param_max_chars: usize,
         /// Region, `cn-hangzhou` by default.
         #[serde(default = "default_aliyun_region")]
         region: String,
@@ -47,8 +51,13 @@ pub enum ProviderConfig {
         sdk_app_id: String,
         /// Registered signature.
         sign_name: String,
-        /// Template id whose parameters are, in order: grade, unit, fault, values, link, code.
-        template_id: String,
+        /// Template ids by message kind; each template's `{1}`, `{2}`… are the kind's variables
+        /// in [`Kind::variables`] order, without `token` (Tencent takes no link in a variable).
+        templates: Templates,
+        /// Longest variable value Tencent takes: 12 characters for accounts verified as a person
+        /// (Tencent's review standards; enterprise accounts have no limit).
+        #[serde(default = "default_tencent_param_chars")]
+        param_max_chars: usize,
         /// Region, `ap-guangzhou` by default.
         #[serde(default = "default_tencent_region")]
         region: String,
@@ -80,6 +89,93 @@ pub enum ProviderConfig {
     /// channel).
     #[serde(skip)]
     Mail,
+}
+
+/// The registered template of each message kind (Aliyun template codes, Tencent template ids).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Templates {
+    /// One alarm.
+    pub alarm: String,
+    /// Several alarms for one person, folded into one message.
+    pub digest: String,
+    /// A ticket's clock breached, to the site's managers.
+    pub breach: String,
+    /// A closed ticket's satisfaction question, to the owner.
+    pub feedback: String,
+}
+
+impl Templates {
+    fn get(&self, kind: Kind) -> &str {
+        match kind {
+            Kind::Alarm => &self.alarm,
+            Kind::Digest => &self.digest,
+            Kind::Breach => &self.breach,
+            Kind::Feedback => &self.feedback,
+        }
+    }
+}
+
+/// What a message is about, which picks its template.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// One alarm.
+    Alarm,
+    /// Several alarms.
+    Digest,
+    /// A breached ticket clock.
+    Breach,
+    /// A satisfaction question.
+    Feedback,
+}
+
+impl Kind {
+    /// The kind's name, as stored in the message's `params.kind`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Kind::Alarm => "alarm",
+            Kind::Digest => "digest",
+            Kind::Breach => "breach",
+            Kind::Feedback => "feedback",
+        }
+    }
+
+    fn from_params(params: &Value) -> Self {
+        match params["kind"].as_str() {
+            Some("digest") => Kind::Digest,
+            Some("breach") => Kind::Breach,
+            Some("feedback") => Kind::Feedback,
+            _ => Kind::Alarm,
+        }
+    }
+
+    /// The variables of the kind's template, in order. `token` is a signed link's token: the
+    /// template holds the URL around it (`<public-url>/a/${token}` for alarms and digests,
+    /// `<public-url>/f/${token}` for feedback), since providers refuse URLs in variables.
+    /// `code` is what a reply quotes.
+    ///
+    /// | kind | variables |
+    /// |---|---|
+    /// | alarm | grade, unit, fault, value, code, token |
+    /// | digest | count, grade, fault, code, token |
+    /// | breach | ticket, grade, fault, clock |
+    /// | feedback | ticket, code, token |
+    pub fn variables(self) -> &'static [&'static str] {
+        match self {
+            Kind::Alarm => &["grade", "unit", "fault", "value", "code", "token"],
+            Kind::Digest => &["count", "grade", "fault", "code", "token"],
+            Kind::Breach => &["ticket", "grade", "fault", "clock"],
+            Kind::Feedback => &["ticket", "code", "token"],
+        }
+    }
+}
+
+fn default_aliyun_param_chars() -> usize {
+    35
+}
+
+fn default_tencent_param_chars() -> usize {
+    12
 }
 
 fn default_aliyun_region() -> String {
@@ -125,11 +221,9 @@ pub struct Outgoing {
     pub address: String,
     /// The whole text, for providers that take text.
     pub body: String,
-    /// Template parameters: grade, unit, fault, values, link, code.
+    /// Template parameters: `kind` and its [`Kind::variables`], and `link`, the whole URL.
     pub params: Value,
 }
-
-const TEMPLATE_ORDER: [&str; 6] = ["grade", "unit", "fault", "values", "link", "code"];
 
 impl Provider {
     /// Loads the provider's secret file.
@@ -214,60 +308,61 @@ impl Provider {
                 Ok(format!("console-{}", message.idempotency_key))
             }
             ProviderConfig::Mail => Err(SendError::Failed("e-mail is sent by the SMTP channel".into())),
-            ProviderConfig::Aliyun { endpoint, access_key_id, sign_name, template_code, region, .. } => {
-                let mut params = vec![
-                    ("AccessKeyId", access_key_id.clone()),
-                    ("Action", "SendSms".into()),
-                    ("Format", "JSON".into()),
-                    ("OutId", message.idempotency_key.clone()),
-                    ("PhoneNumbers", message.address.clone()),
-                    ("RegionId", region.clone()),
-                    ("SignName", sign_name.clone()),
-                    ("SignatureMethod", "HMAC-SHA1".into()),
-                    // A fresh nonce for every attempt: Aliyun refuses a nonce seen before.
-                    ("SignatureNonce", format!("{:032x}", rand::random::<u128>())),
-                    ("SignatureVersion", "1.0".into()),
-                    ("TemplateCode", template_code.clone()),
-                    ("TemplateParam", template_object(&message.params).to_string()),
-                    ("Timestamp", chrono::Utc::now().format("%Y-%m-%dT%H:%M:%SZ").to_string()),
-                    ("Version", "2017-05-25".into()),
-                ];
-                let signature = aliyun_signature("POST", &params, &self.secret);
-                params.push(("Signature", signature));
-                let response = client.post(format!("{endpoint}/")).form(&params).send().await.map_err(request_error)?;
-                let body: Value = response.json().await.map_err(request_error)?;
+            ProviderConfig::Aliyun {
+                endpoint, access_key_id, sign_name, templates, param_max_chars, region, ..
+            } => {
+                let kind = Kind::from_params(&message.params);
+                let variables: serde_json::Map<String, Value> = kind
+                    .variables()
+                    .iter()
+                    .map(|k| ((*k).to_owned(), Value::String(variable(&message.params, k, *param_max_chars))))
+                    .collect();
+                let call = Aliyun { client, endpoint, access_key_id, region, secret: &self.secret };
+                let body = call
+                    .request(
+                        "SendSms",
+                        vec![
+                            ("OutId", message.idempotency_key.clone()),
+                            ("PhoneNumbers", message.address.clone()),
+                            ("SignName", sign_name.clone()),
+                            ("TemplateCode", templates.get(kind).to_owned()),
+                            ("TemplateParam", Value::Object(variables).to_string()),
+                        ],
+                    )
+                    .await?;
                 match body["Code"].as_str() {
                     Some("OK") => Ok(body["BizId"].as_str().unwrap_or_default().to_owned()),
                     _ => Err(SendError::Failed(format!("aliyun: {} {}", body["Code"], body["Message"]))),
                 }
             }
-            ProviderConfig::Tencent { endpoint, secret_id, sdk_app_id, sign_name, template_id, region, .. } => {
+            ProviderConfig::Tencent {
+                endpoint,
+                secret_id,
+                sdk_app_id,
+                sign_name,
+                templates,
+                param_max_chars,
+                region,
+                ..
+            } => {
+                let kind = Kind::from_params(&message.params);
+                let variables: Vec<String> = kind
+                    .variables()
+                    .iter()
+                    .filter(|k| **k != "token")
+                    .map(|k| variable(&message.params, k, *param_max_chars))
+                    .collect();
                 let body = json!({
                     "PhoneNumberSet": [message.address],
                     "SmsSdkAppId": sdk_app_id,
                     "SignName": sign_name,
-                    "TemplateId": template_id,
-                    "TemplateParamSet": TEMPLATE_ORDER.iter().map(|k| param(&message.params, k)).collect::<Vec<_>>(),
+                    "TemplateId": templates.get(kind),
+                    "TemplateParamSet": variables,
                     "SessionContext": message.idempotency_key,
                 })
                 .to_string();
-                let host = endpoint.split("://").nth(1).unwrap_or(endpoint).trim_end_matches('/').to_owned();
-                let timestamp = chrono::Utc::now().timestamp();
-                let authorization = tencent_authorization(secret_id, &self.secret, &host, timestamp, &body);
-                let response = client
-                    .post(format!("{endpoint}/"))
-                    .header("Authorization", authorization)
-                    .header("Content-Type", "application/json; charset=utf-8")
-                    .header("Host", &host)
-                    .header("X-TC-Action", "SendSms")
-                    .header("X-TC-Timestamp", timestamp.to_string())
-                    .header("X-TC-Version", "2021-01-11")
-                    .header("X-TC-Region", region)
-                    .body(body)
-                    .send()
-                    .await
-                    .map_err(request_error)?;
-                let answer: Value = response.json().await.map_err(request_error)?;
+                let call = Tencent { client, endpoint, secret_id, region, secret: &self.secret };
+                let answer = call.request("SendSms", body).await?;
                 let status = &answer["Response"]["SendStatusSet"][0];
                 match status["Code"].as_str() {
                     Some("Ok") => Ok(status["SerialNo"].as_str().unwrap_or_default().to_owned()),
@@ -287,7 +382,7 @@ impl Provider {
                     .await
                     .map_err(request_error)?;
                 let status = response.status();
-                let answer: Value = response.json().await.map_err(request_error)?;
+                let answer = answer(response).await?;
                 if status.is_success() {
                     Ok(answer["sid"].as_str().unwrap_or_default().to_owned())
                 } else {
@@ -320,6 +415,191 @@ impl Provider {
             }
         }
     }
+    /// Whether a message this provider timed out on went out after all, asked through its
+    /// status API before the message is sent anywhere again. `since` is when it first timed out.
+    pub async fn after_timeout(
+        &self,
+        client: &reqwest::Client,
+        message: &Outgoing,
+        since: DateTime<Utc>,
+    ) -> Result<AfterTimeout, SendError> {
+        match &self.config {
+            // Aliyun lists a message as soon as it takes it, with our `OutId`, by China's date.
+            ProviderConfig::Aliyun { endpoint, access_key_id, region, .. } => {
+                let call = Aliyun { client, endpoint, access_key_id, region, secret: &self.secret };
+                let china = chrono::FixedOffset::east_opt(8 * 3600).expect("UTC+8 is an offset");
+                let mut dates =
+                    vec![since.with_timezone(&china).date_naive(), Utc::now().with_timezone(&china).date_naive()];
+                dates.dedup();
+                for date in dates {
+                    for page in 1..=20 {
+                        let body = call
+                            .request(
+                                "QuerySendDetails",
+                                vec![
+                                    ("PhoneNumber", message.address.clone()),
+                                    ("SendDate", date.format("%Y%m%d").to_string()),
+                                    ("PageSize", "50".into()),
+                                    ("CurrentPage", page.to_string()),
+                                ],
+                            )
+                            .await?;
+                        if body["Code"].as_str() != Some("OK") {
+                            return Err(SendError::Failed(format!("aliyun: {} {}", body["Code"], body["Message"])));
+                        }
+                        let records =
+                            body["SmsSendDetailDTOs"]["SmsSendDetailDTO"].as_array().cloned().unwrap_or_default();
+                        if records.iter().any(|r| r["OutId"].as_str() == Some(message.idempotency_key.as_str())) {
+                            return Ok(AfterTimeout::Sent(format!("aliyun-out-id-{}", message.idempotency_key)));
+                        }
+                        if records.len() < 50 {
+                            break;
+                        }
+                    }
+                }
+                Ok(AfterTimeout::Resend)
+            }
+            // Tencent lists carrier receipts only, which may lag, and echoes our `SessionContext`
+            // only where its support has enabled that: a match proves a send, no match proves
+            // nothing.
+            ProviderConfig::Tencent { endpoint, secret_id, sdk_app_id, region, .. } => {
+                let call = Tencent { client, endpoint, secret_id, region, secret: &self.secret };
+                let body = json!({
+                    "BeginTime": since.timestamp() - 60,
+                    "Offset": 0,
+                    "Limit": 100,
+                    "PhoneNumber": message.address,
+                    "SmsSdkAppId": sdk_app_id,
+                })
+                .to_string();
+                let answer = call.request("PullSmsSendStatusByPhoneNumber", body).await?;
+                if !answer["Response"]["Error"].is_null() {
+                    return Err(SendError::Failed(format!("tencent: {}", answer["Response"]["Error"])));
+                }
+                let records = answer["Response"]["PullSmsSendStatusSet"].as_array().cloned().unwrap_or_default();
+                Ok(records
+                    .iter()
+                    .find(|r| r["SessionContext"].as_str() == Some(message.idempotency_key.as_str()))
+                    .map_or(AfterTimeout::Wait, |r| {
+                        AfterTimeout::Sent(r["SerialNo"].as_str().unwrap_or_default().to_owned())
+                    }))
+            }
+            // Twilio creates the message resource before it answers; it carries no key of ours,
+            // but the body (with its reply code) to this number is ours.
+            ProviderConfig::Twilio { endpoint, account_sid, from, .. } => {
+                let url = format!("{endpoint}/2010-04-01/Accounts/{account_sid}/Messages.json");
+                let response = client
+                    .get(url)
+                    .basic_auth(account_sid, Some(&self.secret))
+                    .query(&[("To", message.address.as_str()), ("From", from.as_str()), ("PageSize", "100")])
+                    .send()
+                    .await
+                    .map_err(request_error)?;
+                let status = response.status();
+                let answer = answer(response).await?;
+                if !status.is_success() {
+                    return Err(SendError::Failed(format!("twilio {status}: {}", answer["message"])));
+                }
+                let messages = answer["messages"].as_array().cloned().unwrap_or_default();
+                Ok(messages
+                    .iter()
+                    .find(|m| m["body"].as_str() == Some(message.body.as_str()))
+                    .map_or(AfterTimeout::Resend, |m| {
+                        AfterTimeout::Sent(m["sid"].as_str().unwrap_or_default().to_owned())
+                    }))
+            }
+            // A webhook's receiver deduplicates by the message's `id`; the console cannot time
+            // out; SMTP has no way to ask, and a second e-mail does little harm.
+            ProviderConfig::Webhook { .. } | ProviderConfig::Console | ProviderConfig::Mail => Ok(AfterTimeout::Resend),
+        }
+    }
+}
+
+/// What to do with a message a provider timed out on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AfterTimeout {
+    /// It went out: the provider's reference for it.
+    Sent(String),
+    /// It did not go out (or a second copy is harmless): send it again.
+    Resend,
+    /// The provider cannot tell yet.
+    Wait,
+}
+
+/// An Aliyun RPC API call (version 2017-05-25), signed.
+struct Aliyun<'a> {
+    client: &'a reqwest::Client,
+    endpoint: &'a str,
+    access_key_id: &'a str,
+    region: &'a str,
+    secret: &'a str,
+}
+
+impl Aliyun<'_> {
+    async fn request(&self, action: &str, mut params: Vec<(&str, String)>) -> Result<Value, SendError> {
+        params.extend([
+            ("AccessKeyId", self.access_key_id.to_owned()),
+            ("Action", action.to_owned()),
+            ("Format", "JSON".into()),
+            ("RegionId", self.region.to_owned()),
+            ("SignatureMethod", "HMAC-SHA1".into()),
+            // A fresh nonce for every request: Aliyun refuses a nonce seen before.
+            ("SignatureNonce", format!("{:032x}", rand::random::<u128>())),
+            ("SignatureVersion", "1.0".into()),
+            ("Timestamp", Utc::now().format("%Y-%m-%dT%H:%M:%SZ").to_string()),
+            ("Version", "2017-05-25".into()),
+        ]);
+        let signature = aliyun_signature("POST", &params, self.secret);
+        params.push(("Signature", signature));
+        let response =
+            self.client.post(format!("{}/", self.endpoint)).form(&params).send().await.map_err(request_error)?;
+        answer(response).await
+    }
+}
+
+/// A Tencent Cloud SMS API 3.0 call (version 2021-01-11), signed with TC3-HMAC-SHA256.
+struct Tencent<'a> {
+    client: &'a reqwest::Client,
+    endpoint: &'a str,
+    secret_id: &'a str,
+    region: &'a str,
+    secret: &'a str,
+}
+
+impl Tencent<'_> {
+    async fn request(&self, action: &str, body: String) -> Result<Value, SendError> {
+        let host = self.endpoint.split("://").nth(1).unwrap_or(self.endpoint).trim_end_matches('/').to_owned();
+        let timestamp = Utc::now().timestamp();
+        let authorization = tencent_authorization(self.secret_id, self.secret, &host, timestamp, &body);
+        let response = self
+            .client
+            .post(format!("{}/", self.endpoint))
+            .header("Authorization", authorization)
+            .header("Content-Type", "application/json; charset=utf-8")
+            .header("Host", &host)
+            .header("X-TC-Action", action)
+            .header("X-TC-Timestamp", timestamp.to_string())
+            .header("X-TC-Version", "2021-01-11")
+            .header("X-TC-Region", self.region)
+            .body(body)
+            .send()
+            .await
+            .map_err(request_error)?;
+        answer(response).await
+    }
+}
+
+/// A provider's JSON answer. An error status without a JSON body (a gateway's 502 or 503 page)
+/// means the request was turned away before the provider took it: not sent.
+async fn answer(response: reqwest::Response) -> Result<Value, SendError> {
+    let status = response.status();
+    match response.json().await {
+        Ok(body) => Ok(body),
+        Err(_) if status.is_client_error() || status.is_server_error() => {
+            Err(SendError::Failed(format!("answered {status}")))
+        }
+        Err(error) => Err(request_error(error)),
+    }
 }
 
 /// Only an error before the request left (no connection, a bad request) means "not sent"; any
@@ -333,17 +613,19 @@ fn request_error(error: reqwest::Error) -> SendError {
     }
 }
 
-fn param(params: &Value, key: &str) -> String {
-    match &params[key] {
+/// One template variable as a string of at most `max_chars` characters (providers count a
+/// Chinese character as one). Codes and tokens are made short enough; free text is cut.
+fn variable(params: &Value, key: &str, max_chars: usize) -> String {
+    let text = match &params[key] {
         Value::String(text) => text.clone(),
         Value::Null => String::new(),
         other => other.to_string(),
+    };
+    // Both providers refuse an empty variable.
+    if text.is_empty() {
+        return "-".into();
     }
-}
-
-/// Template parameters as an object of strings (Aliyun wants strings).
-fn template_object(params: &Value) -> Value {
-    Value::Object(TEMPLATE_ORDER.iter().map(|k| ((*k).to_owned(), Value::String(param(params, k)))).collect())
+    text.chars().take(max_chars).collect()
 }
 
 /// Aliyun's percent-encoding: RFC 3986 unreserved characters stay, everything else is `%XX`
