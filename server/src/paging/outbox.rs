@@ -6,10 +6,11 @@
 //! Per recipient, at most one message goes out per `min_gap`
 //! and `per_day` a day (providers cap a number at a few dozen a day): what waits meanwhile is
 //! sent as one digest. Providers are tried in order; one that refuses or cannot be reached is
-//! skipped at once for the next, while one that times out (it may have sent) is retried with
-//! the same key before the next is tried. The key travels to the provider (Aliyun `OutId`,
-//! Tencent `SessionContext`, Twilio's idempotency header) but none documents deduplicating by
-//! it: a timeout after a real send can still mean a second copy.
+//! skipped at once for the next. One that times out may have sent: the message becomes
+//! *unsure*, keeps its text, counts against the recipient's allowance as if sent, is folded
+//! into no digest, and goes nowhere again before that provider has been asked whether it sent
+//! it ([`Provider::after_timeout`]); a provider that cannot tell is asked for up to
+//! `unsure_wait`, then the message is sent again.
 
 use std::{sync::Arc, time::Duration};
 
@@ -172,7 +173,9 @@ pub async fn send_due(
     // for them is merged into it.
     let mut seen = std::collections::HashSet::new();
     let first: Vec<(i64, String)> = due.into_iter().filter(|(_, address)| seen.insert(address.clone())).collect();
-    let addresses: Vec<&str> = first.iter().map(|(_, address)| address.as_str()).collect();
+    // In one order for every sender, so two never wait on each other's leases.
+    let mut addresses: Vec<&str> = first.iter().map(|(_, address)| address.as_str()).collect();
+    addresses.sort_unstable();
     let held: Vec<String> = sqlx::query_scalar(
         "insert into outbox_recipients (address, claim, held_until)
          select unnest($1::text[]), $2, now() + make_interval(secs => $3::double precision)
@@ -243,21 +246,39 @@ async fn deliver(
                 .fetch_one(pool)
                 .await?;
         if settled {
-            sqlx::query("update outbox set status = 'cancelled' where id = $1 and claim = $2")
+            let mut tx = pool.begin().await?;
+            let cancelled = sqlx::query("update outbox set status = 'cancelled' where id = $1 and claim = $2")
                 .bind(message.id)
                 .bind(message.claim)
-                .execute(pool)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+            // A digest carried other alarms: those still open go out on their own again.
+            if cancelled == 1 {
+                sqlx::query(
+                    "update outbox set status = 'pending', merged_into = null, next_attempt_at = now()
+                     where merged_into = $1 and status = 'merged'
+                       and alarm_id in (select id from alarms where acknowledged_at is null and closed_at is null)",
+                )
+                .bind(message.id)
+                .execute(&mut *tx)
                 .await?;
+            }
+            tx.commit().await?;
             debug!(id = message.id, alarm, "message cancelled: its alarm was acknowledged");
             return Ok(());
         }
     }
     // The recipient's allowance: one per `min_gap`, `per_day` a day.
+    // A message that timed out may be on the phone already: it counts, from when it timed out.
     let (last_sent, today): (Option<DateTime<Utc>>, i64) = sqlx::query_as(
-        "select max(sent_at), count(*) filter (where sent_at > now() - interval '1 day')
-         from outbox where address = $1 and status = 'sent'",
+        "select max(coalesce(sent_at, unsure_since)),
+                count(*) filter (where coalesce(sent_at, unsure_since) > now() - interval '1 day')
+         from outbox where address = $1 and id <> $2
+           and (status = 'sent' or (status in ('pending', 'sending') and unsure_provider is not null))",
     )
     .bind(&message.address)
+    .bind(message.id)
     .fetch_one(pool)
     .await?;
     let gap = chrono::Duration::from_std(limits.min_gap).unwrap_or_default();
@@ -364,7 +385,7 @@ async fn deliver(
              next_attempt_at = now() + make_interval(secs => $4::double precision),
              timeouts = timeouts + case when $5 then 1 else 0 end,
              unsure_provider = case when $5 then $7 else unsure_provider end,
-             unsure_since = case when $5 then coalesce(unsure_since, now()) else unsure_since end
+             unsure_since = case when $5 then now() else unsure_since end
          where id = $1 and claim = $6",
     )
     .bind(message.id)
@@ -394,8 +415,9 @@ async fn mark_sent(pool: &PgPool, message: &Claimed, provider: &Provider, refere
     .rows_affected();
     if updated == 0 {
         warn!(id = message.id, "message sent after its claim ran out; the lease is too short");
+    } else {
+        info!(id = message.id, provider = provider.name(), "message sent");
     }
-    info!(id = message.id, provider = provider.name(), "message sent");
     Ok(())
 }
 
@@ -411,7 +433,7 @@ async fn merge_waiting(pool: &PgPool, message: &mut Claimed) -> sqlx::Result<boo
     let waiting: Vec<(i64, Value)> = sqlx::query_as(
         "update outbox set status = 'merged', merged_into = $1
          where id in (select o.id from outbox o join alarms a on a.id = o.alarm_id
-                      where o.address = $2 and o.status = 'pending' and o.id <> $1
+                      where o.address = $2 and o.status = 'pending' and o.id <> $1 and o.unsure_provider is null
                         and a.acknowledged_at is null and a.closed_at is null
                       for update of o skip locked)
          returning id, params",

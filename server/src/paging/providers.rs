@@ -427,17 +427,23 @@ impl Provider {
             // Aliyun lists a message as soon as it takes it, with our `OutId`, by China's date.
             ProviderConfig::Aliyun { endpoint, access_key_id, region, .. } => {
                 let call = Aliyun { client, endpoint, access_key_id, region, secret: &self.secret };
+                // Aliyun files a message under its China date when it took it, which may be a
+                // little before `since` (when the answer timed out): every date from then on.
                 let china = chrono::FixedOffset::east_opt(8 * 3600).expect("UTC+8 is an offset");
-                let mut dates =
-                    vec![since.with_timezone(&china).date_naive(), Utc::now().with_timezone(&china).date_naive()];
-                dates.dedup();
+                let first = (since - chrono::Duration::minutes(5)).with_timezone(&china).date_naive();
+                let last = Utc::now().with_timezone(&china).date_naive();
+                let dates: Vec<chrono::NaiveDate> = first.iter_days().take_while(|d| *d <= last).take(7).collect();
+                // QuerySendDetails documents mainland numbers as 11 digits, others with the
+                // country code and no `+`.
+                let number = message.address.strip_prefix("+86").or_else(|| message.address.strip_prefix('+'));
+                let number = number.unwrap_or(&message.address).to_owned();
                 for date in dates {
                     for page in 1..=20 {
                         let body = call
                             .request(
                                 "QuerySendDetails",
                                 vec![
-                                    ("PhoneNumber", message.address.clone()),
+                                    ("PhoneNumber", number.clone()),
                                     ("SendDate", date.format("%Y%m%d").to_string()),
                                     ("PageSize", "50".into()),
                                     ("CurrentPage", page.to_string()),
@@ -589,16 +595,17 @@ impl Tencent<'_> {
     }
 }
 
-/// A provider's JSON answer. An error status without a JSON body (a gateway's 502 or 503 page)
-/// means the request was turned away before the provider took it: not sent.
+/// A provider's JSON answer. Without a JSON body, a refusal (4xx, 503 unavailable) means the
+/// request was turned away before the provider took it: not sent. Any other error page (a
+/// 500, or a 502 or 504 from a proxy in front of the provider) may follow a real send.
 async fn answer(response: reqwest::Response) -> Result<Value, SendError> {
     let status = response.status();
     match response.json().await {
         Ok(body) => Ok(body),
-        Err(_) if status.is_client_error() || status.is_server_error() => {
+        Err(_) if status.is_client_error() || status == reqwest::StatusCode::SERVICE_UNAVAILABLE => {
             Err(SendError::Failed(format!("answered {status}")))
         }
-        Err(error) => Err(request_error(error)),
+        Err(_) => Err(SendError::Timeout),
     }
 }
 
