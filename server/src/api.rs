@@ -4,11 +4,14 @@
 use std::sync::Arc;
 
 use axum::{
-    Json, Router,
-    extract::{Path, Query, Request, State},
+    Extension, Json, Router,
+    extract::{Path, Query, State},
     http::{StatusCode, header},
-    middleware::{self, Next},
-    response::{IntoResponse, Response},
+    middleware,
+    response::{
+        IntoResponse, Response,
+        sse::{Event, KeepAlive, Sse},
+    },
     routing::get,
 };
 use chrono::{DateTime, Duration, Utc};
@@ -16,6 +19,7 @@ use serde::{Deserialize, Serialize};
 use sqlx::PgPool;
 
 use crate::{
+    accounts::Viewer,
     history::{self, Bucket, DroppedSpan, HistoryError, QUALITY_NAME, Rows},
     metrics::Metrics,
 };
@@ -27,8 +31,15 @@ pub struct AppState {
     pub pool: PgPool,
     /// Counters for `/metrics`.
     pub metrics: Arc<Metrics>,
-    /// The bearer token the JSON API requires.
+    /// The database as API requests see it: the `chillcloud_api` role under row security,
+    /// through [`crate::accounts::Viewer::begin`].
+    pub api_pool: PgPool,
+    /// The operator's bearer token.
     pub api_token: Arc<str>,
+    /// Failed sign-ins, for the rate limit.
+    pub sign_ins: Arc<crate::accounts::SignInLimiter>,
+    /// Readings as they are committed, for live pages.
+    pub live: crate::live::Live,
     /// The alarm engine, told when rules change.
     pub alarms: crate::alarms::Alarms,
     /// Paging: providers, link secret, public URL.
@@ -38,9 +49,15 @@ pub struct AppState {
 /// The one error type of the API. Each variant documents its status.
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
-    /// 401: no or a wrong bearer token.
-    #[error("missing or invalid bearer token")]
+    /// 401: no or a wrong token or session, or a failed sign-in.
+    #[error("sign in, or present a valid bearer token")]
     Unauthorized,
+    /// 403: the viewer's role may not do this, or a session's change lacked its CSRF token.
+    #[error("not allowed")]
+    Forbidden,
+    /// 429: too many failed sign-ins; try again later.
+    #[error("too many failed sign-ins; try again in 15 minutes")]
+    TooManyRequests,
     /// 404: no such unit or point.
     #[error("not found")]
     NotFound,
@@ -59,6 +76,8 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status = match &self {
             ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
+            ApiError::Forbidden => StatusCode::FORBIDDEN,
+            ApiError::TooManyRequests => StatusCode::TOO_MANY_REQUESTS,
             ApiError::NotFound => StatusCode::NOT_FOUND,
             ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
@@ -77,30 +96,22 @@ pub fn router(state: AppState) -> Router {
         .route("/units", get(list_units))
         .route("/units/{unit_id}", get(unit_detail))
         .route("/units/{unit_id}/history", get(unit_history))
+        .route("/units/{unit_id}/live", get(unit_live))
         .route("/points/{point_id}/history", get(point_history))
         .merge(crate::alarms::api::routes())
         .merge(crate::paging::api::routes())
         .merge(crate::tickets::routes())
-        .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
+        .merge(crate::accounts::routes())
+        .route_layer(middleware::from_fn_with_state(state.clone(), crate::accounts::authenticate));
     Router::new()
         .route("/health", get(health))
         .route("/metrics", get(metrics))
         .nest("/api/v1", api)
         .merge(crate::paging::api::public_routes())
         .merge(crate::tickets::public_routes())
+        .merge(crate::accounts::public_routes())
+        .merge(crate::ui::routes())
         .with_state(state)
-}
-
-async fn require_token(State(state): State<AppState>, request: Request, next: Next) -> Result<Response, ApiError> {
-    let presented = request
-        .headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "));
-    match presented {
-        Some(token) if constant_time_eq(token.as_bytes(), state.api_token.as_bytes()) => Ok(next.run(request).await),
-        _ => Err(ApiError::Unauthorized),
-    }
 }
 
 /// Whether two secrets are equal, in time that does not depend on where they differ.
@@ -144,16 +155,38 @@ pub struct UnitSummary {
     pub gateway_online: bool,
     /// When its gateway was last heard from.
     pub last_seen: Option<DateTime<Utc>>,
+    /// Is it OK, at a glance: `offline` (its gateway or the unit does not answer), `alarm` (an
+    /// alarm is active), `stale` (nothing new for 5 minutes, while snapshots come every minute),
+    /// `stopped` (its `running` point is 0) or `running`.
+    pub status: String,
+    /// Alarms not yet closed.
+    pub open_alarms: i64,
 }
 
 /// Selects [`UnitSummary`] rows; callers add the filter and order.
 const UNIT_SUMMARY: &str = "select u.id, u.gateway_id, u.device_key, u.display_name, u.profile, u.model, u.attributes,
-                                   g.online as gateway_online, g.last_seen
-                            from units u join gateways g on g.id = u.gateway_id";
+        g.online as gateway_online, g.last_seen,
+        case
+            when not g.online then 'offline'
+            when exists (select 1 from alarms a where a.unit_id = u.id and a.active and a.rule = 'device_offline')
+                then 'offline'
+            when exists (select 1 from alarms a where a.unit_id = u.id and a.active) then 'alarm'
+            when coalesce((select max(l.ts) from latest_readings l join points p on p.id = l.point_id
+                           where p.unit_id = u.id), '-infinity') < now() - interval '5 minutes' then 'stale'
+            when (select l.value from latest_readings l join points p on p.id = l.point_id
+                  where p.unit_id = u.id and p.name = 'running') = 0 then 'stopped'
+            else 'running'
+        end as status,
+        (select count(*) from alarms a where a.unit_id = u.id and a.closed_at is null) as open_alarms
+    from units u join gateways g on g.id = u.gateway_id";
 
-async fn list_units(State(state): State<AppState>) -> Result<Json<Vec<UnitSummary>>, ApiError> {
+async fn list_units(
+    State(state): State<AppState>,
+    Extension(viewer): Extension<Viewer>,
+) -> Result<Json<Vec<UnitSummary>>, ApiError> {
+    let mut tx = viewer.begin(&state.api_pool).await?;
     let units = sqlx::query_as(sqlx::AssertSqlSafe(format!("{UNIT_SUMMARY} order by u.gateway_id, u.device_key")))
-        .fetch_all(&state.pool)
+        .fetch_all(&mut *tx)
         .await?;
     Ok(Json(units))
 }
@@ -187,10 +220,15 @@ pub struct UnitDetail {
     pub points: Vec<PointLatest>,
 }
 
-async fn unit_detail(State(state): State<AppState>, Path(unit_id): Path<i64>) -> Result<Json<UnitDetail>, ApiError> {
+async fn unit_detail(
+    State(state): State<AppState>,
+    Extension(viewer): Extension<Viewer>,
+    Path(unit_id): Path<i64>,
+) -> Result<Json<UnitDetail>, ApiError> {
+    let mut tx = viewer.begin(&state.api_pool).await?;
     let unit: UnitSummary = sqlx::query_as(sqlx::AssertSqlSafe(format!("{UNIT_SUMMARY} where u.id = $1")))
         .bind(unit_id)
-        .fetch_optional(&state.pool)
+        .fetch_optional(&mut *tx)
         .await?
         .ok_or(ApiError::NotFound)?;
     let points = sqlx::query_as(sqlx::AssertSqlSafe(format!(
@@ -199,9 +237,57 @@ async fn unit_detail(State(state): State<AppState>, Path(unit_id): Path<i64>) ->
          where p.unit_id = $1 order by p.id"
     )))
     .bind(unit_id)
-    .fetch_all(&state.pool)
+    .fetch_all(&mut *tx)
     .await?;
     Ok(Json(UnitDetail { unit, points }))
+}
+
+/// A unit's readings as they are committed, as server-sent events named `reading` with data
+/// `{"point_id", "value", "quality", "ts"}` (value null when bad).
+async fn unit_live(
+    State(state): State<AppState>,
+    Extension(viewer): Extension<Viewer>,
+    Path(unit_id): Path<i64>,
+) -> Result<Sse<impl futures_util::Stream<Item = Result<Event, std::convert::Infallible>>>, ApiError> {
+    let mut tx = viewer.begin(&state.api_pool).await?;
+    let points: std::collections::HashSet<i64> = sqlx::query_scalar("select id from points where unit_id = $1")
+        .bind(unit_id)
+        .fetch_all(&mut *tx)
+        .await?
+        .into_iter()
+        .collect();
+    drop(tx);
+    if points.is_empty() {
+        return Err(ApiError::NotFound);
+    }
+    let receiver = state.live.subscribe();
+    let batches = futures_util::stream::unfold((receiver, points), |(mut receiver, points)| async move {
+        loop {
+            match receiver.recv().await {
+                Ok(batch) => {
+                    let events: Vec<Result<Event, std::convert::Infallible>> = batch
+                        .iter()
+                        .filter(|(point, _, _)| points.contains(point))
+                        .map(|(point, ts, value)| {
+                            let data = serde_json::json!({
+                                "point_id": point,
+                                "value": value,
+                                "quality": if value.is_some() { "good" } else { "bad" },
+                                "ts": DateTime::<Utc>::from_timestamp_millis(*ts),
+                            });
+                            Ok(Event::default().event("reading").data(data.to_string()))
+                        })
+                        .collect();
+                    if !events.is_empty() {
+                        return Some((futures_util::stream::iter(events), (receiver, points)));
+                    }
+                }
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => return None,
+            }
+        }
+    });
+    Ok(Sse::new(futures_util::StreamExt::flatten(batches)).keep_alive(KeepAlive::default()))
 }
 
 /// Query parameters of the history endpoints.
@@ -244,42 +330,51 @@ impl From<HistoryError> for ApiError {
 
 async fn point_history(
     State(state): State<AppState>,
+    Extension(viewer): Extension<Viewer>,
     Path(point_id): Path<i64>,
     Query(query): Query<HistoryQuery>,
 ) -> Result<Response, ApiError> {
+    let mut tx = viewer.begin(&state.api_pool).await?;
     let exists: bool = sqlx::query_scalar("select exists (select 1 from points where id = $1)")
         .bind(point_id)
-        .fetch_one(&state.pool)
+        .fetch_one(&mut *tx)
         .await?;
     if !exists {
         return Err(ApiError::NotFound);
     }
-    history_response(&state, &[point_id], query).await
+    history_response(&mut tx, &[point_id], query).await
 }
 
 async fn unit_history(
     State(state): State<AppState>,
+    Extension(viewer): Extension<Viewer>,
     Path(unit_id): Path<i64>,
     Query(query): Query<HistoryQuery>,
 ) -> Result<Response, ApiError> {
+    let mut tx = viewer.begin(&state.api_pool).await?;
     let point_ids: Vec<i64> = sqlx::query_scalar("select id from points where unit_id = $1 order by id")
         .bind(unit_id)
-        .fetch_all(&state.pool)
+        .fetch_all(&mut *tx)
         .await?;
     if point_ids.is_empty() {
         return Err(ApiError::NotFound);
     }
-    history_response(&state, &point_ids, query).await
+    history_response(&mut tx, &point_ids, query).await
 }
 
-async fn history_response(state: &AppState, point_ids: &[i64], query: HistoryQuery) -> Result<Response, ApiError> {
+/// The history of points the viewer's transaction has found visible.
+async fn history_response(
+    db: &mut sqlx::PgConnection,
+    point_ids: &[i64],
+    query: HistoryQuery,
+) -> Result<Response, ApiError> {
     let to = query.to.unwrap_or_else(Utc::now);
     let from = query.from.unwrap_or(to - Duration::hours(1));
     let bucket = query.bucket.unwrap_or_else(|| Bucket::for_span(to - from));
-    let rows = history::query(&state.pool, point_ids, from, to, bucket).await?;
+    let rows = history::query(&mut *db, point_ids, from, to, bucket).await?;
     match query.format.as_deref() {
         None | Some("json") => {
-            let dropped = history::dropped(&state.pool, point_ids, from, to).await?;
+            let dropped = history::dropped(&mut *db, point_ids, from, to).await?;
             Ok(Json(HistoryResponse { bucket, from, to, rows, dropped }).into_response())
         }
         Some("csv") => Ok((

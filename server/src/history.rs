@@ -5,7 +5,6 @@
 
 use chrono::{DateTime, TimeDelta, Utc};
 use serde::{Deserialize, Serialize};
-use sqlx::PgPool;
 
 /// Bucket sizes the history API serves.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -97,7 +96,7 @@ pub struct DroppedSpan {
 
 /// The intervals the gateways of `point_ids` reported dropped, overlapping `[from, to)`.
 pub async fn dropped(
-    pool: &PgPool,
+    db: &mut sqlx::PgConnection,
     point_ids: &[i64],
     from: DateTime<Utc>,
     to: DateTime<Utc>,
@@ -113,7 +112,7 @@ pub async fn dropped(
     .bind(point_ids)
     .bind(from)
     .bind(to)
-    .fetch_all(pool)
+    .fetch_all(&mut *db)
     .await
 }
 
@@ -138,7 +137,7 @@ pub(crate) const QUALITY_NAME: &str = "case quality when 0 then 'good' when 1 th
 
 /// Reads the history of `point_ids` over `[from, to)` at `bucket` size.
 pub async fn query(
-    pool: &PgPool,
+    db: &mut sqlx::PgConnection,
     point_ids: &[i64],
     from: DateTime<Utc>,
     to: DateTime<Utc>,
@@ -167,7 +166,7 @@ pub async fn query(
             .bind(from)
             .bind(to)
             .bind(limit + 1)
-            .fetch_all(pool)
+            .fetch_all(&mut *db)
             .await?;
             if rows.len() as i64 > limit {
                 return Err(HistoryError::Range(format!(
@@ -195,7 +194,7 @@ pub async fn query(
             .bind(point_ids)
             .bind(from)
             .bind(to)
-            .fetch_all(pool)
+            .fetch_all(&mut *db)
             .await?,
         ),
         Bucket::Hour => Rows::Buckets(
@@ -211,7 +210,7 @@ pub async fn query(
             .bind(point_ids)
             .bind(from)
             .bind(to)
-            .fetch_all(pool)
+            .fetch_all(&mut *db)
             .await?,
         ),
     })
@@ -220,7 +219,7 @@ pub async fn query(
 /// The same hourly averages computed from raw readings: the baseline the rollup is measured
 /// against (benchmark P7), and the reference its tests compare with.
 pub async fn hourly_from_raw(
-    pool: &PgPool,
+    db: &mut sqlx::PgConnection,
     point_ids: &[i64],
     from: DateTime<Utc>,
     to: DateTime<Utc>,
@@ -235,7 +234,7 @@ pub async fn hourly_from_raw(
     .bind(point_ids)
     .bind(from)
     .bind(to)
-    .fetch_all(pool)
+    .fetch_all(&mut *db)
     .await
 }
 

@@ -75,6 +75,7 @@ pub async fn run(
     pool: PgPool,
     broker: BrokerSettings,
     alarms: Alarms,
+    live: crate::live::Live,
     mut to_publish: mpsc::UnboundedReceiver<(String, Vec<u8>)>,
     metrics: Arc<Metrics>,
     shutdown: CancellationToken,
@@ -120,6 +121,9 @@ pub async fn run(
                     ingestor.metrics.batch_messages.add(batch.len() as u64);
                     ingestor.metrics.database_seconds.add_duration(started.elapsed());
                     for input in committed {
+                        if let Input::Readings(readings) = &input {
+                            live.publish(readings);
+                        }
                         alarms.send(input).await;
                     }
                     break;

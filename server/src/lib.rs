@@ -1,16 +1,19 @@
 //! The Chillcloud server: takes gateway data from MQTT, stores it in PostgreSQL, and serves the
 //! HTTP API. With nothing configured it runs its own PostgreSQL cluster and MQTT broker.
 
+pub mod accounts;
 pub mod alarms;
 pub mod api;
 pub mod embedded;
 pub mod history;
 pub mod ingest;
+pub mod live;
 pub mod metrics;
 pub mod paging;
 pub mod store;
 pub mod tickets;
 pub mod timescale;
+pub mod ui;
 
 use std::{net::SocketAddr, path::PathBuf, sync::Arc, time::Duration};
 
@@ -108,8 +111,11 @@ pub struct ServeSettings {
 
 /// The database, and the embedded cluster behind it if there is one.
 pub struct Database {
-    /// Connection pool.
+    /// Connection pool of the server's own tasks (the schema's owner).
     pub pool: PgPool,
+    /// Connection pool of API requests: role `chillcloud_api`, seeing nothing until a request
+    /// sets its scope (see `accounts`).
+    pub api_pool: PgPool,
     embedded: Option<EmbeddedPostgres>,
 }
 
@@ -117,23 +123,37 @@ impl Database {
     /// Connects to the configured database, or starts the embedded one, and migrates it.
     pub async fn open(storage: &StorageSettings) -> Result<Self> {
         let pool_options = PgPoolOptions::new().max_connections(8).acquire_timeout(Duration::from_secs(10));
-        let (pool, embedded) = match &storage.database_url {
-            Some(url) => (pool_options.connect(url).await?, None),
+        let (options, embedded) = match &storage.database_url {
+            Some(url) => (url.parse::<sqlx::postgres::PgConnectOptions>()?, None),
             None => {
                 let cluster = EmbeddedPostgres::start(&storage.data_dir.join("postgres"), None).await?;
-                (pool_options.connect_with(cluster.connect_options("chillcloud")).await?, Some(cluster))
+                (cluster.connect_options("chillcloud"), Some(cluster))
             }
         };
+        let pool = pool_options.connect_with(options.clone()).await?;
         store::MIGRATOR.run(&pool).await?;
+        // Created after the migration, which creates the role.
+        let api_pool = PgPoolOptions::new()
+            .max_connections(8)
+            .acquire_timeout(Duration::from_secs(10))
+            .after_connect(|connection, _| {
+                Box::pin(async move {
+                    sqlx::Executor::execute(&mut *connection, "set role chillcloud_api; set chillcloud.scope = 'none'")
+                        .await
+                        .map(drop)
+                })
+            })
+            .connect_lazy_with(options);
         let retention = storage.retention_days.map(|days| Duration::from_secs(days * 86_400));
         let mode = timescale::prepare(&pool, retention).await;
         info!(embedded = embedded.is_some(), %mode, "database ready");
-        Ok(Self { pool, embedded })
+        Ok(Self { pool, api_pool, embedded })
     }
 
     /// Closes the pool and stops the embedded cluster if this process started it, or always
     /// when `owner` (the server owns its cluster, even one a crashed predecessor left running).
     pub async fn close(self, owner: bool) {
+        self.api_pool.close().await;
         self.pool.close().await;
         if let Some(cluster) = self.embedded {
             let stopped = if owner { cluster.stop().await } else { cluster.stop_if_started_here().await };
@@ -297,11 +317,13 @@ pub async fn serve(settings: ServeSettings, listener: TcpListener, shutdown: Can
 
     let (alarms, alarm_inputs) = alarms::channel();
     let (publish, to_publish) = tokio::sync::mpsc::unbounded_channel();
+    let live = live::Live::default();
     let detection = tokio::spawn(alarms::run(
         database.pool.clone(),
         alarms.clone(),
         alarm_inputs,
         publish,
+        live.clone(),
         metrics.clone(),
         shutdown.clone(),
     ));
@@ -309,18 +331,28 @@ pub async fn serve(settings: ServeSettings, listener: TcpListener, shutdown: Can
         database.pool.clone(),
         broker_settings,
         alarms.clone(),
+        live.clone(),
         to_publish,
         metrics.clone(),
         shutdown.clone(),
     ));
     let paging_task =
         tokio::spawn(paging::run(database.pool.clone(), paging.clone(), alarms.clone(), shutdown.clone()));
-    let state = api::AppState { pool: database.pool.clone(), metrics, api_token: api_token.into(), alarms, paging };
+    let state = api::AppState {
+        pool: database.pool.clone(),
+        api_pool: database.api_pool.clone(),
+        metrics,
+        api_token: api_token.into(),
+        sign_ins: Arc::default(),
+        live,
+        alarms,
+        paging,
+    };
     let address = listener.local_addr().map_err(|source| Error::Io { context: "listener address".into(), source })?;
     info!(%address, "HTTP API listening");
     let http_shutdown = shutdown.clone();
-    let http = axum::serve(listener, api::router(state))
-        .with_graceful_shutdown(async move { http_shutdown.cancelled().await });
+    let app = api::router(state).into_make_service_with_connect_info::<std::net::SocketAddr>();
+    let http = axum::serve(listener, app).with_graceful_shutdown(async move { http_shutdown.cancelled().await });
     let result = tokio::select! {
         result = http => result.map_err(|source| Error::Io { context: "HTTP server".into(), source }),
         _ = shutdown.cancelled() => Ok(()),

@@ -2,7 +2,7 @@
 
 use anyhow::Context as _;
 use chillcloud_proto::GatewayId;
-use chillcloud_server::{Database, ServeSettings, StorageSettings};
+use chillcloud_server::{Database, ServeSettings, StorageSettings, accounts};
 use clap::{Parser, Subcommand};
 use tokio_util::sync::CancellationToken;
 
@@ -23,6 +23,44 @@ enum Command {
     AddGateway {
         /// The gateway's id, which is also its MQTT username.
         id: String,
+        /// Where the database is.
+        #[command(flatten)]
+        storage: StorageSettings,
+    },
+    /// Create an administrator of the service organisation and print their password (shown
+    /// once) as JSON.
+    CreateAdmin {
+        /// Their login.
+        login: String,
+        /// Their name.
+        #[arg(long)]
+        name: String,
+        /// The service organisation (the maker or installer); made if missing.
+        #[arg(long, default_value = "Service")]
+        organisation: String,
+        /// Where the database is.
+        #[command(flatten)]
+        storage: StorageSettings,
+    },
+    /// Invite a user: print, as JSON, the link on which they choose their password (7 days).
+    Invite {
+        /// Their login.
+        login: String,
+        /// Their name.
+        #[arg(long)]
+        name: String,
+        /// admin, manager, engineer, sales (the service organisation) or owner, duty (a customer).
+        #[arg(long)]
+        role: String,
+        /// Their organisation; made if missing, of the kind the role needs.
+        #[arg(long)]
+        organisation: String,
+        /// en or zh.
+        #[arg(long)]
+        language: Option<String>,
+        /// The server's address as people reach it.
+        #[arg(long, env = "CHILLCLOUD_PUBLIC_URL", default_value = "http://127.0.0.1:8080")]
+        public_url: String,
         /// Where the database is.
         #[command(flatten)]
         storage: StorageSettings,
@@ -57,6 +95,23 @@ async fn main() -> anyhow::Result<()> {
                 "{}",
                 serde_json::json!({ "gateway_id": gateway.as_str(), "password": password, "mosquitto_password_line": line })
             );
+        }
+        Command::CreateAdmin { login, name, organisation, storage } => {
+            let database = Database::open(&storage).await?;
+            let result = accounts::create_admin(&database.pool, &login, &name, &organisation).await;
+            database.close(false).await;
+            let password = result.map_err(|e| anyhow::anyhow!("{e}"))?;
+            println!("{}", serde_json::json!({ "login": login, "password": password }));
+        }
+        Command::Invite { login, name, role, organisation, language, public_url, storage } => {
+            let role = accounts::Role::parse(&role)
+                .ok_or_else(|| anyhow::anyhow!("--role {role:?}: admin, manager, engineer, sales, owner or duty"))?;
+            let database = Database::open(&storage).await?;
+            let result = accounts::invite(&database.pool, &login, &name, role, &organisation, language).await;
+            database.close(false).await;
+            let secret = result.map_err(|e| anyhow::anyhow!("{e}"))?;
+            let url = format!("{}/invite/{secret}", public_url.trim_end_matches('/'));
+            println!("{}", serde_json::json!({ "login": login, "invitation_url": url }));
         }
     }
     Ok(())

@@ -21,6 +21,7 @@ use sqlx::PgPool;
 use tracing::info;
 
 use crate::{
+    accounts::{Allowed, ReadPaging, ReadTickets, WorkTickets},
     api::{ApiError, AppState},
     paging::{Paging, links, outbox, providers::Kind},
 };
@@ -285,6 +286,7 @@ pub struct TicketFilter {
 
 async fn list(
     State(state): State<AppState>,
+    viewer: Allowed<ReadTickets>,
     Query(filter): Query<TicketFilter>,
 ) -> Result<Json<Vec<Ticket>>, ApiError> {
     let state_sql = match filter.state.as_deref().unwrap_or("open") {
@@ -297,7 +299,7 @@ async fn list(
         "{TICKET} where {state_sql} and ($1::text is null or gateway_id = $1) order by opened_at desc limit 500"
     )))
     .bind(&filter.gateway)
-    .fetch_all(&state.pool)
+    .fetch_all(&mut *viewer.begin(&state.api_pool).await?)
     .await?;
     Ok(Json(tickets))
 }
@@ -316,7 +318,11 @@ pub struct NewTicket {
     pub title: String,
 }
 
-async fn open_by_hand(State(state): State<AppState>, Json(new): Json<NewTicket>) -> Result<Json<Ticket>, ApiError> {
+async fn open_by_hand(
+    State(state): State<AppState>,
+    viewer: Allowed<WorkTickets>,
+    Json(new): Json<NewTicket>,
+) -> Result<Json<Ticket>, ApiError> {
     if !(1..=4).contains(&new.grade) || new.title.trim().is_empty() {
         return Err(ApiError::BadRequest("grade 1 to 4 and a title are required".into()));
     }
@@ -338,25 +344,31 @@ async fn open_by_hand(State(state): State<AppState>, Json(new): Json<NewTicket>)
     .fetch_optional(&state.pool)
     .await?;
     let id = id.ok_or_else(|| ApiError::BadRequest("no such site, or the unit is not at that site".into()))?;
-    event(&state.pool, id, "opened", "api", "opened by hand", None).await?;
-    Ok(Json(ticket(&state, id).await?))
+    event(&state.pool, id, "opened", &viewer.actor(), "opened by hand", None).await?;
+    Ok(Json(ticket(&mut *state.pool.acquire().await?, id).await?))
 }
 
-async fn ticket(state: &AppState, id: i64) -> Result<Ticket, ApiError> {
+/// The ticket, if `db` sees it.
+async fn ticket(db: &mut sqlx::PgConnection, id: i64) -> Result<Ticket, ApiError> {
     sqlx::query_as(sqlx::AssertSqlSafe(format!("{TICKET} where id = $1")))
         .bind(id)
-        .fetch_optional(&state.pool)
+        .fetch_optional(db)
         .await?
         .ok_or(ApiError::NotFound)
 }
 
-async fn detail(State(state): State<AppState>, Path(id): Path<i64>) -> Result<Json<Value>, ApiError> {
-    let ticket = ticket(&state, id).await?;
+async fn detail(
+    State(state): State<AppState>,
+    viewer: Allowed<ReadTickets>,
+    Path(id): Path<i64>,
+) -> Result<Json<Value>, ApiError> {
+    let mut tx = viewer.begin(&state.api_pool).await?;
+    let ticket = ticket(&mut tx, id).await?;
     type Event = (DateTime<Utc>, String, String, String, Option<Value>);
     let events: Vec<Event> =
         sqlx::query_as("select at, kind, actor, comment, data from ticket_events where ticket_id = $1 order by id")
             .bind(id)
-            .fetch_all(&state.pool)
+            .fetch_all(&mut *tx)
             .await?;
     let events: Vec<Value> = events
         .into_iter()
@@ -384,10 +396,11 @@ pub struct Action {
 
 async fn act(
     State(state): State<AppState>,
+    viewer: Allowed<WorkTickets>,
     Path((id, action)): Path<(i64, String)>,
     Json(body): Json<Action>,
 ) -> Result<Json<Ticket>, ApiError> {
-    let current = ticket(&state, id).await?;
+    let current = ticket(&mut *state.pool.acquire().await?, id).await?;
     if current.closed_at.is_some() {
         return Err(ApiError::Conflict("the ticket is closed".into()));
     }
@@ -460,11 +473,11 @@ async fn act(
         "close" => "closed",
         other => other,
     };
-    event(pool, id, kind, "api", &body.comment, data).await?;
+    event(pool, id, kind, &viewer.actor(), &body.comment, data).await?;
     if action == "close" {
         ask_satisfaction(pool, &state.paging, id).await?;
     }
-    Ok(Json(ticket(&state, id).await?))
+    Ok(Json(ticket(&mut *state.pool.acquire().await?, id).await?))
 }
 
 /// Metrics period and grouping.
@@ -480,6 +493,7 @@ pub struct MetricsQuery {
 
 async fn metrics(
     State(state): State<AppState>,
+    _: Allowed<ReadPaging>,
     Query(query): Query<MetricsQuery>,
 ) -> Result<Json<Vec<Value>>, ApiError> {
     let to = query.to.unwrap_or_else(Utc::now);

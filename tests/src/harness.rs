@@ -491,6 +491,14 @@ impl FakeGateway {
         self.publish(chillcloud_proto::MessageKind::Data, data.encode_to_vec(), false).await;
     }
 
+    /// Publishes raw bytes on another gateway's topic, as a gateway posing as it would.
+    pub async fn publish_as(&mut self, other: &str, kind: chillcloud_proto::MessageKind, payload: Vec<u8>) {
+        let other = chillcloud_proto::GatewayId::new(other).expect("valid gateway id");
+        let topic = chillcloud_proto::Topic::new(other, kind).to_string();
+        self.client.publish(topic, rumqttc::QoS::AtLeastOnce, false, payload).await.expect("queue publish");
+        self.published += 1;
+    }
+
     /// Publishes raw bytes on one of this gateway's topics.
     pub async fn publish_raw(&mut self, kind: chillcloud_proto::MessageKind, payload: Vec<u8>) {
         self.publish(kind, payload, false).await;
@@ -543,6 +551,8 @@ pub struct Stack {
     pub password: String,
     /// More arguments for the server (for example `--paging-config`).
     pub server_args: Vec<String>,
+    /// More provisioned gateways (sites): id and MQTT password.
+    pub more_gateways: Vec<(String, String)>,
 }
 
 impl Stack {
@@ -556,17 +566,27 @@ impl Stack {
 
     /// Like [`Stack::start`], with more arguments for the server.
     pub async fn start_with(server_args: &[&str]) -> Self {
+        Self::start_with_sites(&[], server_args).await
+    }
+
+    /// Like [`Stack::start_with`], with more gateways (sites) provisioned beside `gw-stack`.
+    pub async fn start_with_sites(more_gateways: &[&str], server_args: &[&str]) -> Self {
         let dir = shared_temp_dir();
         let postgres = TestPostgres::start().await;
         let gateway_id = "gw-stack";
-        let out = run_to_completion(
-            &bin("chillcloud-server"),
-            &["add-gateway", gateway_id, "--database-url", &postgres.url()],
-        )
-        .await;
-        let out: serde_json::Value = serde_json::from_str(&out).expect("JSON");
-        let line = out["mosquitto_password_line"].as_str().expect("line").to_owned();
-        let broker = TestMosquitto::start(&[line]).await;
+        let mut provisioned = Vec::new();
+        for id in std::iter::once(gateway_id).chain(more_gateways.iter().copied()) {
+            let out =
+                run_to_completion(&bin("chillcloud-server"), &["add-gateway", id, "--database-url", &postgres.url()])
+                    .await;
+            let out: serde_json::Value = serde_json::from_str(&out).expect("JSON");
+            let line = out["mosquitto_password_line"].as_str().expect("line").to_owned();
+            provisioned.push((id.to_owned(), out["password"].as_str().expect("password").to_owned(), line));
+        }
+        let lines: Vec<String> = provisioned.iter().map(|(_, _, line)| line.clone()).collect();
+        let broker = TestMosquitto::start(&lines).await;
+        let mut provisioned = provisioned.into_iter().map(|(id, password, _)| (id, password));
+        let (_, password) = provisioned.next().expect("gw-stack");
         let mut stack = Self {
             dir,
             postgres,
@@ -574,8 +594,9 @@ impl Stack {
             server: None,
             http: format!("127.0.0.1:{}", free_port()).parse().expect("address"),
             gateway_id,
-            password: out["password"].as_str().expect("password").to_owned(),
+            password,
             server_args: server_args.iter().map(|a| (*a).to_owned()).collect(),
+            more_gateways: provisioned.collect(),
         };
         stack.start_server().await;
         stack

@@ -65,7 +65,9 @@ async fn history_serves_raw_minute_and_hour_buckets_with_gaps_as_gaps() {
     let point_ids: Vec<i64> =
         rows.iter().map(|r| r.point_id).collect::<std::collections::BTreeSet<_>>().into_iter().collect();
     let from = DateTime::<Utc>::from_timestamp_millis(T0_MS).expect("valid");
-    let raw = hourly_from_raw(&pool, &point_ids, from, from + TimeDelta::hours(3)).await.expect("raw aggregates");
+    let mut connection = pool.acquire().await.expect("a connection");
+    let raw =
+        hourly_from_raw(&mut connection, &point_ids, from, from + TimeDelta::hours(3)).await.expect("raw aggregates");
     for (rolled, computed) in rows.iter().zip(&raw) {
         assert_eq!((rolled.point_id, rolled.ts, rolled.count), (computed.point_id, computed.ts, computed.count));
         assert_eq!((rolled.min, rolled.max, rolled.last), (computed.min, computed.max, computed.last));

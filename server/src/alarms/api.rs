@@ -2,7 +2,7 @@
 //! event stream, rules per site and unit, and maintenance windows.
 
 use axum::{
-    Json, Router,
+    Extension, Json, Router,
     extract::{Path, Query, State},
     routing::{get, post, put},
 };
@@ -11,10 +11,10 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value as Json_;
 
 use super::{Input, db, engine::CompiledRules, rules};
-use crate::api::{ApiError, AppState, require_gateway};
-
-/// The actor recorded for changes made with the API token (accounts are not there yet).
-const API_ACTOR: &str = "api";
+use crate::{
+    accounts::{Acknowledge, Allowed, ManageRules, ReadPaging, Viewer},
+    api::{ApiError, AppState, require_gateway},
+};
 
 /// The alarm routes, nested under `/api/v1`.
 pub fn routes() -> Router<AppState> {
@@ -102,6 +102,7 @@ pub struct AlarmFilter {
 
 async fn list(
     State(state): State<AppState>,
+    Extension(viewer): Extension<Viewer>,
     Query(filter): Query<AlarmFilter>,
 ) -> Result<Json<Vec<AlarmSummary>>, ApiError> {
     let state_sql = match filter.state.as_deref().unwrap_or("open") {
@@ -129,7 +130,7 @@ async fn list(
     .bind(filter.unit)
     .bind(filter.grade)
     .bind(limit)
-    .fetch_all(&state.pool)
+    .fetch_all(&mut *viewer.begin(&state.api_pool).await?)
     .await?;
     Ok(Json(alarms))
 }
@@ -172,15 +173,16 @@ pub struct AlarmDetail {
     pub capture: Option<Json_>,
 }
 
-async fn detail(State(state): State<AppState>, Path(alarm_id): Path<i64>) -> Result<Json<AlarmDetail>, ApiError> {
-    let alarm: AlarmSummary = sqlx::query_as(sqlx::AssertSqlSafe(format!("{ALARM_SUMMARY} where a.id = $1")))
-        .bind(alarm_id)
-        .fetch_optional(&state.pool)
-        .await?
-        .ok_or(ApiError::NotFound)?;
+async fn detail(
+    State(state): State<AppState>,
+    Extension(viewer): Extension<Viewer>,
+    Path(alarm_id): Path<i64>,
+) -> Result<Json<AlarmDetail>, ApiError> {
+    let mut tx = viewer.begin(&state.api_pool).await?;
+    let alarm = summary(&mut tx, alarm_id).await?;
     let events = sqlx::query_as("select * from alarm_events where alarm_id = $1 order by id")
         .bind(alarm_id)
-        .fetch_all(&state.pool)
+        .fetch_all(&mut *tx)
         .await?;
     let (capture_from, capture_to, capture): (Option<DateTime<Utc>>, Option<DateTime<Utc>>, Option<Json_>) =
         sqlx::query_as(
@@ -188,7 +190,7 @@ async fn detail(State(state): State<AppState>, Path(alarm_id): Path<i64>) -> Res
              left join alarm_captures c on c.alarm_id = a.id where a.id = $1",
         )
         .bind(alarm_id)
-        .fetch_one(&state.pool)
+        .fetch_one(&mut *tx)
         .await?;
     Ok(Json(AlarmDetail { alarm, events, capture_from, capture_to, capture }))
 }
@@ -206,11 +208,15 @@ pub struct ActionBody {
 
 async fn acknowledge(
     State(state): State<AppState>,
+    viewer: Allowed<Acknowledge>,
     Path(alarm_id): Path<i64>,
     Json(body): Json<ActionBody>,
 ) -> Result<Json<AlarmSummary>, ApiError> {
-    let event = db::acknowledge(&state.pool, alarm_id, API_ACTOR, &body.comment).await?;
-    let alarm = summary(&state, alarm_id).await?;
+    let mut tx = viewer.begin(&state.api_pool).await?;
+    summary(&mut tx, alarm_id).await?;
+    let event = db::acknowledge(&mut tx, alarm_id, &viewer.actor(), &body.comment).await?;
+    let alarm = summary(&mut tx, alarm_id).await?;
+    tx.commit().await?;
     match event {
         Some(event) => state.alarms.announce(event),
         None if alarm.acknowledged_at.is_some() || alarm.closed_at.is_some() => {
@@ -223,6 +229,7 @@ async fn acknowledge(
 
 async fn shelve(
     State(state): State<AppState>,
+    viewer: Allowed<Acknowledge>,
     Path(alarm_id): Path<i64>,
     Json(body): Json<ActionBody>,
 ) -> Result<Json<AlarmSummary>, ApiError> {
@@ -231,18 +238,22 @@ async fn shelve(
         return Err(ApiError::BadRequest("minutes must be 0 to 10080 (a week)".into()));
     }
     let until = (minutes > 0).then(|| Utc::now() + chrono::Duration::minutes(minutes));
-    summary(&state, alarm_id).await?;
-    match db::shelve(&state.pool, alarm_id, until, API_ACTOR, &body.comment).await? {
-        Some(event) => state.alarms.announce(event),
-        None => return Err(ApiError::Conflict("a closed alarm cannot be shelved".into())),
-    }
-    Ok(Json(summary(&state, alarm_id).await?))
+    let mut tx = viewer.begin(&state.api_pool).await?;
+    summary(&mut tx, alarm_id).await?;
+    let Some(event) = db::shelve(&mut tx, alarm_id, until, &viewer.actor(), &body.comment).await? else {
+        return Err(ApiError::Conflict("a closed alarm cannot be shelved".into()));
+    };
+    let alarm = summary(&mut tx, alarm_id).await?;
+    tx.commit().await?;
+    state.alarms.announce(event);
+    Ok(Json(alarm))
 }
 
-async fn summary(state: &AppState, alarm_id: i64) -> Result<AlarmSummary, ApiError> {
+/// The alarm if the viewer's transaction sees it, else 404.
+async fn summary(db: &mut sqlx::PgConnection, alarm_id: i64) -> Result<AlarmSummary, ApiError> {
     sqlx::query_as(sqlx::AssertSqlSafe(format!("{ALARM_SUMMARY} where a.id = $1")))
         .bind(alarm_id)
-        .fetch_optional(&state.pool)
+        .fetch_optional(db)
         .await?
         .ok_or(ApiError::NotFound)
 }
@@ -259,6 +270,7 @@ pub struct EventsQuery {
 /// The durable event stream, in id order: a consumer remembers the last id it handled.
 async fn events(
     State(state): State<AppState>,
+    _: Allowed<ReadPaging>,
     Query(query): Query<EventsQuery>,
 ) -> Result<Json<Vec<EventRow>>, ApiError> {
     let limit = query.limit.unwrap_or(100);
@@ -300,8 +312,16 @@ async fn unit_scope(state: &AppState, unit_id: i64) -> Result<(String, String, V
     row.ok_or(ApiError::NotFound)
 }
 
-async fn unit_rules(State(state): State<AppState>, Path(unit_id): Path<i64>) -> Result<Json<RulesView>, ApiError> {
-    let (gateway, profile, points) = unit_scope(&state, unit_id).await?;
+async fn unit_rules(
+    State(state): State<AppState>,
+    _: Allowed<ReadPaging>,
+    Path(unit_id): Path<i64>,
+) -> Result<Json<RulesView>, ApiError> {
+    unit_rules_view(&state, unit_id).await
+}
+
+async fn unit_rules_view(state: &AppState, unit_id: i64) -> Result<Json<RulesView>, ApiError> {
+    let (gateway, profile, points) = unit_scope(state, unit_id).await?;
     let overrides = db::overrides(&state.pool, &gateway).await?;
     let file = super::unit_rule_file(&profile, &overrides, unit_id);
     let names: Vec<&str> = points.iter().map(String::as_str).collect();
@@ -337,6 +357,7 @@ fn check_patch(mut file: rules::RuleFile, key: &str, patch: &Json_) -> Result<()
 
 async fn put_unit_rule(
     State(state): State<AppState>,
+    viewer: Allowed<ManageRules>,
     Path((unit_id, key)): Path<(i64, String)>,
     Json(patch): Json<Json_>,
 ) -> Result<Json<RulesView>, ApiError> {
@@ -344,24 +365,33 @@ async fn put_unit_rule(
     let overrides = db::overrides(&state.pool, &gateway).await?;
     let others: Vec<_> = overrides.into_iter().filter(|(u, k, _)| !(*u == Some(unit_id) && *k == key)).collect();
     check_patch(super::unit_rule_file(&profile, &others, unit_id), &key, &patch)?;
-    db::set_override(&state.pool, &gateway, Some(unit_id), &key, Some(&patch), API_ACTOR).await?;
+    db::set_override(&state.pool, &gateway, Some(unit_id), &key, Some(&patch), &viewer.actor()).await?;
     state.alarms.send(Input::RulesChanged { gateway }).await;
-    unit_rules(State(state), Path(unit_id)).await
+    unit_rules_view(&state, unit_id).await
 }
 
 async fn delete_unit_rule(
     State(state): State<AppState>,
+    viewer: Allowed<ManageRules>,
     Path((unit_id, key)): Path<(i64, String)>,
 ) -> Result<Json<RulesView>, ApiError> {
     let (gateway, _, _) = unit_scope(&state, unit_id).await?;
-    db::set_override(&state.pool, &gateway, Some(unit_id), &key, None, API_ACTOR).await?;
+    db::set_override(&state.pool, &gateway, Some(unit_id), &key, None, &viewer.actor()).await?;
     state.alarms.send(Input::RulesChanged { gateway }).await;
-    unit_rules(State(state), Path(unit_id)).await
+    unit_rules_view(&state, unit_id).await
 }
 
-async fn site_rules(State(state): State<AppState>, Path(gateway): Path<String>) -> Result<Json<RulesView>, ApiError> {
-    require_gateway(&state, &gateway).await?;
-    let overrides = db::overrides(&state.pool, &gateway).await?;
+async fn site_rules(
+    State(state): State<AppState>,
+    _: Allowed<ReadPaging>,
+    Path(gateway): Path<String>,
+) -> Result<Json<RulesView>, ApiError> {
+    site_rules_view(&state, &gateway).await
+}
+
+async fn site_rules_view(state: &AppState, gateway: &str) -> Result<Json<RulesView>, ApiError> {
+    require_gateway(state, gateway).await?;
+    let overrides = db::overrides(&state.pool, gateway).await?;
     let compiled = CompiledRules::compile(&super::site_rule_file(&overrides), &[]);
     let overrides = overrides.into_iter().filter(|(u, _, _)| u.is_none()).collect();
     Ok(Json(view(&compiled, overrides)))
@@ -370,6 +400,7 @@ async fn site_rules(State(state): State<AppState>, Path(gateway): Path<String>) 
 /// A site override patches both the site's own rules and every unit's rule of that key.
 async fn put_site_rule(
     State(state): State<AppState>,
+    viewer: Allowed<ManageRules>,
     Path((gateway, key)): Path<(String, String)>,
     Json(patch): Json<Json_>,
 ) -> Result<Json<RulesView>, ApiError> {
@@ -395,19 +426,20 @@ async fn put_site_rule(
             check_patch(file.clone(), &key, &patch)?;
         }
     }
-    db::set_override(&state.pool, &gateway, None, &key, Some(&patch), API_ACTOR).await?;
+    db::set_override(&state.pool, &gateway, None, &key, Some(&patch), &viewer.actor()).await?;
     state.alarms.send(Input::RulesChanged { gateway: gateway.clone() }).await;
-    site_rules(State(state), Path(gateway)).await
+    site_rules_view(&state, &gateway).await
 }
 
 async fn delete_site_rule(
     State(state): State<AppState>,
+    viewer: Allowed<ManageRules>,
     Path((gateway, key)): Path<(String, String)>,
 ) -> Result<Json<RulesView>, ApiError> {
     require_gateway(&state, &gateway).await?;
-    db::set_override(&state.pool, &gateway, None, &key, None, API_ACTOR).await?;
+    db::set_override(&state.pool, &gateway, None, &key, None, &viewer.actor()).await?;
     state.alarms.send(Input::RulesChanged { gateway: gateway.clone() }).await;
-    site_rules(State(state), Path(gateway)).await
+    site_rules_view(&state, &gateway).await
 }
 
 /// A maintenance window: alarms raised during it are recorded but not announced.
@@ -429,6 +461,7 @@ pub struct MaintenanceWindow {
 
 async fn list_maintenance(
     State(state): State<AppState>,
+    _: Allowed<ReadPaging>,
     Path(gateway): Path<String>,
 ) -> Result<Json<Vec<MaintenanceWindow>>, ApiError> {
     require_gateway(&state, &gateway).await?;
@@ -444,6 +477,7 @@ async fn list_maintenance(
 
 async fn add_maintenance(
     State(state): State<AppState>,
+    viewer: Allowed<ManageRules>,
     Path(gateway): Path<String>,
     Json(window): Json<MaintenanceWindow>,
 ) -> Result<Json<MaintenanceWindow>, ApiError> {
@@ -466,7 +500,7 @@ async fn add_maintenance(
     .bind(window.starts_at)
     .bind(window.ends_at)
     .bind(&window.reason)
-    .bind(API_ACTOR)
+    .bind(viewer.actor())
     .fetch_one(&state.pool)
     .await?;
     Ok(Json(MaintenanceWindow { id, ..window }))

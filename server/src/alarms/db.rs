@@ -391,8 +391,13 @@ pub async fn clear(
 }
 
 /// Acknowledges an open, unacknowledged alarm; a cleared one closes. `None`: nothing to do.
-pub async fn acknowledge(pool: &PgPool, alarm_id: i64, actor: &str, comment: &str) -> sqlx::Result<Option<AlarmEvent>> {
-    let mut tx = pool.begin().await?;
+pub async fn acknowledge(
+    db: &mut sqlx::PgConnection,
+    alarm_id: i64,
+    actor: &str,
+    comment: &str,
+) -> sqlx::Result<Option<AlarmEvent>> {
+    let mut tx = sqlx::Connection::begin(db).await?;
     let updated = sqlx::query(
         "update alarms set acknowledged_at = now(), acknowledged_by = $2,
              closed_at = case when not active then now() end
@@ -413,13 +418,13 @@ pub async fn acknowledge(pool: &PgPool, alarm_id: i64, actor: &str, comment: &st
 
 /// Shelves an open alarm until `until` (or unshelves with `None`): no announcements meanwhile.
 pub async fn shelve(
-    pool: &PgPool,
+    db: &mut sqlx::PgConnection,
     alarm_id: i64,
     until: Option<DateTime<Utc>>,
     actor: &str,
     comment: &str,
 ) -> sqlx::Result<Option<AlarmEvent>> {
-    let mut tx = pool.begin().await?;
+    let mut tx = sqlx::Connection::begin(db).await?;
     let updated = sqlx::query("update alarms set shelved_until = $2 where id = $1 and closed_at is null")
         .bind(alarm_id)
         .bind(until)

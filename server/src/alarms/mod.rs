@@ -135,6 +135,7 @@ struct Detector {
     units: HashMap<i64, UnitInfo>,
     alarms: Alarms,
     publish: mpsc::UnboundedSender<(String, Vec<u8>)>,
+    live: crate::live::Live,
     metrics: Arc<Metrics>,
 }
 
@@ -144,10 +145,12 @@ pub async fn run(
     alarms: Alarms,
     mut inputs: mpsc::Receiver<Input>,
     publish: mpsc::UnboundedSender<(String, Vec<u8>)>,
+    live: crate::live::Live,
     metrics: Arc<Metrics>,
     shutdown: CancellationToken,
 ) {
-    let mut detector = Detector { pool, engine: Engine::default(), units: HashMap::new(), alarms, publish, metrics };
+    let mut detector =
+        Detector { pool, engine: Engine::default(), units: HashMap::new(), alarms, publish, live, metrics };
     // Load everything, retrying while the database is unavailable.
     let mut delay = Duration::from_millis(200);
     while let Err(error) = detector.load(None).await {
@@ -192,6 +195,7 @@ impl Detector {
             units: HashMap::new(),
             alarms: self.alarms.clone(),
             publish: self.publish.clone(),
+            live: self.live.clone(),
             metrics: self.metrics.clone(),
         };
         fresh.load(None).await?;
@@ -307,6 +311,9 @@ impl Detector {
             }
             self.metrics.derived_stored.add(rows.len() as u64);
             store::flush(&self.pool, rows).await?;
+            let live: Vec<crate::live::Reading> =
+                output.derived.iter().map(|r| (r.point_id, r.at, Some(r.value))).collect();
+            self.live.publish(&live);
         }
         for change in output.changes {
             match change {

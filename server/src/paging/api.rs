@@ -15,6 +15,7 @@ use serde_json::Value;
 
 use super::{links, policy::Policies, providers};
 use crate::{
+    accounts::{Allowed, ManagePaging, ReadPaging},
     alarms::db as alarm_db,
     api::{ApiError, AppState, constant_time_eq, require_gateway},
 };
@@ -60,7 +61,7 @@ fn english() -> String {
     "en".into()
 }
 
-async fn list_people(State(state): State<AppState>) -> Result<Json<Vec<Person>>, ApiError> {
+async fn list_people(State(state): State<AppState>, _: Allowed<ReadPaging>) -> Result<Json<Vec<Person>>, ApiError> {
     Ok(Json(
         sqlx::query_as("select id, name, phone, email, language from people order by id")
             .fetch_all(&state.pool)
@@ -68,7 +69,11 @@ async fn list_people(State(state): State<AppState>) -> Result<Json<Vec<Person>>,
     ))
 }
 
-async fn add_person(State(state): State<AppState>, Json(person): Json<Person>) -> Result<Json<Person>, ApiError> {
+async fn add_person(
+    State(state): State<AppState>,
+    _: Allowed<ManagePaging>,
+    Json(person): Json<Person>,
+) -> Result<Json<Person>, ApiError> {
     if let Some(phone) = &person.phone {
         let digits = phone.strip_prefix('+').unwrap_or_default();
         if !(8..=15).contains(&digits.len()) || !digits.bytes().all(|b| b.is_ascii_digit()) {
@@ -106,6 +111,7 @@ pub struct Contact {
 
 async fn list_contacts(
     State(state): State<AppState>,
+    _: Allowed<ReadPaging>,
     Path(gateway): Path<String>,
 ) -> Result<Json<Vec<Contact>>, ApiError> {
     require_gateway(&state, &gateway).await?;
@@ -119,6 +125,7 @@ async fn list_contacts(
 
 async fn add_contact(
     State(state): State<AppState>,
+    _: Allowed<ManagePaging>,
     Path(gateway): Path<String>,
     Json(contact): Json<Contact>,
 ) -> Result<Json<Contact>, ApiError> {
@@ -154,6 +161,7 @@ pub struct SitePaging {
 
 async fn set_site_paging(
     State(state): State<AppState>,
+    _: Allowed<ManagePaging>,
     Path(gateway): Path<String>,
     Json(paging): Json<SitePaging>,
 ) -> Result<Json<SitePaging>, ApiError> {
@@ -199,6 +207,7 @@ pub struct Rotation {
 
 async fn add_rotation(
     State(state): State<AppState>,
+    _: Allowed<ManagePaging>,
     Json(rotation): Json<Rotation>,
 ) -> Result<Json<Rotation>, ApiError> {
     if ![1, 7].contains(&rotation.period_days) || rotation.members.is_empty() {
@@ -233,6 +242,7 @@ pub struct Override {
 
 async fn add_override(
     State(state): State<AppState>,
+    _: Allowed<ManagePaging>,
     Path(rotation): Path<i64>,
     Json(cover): Json<Override>,
 ) -> Result<Json<Override>, ApiError> {
@@ -291,6 +301,7 @@ pub struct OutboxQuery {
 
 async fn list_outbox(
     State(state): State<AppState>,
+    _: Allowed<ReadPaging>,
     Query(query): Query<OutboxQuery>,
 ) -> Result<Json<Vec<OutboxMessage>>, ApiError> {
     let limit = query.limit.unwrap_or(100);
@@ -357,7 +368,11 @@ async fn link_acknowledge(State(state): State<AppState>, Path(token): Path<Strin
         Ok(found) => found,
         Err(response) => return response,
     };
-    match alarm_db::acknowledge(&state.pool, grant.subject, &format!("{person} (link)"), "").await {
+    let acknowledged = match state.pool.acquire().await {
+        Ok(mut db) => alarm_db::acknowledge(&mut db, grant.subject, &format!("{person} (link)"), "").await,
+        Err(error) => Err(error),
+    };
+    match acknowledged {
         Ok(Some(event)) => {
             state.alarms.announce(event);
             page(StatusCode::OK, "Acknowledged / 已确认", &alarm, None)
@@ -492,8 +507,9 @@ async fn handle_reply(state: &AppState, from: &[String], body: &str) -> Result<S
     let alarms: Vec<(i64, String)> =
         found.into_iter().filter_map(|(alarm, _, person)| Some((alarm?, person))).collect();
     let comment = if number == 2 { "resolved (SMS reply)" } else { "SMS reply" };
+    let mut db = state.pool.acquire().await.map_err(|_| StatusCode::SERVICE_UNAVAILABLE)?;
     for (alarm_id, person) in &alarms {
-        if let Some(event) = alarm_db::acknowledge(&state.pool, *alarm_id, &format!("{person} (SMS)"), comment)
+        if let Some(event) = alarm_db::acknowledge(&mut db, *alarm_id, &format!("{person} (SMS)"), comment)
             .await
             .map_err(|_| StatusCode::SERVICE_UNAVAILABLE)?
         {

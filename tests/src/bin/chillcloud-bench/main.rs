@@ -119,7 +119,7 @@ async fn p7() -> anyhow::Result<bool> {
     let expected = 30 * 24 * POINTS as usize;
     for round in 0..25 {
         let started = Instant::now();
-        let rows = match history::query(&pool, &point_ids, from, to, Bucket::Hour).await? {
+        let rows = match history::query(&mut *pool.acquire().await?, &point_ids, from, to, Bucket::Hour).await? {
             history::Rows::Buckets(rows) => rows.len(),
             history::Rows::Raw(_) => anyhow::bail!("expected buckets"),
         };
@@ -128,7 +128,7 @@ async fn p7() -> anyhow::Result<bool> {
         // The raw query is far slower: a few runs give a stable median.
         if round % 5 == 0 {
             let started = Instant::now();
-            let rows = history::hourly_from_raw(&pool, &point_ids, from, to).await?.len();
+            let rows = history::hourly_from_raw(&mut *pool.acquire().await?, &point_ids, from, to).await?.len();
             raw_ms.push(started.elapsed().as_secs_f64() * 1000.0);
             anyhow::ensure!(rows == expected, "raw returned {rows} buckets");
         }

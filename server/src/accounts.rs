@@ -1,0 +1,1016 @@
+//! Accounts: organisations, users and their roles; sign-in with argon2id passwords, cookie
+//! sessions with CSRF protection and a rate limit on failures; API tokens; invitations; the
+//! audit log. Every API request runs as a [`Viewer`], whose scope the database itself enforces:
+//! [`Viewer::begin`] opens a transaction of the `chillcloud_api` role with `chillcloud.scope`
+//! set, under the row security of migration 0011, so a query can only return the viewer's sites.
+
+use std::{
+    collections::HashMap,
+    net::SocketAddr,
+    sync::Mutex,
+    time::{Duration, Instant},
+};
+
+use argon2::{Argon2, PasswordHash, PasswordHasher, PasswordVerifier, password_hash::SaltString};
+use axum::{
+    Extension, Form, Json, Router,
+    extract::{ConnectInfo, Path, Request, State},
+    http::{HeaderMap, Method, StatusCode, header},
+    middleware::Next,
+    response::{Html, IntoResponse, Response},
+    routing::{delete, get, post, put},
+};
+use chrono::Utc;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use sqlx::{PgPool, Postgres, Transaction};
+use tracing::{info, warn};
+
+use crate::api::{ApiError, AppState, constant_time_eq};
+
+/// The session cookie's name.
+pub const SESSION_COOKIE: &str = "chillcloud_session";
+/// The header that must carry the session's CSRF token on every request that changes something.
+pub const CSRF_HEADER: &str = "x-csrf-token";
+/// How long a session lasts.
+const SESSION_DAYS: i64 = 30;
+/// How long an invitation may be taken up.
+const INVITATION_DAYS: i64 = 7;
+/// The shortest password accepted.
+const MIN_PASSWORD: usize = 10;
+
+/// What someone does for their organisation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    /// The service organisation's administrator: everything, including accounts.
+    Admin,
+    /// A service manager: the fleet, paging, rules, tickets.
+    Manager,
+    /// A service engineer: the fleet, alarms, tickets, rules.
+    Engineer,
+    /// Sales: the fleet's operating records, read-only.
+    Sales,
+    /// A customer's owner: their sites, acknowledging their alarms.
+    Owner,
+    /// A customer's duty staff: as the owner.
+    Duty,
+}
+
+impl Role {
+    /// Parses the stored name.
+    pub fn parse(name: &str) -> Option<Self> {
+        serde_json::from_value(serde_json::Value::String(name.to_owned())).ok()
+    }
+
+    /// The stored name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Role::Admin => "admin",
+            Role::Manager => "manager",
+            Role::Engineer => "engineer",
+            Role::Sales => "sales",
+            Role::Owner => "owner",
+            Role::Duty => "duty",
+        }
+    }
+
+    /// Whether the role belongs to the service organisation (else to a customer).
+    pub fn is_service(self) -> bool {
+        matches!(self, Role::Admin | Role::Manager | Role::Engineer | Role::Sales)
+    }
+
+    /// Whether someone in this role may do `what`.
+    pub fn may(self, what: Permission) -> bool {
+        use Permission::*;
+        use Role::*;
+        match what {
+            Read => true,
+            Acknowledge => !matches!(self, Sales),
+            ReadTickets => !matches!(self, Sales),
+            WorkTickets | ManageRules | ReadPaging => matches!(self, Admin | Manager | Engineer),
+            ManagePaging => matches!(self, Admin | Manager),
+            ManageAccounts => matches!(self, Admin),
+        }
+    }
+}
+
+/// What a request asks to do, beyond reading its sites.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Permission {
+    /// Units, values, history and alarms of the viewer's sites.
+    Read,
+    /// Acknowledge or shelve an alarm.
+    Acknowledge,
+    /// Read service tickets.
+    ReadTickets,
+    /// Open, assign, triage, note and close tickets.
+    WorkTickets,
+    /// Change rules and maintenance windows.
+    ManageRules,
+    /// Read the outbox, people and the event stream.
+    ReadPaging,
+    /// Change people, contacts, rotations and paging policies.
+    ManagePaging,
+    /// Organisations, users, and which customer owns a site.
+    ManageAccounts,
+}
+
+/// A permission as a type: a handler names what it needs in its signature (`Allowed<ManageRules>`),
+/// and the check runs before its body is read.
+pub trait Need {
+    /// The permission.
+    const WHAT: Permission;
+}
+
+macro_rules! needs {
+    ($($name:ident),*) => {$(
+        #[doc = concat!("[`Permission::", stringify!($name), "`] as a type.")]
+        #[derive(Debug)]
+        pub struct $name;
+        impl Need for $name {
+            const WHAT: Permission = Permission::$name;
+        }
+    )*};
+}
+needs!(Acknowledge, ReadTickets, WorkTickets, ManageRules, ReadPaging, ManagePaging, ManageAccounts);
+
+/// The viewer of a request whose role allows `P`; otherwise the request is refused with 403.
+#[derive(Debug)]
+pub struct Allowed<P> {
+    viewer: Viewer,
+    need: std::marker::PhantomData<P>,
+}
+
+impl<P> std::ops::Deref for Allowed<P> {
+    type Target = Viewer;
+    fn deref(&self) -> &Viewer {
+        &self.viewer
+    }
+}
+
+impl<S: Send + Sync, P: Need> axum::extract::FromRequestParts<S> for Allowed<P> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut axum::http::request::Parts, _: &S) -> Result<Self, ApiError> {
+        let viewer = parts.extensions.get::<Viewer>().cloned().ok_or(ApiError::Unauthorized)?;
+        viewer.require(P::WHAT)?;
+        Ok(Self { viewer, need: std::marker::PhantomData })
+    }
+}
+
+/// Which sites a request may see.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Scope {
+    /// The service organisation: every site.
+    All,
+    /// A customer: its own sites.
+    Organisation(i64),
+}
+
+/// Who a request runs as.
+#[derive(Debug, Clone)]
+pub struct Viewer {
+    /// The user; none for the operator's token.
+    pub user_id: Option<i64>,
+    /// Their login, recorded as the actor of what they do.
+    pub login: String,
+    /// Their display name.
+    pub name: String,
+    /// Their role.
+    pub role: Role,
+    /// Their organisation's name.
+    pub organisation: String,
+    /// `en` or `zh`.
+    pub language: String,
+    scope: Scope,
+    /// The session's CSRF token (cookie sessions only).
+    csrf: Option<String>,
+}
+
+impl Viewer {
+    /// The operator, through the token in `<data-dir>/api-token`: the service organisation's
+    /// administrator, for first set-up and integrations.
+    fn operator() -> Self {
+        Self {
+            user_id: None,
+            login: "operator".into(),
+            name: "operator".into(),
+            role: Role::Admin,
+            organisation: "service".into(),
+            language: "en".into(),
+            scope: Scope::All,
+            csrf: None,
+        }
+    }
+
+    /// How actions are attributed: the login, and the name when they differ.
+    pub fn actor(&self) -> String {
+        if self.name.is_empty() || self.name == self.login {
+            self.login.clone()
+        } else {
+            format!("{} ({})", self.name, self.login)
+        }
+    }
+
+    /// `Forbidden` unless the viewer's role allows `what`.
+    pub fn require(&self, what: Permission) -> Result<(), ApiError> {
+        if self.role.may(what) { Ok(()) } else { Err(ApiError::Forbidden) }
+    }
+
+    /// Whether the viewer is the service organisation's.
+    pub fn is_service(&self) -> bool {
+        self.scope == Scope::All
+    }
+
+    /// A transaction on `api` (the `chillcloud_api` pool) that sees only the viewer's sites.
+    pub async fn begin(&self, api: &PgPool) -> sqlx::Result<Transaction<'static, Postgres>> {
+        let mut tx = api.begin().await?;
+        let scope = match self.scope {
+            Scope::All => "all".to_owned(),
+            Scope::Organisation(id) => id.to_string(),
+        };
+        sqlx::query("select set_config('chillcloud.scope', $1, true)").bind(scope).execute(&mut *tx).await?;
+        Ok(tx)
+    }
+
+    fn body(&self) -> serde_json::Value {
+        serde_json::json!({
+            "id": self.user_id,
+            "login": self.login,
+            "name": self.name,
+            "role": self.role,
+            "organisation": self.organisation,
+            "language": self.language,
+        })
+    }
+}
+
+/// SHA-256 of a secret, as sessions, tokens and invitations are stored.
+fn digest(secret: &str) -> Vec<u8> {
+    Sha256::digest(secret.as_bytes()).to_vec()
+}
+
+fn random_secret() -> String {
+    hex::encode(rand::random::<[u8; 32]>())
+}
+
+/// An argon2id hash (PHC string) of a password.
+pub fn hash_password(password: &str) -> Result<String, ApiError> {
+    let salt =
+        SaltString::encode_b64(&rand::random::<[u8; 16]>()).map_err(|e| ApiError::BadRequest(format!("salt: {e}")))?;
+    Argon2::default()
+        .hash_password(password.as_bytes(), &salt)
+        .map(|hash| hash.to_string())
+        .map_err(|e| ApiError::BadRequest(format!("password: {e}")))
+}
+
+fn verify_password(password: &str, phc: &str) -> bool {
+    PasswordHash::new(phc).is_ok_and(|hash| Argon2::default().verify_password(password.as_bytes(), &hash).is_ok())
+}
+
+/// A hash no password matches, so an unknown login costs as much time as a known one.
+static DUMMY_HASH: std::sync::LazyLock<String> =
+    std::sync::LazyLock::new(|| hash_password(&random_secret()).unwrap_or_default());
+
+/// Failed sign-ins, per login and per address, in a sliding window.
+#[derive(Debug, Default)]
+pub struct SignInLimiter {
+    failures: Mutex<HashMap<String, Vec<Instant>>>,
+}
+
+impl SignInLimiter {
+    const WINDOW: Duration = Duration::from_secs(15 * 60);
+    const PER_LOGIN: usize = 5;
+    const PER_ADDRESS: usize = 20;
+
+    fn keys(login: &str, address: &str) -> [(String, usize); 2] {
+        [(format!("login:{}", login.to_lowercase()), Self::PER_LOGIN), (format!("addr:{address}"), Self::PER_ADDRESS)]
+    }
+
+    fn blocked(&self, login: &str, address: &str) -> bool {
+        let mut failures = self.failures.lock().unwrap_or_else(|e| e.into_inner());
+        let now = Instant::now();
+        Self::keys(login, address).iter().any(|(key, limit)| {
+            let times = failures.entry(key.clone()).or_default();
+            times.retain(|t| now.duration_since(*t) < Self::WINDOW);
+            times.len() >= *limit
+        })
+    }
+
+    fn failed(&self, login: &str, address: &str) {
+        let mut failures = self.failures.lock().unwrap_or_else(|e| e.into_inner());
+        // Bounded: an attacker spraying logins must not grow this without end.
+        if failures.len() > 100_000 {
+            failures.clear();
+        }
+        for (key, _) in Self::keys(login, address) {
+            failures.entry(key).or_default().push(Instant::now());
+        }
+    }
+}
+
+/// Records an audit entry; a failure to record is logged, never fatal to the request.
+pub async fn audit(
+    pool: &PgPool,
+    viewer: Option<&Viewer>,
+    actor: &str,
+    action: &str,
+    target: &str,
+    outcome: &str,
+    address: &str,
+) {
+    let written = sqlx::query(
+        "insert into audit_log (user_id, actor, action, target, outcome, address) values ($1, $2, $3, $4, $5, $6)",
+    )
+    .bind(viewer.and_then(|v| v.user_id))
+    .bind(actor)
+    .bind(action)
+    .bind(target)
+    .bind(outcome)
+    .bind(address)
+    .execute(pool)
+    .await;
+    if let Err(error) = written {
+        warn!(%error, action, "could not write the audit log");
+    }
+}
+
+fn is_change(method: &Method) -> bool {
+    !matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS)
+}
+
+fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find_map(|(k, v)| (k == name).then_some(v))
+}
+
+#[derive(sqlx::FromRow)]
+struct UserRow {
+    id: i64,
+    login: String,
+    name: String,
+    role: String,
+    language: String,
+    organisation_id: i64,
+    organisation: String,
+    kind: String,
+}
+
+impl UserRow {
+    const SELECT: &'static str = "select u.id, u.login, u.name, u.role, u.language, u.organisation_id,
+            o.name as organisation, o.kind
+        from users u join organisations o on o.id = u.organisation_id";
+
+    fn viewer(self, csrf: Option<String>) -> Option<Viewer> {
+        let role = Role::parse(&self.role)?;
+        // A role that does not match its organisation's kind gets nothing.
+        let scope = match (self.kind.as_str(), role.is_service()) {
+            ("service", true) => Scope::All,
+            ("customer", false) => Scope::Organisation(self.organisation_id),
+            _ => return None,
+        };
+        Some(Viewer {
+            user_id: Some(self.id),
+            login: self.login,
+            name: self.name,
+            role,
+            organisation: self.organisation,
+            language: self.language,
+            scope,
+            csrf,
+        })
+    }
+}
+
+/// Who presents this request: the operator's or an API token, or a session cookie.
+async fn identify(state: &AppState, headers: &HeaderMap) -> Result<Option<Viewer>, ApiError> {
+    let bearer =
+        headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer "));
+    if let Some(token) = bearer {
+        if constant_time_eq(token.as_bytes(), state.api_token.as_bytes()) {
+            return Ok(Some(Viewer::operator()));
+        }
+        let row: Option<UserRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            "{} join api_tokens t on t.user_id = u.id
+             where t.token_hash = $1 and t.revoked_at is null and u.disabled_at is null",
+            UserRow::SELECT
+        )))
+        .bind(digest(token))
+        .fetch_optional(&state.pool)
+        .await?;
+        if row.is_some() {
+            sqlx::query("update api_tokens set last_used_at = now() where token_hash = $1")
+                .bind(digest(token))
+                .execute(&state.pool)
+                .await?;
+        }
+        return Ok(row.and_then(|row| row.viewer(None)));
+    }
+    let Some(session) = cookie(headers, SESSION_COOKIE) else { return Ok(None) };
+    let row: Option<(String, i64)> = sqlx::query_as(
+        "select s.csrf_token, s.user_id from sessions s join users u on u.id = s.user_id
+         where s.token_hash = $1 and s.expires_at > now() and u.disabled_at is null",
+    )
+    .bind(digest(session))
+    .fetch_optional(&state.pool)
+    .await?;
+    let Some((csrf, user_id)) = row else { return Ok(None) };
+    let user: Option<UserRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!("{} where u.id = $1", UserRow::SELECT)))
+        .bind(user_id)
+        .fetch_optional(&state.pool)
+        .await?;
+    Ok(user.and_then(|row| row.viewer(Some(csrf))))
+}
+
+/// The middleware of `/api/v1`: 401 without credentials; 403 for a cookie session's change
+/// without its CSRF token; every change is written to the audit log with its outcome.
+pub async fn authenticate(
+    State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    mut request: Request,
+    next: Next,
+) -> Result<Response, ApiError> {
+    let viewer = identify(&state, request.headers()).await?.ok_or(ApiError::Unauthorized)?;
+    let change = is_change(request.method());
+    if change && let Some(expected) = &viewer.csrf {
+        let presented = request.headers().get(CSRF_HEADER).and_then(|v| v.to_str().ok()).unwrap_or_default();
+        if !constant_time_eq(presented.as_bytes(), expected.as_bytes()) {
+            return Err(ApiError::Forbidden);
+        }
+    }
+    // Inside `/api/v1`, the URI has lost its prefix: the original is what was asked.
+    let path = request
+        .extensions()
+        .get::<axum::extract::OriginalUri>()
+        .map_or_else(|| request.uri().path().to_owned(), |original| original.path().to_owned());
+    let action = format!("{} {path}", request.method());
+    request.extensions_mut().insert(viewer.clone());
+    let response = next.run(request).await;
+    if change {
+        let outcome = response.status().as_u16().to_string();
+        audit(&state.pool, Some(&viewer), &viewer.actor(), &action, "", &outcome, &peer.ip().to_string()).await;
+    }
+    Ok(response)
+}
+
+/// Routes that need no session: signing in, and taking up an invitation.
+pub fn public_routes() -> Router<AppState> {
+    Router::new()
+        .route("/api/v1/session", post(sign_in))
+        .route("/invite/{token}", get(invitation_page).post(accept_invitation))
+}
+
+/// Routes behind [`authenticate`].
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/session", get(current).delete(sign_out))
+        .route("/organisations", get(list_organisations).post(add_organisation))
+        .route("/users", get(list_users).post(invite_user))
+        .route("/gateways/{gateway_id}/organisation", put(set_site_owner))
+        .route("/tokens", get(list_tokens).post(add_token))
+        .route("/tokens/{token_id}", delete(revoke_token))
+        .route("/audit", get(list_audit))
+}
+
+/// A sign-in.
+#[derive(Debug, Deserialize)]
+pub struct SignIn {
+    /// The user's login.
+    pub login: String,
+    /// Their password.
+    pub password: String,
+}
+
+async fn sign_in(
+    State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Json(body): Json<SignIn>,
+) -> Result<Response, ApiError> {
+    let address = peer.ip().to_string();
+    if state.sign_ins.blocked(&body.login, &address) {
+        audit(&state.pool, None, &body.login, "sign-in", "", "rate-limited", &address).await;
+        return Err(ApiError::TooManyRequests);
+    }
+    let user: Option<UserRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "{} where u.login = $1 and u.disabled_at is null",
+        UserRow::SELECT
+    )))
+    .bind(&body.login)
+    .fetch_optional(&state.pool)
+    .await?;
+    let hash: Option<String> = match &user {
+        Some(user) => {
+            sqlx::query_scalar("select password_hash from users where id = $1")
+                .bind(user.id)
+                .fetch_one(&state.pool)
+                .await?
+        }
+        None => None,
+    };
+    let password = body.password.clone();
+    let stored = hash.clone().unwrap_or_else(|| DUMMY_HASH.clone());
+    let matches = tokio::task::spawn_blocking(move || verify_password(&password, &stored)).await.unwrap_or(false);
+    let viewer = match (user, hash.is_some() && matches) {
+        (Some(user), true) => user.viewer(Some(random_secret())),
+        _ => None,
+    };
+    let Some(viewer) = viewer else {
+        state.sign_ins.failed(&body.login, &address);
+        audit(&state.pool, None, &body.login, "sign-in", "", "refused", &address).await;
+        return Err(ApiError::Unauthorized);
+    };
+    let token = random_secret();
+    sqlx::query(
+        "insert into sessions (token_hash, user_id, csrf_token, expires_at)
+         values ($1, $2, $3, now() + make_interval(days => $4))",
+    )
+    .bind(digest(&token))
+    .bind(viewer.user_id)
+    .bind(viewer.csrf.as_deref())
+    .bind(SESSION_DAYS as i32)
+    .execute(&state.pool)
+    .await?;
+    audit(&state.pool, Some(&viewer), &viewer.actor(), "sign-in", "", "ok", &address).await;
+    info!(login = viewer.login, "signed in");
+    let secure = if state.paging.public_url.starts_with("https://") { "; Secure" } else { "" };
+    let cookie = format!(
+        "{SESSION_COOKIE}={token}; Path=/; HttpOnly; SameSite=Strict; Max-Age={}{secure}",
+        SESSION_DAYS * 86_400
+    );
+    let body = serde_json::json!({ "user": viewer.body(), "csrf_token": viewer.csrf });
+    Ok(([(header::SET_COOKIE, cookie)], Json(body)).into_response())
+}
+
+async fn current(Extension(viewer): Extension<Viewer>) -> Json<serde_json::Value> {
+    Json(serde_json::json!({ "user": viewer.body(), "csrf_token": viewer.csrf }))
+}
+
+async fn sign_out(State(state): State<AppState>, headers: HeaderMap) -> Result<Response, ApiError> {
+    if let Some(session) = cookie(&headers, SESSION_COOKIE) {
+        sqlx::query("delete from sessions where token_hash = $1").bind(digest(session)).execute(&state.pool).await?;
+    }
+    let expired = format!("{SESSION_COOKIE}=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0");
+    Ok(([(header::SET_COOKIE, expired)], StatusCode::NO_CONTENT).into_response())
+}
+
+/// An organisation.
+#[derive(Debug, Serialize, Deserialize, sqlx::FromRow)]
+pub struct Organisation {
+    /// Its id.
+    #[serde(default)]
+    pub id: i64,
+    /// Its name.
+    pub name: String,
+    /// `service` (the maker or installer) or `customer`.
+    pub kind: String,
+}
+
+async fn list_organisations(
+    State(state): State<AppState>,
+    viewer: Allowed<ManageAccounts>,
+) -> Result<Json<Vec<Organisation>>, ApiError> {
+    let mut tx = viewer.begin(&state.api_pool).await?;
+    Ok(Json(sqlx::query_as("select id, name, kind from organisations order by id").fetch_all(&mut *tx).await?))
+}
+
+async fn add_organisation(
+    State(state): State<AppState>,
+    viewer: Allowed<ManageAccounts>,
+    Json(body): Json<Organisation>,
+) -> Result<Json<Organisation>, ApiError> {
+    if body.name.trim().is_empty() || !matches!(body.kind.as_str(), "service" | "customer") {
+        return Err(ApiError::BadRequest("an organisation needs a name and kind service or customer".into()));
+    }
+    let mut tx = viewer.begin(&state.api_pool).await?;
+    let created = sqlx::query_as(
+        "insert into organisations (name, kind) values ($1, $2) on conflict (name) do nothing returning id, name, kind",
+    )
+    .bind(body.name.trim())
+    .bind(&body.kind)
+    .fetch_optional(&mut *tx)
+    .await?
+    .ok_or_else(|| ApiError::Conflict(format!("an organisation named {:?} exists", body.name)))?;
+    tx.commit().await?;
+    Ok(Json(created))
+}
+
+/// A user as listed.
+#[derive(Debug, Serialize, Deserialize, sqlx::FromRow)]
+pub struct UserSummary {
+    /// Their id.
+    pub id: i64,
+    /// Their login.
+    pub login: String,
+    /// Their name.
+    pub name: String,
+    /// Their role.
+    pub role: String,
+    /// Their organisation.
+    pub organisation_id: i64,
+    /// `en` or `zh`.
+    pub language: String,
+    /// Whether they have set a password.
+    pub active: bool,
+}
+
+async fn list_users(
+    State(state): State<AppState>,
+    viewer: Allowed<ManageAccounts>,
+) -> Result<Json<Vec<UserSummary>>, ApiError> {
+    let mut tx = viewer.begin(&state.api_pool).await?;
+    Ok(Json(
+        sqlx::query_as(
+            "select id, login, name, role, organisation_id, language, password_hash is not null as active
+             from users order by id",
+        )
+        .fetch_all(&mut *tx)
+        .await?,
+    ))
+}
+
+/// A new user, invited to set their password.
+#[derive(Debug, Deserialize)]
+pub struct NewUser {
+    /// Their login (an e-mail address, say).
+    pub login: String,
+    /// Their name.
+    pub name: String,
+    /// Their role; it must suit their organisation's kind.
+    pub role: Role,
+    /// Their organisation.
+    pub organisation_id: i64,
+    /// `en` (default) or `zh`.
+    pub language: Option<String>,
+}
+
+/// Creates a user with an invitation; returns the invitation's secret (shown once).
+pub async fn create_user(db: &mut sqlx::PgConnection, user: &NewUser) -> Result<(i64, String), ApiError> {
+    let login = user.login.trim();
+    if login.is_empty() || login.len() > 200 || user.name.trim().is_empty() {
+        return Err(ApiError::BadRequest("a user needs a login (at most 200 characters) and a name".into()));
+    }
+    let language = user.language.clone().unwrap_or_else(|| "en".into());
+    if !matches!(language.as_str(), "en" | "zh") {
+        return Err(ApiError::BadRequest("language is en or zh".into()));
+    }
+    let kind: Option<String> = sqlx::query_scalar("select kind from organisations where id = $1")
+        .bind(user.organisation_id)
+        .fetch_optional(&mut *db)
+        .await?;
+    match kind.as_deref() {
+        None => return Err(ApiError::BadRequest("no such organisation".into())),
+        Some(kind) if (kind == "service") != user.role.is_service() => {
+            return Err(ApiError::BadRequest(format!("a {kind} organisation has no {} role", user.role.name())));
+        }
+        Some(_) => {}
+    }
+    let id: Option<i64> = sqlx::query_scalar(
+        "insert into users (organisation_id, login, name, role, language) values ($1, $2, $3, $4, $5)
+         on conflict (login) do nothing returning id",
+    )
+    .bind(user.organisation_id)
+    .bind(login)
+    .bind(user.name.trim())
+    .bind(user.role.name())
+    .bind(&language)
+    .fetch_optional(&mut *db)
+    .await?;
+    let id = id.ok_or_else(|| ApiError::Conflict(format!("the login {login:?} is taken")))?;
+    let secret = random_secret();
+    sqlx::query(
+        "insert into invitations (token_hash, user_id, expires_at) values ($1, $2, now() + make_interval(days => $3))",
+    )
+    .bind(digest(&secret))
+    .bind(id)
+    .bind(INVITATION_DAYS as i32)
+    .execute(&mut *db)
+    .await?;
+    Ok((id, secret))
+}
+
+async fn invite_user(
+    State(state): State<AppState>,
+    viewer: Allowed<ManageAccounts>,
+    Json(body): Json<NewUser>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let mut tx = viewer.begin(&state.api_pool).await?;
+    let (id, secret) = create_user(&mut tx, &body).await?;
+    tx.commit().await?;
+    let url = format!("{}/invite/{secret}", state.paging.public_url);
+    Ok(Json(serde_json::json!({ "id": id, "login": body.login.trim(), "invitation_url": url })))
+}
+
+/// Which customer owns a site.
+#[derive(Debug, Deserialize)]
+pub struct SiteOwner {
+    /// A customer organisation, or none.
+    pub organisation_id: Option<i64>,
+}
+
+async fn set_site_owner(
+    State(state): State<AppState>,
+    viewer: Allowed<ManageAccounts>,
+    Path(gateway_id): Path<String>,
+    Json(body): Json<SiteOwner>,
+) -> Result<StatusCode, ApiError> {
+    let mut tx = viewer.begin(&state.api_pool).await?;
+    if let Some(organisation) = body.organisation_id {
+        let kind: Option<String> = sqlx::query_scalar("select kind from organisations where id = $1")
+            .bind(organisation)
+            .fetch_optional(&mut *tx)
+            .await?;
+        if kind.as_deref() != Some("customer") {
+            return Err(ApiError::BadRequest("a site belongs to a customer organisation".into()));
+        }
+    }
+    let updated = sqlx::query("update gateways set organisation_id = $2 where id = $1")
+        .bind(&gateway_id)
+        .bind(body.organisation_id)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+    if updated == 0 {
+        return Err(ApiError::NotFound);
+    }
+    tx.commit().await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// An API token as listed (never its secret).
+#[derive(Debug, Serialize, Deserialize, sqlx::FromRow)]
+pub struct TokenSummary {
+    /// Its id.
+    pub id: i64,
+    /// What it is for.
+    pub name: String,
+    /// When it was made.
+    pub created_at: chrono::DateTime<Utc>,
+    /// When it was last used.
+    pub last_used_at: Option<chrono::DateTime<Utc>>,
+}
+
+/// A new API token.
+#[derive(Debug, Deserialize)]
+pub struct NewToken {
+    /// What it is for.
+    pub name: String,
+}
+
+fn own_user(viewer: &Viewer) -> Result<i64, ApiError> {
+    viewer
+        .user_id
+        .ok_or_else(|| ApiError::BadRequest("the operator's token cannot own tokens: sign in as a user".into()))
+}
+
+async fn list_tokens(
+    State(state): State<AppState>,
+    Extension(viewer): Extension<Viewer>,
+) -> Result<Json<Vec<TokenSummary>>, ApiError> {
+    let user = own_user(&viewer)?;
+    Ok(Json(
+        sqlx::query_as(
+            "select id, name, created_at, last_used_at from api_tokens where user_id = $1 and revoked_at is null
+             order by id",
+        )
+        .bind(user)
+        .fetch_all(&state.pool)
+        .await?,
+    ))
+}
+
+async fn add_token(
+    State(state): State<AppState>,
+    Extension(viewer): Extension<Viewer>,
+    Json(body): Json<NewToken>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let user = own_user(&viewer)?;
+    let name = body.name.trim();
+    if name.is_empty() || name.len() > 100 {
+        return Err(ApiError::BadRequest("a token needs a name of at most 100 characters".into()));
+    }
+    let secret = random_secret();
+    let id: i64 =
+        sqlx::query_scalar("insert into api_tokens (user_id, name, token_hash) values ($1, $2, $3) returning id")
+            .bind(user)
+            .bind(name)
+            .bind(digest(&secret))
+            .fetch_one(&state.pool)
+            .await?;
+    Ok(Json(serde_json::json!({ "id": id, "name": name, "token": secret })))
+}
+
+async fn revoke_token(
+    State(state): State<AppState>,
+    Extension(viewer): Extension<Viewer>,
+    Path(token_id): Path<i64>,
+) -> Result<StatusCode, ApiError> {
+    let user = own_user(&viewer)?;
+    let revoked =
+        sqlx::query("update api_tokens set revoked_at = now() where id = $1 and user_id = $2 and revoked_at is null")
+            .bind(token_id)
+            .bind(user)
+            .execute(&state.pool)
+            .await?
+            .rows_affected();
+    if revoked == 0 { Err(ApiError::NotFound) } else { Ok(StatusCode::NO_CONTENT) }
+}
+
+/// An audit entry.
+#[derive(Debug, Serialize, Deserialize, sqlx::FromRow)]
+pub struct AuditEntry {
+    /// When.
+    pub at: chrono::DateTime<Utc>,
+    /// Who (a login, or the login tried).
+    pub actor: String,
+    /// What: `sign-in`, or the request's method and path.
+    pub action: String,
+    /// `ok`, `refused`, `rate-limited`, or the response's status.
+    pub outcome: String,
+    /// From which address.
+    pub address: Option<String>,
+}
+
+async fn list_audit(
+    State(state): State<AppState>,
+    viewer: Allowed<ManageAccounts>,
+) -> Result<Json<Vec<AuditEntry>>, ApiError> {
+    let mut tx = viewer.begin(&state.api_pool).await?;
+    Ok(Json(
+        sqlx::query_as("select at, actor, action, outcome, address from audit_log order by id desc limit 500")
+            .fetch_all(&mut *tx)
+            .await?,
+    ))
+}
+
+fn invitation_html(status: StatusCode, text: &str, form: bool) -> Response {
+    let escape = |s: &str| s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;");
+    let form = if form {
+        format!(
+            r#"<form method="post"><label>Password / 密码 (≥ {MIN_PASSWORD})<br><input type="password" name="password" minlength="{MIN_PASSWORD}" required autocomplete="new-password"></label><p><button type="submit">Set / 设置</button></p></form>"#
+        )
+    } else {
+        r#"<p><a href="/">Sign in / 登录</a></p>"#.to_owned()
+    };
+    let html = format!(
+        r#"<!doctype html><html><head><meta charset="utf-8"><meta name="viewport" content="width=device-width,initial-scale=1"><meta name="referrer" content="no-referrer"><title>Chillcloud</title><style>body{{font:18px system-ui;margin:1.5em}}input,button{{font-size:1.1em;padding:.6em}}</style></head><body><h1>Chillcloud</h1><p>{}</p>{form}</body></html>"#,
+        escape(text)
+    );
+    (status, [(header::CACHE_CONTROL, "no-store")], Html(html)).into_response()
+}
+
+async fn invitation_user(state: &AppState, secret: &str) -> Result<Option<(i64, String)>, ApiError> {
+    Ok(sqlx::query_as(
+        "select u.id, u.name from invitations i join users u on u.id = i.user_id
+         where i.token_hash = $1 and i.used_at is null and i.expires_at > now()",
+    )
+    .bind(digest(secret))
+    .fetch_optional(&state.pool)
+    .await?)
+}
+
+async fn invitation_page(State(state): State<AppState>, Path(secret): Path<String>) -> Result<Response, ApiError> {
+    Ok(match invitation_user(&state, &secret).await? {
+        Some((_, name)) => invitation_html(StatusCode::OK, &format!("Welcome, {name}. Choose a password."), true),
+        None => invitation_html(StatusCode::NOT_FOUND, "This invitation is used, expired or unknown.", false),
+    })
+}
+
+/// The invitation form.
+#[derive(Debug, Deserialize)]
+pub struct PasswordForm {
+    /// The new password.
+    pub password: String,
+}
+
+async fn accept_invitation(
+    State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Path(secret): Path<String>,
+    Form(form): Form<PasswordForm>,
+) -> Result<Response, ApiError> {
+    let Some((user, _)) = invitation_user(&state, &secret).await? else {
+        return Ok(invitation_html(StatusCode::NOT_FOUND, "This invitation is used, expired or unknown.", false));
+    };
+    if form.password.chars().count() < MIN_PASSWORD {
+        return Ok(invitation_html(
+            StatusCode::BAD_REQUEST,
+            &format!("A password needs at least {MIN_PASSWORD} characters."),
+            true,
+        ));
+    }
+    let password = form.password;
+    let hash = tokio::task::spawn_blocking(move || hash_password(&password))
+        .await
+        .map_err(|_| ApiError::BadRequest("password".into()))??;
+    let mut tx = state.pool.begin().await?;
+    let used = sqlx::query("update invitations set used_at = now() where token_hash = $1 and used_at is null")
+        .bind(digest(&secret))
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+    if used == 0 {
+        return Ok(invitation_html(StatusCode::NOT_FOUND, "This invitation is used, expired or unknown.", false));
+    }
+    sqlx::query("update users set password_hash = $2 where id = $1").bind(user).bind(hash).execute(&mut *tx).await?;
+    tx.commit().await?;
+    audit(&state.pool, None, &format!("user {user}"), "invitation", "", "ok", &peer.ip().to_string()).await;
+    Ok(invitation_html(StatusCode::OK, "Your password is set. Sign in with it.", false))
+}
+
+/// `create-admin`: the service organisation (made if missing) and an administrator with a
+/// generated password, returned once.
+pub async fn create_admin(pool: &PgPool, login: &str, name: &str, organisation: &str) -> Result<String, ApiError> {
+    let mut tx = pool.begin().await?;
+    let organisation_id: i64 = sqlx::query_scalar(
+        "insert into organisations (name, kind) values ($1, 'service')
+         on conflict (name) do update set name = excluded.name returning id",
+    )
+    .bind(organisation)
+    .fetch_one(&mut *tx)
+    .await?;
+    let user = NewUser { login: login.into(), name: name.into(), role: Role::Admin, organisation_id, language: None };
+    let (id, _) = create_user(&mut tx, &user).await?;
+    let password = random_secret()[..20].to_owned();
+    let hash = hash_password(&password)?;
+    sqlx::query("update users set password_hash = $2 where id = $1").bind(id).bind(hash).execute(&mut *tx).await?;
+    sqlx::query("update invitations set used_at = now() where user_id = $1").bind(id).execute(&mut *tx).await?;
+    tx.commit().await?;
+    Ok(password)
+}
+
+/// `invite`: a user of `organisation` (made if missing, of the kind the role needs); returns
+/// the invitation's secret.
+pub async fn invite(
+    pool: &PgPool,
+    login: &str,
+    name: &str,
+    role: Role,
+    organisation: &str,
+    language: Option<String>,
+) -> Result<String, ApiError> {
+    let mut tx = pool.begin().await?;
+    let kind = if role.is_service() { "service" } else { "customer" };
+    let organisation_id: i64 = sqlx::query_scalar(
+        "insert into organisations (name, kind) values ($1, $2)
+         on conflict (name) do update set name = excluded.name returning id",
+    )
+    .bind(organisation)
+    .bind(kind)
+    .fetch_one(&mut *tx)
+    .await?;
+    let user = NewUser { login: login.into(), name: name.into(), role, organisation_id, language };
+    let (_, secret) = create_user(&mut tx, &user).await?;
+    tx.commit().await?;
+    Ok(secret)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn roles_may_what_their_job_needs_and_no_more() {
+        use Permission::*;
+        let table = [
+            (Role::Admin, [true, true, true, true, true, true, true, true]),
+            (Role::Manager, [true, true, true, true, true, true, true, false]),
+            (Role::Engineer, [true, true, true, true, true, true, false, false]),
+            (Role::Sales, [true, false, false, false, false, false, false, false]),
+            (Role::Owner, [true, true, true, false, false, false, false, false]),
+            (Role::Duty, [true, true, true, false, false, false, false, false]),
+        ];
+        let permissions =
+            [Read, Acknowledge, ReadTickets, WorkTickets, ManageRules, ReadPaging, ManagePaging, ManageAccounts];
+        for (role, allowed) in table {
+            for (permission, expected) in permissions.iter().zip(allowed) {
+                assert_eq!(role.may(*permission), expected, "{role:?} {permission:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn a_password_verifies_against_its_argon2id_hash_only() {
+        let hash = hash_password("correct horse battery").expect("hash");
+        assert!(hash.starts_with("$argon2id$"), "{hash}");
+        assert!(verify_password("correct horse battery", &hash));
+        assert!(!verify_password("correct horse battery!", &hash));
+        assert!(!verify_password("anything", "not a hash"));
+    }
+
+    #[test]
+    fn failures_lock_a_login_out_for_the_window() {
+        let limiter = SignInLimiter::default();
+        for _ in 0..SignInLimiter::PER_LOGIN {
+            assert!(!limiter.blocked("Owner@Example.com", "10.0.0.1"));
+            limiter.failed("owner@example.com", "10.0.0.1");
+        }
+        assert!(limiter.blocked("OWNER@example.com", "10.0.0.2"), "the login, from anywhere");
+        assert!(!limiter.blocked("someone-else", "10.0.0.2"));
+    }
+}

@@ -1,0 +1,240 @@
+// Every UI string, in English and Chinese, and the formatting that depends on the language.
+
+export const dict = {
+  en: {
+    app: 'Chillcloud',
+    units: 'Units', alarms: 'Alarms', tickets: 'Tickets',
+    signin: 'Sign in', signout: 'Sign out', login: 'User name', password: 'Password',
+    signin_bad: 'Wrong user name or password.', signin_slow: 'Too many failed attempts. Try again later.',
+    signin_hint: 'Your chillers, on your phone.',
+    lang_other: '中文',
+    loading: 'Loading…', retry: 'Try again', cancel: 'Cancel',
+    offline: 'No connection. Check the network and try again.',
+    error: 'Something went wrong: {e}', not_found: 'Not found.',
+    // fleet
+    fleet_none: 'No units yet.',
+    fleet_all_ok: '{n} units: all OK', fleet_all_ok_1: '1 unit: OK',
+    fleet_attention: '{k} of {n} need attention', fleet_attention_1: '{k} of {n} needs attention',
+    search: 'Search name or site', show_more: 'Show {n} more', shown: 'Showing {a} of {n}',
+    open_alarms: '{n} open alarms', open_alarms_1: '1 open alarm',
+    seen: 'heard from {a}', never_seen: 'never heard from',
+    // status
+    st_running: 'Running', st_stopped: 'Stopped', st_alarm: 'Alarm', st_offline: 'Offline', st_stale: 'No recent data',
+    st_unknown: 'Unknown',
+    // unit page
+    key_values: 'Now', all_points: 'All readings',
+    live_on: 'Live', live_off: 'Reconnecting…', live_wait: 'Connecting…',
+    bad: 'BAD', uncertain: 'UNCERTAIN', never: 'never',
+    tap_to_chart: 'Tap a reading to chart it.', site: 'Site', model: 'Model',
+    on: 'On', off: 'Off', details: 'Details', derived: 'calculated',
+    // chart
+    reset: 'Reset zoom', no_data: 'No data in this range', dropped: 'Data lost on the way ({n} readings)',
+    zoom_hint: 'Drag across the chart or pinch to zoom. Tap for a value.', raised_mark: 'Alarm',
+    range_1h: '1 h', range_6h: '6 h', range_24h: '24 h', range_7d: '7 d', range_30d: '30 d',
+    // alarms
+    al_open: 'Open', al_all: 'All', al_none_open: 'No open alarms. All clear.', al_none: 'No alarms.',
+    grade_1: 'Critical', grade_2: 'Major', grade_3: 'Minor', grade_4: 'Warning', grade_n: 'Grade {n}',
+    as_active: 'Active', as_acknowledged: 'Acknowledged', as_cleared: 'Cleared, not acknowledged', as_closed: 'Closed',
+    muted: 'muted (maintenance)', flapping: 'flapping', shelved: 'shelved until {t}', times: '×{n}',
+    site_alarm: 'whole site', raised: 'Raised', last_raised: 'Last raised', cleared: 'Cleared',
+    acknowledged_by: 'Acknowledged by {w}', closed: 'Closed',
+    ack: 'Acknowledge', ack_confirm: 'Yes, acknowledge', ack_comment: 'Comment (optional)',
+    ack_q: 'Acknowledge this alarm? Paging stops for everyone.', ack_done: 'Acknowledged.',
+    capture: 'Fault-moment data', capture_wait: 'Being recorded; ready after {t}.', capture_none: 'No data was captured.',
+    events: 'History', ev_raised: 'raised', ev_reraised: 'raised again', ev_regraded: 'grade changed',
+    ev_cleared: 'cleared', ev_acknowledged: 'acknowledged', ev_shelved: 'shelved', ev_unshelved: 'unshelved',
+    for_unit: 'Unit alarms', all_units: 'All units',
+    // tickets
+    tk_open: 'Open', tk_closed: 'Closed', tk_all: 'All', tk_none: 'No tickets.',
+    ts_open: 'New', ts_responded: 'Responded', ts_on_site: 'On site', ts_resolved: 'Resolved', ts_closed: 'Closed',
+    clock_respond: 'Respond', clock_on_site: 'On site', clock_escalate: 'Resolve or escalate',
+    left: '{d} left', overdue: 'overdue {d}', done_at: 'done {t}', breached: 'breached', not_needed: 'not needed', untriaged: 'if a site visit',
+    triage: 'Triage', tr_remote: 'remote', tr_site_visit: 'site visit', parts: 'Parts and tools',
+    assignee: 'Engineer', unassigned: 'unassigned', opened: 'Opened', from_alarm: 'From alarm',
+    comment: 'Comment', act_respond: 'Responded', act_on_site: 'On site', act_note: 'Add note', act_resolve: 'Resolve',
+    confirm: 'Confirm', note_needed: 'Write the note first.', saved: 'Saved.',
+    satisfaction: 'Customer score {n}/5',
+    tk_opened: 'opened', tk_assigned: 'assigned', tk_triaged: 'triaged', tk_responded: 'responded',
+    tk_on_site: 'on site', tk_note: 'note', tk_resolved: 'resolved', tk_closed_ev: 'closed', tk_breached: 'clock breached',
+    tk_feedback: 'customer score',
+    // time
+    now: 'just now', s_ago: '{n} s ago', m_ago: '{n} min ago', h_ago: '{n} h ago', d_ago: '{n} d ago',
+    dur_s: '{n} s', dur_m: '{n} min', dur_h: '{n} h', dur_hm: '{h} h {m} min', dur_d: '{n} d', dur_dh: '{d} d {h} h',
+  },
+  zh: {
+    app: 'Chillcloud 冷云',
+    units: '机组', alarms: '报警', tickets: '服务单',
+    signin: '登录', signout: '退出', login: '用户名', password: '密码',
+    signin_bad: '用户名或密码错误。', signin_slow: '失败次数过多，请稍后再试。',
+    signin_hint: '手机上看机组。',
+    lang_other: 'EN',
+    loading: '加载中…', retry: '重试', cancel: '取消',
+    offline: '网络不可用，请检查网络后重试。',
+    error: '出错了：{e}', not_found: '未找到。',
+    fleet_none: '还没有机组。',
+    fleet_all_ok: '{n} 台机组：全部正常', fleet_all_ok_1: '1 台机组：正常',
+    fleet_attention: '{n} 台中 {k} 台需要关注', fleet_attention_1: '{n} 台中 {k} 台需要关注',
+    search: '搜索名称或站点', show_more: '再显示 {n} 台', shown: '显示 {a} / {n}',
+    open_alarms: '{n} 条未关闭报警', open_alarms_1: '1 条未关闭报警',
+    seen: '最后通讯 {a}', never_seen: '从未通讯',
+    st_running: '运行', st_stopped: '停机', st_alarm: '报警', st_offline: '离线', st_stale: '数据未更新',
+    st_unknown: '未知',
+    key_values: '当前', all_points: '全部读数',
+    live_on: '实时', live_off: '正在重连…', live_wait: '连接中…',
+    bad: '故障', uncertain: '可疑', never: '无',
+    tap_to_chart: '点击读数查看曲线。', site: '站点', model: '型号',
+    on: '开', off: '关', details: '详情', derived: '计算值',
+    reset: '还原', no_data: '此时段无数据', dropped: '传输中丢失数据（{n} 条）',
+    zoom_hint: '在曲线上拖动或双指缩放可放大，点击查看数值。', raised_mark: '报警',
+    range_1h: '1小时', range_6h: '6小时', range_24h: '24小时', range_7d: '7天', range_30d: '30天',
+    al_open: '未关闭', al_all: '全部', al_none_open: '没有未关闭的报警，一切正常。', al_none: '没有报警。',
+    grade_1: '严重', grade_2: '重要', grade_3: '次要', grade_4: '提示', grade_n: '{n} 级',
+    as_active: '报警中', as_acknowledged: '已确认', as_cleared: '已恢复，未确认', as_closed: '已关闭',
+    muted: '已屏蔽（维护中）', flapping: '频繁波动', shelved: '搁置至 {t}', times: '×{n}',
+    site_alarm: '整个站点', raised: '报警时间', last_raised: '最近报警', cleared: '恢复时间',
+    acknowledged_by: '{w} 已确认', closed: '关闭时间',
+    ack: '确认报警', ack_confirm: '确定确认', ack_comment: '备注（可选）',
+    ack_q: '确认此报警？所有人的通知都将停止。', ack_done: '已确认。',
+    capture: '故障时刻数据', capture_wait: '正在记录，{t} 后可查看。', capture_none: '没有记录到数据。',
+    events: '记录', ev_raised: '报警', ev_reraised: '再次报警', ev_regraded: '等级变更',
+    ev_cleared: '恢复', ev_acknowledged: '确认', ev_shelved: '搁置', ev_unshelved: '取消搁置',
+    for_unit: '本机组报警', all_units: '全部机组',
+    tk_open: '未关闭', tk_closed: '已关闭', tk_all: '全部', tk_none: '没有服务单。',
+    ts_open: '新建', ts_responded: '已响应', ts_on_site: '已到场', ts_resolved: '已解决', ts_closed: '已关闭',
+    clock_respond: '响应', clock_on_site: '到场', clock_escalate: '解决或上报',
+    left: '剩余 {d}', overdue: '超时 {d}', done_at: '已完成 {t}', breached: '已超时', not_needed: '无需', untriaged: '需上门时计时',
+    triage: '处理方式', tr_remote: '远程', tr_site_visit: '上门', parts: '备件和工具',
+    assignee: '工程师', unassigned: '未指派', opened: '创建时间', from_alarm: '来源报警',
+    comment: '备注', act_respond: '已响应', act_on_site: '已到场', act_note: '添加记录', act_resolve: '已解决',
+    confirm: '确定', note_needed: '请先填写记录。', saved: '已保存。',
+    satisfaction: '客户评分 {n}/5',
+    tk_opened: '创建', tk_assigned: '指派', tk_triaged: '分诊', tk_responded: '响应',
+    tk_on_site: '到场', tk_note: '记录', tk_resolved: '解决', tk_closed_ev: '关闭', tk_breached: '超时',
+    tk_feedback: '客户评分',
+    now: '刚刚', s_ago: '{n}秒前', m_ago: '{n}分钟前', h_ago: '{n}小时前', d_ago: '{n}天前',
+    dur_s: '{n}秒', dur_m: '{n}分钟', dur_h: '{n}小时', dur_hm: '{h}小时{m}分', dur_d: '{n}天', dur_dh: '{d}天{h}小时',
+  },
+};
+
+// Point names of the shipped profiles and derived values: [English, Chinese].
+const POINTS = {
+  evap_leaving_temp: ['Supply water', '冷冻水出水'], evap_entering_temp: ['Return water', '冷冻水回水'],
+  supply_temp: ['Supply', '供液温度'], return_temp: ['Return', '回液温度'],
+  active_setpoint: ['Setpoint', '设定值'], chw_setpoint: ['Chilled-water setpoint', '冷冻水设定值'],
+  process_setpoint: ['Setpoint', '设定值'], target_setpoint: ['Target setpoint', '目标设定值'],
+  current_limit_setpoint: ['Current limit', '电流限制'], capacity_rla: ['Load', '负载'], capacity: ['Capacity', '能力'],
+  cond_entering_temp: ['Condenser water in', '冷却水进水'], cond_leaving_temp: ['Condenser water out', '冷却水出水'],
+  status_word: ['Status word', '状态字'], running: ['Running', '运行'], diagnostic_active: ['Diagnostic', '诊断'],
+  flow_proven: ['Water flow', '水流'], evap_refrig_pressure: ['Evaporator pressure', '蒸发压力'],
+  evap_refrig_temp: ['Evaporator refrig. temp', '蒸发温度'], cond_refrig_pressure: ['Condenser pressure', '冷凝压力'],
+  cond_refrig_temp: ['Condenser refrig. temp', '冷凝温度'], compressor_starts: ['Compressor starts', '压缩机启动次数'],
+  run_hours: ['Run hours', '运行小时'], diagnostic_code: ['Diagnostic code', '故障代码'],
+  chiller_enable: ['Enabled', '机组使能'], chiller_on: ['On', '开机'], run_mode: ['Run mode', '运行模式'],
+  outdoor_air_temp: ['Outdoor air', '室外温度'], chiller_current: ['Current', '电流'],
+  warning_alarm_index: ['Warning index', '警告代码'], problem_alarm_index: ['Problem index', '问题代码'],
+  fault_alarm_index: ['Fault index', '故障代码'], clear_alarms: ['Clear alarms', '清除报警'],
+  unit_start: ['Start command', '启动命令'], low_flow_alarm: ['Low flow alarm', '低流量报警'],
+  high_supply_temp_alarm: ['High supply alarm', '供液高温报警'], freezestat: ['Freezestat', '防冻开关'],
+  chw_delta_t: ['ΔT return − supply', '供回水温差'], supply_deviation: ['Supply − setpoint', '出水偏差'],
+  evap_approach: ['Evaporator approach', '蒸发器趋近温度'], cond_approach: ['Condenser approach', '冷凝器趋近温度'],
+  starts_per_hour: ['Starts per hour', '每小时启动'], cooling_kw: ['Cooling', '制冷量'],
+  kw_per_ton: ['kW per ton', '每冷吨功耗'], cop: ['COP', '能效比'], chw_flow_lps: ['Chilled-water flow', '冷冻水流量'],
+  unit_power_kw: ['Power', '功率'],
+};
+// Daikin run mode words.
+const RUN_MODE = { 1: ['Off', '关机'], 2: ['Starting', '启动中'], 3: ['Run', '运行'], 4: ['Pre-shutdown', '准备停机'], 5: ['Service', '维修'] };
+
+const KEY = 'cc.lang';
+export let lang = localStorage.getItem(KEY) || (/^zh/i.test(navigator.language) ? 'zh' : 'en');
+
+/** The language: the one chosen on this device, else the signed-in user's. */
+export function initLang(userLanguage) {
+  const chosen = localStorage.getItem(KEY);
+  lang = chosen || (userLanguage === 'zh' || userLanguage === 'en' ? userLanguage : lang);
+  document.documentElement.lang = lang === 'zh' ? 'zh-CN' : 'en';
+}
+export function toggleLang() {
+  lang = lang === 'zh' ? 'en' : 'zh';
+  localStorage.setItem(KEY, lang);
+  document.documentElement.lang = lang === 'zh' ? 'zh-CN' : 'en';
+}
+
+/** The string `key` with `{name}` replaced from `vars`. */
+export function t(key, vars) {
+  let s = dict[lang][key] ?? dict.en[key] ?? key;
+  if (vars) for (const k in vars) s = s.replaceAll(`{${k}}`, vars[k]);
+  return s;
+}
+/** Whether there is a string `key`. */
+export const has = (key) => key in dict.en;
+/** `key_1` when n is 1 and that exists, else `key`. */
+export function tn(key, n, vars) {
+  return t(n === 1 && dict.en[key + '_1'] ? key + '_1' : key, { n, ...vars });
+}
+const zh = () => (lang === 'zh' ? 1 : 0);
+export function pointLabel(name) {
+  const p = POINTS[name];
+  return p ? p[zh()] : name.replaceAll('_', ' ');
+}
+export const knownPoint = (name) => name in POINTS;
+
+const BOOL = new Set(['running', 'diagnostic_active', 'flow_proven', 'chiller_enable', 'chiller_on', 'unit_start',
+  'low_flow_alarm', 'high_supply_temp_alarm', 'freezestat', 'clear_alarms']);
+export const isBool = (p) => BOOL.has(p.name) && !p.unit;
+
+/** A point's value as text: On/Off for flags, words for run modes, a sensible number of decimals. */
+export function fmtValue(p, v) {
+  if (v == null) return '—';
+  if (isBool(p)) return v ? t('on') : t('off');
+  if (p.name === 'run_mode' && RUN_MODE[v]) return RUN_MODE[v][zh()];
+  return fmtNum(v, p.unit);
+}
+export function fmtNum(v, unit) {
+  if (v == null || !isFinite(v)) return '—';
+  if (unit === '°C' || unit === '°F' || unit === 'K') return v.toFixed(1);
+  if (Number.isInteger(v) || Math.abs(v) >= 100) return String(Math.round(v));
+  return String(Math.round(v * 100) / 100);
+}
+
+const loc = () => (lang === 'zh' ? 'zh-CN' : 'en-GB');
+/** How long ago, as "12 s ago". */
+export function ago(ts, now = Date.now()) {
+  if (!ts) return t('never');
+  const s = Math.max(0, Math.round((now - new Date(ts)) / 1000));
+  if (s < 5) return t('now');
+  if (s < 60) return t('s_ago', { n: s });
+  if (s < 3600) return t('m_ago', { n: Math.floor(s / 60) });
+  if (s < 172800) return t('h_ago', { n: Math.floor(s / 3600) });
+  return t('d_ago', { n: Math.floor(s / 86400) });
+}
+/** A duration in milliseconds, as "1 h 20 min". */
+export function dur(ms) {
+  const s = Math.round(Math.abs(ms) / 1000);
+  if (s < 60) return t('dur_s', { n: s });
+  const m = Math.floor(s / 60);
+  if (m < 60) return t('dur_m', { n: m });
+  const h = Math.floor(m / 60);
+  if (h < 24) return m % 60 ? t('dur_hm', { h, m: m % 60 }) : t('dur_h', { n: h });
+  const d = Math.floor(h / 24);
+  return h % 24 && d < 3 ? t('dur_dh', { d, h: h % 24 }) : t('dur_d', { n: d });
+}
+/** A date and time in the phone's time zone; the date left out when it is today. */
+export function when(ts) {
+  if (!ts) return '—';
+  const d = new Date(ts);
+  const today = d.toDateString() === new Date().toDateString();
+  const o = today ? { hour: '2-digit', minute: '2-digit' } : { month: 'short', day: 'numeric', hour: '2-digit', minute: '2-digit' };
+  return d.toLocaleString(loc(), o);
+}
+/** A chart axis label for a tick `step` milliseconds apart. */
+export function tick(ms, step) {
+  const d = new Date(ms);
+  if (step >= 86400e3) return d.toLocaleDateString(loc(), { month: 'numeric', day: 'numeric' });
+  const hm = d.toLocaleTimeString(loc(), { hour: '2-digit', minute: '2-digit', hour12: false });
+  return d.getHours() === 0 && d.getMinutes() === 0 && step >= 3600e3
+    ? d.toLocaleDateString(loc(), { month: 'numeric', day: 'numeric' })
+    : hm;
+}
+export function stamp(ms) {
+  return new Date(ms).toLocaleString(loc(), { month: 'numeric', day: 'numeric', hour: '2-digit', minute: '2-digit', second: '2-digit', hour12: false });
+}

@@ -1,0 +1,390 @@
+//! Accounts and tenant isolation through the real server, database and broker: S1 of
+//! BENCHMARKS.md (owner A against owner B's units, alarms, history and tickets through every
+//! endpoint; gateway A publishing as gateway B), sign-in with sessions and CSRF, the rate
+//! limit, invitations, roles, API tokens and the audit log.
+
+use std::time::Duration;
+
+use chillcloud_tests::harness::{FakeGateway, Stack, wait_for};
+use prost::Message;
+use reqwest::Method;
+use serde_json::{Value, json};
+
+/// A browser-like client: a session cookie and its CSRF token.
+struct Session {
+    base: String,
+    cookie: String,
+    csrf: String,
+    client: reqwest::Client,
+}
+
+impl Session {
+    async fn sign_in(base: &str, login: &str, password: &str) -> Result<Self, u16> {
+        let client = reqwest::Client::new();
+        let response = client
+            .post(format!("{base}/api/v1/session"))
+            .json(&json!({"login": login, "password": password}))
+            .send()
+            .await
+            .expect("sign in");
+        if !response.status().is_success() {
+            return Err(response.status().as_u16());
+        }
+        let set_cookie = response.headers()["set-cookie"].to_str().expect("cookie").to_owned();
+        assert!(set_cookie.contains("HttpOnly") && set_cookie.contains("SameSite=Strict"), "{set_cookie}");
+        let cookie = set_cookie.split(';').next().expect("cookie pair").to_owned();
+        let body: Value = response.json().await.expect("session body");
+        let csrf = body["csrf_token"].as_str().expect("csrf token").to_owned();
+        Ok(Self { base: base.to_owned(), cookie, csrf, client })
+    }
+
+    /// Sends a request with the cookie (and the CSRF token when `csrf`); status and JSON.
+    async fn request(&self, method: Method, path: &str, body: Option<Value>, csrf: bool) -> (u16, Value) {
+        let mut request = self.client.request(method, format!("{}{path}", self.base)).header("cookie", &self.cookie);
+        if csrf {
+            request = request.header("x-csrf-token", &self.csrf);
+        }
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let response = request.send().await.expect("request");
+        let status = response.status().as_u16();
+        (status, response.json().await.unwrap_or(Value::Null))
+    }
+
+    async fn get(&self, path: &str) -> (u16, Value) {
+        self.request(Method::GET, path, None, false).await
+    }
+}
+
+/// Invites a user through the API, takes up the invitation, signs in.
+async fn user(stack: &Stack, login: &str, role: &str, organisation: i64, password: &str) -> Session {
+    let (status, invited) = stack
+        .api()
+        .send(
+            Method::POST,
+            "/api/v1/users",
+            json!({"login": login, "name": login, "role": role, "organisation_id": organisation}),
+        )
+        .await;
+    assert_eq!(status, 200, "{invited}");
+    let url = invited["invitation_url"].as_str().expect("invitation url").to_owned();
+    let path = url.split_once("/invite/").map(|(_, secret)| format!("/invite/{secret}")).expect("an invitation path");
+    let base = format!("http://{}", stack.http);
+    let client = reqwest::Client::new();
+    let page = client.get(format!("{base}{path}")).send().await.expect("invitation page");
+    assert_eq!(page.status(), 200);
+    let short = client.post(format!("{base}{path}")).form(&[("password", "short")]).send().await.expect("post");
+    assert_eq!(short.status(), 400, "a short password is refused");
+    let set = client.post(format!("{base}{path}")).form(&[("password", password)]).send().await.expect("post");
+    assert_eq!(set.status(), 200);
+    let again = client.post(format!("{base}{path}")).form(&[("password", "another password")]).send().await;
+    assert_eq!(again.expect("post").status(), 404, "an invitation works once");
+    Session::sign_in(&base, login, password).await.unwrap_or_else(|status| panic!("sign-in of {login}: {status}"))
+}
+
+async fn organisation(stack: &Stack, name: &str, kind: &str) -> i64 {
+    let (status, body) =
+        stack.api().send(Method::POST, "/api/v1/organisations", json!({"name": name, "kind": kind})).await;
+    assert_eq!(status, 200, "{body}");
+    body["id"].as_i64().expect("id")
+}
+
+/// A site with one unit whose point p0 reads `value`, owned by `organisation`, with an open
+/// alarm (p0 above 50) and a ticket. Returns (unit id, point id, alarm id, ticket id).
+async fn site(stack: &Stack, gateway: &mut FakeGateway, id: &str, organisation: i64) -> (i64, i64, i64, i64) {
+    let api = stack.api();
+    let (status, body) = api
+        .send(Method::PUT, &format!("/api/v1/gateways/{id}/organisation"), json!({"organisation_id": organisation}))
+        .await;
+    assert_eq!(status, 204, "{body}");
+    let rule = json!({"title": "Hot", "title_zh": "过热", "grade": 2, "kind": "condition", "when": "p0 > 50"});
+    let (status, body) = api.send(Method::PUT, &format!("/api/v1/gateways/{id}/rules/hot"), rule).await;
+    assert_eq!(status, 200, "{body}");
+    let data = gateway.data_at(chrono::Utc::now().timestamp_millis(), &[(0, 60.0), (1, 1.0)]);
+    gateway.publish_data(&data).await;
+    let alarm = wait_for("the site's alarm", Duration::from_secs(30), || async {
+        let alarms = api.get(&format!("/api/v1/alarms?gateway={id}")).await?;
+        alarms.as_array()?.first().cloned()
+    })
+    .await;
+    let unit = alarm["unit_id"].as_i64().expect("a unit alarm");
+    let detail = api.get(&format!("/api/v1/units/{unit}")).await.expect("unit");
+    let point = detail["points"][0]["id"].as_i64().expect("point");
+    let (status, ticket) = api
+        .send(Method::POST, "/api/v1/tickets", json!({"gateway_id": id, "unit_id": unit, "grade": 2, "title": "Hot"}))
+        .await;
+    assert_eq!(status, 200, "{ticket}");
+    (unit, point, alarm["id"].as_i64().expect("alarm id"), ticket["id"].as_i64().expect("ticket id"))
+}
+
+#[tokio::test]
+async fn s1_an_owner_reads_and_acts_on_their_own_sites_only_through_every_endpoint() {
+    let stack = Stack::start_with_sites(&["gw-b"], &[]).await;
+    let mut gateway_a = stack.gateway(2).await;
+    let (b_id, b_password) = stack.more_gateways[0].clone();
+    let mut gateway_b = FakeGateway::connect(stack.broker.address().port(), &b_id, &b_password, 2).await;
+    let customer_a = organisation(&stack, "Customer A", "customer").await;
+    let customer_b = organisation(&stack, "Customer B", "customer").await;
+    let (a_unit, a_point, a_alarm, a_ticket) = site(&stack, &mut gateway_a, stack.gateway_id, customer_a).await;
+    let (b_unit, b_point, b_alarm, b_ticket) = site(&stack, &mut gateway_b, &b_id, customer_b).await;
+    let owner_a = user(&stack, "owner-a@example.com", "owner", customer_a, "owner A's password").await;
+
+    // Lists hold A's and nothing of B's.
+    let (_, units) = owner_a.get("/api/v1/units").await;
+    let ids: Vec<i64> = units.as_array().expect("units").iter().filter_map(|u| u["id"].as_i64()).collect();
+    assert_eq!(ids, [a_unit], "{units}");
+    assert_eq!(units[0]["status"], "alarm", "{units}");
+    let ids = |alarms: &Value| -> Vec<i64> {
+        alarms.as_array().expect("alarms").iter().filter_map(|a| a["id"].as_i64()).collect()
+    };
+    let all = stack.api().get("/api/v1/alarms?state=all").await.expect("every alarm");
+    let (_, alarms) = owner_a.get("/api/v1/alarms?state=all").await;
+    let a_alarms: Vec<i64> = ids(&all)
+        .into_iter()
+        .zip(all.as_array().expect("alarms"))
+        .filter(|(_, a)| a["gateway_id"] == stack.gateway_id)
+        .map(|(id, _)| id)
+        .collect();
+    assert!(ids(&all).contains(&b_alarm) && a_alarms.contains(&a_alarm), "{all:#}");
+    assert_eq!(ids(&alarms), a_alarms, "{alarms:#}");
+    let (_, alarms) = owner_a.get(&format!("/api/v1/alarms?gateway={b_id}")).await;
+    assert_eq!(alarms, json!([]), "filtering by B's site finds nothing");
+    // Grade 2 alarms open tickets too: A's are the hand-opened one and its alarm's.
+    let all = stack.api().get("/api/v1/tickets?state=all").await.expect("every ticket");
+    let a_tickets: Vec<i64> = all
+        .as_array()
+        .expect("tickets")
+        .iter()
+        .filter(|t| t["gateway_id"] == stack.gateway_id)
+        .filter_map(|t| t["id"].as_i64())
+        .collect();
+    assert!(a_tickets.contains(&a_ticket) && ids(&all).contains(&b_ticket), "{all:#}");
+    let (_, tickets) = owner_a.get("/api/v1/tickets?state=all").await;
+    assert_eq!(ids(&tickets), a_tickets, "{tickets:#}");
+
+    // Every endpoint: A's own resources answer, B's are not found, the service organisation's
+    // business is forbidden.
+    let reads = [
+        (format!("/api/v1/units/{a_unit}"), format!("/api/v1/units/{b_unit}")),
+        (format!("/api/v1/units/{a_unit}/history"), format!("/api/v1/units/{b_unit}/history")),
+        (format!("/api/v1/units/{a_unit}/history?format=csv"), format!("/api/v1/units/{b_unit}/history?format=csv")),
+        (format!("/api/v1/points/{a_point}/history"), format!("/api/v1/points/{b_point}/history")),
+        (format!("/api/v1/alarms/{a_alarm}"), format!("/api/v1/alarms/{b_alarm}")),
+        (format!("/api/v1/tickets/{a_ticket}"), format!("/api/v1/tickets/{b_ticket}")),
+    ];
+    for (own, theirs) in &reads {
+        let (status, _) = owner_a.get(own).await;
+        assert_eq!(status, 200, "{own}");
+        let (status, body) = owner_a.get(theirs).await;
+        assert_eq!(status, 404, "{theirs}: {body}");
+    }
+    let forbidden = [
+        (Method::GET, "/api/v1/alarms/events".to_owned()),
+        (Method::GET, format!("/api/v1/units/{b_unit}/rules")),
+        (Method::PUT, format!("/api/v1/units/{b_unit}/rules/hot")),
+        (Method::DELETE, format!("/api/v1/units/{b_unit}/rules/hot")),
+        (Method::GET, format!("/api/v1/gateways/{b_id}/rules")),
+        (Method::PUT, format!("/api/v1/gateways/{b_id}/rules/hot")),
+        (Method::DELETE, format!("/api/v1/gateways/{b_id}/rules/hot")),
+        (Method::GET, format!("/api/v1/gateways/{b_id}/maintenance")),
+        (Method::POST, format!("/api/v1/gateways/{b_id}/maintenance")),
+        (Method::GET, "/api/v1/people".to_owned()),
+        (Method::POST, "/api/v1/people".to_owned()),
+        (Method::GET, format!("/api/v1/gateways/{b_id}/contacts")),
+        (Method::POST, format!("/api/v1/gateways/{b_id}/contacts")),
+        (Method::PUT, format!("/api/v1/gateways/{b_id}/paging")),
+        (Method::POST, "/api/v1/rotations".to_owned()),
+        (Method::POST, "/api/v1/rotations/1/overrides".to_owned()),
+        (Method::GET, "/api/v1/outbox".to_owned()),
+        (Method::POST, "/api/v1/tickets".to_owned()),
+        (Method::GET, "/api/v1/tickets/metrics".to_owned()),
+        (Method::POST, format!("/api/v1/tickets/{b_ticket}/note")),
+        (Method::POST, format!("/api/v1/tickets/{a_ticket}/note")),
+        (Method::GET, "/api/v1/organisations".to_owned()),
+        (Method::POST, "/api/v1/organisations".to_owned()),
+        (Method::GET, "/api/v1/users".to_owned()),
+        (Method::POST, "/api/v1/users".to_owned()),
+        (Method::PUT, format!("/api/v1/gateways/{b_id}/organisation")),
+        (Method::GET, "/api/v1/audit".to_owned()),
+    ];
+    for (method, path) in &forbidden {
+        let (status, body) = owner_a.request(method.clone(), path, Some(json!({})), true).await;
+        assert_eq!(status, 403, "{method} {path}: {body}");
+    }
+    // Acting on B's alarm: not found, and nothing changed.
+    for action in ["acknowledge", "shelve"] {
+        let body = json!({"comment": "not mine", "minutes": 10});
+        let (status, _) =
+            owner_a.request(Method::POST, &format!("/api/v1/alarms/{b_alarm}/{action}"), Some(body), true).await;
+        assert_eq!(status, 404, "{action} B's alarm");
+    }
+    let b_alarm_now = stack.api().get(&format!("/api/v1/alarms/{b_alarm}")).await.expect("B's alarm");
+    assert!(b_alarm_now["acknowledged_at"].is_null() && b_alarm_now["shelved_until"].is_null(), "{b_alarm_now}");
+    // B's live stream is not found; A's opens.
+    let live = |unit: i64| {
+        owner_a
+            .client
+            .get(format!("{}/api/v1/units/{unit}/live", owner_a.base))
+            .header("cookie", &owner_a.cookie)
+            .send()
+    };
+    assert_eq!(live(b_unit).await.expect("live").status(), 404);
+    let own_live = live(a_unit).await.expect("live");
+    assert_eq!(own_live.status(), 200);
+    assert!(own_live.headers()["content-type"].to_str().is_ok_and(|t| t.starts_with("text/event-stream")));
+    drop(own_live);
+
+    // A's own alarm: a change without the CSRF token is refused, with it acknowledged.
+    let path = format!("/api/v1/alarms/{a_alarm}/acknowledge");
+    let (status, _) = owner_a.request(Method::POST, &path, Some(json!({"comment": "seen"})), false).await;
+    assert_eq!(status, 403, "no CSRF token");
+    let (status, alarm) = owner_a.request(Method::POST, &path, Some(json!({"comment": "seen"})), true).await;
+    assert_eq!(status, 200, "{alarm}");
+    assert_eq!(alarm["acknowledged_by"], "owner-a@example.com");
+
+    // Without a session, nothing.
+    let anonymous = reqwest::Client::new();
+    for path in ["/api/v1/units", &format!("/api/v1/units/{a_unit}"), "/api/v1/alarms", "/api/v1/session"] {
+        let status = anonymous.get(format!("{}{path}", owner_a.base)).send().await.expect("get").status();
+        assert_eq!(status, 401, "{path}");
+    }
+    let forged = anonymous.get(format!("{}/api/v1/units", owner_a.base)).header("cookie", "chillcloud_session=forged");
+    assert_eq!(forged.send().await.expect("get").status(), 401);
+
+    // The database itself holds the line: as the API's role, scoped to A, B's rows are not
+    // there whatever the query; unscoped, nothing is.
+    let pool = stack.postgres.pool().await;
+    let mut db = pool.acquire().await.expect("a connection");
+    sqlx::query("set role chillcloud_api").execute(&mut *db).await.expect("the API's role");
+    let tables = ["gateways", "units", "points", "latest_readings", "alarms", "alarm_events", "tickets", "people"];
+    for (scope, expect_b) in [(customer_a.to_string(), false), ("none".to_owned(), false), ("all".to_owned(), true)] {
+        sqlx::query("select set_config('chillcloud.scope', $1, false)")
+            .bind(&scope)
+            .execute(&mut *db)
+            .await
+            .expect("scope");
+        let b_units: i64 = sqlx::query_scalar("select count(*) from units where gateway_id = $1")
+            .bind(&b_id)
+            .fetch_one(&mut *db)
+            .await
+            .expect("count");
+        assert_eq!(b_units > 0, expect_b, "scope {scope}: B's units");
+        for table in tables {
+            let rows: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(format!("select count(*) from {table}")))
+                .fetch_one(&mut *db)
+                .await
+                .expect("count");
+            match scope.as_str() {
+                "none" => assert_eq!(rows, 0, "scope none sees {rows} rows of {table}"),
+                "all" => assert!(rows > 0 || table == "people", "the service sees {table}"),
+                _ if table == "people" => assert_eq!(rows, 0, "a customer sees the service's people"),
+                _ => {}
+            }
+        }
+    }
+    drop(db);
+
+    // Signing out ends the session.
+    let (status, _) = owner_a.request(Method::DELETE, "/api/v1/session", None, true).await;
+    assert_eq!(status, 204);
+    let (status, _) = owner_a.get("/api/v1/units").await;
+    assert_eq!(status, 401, "the session is over");
+}
+
+#[tokio::test]
+async fn s1_a_gateway_cannot_publish_as_another() {
+    let stack = Stack::start_with_sites(&["gw-b"], &[]).await;
+    let mut gateway_a = stack.gateway(2).await;
+    let (b_id, b_password) = stack.more_gateways[0].clone();
+    let mut gateway_b = FakeGateway::connect(stack.broker.address().port(), &b_id, &b_password, 2).await;
+    let api = stack.api();
+    wait_for("both sites registered", Duration::from_secs(30), || async {
+        api.get("/api/v1/units").await.filter(|u| u.as_array().is_some_and(|a| a.len() == 2))
+    })
+    .await;
+    // Gateway A publishes a reading of 66.6 on gateway B's data topic; B then publishes 12.3.
+    let now = chrono::Utc::now().timestamp_millis();
+    let mut forged = gateway_b.data_at(now, &[(0, 66.6)]);
+    forged.seq = 1_000;
+    gateway_a.publish_as(&b_id, chillcloud_proto::MessageKind::Data, forged.encode_to_vec()).await;
+    gateway_a.wait_acked(Duration::from_secs(10)).await;
+    let genuine = gateway_b.data_at(now + 1_000, &[(0, 12.3)]);
+    gateway_b.publish_data(&genuine).await;
+    wait_for("B's genuine reading", Duration::from_secs(30), || async {
+        (api.latest("chiller-1", "p0").await.is_some() && b_values(&stack, &b_id).await.contains(&12.3)).then_some(())
+    })
+    .await;
+    assert_eq!(b_values(&stack, &b_id).await, [12.3], "only B's own reading is stored for B");
+}
+
+async fn b_values(stack: &Stack, gateway: &str) -> Vec<f64> {
+    let pool = stack.postgres.pool().await;
+    sqlx::query_scalar(
+        "select r.value from readings r join points p on p.id = r.point_id join units u on u.id = p.unit_id
+         where u.gateway_id = $1 and p.name = 'p0' and r.value is not null order by r.ts",
+    )
+    .bind(gateway)
+    .fetch_all(&pool)
+    .await
+    .expect("B's readings")
+}
+
+#[tokio::test]
+async fn sign_in_is_rate_limited_audited_and_roles_hold() {
+    let stack = Stack::start().await;
+    let service = organisation(&stack, "Maker Service", "service").await;
+    let customer = organisation(&stack, "Customer", "customer").await;
+    let base = format!("http://{}", stack.http);
+    // A role that does not fit its organisation's kind is refused.
+    let (status, _) = stack
+        .api()
+        .send(
+            Method::POST,
+            "/api/v1/users",
+            json!({"login": "x", "name": "x", "role": "owner", "organisation_id": service}),
+        )
+        .await;
+    assert_eq!(status, 400, "an owner in the service organisation");
+
+    let engineer = user(&stack, "engineer@example.com", "engineer", service, "engineer's password").await;
+    let sales = user(&stack, "sales@example.com", "sales", service, "sales's password").await;
+    let _owner = user(&stack, "owner@example.com", "owner", customer, "owner's password").await;
+    // Sales read the fleet but change nothing.
+    assert_eq!(sales.get("/api/v1/units").await.0, 200);
+    assert_eq!(sales.request(Method::POST, "/api/v1/alarms/1/acknowledge", Some(json!({})), true).await.0, 403);
+    assert_eq!(sales.get("/api/v1/tickets").await.0, 403);
+    // Engineers work tickets and read paging, but manage neither people nor accounts.
+    assert_eq!(engineer.get("/api/v1/outbox").await.0, 200);
+    assert_eq!(engineer.request(Method::POST, "/api/v1/people", Some(json!({"name": "x"})), true).await.0, 403);
+    assert_eq!(engineer.get("/api/v1/users").await.0, 403);
+
+    // Five wrong passwords lock the login for a while, even against the right one.
+    for _ in 0..5 {
+        assert_eq!(Session::sign_in(&base, "owner@example.com", "wrong password").await.err(), Some(401));
+    }
+    assert_eq!(Session::sign_in(&base, "owner@example.com", "owner's password").await.err(), Some(429));
+    assert_eq!(Session::sign_in(&base, "nobody@example.com", "whatever").await.err(), Some(401));
+
+    // An API token works as its user, until revoked.
+    let (status, token) = engineer.request(Method::POST, "/api/v1/tokens", Some(json!({"name": "ci"})), true).await;
+    assert_eq!(status, 200, "{token}");
+    let secret = token["token"].as_str().expect("token");
+    let client = reqwest::Client::new();
+    let with_token = || client.get(format!("{base}/api/v1/outbox")).bearer_auth(secret).send();
+    assert_eq!(with_token().await.expect("get").status(), 200);
+    let path = format!("/api/v1/tokens/{}", token["id"]);
+    assert_eq!(engineer.request(Method::DELETE, &path, None, true).await.0, 204);
+    assert_eq!(with_token().await.expect("get").status(), 401);
+
+    // The audit log holds the sign-ins, refused and rate-limited ones included, and changes.
+    let audit = stack.api().get("/api/v1/audit").await.expect("audit");
+    let entries = audit.as_array().expect("entries");
+    let count = |action: &str, outcome: &str, actor: &str| {
+        entries.iter().filter(|e| e["action"] == action && e["outcome"] == outcome && e["actor"] == actor).count()
+    };
+    assert_eq!(count("sign-in", "refused", "owner@example.com"), 5, "{audit:#}");
+    assert_eq!(count("sign-in", "rate-limited", "owner@example.com"), 1);
+    assert_eq!(count("sign-in", "ok", "engineer@example.com"), 1);
+    assert!(entries.iter().any(|e| e["action"] == "POST /api/v1/tokens" && e["outcome"] == "200"), "{audit:#}");
+}
