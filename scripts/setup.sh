@@ -13,6 +13,9 @@ chillcloud_required=(
   "python3:python3"
   "python3 -m venv --help:python3-venv"
   "runuser:util-linux"
+  "chromium:chromium"
+  "node:nodejs"
+  "npm:npm"
 )
 
 chillcloud_missing_packages() {
@@ -43,4 +46,9 @@ chillcloud_install_packages() {
   $sudo env DEBIAN_FRONTEND=noninteractive apt-get update -qq
   $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $missing >/dev/null
   command -v cargo >/dev/null || { echo "cargo not found: install Rust 1.94 or newer (https://rustup.rs)" >&2; return 1; }
+}
+
+# The browser tests and benchmark P8 drive Debian's Chromium with playwright-core from npm.
+chillcloud_install_browser_driver() {
+  (cd tests/browser && npm ci --no-audit --no-fund --loglevel=error)
 }

@@ -61,10 +61,9 @@ const CONTENT_SECURITY_POLICY: &str = "default-src 'self'; script-src 'self'; st
 
 /// The dashboard's routes.
 pub fn routes() -> Router<AppState> {
-    Router::new().route("/", get(|headers: HeaderMap| async move { serve("index.html", &headers) })).route(
-        "/ui/{file}",
-        get(|Path(file): Path<String>, headers: HeaderMap| async move { serve(&file, &headers) }),
-    )
+    Router::new()
+        .route("/", get(|headers: HeaderMap| async move { serve("index.html", &headers) }))
+        .route("/ui/{file}", get(|Path(file): Path<String>, headers: HeaderMap| async move { serve(&file, &headers) }))
 }
 
 fn serve(name: &str, headers: &HeaderMap) -> Response {
@@ -115,8 +114,8 @@ mod tests {
 
     #[test]
     fn every_file_the_page_names_is_served_and_compressed() {
-        let index = std::str::from_utf8(ASSETS.iter().find(|a| a.name == "index.html").expect("index").body)
-            .expect("utf-8");
+        let index =
+            std::str::from_utf8(ASSETS.iter().find(|a| a.name == "index.html").expect("index").body).expect("utf-8");
         for reference in index.split("/ui/").skip(1) {
             let name: String = reference.chars().take_while(|c| c.is_ascii_alphanumeric() || *c == '.').collect();
             assert!(ASSETS.iter().any(|a| a.name == name), "index.html names /ui/{name}, which is not served");

@@ -632,6 +632,35 @@ impl Stack {
         Api::new(self.http, Self::API_TOKEN)
     }
 
+    /// Makes `login` (with `password`) an owner of the stack's site through the API, as an
+    /// administrator would: a customer organisation, the site given to it, an invitation
+    /// taken up. Returns the organisation's id.
+    pub async fn site_owner(&self, login: &str, name: &str, password: &str) -> i64 {
+        use reqwest::Method;
+        let api = self.api();
+        let (status, customer) = api
+            .send(Method::POST, "/api/v1/organisations", serde_json::json!({"name": login, "kind": "customer"}))
+            .await;
+        assert_eq!(status, 200, "{customer}");
+        let organisation = customer["id"].as_i64().expect("organisation id");
+        let path = format!("/api/v1/gateways/{}/organisation", self.gateway_id);
+        let (status, body) = api.send(Method::PUT, &path, serde_json::json!({"organisation_id": organisation})).await;
+        assert_eq!(status, 204, "{body}");
+        let user = serde_json::json!({"login": login, "name": name, "role": "owner", "organisation_id": organisation});
+        let (status, invited) = api.send(Method::POST, "/api/v1/users", user).await;
+        assert_eq!(status, 200, "{invited}");
+        let url = invited["invitation_url"].as_str().expect("invitation url");
+        let (_, secret) = url.split_once("/invite/").expect("an invitation link");
+        let set = reqwest::Client::new()
+            .post(format!("{}/invite/{secret}", api.base))
+            .form(&[("password", password)])
+            .send()
+            .await
+            .expect("take up the invitation");
+        assert_eq!(set.status(), 200);
+        organisation
+    }
+
     /// Connects a fake gateway with `points` points.
     pub async fn gateway(&self, points: u32) -> FakeGateway {
         FakeGateway::connect(self.broker.address().port(), self.gateway_id, &self.password, points).await

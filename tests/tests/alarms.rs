@@ -407,7 +407,10 @@ async fn alarms_are_acknowledged_shelved_and_their_history_kept() {
         detail["events"].as_array().expect("events").iter().map(|e| e["kind"].as_str().expect("kind")).collect();
     assert_eq!(kinds, ["raised", "shelved", "acknowledged", "cleared"]);
     let acknowledged = &detail["events"][2];
-    assert_eq!((acknowledged["actor"].as_str(), acknowledged["comment"].as_str()), (Some("operator"), Some("on my way")));
+    assert_eq!(
+        (acknowledged["actor"].as_str(), acknowledged["comment"].as_str()),
+        (Some("operator"), Some("on my way"))
+    );
     let stream = api.get("/api/v1/alarms/events?after=0").await.expect("event stream");
     assert_eq!(stream.as_array().expect("events").len(), 4);
     assert_eq!(api.get_raw("/api/v1/alarms?state=bogus").await.0, 400);
