@@ -86,12 +86,17 @@ begin
     end;
 end
 $$;
+-- Grants are explicit, table by table, here and in every later migration that adds a table: a
+-- table nobody granted stays closed to the API. Readings and rollups are read only (they have no
+-- row policy: the API reaches them through point ids its scoped queries returned), and the audit
+-- log is written by the server itself.
 grant usage on schema public to chillcloud_api;
-grant select, insert, update, delete on all tables in schema public to chillcloud_api;
+grant select, insert, update, delete on gateways, units, points, latest_readings, dropped_intervals, alarm_rules,
+    alarms, alarm_events, alarm_captures, maintenance_windows, people, site_contacts, rotations, rotation_overrides,
+    site_paging, incidents, outbox, outbox_recipients, paging_cursor, tickets, ticket_events, organisations, users,
+    sessions, api_tokens, invitations, gateway_sessions, pending_data, dead_letters to chillcloud_api;
+grant select on readings, readings_1h, audit_log to chillcloud_api;
 grant usage, select on all sequences in schema public to chillcloud_api;
-revoke all on _sqlx_migrations from chillcloud_api;
-alter default privileges in schema public grant select, insert, update, delete on tables to chillcloud_api;
-alter default privileges in schema public grant usage, select on sequences to chillcloud_api;
 
 -- Whether the current request may see a site of this organisation.
 create function chillcloud_sees(organisation bigint) returns boolean

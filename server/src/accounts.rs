@@ -25,8 +25,12 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use sqlx::{PgPool, Postgres, Transaction};
 use tracing::{info, warn};
+use utoipa::ToSchema;
 
-use crate::api::{ApiError, AppState, constant_time_eq};
+use crate::{
+    api::{ApiError, AppState, constant_time_eq},
+    openapi::ErrorBody,
+};
 
 /// The session cookie's name.
 pub const SESSION_COOKIE: &str = "chillcloud_session";
@@ -38,9 +42,11 @@ const SESSION_DAYS: i64 = 30;
 const INVITATION_DAYS: i64 = 7;
 /// The shortest password accepted.
 const MIN_PASSWORD: usize = 10;
+/// The longest login, in bytes.
+const MAX_LOGIN: usize = 200;
 
 /// What someone does for their organisation.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Role {
     /// The service organisation's administrator: everything, including accounts.
@@ -91,6 +97,7 @@ impl Role {
             WorkTickets | ManageRules | ReadPaging => matches!(self, Admin | Manager | Engineer),
             ManagePaging => matches!(self, Admin | Manager),
             ManageAccounts => matches!(self, Admin),
+            Share => !matches!(self, Duty),
         }
     }
 }
@@ -114,6 +121,8 @@ pub enum Permission {
     ManagePaging,
     /// Organisations, users, and which customer owns a site.
     ManageAccounts,
+    /// Make and revoke read-only share links of a unit's operating record.
+    Share,
 }
 
 /// A permission as a type: a handler names what it needs in its signature (`Allowed<ManageRules>`),
@@ -133,7 +142,7 @@ macro_rules! needs {
         }
     )*};
 }
-needs!(Acknowledge, ReadTickets, WorkTickets, ManageRules, ReadPaging, ManagePaging, ManageAccounts);
+needs!(Acknowledge, ReadTickets, WorkTickets, ManageRules, ReadPaging, ManagePaging, ManageAccounts, Share);
 
 /// The viewer of a request whose role allows `P`; otherwise the request is refused with 403.
 #[derive(Debug)]
@@ -234,24 +243,54 @@ impl Viewer {
         Ok(tx)
     }
 
-    fn body(&self) -> serde_json::Value {
-        serde_json::json!({
-            "id": self.user_id,
-            "login": self.login,
-            "name": self.name,
-            "role": self.role,
-            "organisation": self.organisation,
-            "language": self.language,
-        })
+    fn session(&self) -> Session {
+        Session {
+            user: SessionUser {
+                id: self.user_id,
+                login: self.login.clone(),
+                name: self.name.clone(),
+                role: self.role,
+                organisation: self.organisation.clone(),
+                language: self.language.clone(),
+            },
+            csrf_token: self.csrf.clone(),
+        }
     }
 }
 
-/// SHA-256 of a secret, as sessions, tokens and invitations are stored.
-fn digest(secret: &str) -> Vec<u8> {
+/// Who a request runs as, as the API shows it.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct SessionUser {
+    /// The user; null for the operator's token.
+    pub id: Option<i64>,
+    /// Their login.
+    pub login: String,
+    /// Their display name.
+    pub name: String,
+    /// Their role.
+    pub role: Role,
+    /// Their organisation's name.
+    pub organisation: String,
+    /// `en` or `zh`.
+    pub language: String,
+}
+
+/// A session, or the bearer of a token.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct Session {
+    /// Who.
+    pub user: SessionUser,
+    /// What a session's changes must carry in `X-CSRF-Token`; null for bearer tokens.
+    pub csrf_token: Option<String>,
+}
+
+/// SHA-256 of a secret, as sessions, tokens, invitations and share links are stored.
+pub(crate) fn digest(secret: &str) -> Vec<u8> {
     Sha256::digest(secret.as_bytes()).to_vec()
 }
 
-fn random_secret() -> String {
+/// 256 random bits, in hex.
+pub(crate) fn random_secret() -> String {
     hex::encode(rand::random::<[u8; 32]>())
 }
 
@@ -273,40 +312,74 @@ fn verify_password(password: &str, phc: &str) -> bool {
 static DUMMY_HASH: std::sync::LazyLock<String> =
     std::sync::LazyLock::new(|| hash_password(&random_secret()).unwrap_or_default());
 
-/// Failed sign-ins, per login and per address, in a sliding window.
-#[derive(Debug, Default)]
+/// Sign-in attempts in a sliding window, counted before the password is checked (so a burst of
+/// parallel guesses counts in full): per login from one address, per address, and per login from
+/// anywhere (looser, so a stranger cannot easily lock someone out from elsewhere). And a bound on
+/// password checks at once: each takes 19 MiB and a core for tens of milliseconds.
+#[derive(Debug)]
 pub struct SignInLimiter {
-    failures: Mutex<HashMap<String, Vec<Instant>>>,
+    attempts: Mutex<HashMap<String, Vec<Instant>>>,
+    checks: tokio::sync::Semaphore,
+}
+
+impl Default for SignInLimiter {
+    fn default() -> Self {
+        Self { attempts: Mutex::default(), checks: tokio::sync::Semaphore::new(2) }
+    }
 }
 
 impl SignInLimiter {
     const WINDOW: Duration = Duration::from_secs(15 * 60);
-    const PER_LOGIN: usize = 5;
+    const PER_LOGIN_AND_ADDRESS: usize = 5;
     const PER_ADDRESS: usize = 20;
+    const PER_LOGIN: usize = 50;
+    /// Keys kept at most; beyond, after forgetting what the window has passed, every attempt is
+    /// refused until it passes (nothing already counted is ever forgotten early).
+    const MAX_KEYS: usize = 100_000;
 
-    fn keys(login: &str, address: &str) -> [(String, usize); 2] {
-        [(format!("login:{}", login.to_lowercase()), Self::PER_LOGIN), (format!("addr:{address}"), Self::PER_ADDRESS)]
+    fn keys(login: &str, address: &str) -> [(String, usize); 3] {
+        let login = login.to_lowercase();
+        [
+            (format!("login+addr:{login} {address}"), Self::PER_LOGIN_AND_ADDRESS),
+            (format!("addr:{address}"), Self::PER_ADDRESS),
+            (format!("login:{login}"), Self::PER_LOGIN),
+        ]
     }
 
-    fn blocked(&self, login: &str, address: &str) -> bool {
-        let mut failures = self.failures.lock().unwrap_or_else(|e| e.into_inner());
+    /// Counts an attempt; `false` (refuse it unchecked) when one of its limits is reached.
+    fn attempt(&self, login: &str, address: &str) -> bool {
+        let mut attempts = self.attempts.lock().unwrap_or_else(|e| e.into_inner());
         let now = Instant::now();
-        Self::keys(login, address).iter().any(|(key, limit)| {
-            let times = failures.entry(key.clone()).or_default();
-            times.retain(|t| now.duration_since(*t) < Self::WINDOW);
-            times.len() >= *limit
-        })
+        let recent = |t: &Instant| now.duration_since(*t) < Self::WINDOW;
+        if attempts.len() >= Self::MAX_KEYS {
+            attempts.retain(|_, times| {
+                times.retain(recent);
+                !times.is_empty()
+            });
+            if attempts.len() >= Self::MAX_KEYS {
+                return false;
+            }
+        }
+        let keys = Self::keys(login, address);
+        for (key, limit) in &keys {
+            if let Some(times) = attempts.get_mut(key) {
+                times.retain(recent);
+                if times.len() >= *limit {
+                    return false;
+                }
+            }
+        }
+        for (key, _) in keys {
+            attempts.entry(key).or_default().push(now);
+        }
+        true
     }
 
-    fn failed(&self, login: &str, address: &str) {
-        let mut failures = self.failures.lock().unwrap_or_else(|e| e.into_inner());
-        // Bounded: an attacker spraying logins must not grow this without end.
-        if failures.len() > 100_000 {
-            failures.clear();
-        }
-        for (key, _) in Self::keys(login, address) {
-            failures.entry(key).or_default().push(Instant::now());
-        }
+    /// The right password: that login's attempts from that address are forgotten.
+    fn succeeded(&self, login: &str, address: &str) {
+        let mut attempts = self.attempts.lock().unwrap_or_else(|e| e.into_inner());
+        let [(key, _), ..] = Self::keys(login, address);
+        attempts.remove(&key);
     }
 }
 
@@ -438,24 +511,32 @@ pub async fn authenticate(
 ) -> Result<Response, ApiError> {
     let viewer = identify(&state, request.headers()).await?.ok_or(ApiError::Unauthorized)?;
     let change = is_change(request.method());
-    if change && let Some(expected) = &viewer.csrf {
-        let presented = request.headers().get(CSRF_HEADER).and_then(|v| v.to_str().ok()).unwrap_or_default();
-        if !constant_time_eq(presented.as_bytes(), expected.as_bytes()) {
-            return Err(ApiError::Forbidden);
-        }
-    }
     // Inside `/api/v1`, the URI has lost its prefix: the original is what was asked.
     let path = request
         .extensions()
         .get::<axum::extract::OriginalUri>()
         .map_or_else(|| request.uri().path().to_owned(), |original| original.path().to_owned());
     let action = format!("{} {path}", request.method());
+    let address = peer.ip().to_string();
+    if change && let Some(expected) = &viewer.csrf {
+        let presented = request.headers().get(CSRF_HEADER).and_then(|v| v.to_str().ok()).unwrap_or_default();
+        if !constant_time_eq(presented.as_bytes(), expected.as_bytes()) {
+            audit(&state.pool, Some(&viewer), &viewer.actor(), &action, "", "403 without its CSRF token", &address)
+                .await;
+            return Err(ApiError::Forbidden);
+        }
+    }
     request.extensions_mut().insert(viewer.clone());
-    let response = next.run(request).await;
+    let mut response = next.run(request).await;
     if change {
         let outcome = response.status().as_u16().to_string();
-        audit(&state.pool, Some(&viewer), &viewer.actor(), &action, "", &outcome, &peer.ip().to_string()).await;
+        audit(&state.pool, Some(&viewer), &viewer.actor(), &action, "", &outcome, &address).await;
     }
+    // What one person may see is not for a shared cache.
+    response
+        .headers_mut()
+        .entry(axum::http::header::CACHE_CONTROL)
+        .or_insert(axum::http::HeaderValue::from_static("no-store"));
     Ok(response)
 }
 
@@ -472,6 +553,7 @@ pub fn routes() -> Router<AppState> {
         .route("/session", get(current).delete(sign_out))
         .route("/organisations", get(list_organisations).post(add_organisation))
         .route("/users", get(list_users).post(invite_user))
+        .route("/users/{user_id}/disable", post(disable_user))
         .route("/gateways/{gateway_id}/organisation", put(set_site_owner))
         .route("/tokens", get(list_tokens).post(add_token))
         .route("/tokens/{token_id}", delete(revoke_token))
@@ -479,7 +561,8 @@ pub fn routes() -> Router<AppState> {
 }
 
 /// A sign-in.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
+#[schema(example = json!({"login": "wang.wei@example.com", "password": "correct horse battery"}))]
 pub struct SignIn {
     /// The user's login.
     pub login: String,
@@ -487,16 +570,41 @@ pub struct SignIn {
     pub password: String,
 }
 
-async fn sign_in(
+/// Signs in: sets the session cookie (HttpOnly, SameSite=Strict, 30 days) and answers the
+/// session's CSRF token. Five failed sign-ins of a login, or twenty from an address, within 15
+/// minutes lock it for the rest of the window.
+#[utoipa::path(
+    post,
+    path = "/api/v1/session",
+    tag = "accounts",
+    security(()),
+    request_body = SignIn,
+    responses(
+        (status = 200, description = "Signed in; the cookie is set", body = Session,
+         headers(("set-cookie" = String, description = "The session cookie `chillcloud_session`"))),
+        (status = 400, description = "The body is not JSON", body = ErrorBody),
+        (status = 401, description = "Wrong login or password", body = ErrorBody),
+        (status = 422, description = "The body does not match the schema", body = ErrorBody),
+        (status = 429, description = "Too many failed sign-ins; try again later", body = ErrorBody),
+    )
+)]
+pub(crate) async fn sign_in(
     State(state): State<AppState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     Json(body): Json<SignIn>,
 ) -> Result<Response, ApiError> {
     let address = peer.ip().to_string();
-    if state.sign_ins.blocked(&body.login, &address) {
+    if body.login.len() > MAX_LOGIN || body.password.len() > 1024 {
+        return Err(ApiError::BadRequest(format!("a login is at most {MAX_LOGIN} bytes, a password 1024")));
+    }
+    if !state.sign_ins.attempt(&body.login, &address) {
         audit(&state.pool, None, &body.login, "sign-in", "", "rate-limited", &address).await;
         return Err(ApiError::TooManyRequests);
     }
+    // Checks take turns; a queue that does not move in 10 s is a flood.
+    let Ok(Ok(_check)) = tokio::time::timeout(Duration::from_secs(10), state.sign_ins.checks.acquire()).await else {
+        return Err(ApiError::TooManyRequests);
+    };
     let user: Option<UserRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
         "{} where u.login = $1 and u.disabled_at is null",
         UserRow::SELECT
@@ -521,10 +629,10 @@ async fn sign_in(
         _ => None,
     };
     let Some(viewer) = viewer else {
-        state.sign_ins.failed(&body.login, &address);
         audit(&state.pool, None, &body.login, "sign-in", "", "refused", &address).await;
         return Err(ApiError::Unauthorized);
     };
+    state.sign_ins.succeeded(&body.login, &address);
     let token = random_secret();
     sqlx::query(
         "insert into sessions (token_hash, user_id, csrf_token, expires_at)
@@ -543,15 +651,28 @@ async fn sign_in(
         "{SESSION_COOKIE}={token}; Path=/; HttpOnly; SameSite=Strict; Max-Age={}{secure}",
         SESSION_DAYS * 86_400
     );
-    let body = serde_json::json!({ "user": viewer.body(), "csrf_token": viewer.csrf });
-    Ok(([(header::SET_COOKIE, cookie)], Json(body)).into_response())
+    Ok(([(header::SET_COOKIE, cookie)], Json(viewer.session())).into_response())
 }
 
-async fn current(Extension(viewer): Extension<Viewer>) -> Json<serde_json::Value> {
-    Json(serde_json::json!({ "user": viewer.body(), "csrf_token": viewer.csrf }))
+/// Who you are: the session's or the token's user, and the session's CSRF token.
+#[utoipa::path(
+    get,
+    path = "/api/v1/session",
+    tag = "accounts",
+    responses((status = 200, description = "The viewer", body = Session))
+)]
+pub(crate) async fn current(Extension(viewer): Extension<Viewer>) -> Json<Session> {
+    Json(viewer.session())
 }
 
-async fn sign_out(State(state): State<AppState>, headers: HeaderMap) -> Result<Response, ApiError> {
+/// Signs out: ends the cookie's session (a bearer token stays valid) and clears the cookie.
+#[utoipa::path(
+    delete,
+    path = "/api/v1/session",
+    tag = "accounts",
+    responses((status = 204, description = "Signed out"))
+)]
+pub(crate) async fn sign_out(State(state): State<AppState>, headers: HeaderMap) -> Result<Response, ApiError> {
     if let Some(session) = cookie(&headers, SESSION_COOKIE) {
         sqlx::query("delete from sessions where token_hash = $1").bind(digest(session)).execute(&state.pool).await?;
     }
@@ -560,7 +681,8 @@ async fn sign_out(State(state): State<AppState>, headers: HeaderMap) -> Result<R
 }
 
 /// An organisation.
-#[derive(Debug, Serialize, Deserialize, sqlx::FromRow)]
+#[derive(Debug, Serialize, Deserialize, sqlx::FromRow, ToSchema)]
+#[schema(example = json!({"name": "Acme Foods", "kind": "customer"}))]
 pub struct Organisation {
     /// Its id.
     #[serde(default)]
@@ -568,10 +690,21 @@ pub struct Organisation {
     /// Its name.
     pub name: String,
     /// `service` (the maker or installer) or `customer`.
+    #[schema(pattern = "^(service|customer)$")]
     pub kind: String,
 }
 
-async fn list_organisations(
+/// Every organisation.
+#[utoipa::path(
+    get,
+    path = "/api/v1/organisations",
+    tag = "accounts",
+    responses(
+        (status = 200, description = "Organisations, by id", body = Vec<Organisation>),
+        (status = 403, description = "Only administrators manage accounts", body = ErrorBody),
+    )
+)]
+pub(crate) async fn list_organisations(
     State(state): State<AppState>,
     viewer: Allowed<ManageAccounts>,
 ) -> Result<Json<Vec<Organisation>>, ApiError> {
@@ -579,7 +712,21 @@ async fn list_organisations(
     Ok(Json(sqlx::query_as("select id, name, kind from organisations order by id").fetch_all(&mut *tx).await?))
 }
 
-async fn add_organisation(
+/// Adds an organisation.
+#[utoipa::path(
+    post,
+    path = "/api/v1/organisations",
+    tag = "accounts",
+    request_body = Organisation,
+    responses(
+        (status = 200, description = "The organisation, with its id", body = Organisation),
+        (status = 400, description = "No name, or a kind other than service or customer", body = ErrorBody),
+        (status = 403, description = "Only administrators manage accounts", body = ErrorBody),
+        (status = 409, description = "An organisation of that name exists", body = ErrorBody),
+        (status = 422, description = "The body does not match the schema", body = ErrorBody),
+    )
+)]
+pub(crate) async fn add_organisation(
     State(state): State<AppState>,
     viewer: Allowed<ManageAccounts>,
     Json(body): Json<Organisation>,
@@ -601,7 +748,7 @@ async fn add_organisation(
 }
 
 /// A user as listed.
-#[derive(Debug, Serialize, Deserialize, sqlx::FromRow)]
+#[derive(Debug, Serialize, Deserialize, sqlx::FromRow, ToSchema)]
 pub struct UserSummary {
     /// Their id.
     pub id: i64,
@@ -619,7 +766,17 @@ pub struct UserSummary {
     pub active: bool,
 }
 
-async fn list_users(
+/// Every user.
+#[utoipa::path(
+    get,
+    path = "/api/v1/users",
+    tag = "accounts",
+    responses(
+        (status = 200, description = "Users, by id", body = Vec<UserSummary>),
+        (status = 403, description = "Only administrators manage accounts", body = ErrorBody),
+    )
+)]
+pub(crate) async fn list_users(
     State(state): State<AppState>,
     viewer: Allowed<ManageAccounts>,
 ) -> Result<Json<Vec<UserSummary>>, ApiError> {
@@ -635,7 +792,9 @@ async fn list_users(
 }
 
 /// A new user, invited to set their password.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
+#[schema(example = json!({"login": "li.na@acme.example", "name": "Li Na", "role": "owner", "organisation_id": 2,
+    "language": "zh"}))]
 pub struct NewUser {
     /// Their login (an e-mail address, say).
     pub login: String,
@@ -646,13 +805,14 @@ pub struct NewUser {
     /// Their organisation.
     pub organisation_id: i64,
     /// `en` (default) or `zh`.
+    #[schema(pattern = "^(en|zh)$")]
     pub language: Option<String>,
 }
 
 /// Creates a user with an invitation; returns the invitation's secret (shown once).
 pub async fn create_user(db: &mut sqlx::PgConnection, user: &NewUser) -> Result<(i64, String), ApiError> {
     let login = user.login.trim();
-    if login.is_empty() || login.len() > 200 || user.name.trim().is_empty() {
+    if login.is_empty() || login.len() > MAX_LOGIN || user.name.trim().is_empty() {
         return Err(ApiError::BadRequest("a user needs a login (at most 200 characters) and a name".into()));
     }
     let language = user.language.clone().unwrap_or_else(|| "en".into());
@@ -694,26 +854,107 @@ pub async fn create_user(db: &mut sqlx::PgConnection, user: &NewUser) -> Result<
     Ok((id, secret))
 }
 
-async fn invite_user(
+/// A user just invited.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct Invited {
+    /// Their id.
+    pub id: i64,
+    /// Their login.
+    pub login: String,
+    /// Where they choose their password (7 days, once).
+    pub invitation_url: String,
+}
+
+/// Adds a user and answers the invitation link where they choose their password.
+#[utoipa::path(
+    post,
+    path = "/api/v1/users",
+    tag = "accounts",
+    request_body = NewUser,
+    responses(
+        (status = 200, description = "The user and their invitation link", body = Invited),
+        (status = 400, description = "No login or name, an unknown language or organisation, or a role that does \
+                                      not suit the organisation", body = ErrorBody),
+        (status = 403, description = "Only administrators manage accounts", body = ErrorBody),
+        (status = 409, description = "The login is taken", body = ErrorBody),
+        (status = 422, description = "The body does not match the schema", body = ErrorBody),
+    )
+)]
+pub(crate) async fn invite_user(
     State(state): State<AppState>,
     viewer: Allowed<ManageAccounts>,
     Json(body): Json<NewUser>,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Json<Invited>, ApiError> {
     let mut tx = viewer.begin(&state.api_pool).await?;
     let (id, secret) = create_user(&mut tx, &body).await?;
     tx.commit().await?;
-    let url = format!("{}/invite/{secret}", state.paging.public_url);
-    Ok(Json(serde_json::json!({ "id": id, "login": body.login.trim(), "invitation_url": url })))
+    let invitation_url = format!("{}/invite/{secret}", state.paging.public_url);
+    Ok(Json(Invited { id, login: body.login.trim().to_owned(), invitation_url }))
+}
+
+/// Cuts a user off at once: they can no longer sign in, their sessions end and their API
+/// tokens are revoked.
+#[utoipa::path(
+    post,
+    path = "/api/v1/users/{user_id}/disable",
+    tag = "accounts",
+    params(("user_id" = i64, Path, description = "The user")),
+    responses(
+        (status = 204, description = "Disabled"),
+        (status = 403, description = "Only administrators manage accounts", body = ErrorBody),
+        (status = 404, description = "No such user", body = ErrorBody),
+    )
+)]
+pub(crate) async fn disable_user(
+    State(state): State<AppState>,
+    viewer: Allowed<ManageAccounts>,
+    Path(user_id): Path<i64>,
+) -> Result<StatusCode, ApiError> {
+    let mut tx = viewer.begin(&state.api_pool).await?;
+    let disabled = sqlx::query("update users set disabled_at = coalesce(disabled_at, now()) where id = $1")
+        .bind(user_id)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+    if disabled == 0 {
+        return Err(ApiError::NotFound);
+    }
+    sqlx::query("delete from sessions where user_id = $1").bind(user_id).execute(&mut *tx).await?;
+    sqlx::query("update api_tokens set revoked_at = now() where user_id = $1 and revoked_at is null")
+        .bind(user_id)
+        .execute(&mut *tx)
+        .await?;
+    tx.commit().await?;
+    Ok(StatusCode::NO_CONTENT)
 }
 
 /// Which customer owns a site.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
+#[schema(example = json!({"organisation_id": 2}))]
 pub struct SiteOwner {
     /// A customer organisation, or none.
     pub organisation_id: Option<i64>,
 }
 
-async fn set_site_owner(
+/// Gives a site to a customer organisation, or (null) takes it back.
+#[utoipa::path(
+    put,
+    path = "/api/v1/gateways/{gateway_id}/organisation",
+    tag = "accounts",
+    params(
+        ("gateway_id" = String, Path, description = "Gateway (site) id", pattern = "^[A-Za-z0-9_-]{1,64}$",
+         example = "demo-gw"),
+    ),
+    request_body = SiteOwner,
+    responses(
+        (status = 204, description = "The site's owner is set"),
+        (status = 400, description = "Not a customer organisation", body = ErrorBody),
+        (status = 403, description = "Only administrators manage accounts", body = ErrorBody),
+        (status = 404, description = "No such site", body = ErrorBody),
+        (status = 422, description = "The body does not match the schema", body = ErrorBody),
+    )
+)]
+pub(crate) async fn set_site_owner(
     State(state): State<AppState>,
     viewer: Allowed<ManageAccounts>,
     Path(gateway_id): Path<String>,
@@ -743,7 +984,7 @@ async fn set_site_owner(
 }
 
 /// An API token as listed (never its secret).
-#[derive(Debug, Serialize, Deserialize, sqlx::FromRow)]
+#[derive(Debug, Serialize, Deserialize, sqlx::FromRow, ToSchema)]
 pub struct TokenSummary {
     /// Its id.
     pub id: i64,
@@ -756,7 +997,8 @@ pub struct TokenSummary {
 }
 
 /// A new API token.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
+#[schema(example = json!({"name": "BMS integration"}))]
 pub struct NewToken {
     /// What it is for.
     pub name: String,
@@ -768,7 +1010,17 @@ fn own_user(viewer: &Viewer) -> Result<i64, ApiError> {
         .ok_or_else(|| ApiError::BadRequest("the operator's token cannot own tokens: sign in as a user".into()))
 }
 
-async fn list_tokens(
+/// The viewer's API tokens.
+#[utoipa::path(
+    get,
+    path = "/api/v1/tokens",
+    tag = "accounts",
+    responses(
+        (status = 200, description = "Tokens not revoked, by id", body = Vec<TokenSummary>),
+        (status = 400, description = "The operator's token owns no tokens", body = ErrorBody),
+    )
+)]
+pub(crate) async fn list_tokens(
     State(state): State<AppState>,
     Extension(viewer): Extension<Viewer>,
 ) -> Result<Json<Vec<TokenSummary>>, ApiError> {
@@ -784,11 +1036,34 @@ async fn list_tokens(
     ))
 }
 
-async fn add_token(
+/// An API token just made, with its secret (shown once).
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct TokenSecret {
+    /// Its id.
+    pub id: i64,
+    /// What it is for.
+    pub name: String,
+    /// The bearer token.
+    pub token: String,
+}
+
+/// Makes an API token that acts as the viewer.
+#[utoipa::path(
+    post,
+    path = "/api/v1/tokens",
+    tag = "accounts",
+    request_body = NewToken,
+    responses(
+        (status = 200, description = "The token, with its secret", body = TokenSecret),
+        (status = 400, description = "No name or one over 100 characters, or the operator's token", body = ErrorBody),
+        (status = 422, description = "The body does not match the schema", body = ErrorBody),
+    )
+)]
+pub(crate) async fn add_token(
     State(state): State<AppState>,
     Extension(viewer): Extension<Viewer>,
     Json(body): Json<NewToken>,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Json<TokenSecret>, ApiError> {
     let user = own_user(&viewer)?;
     let name = body.name.trim();
     if name.is_empty() || name.len() > 100 {
@@ -802,10 +1077,22 @@ async fn add_token(
             .bind(digest(&secret))
             .fetch_one(&state.pool)
             .await?;
-    Ok(Json(serde_json::json!({ "id": id, "name": name, "token": secret })))
+    Ok(Json(TokenSecret { id, name: name.to_owned(), token: secret }))
 }
 
-async fn revoke_token(
+/// Revokes one of the viewer's API tokens.
+#[utoipa::path(
+    delete,
+    path = "/api/v1/tokens/{token_id}",
+    tag = "accounts",
+    params(("token_id" = i64, Path, description = "Token id", example = 1)),
+    responses(
+        (status = 204, description = "Revoked"),
+        (status = 400, description = "The token id is not a number, or the operator's token", body = ErrorBody),
+        (status = 404, description = "No such token of the viewer's", body = ErrorBody),
+    )
+)]
+pub(crate) async fn revoke_token(
     State(state): State<AppState>,
     Extension(viewer): Extension<Viewer>,
     Path(token_id): Path<i64>,
@@ -822,7 +1109,7 @@ async fn revoke_token(
 }
 
 /// An audit entry.
-#[derive(Debug, Serialize, Deserialize, sqlx::FromRow)]
+#[derive(Debug, Serialize, Deserialize, sqlx::FromRow, ToSchema)]
 pub struct AuditEntry {
     /// When.
     pub at: chrono::DateTime<Utc>,
@@ -836,7 +1123,17 @@ pub struct AuditEntry {
     pub address: Option<String>,
 }
 
-async fn list_audit(
+/// The last 500 sign-ins and changes, newest first.
+#[utoipa::path(
+    get,
+    path = "/api/v1/audit",
+    tag = "accounts",
+    responses(
+        (status = 200, description = "Audit entries", body = Vec<AuditEntry>),
+        (status = 403, description = "Only administrators read the audit log", body = ErrorBody),
+    )
+)]
+pub(crate) async fn list_audit(
     State(state): State<AppState>,
     viewer: Allowed<ManageAccounts>,
 ) -> Result<Json<Vec<AuditEntry>>, ApiError> {
@@ -978,15 +1275,15 @@ mod tests {
     fn roles_may_what_their_job_needs_and_no_more() {
         use Permission::*;
         let table = [
-            (Role::Admin, [true, true, true, true, true, true, true, true]),
-            (Role::Manager, [true, true, true, true, true, true, true, false]),
-            (Role::Engineer, [true, true, true, true, true, true, false, false]),
-            (Role::Sales, [true, false, false, false, false, false, false, false]),
-            (Role::Owner, [true, true, true, false, false, false, false, false]),
-            (Role::Duty, [true, true, true, false, false, false, false, false]),
+            (Role::Admin, [true, true, true, true, true, true, true, true, true]),
+            (Role::Manager, [true, true, true, true, true, true, true, false, true]),
+            (Role::Engineer, [true, true, true, true, true, true, false, false, true]),
+            (Role::Sales, [true, false, false, false, false, false, false, false, true]),
+            (Role::Owner, [true, true, true, false, false, false, false, false, true]),
+            (Role::Duty, [true, true, true, false, false, false, false, false, false]),
         ];
         let permissions =
-            [Read, Acknowledge, ReadTickets, WorkTickets, ManageRules, ReadPaging, ManagePaging, ManageAccounts];
+            [Read, Acknowledge, ReadTickets, WorkTickets, ManageRules, ReadPaging, ManagePaging, ManageAccounts, Share];
         for (role, allowed) in table {
             for (permission, expected) in permissions.iter().zip(allowed) {
                 assert_eq!(role.may(*permission), expected, "{role:?} {permission:?}");
@@ -1004,13 +1301,20 @@ mod tests {
     }
 
     #[test]
-    fn failures_lock_a_login_out_for_the_window() {
+    fn attempts_lock_a_login_out_from_an_address_for_the_window() {
         let limiter = SignInLimiter::default();
-        for _ in 0..SignInLimiter::PER_LOGIN {
-            assert!(!limiter.blocked("Owner@Example.com", "10.0.0.1"));
-            limiter.failed("owner@example.com", "10.0.0.1");
+        for _ in 0..SignInLimiter::PER_LOGIN_AND_ADDRESS {
+            assert!(limiter.attempt("Owner@Example.com", "10.0.0.1"));
         }
-        assert!(limiter.blocked("OWNER@example.com", "10.0.0.2"), "the login, from anywhere");
-        assert!(!limiter.blocked("someone-else", "10.0.0.2"));
+        assert!(!limiter.attempt("OWNER@example.com", "10.0.0.1"), "the login, from that address");
+        assert!(limiter.attempt("owner@example.com", "10.0.0.2"), "from elsewhere it still may");
+        assert!(limiter.attempt("someone-else", "10.0.0.1"));
+        // A right password forgets that address's attempts.
+        limiter.succeeded("owner@example.com", "10.0.0.1");
+        assert!(limiter.attempt("owner@example.com", "10.0.0.1"));
+        // One address spraying logins is stopped too.
+        let limiter = SignInLimiter::default();
+        let allowed = (0..100).filter(|n| limiter.attempt(&format!("login-{n}"), "10.0.0.9")).count();
+        assert_eq!(allowed, SignInLimiter::PER_ADDRESS);
     }
 }

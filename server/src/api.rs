@@ -17,11 +17,13 @@ use axum::{
 use chrono::{DateTime, Duration, Utc};
 use serde::{Deserialize, Serialize};
 use sqlx::PgPool;
+use utoipa::{IntoParams, ToSchema};
 
 use crate::{
     accounts::Viewer,
     history::{self, Bucket, DroppedSpan, HistoryError, QUALITY_NAME, Rows},
     metrics::Metrics,
+    openapi::ErrorBody,
 };
 
 /// What request handlers share.
@@ -82,12 +84,34 @@ impl IntoResponse for ApiError {
             ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::Database(error) => {
+                if let Some((status, message)) = refused_input(error) {
+                    tracing::info!(%error, "the database refused a request's input");
+                    return (status, Json(serde_json::json!({ "error": message }))).into_response();
+                }
                 tracing::error!(%error, "database error while serving a request");
                 StatusCode::SERVICE_UNAVAILABLE
             }
         };
         (status, Json(serde_json::json!({ "error": self.to_string() }))).into_response()
     }
+}
+
+/// What the database refused about a request's own input (a value it cannot store, a reference
+/// to nothing, a duplicate), as the status and message to answer with: bad input, not a failed
+/// database. Other errors are not the request's fault.
+fn refused_input(error: &sqlx::Error) -> Option<(StatusCode, &'static str)> {
+    let code = error.as_database_error()?.code()?;
+    Some(match code.as_ref() {
+        // invalid_byte_sequence (a NUL character), untranslatable_character (\u0000 in JSON)
+        "22021" | "22P05" => (StatusCode::BAD_REQUEST, "text must not contain NUL characters"),
+        "22003" => (StatusCode::BAD_REQUEST, "a number is out of range"),
+        "22008" => (StatusCode::BAD_REQUEST, "a time is out of range"),
+        "22001" => (StatusCode::BAD_REQUEST, "a text is too long"),
+        "23514" => (StatusCode::BAD_REQUEST, "a value is not one of those allowed"),
+        "23503" => (StatusCode::CONFLICT, "it refers to something that does not exist, or something refers to it"),
+        "23505" => (StatusCode::CONFLICT, "it exists already"),
+        _ => return None,
+    })
 }
 
 /// The application's routes.
@@ -102,16 +126,34 @@ pub fn router(state: AppState) -> Router {
         .merge(crate::paging::api::routes())
         .merge(crate::tickets::routes())
         .merge(crate::accounts::routes())
+        .merge(crate::share::routes())
         .route_layer(middleware::from_fn_with_state(state.clone(), crate::accounts::authenticate));
     Router::new()
         .route("/health", get(health))
+        .route("/api/v1/openapi.json", get(crate::openapi::openapi_json))
         .route("/metrics", get(metrics))
         .nest("/api/v1", api)
         .merge(crate::paging::api::public_routes())
         .merge(crate::tickets::public_routes())
         .merge(crate::accounts::public_routes())
+        .merge(crate::share::public_routes())
         .merge(crate::ui::routes())
+        .layer(middleware::from_fn(json_errors))
         .with_state(state)
+}
+
+/// Answers axum's own refusals under `/api/v1` (a malformed path or query parameter or JSON
+/// body: 400, 415 or 422 in plain text) as the API's other errors are: `{"error": "..."}`.
+async fn json_errors(request: axum::extract::Request, next: middleware::Next) -> Response {
+    let api = request.uri().path().starts_with("/api/v1/");
+    let response = next.run(request).await;
+    let plain = response.headers().get(header::CONTENT_TYPE).is_some_and(|v| v.as_bytes().starts_with(b"text/plain"));
+    if !(api && plain && response.status().is_client_error()) {
+        return response;
+    }
+    let (parts, body) = response.into_parts();
+    let text = axum::body::to_bytes(body, 64 * 1024).await.unwrap_or_default();
+    (parts.status, Json(serde_json::json!({ "error": String::from_utf8_lossy(&text) }))).into_response()
 }
 
 /// Whether two secrets are equal, in time that does not depend on where they differ.
@@ -135,7 +177,7 @@ async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
 }
 
 /// A unit (chiller) as listed.
-#[derive(Debug, Serialize, Deserialize, sqlx::FromRow)]
+#[derive(Debug, Serialize, Deserialize, sqlx::FromRow, ToSchema)]
 pub struct UnitSummary {
     /// Unit id.
     pub id: i64,
@@ -150,6 +192,7 @@ pub struct UnitSummary {
     /// Equipment model.
     pub model: String,
     /// Text its controller reports about itself (model, serial number, firmware).
+    #[schema(value_type = std::collections::BTreeMap<String, String>)]
     pub attributes: sqlx::types::Json<std::collections::BTreeMap<String, String>>,
     /// Whether its gateway is connected.
     pub gateway_online: bool,
@@ -180,7 +223,14 @@ const UNIT_SUMMARY: &str = "select u.id, u.gateway_id, u.device_key, u.display_n
         (select count(*) from alarms a where a.unit_id = u.id and a.closed_at is null) as open_alarms
     from units u join gateways g on g.id = u.gateway_id";
 
-async fn list_units(
+/// Units with their gateway's online state, status at a glance and open alarms.
+#[utoipa::path(
+    get,
+    path = "/api/v1/units",
+    tag = "units",
+    responses((status = 200, description = "The viewer's units", body = Vec<UnitSummary>))
+)]
+pub(crate) async fn list_units(
     State(state): State<AppState>,
     Extension(viewer): Extension<Viewer>,
 ) -> Result<Json<Vec<UnitSummary>>, ApiError> {
@@ -192,7 +242,7 @@ async fn list_units(
 }
 
 /// A point with its latest reading.
-#[derive(Debug, Serialize, Deserialize, sqlx::FromRow)]
+#[derive(Debug, Serialize, Deserialize, sqlx::FromRow, ToSchema)]
 pub struct PointLatest {
     /// Point id, for the history endpoint.
     pub id: i64,
@@ -211,7 +261,7 @@ pub struct PointLatest {
 }
 
 /// A unit with its points' latest values.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct UnitDetail {
     /// The unit.
     #[serde(flatten)]
@@ -220,7 +270,19 @@ pub struct UnitDetail {
     pub points: Vec<PointLatest>,
 }
 
-async fn unit_detail(
+/// A unit's points with their latest values and quality.
+#[utoipa::path(
+    get,
+    path = "/api/v1/units/{unit_id}",
+    tag = "units",
+    params(("unit_id" = i64, Path, description = "Unit id", example = 1)),
+    responses(
+        (status = 200, description = "The unit and its points", body = UnitDetail),
+        (status = 400, description = "The unit id is not a number", body = ErrorBody),
+        (status = 404, description = "No such unit, or not the viewer's", body = ErrorBody),
+    )
+)]
+pub(crate) async fn unit_detail(
     State(state): State<AppState>,
     Extension(viewer): Extension<Viewer>,
     Path(unit_id): Path<i64>,
@@ -242,9 +304,24 @@ async fn unit_detail(
     Ok(Json(UnitDetail { unit, points }))
 }
 
+/// How long one live stream runs before the browser must reconnect (and be checked again).
+const LIVE_STREAM_LENGTH: std::time::Duration = std::time::Duration::from_secs(300);
+
 /// A unit's readings as they are committed, as server-sent events named `reading` with data
 /// `{"point_id", "value", "quality", "ts"}` (value null when bad).
-async fn unit_live(
+#[utoipa::path(
+    get,
+    path = "/api/v1/units/{unit_id}/live",
+    tag = "units",
+    params(("unit_id" = i64, Path, description = "Unit id", example = 1)),
+    responses(
+        (status = 200, description = "A stream of `reading` events; it ends after five minutes and the client reconnects",
+         content_type = "text/event-stream", body = String),
+        (status = 400, description = "The unit id is not a number", body = ErrorBody),
+        (status = 404, description = "No such unit, or it has no points", body = ErrorBody),
+    )
+)]
+pub(crate) async fn unit_live(
     State(state): State<AppState>,
     Extension(viewer): Extension<Viewer>,
     Path(unit_id): Path<i64>,
@@ -261,9 +338,13 @@ async fn unit_live(
         return Err(ApiError::NotFound);
     }
     let receiver = state.live.subscribe();
-    let batches = futures_util::stream::unfold((receiver, points), |(mut receiver, points)| async move {
+    // The stream ends after a while and the browser reconnects, so access is checked again: a
+    // session that ended or a site that changed hands stops the flow within that time.
+    let until = tokio::time::Instant::now() + LIVE_STREAM_LENGTH;
+    let batches = futures_util::stream::unfold((receiver, points), move |(mut receiver, points)| async move {
         loop {
-            match receiver.recv().await {
+            let Ok(received) = tokio::time::timeout_at(until, receiver.recv()).await else { return None };
+            match received {
                 Ok(batch) => {
                     let events: Vec<Result<Event, std::convert::Infallible>> = batch
                         .iter()
@@ -291,7 +372,8 @@ async fn unit_live(
 }
 
 /// Query parameters of the history endpoints.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct HistoryQuery {
     /// Start of the range (inclusive), RFC 3339; default one hour before `to`.
     pub from: Option<DateTime<Utc>>,
@@ -300,11 +382,12 @@ pub struct HistoryQuery {
     /// `raw`, `1m` or `1h`; chosen from the range's length when absent.
     pub bucket: Option<Bucket>,
     /// `json` (default) or `csv`.
+    #[param(pattern = "^(json|csv)$")]
     pub format: Option<String>,
 }
 
 /// A history response.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct HistoryResponse {
     /// The bucket size used.
     pub bucket: Bucket,
@@ -328,7 +411,20 @@ impl From<HistoryError> for ApiError {
     }
 }
 
-async fn point_history(
+/// A point's readings or buckets over a range, with the intervals its gateway dropped.
+#[utoipa::path(
+    get,
+    path = "/api/v1/points/{point_id}/history",
+    tag = "units",
+    params(("point_id" = i64, Path, description = "Point id", example = 1), HistoryQuery),
+    responses(
+        (status = 200, description = "The history, as JSON or (format=csv) CSV",
+         content((HistoryResponse = "application/json"), (String = "text/csv"))),
+        (status = 400, description = "A parameter is invalid, or the range is empty or too long", body = ErrorBody),
+        (status = 404, description = "No such point, or not the viewer's", body = ErrorBody),
+    )
+)]
+pub(crate) async fn point_history(
     State(state): State<AppState>,
     Extension(viewer): Extension<Viewer>,
     Path(point_id): Path<i64>,
@@ -345,7 +441,20 @@ async fn point_history(
     history_response(&mut tx, &[point_id], query).await
 }
 
-async fn unit_history(
+/// The history of every point of a unit.
+#[utoipa::path(
+    get,
+    path = "/api/v1/units/{unit_id}/history",
+    tag = "units",
+    params(("unit_id" = i64, Path, description = "Unit id", example = 1), HistoryQuery),
+    responses(
+        (status = 200, description = "The history, as JSON or (format=csv) CSV",
+         content((HistoryResponse = "application/json"), (String = "text/csv"))),
+        (status = 400, description = "A parameter is invalid, or the range is empty or too long", body = ErrorBody),
+        (status = 404, description = "No such unit, or it has no points", body = ErrorBody),
+    )
+)]
+pub(crate) async fn unit_history(
     State(state): State<AppState>,
     Extension(viewer): Extension<Viewer>,
     Path(unit_id): Path<i64>,
@@ -369,7 +478,10 @@ async fn history_response(
     query: HistoryQuery,
 ) -> Result<Response, ApiError> {
     let to = query.to.unwrap_or_else(Utc::now);
-    let from = query.from.unwrap_or(to - Duration::hours(1));
+    let from = match query.from {
+        Some(from) => from,
+        None => to.checked_sub_signed(Duration::hours(1)).ok_or(HistoryError::Range("`to` is out of range".into()))?,
+    };
     let bucket = query.bucket.unwrap_or_else(|| Bucket::for_span(to - from));
     let rows = history::query(&mut *db, point_ids, from, to, bucket).await?;
     match query.format.as_deref() {

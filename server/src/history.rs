@@ -5,9 +5,10 @@
 
 use chrono::{DateTime, TimeDelta, Utc};
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
 /// Bucket sizes the history API serves.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub enum Bucket {
     /// Every reading.
     #[serde(rename = "raw")]
@@ -42,7 +43,7 @@ impl Bucket {
 }
 
 /// One raw reading.
-#[derive(Debug, Clone, Serialize, Deserialize, sqlx::FromRow)]
+#[derive(Debug, Clone, Serialize, Deserialize, sqlx::FromRow, ToSchema)]
 pub struct RawReading {
     /// The point.
     pub point_id: i64,
@@ -55,7 +56,7 @@ pub struct RawReading {
 }
 
 /// One bucket of aggregates.
-#[derive(Debug, Clone, Serialize, Deserialize, sqlx::FromRow)]
+#[derive(Debug, Clone, Serialize, Deserialize, sqlx::FromRow, ToSchema)]
 pub struct BucketRow {
     /// The point.
     pub point_id: i64,
@@ -74,7 +75,7 @@ pub struct BucketRow {
 }
 
 /// The rows of a history query.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(untagged)]
 pub enum Rows {
     /// For [`Bucket::Raw`].
@@ -84,7 +85,7 @@ pub enum Rows {
 }
 
 /// An interval whose readings a gateway dropped before delivering them: a known gap.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, sqlx::FromRow)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, sqlx::FromRow, ToSchema)]
 pub struct DroppedSpan {
     /// Time of the first dropped reading.
     pub from: DateTime<Utc>,

@@ -19,10 +19,12 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use sqlx::PgPool;
 use tracing::info;
+use utoipa::{IntoParams, ToSchema};
 
 use crate::{
     accounts::{Allowed, ReadPaging, ReadTickets, WorkTickets},
     api::{ApiError, AppState},
+    openapi::ErrorBody,
     paging::{Paging, links, outbox, providers::Kind},
 };
 
@@ -228,7 +230,7 @@ pub fn public_routes() -> Router<AppState> {
 }
 
 /// A ticket.
-#[derive(Debug, Serialize, Deserialize, sqlx::FromRow)]
+#[derive(Debug, Serialize, Deserialize, sqlx::FromRow, ToSchema)]
 pub struct Ticket {
     /// Id.
     pub id: i64,
@@ -247,6 +249,7 @@ pub struct Ticket {
     /// remote or site_visit.
     pub triage: Option<String>,
     /// Parts and tools to bring.
+    #[schema(value_type = Vec<String>)]
     pub parts: Value,
     /// The engineer.
     pub assignee_id: Option<i64>,
@@ -276,15 +279,29 @@ const TICKET: &str = "select id, alarm_id, gateway_id, unit_id, grade, title, st
     respond_by, on_site_by, escalate_by, responded_at, on_site_at, resolved_at, closed_at, breached, satisfaction from tickets";
 
 /// Ticket filters.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct TicketFilter {
     /// open (not closed, default), closed or all.
+    #[param(pattern = "^(open|closed|all)$")]
     pub state: Option<String>,
     /// Only this site's.
     pub gateway: Option<String>,
 }
 
-async fn list(
+/// Tickets, newest first (at most 500).
+#[utoipa::path(
+    get,
+    path = "/api/v1/tickets",
+    tag = "tickets",
+    params(TicketFilter),
+    responses(
+        (status = 200, description = "The tickets", body = Vec<Ticket>),
+        (status = 400, description = "An unknown state, or a malformed parameter", body = ErrorBody),
+        (status = 403, description = "The viewer's role may not read tickets", body = ErrorBody),
+    )
+)]
+pub(crate) async fn list(
     State(state): State<AppState>,
     viewer: Allowed<ReadTickets>,
     Query(filter): Query<TicketFilter>,
@@ -305,20 +322,36 @@ async fn list(
 }
 
 /// A ticket opened by hand.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
+#[schema(example = json!({"gateway_id": "demo-gw", "grade": 2, "title": "Customer reports warm supply water"}))]
 #[serde(deny_unknown_fields)]
 pub struct NewTicket {
     /// Site.
+    #[schema(pattern = "^[A-Za-z0-9_-]{1,64}$")]
     pub gateway_id: String,
     /// Unit, if one.
     pub unit_id: Option<i64>,
     /// Grade 1 to 4.
+    #[schema(minimum = 1, maximum = 4)]
     pub grade: i16,
     /// What the customer asked.
     pub title: String,
 }
 
-async fn open_by_hand(
+/// Opens a ticket by hand.
+#[utoipa::path(
+    post,
+    path = "/api/v1/tickets",
+    tag = "tickets",
+    request_body = NewTicket,
+    responses(
+        (status = 200, description = "The ticket", body = Ticket),
+        (status = 400, description = "A grade out of range, no title, or no such site or unit there", body = ErrorBody),
+        (status = 403, description = "The viewer's role may not open tickets", body = ErrorBody),
+        (status = 422, description = "The body does not match the schema", body = ErrorBody),
+    )
+)]
+pub(crate) async fn open_by_hand(
     State(state): State<AppState>,
     viewer: Allowed<WorkTickets>,
     Json(new): Json<NewTicket>,
@@ -357,33 +390,67 @@ async fn ticket(db: &mut sqlx::PgConnection, id: i64) -> Result<Ticket, ApiError
         .ok_or(ApiError::NotFound)
 }
 
-async fn detail(
+/// Something that happened to a ticket.
+#[derive(Debug, Serialize, Deserialize, sqlx::FromRow, ToSchema)]
+pub struct TicketEvent {
+    /// When.
+    pub at: DateTime<Utc>,
+    /// opened, assigned, triaged, responded, on_site, note, resolved, closed, breached, feedback.
+    pub kind: String,
+    /// Who.
+    pub actor: String,
+    /// What they said, or which clock was breached.
+    pub comment: String,
+    /// Data attached.
+    pub data: Option<Value>,
+}
+
+/// A ticket with its history.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct TicketDetail {
+    /// The ticket.
+    pub ticket: Ticket,
+    /// What happened to it, oldest first.
+    pub events: Vec<TicketEvent>,
+}
+
+/// A ticket and its history.
+#[utoipa::path(
+    get,
+    path = "/api/v1/tickets/{ticket_id}",
+    tag = "tickets",
+    params(("ticket_id" = i64, Path, description = "Ticket id", example = 1)),
+    responses(
+        (status = 200, description = "The ticket", body = TicketDetail),
+        (status = 400, description = "The ticket id is not a number", body = ErrorBody),
+        (status = 403, description = "The viewer's role may not read tickets", body = ErrorBody),
+        (status = 404, description = "No such ticket, or not the viewer's", body = ErrorBody),
+    )
+)]
+pub(crate) async fn detail(
     State(state): State<AppState>,
     viewer: Allowed<ReadTickets>,
     Path(id): Path<i64>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<TicketDetail>, ApiError> {
     let mut tx = viewer.begin(&state.api_pool).await?;
     let ticket = ticket(&mut tx, id).await?;
-    type Event = (DateTime<Utc>, String, String, String, Option<Value>);
-    let events: Vec<Event> =
+    let events =
         sqlx::query_as("select at, kind, actor, comment, data from ticket_events where ticket_id = $1 order by id")
             .bind(id)
             .fetch_all(&mut *tx)
             .await?;
-    let events: Vec<Value> = events
-        .into_iter()
-        .map(|(at, kind, actor, comment, data)| json!({"at": at, "kind": kind, "actor": actor, "comment": comment, "data": data}))
-        .collect();
-    Ok(Json(json!({"ticket": ticket, "events": events})))
+    Ok(Json(TicketDetail { ticket, events }))
 }
 
 /// Body of ticket actions.
-#[derive(Debug, Deserialize, Default)]
+#[derive(Debug, Deserialize, Default, ToSchema)]
+#[schema(example = json!({"comment": "condenser fan replaced", "data": {"amps": 12.5}}))]
 #[serde(deny_unknown_fields)]
 pub struct Action {
     /// assign: the engineer.
     pub person_id: Option<i64>,
     /// triage: `remote` or `site_visit`.
+    #[schema(pattern = "^(remote|site_visit)$")]
     pub triage: Option<String>,
     /// triage: parts and tools, for example `["expansion valve", "gauge set"]`.
     pub parts: Option<Vec<String>>,
@@ -394,7 +461,28 @@ pub struct Action {
     pub data: Option<Value>,
 }
 
-async fn act(
+/// Works a ticket: `assign` (`person_id`), `triage` (`triage`, `parts`), `respond`, `on_site`,
+/// `note` (`comment`, `data`), `resolve`, or `close` (which asks the owner for a score).
+#[utoipa::path(
+    post,
+    path = "/api/v1/tickets/{ticket_id}/{action}",
+    tag = "tickets",
+    params(
+        ("ticket_id" = i64, Path, description = "Ticket id", example = 1),
+        ("action" = String, Path, description = "What to do",
+         pattern = "^(assign|triage|respond|on_site|note|resolve|close)$"),
+    ),
+    request_body = Action,
+    responses(
+        (status = 200, description = "The ticket as it is now", body = Ticket),
+        (status = 400, description = "An unknown action, or what it needs is missing or invalid", body = ErrorBody),
+        (status = 403, description = "The viewer's role may not work tickets", body = ErrorBody),
+        (status = 404, description = "No such ticket", body = ErrorBody),
+        (status = 409, description = "The ticket is closed, or not resolved before closing", body = ErrorBody),
+        (status = 422, description = "The body does not match the schema", body = ErrorBody),
+    )
+)]
+pub(crate) async fn act(
     State(state): State<AppState>,
     viewer: Allowed<WorkTickets>,
     Path((id, action)): Path<(i64, String)>,
@@ -481,23 +569,62 @@ async fn act(
 }
 
 /// Metrics period and grouping.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct MetricsQuery {
     /// Tickets opened from (default 30 days ago).
     pub from: Option<DateTime<Utc>>,
     /// To (default now).
     pub to: Option<DateTime<Utc>>,
     /// `site` (default) or `assignee`.
+    #[param(pattern = "^(site|assignee)$")]
     pub by: Option<String>,
 }
 
-async fn metrics(
+/// Ticket metrics of one site or engineer.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct TicketMetrics {
+    /// The site, or the engineer's name.
+    pub group: String,
+    /// Tickets opened in the period.
+    pub tickets: i64,
+    /// Mean minutes from the alarm to its acknowledgement.
+    pub minutes_to_acknowledge: Option<f64>,
+    /// Mean minutes from opening to responding.
+    pub minutes_to_respond: Option<f64>,
+    /// Mean minutes from opening to resolving.
+    pub minutes_to_resolve: Option<f64>,
+    /// Share of tickets responded to within their clock.
+    pub responded_within_target: Option<f64>,
+    /// Share of tickets resolved within their clock.
+    pub resolved_within_target: Option<f64>,
+    /// Mean satisfaction score, 1 to 5.
+    pub satisfaction: Option<f64>,
+}
+
+/// Time to acknowledge, respond and resolve, share within target and satisfaction, per site or
+/// engineer, of tickets opened in a period.
+#[utoipa::path(
+    get,
+    path = "/api/v1/tickets/metrics",
+    tag = "tickets",
+    params(MetricsQuery),
+    responses(
+        (status = 200, description = "One row per site or engineer", body = Vec<TicketMetrics>),
+        (status = 400, description = "An unknown grouping, or a malformed parameter", body = ErrorBody),
+        (status = 403, description = "The viewer's role may not read metrics", body = ErrorBody),
+    )
+)]
+pub(crate) async fn metrics(
     State(state): State<AppState>,
     _: Allowed<ReadPaging>,
     Query(query): Query<MetricsQuery>,
-) -> Result<Json<Vec<Value>>, ApiError> {
+) -> Result<Json<Vec<TicketMetrics>>, ApiError> {
     let to = query.to.unwrap_or_else(Utc::now);
-    let from = query.from.unwrap_or(to - Duration::days(30));
+    let from = match query.from {
+        Some(from) => from,
+        None => to.checked_sub_signed(Duration::days(30)).ok_or(ApiError::BadRequest("`to` is out of range".into()))?,
+    };
     let group = match query.by.as_deref().unwrap_or("site") {
         "site" => "t.gateway_id",
         "assignee" => "coalesce(p.name, '(unassigned)')",
@@ -522,13 +649,15 @@ async fn metrics(
         .await?;
     Ok(Json(
         rows.into_iter()
-            .map(|(group, tickets, ack, respond, resolve, respond_share, resolve_share, satisfaction)| {
-                json!({
-                    "group": group, "tickets": tickets,
-                    "minutes_to_acknowledge": ack, "minutes_to_respond": respond, "minutes_to_resolve": resolve,
-                    "responded_within_target": respond_share, "resolved_within_target": resolve_share,
-                    "satisfaction": satisfaction,
-                })
+            .map(|(group, tickets, ack, respond, resolve, respond_share, resolve_share, satisfaction)| TicketMetrics {
+                group,
+                tickets,
+                minutes_to_acknowledge: ack,
+                minutes_to_respond: respond,
+                minutes_to_resolve: resolve,
+                responded_within_target: respond_share,
+                resolved_within_target: resolve_share,
+                satisfaction,
             })
             .collect(),
     ))

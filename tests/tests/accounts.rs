@@ -252,38 +252,74 @@ async fn s1_an_owner_reads_and_acts_on_their_own_sites_only_through_every_endpoi
     let forged = anonymous.get(format!("{}/api/v1/units", owner_a.base)).header("cookie", "chillcloud_session=forged");
     assert_eq!(forged.send().await.expect("get").status(), 401);
 
-    // The database itself holds the line: as the API's role, scoped to A, B's rows are not
-    // there whatever the query; unscoped, nothing is.
+    // The database itself holds the line: as the API's role, scoped to A, each of B's rows is
+    // gone whatever the query, while A's own are there; unscoped, nothing is.
     let pool = stack.postgres.pool().await;
     let mut db = pool.acquire().await.expect("a connection");
     sqlx::query("set role chillcloud_api").execute(&mut *db).await.expect("the API's role");
-    let tables = ["gateways", "units", "points", "latest_readings", "alarms", "alarm_events", "tickets", "people"];
-    for (scope, expect_b) in [(customer_a.to_string(), false), ("none".to_owned(), false), ("all".to_owned(), true)] {
+    let lookups = [
+        ("gateways", "id = $1::text", (json!(stack.gateway_id), json!(b_id))),
+        ("units", "id = $1::text::bigint", (json!(a_unit), json!(b_unit))),
+        ("points", "id = $1::text::bigint", (json!(a_point), json!(b_point))),
+        ("latest_readings", "point_id = $1::text::bigint", (json!(a_point), json!(b_point))),
+        ("alarms", "id = $1::text::bigint", (json!(a_alarm), json!(b_alarm))),
+        ("alarm_events", "alarm_id = $1::text::bigint", (json!(a_alarm), json!(b_alarm))),
+        ("tickets", "id = $1::text::bigint", (json!(a_ticket), json!(b_ticket))),
+        ("ticket_events", "ticket_id = $1::text::bigint", (json!(a_ticket), json!(b_ticket))),
+    ];
+    let count = |table: &str, filter: &str| format!("select count(*) from {table} where {filter}");
+    for (scope, sees_a, sees_b) in
+        [(customer_a.to_string(), true, false), ("none".to_owned(), false, false), ("all".to_owned(), true, true)]
+    {
         sqlx::query("select set_config('chillcloud.scope', $1, false)")
             .bind(&scope)
             .execute(&mut *db)
             .await
             .expect("scope");
-        let b_units: i64 = sqlx::query_scalar("select count(*) from units where gateway_id = $1")
-            .bind(&b_id)
-            .fetch_one(&mut *db)
-            .await
-            .expect("count");
-        assert_eq!(b_units > 0, expect_b, "scope {scope}: B's units");
-        for table in tables {
+        for (table, filter, (a, b)) in &lookups {
+            for (key, expected) in [(a, sees_a), (b, sees_b)] {
+                let key = key.as_str().map_or_else(|| key.to_string(), str::to_owned);
+                let rows: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(count(table, filter)))
+                    .bind(&key)
+                    .fetch_one(&mut *db)
+                    .await
+                    .expect("count");
+                assert_eq!(rows > 0, expected, "scope {scope}: {table} where {filter} ({key}) has {rows} rows");
+            }
+        }
+        // The service organisation's own tables are the service organisation's.
+        for table in
+            ["people", "site_contacts", "outbox", "alarm_rules", "users", "sessions", "api_tokens", "organisations"]
+        {
             let rows: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(format!("select count(*) from {table}")))
                 .fetch_one(&mut *db)
                 .await
                 .expect("count");
-            match scope.as_str() {
-                "none" => assert_eq!(rows, 0, "scope none sees {rows} rows of {table}"),
-                "all" => assert!(rows > 0 || table == "people", "the service sees {table}"),
-                _ if table == "people" => assert_eq!(rows, 0, "a customer sees the service's people"),
-                _ => {}
+            if scope != "all" {
+                assert_eq!(rows, 0, "scope {scope} sees {rows} rows of {table}");
             }
         }
     }
+    sqlx::query("reset role").execute(&mut *db).await.expect("reset role");
     drop(db);
+    // Every table is under row security but the readings (reached through visible points) and
+    // the migrations; the API may not write readings nor touch the audit log.
+    let open: Vec<String> = sqlx::query_scalar(
+        "select relname::text from pg_class where relkind = 'r' and relnamespace = 'public'::regnamespace
+           and not relrowsecurity order by 1",
+    )
+    .fetch_all(&pool)
+    .await
+    .expect("tables");
+    assert_eq!(open, ["_sqlx_migrations", "readings", "readings_1h"]);
+    let writes: Vec<(String, bool)> = sqlx::query_as(
+        "select t, has_table_privilege('chillcloud_api', t, 'INSERT, UPDATE, DELETE')
+         from unnest(array['readings', 'readings_1h', 'audit_log', '_sqlx_migrations']) t",
+    )
+    .fetch_all(&pool)
+    .await
+    .expect("privileges");
+    assert!(writes.iter().all(|(_, may)| !may), "{writes:?}");
 
     // Signing out ends the session.
     let (status, _) = owner_a.request(Method::DELETE, "/api/v1/session", None, true).await;
@@ -377,6 +413,28 @@ async fn sign_in_is_rate_limited_audited_and_roles_hold() {
     assert_eq!(engineer.request(Method::DELETE, &path, None, true).await.0, 204);
     assert_eq!(with_token().await.expect("get").status(), 401);
 
+    // A burst of guesses in parallel counts in full: at most five are checked.
+    let mut guesses = tokio::task::JoinSet::new();
+    for n in 0..20 {
+        let base = base.clone();
+        guesses
+            .spawn(async move { Session::sign_in(&base, "engineer@example.com", &format!("guess {n}")).await.err() });
+    }
+    let outcomes: Vec<Option<u16>> = guesses.join_all().await;
+    let checked = outcomes.iter().filter(|o| **o == Some(401)).count();
+    assert!(checked <= 5, "{checked} of 20 parallel guesses were checked: {outcomes:?}");
+    assert!(outcomes.iter().all(|o| matches!(o, Some(401 | 429))), "{outcomes:?}");
+
+    // An administrator cuts a user off: their session ends at once.
+    let users = stack.api().get("/api/v1/users").await.expect("users");
+    let sales_id = users.as_array().expect("users").iter().find(|u| u["login"] == "sales@example.com").expect("sales")
+        ["id"]
+        .clone();
+    let (status, _) = stack.api().send(Method::POST, &format!("/api/v1/users/{sales_id}/disable"), json!({})).await;
+    assert_eq!(status, 204);
+    assert_eq!(sales.get("/api/v1/units").await.0, 401, "a disabled user's session");
+    assert_eq!(Session::sign_in(&base, "sales@example.com", "sales's password").await.err(), Some(401));
+
     // The audit log holds the sign-ins, refused and rate-limited ones included, and changes.
     let audit = stack.api().get("/api/v1/audit").await.expect("audit");
     let entries = audit.as_array().expect("entries");
@@ -387,4 +445,66 @@ async fn sign_in_is_rate_limited_audited_and_roles_hold() {
     assert_eq!(count("sign-in", "rate-limited", "owner@example.com"), 1);
     assert_eq!(count("sign-in", "ok", "engineer@example.com"), 1);
     assert!(entries.iter().any(|e| e["action"] == "POST /api/v1/tokens" && e["outcome"] == "200"), "{audit:#}");
+}
+
+#[tokio::test]
+async fn s1_share_links_show_the_record_without_the_site_and_stay_with_their_owner() {
+    let stack = Stack::start_with_sites(&["gw-b"], &[]).await;
+    let mut gateway_a = stack.gateway(2).await;
+    let (b_id, b_password) = stack.more_gateways[0].clone();
+    let mut gateway_b = FakeGateway::connect(stack.broker.address().port(), &b_id, &b_password, 2).await;
+    let customer_a = organisation(&stack, "Customer A", "customer").await;
+    let customer_b = organisation(&stack, "Customer B", "customer").await;
+    let (a_unit, ..) = site(&stack, &mut gateway_a, stack.gateway_id, customer_a).await;
+    let (b_unit, ..) = site(&stack, &mut gateway_b, &b_id, customer_b).await;
+    let owner_a = user(&stack, "owner-a@example.com", "owner", customer_a, "owner A's password").await;
+    let (status, b_share) = stack
+        .api()
+        .send(Method::POST, &format!("/api/v1/units/{b_unit}/shares"), json!({"label": "B's chiller", "days": 7}))
+        .await;
+    assert_eq!(status, 200, "{b_share}");
+
+    // A shares their own unit; the page shows the record and nothing of the site.
+    let body = json!({"label": "Process chiller, food plant", "days": 14});
+    let (status, share) =
+        owner_a.request(Method::POST, &format!("/api/v1/units/{a_unit}/shares"), Some(body), true).await;
+    assert_eq!(status, 200, "{share}");
+    let url = share["url"].as_str().expect("url").to_owned();
+    let path = url.split_once("/s/").map(|(_, secret)| format!("/s/{secret}")).expect("a share path");
+    let anonymous = reqwest::Client::new();
+    let page = anonymous.get(format!("{}{path}", owner_a.base)).send().await.expect("share page");
+    assert_eq!(page.status(), 200);
+    let html = page.text().await.expect("html");
+    assert!(html.contains("Process chiller, food plant") && html.contains("<polyline"), "{html}");
+    for identity in [stack.gateway_id, "chiller-1", "Customer A", "owner-a"] {
+        assert!(!html.contains(identity), "the page gives away {identity:?}");
+    }
+
+    // B's unit and B's links are not A's to see, make or revoke.
+    let (status, _) = owner_a
+        .request(Method::POST, &format!("/api/v1/units/{b_unit}/shares"), Some(json!({"label": "x"})), true)
+        .await;
+    assert_eq!(status, 404, "sharing B's unit");
+    assert_eq!(owner_a.get(&format!("/api/v1/units/{b_unit}/shares")).await.0, 404);
+    let b_share_id = b_share["link"]["id"].as_i64().expect("id");
+    let (status, _) = owner_a.request(Method::DELETE, &format!("/api/v1/shares/{b_share_id}"), None, true).await;
+    assert_eq!(status, 404, "revoking B's link");
+    let b_url = b_share["url"].as_str().expect("url");
+    let b_path = b_url.split_once("/s/").map(|(_, secret)| format!("/s/{secret}")).expect("path");
+    assert_eq!(anonymous.get(format!("{}{b_path}", owner_a.base)).send().await.expect("get").status(), 200);
+
+    // A link stops working when revoked, or when it expires.
+    let (_, listed) = owner_a.get(&format!("/api/v1/units/{a_unit}/shares")).await;
+    let a_share_id = listed[0]["id"].as_i64().expect("id");
+    let (status, _) = owner_a.request(Method::DELETE, &format!("/api/v1/shares/{a_share_id}"), None, true).await;
+    assert_eq!(status, 204);
+    assert_eq!(anonymous.get(format!("{}{path}", owner_a.base)).send().await.expect("get").status(), 404);
+    let pool = stack.postgres.pool().await;
+    sqlx::query("update share_links set expires_at = now() - interval '1 second' where id = $1")
+        .bind(b_share_id)
+        .execute(&pool)
+        .await
+        .expect("expire");
+    assert_eq!(anonymous.get(format!("{}{b_path}", owner_a.base)).send().await.expect("get").status(), 404);
+    assert_eq!(anonymous.get(format!("{}/s/not-a-link", owner_a.base)).send().await.expect("get").status(), 404);
 }

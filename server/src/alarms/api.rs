@@ -9,11 +9,13 @@ use axum::{
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::Value as Json_;
+use utoipa::{IntoParams, ToSchema};
 
 use super::{Input, db, engine::CompiledRules, rules};
 use crate::{
     accounts::{Acknowledge, Allowed, ManageRules, ReadPaging, Viewer},
     api::{ApiError, AppState, require_gateway},
+    openapi::ErrorBody,
 };
 
 /// The alarm routes, nested under `/api/v1`.
@@ -32,7 +34,7 @@ pub fn routes() -> Router<AppState> {
 }
 
 /// An alarm as listed.
-#[derive(Debug, Serialize, Deserialize, sqlx::FromRow)]
+#[derive(Debug, Serialize, Deserialize, sqlx::FromRow, ToSchema)]
 pub struct AlarmSummary {
     /// Alarm id.
     pub id: i64,
@@ -86,7 +88,8 @@ const ALARM_SUMMARY: &str = "select a.id, a.gateway_id, a.unit_id, u.device_key,
     from alarms a left join units u on u.id = a.unit_id";
 
 /// Filters of the alarm list.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct AlarmFilter {
     /// Only this gateway's (site's) alarms.
     pub gateway: Option<String>,
@@ -95,12 +98,26 @@ pub struct AlarmFilter {
     /// Only this grade or more severe (1 is the most severe).
     pub grade: Option<i16>,
     /// `open` (default: not closed), `active`, `unacknowledged`, `closed` or `all`.
+    #[param(pattern = "^(open|active|unacknowledged|closed|all)$")]
     pub state: Option<String>,
     /// At most this many, newest first (default 100, at most 1,000).
+    #[param(minimum = 1, maximum = 1000)]
     pub limit: Option<i64>,
 }
 
-async fn list(
+/// Alarms, newest first: open ones by default.
+#[utoipa::path(
+    get,
+    path = "/api/v1/alarms",
+    tag = "alarms",
+    params(AlarmFilter),
+    responses(
+        (status = 200, description = "The alarms", body = Vec<AlarmSummary>),
+        (status = 400, description = "An unknown state, a limit out of range, or a malformed parameter",
+         body = ErrorBody),
+    )
+)]
+pub(crate) async fn list(
     State(state): State<AppState>,
     Extension(viewer): Extension<Viewer>,
     Query(filter): Query<AlarmFilter>,
@@ -136,7 +153,7 @@ async fn list(
 }
 
 /// One thing that happened to an alarm.
-#[derive(Debug, Serialize, Deserialize, sqlx::FromRow)]
+#[derive(Debug, Serialize, Deserialize, sqlx::FromRow, ToSchema)]
 pub struct EventRow {
     /// Event id: its position in the stream.
     pub id: i64,
@@ -157,7 +174,7 @@ pub struct EventRow {
 }
 
 /// An alarm with its history and capture.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct AlarmDetail {
     /// The alarm.
     #[serde(flatten)]
@@ -170,10 +187,23 @@ pub struct AlarmDetail {
     pub capture_to: Option<DateTime<Utc>>,
     /// The readings of all the unit's points in the window, once taken:
     /// `[{"point", "unit", "derived", "readings": [[ms, value], ...]}]`.
+    #[schema(value_type = Option<Vec<Object>>)]
     pub capture: Option<Json_>,
 }
 
-async fn detail(
+/// An alarm, its events and its fault-moment capture.
+#[utoipa::path(
+    get,
+    path = "/api/v1/alarms/{alarm_id}",
+    tag = "alarms",
+    params(("alarm_id" = i64, Path, description = "Alarm id", example = 1)),
+    responses(
+        (status = 200, description = "The alarm", body = AlarmDetail),
+        (status = 400, description = "The alarm id is not a number", body = ErrorBody),
+        (status = 404, description = "No such alarm, or not the viewer's", body = ErrorBody),
+    )
+)]
+pub(crate) async fn detail(
     State(state): State<AppState>,
     Extension(viewer): Extension<Viewer>,
     Path(alarm_id): Path<i64>,
@@ -196,17 +226,35 @@ async fn detail(
 }
 
 /// Body of acknowledge and shelve.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
+#[schema(example = json!({"minutes": 60, "comment": "waiting for the condenser fan part"}))]
 #[serde(deny_unknown_fields)]
 pub struct ActionBody {
     /// Why, or what was done.
     #[serde(default)]
     pub comment: String,
     /// Shelve only: for how many minutes (0 unshelves; at most a week).
+    #[schema(minimum = 0, maximum = 10080)]
     pub minutes: Option<i64>,
 }
 
-async fn acknowledge(
+/// Acknowledges an alarm; acknowledged and cleared, it closes.
+#[utoipa::path(
+    post,
+    path = "/api/v1/alarms/{alarm_id}/acknowledge",
+    tag = "alarms",
+    params(("alarm_id" = i64, Path, description = "Alarm id", example = 1)),
+    request_body = ActionBody,
+    responses(
+        (status = 200, description = "The alarm as it is now", body = AlarmSummary),
+        (status = 400, description = "The alarm id is not a number, or the body is not JSON", body = ErrorBody),
+        (status = 403, description = "The viewer's role may not acknowledge", body = ErrorBody),
+        (status = 404, description = "No such alarm, or not the viewer's", body = ErrorBody),
+        (status = 409, description = "The alarm is already acknowledged or closed", body = ErrorBody),
+        (status = 422, description = "The body does not match the schema", body = ErrorBody),
+    )
+)]
+pub(crate) async fn acknowledge(
     State(state): State<AppState>,
     viewer: Allowed<Acknowledge>,
     Path(alarm_id): Path<i64>,
@@ -227,7 +275,23 @@ async fn acknowledge(
     Ok(Json(alarm))
 }
 
-async fn shelve(
+/// Shelves an alarm (it is not announced until the shelf ends), or unshelves it with 0 minutes.
+#[utoipa::path(
+    post,
+    path = "/api/v1/alarms/{alarm_id}/shelve",
+    tag = "alarms",
+    params(("alarm_id" = i64, Path, description = "Alarm id", example = 1)),
+    request_body = ActionBody,
+    responses(
+        (status = 200, description = "The alarm as it is now", body = AlarmSummary),
+        (status = 400, description = "minutes is missing or out of range, or the body is not JSON", body = ErrorBody),
+        (status = 403, description = "The viewer's role may not shelve", body = ErrorBody),
+        (status = 404, description = "No such alarm, or not the viewer's", body = ErrorBody),
+        (status = 409, description = "The alarm is closed", body = ErrorBody),
+        (status = 422, description = "The body does not match the schema", body = ErrorBody),
+    )
+)]
+pub(crate) async fn shelve(
     State(state): State<AppState>,
     viewer: Allowed<Acknowledge>,
     Path(alarm_id): Path<i64>,
@@ -259,16 +323,29 @@ async fn summary(db: &mut sqlx::PgConnection, alarm_id: i64) -> Result<AlarmSumm
 }
 
 /// Position in the event stream.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct EventsQuery {
     /// Events after this id (default 0: from the start).
     pub after: Option<i64>,
     /// At most this many (default 100, at most 1,000).
+    #[param(minimum = 1, maximum = 1000)]
     pub limit: Option<i64>,
 }
 
 /// The durable event stream, in id order: a consumer remembers the last id it handled.
-async fn events(
+#[utoipa::path(
+    get,
+    path = "/api/v1/alarms/events",
+    tag = "alarms",
+    params(EventsQuery),
+    responses(
+        (status = 200, description = "Events after `after`, oldest first", body = Vec<EventRow>),
+        (status = 400, description = "A limit out of range, or a malformed parameter", body = ErrorBody),
+        (status = 403, description = "The viewer's role may not read the event stream", body = ErrorBody),
+    )
+)]
+pub(crate) async fn events(
     State(state): State<AppState>,
     _: Allowed<ReadPaging>,
     Query(query): Query<EventsQuery>,
@@ -286,17 +363,19 @@ async fn events(
 }
 
 /// A unit's or a site's rules as they apply.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct RulesView {
     /// The rules in force, after overrides.
     pub rules: Vec<rules::Rule>,
-    /// Rules that do not apply here, and why.
+    /// Rules that do not apply here, and why: `[rule, reason]`.
+    #[schema(value_type = Vec<Vec<String>>)]
     pub skipped: Vec<(String, String)>,
     /// Derived values computed for the unit.
     pub derived: Vec<String>,
     /// The fault-moment capture (override key `capture`).
     pub capture: rules::CaptureSettings,
-    /// The overrides set here and at the site: (unit id or none, rule, patch).
+    /// The overrides set here and at the site: `[unit id or null, rule, patch]`.
+    #[schema(value_type = Vec<Vec<Value>>)]
     pub overrides: Vec<(Option<i64>, String, Json_)>,
 }
 
@@ -312,7 +391,21 @@ async fn unit_scope(state: &AppState, unit_id: i64) -> Result<(String, String, V
     row.ok_or(ApiError::NotFound)
 }
 
-async fn unit_rules(
+/// The rules in force for a unit, the skipped ones with the reason, derived values, capture
+/// settings and overrides.
+#[utoipa::path(
+    get,
+    path = "/api/v1/units/{unit_id}/rules",
+    tag = "alarms",
+    params(("unit_id" = i64, Path, description = "Unit id", example = 1)),
+    responses(
+        (status = 200, description = "The unit's rules", body = RulesView),
+        (status = 400, description = "The unit id is not a number", body = ErrorBody),
+        (status = 403, description = "The viewer's role may not read rules", body = ErrorBody),
+        (status = 404, description = "No such unit", body = ErrorBody),
+    )
+)]
+pub(crate) async fn unit_rules(
     State(state): State<AppState>,
     _: Allowed<ReadPaging>,
     Path(unit_id): Path<i64>,
@@ -355,7 +448,26 @@ fn check_patch(mut file: rules::RuleFile, key: &str, patch: &Json_) -> Result<()
     Ok(())
 }
 
-async fn put_unit_rule(
+/// Overrides a rule's fields for one unit with a JSON patch (`null` disables the rule; a new key
+/// adds one; the key `capture` sets the fault-moment capture).
+#[utoipa::path(
+    put,
+    path = "/api/v1/units/{unit_id}/rules/{rule}",
+    tag = "alarms",
+    params(
+        ("unit_id" = i64, Path, description = "Unit id", example = 1),
+        ("rule" = String, Path, description = "Rule key", example = "chw_supply_high"),
+    ),
+    request_body(content = Value, description = "An object of rule fields, or null"),
+    responses(
+        (status = 200, description = "The unit's rules as they are now", body = RulesView),
+        (status = 400, description = "The patch gives an invalid rule", body = ErrorBody),
+        (status = 403, description = "The viewer's role may not change rules", body = ErrorBody),
+        (status = 404, description = "No such unit", body = ErrorBody),
+        (status = 422, description = "The body is not JSON", body = ErrorBody),
+    )
+)]
+pub(crate) async fn put_unit_rule(
     State(state): State<AppState>,
     viewer: Allowed<ManageRules>,
     Path((unit_id, key)): Path<(i64, String)>,
@@ -370,7 +482,23 @@ async fn put_unit_rule(
     unit_rules_view(&state, unit_id).await
 }
 
-async fn delete_unit_rule(
+/// Removes a unit's override of a rule.
+#[utoipa::path(
+    delete,
+    path = "/api/v1/units/{unit_id}/rules/{rule}",
+    tag = "alarms",
+    params(
+        ("unit_id" = i64, Path, description = "Unit id", example = 1),
+        ("rule" = String, Path, description = "Rule key", example = "chw_supply_high"),
+    ),
+    responses(
+        (status = 200, description = "The unit's rules as they are now", body = RulesView),
+        (status = 400, description = "The unit id is not a number", body = ErrorBody),
+        (status = 403, description = "The viewer's role may not change rules", body = ErrorBody),
+        (status = 404, description = "No such unit", body = ErrorBody),
+    )
+)]
+pub(crate) async fn delete_unit_rule(
     State(state): State<AppState>,
     viewer: Allowed<ManageRules>,
     Path((unit_id, key)): Path<(i64, String)>,
@@ -381,7 +509,22 @@ async fn delete_unit_rule(
     unit_rules_view(&state, unit_id).await
 }
 
-async fn site_rules(
+/// A site's own rules (gateway offline) and the overrides it sets for all its units.
+#[utoipa::path(
+    get,
+    path = "/api/v1/gateways/{gateway_id}/rules",
+    tag = "alarms",
+    params(
+        ("gateway_id" = String, Path, description = "Gateway (site) id", pattern = "^[A-Za-z0-9_-]{1,64}$",
+         example = "demo-gw"),
+    ),
+    responses(
+        (status = 200, description = "The site's rules", body = RulesView),
+        (status = 403, description = "The viewer's role may not read rules", body = ErrorBody),
+        (status = 404, description = "No such site", body = ErrorBody),
+    )
+)]
+pub(crate) async fn site_rules(
     State(state): State<AppState>,
     _: Allowed<ReadPaging>,
     Path(gateway): Path<String>,
@@ -398,7 +541,25 @@ async fn site_rules_view(state: &AppState, gateway: &str) -> Result<Json<RulesVi
 }
 
 /// A site override patches both the site's own rules and every unit's rule of that key.
-async fn put_site_rule(
+#[utoipa::path(
+    put,
+    path = "/api/v1/gateways/{gateway_id}/rules/{rule}",
+    tag = "alarms",
+    params(
+        ("gateway_id" = String, Path, description = "Gateway (site) id", pattern = "^[A-Za-z0-9_-]{1,64}$",
+         example = "demo-gw"),
+        ("rule" = String, Path, description = "Rule key", example = "chw_supply_high"),
+    ),
+    request_body(content = Value, description = "An object of rule fields, or null"),
+    responses(
+        (status = 200, description = "The site's rules as they are now", body = RulesView),
+        (status = 400, description = "The patch gives an invalid rule", body = ErrorBody),
+        (status = 403, description = "The viewer's role may not change rules", body = ErrorBody),
+        (status = 404, description = "No such site", body = ErrorBody),
+        (status = 422, description = "The body is not JSON", body = ErrorBody),
+    )
+)]
+pub(crate) async fn put_site_rule(
     State(state): State<AppState>,
     viewer: Allowed<ManageRules>,
     Path((gateway, key)): Path<(String, String)>,
@@ -431,7 +592,23 @@ async fn put_site_rule(
     site_rules_view(&state, &gateway).await
 }
 
-async fn delete_site_rule(
+/// Removes a site's override of a rule.
+#[utoipa::path(
+    delete,
+    path = "/api/v1/gateways/{gateway_id}/rules/{rule}",
+    tag = "alarms",
+    params(
+        ("gateway_id" = String, Path, description = "Gateway (site) id", pattern = "^[A-Za-z0-9_-]{1,64}$",
+         example = "demo-gw"),
+        ("rule" = String, Path, description = "Rule key", example = "chw_supply_high"),
+    ),
+    responses(
+        (status = 200, description = "The site's rules as they are now", body = RulesView),
+        (status = 403, description = "The viewer's role may not change rules", body = ErrorBody),
+        (status = 404, description = "No such site", body = ErrorBody),
+    )
+)]
+pub(crate) async fn delete_site_rule(
     State(state): State<AppState>,
     viewer: Allowed<ManageRules>,
     Path((gateway, key)): Path<(String, String)>,
@@ -443,7 +620,9 @@ async fn delete_site_rule(
 }
 
 /// A maintenance window: alarms raised during it are recorded but not announced.
-#[derive(Debug, Serialize, Deserialize, sqlx::FromRow)]
+#[derive(Debug, Serialize, Deserialize, sqlx::FromRow, ToSchema)]
+#[schema(example = json!({"unit_id": 1, "starts_at": "2026-03-01T06:00:00Z", "ends_at": "2026-03-01T12:00:00Z",
+    "reason": "annual tube cleaning"}))]
 pub struct MaintenanceWindow {
     /// Window id.
     #[serde(default)]
@@ -459,7 +638,22 @@ pub struct MaintenanceWindow {
     pub reason: String,
 }
 
-async fn list_maintenance(
+/// A site's current and coming maintenance windows.
+#[utoipa::path(
+    get,
+    path = "/api/v1/gateways/{gateway_id}/maintenance",
+    tag = "alarms",
+    params(
+        ("gateway_id" = String, Path, description = "Gateway (site) id", pattern = "^[A-Za-z0-9_-]{1,64}$",
+         example = "demo-gw"),
+    ),
+    responses(
+        (status = 200, description = "Windows not yet ended, by start", body = Vec<MaintenanceWindow>),
+        (status = 403, description = "The viewer's role may not read maintenance windows", body = ErrorBody),
+        (status = 404, description = "No such site", body = ErrorBody),
+    )
+)]
+pub(crate) async fn list_maintenance(
     State(state): State<AppState>,
     _: Allowed<ReadPaging>,
     Path(gateway): Path<String>,
@@ -475,7 +669,26 @@ async fn list_maintenance(
     Ok(Json(windows))
 }
 
-async fn add_maintenance(
+/// Adds a maintenance window for a unit of the site, or the whole site.
+#[utoipa::path(
+    post,
+    path = "/api/v1/gateways/{gateway_id}/maintenance",
+    tag = "alarms",
+    params(
+        ("gateway_id" = String, Path, description = "Gateway (site) id", pattern = "^[A-Za-z0-9_-]{1,64}$",
+         example = "demo-gw"),
+    ),
+    request_body = MaintenanceWindow,
+    responses(
+        (status = 200, description = "The window, with its id", body = MaintenanceWindow),
+        (status = 400, description = "The window ends before it starts, or the unit is not at the site",
+         body = ErrorBody),
+        (status = 403, description = "The viewer's role may not add maintenance windows", body = ErrorBody),
+        (status = 404, description = "No such site or unit", body = ErrorBody),
+        (status = 422, description = "The body does not match the schema", body = ErrorBody),
+    )
+)]
+pub(crate) async fn add_maintenance(
     State(state): State<AppState>,
     viewer: Allowed<ManageRules>,
     Path(gateway): Path<String>,

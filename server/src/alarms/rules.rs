@@ -10,11 +10,12 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value as Json;
+use utoipa::ToSchema;
 
 use super::expr::Expr;
 
 /// One rule.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, ToSchema)]
 pub struct Rule {
     /// Identifies the rule within a unit's rule set; alarms name their rule by it.
     pub key: String,
@@ -31,7 +32,7 @@ pub struct Rule {
 }
 
 /// How a rule decides.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, ToSchema)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum RuleKind {
     /// Raised once `when` has held for `on_delay_s`; cleared once it has failed for
@@ -92,6 +93,7 @@ pub enum RuleKind {
     /// age, the grade rising with each later level.
     DeviceOffline {
         /// `[seconds, grade]`, ascending.
+        #[schema(value_type = Vec<Vec<f64>>)]
         levels: Vec<(f64, u8)>,
     },
     /// The gateway is offline (its death message, or silent for `silence_s`): one alarm for the
@@ -100,12 +102,13 @@ pub enum RuleKind {
         /// Silence after which a gateway without a death message counts as offline, seconds.
         silence_s: f64,
         /// `[seconds, grade]`, ascending.
+        #[schema(value_type = Vec<Vec<f64>>)]
         levels: Vec<(f64, u8)>,
     },
 }
 
 /// The meaning of one controller code.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CodeInfo {
     /// What the code means.
@@ -147,7 +150,7 @@ fn hour() -> f64 {
 }
 
 /// What is recorded around an alarm's moment.
-#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CaptureSettings {
     /// Seconds before the alarm.

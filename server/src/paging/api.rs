@@ -12,12 +12,14 @@ use axum::{
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use utoipa::{IntoParams, ToSchema};
 
 use super::{links, policy::Policies, providers};
 use crate::{
     accounts::{Allowed, ManagePaging, ReadPaging},
     alarms::db as alarm_db,
     api::{ApiError, AppState, constant_time_eq, require_gateway},
+    openapi::ErrorBody,
 };
 
 /// Routes behind the API token, nested under `/api/v1`.
@@ -41,7 +43,9 @@ pub fn public_routes() -> Router<AppState> {
 }
 
 /// A person who can be paged.
-#[derive(Debug, Serialize, Deserialize, sqlx::FromRow)]
+#[derive(Debug, Serialize, Deserialize, sqlx::FromRow, ToSchema)]
+#[schema(example = json!({"name": "Wang Wei", "phone": "+8613800138000", "email": "wang.wei@example.com",
+    "language": "zh"}))]
 pub struct Person {
     /// Id.
     #[serde(default)]
@@ -49,11 +53,14 @@ pub struct Person {
     /// Name.
     pub name: String,
     /// Phone, E.164 (`+` and 8 to 15 digits).
+    #[schema(pattern = r"^\+[0-9]{8,15}$")]
     pub phone: Option<String>,
     /// E-mail.
+    #[schema(format = Email)]
     pub email: Option<String>,
     /// `en` or `zh`.
     #[serde(default = "english")]
+    #[schema(pattern = "^(en|zh)$")]
     pub language: String,
 }
 
@@ -61,7 +68,20 @@ fn english() -> String {
     "en".into()
 }
 
-async fn list_people(State(state): State<AppState>, _: Allowed<ReadPaging>) -> Result<Json<Vec<Person>>, ApiError> {
+/// Everyone who can be paged.
+#[utoipa::path(
+    get,
+    path = "/api/v1/people",
+    tag = "paging",
+    responses(
+        (status = 200, description = "People, by id", body = Vec<Person>),
+        (status = 403, description = "The viewer's role may not read people", body = ErrorBody),
+    )
+)]
+pub(crate) async fn list_people(
+    State(state): State<AppState>,
+    _: Allowed<ReadPaging>,
+) -> Result<Json<Vec<Person>>, ApiError> {
     Ok(Json(
         sqlx::query_as("select id, name, phone, email, language from people order by id")
             .fetch_all(&state.pool)
@@ -69,7 +89,20 @@ async fn list_people(State(state): State<AppState>, _: Allowed<ReadPaging>) -> R
     ))
 }
 
-async fn add_person(
+/// Adds a person who can be paged.
+#[utoipa::path(
+    post,
+    path = "/api/v1/people",
+    tag = "paging",
+    request_body = Person,
+    responses(
+        (status = 200, description = "The person, with their id", body = Person),
+        (status = 400, description = "An invalid phone, e-mail address, language or name", body = ErrorBody),
+        (status = 403, description = "The viewer's role may not manage people", body = ErrorBody),
+        (status = 422, description = "The body does not match the schema", body = ErrorBody),
+    )
+)]
+pub(crate) async fn add_person(
     State(state): State<AppState>,
     _: Allowed<ManagePaging>,
     Json(person): Json<Person>,
@@ -101,15 +134,32 @@ async fn add_person(
 }
 
 /// A person's role at a site.
-#[derive(Debug, Serialize, Deserialize, sqlx::FromRow)]
+#[derive(Debug, Serialize, Deserialize, sqlx::FromRow, ToSchema)]
+#[schema(example = json!({"person_id": 1, "role": "owner"}))]
 pub struct Contact {
     /// The person.
     pub person_id: i64,
     /// `owner`, `service` or `manager`.
+    #[schema(pattern = "^(owner|service|manager)$")]
     pub role: String,
 }
 
-async fn list_contacts(
+/// A site's contacts: who is its owner, service team and managers.
+#[utoipa::path(
+    get,
+    path = "/api/v1/gateways/{gateway_id}/contacts",
+    tag = "paging",
+    params(
+        ("gateway_id" = String, Path, description = "Gateway (site) id", pattern = "^[A-Za-z0-9_-]{1,64}$",
+         example = "demo-gw"),
+    ),
+    responses(
+        (status = 200, description = "The site's contacts", body = Vec<Contact>),
+        (status = 403, description = "The viewer's role may not read contacts", body = ErrorBody),
+        (status = 404, description = "No such site", body = ErrorBody),
+    )
+)]
+pub(crate) async fn list_contacts(
     State(state): State<AppState>,
     _: Allowed<ReadPaging>,
     Path(gateway): Path<String>,
@@ -123,7 +173,25 @@ async fn list_contacts(
     ))
 }
 
-async fn add_contact(
+/// Makes a person a contact of a site, in a role.
+#[utoipa::path(
+    post,
+    path = "/api/v1/gateways/{gateway_id}/contacts",
+    tag = "paging",
+    params(
+        ("gateway_id" = String, Path, description = "Gateway (site) id", pattern = "^[A-Za-z0-9_-]{1,64}$",
+         example = "demo-gw"),
+    ),
+    request_body = Contact,
+    responses(
+        (status = 200, description = "The contact", body = Contact),
+        (status = 400, description = "An unknown role or person", body = ErrorBody),
+        (status = 403, description = "The viewer's role may not manage contacts", body = ErrorBody),
+        (status = 404, description = "No such site", body = ErrorBody),
+        (status = 422, description = "The body does not match the schema", body = ErrorBody),
+    )
+)]
+pub(crate) async fn add_contact(
     State(state): State<AppState>,
     _: Allowed<ManagePaging>,
     Path(gateway): Path<String>,
@@ -150,8 +218,10 @@ async fn add_contact(
 }
 
 /// A site's paging: its on-call rotation and, optionally, its own policies by grade.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({"rotation_id": 1, "policy": {"grades": {"1": {"levels": [
+    {"after_s": 0, "notify": ["on_call", "owner"]}, {"after_s": 300, "notify": ["service"]}], "repeat_s": 600}}}}))]
 pub struct SitePaging {
     /// On-call rotation.
     pub rotation_id: Option<i64>,
@@ -159,7 +229,25 @@ pub struct SitePaging {
     pub policy: Option<Policies>,
 }
 
-async fn set_site_paging(
+/// Sets a site's on-call rotation and paging policies.
+#[utoipa::path(
+    put,
+    path = "/api/v1/gateways/{gateway_id}/paging",
+    tag = "paging",
+    params(
+        ("gateway_id" = String, Path, description = "Gateway (site) id", pattern = "^[A-Za-z0-9_-]{1,64}$",
+         example = "demo-gw"),
+    ),
+    request_body = SitePaging,
+    responses(
+        (status = 200, description = "The site's paging as set", body = SitePaging),
+        (status = 400, description = "An invalid policy, or no such rotation", body = ErrorBody),
+        (status = 403, description = "The viewer's role may not manage paging", body = ErrorBody),
+        (status = 404, description = "No such site", body = ErrorBody),
+        (status = 422, description = "The body does not match the schema", body = ErrorBody),
+    )
+)]
+pub(crate) async fn set_site_paging(
     State(state): State<AppState>,
     _: Allowed<ManagePaging>,
     Path(gateway): Path<String>,
@@ -189,8 +277,9 @@ async fn set_site_paging(
 }
 
 /// An on-call rotation.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({"name": "Service team", "period_days": 7, "starts_at": "2026-01-05T08:00:00Z", "members": [1]}))]
 pub struct Rotation {
     /// Id.
     #[serde(default)]
@@ -202,10 +291,25 @@ pub struct Rotation {
     /// When the first member's first turn starts (the handover time of day and weekday).
     pub starts_at: DateTime<Utc>,
     /// People in turn order.
+    #[schema(min_items = 1)]
     pub members: Vec<i64>,
 }
 
-async fn add_rotation(
+/// Adds an on-call rotation.
+#[utoipa::path(
+    post,
+    path = "/api/v1/rotations",
+    tag = "paging",
+    request_body = Rotation,
+    responses(
+        (status = 200, description = "The rotation, with its id", body = Rotation),
+        (status = 400, description = "A period other than 1 or 7 days, no members, or a member who is not a person",
+         body = ErrorBody),
+        (status = 403, description = "The viewer's role may not manage rotations", body = ErrorBody),
+        (status = 422, description = "The body does not match the schema", body = ErrorBody),
+    )
+)]
+pub(crate) async fn add_rotation(
     State(state): State<AppState>,
     _: Allowed<ManagePaging>,
     Json(rotation): Json<Rotation>,
@@ -229,8 +333,9 @@ async fn add_rotation(
 }
 
 /// Someone else on call for a while.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({"person_id": 1, "starts_at": "2026-02-01T08:00:00Z", "ends_at": "2026-02-02T08:00:00Z"}))]
 pub struct Override {
     /// Who.
     pub person_id: i64,
@@ -240,7 +345,22 @@ pub struct Override {
     pub ends_at: DateTime<Utc>,
 }
 
-async fn add_override(
+/// Puts someone else on call in a rotation for a while.
+#[utoipa::path(
+    post,
+    path = "/api/v1/rotations/{rotation_id}/overrides",
+    tag = "paging",
+    params(("rotation_id" = i64, Path, description = "Rotation id", example = 1)),
+    request_body = Override,
+    responses(
+        (status = 200, description = "The override", body = Override),
+        (status = 400, description = "The override ends before it starts", body = ErrorBody),
+        (status = 403, description = "The viewer's role may not manage rotations", body = ErrorBody),
+        (status = 404, description = "No such rotation or person", body = ErrorBody),
+        (status = 422, description = "The body does not match the schema", body = ErrorBody),
+    )
+)]
+pub(crate) async fn add_override(
     State(state): State<AppState>,
     _: Allowed<ManagePaging>,
     Path(rotation): Path<i64>,
@@ -264,7 +384,7 @@ async fn add_override(
 }
 
 /// A message in the outbox.
-#[derive(Debug, Serialize, Deserialize, sqlx::FromRow)]
+#[derive(Debug, Serialize, Deserialize, sqlx::FromRow, ToSchema)]
 pub struct OutboxMessage {
     /// Id.
     pub id: i64,
@@ -291,15 +411,29 @@ pub struct OutboxMessage {
 }
 
 /// Outbox filters.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct OutboxQuery {
     /// Only messages about this alarm.
     pub alarm: Option<i64>,
     /// At most this many, newest first (default 100, at most 1,000).
+    #[param(minimum = 1, maximum = 1000)]
     pub limit: Option<i64>,
 }
 
-async fn list_outbox(
+/// Messages to people, newest first, with their status, provider and last error.
+#[utoipa::path(
+    get,
+    path = "/api/v1/outbox",
+    tag = "paging",
+    params(OutboxQuery),
+    responses(
+        (status = 200, description = "The messages", body = Vec<OutboxMessage>),
+        (status = 400, description = "A limit out of range, or a malformed parameter", body = ErrorBody),
+        (status = 403, description = "The viewer's role may not read the outbox", body = ErrorBody),
+    )
+)]
+pub(crate) async fn list_outbox(
     State(state): State<AppState>,
     _: Allowed<ReadPaging>,
     Query(query): Query<OutboxQuery>,

@@ -7,12 +7,13 @@
 //! `levels + n` is the `n`th repeat.
 
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
 /// Milliseconds since the Unix epoch.
 pub type Millis = i64;
 
 /// Who a level reaches.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Audience {
     /// The site's on-call engineer (its service team when it has no rotation).
@@ -26,7 +27,7 @@ pub enum Audience {
 }
 
 /// One escalation level.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Level {
     /// Seconds from the incident's start.
@@ -36,7 +37,7 @@ pub struct Level {
 }
 
 /// An escalation policy.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Policy {
     /// Levels, ascending in `after_s`; the first is usually at 0.
@@ -46,11 +47,12 @@ pub struct Policy {
 }
 
 /// Policies by grade.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Policies {
     /// Grade 1 to 4; missing grades use [`Policy::default_for`].
     #[serde(default)]
+    #[schema(value_type = std::collections::BTreeMap<String, Policy>)]
     pub grades: std::collections::BTreeMap<u8, Policy>,
 }
 

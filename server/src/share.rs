@@ -1,0 +1,351 @@
+//! Read-only share links: sales show a prospect a unit's real operating record. A link names
+//! one unit, expires (1 to 90 days) and can be revoked; its page (`/s/<secret>`) shows the
+//! creator's label, the equipment model and a week of hourly values of the key points, and
+//! nothing that identifies the site: no site, unit or device name, no serial number, no
+//! alarms. Links are made by anyone who sees the unit (row security), except duty staff.
+
+use axum::{
+    Json, Router,
+    extract::{Path, State},
+    http::{StatusCode, header},
+    response::{Html, IntoResponse, Response},
+    routing::{delete, get},
+};
+use chrono::{DateTime, Duration, Utc};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use crate::{
+    accounts::{Allowed, Share, digest, random_secret},
+    api::{ApiError, AppState},
+    history::{self, Bucket, Rows},
+    openapi::ErrorBody,
+};
+
+/// The points a record shows first, when the unit has them.
+const KEY_POINTS: [&str; 8] = [
+    "evap_leaving_temp",
+    "evap_entering_temp",
+    "chw_delta_t",
+    "capacity_rla",
+    "cond_leaving_temp",
+    "cond_refrig_pressure",
+    "kw_per_ton",
+    "cop",
+];
+/// How many points a record shows.
+const SHOWN: usize = 6;
+/// How far back it goes.
+const DAYS_SHOWN: i64 = 7;
+
+/// Routes behind authentication, nested under `/api/v1`.
+pub fn routes() -> Router<AppState> {
+    Router::new().route("/units/{unit_id}/shares", get(list).post(create)).route("/shares/{share_id}", delete(revoke))
+}
+
+/// The public page.
+pub fn public_routes() -> Router<AppState> {
+    Router::new().route("/s/{secret}", get(page))
+}
+
+/// A new share link.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(example = json!({"label": "Process chiller, food plant", "days": 14}))]
+pub struct NewShare {
+    /// What the prospect reads instead of the site's name, e.g. "Process chiller, food plant".
+    pub label: String,
+    /// Days until it expires, 1 to 90 (default 14).
+    #[schema(minimum = 1, maximum = 90)]
+    pub days: Option<i64>,
+}
+
+/// A share link as listed (its secret is shown once, when made).
+#[derive(Debug, Serialize, Deserialize, sqlx::FromRow, ToSchema)]
+pub struct ShareLink {
+    /// Its id, to revoke it.
+    pub id: i64,
+    /// The unit.
+    pub unit_id: i64,
+    /// Its label.
+    pub label: String,
+    /// Who made it.
+    pub created_by: String,
+    /// When.
+    pub created_at: DateTime<Utc>,
+    /// When it stops working.
+    pub expires_at: DateTime<Utc>,
+    /// When it was revoked, if it was.
+    pub revoked_at: Option<DateTime<Utc>>,
+}
+
+/// A share link just made, with its address (the only time the secret is shown).
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct SharedLink {
+    /// The link.
+    pub link: ShareLink,
+    /// Its page, `<public-url>/s/<secret>`.
+    pub url: String,
+}
+
+/// Makes a read-only share link of a unit's operating record.
+#[utoipa::path(
+    post,
+    path = "/api/v1/units/{unit_id}/shares",
+    tag = "units",
+    params(("unit_id" = i64, Path, description = "Unit id", example = 1)),
+    request_body = NewShare,
+    responses(
+        (status = 200, description = "The link and its address", body = SharedLink),
+        (status = 400, description = "No label or one over 100 characters, or days out of range", body = ErrorBody),
+        (status = 403, description = "Duty staff may not share", body = ErrorBody),
+        (status = 404, description = "No such unit, or not the viewer's", body = ErrorBody),
+        (status = 422, description = "The body does not match the schema", body = ErrorBody),
+    )
+)]
+pub(crate) async fn create(
+    State(state): State<AppState>,
+    viewer: Allowed<Share>,
+    Path(unit_id): Path<i64>,
+    Json(body): Json<NewShare>,
+) -> Result<Json<SharedLink>, ApiError> {
+    let label = body.label.trim();
+    if label.is_empty() || label.chars().count() > 100 || label.contains('\0') {
+        return Err(ApiError::BadRequest("a label of 1 to 100 characters is required".into()));
+    }
+    let days = body.days.unwrap_or(14);
+    if !(1..=90).contains(&days) {
+        return Err(ApiError::BadRequest("days must be 1 to 90".into()));
+    }
+    let mut tx = viewer.begin(&state.api_pool).await?;
+    let visible: bool = sqlx::query_scalar("select exists (select 1 from units where id = $1)")
+        .bind(unit_id)
+        .fetch_one(&mut *tx)
+        .await?;
+    if !visible {
+        return Err(ApiError::NotFound);
+    }
+    let secret = random_secret();
+    let link: ShareLink = sqlx::query_as(
+        "insert into share_links (token_hash, unit_id, label, created_by, expires_at)
+         values ($1, $2, $3, $4, now() + make_interval(days => $5::int))
+         returning id, unit_id, label, created_by, created_at, expires_at, revoked_at",
+    )
+    .bind(digest(&secret))
+    .bind(unit_id)
+    .bind(label)
+    .bind(viewer.actor())
+    .bind(days)
+    .fetch_one(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    let url = format!("{}/s/{secret}", state.paging.public_url);
+    Ok(Json(SharedLink { link, url }))
+}
+
+/// A unit's share links, newest first, revoked and expired ones too.
+#[utoipa::path(
+    get,
+    path = "/api/v1/units/{unit_id}/shares",
+    tag = "units",
+    params(("unit_id" = i64, Path, description = "Unit id", example = 1)),
+    responses(
+        (status = 200, description = "The links", body = Vec<ShareLink>),
+        (status = 400, description = "The unit id is not a number", body = ErrorBody),
+        (status = 403, description = "Duty staff may not share", body = ErrorBody),
+        (status = 404, description = "No such unit, or not the viewer's", body = ErrorBody),
+    )
+)]
+pub(crate) async fn list(
+    State(state): State<AppState>,
+    viewer: Allowed<Share>,
+    Path(unit_id): Path<i64>,
+) -> Result<Json<Vec<ShareLink>>, ApiError> {
+    let mut tx = viewer.begin(&state.api_pool).await?;
+    let visible: bool = sqlx::query_scalar("select exists (select 1 from units where id = $1)")
+        .bind(unit_id)
+        .fetch_one(&mut *tx)
+        .await?;
+    if !visible {
+        return Err(ApiError::NotFound);
+    }
+    Ok(Json(
+        sqlx::query_as(
+            "select id, unit_id, label, created_by, created_at, expires_at, revoked_at from share_links
+             where unit_id = $1 order by id desc",
+        )
+        .bind(unit_id)
+        .fetch_all(&mut *tx)
+        .await?,
+    ))
+}
+
+/// Revokes a share link: its page stops showing the record at once.
+#[utoipa::path(
+    delete,
+    path = "/api/v1/shares/{share_id}",
+    tag = "units",
+    params(("share_id" = i64, Path, description = "Share link id", example = 1)),
+    responses(
+        (status = 204, description = "Revoked"),
+        (status = 400, description = "The id is not a number", body = ErrorBody),
+        (status = 403, description = "Duty staff may not share", body = ErrorBody),
+        (status = 404, description = "No such link, or not the viewer's", body = ErrorBody),
+    )
+)]
+pub(crate) async fn revoke(
+    State(state): State<AppState>,
+    viewer: Allowed<Share>,
+    Path(share_id): Path<i64>,
+) -> Result<StatusCode, ApiError> {
+    let mut tx = viewer.begin(&state.api_pool).await?;
+    let revoked = sqlx::query("update share_links set revoked_at = coalesce(revoked_at, now()) where id = $1")
+        .bind(share_id)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+    tx.commit().await?;
+    if revoked == 0 { Err(ApiError::NotFound) } else { Ok(StatusCode::NO_CONTENT) }
+}
+
+fn escape(text: &str) -> String {
+    text.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
+}
+
+fn html(status: StatusCode, title: &str, body: &str) -> Response {
+    let page = format!(
+        r#"<!doctype html><html><head><meta charset="utf-8"><meta name="viewport" content="width=device-width,initial-scale=1"><meta name="robots" content="noindex"><meta name="referrer" content="no-referrer"><title>{}</title><style>body{{font:16px system-ui;margin:1em auto;max-width:40em;padding:0 1em;color:#102030}}h1{{font-size:1.4em}}section{{border:1px solid #d0d8e0;border-radius:.6em;padding:.6em .8em;margin:.8em 0}}h2{{font-size:1em;margin:.2em 0}}.sub{{color:#506070}}svg{{width:100%;height:5em}}polyline{{fill:none;stroke:#0b57a4;stroke-width:1.5}}</style></head><body>{body}</body></html>"#,
+        escape(title)
+    );
+    (
+        status,
+        [
+            (header::CACHE_CONTROL, "no-store"),
+            (header::CONTENT_SECURITY_POLICY, "default-src 'none'; style-src 'unsafe-inline'; img-src 'self'"),
+            (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+        ],
+        Html(page),
+    )
+        .into_response()
+}
+
+/// A small line of hourly averages; hours without readings break the line.
+fn sparkline(values: &[(DateTime<Utc>, Option<f64>)], from: DateTime<Utc>, to: DateTime<Utc>) -> String {
+    let known: Vec<f64> = values.iter().filter_map(|(_, v)| *v).collect();
+    let (Some(low), Some(high)) = (known.iter().copied().reduce(f64::min), known.iter().copied().reduce(f64::max))
+    else {
+        return String::new();
+    };
+    let span = (to - from).num_seconds().max(1) as f64;
+    let height = if high > low { high - low } else { 1.0 };
+    let mut lines = Vec::new();
+    let mut current = Vec::new();
+    for (ts, value) in values {
+        match value {
+            Some(v) => {
+                let x = (*ts - from).num_seconds() as f64 / span * 300.0;
+                let y = 48.0 - (v - low) / height * 44.0;
+                current.push(format!("{x:.1},{y:.1}"));
+            }
+            None if !current.is_empty() => lines.push(std::mem::take(&mut current)),
+            None => {}
+        }
+    }
+    if !current.is_empty() {
+        lines.push(current);
+    }
+    let polylines: String =
+        lines.iter().map(|points| format!(r#"<polyline points="{}"/>"#, points.join(" "))).collect();
+    format!(r#"<svg viewBox="0 0 300 50" preserveAspectRatio="none" role="img">{polylines}</svg>"#)
+}
+
+async fn page(State(state): State<AppState>, Path(secret): Path<String>) -> Response {
+    match record(&state, &secret).await {
+        Ok(Some(body)) => body,
+        Ok(None) => html(
+            StatusCode::NOT_FOUND,
+            "Chillcloud",
+            "<h1>Chillcloud</h1><p>This link has expired or was withdrawn. 此链接已过期或已撤回。</p>",
+        ),
+        Err(_) => html(StatusCode::SERVICE_UNAVAILABLE, "Chillcloud", "<p>Try again in a moment. 请稍后再试。</p>"),
+    }
+}
+
+/// The record behind a link, read outside row security: the link names its unit, and the page
+/// shows nothing of the site.
+async fn record(state: &AppState, secret: &str) -> sqlx::Result<Option<Response>> {
+    let link: Option<(i64, String, DateTime<Utc>, String, String)> = sqlx::query_as(
+        "select s.unit_id, s.label, s.expires_at, u.profile, u.model from share_links s join units u on u.id = s.unit_id
+         where s.token_hash = $1 and s.revoked_at is null and s.expires_at > now()",
+    )
+    .bind(digest(secret))
+    .fetch_optional(&state.pool)
+    .await?;
+    let Some((unit_id, label, expires_at, profile, model)) = link else { return Ok(None) };
+    let points: Vec<(i64, String, String, Option<f64>)> = sqlx::query_as(
+        "select p.id, p.name, p.unit_of_measure, l.value from points p
+         left join latest_readings l on l.point_id = p.id where p.unit_id = $1 order by p.id",
+    )
+    .bind(unit_id)
+    .fetch_all(&state.pool)
+    .await?;
+    let rank = |name: &str| KEY_POINTS.iter().position(|k| *k == name).unwrap_or(KEY_POINTS.len());
+    let mut shown: Vec<&(i64, String, String, Option<f64>)> = points.iter().collect();
+    shown.sort_by_key(|(id, name, _, _)| (rank(name), *id));
+    shown.truncate(SHOWN);
+    let to = Utc::now();
+    let from = to - Duration::days(DAYS_SHOWN);
+    let ids: Vec<i64> = shown.iter().map(|(id, ..)| *id).collect();
+    let rows =
+        history::query(&mut *state.pool.acquire().await?, &ids, from, to, Bucket::Hour).await.map_err(|e| match e {
+            history::HistoryError::Database(error) => error,
+            history::HistoryError::Range(message) => sqlx::Error::Protocol(message),
+        })?;
+    let Rows::Buckets(buckets) = rows else { return Ok(None) };
+    let mut sections = String::new();
+    for (id, name, unit, latest) in &shown {
+        let series: Vec<(DateTime<Utc>, Option<f64>)> =
+            buckets.iter().filter(|b| b.point_id == *id).map(|b| (b.ts, b.avg)).collect();
+        let known: Vec<f64> = series.iter().filter_map(|(_, v)| *v).collect();
+        let stats = if known.is_empty() {
+            "no readings this week".to_owned()
+        } else {
+            let mean = known.iter().sum::<f64>() / known.len() as f64;
+            let low = known.iter().copied().fold(f64::INFINITY, f64::min);
+            let high = known.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+            format!("min {low:.1} · mean {mean:.1} · max {high:.1} {}", escape(unit))
+        };
+        let latest = latest.map_or_else(|| "—".to_owned(), |v| format!("{v:.1} {}", escape(unit)));
+        sections.push_str(&format!(
+            r#"<section><h2>{}</h2><p class="sub">now {latest} · {stats}</p>{}</section>"#,
+            escape(name),
+            sparkline(&series, from, to)
+        ));
+    }
+    let equipment = if model.is_empty() { profile } else { format!("{model} ({profile})") };
+    let body = format!(
+        r#"<h1>{}</h1><p class="sub">{} · the last {DAYS_SHOWN} days, hourly averages · 最近{DAYS_SHOWN}天运行记录</p>{sections}<p class="sub">Shared through Chillcloud until {}.</p>"#,
+        escape(&label),
+        escape(&equipment),
+        expires_at.format("%Y-%m-%d"),
+    );
+    Ok(Some(html(StatusCode::OK, &label, &body)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_sparkline_breaks_where_hours_have_no_readings() {
+        let from = DateTime::from_timestamp(0, 0).expect("time");
+        let hour = |h: i64| from + Duration::hours(h);
+        let svg = sparkline(
+            &[(hour(0), Some(1.0)), (hour(1), Some(2.0)), (hour(2), None), (hour(3), Some(3.0))],
+            from,
+            hour(4),
+        );
+        assert_eq!(svg.matches("<polyline").count(), 2, "{svg}");
+        assert_eq!(sparkline(&[(hour(0), None)], from, hour(4)), "");
+    }
+}
