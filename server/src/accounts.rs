@@ -28,7 +28,7 @@ use tracing::{info, warn};
 use utoipa::ToSchema;
 
 use crate::{
-    api::{ApiError, AppState, constant_time_eq},
+    api::{ApiError, AppState, constant_time_eq, escape_html},
     openapi::ErrorBody,
 };
 
@@ -227,11 +227,6 @@ impl Viewer {
         if self.role.may(what) { Ok(()) } else { Err(ApiError::Forbidden) }
     }
 
-    /// Whether the viewer is the service organisation's.
-    pub fn is_service(&self) -> bool {
-        self.scope == Scope::All
-    }
-
     /// A transaction on `api` (the `chillcloud_api` pool) that sees only the viewer's sites.
     pub async fn begin(&self, api: &PgPool) -> sqlx::Result<Transaction<'static, Postgres>> {
         let mut tx = api.begin().await?;
@@ -423,6 +418,22 @@ fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
         .find_map(|(k, v)| (k == name).then_some(v))
 }
 
+/// A session's user, with the session's CSRF token.
+#[derive(sqlx::FromRow)]
+struct SessionRow {
+    csrf_token: String,
+    #[sqlx(flatten)]
+    user: UserRow,
+}
+
+/// A user signing in, with their password's hash (none before they took up their invitation).
+#[derive(sqlx::FromRow)]
+struct CredentialRow {
+    password_hash: Option<String>,
+    #[sqlx(flatten)]
+    user: UserRow,
+}
+
 #[derive(sqlx::FromRow)]
 struct UserRow {
     id: i64,
@@ -436,6 +447,7 @@ struct UserRow {
 }
 
 impl UserRow {
+    /// Selects the row's columns; callers join and filter.
     const SELECT: &'static str = "select u.id, u.login, u.name, u.role, u.language, u.organisation_id,
             o.name as organisation, o.kind
         from users u join organisations o on o.id = u.organisation_id";
@@ -469,36 +481,28 @@ async fn identify(state: &AppState, headers: &HeaderMap) -> Result<Option<Viewer
         if constant_time_eq(token.as_bytes(), state.api_token.as_bytes()) {
             return Ok(Some(Viewer::operator()));
         }
+        // One round trip: the token's use is recorded as its user is read.
         let row: Option<UserRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-            "{} join api_tokens t on t.user_id = u.id
-             where t.token_hash = $1 and t.revoked_at is null and u.disabled_at is null",
+            "with used as (update api_tokens set last_used_at = now()
+                           where token_hash = $1 and revoked_at is null returning user_id)
+             {} join used on used.user_id = u.id where u.disabled_at is null",
             UserRow::SELECT
         )))
         .bind(digest(token))
         .fetch_optional(&state.pool)
         .await?;
-        if row.is_some() {
-            sqlx::query("update api_tokens set last_used_at = now() where token_hash = $1")
-                .bind(digest(token))
-                .execute(&state.pool)
-                .await?;
-        }
         return Ok(row.and_then(|row| row.viewer(None)));
     }
     let Some(session) = cookie(headers, SESSION_COOKIE) else { return Ok(None) };
-    let row: Option<(String, i64)> = sqlx::query_as(
-        "select s.csrf_token, s.user_id from sessions s join users u on u.id = s.user_id
+    let row: Option<SessionRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "{} join sessions s on s.user_id = u.id
          where s.token_hash = $1 and s.expires_at > now() and u.disabled_at is null",
-    )
+        UserRow::SELECT.replacen("select ", "select s.csrf_token, ", 1)
+    )))
     .bind(digest(session))
     .fetch_optional(&state.pool)
     .await?;
-    let Some((csrf, user_id)) = row else { return Ok(None) };
-    let user: Option<UserRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!("{} where u.id = $1", UserRow::SELECT)))
-        .bind(user_id)
-        .fetch_optional(&state.pool)
-        .await?;
-    Ok(user.and_then(|row| row.viewer(Some(csrf))))
+    Ok(row.and_then(|row| row.user.viewer(Some(row.csrf_token))))
 }
 
 /// The middleware of `/api/v1`: 401 without credentials; 403 for a cookie session's change
@@ -605,25 +609,21 @@ pub(crate) async fn sign_in(
     let Ok(Ok(_check)) = tokio::time::timeout(Duration::from_secs(10), state.sign_ins.checks.acquire()).await else {
         return Err(ApiError::TooManyRequests);
     };
-    let user: Option<UserRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+    let row: Option<CredentialRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
         "{} where u.login = $1 and u.disabled_at is null",
-        UserRow::SELECT
+        UserRow::SELECT.replacen("select ", "select u.password_hash, ", 1)
     )))
     .bind(&body.login)
     .fetch_optional(&state.pool)
     .await?;
-    let hash: Option<String> = match &user {
-        Some(user) => {
-            sqlx::query_scalar("select password_hash from users where id = $1")
-                .bind(user.id)
-                .fetch_one(&state.pool)
-                .await?
-        }
-        None => None,
-    };
+    let (user, hash) = row.map_or((None, None), |row| (Some(row.user), row.password_hash));
     let password = body.password.clone();
-    let stored = hash.clone().unwrap_or_else(|| DUMMY_HASH.clone());
-    let matches = tokio::task::spawn_blocking(move || verify_password(&password, &stored)).await.unwrap_or(false);
+    let stored = hash.clone();
+    // An unknown login costs as much as a known one: it is checked against a hash nothing matches.
+    let matches =
+        tokio::task::spawn_blocking(move || verify_password(&password, stored.as_deref().unwrap_or(&DUMMY_HASH)))
+            .await
+            .unwrap_or(false);
     let viewer = match (user, hash.is_some() && matches) {
         (Some(user), true) => user.viewer(Some(random_secret())),
         _ => None,
@@ -1146,7 +1146,6 @@ pub(crate) async fn list_audit(
 }
 
 fn invitation_html(status: StatusCode, text: &str, form: bool) -> Response {
-    let escape = |s: &str| s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;");
     let form = if form {
         format!(
             r#"<form method="post"><label>Password / 密码 (≥ {MIN_PASSWORD})<br><input type="password" name="password" minlength="{MIN_PASSWORD}" required autocomplete="new-password"></label><p><button type="submit">Set / 设置</button></p></form>"#
@@ -1156,7 +1155,7 @@ fn invitation_html(status: StatusCode, text: &str, form: bool) -> Response {
     };
     let html = format!(
         r#"<!doctype html><html><head><meta charset="utf-8"><meta name="viewport" content="width=device-width,initial-scale=1"><meta name="referrer" content="no-referrer"><title>Chillcloud</title><style>body{{font:18px system-ui;margin:1.5em}}input,button{{font-size:1.1em;padding:.6em}}</style></head><body><h1>Chillcloud</h1><p>{}</p>{form}</body></html>"#,
-        escape(text)
+        escape_html(text)
     );
     (status, [(header::CACHE_CONTROL, "no-store")], Html(html)).into_response()
 }
@@ -1224,15 +1223,7 @@ async fn accept_invitation(
 /// generated password, returned once.
 pub async fn create_admin(pool: &PgPool, login: &str, name: &str, organisation: &str) -> Result<String, ApiError> {
     let mut tx = pool.begin().await?;
-    let organisation_id: i64 = sqlx::query_scalar(
-        "insert into organisations (name, kind) values ($1, 'service')
-         on conflict (name) do update set name = excluded.name returning id",
-    )
-    .bind(organisation)
-    .fetch_one(&mut *tx)
-    .await?;
-    let user = NewUser { login: login.into(), name: name.into(), role: Role::Admin, organisation_id, language: None };
-    let (id, _) = create_user(&mut tx, &user).await?;
+    let (id, _) = add_user(&mut tx, login, name, Role::Admin, organisation, None).await?;
     let password = random_secret()[..20].to_owned();
     let hash = hash_password(&password)?;
     sqlx::query("update users set password_hash = $2 where id = $1").bind(id).bind(hash).execute(&mut *tx).await?;
@@ -1252,6 +1243,20 @@ pub async fn invite(
     language: Option<String>,
 ) -> Result<String, ApiError> {
     let mut tx = pool.begin().await?;
+    let (_, secret) = add_user(&mut tx, login, name, role, organisation, language).await?;
+    tx.commit().await?;
+    Ok(secret)
+}
+
+/// A user of the organisation named `organisation`, made if missing, of the kind `role` needs.
+async fn add_user(
+    db: &mut sqlx::PgConnection,
+    login: &str,
+    name: &str,
+    role: Role,
+    organisation: &str,
+    language: Option<String>,
+) -> Result<(i64, String), ApiError> {
     let kind = if role.is_service() { "service" } else { "customer" };
     let organisation_id: i64 = sqlx::query_scalar(
         "insert into organisations (name, kind) values ($1, $2)
@@ -1259,12 +1264,10 @@ pub async fn invite(
     )
     .bind(organisation)
     .bind(kind)
-    .fetch_one(&mut *tx)
+    .fetch_one(&mut *db)
     .await?;
     let user = NewUser { login: login.into(), name: name.into(), role, organisation_id, language };
-    let (_, secret) = create_user(&mut tx, &user).await?;
-    tx.commit().await?;
-    Ok(secret)
+    create_user(db, &user).await
 }
 
 #[cfg(test)]

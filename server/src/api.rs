@@ -156,6 +156,11 @@ async fn json_errors(request: axum::extract::Request, next: middleware::Next) ->
     (parts.status, Json(serde_json::json!({ "error": String::from_utf8_lossy(&text) }))).into_response()
 }
 
+/// Text made safe to put in HTML, in element content and in quoted attributes.
+pub(crate) fn escape_html(text: &str) -> String {
+    text.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
+}
+
 /// Whether two secrets are equal, in time that does not depend on where they differ.
 pub(crate) fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0

@@ -17,7 +17,7 @@ use utoipa::ToSchema;
 
 use crate::{
     accounts::{Allowed, Share, digest, random_secret},
-    api::{ApiError, AppState},
+    api::{ApiError, AppState, escape_html},
     history::{self, Bucket, Rows},
     openapi::ErrorBody,
 };
@@ -118,13 +118,7 @@ pub(crate) async fn create(
         return Err(ApiError::BadRequest("days must be 1 to 90".into()));
     }
     let mut tx = viewer.begin(&state.api_pool).await?;
-    let visible: bool = sqlx::query_scalar("select exists (select 1 from units where id = $1)")
-        .bind(unit_id)
-        .fetch_one(&mut *tx)
-        .await?;
-    if !visible {
-        return Err(ApiError::NotFound);
-    }
+    require_unit(&mut tx, unit_id).await?;
     let secret = random_secret();
     let link: ShareLink = sqlx::query_as(
         "insert into share_links (token_hash, unit_id, label, created_by, expires_at)
@@ -162,13 +156,7 @@ pub(crate) async fn list(
     Path(unit_id): Path<i64>,
 ) -> Result<Json<Vec<ShareLink>>, ApiError> {
     let mut tx = viewer.begin(&state.api_pool).await?;
-    let visible: bool = sqlx::query_scalar("select exists (select 1 from units where id = $1)")
-        .bind(unit_id)
-        .fetch_one(&mut *tx)
-        .await?;
-    if !visible {
-        return Err(ApiError::NotFound);
-    }
+    require_unit(&mut tx, unit_id).await?;
     Ok(Json(
         sqlx::query_as(
             "select id, unit_id, label, created_by, created_at, expires_at, revoked_at from share_links
@@ -208,14 +196,17 @@ pub(crate) async fn revoke(
     if revoked == 0 { Err(ApiError::NotFound) } else { Ok(StatusCode::NO_CONTENT) }
 }
 
-fn escape(text: &str) -> String {
-    text.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
+/// `Ok` when the viewer's transaction sees the unit, else 404.
+async fn require_unit(db: &mut sqlx::PgConnection, unit_id: i64) -> Result<(), ApiError> {
+    let visible: bool =
+        sqlx::query_scalar("select exists (select 1 from units where id = $1)").bind(unit_id).fetch_one(db).await?;
+    if visible { Ok(()) } else { Err(ApiError::NotFound) }
 }
 
 fn html(status: StatusCode, title: &str, body: &str) -> Response {
     let page = format!(
         r#"<!doctype html><html><head><meta charset="utf-8"><meta name="viewport" content="width=device-width,initial-scale=1"><meta name="robots" content="noindex"><meta name="referrer" content="no-referrer"><title>{}</title><style>body{{font:16px system-ui;margin:1em auto;max-width:40em;padding:0 1em;color:#102030}}h1{{font-size:1.4em}}section{{border:1px solid #d0d8e0;border-radius:.6em;padding:.6em .8em;margin:.8em 0}}h2{{font-size:1em;margin:.2em 0}}.sub{{color:#506070}}svg{{width:100%;height:5em}}polyline{{fill:none;stroke:#0b57a4;stroke-width:1.5}}</style></head><body>{body}</body></html>"#,
-        escape(title)
+        escape_html(title)
     );
     (
         status,
@@ -313,20 +304,20 @@ async fn record(state: &AppState, secret: &str) -> sqlx::Result<Option<Response>
             let mean = known.iter().sum::<f64>() / known.len() as f64;
             let low = known.iter().copied().fold(f64::INFINITY, f64::min);
             let high = known.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-            format!("min {low:.1} · mean {mean:.1} · max {high:.1} {}", escape(unit))
+            format!("min {low:.1} · mean {mean:.1} · max {high:.1} {}", escape_html(unit))
         };
-        let latest = latest.map_or_else(|| "—".to_owned(), |v| format!("{v:.1} {}", escape(unit)));
+        let latest = latest.map_or_else(|| "—".to_owned(), |v| format!("{v:.1} {}", escape_html(unit)));
         sections.push_str(&format!(
             r#"<section><h2>{}</h2><p class="sub">now {latest} · {stats}</p>{}</section>"#,
-            escape(name),
+            escape_html(name),
             sparkline(&series, from, to)
         ));
     }
     let equipment = if model.is_empty() { profile } else { format!("{model} ({profile})") };
     let body = format!(
         r#"<h1>{}</h1><p class="sub">{} · the last {DAYS_SHOWN} days, hourly averages · 最近{DAYS_SHOWN}天运行记录</p>{sections}<p class="sub">Shared through Chillcloud until {}.</p>"#,
-        escape(&label),
-        escape(&equipment),
+        escape_html(&label),
+        escape_html(&equipment),
         expires_at.format("%Y-%m-%d"),
     );
     Ok(Some(html(StatusCode::OK, &label, &body)))

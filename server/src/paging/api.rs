@@ -18,7 +18,7 @@ use super::{links, policy::Policies, providers};
 use crate::{
     accounts::{Allowed, ManagePaging, ReadPaging},
     alarms::db as alarm_db,
-    api::{ApiError, AppState, constant_time_eq, require_gateway},
+    api::{ApiError, AppState, constant_time_eq, escape_html, require_gateway},
     openapi::ErrorBody,
 };
 
@@ -455,19 +455,18 @@ pub(crate) async fn list_outbox(
 }
 
 fn page(status: StatusCode, title: &str, text: &str, form: Option<&str>) -> Response {
-    let escape = |s: &str| s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;");
     let form = form
         .map(|action| {
             format!(
                 r#"<form method="post" action="{}"><button type="submit">Acknowledge / 确认</button></form>"#,
-                escape(action)
+                escape_html(action)
             )
         })
         .unwrap_or_default();
     let html = format!(
         r#"<!doctype html><html><head><meta charset="utf-8"><meta name="viewport" content="width=device-width,initial-scale=1"><meta name="referrer" content="no-referrer"><title>{title}</title><style>body{{font:18px system-ui;margin:1.5em}}button{{font-size:1.2em;padding:.8em 1.5em}}</style></head><body><h1>{title}</h1><p>{text}</p>{form}</body></html>"#,
-        title = escape(title),
-        text = escape(text),
+        title = escape_html(title),
+        text = escape_html(text),
     );
     (status, [(header::CACHE_CONTROL, "no-store")], Html(html)).into_response()
 }
