@@ -220,6 +220,30 @@ struct DeviceFile {
     /// Points in addition to the profile's; one with a profile point's name replaces it.
     #[serde(default)]
     points: Vec<PointFile>,
+    /// The point that reads non-zero while the controller is in local control (remote writes
+    /// are then refused); replaces the profile's.
+    local_mode_point: Option<String>,
+    /// Interlocks in addition to the profile's.
+    #[serde(default)]
+    interlocks: Vec<InterlockFile>,
+}
+
+/// A condition a remote write needs, as written in a site config or a profile file: a write of
+/// `point` (of `value` only, when given) is refused with `reason` unless `requires` reads
+/// `equals` just before it.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct InterlockFile {
+    /// The writable point it guards.
+    pub(crate) point: String,
+    /// Only writes of this value (a start, say); every write of the point when absent.
+    pub(crate) value: Option<f64>,
+    /// The point read before writing.
+    pub(crate) requires: String,
+    /// The value it must read.
+    pub(crate) equals: f64,
+    /// Why the write is refused, as the requester reads it.
+    pub(crate) reason: String,
 }
 
 /// One point, as written in a site config or a profile file.
@@ -259,9 +283,19 @@ pub(crate) struct PointFile {
     pub(crate) unit: String,
     /// Decimal places of resolution; derived from `scale` when absent.
     pub(crate) decimals: Option<i32>,
-    /// Whether remote writes are allowed.
+    /// Whether remote writes are allowed: coils, and holding registers with `min` and `max`.
     #[serde(default)]
     pub(crate) writable: bool,
+    /// Lowest value a remote write may set, in engineering units.
+    pub(crate) min: Option<f64>,
+    /// Highest value a remote write may set.
+    pub(crate) max: Option<f64>,
+    /// Written values are `min` plus a whole number of steps; the point's resolution when absent.
+    pub(crate) step: Option<f64>,
+    /// Write with function code 15 or 16 even when one coil or register would take 5 or 6 (for
+    /// controllers that implement only the multiple-write functions).
+    #[serde(default)]
+    pub(crate) write_multiple: bool,
     /// Smallest change, in engineering units, that is sent before the next snapshot; 0 sends
     /// every change.
     #[serde(default)]
@@ -445,6 +479,39 @@ pub struct DeviceConfig {
     pub points: Vec<PointConfig>,
     /// String points, read once a session and announced in the birth.
     pub attributes: Vec<PointConfig>,
+    /// The index in `points` of the point that reads non-zero in local control.
+    pub local_mode: Option<usize>,
+    /// Conditions remote writes need.
+    pub interlocks: Vec<Interlock>,
+}
+
+/// A condition a remote write needs (see `InterlockFile`), with points as indices into the
+/// device's `points`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Interlock {
+    /// The writable point it guards.
+    pub point: usize,
+    /// Only writes of this value; every write when `None`.
+    pub value: Option<f64>,
+    /// The point read just before writing.
+    pub requires: usize,
+    /// The value it must read.
+    pub equals: f64,
+    /// Why the write is refused otherwise.
+    pub reason: String,
+}
+
+/// How a writable point may be written.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct WriteRange {
+    /// Lowest value.
+    pub min: f64,
+    /// Highest value.
+    pub max: f64,
+    /// Values are `min` plus a whole number of steps.
+    pub step: f64,
+    /// Function code 15 or 16 even for one coil or register.
+    pub multiple: bool,
 }
 
 /// One point with its address resolved to the zero-based protocol address.
@@ -476,8 +543,8 @@ pub struct PointConfig {
     pub unit: String,
     /// Decimal places of resolution.
     pub decimals: i32,
-    /// Whether remote writes are allowed.
-    pub writable: bool,
+    /// How remote writes may set it; `None` when they may not.
+    pub write: Option<WriteRange>,
     /// Smallest change sent before the next snapshot.
     pub deadband: f64,
 }
@@ -679,24 +746,28 @@ fn check_device(
         return Err(invalid(format!("{field}.unit_id"), "must be between 1 and 247 on an RTU line"));
     }
     let mut points: Vec<PointConfig> = Vec::new();
+    let (mut local_mode_point, mut interlocks) = (None, Vec::new());
     if let Some(name) = &device.profile {
-        points = match profiles.iter().find(|p| &p.name == name) {
-            Some(own) => own.points.clone(),
-            None => {
-                profile::builtin(name)
-                    .ok_or_else(|| {
-                        invalid(
-                            format!("{field}.profile"),
-                            format!(
-                                "unknown profile {name:?}; built-in profiles: {}, or add one with profile_files",
-                                profile::NAMES.join(", ")
-                            ),
-                        )
-                    })?
-                    .points
-            }
+        let profile = match profiles.iter().find(|p| &p.name == name) {
+            Some(own) => own.clone(),
+            None => profile::builtin(name).ok_or_else(|| {
+                invalid(
+                    format!("{field}.profile"),
+                    format!(
+                        "unknown profile {name:?}; built-in profiles: {}, or add one with profile_files",
+                        profile::NAMES.join(", ")
+                    ),
+                )
+            })?,
         };
+        points = profile.points;
+        local_mode_point = profile.local_mode_point;
+        let profile_field = |i| format!("profile {name:?}: interlocks[{i}]");
+        interlocks.extend(profile.interlocks.into_iter().enumerate().map(|(i, interlock)| (profile_field(i), interlock)));
     }
+    local_mode_point = device.local_mode_point.or(local_mode_point);
+    let own = |i| format!("{field}.interlocks[{i}]");
+    interlocks.extend(device.interlocks.into_iter().enumerate().map(|(i, interlock)| (own(i), interlock)));
     for (j, point) in device.points.into_iter().enumerate() {
         let point = check_point(point, device.addressing_base, &format!("{field}.points[{j}]"))?;
         match points.iter_mut().find(|p| p.name == point.name) {
@@ -709,6 +780,7 @@ fn check_device(
     if points.is_empty() {
         return Err(invalid(format!("{field}.points"), "the device has no points: give a profile or points"));
     }
+    let (local_mode, interlocks) = check_control(&points, local_mode_point.as_deref(), &interlocks, field)?;
     Ok(DeviceConfig {
         id: device.id,
         profile: device.profile.unwrap_or_default(),
@@ -722,6 +794,8 @@ fn check_device(
         max_gap: device.max_gap,
         points,
         attributes,
+        local_mode,
+        interlocks,
     })
 }
 
@@ -791,6 +865,7 @@ pub(crate) fn check_point(point: PointFile, base: u16, field: &str) -> Result<Po
     if !(0..=9).contains(&decimals) {
         return Err(invalid(format!("{field}.decimals"), "must be between 0 and 9"));
     }
+    let write = check_write(&point, data_type, decimals, field)?;
     Ok(PointConfig {
         name: point.name,
         kind: point.kind,
@@ -805,9 +880,95 @@ pub(crate) fn check_point(point: PointFile, base: u16, field: &str) -> Result<Po
         offset: point.offset,
         unit: point.unit,
         decimals,
-        writable: point.writable,
+        write,
         deadband: point.deadband,
     })
+}
+
+/// How remote writes may set `point`: coils between 0 and 1; holding registers within their
+/// `min` and `max` (required, so nothing is writable without bounds), each representable in the
+/// register's type. Input tables and flags packed in registers (a write would rewrite the other
+/// bits) are read only.
+fn check_write(point: &PointFile, data_type: DataType, decimals: i32, field: &str) -> Result<Option<WriteRange>, ConfigError> {
+    if !point.writable {
+        if point.min.is_some() || point.max.is_some() || point.step.is_some() || point.write_multiple {
+            return Err(invalid(format!("{field}.writable"), "min, max, step and write_multiple are for writable points"));
+        }
+        return Ok(None);
+    }
+    let field = format!("{field}.writable");
+    match point.kind {
+        RegisterKind::Input | RegisterKind::DiscreteInput => {
+            return Err(invalid(field, "input registers and discrete inputs are read only"));
+        }
+        RegisterKind::Coil => {
+            if point.min.is_some() || point.max.is_some() || point.step.is_some() {
+                return Err(invalid(field, "a coil is written 0 or 1: leave min, max and step out"));
+            }
+            return Ok(Some(WriteRange { min: 0.0, max: 1.0, step: 1.0, multiple: point.write_multiple }));
+        }
+        RegisterKind::Holding => {}
+    }
+    if point.bit.is_some() {
+        return Err(invalid(field, "a flag packed in a register cannot be written: it would rewrite the other bits"));
+    }
+    if data_type == DataType::String {
+        return Err(invalid(field, "text points are read only"));
+    }
+    let (Some(min), Some(max)) = (point.min, point.max) else {
+        return Err(invalid(field, "a writable register needs min and max, the range a remote write may set"));
+    };
+    if !(min.is_finite() && max.is_finite() && min <= max) {
+        return Err(invalid(field, format!("min {min} and max {max} must be finite with min <= max")));
+    }
+    let step = point.step.unwrap_or(10f64.powi(-decimals));
+    if !(step.is_finite() && step > 0.0) {
+        return Err(invalid(field, format!("step {step} must be a finite number above 0")));
+    }
+    for bound in [min, max] {
+        if let Err(message) = crate::modbus::encode_words(
+            crate::modbus::raw_of(bound, point.scale, point.offset),
+            data_type,
+            point.word_order,
+            point.byte_order,
+        ) {
+            return Err(invalid(field, format!("{bound} cannot be written to this register: {message}")));
+        }
+    }
+    Ok(Some(WriteRange { min, max, step, multiple: point.write_multiple }))
+}
+
+/// Resolves a device's local-mode point and interlocks (each with the field it came from)
+/// against its points, the profile's and the site's merged.
+fn check_control(
+    points: &[PointConfig],
+    local_mode_point: Option<&str>,
+    interlocks: &[(String, InterlockFile)],
+    field: &str,
+) -> Result<(Option<usize>, Vec<Interlock>), ConfigError> {
+    let find = |name: &str, field: String| {
+        (points.iter().position(|p| p.name == name))
+            .ok_or_else(|| invalid(field, format!("no numeric point {name:?} in the device")))
+    };
+    let local_mode = local_mode_point.map(|name| find(name, format!("{field}.local_mode_point"))).transpose()?;
+    let mut resolved = Vec::with_capacity(interlocks.len());
+    for (field, interlock) in interlocks {
+        let point = find(&interlock.point, format!("{field}.point"))?;
+        if points[point].write.is_none() {
+            return Err(invalid(format!("{field}.point"), format!("{:?} is not writable", interlock.point)));
+        }
+        if interlock.reason.trim().is_empty() {
+            return Err(invalid(format!("{field}.reason"), "must say why the write is refused"));
+        }
+        resolved.push(Interlock {
+            point,
+            value: interlock.value,
+            requires: find(&interlock.requires, format!("{field}.requires"))?,
+            equals: interlock.equals,
+            reason: interlock.reason.clone(),
+        });
+    }
+    Ok((local_mode, resolved))
 }
 
 /// The resolution a scale factor implies: 0.1 gives 1 decimal, 0.01 gives 2, 1 and 10 give 0.
@@ -899,6 +1060,40 @@ scale = 0.1
             "host = \"localhost\"\ntls = { ca_file = \"/nonexistent.pem\" }",
             "mqtt.tls.ca_file",
         );
+    }
+
+    #[test]
+    fn writes_need_bounds_and_interlocks_name_points_of_the_device() {
+        let (good, _password) = good();
+        for name in profile::NAMES {
+            let text = good.replace("trane-ch530", name);
+            Config::parse(&text, Path::new("gw.toml")).unwrap_or_else(|e| panic!("{name}: {e}"));
+        }
+        let config = Config::parse(&good, Path::new("gw.toml")).expect("valid");
+        let device = &config.devices[0];
+        let name = |i: usize| device.points[i].name.as_str();
+        assert_eq!(device.local_mode.map(name), Some("local_control"));
+        let guards: Vec<_> = device.interlocks.iter().map(|i| (name(i.point), i.value, name(i.requires), i.equals)).collect();
+        assert_eq!(
+            guards,
+            [("chiller_enable", Some(1.0), "flow_proven", 1.0), ("chiller_enable", Some(1.0), "diagnostic_active", 0.0)]
+        );
+        let setpoint = device.points.iter().find(|p| p.name == "chw_setpoint").expect("setpoint");
+        assert_eq!(setpoint.write, Some(WriteRange { min: 4.4, max: 15.6, step: 0.1, multiple: false }));
+
+        let extra = "kind = \"holding\"\naddress = 100\ntype = \"f32\"";
+        check_error(extra, &format!("{extra}\nwritable = true"), "devices[0].points[0].writable: a writable register needs min and max");
+        check_error(extra, &format!("{extra}\nmin = 1.0"), "min, max, step and write_multiple are for writable points");
+        check_error("kind = \"holding\"", "kind = \"input\"\nwritable = true", "read only");
+        check_error(extra, "kind = \"holding\"\naddress = 100\ntype = \"i16\"\nwritable = true\nmin = 0\nmax = 5000", "5000 cannot be written");
+        check_error(extra, &format!("{extra}\nwritable = true\nmin = 5\nmax = 1"), "min <= max");
+        check_error("type = \"f32\"\nword_order = \"little\"\nscale = 0.1", "bit = 3\nwritable = true\nmin = 0\nmax = 1", "other bits");
+        check_error("host = \"127.0.0.1\"", "host = \"127.0.0.1\"\nlocal_mode_point = \"nope\"", "devices[0].local_mode_point: no numeric point \"nope\"");
+        let interlock = |point: &str, requires: &str| {
+            format!("host = \"127.0.0.1\"\ninterlocks = [{{ point = \"{point}\", requires = \"{requires}\", equals = 1, reason = \"r\" }}]")
+        };
+        check_error("host = \"127.0.0.1\"", &interlock("evap_leaving_temp", "running"), "devices[0].interlocks[0].point: \"evap_leaving_temp\" is not writable");
+        check_error("host = \"127.0.0.1\"", &interlock("chw_setpoint", "nope"), "devices[0].interlocks[0].requires: no numeric point");
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! The Chillcloud field gateway: polls chiller controllers over Modbus and publishes their
 //! readings to the cloud over MQTT.
 
+pub mod command;
 pub mod config;
 pub mod modbus;
 pub mod poll;
@@ -73,7 +74,10 @@ pub fn birth(config: &Config, session: u64, attributes: &[BTreeMap<String, Strin
                         name: p.name.clone(),
                         unit: p.unit.clone(),
                         decimals: p.decimals,
-                        writable: p.writable,
+                        writable: p.write.is_some(),
+                        min: p.write.map(|w| w.min),
+                        max: p.write.map(|w| w.max),
+                        step: p.write.map(|w| w.step),
                     }
                 })
                 .collect(),
@@ -155,21 +159,35 @@ pub async fn run(config: Config, status: &StatusBoard, shutdown: CancellationTok
     queue.store_birth(&birth.encode_to_vec()).map_err(queue_error)?;
     info!(gateway = %config.gateway_id, session, devices = config.devices.len(), "gateway starting");
 
+    let journal = command::Journal::open(&config.state_dir, now_ms())
+        .map_err(|source| Error::State { path: config.state_dir.join("commands"), source })?;
     let decimals: Vec<i32> = birth.devices.iter().flat_map(|d| d.points.iter().map(|p| p.decimals)).collect();
     let forwarder = Forwarder::new(queue, &birth);
     let (samples_tx, samples_rx) = mpsc::channel(256);
     let count = pollers.len().max(1) as u32;
     let mut tasks = tokio::task::JoinSet::new();
-    let mut boosts = poll::BoostSenders::new();
+    let (results_tx, results) = mpsc::channel(16);
+    let mut control = publish::Control { boosts: poll::BoostSenders::new(), commands: Vec::new(), results, journal };
     for (i, poller) in pollers.into_iter().enumerate() {
         let stagger = poller.device().poll_interval.mul_f64(f64::from(i as u32) / f64::from(count));
         let (boost_tx, boost_rx) = tokio::sync::watch::channel(None);
-        boosts.insert(poller.device().id.clone(), boost_tx);
-        tasks.spawn(poll::run_device(poller, stagger, boost_rx, samples_tx.clone(), shutdown.clone()));
+        control.boosts.insert(poller.device().id.clone(), boost_tx);
+        // A few commands may wait for a device; more are refused as busy.
+        let (command_tx, command_rx) = mpsc::channel(4);
+        control.commands.push(command_tx);
+        tasks.spawn(poll::run_device(
+            poller,
+            stagger,
+            boost_rx,
+            command_rx,
+            samples_tx.clone(),
+            results_tx.clone(),
+            shutdown.clone(),
+        ));
     }
-    drop(samples_tx);
+    drop((samples_tx, results_tx));
     // The pollers stop at `shutdown`; the forwarder then queues what they hand over last.
-    publish::run(&config, forwarder, decimals, samples_rx, boosts, status.clone(), shutdown.clone()).await;
+    publish::run(&config, forwarder, decimals, samples_rx, control, status.clone(), shutdown.clone()).await;
     shutdown.cancel();
     let _ = tokio::time::timeout(Duration::from_secs(5), async { while tasks.join_next().await.is_some() {} }).await;
     info!("gateway stopped");

@@ -126,6 +126,48 @@ pub fn decode_words(words: &[u16], data_type: DataType, order: WordOrder, bytes:
     }
 }
 
+/// The raw register value of engineering value `value` on a point with `scale` and `offset`.
+pub fn raw_of(value: f64, scale: f64, offset: f64) -> f64 {
+    (value - offset) / scale
+}
+
+/// Encodes a raw value into the `data_type.width()` words [`decode_words`] reads it back from.
+/// Integer types take the nearest whole number, refused outside the type's range; floats are
+/// written as IEEE 754 (single precision rounds).
+pub fn encode_words(raw: f64, data_type: DataType, order: WordOrder, bytes: ByteOrder) -> Result<Vec<u16>, String> {
+    let whole = raw.round();
+    let in_range = |low: f64, high: f64| {
+        if raw.is_finite() && (low..=high).contains(&whole) {
+            Ok(whole)
+        } else {
+            Err(format!("raw value {raw} is outside {low} to {high}"))
+        }
+    };
+    // The value as one big-endian integer of the type's width.
+    let bits: u64 = match data_type {
+        DataType::Bool | DataType::String => return Err(format!("{data_type:?} is not written as registers")),
+        DataType::U16 => in_range(0.0, f64::from(u16::MAX))? as u64,
+        DataType::I16 => in_range(f64::from(i16::MIN), f64::from(i16::MAX))? as i16 as u16 as u64,
+        DataType::U32 => in_range(0.0, f64::from(u32::MAX))? as u64,
+        DataType::I32 => in_range(f64::from(i32::MIN), f64::from(i32::MAX))? as i32 as u32 as u64,
+        // Beyond 2^53 a double no longer holds every whole number.
+        DataType::U64 => in_range(0.0, 2f64.powi(53))? as u64,
+        DataType::I64 => in_range(-(2f64.powi(53)), 2f64.powi(53))? as i64 as u64,
+        DataType::F32 if raw.is_finite() && raw.abs() <= f64::from(f32::MAX) => u64::from((raw as f32).to_bits()),
+        DataType::F64 if raw.is_finite() => raw.to_bits(),
+        DataType::F32 | DataType::F64 => return Err(format!("{raw} is not a finite {data_type:?}")),
+    };
+    let width = usize::from(data_type.width());
+    let mut words: Vec<u16> = (0..width).rev().map(|i| (bits >> (16 * i)) as u16).collect();
+    if order == WordOrder::Little {
+        words.reverse();
+    }
+    if bytes == ByteOrder::Little {
+        words.iter_mut().for_each(|word| *word = word.swap_bytes());
+    }
+    Ok(words)
+}
+
 /// Decodes ASCII text stored two characters a register, dropping the padding (NUL or space)
 /// at the end.
 pub fn decode_string(words: &[u16], bytes: ByteOrder) -> String {
@@ -225,6 +267,36 @@ mod tests {
         assert_eq!(decode_string(&words, ByteOrder::Big), "RTHD");
         let swapped = [u16::from_le_bytes(*b"RT"), u16::from_le_bytes(*b"HD"), u16::from_le_bytes(*b"  ")];
         assert_eq!(decode_string(&swapped, ByteOrder::Little), "RTHD");
+    }
+
+    #[test]
+    fn encoded_words_decode_to_the_same_value_in_every_type_and_order() {
+        let cases = [
+            (DataType::U16, 51234.0),
+            (DataType::I16, -1234.0),
+            (DataType::U32, 305_419_896.0),
+            (DataType::I32, -123_456_789.0),
+            (DataType::U64, 9_007_199_254_740_992.0),
+            (DataType::I64, -9_876_543_210.0),
+            (DataType::F32, 21.5),
+            (DataType::F64, 1234.5678),
+        ];
+        for (data_type, value) in cases {
+            for order in [WordOrder::Big, WordOrder::Little] {
+                for bytes in [ByteOrder::Big, ByteOrder::Little] {
+                    let words = encode_words(value, data_type, order, bytes).expect("encodable");
+                    assert_eq!(words.len(), usize::from(data_type.width()));
+                    assert_eq!(decode_words(&words, data_type, order, bytes), value, "{data_type:?} {order:?} {bytes:?}");
+                }
+            }
+        }
+        assert_eq!(encode_words(-1234.0, DataType::I16, WordOrder::Big, ByteOrder::Big), Ok(vec![0xFB2E]));
+        assert_eq!(encode_words(65.4, DataType::I16, WordOrder::Big, ByteOrder::Big), Ok(vec![65]));
+        for (data_type, raw) in [(DataType::U16, -1.0), (DataType::U16, 65536.0), (DataType::I16, 40000.0), (DataType::F32, f64::NAN)] {
+            assert!(encode_words(raw, data_type, WordOrder::Big, ByteOrder::Big).is_err(), "{data_type:?} {raw}");
+        }
+        assert_eq!(raw_of(6.5, 0.1, 0.0).round(), 65.0);
+        assert_eq!(raw_of(0.0, 0.1, 40.0).round(), -400.0);
     }
 
     #[test]

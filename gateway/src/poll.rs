@@ -9,20 +9,21 @@ use std::{
     time::Duration,
 };
 
-use chillcloud_proto::{PollBoost, Quality};
+use chillcloud_proto::{Command, CommandResult, CommandStatus, PollBoost, Quality};
 use tokio::{
     net::{TcpStream, lookup_host},
     sync::{Mutex, mpsc, watch},
     time::{Instant, timeout},
 };
 use tokio_modbus::{
-    client::{Context, Reader, rtu, tcp},
+    client::{Context, Reader, Writer, rtu, tcp},
     slave::{Slave, SlaveContext},
 };
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use crate::{
+    command::{Payload, Write, answer, confirms},
     config::{BusConfig, BusEndpoint, DeviceConfig, MIN_POLL_INTERVAL_MS, Parity, PointConfig, Transport},
     modbus::{ReadBlock, RegisterKind, Span, decode_string, decode_words, plan_reads},
     now_ms,
@@ -109,9 +110,9 @@ impl Boost {
 /// replaces the one before.
 pub type BoostSenders = HashMap<String, watch::Sender<Option<Boost>>>;
 
-/// Why a read request produced no data.
+/// Why a request to the device failed.
 #[derive(Debug, thiserror::Error)]
-enum ReadError {
+enum RequestError {
     #[error("no response within {0:?}")]
     Timeout(Duration),
     #[error("connection failed: {0}")]
@@ -137,7 +138,7 @@ impl SharedBus {
         Self { config, line: Mutex::new(None) }
     }
 
-    async fn open(&self, wait: Duration) -> Result<Context, ReadError> {
+    async fn open(&self, wait: Duration) -> Result<Context, RequestError> {
         match &self.config.endpoint {
             BusEndpoint::Serial { path, baud_rate, parity, data_bits, stop_bits } => {
                 let builder = tokio_serial::new(path.to_string_lossy(), *baud_rate)
@@ -153,16 +154,16 @@ impl SharedBus {
                     })
                     .stop_bits(if *stop_bits == 2 { tokio_serial::StopBits::Two } else { tokio_serial::StopBits::One });
                 let stream = tokio_serial::SerialStream::open(&builder)
-                    .map_err(|e| ReadError::Connect(path.display().to_string(), e.into()))?;
+                    .map_err(|e| RequestError::Connect(path.display().to_string(), e.into()))?;
                 info!(bus = %self.config.id, path = %path.display(), "serial line opened");
                 Ok(rtu::attach(stream))
             }
             BusEndpoint::RtuOverTcp { address } => {
-                let socket = resolve(address).await.map_err(|e| ReadError::Connect(address.clone(), e))?;
+                let socket = resolve(address).await.map_err(|e| RequestError::Connect(address.clone(), e))?;
                 let stream = timeout(wait, TcpStream::connect(socket))
                     .await
-                    .map_err(|_| ReadError::Timeout(wait))?
-                    .map_err(|e| ReadError::Connect(address.clone(), e))?;
+                    .map_err(|_| RequestError::Timeout(wait))?
+                    .map_err(|e| RequestError::Connect(address.clone(), e))?;
                 info!(bus = %self.config.id, %address, "connected to serial device server");
                 Ok(rtu::attach(stream))
             }
@@ -312,7 +313,7 @@ impl DevicePoller {
             // Once the device has not answered, the rest of this poll would only wait out
             // more timeouts.
             let result = if unreachable {
-                Err(ReadError::Skipped)
+                Err(RequestError::Skipped)
             } else {
                 requests += 1;
                 self.read_block(block_index).await
@@ -336,7 +337,7 @@ impl DevicePoller {
                     let block = &self.blocks[block_index];
                     let fresh_failure =
                         block.points.iter().any(|&i| !matches!(self.last_sent[i], Some((None, Quality::Bad))));
-                    if fresh_failure && !matches!(error, ReadError::Skipped) {
+                    if fresh_failure && !matches!(error, RequestError::Skipped) {
                         warn!(device = %self.device.id, kind = ?block.kind, start = block.start, count = block.count, %error, "read failed; points marked bad");
                     } else {
                         debug!(device = %self.device.id, %error, "read still failing");
@@ -345,7 +346,7 @@ impl DevicePoller {
                         let i = self.blocks[block_index].points[k];
                         self.report(i, None, time_ms, snapshot, &mut samples);
                     }
-                    if !matches!(error, ReadError::Exception(_)) {
+                    if !matches!(error, RequestError::Exception(_)) {
                         unreachable = true;
                     }
                 }
@@ -390,8 +391,77 @@ impl DevicePoller {
     }
 
     /// Reads one block of the plan.
-    async fn read_block(&mut self, block_index: usize) -> Result<Vec<u16>, ReadError> {
+    async fn read_block(&mut self, block_index: usize) -> Result<Vec<u16>, RequestError> {
         request_with_retries(&mut self.link, &self.device, &self.blocks[block_index]).await
+    }
+
+    /// Reads point `i` on its own, now.
+    async fn read_point(&mut self, i: usize) -> Result<f64, RequestError> {
+        let point = &self.device.points[i];
+        let block = ReadBlock { kind: point.kind, start: point.address, count: point.width, points: Vec::new() };
+        let words = request_with_retries(&mut self.link, &self.device, &block).await?;
+        Ok(engineering_value(&self.device.points[i], &words))
+    }
+
+    /// Executes an admitted command (see [`crate::command`]): refused while the controller is
+    /// in local control or an interlock is not met, both read fresh from the device, since a
+    /// value polled seconds ago may no longer hold; otherwise written once (a write is never
+    /// repeated on its own) and read back: `done` only when the device reads what was asked.
+    pub async fn execute(&mut self, command: &Command, write: &Write) -> CommandResult {
+        let id = command.id.as_str();
+        let name = |poller: &Self, i: usize| poller.device.points[i].name.clone();
+        if command.expires_at_ms <= now_ms() {
+            return answer(id, CommandStatus::Expired, "expired while waiting for the device; not executed", now_ms());
+        }
+        let refuse = |message: String| answer(id, CommandStatus::Refused, message, now_ms());
+        if let Some(local) = self.device.local_mode {
+            match self.read_point(local).await {
+                Ok(value) if value == 0.0 => {}
+                Ok(_) => {
+                    return refuse(
+                        "the controller is in local control: remote writes are refused until it is switched back to remote"
+                            .into(),
+                    );
+                }
+                Err(error) => {
+                    return refuse(format!("cannot read {} to check for local control: {error}", name(self, local)));
+                }
+            }
+        }
+        let interlocks: Vec<_> = (self.device.interlocks.iter())
+            .filter(|i| i.point == write.point && i.value.is_none_or(|value| value == write.value))
+            .cloned()
+            .collect();
+        for interlock in interlocks {
+            match self.read_point(interlock.requires).await {
+                Ok(value) if value == interlock.equals => {}
+                Ok(value) => {
+                    let requires = name(self, interlock.requires);
+                    return refuse(format!("{} ({requires} reads {value})", interlock.reason));
+                }
+                Err(error) => {
+                    return refuse(format!("cannot read {} to check an interlock: {error}", name(self, interlock.requires)));
+                }
+            }
+        }
+        let point = &self.device.points[write.point];
+        info!(device = %self.device.id, point = %point.name, value = write.value, requester = %command.requester, id, "executing a remote command");
+        let operation = Operation::Write { kind: point.kind, address: point.address, payload: &write.payload, multiple: point.write.is_some_and(|w| w.multiple) };
+        let step = point.write.map_or(1.0, |w| w.step);
+        let written = request(&mut self.link, &self.device, operation).await;
+        let read_back = self.read_point(write.point).await;
+        let mut result = match (&written, &read_back) {
+            (Ok(_), Ok(value)) if confirms(write.value, *value, step) => answer(id, CommandStatus::Done, "", now_ms()),
+            (Ok(_), Ok(value)) => answer(id, CommandStatus::Failed, format!("written, but the device reads back {value}"), now_ms()),
+            (Ok(_), Err(error)) => answer(id, CommandStatus::Failed, format!("written, but reading back failed: {error}"), now_ms()),
+            (Err(error), _) => answer(id, CommandStatus::Failed, format!("the write failed: {error}"), now_ms()),
+        };
+        result.read_back = read_back.ok();
+        match CommandStatus::try_from(result.status) {
+            Ok(CommandStatus::Done) => info!(device = %self.device.id, id, "remote command done and confirmed by reading back"),
+            _ => warn!(device = %self.device.id, id, message = %result.message, "remote command failed"),
+        }
+        result
     }
 
     /// Reads the device's string points, for the birth; one that cannot be read is left out
@@ -411,17 +481,24 @@ impl DevicePoller {
     }
 }
 
+/// One Modbus request.
+#[derive(Clone, Copy)]
+enum Operation<'a> {
+    Read(&'a ReadBlock),
+    Write { kind: RegisterKind, address: u16, payload: &'a Payload, multiple: bool },
+}
+
 /// Reads `block`, repeating a request that got no answer up to the device's `retries` times. An
 /// exception is the device's answer and is not repeated.
 async fn request_with_retries(
     link: &mut Link,
     device: &DeviceConfig,
     block: &ReadBlock,
-) -> Result<Vec<u16>, ReadError> {
+) -> Result<Vec<u16>, RequestError> {
     let mut attempt = 0;
     loop {
-        match request(link, device, block).await {
-            Err(error) if !matches!(error, ReadError::Exception(_)) && attempt < device.retries => {
+        match request(link, device, Operation::Read(block)).await {
+            Err(error) if !matches!(error, RequestError::Exception(_)) && attempt < device.retries => {
                 debug!(device = %device.id, %error, attempt, "request failed; retrying");
                 attempt += 1;
             }
@@ -430,7 +507,9 @@ async fn request_with_retries(
     }
 }
 
-async fn request(link: &mut Link, device: &DeviceConfig, block: &ReadBlock) -> Result<Vec<u16>, ReadError> {
+/// Sends one request over the device's link (connecting, or taking the shared line, first);
+/// a read's answer is its words, a write's is empty.
+async fn request(link: &mut Link, device: &DeviceConfig, operation: Operation<'_>) -> Result<Vec<u16>, RequestError> {
     let wait = device.timeout;
     match link {
         Link::Tcp(connection) => {
@@ -439,18 +518,18 @@ async fn request(link: &mut Link, device: &DeviceConfig, block: &ReadBlock) -> R
                     unreachable!("a device without a bus has a TCP transport")
                 };
                 let address = format!("{host}:{port}");
-                let socket = resolve(&address).await.map_err(|e| ReadError::Connect(address.clone(), e))?;
+                let socket = resolve(&address).await.map_err(|e| RequestError::Connect(address.clone(), e))?;
                 let connect = tcp::connect_slave(socket, Slave(device.unit_id));
                 let context = timeout(wait, connect)
                     .await
-                    .map_err(|_| ReadError::Timeout(wait))?
-                    .map_err(|e| ReadError::Connect(address.clone(), e))?;
+                    .map_err(|_| RequestError::Timeout(wait))?
+                    .map_err(|e| RequestError::Connect(address.clone(), e))?;
                 info!(device = %device.id, %address, "connected");
                 *connection = Some(context);
             }
             let Some(context) = connection.as_mut() else { unreachable!("connected above") };
-            let result = read(context, block, wait).await;
-            if matches!(result, Err(ReadError::Timeout(_) | ReadError::Transport(_))) {
+            let result = perform(context, operation, wait).await;
+            if matches!(result, Err(RequestError::Timeout(_) | RequestError::Transport(_))) {
                 // The connection is in an unknown state (a late answer may still come); start
                 // afresh next time.
                 *connection = None;
@@ -464,8 +543,8 @@ async fn request(link: &mut Link, device: &DeviceConfig, block: &ReadBlock) -> R
             }
             let Some(context) = line.as_mut() else { unreachable!("opened above") };
             context.set_slave(Slave(device.unit_id));
-            let result = read(context, block, wait).await;
-            if matches!(result, Err(ReadError::Timeout(_) | ReadError::Transport(_))) {
+            let result = perform(context, operation, wait).await;
+            if matches!(result, Err(RequestError::Timeout(_) | RequestError::Transport(_))) {
                 // A late answer must not be taken for the next request's: let the line go
                 // quiet for another timeout, then reopen it (discarding whatever arrived).
                 tokio::time::sleep(wait).await;
@@ -478,8 +557,27 @@ async fn request(link: &mut Link, device: &DeviceConfig, block: &ReadBlock) -> R
     }
 }
 
+async fn perform(context: &mut Context, operation: Operation<'_>, wait: Duration) -> Result<Vec<u16>, RequestError> {
+    match operation {
+        Operation::Read(block) => read(context, block, wait).await,
+        Operation::Write { kind, address, payload, multiple } => {
+            debug_assert!(matches!(kind, RegisterKind::Coil | RegisterKind::Holding));
+            let answer = match payload {
+                Payload::Coil(on) if multiple => timeout(wait, context.write_multiple_coils(address, &[*on])).await,
+                Payload::Coil(on) => timeout(wait, context.write_single_coil(address, *on)).await,
+                Payload::Registers(words) if words.len() == 1 && !multiple => {
+                    timeout(wait, context.write_single_register(address, words[0])).await
+                }
+                Payload::Registers(words) => timeout(wait, context.write_multiple_registers(address, words)).await,
+            };
+            answer.map_err(|_| RequestError::Timeout(wait))??.map_err(RequestError::Exception)?;
+            Ok(Vec::new())
+        }
+    }
+}
+
 /// Sends one read request for `block` and waits up to `wait` for the answer.
-async fn read(context: &mut Context, block: &ReadBlock, wait: Duration) -> Result<Vec<u16>, ReadError> {
+async fn read(context: &mut Context, block: &ReadBlock, wait: Duration) -> Result<Vec<u16>, RequestError> {
     let (start, count) = (block.start, block.count);
     let words = match block.kind {
         RegisterKind::Coil => {
@@ -491,14 +589,14 @@ async fn read(context: &mut Context, block: &ReadBlock, wait: Duration) -> Resul
         RegisterKind::Input => timeout(wait, context.read_input_registers(start, count)).await,
         RegisterKind::Holding => timeout(wait, context.read_holding_registers(start, count)).await,
     };
-    let mut words = words.map_err(|_| ReadError::Timeout(wait))??.map_err(ReadError::Exception)?;
+    let mut words = words.map_err(|_| RequestError::Timeout(wait))??.map_err(RequestError::Exception)?;
     // Bits come padded to whole bytes; registers must match exactly, or the answer belongs to
     // another request and would misalign every point.
     if block.kind.is_bit() && words.len() > usize::from(count) {
         words.truncate(usize::from(count));
     }
     if words.len() != usize::from(count) {
-        return Err(ReadError::Transport(tokio_modbus::Error::Transport(std::io::Error::other(format!(
+        return Err(RequestError::Transport(tokio_modbus::Error::Transport(std::io::Error::other(format!(
             "asked for {count} values, got {}",
             words.len()
         )))));
@@ -538,12 +636,16 @@ const MAX_BACKOFF: Duration = Duration::from_secs(60);
 /// `stagger` delays the first poll so that devices sharing a gateway are not all hit at once.
 /// A device that does not answer is polled less and less often (doubling, up to a minute), so
 /// its timeouts do not hold up the other devices on its line. A boost from `boosts` is polled
-/// for at once, since the moments right after a fault are the ones it is for.
+/// for at once, since the moments right after a fault are the ones it is for. Commands from
+/// `commands` are executed between polls (so they share the connection or the line), their
+/// results go to `results`, and a poll follows at once so the new value is sent.
 pub async fn run_device(
     mut poller: DevicePoller,
     stagger: Duration,
     mut boosts: watch::Receiver<Option<Boost>>,
+    mut commands: mpsc::Receiver<(Command, Write)>,
     out: mpsc::Sender<Vec<Sample>>,
+    results: mpsc::Sender<CommandResult>,
     shutdown: CancellationToken,
 ) {
     let mut next = Instant::now() + stagger;
@@ -558,6 +660,13 @@ pub async fn run_device(
                     continue;
                 }
                 poller.set_boost(*boosts.borrow_and_update());
+                next = Instant::now();
+            }
+            Some((command, write)) = commands.recv() => {
+                let result = poller.execute(&command, &write).await;
+                if results.send(result).await.is_err() {
+                    return;
+                }
                 next = Instant::now();
             }
             () = tokio::time::sleep_until(next) => {

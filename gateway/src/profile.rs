@@ -5,7 +5,7 @@ use std::path::Path;
 
 use serde::Deserialize;
 
-use crate::config::{PointConfig, PointFile, check_point};
+use crate::config::{InterlockFile, PointConfig, PointFile, check_point};
 
 /// Names of the built-in profiles.
 pub const NAMES: &[&str] = &["trane-ch530", "daikin-microtech3", "thermal-care-accuchiller"];
@@ -28,6 +28,11 @@ struct ProfileFile {
     /// Number of the first register in this file's addresses (1 for Modicon-style lists).
     addressing_base: u16,
     points: Vec<PointFile>,
+    /// The point that reads non-zero while the controller is in local control.
+    local_mode_point: Option<String>,
+    /// Conditions remote writes need.
+    #[serde(default)]
+    interlocks: Vec<InterlockFile>,
 }
 
 /// A device profile with its addresses resolved.
@@ -37,6 +42,11 @@ pub struct Profile {
     pub name: String,
     /// Its points, with zero-based addresses.
     pub points: Vec<PointConfig>,
+    /// The point that reads non-zero while the controller is in local control; checked, like
+    /// the interlocks, when a device uses the profile (a site may override points).
+    pub(crate) local_mode_point: Option<String>,
+    /// Conditions remote writes need.
+    pub(crate) interlocks: Vec<InterlockFile>,
 }
 
 /// Loads a built-in profile by name.
@@ -62,7 +72,7 @@ fn parse(text: &str, path: &Path) -> Result<Profile, crate::config::ConfigError>
         .enumerate()
         .map(|(i, p)| check_point(p, file.addressing_base, &format!("{}: points[{i}]", path.display())))
         .collect::<Result<_, _>>()?;
-    Ok(Profile { name: file.name, points })
+    Ok(Profile { name: file.name, points, local_mode_point: file.local_mode_point, interlocks: file.interlocks })
 }
 
 #[cfg(test)]

@@ -7,8 +7,10 @@
 //! go out at once as live data and take precedence over the backfill, which keeps at most
 //! [`BACKFILL_WINDOW`] messages in flight so live data is never stuck behind the backlog.
 //!
-//! Each connection also subscribes to the gateway's own boost topic: the server's poll boosts
-//! are checked here ([`accept_boost`]) and handed to the device's poller.
+//! Each connection also subscribes to the gateway's own boost and command topics: the server's
+//! poll boosts are checked here ([`accept_boost`]) and handed to the device's poller; commands
+//! are admitted here ([`crate::command::admit`]), executed by the device's poller, and their
+//! results published (kept until a connection is up to take them).
 
 use std::{
     collections::{HashMap, VecDeque},
@@ -16,7 +18,10 @@ use std::{
     time::Duration,
 };
 
-use chillcloud_proto::{Birth, Data, Death, MessageKind, PollBoost, Reading, Topic, decode, encode_value};
+use chillcloud_proto::{
+    Birth, Command, CommandResult, CommandStatus, Data, Death, MessageKind, PollBoost, Reading, Topic, decode,
+    encode_value,
+};
 use prost::Message;
 use rand::Rng;
 use rumqttc::{
@@ -28,6 +33,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use crate::{
+    command::{Admission, Journal, Write, admit},
     config::{Config, MqttConfig},
     now_ms,
     poll::{Boost, BoostRefused, BoostSenders, Sample},
@@ -102,7 +108,7 @@ enum LinkEvent {
     /// A publish went out with this packet id (in the order they were handed to the client).
     Sent(u16),
     Acked(u16),
-    /// The broker answered the boost subscription: whether it granted it.
+    /// The broker answered a subscription: whether it granted it.
     Subscribed(bool),
     /// A message on a subscribed topic.
     Received(Publish),
@@ -269,6 +275,71 @@ pub fn accept_boost(
     Ok((request, boost))
 }
 
+/// The outcome of `result` as the status report counts it.
+fn outcome(result: &CommandResult) -> &'static str {
+    match CommandStatus::try_from(result.status) {
+        Ok(CommandStatus::Done) => "done",
+        Ok(CommandStatus::Refused) => "refused",
+        Ok(CommandStatus::Expired) => "expired",
+        Ok(CommandStatus::Failed | CommandStatus::Unknown) | Err(_) => "failed",
+    }
+}
+
+fn result_message(result: &CommandResult) -> Outbound {
+    Outbound { kind: MessageKind::CommandResult, retain: false, payload: result.encode_to_vec(), batches: None }
+}
+
+/// Admits a command from the server and hands it to its device's poller; returns the answer
+/// when it is not executed (refused, expired, or the result of an earlier copy).
+fn receive_command(
+    payload: &[u8],
+    config: &Config,
+    control: &mut Control,
+    status: &StatusBoard,
+    warnings: &mut Throttle,
+) -> Option<CommandResult> {
+    match admit(&mut control.journal, &config.devices, payload, now_ms()) {
+        Admission::Execute { device, command, write } => {
+            let id = command.id.clone();
+            match control.commands[device].try_send((command, write)) {
+                Ok(()) => None,
+                Err(_) => {
+                    let busy = crate::command::answer(
+                        &id,
+                        CommandStatus::Refused,
+                        "the device is busy with earlier commands; not executed",
+                        now_ms(),
+                    );
+                    control.journal.finished(&busy);
+                    status.command("refused");
+                    Some(busy)
+                }
+            }
+        }
+        Admission::Answer(result) => {
+            // A repeated answer to a copy counts as a duplicate, not a second outcome.
+            let repeated = control.journal.is_finished(&result.id);
+            status.command(if repeated { "duplicate" } else { outcome(&result) });
+            if let Some(held_back) = warnings.allow() {
+                info!(id = %result.id, status = outcome(&result), message = %result.message, held_back, "remote command not executed");
+            }
+            Some(result)
+        }
+        Admission::Duplicate => {
+            status.command("duplicate");
+            info!("a copy of a command already taken; not executed again");
+            None
+        }
+        Admission::Malformed(error) => {
+            status.command("malformed");
+            if let Some(held_back) = warnings.allow() {
+                warn!(%error, held_back, "a command that cannot be read was ignored");
+            }
+            None
+        }
+    }
+}
+
 /// Hands a poll boost to its device's poller, replacing any boost in force there. One that
 /// cannot be honoured is counted as refused and warned about (at most once a minute), and is
 /// otherwise ignored.
@@ -295,16 +366,28 @@ fn receive_boost(payload: &[u8], boosts: &BoostSenders, status: &StatusBoard, wa
     }
 }
 
+/// What the server asks of the pollers, and what they answer.
+pub struct Control {
+    /// Each device's boosts, by device id.
+    pub boosts: BoostSenders,
+    /// Each device's admitted commands, in device order.
+    pub commands: Vec<mpsc::Sender<(Command, Write)>>,
+    /// Results of executed commands.
+    pub results: mpsc::Receiver<CommandResult>,
+    /// Commands taken.
+    pub journal: Journal,
+}
+
 /// Queues every batch from `samples` and forwards the queue to the broker until `shutdown`;
 /// then queues what the pollers still hand over, waits briefly for the broker to take it,
 /// publishes the death and disconnects. Writes the status report twice a second. Poll boosts
-/// received from the server go to the pollers through `boosts`.
+/// and commands received from the server go to the pollers through `control`.
 pub async fn run(
     config: &Config,
     mut forwarder: Forwarder,
     decimals: Vec<i32>,
     mut samples: mpsc::Receiver<Vec<Sample>>,
-    boosts: BoostSenders,
+    mut control: Control,
     status: StatusBoard,
     shutdown: CancellationToken,
 ) {
@@ -314,6 +397,9 @@ pub async fn run(
     let session = forwarder.session;
     let topic = |kind| Topic::new(gateway.clone(), kind).to_string();
     let boost_topic = topic(MessageKind::PollBoost);
+    let command_topic = topic(MessageKind::Command);
+    // Results wait here while no connection is up.
+    let mut unsent_results: VecDeque<CommandResult> = VecDeque::new();
     let mut link: Option<(AsyncClient, mpsc::UnboundedReceiver<LinkEvent>)> = None;
     let mut reconnect_at = Instant::now();
     let mut delay = FIRST_RECONNECT_DELAY;
@@ -336,19 +422,28 @@ pub async fn run(
                     // Each connection is a fresh client with a clean session: subscribe again.
                     if let Some((client, _)) = link.as_ref() {
                         let _ = client.subscribe(boost_topic.as_str(), QoS::AtLeastOnce).await;
+                        let _ = client.subscribe(command_topic.as_str(), QoS::AtLeastOnce).await;
                     }
                     let birth = forwarder.connected();
                     send(&mut link, &mut forwarder, &topic, birth).await;
+                    while let Some(result) = unsent_results.pop_front() {
+                        send(&mut link, &mut forwarder, &topic, result_message(&result)).await;
+                    }
                 }
                 LinkEvent::Sent(id) => forwarder.sent(id),
                 LinkEvent::Acked(id) => forwarder.acked(id),
                 LinkEvent::Subscribed(granted) => {
                     if !granted {
-                        warn!(topic = %boost_topic, "the broker refused the subscription to poll boosts (check its ACL)");
+                        warn!(topics = %format!("{boost_topic}, {command_topic}"), "the broker refused a subscription (check its ACL)");
                     }
                 }
                 LinkEvent::Received(message) if message.topic == boost_topic => {
-                    receive_boost(&message.payload, &boosts, &status, &mut warnings.boost);
+                    receive_boost(&message.payload, &control.boosts, &status, &mut warnings.boost);
+                }
+                LinkEvent::Received(message) if message.topic == command_topic => {
+                    if let Some(result) = receive_command(&message.payload, config, &mut control, &status, &mut warnings.command) {
+                        send(&mut link, &mut forwarder, &topic, result_message(&result)).await;
+                    }
                 }
                 LinkEvent::Received(message) => debug!(topic = %message.topic, "message on an unexpected topic ignored"),
                 LinkEvent::Down(error) => {
@@ -360,6 +455,15 @@ pub async fn run(
                     delay = (delay * 2).min(MAX_RECONNECT_DELAY);
                 }
             },
+            Some(result) = control.results.recv() => {
+                control.journal.finished(&result);
+                status.command(outcome(&result));
+                if forwarder.is_connected() {
+                    send(&mut link, &mut forwarder, &topic, result_message(&result)).await;
+                } else {
+                    unsent_results.push_back(result);
+                }
+            }
             batch = samples.recv() => {
                 let Some(batch) = batch else { break };
                 let Some(data) = queue_batches(&mut forwarder, &decimals, batch, &mut samples, &status, &mut warnings.queue).await else {
@@ -377,6 +481,9 @@ pub async fn run(
                     warn!(%error, held_back, "cannot record the acknowledged position of the queue");
                 }
                 status.link(forwarder.is_connected(), connections, forwarder.queue.status(), now_ms());
+                if let Err(error) = control.journal.prune(now_ms()) {
+                    warn!(%error, "cannot rewrite the command journal");
+                }
                 if let Err(error) = status.write(&status_path)
                     && let Some(held_back) = warnings.status.allow()
                 {
@@ -458,6 +565,7 @@ struct Warnings {
     acked: Throttle,
     status: Throttle,
     boost: Throttle,
+    command: Throttle,
 }
 
 /// Writes `first` and whatever else the pollers have ready as one batch to the queue and

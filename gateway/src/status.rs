@@ -35,6 +35,11 @@ pub struct GatewayStatus {
     /// already over).
     #[serde(default)]
     pub boosts_refused: u64,
+    /// Remote commands received since the process started, by outcome: `done`, `refused`,
+    /// `failed`, `expired`, `duplicate` (a copy of one already taken, not executed again) and
+    /// `malformed` (not a command at all).
+    #[serde(default)]
+    pub commands: BTreeMap<String, u64>,
     /// The store-and-forward queue.
     pub queue: QueueStatusReport,
     /// Each device by id.
@@ -111,6 +116,11 @@ impl StatusBoard {
         let mut status = self.lock();
         status.boosts_received += 1;
         status.boosts_refused += u64::from(refused);
+    }
+
+    /// Counts a command by its outcome (see [`GatewayStatus::commands`]).
+    pub fn command(&self, outcome: &str) {
+        *self.lock().commands.entry(outcome.to_owned()).or_default() += 1;
     }
 
     /// Counts readings the queue could not take.

@@ -69,6 +69,15 @@ pub struct PointInfo {
     /// Whether the point accepts remote writes.
     #[prost(bool, tag = "5")]
     pub writable: bool,
+    /// For a writable register: the lowest value a command may write.
+    #[prost(double, optional, tag = "6")]
+    pub min: Option<f64>,
+    /// For a writable register: the highest value a command may write.
+    #[prost(double, optional, tag = "7")]
+    pub max: Option<f64>,
+    /// For a writable register: written values are `min` plus a whole number of steps.
+    #[prost(double, optional, tag = "8")]
+    pub step: Option<f64>,
 }
 
 /// Gateway to server, as the MQTT last will: the session ended uncleanly.

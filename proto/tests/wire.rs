@@ -70,6 +70,9 @@ proptest! {
                         unit: "°C".into(),
                         decimals,
                         writable: alias % 3 == 0,
+                        min: (alias % 3 == 0).then_some(4.5),
+                        max: (alias % 3 == 0).then_some(15.5),
+                        step: (alias % 3 == 0).then_some(0.1),
                     })
                     .collect(),
                 attributes: [("serial".to_owned(), "U12345".to_owned())].into(),

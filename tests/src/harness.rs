@@ -384,7 +384,7 @@ pub fn numbered_birth(session: u64, points: u32) -> chillcloud_proto::Birth {
                     name: format!("p{alias}"),
                     unit: String::new(),
                     decimals: 1,
-                    writable: false,
+                    ..Default::default()
                 })
                 .collect(),
             attributes: Default::default(),

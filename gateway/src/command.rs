@@ -1,0 +1,350 @@
+//! Remote commands: a write the server asks for, checked here again against the device's own
+//! map, executed at most once, and confirmed by reading back.
+//!
+//! The MQTT side [`admit`]s each command: one whose id this gateway has taken before is not
+//! executed again (its result is sent again when known), one past its expiry is answered
+//! `expired`, one the map does not allow (unknown point, not writable, out of bounds, off the
+//! step) is answered `refused`. What is admitted is recorded in the [`Journal`] on disk *before*
+//! it goes to the device's poller, so neither a redelivery nor a restart can execute it twice.
+//! The poller then reads the local-mode point and the interlocks' points fresh from the device,
+//! writes (function code 5, 6, 15 or 16), reads the point back and reports `done` or `failed`
+//! ([`crate::poll::DevicePoller::execute`]).
+
+use std::{
+    collections::HashMap,
+    io::{BufRead, Write as _},
+    path::{Path, PathBuf},
+    time::Duration,
+};
+
+use chillcloud_proto::{Command, CommandResult, CommandStatus, MessageKind, decode};
+
+use crate::{
+    config::{DeviceConfig, PointConfig},
+    modbus::{DataType, RegisterKind, encode_words, raw_of},
+};
+
+/// A command whose expiry is further ahead than this is refused: a command is for now, and the
+/// journal need keep ids only this long.
+pub const MAX_EXPIRY_AHEAD: Duration = Duration::from_secs(10 * 60);
+/// Ids stay in the journal this long past their expiry, against a late redelivery.
+const KEEP_AFTER_EXPIRY_MS: i64 = 60_000;
+
+/// What a write puts on the wire.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Payload {
+    /// A coil: function code 5, or 15 with `write_multiple`.
+    Coil(bool),
+    /// Registers: function code 6 for one, 16 for several or with `write_multiple`.
+    Registers(Vec<u16>),
+}
+
+/// A write the device's map allows.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Write {
+    /// Index of the point in the device's `points`.
+    pub point: usize,
+    /// The engineering value asked for.
+    pub value: f64,
+    /// The raw form.
+    pub payload: Payload,
+}
+
+/// What to do with a command that arrived.
+#[derive(Debug, PartialEq)]
+pub enum Admission {
+    /// Recorded in the journal: hand it to device `device` (an index into the devices).
+    Execute {
+        /// The device's index.
+        device: usize,
+        /// The command.
+        command: Command,
+        /// What to write.
+        write: Write,
+    },
+    /// Not executed; answer with this.
+    Answer(CommandResult),
+    /// A copy of a command taken before whose result is not known (still running, or taken
+    /// before a restart): nothing to do.
+    Duplicate,
+    /// Not a command; nothing can be answered.
+    Malformed(String),
+}
+
+/// The ids of commands taken, kept on disk until shortly after their expiry, with the results
+/// of those finished in this run.
+pub struct Journal {
+    path: PathBuf,
+    taken: HashMap<String, (i64, Option<CommandResult>)>,
+}
+
+impl Journal {
+    /// Opens `<state_dir>/commands`, forgetting ids long expired.
+    pub fn open(state_dir: &Path, now_ms: i64) -> std::io::Result<Self> {
+        let path = state_dir.join("commands");
+        let mut taken = HashMap::new();
+        match std::fs::File::open(&path) {
+            Ok(file) => {
+                for line in std::io::BufReader::new(file).lines() {
+                    // A torn last line (a crash mid-append) is skipped: its command was never
+                    // handed to a device, since the append is synced first.
+                    if let Some((expires, id)) = line?.split_once(' ')
+                        && let Ok(expires_ms) = expires.parse::<i64>()
+                        && expires_ms.saturating_add(KEEP_AFTER_EXPIRY_MS) > now_ms
+                    {
+                        taken.insert(id.to_owned(), (expires_ms, None));
+                    }
+                }
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e),
+        }
+        let journal = Self { path, taken };
+        journal.rewrite()?;
+        Ok(journal)
+    }
+
+    /// Writes the ids still kept to a new file and puts it in place.
+    fn rewrite(&self) -> std::io::Result<()> {
+        let temporary = self.path.with_extension("tmp");
+        let mut file = std::fs::File::create(&temporary)?;
+        for (id, (expires_ms, _)) in &self.taken {
+            writeln!(file, "{expires_ms} {id}")?;
+        }
+        file.sync_all()?;
+        std::fs::rename(&temporary, &self.path)?;
+        if let Some(dir) = self.path.parent() {
+            std::fs::File::open(dir)?.sync_all()?;
+        }
+        Ok(())
+    }
+
+    /// Records `command` as taken, durably.
+    fn take(&mut self, command: &Command) -> std::io::Result<()> {
+        let mut file = std::fs::OpenOptions::new().create(true).append(true).open(&self.path)?;
+        writeln!(file, "{} {}", command.expires_at_ms, command.id)?;
+        file.sync_data()?;
+        self.taken.insert(command.id.clone(), (command.expires_at_ms, None));
+        Ok(())
+    }
+
+    /// Keeps `result`, to answer a later copy of its command with.
+    pub fn finished(&mut self, result: &CommandResult) {
+        if let Some((_, kept)) = self.taken.get_mut(&result.id) {
+            *kept = Some(result.clone());
+        }
+    }
+
+    /// Whether the command `id` was taken and has finished in this run.
+    pub fn is_finished(&self, id: &str) -> bool {
+        self.taken.get(id).is_some_and(|(_, result)| result.is_some())
+    }
+
+    /// Forgets ids long expired; the file is rewritten when it has shed half its lines.
+    pub fn prune(&mut self, now_ms: i64) -> std::io::Result<()> {
+        let before = self.taken.len();
+        self.taken.retain(|_, (expires_ms, _)| expires_ms.saturating_add(KEEP_AFTER_EXPIRY_MS) > now_ms);
+        if self.taken.len() < before { self.rewrite() } else { Ok(()) }
+    }
+}
+
+/// A result of `status` for `command` with `message`.
+pub fn answer(id: &str, status: CommandStatus, message: impl Into<String>, now_ms: i64) -> CommandResult {
+    CommandResult { id: id.to_owned(), status: status as i32, message: message.into(), read_back: None, time_ms: now_ms }
+}
+
+/// Decides what to do with the command in `payload`, received at `now_ms`, for `devices`;
+/// records an admitted one in `journal` first.
+pub fn admit(journal: &mut Journal, devices: &[DeviceConfig], payload: &[u8], now_ms: i64) -> Admission {
+    let command: Command = match decode(MessageKind::Command, payload) {
+        Ok(command) => command,
+        Err(error) => return Admission::Malformed(error.to_string()),
+    };
+    let refuse = |message: String| Admission::Answer(answer(&command.id, CommandStatus::Refused, message, now_ms));
+    // Ids go into the journal's lines and the server's table: keep them plain.
+    let plain = |c: char| c.is_ascii_alphanumeric() || c == '-' || c == '_';
+    if command.id.is_empty() || command.id.len() > 64 || !command.id.chars().all(plain) {
+        return match command.id.is_empty() {
+            true => Admission::Malformed("a command without an id".into()),
+            false => refuse("the id must be 1 to 64 letters, digits, '-' or '_'".into()),
+        };
+    }
+    if let Some((_, result)) = journal.taken.get(&command.id) {
+        return match result {
+            Some(result) => Admission::Answer(result.clone()),
+            None => Admission::Duplicate,
+        };
+    }
+    if command.expires_at_ms <= now_ms {
+        let late = now_ms.saturating_sub(command.expires_at_ms);
+        return Admission::Answer(answer(
+            &command.id,
+            CommandStatus::Expired,
+            format!("arrived {late} ms after its expiry; not executed"),
+            now_ms,
+        ));
+    }
+    if command.expires_at_ms.saturating_sub(now_ms) > MAX_EXPIRY_AHEAD.as_millis() as i64 {
+        return refuse(format!(
+            "expires more than {} minutes ahead; a command is for now",
+            MAX_EXPIRY_AHEAD.as_secs() / 60
+        ));
+    }
+    let Some(device) = devices.iter().position(|d| d.id == command.device) else {
+        return refuse(format!("no device {:?} on this gateway", command.device));
+    };
+    let write = match plan(&devices[device], &command.point, command.value) {
+        Ok(write) => write,
+        Err(message) => return refuse(message),
+    };
+    if let Err(error) = journal.take(&command) {
+        // Without the record a redelivery could execute it twice: better not at all.
+        return Admission::Answer(answer(
+            &command.id,
+            CommandStatus::Failed,
+            format!("not executed: cannot record it on the gateway's disk ({error})"),
+            now_ms,
+        ));
+    }
+    Admission::Execute { device, command, write }
+}
+
+/// The write of `value` to the point named `point` that `device`'s map allows, or why not.
+pub fn plan(device: &DeviceConfig, point: &str, value: f64) -> Result<Write, String> {
+    let index = device
+        .points
+        .iter()
+        .position(|p| p.name == point)
+        .ok_or_else(|| format!("no point {point:?} on device {:?}", device.id))?;
+    let config = &device.points[index];
+    let range = config.write.ok_or_else(|| format!("{point} is read only"))?;
+    let unit = if config.unit.is_empty() { String::new() } else { format!(" {}", config.unit) };
+    if !value.is_finite() {
+        return Err(format!("{point}: {value} is not a number"));
+    }
+    if value < range.min || value > range.max {
+        return Err(format!("{point}: {value}{unit} is outside the allowed {} to {}{unit}", range.min, range.max));
+    }
+    let steps = (value - range.min) / range.step;
+    if (steps - steps.round()).abs() > 1e-6 {
+        return Err(format!("{point}: {value}{unit} is not {} plus a multiple of {}{unit}", range.min, range.step));
+    }
+    let payload = match config.kind {
+        RegisterKind::Coil => Payload::Coil(value != 0.0),
+        _ => Payload::Registers(encode(config, value)?),
+    };
+    Ok(Write { point: index, value, payload })
+}
+
+fn encode(point: &PointConfig, value: f64) -> Result<Vec<u16>, String> {
+    debug_assert!(point.data_type != DataType::Bool);
+    encode_words(raw_of(value, point.scale, point.offset), point.data_type, point.word_order, point.byte_order)
+        .map_err(|message| format!("{}: {value} cannot be written: {message}", point.name))
+}
+
+/// Whether a value read back confirms a write of `asked` to a point writable in steps of
+/// `step`: equal within half a step (a register scaled by 0.1 holds 6.5 as 65, an f32 rounds).
+pub fn confirms(asked: f64, read_back: f64, step: f64) -> bool {
+    (asked - read_back).abs() <= step / 2.0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+
+    fn devices() -> (Vec<DeviceConfig>, tempfile::NamedTempFile) {
+        let password = tempfile::NamedTempFile::new().expect("temp file");
+        std::fs::write(password.path(), "secret\n").expect("write password");
+        let text = format!(
+            "gateway_id = \"gw-1\"\nstate_dir = \"/tmp/x\"\n[mqtt]\nhost = \"localhost\"\npassword_file = \"{}\"\n[[devices]]\nid = \"chiller-1\"\nprofile = \"trane-ch530\"\nhost = \"127.0.0.1\"\n",
+            password.path().display()
+        );
+        (Config::parse(&text, Path::new("gw.toml")).expect("valid config").devices, password)
+    }
+
+    fn command(id: &str, point: &str, value: f64, expires_at_ms: i64) -> Vec<u8> {
+        use prost::Message as _;
+        Command {
+            id: id.into(),
+            device: "chiller-1".into(),
+            point: point.into(),
+            value,
+            expires_at_ms,
+            requester: "test".into(),
+        }
+        .encode_to_vec()
+    }
+
+    fn status(admission: &Admission) -> Option<(CommandStatus, String)> {
+        match admission {
+            Admission::Answer(result) => Some((CommandStatus::try_from(result.status).ok()?, result.message.clone())),
+            _ => None,
+        }
+    }
+
+    #[test]
+    fn the_map_bounds_every_write_and_picks_its_payload() {
+        let (devices, _password) = devices();
+        let device = &devices[0];
+        let write = plan(device, "chw_setpoint", 6.5).expect("within bounds");
+        assert_eq!(write.payload, Payload::Registers(vec![65]));
+        assert_eq!(plan(device, "chiller_enable", 1.0).map(|w| w.payload), Ok(Payload::Coil(true)));
+        for (point, value, says) in [
+            ("chw_setpoint", 2.0, "outside the allowed"),
+            ("chw_setpoint", 30.0, "outside the allowed"),
+            ("chw_setpoint", 6.55, "multiple of"),
+            ("chw_setpoint", f64::NAN, "not a number"),
+            ("chiller_enable", 0.5, "multiple of"),
+            ("evap_leaving_temp", 7.0, "read only"),
+            ("no_such_point", 1.0, "no point"),
+        ] {
+            let refused = plan(device, point, value).expect_err(point);
+            assert!(refused.contains(says), "{point} {value}: {refused}");
+        }
+    }
+
+    #[test]
+    fn a_command_is_taken_once_and_never_after_its_expiry() {
+        let (devices, _password) = devices();
+        let dir = tempfile::tempdir().expect("temp dir");
+        let now = 1_800_000_000_000;
+        let mut journal = Journal::open(dir.path(), now).expect("journal");
+        let first = admit(&mut journal, &devices, &command("c-1", "chw_setpoint", 6.5, now + 30_000), now);
+        assert!(matches!(first, Admission::Execute { device: 0, .. }), "{first:?}");
+        // A redelivered copy is not executed again; once finished, its result is sent again.
+        let copy = command("c-1", "chw_setpoint", 6.5, now + 30_000);
+        assert_eq!(admit(&mut journal, &devices, &copy, now + 1), Admission::Duplicate);
+        let done = answer("c-1", CommandStatus::Done, "", now + 2);
+        journal.finished(&done);
+        assert_eq!(admit(&mut journal, &devices, &copy, now + 3), Admission::Answer(done));
+        // ... and not after a restart either.
+        let mut reopened = Journal::open(dir.path(), now + 4).expect("journal");
+        assert_eq!(admit(&mut reopened, &devices, &copy, now + 4), Admission::Duplicate);
+
+        let expired = admit(&mut reopened, &devices, &command("c-2", "chw_setpoint", 6.5, now - 1), now);
+        assert_eq!(status(&expired).map(|s| s.0), Some(CommandStatus::Expired));
+        let far = admit(&mut reopened, &devices, &command("c-3", "chw_setpoint", 6.5, now + 3_600_000), now);
+        assert_eq!(status(&far).map(|s| s.0), Some(CommandStatus::Refused));
+        let bounds = admit(&mut reopened, &devices, &command("c-4", "chw_setpoint", 1.0, now + 30_000), now);
+        assert_eq!(status(&bounds).map(|s| s.0), Some(CommandStatus::Refused));
+        // Refused ones are not taken: nothing was written, and a copy is refused again.
+        assert!(!reopened.taken.contains_key("c-4"));
+        let bad_id = admit(&mut reopened, &devices, &command("c 5\n", "chw_setpoint", 6.5, now + 30_000), now);
+        assert_eq!(status(&bad_id).map(|s| s.0), Some(CommandStatus::Refused));
+        assert!(matches!(admit(&mut reopened, &devices, &[0xff, 0xff], now), Admission::Malformed(_)));
+
+        // Ids are forgotten a minute after their expiry.
+        reopened.prune(now + 30_000 + KEEP_AFTER_EXPIRY_MS).expect("prune");
+        assert!(reopened.taken.is_empty());
+        assert!(Journal::open(dir.path(), now).expect("journal").taken.is_empty());
+    }
+
+    #[test]
+    fn a_read_back_confirms_within_half_a_step() {
+        assert!(confirms(6.5, 6.5, 0.1));
+        assert!(confirms(21.3, f64::from(21.3f32), 0.01));
+        assert!(!confirms(6.5, 6.4, 0.1));
+        assert!(confirms(1.0, 1.0, 1.0) && !confirms(1.0, 0.0, 1.0));
+    }
+}
