@@ -98,6 +98,9 @@ impl Role {
             ManagePaging => matches!(self, Admin | Manager),
             ManageAccounts => matches!(self, Admin),
             Share => !matches!(self, Duty),
+            // The people who answer for the plant: the owner and the service's engineers. Duty
+            // staff acknowledge and call; a remote start is the owner's decision.
+            Operate => matches!(self, Admin | Manager | Engineer | Owner),
         }
     }
 }
@@ -123,6 +126,8 @@ pub enum Permission {
     ManageAccounts,
     /// Make and revoke read-only share links of a unit's operating record.
     Share,
+    /// Start, stop and change setpoints of a unit remotely.
+    Operate,
 }
 
 /// A permission as a type: a handler names what it needs in its signature (`Allowed<ManageRules>`),
@@ -142,7 +147,7 @@ macro_rules! needs {
         }
     )*};
 }
-needs!(Acknowledge, ReadTickets, WorkTickets, ManageRules, ReadPaging, ManagePaging, ManageAccounts, Share);
+needs!(Acknowledge, ReadTickets, WorkTickets, ManageRules, ReadPaging, ManagePaging, ManageAccounts, Share, Operate);
 
 /// The viewer of a request whose role allows `P`; otherwise the request is refused with 403.
 #[derive(Debug)]
@@ -1278,15 +1283,25 @@ mod tests {
     fn roles_may_what_their_job_needs_and_no_more() {
         use Permission::*;
         let table = [
-            (Role::Admin, [true, true, true, true, true, true, true, true, true]),
-            (Role::Manager, [true, true, true, true, true, true, true, false, true]),
-            (Role::Engineer, [true, true, true, true, true, true, false, false, true]),
-            (Role::Sales, [true, false, false, false, false, false, false, false, true]),
-            (Role::Owner, [true, true, true, false, false, false, false, false, true]),
-            (Role::Duty, [true, true, true, false, false, false, false, false, false]),
+            (Role::Admin, [true, true, true, true, true, true, true, true, true, true]),
+            (Role::Manager, [true, true, true, true, true, true, true, false, true, true]),
+            (Role::Engineer, [true, true, true, true, true, true, false, false, true, true]),
+            (Role::Sales, [true, false, false, false, false, false, false, false, true, false]),
+            (Role::Owner, [true, true, true, false, false, false, false, false, true, true]),
+            (Role::Duty, [true, true, true, false, false, false, false, false, false, false]),
         ];
-        let permissions =
-            [Read, Acknowledge, ReadTickets, WorkTickets, ManageRules, ReadPaging, ManagePaging, ManageAccounts, Share];
+        let permissions = [
+            Read,
+            Acknowledge,
+            ReadTickets,
+            WorkTickets,
+            ManageRules,
+            ReadPaging,
+            ManagePaging,
+            ManageAccounts,
+            Share,
+            Operate,
+        ];
         for (role, allowed) in table {
             for (permission, expected) in permissions.iter().zip(allowed) {
                 assert_eq!(role.may(*permission), expected, "{role:?} {permission:?}");

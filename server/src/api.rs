@@ -46,6 +46,8 @@ pub struct AppState {
     pub alarms: crate::alarms::Alarms,
     /// Paging: providers, link secret, public URL.
     pub paging: crate::paging::Paging,
+    /// Messages for gateways (topic, payload): ingest's MQTT client publishes them at QoS 1.
+    pub to_gateways: tokio::sync::mpsc::UnboundedSender<(String, Vec<u8>)>,
 }
 
 /// The one error type of the API. Each variant documents its status.
@@ -127,6 +129,7 @@ pub fn router(state: AppState) -> Router {
         .merge(crate::tickets::routes())
         .merge(crate::accounts::routes())
         .merge(crate::share::routes())
+        .merge(crate::commands::routes())
         .route_layer(middleware::from_fn_with_state(state.clone(), crate::accounts::authenticate));
     Router::new()
         .route("/health", get(health))
@@ -255,8 +258,14 @@ pub struct PointLatest {
     pub name: String,
     /// Engineering unit.
     pub unit: String,
-    /// Whether it accepts remote writes.
+    /// Whether it accepts remote writes (`POST /api/v1/units/{id}/commands`).
     pub writable: bool,
+    /// For a writable point: the lowest value a command may set.
+    pub min: Option<f64>,
+    /// For a writable point: the highest value a command may set.
+    pub max: Option<f64>,
+    /// For a writable point: values are `min` plus a whole number of steps.
+    pub step: Option<f64>,
     /// Latest value, if any (none when the last read failed).
     pub value: Option<f64>,
     /// Quality of the latest reading: `good`, `bad` or `uncertain`.
@@ -299,7 +308,8 @@ pub(crate) async fn unit_detail(
         .await?
         .ok_or(ApiError::NotFound)?;
     let points = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "select p.id, p.name, p.unit_of_measure as unit, p.writable, l.value, {QUALITY_NAME} as quality, l.ts
+        "select p.id, p.name, p.unit_of_measure as unit, p.writable, p.write_min as min, p.write_max as max,
+                p.write_step as step, l.value, {QUALITY_NAME} as quality, l.ts
          from points p left join latest_readings l on l.point_id = p.id
          where p.unit_id = $1 order by p.id"
     )))

@@ -57,6 +57,8 @@ enum Rejection {
     RefusedDroppedIntervals(usize),
     #[error("the session's birth never arrived and {} messages are already held for it", store::MAX_HELD_PER_GATEWAY)]
     HoldingFull,
+    #[error("a result for command {0:?}, which this gateway was never sent")]
+    UnknownCommand(String),
 }
 
 /// Most messages stored in one transaction.
@@ -325,7 +327,17 @@ impl Ingestor {
                 }
             }
             MessageKind::CommandResult => {
-                debug!(%gateway, "command result received; remote commands are not yet handled");
+                let result: chillcloud_proto::CommandResult = match decode(topic.kind, payload) {
+                    Ok(r) => r,
+                    Err(e) => return Ok(Err(e.into())),
+                };
+                match crate::commands::record_result(&self.pool, gateway, &result).await? {
+                    crate::commands::Recorded::Stored => {}
+                    crate::commands::Recorded::AlreadyFinished => {
+                        debug!(%gateway, id = %result.id, "a command's result again; already recorded");
+                    }
+                    crate::commands::Recorded::Unknown => return Ok(Err(Rejection::UnknownCommand(result.id))),
+                }
             }
             MessageKind::Command | MessageKind::PollBoost => return Ok(Err(Rejection::WrongDirection(topic.kind))),
         }

@@ -4,6 +4,7 @@
 pub mod accounts;
 pub mod alarms;
 pub mod api;
+pub mod commands;
 pub mod embedded;
 pub mod history;
 pub mod ingest;
@@ -318,13 +319,13 @@ pub async fn serve(settings: ServeSettings, listener: TcpListener, shutdown: Can
     };
 
     let (alarms, alarm_inputs) = alarms::channel();
-    let (publish, to_publish) = tokio::sync::mpsc::unbounded_channel();
+    let (to_gateways, to_publish) = tokio::sync::mpsc::unbounded_channel();
     let live = live::Live::default();
     let detection = tokio::spawn(alarms::run(
         database.pool.clone(),
         alarms.clone(),
         alarm_inputs,
-        publish,
+        to_gateways.clone(),
         live.clone(),
         metrics.clone(),
         shutdown.clone(),
@@ -340,6 +341,7 @@ pub async fn serve(settings: ServeSettings, listener: TcpListener, shutdown: Can
     ));
     let paging_task =
         tokio::spawn(paging::run(database.pool.clone(), paging.clone(), alarms.clone(), shutdown.clone()));
+    let sweeper = tokio::spawn(commands::run_sweeper(database.pool.clone(), shutdown.clone()));
     let state = api::AppState {
         pool: database.pool.clone(),
         api_pool: database.api_pool.clone(),
@@ -349,6 +351,7 @@ pub async fn serve(settings: ServeSettings, listener: TcpListener, shutdown: Can
         live,
         alarms,
         paging,
+        to_gateways,
     };
     let address = listener.local_addr().map_err(|source| Error::Io { context: "listener address".into(), source })?;
     info!(%address, "HTTP API listening");
@@ -366,6 +369,7 @@ pub async fn serve(settings: ServeSettings, listener: TcpListener, shutdown: Can
     }
     let _ = tokio::time::timeout(Duration::from_secs(5), detection).await;
     let _ = tokio::time::timeout(Duration::from_secs(5), paging_task).await;
+    let _ = sweeper.await;
     if let Some((broker, sync)) = embedded_broker {
         let _ = sync.await;
         // The sync task has ended, so this is the last handle; were it not, dropping it would

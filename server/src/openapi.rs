@@ -78,6 +78,9 @@ pub struct ErrorBody {
         crate::share::list,
         crate::share::create,
         crate::share::revoke,
+        crate::commands::send,
+        crate::commands::detail,
+        crate::commands::list,
     ),
     modifiers(&Security, &CommonResponses),
     security(("bearer" = []), ("session" = [])),
@@ -195,6 +198,7 @@ mod tests {
             include_str!("tickets.rs"),
             include_str!("accounts.rs"),
             include_str!("share.rs"),
+            include_str!("commands.rs"),
         ];
         let mut routes = Vec::new();
         for source in sources {

@@ -103,7 +103,8 @@ pub async fn store_birth(pool: &PgPool, gateway: &GatewayId, birth: &Birth) -> s
             "insert into units (gateway_id, device_key, profile, model, attributes) values ($1, $2, $3, $4, $5)
              on conflict (gateway_id, device_key) do update set gateway_id = units.gateway_id
              returning id",
-            "insert into points (unit_id, name, unit_of_measure, decimals, writable) values ($1, $2, $3, $4, $5)
+            "insert into points (unit_id, name, unit_of_measure, decimals, writable, write_min, write_max, write_step)
+             values ($1, $2, $3, $4, $5, $6, $7, $8)
              on conflict (unit_id, name) do update set unit_id = points.unit_id
              returning id",
         )
@@ -114,9 +115,11 @@ pub async fn store_birth(pool: &PgPool, gateway: &GatewayId, birth: &Birth) -> s
              set profile = excluded.profile, model = excluded.model,
                  attributes = units.attributes || excluded.attributes
              returning id",
-            "insert into points (unit_id, name, unit_of_measure, decimals, writable) values ($1, $2, $3, $4, $5)
+            "insert into points (unit_id, name, unit_of_measure, decimals, writable, write_min, write_max, write_step)
+             values ($1, $2, $3, $4, $5, $6, $7, $8)
              on conflict (unit_id, name) do update
-             set unit_of_measure = excluded.unit_of_measure, decimals = excluded.decimals, writable = excluded.writable
+             set unit_of_measure = excluded.unit_of_measure, decimals = excluded.decimals, writable = excluded.writable,
+                 write_min = excluded.write_min, write_max = excluded.write_max, write_step = excluded.write_step
              returning id",
         )
     };
@@ -138,6 +141,9 @@ pub async fn store_birth(pool: &PgPool, gateway: &GatewayId, birth: &Birth) -> s
                 .bind(&point.unit)
                 .bind(point.decimals)
                 .bind(point.writable)
+                .bind(point.min)
+                .bind(point.max)
+                .bind(point.step)
                 .fetch_one(&mut *tx)
                 .await?;
             table.points[point.alias as usize] = Some((point_id, point.decimals));

@@ -5,7 +5,7 @@
 //! Protocol (zero-based) addresses: coil 0 enable; holding 1 chilled-water setpoint (0.1 °C),
 //! 2 current limit (%RLA); input 1 active setpoint, 2 %RLA, 4 evaporator leaving, 5 evaporator
 //! entering, 6 condenser entering, 7 condenser leaving (0.1 °C), 8 status word (bit 0 running,
-//! bit 1 alarm, bit 2 local, bit 3 flow proven), 10 evaporator pressure (kPa), 11 evaporator
+//! bit 1 alarm, bit 2 local control, bit 3 flow proven), 10 evaporator pressure (kPa), 11 evaporator
 //! saturation (0.1 °C), 12 condenser pressure, 13 condenser saturation, 14-15 starts (u32),
 //! 16-17 run hours (u32), 18 diagnostic code.
 //!
@@ -70,6 +70,8 @@ pub struct Chiller {
     pub unit_id: u8,
     /// Remote enable command (coil 1).
     pub enabled: bool,
+    /// The local/remote switch is at local (status word bit 2): someone at the panel has control.
+    pub local: bool,
     /// Whether the compressor runs.
     pub running: bool,
     /// Chilled-water setpoint, °C.
@@ -170,6 +172,7 @@ impl Chiller {
         let mut chiller = Chiller {
             unit_id,
             enabled: true,
+            local: false,
             running: true,
             setpoint: 7.0,
             current_limit: 100,
@@ -294,10 +297,13 @@ impl Chiller {
         }
     }
 
-    /// Bit 0 running, bit 1 alarm (a diagnostic is active), bit 2 local control (never: the
-    /// simulated units are always under remote control), bit 3 chilled-water flow proven.
+    /// Bit 0 running, bit 1 alarm (a diagnostic is active), bit 2 local control, bit 3
+    /// chilled-water flow proven.
     fn status_word(&self) -> u16 {
-        u16::from(self.running) | (u16::from(self.diagnostic != 0) << 1) | (u16::from(self.flow_proven()) << 3)
+        u16::from(self.running)
+            | (u16::from(self.diagnostic != 0) << 1)
+            | (u16::from(self.local) << 2)
+            | (u16::from(self.flow_proven()) << 3)
     }
 
     /// Reads `count` input registers from `start`.

@@ -32,6 +32,9 @@ pub struct Plant {
     chillers: Vec<Chiller>,
     /// Modbus requests answered or refused, for counting what a poller costs (benchmark P4).
     requests: u64,
+    /// Write requests (function codes 5, 6, 15, 16) received, answered or refused: what a
+    /// refused remote command must never cause.
+    writes: u64,
     /// Simulated seconds since midnight.
     clock_s: f64,
 }
@@ -44,7 +47,7 @@ impl SharedPlant {
     /// `units` chillers with unit ids 1..=units, the clock starting at `start_hour`.
     pub fn new(units: u8, start_hour: f64) -> Self {
         let chillers = (1..=units).map(|id| Chiller::new(id, start_hour)).collect();
-        Self(Arc::new(Mutex::new(Plant { chillers, requests: 0, clock_s: start_hour * 3600.0 })))
+        Self(Arc::new(Mutex::new(Plant { chillers, requests: 0, writes: 0, clock_s: start_hour * 3600.0 })))
     }
 
     fn lock(&self) -> MutexGuard<'_, Plant> {
@@ -72,7 +75,17 @@ impl SharedPlant {
     /// on a real RS-485 bus; over TCP it gets the exception a Modbus TCP gateway reports.
     fn handle(&self, request: SlaveRequest<'static>, serial: bool) -> Result<Option<Response>, ExceptionCode> {
         let unit_id = request.slave;
-        self.lock().requests += 1;
+        {
+            let mut plant = self.lock();
+            plant.requests += 1;
+            plant.writes += u64::from(matches!(
+                request.request,
+                Request::WriteSingleCoil(..)
+                    | Request::WriteMultipleCoils(..)
+                    | Request::WriteSingleRegister(..)
+                    | Request::WriteMultipleRegisters(..)
+            ));
+        }
         let answer = self.with_chiller(unit_id, |chiller| {
             if chiller.scenario == Scenario::Offline {
                 return Ok(None);
@@ -183,6 +196,11 @@ struct EnabledBody {
     enabled: bool,
 }
 
+#[derive(Deserialize)]
+struct LocalBody {
+    local: bool,
+}
+
 type ControlResult = Result<Json<Chiller>, (StatusCode, String)>;
 
 fn unit<T>(plant: &SharedPlant, unit_id: u8, f: impl FnOnce(&mut Chiller) -> T) -> ControlResult {
@@ -194,10 +212,11 @@ fn unit<T>(plant: &SharedPlant, unit_id: u8, f: impl FnOnce(&mut Chiller) -> T) 
         .ok_or((StatusCode::NOT_FOUND, format!("no unit {unit_id}")))
 }
 
-/// The control interface: `GET /units`, `GET /units/{id}`, `GET /stats` (Modbus requests served),
+/// The control interface: `GET /units`, `GET /units/{id}`, `GET /stats` (Modbus requests and writes),
 /// `GET /metrics` (each unit's leaving-water reading for Prometheus, as its register shows it),
 /// and `PUT /units/{id}/scenario`
-/// (`{"scenario": "trip", "code": 47}`), `/setpoint` (`{"celsius": 6.5}`), `/enabled`.
+/// (`{"scenario": "trip", "code": 47}`), `/setpoint` (`{"celsius": 6.5}`), `/enabled`, `/local`
+/// (`{"local": true}`: the panel's local/remote switch).
 ///
 /// Scenarios (see [`Scenario`]): `normal`, `cannot_hold`, `trip` (with `code`), `sensor_stuck`,
 /// `offline`, and the faults `freeze_risk`, `high_head_pressure`, `condenser_fouling`,
@@ -208,7 +227,8 @@ pub fn control_router(plant: SharedPlant) -> Router {
         .route(
             "/stats",
             get(|State(plant): State<SharedPlant>| async move {
-                Json(serde_json::json!({ "modbus_requests": plant.lock().requests }))
+                let plant = plant.lock();
+                Json(serde_json::json!({ "modbus_requests": plant.requests, "modbus_writes": plant.writes }))
             }),
         )
         .route("/metrics", get(|State(plant): State<SharedPlant>| async move { prometheus_text(&plant) }))
@@ -235,6 +255,12 @@ pub fn control_router(plant: SharedPlant) -> Router {
             "/units/{unit_id}/enabled",
             put(|State(plant): State<SharedPlant>, Path(id): Path<u8>, Json(body): Json<EnabledBody>| async move {
                 unit(&plant, id, |c| c.enabled = body.enabled)
+            }),
+        )
+        .route(
+            "/units/{unit_id}/local",
+            put(|State(plant): State<SharedPlant>, Path(id): Path<u8>, Json(body): Json<LocalBody>| async move {
+                unit(&plant, id, |c| c.local = body.local)
             }),
         )
         .with_state(plant)
