@@ -1,10 +1,13 @@
 """A third-party Modbus TCP server (pymodbus) holding known values of every type the gateway
-decodes, in both word orders, for the interoperability test.
+decodes, in both word orders, for the interoperability tests. Every write request it receives
+is printed as a JSON line (function code, protocol address, values), so a test can check what
+went on the wire.
 
 Usage: pymodbus_server.py PORT
 """
 
 import asyncio
+import json
 import logging
 import struct
 import sys
@@ -35,8 +38,20 @@ HOLDING = (
     + words("h", 72)  # 10: i16 x 0.1 = 7.2
     + words("d", 1234.5678)  # 11-14: f64
     + words("q", -9876543210, little_word_order=True)  # 15-18: i64, little word order
+    + words("H", 0)  # 19: u16, for writes with function code 16
 )
 INPUT = words("I", 123456) + words("h", -400)  # 0-1: u32 x 0.01; 2: i16 x 0.1 + 40
+
+
+def log_writes(sending, pdu):
+    """Prints each write request received (pymodbus's PDU trace hook) and passes it on."""
+    if not sending and pdu.function_code in (5, 6, 15, 16):
+        if pdu.function_code in (6, 16):
+            values = list(pdu.registers)
+        else:
+            values = [int(bit) for bit in pdu.bits[: max(pdu.count, 1)]]
+        print(json.dumps({"fc": pdu.function_code, "address": pdu.address, "values": values}), flush=True)
+    return pdu
 
 
 def main():
@@ -50,7 +65,7 @@ def main():
         ir=ModbusSequentialDataBlock(1, INPUT),
     )
     context = ModbusServerContext(devices={1: device}, single=False)
-    asyncio.run(StartAsyncTcpServer(context=context, address=("127.0.0.1", port)))
+    asyncio.run(StartAsyncTcpServer(context=context, address=("127.0.0.1", port), trace_pdu=log_writes))
 
 
 if __name__ == "__main__":

@@ -740,6 +740,28 @@ impl Gateway {
     }
 }
 
+/// A Python with pymodbus 3.16: `$CHILLCLOUD_PYMODBUS_PYTHON`, or a venv under `target/`
+/// created on first use.
+pub async fn pymodbus_python() -> PathBuf {
+    if let Some(python) = std::env::var_os("CHILLCLOUD_PYMODBUS_PYTHON") {
+        return python.into();
+    }
+    let venv = bin_dir().parent().expect("target dir").join("pymodbus-venv");
+    let python = venv.join("bin/python");
+    if !python.exists() {
+        run_to_completion(std::path::Path::new("python3"), &["-m", "venv", &venv.to_string_lossy()]).await;
+    }
+    let check = tokio::process::Command::new(&python)
+        .args(["-c", "import pymodbus.server"])
+        .output()
+        .await
+        .expect("run python");
+    if !check.status.success() {
+        run_to_completion(&venv.join("bin/pip"), &["install", "--quiet", "pymodbus==3.16.*"]).await;
+    }
+    python
+}
+
 /// A certificate authority and a server certificate for `localhost` and 127.0.0.1, made with
 /// the `openssl` command in `dir`: `ca.pem`, `server.pem`, `server.key`.
 pub async fn make_test_certificates(dir: &Path) {

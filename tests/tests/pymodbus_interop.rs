@@ -1,33 +1,11 @@
 //! The gateway reads a third-party Modbus server (pymodbus) correctly: 16-, 32- and 64-bit
 //! integers, floats, both word orders, scaling and offsets, coils and discrete inputs.
 
-use std::{path::PathBuf, time::Duration};
+use std::time::Duration;
 
 use chillcloud_tests::harness::{
-    Process, bin, bin_dir, free_port, run_to_completion, shared_temp_dir, wait_for, workspace_root,
+    Process, bin, free_port, pymodbus_python, run_to_completion, shared_temp_dir, wait_for, workspace_root,
 };
-
-/// A Python with pymodbus 3.16: `$CHILLCLOUD_PYMODBUS_PYTHON`, or a venv under `target/`
-/// created on first use.
-async fn pymodbus_python() -> PathBuf {
-    if let Some(python) = std::env::var_os("CHILLCLOUD_PYMODBUS_PYTHON") {
-        return python.into();
-    }
-    let venv = bin_dir().parent().expect("target dir").join("pymodbus-venv");
-    let python = venv.join("bin/python");
-    if !python.exists() {
-        run_to_completion(std::path::Path::new("python3"), &["-m", "venv", &venv.to_string_lossy()]).await;
-    }
-    let check = tokio::process::Command::new(&python)
-        .args(["-c", "import pymodbus.server"])
-        .output()
-        .await
-        .expect("run python");
-    if !check.status.success() {
-        run_to_completion(&venv.join("bin/pip"), &["install", "--quiet", "pymodbus==3.16.*"]).await;
-    }
-    python
-}
 
 #[tokio::test(flavor = "multi_thread")]
 async fn gateway_decodes_every_type_from_pymodbus() {
