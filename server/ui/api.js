@@ -88,6 +88,9 @@ export function setSession(s) {
 const SERVICE = ['admin', 'manager', 'engineer'];
 /** Whether the user works tickets (service roles except sales). */
 export const canTickets = () => SERVICE.includes(session.user?.role);
+/** Whether the user may send remote commands (start, stop, setpoints): service roles except
+ * sales, and owners. The server checks again. */
+export const canOperate = () => [...SERVICE, 'owner'].includes(session.user?.role);
 /** Sales staff see the record read-only, without site details. */
 export const isSales = () => session.user?.role === 'sales';
 

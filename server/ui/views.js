@@ -1,6 +1,6 @@
 // The screens a phone opens first: fleet, unit, sign-in; and what the others share
 // (alarms, tickets and their details are in work.js, loaded on first use).
-import { api, h, icon, isSales, loadSession, setSession, dropEarly } from './api.js';
+import { api, h, icon, isSales, canOperate, loadSession, setSession, dropEarly } from './api.js';
 import { t, tn, has, lang, initLang, pointLabel, knownPoint, fmtValue, ago } from './i18n.js';
 
 /** What earlier screens loaded, for names on later ones. */
@@ -202,8 +202,18 @@ export async function unit(main, ctx) {
   const attrs = Object.entries(u.attributes || {});
   const details = attrs.length || u.model ? h('details', { class: 'panel' }, h('summary', null, t('details')),
     h('dl', null, [[t('model'), u.model], ['profile', u.profile], ['id', u.device_key], ...attrs].map(([k, v]) => [h('dt', null, k), h('dd', null, v)]))) : '';
-  main.replaceChildren(head, alarmBox, tiles, chartBox, list, details);
+  // Remote control, for roles that may operate: its code comes with the work screens, after the page shows.
+  let ctl = null;
+  const ctlBox = canOperate() && u.points.some((p) => p.writable)
+    ? h('section', { class: 'panel', 'aria-labelledby': 'ctl-h', 'data-testid': 'control' }) : '';
+  const loadControl = () => {
+    ctlBox.replaceChildren(h('h2', { id: 'ctl-h' }, t('ctl_title')), h('p', { class: 'loading' }, t('loading')));
+    import('./work.js').then((m) => { if (ctx.alive()) ctl = m.control(ctlBox, u, ctx); },
+      () => ctlBox.replaceChildren(h('h2', { id: 'ctl-h' }, t('ctl_title')), errorBox({ status: 0 }, loadControl)));
+  };
+  main.replaceChildren(head, alarmBox, tiles, chartBox, ctlBox, list, details);
   loadChart();
+  if (ctlBox) loadControl();
 
   function select(p) {
     cs.pid = p.id; cs.zoom = null;
@@ -234,6 +244,7 @@ export async function unit(main, ctx) {
       if (flash) fresh.classList.add('flash');
       el.replaceWith(fresh);
     }
+    ctl?.paint(p, flash);
   }
 
   // Live values: Server-Sent Events, closed while the page is hidden.

@@ -1,8 +1,9 @@
-// The work screens, loaded when first opened: alarms, alarm detail, tickets, ticket detail.
+// The work screens, loaded when first opened: alarms, alarm detail, tickets, ticket detail; and a
+// unit page's remote control, for those who may operate.
 import { api, h, icon, isSales } from './api.js';
-import { t, has, pointLabel, knownPoint, isBool, fmtValue, dur, when } from './i18n.js';
+import { t, has, pointLabel, knownPoint, isBool, fmtValue, fmtNum, dur, when } from './i18n.js';
 import { chart } from './chart.js';
-import { alarmRow, title, unitLabel, gradeBadge, age, toast, every } from './views.js';
+import { alarmRow, title, unitLabel, unitName, gradeBadge, age, toast, every } from './views.js';
 
 const ASTATE = { active: 0, cleared: 1, acknowledged: 2, closed: 3 };
 
@@ -219,4 +220,197 @@ export async function ticket(main, ctx) {
     h('b', null, e.kind === 'closed' ? t('tk_closed_ev') : has('tk_' + e.kind) ? t('tk_' + e.kind) : e.kind), e.actor ? ' · ' + e.actor : '', h('span', { class: 'sub' }, ' ', when(e.at)),
     e.kind === 'breached' && e.comment ? ' ' + t('clock_' + e.comment) : e.comment ? h('div', { class: 'sub' }, e.comment) : ''))));
   main.replaceChildren(head, clockBox, actions, evs);
+}
+
+/* ---------------------------------------------------------------- remote control (unit page) */
+
+const FINAL = ['done', 'refused', 'failed', 'expired', 'unanswered'];
+/** A coil or a 0/1 register: offered as its opposite action, not as a number to type. */
+const isSwitch = (p) => p.min === 0 && p.max === 1 && (p.step ?? 1) === 1;
+const places = (x) => Math.min(6, (String(x ?? '').split('.')[1] || '').length);
+/** Decimals a writable point's values have: those of its step and its lowest value. */
+const dp = (p) => Math.max(places(p.step ?? 1), places(p.min ?? 0));
+const num = (p, v) => (p.min == null ? fmtNum(v, p.unit) : (+v).toFixed(dp(p)));
+const unitOf = (p) => (p.unit ? ' ' + p.unit : '');
+/** A writable point's value as the control shows it: a word for a switch, else the number
+ * with its unit at the step's decimals. */
+function ctlValue(p, v) {
+  if (v == null || !isFinite(v)) return '—';
+  if (isSwitch(p)) return p.name === 'chiller_enable' ? t(v ? 'ctl_en_1' : 'ctl_en_0') : t(v ? 'on' : 'off');
+  return num(p, v) + unitOf(p);
+}
+
+/**
+ * The remote control of a unit page, into `box`: the unit's writable points with their values,
+ * each changed in two steps (the value, checked against the bounds the gateway announced; then
+ * a review of now → new to confirm), the command followed until its result is final, and the
+ * unit's recent commands. Returns `paint(point, changed)` for live values.
+ */
+export function control(box, u, ctx) {
+  const points = u.points.filter((p) => p.writable);
+  const byName = new Map(u.points.map((p) => [p.name, p]));
+  const rowEls = new Map();
+  const rows = h('div', { class: 'plist' });
+  const result = h('p', { class: 'cres', role: 'status', 'aria-live': 'polite', 'data-testid': 'command-result', hidden: true });
+  const log = h('ol', { class: 'clog', 'aria-labelledby': 'ctl-log' });
+  let busy = false, editor = null;
+
+  function row(p) {
+    const bounded = p.min != null && p.max != null;
+    const open = (label, go) => h('button', {
+      class: 'btn small', 'data-testid': 'command-open', 'data-point-name': p.name, 'aria-label': `${label}: ${pointLabel(p.name)}`, disabled: busy, onclick: go,
+    }, label);
+    let acts;
+    if (!bounded) acts = h('small', { class: 'sub' }, t('ctl_nobounds'));
+    else if (isSwitch(p)) {
+      const words = p.name === 'chiller_enable' ? ['ctl_stop', 'ctl_start'] : ['ctl_off', 'ctl_on'];
+      acts = (p.value == null ? [1, 0] : [p.value ? 0 : 1]).map((to) => open(t(words[to]), () => { closeEditor(); review(p, to); }));
+    } else acts = open(t('ctl_change'), () => edit(p));
+    return h('div', { class: 'crow', 'data-point-name': p.name },
+      h('span', { class: 'pn' }, pointLabel(p.name), h('small', null, p.name)),
+      h('b', { class: 'cv', 'data-testid': 'command-point-value', 'data-point-name': p.name }, ctlValue(p, p.value)),
+      h('span', { class: 'cacts' }, acts));
+  }
+  function paint(p, changed) {
+    const old = rowEls.get(p.id);
+    if (!old) return;
+    const fresh = row(p);
+    if (changed) fresh.classList.add('flash');
+    old.replaceWith(fresh);
+    rowEls.set(p.id, fresh);
+  }
+  function setBusy(b) {
+    busy = b;
+    for (const el of box.querySelectorAll('[data-testid=command-open]')) el.disabled = b;
+  }
+  function closeEditor() { editor?.remove(); editor = null; }
+
+  /** Step one for a number: the new value, checked before the review. */
+  function edit(p) {
+    closeEditor();
+    const range = t('ctl_range', { min: num(p, p.min), max: num(p, p.max), u: unitOf(p), step: num(p, p.step ?? 1) });
+    const input = h('input', {
+      id: 'ctl-in', type: 'number', inputmode: 'decimal', min: p.min, max: p.max, step: p.step ?? 'any', required: true,
+      value: p.value == null ? '' : num(p, p.value), 'aria-describedby': 'ctl-range ctl-err', 'data-testid': 'command-value',
+    });
+    const err = h('p', { class: 'err', id: 'ctl-err', role: 'alert', 'data-testid': 'command-error' });
+    editor = h('form', { class: 'cedit', novalidate: true, onsubmit: (e) => {
+      e.preventDefault();
+      const c = check(p, input.value, range);
+      input.setAttribute('aria-invalid', String(!!c.error));
+      err.textContent = c.error || '';
+      if (c.error) input.focus();
+      else review(p, c.value);
+    } },
+    h('label', { for: 'ctl-in' }, t('ctl_new'), ': ', pointLabel(p.name)),
+    h('span', { class: 'cin' }, input, p.unit ? h('span', null, p.unit) : ''),
+    h('p', { class: 'hint', id: 'ctl-range', 'data-testid': 'command-range' }, range), err,
+    h('div', { class: 'row' }, h('button', { type: 'button', class: 'btn', onclick: closeEditor }, t('cancel')),
+      h('button', { type: 'submit', class: 'btn primary', 'data-testid': 'command-next' }, t('ctl_next'))));
+    rowEls.get(p.id).after(editor);
+    input.focus();
+  }
+  /** The value typed, within the bounds and on the step, or why not (the server checks again). */
+  function check(p, text, range) {
+    const raw = text.trim().replace(',', '.');
+    const v = raw === '' ? NaN : Number(raw);
+    const say = { v: raw, min: num(p, p.min), max: num(p, p.max), u: unitOf(p), step: num(p, p.step ?? 1) };
+    if (!isFinite(v)) return { error: t('ctl_nan') + ' ' + range };
+    if (v < p.min - 1e-9 || v > p.max + 1e-9) return { error: t('ctl_out', say) };
+    const step = p.step || 1, k = (v - p.min) / step;
+    const snap = (n) => Math.min(p.max, Math.max(p.min, +(p.min + n * step).toFixed(dp(p))));
+    if (Math.abs(k - Math.round(k)) > 1e-6) return { error: t('ctl_off_step', { ...say, a: num(p, snap(Math.floor(k))), b: num(p, snap(Math.ceil(k))) }) };
+    const value = snap(Math.round(k));
+    if (p.value != null && Math.abs(value - p.value) < step / 2) return { error: t('ctl_same', { v: ctlValue(p, p.value) }) };
+    return { value };
+  }
+
+  /** Step two: now → new, plainly, to confirm or cancel. */
+  function review(p, value) {
+    const start = p.name === 'chiller_enable' ? (value ? 'start' : 'stop') : '';
+    const dlg = h('dialog', { class: 'sheet', role: 'dialog', 'data-testid': 'command-review', 'aria-labelledby': 'ctl-q', 'aria-describedby': 'ctl-w' });
+    const close = () => (dlg.close ? dlg.close() : dlg.remove());
+    const no = h('button', { class: 'btn', 'data-testid': 'command-cancel', onclick: close }, t('cancel'));
+    const yes = h('button', { class: 'btn primary', 'data-testid': 'command-confirm', onclick: () => {
+      yes.disabled = true;
+      close();
+      closeEditor();
+      send(p, value);
+    } }, start ? t('ctl_yes_' + start) : t('ctl_yes_set', { v: ctlValue(p, value) }));
+    dlg.append(
+      h('h2', { id: 'ctl-q' }, start ? t('ctl_q_' + start) : t('ctl_q_set', { p: pointLabel(p.name) })),
+      h('p', { class: 'sub' }, unitName(u), ' · ', u.gateway_id),
+      h('dl', { class: 'change' },
+        h('dt', null, t('ctl_now')), h('dd', { 'data-testid': 'command-current' }, ctlValue(p, p.value)),
+        h('dt', null, t('ctl_to')), h('dd', { class: 'new', 'data-testid': 'command-new' }, ctlValue(p, value))),
+      h('p', { class: 'cwarn', id: 'ctl-w' }, t(start ? 'ctl_warn_' + start : 'ctl_warn')),
+      h('div', { class: 'row' }, no, yes));
+    dlg.addEventListener('close', () => dlg.remove());
+    box.append(dlg);
+    // Modal where the browser has it; the cancel button takes the focus, so Enter does not send.
+    if (dlg.showModal) dlg.showModal(); else dlg.setAttribute('open', '');
+    no.focus();
+  }
+
+  function show(status, text) {
+    const bad = !['done', 'sent', 'sending'].includes(status);
+    result.className = 'cres cs-' + status;
+    result.dataset.status = status;
+    result.replaceChildren(icon(status === 'done' ? 'running' : bad ? 'alarm' : 'stale'), h('span', null, text));
+    result.hidden = false;
+  }
+  /** Sends the command and follows it until its result is final (a minute at most). */
+  async function send(p, value) {
+    setBusy(true);
+    show('sending', t('ctl_sending'));
+    result.scrollIntoView?.({ block: 'nearest' });
+    let c;
+    try {
+      c = await api(`/api/v1/units/${u.id}/commands`, { body: { point: p.name, value } });
+    } catch (e) {
+      setBusy(false);
+      if (e.status === 409) show('refused', t('ctl_refused', { m: e.message }));
+      else if (e.status === 403) show('refused', t('ctl_forbidden'));
+      else show('error', e.status === 0 ? t('offline') : t('error', { e: e.message }));
+      loadLog();
+      return;
+    }
+    show('sent', t('ctl_sent'));
+    loadLog();
+    const until = Date.now() + 60e3;
+    while (!FINAL.includes(c.status) && Date.now() < until && ctx.alive()) {
+      await new Promise((r) => setTimeout(r, 500));
+      try { c = await api(`/api/v1/commands/${encodeURIComponent(c.id)}`); } catch (_) { /* try again */ }
+    }
+    if (!ctx.alive()) return;
+    setBusy(false);
+    const m = c.message || '—';
+    show(c.status, c.status === 'done' ? t('ctl_done', { v: ctlValue(p, c.read_back ?? c.value) })
+      : FINAL.includes(c.status) ? t('ctl_' + c.status, { m }) : t('ctl_slow'));
+    loadLog();
+  }
+
+  async function loadLog() {
+    try {
+      const list = await api(`/api/v1/units/${u.id}/commands?limit=10`);
+      if (ctx.alive()) log.replaceChildren(...(list.length ? list.map(logRow) : [h('li', { class: 'sub' }, t('ctl_none'))]));
+    } catch (_) { /* keep the last list */ }
+  }
+  function logRow(c) {
+    const p = byName.get(c.point) || { name: c.point, unit: c.unit };
+    return h('li', { class: 'crec', 'data-testid': 'command-row', 'data-status': c.status, 'data-command-id': c.id },
+      h('span', { class: 'cwhat' }, h('b', null, pointLabel(c.point)), ' ', ctlValue(p, c.previous_value), ' → ', h('b', null, ctlValue(p, c.value))),
+      h('span', { class: 'astate cs-' + c.status }, has('cs_' + c.status) ? t('cs_' + c.status) : c.status),
+      h('span', { class: 'sub' }, when(c.requested_at), ' · ', c.requested_by),
+      c.status !== 'done' && c.message ? h('span', { class: 'sub' }, c.message) : '');
+  }
+
+  for (const p of points) rowEls.set(p.id, row(p));
+  rows.append(...rowEls.values());
+  box.replaceChildren(h('h2', { id: 'ctl-h' }, t('ctl_title')), h('p', { class: 'hint' }, t('ctl_hint')),
+    u.gateway_online === false ? h('p', { class: 'cwarn' }, t('ctl_gw_offline')) : '',
+    rows, result, h('h3', { id: 'ctl-log' }, t('ctl_recent')), log);
+  loadLog();
+  every(ctx, 30e3, () => { if (!busy) loadLog(); });
+  return { paint };
 }
