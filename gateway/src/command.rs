@@ -150,7 +150,13 @@ impl Journal {
 
 /// A result of `status` for `command` with `message`.
 pub fn answer(id: &str, status: CommandStatus, message: impl Into<String>, now_ms: i64) -> CommandResult {
-    CommandResult { id: id.to_owned(), status: status as i32, message: message.into(), read_back: None, time_ms: now_ms }
+    CommandResult {
+        id: id.to_owned(),
+        status: status as i32,
+        message: message.into(),
+        read_back: None,
+        time_ms: now_ms,
+    }
 }
 
 /// Decides what to do with the command in `payload`, received at `now_ms`, for `devices`;

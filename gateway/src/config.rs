@@ -763,7 +763,8 @@ fn check_device(
         points = profile.points;
         local_mode_point = profile.local_mode_point;
         let profile_field = |i| format!("profile {name:?}: interlocks[{i}]");
-        interlocks.extend(profile.interlocks.into_iter().enumerate().map(|(i, interlock)| (profile_field(i), interlock)));
+        interlocks
+            .extend(profile.interlocks.into_iter().enumerate().map(|(i, interlock)| (profile_field(i), interlock)));
     }
     local_mode_point = device.local_mode_point.or(local_mode_point);
     let own = |i| format!("{field}.interlocks[{i}]");
@@ -889,10 +890,18 @@ pub(crate) fn check_point(point: PointFile, base: u16, field: &str) -> Result<Po
 /// `min` and `max` (required, so nothing is writable without bounds), each representable in the
 /// register's type. Input tables and flags packed in registers (a write would rewrite the other
 /// bits) are read only.
-fn check_write(point: &PointFile, data_type: DataType, decimals: i32, field: &str) -> Result<Option<WriteRange>, ConfigError> {
+fn check_write(
+    point: &PointFile,
+    data_type: DataType,
+    decimals: i32,
+    field: &str,
+) -> Result<Option<WriteRange>, ConfigError> {
     if !point.writable {
         if point.min.is_some() || point.max.is_some() || point.step.is_some() || point.write_multiple {
-            return Err(invalid(format!("{field}.writable"), "min, max, step and write_multiple are for writable points"));
+            return Err(invalid(
+                format!("{field}.writable"),
+                "min, max, step and write_multiple are for writable points",
+            ));
         }
         return Ok(None);
     }
@@ -1073,27 +1082,57 @@ scale = 0.1
         let device = &config.devices[0];
         let name = |i: usize| device.points[i].name.as_str();
         assert_eq!(device.local_mode.map(name), Some("local_control"));
-        let guards: Vec<_> = device.interlocks.iter().map(|i| (name(i.point), i.value, name(i.requires), i.equals)).collect();
+        let guards: Vec<_> =
+            device.interlocks.iter().map(|i| (name(i.point), i.value, name(i.requires), i.equals)).collect();
         assert_eq!(
             guards,
-            [("chiller_enable", Some(1.0), "flow_proven", 1.0), ("chiller_enable", Some(1.0), "diagnostic_active", 0.0)]
+            [
+                ("chiller_enable", Some(1.0), "flow_proven", 1.0),
+                ("chiller_enable", Some(1.0), "diagnostic_active", 0.0)
+            ]
         );
         let setpoint = device.points.iter().find(|p| p.name == "chw_setpoint").expect("setpoint");
         assert_eq!(setpoint.write, Some(WriteRange { min: 4.4, max: 15.6, step: 0.1, multiple: false }));
 
         let extra = "kind = \"holding\"\naddress = 100\ntype = \"f32\"";
-        check_error(extra, &format!("{extra}\nwritable = true"), "devices[0].points[0].writable: a writable register needs min and max");
+        check_error(
+            extra,
+            &format!("{extra}\nwritable = true"),
+            "devices[0].points[0].writable: a writable register needs min and max",
+        );
         check_error(extra, &format!("{extra}\nmin = 1.0"), "min, max, step and write_multiple are for writable points");
         check_error("kind = \"holding\"", "kind = \"input\"\nwritable = true", "read only");
-        check_error(extra, "kind = \"holding\"\naddress = 100\ntype = \"i16\"\nwritable = true\nmin = 0\nmax = 5000", "5000 cannot be written");
+        check_error(
+            extra,
+            "kind = \"holding\"\naddress = 100\ntype = \"i16\"\nwritable = true\nmin = 0\nmax = 5000",
+            "5000 cannot be written",
+        );
         check_error(extra, &format!("{extra}\nwritable = true\nmin = 5\nmax = 1"), "min <= max");
-        check_error("type = \"f32\"\nword_order = \"little\"\nscale = 0.1", "bit = 3\nwritable = true\nmin = 0\nmax = 1", "other bits");
-        check_error("host = \"127.0.0.1\"", "host = \"127.0.0.1\"\nlocal_mode_point = \"nope\"", "devices[0].local_mode_point: no numeric point \"nope\"");
+        check_error(
+            "type = \"f32\"\nword_order = \"little\"\nscale = 0.1",
+            "bit = 3\nwritable = true\nmin = 0\nmax = 1",
+            "other bits",
+        );
+        check_error(
+            "host = \"127.0.0.1\"",
+            "host = \"127.0.0.1\"\nlocal_mode_point = \"nope\"",
+            "devices[0].local_mode_point: no numeric point \"nope\"",
+        );
         let interlock = |point: &str, requires: &str| {
-            format!("host = \"127.0.0.1\"\ninterlocks = [{{ point = \"{point}\", requires = \"{requires}\", equals = 1, reason = \"r\" }}]")
+            format!(
+                "host = \"127.0.0.1\"\ninterlocks = [{{ point = \"{point}\", requires = \"{requires}\", equals = 1, reason = \"r\" }}]"
+            )
         };
-        check_error("host = \"127.0.0.1\"", &interlock("evap_leaving_temp", "running"), "devices[0].interlocks[0].point: \"evap_leaving_temp\" is not writable");
-        check_error("host = \"127.0.0.1\"", &interlock("chw_setpoint", "nope"), "devices[0].interlocks[0].requires: no numeric point");
+        check_error(
+            "host = \"127.0.0.1\"",
+            &interlock("evap_leaving_temp", "running"),
+            "devices[0].interlocks[0].point: \"evap_leaving_temp\" is not writable",
+        );
+        check_error(
+            "host = \"127.0.0.1\"",
+            &interlock("chw_setpoint", "nope"),
+            "devices[0].interlocks[0].requires: no numeric point",
+        );
     }
 
     #[test]

@@ -286,13 +286,19 @@ mod tests {
                 for bytes in [ByteOrder::Big, ByteOrder::Little] {
                     let words = encode_words(value, data_type, order, bytes).expect("encodable");
                     assert_eq!(words.len(), usize::from(data_type.width()));
-                    assert_eq!(decode_words(&words, data_type, order, bytes), value, "{data_type:?} {order:?} {bytes:?}");
+                    assert_eq!(
+                        decode_words(&words, data_type, order, bytes),
+                        value,
+                        "{data_type:?} {order:?} {bytes:?}"
+                    );
                 }
             }
         }
         assert_eq!(encode_words(-1234.0, DataType::I16, WordOrder::Big, ByteOrder::Big), Ok(vec![0xFB2E]));
         assert_eq!(encode_words(65.4, DataType::I16, WordOrder::Big, ByteOrder::Big), Ok(vec![65]));
-        for (data_type, raw) in [(DataType::U16, -1.0), (DataType::U16, 65536.0), (DataType::I16, 40000.0), (DataType::F32, f64::NAN)] {
+        for (data_type, raw) in
+            [(DataType::U16, -1.0), (DataType::U16, 65536.0), (DataType::I16, 40000.0), (DataType::F32, f64::NAN)]
+        {
             assert!(encode_words(raw, data_type, WordOrder::Big, ByteOrder::Big).is_err(), "{data_type:?} {raw}");
         }
         assert_eq!(raw_of(6.5, 0.1, 0.0).round(), 65.0);

@@ -416,7 +416,7 @@ impl DevicePoller {
         let refuse = |message: String| answer(id, CommandStatus::Refused, message, now_ms());
         if let Some(local) = self.device.local_mode {
             match self.read_point(local).await {
-                Ok(value) if value == 0.0 => {}
+                Ok(0.0) => {}
                 Ok(_) => {
                     return refuse(
                         "the controller is in local control: remote writes are refused until it is switched back to remote"
@@ -440,25 +440,39 @@ impl DevicePoller {
                     return refuse(format!("{} ({requires} reads {value})", interlock.reason));
                 }
                 Err(error) => {
-                    return refuse(format!("cannot read {} to check an interlock: {error}", name(self, interlock.requires)));
+                    return refuse(format!(
+                        "cannot read {} to check an interlock: {error}",
+                        name(self, interlock.requires)
+                    ));
                 }
             }
         }
         let point = &self.device.points[write.point];
         info!(device = %self.device.id, point = %point.name, value = write.value, requester = %command.requester, id, "executing a remote command");
-        let operation = Operation::Write { kind: point.kind, address: point.address, payload: &write.payload, multiple: point.write.is_some_and(|w| w.multiple) };
+        let operation = Operation::Write {
+            kind: point.kind,
+            address: point.address,
+            payload: &write.payload,
+            multiple: point.write.is_some_and(|w| w.multiple),
+        };
         let step = point.write.map_or(1.0, |w| w.step);
         let written = request(&mut self.link, &self.device, operation).await;
         let read_back = self.read_point(write.point).await;
         let mut result = match (&written, &read_back) {
             (Ok(_), Ok(value)) if confirms(write.value, *value, step) => answer(id, CommandStatus::Done, "", now_ms()),
-            (Ok(_), Ok(value)) => answer(id, CommandStatus::Failed, format!("written, but the device reads back {value}"), now_ms()),
-            (Ok(_), Err(error)) => answer(id, CommandStatus::Failed, format!("written, but reading back failed: {error}"), now_ms()),
+            (Ok(_), Ok(value)) => {
+                answer(id, CommandStatus::Failed, format!("written, but the device reads back {value}"), now_ms())
+            }
+            (Ok(_), Err(error)) => {
+                answer(id, CommandStatus::Failed, format!("written, but reading back failed: {error}"), now_ms())
+            }
             (Err(error), _) => answer(id, CommandStatus::Failed, format!("the write failed: {error}"), now_ms()),
         };
         result.read_back = read_back.ok();
         match CommandStatus::try_from(result.status) {
-            Ok(CommandStatus::Done) => info!(device = %self.device.id, id, "remote command done and confirmed by reading back"),
+            Ok(CommandStatus::Done) => {
+                info!(device = %self.device.id, id, "remote command done and confirmed by reading back")
+            }
             _ => warn!(device = %self.device.id, id, message = %result.message, "remote command failed"),
         }
         result

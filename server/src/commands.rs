@@ -42,9 +42,7 @@ const ANSWER_GRACE: Duration = Duration::from_secs(30);
 
 /// Routes behind authentication, nested under `/api/v1`.
 pub fn routes() -> Router<AppState> {
-    Router::new()
-        .route("/units/{unit_id}/commands", get(list).post(send))
-        .route("/commands/{command_id}", get(detail))
+    Router::new().route("/units/{unit_id}/commands", get(list).post(send)).route("/commands/{command_id}", get(detail))
 }
 
 /// A command asked of a unit.

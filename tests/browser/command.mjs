@@ -8,27 +8,16 @@
 // bounds and different from the current 7.0), ARTIFACTS (a directory for the screenshots).
 // Prints one line per step and a JSON line of what it saw; exits non-zero on the first failure.
 
-import { chromium } from 'playwright-core';
 import { mkdirSync } from 'node:fs';
+import { phone } from './phone.mjs';
 
 const { BASE, LOGIN, PASSWORD, UNIT_ID, NEW_VALUE = '8.5', ARTIFACTS = '.' } = process.env;
 mkdirSync(ARTIFACTS, { recursive: true });
 const timeout = 20_000;
 const POINT = 'chw_setpoint';
 
-const browser = await chromium.launch({
-  executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
-  args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking',
-    '--disable-component-update', '--disable-sync', '--no-first-run'],
-});
-const context = await browser.newContext({ viewport: { width: 360, height: 740 }, deviceScaleFactor: 2, isMobile: true, hasTouch: true });
-const page = await context.newPage();
-const problems = [];
-page.on('pageerror', (error) => problems.push(`page error: ${error.message}`));
-// The refused command shows as a failed request (409) in the console: only the page's own
-// errors count.
-page.on('console', (message) => message.type() === 'error' && !message.text().startsWith('Failed to load resource')
-  && problems.push(`console: ${message.text()}`));
+// The refused command's 409 is the browser's console error, not the page's: phone() skips it.
+const { browser, page, problems } = await phone();
 const seen = {};
 
 async function step(name, body) {

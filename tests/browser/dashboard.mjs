@@ -6,26 +6,16 @@
 // changes while this runs), ARTIFACTS (a directory for the screenshots).
 // Prints one line per step; exits non-zero on the first failure.
 
-import { chromium } from 'playwright-core';
 import { mkdirSync } from 'node:fs';
+import { phone } from './phone.mjs';
 
 const { BASE, LOGIN, PASSWORD, UNIT_ID, LIVE_POINT = 'p1', ARTIFACTS = '.' } = process.env;
 mkdirSync(ARTIFACTS, { recursive: true });
 const timeout = 20_000;
 
-const browser = await chromium.launch({
-  executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
-  args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking',
-    '--disable-component-update', '--disable-sync', '--no-first-run'],
-});
-const context = await browser.newContext({ viewport: { width: 360, height: 740 }, deviceScaleFactor: 2, isMobile: true, hasTouch: true });
-const page = await context.newPage();
-const problems = [];
-page.on('pageerror', (error) => problems.push(`page error: ${error.message}`));
-// A refused request shows as a console error of the browser's own (the sign-in probe, the wrong
-// password): only the page's errors count.
-page.on('console', (message) => message.type() === 'error' && !message.text().startsWith('Failed to load resource')
-  && problems.push(`console: ${message.text()}`));
+// Refused requests (the sign-in probe, the wrong password) are the browser's console errors,
+// not the page's: phone() skips them.
+const { browser, page, problems } = await phone();
 
 async function step(name, body) {
   try {

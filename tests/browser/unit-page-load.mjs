@@ -6,7 +6,7 @@
 //
 // Environment: BASE, LOGIN, PASSWORD, UNIT_ID, RUNS (5), PROFILE (wpt-3g | chrome-fast-3g).
 
-import { chromium } from 'playwright-core';
+import { phone } from './phone.mjs';
 
 const { BASE, LOGIN, PASSWORD, UNIT_ID, RUNS = '5', PROFILE = 'wpt-3g' } = process.env;
 // WebPageTest's "3G" (1.6 Mbit/s down, 768 kbit/s up, 300 ms round trip) and Chrome's former
@@ -18,15 +18,7 @@ const profiles = {
 const network = profiles[PROFILE];
 if (!network) throw new Error(`unknown PROFILE ${PROFILE}`);
 
-const browser = await chromium.launch({
-  executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
-  args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking',
-    '--disable-component-update', '--disable-sync', '--no-first-run'],
-});
-const context = await browser.newContext({
-  viewport: { width: 360, height: 740 }, deviceScaleFactor: 2, isMobile: true, hasTouch: true, serviceWorkers: 'block',
-});
-const page = await context.newPage();
+const { browser, context, page } = await phone({ serviceWorkers: 'block' });
 await page.goto(`${BASE}/`);
 await page.getByTestId('signin-login').fill(LOGIN);
 await page.getByTestId('signin-password').fill(PASSWORD);

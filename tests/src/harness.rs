@@ -740,6 +740,17 @@ impl Gateway {
     }
 }
 
+/// `tests/browser`: the browser tests' scripts and their playwright-core, which drive Debian's
+/// Chromium. Panics saying how to install them when either is missing.
+pub fn browser_dir() -> PathBuf {
+    let dir = workspace_root().join("tests/browser");
+    assert!(
+        dir.join("node_modules/playwright-core").exists() && Path::new("/usr/bin/chromium").exists(),
+        "scripts/test installs Chromium and playwright-core (npm ci in tests/browser)"
+    );
+    dir
+}
+
 /// A Python with pymodbus 3.16: `$CHILLCLOUD_PYMODBUS_PYTHON`, or a venv under `target/`
 /// created on first use.
 pub async fn pymodbus_python() -> PathBuf {

@@ -5,17 +5,13 @@
 //! simulator's Modbus register and reads it back. Screenshots are kept in
 //! `target/browser-artifacts/`.
 
-use std::{path::PathBuf, process::Stdio, time::Duration};
+use std::{process::Stdio, time::Duration};
 
-use chillcloud_tests::harness::{Gateway, Simulator, Stack, simulated_chillers, wait_for, workspace_root};
+use chillcloud_tests::harness::{Gateway, Simulator, Stack, browser_dir, simulated_chillers, wait_for, workspace_root};
 
 #[tokio::test]
 async fn command_a_setpoint_changes_through_the_two_step_confirmation_on_a_phone() {
-    let browser_dir = workspace_root().join("tests/browser");
-    assert!(
-        browser_dir.join("node_modules/playwright-core").exists() && PathBuf::from("/usr/bin/chromium").exists(),
-        "scripts/test installs Chromium and playwright-core (npm ci in tests/browser)"
-    );
+    let browser_dir = browser_dir();
     let stack = Stack::start().await;
     let api = stack.api();
     let sim = Simulator::start(1, stack.dir.path()).await;

@@ -8,8 +8,7 @@ use std::time::Duration;
 use chillcloud_proto::{Command, CommandResult, CommandStatus, GatewayId, MessageKind, Topic};
 use chillcloud_server::embedded::broker::SERVER_USERNAME;
 use chillcloud_tests::harness::{
-    Api, Gateway, Process, Simulator, Stack, free_port, pymodbus_python, simulated_chillers, wait_for,
-    workspace_root,
+    Api, Gateway, Process, Simulator, Stack, free_port, pymodbus_python, simulated_chillers, wait_for, workspace_root,
 };
 use prost::Message as _;
 use reqwest::Method;
@@ -143,7 +142,8 @@ async fn user_api(stack: &Stack, login: &str, role: &str, organisation: i64) -> 
         .send()
         .await
         .expect("sign in");
-    let cookie = signed_in.headers()["set-cookie"].to_str().expect("cookie").split(';').next().expect("pair").to_owned();
+    let cookie =
+        signed_in.headers()["set-cookie"].to_str().expect("cookie").split(';').next().expect("pair").to_owned();
     let session: Value = signed_in.json().await.expect("session");
     let token: Value = client
         .post(format!("{base}/api/v1/tokens"))
@@ -184,7 +184,8 @@ async fn command_refused_out_of_bounds_unauthorised_in_local_control_or_by_an_in
     assert_eq!(refused, 5, "every refusal is in the audit trail: {trail}");
 
     // Roles and organisations: sales may look but not operate; another customer sees nothing.
-    let (_, service) = api.send(Method::POST, "/api/v1/organisations", json!({"name": "Service", "kind": "service"})).await;
+    let (_, service) =
+        api.send(Method::POST, "/api/v1/organisations", json!({"name": "Service", "kind": "service"})).await;
     let sales = user_api(&stack, "sales@service.example", "sales", service["id"].as_i64().expect("id")).await;
     assert!(sales.get(&format!("/api/v1/units/{unit_id}")).await.is_some(), "sales read the unit");
     assert_eq!(command(&sales, unit_id, "chw_setpoint", 8.0).await.0, 403);
@@ -365,19 +366,25 @@ async fn command_writes_of_every_type_read_back_equal_on_pymodbus() {
             "kind = \"holding\", address = 8, type = \"f32\", word_order = \"little\", decimals = 1, min = -50, max = 50",
             -3.5,
         ),
-        ("scaled", "kind = \"holding\", address = 10, type = \"i16\", scale = 0.1, unit = \"°C\", min = 4, max = 15", 6.5),
+        (
+            "scaled",
+            "kind = \"holding\", address = 10, type = \"i16\", scale = 0.1, unit = \"°C\", min = 4, max = 15",
+            6.5,
+        ),
         ("f64_big", "kind = \"holding\", address = 11, type = \"f64\", decimals = 4, min = 0, max = 10000", 1234.5678),
         (
             "i64_little",
             "kind = \"holding\", address = 15, type = \"i64\", word_order = \"little\", min = -1e12, max = 1e12",
             -9_876_543_211.0,
         ),
-        ("u16_multiple", "kind = \"holding\", address = 19, type = \"u16\", write_multiple = true, min = 0, max = 100", 42.0),
+        (
+            "u16_multiple",
+            "kind = \"holding\", address = 19, type = \"u16\", write_multiple = true, min = 0, max = 100",
+            42.0,
+        ),
     ];
-    let listed: String = points
-        .iter()
-        .map(|(name, spec, _)| format!("  {{ name = \"{name}\", {spec}, writable = true }},\n"))
-        .collect();
+    let listed: String =
+        points.iter().map(|(name, spec, _)| format!("  {{ name = \"{name}\", {spec}, writable = true }},\n")).collect();
     let devices = format!(
         "[[devices]]\nid = \"chiller-1\"\nhost = \"127.0.0.1\"\nport = {port}\npoll_interval_ms = 500\npoints = [\n{listed}]\n"
     );

@@ -3,19 +3,15 @@
 //! and broker. An owner signs in, sees their unit's status, watches a live value change and
 //! acknowledges an alarm. Screenshots are kept in `target/browser-artifacts/`.
 
-use std::{path::PathBuf, process::Stdio, time::Duration};
+use std::{process::Stdio, time::Duration};
 
-use chillcloud_tests::harness::{Stack, wait_for, workspace_root};
+use chillcloud_tests::harness::{Stack, browser_dir, wait_for, workspace_root};
 use reqwest::Method;
 use serde_json::json;
 
 #[tokio::test]
 async fn an_owner_signs_in_sees_a_live_value_change_and_acknowledges_an_alarm_on_a_phone() {
-    let browser_dir = workspace_root().join("tests/browser");
-    assert!(
-        browser_dir.join("node_modules/playwright-core").exists() && PathBuf::from("/usr/bin/chromium").exists(),
-        "scripts/test installs Chromium and playwright-core (npm ci in tests/browser)"
-    );
+    let browser_dir = browser_dir();
     let stack = Stack::start().await;
     let api = stack.api();
     let mut gateway = stack.gateway(2).await;

@@ -162,7 +162,9 @@ struct P1Round {
 /// once afterwards).
 async fn readings_stored(stack: &Stack) -> Option<u64> {
     let text = reqwest::get(format!("http://{}/metrics", stack.http)).await.ok()?.text().await.ok()?;
-    text.lines().find_map(|line| line.strip_prefix("chillcloud_readings_stored_total ")?.trim().parse::<f64>().ok()).map(|n| n as u64)
+    text.lines()
+        .find_map(|line| line.strip_prefix("chillcloud_readings_stored_total ")?.trim().parse::<f64>().ok())
+        .map(|n| n as u64)
 }
 
 async fn p1() -> anyhow::Result<bool> {
@@ -199,7 +201,10 @@ async fn p1() -> anyhow::Result<bool> {
         .await;
         ours.push(total as f64 / started.elapsed().as_secs_f64());
         let (count, distinct) = count_readings(&pool).await;
-        anyhow::ensure!(count == before + total as i64 && distinct == count, "P1 stored {count} rows ({distinct} distinct)");
+        anyhow::ensure!(
+            count == before + total as i64 && distinct == count,
+            "P1 stored {count} rows ({distinct} distinct)"
+        );
 
         // The same rows, by binary COPY in 10,000-row batches and by INSERT VALUES in 1,000s.
         let rows: Vec<(i64, DateTime<Utc>, f64)> = messages
