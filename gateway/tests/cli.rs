@@ -32,7 +32,7 @@ host = "127.0.0.1"
 fn check_config_accepts_a_good_file() {
     let (ok, text) = check_config(GOOD);
     assert!(ok, "{text}");
-    assert!(text.contains("ok (1 devices, 20 points)"), "{text}");
+    assert!(text.contains("ok (1 devices, 21 points)"), "{text}");
 }
 
 #[test]
