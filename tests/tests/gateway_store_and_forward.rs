@@ -51,7 +51,7 @@ async fn metric(api: &Api, name: &str) -> f64 {
 #[tokio::test(flavor = "multi_thread")]
 async fn r1_broker_outage_delivers_every_reading_once_with_the_backlog_as_history() {
     let mut stack = Stack::start().await;
-    // 10 chillers x 120 points every 100 ms: 11,900 points a second.
+    // 10 chillers x 121 points every 100 ms: 12,100 points a second.
     let sim = Simulator::start(10, stack.dir.path()).await;
     let mut gateway = Gateway::new(&stack, "", &simulated_chillers(&sim, 10, POLLING, true));
     gateway.start();
