@@ -346,22 +346,22 @@ pub async fn flush(pool: &PgPool, rows: ReadingRows) -> sqlx::Result<()> {
     let mut tx = pool.begin().await?;
     let inserted = sqlx::query(
         "insert into readings (point_id, ts, value, quality)
-         select * from unnest($1::bigint[], $2::timestamptz[], $3::float8[], $4::int2[])
-         on conflict (point_id, ts) do nothing",
+         select * from unnest($1::bigint[], $2::timestamptz[], $3::float8[], $4::int2[])",
     )
     .bind(&all.point_ids)
     .bind(&all.times)
     .bind(&all.values)
     .bind(&all.qualities)
     .execute(&mut *tx)
-    .await?
-    .rows_affected();
-    if inserted == all.point_ids.len() as u64 {
-        fold_hourly(&mut tx, &hourly_aggregates(&sorted)).await?;
-    } else {
-        tx.rollback().await?;
-        tx = pool.begin().await?;
-        insert_readings_exactly(&mut tx, &all).await?;
+    .await;
+    match inserted {
+        Ok(_) => fold_hourly(&mut tx, &hourly_aggregates(&sorted)).await?,
+        Err(error) if error.as_database_error().is_some_and(|e| e.is_unique_violation()) => {
+            tx.rollback().await?;
+            tx = pool.begin().await?;
+            insert_readings_exactly(&mut tx, &all).await?;
+        }
+        Err(error) => return Err(error),
     }
     sqlx::query(
         "insert into latest_readings (point_id, ts, value, quality)
