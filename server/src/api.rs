@@ -175,9 +175,13 @@ pub(crate) async fn require_gateway(state: &AppState, gateway: &str) -> Result<(
     if crate::store::gateway_exists(&state.pool, &gateway).await? { Ok(()) } else { Err(ApiError::NotFound) }
 }
 
+/// 200 while the database answers (503 otherwise), with whether ingest is subscribed at the
+/// broker: `"broker": "subscribed"` or `"waiting"` (connecting, or the broker is down). A
+/// broker outage does not fail the check: the server rides it out by itself.
 async fn health(State(state): State<AppState>) -> Result<Json<serde_json::Value>, ApiError> {
     sqlx::query("select 1").execute(&state.pool).await?;
-    Ok(Json(serde_json::json!({ "status": "ok" })))
+    let broker = if state.metrics.broker_subscribed.get() == 1.0 { "subscribed" } else { "waiting" };
+    Ok(Json(serde_json::json!({ "status": "ok", "broker": broker })))
 }
 
 async fn metrics(State(state): State<AppState>) -> impl IntoResponse {

@@ -356,6 +356,10 @@ fn count(counts: &mut BatchCounts, outcome: &DataOutcome) {
     }
 }
 
+/// What gateways send that the server subscribes to.
+const SUBSCRIBED: [MessageKind; 4] =
+    [MessageKind::Birth, MessageKind::Death, MessageKind::Data, MessageKind::CommandResult];
+
 async fn drive(
     mut eventloop: EventLoop,
     client: AsyncClient,
@@ -364,6 +368,7 @@ async fn drive(
     shutdown: CancellationToken,
 ) {
     let mut delay = Duration::from_millis(250);
+    let mut subscriptions_granted = 0;
     loop {
         let event = tokio::select! {
             () = shutdown.cancelled() => return,
@@ -373,8 +378,21 @@ async fn drive(
             Ok(Event::Incoming(Packet::ConnAck(ack))) => {
                 info!(session_present = ack.session_present, "connected to broker");
                 delay = Duration::from_millis(250);
-                for kind in [MessageKind::Birth, MessageKind::Death, MessageKind::Data, MessageKind::CommandResult] {
+                for kind in SUBSCRIBED {
                     let _ = client.try_subscribe(Topic::gateway_filter(kind), QoS::AtLeastOnce);
+                }
+            }
+            Ok(Event::Incoming(Packet::SubAck(ack))) => {
+                // Until the broker grants the subscriptions, what gateways publish is not kept
+                // for this client (on a first connection there is no session yet).
+                let granted = ack.return_codes.iter().all(|code| *code != rumqttc::SubscribeReasonCode::Failure);
+                if granted {
+                    subscriptions_granted += 1;
+                    if subscriptions_granted == SUBSCRIBED.len() {
+                        metrics.broker_subscribed.set(1.0);
+                    }
+                } else {
+                    warn!("the broker refused an ingest subscription (check its ACL)");
                 }
             }
             Ok(Event::Incoming(Packet::Publish(publish))) => {
@@ -385,6 +403,8 @@ async fn drive(
             }
             Ok(_) => {}
             Err(error) => {
+                metrics.broker_subscribed.set(0.0);
+                subscriptions_granted = 0;
                 warn!(%error, retry_in = ?delay, "broker connection failed");
                 let jitter = rand::random_range(0.5..1.0);
                 tokio::select! {

@@ -84,6 +84,8 @@ pub struct Metrics {
     pub database_seconds: SecondsCounter,
     /// How old the oldest live reading of the last committed batch was when it was committed.
     pub ingest_lag_seconds: Gauge,
+    /// 1 while the broker has granted the ingest subscriptions on the current connection, else 0.
+    pub broker_subscribed: Gauge,
     /// Alarm episodes opened.
     pub alarms_raised: Counter,
     /// Derived values stored as readings.
@@ -174,11 +176,18 @@ impl Metrics {
                 self.replies_refused.get() as f64,
             ),
         ];
-        let gauges: [(&str, &str, f64); 1] = [(
-            "chillcloud_ingest_lag_seconds",
-            "Age of the oldest live (not backfilled) reading of the last batch when it was committed",
-            self.ingest_lag_seconds.get(),
-        )];
+        let gauges: [(&str, &str, f64); 2] = [
+            (
+                "chillcloud_ingest_lag_seconds",
+                "Age of the oldest live (not backfilled) reading of the last batch when it was committed",
+                self.ingest_lag_seconds.get(),
+            ),
+            (
+                "chillcloud_broker_subscribed",
+                "1 while the broker has granted the ingest subscriptions, 0 while disconnected or waiting",
+                self.broker_subscribed.get(),
+            ),
+        ];
         let render = |kind: &str, (name, help, value): &(&str, &str, f64)| {
             format!("# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}\n")
         };

@@ -353,8 +353,13 @@ impl Api {
     }
 
     /// Waits until `/health` answers.
+    /// Waits until the server is healthy and subscribed at the broker: a gateway's message
+    /// published before that would not be kept for it.
     pub async fn wait_healthy(&self, timeout: Duration) {
-        wait_for("the server's /health", timeout, || self.get("/health")).await;
+        wait_for("the server healthy and subscribed at the broker", timeout, || async {
+            self.get("/health").await.filter(|health| health["broker"] == "subscribed")
+        })
+        .await;
     }
 
     /// The latest value of `point` on the unit with `device_key`, if the server has one.
