@@ -21,12 +21,13 @@ use chillcloud_proto::{Command, CommandResult, CommandStatus, MessageKind, decod
 
 use crate::{
     config::{DeviceConfig, PointConfig},
-    modbus::{DataType, RegisterKind, encode_words, raw_of},
+    modbus::{DataType, RegisterKind, decode_words, encode_words, raw_of},
 };
 
-/// A command whose expiry is further ahead than this is refused: a command is for now, and the
-/// journal need keep ids only this long.
-pub const MAX_EXPIRY_AHEAD: Duration = Duration::from_secs(10 * 60);
+/// A command whose expiry is further ahead than this is refused: a command is for now (the
+/// server gives 30 s), the journal need keep ids only this long, and a gateway whose clock is
+/// far behind does not execute old commands. Gateways keep their clocks by NTP.
+pub const MAX_EXPIRY_AHEAD: Duration = Duration::from_secs(2 * 60);
 /// Ids stay in the journal this long past their expiry, against a late redelivery.
 const KEEP_AFTER_EXPIRY_MS: i64 = 60_000;
 
@@ -140,7 +141,14 @@ impl Journal {
         self.taken.get(id).is_some_and(|(_, result)| result.is_some())
     }
 
-    /// Forgets ids long expired; the file is rewritten when it has shed half its lines.
+    /// Remembers, for this run, the answer to a command that was not executed, so a copy gets
+    /// the same answer even if it would now pass (a reload changed the map, the disk recovered).
+    fn answered(&mut self, command: &Command, result: &CommandResult, now_ms: i64) {
+        let keep_until = command.expires_at_ms.min(now_ms.saturating_add(MAX_EXPIRY_AHEAD.as_millis() as i64));
+        self.taken.entry(command.id.clone()).or_insert_with(|| (keep_until, Some(result.clone())));
+    }
+
+    /// Forgets ids long expired, and rewrites the file when it forgot any.
     pub fn prune(&mut self, now_ms: i64) -> std::io::Result<()> {
         let before = self.taken.len();
         self.taken.retain(|_, (expires_ms, _)| expires_ms.saturating_add(KEEP_AFTER_EXPIRY_MS) > now_ms);
@@ -166,13 +174,17 @@ pub fn admit(journal: &mut Journal, devices: &[DeviceConfig], payload: &[u8], no
         Ok(command) => command,
         Err(error) => return Admission::Malformed(error.to_string()),
     };
-    let refuse = |message: String| Admission::Answer(answer(&command.id, CommandStatus::Refused, message, now_ms));
     // Ids go into the journal's lines and the server's table: keep them plain.
     let plain = |c: char| c.is_ascii_alphanumeric() || c == '-' || c == '_';
     if command.id.is_empty() || command.id.len() > 64 || !command.id.chars().all(plain) {
         return match command.id.is_empty() {
             true => Admission::Malformed("a command without an id".into()),
-            false => refuse("the id must be 1 to 64 letters, digits, '-' or '_'".into()),
+            false => Admission::Answer(answer(
+                &command.id,
+                CommandStatus::Refused,
+                "the id must be 1 to 64 letters, digits, '-' or '_'",
+                now_ms,
+            )),
         };
     }
     if let Some((_, result)) = journal.taken.get(&command.id) {
@@ -181,36 +193,35 @@ pub fn admit(journal: &mut Journal, devices: &[DeviceConfig], payload: &[u8], no
             None => Admission::Duplicate,
         };
     }
+    let not_executed = |journal: &mut Journal, status: CommandStatus, message: String| {
+        let result = answer(&command.id, status, message, now_ms);
+        journal.answered(&command, &result, now_ms);
+        Admission::Answer(result)
+    };
     if command.expires_at_ms <= now_ms {
         let late = now_ms.saturating_sub(command.expires_at_ms);
-        return Admission::Answer(answer(
-            &command.id,
-            CommandStatus::Expired,
-            format!("arrived {late} ms after its expiry; not executed"),
-            now_ms,
-        ));
+        let message = format!("arrived {late} ms after its expiry; not executed");
+        return not_executed(journal, CommandStatus::Expired, message);
     }
     if command.expires_at_ms.saturating_sub(now_ms) > MAX_EXPIRY_AHEAD.as_millis() as i64 {
-        return refuse(format!(
-            "expires more than {} minutes ahead; a command is for now",
-            MAX_EXPIRY_AHEAD.as_secs() / 60
-        ));
+        let message = format!(
+            "expires more than {} s ahead: a command is for now (or this gateway's clock is behind)",
+            MAX_EXPIRY_AHEAD.as_secs()
+        );
+        return not_executed(journal, CommandStatus::Refused, message);
     }
     let Some(device) = devices.iter().position(|d| d.id == command.device) else {
-        return refuse(format!("no device {:?} on this gateway", command.device));
+        let message = format!("no device {:?} on this gateway", command.device);
+        return not_executed(journal, CommandStatus::Refused, message);
     };
     let write = match plan(&devices[device], &command.point, command.value) {
         Ok(write) => write,
-        Err(message) => return refuse(message),
+        Err(message) => return not_executed(journal, CommandStatus::Refused, message),
     };
     if let Err(error) = journal.take(&command) {
         // Without the record a redelivery could execute it twice: better not at all.
-        return Admission::Answer(answer(
-            &command.id,
-            CommandStatus::Failed,
-            format!("not executed: cannot record it on the gateway's disk ({error})"),
-            now_ms,
-        ));
+        let message = format!("not executed: cannot record it on the gateway's disk ({error})");
+        return not_executed(journal, CommandStatus::Failed, message);
     }
     Admission::Execute { device, command, write }
 }
@@ -235,23 +246,40 @@ pub fn plan(device: &DeviceConfig, point: &str, value: f64) -> Result<Write, Str
     if (steps - steps.round()).abs() > 1e-6 {
         return Err(format!("{point}: {value}{unit} is not {} plus a multiple of {}{unit}", range.min, range.step));
     }
+    // The value on its step exactly, so the interlocks, the payload and the read-back all judge
+    // the value that is written (0.9999999 is a start, 1).
+    let value = if range.step == 1.0 { value.round() } else { range.min + steps.round() * range.step };
     let payload = match config.kind {
-        RegisterKind::Coil => Payload::Coil(value != 0.0),
+        RegisterKind::Coil => Payload::Coil(value == 1.0),
         _ => Payload::Registers(encode(config, value)?),
     };
     Ok(Write { point: index, value, payload })
 }
 
+/// The registers of `value`, refused unless they read back as `value` (within a float's
+/// precision) and within the point's bounds.
 fn encode(point: &PointConfig, value: f64) -> Result<Vec<u16>, String> {
     debug_assert!(point.data_type != DataType::Bool);
-    encode_words(raw_of(value, point.scale, point.offset), point.data_type, point.word_order, point.byte_order)
-        .map_err(|message| format!("{}: {value} cannot be written: {message}", point.name))
+    let words =
+        encode_words(raw_of(value, point.scale, point.offset), point.data_type, point.word_order, point.byte_order)
+            .map_err(|message| format!("{}: {value} cannot be written: {message}", point.name))?;
+    let written =
+        decode_words(&words, point.data_type, point.word_order, point.byte_order) * point.scale + point.offset;
+    let tolerance = if point.data_type == DataType::F32 { 1e-6 } else { 1e-9 } * value.abs().max(1.0);
+    let within = point.write.is_some_and(|w| w.min - tolerance <= written && written <= w.max + tolerance);
+    if (written - value).abs() > tolerance || !within {
+        return Err(format!("{}: {value} cannot be written exactly (the register would hold {written})", point.name));
+    }
+    Ok(words)
 }
 
-/// Whether a value read back confirms a write of `asked` to a point writable in steps of
-/// `step`: equal within half a step (a register scaled by 0.1 holds 6.5 as 65, an f32 rounds).
-pub fn confirms(asked: f64, read_back: f64, step: f64) -> bool {
-    (asked - read_back).abs() <= step / 2.0
+/// Whether what the device reads back (`read`: the point's words, or its bit as 0 or 1) is
+/// exactly what was written: a device that clamps or rounds the value does not confirm it.
+pub fn confirms(written: &Payload, read: &[u16]) -> bool {
+    match written {
+        Payload::Coil(on) => read == [u16::from(*on)],
+        Payload::Registers(words) => read == words.as_slice(),
+    }
 }
 
 #[cfg(test)]
@@ -295,6 +323,11 @@ mod tests {
         let device = &devices[0];
         let write = plan(device, "chw_setpoint", 6.5).expect("within bounds");
         assert_eq!(write.payload, Payload::Registers(vec![65]));
+        // A value a hair off its step is judged, written and recorded as the step's value, so
+        // an interlock on a start (value 1) cannot be passed by with 0.9999999.
+        let start = plan(device, "chiller_enable", 0.999_999_9).expect("a start");
+        assert_eq!((start.value, start.payload), (1.0, Payload::Coil(true)));
+        assert_eq!(plan(device, "chw_setpoint", 6.500_000_01).map(|w| w.value), Ok(6.5));
         assert_eq!(plan(device, "chiller_enable", 1.0).map(|w| w.payload), Ok(Payload::Coil(true)));
         for (point, value, says) in [
             ("chw_setpoint", 2.0, "outside the allowed"),
@@ -302,6 +335,7 @@ mod tests {
             ("chw_setpoint", 6.55, "multiple of"),
             ("chw_setpoint", f64::NAN, "not a number"),
             ("chiller_enable", 0.5, "multiple of"),
+            ("current_limit_setpoint", 39.0, "outside the allowed"),
             ("evap_leaving_temp", 7.0, "read only"),
             ("no_such_point", 1.0, "no point"),
         ] {
@@ -332,25 +366,27 @@ mod tests {
         assert_eq!(status(&expired).map(|s| s.0), Some(CommandStatus::Expired));
         let far = admit(&mut reopened, &devices, &command("c-3", "chw_setpoint", 6.5, now + 3_600_000), now);
         assert_eq!(status(&far).map(|s| s.0), Some(CommandStatus::Refused));
-        let bounds = admit(&mut reopened, &devices, &command("c-4", "chw_setpoint", 1.0, now + 30_000), now);
+        let refused = command("c-4", "chw_setpoint", 1.0, now + 30_000);
+        let bounds = admit(&mut reopened, &devices, &refused, now);
         assert_eq!(status(&bounds).map(|s| s.0), Some(CommandStatus::Refused));
-        // Refused ones are not taken: nothing was written, and a copy is refused again.
-        assert!(!reopened.taken.contains_key("c-4"));
+        // A copy of a refused one gets the same answer in this run; nothing of it is on disk.
+        assert_eq!(admit(&mut reopened, &devices, &refused, now + 1), bounds);
+        assert!(!Journal::open(dir.path(), now).expect("journal").taken.contains_key("c-4"));
         let bad_id = admit(&mut reopened, &devices, &command("c 5\n", "chw_setpoint", 6.5, now + 30_000), now);
         assert_eq!(status(&bad_id).map(|s| s.0), Some(CommandStatus::Refused));
         assert!(matches!(admit(&mut reopened, &devices, &[0xff, 0xff], now), Admission::Malformed(_)));
 
-        // Ids are forgotten a minute after their expiry.
-        reopened.prune(now + 30_000 + KEEP_AFTER_EXPIRY_MS).expect("prune");
+        // Ids are forgotten a minute after their expiry (at the latest two minutes ahead).
+        reopened.prune(now + MAX_EXPIRY_AHEAD.as_millis() as i64 + KEEP_AFTER_EXPIRY_MS).expect("prune");
         assert!(reopened.taken.is_empty());
         assert!(Journal::open(dir.path(), now).expect("journal").taken.is_empty());
     }
 
     #[test]
-    fn a_read_back_confirms_within_half_a_step() {
-        assert!(confirms(6.5, 6.5, 0.1));
-        assert!(confirms(21.3, f64::from(21.3f32), 0.01));
-        assert!(!confirms(6.5, 6.4, 0.1));
-        assert!(confirms(1.0, 1.0, 1.0) && !confirms(1.0, 0.0, 1.0));
+    fn only_the_very_words_written_confirm_a_write() {
+        assert!(confirms(&Payload::Registers(vec![65]), &[65]));
+        assert!(!confirms(&Payload::Registers(vec![65]), &[64]), "a device that rounds does not confirm");
+        assert!(!confirms(&Payload::Registers(vec![1, 2]), &[1]));
+        assert!(confirms(&Payload::Coil(true), &[1]) && !confirms(&Payload::Coil(true), &[0]));
     }
 }

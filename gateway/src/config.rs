@@ -223,6 +223,10 @@ struct DeviceFile {
     /// The point that reads non-zero while the controller is in local control (remote writes
     /// are then refused); replaces the profile's.
     local_mode_point: Option<String>,
+    /// States that the controller reports no local/remote state, so remote writes cannot be
+    /// refused in local control; replaces the profile's. A device with writable points needs
+    /// this or `local_mode_point`.
+    without_local_mode: Option<bool>,
     /// Interlocks in addition to the profile's.
     #[serde(default)]
     interlocks: Vec<InterlockFile>,
@@ -746,7 +750,7 @@ fn check_device(
         return Err(invalid(format!("{field}.unit_id"), "must be between 1 and 247 on an RTU line"));
     }
     let mut points: Vec<PointConfig> = Vec::new();
-    let (mut local_mode_point, mut interlocks) = (None, Vec::new());
+    let (mut local_mode_point, mut without_local_mode, mut interlocks) = (None, false, Vec::new());
     if let Some(name) = &device.profile {
         let profile = match profiles.iter().find(|p| &p.name == name) {
             Some(own) => own.clone(),
@@ -762,11 +766,13 @@ fn check_device(
         };
         points = profile.points;
         local_mode_point = profile.local_mode_point;
+        without_local_mode = profile.without_local_mode;
         let profile_field = |i| format!("profile {name:?}: interlocks[{i}]");
         interlocks
             .extend(profile.interlocks.into_iter().enumerate().map(|(i, interlock)| (profile_field(i), interlock)));
     }
     local_mode_point = device.local_mode_point.or(local_mode_point);
+    without_local_mode = device.without_local_mode.unwrap_or(without_local_mode);
     let own = |i| format!("{field}.interlocks[{i}]");
     interlocks.extend(device.interlocks.into_iter().enumerate().map(|(i, interlock)| (own(i), interlock)));
     for (j, point) in device.points.into_iter().enumerate() {
@@ -782,6 +788,13 @@ fn check_device(
         return Err(invalid(format!("{field}.points"), "the device has no points: give a profile or points"));
     }
     let (local_mode, interlocks) = check_control(&points, local_mode_point.as_deref(), &interlocks, field)?;
+    if local_mode.is_none() && !without_local_mode && points.iter().any(|p| p.write.is_some()) {
+        return Err(invalid(
+            format!("{field}.local_mode_point"),
+            "a device with writable points names the point that reads non-zero in local control, or states \
+             `without_local_mode = true` when the controller reports none",
+        ));
+    }
     Ok(DeviceConfig {
         id: device.id,
         profile: device.profile.unwrap_or_default(),
@@ -930,9 +943,25 @@ fn check_write(
     if !(min.is_finite() && max.is_finite() && min <= max) {
         return Err(invalid(field, format!("min {min} and max {max} must be finite with min <= max")));
     }
-    let step = point.step.unwrap_or(10f64.powi(-decimals));
+    // An integer register holds whole multiples of its scale: bounds and step must be too, or a
+    // checked value would be written rounded (to another value, even past a bound).
+    let step = point.step.unwrap_or(if data_type.is_float() { 10f64.powi(-decimals) } else { point.scale.abs() });
     if !(step.is_finite() && step > 0.0) {
         return Err(invalid(field, format!("step {step} must be a finite number above 0")));
+    }
+    let whole = |x: f64| (x - x.round()).abs() < 1e-6;
+    if !data_type.is_float() {
+        for (what, value) in [("min", min - point.offset), ("max", max - point.offset), ("step", step)] {
+            if !whole(value / point.scale) {
+                return Err(invalid(
+                    field,
+                    format!(
+                        "{what} is not a whole number of the register's scale {}: it could not be written exactly",
+                        point.scale
+                    ),
+                ));
+            }
+        }
     }
     for bound in [min, max] {
         if let Err(message) = crate::modbus::encode_words(
@@ -1133,6 +1162,28 @@ scale = 0.1
             &interlock("chw_setpoint", "nope"),
             "devices[0].interlocks[0].requires: no numeric point",
         );
+        // An integer register holds whole multiples of its scale: 15 on a register counting tens
+        // would be written as 20.
+        let register = "type = \"f32\"\nword_order = \"little\"\nscale = 0.1";
+        check_error(
+            register,
+            "type = \"u16\"\nscale = 10\nwritable = true\nmin = 0\nmax = 15",
+            "max is not a whole number of the register's scale 10",
+        );
+        check_error(
+            register,
+            "type = \"i16\"\nscale = 0.1\nwritable = true\nmin = 0\nmax = 10\nstep = 0.05",
+            "step is not a whole number",
+        );
+        // A device with writable points says how local control shows, or that it does not.
+        let own = good
+            .replace("profile = \"trane-ch530\"\n", "")
+            .replace(register, "type = \"u16\"\nwritable = true\nmin = 0\nmax = 10");
+        let refused = Config::parse(&own, Path::new("gw.toml")).expect_err("no local mode").to_string();
+        assert!(refused.contains("devices[0].local_mode_point: a device with writable points"), "{refused}");
+        let stated = own.replace("host = \"127.0.0.1\"", "host = \"127.0.0.1\"\nwithout_local_mode = true");
+        let config = Config::parse(&stated, Path::new("gw.toml")).expect("stated");
+        assert_eq!(config.devices[0].points[0].write.map(|w| w.step), Some(1.0), "the default step is the scale");
     }
 
     #[test]

@@ -395,11 +395,16 @@ impl DevicePoller {
         request_with_retries(&mut self.link, &self.device, &self.blocks[block_index]).await
     }
 
-    /// Reads point `i` on its own, now.
-    async fn read_point(&mut self, i: usize) -> Result<f64, RequestError> {
+    /// Reads point `i`'s words (its bit as 0 or 1) on their own, now.
+    async fn read_words(&mut self, i: usize) -> Result<Vec<u16>, RequestError> {
         let point = &self.device.points[i];
         let block = ReadBlock { kind: point.kind, start: point.address, count: point.width, points: Vec::new() };
-        let words = request_with_retries(&mut self.link, &self.device, &block).await?;
+        request_with_retries(&mut self.link, &self.device, &block).await
+    }
+
+    /// Reads point `i` on its own, now.
+    async fn read_point(&mut self, i: usize) -> Result<f64, RequestError> {
+        let words = self.read_words(i).await?;
         Ok(engineering_value(&self.device.points[i], &words))
     }
 
@@ -447,6 +452,11 @@ impl DevicePoller {
                 }
             }
         }
+        // The checks above may have waited for the line and for retries: the expiry holds until
+        // the write itself.
+        if command.expires_at_ms <= now_ms() {
+            return answer(id, CommandStatus::Expired, "expired while its checks ran; not executed", now_ms());
+        }
         let point = &self.device.points[write.point];
         info!(device = %self.device.id, point = %point.name, value = write.value, requester = %command.requester, id, "executing a remote command");
         let operation = Operation::Write {
@@ -455,20 +465,34 @@ impl DevicePoller {
             payload: &write.payload,
             multiple: point.write.is_some_and(|w| w.multiple),
         };
-        let step = point.write.map_or(1.0, |w| w.step);
         let written = request(&mut self.link, &self.device, operation).await;
-        let read_back = self.read_point(write.point).await;
+        let read_back = self.read_words(write.point).await;
+        let value = |words: &[u16]| engineering_value(&self.device.points[write.point], words);
+        let failed = |message: String| answer(id, CommandStatus::Failed, message, now_ms());
         let mut result = match (&written, &read_back) {
-            (Ok(_), Ok(value)) if confirms(write.value, *value, step) => answer(id, CommandStatus::Done, "", now_ms()),
-            (Ok(_), Ok(value)) => {
-                answer(id, CommandStatus::Failed, format!("written, but the device reads back {value}"), now_ms())
+            (Ok(_), Ok(words)) if confirms(&write.payload, words) => answer(id, CommandStatus::Done, "", now_ms()),
+            // No answer to the write, yet the device holds exactly what was asked.
+            (Err(RequestError::Timeout(_) | RequestError::Transport(_)), Ok(words))
+                if confirms(&write.payload, words) =>
+            {
+                answer(
+                    id,
+                    CommandStatus::Done,
+                    "the write got no answer, but the device reads back what was asked",
+                    now_ms(),
+                )
             }
-            (Ok(_), Err(error)) => {
-                answer(id, CommandStatus::Failed, format!("written, but reading back failed: {error}"), now_ms())
+            (Ok(_), Ok(words)) => failed(format!("written, but the device reads back {}", value(words))),
+            (Ok(_), Err(error)) => failed(format!("written, but reading back failed: {error}")),
+            (Err(error), Ok(words)) => failed(format!(
+                "the write failed ({error}); it may have been applied: the device reads {}",
+                value(words)
+            )),
+            (Err(error), Err(_)) => {
+                failed(format!("the write failed ({error}) and reading back failed too: it may have been applied"))
             }
-            (Err(error), _) => answer(id, CommandStatus::Failed, format!("the write failed: {error}"), now_ms()),
         };
-        result.read_back = read_back.ok();
+        result.read_back = read_back.as_deref().ok().map(value);
         match CommandStatus::try_from(result.status) {
             Ok(CommandStatus::Done) => {
                 info!(device = %self.device.id, id, "remote command done and confirmed by reading back")
@@ -666,6 +690,8 @@ pub async fn run_device(
     let mut boosts_open = true;
     loop {
         tokio::select! {
+            // A stop goes first: no command starts once it has begun.
+            biased;
             () = shutdown.cancelled() => return,
             changed = boosts.changed(), if boosts_open => {
                 if changed.is_err() {

@@ -30,6 +30,9 @@ struct ProfileFile {
     points: Vec<PointFile>,
     /// The point that reads non-zero while the controller is in local control.
     local_mode_point: Option<String>,
+    /// The controller reports no local/remote state.
+    #[serde(default)]
+    without_local_mode: bool,
     /// Conditions remote writes need.
     #[serde(default)]
     interlocks: Vec<InterlockFile>,
@@ -45,6 +48,8 @@ pub struct Profile {
     /// The point that reads non-zero while the controller is in local control; checked, like
     /// the interlocks, when a device uses the profile (a site may override points).
     pub(crate) local_mode_point: Option<String>,
+    /// The controller reports no local/remote state.
+    pub(crate) without_local_mode: bool,
     /// Conditions remote writes need.
     pub(crate) interlocks: Vec<InterlockFile>,
 }
@@ -72,7 +77,13 @@ fn parse(text: &str, path: &Path) -> Result<Profile, crate::config::ConfigError>
         .enumerate()
         .map(|(i, p)| check_point(p, file.addressing_base, &format!("{}: points[{i}]", path.display())))
         .collect::<Result<_, _>>()?;
-    Ok(Profile { name: file.name, points, local_mode_point: file.local_mode_point, interlocks: file.interlocks })
+    Ok(Profile {
+        name: file.name,
+        points,
+        local_mode_point: file.local_mode_point,
+        without_local_mode: file.without_local_mode,
+        interlocks: file.interlocks,
+    })
 }
 
 #[cfg(test)]

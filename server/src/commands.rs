@@ -108,27 +108,28 @@ struct Target {
     latest: Option<f64>,
 }
 
-/// Why the server refuses a command before sending it, or `None` when it may go.
-fn refusal(target: &Target, point: &str, value: f64) -> Option<String> {
+/// The value to send, on its step exactly (as the gateway judges it: 0.9999999 is a start, 1),
+/// or why the server refuses the command before sending it.
+fn checked(target: &Target, point: &str, value: f64) -> Result<f64, String> {
     if target.writable != Some(true) {
-        return Some(format!("{point} is read only"));
+        return Err(format!("{point} is read only"));
     }
     let unit = target.unit_of_measure.as_deref().filter(|u| !u.is_empty()).map(|u| format!(" {u}")).unwrap_or_default();
     let (Some(min), Some(max)) = (target.write_min, target.write_max) else {
-        return Some(format!("{point}: the gateway announced no bounds for it; update the gateway"));
+        return Err(format!("{point}: the gateway announced no bounds for it; update the gateway"));
     };
     if !value.is_finite() || value < min || value > max {
-        return Some(format!("{point}: {value}{unit} is outside the allowed {min} to {max}{unit}"));
+        return Err(format!("{point}: {value}{unit} is outside the allowed {min} to {max}{unit}"));
     }
     let step = target.write_step.unwrap_or(1.0);
     let steps = (value - min) / step;
     if (steps - steps.round()).abs() > 1e-6 {
-        return Some(format!("{point}: {value}{unit} is not {min} plus a multiple of {step}{unit}"));
+        return Err(format!("{point}: {value}{unit} is not {min} plus a multiple of {step}{unit}"));
     }
     if !target.online {
-        return Some("the unit's gateway is offline: nothing was sent".into());
+        return Err("the unit's gateway is offline: nothing was sent".into());
     }
-    None
+    Ok(if step == 1.0 { value.round() } else { min + steps.round() * step })
 }
 
 /// Asks the unit's gateway to write a value: the command is recorded and sent, and answered at
@@ -173,7 +174,10 @@ pub(crate) async fn send(
     let Some(point_id) = target.point_id else {
         return Err(ApiError::BadRequest(format!("the unit has no point {:?}", body.point)));
     };
-    let refused = refusal(&target, &body.point, body.value);
+    let (value, refused) = match checked(&target, &body.point, body.value) {
+        Ok(value) => (value, None),
+        Err(reason) => (body.value, Some(reason)),
+    };
     let id = hex::encode(rand::random::<[u8; 16]>());
     let expires_at = Utc::now() + TIME_TO_LIVE;
     sqlx::query(
@@ -185,7 +189,7 @@ pub(crate) async fn send(
     .bind(unit_id)
     .bind(point_id)
     .bind(&target.gateway_id)
-    .bind(body.value)
+    .bind(value)
     .bind(target.latest)
     .bind(viewer.actor())
     .bind(viewer.user_id)
@@ -204,7 +208,7 @@ pub(crate) async fn send(
         id: id.clone(),
         device: target.device_key,
         point: body.point.clone(),
-        value: body.value,
+        value,
         expires_at_ms: expires_at.timestamp_millis(),
         requester: viewer.actor(),
     };
@@ -212,7 +216,7 @@ pub(crate) async fn send(
     if state.to_gateways.send((topic, command.encode_to_vec())).is_err() {
         warn!(%id, "the MQTT client has stopped; the command will be marked unanswered");
     }
-    info!(%id, unit_id, point = %body.point, value = body.value, by = %viewer.actor(), "command sent");
+    info!(%id, unit_id, point = %body.point, value, by = %viewer.actor(), "command sent");
     let mut tx = viewer.begin(&state.api_pool).await?;
     let record = one(&mut tx, &id).await?;
     Ok((StatusCode::ACCEPTED, Json(record)))
@@ -384,15 +388,19 @@ mod tests {
 
     #[test]
     fn the_server_refuses_what_the_birth_does_not_allow_and_offline_gateways() {
-        assert_eq!(refusal(&setpoint(true), "chw_setpoint", 6.5), None);
-        assert_eq!(refusal(&setpoint(true), "chw_setpoint", 4.4), None);
-        assert_eq!(refusal(&setpoint(true), "chw_setpoint", 15.6), None);
+        let close = |got: Result<f64, String>, want: f64| got.is_ok_and(|v| (v - want).abs() < 1e-9);
+        assert!(close(checked(&setpoint(true), "chw_setpoint", 6.5), 6.5));
+        assert!(close(checked(&setpoint(true), "chw_setpoint", 4.4), 4.4));
+        assert!(close(checked(&setpoint(true), "chw_setpoint", 15.6), 15.6));
+        assert!(close(checked(&setpoint(true), "chw_setpoint", 6.500_000_01), 6.5), "on its step");
+        let switch = Target { write_min: Some(0.0), write_max: Some(1.0), write_step: Some(1.0), ..setpoint(true) };
+        assert_eq!(checked(&switch, "chiller_enable", 0.999_999_9), Ok(1.0), "a start is a start");
         for (value, says) in [(2.0, "outside"), (16.0, "outside"), (6.55, "multiple of 0.1"), (f64::NAN, "outside")] {
-            let refused = refusal(&setpoint(true), "chw_setpoint", value).expect("refused");
+            let refused = checked(&setpoint(true), "chw_setpoint", value).expect_err("refused");
             assert!(refused.contains(says), "{value}: {refused}");
         }
-        assert!(refusal(&setpoint(false), "chw_setpoint", 6.5).is_some_and(|r| r.contains("offline")));
+        assert!(checked(&setpoint(false), "chw_setpoint", 6.5).is_err_and(|r| r.contains("offline")));
         let read_only = Target { writable: Some(false), ..setpoint(true) };
-        assert!(refusal(&read_only, "evap_leaving_temp", 6.5).is_some_and(|r| r.contains("read only")));
+        assert!(checked(&read_only, "evap_leaving_temp", 6.5).is_err_and(|r| r.contains("read only")));
     }
 }

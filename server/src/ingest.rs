@@ -59,6 +59,14 @@ enum Rejection {
     HoldingFull,
     #[error("a result for command {0:?}, which this gateway was never sent")]
     UnknownCommand(String),
+    #[error("the database cannot store it: {0}")]
+    Unstorable(String),
+}
+
+/// Whether the database refused a message's own content (SQLSTATE class 22, data exception: a
+/// NUL in a text, a value out of range): retrying cannot help, so it is refused, not retried.
+fn refuses_content(error: &sqlx::Error) -> bool {
+    error.as_database_error().and_then(|e| e.code()).is_some_and(|code| code.starts_with("22"))
 }
 
 /// Most messages stored in one transaction.
@@ -188,7 +196,13 @@ impl Ingestor {
         let mut rows = ReadingRows::default();
         let mut counts = BatchCounts::default();
         for publish in batch {
-            if let Err(rejection) = self.accept(&publish.topic, &publish.payload, &mut rows, &mut counts).await? {
+            // Each message's own writes commit (or roll back) on their own, so refusing one
+            // leaves the others' intact.
+            let accepted = match self.accept(&publish.topic, &publish.payload, &mut rows, &mut counts).await {
+                Err(error) if refuses_content(&error) => Err(Rejection::Unstorable(error.to_string())),
+                other => other?,
+            };
+            if let Err(rejection) = accepted {
                 counts.rejected += 1;
                 warn!(topic = %publish.topic, reason = %rejection, "message refused in whole or in part");
                 store::dead_letter(&self.pool, &publish.topic, &rejection.to_string(), &publish.payload).await?;

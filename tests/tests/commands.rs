@@ -386,7 +386,7 @@ async fn command_writes_of_every_type_read_back_equal_on_pymodbus() {
     let listed: String =
         points.iter().map(|(name, spec, _)| format!("  {{ name = \"{name}\", {spec}, writable = true }},\n")).collect();
     let devices = format!(
-        "[[devices]]\nid = \"chiller-1\"\nhost = \"127.0.0.1\"\nport = {port}\npoll_interval_ms = 500\npoints = [\n{listed}]\n"
+        "[[devices]]\nid = \"chiller-1\"\nhost = \"127.0.0.1\"\nport = {port}\npoll_interval_ms = 500\nwithout_local_mode = true\npoints = [\n{listed}]\n"
     );
     let mut gateway = Gateway::new(&stack, "", &devices);
     gateway.start();

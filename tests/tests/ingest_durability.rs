@@ -4,7 +4,8 @@
 use std::time::Duration;
 
 use chillcloud_proto::MessageKind;
-use chillcloud_tests::harness::{FakeGateway, Stack, count_readings, wait_for};
+use chillcloud_tests::harness::{FakeGateway, Stack, count_readings, numbered_birth, wait_for};
+use prost::Message as _;
 
 const POINTS: u32 = 50;
 
@@ -145,9 +146,17 @@ async fn bad_input_is_refused_counted_and_dead_lettered_while_ingest_goes_on() {
     let good = gateway.data(0, POINTS);
     gateway.publish_raw(MessageKind::Data, vec![0xff, 0xff, 0xff]).await;
     gateway.publish_raw(MessageKind::Data, Vec::new()).await;
-    for data in [&far_future, &before_2000, &not_a_number, &impossible_gap, &good] {
+    for data in [&far_future, &before_2000, &not_a_number, &impossible_gap] {
         gateway.publish_data(data).await;
     }
+    // Text PostgreSQL cannot store (a NUL) in a birth and in a command result: refused, and
+    // ingest goes on instead of retrying them for ever.
+    let mut birth = numbered_birth(1, POINTS);
+    birth.devices[0].points[0].name = "p\0".into();
+    gateway.publish_raw(MessageKind::Birth, birth.encode_to_vec()).await;
+    let result = chillcloud_proto::CommandResult { id: "c\0".into(), status: 1, ..Default::default() };
+    gateway.publish_raw(MessageKind::CommandResult, result.encode_to_vec()).await;
+    gateway.publish_data(&good).await;
     gateway.wait_acked(Duration::from_secs(30)).await;
     // The good message and the good reading beside the NaN are stored.
     wait_for("the good readings", Duration::from_secs(30), || async {
@@ -156,13 +165,14 @@ async fn bad_input_is_refused_counted_and_dead_lettered_while_ingest_goes_on() {
     .await;
     let reasons: Vec<String> =
         sqlx::query_scalar("select reason from dead_letters order by id").fetch_all(&pool).await.expect("dead letters");
-    assert_eq!(reasons.len(), 6, "{reasons:?}");
+    assert_eq!(reasons.len(), 8, "{reasons:?}");
     assert!(reasons[0].contains("malformed data payload"), "{reasons:?}");
     assert!(reasons[1].contains("without a session"), "{reasons:?}");
     assert!(reasons[2..5].iter().all(|r| r.contains("1 readings refused")), "{reasons:?}");
     assert!(reasons[5].contains("1 dropped intervals refused"), "{reasons:?}");
+    assert!(reasons[6..8].iter().all(|r| r.contains("the database cannot store it")), "{reasons:?}");
     let metrics = stack.api().get_raw("/metrics").await.1;
-    assert!(metrics.contains("chillcloud_mqtt_messages_rejected_total 6"), "{metrics}");
+    assert!(metrics.contains("chillcloud_mqtt_messages_rejected_total 8"), "{metrics}");
     assert!(metrics.contains("chillcloud_readings_refused_total 3"), "{metrics}");
 }
 
