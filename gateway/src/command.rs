@@ -242,13 +242,11 @@ pub fn plan(device: &DeviceConfig, point: &str, value: f64) -> Result<Write, Str
     if value < range.min || value > range.max {
         return Err(format!("{point}: {value}{unit} is outside the allowed {} to {}{unit}", range.min, range.max));
     }
-    let steps = (value - range.min) / range.step;
-    if (steps - steps.round()).abs() > 1e-6 {
-        return Err(format!("{point}: {value}{unit} is not {} plus a multiple of {}{unit}", range.min, range.step));
-    }
     // The value on its step exactly, so the interlocks, the payload and the read-back all judge
     // the value that is written (0.9999999 is a start, 1).
-    let value = if range.step == 1.0 { value.round() } else { range.min + steps.round() * range.step };
+    let Some(value) = chillcloud_proto::on_step(value, range.min, range.step) else {
+        return Err(format!("{point}: {value}{unit} is not {} plus a multiple of {}{unit}", range.min, range.step));
+    };
     let payload = match config.kind {
         RegisterKind::Coil => Payload::Coil(value == 1.0),
         _ => Payload::Registers(encode(config, value)?),

@@ -18,7 +18,7 @@ mod topic;
 
 pub use messages::{
     Birth, Command, CommandResult, CommandStatus, Data, Death, Device, DroppedInterval, PointInfo, PollBoost, Quality,
-    Reading, Value, decode, encode_value,
+    Reading, Value, decode, encode_value, on_step,
 };
 pub use topic::{GatewayId, InvalidGatewayId, MessageKind, Topic, TopicError};
 

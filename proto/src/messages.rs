@@ -266,6 +266,20 @@ pub fn encode_value(value: f64, decimals: i32) -> Value {
     Value::Real(value)
 }
 
+/// A writable point's value on its step: `min` plus the nearest whole number of `step`s, at the
+/// decimals of `min` and `step`; `None` when `value` is further than a millionth of a step from
+/// one. Server and gateway judge a command's value by this one rule, so both check, and the
+/// gateway writes, the same value (0.9999999 on a 0/1 switch is 1, a start).
+pub fn on_step(value: f64, min: f64, step: f64) -> Option<f64> {
+    let steps = (value - min) / step;
+    if !steps.is_finite() || (steps - steps.round()).abs() > 1e-6 {
+        return None;
+    }
+    let exact_at = |d: i32| [min, step].iter().all(|x| (x * 10f64.powi(d)).fract().abs() < 1e-9);
+    let factor = 10f64.powi((0..=9).find(|&d| exact_at(d)).unwrap_or(9));
+    Some(((min + steps.round() * step) * factor).round() / factor)
+}
+
 /// Decodes a payload of the given kind, refusing oversized ones.
 pub fn decode<M: Message + Default>(kind: MessageKind, payload: &[u8]) -> Result<M, DecodeError> {
     if payload.len() > MAX_PAYLOAD_BYTES {
@@ -277,6 +291,19 @@ pub fn decode<M: Message + Default>(kind: MessageKind, payload: &[u8]) -> Result
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn values_go_on_their_step_at_its_decimals() {
+        assert_eq!(on_step(8.5, 4.4, 0.1), Some(8.5));
+        assert_eq!(on_step(6.500_000_01, 4.4, 0.1), Some(6.5));
+        assert_eq!(on_step(0.999_999_9, 0.0, 1.0), Some(1.0));
+        assert_eq!(on_step(1.5, 0.5, 1.0), Some(1.5));
+        assert_eq!(on_step(-9_876_543_211.0, -1e12, 1.0), Some(-9_876_543_211.0));
+        assert_eq!(on_step(45.5, 45.0, 0.5), Some(45.5));
+        assert_eq!(on_step(6.55, 4.4, 0.1), None);
+        assert_eq!(on_step(0.5, 0.0, 1.0), None);
+        assert_eq!(on_step(f64::NAN, 0.0, 1.0), None);
+    }
 
     #[test]
     fn values_take_the_compact_form_only_when_exact() {

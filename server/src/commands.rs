@@ -122,14 +122,13 @@ fn checked(target: &Target, point: &str, value: f64) -> Result<f64, String> {
         return Err(format!("{point}: {value}{unit} is outside the allowed {min} to {max}{unit}"));
     }
     let step = target.write_step.unwrap_or(1.0);
-    let steps = (value - min) / step;
-    if (steps - steps.round()).abs() > 1e-6 {
+    let Some(value) = chillcloud_proto::on_step(value, min, step) else {
         return Err(format!("{point}: {value}{unit} is not {min} plus a multiple of {step}{unit}"));
-    }
+    };
     if !target.online {
         return Err("the unit's gateway is offline: nothing was sent".into());
     }
-    Ok(if step == 1.0 { value.round() } else { min + steps.round() * step })
+    Ok(value)
 }
 
 /// Asks the unit's gateway to write a value: the command is recorded and sent, and answered at
@@ -388,11 +387,10 @@ mod tests {
 
     #[test]
     fn the_server_refuses_what_the_birth_does_not_allow_and_offline_gateways() {
-        let close = |got: Result<f64, String>, want: f64| got.is_ok_and(|v| (v - want).abs() < 1e-9);
-        assert!(close(checked(&setpoint(true), "chw_setpoint", 6.5), 6.5));
-        assert!(close(checked(&setpoint(true), "chw_setpoint", 4.4), 4.4));
-        assert!(close(checked(&setpoint(true), "chw_setpoint", 15.6), 15.6));
-        assert!(close(checked(&setpoint(true), "chw_setpoint", 6.500_000_01), 6.5), "on its step");
+        assert_eq!(checked(&setpoint(true), "chw_setpoint", 6.5), Ok(6.5));
+        assert_eq!(checked(&setpoint(true), "chw_setpoint", 4.4), Ok(4.4));
+        assert_eq!(checked(&setpoint(true), "chw_setpoint", 15.6), Ok(15.6));
+        assert_eq!(checked(&setpoint(true), "chw_setpoint", 6.500_000_01), Ok(6.5), "on its step");
         let switch = Target { write_min: Some(0.0), write_max: Some(1.0), write_step: Some(1.0), ..setpoint(true) };
         assert_eq!(checked(&switch, "chiller_enable", 0.999_999_9), Ok(1.0), "a start is a start");
         for (value, says) in [(2.0, "outside"), (16.0, "outside"), (6.55, "multiple of 0.1"), (f64::NAN, "outside")] {
