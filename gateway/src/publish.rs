@@ -99,6 +99,8 @@ pub struct Outbound {
     pub payload: Vec<u8>,
     /// The queued batches it carries, acknowledged together.
     pub batches: Option<RangeInclusive<u64>>,
+    /// The id of the command whose result it carries: kept and sent again until acknowledged.
+    pub result: Option<String>,
 }
 
 /// What happens on the connection, as the event loop driver reports it.
@@ -122,9 +124,12 @@ pub struct Forwarder {
     session: u64,
     birth: Vec<u8>,
     connected: bool,
-    /// Batches of each publish handed to the client, waiting for their packet id.
-    awaiting_id: VecDeque<Option<RangeInclusive<u64>>>,
+    /// Batches and command result of each publish handed to the client, waiting for their
+    /// packet id.
+    awaiting_id: VecDeque<(Option<RangeInclusive<u64>>, Option<String>)>,
     in_flight: HashMap<u16, RangeInclusive<u64>>,
+    /// Command results sent on this connection, by packet id.
+    results_in_flight: HashMap<u16, String>,
     /// Backfill has been sent up to here on this connection.
     backfill_after: u64,
     /// The first batch queued while this connection was up; backfill stops before it.
@@ -144,6 +149,7 @@ impl Forwarder {
             connected: false,
             awaiting_id: VecDeque::new(),
             in_flight: HashMap::new(),
+            results_in_flight: HashMap::new(),
             backfill_after: 0,
             live_from: 0,
             backfill_in_flight: 0,
@@ -157,11 +163,12 @@ impl Forwarder {
         self.connected = true;
         self.awaiting_id.clear();
         self.in_flight.clear();
+        self.results_in_flight.clear();
         self.backfill_in_flight = 0;
         self.backfill_after = self.queue.acked();
         self.live_from = self.queue.next_seq();
         self.announced.clear();
-        Outbound { kind: MessageKind::Birth, retain: true, payload: self.birth.clone(), batches: None }
+        Outbound { kind: MessageKind::Birth, retain: true, payload: self.birth.clone(), batches: None, result: None }
     }
 
     /// The connection is gone: whatever was not acknowledged is sent again on the next one.
@@ -169,6 +176,7 @@ impl Forwarder {
         self.connected = false;
         self.awaiting_id.clear();
         self.in_flight.clear();
+        self.results_in_flight.clear();
     }
 
     /// Whether a connection is up.
@@ -178,7 +186,7 @@ impl Forwarder {
 
     /// Whether publishes handed to the client still wait for the broker's acknowledgement.
     fn has_in_flight(&self) -> bool {
-        !self.awaiting_id.is_empty() || !self.in_flight.is_empty()
+        !self.awaiting_id.is_empty() || !self.in_flight.is_empty() || !self.results_in_flight.is_empty()
     }
 
     /// A batch just queued (its `seq` set by the queue): sent at once when connected.
@@ -188,6 +196,7 @@ impl Forwarder {
             retain: false,
             payload: data.encode_to_vec(),
             batches: Some(data.seq..=data.seq),
+            result: None,
         })
     }
 
@@ -212,9 +221,13 @@ impl Forwarder {
         if session != self.session && !self.announced.contains(&session) {
             self.announced.push(session);
             match self.queue.birth(session) {
-                Some(birth) => {
-                    out.push(Outbound { kind: MessageKind::Birth, retain: false, payload: birth, batches: None })
-                }
+                Some(birth) => out.push(Outbound {
+                    kind: MessageKind::Birth,
+                    retain: false,
+                    payload: birth,
+                    batches: None,
+                    result: None,
+                }),
                 None => warn!(session, "no stored birth for a backlog of an earlier session; sending it anyway"),
             }
         }
@@ -226,24 +239,34 @@ impl Forwarder {
             retain: false,
             payload: merge(records).encode_to_vec(),
             batches: Some(first_seq..=last_seq),
+            result: None,
         });
         Ok(out)
     }
 
     /// `message` was handed to the client.
     pub fn handed_over(&mut self, message: &Outbound) {
-        self.awaiting_id.push_back(message.batches.clone());
+        self.awaiting_id.push_back((message.batches.clone(), message.result.clone()));
     }
 
     /// The client sent the oldest publish not yet sent, with packet id `id`.
     fn sent(&mut self, id: u16) {
-        if let Some(Some(batches)) = self.awaiting_id.pop_front() {
-            self.in_flight.insert(id, batches);
+        match self.awaiting_id.pop_front() {
+            Some((Some(batches), _)) => {
+                self.in_flight.insert(id, batches);
+            }
+            Some((None, Some(result))) => {
+                self.results_in_flight.insert(id, result);
+            }
+            _ => {}
         }
     }
 
-    /// The broker acknowledged packet `id`.
-    fn acked(&mut self, id: u16) {
+    /// The broker acknowledged packet `id`; returns the command whose result it carried, if any.
+    fn acked(&mut self, id: u16) -> Option<String> {
+        if let Some(result) = self.results_in_flight.remove(&id) {
+            return Some(result);
+        }
         if let Some(batches) = self.in_flight.remove(&id) {
             if *batches.end() < self.live_from {
                 self.backfill_in_flight = self.backfill_in_flight.saturating_sub(1);
@@ -252,6 +275,7 @@ impl Forwarder {
                 self.queue.ack(seq);
             }
         }
+        None
     }
 }
 
@@ -275,6 +299,20 @@ pub fn accept_boost(
     Ok((request, boost))
 }
 
+/// Most command results kept for sending again; beyond, the oldest is given up (the server
+/// marks its command unanswered).
+const MAX_KEPT_RESULTS: usize = 64;
+
+/// Keeps `result` until the broker acknowledges it, replacing an earlier copy.
+fn keep_result(results: &mut Vec<CommandResult>, result: CommandResult) {
+    results.retain(|kept| kept.id != result.id);
+    if results.len() == MAX_KEPT_RESULTS {
+        let given_up = results.remove(0);
+        warn!(id = %given_up.id, "a command result the broker never acknowledged was given up");
+    }
+    results.push(result);
+}
+
 /// The outcome of `result` as the status report counts it.
 fn outcome(result: &CommandResult) -> &'static str {
     match CommandStatus::try_from(result.status) {
@@ -286,7 +324,13 @@ fn outcome(result: &CommandResult) -> &'static str {
 }
 
 fn result_message(result: &CommandResult) -> Outbound {
-    Outbound { kind: MessageKind::CommandResult, retain: false, payload: result.encode_to_vec(), batches: None }
+    Outbound {
+        kind: MessageKind::CommandResult,
+        retain: false,
+        payload: result.encode_to_vec(),
+        batches: None,
+        result: Some(result.id.clone()),
+    }
 }
 
 /// Admits a command from the server and hands it to its device's poller; returns the answer
@@ -398,8 +442,9 @@ pub async fn run(
     let topic = |kind| Topic::new(gateway.clone(), kind).to_string();
     let boost_topic = topic(MessageKind::PollBoost);
     let command_topic = topic(MessageKind::Command);
-    // Results wait here while no connection is up.
-    let mut unsent_results: VecDeque<CommandResult> = VecDeque::new();
+    // Command results stay here until the broker acknowledges them, and are sent again on
+    // each new connection (the server takes a second copy as the same result).
+    let mut results: Vec<CommandResult> = Vec::new();
     let mut link: Option<(AsyncClient, mpsc::UnboundedReceiver<LinkEvent>)> = None;
     let mut reconnect_at = Instant::now();
     let mut delay = FIRST_RECONNECT_DELAY;
@@ -426,12 +471,16 @@ pub async fn run(
                     }
                     let birth = forwarder.connected();
                     send(&mut link, &mut forwarder, &topic, birth).await;
-                    while let Some(result) = unsent_results.pop_front() {
-                        send(&mut link, &mut forwarder, &topic, result_message(&result)).await;
+                    for result in &results {
+                        send(&mut link, &mut forwarder, &topic, result_message(result)).await;
                     }
                 }
                 LinkEvent::Sent(id) => forwarder.sent(id),
-                LinkEvent::Acked(id) => forwarder.acked(id),
+                LinkEvent::Acked(id) => {
+                    if let Some(id) = forwarder.acked(id) {
+                        results.retain(|result| result.id != id);
+                    }
+                }
                 LinkEvent::Subscribed(granted) => {
                     if !granted {
                         warn!(topics = %format!("{boost_topic}, {command_topic}"), "the broker refused a subscription (check its ACL)");
@@ -443,6 +492,7 @@ pub async fn run(
                 LinkEvent::Received(message) if message.topic == command_topic => {
                     if let Some(result) = receive_command(&message.payload, config, &mut control, &status, &mut warnings.command) {
                         send(&mut link, &mut forwarder, &topic, result_message(&result)).await;
+                        keep_result(&mut results, result);
                     }
                 }
                 LinkEvent::Received(message) => debug!(topic = %message.topic, "message on an unexpected topic ignored"),
@@ -460,9 +510,8 @@ pub async fn run(
                 status.command(outcome(&result));
                 if forwarder.is_connected() {
                     send(&mut link, &mut forwarder, &topic, result_message(&result)).await;
-                } else {
-                    unsent_results.push_back(result);
                 }
+                keep_result(&mut results, result);
             }
             batch = samples.recv() => {
                 let Some(batch) = batch else { break };
@@ -527,7 +576,9 @@ pub async fn run(
             while forwarder.has_in_flight() {
                 match events.recv().await {
                     Some(LinkEvent::Sent(id)) => forwarder.sent(id),
-                    Some(LinkEvent::Acked(id)) => forwarder.acked(id),
+                    Some(LinkEvent::Acked(id)) => {
+                        forwarder.acked(id);
+                    }
                     // Boosts are of no use any more.
                     Some(LinkEvent::Subscribed(_) | LinkEvent::Received(_)) => {}
                     Some(LinkEvent::Connected) | None | Some(LinkEvent::Down(_)) => return,
@@ -723,7 +774,39 @@ mod tests {
     fn deliver(forwarder: &mut Forwarder, message: &Outbound, id: u16) {
         forwarder.handed_over(message);
         forwarder.sent(id);
-        forwarder.acked(id);
+        assert_eq!(forwarder.acked(id), None, "a batch carries no result");
+    }
+
+    #[test]
+    fn a_command_result_is_known_acknowledged_only_by_its_own_packet() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut forwarder = forwarder(dir.path(), 1);
+        let birth = forwarder.connected();
+        let result = crate::command::answer("c-1", CommandStatus::Done, "", 0);
+        let message = result_message(&result);
+        for (sent, id) in [(&birth, 1), (&message, 2)] {
+            forwarder.handed_over(sent);
+            forwarder.sent(id);
+        }
+        assert_eq!(forwarder.acked(1), None);
+        assert!(forwarder.has_in_flight(), "the result waits for its acknowledgement");
+        assert_eq!(forwarder.acked(2), Some("c-1".to_owned()));
+        assert!(!forwarder.has_in_flight());
+        // A connection lost before the acknowledgement forgets the packet; the result itself is
+        // kept by the caller and sent again on the next connection.
+        forwarder.handed_over(&message);
+        forwarder.sent(3);
+        forwarder.disconnected();
+        assert_eq!(forwarder.acked(3), None);
+
+        let mut kept = Vec::new();
+        for i in 0..MAX_KEPT_RESULTS + 1 {
+            keep_result(&mut kept, crate::command::answer(&format!("c-{i}"), CommandStatus::Done, "", 0));
+        }
+        keep_result(&mut kept, crate::command::answer("c-5", CommandStatus::Done, "again", 0));
+        assert_eq!(kept.len(), MAX_KEPT_RESULTS, "bounded");
+        assert_eq!(kept.first().map(|r| r.id.as_str()), Some("c-1"), "the oldest given up");
+        assert_eq!(kept.iter().filter(|r| r.id == "c-5").count(), 1, "one copy of each");
     }
 
     #[test]
