@@ -402,10 +402,22 @@ impl DevicePoller {
         request_with_retries(&mut self.link, &self.device, &block).await
     }
 
-    /// Reads point `i` on its own, now.
-    async fn read_point(&mut self, i: usize) -> Result<f64, RequestError> {
-        let words = self.read_words(i).await?;
-        Ok(engineering_value(&self.device.points[i], &words))
+    /// Reads the values of `points` fresh, in the fewest requests (the local-mode flag and the
+    /// interlocks' flags usually share one status register).
+    async fn read_fresh(&mut self, points: &[usize]) -> Result<Vec<f64>, RequestError> {
+        let spans: Vec<Span> = (points.iter().map(|&i| &self.device.points[i]))
+            .map(|p| Span { kind: p.kind, address: p.address, width: p.width })
+            .collect();
+        let mut values = vec![0.0; points.len()];
+        for block in plan_reads(&spans, self.device.max_gap) {
+            let words = request_with_retries(&mut self.link, &self.device, &block).await?;
+            for &j in &block.points {
+                let point = &self.device.points[points[j]];
+                let at = usize::from(point.address - block.start);
+                values[j] = engineering_value(point, &words[at..at + usize::from(point.width)]);
+            }
+        }
+        Ok(values)
     }
 
     /// Executes an admitted command (see [`crate::command`]): refused while the controller is
@@ -419,37 +431,29 @@ impl DevicePoller {
             return answer(id, CommandStatus::Expired, "expired while waiting for the device; not executed", now_ms());
         }
         let refuse = |message: String| answer(id, CommandStatus::Refused, message, now_ms());
-        if let Some(local) = self.device.local_mode {
-            match self.read_point(local).await {
-                Ok(0.0) => {}
-                Ok(_) => {
-                    return refuse(
-                        "the controller is in local control: remote writes are refused until it is switched back to remote"
-                            .into(),
-                    );
-                }
-                Err(error) => {
-                    return refuse(format!("cannot read {} to check for local control: {error}", name(self, local)));
-                }
-            }
-        }
         let interlocks: Vec<_> = (self.device.interlocks.iter())
             .filter(|i| i.point == write.point && i.value.is_none_or(|value| value == write.value))
             .cloned()
             .collect();
-        for interlock in interlocks {
-            match self.read_point(interlock.requires).await {
-                Ok(value) if value == interlock.equals => {}
-                Ok(value) => {
-                    let requires = name(self, interlock.requires);
-                    return refuse(format!("{} ({requires} reads {value})", interlock.reason));
-                }
-                Err(error) => {
-                    return refuse(format!(
-                        "cannot read {} to check an interlock: {error}",
-                        name(self, interlock.requires)
-                    ));
-                }
+        let checked: Vec<usize> =
+            self.device.local_mode.into_iter().chain(interlocks.iter().map(|i| i.requires)).collect();
+        let mut values = match self.read_fresh(&checked).await {
+            Ok(values) => values.into_iter(),
+            Err(error) => {
+                let names: Vec<_> = checked.iter().map(|&i| name(self, i)).collect();
+                return refuse(format!("cannot read {} to check the write: {error}", names.join(", ")));
+            }
+        };
+        if self.device.local_mode.is_some() && values.next() != Some(0.0) {
+            return refuse(
+                "the controller is in local control: remote writes are refused until it is switched back to remote"
+                    .into(),
+            );
+        }
+        for (interlock, value) in interlocks.iter().zip(values) {
+            if value != interlock.equals {
+                let requires = name(self, interlock.requires);
+                return refuse(format!("{} ({requires} reads {value})", interlock.reason));
             }
         }
         // The checks above may have waited for the line and for retries: the expiry holds until

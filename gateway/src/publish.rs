@@ -10,7 +10,7 @@
 //! Each connection also subscribes to the gateway's own boost and command topics: the server's
 //! poll boosts are checked here ([`accept_boost`]) and handed to the device's poller; commands
 //! are admitted here ([`crate::command::admit`]), executed by the device's poller, and their
-//! results published (kept until a connection is up to take them).
+//! results published and kept until the broker acknowledges them.
 
 use std::{
     collections::{HashMap, VecDeque},
@@ -313,16 +313,6 @@ fn keep_result(results: &mut Vec<CommandResult>, result: CommandResult) {
     results.push(result);
 }
 
-/// The outcome of `result` as the status report counts it.
-fn outcome(result: &CommandResult) -> &'static str {
-    match CommandStatus::try_from(result.status) {
-        Ok(CommandStatus::Done) => "done",
-        Ok(CommandStatus::Refused) => "refused",
-        Ok(CommandStatus::Expired) => "expired",
-        Ok(CommandStatus::Failed | CommandStatus::Unknown) | Err(_) => "failed",
-    }
-}
-
 fn result_message(result: &CommandResult) -> Outbound {
     Outbound {
         kind: MessageKind::CommandResult,
@@ -363,9 +353,9 @@ fn receive_command(
         Admission::Answer(result) => {
             // A repeated answer to a copy counts as a duplicate, not a second outcome.
             let repeated = control.journal.is_finished(&result.id);
-            status.command(if repeated { "duplicate" } else { outcome(&result) });
+            status.command(if repeated { "duplicate" } else { result.outcome() });
             if let Some(held_back) = warnings.allow() {
-                info!(id = %result.id, status = outcome(&result), message = %result.message, held_back, "remote command not executed");
+                info!(id = %result.id, status = result.outcome(), message = %result.message, held_back, "remote command not executed");
             }
             Some(result)
         }
@@ -507,7 +497,7 @@ pub async fn run(
             },
             Some(result) = control.results.recv() => {
                 control.journal.finished(&result);
-                status.command(outcome(&result));
+                status.command(result.outcome());
                 if forwarder.is_connected() {
                     send(&mut link, &mut forwarder, &topic, result_message(&result)).await;
                 }

@@ -242,6 +242,19 @@ pub enum CommandStatus {
     Expired = 4,
 }
 
+impl CommandResult {
+    /// The outcome's name as the server records it and the gateway counts it: `done`,
+    /// `refused`, `expired`, or `failed` (a status this build does not know counts as failed).
+    pub fn outcome(&self) -> &'static str {
+        match CommandStatus::try_from(self.status) {
+            Ok(CommandStatus::Done) => "done",
+            Ok(CommandStatus::Refused) => "refused",
+            Ok(CommandStatus::Expired) => "expired",
+            Ok(CommandStatus::Failed | CommandStatus::Unknown) | Err(_) => "failed",
+        }
+    }
+}
+
 impl Value {
     /// The engineering value, given the point's `decimals` from the birth.
     pub fn to_f64(self, decimals: i32) -> f64 {

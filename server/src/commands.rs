@@ -19,7 +19,7 @@ use axum::{
     http::StatusCode,
     routing::get,
 };
-use chillcloud_proto::{Command, CommandResult, CommandStatus, GatewayId, MessageKind, Topic};
+use chillcloud_proto::{Command, CommandResult, GatewayId, MessageKind, Topic};
 use chrono::{DateTime, Utc};
 use prost::Message as _;
 use serde::{Deserialize, Serialize};
@@ -309,13 +309,7 @@ pub enum Recorded {
 /// Records `result` from `gateway`, for a command of that gateway still waiting for one (or
 /// marked unanswered meanwhile).
 pub async fn record_result(pool: &PgPool, gateway: &GatewayId, result: &CommandResult) -> sqlx::Result<Recorded> {
-    let status = match CommandStatus::try_from(result.status) {
-        Ok(CommandStatus::Done) => "done",
-        Ok(CommandStatus::Refused) => "refused",
-        Ok(CommandStatus::Expired) => "expired",
-        Ok(CommandStatus::Failed) => "failed",
-        Ok(CommandStatus::Unknown) | Err(_) => "failed",
-    };
+    let status = result.outcome();
     let read_back = result.read_back.filter(|v| v.is_finite());
     let updated = sqlx::query(
         "update commands set status = $3, message = $4, read_back = $5, finished_at = now()
