@@ -192,10 +192,8 @@ async fn r6_an_alarm_storm_pages_each_person_once_per_incident_and_digests_the_r
     let digest = delivered.iter().find(|d| d.template.as_deref() == Some("SMS_100000002"));
     let digest = digest.and_then(|d| d.params.clone()).unwrap_or_else(|| panic!("a digest SMS: {delivered:#?}"));
     assert!(digest["count"].as_str().is_some_and(|n| n.parse::<u32>().is_ok_and(|n| n > 1)), "{digest}");
-    let alarm = delivered.iter().find(|d| d.template.as_deref() == Some("SMS_100000001"));
-    let alarm = alarm.and_then(|d| d.params.clone()).unwrap_or_else(|| panic!("an alarm SMS: {delivered:#?}"));
-    assert_eq!(alarm["grade"], "1", "{alarm}");
-    assert!(alarm["token"].as_str().is_some_and(|t| t.len() > 16 && !t.contains('/')), "{alarm}");
+    // A single alarm's template is checked where one alarm pages alone (the Aliyun timeout test):
+    // in a storm every page may be a digest.
 }
 
 #[tokio::test]
@@ -224,7 +222,11 @@ async fn r6_a_provider_that_times_out_then_succeeds_sends_no_duplicate() {
 
 /// A provider that took the message but never answered is asked before anything is sent
 /// again: the message is found sent and no second copy goes out.
-async fn a_send_that_went_out_before_timing_out_is_found_and_not_repeated(fake: FakeProvider, provider: String) {
+/// Returns the provider, for checks of its own.
+async fn a_send_that_went_out_before_timing_out_is_found_and_not_repeated(
+    fake: FakeProvider,
+    provider: String,
+) -> FakeProvider {
     let dir = shared_temp_dir();
     let config = format!("send_timeout_s = 1\nmin_gap_s = 0\n{provider}");
     let mut site = Site::start(dir, &config, 1).await;
@@ -246,6 +248,7 @@ async fn a_send_that_went_out_before_timing_out_is_found_and_not_repeated(fake: 
     let outbox = site.outbox().await;
     assert_eq!(outbox.len(), 1, "{outbox:#?}");
     assert_eq!(outbox[0]["attempts"], 2, "sent once, found on the second attempt: {outbox:#?}");
+    fake
 }
 
 #[tokio::test]
@@ -253,7 +256,13 @@ async fn r6_aliyun_that_sent_but_timed_out_is_asked_and_sends_no_second_copy() {
     let dir = shared_temp_dir();
     let fake = FakeProvider::aliyun(ALIYUN_KEY.0, ALIYUN_KEY.1).await;
     let provider = aliyun(dir.path(), &fake);
-    a_send_that_went_out_before_timing_out_is_found_and_not_repeated(fake, provider).await;
+    let fake = a_send_that_went_out_before_timing_out_is_found_and_not_repeated(fake, provider).await;
+    // A single alarm goes by its own registered template, the link's token a variable of its own.
+    let delivered = fake.delivered();
+    let alarm = delivered.iter().find(|d| d.template.as_deref() == Some("SMS_100000001"));
+    let alarm = alarm.and_then(|d| d.params.clone()).unwrap_or_else(|| panic!("an alarm SMS: {delivered:#?}"));
+    assert_eq!(alarm["grade"], "1", "{alarm}");
+    assert!(alarm["token"].as_str().is_some_and(|t| t.len() > 16 && !t.contains('/')), "{alarm}");
 }
 
 #[tokio::test]
@@ -263,7 +272,7 @@ async fn r6_tencent_that_sent_but_timed_out_is_asked_and_sends_no_second_copy() 
     // The status pull echoes our SessionContext once Tencent has enabled it for the account.
     fake.set_options(Options { tencent_pull_session_context: true, ..Options::default() });
     let provider = tencent(dir.path(), &fake);
-    a_send_that_went_out_before_timing_out_is_found_and_not_repeated(fake, provider).await;
+    let _ = a_send_that_went_out_before_timing_out_is_found_and_not_repeated(fake, provider).await;
 }
 
 #[tokio::test]
@@ -271,7 +280,7 @@ async fn r6_twilio_that_sent_but_timed_out_is_asked_and_sends_no_second_copy() {
     let dir = shared_temp_dir();
     let fake = FakeProvider::twilio(TWILIO.0, TWILIO.1).await;
     let provider = twilio(dir.path(), &fake);
-    a_send_that_went_out_before_timing_out_is_found_and_not_repeated(fake, provider).await;
+    let _ = a_send_that_went_out_before_timing_out_is_found_and_not_repeated(fake, provider).await;
 }
 
 #[tokio::test]
