@@ -17,8 +17,8 @@ mod messages;
 mod topic;
 
 pub use messages::{
-    Birth, Command, CommandResult, CommandStatus, Data, Death, Device, DroppedInterval, PointInfo, PollBoost, Quality,
-    Reading, Value, decode, encode_value, on_step,
+    Birth, BirthError, Command, CommandResult, CommandStatus, Data, Death, Device, DroppedInterval, PointInfo,
+    PollBoost, Quality, Reading, Value, decode, encode_value, on_step,
 };
 pub use topic::{GatewayId, InvalidGatewayId, MessageKind, Topic, TopicError};
 
@@ -27,6 +27,13 @@ pub const PROTOCOL_VERSION: u32 = 1;
 
 /// Largest payload either side accepts, in bytes. A gateway splits bigger batches.
 pub const MAX_PAYLOAD_BYTES: usize = 256 * 1024;
+
+/// Largest MQTT packet the broker takes from a client (its `max_packet_size`; a client sending a
+/// bigger one is disconnected) and the server's client takes from the broker. Larger than
+/// [`MAX_PAYLOAD_BYTES`] on purpose: a message between the two reaches the server, which refuses
+/// it, dead-letters it and acknowledges it. The two must stay equal: a packet the broker passes
+/// but the server's client cannot read would be redelivered to it for ever.
+pub const MAX_PACKET_BYTES: usize = 1024 * 1024;
 
 /// Errors from decoding a payload.
 #[derive(Debug, thiserror::Error)]

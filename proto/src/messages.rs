@@ -30,6 +30,54 @@ pub struct Birth {
     pub devices: Vec<Device>,
 }
 
+/// Why a birth cannot define a session.
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+pub enum BirthError {
+    /// An alias at or past the number of points: aliases number the points from 0.
+    #[error("alias {alias} of point {point:?} is not below the birth's {points} points")]
+    AliasOutOfRange {
+        /// The alias.
+        alias: u32,
+        /// Its point's name.
+        point: String,
+        /// Points in the birth.
+        points: usize,
+    },
+    /// Two points with one alias.
+    #[error("alias {0} is used twice")]
+    DuplicateAlias(u32),
+    /// Two devices with one id.
+    #[error("device id {0:?} is used twice")]
+    DuplicateDevice(String),
+}
+
+impl Birth {
+    /// Checks what a receiver relies on: the aliases number the points from 0 without gaps or
+    /// repeats (so an alias table is exactly as long as the birth, whatever numbers a peer
+    /// sends), and device ids are distinct.
+    pub fn check(&self) -> Result<(), BirthError> {
+        let points = self.devices.iter().map(|d| d.points.len()).sum::<usize>();
+        let mut seen = vec![false; points];
+        let mut devices = std::collections::BTreeSet::new();
+        for device in &self.devices {
+            if !devices.insert(device.id.as_str()) {
+                return Err(BirthError::DuplicateDevice(device.id.clone()));
+            }
+            for point in &device.points {
+                let slot = seen.get_mut(point.alias as usize).ok_or_else(|| BirthError::AliasOutOfRange {
+                    alias: point.alias,
+                    point: point.name.clone(),
+                    points,
+                })?;
+                if std::mem::replace(slot, true) {
+                    return Err(BirthError::DuplicateAlias(point.alias));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
 /// One device (a chiller controller) behind the gateway.
 #[derive(Clone, PartialEq, Message, Serialize, Deserialize)]
 pub struct Device {
@@ -304,6 +352,27 @@ pub fn decode<M: Message + Default>(kind: MessageKind, payload: &[u8]) -> Result
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_birth_numbers_its_points_densely_from_zero() {
+        let point = |alias| PointInfo { alias, name: format!("p{alias}"), ..Default::default() };
+        let birth = |aliases: &[u32]| Birth {
+            devices: vec![Device {
+                id: "a".into(),
+                points: aliases.iter().map(|&a| point(a)).collect(),
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        assert_eq!(birth(&[1, 0, 2]).check(), Ok(()));
+        assert_eq!(birth(&[]).check(), Ok(()));
+        assert!(matches!(birth(&[u32::MAX]).check(), Err(BirthError::AliasOutOfRange { alias: u32::MAX, .. })));
+        assert!(matches!(birth(&[0, 5_000_000]).check(), Err(BirthError::AliasOutOfRange { .. })));
+        assert_eq!(birth(&[0, 0]).check(), Err(BirthError::DuplicateAlias(0)));
+        let mut twice = birth(&[0]);
+        twice.devices.push(Device { id: "a".into(), ..Default::default() });
+        assert_eq!(twice.check(), Err(BirthError::DuplicateDevice("a".into())));
+    }
 
     #[test]
     fn values_go_on_their_step_at_its_decimals() {

@@ -71,6 +71,13 @@ pub enum ApiError {
     /// 409: the request conflicts with the resource's state.
     #[error("{0}")]
     Conflict(String),
+    /// 422: the request asks for more than one answer may hold (rows, bytes); it says how to ask
+    /// for less.
+    #[error("{0}")]
+    TooMuch(String),
+    /// 503 with `Retry-After`: as many such requests as the server takes at once are under way.
+    #[error("too many {0} under way; try again shortly")]
+    Busy(&'static str),
     /// 503: the database failed; logged, never shown to the client.
     #[error("database unavailable")]
     Database(#[from] sqlx::Error),
@@ -85,6 +92,11 @@ impl IntoResponse for ApiError {
             ApiError::NotFound => StatusCode::NOT_FOUND,
             ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
+            ApiError::TooMuch(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            ApiError::Busy(_) => {
+                let body = Json(serde_json::json!({ "error": self.to_string() }));
+                return (StatusCode::SERVICE_UNAVAILABLE, [(header::RETRY_AFTER, "2")], body).into_response();
+            }
             ApiError::Database(error) => {
                 if let Some((status, message)) = refused_input(error) {
                     tracing::info!(%error, "the database refused a request's input");
@@ -178,11 +190,28 @@ pub(crate) async fn require_gateway(state: &AppState, gateway: &str) -> Result<(
 /// 200 while the database answers (503 otherwise), with whether ingest is subscribed at the
 /// broker: `"broker": "subscribed"` or `"waiting"` (connecting, or the broker is down). A
 /// broker outage does not fail the check: the server rides it out by itself.
-async fn health(State(state): State<AppState>) -> Result<Json<serde_json::Value>, ApiError> {
+async fn health(State(state): State<AppState>) -> Result<Response, ApiError> {
     sqlx::query("select 1").execute(&state.pool).await?;
     let broker = if state.metrics.broker_subscribed.get() == 1.0 { "subscribed" } else { "waiting" };
-    Ok(Json(serde_json::json!({ "status": "ok", "broker": broker })))
+    // A broker restart or a database hiccup is ridden out; ingest stuck for longer is not.
+    let stall = state.metrics.ingest.longest(Utc::now().timestamp_millis());
+    Ok(match stall {
+        Some((stall, lasted_ms)) if lasted_ms >= INGEST_STALLED_AFTER_MS => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(serde_json::json!({
+                "status": "unhealthy",
+                "broker": broker,
+                "ingest": format!("stalled for {} s: {}", lasted_ms / 1000, stall.name()),
+            })),
+        )
+            .into_response(),
+        _ => Json(serde_json::json!({ "status": "ok", "broker": broker, "ingest": "ok" })).into_response(),
+    })
 }
+
+/// How long ingest may be unable to progress before `/health` says the server is unhealthy and a
+/// service alarm is raised.
+pub const INGEST_STALLED_AFTER_MS: i64 = 30_000;
 
 async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], state.metrics.render())

@@ -12,11 +12,11 @@ use rumqttc::{AsyncClient, Event, EventLoop, MqttOptions, Packet, Publish, QoS};
 use sqlx::PgPool;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, info, warn};
+use tracing::{debug, error, info, warn};
 
 use crate::{
     alarms::{Alarms, Input},
-    metrics::Metrics,
+    metrics::{Metrics, Stall},
     store::{self, AliasCache, DataOutcome, ReadingRows},
 };
 
@@ -51,11 +51,19 @@ enum Rejection {
     WrongDirection(MessageKind),
     #[error("{0} message without a session (sessions start at 1)")]
     NoSession(MessageKind),
+    #[error("birth refused: {0}")]
+    Birth(#[from] chillcloud_proto::BirthError),
+    #[error("birth refused: {0}")]
+    BirthTooLarge(store::SiteFull),
     #[error("{0} readings refused: timestamp before 2000 or more than 5 minutes ahead, or a non-finite value")]
     RefusedReadings(usize),
     #[error("{0} dropped intervals refused: a time before 2000, more than 5 minutes ahead, or ending before it starts")]
     RefusedDroppedIntervals(usize),
-    #[error("the session's birth never arrived and {} messages are already held for it", store::MAX_HELD_PER_GATEWAY)]
+    #[error(
+        "the session's birth never arrived and the gateway already has {} messages or {} bytes held for births",
+        store::HoldLimit::DEFAULT.messages,
+        store::HoldLimit::DEFAULT.bytes
+    )]
     HoldingFull,
     #[error("a result for command {0:?}, which this gateway was never sent")]
     UnknownCommand(String),
@@ -95,7 +103,7 @@ pub async fn run(
     options.set_clean_session(false);
     options.set_manual_acks(true);
     options.set_keep_alive(Duration::from_secs(30));
-    options.set_max_packet_size(chillcloud_proto::MAX_PAYLOAD_BYTES * 4, 64 * 1024);
+    options.set_max_packet_size(chillcloud_proto::MAX_PACKET_BYTES, 64 * 1024);
     let (client, eventloop) = AsyncClient::new(options, MAX_BATCH_MESSAGES * 2);
     // Unbounded on purpose: the event loop must never wait on the worker, because the worker's
     // acknowledgements go out through the event loop (a bounded queue here deadlocked under a
@@ -127,6 +135,7 @@ pub async fn run(
             let started = Instant::now();
             match ingestor.store_batch(&batch).await {
                 Ok(committed) => {
+                    ingestor.metrics.ingest.resumed(Stall::Database);
                     ingestor.metrics.batches_stored.inc();
                     ingestor.metrics.batch_messages.add(batch.len() as u64);
                     ingestor.metrics.database_seconds.add_duration(started.elapsed());
@@ -139,6 +148,7 @@ pub async fn run(
                     break;
                 }
                 Err(error) => {
+                    ingestor.metrics.ingest.stalled(Stall::Database, chrono::Utc::now().timestamp_millis());
                     ingestor.metrics.database_errors.inc();
                     warn!(%error, retry_in = ?delay, messages = batch.len(), "storing a batch failed; will retry");
                     tokio::select! {
@@ -238,7 +248,7 @@ impl Ingestor {
         payload: &[u8],
         rows: &mut ReadingRows,
     ) -> sqlx::Result<DataOutcome> {
-        store::gather_data(&self.pool, &mut self.cache, gateway, data, payload, rows, store::MAX_HELD_PER_GATEWAY).await
+        store::gather_data(&self.pool, &mut self.cache, gateway, data, payload, rows, store::HoldLimit::DEFAULT).await
     }
 
     async fn accept(
@@ -272,7 +282,13 @@ impl Ingestor {
                 if birth.session == 0 {
                     return Ok(Err(Rejection::NoSession(topic.kind)));
                 }
-                let table = store::store_birth(&self.pool, gateway, &birth).await?;
+                if let Err(e) = birth.check() {
+                    return Ok(Err(e.into()));
+                }
+                let table = match store::store_birth(&self.pool, gateway, &birth).await? {
+                    Ok(table) => table,
+                    Err(full) => return Ok(Err(Rejection::BirthTooLarge(full))),
+                };
                 store::cache_birth(&mut self.cache, gateway, birth.session, table);
                 info!(%gateway, session = birth.session, devices = birth.devices.len(), "gateway birth");
                 // Data that arrived ahead of this birth is stored now; the held copies are deleted
@@ -383,6 +399,7 @@ async fn drive(
 ) {
     let mut delay = Duration::from_millis(250);
     let mut subscriptions_granted = 0;
+    metrics.ingest.stalled(Stall::Broker, chrono::Utc::now().timestamp_millis());
     loop {
         let event = tokio::select! {
             () = shutdown.cancelled() => return,
@@ -404,6 +421,7 @@ async fn drive(
                     subscriptions_granted += 1;
                     if subscriptions_granted == SUBSCRIBED.len() {
                         metrics.broker_subscribed.set(1.0);
+                        metrics.ingest.resumed(Stall::Broker);
                     }
                 } else {
                     warn!("the broker refused an ingest subscription (check its ACL)");
@@ -418,8 +436,23 @@ async fn drive(
             Ok(_) => {}
             Err(error) => {
                 metrics.broker_subscribed.set(0.0);
+                metrics.ingest.stalled(Stall::Broker, chrono::Utc::now().timestamp_millis());
                 subscriptions_granted = 0;
-                warn!(%error, retry_in = ?delay, "broker connection failed");
+                if let rumqttc::ConnectionError::MqttState(rumqttc::StateError::Deserialization(
+                    rumqttc::Error::PayloadSizeLimitExceeded(size),
+                )) = &error
+                {
+                    // Reading on would need the whole packet: the broker lets through more than
+                    // this client reads, and will redeliver it to this session for ever.
+                    error!(
+                        size,
+                        limit = chillcloud_proto::MAX_PACKET_BYTES,
+                        "the broker sent a packet larger than ingest reads: set the broker's max_packet_size to \
+                         the limit (deploy/mosquitto/chillcloud.conf); ingest is stalled until then"
+                    );
+                } else {
+                    warn!(%error, retry_in = ?delay, "broker connection failed");
+                }
                 let jitter = rand::random_range(0.5..1.0);
                 tokio::select! {
                     () = shutdown.cancelled() => return,

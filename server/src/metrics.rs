@@ -1,6 +1,6 @@
 //! Counters the server exposes at `/metrics` in the Prometheus text format.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 
 /// A monotonically increasing counter.
 #[derive(Debug, Default)]
@@ -55,6 +55,63 @@ impl Gauge {
     }
 }
 
+/// Why ingest cannot make progress: the broker is away (or refused the subscriptions), or the
+/// database keeps refusing a batch. Each records since when (Unix ms, 0 while fine).
+#[derive(Debug, Default)]
+pub struct IngestProgress {
+    broker_down_since_ms: AtomicI64,
+    database_failing_since_ms: AtomicI64,
+}
+
+/// What stops ingest.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stall {
+    /// Not connected and subscribed at the broker.
+    Broker,
+    /// Batches fail to commit.
+    Database,
+}
+
+impl Stall {
+    /// How `/health` and the logs name it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Stall::Broker => "not subscribed at the broker",
+            Stall::Database => "the database refuses to store batches",
+        }
+    }
+}
+
+impl IngestProgress {
+    fn clock(&self, stall: Stall) -> &AtomicI64 {
+        match stall {
+            Stall::Broker => &self.broker_down_since_ms,
+            Stall::Database => &self.database_failing_since_ms,
+        }
+    }
+
+    /// Ingest cannot progress for this reason from `now_ms` on, unless it already could not.
+    pub fn stalled(&self, stall: Stall, now_ms: i64) {
+        let _ = self.clock(stall).compare_exchange(0, now_ms, Ordering::Relaxed, Ordering::Relaxed);
+    }
+
+    /// This reason is over.
+    pub fn resumed(&self, stall: Stall) {
+        self.clock(stall).store(0, Ordering::Relaxed);
+    }
+
+    /// The longest-standing stall at `now_ms` and how long it has lasted, in ms.
+    pub fn longest(&self, now_ms: i64) -> Option<(Stall, i64)> {
+        [Stall::Broker, Stall::Database]
+            .into_iter()
+            .filter_map(|stall| {
+                let since = self.clock(stall).load(Ordering::Relaxed);
+                (since != 0).then(|| (stall, now_ms.saturating_sub(since).max(0)))
+            })
+            .max_by_key(|&(_, lasted)| lasted)
+    }
+}
+
 /// The server's counters.
 #[derive(Debug, Default)]
 pub struct Metrics {
@@ -86,6 +143,12 @@ pub struct Metrics {
     pub ingest_lag_seconds: Gauge,
     /// 1 while the broker has granted the ingest subscriptions on the current connection, else 0.
     pub broker_subscribed: Gauge,
+    /// Whether ingest can make progress, and since when not.
+    pub ingest: IngestProgress,
+    /// Requests refused because a bound was reached (a queue full, a result too large).
+    pub requests_refused_by_bounds: Counter,
+    /// Sign-in attempts refused by the rate limits.
+    pub sign_ins_limited: Counter,
     /// Alarm episodes opened.
     pub alarms_raised: Counter,
     /// Derived values stored as readings.
@@ -101,7 +164,7 @@ pub struct Metrics {
 impl Metrics {
     /// Renders every counter in the Prometheus text exposition format.
     pub fn render(&self) -> String {
-        let counters: [(&str, &str, f64); 17] = [
+        let counters: [(&str, &str, f64); 19] = [
             (
                 "chillcloud_mqtt_messages_received_total",
                 "MQTT messages received from the broker",
@@ -171,12 +234,23 @@ impl Metrics {
                 self.replies_accepted.get() as f64,
             ),
             (
+                "chillcloud_http_requests_refused_by_bounds_total",
+                "Requests refused because a bound was reached (a queue full, a result too large)",
+                self.requests_refused_by_bounds.get() as f64,
+            ),
+            (
+                "chillcloud_sign_ins_limited_total",
+                "Sign-in attempts refused by the rate limits",
+                self.sign_ins_limited.get() as f64,
+            ),
+            (
                 "chillcloud_sms_replies_refused_total",
                 "SMS replies refused (signature, code or text)",
                 self.replies_refused.get() as f64,
             ),
         ];
-        let gauges: [(&str, &str, f64); 2] = [
+        let stalled_ms = self.ingest.longest(chrono::Utc::now().timestamp_millis()).map_or(0, |(_, ms)| ms);
+        let gauges: [(&str, &str, f64); 3] = [
             (
                 "chillcloud_ingest_lag_seconds",
                 "Age of the oldest live (not backfilled) reading of the last batch when it was committed",
@@ -186,6 +260,11 @@ impl Metrics {
                 "chillcloud_broker_subscribed",
                 "1 while the broker has granted the ingest subscriptions, 0 while disconnected or waiting",
                 self.broker_subscribed.get(),
+            ),
+            (
+                "chillcloud_ingest_stalled_seconds",
+                "How long ingest has been unable to make progress (0 while it can)",
+                stalled_ms as f64 / 1000.0,
             ),
         ];
         let render = |kind: &str, (name, help, value): &(&str, &str, f64)| {

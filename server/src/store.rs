@@ -22,10 +22,46 @@ impl AliasTable {
     }
 }
 
-/// Caches alias tables, which never change once a session's birth is stored.
+/// Caches alias tables, which never change once a session's birth is stored. Bounded by the
+/// aliases it holds: past [`AliasCache::MAX_ALIASES`] it starts again from empty (a table
+/// missing from it is read back from `gateway_sessions`), so gateways that keep starting new
+/// sessions cannot grow it.
 #[derive(Debug, Default)]
 pub struct AliasCache {
     tables: HashMap<(GatewayId, u64), AliasTable>,
+    aliases: usize,
+}
+
+impl AliasCache {
+    /// At 16 bytes an alias, 32 MiB.
+    const MAX_ALIASES: usize = 2_000_000;
+
+    fn insert(&mut self, key: (GatewayId, u64), table: AliasTable) {
+        if self.aliases + table.points.len() > Self::MAX_ALIASES {
+            self.tables.clear();
+            self.aliases = 0;
+        }
+        self.aliases += table.points.len();
+        if let Some(replaced) = self.tables.insert(key, table) {
+            self.aliases -= replaced.points.len();
+        }
+    }
+}
+
+/// Most units (devices) one gateway may announce over all its births.
+pub const MAX_UNITS_PER_GATEWAY: i64 = 1_000;
+/// Most points one gateway may announce over all its births.
+pub const MAX_POINTS_PER_GATEWAY: i64 = 50_000;
+
+/// A birth that would take its gateway past [`MAX_UNITS_PER_GATEWAY`] or
+/// [`MAX_POINTS_PER_GATEWAY`]; nothing of it is stored.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "the gateway would have {units} units and {points} points; at most {MAX_UNITS_PER_GATEWAY} and {MAX_POINTS_PER_GATEWAY}"
+)]
+pub struct SiteFull {
+    units: i64,
+    points: i64,
 }
 
 /// Readings timestamped before 2000-01-01 are refused.
@@ -45,14 +81,28 @@ pub enum DataOutcome {
     },
     /// The session's birth has not arrived; the message is held until it does.
     HeldForBirth,
-    /// The session's birth has not arrived and the gateway already has as many messages held
-    /// as allowed ([`MAX_HELD_PER_GATEWAY`] in the server): this one is refused.
+    /// The session's birth has not arrived and the gateway already has as much held as its
+    /// [`HoldLimit`] allows: this one is refused.
     HoldingFull,
 }
 
-/// Most messages held for one gateway whose birth has not arrived: a gateway that never sends
-/// its birth must not fill the database.
-pub const MAX_HELD_PER_GATEWAY: i64 = 10_000;
+/// How much data may wait for a birth that has not arrived, per gateway: a gateway that never
+/// sends its birth must not fill the database. A birth follows its gateway's connection within
+/// seconds, so what waits longer than [`HoldLimit::MAX_AGE_MINUTES`] is deleted.
+#[derive(Debug, Clone, Copy)]
+pub struct HoldLimit {
+    /// Messages held at most.
+    pub messages: i64,
+    /// Payload bytes held at most.
+    pub bytes: i64,
+}
+
+impl HoldLimit {
+    /// The server's limits: 1,000 messages or 16 MiB a gateway.
+    pub const DEFAULT: Self = Self { messages: 1_000, bytes: 16 << 20 };
+    /// Held data older than this is deleted.
+    pub const MAX_AGE_MINUTES: i32 = 60;
+}
 
 /// Whether a gateway has been provisioned.
 pub async fn gateway_exists(pool: &PgPool, gateway: &GatewayId) -> sqlx::Result<bool> {
@@ -85,11 +135,17 @@ fn time_from_ms(ms: i64) -> DateTime<Utc> {
 }
 
 /// Stores a birth: creates or updates the gateway's units and points and the session's alias
-/// table, and marks the gateway online. Returns the session's alias table.
+/// table, and marks the gateway online. Returns the session's alias table, or, storing nothing,
+/// that the gateway would have too many units or points. The birth must have passed
+/// [`Birth::check`] (dense aliases).
 ///
 /// The birth of an earlier session (sent again ahead of its backlog) only adds what is missing:
 /// the current session's metadata stays.
-pub async fn store_birth(pool: &PgPool, gateway: &GatewayId, birth: &Birth) -> sqlx::Result<AliasTable> {
+pub async fn store_birth(
+    pool: &PgPool,
+    gateway: &GatewayId,
+    birth: &Birth,
+) -> sqlx::Result<Result<AliasTable, SiteFull>> {
     let mut tx = pool.begin().await?;
     let current: Option<i64> = sqlx::query_scalar("select session from gateways where id = $1 for update")
         .bind(gateway.as_str())
@@ -123,8 +179,8 @@ pub async fn store_birth(pool: &PgPool, gateway: &GatewayId, birth: &Birth) -> s
              returning id",
         )
     };
-    let max_alias = birth.devices.iter().flat_map(|d| &d.points).map(|p| p.alias as usize).max();
-    let mut table = AliasTable { points: vec![None; max_alias.map_or(0, |m| m + 1)] };
+    let points = birth.devices.iter().map(|d| d.points.len()).sum();
+    let mut table = AliasTable { points: vec![None; points] };
     for device in &birth.devices {
         let unit_id: i64 = sqlx::query_scalar(unit_sql)
             .bind(gateway.as_str())
@@ -146,8 +202,20 @@ pub async fn store_birth(pool: &PgPool, gateway: &GatewayId, birth: &Birth) -> s
                 .bind(point.step)
                 .fetch_one(&mut *tx)
                 .await?;
-            table.points[point.alias as usize] = Some((point_id, point.decimals));
+            if let Some(slot) = table.points.get_mut(point.alias as usize) {
+                *slot = Some((point_id, point.decimals));
+            }
         }
+    }
+    let (units, points): (i64, i64) = sqlx::query_as(
+        "select count(distinct u.id), count(p.id) from units u left join points p on p.unit_id = u.id
+         where u.gateway_id = $1",
+    )
+    .bind(gateway.as_str())
+    .fetch_one(&mut *tx)
+    .await?;
+    if units > MAX_UNITS_PER_GATEWAY || points > MAX_POINTS_PER_GATEWAY {
+        return Ok(Err(SiteFull { units, points }));
     }
     let point_ids: Vec<Option<i64>> = table.points.iter().map(|p| p.map(|(id, _)| id)).collect();
     // A retained birth is delivered again on every subscription: the first copy wins.
@@ -171,7 +239,7 @@ pub async fn store_birth(pool: &PgPool, gateway: &GatewayId, birth: &Birth) -> s
     .execute(&mut *tx)
     .await?;
     tx.commit().await?;
-    Ok(table)
+    Ok(Ok(table))
 }
 
 /// Marks the gateway offline if `session` is still its current one; says whether it was.
@@ -209,13 +277,13 @@ async fn alias_table(
     let Some((ids, decimals)) = row else { return Ok(None) };
     let table =
         AliasTable { points: ids.into_iter().zip(decimals).map(|(id, d)| id.map(|id| (id, d.unwrap_or(0)))).collect() };
-    cache.tables.insert(key, table.clone());
+    cache.insert(key, table.clone());
     Ok(Some(table))
 }
 
 /// Remembers a freshly stored birth's alias table.
 pub fn cache_birth(cache: &mut AliasCache, gateway: &GatewayId, session: u64, table: AliasTable) {
-    cache.tables.insert((gateway.clone(), session), table);
+    cache.insert((gateway.clone(), session), table);
 }
 
 /// Readings gathered from many messages, written together by [`flush`].
@@ -266,7 +334,7 @@ impl Columns {
 }
 
 /// Adds a data message's readings to `rows`, or holds the raw payload if its birth is unknown
-/// and fewer than `max_held` messages of the gateway are held already.
+/// and the gateway's held data stays within `limit`.
 pub async fn gather_data(
     pool: &PgPool,
     cache: &mut AliasCache,
@@ -274,18 +342,29 @@ pub async fn gather_data(
     data: &Data,
     payload: &[u8],
     rows: &mut ReadingRows,
-    max_held: i64,
+    limit: HoldLimit,
 ) -> sqlx::Result<DataOutcome> {
     let Some(table) = alias_table(pool, cache, gateway, data.session).await? else {
+        let expired = sqlx::query("delete from pending_data where received_at < now() - make_interval(mins => $1)")
+            .bind(HoldLimit::MAX_AGE_MINUTES)
+            .execute(pool)
+            .await?
+            .rows_affected();
+        if expired > 0 {
+            tracing::warn!(messages = expired, "deleted data whose birth never arrived within the hour");
+        }
         let held = sqlx::query(
             "insert into pending_data (gateway_id, session, payload)
              select $1, $2, $3
-             where (select count(*) from pending_data where gateway_id = $1) < $4",
+             from (select count(*) as messages, coalesce(sum(length(payload)), 0) as bytes
+                   from pending_data where gateway_id = $1) held
+             where held.messages < $4 and held.bytes + length($3) <= $5",
         )
         .bind(gateway.as_str())
         .bind(data.session as i64)
         .bind(payload)
-        .bind(max_held)
+        .bind(limit.messages)
+        .bind(limit.bytes)
         .execute(pool)
         .await?
         .rows_affected();

@@ -206,11 +206,11 @@ async fn a_burst_of_small_messages_is_stored_without_stalling() {
     assert!(metrics.contains("# TYPE chillcloud_ingest_lag_seconds gauge"), "{metrics}");
 }
 
-/// Data whose birth never arrives is held only up to a limit per gateway, so a gateway that
-/// never announces itself cannot fill the database.
+/// Data whose birth never arrives is held only up to a limit per gateway, by messages and by
+/// bytes, so a gateway that never announces itself cannot fill the database.
 #[tokio::test(flavor = "multi_thread")]
-async fn data_held_for_a_missing_birth_is_capped_per_gateway() {
-    use chillcloud_server::store::{self, AliasCache, DataOutcome, ReadingRows};
+async fn r5_data_held_for_a_missing_birth_is_capped_per_gateway_by_count_bytes_and_age() {
+    use chillcloud_server::store::{self, AliasCache, DataOutcome, HoldLimit, ReadingRows};
     use prost::Message;
     let postgres = chillcloud_tests::harness::TestPostgres::start().await;
     let pool = postgres.pool().await;
@@ -219,15 +219,43 @@ async fn data_held_for_a_missing_birth_is_capped_per_gateway() {
     store::upsert_gateway(&pool, &gateway, "unused").await.expect("provision");
     let data = chillcloud_proto::Data { session: 7, base_time_ms: 1_800_000_000_000, ..Default::default() };
     let payload = data.encode_to_vec();
+    let limit = HoldLimit { messages: 3, bytes: 1 << 20 };
     let mut outcomes = Vec::new();
     for _ in 0..4 {
         let mut rows = ReadingRows::default();
         let outcome =
-            store::gather_data(&pool, &mut AliasCache::default(), &gateway, &data, &payload, &mut rows, 3).await;
+            store::gather_data(&pool, &mut AliasCache::default(), &gateway, &data, &payload, &mut rows, limit).await;
         outcomes.push(outcome.expect("stored or refused"));
     }
     assert_eq!(
         outcomes,
         [DataOutcome::HeldForBirth, DataOutcome::HeldForBirth, DataOutcome::HeldForBirth, DataOutcome::HoldingFull]
     );
+    // By bytes: a 250 KB message fits under 600 KB twice, not a third time (r5: 200 messages of
+    // 250 KB once stored 48 MB for one gateway).
+    let other = chillcloud_proto::GatewayId::new("gw-big").expect("id");
+    store::upsert_gateway(&pool, &other, "unused").await.expect("provision");
+    let big = vec![0u8; 250_000];
+    let limit = HoldLimit { messages: 1_000, bytes: 600_000 };
+    let mut outcomes = Vec::new();
+    for _ in 0..3 {
+        let mut rows = ReadingRows::default();
+        let outcome =
+            store::gather_data(&pool, &mut AliasCache::default(), &other, &data, &big, &mut rows, limit).await;
+        outcomes.push(outcome.expect("stored or refused"));
+    }
+    assert_eq!(outcomes, [DataOutcome::HeldForBirth, DataOutcome::HeldForBirth, DataOutcome::HoldingFull]);
+    // What waited an hour for its birth is gone at the next hold.
+    sqlx::query("update pending_data set received_at = now() - interval '61 minutes' where gateway_id = 'gw-big'")
+        .execute(&pool)
+        .await
+        .expect("age");
+    let mut rows = ReadingRows::default();
+    let outcome = store::gather_data(&pool, &mut AliasCache::default(), &other, &data, &big, &mut rows, limit).await;
+    assert_eq!(outcome.expect("held"), DataOutcome::HeldForBirth);
+    let held: i64 = sqlx::query_scalar("select count(*) from pending_data where gateway_id = 'gw-big'")
+        .fetch_one(&pool)
+        .await
+        .expect("count");
+    assert_eq!(held, 1);
 }

@@ -44,7 +44,10 @@ async fn the_storage_mode_follows_the_extension_and_ingest_works_in_it() {
     // Ingest's idempotent insert works on the hypertable.
     let gateway = chillcloud_proto::GatewayId::new("gw-ts").expect("id");
     store::upsert_gateway(&pool, &gateway, "unused").await.expect("provision");
-    store::store_birth(&pool, &gateway, &chillcloud_tests::harness::numbered_birth(1, 3)).await.expect("birth");
+    store::store_birth(&pool, &gateway, &chillcloud_tests::harness::numbered_birth(1, 3))
+        .await
+        .expect("birth")
+        .expect("within bounds");
     let ids: Vec<i64> = sqlx::query_scalar("select id from points order by id").fetch_all(&pool).await.expect("points");
     for _ in 0..2 {
         let mut rows = store::ReadingRows::default();

@@ -88,6 +88,7 @@ impl EmbeddedBroker {
                  max_inflight_messages 1000\n\
                  max_queued_messages 0\n\
                  max_queued_bytes 1073741824\n\
+                 max_packet_size {max_packet}\n\
                  log_dest stderr\n\
                  log_type error\n\
                  log_type warning\n\
@@ -97,6 +98,7 @@ impl EmbeddedBroker {
                 port = address.port(),
                 host = address.ip(),
                 dir = dir.display(),
+                max_packet = chillcloud_proto::MAX_PACKET_BYTES,
             ),
         )?;
         let log_path = dir.join("mosquitto.log");

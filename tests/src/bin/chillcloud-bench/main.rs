@@ -80,7 +80,7 @@ async fn register_unit(pool: &PgPool, points: u32) -> anyhow::Result<Vec<i64>> {
     let gateway = GatewayId::new("bench-gw")?;
     store::upsert_gateway(pool, &gateway, "bench-gw:unused").await?;
     let birth = numbered_birth(1, points);
-    store::store_birth(pool, &gateway, &birth).await?;
+    store::store_birth(pool, &gateway, &birth).await??;
     Ok(sqlx::query_scalar("select id from points order by id").fetch_all(pool).await?)
 }
 
