@@ -7,7 +7,7 @@
 use std::{
     collections::HashMap,
     net::SocketAddr,
-    sync::Mutex,
+    sync::{Arc, Mutex},
     time::{Duration, Instant},
 };
 
@@ -308,79 +308,206 @@ fn verify_password(password: &str, phc: &str) -> bool {
     PasswordHash::new(phc).is_ok_and(|hash| Argon2::default().verify_password(password.as_bytes(), &hash).is_ok())
 }
 
-/// A hash no password matches, so an unknown login costs as much time as a known one.
-static DUMMY_HASH: std::sync::LazyLock<String> =
-    std::sync::LazyLock::new(|| hash_password(&random_secret()).unwrap_or_default());
+/// What one attempt is counted against. Attempts from a device that signed in to the login
+/// before (it shows that login's device cookie) are counted against that device only; all others
+/// against their address (IPv6 by its /64) and against the login. So nobody can lock a user out
+/// of the browsers they already use, however many addresses they guess from, and a flood from
+/// many addresses stays within each login's limit (OWASP's device cookies).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+enum Counted {
+    Address(String),
+    Login(String),
+    Device(String),
+}
+
+impl Counted {
+    fn limit(&self) -> usize {
+        match self {
+            Counted::Address(_) => SignInLimiter::PER_ADDRESS,
+            Counted::Login(_) | Counted::Device(_) => SignInLimiter::PER_LOGIN,
+        }
+    }
+}
+
+#[derive(Debug, Default)]
+struct Attempts {
+    /// Times of counted attempts within the window, oldest first.
+    times: std::collections::VecDeque<Instant>,
+    /// A login nobody has: the first entry forgotten when the table is full.
+    unknown_login: bool,
+}
 
 /// Sign-in attempts in a sliding window, counted before the password is checked (so a burst of
-/// parallel guesses counts in full): per login from one address, per address, and per login from
-/// anywhere (looser, so a stranger cannot easily lock someone out from elsewhere). And a bound on
-/// password checks at once: each takes 19 MiB and a core for tens of milliseconds.
+/// parallel guesses counts in full) and forgiven when the password was right; and bounds on the
+/// work sign-ins cause, so a flood of them cannot take memory or the other requests' time.
 #[derive(Debug)]
 pub struct SignInLimiter {
-    attempts: Mutex<HashMap<String, Vec<Instant>>>,
-    checks: tokio::sync::Semaphore,
+    attempts: Mutex<HashMap<Counted, Attempts>>,
+    /// Sign-ins handled at once from unknown devices; beyond, refused at once (503).
+    strangers: Arc<tokio::sync::Semaphore>,
+    /// Sign-ins handled at once from devices that signed in before: a lane of their own.
+    known_devices: Arc<tokio::sync::Semaphore>,
+    /// Password checks at once: each takes 19 MiB and a core for tens of milliseconds. The
+    /// permit goes with the check into its thread, so a client that leaves does not free it.
+    checks: Arc<tokio::sync::Semaphore>,
+    /// How long a password check took lately (µs, a moving average): an unknown login waits as
+    /// long instead of computing one, so it costs nothing and still looks the same.
+    typical_check_micros: std::sync::atomic::AtomicU64,
 }
 
 impl Default for SignInLimiter {
     fn default() -> Self {
-        Self { attempts: Mutex::default(), checks: tokio::sync::Semaphore::new(2) }
+        Self {
+            attempts: Mutex::default(),
+            strangers: Arc::new(tokio::sync::Semaphore::new(32)),
+            known_devices: Arc::new(tokio::sync::Semaphore::new(8)),
+            checks: Arc::new(tokio::sync::Semaphore::new(2)),
+            typical_check_micros: std::sync::atomic::AtomicU64::new(50_000),
+        }
     }
 }
 
 impl SignInLimiter {
     const WINDOW: Duration = Duration::from_secs(15 * 60);
-    const PER_LOGIN_AND_ADDRESS: usize = 5;
+    /// Attempts per login from unknown devices, and per known device.
+    const PER_LOGIN: usize = 10;
+    /// Attempts per address (or IPv6 /64) from unknown devices.
     const PER_ADDRESS: usize = 20;
-    const PER_LOGIN: usize = 50;
-    /// Keys kept at most; beyond, after forgetting what the window has passed, every attempt is
-    /// refused until it passes (nothing already counted is ever forgotten early).
+    /// Entries kept at most (about 100 bytes each). When full, what the window has passed goes
+    /// first, then unknown logins, then the longest quiet; an attempt is never refused because
+    /// the table is full.
     const MAX_KEYS: usize = 100_000;
 
-    fn keys(login: &str, address: &str) -> [(String, usize); 3] {
-        let login = login.to_lowercase();
-        [
-            (format!("login+addr:{login} {address}"), Self::PER_LOGIN_AND_ADDRESS),
-            (format!("addr:{address}"), Self::PER_ADDRESS),
-            (format!("login:{login}"), Self::PER_LOGIN),
-        ]
+    fn counted(login: &str, address: std::net::IpAddr, device: Option<&str>) -> Vec<Counted> {
+        match device {
+            Some(device) => vec![Counted::Device(device.to_owned())],
+            None => {
+                let address = match address {
+                    std::net::IpAddr::V6(v6) if v6.to_ipv4_mapped().is_none() => {
+                        let s = v6.segments();
+                        format!("{:x}:{:x}:{:x}:{:x}::/64", s[0], s[1], s[2], s[3])
+                    }
+                    other => other.to_canonical().to_string(),
+                };
+                vec![Counted::Address(address), Counted::Login(login.to_lowercase())]
+            }
+        }
     }
 
     /// Counts an attempt; `false` (refuse it unchecked) when one of its limits is reached.
-    fn attempt(&self, login: &str, address: &str) -> bool {
+    fn attempt(&self, counted: &[Counted]) -> bool {
         let mut attempts = self.attempts.lock().unwrap_or_else(|e| e.into_inner());
         let now = Instant::now();
-        let recent = |t: &Instant| now.duration_since(*t) < Self::WINDOW;
-        if attempts.len() >= Self::MAX_KEYS {
-            attempts.retain(|_, times| {
-                times.retain(recent);
-                !times.is_empty()
-            });
-            if attempts.len() >= Self::MAX_KEYS {
-                return false;
-            }
-        }
-        let keys = Self::keys(login, address);
-        for (key, limit) in &keys {
-            if let Some(times) = attempts.get_mut(key) {
-                times.retain(recent);
-                if times.len() >= *limit {
+        for key in counted {
+            if let Some(entry) = attempts.get_mut(key) {
+                while entry.times.front().is_some_and(|t| now.duration_since(*t) >= Self::WINDOW) {
+                    entry.times.pop_front();
+                }
+                if entry.times.len() >= key.limit() {
                     return false;
                 }
             }
         }
-        for (key, _) in keys {
-            attempts.entry(key).or_default().push(now);
+        if attempts.len() + counted.len() > Self::MAX_KEYS {
+            Self::make_room(&mut attempts, now);
+        }
+        for key in counted {
+            attempts.entry(key.clone()).or_default().times.push_back(now);
         }
         true
     }
 
-    /// The right password: that login's attempts from that address are forgotten.
-    fn succeeded(&self, login: &str, address: &str) {
-        let mut attempts = self.attempts.lock().unwrap_or_else(|e| e.into_inner());
-        let [(key, _), ..] = Self::keys(login, address);
-        attempts.remove(&key);
+    /// Frees a tenth of the table: expired entries, then unknown logins, then addresses, then
+    /// the longest quiet. Known logins' counts go last: they are what stands between a guesser
+    /// and a password, whatever the addresses.
+    fn make_room(attempts: &mut HashMap<Counted, Attempts>, now: Instant) {
+        attempts.retain(|_, entry| entry.times.back().is_some_and(|t| now.duration_since(*t) < Self::WINDOW));
+        let target = Self::MAX_KEYS - Self::MAX_KEYS / 10;
+        if attempts.len() <= target {
+            return;
+        }
+        let rank = |key: &Counted, entry: &Attempts| match key {
+            Counted::Login(_) if entry.unknown_login => 0,
+            Counted::Address(_) => 1,
+            Counted::Device(_) => 2,
+            Counted::Login(_) => 3,
+        };
+        let mut order: Vec<(u8, Instant, Counted)> = attempts
+            .iter()
+            .map(|(key, entry)| (rank(key, entry), entry.times.back().copied().unwrap_or(now), key.clone()))
+            .collect();
+        order.sort_unstable_by_key(|(rank, last, _)| (*rank, *last));
+        for (_, _, key) in order.into_iter().take(attempts.len() - target) {
+            attempts.remove(&key);
+        }
     }
+
+    /// The login has no user: its entry may go first when the table is full.
+    fn unknown_login(&self, counted: &[Counted]) {
+        let mut attempts = self.attempts.lock().unwrap_or_else(|e| e.into_inner());
+        for key in counted.iter().filter(|k| matches!(k, Counted::Login(_))) {
+            if let Some(entry) = attempts.get_mut(key) {
+                entry.unknown_login = true;
+            }
+        }
+    }
+
+    /// The right password: this attempt is not counted against anything.
+    fn succeeded(&self, counted: &[Counted]) {
+        let mut attempts = self.attempts.lock().unwrap_or_else(|e| e.into_inner());
+        for key in counted {
+            if let Some(entry) = attempts.get_mut(key) {
+                entry.times.pop_back();
+            }
+        }
+    }
+
+    /// Checks `password` against `hash` in a thread of its own, at most two at once; without a
+    /// hash (no such login), waits as long as a check takes instead.
+    async fn check_password(&self, password: String, hash: Option<String>) -> bool {
+        use std::sync::atomic::Ordering::Relaxed;
+        let Some(hash) = hash else {
+            let typical = self.typical_check_micros.load(Relaxed);
+            tokio::time::sleep(Duration::from_micros(typical)).await;
+            return false;
+        };
+        // Checks take turns; a queue that does not move in 10 s is a flood.
+        let Ok(Ok(permit)) = tokio::time::timeout(Duration::from_secs(10), self.checks.clone().acquire_owned()).await
+        else {
+            return false;
+        };
+        let started = Instant::now();
+        let matches = tokio::task::spawn_blocking(move || {
+            let _permit = permit;
+            verify_password(&password, &hash)
+        })
+        .await
+        .unwrap_or(false);
+        let took = started.elapsed().as_micros().min(10_000_000) as u64;
+        let typical = self.typical_check_micros.load(Relaxed);
+        self.typical_check_micros.store((typical * 7 + took) / 8, Relaxed);
+        matches
+    }
+}
+
+/// The cookie naming a device that signed in before, per login, for [`SignInLimiter`].
+const DEVICE_COOKIE: &str = "chillcloud_device";
+
+/// `<random id>.<mac>`: the MAC binds the id to the login, so a cookie works only for the login
+/// that signed in with it.
+fn device_cookie_value(secret: &[u8], login: &str, id: &str) -> String {
+    use hmac::{Hmac, KeyInit, Mac};
+    let mut mac = Hmac::<Sha256>::new_from_slice(secret).expect("HMAC takes any key");
+    mac.update(format!("device\n{}\n{id}", login.to_lowercase()).as_bytes());
+    format!("{id}.{}", hex::encode(&mac.finalize().into_bytes()[..16]))
+}
+
+/// The device id of a valid device cookie for `login`.
+fn known_device(headers: &HeaderMap, secret: &[u8], login: &str) -> Option<String> {
+    let value = cookie(headers, DEVICE_COOKIE)?;
+    let (id, _) = value.split_once('.')?;
+    let expected = device_cookie_value(secret, login, id);
+    (id.len() == 32 && constant_time_eq(value.as_bytes(), expected.as_bytes())).then(|| id.to_owned())
 }
 
 /// Records an audit entry; a failure to record is logged, never fatal to the request.
@@ -579,9 +706,10 @@ pub struct SignIn {
     pub password: String,
 }
 
-/// Signs in: sets the session cookie (HttpOnly, SameSite=Strict, 30 days) and answers the
-/// session's CSRF token. Five failed sign-ins of a login, or twenty from an address, within 15
-/// minutes lock it for the rest of the window.
+/// Signs in: sets the session cookie (HttpOnly, SameSite=Strict, 30 days) and a device cookie,
+/// and answers the session's CSRF token. Ten failed sign-ins of a login from browsers that never
+/// signed in to it, or twenty from an address, within 15 minutes lock those out for the rest of
+/// the window; a browser that signed in to the login before has its own ten.
 #[utoipa::path(
     post,
     path = "/api/v1/session",
@@ -595,24 +723,31 @@ pub struct SignIn {
         (status = 401, description = "Wrong login or password", body = ErrorBody),
         (status = 422, description = "The body does not match the schema", body = ErrorBody),
         (status = 429, description = "Too many failed sign-ins; try again later", body = ErrorBody),
+        (status = 503, description = "Too many sign-ins at once; try again shortly", body = ErrorBody),
     )
 )]
 pub(crate) async fn sign_in(
     State(state): State<AppState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
     Json(body): Json<SignIn>,
 ) -> Result<Response, ApiError> {
     let address = peer.ip().to_string();
     if body.login.len() > MAX_LOGIN || body.password.len() > 1024 {
         return Err(ApiError::BadRequest(format!("a login is at most {MAX_LOGIN} bytes, a password 1024")));
     }
-    if !state.sign_ins.attempt(&body.login, &address) {
+    let limiter = &state.sign_ins;
+    let device = known_device(&headers, &state.paging.link_secret, &body.login);
+    let counted = SignInLimiter::counted(&body.login, peer.ip(), device.as_deref());
+    if !limiter.attempt(&counted) {
+        state.metrics.sign_ins_limited.inc();
         audit(&state.pool, None, &body.login, "sign-in", "", "rate-limited", &address).await;
         return Err(ApiError::TooManyRequests);
     }
-    // Checks take turns; a queue that does not move in 10 s is a flood.
-    let Ok(Ok(_check)) = tokio::time::timeout(Duration::from_secs(10), state.sign_ins.checks.acquire()).await else {
-        return Err(ApiError::TooManyRequests);
+    let lane = if device.is_some() { &limiter.known_devices } else { &limiter.strangers };
+    let Ok(_handling) = lane.clone().try_acquire_owned() else {
+        state.metrics.requests_refused_by_bounds.inc();
+        return Err(ApiError::Busy("sign-ins"));
     };
     let row: Option<CredentialRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
         "{} where u.login = $1 and u.disabled_at is null",
@@ -622,14 +757,11 @@ pub(crate) async fn sign_in(
     .fetch_optional(&state.pool)
     .await?;
     let (user, hash) = row.map_or((None, None), |row| (Some(row.user), row.password_hash));
-    let password = body.password.clone();
-    let stored = hash.clone();
-    // An unknown login costs as much as a known one: it is checked against a hash nothing matches.
-    let matches =
-        tokio::task::spawn_blocking(move || verify_password(&password, stored.as_deref().unwrap_or(&DUMMY_HASH)))
-            .await
-            .unwrap_or(false);
-    let viewer = match (user, hash.is_some() && matches) {
+    if user.is_none() {
+        limiter.unknown_login(&counted);
+    }
+    let matches = limiter.check_password(body.password.clone(), hash).await;
+    let viewer = match (user, matches) {
         (Some(user), true) => user.viewer(Some(random_secret())),
         _ => None,
     };
@@ -637,7 +769,7 @@ pub(crate) async fn sign_in(
         audit(&state.pool, None, &body.login, "sign-in", "", "refused", &address).await;
         return Err(ApiError::Unauthorized);
     };
-    state.sign_ins.succeeded(&body.login, &address);
+    limiter.succeeded(&counted);
     let token = random_secret();
     sqlx::query(
         "insert into sessions (token_hash, user_id, csrf_token, expires_at)
@@ -652,11 +784,23 @@ pub(crate) async fn sign_in(
     audit(&state.pool, Some(&viewer), &viewer.actor(), "sign-in", "", "ok", &address).await;
     info!(login = viewer.login, "signed in");
     let secure = if state.paging.public_url.starts_with("https://") { "; Secure" } else { "" };
-    let cookie = format!(
+    let session_cookie = format!(
         "{SESSION_COOKIE}={token}; Path=/; HttpOnly; SameSite=Strict; Max-Age={}{secure}",
         SESSION_DAYS * 86_400
     );
-    Ok(([(header::SET_COOKIE, cookie)], Json(viewer.session())).into_response())
+    let device_id = device.unwrap_or_else(|| hex::encode(rand::random::<[u8; 16]>()));
+    let device_cookie = format!(
+        "{DEVICE_COOKIE}={}; Path=/api/v1/session; HttpOnly; SameSite=Strict; Max-Age={}{secure}",
+        device_cookie_value(&state.paging.link_secret, &body.login, &device_id),
+        365 * 86_400
+    );
+    let mut response = Json(viewer.session()).into_response();
+    for cookie in [session_cookie, device_cookie] {
+        if let Ok(value) = axum::http::HeaderValue::from_str(&cookie) {
+            response.headers_mut().append(header::SET_COOKIE, value);
+        }
+    }
+    Ok(response)
 }
 
 /// Who you are: the session's or the token's user, and the session's CSRF token.
@@ -1319,20 +1463,56 @@ mod tests {
     }
 
     #[test]
-    fn attempts_lock_a_login_out_from_an_address_for_the_window() {
+    fn strangers_are_limited_per_login_and_address_and_known_devices_apart() {
         let limiter = SignInLimiter::default();
-        for _ in 0..SignInLimiter::PER_LOGIN_AND_ADDRESS {
-            assert!(limiter.attempt("Owner@Example.com", "10.0.0.1"));
+        let from = |n: u8| std::net::IpAddr::from([10, 0, 0, n]);
+        let stranger = |n| SignInLimiter::counted("Owner@Example.com", from(n), None);
+        // Guesses at one login from ten addresses: the login's limit, not each address's.
+        let allowed = (0..50).filter(|n| limiter.attempt(&stranger(n % 10))).count();
+        assert_eq!(allowed, SignInLimiter::PER_LOGIN);
+        assert!(!limiter.attempt(&SignInLimiter::counted("OWNER@example.com", from(99), None)));
+        // The owner's own browser is not locked out by them.
+        let device = SignInLimiter::counted("owner@example.com", from(1), Some("phone"));
+        assert!(limiter.attempt(&device));
+        // A right password is not counted: signing in often never locks anyone out.
+        for _ in 0..3 * SignInLimiter::PER_LOGIN {
+            assert!(limiter.attempt(&device));
+            limiter.succeeded(&device);
         }
-        assert!(!limiter.attempt("OWNER@example.com", "10.0.0.1"), "the login, from that address");
-        assert!(limiter.attempt("owner@example.com", "10.0.0.2"), "from elsewhere it still may");
-        assert!(limiter.attempt("someone-else", "10.0.0.1"));
-        // A right password forgets that address's attempts.
-        limiter.succeeded("owner@example.com", "10.0.0.1");
-        assert!(limiter.attempt("owner@example.com", "10.0.0.1"));
         // One address spraying logins is stopped too.
-        let limiter = SignInLimiter::default();
-        let allowed = (0..100).filter(|n| limiter.attempt(&format!("login-{n}"), "10.0.0.9")).count();
+        let allowed = (0..100)
+            .filter(|n| limiter.attempt(&SignInLimiter::counted(&format!("login-{n}"), from(200), None)))
+            .count();
         assert_eq!(allowed, SignInLimiter::PER_ADDRESS);
+        // An IPv6 network counts as one address.
+        let v6 = |last: u16| std::net::IpAddr::from([0x2001, 0xdb8, 1, 2, 0, 0, 0, last]);
+        assert_eq!(SignInLimiter::counted("x", v6(1), None), SignInLimiter::counted("x", v6(2), None));
+    }
+
+    #[test]
+    fn a_full_table_forgets_unknown_logins_first_and_never_refuses_for_being_full() {
+        let limiter = SignInLimiter::default();
+        let owner = SignInLimiter::counted("owner", std::net::IpAddr::from([10, 0, 0, 1]), None);
+        for _ in 0..SignInLimiter::PER_LOGIN {
+            assert!(limiter.attempt(&owner));
+        }
+        for n in 0..SignInLimiter::MAX_KEYS as u32 {
+            let counted = SignInLimiter::counted(&format!("nobody-{n}"), std::net::IpAddr::from(n.to_be_bytes()), None);
+            assert!(limiter.attempt(&counted), "attempt {n} refused");
+            limiter.unknown_login(&counted);
+        }
+        assert!(limiter.attempts.lock().expect("lock").len() <= SignInLimiter::MAX_KEYS);
+        assert!(!limiter.attempt(&owner), "the known login's count survived the flood");
+    }
+
+    #[test]
+    fn a_device_cookie_works_for_its_own_login_only() {
+        let secret = b"secret";
+        let value = device_cookie_value(secret, "Owner", &"a".repeat(32));
+        let mut headers = HeaderMap::new();
+        headers.insert(header::COOKIE, format!("{DEVICE_COOKIE}={value}").parse().expect("header"));
+        assert_eq!(known_device(&headers, secret, "owner"), Some("a".repeat(32)));
+        assert_eq!(known_device(&headers, secret, "someone-else"), None);
+        assert_eq!(known_device(&headers, b"other secret", "owner"), None);
     }
 }
