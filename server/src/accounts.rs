@@ -232,14 +232,19 @@ impl Viewer {
         if self.role.may(what) { Ok(()) } else { Err(ApiError::Forbidden) }
     }
 
+    /// What the viewer sees: `all` (the service organisation) or a customer's id. Shared
+    /// limits are kept per scope, so one customer cannot use up another's.
+    pub fn scope(&self) -> String {
+        match self.scope {
+            Scope::All => "all".to_owned(),
+            Scope::Organisation(id) => id.to_string(),
+        }
+    }
+
     /// A transaction on `api` (the `chillcloud_api` pool) that sees only the viewer's sites.
     pub async fn begin(&self, api: &PgPool) -> sqlx::Result<Transaction<'static, Postgres>> {
         let mut tx = api.begin().await?;
-        let scope = match self.scope {
-            Scope::All => "all".to_owned(),
-            Scope::Organisation(id) => id.to_string(),
-        };
-        sqlx::query("select set_config('chillcloud.scope', $1, true)").bind(scope).execute(&mut *tx).await?;
+        sqlx::query("select set_config('chillcloud.scope', $1, true)").bind(self.scope()).execute(&mut *tx).await?;
         Ok(tx)
     }
 

@@ -48,6 +48,78 @@ pub struct AppState {
     pub paging: crate::paging::Paging,
     /// Messages for gateways (topic, payload): ingest's MQTT client publishes them at QoS 1.
     pub to_gateways: tokio::sync::mpsc::UnboundedSender<(String, Vec<u8>)>,
+    /// History queries and exports: 4 at once, 2 per customer, waiting up to 10 s; the API pool
+    /// has 8 connections, so half stay for everything else.
+    pub history_lane: Arc<Lane>,
+    /// Live streams: 1,000 at once, 100 per customer.
+    pub live_lane: Arc<Lane>,
+}
+
+impl AppState {
+    /// The lanes of a server: see [`AppState::history_lane`] and [`AppState::live_lane`].
+    pub fn lanes() -> (Arc<Lane>, Arc<Lane>) {
+        (
+            Arc::new(Lane::new("history requests", 4, 2, std::time::Duration::from_secs(10))),
+            Arc::new(Lane::new("live streams", 1_000, 100, std::time::Duration::ZERO)),
+        )
+    }
+}
+
+/// A kind of request that costs more than the others (a history export's seconds of database
+/// time, a live stream's lifetime): at most `total` at once, and at most `per_scope` for one
+/// customer (or the service organisation), so one of them cannot take what the others need.
+#[derive(Debug)]
+pub struct Lane {
+    what: &'static str,
+    total: Arc<tokio::sync::Semaphore>,
+    per_scope: usize,
+    scopes: std::sync::Mutex<std::collections::HashMap<String, Arc<tokio::sync::Semaphore>>>,
+    /// How long a request may wait for its turn; zero: refused at once when full.
+    wait: std::time::Duration,
+}
+
+/// A place in a [`Lane`], held until dropped.
+#[derive(Debug)]
+pub struct InLane {
+    _total: tokio::sync::OwnedSemaphorePermit,
+    _scope: tokio::sync::OwnedSemaphorePermit,
+}
+
+impl Lane {
+    /// A lane; `what` names its requests in the 503 answer.
+    pub fn new(what: &'static str, total: usize, per_scope: usize, wait: std::time::Duration) -> Self {
+        Self {
+            what,
+            total: Arc::new(tokio::sync::Semaphore::new(total)),
+            per_scope,
+            scopes: std::sync::Mutex::default(),
+            wait,
+        }
+    }
+
+    /// Takes a place for a request of `scope` (its own limit first, then the total), waiting
+    /// in turn for at most the lane's wait; [`ApiError::Busy`] when none came.
+    pub async fn enter(&self, scope: &str, metrics: &Metrics) -> Result<InLane, ApiError> {
+        let own = {
+            let mut scopes = self.scopes.lock().unwrap_or_else(|e| e.into_inner());
+            scopes
+                .entry(scope.to_owned())
+                .or_insert_with(|| Arc::new(tokio::sync::Semaphore::new(self.per_scope)))
+                .clone()
+        };
+        let take = async {
+            let scope = own.acquire_owned().await.ok()?;
+            let total = self.total.clone().acquire_owned().await.ok()?;
+            Some(InLane { _total: total, _scope: scope })
+        };
+        match tokio::time::timeout(self.wait, take).await {
+            Ok(Some(place)) => Ok(place),
+            _ => {
+                metrics.requests_refused_by_bounds.inc();
+                Err(ApiError::Busy(self.what))
+            }
+        }
+    }
 }
 
 /// The one error type of the API. Each variant documents its status.
@@ -385,37 +457,40 @@ pub(crate) async fn unit_live(
     if points.is_empty() {
         return Err(ApiError::NotFound);
     }
+    let place = state.live_lane.enter(&viewer.scope(), &state.metrics).await?;
     let receiver = state.live.subscribe();
     // The stream ends after a while and the browser reconnects, so access is checked again: a
     // session that ended or a site that changed hands stops the flow within that time.
     let until = tokio::time::Instant::now() + LIVE_STREAM_LENGTH;
-    let batches = futures_util::stream::unfold((receiver, points), move |(mut receiver, points)| async move {
-        loop {
-            let Ok(received) = tokio::time::timeout_at(until, receiver.recv()).await else { return None };
-            match received {
-                Ok(batch) => {
-                    let events: Vec<Result<Event, std::convert::Infallible>> = batch
-                        .iter()
-                        .filter(|(point, _, _)| points.contains(point))
-                        .map(|(point, ts, value)| {
-                            let data = serde_json::json!({
-                                "point_id": point,
-                                "value": value,
-                                "quality": if value.is_some() { "good" } else { "bad" },
-                                "ts": DateTime::<Utc>::from_timestamp_millis(*ts),
-                            });
-                            Ok(Event::default().event("reading").data(data.to_string()))
-                        })
-                        .collect();
-                    if !events.is_empty() {
-                        return Some((futures_util::stream::iter(events), (receiver, points)));
+    // The stream holds its place in the lane until it ends or its client goes.
+    let batches =
+        futures_util::stream::unfold((receiver, points, place), move |(mut receiver, points, place)| async move {
+            loop {
+                let Ok(received) = tokio::time::timeout_at(until, receiver.recv()).await else { return None };
+                match received {
+                    Ok(batch) => {
+                        let events: Vec<Result<Event, std::convert::Infallible>> = batch
+                            .iter()
+                            .filter(|(point, _, _)| points.contains(point))
+                            .map(|(point, ts, value)| {
+                                let data = serde_json::json!({
+                                    "point_id": point,
+                                    "value": value,
+                                    "quality": if value.is_some() { "good" } else { "bad" },
+                                    "ts": DateTime::<Utc>::from_timestamp_millis(*ts),
+                                });
+                                Ok(Event::default().event("reading").data(data.to_string()))
+                            })
+                            .collect();
+                        if !events.is_empty() {
+                            return Some((futures_util::stream::iter(events), (receiver, points, place)));
+                        }
                     }
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => return None,
                 }
-                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
-                Err(tokio::sync::broadcast::error::RecvError::Closed) => return None,
             }
-        }
-    });
+        });
     Ok(Sse::new(futures_util::StreamExt::flatten(batches)).keep_alive(KeepAlive::default()))
 }
 
@@ -454,6 +529,7 @@ impl From<HistoryError> for ApiError {
     fn from(error: HistoryError) -> Self {
         match error {
             HistoryError::Range(message) => ApiError::BadRequest(message),
+            HistoryError::TooMuch(message) => ApiError::TooMuch(message),
             HistoryError::Database(error) => ApiError::Database(error),
         }
     }
@@ -470,6 +546,8 @@ impl From<HistoryError> for ApiError {
          content((HistoryResponse = "application/json"), (String = "text/csv"))),
         (status = 400, description = "A parameter is invalid, or the range is empty or too long", body = ErrorBody),
         (status = 404, description = "No such point, or not the viewer's", body = ErrorBody),
+        (status = 422, description = "The answer would hold more than 250,000 rows: a larger bucket or a shorter range", body = ErrorBody),
+        (status = 503, description = "Two of the customer's (or four in all) history requests are under way", body = ErrorBody),
     )
 )]
 pub(crate) async fn point_history(
@@ -486,6 +564,7 @@ pub(crate) async fn point_history(
     if !exists {
         return Err(ApiError::NotFound);
     }
+    let _place = state.history_lane.enter(&viewer.scope(), &state.metrics).await?;
     history_response(&mut tx, &[point_id], query).await
 }
 
@@ -500,6 +579,8 @@ pub(crate) async fn point_history(
          content((HistoryResponse = "application/json"), (String = "text/csv"))),
         (status = 400, description = "A parameter is invalid, or the range is empty or too long", body = ErrorBody),
         (status = 404, description = "No such unit, or it has no points", body = ErrorBody),
+        (status = 422, description = "The answer would hold more than 250,000 rows: a larger bucket or a shorter range", body = ErrorBody),
+        (status = 503, description = "Two of the customer's (or four in all) history requests are under way", body = ErrorBody),
     )
 )]
 pub(crate) async fn unit_history(
@@ -516,6 +597,7 @@ pub(crate) async fn unit_history(
     if point_ids.is_empty() {
         return Err(ApiError::NotFound);
     }
+    let _place = state.history_lane.enter(&viewer.scope(), &state.metrics).await?;
     history_response(&mut tx, &point_ids, query).await
 }
 
@@ -542,7 +624,9 @@ async fn history_response(
                 (header::CONTENT_TYPE, "text/csv; charset=utf-8"),
                 (header::CONTENT_DISPOSITION, "attachment; filename=\"history.csv\""),
             ],
-            history::to_csv(&rows),
+            axum::body::Body::from_stream(futures_util::stream::iter(
+                history::csv_chunks(rows).map(Ok::<_, std::convert::Infallible>),
+            )),
         )
             .into_response()),
         Some(other) => Err(ApiError::BadRequest(format!("unknown format {other:?}: use json or csv"))),

@@ -120,9 +120,12 @@ pub async fn dropped(
 /// Why a history request cannot be served.
 #[derive(Debug, thiserror::Error)]
 pub enum HistoryError {
-    /// The range is empty or would produce too many rows.
+    /// The range is empty or out of range.
     #[error("{0}")]
     Range(String),
+    /// The answer would hold more than [`MAX_ROWS`] rows.
+    #[error("{0}")]
+    TooMuch(String),
     /// The database failed.
     #[error(transparent)]
     Database(#[from] sqlx::Error),
@@ -130,8 +133,9 @@ pub enum HistoryError {
 
 const EPOCH: &str = "timestamptz '2000-01-01 00:00:00+00'";
 
-/// The most rows one request may produce per point: 70 days of minutes, 11 years of hours.
-const MAX_ROWS_PER_POINT: i64 = 100_000;
+/// The most rows one answer may hold, over all its points (JSON at most about 30 MB): 30 days of
+/// hours for 340 points, 3 days of minutes for 57.
+pub const MAX_ROWS: i64 = 250_000;
 
 /// SQL naming a `quality` column's value as the API spells it (null stays null).
 pub(crate) const QUALITY_NAME: &str = "case quality when 0 then 'good' when 1 then 'bad' when 2 then 'uncertain' end";
@@ -147,12 +151,16 @@ pub async fn query(
     if from >= to {
         return Err(HistoryError::Range("`from` must be before `to`".into()));
     }
-    let limit = MAX_ROWS_PER_POINT * point_ids.len().max(1) as i64;
+    let limit = MAX_ROWS;
     if let Some(width) = bucket.width() {
+        // Buckets are dense: the answer has exactly this many rows, known before any is read.
         let buckets = (to - from).num_seconds() / width.num_seconds() + 1;
-        if buckets > MAX_ROWS_PER_POINT {
-            return Err(HistoryError::Range(format!(
-                "{buckets} buckets is more than {MAX_ROWS_PER_POINT}: choose a larger bucket or a shorter range"
+        let rows = buckets.saturating_mul(point_ids.len() as i64);
+        if rows > MAX_ROWS {
+            return Err(HistoryError::TooMuch(format!(
+                "{buckets} buckets of {} points is {rows} rows, more than {MAX_ROWS}: choose a larger bucket, a shorter \
+                 range or fewer points",
+                point_ids.len()
             )));
         }
     }
@@ -170,7 +178,7 @@ pub async fn query(
             .fetch_all(&mut *db)
             .await?;
             if rows.len() as i64 > limit {
-                return Err(HistoryError::Range(format!(
+                return Err(HistoryError::TooMuch(format!(
                     "more than {limit} raw readings: choose bucket=1m or 1h, or a shorter range"
                 )));
             }
@@ -239,21 +247,32 @@ pub async fn hourly_from_raw(
     .await
 }
 
-/// Renders rows as CSV with a header line.
-pub fn to_csv(rows: &Rows) -> String {
+/// Rows as CSV: a header line, then chunks of at most 1,000 rows, so the text of a large export
+/// is never held whole.
+pub fn csv_chunks(rows: Rows) -> impl Iterator<Item = String> {
+    const CHUNK: usize = 1_000;
+    let (header, chunks): (&str, Vec<Rows>) = match rows {
+        Rows::Raw(rows) => ("point_id,ts,value,quality\n", rows.chunks(CHUNK).map(|c| Rows::Raw(c.to_vec())).collect()),
+        Rows::Buckets(rows) => {
+            ("point_id,ts,avg,min,max,last,count\n", rows.chunks(CHUNK).map(|c| Rows::Buckets(c.to_vec())).collect())
+        }
+    };
+    std::iter::once(header.to_owned()).chain(chunks.into_iter().map(|chunk| csv_lines(&chunk)))
+}
+
+/// The CSV lines of rows, without the header.
+fn csv_lines(rows: &Rows) -> String {
     fn number(value: Option<f64>) -> String {
         value.map(|v| v.to_string()).unwrap_or_default()
     }
     let mut out = String::new();
     match rows {
         Rows::Raw(rows) => {
-            out.push_str("point_id,ts,value,quality\n");
             for r in rows {
                 out.push_str(&format!("{},{},{},{}\n", r.point_id, r.ts.to_rfc3339(), number(r.value), r.quality));
             }
         }
         Rows::Buckets(rows) => {
-            out.push_str("point_id,ts,avg,min,max,last,count\n");
             for r in rows {
                 out.push_str(&format!(
                     "{},{},{},{},{},{},{}\n",
@@ -288,6 +307,7 @@ mod tests {
         let ts = DateTime::from_timestamp(1_700_000_000, 0).expect("valid");
         let rows =
             Rows::Buckets(vec![BucketRow { point_id: 1, ts, avg: None, min: None, max: None, last: None, count: 0 }]);
-        assert_eq!(to_csv(&rows), "point_id,ts,avg,min,max,last,count\n1,2023-11-14T22:13:20+00:00,,,,,0\n");
+        let csv: String = csv_chunks(rows).collect();
+        assert_eq!(csv, "point_id,ts,avg,min,max,last,count\n1,2023-11-14T22:13:20+00:00,,,,,0\n");
     }
 }

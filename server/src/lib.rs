@@ -135,18 +135,27 @@ impl Database {
         };
         let pool = pool_options.connect_with(options.clone()).await?;
         store::MIGRATOR.run(&pool).await?;
-        // Created after the migration, which creates the role.
+        // API requests log in as `chillcloud_api` (created by the migrations), not as the owner
+        // switching roles. Its password is derived from the owner's URL, so every server
+        // process against this database sets the same one.
+        let api_password = api_login_password(storage.database_url.as_deref().unwrap_or("embedded"));
+        sqlx::query(sqlx::AssertSqlSafe(format!("alter role chillcloud_api password '{api_password}'")))
+            .execute(&pool)
+            .await
+            .map_err(|e| {
+                Error::Config(format!(
+                    "the database user cannot set the password of the role chillcloud_api (it needs CREATEROLE): {e}"
+                ))
+            })?;
         let api_pool = PgPoolOptions::new()
             .max_connections(8)
             .acquire_timeout(Duration::from_secs(10))
             .after_connect(|connection, _| {
                 Box::pin(async move {
-                    sqlx::Executor::execute(&mut *connection, "set role chillcloud_api; set chillcloud.scope = 'none'")
-                        .await
-                        .map(drop)
+                    sqlx::Executor::execute(&mut *connection, "set chillcloud.scope = 'none'").await.map(drop)
                 })
             })
-            .connect_lazy_with(options);
+            .connect_lazy_with(options.username("chillcloud_api").password(&api_password));
         let retention = storage.retention_days.map(|days| Duration::from_secs(days * 86_400));
         let mode = timescale::prepare(&pool, retention).await;
         info!(embedded = embedded.is_some(), %mode, "database ready");
@@ -221,6 +230,15 @@ async fn sync_broker_passwords(
         }
         delay = (delay * 2).min(Duration::from_secs(30));
     }
+}
+
+/// The password of `chillcloud_api`: an HMAC of the owner's database URL (which holds the
+/// owner's password), in hex, so it is as secret as that and the same in every process.
+fn api_login_password(owner_url: &str) -> String {
+    use hmac::{Hmac, KeyInit, Mac};
+    let mut mac = Hmac::<sha2::Sha256>::new_from_slice(owner_url.as_bytes()).expect("HMAC takes any key");
+    mac.update(b"chillcloud_api login");
+    hex::encode(mac.finalize().into_bytes())
 }
 
 fn random_token() -> String {
@@ -342,6 +360,7 @@ pub async fn serve(settings: ServeSettings, listener: TcpListener, shutdown: Can
     let paging_task =
         tokio::spawn(paging::run(database.pool.clone(), paging.clone(), alarms.clone(), shutdown.clone()));
     let sweeper = tokio::spawn(commands::run_sweeper(database.pool.clone(), shutdown.clone()));
+    let (history_lane, live_lane) = api::AppState::lanes();
     let state = api::AppState {
         pool: database.pool.clone(),
         api_pool: database.api_pool.clone(),
@@ -352,6 +371,8 @@ pub async fn serve(settings: ServeSettings, listener: TcpListener, shutdown: Can
         alarms,
         paging,
         to_gateways,
+        history_lane,
+        live_lane,
     };
     let address = listener.local_addr().map_err(|source| Error::Io { context: "listener address".into(), source })?;
     info!(%address, "HTTP API listening");

@@ -251,6 +251,13 @@ fn sparkline(values: &[(DateTime<Utc>, Option<f64>)], from: DateTime<Utc>, to: D
 }
 
 async fn page(State(state): State<AppState>, Path(secret): Path<String>) -> Response {
+    // Anyone with a link may ask, so these pages share one scope of the history lane.
+    let _place = match state.history_lane.enter("share links", &state.metrics).await {
+        Ok(place) => place,
+        Err(_) => {
+            return html(StatusCode::SERVICE_UNAVAILABLE, "Chillcloud", "<p>Try again in a moment. 请稍后再试。</p>");
+        }
+    };
     match record(&state, &secret).await {
         Ok(Some(body)) => body,
         Ok(None) => html(
@@ -263,11 +270,14 @@ async fn page(State(state): State<AppState>, Path(secret): Path<String>) -> Resp
 }
 
 /// The record behind a link, read outside row security: the link names its unit, and the page
-/// shows nothing of the site.
+/// shows nothing of the site. A link works only while the site has the owner it was made under
+/// (a transfer also revokes it).
 async fn record(state: &AppState, secret: &str) -> sqlx::Result<Option<Response>> {
     let link: Option<(i64, String, DateTime<Utc>, String, String)> = sqlx::query_as(
         "select s.unit_id, s.label, s.expires_at, u.profile, u.model from share_links s join units u on u.id = s.unit_id
-         where s.token_hash = $1 and s.revoked_at is null and s.expires_at > now()",
+         join gateways g on g.id = u.gateway_id
+         where s.token_hash = $1 and s.revoked_at is null and s.expires_at > now()
+           and s.organisation_id is not distinct from g.organisation_id",
     )
     .bind(digest(secret))
     .fetch_optional(&state.pool)
@@ -290,7 +300,9 @@ async fn record(state: &AppState, secret: &str) -> sqlx::Result<Option<Response>
     let rows =
         history::query(&mut *state.pool.acquire().await?, &ids, from, to, Bucket::Hour).await.map_err(|e| match e {
             history::HistoryError::Database(error) => error,
-            history::HistoryError::Range(message) => sqlx::Error::Protocol(message),
+            history::HistoryError::Range(message) | history::HistoryError::TooMuch(message) => {
+                sqlx::Error::Protocol(message)
+            }
         })?;
     let Rows::Buckets(buckets) = rows else { return Ok(None) };
     let mut sections = String::new();

@@ -540,14 +540,13 @@ pub async fn count_readings(pool: &sqlx::PgPool) -> (i64, i64) {
 /// A server run against a throwaway PostgreSQL and a Debian Mosquitto, with one provisioned
 /// gateway, for tests that drive it with a [`FakeGateway`].
 pub struct Stack {
-    /// Logs and the server's data directory.
-    pub dir: TempDir,
+    /// The server process, once started. Dropped first (fields drop in order), so a failing
+    /// test prints its log before the directory holding it is removed.
+    pub server: Option<Process>,
     /// The database.
     pub postgres: TestPostgres,
     /// The broker.
     pub broker: TestMosquitto,
-    /// The server process, once started.
-    pub server: Option<Process>,
     /// The server's HTTP address.
     pub http: SocketAddr,
     /// The provisioned gateway's id.
@@ -558,6 +557,8 @@ pub struct Stack {
     pub server_args: Vec<String>,
     /// More provisioned gateways (sites): id and MQTT password.
     pub more_gateways: Vec<(String, String)>,
+    /// Logs and the server's data directory; removed last.
+    pub dir: TempDir,
 }
 
 impl Stack {

@@ -10,32 +10,45 @@ use prost::Message;
 use reqwest::Method;
 use serde_json::{Value, json};
 
-/// A browser-like client: a session cookie and its CSRF token.
+/// A browser-like client: a session cookie and its CSRF token, and the device cookie the
+/// sign-in set.
 struct Session {
     base: String,
     cookie: String,
     csrf: String,
+    device: String,
     client: reqwest::Client,
 }
 
 impl Session {
     async fn sign_in(base: &str, login: &str, password: &str) -> Result<Self, u16> {
+        Self::sign_in_from(base, login, password, None).await
+    }
+
+    /// Signs in from a browser holding `device` (a device cookie pair), if any.
+    async fn sign_in_from(base: &str, login: &str, password: &str, device: Option<&str>) -> Result<Self, u16> {
         let client = reqwest::Client::new();
-        let response = client
-            .post(format!("{base}/api/v1/session"))
-            .json(&json!({"login": login, "password": password}))
-            .send()
-            .await
-            .expect("sign in");
+        let mut request =
+            client.post(format!("{base}/api/v1/session")).json(&json!({"login": login, "password": password}));
+        if let Some(device) = device {
+            request = request.header("cookie", device);
+        }
+        let response = request.send().await.expect("sign in");
         if !response.status().is_success() {
             return Err(response.status().as_u16());
         }
-        let set_cookie = response.headers()["set-cookie"].to_str().expect("cookie").to_owned();
-        assert!(set_cookie.contains("HttpOnly") && set_cookie.contains("SameSite=Strict"), "{set_cookie}");
-        let cookie = set_cookie.split(';').next().expect("cookie pair").to_owned();
+        let cookies: Vec<String> =
+            response.headers().get_all("set-cookie").iter().map(|v| v.to_str().expect("cookie").to_owned()).collect();
+        assert!(cookies.iter().all(|c| c.contains("HttpOnly") && c.contains("SameSite=Strict")), "{cookies:?}");
+        let pair = |name: &str| {
+            let cookie =
+                cookies.iter().find(|c| c.starts_with(name)).unwrap_or_else(|| panic!("{name} in {cookies:?}"));
+            cookie.split(';').next().expect("cookie pair").to_owned()
+        };
+        let (cookie, device) = (pair("chillcloud_session="), pair("chillcloud_device="));
         let body: Value = response.json().await.expect("session body");
         let csrf = body["csrf_token"].as_str().expect("csrf token").to_owned();
-        Ok(Self { base: base.to_owned(), cookie, csrf, client })
+        Ok(Self { base: base.to_owned(), cookie, csrf, device, client })
     }
 
     /// Sends a request with the cookie (and the CSRF token when `csrf`); status and JSON.
@@ -385,7 +398,7 @@ async fn sign_in_is_rate_limited_audited_and_roles_hold() {
 
     let engineer = user(&stack, "engineer@example.com", "engineer", service, "engineer's password").await;
     let sales = user(&stack, "sales@example.com", "sales", service, "sales's password").await;
-    let _owner = user(&stack, "owner@example.com", "owner", customer, "owner's password").await;
+    let owner = user(&stack, "owner@example.com", "owner", customer, "owner's password").await;
     // Sales read the fleet but change nothing.
     assert_eq!(sales.get("/api/v1/units").await.0, 200);
     assert_eq!(sales.request(Method::POST, "/api/v1/alarms/1/acknowledge", Some(json!({})), true).await.0, 403);
@@ -395,11 +408,17 @@ async fn sign_in_is_rate_limited_audited_and_roles_hold() {
     assert_eq!(engineer.request(Method::POST, "/api/v1/people", Some(json!({"name": "x"})), true).await.0, 403);
     assert_eq!(engineer.get("/api/v1/users").await.0, 403);
 
-    // Five wrong passwords lock the login for a while, even against the right one.
-    for _ in 0..5 {
+    // Ten wrong passwords from browsers that never signed in to the login lock it for them for a
+    // while, even against the right one; the owner's own browser (its device cookie) still signs
+    // in, and a device cookie is good for its own login only.
+    for _ in 0..10 {
         assert_eq!(Session::sign_in(&base, "owner@example.com", "wrong password").await.err(), Some(401));
     }
     assert_eq!(Session::sign_in(&base, "owner@example.com", "owner's password").await.err(), Some(429));
+    let again = Session::sign_in_from(&base, "owner@example.com", "owner's password", Some(&owner.device)).await;
+    assert!(again.is_ok(), "the owner's browser is not locked out: {:?}", again.err());
+    let borrowed = Session::sign_in_from(&base, "owner@example.com", "owner's password", Some(&sales.device)).await;
+    assert_eq!(borrowed.err(), Some(429), "another login's device cookie counts for nothing");
     assert_eq!(Session::sign_in(&base, "nobody@example.com", "whatever").await.err(), Some(401));
 
     // An API token works as its user, until revoked.
@@ -413,7 +432,7 @@ async fn sign_in_is_rate_limited_audited_and_roles_hold() {
     assert_eq!(engineer.request(Method::DELETE, &path, None, true).await.0, 204);
     assert_eq!(with_token().await.expect("get").status(), 401);
 
-    // A burst of guesses in parallel counts in full: at most five are checked.
+    // A burst of guesses in parallel counts in full: at most ten are checked.
     let mut guesses = tokio::task::JoinSet::new();
     for n in 0..20 {
         let base = base.clone();
@@ -422,7 +441,7 @@ async fn sign_in_is_rate_limited_audited_and_roles_hold() {
     }
     let outcomes: Vec<Option<u16>> = guesses.join_all().await;
     let checked = outcomes.iter().filter(|o| **o == Some(401)).count();
-    assert!(checked <= 5, "{checked} of 20 parallel guesses were checked: {outcomes:?}");
+    assert!(checked <= 10, "{checked} of 20 parallel guesses were checked: {outcomes:?}");
     assert!(outcomes.iter().all(|o| matches!(o, Some(401 | 429))), "{outcomes:?}");
 
     // An administrator cuts a user off: their session ends at once.
@@ -433,7 +452,8 @@ async fn sign_in_is_rate_limited_audited_and_roles_hold() {
     let (status, _) = stack.api().send(Method::POST, &format!("/api/v1/users/{sales_id}/disable"), json!({})).await;
     assert_eq!(status, 204);
     assert_eq!(sales.get("/api/v1/units").await.0, 401, "a disabled user's session");
-    assert_eq!(Session::sign_in(&base, "sales@example.com", "sales's password").await.err(), Some(401));
+    let disabled = Session::sign_in_from(&base, "sales@example.com", "sales's password", Some(&sales.device)).await;
+    assert_eq!(disabled.err(), Some(401));
 
     // The audit log holds the sign-ins, refused and rate-limited ones included, and changes.
     let audit = stack.api().get("/api/v1/audit").await.expect("audit");
@@ -441,8 +461,8 @@ async fn sign_in_is_rate_limited_audited_and_roles_hold() {
     let count = |action: &str, outcome: &str, actor: &str| {
         entries.iter().filter(|e| e["action"] == action && e["outcome"] == outcome && e["actor"] == actor).count()
     };
-    assert_eq!(count("sign-in", "refused", "owner@example.com"), 5, "{audit:#}");
-    assert_eq!(count("sign-in", "rate-limited", "owner@example.com"), 1);
+    assert_eq!(count("sign-in", "refused", "owner@example.com"), 10, "{audit:#}");
+    assert_eq!(count("sign-in", "rate-limited", "owner@example.com"), 2);
     assert_eq!(count("sign-in", "ok", "engineer@example.com"), 1);
     assert!(entries.iter().any(|e| e["action"] == "POST /api/v1/tokens" && e["outcome"] == "200"), "{audit:#}");
 }
