@@ -54,6 +54,14 @@ begin
     if new.organisation_id is not distinct from old.organisation_id then
         return new;
     end if;
+    -- Who acknowledged or shelved an open alarm under the previous owner stays in the audit log,
+    -- not in what the new owner reads.
+    if old.organisation_id is not null then
+        update alarm_events e set actor = 'previous owner' from alarms a
+            where a.id = e.alarm_id and a.gateway_id = new.id and a.closed_at is null and e.actor is not null;
+        update alarms set acknowledged_by = 'previous owner'
+            where gateway_id = new.id and closed_at is null and acknowledged_by is not null;
+    end if;
     update alarms set organisation_id = new.organisation_id
         where gateway_id = new.id and (closed_at is null or organisation_id is null and old.organisation_id is null);
     update tickets set organisation_id = new.organisation_id

@@ -528,3 +528,86 @@ async fn s1_share_links_show_the_record_without_the_site_and_stay_with_their_own
     assert_eq!(anonymous.get(format!("{}{b_path}", owner_a.base)).send().await.expect("get").status(), 404);
     assert_eq!(anonymous.get(format!("{}/s/not-a-link", owner_a.base)).send().await.expect("get").status(), 404);
 }
+
+/// S1 across a change of owner: what customer A's people did on a site (their share link, their
+/// command, their acknowledgement) stays with A when the site moves to customer B, while the
+/// machine's own record and what is open now go with the site.
+#[tokio::test]
+async fn s1_share_links_and_history_stay_with_the_owner_after_a_site_transfer() {
+    let stack = Stack::start().await;
+    let mut gateway = stack.gateway(2).await;
+    let customer_a = organisation(&stack, "Customer A", "customer").await;
+    let customer_b = organisation(&stack, "Customer B", "customer").await;
+    let (unit, _, alarm, _) = site(&stack, &mut gateway, stack.gateway_id, customer_a).await;
+    let owner_a = user(&stack, "owner-a@example.com", "owner", customer_a, "owner A's password").await;
+    let owner_b = user(&stack, "owner-b@example.com", "owner", customer_b, "owner B's password").await;
+
+    // Under A: a share link, a command (refused: p0 is read-only, but recorded), and the
+    // alarm acknowledged by A's owner and then cleared, which closes it.
+    let (status, share) = owner_a
+        .request(Method::POST, &format!("/api/v1/units/{unit}/shares"), Some(json!({"label": "A's chiller"})), true)
+        .await;
+    assert_eq!(status, 200, "{share}");
+    let url = share["url"].as_str().expect("url");
+    let path = url.split_once("/s/").map(|(_, secret)| format!("/s/{secret}")).expect("a share path");
+    let anonymous = reqwest::Client::new();
+    let page = || anonymous.get(format!("{}{path}", owner_a.base)).send();
+    assert_eq!(page().await.expect("share page").status(), 200);
+    let command = json!({"point": "p0", "value": 1.0});
+    let (status, body) =
+        owner_a.request(Method::POST, &format!("/api/v1/units/{unit}/commands"), Some(command), true).await;
+    assert_eq!(status, 409, "{body}");
+    assert_eq!(owner_a.get(&format!("/api/v1/units/{unit}/commands")).await.1.as_array().map(Vec::len), Some(1));
+    let (status, body) =
+        owner_a.request(Method::POST, &format!("/api/v1/alarms/{alarm}/acknowledge"), Some(json!({})), true).await;
+    assert!(status < 300, "{status} {body}");
+    let data = gateway.data_at(chrono::Utc::now().timestamp_millis(), &[(0, 10.0)]);
+    gateway.publish_data(&data).await;
+    wait_for("the alarm to close", Duration::from_secs(30), || async {
+        let detail = stack.api().get(&format!("/api/v1/alarms/{alarm}")).await?;
+        detail["closed_at"].is_string().then_some(())
+    })
+    .await;
+
+    // The site moves to B.
+    let moved = json!({"organisation_id": customer_b});
+    let (status, body) =
+        stack.api().send(Method::PUT, &format!("/api/v1/gateways/{}/organisation", stack.gateway_id), moved).await;
+    assert_eq!(status, 204, "{body}");
+
+    // A's link no longer shows the unit, and A sees nothing of the site to revoke.
+    assert_eq!(page().await.expect("share page").status(), 404, "A's link after the transfer");
+    assert_eq!(owner_a.get(&format!("/api/v1/units/{unit}")).await.0, 404);
+    assert_eq!(owner_a.get(&format!("/api/v1/units/{unit}/shares")).await.0, 404);
+    // B sees the unit and its readings, but not A's link, command or alarm, nor any A name.
+    assert_eq!(owner_b.get(&format!("/api/v1/units/{unit}")).await.0, 200);
+    let (status, shares) = owner_b.get(&format!("/api/v1/units/{unit}/shares")).await;
+    assert_eq!((status, shares.as_array().map(Vec::len)), (200, Some(0)), "{shares}");
+    let (status, commands) = owner_b.get(&format!("/api/v1/units/{unit}/commands")).await;
+    assert_eq!((status, commands.as_array().map(Vec::len)), (200, Some(0)), "{commands}");
+    assert_eq!(owner_b.get(&format!("/api/v1/alarms/{alarm}")).await.0, 404, "A's closed alarm");
+    for path in ["/api/v1/alarms", &format!("/api/v1/units/{unit}/commands")] {
+        let (status, body) = owner_b.get(path).await;
+        assert_eq!(status, 200, "{path}: {body}");
+        assert!(!body.to_string().contains("owner-a"), "{path} shows A's people to B: {body}");
+    }
+    // The service organisation keeps the whole record.
+    assert_eq!(
+        stack.api().get(&format!("/api/v1/units/{unit}/commands")).await.map(|c| c.as_array().map(Vec::len)),
+        Some(Some(1))
+    );
+    assert!(stack.api().get(&format!("/api/v1/alarms/{alarm}")).await.is_some());
+
+    // What happens under B is B's: a new episode of the alarm, and B's own link.
+    let data = gateway.data_at(chrono::Utc::now().timestamp_millis(), &[(0, 60.0)]);
+    gateway.publish_data(&data).await;
+    wait_for("B to see the new episode", Duration::from_secs(30), || async {
+        let (_, alarms) = owner_b.get("/api/v1/alarms").await;
+        alarms.as_array()?.iter().any(|a| a["id"].as_i64() != Some(alarm)).then_some(())
+    })
+    .await;
+    let (status, share) = owner_b
+        .request(Method::POST, &format!("/api/v1/units/{unit}/shares"), Some(json!({"label": "B's chiller"})), true)
+        .await;
+    assert_eq!(status, 200, "{share}");
+}
