@@ -352,9 +352,8 @@ pub struct SignInLimiter {
     strangers: Arc<tokio::sync::Semaphore>,
     /// Sign-ins handled at once from devices that signed in before: a lane of their own.
     known_devices: Arc<tokio::sync::Semaphore>,
-    /// Password checks at once: each takes 19 MiB and a core for tens of milliseconds. The
-    /// permit goes with the check into its thread, so a client that leaves does not free it.
-    checks: Arc<tokio::sync::Semaphore>,
+    /// Where passwords are checked (and hashed).
+    pub passwords: PasswordThreads,
     /// How long a password check took lately (µs, a moving average): an unknown login waits as
     /// long instead of computing one, so it costs nothing and still looks the same.
     typical_check_micros: std::sync::atomic::AtomicU64,
@@ -366,7 +365,7 @@ impl Default for SignInLimiter {
             attempts: Mutex::default(),
             strangers: Arc::new(tokio::sync::Semaphore::new(32)),
             known_devices: Arc::new(tokio::sync::Semaphore::new(8)),
-            checks: Arc::new(tokio::sync::Semaphore::new(2)),
+            passwords: PasswordThreads::default(),
             typical_check_micros: std::sync::atomic::AtomicU64::new(50_000),
         }
     }
@@ -467,31 +466,93 @@ impl SignInLimiter {
         }
     }
 
-    /// Checks `password` against `hash` in a thread of its own, at most two at once; without a
-    /// hash (no such login), waits as long as a check takes instead.
-    async fn check_password(&self, password: String, hash: Option<String>) -> bool {
+    /// Checks `password` against `hash` on the password threads; without a hash (no such
+    /// login), waits as long as a check takes instead.
+    async fn check_password(&self, password: String, hash: Option<String>) -> Result<bool, ApiError> {
         use std::sync::atomic::Ordering::Relaxed;
         let Some(hash) = hash else {
             let typical = self.typical_check_micros.load(Relaxed);
             tokio::time::sleep(Duration::from_micros(typical)).await;
-            return false;
-        };
-        // Checks take turns; a queue that does not move in 10 s is a flood.
-        let Ok(Ok(permit)) = tokio::time::timeout(Duration::from_secs(10), self.checks.clone().acquire_owned()).await
-        else {
-            return false;
+            return Ok(false);
         };
         let started = Instant::now();
-        let matches = tokio::task::spawn_blocking(move || {
-            let _permit = permit;
-            verify_password(&password, &hash)
-        })
-        .await
-        .unwrap_or(false);
+        let matches = self.passwords.verify(password, hash).await?;
         let took = started.elapsed().as_micros().min(10_000_000) as u64;
         let typical = self.typical_check_micros.load(Relaxed);
         self.typical_check_micros.store((typical * 7 + took) / 8, Relaxed);
-        matches
+        Ok(matches)
+    }
+}
+
+/// Work for the password threads.
+enum PasswordJob {
+    Verify { password: String, hash: String, answer: tokio::sync::oneshot::Sender<bool> },
+    Hash { password: String, answer: tokio::sync::oneshot::Sender<Result<String, ApiError>> },
+}
+
+/// Two threads that compute argon2id, fed through a queue of 16. A hash takes 19 MiB and a core
+/// for tens of milliseconds: on two long-lived threads the allocator reuses the memory (fresh
+/// blocking threads each kept a copy), and a job stays counted until it is done even when its
+/// client has gone, so a flood cannot pile up work. A full queue answers 503.
+#[derive(Debug)]
+pub struct PasswordThreads {
+    jobs: std::sync::mpsc::SyncSender<PasswordJob>,
+}
+
+impl std::fmt::Debug for PasswordJob {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("password job")
+    }
+}
+
+impl Default for PasswordThreads {
+    fn default() -> Self {
+        let (jobs, queue) = std::sync::mpsc::sync_channel::<PasswordJob>(16);
+        let queue = Arc::new(Mutex::new(queue));
+        for n in 0..2 {
+            let queue = queue.clone();
+            let spawned = std::thread::Builder::new().name(format!("password-{n}")).spawn(move || {
+                loop {
+                    let job = match queue.lock().unwrap_or_else(|e| e.into_inner()).recv() {
+                        Ok(job) => job,
+                        // Every sender is gone: the server is stopping.
+                        Err(_) => return,
+                    };
+                    match job {
+                        PasswordJob::Verify { password, hash, answer } => {
+                            let _ = answer.send(verify_password(&password, &hash));
+                        }
+                        PasswordJob::Hash { password, answer } => {
+                            let _ = answer.send(hash_password(&password));
+                        }
+                    }
+                }
+            });
+            if let Err(error) = spawned {
+                warn!(%error, "could not start a password thread");
+            }
+        }
+        Self { jobs }
+    }
+}
+
+impl PasswordThreads {
+    fn submit(&self, job: PasswordJob) -> Result<(), ApiError> {
+        self.jobs.try_send(job).map_err(|_| ApiError::Busy("password checks"))
+    }
+
+    /// Whether `password` matches the PHC string `hash`.
+    pub async fn verify(&self, password: String, hash: String) -> Result<bool, ApiError> {
+        let (answer, answered) = tokio::sync::oneshot::channel();
+        self.submit(PasswordJob::Verify { password, hash, answer })?;
+        answered.await.map_err(|_| ApiError::Busy("password checks"))
+    }
+
+    /// An argon2id hash of `password`.
+    pub async fn hash(&self, password: String) -> Result<String, ApiError> {
+        let (answer, answered) = tokio::sync::oneshot::channel();
+        self.submit(PasswordJob::Hash { password, answer })?;
+        answered.await.map_err(|_| ApiError::Busy("password checks"))?
     }
 }
 
@@ -765,7 +826,7 @@ pub(crate) async fn sign_in(
     if user.is_none() {
         limiter.unknown_login(&counted);
     }
-    let matches = limiter.check_password(body.password.clone(), hash).await;
+    let matches = limiter.check_password(body.password.clone(), hash).await?;
     let viewer = match (user, matches) {
         (Some(user), true) => user.viewer(Some(random_secret())),
         _ => None,
@@ -1355,9 +1416,7 @@ async fn accept_invitation(
         ));
     }
     let password = form.password;
-    let hash = tokio::task::spawn_blocking(move || hash_password(&password))
-        .await
-        .map_err(|_| ApiError::BadRequest("password".into()))??;
+    let hash = state.sign_ins.passwords.hash(password).await?;
     let mut tx = state.pool.begin().await?;
     let used = sqlx::query("update invitations set used_at = now() where token_hash = $1 and used_at is null")
         .bind(digest(&secret))

@@ -133,9 +133,20 @@ pub enum HistoryError {
 
 const EPOCH: &str = "timestamptz '2000-01-01 00:00:00+00'";
 
-/// The most rows one answer may hold, over all its points (JSON at most about 30 MB): 30 days of
-/// hours for 340 points, 3 days of minutes for 57.
-pub const MAX_ROWS: i64 = 250_000;
+/// The most rows one answer may hold, over all its points (JSON at most about 12 MB): 30 days of
+/// hours for 138 points, 3 days of minutes for a 21-point Trane unit.
+pub const MAX_ROWS: i64 = 100_000;
+
+/// How many buckets of `width` the queries below produce over `[from, to)`: from the bucket
+/// holding `from` (binned from 2000-01-01, as `date_bin` does) to the one holding `to`'s last
+/// microsecond.
+fn bucket_count(from: DateTime<Utc>, to: DateTime<Utc>, width: TimeDelta) -> i64 {
+    let micros = |t: DateTime<Utc>| t.timestamp_micros();
+    let width = width.num_microseconds().unwrap_or(i64::MAX).max(1);
+    let epoch = 946_684_800_000_000;
+    let first = micros(from) - (micros(from) - epoch).rem_euclid(width);
+    (micros(to) - 1 - first).div_euclid(width) + 1
+}
 
 /// SQL naming a `quality` column's value as the API spells it (null stays null).
 pub(crate) const QUALITY_NAME: &str = "case quality when 0 then 'good' when 1 then 'bad' when 2 then 'uncertain' end";
@@ -154,7 +165,7 @@ pub async fn query(
     let limit = MAX_ROWS;
     if let Some(width) = bucket.width() {
         // Buckets are dense: the answer has exactly this many rows, known before any is read.
-        let buckets = (to - from).num_seconds() / width.num_seconds() + 1;
+        let buckets = bucket_count(from, to, width);
         let rows = buckets.saturating_mul(point_ids.len() as i64);
         if rows > MAX_ROWS {
             return Err(HistoryError::TooMuch(format!(
@@ -300,6 +311,16 @@ mod tests {
         assert_eq!(Bucket::for_span(TimeDelta::hours(2)), Bucket::Raw);
         assert_eq!(Bucket::for_span(TimeDelta::hours(25)), Bucket::Minute);
         assert_eq!(Bucket::for_span(TimeDelta::days(30)), Bucket::Hour);
+    }
+
+    #[test]
+    fn buckets_are_counted_as_the_queries_make_them() {
+        let at = |s: &str| DateTime::parse_from_rfc3339(s).expect("time").with_timezone(&Utc);
+        let hour = TimeDelta::hours(1);
+        assert_eq!(bucket_count(at("2026-06-01T00:00:00Z"), at("2026-06-01T05:00:00Z"), hour), 5);
+        assert_eq!(bucket_count(at("2026-06-01T00:30:00Z"), at("2026-06-01T05:00:00Z"), hour), 5);
+        assert_eq!(bucket_count(at("2026-06-01T00:30:00Z"), at("2026-06-01T05:00:01Z"), hour), 6);
+        assert_eq!(bucket_count(at("2026-06-01T00:00:00Z"), at("2026-06-01T00:00:01Z"), TimeDelta::minutes(1)), 1);
     }
 
     #[test]

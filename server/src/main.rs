@@ -67,8 +67,32 @@ enum Command {
     },
 }
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+/// Pins glibc's thresholds for returning freed memory to the system. By default glibc raises
+/// them to the size of the largest block freed so far (up to 32 MiB, and twice that for
+/// trimming): after one 19 MiB password hash or a 30 MB history answer, every thread's arena kept
+/// up to 60 MB it no longer used, and a sign-in flood that hashed nothing more took the server
+/// from 40 to 250 MB resident. Pinned, large blocks are mapped and unmapped on their own and
+/// arenas give back what they free.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+#[allow(unsafe_code)]
+fn pin_malloc_thresholds() {
+    // SAFETY: mallopt only sets allocator parameters; it is called before any other thread
+    // allocates (the runtime is built after it), and an unsupported value is ignored.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 128 * 1024);
+        libc::mallopt(libc::M_TRIM_THRESHOLD, 512 * 1024);
+    }
+}
+
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+fn pin_malloc_thresholds() {}
+
+fn main() -> anyhow::Result<()> {
+    pin_malloc_thresholds();
+    tokio::runtime::Builder::new_multi_thread().enable_all().build()?.block_on(run())
+}
+
+async fn run() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info,sqlx=warn".into()),

@@ -119,6 +119,16 @@ impl Process {
         tokio::time::timeout(timeout, self.child.wait()).await.ok()?.ok()
     }
 
+    /// The process's resident memory (VmRSS), in bytes; 0 once it has exited.
+    pub fn rss_bytes(&self) -> u64 {
+        let Some(pid) = self.child.id() else { return 0 };
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+        status
+            .lines()
+            .find_map(|line| line.strip_prefix("VmRSS:")?.trim().strip_suffix("kB")?.trim().parse::<u64>().ok())
+            .map_or(0, |kb| kb * 1024)
+    }
+
     /// The process's output so far.
     pub fn log(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
@@ -419,6 +429,8 @@ impl FakeGateway {
         options.set_credentials(gateway_id, password);
         options.set_keep_alive(Duration::from_secs(10));
         options.set_clean_session(false);
+        // A test gateway may publish what no real one would (oversized messages included).
+        options.set_max_packet_size(32 << 20, 32 << 20);
         let (client, mut eventloop) = rumqttc::AsyncClient::new(options, 1024);
         let acked = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
         let counter = acked.clone();
@@ -507,6 +519,11 @@ impl FakeGateway {
     /// Publishes raw bytes on one of this gateway's topics.
     pub async fn publish_raw(&mut self, kind: chillcloud_proto::MessageKind, payload: Vec<u8>) {
         self.publish(kind, payload, false).await;
+    }
+
+    /// Publishes raw bytes on one of this gateway's topics, retained by the broker.
+    pub async fn publish_retained(&mut self, kind: chillcloud_proto::MessageKind, payload: Vec<u8>) {
+        self.publish(kind, payload, true).await;
     }
 
     /// Waits until the broker has acknowledged everything published so far.
