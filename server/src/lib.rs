@@ -17,6 +17,7 @@ pub mod store;
 pub mod tickets;
 pub mod timescale;
 pub mod ui;
+pub mod watchdog;
 
 use std::{net::SocketAddr, path::PathBuf, sync::Arc, time::Duration};
 
@@ -360,6 +361,8 @@ pub async fn serve(settings: ServeSettings, listener: TcpListener, shutdown: Can
     let paging_task =
         tokio::spawn(paging::run(database.pool.clone(), paging.clone(), alarms.clone(), shutdown.clone()));
     let sweeper = tokio::spawn(commands::run_sweeper(database.pool.clone(), shutdown.clone()));
+    let watchdog =
+        tokio::spawn(watchdog::run(database.pool.clone(), paging.clone(), metrics.clone(), shutdown.clone()));
     let (history_lane, live_lane) = api::AppState::lanes();
     let state = api::AppState {
         pool: database.pool.clone(),
@@ -391,6 +394,7 @@ pub async fn serve(settings: ServeSettings, listener: TcpListener, shutdown: Can
     let _ = tokio::time::timeout(Duration::from_secs(5), detection).await;
     let _ = tokio::time::timeout(Duration::from_secs(5), paging_task).await;
     let _ = sweeper.await;
+    let _ = watchdog.await;
     if let Some((broker, sync)) = embedded_broker {
         let _ = sync.await;
         // The sync task has ended, so this is the last handle; were it not, dropping it would

@@ -397,3 +397,55 @@ async fn r5_history_requests_are_bounded_and_other_customers_are_served() {
     }
     println!("B's units: {b_requests} requests, slowest {slowest:?}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn r5_a_stalled_ingest_turns_health_unhealthy_and_pages_the_service_team() {
+    let mut stack = Stack::start().await;
+    let api = stack.api();
+    let person = json!({"name": "engineer", "phone": "+8613800000009", "language": "en"});
+    let (status, person) = api.send(Method::POST, "/api/v1/people", person).await;
+    assert_eq!(status, 200, "{person}");
+    let contact = json!({"person_id": person["id"], "role": "service"});
+    let path = format!("/api/v1/gateways/{}/contacts", stack.gateway_id);
+    let (status, body) = api.send(Method::POST, &path, contact).await;
+    assert_eq!(status, 200, "{body}");
+    let service_pages = || async {
+        let outbox = api.get("/api/v1/outbox?limit=1000").await.expect("outbox");
+        outbox
+            .as_array()
+            .expect("array")
+            .iter()
+            .filter(|m| m["body"].as_str().is_some_and(|b| b.contains("service alarm")))
+            .cloned()
+            .collect::<Vec<Value>>()
+    };
+
+    // The broker goes away: a restart would be ridden out, 30 s is a stall.
+    stack.broker.stop().await;
+    let health = wait_for("/health to say ingest is stalled", Duration::from_secs(60), || async {
+        let (status, body) = api.get_raw("/health").await;
+        (status == 503).then_some(body)
+    })
+    .await;
+    assert!(health.contains("stalled for") && health.contains("not subscribed at the broker"), "{health}");
+    let page = wait_for("the service alarm sent", Duration::from_secs(30), || async {
+        service_pages().await.into_iter().find(|m| m["status"] == "sent")
+    })
+    .await;
+    assert!(page["body"].as_str().expect("body").contains("ingest stalled since"), "{page}");
+    let metrics = api.get_raw("/metrics").await.1;
+    let stalled: f64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("chillcloud_ingest_stalled_seconds ")?.parse().ok())
+        .expect("the stall gauge");
+    assert!(stalled >= 30.0, "{stalled}");
+
+    // Back: healthy again, and one page for the one stall.
+    stack.broker.resume().await;
+    wait_for("/health to be healthy again", Duration::from_secs(60), || async {
+        let (status, body) = api.get_raw("/health").await;
+        (status == 200 && body.contains("\"ingest\":\"ok\"")).then_some(())
+    })
+    .await;
+    assert_eq!(service_pages().await.len(), 1);
+}

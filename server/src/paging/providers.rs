@@ -103,15 +103,22 @@ pub struct Templates {
     pub breach: String,
     /// A closed ticket's satisfaction question, to the owner.
     pub feedback: String,
+    /// A service alarm (the server itself cannot work), to the service team. Optional: without
+    /// it, such messages go to the next provider.
+    #[serde(default)]
+    pub service: Option<String>,
 }
 
 impl Templates {
-    fn get(&self, kind: Kind) -> &str {
+    fn get(&self, kind: Kind) -> Result<&str, SendError> {
         match kind {
-            Kind::Alarm => &self.alarm,
-            Kind::Digest => &self.digest,
-            Kind::Breach => &self.breach,
-            Kind::Feedback => &self.feedback,
+            Kind::Alarm => Ok(&self.alarm),
+            Kind::Digest => Ok(&self.digest),
+            Kind::Breach => Ok(&self.breach),
+            Kind::Feedback => Ok(&self.feedback),
+            Kind::Service => {
+                self.service.as_deref().ok_or_else(|| SendError::Failed("no template for service alarms".into()))
+            }
         }
     }
 }
@@ -127,6 +134,8 @@ pub enum Kind {
     Breach,
     /// A satisfaction question.
     Feedback,
+    /// A service alarm: the server cannot do its work.
+    Service,
 }
 
 impl Kind {
@@ -137,6 +146,7 @@ impl Kind {
             Kind::Digest => "digest",
             Kind::Breach => "breach",
             Kind::Feedback => "feedback",
+            Kind::Service => "service",
         }
     }
 
@@ -145,6 +155,7 @@ impl Kind {
             Some("digest") => Kind::Digest,
             Some("breach") => Kind::Breach,
             Some("feedback") => Kind::Feedback,
+            Some("service") => Kind::Service,
             _ => Kind::Alarm,
         }
     }
@@ -160,8 +171,10 @@ impl Kind {
     /// | digest | count, grade, fault, code, token |
     /// | breach | ticket, grade, fault, clock |
     /// | feedback | ticket, code, token |
+    /// | service | fault, since |
     pub fn variables(self) -> &'static [&'static str] {
         match self {
+            Kind::Service => &["fault", "since"],
             Kind::Alarm => &["grade", "unit", "fault", "value", "code", "token"],
             Kind::Digest => &["count", "grade", "fault", "code", "token"],
             Kind::Breach => &["ticket", "grade", "fault", "clock"],
@@ -304,7 +317,13 @@ impl Provider {
     pub async fn send(&self, client: &reqwest::Client, message: &Outgoing) -> Result<String, SendError> {
         match &self.config {
             ProviderConfig::Console => {
-                info!(key = message.idempotency_key, text = message.body, "console message");
+                // Not the text: it holds a signed acknowledgement link and a reply code, which
+                // act for the person. The outbox API shows it to those allowed to read it.
+                info!(
+                    key = message.idempotency_key,
+                    address = message.address,
+                    "console message (its text is in the outbox)"
+                );
                 Ok(format!("console-{}", message.idempotency_key))
             }
             ProviderConfig::Mail => Err(SendError::Failed("e-mail is sent by the SMTP channel".into())),
@@ -325,7 +344,7 @@ impl Provider {
                             ("OutId", message.idempotency_key.clone()),
                             ("PhoneNumbers", message.address.clone()),
                             ("SignName", sign_name.clone()),
-                            ("TemplateCode", templates.get(kind).to_owned()),
+                            ("TemplateCode", templates.get(kind)?.to_owned()),
                             ("TemplateParam", Value::Object(variables).to_string()),
                         ],
                     )
@@ -356,7 +375,7 @@ impl Provider {
                     "PhoneNumberSet": [message.address],
                     "SmsSdkAppId": sdk_app_id,
                     "SignName": sign_name,
-                    "TemplateId": templates.get(kind),
+                    "TemplateId": templates.get(kind)?,
                     "TemplateParamSet": variables,
                     "SessionContext": message.idempotency_key,
                 })
