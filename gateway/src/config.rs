@@ -721,8 +721,8 @@ fn check_device(
     profiles: &[Profile],
     field: &str,
 ) -> Result<DeviceConfig, ConfigError> {
-    if device.id.is_empty() || device.id.contains(['/', '+', '#']) {
-        return Err(invalid(format!("{field}.id"), "must be non-empty without '/', '+' or '#'"));
+    if !chillcloud_proto::is_plain_name(&device.id) {
+        return Err(invalid(format!("{field}.id"), "must be 1 to 64 letters, digits, '-' or '_'"));
     }
     if !(MIN_POLL_INTERVAL_MS..=DAY_MS).contains(&device.poll_interval_ms) {
         return Err(invalid(format!("{field}.poll_interval_ms"), "must be at least 100 and at most a day"));
@@ -815,8 +815,8 @@ fn check_device(
 
 /// Checks one point and resolves its address against `base`.
 pub(crate) fn check_point(point: PointFile, base: u16, field: &str) -> Result<PointConfig, ConfigError> {
-    if point.name.is_empty() {
-        return Err(invalid(format!("{field}.name"), "must not be empty"));
+    if !chillcloud_proto::is_plain_name(&point.name) {
+        return Err(invalid(format!("{field}.name"), "must be 1 to 64 letters, digits, '-' or '_'"));
     }
     let data_type = match (point.kind.is_bit(), point.data_type) {
         (true, None | Some(DataType::Bool)) => DataType::Bool,

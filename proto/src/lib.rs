@@ -35,6 +35,13 @@ pub const MAX_PAYLOAD_BYTES: usize = 256 * 1024;
 /// but the server's client cannot read would be redelivered to it for ever.
 pub const MAX_PACKET_BYTES: usize = 1024 * 1024;
 
+/// Whether `name` is 1 to 64 ASCII letters, digits, `-` or `_`: what gateway ids, device ids
+/// and point names are made of. They go into topics, SMS texts and pages, where anything else
+/// could be taken for a link or markup.
+pub fn is_plain_name(name: &str) -> bool {
+    (1..=64).contains(&name.len()) && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
 /// Errors from decoding a payload.
 #[derive(Debug, thiserror::Error)]
 pub enum DecodeError {

@@ -49,21 +49,69 @@ pub enum BirthError {
     /// Two devices with one id.
     #[error("device id {0:?} is used twice")]
     DuplicateDevice(String),
+    /// A device id or point name that is not a plain name ([`crate::is_plain_name`]).
+    #[error("{what} {value:?} is not 1 to 64 letters, digits, '-' or '_'")]
+    NotPlain {
+        /// `device id` or `point name`.
+        what: &'static str,
+        /// What was sent.
+        value: String,
+    },
+    /// A text longer than its bound, or with control characters.
+    #[error("{what} of {chars} characters, or with control characters (at most {max})")]
+    BadText {
+        /// Which text.
+        what: &'static str,
+        /// Its length in characters.
+        chars: usize,
+        /// Its bound.
+        max: usize,
+    },
+}
+
+/// `Ok` when `text` has at most `max` characters and no control characters.
+fn bounded_text(what: &'static str, text: &str, max: usize) -> Result<(), BirthError> {
+    let chars = text.chars().count();
+    if chars > max || text.chars().any(char::is_control) {
+        return Err(BirthError::BadText { what, chars, max });
+    }
+    Ok(())
 }
 
 impl Birth {
     /// Checks what a receiver relies on: the aliases number the points from 0 without gaps or
     /// repeats (so an alias table is exactly as long as the birth, whatever numbers a peer
-    /// sends), and device ids are distinct.
+    /// sends); device ids are distinct; ids and names are plain names and the other texts short,
+    /// since they end up in SMS texts and pages.
     pub fn check(&self) -> Result<(), BirthError> {
+        let plain = |what, value: &str| {
+            if crate::is_plain_name(value) {
+                Ok(())
+            } else {
+                Err(BirthError::NotPlain { what, value: value.to_owned() })
+            }
+        };
+        bounded_text("software version", &self.software_version, 64)?;
         let points = self.devices.iter().map(|d| d.points.len()).sum::<usize>();
         let mut seen = vec![false; points];
         let mut devices = std::collections::BTreeSet::new();
         for device in &self.devices {
+            plain("device id", &device.id)?;
+            bounded_text("profile", &device.profile, 64)?;
+            bounded_text("model", &device.model, 64)?;
+            if device.attributes.len() > 32 {
+                return Err(BirthError::BadText { what: "attributes", chars: device.attributes.len(), max: 32 });
+            }
+            for (name, value) in &device.attributes {
+                bounded_text("attribute name", name, 64)?;
+                bounded_text("attribute", value, 256)?;
+            }
             if !devices.insert(device.id.as_str()) {
                 return Err(BirthError::DuplicateDevice(device.id.clone()));
             }
             for point in &device.points {
+                plain("point name", &point.name)?;
+                bounded_text("unit of measure", &point.unit, 16)?;
                 let slot = seen.get_mut(point.alias as usize).ok_or_else(|| BirthError::AliasOutOfRange {
                     alias: point.alias,
                     point: point.name.clone(),
@@ -356,6 +404,18 @@ mod tests {
     #[test]
     fn a_birth_numbers_its_points_densely_from_zero() {
         let point = |alias| PointInfo { alias, name: format!("p{alias}"), ..Default::default() };
+        let named = |id: &str, name: &str| Birth {
+            devices: vec![Device {
+                id: id.into(),
+                points: vec![PointInfo { name: name.into(), ..Default::default() }],
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        assert_eq!(named("chiller-1", "chw_setpoint").check(), Ok(()));
+        assert!(matches!(named("https://evil.example", "p").check(), Err(BirthError::NotPlain { .. })));
+        assert!(matches!(named("a", "p\0").check(), Err(BirthError::NotPlain { .. })));
+        assert!(matches!(named("a", "").check(), Err(BirthError::NotPlain { .. })));
         let birth = |aliases: &[u32]| Birth {
             devices: vec![Device {
                 id: "a".into(),

@@ -23,9 +23,7 @@ impl GatewayId {
     /// Checks and wraps a gateway id.
     pub fn new(id: impl Into<String>) -> Result<Self, InvalidGatewayId> {
         let id = id.into();
-        let valid =
-            (1..=64).contains(&id.len()) && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
-        if valid { Ok(Self(id)) } else { Err(InvalidGatewayId(id)) }
+        if crate::is_plain_name(&id) { Ok(Self(id)) } else { Err(InvalidGatewayId(id)) }
     }
 
     /// The id as a string slice.

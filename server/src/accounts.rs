@@ -673,8 +673,12 @@ impl UserRow {
 
 /// Who presents this request: the operator's or an API token, or a session cookie.
 async fn identify(state: &AppState, headers: &HeaderMap) -> Result<Option<Viewer>, ApiError> {
-    let bearer =
-        headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer "));
+    // The scheme is case-insensitive (RFC 9110): `bearer` is as good as `Bearer`.
+    let bearer = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split_once(' '))
+        .and_then(|(scheme, token)| scheme.eq_ignore_ascii_case("bearer").then(|| token.trim()));
     if let Some(token) = bearer {
         if constant_time_eq(token.as_bytes(), state.api_token.as_bytes()) {
             return Ok(Some(Viewer::operator()));

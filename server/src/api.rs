@@ -54,6 +54,8 @@ pub struct AppState {
     pub history_lane: Arc<Lane>,
     /// Live streams: 1,000 at once, 100 per customer.
     pub live_lane: Arc<Lane>,
+    /// SMS replies quoting codes nobody was sent, per number.
+    pub wrong_codes: Arc<crate::paging::api::WrongCodes>,
 }
 
 impl AppState {
@@ -234,7 +236,44 @@ pub fn router(state: AppState) -> Router {
         .merge(crate::share::public_routes())
         .merge(crate::ui::routes())
         .layer(middleware::from_fn(json_errors))
+        .layer(middleware::from_fn_with_state(state.clone(), security_headers))
         .with_state(state)
+}
+
+/// The policy of the server-rendered pages (acknowledgement, feedback, invitation, share) that
+/// do not set their own: no script, nothing loaded from elsewhere, forms only to this server,
+/// never inside another site's frame.
+const PAGE_POLICY: &str = "default-src 'none'; style-src 'unsafe-inline'; img-src 'self'; form-action 'self'; frame-ancestors 'none'; \
+     base-uri 'none'";
+
+/// Headers every answer carries: no content sniffing, no referrer (links carry tokens), a page
+/// policy for HTML without one (and no framing for any), and HSTS when people reach the server
+/// over HTTPS.
+async fn security_headers(
+    State(state): State<AppState>,
+    request: axum::extract::Request,
+    next: middleware::Next,
+) -> Response {
+    use axum::http::HeaderValue;
+    let mut response = next.run(request).await;
+    let headers = response.headers_mut();
+    headers.entry(header::X_CONTENT_TYPE_OPTIONS).or_insert(HeaderValue::from_static("nosniff"));
+    headers.entry(header::REFERRER_POLICY).or_insert(HeaderValue::from_static("no-referrer"));
+    let html = headers.get(header::CONTENT_TYPE).is_some_and(|v| v.as_bytes().starts_with(b"text/html"));
+    if html {
+        let policy = match headers.get(header::CONTENT_SECURITY_POLICY).and_then(|v| v.to_str().ok()) {
+            None => Some(PAGE_POLICY.to_owned()),
+            Some(own) if !own.contains("frame-ancestors") => Some(format!("{own}; frame-ancestors 'none'")),
+            Some(_) => None,
+        };
+        if let Some(policy) = policy.and_then(|p| HeaderValue::from_str(&p).ok()) {
+            headers.insert(header::CONTENT_SECURITY_POLICY, policy);
+        }
+    }
+    if state.paging.public_url.starts_with("https://") {
+        headers.insert(header::STRICT_TRANSPORT_SECURITY, HeaderValue::from_static("max-age=31536000"));
+    }
+    response
 }
 
 /// Answers axum's own refusals under `/api/v1` (a malformed path or query parameter or JSON

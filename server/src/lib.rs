@@ -7,6 +7,7 @@ pub mod api;
 pub mod commands;
 pub mod embedded;
 pub mod history;
+pub mod http;
 pub mod ingest;
 pub mod live;
 pub mod metrics;
@@ -376,16 +377,11 @@ pub async fn serve(settings: ServeSettings, listener: TcpListener, shutdown: Can
         to_gateways,
         history_lane,
         live_lane,
+        wrong_codes: Arc::default(),
     };
     let address = listener.local_addr().map_err(|source| Error::Io { context: "listener address".into(), source })?;
     info!(%address, "HTTP API listening");
-    let http_shutdown = shutdown.clone();
-    let app = api::router(state).into_make_service_with_connect_info::<std::net::SocketAddr>();
-    let http = axum::serve(listener, app).with_graceful_shutdown(async move { http_shutdown.cancelled().await });
-    let result = tokio::select! {
-        result = http => result.map_err(|source| Error::Io { context: "HTTP server".into(), source }),
-        _ = shutdown.cancelled() => Ok(()),
-    };
+    http::serve(listener, api::router(state), shutdown.clone()).await;
     // Stop taking input, let ingest finish the message in hand, then stop the services.
     shutdown.cancel();
     if tokio::time::timeout(Duration::from_secs(10), ingest).await.is_err() {
@@ -405,5 +401,5 @@ pub async fn serve(settings: ServeSettings, listener: TcpListener, shutdown: Can
     }
     database.close(true).await;
     info!("server stopped");
-    result
+    Ok(())
 }

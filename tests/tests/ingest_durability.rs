@@ -149,8 +149,9 @@ async fn bad_input_is_refused_counted_and_dead_lettered_while_ingest_goes_on() {
     for data in [&far_future, &before_2000, &not_a_number, &impossible_gap] {
         gateway.publish_data(data).await;
     }
-    // Text PostgreSQL cannot store (a NUL) in a birth and in a command result: refused, and
-    // ingest goes on instead of retrying them for ever.
+    // Text PostgreSQL cannot store (a NUL) in a birth (refused by the birth's own check) and in
+    // a command result (refused by the database): refused, and ingest goes on instead of
+    // retrying them for ever.
     let mut birth = numbered_birth(1, POINTS);
     birth.devices[0].points[0].name = "p\0".into();
     gateway.publish_raw(MessageKind::Birth, birth.encode_to_vec()).await;
@@ -170,7 +171,8 @@ async fn bad_input_is_refused_counted_and_dead_lettered_while_ingest_goes_on() {
     assert!(reasons[1].contains("without a session"), "{reasons:?}");
     assert!(reasons[2..5].iter().all(|r| r.contains("1 readings refused")), "{reasons:?}");
     assert!(reasons[5].contains("1 dropped intervals refused"), "{reasons:?}");
-    assert!(reasons[6..8].iter().all(|r| r.contains("the database cannot store it")), "{reasons:?}");
+    assert!(reasons[6].contains("birth refused: point name \"p\\0\""), "{reasons:?}");
+    assert!(reasons[7].contains("the database cannot store it"), "{reasons:?}");
     let metrics = stack.api().get_raw("/metrics").await.1;
     assert!(metrics.contains("chillcloud_mqtt_messages_rejected_total 8"), "{metrics}");
     assert!(metrics.contains("chillcloud_readings_refused_total 3"), "{metrics}");

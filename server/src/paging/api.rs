@@ -556,6 +556,39 @@ fn reply_token_ok(state: &AppState, kind: &str, token: &str) -> bool {
         .any(|expected| constant_time_eq(token.as_bytes(), expected.as_bytes()))
 }
 
+/// Replies handled from one push: Aliyun batches far fewer.
+const MAX_REPLIES_PER_PUSH: usize = 100;
+
+/// Replies with a code nobody was sent, per phone number, before that number's replies are
+/// refused unread for the rest of 15 minutes: a code (5 of 32 characters) cannot be guessed.
+const MAX_WRONG_CODES: usize = 5;
+
+/// Wrong codes by phone number, in a sliding window; at most 10,000 numbers (the oldest go).
+#[derive(Debug, Default)]
+pub struct WrongCodes(std::sync::Mutex<std::collections::HashMap<String, Vec<std::time::Instant>>>);
+
+impl WrongCodes {
+    const WINDOW: std::time::Duration = std::time::Duration::from_secs(15 * 60);
+
+    fn blocked(&self, number: &str) -> bool {
+        let mut numbers = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(times) = numbers.get_mut(number) else { return false };
+        times.retain(|t| t.elapsed() < Self::WINDOW);
+        times.len() >= MAX_WRONG_CODES
+    }
+
+    fn wrong(&self, number: &str) {
+        let mut numbers = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if numbers.len() >= 10_000 && !numbers.contains_key(number) {
+            numbers.retain(|_, times| times.iter().any(|t| t.elapsed() < Self::WINDOW));
+            if numbers.len() >= 10_000 {
+                numbers.clear();
+            }
+        }
+        numbers.entry(number.to_owned()).or_default().push(std::time::Instant::now());
+    }
+}
+
 /// Aliyun's SmsUp push (HTTP batch push of replies): a JSON array of
 /// `{"phone_number", "content", "send_time", "sign_name", "dest_code", "sequence_id"}`. Aliyun
 /// does not sign it, so the URL carries a secret. Answered `{"code": 0, "msg": "成功"}`.
@@ -568,7 +601,15 @@ async fn aliyun_reply(
         state.metrics.replies_refused.inc();
         return StatusCode::NOT_FOUND.into_response();
     }
-    for reply in replies.as_array().into_iter().flatten() {
+    let replies = replies.as_array().map(Vec::as_slice).unwrap_or_default();
+    if replies.len() > MAX_REPLIES_PER_PUSH {
+        state.metrics.replies_refused.add((replies.len() - MAX_REPLIES_PER_PUSH) as u64);
+        tracing::warn!(
+            replies = replies.len(),
+            "an Aliyun push with more replies than it sends at once: the rest are ignored"
+        );
+    }
+    for reply in replies.iter().take(MAX_REPLIES_PER_PUSH) {
         let phone = reply["phone_number"].as_str().unwrap_or_default();
         // Mainland numbers come without the country code.
         let candidates = [phone.to_owned(), format!("+{phone}"), format!("+86{phone}")];
@@ -604,6 +645,11 @@ async fn handle_reply(state: &AppState, from: &[String], body: &str) -> Result<S
         return Ok("Reply 1 <code> to acknowledge, 2 <code> when resolved.".into());
     };
     let code = code.to_uppercase();
+    let number_key = from.first().cloned().unwrap_or_default();
+    if state.wrong_codes.blocked(&number_key) {
+        state.metrics.replies_refused.inc();
+        return Ok("Unknown code.".into());
+    }
     // The message the code was sent in (and, for a digest, the messages folded into it).
     /// Alarm or ticket, and the person's name.
     type Found = (Option<i64>, Option<i64>, String);
@@ -618,6 +664,7 @@ async fn handle_reply(state: &AppState, from: &[String], body: &str) -> Result<S
     .await
     .map_err(|_| StatusCode::SERVICE_UNAVAILABLE)?;
     if found.is_empty() {
+        state.wrong_codes.wrong(&number_key);
         state.metrics.replies_refused.inc();
         return Ok("Unknown code.".into());
     }
