@@ -449,3 +449,160 @@ async fn r5_a_stalled_ingest_turns_health_unhealthy_and_pages_the_service_team()
     .await;
     assert_eq!(service_pages().await.len(), 1);
 }
+
+/// One message of a hostile gateway's stream: valid, truncated, oversized, or with extreme
+/// aliases, counts, times and texts, on every topic a gateway may publish to.
+fn hostile_message(rng: &mut rand::rngs::StdRng, gateway: &mut FakeGateway) -> (MessageKind, Vec<u8>) {
+    use chillcloud_proto::{CommandResult, Death, DroppedInterval, Reading, Value as Wire};
+    use rand::Rng;
+    let now_ms = chrono::Utc::now().timestamp_millis();
+    let times = [now_ms, 0, i64::MIN, i64::MAX, now_ms + 86_400_000, 946_684_800_000 - 1];
+    let aliases = [0, 1, 2, u32::MAX, 5_000_000];
+    let mut data = gateway.data_at(now_ms, &[(0, rng.random_range(-100.0..100.0)), (1, 1.0)]);
+    let (kind, payload) = match rng.random_range(0..10) {
+        0..=2 => (MessageKind::Data, data.encode_to_vec()),
+        3 => {
+            data.base_time_ms = times[rng.random_range(0..times.len())];
+            data.readings = (0..rng.random_range(0..5_000))
+                .map(|n| Reading {
+                    alias: aliases[n % aliases.len()],
+                    offset_ms: [0, i64::MAX, i64::MIN, n as i64][n % 4],
+                    quality: rng.random_range(0..4),
+                    value: Some(if n % 3 == 0 { Wire::Real(f64::NAN) } else { Wire::Scaled(i64::MAX) }),
+                })
+                .collect();
+            data.dropped = vec![DroppedInterval { from_ms: i64::MIN, to_ms: now_ms, readings: u64::MAX }];
+            (MessageKind::Data, data.encode_to_vec())
+        }
+        4 => {
+            let mut birth = numbered_birth(rng.random_range(1..4), rng.random_range(0..50));
+            match rng.random_range(0..4) {
+                0 => birth.devices[0].points.iter_mut().for_each(|p| p.alias = aliases[rng.random_range(0..5)]),
+                1 => birth.devices[0].id = "https://evil.example/x".into(),
+                2 => birth.devices[0].model = "m".repeat(10_000),
+                _ => {}
+            }
+            (MessageKind::Birth, birth.encode_to_vec())
+        }
+        5 => (MessageKind::Death, Death { session: rng.random_range(0..5), ..Default::default() }.encode_to_vec()),
+        6 => {
+            let result = CommandResult { id: "x".repeat(rng.random_range(0..2_000)), status: 1, ..Default::default() };
+            (MessageKind::CommandResult, result.encode_to_vec())
+        }
+        7 => {
+            let whole = data.encode_to_vec();
+            let cut = rng.random_range(0..whole.len());
+            (MessageKind::Data, whole[..cut].to_vec())
+        }
+        8 => {
+            let kinds = [MessageKind::Birth, MessageKind::Data, MessageKind::Death, MessageKind::CommandResult];
+            let bytes = (0..rng.random_range(0..512)).map(|_| rng.random()).collect();
+            (kinds[rng.random_range(0..kinds.len())], bytes)
+        }
+        _ => (MessageKind::Data, vec![0x55; rng.random_range(300_000..900_000)]),
+    };
+    (kind, payload)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn r5_hostile_gateway_soak() {
+    use rand::SeedableRng;
+    let _turn = LOADING.lock().await;
+    let stack = Stack::start_with_sites(&[OTHER], &[]).await;
+    let api = stack.api();
+    let pool = stack.postgres.pool().await;
+    let mut hostile = stack.gateway(2).await;
+    let mut probe = Probe::start(&stack).await;
+    probe.stored_within_2s().await;
+    // The other site: a person on its service team and a rule that pages them.
+    let person = json!({"name": "engineer", "phone": "+8613800000007", "language": "en"});
+    let (status, person) = api.send(Method::POST, "/api/v1/people", person).await;
+    assert_eq!(status, 200, "{person}");
+    let contact = json!({"person_id": person["id"], "role": "service"});
+    let (status, body) = api.send(Method::POST, &format!("/api/v1/gateways/{OTHER}/contacts"), contact).await;
+    assert_eq!(status, 200, "{body}");
+    let rule = json!({"title": "Hot", "title_zh": "过热", "grade": 2, "kind": "condition", "when": "p0 > 500"});
+    let (status, body) = api.send(Method::PUT, &format!("/api/v1/gateways/{OTHER}/rules/hot"), rule).await;
+    assert_eq!(status, 200, "{body}");
+
+    // A bounded stream for 60 s: about 40 messages a second, the same every run.
+    let stop = Arc::new(AtomicBool::new(false));
+    let flood = {
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            let mut rng = rand::rngs::StdRng::seed_from_u64(15);
+            let mut sent = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                let (kind, payload) = hostile_message(&mut rng, &mut hostile);
+                hostile.publish_raw(kind, payload).await;
+                sent += 1;
+                tokio::time::sleep(Duration::from_millis(25)).await;
+            }
+            sent
+        })
+    };
+    let started = tokio::time::Instant::now();
+    let mut peak = 0;
+    let mut alarm_raised = false;
+    while started.elapsed() < Duration::from_secs(60) {
+        probe.stored_within_2s().await;
+        peak = peak.max(server_rss(&stack));
+        if !alarm_raised && started.elapsed() > Duration::from_secs(20) {
+            // The other site's fault is detected and paged while the stream goes on.
+            let data = probe.gateway.data_at(chrono::Utc::now().timestamp_millis(), &[(0, 600.0)]);
+            probe.gateway.publish_data(&data).await;
+            wait_for("the other site's page sent", Duration::from_secs(30), || async {
+                let outbox = api.get("/api/v1/outbox?limit=1000").await?;
+                outbox.as_array()?.iter().any(|m| m["status"] == "sent" && m["person_id"] == person["id"]).then_some(())
+            })
+            .await;
+            alarm_raised = true;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    stop.store(true, Ordering::Relaxed);
+    let sent = flood.await.expect("the hostile stream");
+    assert!(alarm_raised);
+    assert!(sent >= 1_000, "only {sent} hostile messages");
+    assert!(peak < 200 << 20, "server RSS peaked at {} MB", peak >> 20);
+
+    // Nothing stored is wrong: the other site's readings are exactly the probe's; whatever the
+    // hostile gateway got stored is within the times and values the server accepts, its site
+    // within its bounds, its names plain.
+    let probe_values: Vec<f64> = sqlx::query_scalar(
+        "select r.value from readings r join points p on p.id = r.point_id join units u on u.id = p.unit_id
+         where u.gateway_id = $1 and p.name = 'p0' and not p.derived order by r.ts",
+    )
+    .bind(OTHER)
+    .fetch_all(&pool)
+    .await
+    .expect("probe readings");
+    assert!(probe_values.iter().all(|v| *v == 600.0 || (v.fract() == 0.0 && *v >= 1.0 && *v <= probe.value)));
+    assert_eq!(probe_values.len() as f64, probe.value + 1.0, "each probe once, and the fault");
+    let (wrong,): (i64,) = sqlx::query_as(
+        "select count(*) from readings r join points p on p.id = r.point_id join units u on u.id = p.unit_id
+         where u.gateway_id = 'gw-stack' and (r.ts < '2000-01-01' or r.ts > now() + interval '5 minutes'
+               or r.value = 'NaN'::float8 or r.value in ('Infinity'::float8, '-Infinity'::float8))",
+    )
+    .fetch_one(&pool)
+    .await
+    .expect("hostile readings");
+    assert_eq!(wrong, 0);
+    let names: Vec<String> = sqlx::query_scalar(
+        "select u.device_key from units u where u.gateway_id = 'gw-stack'
+         union all select p.name from points p join units u on u.id = p.unit_id where u.gateway_id = 'gw-stack'",
+    )
+    .fetch_all(&pool)
+    .await
+    .expect("names");
+    assert!(names.iter().all(|n| chillcloud_proto::is_plain_name(n)), "{names:?}");
+    assert!(dead_letters(&pool).await.len() <= 10_000);
+    let metrics = api.get_raw("/metrics").await.1;
+    let rejected: f64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("chillcloud_mqtt_messages_rejected_total ")?.parse().ok())
+        .expect("rejections counted");
+    assert!(rejected > 100.0, "{rejected}");
+    assert_eq!(api.get_raw("/health").await.0, 200);
+    println!("soak: {sent} hostile messages, {rejected} refused, server RSS peak {} MB", peak >> 20);
+}
