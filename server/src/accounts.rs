@@ -340,6 +340,8 @@ struct Attempts {
     times: std::collections::VecDeque<Instant>,
     /// A login nobody has: the first entry forgotten when the table is full.
     unknown_login: bool,
+    /// When a refusal for this entry was last written to the audit log.
+    refusal_audited: Option<Instant>,
 }
 
 /// Sign-in attempts in a sliding window, counted before the password is checked (so a burst of
@@ -419,6 +421,24 @@ impl SignInLimiter {
             attempts.entry(key.clone()).or_default().times.push_back(now);
         }
         true
+    }
+
+    /// Whether a refused attempt should go to the audit log: the first refusal of a lockout is,
+    /// the rest of the window's are only counted, so hammering a locked login cannot grow the
+    /// audit log at the rate of requests.
+    fn audit_refusal(&self, counted: &[Counted]) -> bool {
+        let mut attempts = self.attempts.lock().unwrap_or_else(|e| e.into_inner());
+        let now = Instant::now();
+        let key = counted
+            .iter()
+            .find(|key| attempts.get(*key).is_some_and(|entry| entry.times.len() >= key.limit()))
+            .cloned();
+        let Some(entry) = key.and_then(|key| attempts.get_mut(&key)) else { return true };
+        let audit = entry.refusal_audited.is_none_or(|at| now.duration_since(at) >= Self::WINDOW);
+        if audit {
+            entry.refusal_audited = Some(now);
+        }
+        audit
     }
 
     /// Frees a tenth of the table: expired entries, then unknown logins, then addresses, then
@@ -811,7 +831,9 @@ pub(crate) async fn sign_in(
     let counted = SignInLimiter::counted(&body.login, peer.ip(), device.as_deref());
     if !limiter.attempt(&counted) {
         state.metrics.sign_ins_limited.inc();
-        audit(&state.pool, None, &body.login, "sign-in", "", "rate-limited", &address).await;
+        if limiter.audit_refusal(&counted) {
+            audit(&state.pool, None, &body.login, "sign-in", "", "rate-limited", &address).await;
+        }
         return Err(ApiError::TooManyRequests);
     }
     let lane = if device.is_some() { &limiter.known_devices } else { &limiter.strangers };

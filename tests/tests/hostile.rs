@@ -484,7 +484,7 @@ fn hostile_message(rng: &mut rand::rngs::StdRng, gateway: &mut FakeGateway) -> (
             }
             (MessageKind::Birth, birth.encode_to_vec())
         }
-        5 => (MessageKind::Death, Death { session: rng.random_range(0..5), ..Default::default() }.encode_to_vec()),
+        5 => (MessageKind::Death, Death { session: rng.random_range(0..5) }.encode_to_vec()),
         6 => {
             let result = CommandResult { id: "x".repeat(rng.random_range(0..2_000)), status: 1, ..Default::default() };
             (MessageKind::CommandResult, result.encode_to_vec())
@@ -605,4 +605,35 @@ async fn r5_hostile_gateway_soak() {
     assert!(rejected > 100.0, "{rejected}");
     assert_eq!(api.get_raw("/health").await.0, 200);
     println!("soak: {sent} hostile messages, {rejected} refused, server RSS peak {} MB", peak >> 20);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn r5_slow_headers_are_cut_and_every_answer_carries_its_security_headers() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let stack = Stack::start().await;
+    // A client that never finishes its headers is cut off (once 200 such connections were held
+    // for 60 s and more).
+    let mut slow = tokio::net::TcpStream::connect(stack.http).await.expect("connect");
+    slow.write_all(b"GET /health HTTP/1.1\r\nHost: x\r\n").await.expect("write");
+    let started = tokio::time::Instant::now();
+    let mut buffer = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(30), slow.read_to_end(&mut buffer)).await;
+    assert!(read.is_ok(), "the connection was still open after 30 s");
+    assert!(started.elapsed() < Duration::from_secs(15), "cut after {:?}", started.elapsed());
+
+    let base = format!("http://{}", stack.http);
+    let client = reqwest::Client::new();
+    let health = client.get(format!("{base}/health")).send().await.expect("health");
+    assert_eq!(health.headers()["x-content-type-options"], "nosniff");
+    assert_eq!(health.headers()["referrer-policy"], "no-referrer");
+    // Server-rendered pages without a policy of their own get one, and nothing frames any page.
+    for path in ["/a/not-a-link", "/invite/not-an-invitation", "/"] {
+        let page = client.get(format!("{base}{path}")).send().await.expect("page");
+        let policy = page.headers().get("content-security-policy").map(|v| v.to_str().expect("text").to_owned());
+        assert!(policy.as_deref().is_some_and(|p| p.contains("frame-ancestors 'none'")), "{path}: {policy:?}");
+    }
+    // The scheme of a bearer token is case-insensitive.
+    let units =
+        client.get(format!("{base}/api/v1/units")).header("authorization", format!("bearer {}", Stack::API_TOKEN));
+    assert_eq!(units.send().await.expect("units").status(), 200);
 }
