@@ -49,6 +49,9 @@ pub enum BirthError {
     /// Two devices with one id.
     #[error("device id {0:?} is used twice")]
     DuplicateDevice(String),
+    /// Two points of a device with one name.
+    #[error("point name {0:?} is used twice in a device")]
+    DuplicatePoint(String),
     /// A device id or point name that is not a plain name ([`crate::is_plain_name`]).
     #[error("{what} {value:?} is not 1 to 64 letters, digits, '-' or '_'")]
     NotPlain {
@@ -109,8 +112,12 @@ impl Birth {
             if !devices.insert(device.id.as_str()) {
                 return Err(BirthError::DuplicateDevice(device.id.clone()));
             }
+            let mut names = std::collections::BTreeSet::new();
             for point in &device.points {
                 plain("point name", &point.name)?;
+                if !names.insert(point.name.as_str()) {
+                    return Err(BirthError::DuplicatePoint(point.name.clone()));
+                }
                 bounded_text("unit of measure", &point.unit, 16)?;
                 let slot = seen.get_mut(point.alias as usize).ok_or_else(|| BirthError::AliasOutOfRange {
                     alias: point.alias,
@@ -428,7 +435,10 @@ mod tests {
         assert_eq!(birth(&[]).check(), Ok(()));
         assert!(matches!(birth(&[u32::MAX]).check(), Err(BirthError::AliasOutOfRange { alias: u32::MAX, .. })));
         assert!(matches!(birth(&[0, 5_000_000]).check(), Err(BirthError::AliasOutOfRange { .. })));
-        assert_eq!(birth(&[0, 0]).check(), Err(BirthError::DuplicateAlias(0)));
+        let mut same_alias = birth(&[0, 1]);
+        same_alias.devices[0].points[1].alias = 0;
+        assert_eq!(same_alias.check(), Err(BirthError::DuplicateAlias(0)));
+        assert_eq!(birth(&[0, 0]).check(), Err(BirthError::DuplicatePoint("p0".into())));
         let mut twice = birth(&[0]);
         twice.devices.push(Device { id: "a".into(), ..Default::default() });
         assert_eq!(twice.check(), Err(BirthError::DuplicateDevice("a".into())));

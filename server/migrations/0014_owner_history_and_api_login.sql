@@ -24,19 +24,21 @@ update commands c set organisation_id = g.organisation_id
 update share_links l set organisation_id = g.organisation_id
     from units u join gateways g on g.id = u.gateway_id where u.id = l.unit_id;
 
--- Rows take their site's owner when they are made, whoever makes them.
+-- Rows take their site's owner when they are made, whoever makes them. The site's row is locked
+-- (for share) so that a change of owner cannot slip in between: a row made during a move gets
+-- the owner the move leaves behind it, or moves with it.
 create function chillcloud_owner_of_gateway() returns trigger
 language plpgsql as $$
 begin
-    new.organisation_id := (select organisation_id from gateways where id = new.gateway_id);
+    select organisation_id into new.organisation_id from gateways where id = new.gateway_id for share;
     return new;
 end
 $$;
 create function chillcloud_owner_of_unit() returns trigger
 language plpgsql as $$
 begin
-    new.organisation_id := (select g.organisation_id from units u join gateways g on g.id = u.gateway_id
-                            where u.id = new.unit_id);
+    select g.organisation_id into new.organisation_id from units u join gateways g on g.id = u.gateway_id
+        where u.id = new.unit_id for share of g;
     return new;
 end
 $$;
@@ -49,7 +51,7 @@ create trigger owner before insert on share_links for each row execute function 
 -- first owner adopts the site's earlier rows. It runs as the schema's owner: the administrator
 -- moving the site through the API may not update commands, and must not miss rows it cannot see.
 create function chillcloud_site_moved() returns trigger
-language plpgsql security definer set search_path from current as $$
+language plpgsql security definer set search_path = public, pg_temp as $$
 begin
     if new.organisation_id is not distinct from old.organisation_id then
         return new;
@@ -91,9 +93,23 @@ create policy tenant on share_links to chillcloud_api
     using (chillcloud_sees(organisation_id) and exists (select 1 from units u where u.id = share_links.unit_id));
 
 -- API requests log in as chillcloud_api itself (no superuser connection switching roles, which
--- a statement could undo), with a password the server sets at start. A request's statement
--- cannot run for more than 15 s, nor its transaction sit idle for more than a minute, so no
--- customer's request can hold a connection the others need.
-alter role chillcloud_api login;
-alter role chillcloud_api set statement_timeout = '15s';
-alter role chillcloud_api set idle_in_transaction_session_timeout = '60s';
+-- a statement could undo), with a password the server keeps here (readable by the schema's
+-- owner only: nothing is granted on it) and sets at start. A request's statement cannot run for
+-- more than 15 s, nor its transaction sit idle for more than a minute, so no customer's request
+-- can hold a connection the others need. Where the server's user may not alter roles, an
+-- administrator does this beforehand and gives the server `--api-database-url`.
+create table server_secrets (
+    name text primary key,
+    value text not null
+);
+-- Under row security with no policy, like every table: even a grant by mistake shows nothing.
+alter table server_secrets enable row level security;
+do $$
+begin
+    alter role chillcloud_api login;
+    alter role chillcloud_api set statement_timeout = '15s';
+    alter role chillcloud_api set idle_in_transaction_session_timeout = '60s';
+exception when insufficient_privilege then
+    raise notice 'chillcloud_api must be given LOGIN and its timeouts by an administrator';
+end
+$$;

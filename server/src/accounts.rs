@@ -323,6 +323,9 @@ enum Counted {
     Address(String),
     Login(String),
     Device(String),
+    /// Sign-ins with the right password: not failures, but not free either (each costs a
+    /// password check and a session).
+    SignedIn(String),
 }
 
 impl Counted {
@@ -330,6 +333,7 @@ impl Counted {
         match self {
             Counted::Address(_) => SignInLimiter::PER_ADDRESS,
             Counted::Login(_) | Counted::Device(_) => SignInLimiter::PER_LOGIN,
+            Counted::SignedIn(_) => SignInLimiter::SIGN_INS_PER_LOGIN,
         }
     }
 }
@@ -379,6 +383,8 @@ impl SignInLimiter {
     const PER_LOGIN: usize = 10;
     /// Attempts per address (or IPv6 /64) from unknown devices.
     const PER_ADDRESS: usize = 20;
+    /// Sign-ins with the right password per login, from anywhere.
+    const SIGN_INS_PER_LOGIN: usize = 60;
     /// Entries kept at most (about 100 bytes each). When full, what the window has passed goes
     /// first, then unknown logins, then the longest quiet; an attempt is never refused because
     /// the table is full.
@@ -400,11 +406,13 @@ impl SignInLimiter {
         }
     }
 
-    /// Counts an attempt; `false` (refuse it unchecked) when one of its limits is reached.
-    fn attempt(&self, counted: &[Counted]) -> bool {
+    /// Counts an attempt at `login`; `false` (refuse it unchecked) when one of its limits is
+    /// reached, or the login signed in too often lately.
+    fn attempt(&self, login: &str, counted: &[Counted]) -> bool {
         let mut attempts = self.attempts.lock().unwrap_or_else(|e| e.into_inner());
         let now = Instant::now();
-        for key in counted {
+        let signed_in = Counted::SignedIn(login.to_lowercase());
+        for key in counted.iter().chain([&signed_in]) {
             if let Some(entry) = attempts.get_mut(key) {
                 while entry.times.front().is_some_and(|t| now.duration_since(*t) >= Self::WINDOW) {
                     entry.times.pop_front();
@@ -453,8 +461,9 @@ impl SignInLimiter {
         let rank = |key: &Counted, entry: &Attempts| match key {
             Counted::Login(_) if entry.unknown_login => 0,
             Counted::Address(_) => 1,
-            Counted::Device(_) => 2,
-            Counted::Login(_) => 3,
+            Counted::SignedIn(_) => 2,
+            Counted::Device(_) => 3,
+            Counted::Login(_) => 4,
         };
         let mut order: Vec<(u8, Instant, Counted)> = attempts
             .iter()
@@ -476,8 +485,9 @@ impl SignInLimiter {
         }
     }
 
-    /// The right password: this attempt is not counted against anything.
-    fn succeeded(&self, counted: &[Counted]) {
+    /// This attempt is not a failure (the right password, or refused only because the server
+    /// was busy): it is taken back from every count.
+    fn forgive(&self, counted: &[Counted]) {
         let mut attempts = self.attempts.lock().unwrap_or_else(|e| e.into_inner());
         for key in counted {
             if let Some(entry) = attempts.get_mut(key) {
@@ -486,11 +496,23 @@ impl SignInLimiter {
         }
     }
 
+    /// The right password: forgiven as a failure, counted as a sign-in of `login`.
+    fn succeeded(&self, login: &str, counted: &[Counted]) {
+        self.forgive(counted);
+        let mut attempts = self.attempts.lock().unwrap_or_else(|e| e.into_inner());
+        attempts.entry(Counted::SignedIn(login.to_lowercase())).or_default().times.push_back(Instant::now());
+    }
+
     /// Checks `password` against `hash` on the password threads; without a hash (no such
     /// login), waits as long as a check takes instead.
     async fn check_password(&self, password: String, hash: Option<String>) -> Result<bool, ApiError> {
         use std::sync::atomic::Ordering::Relaxed;
         let Some(hash) = hash else {
+            // Busy exactly when a real check would be, so busy answers do not tell which
+            // logins exist.
+            if self.passwords.is_full() {
+                return Err(ApiError::Busy("password checks"));
+            }
             let typical = self.typical_check_micros.load(Relaxed);
             tokio::time::sleep(Duration::from_micros(typical)).await;
             return Ok(false);
@@ -517,6 +539,8 @@ enum PasswordJob {
 #[derive(Debug)]
 pub struct PasswordThreads {
     jobs: std::sync::mpsc::SyncSender<PasswordJob>,
+    /// Jobs submitted and not yet done.
+    pending: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 impl std::fmt::Debug for PasswordJob {
@@ -527,10 +551,11 @@ impl std::fmt::Debug for PasswordJob {
 
 impl Default for PasswordThreads {
     fn default() -> Self {
-        let (jobs, queue) = std::sync::mpsc::sync_channel::<PasswordJob>(16);
+        let (jobs, queue) = std::sync::mpsc::sync_channel::<PasswordJob>(Self::QUEUE);
         let queue = Arc::new(Mutex::new(queue));
+        let pending = Arc::new(std::sync::atomic::AtomicUsize::new(0));
         for n in 0..2 {
-            let queue = queue.clone();
+            let (queue, pending) = (queue.clone(), pending.clone());
             let spawned = std::thread::Builder::new().name(format!("password-{n}")).spawn(move || {
                 loop {
                     let job = match queue.lock().unwrap_or_else(|e| e.into_inner()).recv() {
@@ -546,19 +571,30 @@ impl Default for PasswordThreads {
                             let _ = answer.send(hash_password(&password));
                         }
                     }
+                    pending.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
                 }
             });
             if let Err(error) = spawned {
                 warn!(%error, "could not start a password thread");
             }
         }
-        Self { jobs }
+        Self { jobs, pending }
     }
 }
 
 impl PasswordThreads {
+    /// Jobs that may wait.
+    const QUEUE: usize = 16;
+
     fn submit(&self, job: PasswordJob) -> Result<(), ApiError> {
-        self.jobs.try_send(job).map_err(|_| ApiError::Busy("password checks"))
+        self.jobs.try_send(job).map_err(|_| ApiError::Busy("password checks"))?;
+        self.pending.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Whether a job submitted now would be refused (or very nearly).
+    fn is_full(&self) -> bool {
+        self.pending.load(std::sync::atomic::Ordering::Relaxed) >= Self::QUEUE
     }
 
     /// Whether `password` matches the PHC string `hash`.
@@ -829,7 +865,7 @@ pub(crate) async fn sign_in(
     let limiter = &state.sign_ins;
     let device = known_device(&headers, &state.paging.link_secret, &body.login);
     let counted = SignInLimiter::counted(&body.login, peer.ip(), device.as_deref());
-    if !limiter.attempt(&counted) {
+    if !limiter.attempt(&body.login, &counted) {
         state.metrics.sign_ins_limited.inc();
         if limiter.audit_refusal(&counted) {
             audit(&state.pool, None, &body.login, "sign-in", "", "rate-limited", &address).await;
@@ -838,6 +874,7 @@ pub(crate) async fn sign_in(
     }
     let lane = if device.is_some() { &limiter.known_devices } else { &limiter.strangers };
     let Ok(_handling) = lane.clone().try_acquire_owned() else {
+        limiter.forgive(&counted);
         state.metrics.requests_refused_by_bounds.inc();
         return Err(ApiError::Busy("sign-ins"));
     };
@@ -852,7 +889,14 @@ pub(crate) async fn sign_in(
     if user.is_none() {
         limiter.unknown_login(&counted);
     }
-    let matches = limiter.check_password(body.password.clone(), hash).await?;
+    let matches = match limiter.check_password(body.password.clone(), hash).await {
+        Ok(matches) => matches,
+        Err(busy) => {
+            limiter.forgive(&counted);
+            state.metrics.requests_refused_by_bounds.inc();
+            return Err(busy);
+        }
+    };
     let viewer = match (user, matches) {
         (Some(user), true) => user.viewer(Some(random_secret())),
         _ => None,
@@ -861,7 +905,7 @@ pub(crate) async fn sign_in(
         audit(&state.pool, None, &body.login, "sign-in", "", "refused", &address).await;
         return Err(ApiError::Unauthorized);
     };
-    limiter.succeeded(&counted);
+    limiter.succeeded(&body.login, &counted);
     let token = random_secret();
     sqlx::query(
         "insert into sessions (token_hash, user_id, csrf_token, expires_at)
@@ -871,6 +915,15 @@ pub(crate) async fn sign_in(
     .bind(viewer.user_id)
     .bind(viewer.csrf.as_deref())
     .bind(SESSION_DAYS as i32)
+    .execute(&state.pool)
+    .await?;
+    // A user keeps at most their 20 newest sessions (and no expired ones): signing in again and
+    // again cannot grow the table.
+    sqlx::query(
+        "delete from sessions where user_id = $1 and (expires_at <= now() or token_hash not in
+             (select token_hash from sessions where user_id = $1 order by expires_at desc limit 20))",
+    )
+    .bind(viewer.user_id)
     .execute(&state.pool)
     .await?;
     audit(&state.pool, Some(&viewer), &viewer.actor(), "sign-in", "", "ok", &address).await;
@@ -1558,20 +1611,26 @@ mod tests {
         let from = |n: u8| std::net::IpAddr::from([10, 0, 0, n]);
         let stranger = |n| SignInLimiter::counted("Owner@Example.com", from(n), None);
         // Guesses at one login from ten addresses: the login's limit, not each address's.
-        let allowed = (0..50).filter(|n| limiter.attempt(&stranger(n % 10))).count();
+        let allowed = (0..50).filter(|n| limiter.attempt("Owner@Example.com", &stranger(n % 10))).count();
         assert_eq!(allowed, SignInLimiter::PER_LOGIN);
-        assert!(!limiter.attempt(&SignInLimiter::counted("OWNER@example.com", from(99), None)));
+        assert!(!limiter.attempt("OWNER@example.com", &SignInLimiter::counted("OWNER@example.com", from(99), None)));
         // The owner's own browser is not locked out by them.
         let device = SignInLimiter::counted("owner@example.com", from(1), Some("phone"));
-        assert!(limiter.attempt(&device));
-        // A right password is not counted: signing in often never locks anyone out.
-        for _ in 0..3 * SignInLimiter::PER_LOGIN {
-            assert!(limiter.attempt(&device));
-            limiter.succeeded(&device);
+        assert!(limiter.attempt("owner@example.com", &device));
+        limiter.forgive(&device);
+        // A right password is not counted as a failure: signing in often locks nobody out of
+        // their guesses, but sign-ins themselves have a generous limit of their own.
+        for _ in 0..SignInLimiter::SIGN_INS_PER_LOGIN {
+            assert!(limiter.attempt("owner@example.com", &device));
+            limiter.succeeded("owner@example.com", &device);
         }
+        assert!(!limiter.attempt("owner@example.com", &device), "a sign-in past the limit");
         // One address spraying logins is stopped too.
         let allowed = (0..100)
-            .filter(|n| limiter.attempt(&SignInLimiter::counted(&format!("login-{n}"), from(200), None)))
+            .filter(|n| {
+                let login = format!("login-{n}");
+                limiter.attempt(&login, &SignInLimiter::counted(&login, from(200), None))
+            })
             .count();
         assert_eq!(allowed, SignInLimiter::PER_ADDRESS);
         // An IPv6 network counts as one address.
@@ -1584,15 +1643,16 @@ mod tests {
         let limiter = SignInLimiter::default();
         let owner = SignInLimiter::counted("owner", std::net::IpAddr::from([10, 0, 0, 1]), None);
         for _ in 0..SignInLimiter::PER_LOGIN {
-            assert!(limiter.attempt(&owner));
+            assert!(limiter.attempt("owner", &owner));
         }
         for n in 0..SignInLimiter::MAX_KEYS as u32 {
-            let counted = SignInLimiter::counted(&format!("nobody-{n}"), std::net::IpAddr::from(n.to_be_bytes()), None);
-            assert!(limiter.attempt(&counted), "attempt {n} refused");
+            let login = format!("nobody-{n}");
+            let counted = SignInLimiter::counted(&login, std::net::IpAddr::from(n.to_be_bytes()), None);
+            assert!(limiter.attempt(&login, &counted), "attempt {n} refused");
             limiter.unknown_login(&counted);
         }
         assert!(limiter.attempts.lock().expect("lock").len() <= SignInLimiter::MAX_KEYS);
-        assert!(!limiter.attempt(&owner), "the known login's count survived the flood");
+        assert!(!limiter.attempt("owner", &owner), "the known login's count survived the flood");
     }
 
     #[test]

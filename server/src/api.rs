@@ -125,6 +125,13 @@ impl Lane {
     }
 }
 
+/// A body sent chunk by chunk that keeps its place in a lane until the last chunk was taken.
+fn body_in_lane(chunks: impl Iterator<Item = axum::body::Bytes> + Send + 'static, place: InLane) -> axum::body::Body {
+    axum::body::Body::from_stream(futures_util::stream::unfold((chunks, place), |(mut chunks, place)| async move {
+        chunks.next().map(|chunk| (Ok::<_, std::convert::Infallible>(chunk), (chunks, place)))
+    }))
+}
+
 /// The one error type of the API. Each variant documents its status.
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
@@ -603,6 +610,8 @@ pub(crate) async fn point_history(
     Path(point_id): Path<i64>,
     Query(query): Query<HistoryQuery>,
 ) -> Result<Response, ApiError> {
+    // A turn first, then a connection: waiting must not hold one of the pool's few.
+    let place = state.history_lane.enter(&viewer.scope(), &state.metrics).await?;
     let mut tx = viewer.begin(&state.api_pool).await?;
     let exists: bool = sqlx::query_scalar("select exists (select 1 from points where id = $1)")
         .bind(point_id)
@@ -611,8 +620,7 @@ pub(crate) async fn point_history(
     if !exists {
         return Err(ApiError::NotFound);
     }
-    let _place = state.history_lane.enter(&viewer.scope(), &state.metrics).await?;
-    history_response(&mut tx, &[point_id], query).await
+    history_response(&mut tx, &[point_id], query, place).await
 }
 
 /// The history of every point of a unit.
@@ -636,6 +644,7 @@ pub(crate) async fn unit_history(
     Path(unit_id): Path<i64>,
     Query(query): Query<HistoryQuery>,
 ) -> Result<Response, ApiError> {
+    let place = state.history_lane.enter(&viewer.scope(), &state.metrics).await?;
     let mut tx = viewer.begin(&state.api_pool).await?;
     let point_ids: Vec<i64> = sqlx::query_scalar("select id from points where unit_id = $1 order by id")
         .bind(unit_id)
@@ -644,15 +653,19 @@ pub(crate) async fn unit_history(
     if point_ids.is_empty() {
         return Err(ApiError::NotFound);
     }
-    let _place = state.history_lane.enter(&viewer.scope(), &state.metrics).await?;
-    history_response(&mut tx, &point_ids, query).await
+    history_response(&mut tx, &point_ids, query, place).await
 }
 
 /// The history of points the viewer's transaction has found visible.
+///
+/// The answer's body holds `place` in the history lane until it has been sent: what a client
+/// has not read yet still counts against its customer (and a client that stops reading is cut
+/// off by the listener).
 async fn history_response(
     db: &mut sqlx::PgConnection,
     point_ids: &[i64],
     query: HistoryQuery,
+    place: InLane,
 ) -> Result<Response, ApiError> {
     let to = query.to.unwrap_or_else(Utc::now);
     let from = match query.from {
@@ -664,23 +677,24 @@ async fn history_response(
     match query.format.as_deref() {
         None | Some("json") => {
             let dropped = history::dropped(&mut *db, point_ids, from, to).await?;
-            // Up to 30 MB of JSON: written on a blocking thread, so the runtime's few workers
+            // Up to 12 MB of JSON: written on a blocking thread, so the runtime's few workers
             // keep serving everyone else meanwhile.
             let response = HistoryResponse { bucket, from, to, rows, dropped };
-            let body = tokio::task::spawn_blocking(move || serde_json::to_vec(&response))
+            let json = tokio::task::spawn_blocking(move || serde_json::to_vec(&response))
                 .await
                 .map_err(|e| ApiError::Internal(format!("writing history: {e}")))?
                 .map_err(|e| ApiError::Internal(format!("writing history: {e}")))?;
-            Ok(([(header::CONTENT_TYPE, "application/json")], body).into_response())
+            let json = axum::body::Bytes::from(json);
+            let chunks =
+                (0..json.len()).step_by(64 * 1024).map(move |at| json.slice(at..json.len().min(at + 64 * 1024)));
+            Ok(([(header::CONTENT_TYPE, "application/json")], body_in_lane(chunks, place)).into_response())
         }
         Some("csv") => Ok((
             [
                 (header::CONTENT_TYPE, "text/csv; charset=utf-8"),
                 (header::CONTENT_DISPOSITION, "attachment; filename=\"history.csv\""),
             ],
-            axum::body::Body::from_stream(futures_util::stream::iter(
-                history::csv_chunks(rows).map(Ok::<_, std::convert::Infallible>),
-            )),
+            body_in_lane(history::csv_chunks(rows).map(axum::body::Bytes::from), place),
         )
             .into_response()),
         Some(other) => Err(ApiError::BadRequest(format!("unknown format {other:?}: use json or csv"))),

@@ -75,6 +75,11 @@ pub struct StorageSettings {
     /// With TimescaleDB, drop raw readings older than this many days (default: keep them).
     #[arg(long, env = "CHILLCLOUD_RETENTION_DAYS")]
     pub retention_days: Option<u64>,
+    /// PostgreSQL URL of the role `chillcloud_api`, for API requests, where an administrator
+    /// manages that role; without it the server sets the role's password itself (which needs
+    /// CREATEROLE) and derives the URL from `--database-url`.
+    #[arg(long, env = "CHILLCLOUD_API_DATABASE_URL", hide_env_values = true)]
+    pub api_database_url: Option<String>,
 }
 
 /// Settings of `chillcloud-server serve`.
@@ -138,17 +143,14 @@ impl Database {
         let pool = pool_options.connect_with(options.clone()).await?;
         store::MIGRATOR.run(&pool).await?;
         // API requests log in as `chillcloud_api` (created by the migrations), not as the owner
-        // switching roles. Its password is derived from the owner's URL, so every server
-        // process against this database sets the same one.
-        let api_password = api_login_password(storage.database_url.as_deref().unwrap_or("embedded"));
-        sqlx::query(sqlx::AssertSqlSafe(format!("alter role chillcloud_api password '{api_password}'")))
-            .execute(&pool)
-            .await
-            .map_err(|e| {
-                Error::Config(format!(
-                    "the database user cannot set the password of the role chillcloud_api (it needs CREATEROLE): {e}"
-                ))
-            })?;
+        // switching roles.
+        let api_options = match &storage.api_database_url {
+            Some(url) => url.parse::<sqlx::postgres::PgConnectOptions>()?,
+            None => {
+                let password = api_login_password(&pool).await?;
+                options.clone().username("chillcloud_api").password(&password)
+            }
+        };
         let api_pool = PgPoolOptions::new()
             .max_connections(8)
             .acquire_timeout(Duration::from_secs(10))
@@ -157,7 +159,7 @@ impl Database {
                     sqlx::Executor::execute(&mut *connection, "set chillcloud.scope = 'none'").await.map(drop)
                 })
             })
-            .connect_lazy_with(options.username("chillcloud_api").password(&api_password));
+            .connect_lazy_with(api_options);
         let retention = storage.retention_days.map(|days| Duration::from_secs(days * 86_400));
         let mode = timescale::prepare(&pool, retention).await;
         info!(embedded = embedded.is_some(), %mode, "database ready");
@@ -234,13 +236,63 @@ async fn sync_broker_passwords(
     }
 }
 
-/// The password of `chillcloud_api`: an HMAC of the owner's database URL (which holds the
-/// owner's password), in hex, so it is as secret as that and the same in every process.
-fn api_login_password(owner_url: &str) -> String {
+/// Sets the password of `chillcloud_api` and returns it. The password is random, made once and
+/// kept in `server_secrets` (nothing is granted on it: only the schema's owner reads it), so every
+/// server process against this database uses the same. It is set as a SCRAM verifier computed
+/// here, so the statement (which a server may log) does not hold the password.
+async fn api_login_password(pool: &PgPool) -> Result<String> {
+    sqlx::query(
+        "insert into server_secrets (name, value) values ('chillcloud_api password', $1) on conflict do nothing",
+    )
+    .bind(random_token())
+    .execute(pool)
+    .await?;
+    let password: String =
+        sqlx::query_scalar("select value from server_secrets where name = 'chillcloud_api password'")
+            .fetch_one(pool)
+            .await?;
+    let verifier = scram_verifier(&password, &rand::random::<[u8; 16]>());
+    sqlx::query(sqlx::AssertSqlSafe(format!("alter role chillcloud_api password '{verifier}'")))
+        .execute(pool)
+        .await
+        .map_err(|e| {
+            Error::Config(format!(
+                "the database user cannot set the password of the role chillcloud_api (it needs CREATEROLE; or \
+                 have an administrator set it and give --api-database-url): {e}"
+            ))
+        })?;
+    Ok(password)
+}
+
+/// PostgreSQL's stored form of a SCRAM-SHA-256 password (RFC 5802, 7677): the salted password
+/// by PBKDF2-HMAC-SHA-256 with 4,096 iterations, and from it the stored and server keys.
+fn scram_verifier(password: &str, salt: &[u8]) -> String {
+    use base64::{Engine as _, engine::general_purpose::STANDARD};
     use hmac::{Hmac, KeyInit, Mac};
-    let mut mac = Hmac::<sha2::Sha256>::new_from_slice(owner_url.as_bytes()).expect("HMAC takes any key");
-    mac.update(b"chillcloud_api login");
-    hex::encode(mac.finalize().into_bytes())
+    use sha2::{Digest, Sha256};
+    const ITERATIONS: u32 = 4096;
+    let hmac = |key: &[u8], data: &[&[u8]]| {
+        let mut mac = Hmac::<Sha256>::new_from_slice(key).expect("HMAC takes any key");
+        for part in data {
+            mac.update(part);
+        }
+        mac.finalize().into_bytes()
+    };
+    // PBKDF2 with one block: the output is as long as the hash.
+    let mut block = hmac(password.as_bytes(), &[salt, &1u32.to_be_bytes()]);
+    let mut salted = block;
+    for _ in 1..ITERATIONS {
+        block = hmac(password.as_bytes(), &[&block]);
+        salted.iter_mut().zip(&block).for_each(|(s, b)| *s ^= b);
+    }
+    let stored_key = Sha256::digest(hmac(&salted, &[b"Client Key"]));
+    let server_key = hmac(&salted, &[b"Server Key"]);
+    format!(
+        "SCRAM-SHA-256${ITERATIONS}:{}${}:{}",
+        STANDARD.encode(salt),
+        STANDARD.encode(stored_key),
+        STANDARD.encode(server_key)
+    )
 }
 
 fn random_token() -> String {
@@ -402,4 +454,21 @@ pub async fn serve(settings: ServeSettings, listener: TcpListener, shutdown: Can
     database.close(true).await;
     info!("server stopped");
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_scram_verifier_is_what_postgresql_stores() {
+        use base64::{Engine as _, engine::general_purpose::STANDARD};
+        // The salt of RFC 7677's example; the keys computed independently (Python's hashlib).
+        let salt = STANDARD.decode("W22ZaJ0SNY7soEsUEjb6gQ==").expect("base64");
+        assert_eq!(
+            scram_verifier("pencil", &salt),
+            "SCRAM-SHA-256$4096:W22ZaJ0SNY7soEsUEjb6gQ==$WG5d8oPm3OtcPnkdi4Uo7BkeZkBFzpcXkuLmtbsT4qY=:\
+             wfPLwcE6nTWhTAmQ7tl2KeoiWGPlZqQxSrmfPwDl2dU="
+        );
+    }
 }

@@ -146,6 +146,11 @@ pub async fn store_birth(
     gateway: &GatewayId,
     birth: &Birth,
 ) -> sqlx::Result<Result<AliasTable, SiteFull>> {
+    // Refused before any work when the birth alone is past the bounds.
+    let announced = birth.devices.iter().map(|d| d.points.len()).sum::<usize>() as i64;
+    if birth.devices.len() as i64 > MAX_UNITS_PER_GATEWAY || announced > MAX_POINTS_PER_GATEWAY {
+        return Ok(Err(SiteFull { units: birth.devices.len() as i64, points: announced }));
+    }
     let mut tx = pool.begin().await?;
     let current: Option<i64> = sqlx::query_scalar("select session from gateways where id = $1 for update")
         .bind(gateway.as_str())
@@ -160,9 +165,10 @@ pub async fn store_birth(
              on conflict (gateway_id, device_key) do update set gateway_id = units.gateway_id
              returning id",
             "insert into points (unit_id, name, unit_of_measure, decimals, writable, write_min, write_max, write_step)
-             values ($1, $2, $3, $4, $5, $6, $7, $8)
+             select $1, * from unnest($2::text[], $3::text[], $4::int[], $5::bool[], $6::float8[], $7::float8[],
+                                      $8::float8[])
              on conflict (unit_id, name) do update set unit_id = points.unit_id
-             returning id",
+             returning id, name",
         )
     } else {
         (
@@ -172,11 +178,12 @@ pub async fn store_birth(
                  attributes = units.attributes || excluded.attributes
              returning id",
             "insert into points (unit_id, name, unit_of_measure, decimals, writable, write_min, write_max, write_step)
-             values ($1, $2, $3, $4, $5, $6, $7, $8)
+             select $1, * from unnest($2::text[], $3::text[], $4::int[], $5::bool[], $6::float8[], $7::float8[],
+                                      $8::float8[])
              on conflict (unit_id, name) do update
              set unit_of_measure = excluded.unit_of_measure, decimals = excluded.decimals, writable = excluded.writable,
                  write_min = excluded.write_min, write_max = excluded.write_max, write_step = excluded.write_step
-             returning id",
+             returning id, name",
         )
     };
     let points = birth.devices.iter().map(|d| d.points.len()).sum();
@@ -190,19 +197,22 @@ pub async fn store_birth(
             .bind(sqlx::types::Json(&device.attributes))
             .fetch_one(&mut *tx)
             .await?;
+        // One statement per device, not per point: a large birth must not hold ingest up.
+        let column = |f: fn(&chillcloud_proto::PointInfo) -> String| device.points.iter().map(f).collect::<Vec<_>>();
+        let ids: Vec<(i64, String)> = sqlx::query_as(point_sql)
+            .bind(unit_id)
+            .bind(column(|p| p.name.clone()))
+            .bind(column(|p| p.unit.clone()))
+            .bind(device.points.iter().map(|p| p.decimals).collect::<Vec<i32>>())
+            .bind(device.points.iter().map(|p| p.writable).collect::<Vec<bool>>())
+            .bind(device.points.iter().map(|p| p.min).collect::<Vec<Option<f64>>>())
+            .bind(device.points.iter().map(|p| p.max).collect::<Vec<Option<f64>>>())
+            .bind(device.points.iter().map(|p| p.step).collect::<Vec<Option<f64>>>())
+            .fetch_all(&mut *tx)
+            .await?;
+        let ids: HashMap<String, i64> = ids.into_iter().map(|(id, name)| (name, id)).collect();
         for point in &device.points {
-            let point_id: i64 = sqlx::query_scalar(point_sql)
-                .bind(unit_id)
-                .bind(&point.name)
-                .bind(&point.unit)
-                .bind(point.decimals)
-                .bind(point.writable)
-                .bind(point.min)
-                .bind(point.max)
-                .bind(point.step)
-                .fetch_one(&mut *tx)
-                .await?;
-            if let Some(slot) = table.points.get_mut(point.alias as usize) {
+            if let (Some(slot), Some(&point_id)) = (table.points.get_mut(point.alias as usize), ids.get(&point.name)) {
                 *slot = Some((point_id, point.decimals));
             }
         }
@@ -227,6 +237,15 @@ pub async fn store_birth(
     .bind(birth.session as i64)
     .bind(time_from_ms(birth.time_ms))
     .bind(&point_ids)
+    .execute(&mut *tx)
+    .await?;
+    // The newest 100 sessions are kept: enough for any backlog (a gateway restarts a few times a
+    // year), and a gateway that keeps starting new ones cannot grow the table.
+    sqlx::query(
+        "delete from gateway_sessions where gateway_id = $1 and session not in
+             (select session from gateway_sessions where gateway_id = $1 order by session desc limit 100)",
+    )
+    .bind(gateway.as_str())
     .execute(&mut *tx)
     .await?;
     sqlx::query(

@@ -2,7 +2,8 @@
 //! [`INGEST_STALLED_AFTER_MS`](crate::api::INGEST_STALLED_AFTER_MS) (the broker unreachable or
 //! refusing the subscriptions, or every batch failing to commit), no reading is stored and no
 //! alarm can be raised for any customer: a service alarm pages every person on a site's
-//! service team, once per stall, through the outbox like any other page. `/health` answers 503
+//! service team through the outbox like any other page, once per stall and at most once an hour
+//! (keyed by the hour, so several server processes stalled together page once). `/health` answers 503
 //! meanwhile. With the database itself down nothing can be paged from here; `/health` and the
 //! log are then what an outside monitor sees.
 
@@ -57,7 +58,7 @@ pub async fn run(pool: PgPool, paging: Paging, metrics: Arc<Metrics>, shutdown: 
 }
 
 /// Enqueues the service alarm for everyone on any site's service team; returns how many
-/// messages were new (a replica that already paged for this stall adds none).
+/// messages were new (another process that already paged this hour adds none).
 async fn page_service_team(pool: &PgPool, stall: Stall, since_ms: i64) -> sqlx::Result<usize> {
     let team: Vec<(i64, String, String)> = sqlx::query_as(
         "select distinct p.id, p.phone, p.language from site_contacts c join people p on p.id = c.person_id
@@ -86,7 +87,7 @@ async fn page_service_team(pool: &PgPool, stall: Stall, since_ms: i64) -> sqlx::
             ),
         };
         let message = NewMessage {
-            idempotency_key: format!("service-ingest-stalled-{since_ms}-person-{person}"),
+            idempotency_key: format!("service-ingest-stalled-{}-person-{person}", since_ms / 3_600_000),
             alarm_id: None,
             ticket_id: None,
             person_id: person,

@@ -570,6 +570,22 @@ async fn s1_share_links_and_history_stay_with_the_owner_after_a_site_transfer() 
     })
     .await;
 
+    // And an alarm still active when the site moves, acknowledged by A's owner.
+    let warm = json!({"title": "Warm", "title_zh": "偏热", "grade": 3, "kind": "condition", "when": "p1 > 50"});
+    let (status, body) =
+        stack.api().send(Method::PUT, &format!("/api/v1/gateways/{}/rules/warm", stack.gateway_id), warm).await;
+    assert_eq!(status, 200, "{body}");
+    let data = gateway.data_at(chrono::Utc::now().timestamp_millis(), &[(1, 60.0)]);
+    gateway.publish_data(&data).await;
+    let open = wait_for("the open alarm", Duration::from_secs(30), || async {
+        let alarms = stack.api().get(&format!("/api/v1/alarms?gateway={}", stack.gateway_id)).await?;
+        alarms.as_array()?.iter().find(|a| a["id"].as_i64() != Some(alarm)).and_then(|a| a["id"].as_i64())
+    })
+    .await;
+    let (status, body) =
+        owner_a.request(Method::POST, &format!("/api/v1/alarms/{open}/acknowledge"), Some(json!({})), true).await;
+    assert!(status < 300, "{status} {body}");
+
     // The site moves to B.
     let moved = json!({"organisation_id": customer_b});
     let (status, body) =
@@ -592,6 +608,10 @@ async fn s1_share_links_and_history_stay_with_the_owner_after_a_site_transfer() 
         assert_eq!(status, 200, "{path}: {body}");
         assert!(!body.to_string().contains("owner-a"), "{path} shows A's people to B: {body}");
     }
+    // What is wrong now moves with the site, without A's names.
+    let (status, moved_alarm) = owner_b.get(&format!("/api/v1/alarms/{open}")).await;
+    assert_eq!(status, 200, "the open alarm moved to B: {moved_alarm}");
+    assert_eq!(moved_alarm["acknowledged_by"], "previous owner", "{moved_alarm}");
     // The service organisation keeps the whole record.
     assert_eq!(
         stack.api().get(&format!("/api/v1/units/{unit}/commands")).await.map(|c| c.as_array().map(Vec::len)),
@@ -604,7 +624,11 @@ async fn s1_share_links_and_history_stay_with_the_owner_after_a_site_transfer() 
     gateway.publish_data(&data).await;
     wait_for("B to see the new episode", Duration::from_secs(30), || async {
         let (_, alarms) = owner_b.get("/api/v1/alarms").await;
-        alarms.as_array()?.iter().any(|a| a["id"].as_i64() != Some(alarm)).then_some(())
+        alarms
+            .as_array()?
+            .iter()
+            .any(|a| a["id"].as_i64() != Some(alarm) && a["id"].as_i64() != Some(open))
+            .then_some(())
     })
     .await;
     let (status, share) = owner_b
