@@ -385,9 +385,8 @@ impl SignInLimiter {
     const PER_ADDRESS: usize = 20;
     /// Sign-ins with the right password per login, from anywhere.
     const SIGN_INS_PER_LOGIN: usize = 60;
-    /// Entries kept at most (about 100 bytes each). When full, what the window has passed goes
-    /// first, then unknown logins, then the longest quiet; an attempt is never refused because
-    /// the table is full.
+    /// Entries kept at most (about 100 bytes each). When full, room is made as
+    /// [`SignInLimiter::make_room`] says; an attempt is never refused because the table is full.
     const MAX_KEYS: usize = 100_000;
 
     fn counted(login: &str, address: std::net::IpAddr, device: Option<&str>) -> Vec<Counted> {
@@ -541,12 +540,6 @@ pub struct PasswordThreads {
     jobs: std::sync::mpsc::SyncSender<PasswordJob>,
     /// Jobs submitted and not yet done.
     pending: Arc<std::sync::atomic::AtomicUsize>,
-}
-
-impl std::fmt::Debug for PasswordJob {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("password job")
-    }
 }
 
 impl Default for PasswordThreads {

@@ -186,8 +186,7 @@ pub async fn store_birth(
              returning id, name",
         )
     };
-    let points = birth.devices.iter().map(|d| d.points.len()).sum();
-    let mut table = AliasTable { points: vec![None; points] };
+    let mut table = AliasTable { points: vec![None; announced as usize] };
     for device in &birth.devices {
         let unit_id: i64 = sqlx::query_scalar(unit_sql)
             .bind(gateway.as_str())
@@ -198,11 +197,10 @@ pub async fn store_birth(
             .fetch_one(&mut *tx)
             .await?;
         // One statement per device, not per point: a large birth must not hold ingest up.
-        let column = |f: fn(&chillcloud_proto::PointInfo) -> String| device.points.iter().map(f).collect::<Vec<_>>();
         let ids: Vec<(i64, String)> = sqlx::query_as(point_sql)
             .bind(unit_id)
-            .bind(column(|p| p.name.clone()))
-            .bind(column(|p| p.unit.clone()))
+            .bind(device.points.iter().map(|p| p.name.as_str()).collect::<Vec<&str>>())
+            .bind(device.points.iter().map(|p| p.unit.as_str()).collect::<Vec<&str>>())
             .bind(device.points.iter().map(|p| p.decimals).collect::<Vec<i32>>())
             .bind(device.points.iter().map(|p| p.writable).collect::<Vec<bool>>())
             .bind(device.points.iter().map(|p| p.min).collect::<Vec<Option<f64>>>())

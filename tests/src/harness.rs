@@ -659,6 +659,11 @@ impl Stack {
     /// administrator would: a customer organisation, the site given to it, an invitation
     /// taken up. Returns the organisation's id.
     pub async fn site_owner(&self, login: &str, name: &str, password: &str) -> i64 {
+        self.owner_of(self.gateway_id, login, name, password).await
+    }
+
+    /// Like [`Stack::site_owner`], for the site of `gateway`.
+    pub async fn owner_of(&self, gateway: &str, login: &str, name: &str, password: &str) -> i64 {
         use reqwest::Method;
         let api = self.api();
         let (status, customer) = api
@@ -666,7 +671,7 @@ impl Stack {
             .await;
         assert_eq!(status, 200, "{customer}");
         let organisation = customer["id"].as_i64().expect("organisation id");
-        let path = format!("/api/v1/gateways/{}/organisation", self.gateway_id);
+        let path = format!("/api/v1/gateways/{gateway}/organisation");
         let (status, body) = api.send(Method::PUT, &path, serde_json::json!({"organisation_id": organisation})).await;
         assert_eq!(status, 204, "{body}");
         let user = serde_json::json!({"login": login, "name": name, "role": "owner", "organisation_id": organisation});

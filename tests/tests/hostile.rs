@@ -60,6 +60,53 @@ impl Probe {
     }
 }
 
+impl Probe {
+    /// `times` readings in a row stored within 2 s each, a fifth of a second apart.
+    async fn keeps_storing(&mut self, times: usize) {
+        for _ in 0..times {
+            self.stored_within_2s().await;
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+}
+
+/// Two sites: a stack with `gw-other` besides `gw-stack`, the hostile gateway on `gw-stack`, and
+/// the probe on `gw-other`, its first reading already stored.
+async fn two_sites() -> (Stack, sqlx::PgPool, FakeGateway, Probe) {
+    let stack = Stack::start_with_sites(&[OTHER], &[]).await;
+    let pool = stack.postgres.pool().await;
+    let hostile = stack.gateway(2).await;
+    let mut probe = Probe::start(&stack).await;
+    probe.stored_within_2s().await;
+    (stack, pool, hostile, probe)
+}
+
+/// Waits until `count` messages are dead-lettered.
+async fn wait_dead_letters(pool: &sqlx::PgPool, count: usize, what: &str) {
+    wait_for(what, Duration::from_secs(30), || async { (dead_letters(pool).await.len() == count).then_some(()) }).await;
+}
+
+/// A value of the server's metrics.
+async fn metric(stack: &Stack, name: &str) -> f64 {
+    let metrics = stack.api().get_raw("/metrics").await.1;
+    metrics
+        .lines()
+        .find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or_else(|| panic!("{name} in {metrics}"))
+}
+
+/// A person on the service team of `gateway`'s site; returns their id.
+async fn service_engineer(stack: &Stack, gateway: &str, phone: &str) -> Value {
+    let api = stack.api();
+    let person = json!({"name": "engineer", "phone": phone, "language": "en"});
+    let (status, person) = api.send(Method::POST, "/api/v1/people", person).await;
+    assert_eq!(status, 200, "{person}");
+    let contact = json!({"person_id": person["id"], "role": "service"});
+    let (status, body) = api.send(Method::POST, &format!("/api/v1/gateways/{gateway}/contacts"), contact).await;
+    assert_eq!(status, 200, "{body}");
+    person["id"].clone()
+}
+
 async fn dead_letters(pool: &sqlx::PgPool) -> Vec<String> {
     sqlx::query_scalar("select reason from dead_letters order by id").fetch_all(pool).await.expect("dead letters")
 }
@@ -77,38 +124,24 @@ async fn restart_server(stack: &mut Stack) {
 #[tokio::test(flavor = "multi_thread")]
 async fn r5_an_oversized_message_is_dead_lettered_and_ingest_goes_on() {
     let _turn = LOADING.lock().await;
-    let mut stack = Stack::start_with_sites(&[OTHER], &[]).await;
-    let pool = stack.postgres.pool().await;
-    let mut hostile = stack.gateway(2).await;
-    let mut probe = Probe::start(&stack).await;
-    probe.stored_within_2s().await;
+    let (mut stack, pool, mut hostile, mut probe) = two_sites().await;
 
     // Past the payload limit, within the packet limit: it reaches the server, which refuses it,
     // keeps a sample and acknowledges it.
     hostile.publish_raw(MessageKind::Data, vec![0x55; 600_000]).await;
     hostile.wait_acked(Duration::from_secs(30)).await;
-    wait_for("the 600 KB message dead-lettered", Duration::from_secs(30), || async {
-        (dead_letters(&pool).await.len() == 1).then_some(())
-    })
-    .await;
+    wait_dead_letters(&pool, 1, "the 600 KB message dead-lettered").await;
     probe.stored_within_2s().await;
-    let metrics = stack.api().get_raw("/metrics").await.1;
-    assert!(metrics.contains("chillcloud_mqtt_messages_rejected_total 1\n"), "{metrics}");
+    assert_eq!(metric(&stack, "chillcloud_mqtt_messages_rejected_total").await, 1.0);
 
     // 10 MB: the broker drops the sender's connection (and again at each of its reconnections,
     // which resend it); nothing of it reaches the server, and nobody else notices.
     hostile.publish_raw(MessageKind::Data, vec![0x55; 10_000_000]).await;
-    for _ in 0..10 {
-        probe.stored_within_2s().await;
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    probe.keeps_storing(10).await;
 
     // A restart changes nothing: nothing poisonous waits in the server's session.
     restart_server(&mut stack).await;
-    for _ in 0..10 {
-        probe.stored_within_2s().await;
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    probe.keeps_storing(10).await;
     let reasons = dead_letters(&pool).await;
     assert_eq!(reasons.len(), 1, "the refused message was acknowledged, not redelivered: {reasons:?}");
     assert!(reasons[0].contains("payload of 600000 bytes exceeds the limit"), "{reasons:?}");
@@ -120,11 +153,7 @@ async fn r5_an_oversized_message_is_dead_lettered_and_ingest_goes_on() {
 #[tokio::test(flavor = "multi_thread")]
 async fn r5_a_birth_with_huge_aliases_is_refused_and_the_server_stays_up() {
     let _turn = LOADING.lock().await;
-    let mut stack = Stack::start_with_sites(&[OTHER], &[]).await;
-    let pool = stack.postgres.pool().await;
-    let mut hostile = stack.gateway(2).await;
-    let mut probe = Probe::start(&stack).await;
-    probe.stored_within_2s().await;
+    let (mut stack, pool, mut hostile, mut probe) = two_sites().await;
 
     // 53 bytes that once asked for 96 GiB, retained so that every subscription gets it again.
     let mut birth = numbered_birth(2, 1);
@@ -145,10 +174,7 @@ async fn r5_a_birth_with_huge_aliases_is_refused_and_the_server_stays_up() {
     birth.devices[0].points[0].alias = u32::MAX;
     hostile.publish_retained(MessageKind::Birth, birth.encode_to_vec()).await;
     hostile.wait_acked(Duration::from_secs(30)).await;
-    wait_for("the three births refused", Duration::from_secs(30), || async {
-        (dead_letters(&pool).await.len() == 3).then_some(())
-    })
-    .await;
+    wait_dead_letters(&pool, 3, "the three births refused").await;
     let reasons = dead_letters(&pool).await;
     assert!(reasons[0].contains("alias 5000000 of point \"p0\" is not below the birth's 1 points"), "{reasons:?}");
     assert!(reasons[1].contains("would have 1001 units"), "{reasons:?}");
@@ -158,10 +184,7 @@ async fn r5_a_birth_with_huge_aliases_is_refused_and_the_server_stays_up() {
 
     // The retained birth comes again with the new subscription: refused again, nothing more.
     restart_server(&mut stack).await;
-    wait_for("the retained birth refused again", Duration::from_secs(30), || async {
-        (dead_letters(&pool).await.len() == 4).then_some(())
-    })
-    .await;
+    wait_dead_letters(&pool, 4, "the retained birth refused again").await;
     probe.stored_within_2s().await;
     let units: i64 = sqlx::query_scalar("select count(*) from units where gateway_id = 'gw-stack'")
         .fetch_one(&pool)
@@ -190,15 +213,16 @@ async fn sign_in(
     request.send().await
 }
 
-fn device_cookie(response: &reqwest::Response) -> String {
+/// The `name=value` pair of the cookie `name` an answer sets.
+fn set_cookie(response: &reqwest::Response, name: &str) -> String {
     response
         .headers()
         .get_all("set-cookie")
         .iter()
         .filter_map(|v| v.to_str().ok())
-        .find(|c| c.starts_with("chillcloud_device="))
+        .find(|c| c.strip_prefix(name).is_some_and(|rest| rest.starts_with('=')))
         .and_then(|c| c.split(';').next())
-        .expect("a device cookie")
+        .unwrap_or_else(|| panic!("a cookie {name}"))
         .to_owned()
 }
 
@@ -213,9 +237,8 @@ async fn r5_a_sign_in_flood_keeps_memory_bounded_and_real_users_signing_in() {
         .await
         .expect("sign in");
     assert_eq!(first.status(), 200);
-    let device = device_cookie(&first);
+    let device = set_cookie(&first, "chillcloud_device");
     let before = server_rss(&stack);
-    eprintln!("server RSS before the flood: {} MB", before >> 20);
 
     // 48 clients from 2,500 loopback addresses, each with a login of its own, each giving up
     // after 0.3 s (once 6.8 GB of password checks left behind by clients that had gone).
@@ -265,11 +288,7 @@ async fn r5_a_sign_in_flood_keeps_memory_bounded_and_real_users_signing_in() {
         (response.status() == 200).then_some(())
     })
     .await;
-    let metrics = stack.api().get_raw("/metrics").await.1;
-    let refused: f64 = metrics
-        .lines()
-        .find_map(|l| l.strip_prefix("chillcloud_http_requests_refused_by_bounds_total ")?.parse().ok())
-        .expect("the bounds counter");
+    let refused = metric(&stack, "chillcloud_http_requests_refused_by_bounds_total").await;
     println!(
         "flood: {sent} sign-ins sent, {refused} refused by bounds, server RSS {} MB before, peak {} MB",
         before >> 20,
@@ -277,41 +296,15 @@ async fn r5_a_sign_in_flood_keeps_memory_bounded_and_real_users_signing_in() {
     );
 }
 
-/// A customer organisation owning `gateway`, and a signed-in owner of it: (cookie, csrf).
-async fn customer(stack: &Stack, gateway: &str, login: &str) -> (String, String) {
-    let api = stack.api();
-    let (status, organisation) =
-        api.send(Method::POST, "/api/v1/organisations", json!({"name": login, "kind": "customer"})).await;
-    assert_eq!(status, 200, "{organisation}");
-    let id = organisation["id"].as_i64().expect("id");
-    let (status, body) = api
-        .send(Method::PUT, &format!("/api/v1/gateways/{gateway}/organisation"), json!({"organisation_id": id}))
-        .await;
-    assert_eq!(status, 204, "{body}");
-    let user = json!({"login": login, "name": login, "role": "owner", "organisation_id": id});
-    let (status, invited) = api.send(Method::POST, "/api/v1/users", user).await;
-    assert_eq!(status, 200, "{invited}");
-    let url = invited["invitation_url"].as_str().expect("invitation url");
-    let (_, secret) = url.split_once("/invite/").expect("an invitation link");
+/// A customer organisation owning `gateway`, and its owner signed in: the session cookie.
+async fn customer(stack: &Stack, gateway: &str, login: &str) -> String {
+    stack.owner_of(gateway, login, login, "a long password").await;
     let base = format!("http://{}", stack.http);
-    let client = reqwest::Client::new();
-    let taken = client.post(format!("{base}/invite/{secret}")).form(&[("password", "a long password")]).send().await;
-    assert_eq!(taken.expect("take up the invitation").status(), 200);
     let local = std::net::IpAddr::from([127, 0, 0, 1]);
     let response =
         sign_in(&base, local, login, "a long password", None, Duration::from_secs(10)).await.expect("sign in");
     assert_eq!(response.status(), 200);
-    let cookie = response
-        .headers()
-        .get_all("set-cookie")
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .find(|c| c.starts_with("chillcloud_session="))
-        .and_then(|c| c.split(';').next())
-        .expect("a session cookie")
-        .to_owned();
-    let body: Value = response.json().await.expect("session");
-    (cookie, body["csrf_token"].as_str().expect("csrf").to_owned())
+    set_cookie(&response, "chillcloud_session")
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -326,8 +319,8 @@ async fn r5_history_requests_are_bounded_and_other_customers_are_served() {
         api.get("/api/v1/units").await.filter(|u| u.as_array().is_some_and(|a| a.len() == 2))
     })
     .await;
-    let (a_cookie, _) = customer(&stack, stack.gateway_id, "a@example.com").await;
-    let (b_cookie, _) = customer(&stack, OTHER, "b@example.com").await;
+    let a_cookie = customer(&stack, stack.gateway_id, "a@example.com").await;
+    let b_cookie = customer(&stack, OTHER, "b@example.com").await;
     let base = format!("http://{}", stack.http);
     let client = reqwest::Client::new();
     let units: Value = client
@@ -402,13 +395,7 @@ async fn r5_history_requests_are_bounded_and_other_customers_are_served() {
 async fn r5_a_stalled_ingest_turns_health_unhealthy_and_pages_the_service_team() {
     let mut stack = Stack::start().await;
     let api = stack.api();
-    let person = json!({"name": "engineer", "phone": "+8613800000009", "language": "en"});
-    let (status, person) = api.send(Method::POST, "/api/v1/people", person).await;
-    assert_eq!(status, 200, "{person}");
-    let contact = json!({"person_id": person["id"], "role": "service"});
-    let path = format!("/api/v1/gateways/{}/contacts", stack.gateway_id);
-    let (status, body) = api.send(Method::POST, &path, contact).await;
-    assert_eq!(status, 200, "{body}");
+    service_engineer(&stack, stack.gateway_id, "+8613800000009").await;
     let service_pages = || async {
         let outbox = api.get("/api/v1/outbox?limit=1000").await.expect("outbox");
         outbox
@@ -433,11 +420,7 @@ async fn r5_a_stalled_ingest_turns_health_unhealthy_and_pages_the_service_team()
     })
     .await;
     assert!(page["body"].as_str().expect("body").contains("ingest stalled since"), "{page}");
-    let metrics = api.get_raw("/metrics").await.1;
-    let stalled: f64 = metrics
-        .lines()
-        .find_map(|l| l.strip_prefix("chillcloud_ingest_stalled_seconds ")?.parse().ok())
-        .expect("the stall gauge");
+    let stalled = metric(&stack, "chillcloud_ingest_stalled_seconds").await;
     assert!(stalled >= 30.0, "{stalled}");
 
     // Back: healthy again, and one page for the one stall.
@@ -508,19 +491,10 @@ fn hostile_message(rng: &mut rand::rngs::StdRng, gateway: &mut FakeGateway) -> (
 async fn r5_hostile_gateway_soak() {
     use rand::SeedableRng;
     let _turn = LOADING.lock().await;
-    let stack = Stack::start_with_sites(&[OTHER], &[]).await;
+    let (stack, pool, mut hostile, mut probe) = two_sites().await;
     let api = stack.api();
-    let pool = stack.postgres.pool().await;
-    let mut hostile = stack.gateway(2).await;
-    let mut probe = Probe::start(&stack).await;
-    probe.stored_within_2s().await;
     // The other site: a person on its service team and a rule that pages them.
-    let person = json!({"name": "engineer", "phone": "+8613800000007", "language": "en"});
-    let (status, person) = api.send(Method::POST, "/api/v1/people", person).await;
-    assert_eq!(status, 200, "{person}");
-    let contact = json!({"person_id": person["id"], "role": "service"});
-    let (status, body) = api.send(Method::POST, &format!("/api/v1/gateways/{OTHER}/contacts"), contact).await;
-    assert_eq!(status, 200, "{body}");
+    let person = service_engineer(&stack, OTHER, "+8613800000007").await;
     let rule = json!({"title": "Hot", "title_zh": "过热", "grade": 2, "kind": "condition", "when": "p0 > 500"});
     let (status, body) = api.send(Method::PUT, &format!("/api/v1/gateways/{OTHER}/rules/hot"), rule).await;
     assert_eq!(status, 200, "{body}");
@@ -553,7 +527,7 @@ async fn r5_hostile_gateway_soak() {
             probe.gateway.publish_data(&data).await;
             wait_for("the other site's page sent", Duration::from_secs(30), || async {
                 let outbox = api.get("/api/v1/outbox?limit=1000").await?;
-                outbox.as_array()?.iter().any(|m| m["status"] == "sent" && m["person_id"] == person["id"]).then_some(())
+                outbox.as_array()?.iter().any(|m| m["status"] == "sent" && m["person_id"] == person).then_some(())
             })
             .await;
             alarm_raised = true;
@@ -597,11 +571,7 @@ async fn r5_hostile_gateway_soak() {
     .expect("names");
     assert!(names.iter().all(|n| chillcloud_proto::is_plain_name(n)), "{names:?}");
     assert!(dead_letters(&pool).await.len() <= 10_000);
-    let metrics = api.get_raw("/metrics").await.1;
-    let rejected: f64 = metrics
-        .lines()
-        .find_map(|l| l.strip_prefix("chillcloud_mqtt_messages_rejected_total ")?.parse().ok())
-        .expect("rejections counted");
+    let rejected = metric(&stack, "chillcloud_mqtt_messages_rejected_total").await;
     assert!(rejected > 100.0, "{rejected}");
     assert_eq!(api.get_raw("/health").await.0, 200);
     println!("soak: {sent} hostile messages, {rejected} refused, server RSS peak {} MB", peak >> 20);

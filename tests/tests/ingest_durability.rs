@@ -221,16 +221,21 @@ async fn r5_data_held_for_a_missing_birth_is_capped_per_gateway_by_count_bytes_a
     store::upsert_gateway(&pool, &gateway, "unused").await.expect("provision");
     let data = chillcloud_proto::Data { session: 7, base_time_ms: 1_800_000_000_000, ..Default::default() };
     let payload = data.encode_to_vec();
-    let limit = HoldLimit { messages: 3, bytes: 1 << 20 };
-    let mut outcomes = Vec::new();
-    for _ in 0..4 {
-        let mut rows = ReadingRows::default();
-        let outcome =
-            store::gather_data(&pool, &mut AliasCache::default(), &gateway, &data, &payload, &mut rows, limit).await;
-        outcomes.push(outcome.expect("stored or refused"));
-    }
+    // What becomes of `times` messages with `payload` from `gateway`, its birth missing.
+    let hold = |gateway: &chillcloud_proto::GatewayId, payload: Vec<u8>, limit: HoldLimit, times: usize| {
+        let (pool, gateway, data) = (pool.clone(), gateway.clone(), data.clone());
+        async move {
+            let mut outcomes = Vec::new();
+            for _ in 0..times {
+                let (mut rows, mut cache) = (ReadingRows::default(), AliasCache::default());
+                let outcome = store::gather_data(&pool, &mut cache, &gateway, &data, &payload, &mut rows, limit).await;
+                outcomes.push(outcome.expect("stored or refused"));
+            }
+            outcomes
+        }
+    };
     assert_eq!(
-        outcomes,
+        hold(&gateway, payload, HoldLimit { messages: 3, bytes: 1 << 20 }, 4).await,
         [DataOutcome::HeldForBirth, DataOutcome::HeldForBirth, DataOutcome::HeldForBirth, DataOutcome::HoldingFull]
     );
     // By bytes: a 250 KB message fits under 600 KB twice, not a third time (r5: 200 messages of
@@ -239,22 +244,16 @@ async fn r5_data_held_for_a_missing_birth_is_capped_per_gateway_by_count_bytes_a
     store::upsert_gateway(&pool, &other, "unused").await.expect("provision");
     let big = vec![0u8; 250_000];
     let limit = HoldLimit { messages: 1_000, bytes: 600_000 };
-    let mut outcomes = Vec::new();
-    for _ in 0..3 {
-        let mut rows = ReadingRows::default();
-        let outcome =
-            store::gather_data(&pool, &mut AliasCache::default(), &other, &data, &big, &mut rows, limit).await;
-        outcomes.push(outcome.expect("stored or refused"));
-    }
-    assert_eq!(outcomes, [DataOutcome::HeldForBirth, DataOutcome::HeldForBirth, DataOutcome::HoldingFull]);
+    assert_eq!(
+        hold(&other, big.clone(), limit, 3).await,
+        [DataOutcome::HeldForBirth, DataOutcome::HeldForBirth, DataOutcome::HoldingFull]
+    );
     // What waited an hour for its birth is gone at the next hold.
     sqlx::query("update pending_data set received_at = now() - interval '61 minutes' where gateway_id = 'gw-big'")
         .execute(&pool)
         .await
         .expect("age");
-    let mut rows = ReadingRows::default();
-    let outcome = store::gather_data(&pool, &mut AliasCache::default(), &other, &data, &big, &mut rows, limit).await;
-    assert_eq!(outcome.expect("held"), DataOutcome::HeldForBirth);
+    assert_eq!(hold(&other, big, limit, 1).await, [DataOutcome::HeldForBirth]);
     let held: i64 = sqlx::query_scalar("select count(*) from pending_data where gateway_id = 'gw-big'")
         .fetch_one(&pool)
         .await
