@@ -16,7 +16,7 @@ use serde::Deserialize;
 
 use crate::{
     modbus::{ByteOrder, DataType, RegisterKind, WordOrder},
-    profile::{self, Profile},
+    profile::{self, Edits, InterlockRef, Profile},
     queue::QueueLimits,
 };
 
@@ -188,6 +188,10 @@ struct DeviceFile {
     /// Equipment model, shown in the cloud.
     #[serde(default)]
     model: String,
+    /// The name people know the unit by ("Chiller 2, north plant room"), shown in the dashboard
+    /// and in pages instead of its id; the dashboard may rename it.
+    #[serde(default)]
+    display_name: String,
     /// Host name or address of the Modbus TCP server (for a device on a bus, give `bus`).
     host: Option<String>,
     /// Port of the Modbus TCP server.
@@ -217,6 +221,9 @@ struct DeviceFile {
     /// Number of the first register in this device's own `points` addresses (0 or 1).
     #[serde(default)]
     addressing_base: u16,
+    /// Points of the profile this controller does not have (by name).
+    #[serde(default)]
+    remove_points: Vec<String>,
     /// Points in addition to the profile's; one with a profile point's name replaces it.
     #[serde(default)]
     points: Vec<PointFile>,
@@ -227,6 +234,9 @@ struct DeviceFile {
     /// refused in local control; replaces the profile's. A device with writable points needs
     /// this or `local_mode_point`.
     without_local_mode: Option<bool>,
+    /// Interlocks of the profile to remove, each named by `point` and `requires`.
+    #[serde(default)]
+    remove_interlocks: Vec<InterlockRef>,
     /// Interlocks in addition to the profile's.
     #[serde(default)]
     interlocks: Vec<InterlockFile>,
@@ -304,6 +314,11 @@ pub(crate) struct PointFile {
     /// every change.
     #[serde(default)]
     pub(crate) deadband: f64,
+    /// Whether the register is in the maker's public point list. A site convention
+    /// (`listed = false`) is read in requests of its own, so a controller without it never
+    /// fails the merged reads of the listed points.
+    #[serde(default = "yes")]
+    pub(crate) listed: bool,
 }
 
 /// Longest interval a setting may take, in milliseconds.
@@ -356,6 +371,9 @@ fn default_max_gap() -> u16 {
 }
 fn default_scale() -> f64 {
     1.0
+}
+fn yes() -> bool {
+    true
 }
 
 /// The checked configuration.
@@ -463,8 +481,12 @@ pub struct DeviceConfig {
     pub id: String,
     /// Profile name, empty if none.
     pub profile: String,
+    /// The built-in profile the device's profile derives from (see [`Profile::family`]).
+    pub family: String,
     /// Equipment model.
     pub model: String,
+    /// The name people know the unit by, empty if none.
+    pub display_name: String,
     /// How the device is reached.
     pub transport: Transport,
     /// Modbus unit id.
@@ -551,6 +573,8 @@ pub struct PointConfig {
     pub write: Option<WriteRange>,
     /// Smallest change sent before the next snapshot.
     pub deadband: f64,
+    /// Whether the register is in the maker's public point list (else read on its own).
+    pub listed: bool,
 }
 
 impl Config {
@@ -577,15 +601,7 @@ impl Config {
         }
         let mut profiles = Vec::with_capacity(file.profile_files.len());
         for path in &file.profile_files {
-            let profile = profile::load(path)?;
-            if profile::NAMES.contains(&profile.name.as_str())
-                || profiles.iter().any(|p: &Profile| p.name == profile.name)
-            {
-                return Err(invalid(
-                    "profile_files",
-                    format!("{}: profile name {:?} is already taken", path.display(), profile.name),
-                ));
-            }
+            let profile = profile::load(path, &profiles)?;
             profiles.push(profile);
         }
         let mut ids = HashSet::new();
@@ -612,7 +628,7 @@ impl Config {
     }
 }
 
-fn invalid(field: impl Into<String>, message: impl Into<String>) -> ConfigError {
+pub(crate) fn invalid(field: impl Into<String>, message: impl Into<String>) -> ConfigError {
     ConfigError::Invalid { field: field.into(), message: message.into() }
 }
 
@@ -749,39 +765,34 @@ fn check_device(
     if matches!(transport, Transport::Bus(_)) && !(1..=247).contains(&device.unit_id) {
         return Err(invalid(format!("{field}.unit_id"), "must be between 1 and 247 on an RTU line"));
     }
-    let mut points: Vec<PointConfig> = Vec::new();
-    let (mut local_mode_point, mut without_local_mode, mut interlocks) = (None, false, Vec::new());
-    if let Some(name) = &device.profile {
-        let profile = match profiles.iter().find(|p| &p.name == name) {
-            Some(own) => own.clone(),
-            None => profile::builtin(name).ok_or_else(|| {
-                invalid(
-                    format!("{field}.profile"),
-                    format!(
-                        "unknown profile {name:?}; built-in profiles: {}, or add one with profile_files",
-                        profile::NAMES.join(", ")
-                    ),
-                )
-            })?,
-        };
-        points = profile.points;
-        local_mode_point = profile.local_mode_point;
-        without_local_mode = profile.without_local_mode;
-        let profile_field = |i| format!("profile {name:?}: interlocks[{i}]");
-        interlocks
-            .extend(profile.interlocks.into_iter().enumerate().map(|(i, interlock)| (profile_field(i), interlock)));
+    let mut profile = match &device.profile {
+        Some(name) => profile::find(name, profiles).ok_or_else(|| {
+            invalid(
+                format!("{field}.profile"),
+                format!(
+                    "unknown profile {name:?}; known profiles: {} (a site adds its own with profile_files)",
+                    profile::known(profiles)
+                ),
+            )
+        })?,
+        None => Profile::default(),
+    };
+    if device.display_name.chars().count() > 64 || device.display_name.chars().any(char::is_control) {
+        return Err(invalid(
+            format!("{field}.display_name"),
+            "must be at most 64 characters, without control characters",
+        ));
     }
-    local_mode_point = device.local_mode_point.or(local_mode_point);
-    without_local_mode = device.without_local_mode.unwrap_or(without_local_mode);
-    let own = |i| format!("{field}.interlocks[{i}]");
-    interlocks.extend(device.interlocks.into_iter().enumerate().map(|(i, interlock)| (own(i), interlock)));
-    for (j, point) in device.points.into_iter().enumerate() {
-        let point = check_point(point, device.addressing_base, &format!("{field}.points[{j}]"))?;
-        match points.iter_mut().find(|p| p.name == point.name) {
-            Some(existing) => *existing = point,
-            None => points.push(point),
-        }
-    }
+    let edits = Edits {
+        remove_points: device.remove_points,
+        points: device.points,
+        remove_interlocks: device.remove_interlocks,
+        interlocks: device.interlocks,
+        local_mode_point: device.local_mode_point,
+        without_local_mode: device.without_local_mode,
+    };
+    profile.edit(edits, device.addressing_base, field)?;
+    let Profile { family, points, local_mode_point, without_local_mode, interlocks, .. } = profile;
     let (attributes, points): (Vec<PointConfig>, Vec<PointConfig>) =
         points.into_iter().partition(|p| p.data_type == DataType::String);
     if points.is_empty() {
@@ -798,7 +809,9 @@ fn check_device(
     Ok(DeviceConfig {
         id: device.id,
         profile: device.profile.unwrap_or_default(),
+        family,
         model: device.model,
+        display_name: device.display_name,
         transport,
         unit_id: device.unit_id,
         retries: device.retries,
@@ -896,6 +909,7 @@ pub(crate) fn check_point(point: PointFile, base: u16, field: &str) -> Result<Po
         decimals,
         write,
         deadband: point.deadband,
+        listed: point.listed,
     })
 }
 
@@ -988,7 +1002,8 @@ fn check_control(
         (points.iter().position(|p| p.name == name))
             .ok_or_else(|| invalid(field, format!("no numeric point {name:?} in the device")))
     };
-    let local_mode = local_mode_point.map(|name| find(name, format!("{field}.local_mode_point"))).transpose()?;
+    let local_mode = (local_mode_point.map(|name| find(name, format!("{field}.local_mode_point"))).transpose())
+        .map_err(|e| hint(e, "name another point, or state `without_local_mode = true`"))?;
     let mut resolved = Vec::with_capacity(interlocks.len());
     for (field, interlock) in interlocks {
         let point = find(&interlock.point, format!("{field}.point"))?;
@@ -1001,12 +1016,24 @@ fn check_control(
         resolved.push(Interlock {
             point,
             value: interlock.value,
-            requires: find(&interlock.requires, format!("{field}.requires"))?,
+            requires: find(&interlock.requires, format!("{field}.requires")).map_err(|e| {
+                hint(e, "remove the interlock too, with remove_interlocks = [{ point = .., requires = .. }]")
+            })?,
             equals: interlock.equals,
             reason: interlock.reason.clone(),
         });
     }
     Ok((local_mode, resolved))
+}
+
+/// `error` with what to do about it added to its message.
+fn hint(error: ConfigError, what_to_do: &str) -> ConfigError {
+    match error {
+        ConfigError::Invalid { field, message } => {
+            ConfigError::Invalid { field, message: format!("{message}: {what_to_do}") }
+        }
+        other => other,
+    }
 }
 
 /// The resolution a scale factor implies: 0.1 gives 1 decimal, 0.01 gives 2, 1 and 10 give 0.
@@ -1184,6 +1211,65 @@ scale = 0.1
         let stated = own.replace("host = \"127.0.0.1\"", "host = \"127.0.0.1\"\nwithout_local_mode = true");
         let config = Config::parse(&stated, Path::new("gw.toml")).expect("stated");
         assert_eq!(config.devices[0].points[0].write.map(|w| w.step), Some(1.0), "the default step is the scale");
+    }
+
+    #[test]
+    fn field_a_site_profile_extends_a_builtin_one_and_a_device_corrects_it_further() {
+        let (good, _password) = good();
+        let dir = tempfile::tempdir().expect("temp dir");
+        let profile = dir.path().join("site.toml");
+        let write = |text: &str| std::fs::write(&profile, text).expect("write profile");
+        write(
+            "name = \"site-tracer\"\ndescription = \"x\"\nextends = \"trane-ch530\"\naddressing_base = 1\n\
+             remove_points = [\"flow_proven\", \"local_control\"]\n\
+             remove_interlocks = [{ point = \"chiller_enable\", requires = \"flow_proven\" }]\n\
+             without_local_mode = true\n[[points]]\nname = \"running\"\nkind = \"input\"\naddress = 9\nbit = 1\n",
+        );
+        let site = good.replace("trane-ch530", "site-tracer");
+        let text = format!("profile_files = [\"{}\"]\n{site}", profile.display());
+        let config = Config::parse(&text, Path::new("gw.toml")).expect("valid");
+        let device = &config.devices[0];
+        assert_eq!((device.profile.as_str(), device.family.as_str()), ("site-tracer", "trane-ch530"));
+        let names: Vec<&str> = device.points.iter().map(|p| p.name.as_str()).collect();
+        assert!(!names.contains(&"flow_proven") && names.contains(&"evap_leaving_temp"), "{names:?}");
+        let running = device.points.iter().find(|p| p.name == "running").expect("running");
+        assert_eq!(running.bit, Some(1), "replaced");
+        assert_eq!((device.local_mode, device.interlocks.len()), (None, 1));
+
+        // A removed point an interlock still reads, a point that is not there, a reused name.
+        write(
+            "name = \"x\"\ndescription = \"x\"\nextends = \"trane-ch530\"\naddressing_base = 1\nremove_points = [\"flow_proven\"]\n",
+        );
+        let text = format!("profile_files = [\"{}\"]\n{}", profile.display(), good.replace("trane-ch530", "x"));
+        let error = Config::parse(&text, Path::new("gw.toml")).expect_err("the interlock reads it").to_string();
+        assert!(error.contains("interlocks[0].requires") && error.contains("remove_interlocks"), "{error}");
+        write(
+            "name = \"x\"\ndescription = \"x\"\nextends = \"trane-ch530\"\naddressing_base = 1\nremove_points = [\"nope\"]\n",
+        );
+        let error = Config::parse(&text, Path::new("gw.toml")).expect_err("no such point").to_string();
+        assert!(error.contains("remove_points[0]: there is no point \"nope\""), "{error}");
+        write("name = \"trane-ch530\"\ndescription = \"x\"\naddressing_base = 1\n");
+        let error = Config::parse(&text, Path::new("gw.toml")).expect_err("taken").to_string();
+        assert!(error.contains("extends = \"trane-ch530\""), "says what to do: {error}");
+        write(
+            "name = \"x\"\ndescription = \"x\"\naddressing_base = 1\nlocal_mode_point = \"a\"\nwithout_local_mode = true\n",
+        );
+        let error = Config::parse(&text, Path::new("gw.toml")).expect_err("both").to_string();
+        assert!(error.contains("not both"), "{error}");
+        let unknown = good.replace("trane-ch530", "nope");
+        let error = Config::parse(&unknown, Path::new("gw.toml")).expect_err("unknown").to_string();
+        assert!(error.contains("known profiles: trane-ch530"), "{error}");
+    }
+
+    #[test]
+    fn field_without_local_mode_on_a_device_wins_over_the_profiles_local_mode_point() {
+        let (good, _password) = good();
+        let text = good.replace("host = \"127.0.0.1\"", "host = \"127.0.0.1\"\nwithout_local_mode = true");
+        let config = Config::parse(&text, Path::new("gw.toml")).expect("valid");
+        assert_eq!(config.devices[0].local_mode, None);
+        let both =
+            text.replace("without_local_mode = true", "without_local_mode = true\nlocal_mode_point = \"running\"");
+        assert!(Config::parse(&both, Path::new("gw.toml")).is_err(), "one or the other");
     }
 
     #[test]

@@ -63,6 +63,8 @@ pub fn birth(config: &Config, session: u64, attributes: &[BTreeMap<String, Strin
             id: device.id.clone(),
             attributes: attributes.get(i).cloned().unwrap_or_default(),
             profile: device.profile.clone(),
+            family: device.family.clone(),
+            display_name: device.display_name.clone(),
             model: device.model.clone(),
             points: device
                 .points

@@ -192,6 +192,14 @@ pub struct Span {
     pub width: u16,
 }
 
+impl Span {
+    /// Whether the two share a register (or bit) of the same table.
+    pub fn overlaps(&self, other: &Span) -> bool {
+        let end = |s: &Span| u32::from(s.address) + u32::from(s.width);
+        self.kind == other.kind && u32::from(self.address) < end(other) && u32::from(other.address) < end(self)
+    }
+}
+
 /// One read request and the points it serves.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ReadBlock {
@@ -210,8 +218,9 @@ pub struct ReadBlock {
 /// Points of one table are merged while the request stays within the protocol's limit and the
 /// hole between neighbours is at most `max_gap` registers: reading a hole costs little on the
 /// wire, but many devices answer "illegal address" for registers they do not implement, so the
-/// gap is capped by configuration.
-pub fn plan_reads(spans: &[Span], max_gap: u16) -> Vec<ReadBlock> {
+/// gap is capped by configuration. A request never covers a register of `avoid`: registers the
+/// device has refused (see `DevicePoller`), which would fail every request that covers them.
+pub fn plan_reads(spans: &[Span], max_gap: u16, avoid: &[Span]) -> Vec<ReadBlock> {
     let mut order: Vec<usize> = (0..spans.len()).collect();
     order.sort_by_key(|&i| (spans[i].kind, spans[i].address));
     let mut blocks: Vec<ReadBlock> = Vec::new();
@@ -220,9 +229,15 @@ pub fn plan_reads(spans: &[Span], max_gap: u16) -> Vec<ReadBlock> {
         let end = u32::from(span.address) + u32::from(span.width);
         if let Some(block) = blocks.last_mut() {
             let block_end = u32::from(block.start) + u32::from(block.count);
+            let merged = Span {
+                kind: span.kind,
+                address: block.start,
+                width: (end.max(block_end) - u32::from(block.start)).min(u32::from(u16::MAX)) as u16,
+            };
             let fits = block.kind == span.kind
                 && u32::from(span.address) <= block_end + u32::from(max_gap)
-                && end.max(block_end) - u32::from(block.start) <= u32::from(span.kind.max_per_read());
+                && u32::from(merged.width) <= u32::from(span.kind.max_per_read())
+                && !avoid.iter().any(|a| a.overlaps(&merged));
             if fits {
                 block.count = (end.max(block_end) - u32::from(block.start)) as u16;
                 block.points.push(i);
@@ -243,7 +258,7 @@ mod tests {
     }
 
     fn check(spans: &[Span], max_gap: u16, expected: &[(RegisterKind, u16, u16)]) {
-        let blocks: Vec<_> = plan_reads(spans, max_gap).into_iter().map(|b| (b.kind, b.start, b.count)).collect();
+        let blocks: Vec<_> = plan_reads(spans, max_gap, &[]).into_iter().map(|b| (b.kind, b.start, b.count)).collect();
         assert_eq!(blocks, expected);
     }
 
@@ -259,6 +274,20 @@ mod tests {
         check(&[span(Coil, 0, 1), span(Coil, 1999, 1)], 2000, &[(Coil, 0, 2000)]);
         // Overlapping points (a bit of a status word read twice) stay in one request.
         check(&[span(Holding, 10, 2), span(Holding, 10, 1)], 0, &[(Holding, 10, 2)]);
+    }
+
+    #[test]
+    fn a_refused_register_is_never_covered_by_a_request() {
+        use RegisterKind::*;
+        let spans = [span(Input, 0, 1), span(Input, 1, 1), span(Input, 3, 2), span(Input, 5, 1)];
+        let plan = |avoid: &[Span]| -> Vec<_> {
+            plan_reads(&spans, 8, avoid).into_iter().map(|b| (b.kind, b.start, b.count)).collect()
+        };
+        assert_eq!(plan(&[]), [(Input, 0, 6)]);
+        // The hole at 2 refused: two requests on either side of it.
+        assert_eq!(plan(&[span(Input, 2, 1)]), [(Input, 0, 2), (Input, 3, 3)]);
+        // Another table's register changes nothing.
+        assert_eq!(plan(&[span(Holding, 2, 1)]), [(Input, 0, 6)]);
     }
 
     #[test]

@@ -195,50 +195,161 @@ pub struct DevicePoller {
     next_snapshot: Option<tokio::time::Instant>,
     /// The boost in force, if any.
     boost: Option<Boost>,
+    /// Points the device has refused with an address exception: not in the read plan, sent
+    /// as bad, tried again on their own every [`PROBE_INTERVAL`].
+    missing: Vec<bool>,
+    /// Registers no request may cover: the missing points' and holes the device refused.
+    avoid: Vec<Span>,
+    /// When the missing points are next tried again.
+    next_probe: Option<Instant>,
     status: StatusBoard,
+}
+
+/// How often points a device refused are tried again (a controller's firmware may be updated,
+/// a card fitted): once in ten minutes costs one request per missing point.
+const PROBE_INTERVAL: Duration = Duration::from_secs(600);
+
+/// Whether an exception answer to a read means "not these registers": a merged read that gets
+/// it is split to find which point is missing. Illegal data value is what some controllers say
+/// when a read runs into registers they do not have.
+fn refuses_registers(code: tokio_modbus::ExceptionCode) -> bool {
+    matches!(code, tokio_modbus::ExceptionCode::IllegalDataAddress | tokio_modbus::ExceptionCode::IllegalDataValue)
 }
 
 impl DevicePoller {
     /// A poller for `device` whose points take aliases from `first_alias` on; `bus` is the
     /// shared line when the device is on one.
     pub fn new(device: DeviceConfig, first_alias: u32, bus: Option<Arc<SharedBus>>, status: StatusBoard) -> Self {
-        // Points read at the same interval are planned together.
+        let points = device.points.len();
+        let link = match bus {
+            Some(bus) => Link::Bus(bus),
+            None => Link::Tcp(None),
+        };
+        let mut poller = Self {
+            device,
+            first_alias,
+            blocks: Vec::new(),
+            schedule: Vec::new(),
+            link,
+            failed_polls: 0,
+            last_sent: vec![None; points],
+            next_snapshot: None,
+            boost: None,
+            missing: vec![false; points],
+            avoid: Vec::new(),
+            next_probe: None,
+            status,
+        };
+        poller.plan();
+        poller
+    }
+
+    /// Plans the reads of the points not missing: points read at the same interval together
+    /// (the listed ones apart from site conventions), every block due at the next poll.
+    fn plan(&mut self) {
+        let device = &self.device;
         let interval_of = |p: &PointConfig| p.poll_interval.unwrap_or_default().max(device.poll_interval);
         let mut intervals: Vec<Duration> = device.points.iter().map(interval_of).collect();
         intervals.sort();
         intervals.dedup();
         let (mut blocks, mut schedule) = (Vec::new(), Vec::new());
-        for interval in intervals {
-            let members: Vec<usize> =
-                (0..device.points.len()).filter(|&i| interval_of(&device.points[i]) == interval).collect();
-            let spans: Vec<Span> = members
-                .iter()
-                .map(|&i| &device.points[i])
-                .map(|p| Span { kind: p.kind, address: p.address, width: p.width })
+        // Registers outside the maker's public list are read apart from the listed ones.
+        for (interval, listed) in intervals.into_iter().flat_map(|i| [(i, true), (i, false)]) {
+            let members: Vec<usize> = (0..device.points.len())
+                .filter(|&i| {
+                    let point = &device.points[i];
+                    !self.missing[i] && point.listed == listed && interval_of(point) == interval
+                })
                 .collect();
-            for mut block in plan_reads(&spans, device.max_gap) {
+            let spans: Vec<Span> = members.iter().map(|&i| span_of(&device.points[i])).collect();
+            for mut block in plan_reads(&spans, device.max_gap, &self.avoid) {
                 block.points = block.points.iter().map(|&j| members[j]).collect();
                 blocks.push(block);
                 schedule.push((interval, None));
             }
         }
-        let last_sent = vec![None; device.points.len()];
-        let link = match bus {
-            Some(bus) => Link::Bus(bus),
-            None => Link::Tcp(None),
-        };
-        Self {
-            device,
-            first_alias,
-            blocks,
-            schedule,
-            link,
-            failed_polls: 0,
-            last_sent,
-            next_snapshot: None,
-            boost: None,
-            status,
+        (self.blocks, self.schedule) = (blocks, schedule);
+    }
+
+    /// Finds out which of `members` (a merged read the device refused) the device lacks, by
+    /// reading them in halves until every point is read or found missing. Returns each read
+    /// point's words and the missing points, or the error that stopped the search (the device
+    /// stopped answering).
+    async fn isolate(
+        &mut self,
+        members: &[usize],
+        requests: &mut u64,
+    ) -> Result<(Vec<(usize, Vec<u16>)>, Vec<usize>), RequestError> {
+        let (mut read, mut missing) = (Vec::new(), Vec::new());
+        let mut groups = vec![members.to_vec()];
+        while let Some(group) = groups.pop() {
+            let spans: Vec<Span> = group.iter().map(|&i| span_of(&self.device.points[i])).collect();
+            for block in plan_reads(&spans, self.device.max_gap, &self.avoid) {
+                let points: Vec<usize> = block.points.iter().map(|&j| group[j]).collect();
+                *requests += 1;
+                match request_with_retries(&mut self.link, &self.device, &block).await {
+                    Ok(words) => {
+                        for &i in &points {
+                            let at = usize::from(self.device.points[i].address - block.start);
+                            read.push((i, words[at..at + usize::from(self.device.points[i].width)].to_vec()));
+                        }
+                    }
+                    Err(RequestError::Exception(code)) if refuses_registers(code) => match points.as_slice() {
+                        [single] => missing.push(*single),
+                        _ => {
+                            let (first, second) = points.split_at(points.len() / 2);
+                            groups.push(second.to_vec());
+                            groups.push(first.to_vec());
+                        }
+                    },
+                    Err(error) => return Err(error),
+                }
+            }
         }
+        // No point refused, yet the request was: one of its holes, where no point lies, is what
+        // the device lacks. Requests keep out of them from now on.
+        let mut covered: Vec<Span> = members.iter().map(|&i| span_of(&self.device.points[i])).collect();
+        covered.sort_by_key(|s| s.address);
+        for pair in covered.windows(2).filter(|_| missing.is_empty()) {
+            let end = pair[0].address.saturating_add(pair[0].width);
+            if pair[1].address > end {
+                self.avoid.push(Span { kind: pair[0].kind, address: end, width: pair[1].address - end });
+            }
+        }
+        for &i in &missing {
+            self.missing[i] = true;
+            self.avoid.push(span_of(&self.device.points[i]));
+        }
+        self.next_probe = Some(Instant::now() + PROBE_INTERVAL);
+        Ok((read, missing))
+    }
+
+    /// Tries the missing points again, each on its own; a point that answers is planned again.
+    async fn probe_missing(&mut self, now: Instant, requests: &mut u64) {
+        if !self.missing.contains(&true) || self.next_probe.is_some_and(|at| now < at) {
+            return;
+        }
+        self.next_probe = Some(now + PROBE_INTERVAL);
+        let mut found = false;
+        let missing: Vec<usize> = (0..self.missing.len()).filter(|&i| self.missing[i]).collect();
+        for i in missing {
+            *requests += 1;
+            if self.read_words(i).await.is_ok() {
+                let span = span_of(&self.device.points[i]);
+                info!(device = %self.device.id, point = %self.device.points[i].name, "the device now answers for this point; read with the others again");
+                self.missing[i] = false;
+                self.avoid.retain(|a| *a != span);
+                found = true;
+            }
+        }
+        if found {
+            self.plan();
+        }
+    }
+
+    /// Names of the points the device has refused.
+    fn missing_names(&self) -> Vec<String> {
+        (0..self.missing.len()).filter(|&i| self.missing[i]).map(|i| self.device.points[i].name.clone()).collect()
     }
 
     /// The device being polled.
@@ -303,6 +414,7 @@ impl DevicePoller {
         let mut unreachable = false;
         let mut first_error: Option<String> = None;
         let mut requests = 0;
+        let mut replan = false;
         for block_index in 0..self.blocks.len() {
             let (interval, due) = self.schedule[block_index];
             if !boosted && due.is_some_and(|due| now < due) {
@@ -319,31 +431,53 @@ impl DevicePoller {
                 self.read_block(block_index).await
             };
             let time_ms = now_ms();
-            let (start, points) = (self.blocks[block_index].start, self.blocks[block_index].points.len());
-            match result {
-                Ok(words) => {
-                    for k in 0..points {
-                        let i = self.blocks[block_index].points[k];
+            let block = self.blocks[block_index].clone();
+            let result = match result {
+                Err(RequestError::Exception(code)) if refuses_registers(code) => {
+                    match self.isolate(&block.points, &mut requests).await {
+                        Ok((read, missing)) => {
+                            for &i in &missing {
+                                let point = &self.device.points[i];
+                                warn!(device = %self.device.id, point = %point.name, kind = ?point.kind, address = point.address, %code,
+                                    "the device refuses this point's register: marked bad, the other points are read without it");
+                            }
+                            replan = true;
+                            Ok(read)
+                        }
+                        Err(error) => Err(error),
+                    }
+                }
+                Ok(words) => Ok(block
+                    .points
+                    .iter()
+                    .map(|&i| {
                         let point = &self.device.points[i];
-                        let offset = usize::from(point.address - start);
-                        let raw = &words[offset..offset + usize::from(point.width)];
+                        let at = usize::from(point.address - block.start);
+                        (i, words[at..at + usize::from(point.width)].to_vec())
+                    })
+                    .collect()),
+                Err(error) => Err(error),
+            };
+            match result {
+                Ok(read) => {
+                    for (i, raw) in read {
                         // A float register holding NaN or infinity has no usable value.
-                        let value = Some(engineering_value(point, raw)).filter(|v| v.is_finite());
+                        let value = Some(engineering_value(&self.device.points[i], &raw)).filter(|v| v.is_finite());
                         self.report(i, value, time_ms, snapshot, &mut samples);
                     }
                 }
                 Err(error) => {
                     first_error.get_or_insert_with(|| error.to_string());
-                    let block = &self.blocks[block_index];
                     let fresh_failure =
                         block.points.iter().any(|&i| !matches!(self.last_sent[i], Some((None, Quality::Bad))));
                     if fresh_failure && !matches!(error, RequestError::Skipped) {
-                        warn!(device = %self.device.id, kind = ?block.kind, start = block.start, count = block.count, %error, "read failed; points marked bad");
+                        let names: Vec<&str> =
+                            block.points.iter().map(|&i| self.device.points[i].name.as_str()).collect();
+                        warn!(device = %self.device.id, kind = ?block.kind, start = block.start, count = block.count, points = %names.join(","), %error, "read failed; points marked bad");
                     } else {
                         debug!(device = %self.device.id, %error, "read still failing");
                     }
-                    for k in 0..points {
-                        let i = self.blocks[block_index].points[k];
+                    for &i in &block.points {
                         self.report(i, None, time_ms, snapshot, &mut samples);
                     }
                     if !matches!(error, RequestError::Exception(_)) {
@@ -352,13 +486,28 @@ impl DevicePoller {
                 }
             }
         }
+        if replan {
+            self.plan();
+        }
+        if !unreachable {
+            self.probe_missing(now, &mut requests).await;
+        }
+        // Missing points are sent as bad, like any point that cannot be read.
+        let time_ms = now_ms();
+        for i in 0..self.missing.len() {
+            if self.missing[i] {
+                self.report(i, None, time_ms, snapshot, &mut samples);
+            }
+        }
         let finished_ms = now_ms();
         // Only a device that does not answer is backed off; one refusing a register (an
         // exception) still answers.
         self.failed_polls = if unreachable { self.failed_polls.saturating_add(1) } else { 0 };
         let boost_until_ms = self.boost.map(|boost| boost.until_ms);
+        let missing_points = self.missing_names();
         self.status.device(&self.device.id, |status| {
             status.boost_until_ms = boost_until_ms;
+            status.missing_points = missing_points;
             status.requests += requests;
             status.healthy = first_error.is_none();
             if status.healthy {
@@ -405,11 +554,9 @@ impl DevicePoller {
     /// Reads the values of `points` fresh, in the fewest requests (the local-mode flag and the
     /// interlocks' flags usually share one status register).
     async fn read_fresh(&mut self, points: &[usize]) -> Result<Vec<f64>, RequestError> {
-        let spans: Vec<Span> = (points.iter().map(|&i| &self.device.points[i]))
-            .map(|p| Span { kind: p.kind, address: p.address, width: p.width })
-            .collect();
+        let spans: Vec<Span> = (points.iter().map(|&i| &self.device.points[i])).map(span_of).collect();
         let mut values = vec![0.0; points.len()];
-        for block in plan_reads(&spans, self.device.max_gap) {
+        for block in plan_reads(&spans, self.device.max_gap, &self.avoid) {
             let words = request_with_retries(&mut self.link, &self.device, &block).await?;
             for &j in &block.points {
                 let point = &self.device.points[points[j]];
@@ -487,9 +634,16 @@ impl DevicePoller {
                 )
             }
             (Ok(_), Ok(words)) => failed(format!("written, but the device reads back {}", value(words))),
+            // An exception is the device's answer: it did not take the value, and says so.
+            (Err(RequestError::Exception(code)), Ok(words)) => answer(
+                id,
+                CommandStatus::Refused,
+                format!("the device refused the write ({code}); it still reads {}", value(words)),
+                now_ms(),
+            ),
             (Ok(_), Err(error)) => failed(format!("written, but reading back failed: {error}")),
             (Err(error), Ok(words)) => failed(format!(
-                "the write failed ({error}); it may have been applied: the device reads {}",
+                "the write got no answer ({error}) and the device reads {}: it may still apply the write",
                 value(words)
             )),
             (Err(error), Err(_)) => {
@@ -644,6 +798,11 @@ async fn read(context: &mut Context, block: &ReadBlock, wait: Duration) -> Resul
         )))));
     }
     Ok(words)
+}
+
+/// Where `point` lives, as the read planner sees it.
+fn span_of(point: &PointConfig) -> Span {
+    Span { kind: point.kind, address: point.address, width: point.width }
 }
 
 fn bits_to_words(bits: Vec<bool>) -> Vec<u16> {

@@ -92,6 +92,10 @@ pub struct DeviceStatus {
     /// While a poll boost is in force, when it ends, ms since the epoch.
     #[serde(default)]
     pub boost_until_ms: Option<i64>,
+    /// Points whose registers the device refuses (it does not have them): sent as bad, tried
+    /// again every ten minutes.
+    #[serde(default)]
+    pub missing_points: Vec<String>,
 }
 
 /// The report being built, shared by the pollers and the forwarder.

@@ -102,6 +102,8 @@ impl Birth {
             plain("device id", &device.id)?;
             bounded_text("profile", &device.profile, 64)?;
             bounded_text("model", &device.model, 64)?;
+            bounded_text("profile family", &device.family, 64)?;
+            bounded_text("display name", &device.display_name, 64)?;
             if device.attributes.len() > 32 {
                 return Err(BirthError::BadText { what: "attributes", chars: device.attributes.len(), max: 32 });
             }
@@ -152,6 +154,13 @@ pub struct Device {
     /// session started; a value that could not be read is absent.
     #[prost(btree_map = "string, string", tag = "5")]
     pub attributes: std::collections::BTreeMap<String, String>,
+    /// The built-in profile its profile derives from (a site's corrected map `extends` one),
+    /// whose domain pack of rules applies; empty when none (or from a gateway before 0.2).
+    #[prost(string, tag = "6")]
+    pub family: String,
+    /// The name people know the unit by, empty if the site gave none.
+    #[prost(string, tag = "7")]
+    pub display_name: String,
 }
 
 /// One point of a device, as announced in the birth.

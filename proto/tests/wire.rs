@@ -76,6 +76,8 @@ proptest! {
                     })
                     .collect(),
                 attributes: [("serial".to_owned(), "U12345".to_owned())].into(),
+                family: "trane-ch530".into(),
+                display_name: "Chiller 1, north plant".into(),
             }],
         };
         let decoded: Birth = decode(MessageKind::Birth, &birth.encode_to_vec()).expect("decodes");

@@ -221,7 +221,7 @@ fn refused_input(error: &sqlx::Error) -> Option<(StatusCode, &'static str)> {
 pub fn router(state: AppState) -> Router {
     let api = Router::new()
         .route("/units", get(list_units))
-        .route("/units/{unit_id}", get(unit_detail))
+        .route("/units/{unit_id}", get(unit_detail).patch(rename_unit))
         .route("/units/{unit_id}/history", get(unit_history))
         .route("/units/{unit_id}/live", get(unit_live))
         .route("/points/{point_id}/history", get(point_history))
@@ -352,10 +352,13 @@ pub struct UnitSummary {
     pub gateway_id: String,
     /// Its id in the gateway's configuration.
     pub device_key: String,
-    /// Display name, if set.
+    /// The name people know it by: set in the dashboard, else in its gateway's configuration;
+    /// none when neither names it.
     pub display_name: Option<String>,
     /// Device profile.
     pub profile: String,
+    /// The built-in profile its profile derives from, whose domain pack of rules applies.
+    pub family: String,
     /// Equipment model.
     pub model: String,
     /// Text its controller reports about itself (model, serial number, firmware).
@@ -365,27 +368,31 @@ pub struct UnitSummary {
     pub gateway_online: bool,
     /// When its gateway was last heard from.
     pub last_seen: Option<DateTime<Utc>>,
-    /// Is it OK, at a glance: `offline` (its gateway or the unit does not answer), `alarm` (an
-    /// alarm is active), `stale` (nothing new for 5 minutes, while snapshots come every minute),
-    /// `stopped` (its `running` point is 0) or `running`.
+    /// Is it OK, at a glance: `offline` (its gateway or the unit does not answer, or no point
+    /// has a good value), `alarm` (an alarm is active), `stale` (nothing new for 5 minutes, while
+    /// snapshots come every minute), `stopped` (its `running` point is 0), `running`, or
+    /// `unknown` (its `running` point is bad, or it has none).
     pub status: String,
     /// Alarms not yet closed.
     pub open_alarms: i64,
 }
 
 /// Selects [`UnitSummary`] rows; callers add the filter and order.
-const UNIT_SUMMARY: &str = "select u.id, u.gateway_id, u.device_key, u.display_name, u.profile, u.model, u.attributes,
-        g.online as gateway_online, g.last_seen,
+const UNIT_SUMMARY: &str = "select u.id, u.gateway_id, u.device_key,
+        coalesce(u.display_name, nullif(u.gateway_display_name, '')) as display_name, u.profile, u.family, u.model,
+        u.attributes, g.online as gateway_online, g.last_seen,
         case
             when not g.online then 'offline'
             when exists (select 1 from alarms a where a.unit_id = u.id and a.active and a.rule = 'device_offline')
                 then 'offline'
+            when not exists (select 1 from latest_readings l join points p on p.id = l.point_id
+                             where p.unit_id = u.id and not p.derived and l.value is not null) then 'offline'
             when exists (select 1 from alarms a where a.unit_id = u.id and a.active) then 'alarm'
             when coalesce((select max(l.ts) from latest_readings l join points p on p.id = l.point_id
                            where p.unit_id = u.id), '-infinity') < now() - interval '5 minutes' then 'stale'
-            when (select l.value from latest_readings l join points p on p.id = l.point_id
-                  where p.unit_id = u.id and p.name = 'running') = 0 then 'stopped'
-            else 'running'
+            else coalesce((select case when l.value = 0 then 'stopped' when l.value is not null then 'running' end
+                           from latest_readings l join points p on p.id = l.point_id
+                           where p.unit_id = u.id and p.name = 'running'), 'unknown')
         end as status,
         (select count(*) from alarms a where a.unit_id = u.id and a.closed_at is null) as open_alarms
     from units u join gateways g on g.id = u.gateway_id";
@@ -476,6 +483,58 @@ pub(crate) async fn unit_detail(
     .fetch_all(&mut *tx)
     .await?;
     Ok(Json(UnitDetail { unit, points }))
+}
+
+/// A unit's new display name.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UnitRename {
+    /// The name people know it by, up to 64 characters; null or empty goes back to the name its
+    /// gateway's configuration gives (or its id).
+    pub display_name: Option<String>,
+}
+
+/// Names a unit ("Chiller 2, north plant room"): the dashboard and pages show it instead of the
+/// unit's id.
+#[utoipa::path(
+    patch,
+    path = "/api/v1/units/{unit_id}",
+    tag = "units",
+    params(("unit_id" = i64, Path, description = "Unit id", example = 1)),
+    request_body = UnitRename,
+    responses(
+        (status = 200, description = "The unit as it is now", body = UnitSummary),
+        (status = 400, description = "A name too long or with control characters", body = ErrorBody),
+        (status = 403, description = "The viewer's role may not change unit settings", body = ErrorBody),
+        (status = 404, description = "No such unit, or not the viewer's", body = ErrorBody),
+    )
+)]
+pub(crate) async fn rename_unit(
+    State(state): State<AppState>,
+    viewer: crate::accounts::Allowed<crate::accounts::ManageRules>,
+    Path(unit_id): Path<i64>,
+    Json(rename): Json<UnitRename>,
+) -> Result<Json<UnitSummary>, ApiError> {
+    let name = rename.display_name.map(|n| n.trim().to_owned()).filter(|n| !n.is_empty());
+    if name.as_ref().is_some_and(|n| n.chars().count() > 64 || n.chars().any(char::is_control)) {
+        return Err(ApiError::BadRequest("display_name: at most 64 characters, without control characters".into()));
+    }
+    let mut tx = viewer.begin(&state.api_pool).await?;
+    let updated = sqlx::query("update units set display_name = $2 where id = $1")
+        .bind(unit_id)
+        .bind(&name)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+    if updated == 0 {
+        return Err(ApiError::NotFound);
+    }
+    let unit = sqlx::query_as(sqlx::AssertSqlSafe(format!("{UNIT_SUMMARY} where u.id = $1")))
+        .bind(unit_id)
+        .fetch_one(&mut *tx)
+        .await?;
+    tx.commit().await?;
+    Ok(Json(unit))
 }
 
 /// How long one live stream runs before the browser must reconnect (and be checked again).

@@ -13,6 +13,9 @@ struct Cli {
     command: Option<Command>,
     #[command(flatten)]
     serve: ServeSettings,
+    /// How log lines are written: `text` (coloured only on a terminal) or `json`.
+    #[arg(long, global = true, env = "CHILLCLOUD_LOG_FORMAT", value_enum, default_value = "text")]
+    log_format: LogFormat,
 }
 
 #[derive(Subcommand)]
@@ -87,19 +90,34 @@ fn pin_malloc_thresholds() {
 #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
 fn pin_malloc_thresholds() {}
 
+/// How log lines are written.
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum LogFormat {
+    /// Coloured text on a terminal, plain text otherwise (a file, journald).
+    Text,
+    /// One JSON object a line, for log collectors.
+    Json,
+}
+
+/// Logs to standard error in `format`, at the level `RUST_LOG` sets (else `default_filter`).
+fn init_logging(format: LogFormat, default_filter: &str) {
+    use std::io::IsTerminal as _;
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| default_filter.into());
+    let logs = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => logs.with_ansi(std::io::stderr().is_terminal()).init(),
+        LogFormat::Json => logs.json().init(),
+    }
+}
+
 fn main() -> anyhow::Result<()> {
     pin_malloc_thresholds();
     tokio::runtime::Builder::new_multi_thread().enable_all().build()?.block_on(run())
 }
 
 async fn run() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info,sqlx=warn".into()),
-        )
-        .with_writer(std::io::stderr)
-        .init();
     let cli = Cli::parse();
+    init_logging(cli.log_format, "info,sqlx=warn");
     match cli.command.unwrap_or(Command::Serve) {
         Command::Serve => {
             let listener = tokio::net::TcpListener::bind(cli.serve.listen)

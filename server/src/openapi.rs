@@ -33,6 +33,7 @@ pub struct ErrorBody {
         openapi_json,
         crate::api::list_units,
         crate::api::unit_detail,
+        crate::api::rename_unit,
         crate::api::unit_history,
         crate::api::unit_live,
         crate::api::point_history,

@@ -161,7 +161,8 @@ pub async fn store_birth(
     let (unit_sql, point_sql) = if earlier {
         (
             // A no-op update, so the existing row's id is returned.
-            "insert into units (gateway_id, device_key, profile, model, attributes) values ($1, $2, $3, $4, $5)
+            "insert into units (gateway_id, device_key, profile, model, attributes, family, gateway_display_name)
+             values ($1, $2, $3, $4, $5, $6, $7)
              on conflict (gateway_id, device_key) do update set gateway_id = units.gateway_id
              returning id",
             "insert into points (unit_id, name, unit_of_measure, decimals, writable, write_min, write_max, write_step)
@@ -172,10 +173,12 @@ pub async fn store_birth(
         )
     } else {
         (
-            "insert into units (gateway_id, device_key, profile, model, attributes) values ($1, $2, $3, $4, $5)
+            "insert into units (gateway_id, device_key, profile, model, attributes, family, gateway_display_name)
+             values ($1, $2, $3, $4, $5, $6, $7)
              on conflict (gateway_id, device_key) do update
              set profile = excluded.profile, model = excluded.model,
-                 attributes = units.attributes || excluded.attributes
+                 attributes = units.attributes || excluded.attributes, family = excluded.family,
+                 gateway_display_name = excluded.gateway_display_name
              returning id",
             "insert into points (unit_id, name, unit_of_measure, decimals, writable, write_min, write_max, write_step)
              select $1, * from unnest($2::text[], $3::text[], $4::int[], $5::bool[], $6::float8[], $7::float8[],
@@ -194,6 +197,8 @@ pub async fn store_birth(
             .bind(&device.profile)
             .bind(&device.model)
             .bind(sqlx::types::Json(&device.attributes))
+            .bind(&device.family)
+            .bind(&device.display_name)
             .fetch_one(&mut *tx)
             .await?;
         // One statement per device, not per point: a large birth must not hold ingest up.

@@ -8,7 +8,8 @@ export const cache = { units: new Map(), openAlarms: null };
 export const unitName = (u) => u.display_name || u.device_key;
 export const unitLabel = (id, key) => { const u = cache.units.get(id); return u ? unitName(u) : key || `#${id}`; };
 
-const RANK = { alarm: 0, offline: 1, stale: 2, stopped: 3, running: 4 };
+// Worst first: a unit whose running state cannot be read is looked at before a stopped one.
+const RANK = { alarm: 0, offline: 1, stale: 2, unknown: 3, stopped: 4, running: 5 };
 const PROBLEM = new Set(['alarm', 'offline', 'stale']);
 const statusOf = (u) => (u.status in RANK ? u.status : !u.gateway_online ? 'offline' : u.open_alarms > 0 ? 'alarm' : 'unknown');
 
@@ -62,7 +63,7 @@ export async function fleet(main, ctx) {
     cache.openAlarms = units.reduce((n, u) => n + (u.open_alarms || 0), 0);
     ctx.badge(cache.openAlarms);
     const sorted = units.slice().sort((a, b) =>
-      (RANK[statusOf(a)] ?? 5) - (RANK[statusOf(b)] ?? 5) || (b.open_alarms || 0) - (a.open_alarms || 0) ||
+      (RANK[statusOf(a)] ?? 3) - (RANK[statusOf(b)] ?? 3) || (b.open_alarms || 0) - (a.open_alarms || 0) ||
       unitName(a).localeCompare(unitName(b), undefined, { numeric: true }));
     const bad = sorted.filter((u) => PROBLEM.has(statusOf(u))).length, n = units.length;
     summary.className = 'summary ' + (n === 0 ? '' : bad ? 'attn' : 'ok');
@@ -72,7 +73,7 @@ export async function fleet(main, ctx) {
         : n === 1 ? t('fleet_all_ok_1') : t('fleet_all_ok', { n })));
     const counts = {};
     for (const u of units) counts[statusOf(u)] = (counts[statusOf(u)] || 0) + 1;
-    summary.append(h('small', null, Object.keys(RANK).concat('unknown').filter((k) => counts[k]).map((k) => `${counts[k]} ${t('st_' + k)}`).join(' · ')));
+    summary.append(h('small', null, Object.keys(RANK).filter((k) => counts[k]).map((k) => `${counts[k]} ${t('st_' + k)}`).join(' · ')));
     const hits = query ? sorted.filter((u) => `${unitName(u)} ${u.gateway_id} ${u.device_key} ${u.model}`.toLowerCase().includes(query)) : sorted;
     list.replaceChildren(...hits.slice(0, shown).map(card));
     more.replaceChildren();

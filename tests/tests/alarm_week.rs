@@ -52,6 +52,7 @@ fn simulate(seconds: i64, fault: Option<(i64, Scenario)>) -> Vec<(i64, String, u
         unit_id: 1,
         gateway: "gw".into(),
         points: point_ids,
+        units_of_measure: HashMap::new(),
         derived_points: HashMap::new(),
         rules,
         unreadable_since: None,

@@ -7,117 +7,11 @@
 //! which is itself under test here; the simulator runs faster than real time so its physics
 //! reach the fault within seconds.
 
-use std::{collections::BTreeMap, time::Duration};
+use std::time::Duration;
 
-use chillcloud_tests::harness::{Api, Gateway, Simulator, Stack, simulated_chillers, wait_for};
+use chillcloud_tests::harness::{Plant, wait_for};
 use reqwest::Method;
 use serde_json::{Value, json};
-
-/// A running plant: the stack, `units` simulated chillers and the gateway polling them.
-struct Plant {
-    stack: Stack,
-    sim: Simulator,
-    gateway: Gateway,
-    units: BTreeMap<String, i64>,
-}
-
-impl Plant {
-    /// Starts `units` chillers simulated at `speed` times real time, polled with the device
-    /// `settings` (for example `poll_interval_ms = 500`).
-    async fn start(units: u8, speed: f64, settings: &str) -> Self {
-        let stack = Stack::start().await;
-        let speed = speed.to_string();
-        let sim = Simulator::start_with(units, stack.dir.path(), &["--speed", &speed, "--start-hour", "14"]).await;
-        let devices = simulated_chillers(&sim, units, settings, false);
-        let mut gateway = Gateway::new(&stack, "", &devices);
-        gateway.start();
-        let api = stack.api();
-        let units = wait_for("every unit registered with values", Duration::from_secs(30), || async {
-            let list = api.get("/api/v1/units").await?;
-            let list = list.as_array()?;
-            if list.len() != usize::from(units) {
-                return None;
-            }
-            for unit in list {
-                api.latest(unit["device_key"].as_str()?, "evap_leaving_temp").await?;
-            }
-            Some(
-                list.iter()
-                    .map(|u| (u["device_key"].as_str().expect("key").to_owned(), u["id"].as_i64().expect("id")))
-                    .collect(),
-            )
-        })
-        .await;
-        Self { stack, sim, gateway, units }
-    }
-
-    fn api(&self) -> Api {
-        self.stack.api()
-    }
-
-    fn unit(&self, number: u8) -> i64 {
-        self.units[&format!("chiller-{number}")]
-    }
-
-    /// Overrides rule fields for one unit.
-    async fn set_rule(&self, number: u8, rule: &str, patch: Value) {
-        let (status, body) =
-            self.api().send(Method::PUT, &format!("/api/v1/units/{}/rules/{rule}", self.unit(number)), patch).await;
-        assert_eq!(status, 200, "rule override refused: {body}");
-    }
-
-    /// Alarms of a unit (or, with `None`, site alarms), any state.
-    async fn alarms(&self, number: Option<u8>) -> Vec<Value> {
-        let all = self.api().get("/api/v1/alarms?state=all&limit=1000").await.expect("alarm list");
-        let unit = number.map(|n| self.unit(n));
-        all.as_array().expect("array").iter().filter(|a| a["unit_id"].as_i64() == unit).cloned().collect()
-    }
-
-    /// Waits until the unit's alarms are exactly `expected` (rule, grade) and stay so for 3 s.
-    async fn expect_alarms(&self, number: u8, expected: &[(&str, i64)]) -> Vec<Value> {
-        let expected: BTreeMap<String, i64> = expected.iter().map(|(r, g)| ((*r).to_owned(), *g)).collect();
-        let summary = |alarms: &[Value]| -> BTreeMap<String, i64> {
-            alarms
-                .iter()
-                .map(|a| (a["rule"].as_str().expect("rule").to_owned(), a["grade"].as_i64().expect("grade")))
-                .collect()
-        };
-        wait_for(&format!("alarms {expected:?} on chiller-{number}"), Duration::from_secs(60), || async {
-            let alarms = self.alarms(Some(number)).await;
-            (summary(&alarms) == expected).then_some(())
-        })
-        .await;
-        // Nothing else follows at once.
-        let settle = tokio::time::Instant::now() + Duration::from_secs(3);
-        while tokio::time::Instant::now() < settle {
-            tokio::time::sleep(Duration::from_millis(250)).await;
-        }
-        let alarms = self.alarms(Some(number)).await;
-        assert_eq!(summary(&alarms), expected, "alarms of chiller-{number}: {alarms:#?}");
-        assert!(alarms.iter().all(|a| a["occurrences"] == 1), "one episode, no duplicates: {alarms:#?}");
-        alarms
-    }
-
-    /// When the stored readings of `point` first satisfied `condition` after `after`, ms.
-    async fn onset(&self, number: u8, point: &str, condition: &str, after: i64) -> i64 {
-        let pool = self.stack.postgres.pool().await;
-        let sql = format!(
-            "select (extract(epoch from min(r.ts)) * 1000)::bigint from readings r join points p on p.id = r.point_id
-             where p.unit_id = $1 and p.name = $2 and r.ts >= to_timestamp($3 / 1000.0) and r.value {condition}"
-        );
-        wait_for(&format!("{point} {condition}"), Duration::from_secs(60), || async {
-            sqlx::query_scalar::<_, Option<i64>>(sqlx::AssertSqlSafe(sql.clone()))
-                .bind(self.unit(number))
-                .bind(point)
-                .bind(after)
-                .fetch_one(&pool)
-                .await
-                .ok()
-                .flatten()
-        })
-        .await
-    }
-}
 
 fn now_ms() -> i64 {
     chrono::Utc::now().timestamp_millis()

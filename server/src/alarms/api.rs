@@ -381,7 +381,7 @@ pub struct RulesView {
 
 async fn unit_scope(state: &AppState, unit_id: i64) -> Result<(String, String, Vec<String>), ApiError> {
     let row: Option<(String, String, Vec<String>)> = sqlx::query_as(
-        "select u.gateway_id, u.profile,
+        "select u.gateway_id, coalesce(nullif(u.family, ''), u.profile),
                 coalesce(array_agg(p.name) filter (where p.id is not null and not p.derived), '{}')
          from units u left join points p on p.unit_id = u.id where u.id = $1 group by u.id",
     )
@@ -437,6 +437,9 @@ fn view(compiled: &CompiledRules, overrides: Vec<(Option<i64>, String, Json_)>) 
 fn check_patch(mut file: rules::RuleFile, key: &str, patch: &Json_) -> Result<(), ApiError> {
     if key == rules::CAPTURE_KEY {
         return rules::check_capture_patch(patch).map_err(ApiError::BadRequest);
+    }
+    if let Some(name) = key.strip_prefix(rules::DERIVED_PREFIX) {
+        return rules::check_derived_patch(&file.derived, name, patch).map_err(ApiError::BadRequest);
     }
     if !(patch.is_object() || patch.is_null()) {
         return Err(ApiError::BadRequest("send an object of rule fields, or null to disable the rule".into()));
@@ -574,9 +577,12 @@ pub(crate) async fn put_site_rule(
     if rules::is_site_rule(&key) {
         check_patch(super::site_rule_file(&others), &key, &patch)?;
     } else {
-        // Checked against every profile that has the rule; a rule no profile has must be whole.
-        let has =
-            |file: &rules::RuleFile| file.rules.iter().any(|r| r.get("key").and_then(Json_::as_str) == Some(&key));
+        // Checked against every profile that has the rule (or derived value); one no profile has
+        // must be whole.
+        let has = |file: &rules::RuleFile| match key.strip_prefix(rules::DERIVED_PREFIX) {
+            Some(name) => file.derived.iter().any(|d| d.name == name),
+            None => file.rules.iter().any(|r| r.get("key").and_then(Json_::as_str) == Some(&key)),
+        };
         let files: Vec<rules::RuleFile> =
             rules::profiles().chain([""]).map(|p| super::unit_rule_file(p, &others, 0)).collect();
         let with_key: Vec<&rules::RuleFile> = files.iter().filter(|f| has(f)).collect();

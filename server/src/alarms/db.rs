@@ -25,10 +25,13 @@ pub struct UnitRow {
     pub gateway_id: String,
     /// Device id in the gateway's configuration.
     pub device_key: String,
-    /// Gateway profile of the device.
+    /// The profile whose domain pack applies: its family (the built-in profile a site's profile
+    /// extends), else its own.
     pub profile: String,
     /// Points read from the device: id and name.
     pub points: Vec<(i64, String)>,
+    /// What its points measure in, by name.
+    pub units_of_measure: std::collections::HashMap<String, String>,
     /// When its points' latest readings are all bad: the newest of them, ms.
     pub unreadable_since: Option<Millis>,
 }
@@ -45,11 +48,12 @@ pub async fn gateways(pool: &PgPool, only: Option<&str>) -> sqlx::Result<Vec<(St
 
 /// Units of one gateway, or of all.
 pub async fn units(pool: &PgPool, gateway: Option<&str>) -> sqlx::Result<Vec<UnitRow>> {
-    type Row = (i64, String, String, String, Vec<i64>, Vec<String>, Option<DateTime<Utc>>);
+    type Row = (i64, String, String, String, Vec<i64>, Vec<String>, Vec<String>, Option<DateTime<Utc>>);
     let rows: Vec<Row> = sqlx::query_as(
-        "select u.id, u.gateway_id, u.device_key, u.profile,
+        "select u.id, u.gateway_id, u.device_key, coalesce(nullif(u.family, ''), u.profile),
                 coalesce(array_agg(p.id order by p.id) filter (where p.id is not null), '{}'),
                 coalesce(array_agg(p.name order by p.id) filter (where p.id is not null), '{}'),
+                coalesce(array_agg(p.unit_of_measure order by p.id) filter (where p.id is not null), '{}'),
                 -- Unreadable: every latest reading bad. Since its last good reading (snapshots
                 -- repeat the bad ones, so the newest bad reading says nothing of the start).
                 (select coalesce(
@@ -68,11 +72,12 @@ pub async fn units(pool: &PgPool, gateway: Option<&str>) -> sqlx::Result<Vec<Uni
     .await?;
     Ok(rows
         .into_iter()
-        .map(|(id, gateway_id, device_key, profile, ids, names, unreadable_since)| UnitRow {
+        .map(|(id, gateway_id, device_key, profile, ids, names, units, unreadable_since)| UnitRow {
             id,
             gateway_id,
             device_key,
             profile,
+            units_of_measure: names.iter().cloned().zip(units).collect(),
             points: ids.into_iter().zip(names).collect(),
             unreadable_since: unreadable_since.map(|t| t.timestamp_millis()),
         })

@@ -91,6 +91,7 @@ pub struct CompiledRules {
 #[derive(Debug)]
 struct CompiledDerived {
     name: Arc<str>,
+    unit: String,
     decimals: i32,
     kind: DerivedKind,
 }
@@ -99,6 +100,7 @@ struct CompiledDerived {
 enum DerivedKind {
     Formula(Expr),
     Increase { counter: Arc<str>, window_ms: Millis },
+    Trend { of: Arc<str>, window_ms: Millis },
 }
 
 #[derive(Debug)]
@@ -131,27 +133,30 @@ impl CompiledRules {
                 skipped.push((definition.name.clone(), error));
                 continue;
             }
-            let kind = match (&definition.formula, &definition.increase_of) {
-                (Some(formula), _) => match Expr::parse(formula) {
+            let window_ms = ms(definition.window_s);
+            let kind = match (&definition.formula, &definition.increase_of, &definition.trend_of) {
+                (Some(formula), _, _) => match Expr::parse(formula) {
                     Ok(expr) => DerivedKind::Formula(expr),
                     Err(error) => {
                         skipped.push((definition.name.clone(), error.to_string()));
                         continue;
                     }
                 },
-                (None, Some(counter)) => {
-                    DerivedKind::Increase { counter: counter.as_str().into(), window_ms: ms(definition.window_s) }
-                }
-                (None, None) => continue,
+                (None, Some(counter), _) => DerivedKind::Increase { counter: counter.as_str().into(), window_ms },
+                (None, None, Some(of)) => DerivedKind::Trend { of: of.as_str().into(), window_ms },
+                (None, None, None) => continue,
             };
             let inputs: Vec<&str> = match &kind {
                 DerivedKind::Formula(expr) => expr.names(),
-                DerivedKind::Increase { counter, .. } => vec![counter],
+                DerivedKind::Increase { counter: input, .. } | DerivedKind::Trend { of: input, .. } => vec![input],
             };
+            // A derived value without its inputs is simply not computed (a unit without a flow
+            // meter has no cooling power); the rules that read it are skipped, with the reason.
             if inputs.iter().all(|name| available.contains(name)) {
                 available.insert(&definition.name);
                 derived.push(CompiledDerived {
                     name: definition.name.as_str().into(),
+                    unit: definition.unit.clone(),
                     decimals: definition.decimals,
                     kind,
                 });
@@ -247,6 +252,10 @@ struct RuleState {
     samples: VecDeque<(Millis, f64)>,
     /// Stuck rules: the reference value and since when it has not moved.
     still: Option<(f64, Millis)>,
+    /// Since when the rule's `while` has held (`None`: it does not), and whether it has been
+    /// evaluated at all (the first time, a gate that holds counts as settled).
+    gate_since: Option<Millis>,
+    gate_seen: bool,
 }
 
 fn fresh_states(rules: &CompiledRules) -> Vec<RuleState> {
@@ -273,7 +282,14 @@ fn carry_states(old: &CompiledRules, states: Vec<RuleState>, new: &CompiledRules
 
 impl RuleState {
     fn new() -> Self {
-        RuleState { phase: Phase::Normal, raised: None, samples: VecDeque::new(), still: None }
+        RuleState {
+            phase: Phase::Normal,
+            raised: None,
+            samples: VecDeque::new(),
+            still: None,
+            gate_since: None,
+            gate_seen: false,
+        }
     }
 }
 
@@ -293,6 +309,8 @@ pub struct UnitSetup {
     pub gateway: String,
     /// Its points: id and name.
     pub points: Vec<(i64, String)>,
+    /// What its points measure in (`°C`, `kPa`), by name, for alarm messages.
+    pub units_of_measure: HashMap<String, String>,
     /// The point ids its derived values are stored under, by name.
     pub derived_points: HashMap<String, i64>,
     /// Its compiled rules.
@@ -305,6 +323,8 @@ pub struct UnitSetup {
 struct Unit {
     gateway: String,
     rules: Arc<CompiledRules>,
+    /// What points and derived values measure in, by name.
+    units_of_measure: HashMap<Arc<str>, String>,
     values: HashMap<Arc<str>, f64>,
     /// Since when no point has a good value: the gateway reports the unit unreadable. (Not
     /// "no reading lately": report by exception sends nothing while values hold.)
@@ -384,10 +404,14 @@ impl Engine {
                 }
             })
             .collect();
+        let mut units_of_measure: HashMap<Arc<str>, String> =
+            setup.units_of_measure.into_iter().map(|(name, unit)| (name.into(), unit)).collect();
+        units_of_measure.extend(setup.rules.derived.iter().map(|d| (d.name.clone(), d.unit.clone())));
         self.units.insert(
             setup.unit_id,
             Unit {
                 gateway: setup.gateway,
+                units_of_measure,
                 rules: setup.rules,
                 values,
                 unreadable_since,
@@ -570,20 +594,33 @@ impl Unit {
             return;
         }
         let values = &self.values;
+        let units = &self.units_of_measure;
         let lookup = |name: &str| values.get(name).copied();
-        let holds = |gate: &Option<Expr>| match gate {
-            None => Some(true),
-            Some(gate) => gate.eval(&lookup).map(|v| v != 0.0),
-        };
         for ((rule, check), state) in self.rules.rules.iter().zip(&mut self.states) {
+            // Whether the gate holds and has held for the rule's settle time (unknown: `None`).
+            let mut holds = |gate: &Option<Expr>| {
+                let held = match gate {
+                    None => return Some(true),
+                    Some(gate) => gate.eval(&lookup).map(|v| v != 0.0)?,
+                };
+                let first = !std::mem::replace(&mut state.gate_seen, true);
+                if !held {
+                    state.gate_since = None;
+                    return Some(false);
+                }
+                let settle = ms(rule.settle_s);
+                let since = *state.gate_since.get_or_insert(if first { at - settle } else { at });
+                Some(at - since >= settle)
+            };
             let want = match check {
                 Check::Condition { when, gate, on_delay, off_delay, hysteresis } => {
                     // On a tick only pending delays move; nothing else changed.
                     if tick && !matches!(state.phase, Phase::Pending(_) | Phase::Clearing(_)) {
                         continue;
                     }
+                    let gate = holds(gate);
                     let active = matches!(state.phase, Phase::Active | Phase::Clearing(_));
-                    let condition = match holds(gate) {
+                    let condition = match gate {
                         Some(false) => Some(false),
                         None => None,
                         Some(true) if active => when.eval_with_margin(*hysteresis, &lookup).map(|v| v != 0.0),
@@ -604,7 +641,7 @@ impl Unit {
                     };
                     match state.phase {
                         Phase::Active | Phase::Clearing(_) => {
-                            Some((rule.grade, String::new(), describe(&when.names(), values)))
+                            Some((rule.grade, String::new(), describe(&when.names(), values, units)))
                         }
                         Phase::Normal | Phase::Pending(_) => None,
                     }
@@ -613,7 +650,8 @@ impl Unit {
                     if tick {
                         continue;
                     }
-                    match (holds(gate), of.eval(&lookup)) {
+                    let gate = holds(gate);
+                    match (gate, of.eval(&lookup)) {
                         // Paused while the gate is false (a comfort chiller stops at night): the
                         // trend is over running time.
                         (Some(false), _) => continue,
@@ -631,7 +669,7 @@ impl Unit {
                                     "rose {:.1} in {} s; {}",
                                     value - first,
                                     (at - first_at) / 1000,
-                                    describe(&of.names(), values)
+                                    describe(&of.names(), values, units)
                                 );
                                 (rule.grade, String::new(), message)
                             })
@@ -642,6 +680,7 @@ impl Unit {
                 Check::Stuck { point, for_ms, tolerance, gate } => {
                     let Some(value) = lookup(point) else { continue };
                     let moving = holds(gate) != Some(true);
+                    let unit = units.get(&**point).map_or("", String::as_str);
                     // Restored as raised (a restart or reload): frozen until it moves.
                     if state.still.is_none() && state.raised.is_some() {
                         state.still = Some((value, at - for_ms));
@@ -652,6 +691,7 @@ impl Unit {
                     }
                     let since = state.still.map_or(at, |(_, since)| since);
                     (at - since >= *for_ms).then(|| {
+                        let value = with_unit(value, unit);
                         (rule.grade, String::new(), format!("{point} has read {value} for {} s", (at - since) / 1000))
                     })
                 }
@@ -701,6 +741,10 @@ impl Unit {
                     keep_sample(&mut state.samples, at, count, *window_ms);
                     count - state.samples.front().map_or(count, |(_, first)| *first)
                 }),
+                DerivedKind::Trend { of, window_ms } => self.values.get(of).copied().and_then(|value| {
+                    keep_sample(&mut state.samples, at, value, *window_ms);
+                    slope_per_minute(&state.samples, (*window_ms / 2).min(30_000))
+                }),
             };
             match value {
                 Some(value) => {
@@ -721,16 +765,38 @@ impl Unit {
     }
 }
 
-/// `name value, name value` for the names an expression reads.
-fn describe(names: &[&str], values: &HashMap<Arc<str>, f64>) -> String {
+/// `name value unit, name value unit` for the names an expression reads.
+pub(crate) fn describe(names: &[&str], values: &HashMap<Arc<str>, f64>, units: &HashMap<Arc<str>, String>) -> String {
     let parts: Vec<String> = names
         .iter()
         .map(|name| match values.get(*name) {
-            Some(value) => format!("{name} {}", round(*value, 2)),
+            Some(value) => format!("{name} {}", with_unit(*value, units.get(*name).map_or("", String::as_str))),
             None => format!("{name} ?"),
         })
         .collect();
     parts.join(", ")
+}
+
+/// `1182 kPa`, `3.2 K`, `-50 °C`; a value without a unit alone.
+fn with_unit(value: f64, unit: &str) -> String {
+    let value = round(value, 2);
+    if unit.is_empty() { format!("{value}") } else { format!("{value} {unit}") }
+}
+
+/// The least-squares slope of `samples` per minute, once they span `at_least` ms.
+fn slope_per_minute(samples: &VecDeque<(Millis, f64)>, at_least: Millis) -> Option<f64> {
+    let (first, last) = (samples.front()?.0, samples.back()?.0);
+    if last - first < at_least.max(1) {
+        return None;
+    }
+    let n = samples.len() as f64;
+    let minutes = |at: Millis| (at - first) as f64 / 60_000.0;
+    let (mean_t, mean_v) = samples.iter().fold((0.0, 0.0), |(t, v), (at, value)| (t + minutes(*at) / n, v + value / n));
+    let (covariance, variance) = samples.iter().fold((0.0, 0.0), |(c, s), (at, value)| {
+        let dt = minutes(*at) - mean_t;
+        (c + dt * (value - mean_v), s + dt * dt)
+    });
+    (variance > 0.0).then(|| covariance / variance)
 }
 
 #[cfg(test)]
@@ -759,6 +825,7 @@ mod tests {
                 unit_id: unit,
                 gateway: "gw".into(),
                 points,
+                units_of_measure: HashMap::new(),
                 derived_points: derived_points.clone(),
                 rules: Arc::new(CompiledRules::compile(file, names)),
                 unreadable_since: None,
@@ -838,14 +905,36 @@ mod tests {
     fn supply_too_warm_while_running_raises_after_the_on_delay_and_clears_with_hysteresis() {
         let log = ch530(
             &[
-                (10, "evap_leaving_temp", Some(9.5)),
+                (40, "evap_leaving_temp", Some(9.5)),
                 (200, "evap_leaving_temp", Some(8.8)),
                 (300, "evap_leaving_temp", Some(8.2)),
             ],
             400,
         );
-        // On at 10 s + 60 s; 8.8 is within the 0.5 K hysteresis; 8.2 clears 30 s later.
-        assert_eq!(log, ["70s raise chw_supply_high g1", "330s clear chw_supply_high"]);
+        // (The supply's trend is known once its readings span 30 s.) On at 40 s + 60 s; 8.8 is
+        // within the 0.5 K hysteresis; 8.2 clears 30 s later.
+        assert_eq!(log, ["100s raise chw_supply_high g1", "330s clear chw_supply_high"]);
+    }
+
+    #[test]
+    fn field_a_pull_down_after_a_start_raises_nothing_but_a_unit_that_stops_falling_does() {
+        // Stopped, the loop warms to 12 °C; started at 100 s, the supply falls 0.5 K a minute.
+        let mut changes =
+            vec![(0, "running", Some(0.0)), (0, "evap_leaving_temp", Some(12.0)), (100, "running", Some(1.0))];
+        let pull_down: Vec<(i64, f64)> = (0..=10).map(|m| (100 + 60 * m, 12.0 - 0.5 * m as f64)).collect();
+        changes.extend(pull_down.iter().map(|(at, t)| (*at, "evap_leaving_temp", Some(*t))));
+        assert_eq!(ch530(&changes, 1500), Vec::<String>::new(), "a pull-down is not a fault");
+        // The same start, but the supply stalls at 10 °C (3 K above setpoint) after 4 minutes.
+        let mut stalled =
+            vec![(0, "running", Some(0.0)), (0, "evap_leaving_temp", Some(12.0)), (100, "running", Some(1.0))];
+        stalled.extend(pull_down.iter().take(5).map(|(at, t)| (*at, "evap_leaving_temp", Some(*t))));
+        // (The evaporator approach widens too in this sketch; only the supply rule is looked at.)
+        let log: Vec<String> = ch530(&stalled, 1500).into_iter().filter(|l| l.contains("chw_supply_high")).collect();
+        assert_eq!(log.len(), 1, "{log:?}");
+        assert!(log[0].ends_with("raise chw_supply_high g1"), "{log:?}");
+        let at: i64 = log[0].split('s').next().and_then(|s| s.parse().ok()).expect("a time");
+        // Not before the 10 minutes' settling after the start, nor long after it.
+        assert!((700..=800).contains(&at), "raised at {at} s: {log:?}");
     }
 
     #[test]
@@ -981,7 +1070,7 @@ mod tests {
         let rules = Arc::new(CompiledRules::compile(&file, &names));
         assert_eq!(
             rules.derived_names().collect::<Vec<_>>(),
-            ["chw_delta_t", "supply_deviation", "evap_approach", "cond_approach", "starts_per_hour"]
+            ["chw_delta_t", "supply_deviation", "evap_approach", "cond_approach", "supply_trend", "starts_per_hour"]
         );
         let derived_points = HashMap::from([("chw_delta_t".to_owned(), 100)]);
         let mut engine = site(&file, &names, 1, derived_points);

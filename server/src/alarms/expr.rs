@@ -125,8 +125,8 @@ impl Expr {
     }
 
     /// Evaluates a condition that is already true with hysteresis `margin`: a top-level `>` or
-    /// `>=` stays true until the left side falls `margin` below the right, and `<`, `<=` the
-    /// reverse. Anything else evaluates as usual.
+    /// `>=` (or one joined to others by `&&`) stays true until the left side falls `margin`
+    /// below the right, and `<`, `<=` the reverse. Anything else evaluates as usual.
     pub fn eval_with_margin(&self, margin: f64, lookup: &impl Fn(&str) -> Option<f64>) -> Option<f64> {
         match self {
             Expr::Binary(op @ (Op::Greater | Op::GreaterOrEqual), a, b) if margin != 0.0 => {
@@ -148,11 +148,14 @@ impl Expr {
                 (Some(_), Some(_)) => Some(0.0),
                 _ => None,
             },
-            Expr::Binary(Op::And, a, b) => match (a.eval(lookup), b.eval(lookup)) {
-                (Some(0.0), _) | (_, Some(0.0)) => Some(0.0),
-                (Some(_), Some(_)) => Some(1.0),
-                _ => None,
-            },
+            // Every comparison joined by `&&` keeps its margin.
+            Expr::Binary(Op::And, a, b) => {
+                match (a.eval_with_margin(margin, lookup), b.eval_with_margin(margin, lookup)) {
+                    (Some(0.0), _) | (_, Some(0.0)) => Some(0.0),
+                    (Some(_), Some(_)) => Some(1.0),
+                    _ => None,
+                }
+            }
             Expr::Binary(op, a, b) => {
                 let (a, b) = (a.eval(lookup)?, b.eval(lookup)?);
                 let value = match op {

@@ -106,6 +106,8 @@ pub fn unit_rule_file(profile: &str, overrides: &[(Option<i64>, String, serde_js
         for (_, key, patch) in overrides.iter().filter(|(u, key, _)| *u == scope && !rules::is_site_rule(key)) {
             if key == rules::CAPTURE_KEY {
                 file.capture = Some(rules::patch_capture(file.capture.unwrap_or_default(), patch));
+            } else if let Some(name) = key.strip_prefix(rules::DERIVED_PREFIX) {
+                rules::apply_derived_override(&mut file.derived, name, patch);
             } else {
                 rules::apply_override(&mut file.rules, key, patch);
             }
@@ -117,7 +119,8 @@ pub fn unit_rule_file(profile: &str, overrides: &[(Option<i64>, String, serde_js
 /// A gateway's site rule file.
 pub fn site_rule_file(overrides: &[(Option<i64>, String, serde_json::Value)]) -> RuleFile {
     let mut file = rules::site_defaults();
-    for (_, key, patch) in overrides.iter().filter(|(u, key, _)| u.is_none() && key != rules::CAPTURE_KEY) {
+    let site_rule = |key: &str| key != rules::CAPTURE_KEY && !key.starts_with(rules::DERIVED_PREFIX);
+    for (_, key, patch) in overrides.iter().filter(|(u, key, _)| u.is_none() && site_rule(key)) {
         rules::apply_override(&mut file.rules, key, patch);
     }
     file
@@ -243,6 +246,7 @@ impl Detector {
                     unit_id: unit.id,
                     gateway: gateway.clone(),
                     points: unit.points,
+                    units_of_measure: unit.units_of_measure,
                     derived_points: derived_points.remove(&unit.id).unwrap_or_default(),
                     rules: Arc::new(compiled),
                     unreadable_since: unit.unreadable_since,

@@ -26,6 +26,12 @@ pub struct Rule {
     pub title_zh: String,
     /// Grade 1 (critical) to 4 (warning), as in the service table.
     pub grade: u8,
+    /// Seconds the rule's `while` must have held before the rule is evaluated: a start pulls a
+    /// warm loop down, loads the compressor and moves every temperature, so rules about steady
+    /// running wait this long after one. A server that starts with the gate already true counts
+    /// it as settled (a restart must not silence an alarm).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub settle_s: f64,
     /// What raises it.
     #[serde(flatten)]
     pub kind: RuleKind,
@@ -136,13 +142,21 @@ pub struct Derived {
     /// Or: a counter whose increase over the last `window_s` is the value (starts per hour).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub increase_of: Option<String>,
-    /// The window of `increase_of`, seconds.
+    /// Or: a value whose trend over the last `window_s` is the value, in its unit per minute
+    /// (least squares; known once the samples span half a minute, or half the window if shorter).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trend_of: Option<String>,
+    /// The window of `increase_of` or `trend_of`, seconds.
     #[serde(default = "hour")]
     pub window_s: f64,
 }
 
 fn one() -> i32 {
     1
+}
+
+fn is_zero(value: &f64) -> bool {
+    *value == 0.0
 }
 
 fn hour() -> f64 {
@@ -229,7 +243,8 @@ pub fn parse_rule(value: &Json) -> Result<Rule, String> {
     let rule: Rule = serde_json::from_value(value.clone()).map_err(|e| e.to_string())?;
     let known = serde_json::to_value(&rule).map_err(|e| e.to_string())?;
     if let (Some(given), Some(known)) = (value.as_object(), known.as_object()) {
-        let optional = ["title_zh", "while", "on_delay_s", "off_delay_s", "hysteresis", "tolerance", "codes"];
+        let optional =
+            ["title_zh", "while", "on_delay_s", "off_delay_s", "hysteresis", "tolerance", "codes", "settle_s"];
         if let Some(unknown) = given.keys().find(|k| !known.contains_key(*k) && !optional.contains(&k.as_str())) {
             return Err(format!("rule {:?}: unknown field {unknown:?}", rule.key));
         }
@@ -254,6 +269,7 @@ fn check_rule(rule: &Rule) -> Result<(), String> {
             Err(format!("{name} must be 0 to {MAX_S} s"))
         }
     };
+    non_negative("settle_s", rule.settle_s)?;
     let check_levels = |levels: &[(f64, u8)]| {
         if levels.is_empty() {
             return Err("levels must not be empty".to_owned());
@@ -318,6 +334,13 @@ pub fn apply_override(rules: &mut Vec<Json>, key: &str, patch: &Json) {
         (Some(at), Json::Null) => {
             rules.remove(at);
         }
+        // A patch that changes the kind replaces the rule: the old kind's fields mean nothing to
+        // the new one.
+        (Some(at), Json::Object(fields)) if fields.get("kind").is_some_and(|k| Some(k) != rules[at].get("kind")) => {
+            let mut rule = fields.clone();
+            rule.insert("key".into(), Json::String(key.to_owned()));
+            rules[at] = Json::Object(rule);
+        }
         (Some(at), Json::Object(fields)) => {
             if let Some(existing) = rules[at].as_object_mut() {
                 for (name, value) in fields {
@@ -369,11 +392,74 @@ pub fn check_capture_patch(patch: &Json) -> Result<(), String> {
 
 /// Checks a derived value definition.
 pub fn check_derived(derived: &Derived) -> Result<(), String> {
-    match (&derived.formula, &derived.increase_of) {
-        (Some(formula), None) => Expr::parse(formula).map(|_| ()).map_err(|e| e.to_string()),
-        (None, Some(_)) if derived.window_s > 0.0 && derived.window_s <= 30.0 * 86_400.0 => Ok(()),
-        _ => Err(format!("derived {:?}: give either formula or increase_of (with window_s > 0)", derived.name)),
+    if !chillcloud_proto::is_plain_name(&derived.name) || derived.unit.chars().count() > 16 {
+        return Err(format!(
+            "derived {:?}: a name is 1 to 64 letters, digits, '-' or '_', a unit at most 16 characters",
+            derived.name
+        ));
     }
+    if !(0..=6).contains(&derived.decimals) {
+        return Err(format!("derived {:?}: decimals are 0 to 6", derived.name));
+    }
+    let window = derived.window_s > 0.0 && derived.window_s <= 30.0 * 86_400.0;
+    match (&derived.formula, &derived.increase_of, &derived.trend_of) {
+        (Some(formula), None, None) => Expr::parse(formula).map(|_| ()).map_err(|e| e.to_string()),
+        (None, Some(_), None) | (None, None, Some(_)) if window => Ok(()),
+        _ => Err(format!(
+            "derived {:?}: give one of formula, increase_of or trend_of (the last two with window_s > 0 and at most 30 days)",
+            derived.name
+        )),
+    }
+}
+
+/// The override key prefix that adds, changes or (with `null`) removes a derived value instead
+/// of a rule: `derived:<name>`.
+pub const DERIVED_PREFIX: &str = "derived:";
+
+/// Applies a derived-value override (`name` without its prefix): `null` removes it, an object's
+/// fields replace the shipped definition's (a new name adds one, computed after the others).
+pub fn apply_derived_override(derived: &mut Vec<Derived>, name: &str, patch: &Json) {
+    let position = derived.iter().position(|d| d.name == name);
+    match (position, patch) {
+        (Some(at), Json::Null) => {
+            derived.remove(at);
+        }
+        (position, Json::Object(fields)) => {
+            let mut merged = position.and_then(|at| serde_json::to_value(&derived[at]).ok()).unwrap_or(Json::Null);
+            if !merged.is_object() {
+                merged = Json::Object(Default::default());
+            }
+            if let Some(merged) = merged.as_object_mut() {
+                merged.extend(fields.clone());
+                merged.insert("name".into(), Json::String(name.to_owned()));
+            }
+            let Ok(definition) = serde_json::from_value::<Derived>(merged) else { return };
+            match position {
+                Some(at) => derived[at] = definition,
+                None => derived.push(definition),
+            }
+        }
+        _ => {}
+    }
+}
+
+/// Checks a derived-value override the way [`apply_derived_override`] applies it.
+pub fn check_derived_patch(derived: &[Derived], name: &str, patch: &Json) -> Result<(), String> {
+    let position = derived.iter().position(|d| d.name == name);
+    match patch {
+        Json::Null if position.is_some() => return Ok(()),
+        Json::Null => return Err(format!("there is no derived value {name:?} to remove")),
+        Json::Object(_) => {}
+        _ => return Err("send an object of derived-value fields, or null to remove it".into()),
+    }
+    let mut merged =
+        position.and_then(|at| serde_json::to_value(&derived[at]).ok()).unwrap_or(Json::Object(Default::default()));
+    if let (Some(merged), Some(fields)) = (merged.as_object_mut(), patch.as_object()) {
+        merged.extend(fields.clone());
+        merged.insert("name".into(), Json::String(name.to_owned()));
+    }
+    let definition: Derived = serde_json::from_value(merged).map_err(|e| format!("derived {name:?}: {e}"))?;
+    check_derived(&definition)
 }
 
 #[cfg(test)]

@@ -242,6 +242,8 @@ struct Due {
     steps_done: i32,
     gateway_id: String,
     device_key: Option<String>,
+    /// The unit's display name, when it has one.
+    unit_name: Option<String>,
     title: String,
     title_zh: String,
     message: String,
@@ -255,7 +257,8 @@ struct Due {
 /// Pages the due steps of incidents; returns how many messages it enqueued.
 async fn escalate(pool: &PgPool, paging: &Paging) -> sqlx::Result<usize> {
     let due: Vec<Due> = sqlx::query_as(
-        "select i.alarm_id, i.grade, i.opened_at, i.steps_done, a.gateway_id, u.device_key, a.title, a.title_zh,
+        "select i.alarm_id, i.grade, i.opened_at, i.steps_done, a.gateway_id, u.device_key,
+                coalesce(u.display_name, nullif(u.gateway_display_name, '')) as unit_name, a.title, a.title_zh,
                 a.message, a.acknowledged_at is not null or a.closed_at is not null as acknowledged,
                 a.shelved_until, i.resumed, s.policy, s.rotation_id
          from incidents i join alarms a on a.id = i.alarm_id left join units u on u.id = a.unit_id
@@ -437,11 +440,13 @@ fn render(
     let token = links::sign(&paging.link_secret, links::Purpose::Acknowledge, &grant);
     let link = format!("{}/a/{token}", paging.public_url);
     let code = reply_code();
-    let unit = match &incident.device_key {
-        Some(device) => format!("{device}@{}", incident.gateway_id),
-        None => incident.gateway_id.clone(),
+    // The name people know the unit by, else where it is.
+    let unit = match (&incident.unit_name, &incident.device_key) {
+        (Some(name), _) => name.clone(),
+        (None, Some(device)) => format!("{device}@{}", incident.gateway_id),
+        (None, None) => incident.gateway_id.clone(),
     };
-    let values: String = incident.message.chars().take(60).collect();
+    let values = providers::shorten(&incident.message, 60);
     let zh = language == "zh" && !incident.title_zh.is_empty();
     let fault = if zh { &incident.title_zh } else { &incident.title };
     let body = if zh {
@@ -472,5 +477,90 @@ fn render(
         }),
         body,
         reply_code: Some(code),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::{collections::HashMap, sync::Arc};
+
+    use super::*;
+    use crate::alarms::{engine, expr::Expr, rules};
+
+    /// An SMS for every shipped rule, in both languages: each template variable fits Aliyun's 35
+    /// characters, is cut only between words (with "…"), the unit is named as people know it and
+    /// the values carry their units.
+    #[test]
+    fn field_messages_are_readable() {
+        let paging = Paging::load(None, vec![7; 32], "https://chillcloud.example.com".into()).expect("defaults");
+        let mut files = vec![rules::site_defaults()];
+        files.extend(rules::profiles().map(rules::unit_defaults));
+        for file in files {
+            for value in &file.rules {
+                let rule = rules::parse_rule(value).expect("shipped rules are valid");
+                let names: Vec<String> = match &rule.kind {
+                    rules::RuleKind::Condition { when, .. } => {
+                        Expr::parse(when).expect("valid").names().iter().map(|n| (*n).to_owned()).collect()
+                    }
+                    rules::RuleKind::Rate { of, .. } => {
+                        Expr::parse(of).expect("valid").names().iter().map(|n| (*n).to_owned()).collect()
+                    }
+                    rules::RuleKind::Stuck { point, .. } | rules::RuleKind::Code { point, .. } => vec![point.clone()],
+                    _ => Vec::new(),
+                };
+                let values: HashMap<Arc<str>, f64> = names.iter().map(|n| (n.as_str().into(), 1182.25)).collect();
+                let units: HashMap<Arc<str>, String> =
+                    names.iter().map(|n| (n.as_str().into(), "kPa".to_owned())).collect();
+                let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+                let message = engine::describe(&refs, &values, &units);
+                for language in ["en", "zh"] {
+                    let incident = Due {
+                        alarm_id: 1,
+                        grade: i16::from(rule.grade),
+                        opened_at: Utc::now(),
+                        steps_done: 0,
+                        gateway_id: "site-gw".into(),
+                        device_key: Some("rthd-1".into()),
+                        unit_name: Some("Chiller 2, north plant".into()),
+                        title: rule.title.clone(),
+                        title_zh: rule.title_zh.clone(),
+                        message: message.clone(),
+                        acknowledged: false,
+                        shelved_until: None,
+                        resumed: 0,
+                        policy: None,
+                        rotation_id: None,
+                    };
+                    let sms = render(&paging, &incident, 1, "+8613800000000", language, 0, Utc::now());
+                    for key in ["unit", "fault", "value", "code", "grade"] {
+                        let full =
+                            sms.params[key].as_str().map(str::to_owned).unwrap_or_else(|| sms.params[key].to_string());
+                        let sent = providers::variable(&sms.params, key, 35);
+                        assert!(sent.chars().count() <= 35, "{}: {key} {sent:?}", rule.key);
+                        if sent != full && !full.is_empty() {
+                            let kept = sent
+                                .strip_suffix('…')
+                                .unwrap_or_else(|| panic!("{}: {key} cut without an ellipsis: {sent:?}", rule.key));
+                            let rest = full
+                                .strip_prefix(kept)
+                                .unwrap_or_else(|| panic!("{}: {key} {sent:?} is not from {full:?}", rule.key));
+                            let next = rest.chars().next().unwrap_or(' ');
+                            let last = kept.chars().last().unwrap_or(' ');
+                            let word = |c: char| c.is_ascii_alphanumeric() || "_.".contains(c);
+                            assert!(
+                                !(word(last) && word(next)),
+                                "{}: {key} cut inside a word: {sent:?} of {full:?}",
+                                rule.key
+                            );
+                        }
+                    }
+                    assert_eq!(sms.params["unit"], "Chiller 2, north plant", "the unit's display name");
+                    if !names.is_empty() {
+                        let value = providers::variable(&sms.params, "value", 35);
+                        assert!(value.contains("1182.25 kPa"), "{}: a value with its unit: {value:?}", rule.key);
+                    }
+                }
+            }
+        }
     }
 }

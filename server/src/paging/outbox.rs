@@ -321,7 +321,9 @@ async fn deliver(
         let decision = match answer {
             Ok(Ok(decision)) => decision,
             Ok(Err(error)) => {
-                warn!(id = message.id, provider = unsure.name(), %error, "could not ask whether a message went out");
+                // Asked again every 5 s until `unsure_wait`: the timeout was logged once, and
+                // the outcome will be.
+                debug!(id = message.id, provider = unsure.name(), %error, "could not ask whether a message went out");
                 AfterTimeout::Wait
             }
             Err(_) => AfterTimeout::Wait,

@@ -351,7 +351,7 @@ impl Provider {
                     .await?;
                 match body["Code"].as_str() {
                     Some("OK") => Ok(body["BizId"].as_str().unwrap_or_default().to_owned()),
-                    _ => Err(SendError::Failed(format!("aliyun: {} {}", body["Code"], body["Message"]))),
+                    _ => Err(SendError::Failed(format!("{} {}", body["Code"], body["Message"]))),
                 }
             }
             ProviderConfig::Tencent {
@@ -386,7 +386,7 @@ impl Provider {
                 match status["Code"].as_str() {
                     Some("Ok") => Ok(status["SerialNo"].as_str().unwrap_or_default().to_owned()),
                     _ => Err(SendError::Failed(format!(
-                        "tencent: {}",
+                        "{}",
                         if answer["Response"]["Error"].is_null() { status } else { &answer["Response"]["Error"] }
                     ))),
                 }
@@ -405,7 +405,7 @@ impl Provider {
                 if status.is_success() {
                     Ok(answer["sid"].as_str().unwrap_or_default().to_owned())
                 } else {
-                    Err(SendError::Failed(format!("twilio {status}: {}", answer["message"])))
+                    Err(SendError::Failed(format!("{status}: {}", answer["message"])))
                 }
             }
             ProviderConfig::Webhook { url, .. } => {
@@ -429,7 +429,7 @@ impl Provider {
                 if response.status().is_success() {
                     Ok(message.idempotency_key.clone())
                 } else {
-                    Err(SendError::Failed(format!("webhook: {}", response.status())))
+                    Err(SendError::Failed(format!("answered {}", response.status())))
                 }
             }
         }
@@ -470,7 +470,7 @@ impl Provider {
                             )
                             .await?;
                         if body["Code"].as_str() != Some("OK") {
-                            return Err(SendError::Failed(format!("aliyun: {} {}", body["Code"], body["Message"])));
+                            return Err(SendError::Failed(format!("{} {}", body["Code"], body["Message"])));
                         }
                         let records =
                             body["SmsSendDetailDTOs"]["SmsSendDetailDTO"].as_array().cloned().unwrap_or_default();
@@ -499,7 +499,7 @@ impl Provider {
                 .to_string();
                 let answer = call.request("PullSmsSendStatusByPhoneNumber", body).await?;
                 if !answer["Response"]["Error"].is_null() {
-                    return Err(SendError::Failed(format!("tencent: {}", answer["Response"]["Error"])));
+                    return Err(SendError::Failed(format!("{}", answer["Response"]["Error"])));
                 }
                 let records = answer["Response"]["PullSmsSendStatusSet"].as_array().cloned().unwrap_or_default();
                 Ok(records
@@ -523,7 +523,7 @@ impl Provider {
                 let status = response.status();
                 let answer = answer(response).await?;
                 if !status.is_success() {
-                    return Err(SendError::Failed(format!("twilio {status}: {}", answer["message"])));
+                    return Err(SendError::Failed(format!("{status}: {}", answer["message"])));
                 }
                 let messages = answer["messages"].as_array().cloned().unwrap_or_default();
                 Ok(messages
@@ -641,7 +641,7 @@ fn request_error(error: reqwest::Error) -> SendError {
 
 /// One template variable as a string of at most `max_chars` characters (providers count a
 /// Chinese character as one). Codes and tokens are made short enough; free text is cut.
-fn variable(params: &Value, key: &str, max_chars: usize) -> String {
+pub(crate) fn variable(params: &Value, key: &str, max_chars: usize) -> String {
     let text = match &params[key] {
         Value::String(text) => text.clone(),
         Value::Null => String::new(),
@@ -651,7 +651,23 @@ fn variable(params: &Value, key: &str, max_chars: usize) -> String {
     if text.is_empty() {
         return "-".into();
     }
-    text.chars().take(max_chars).collect()
+    shorten(&text, max_chars)
+}
+
+/// `text` in at most `max_chars` characters: whole when it fits, else cut between two words and
+/// ended with "…" (a Chinese character is a word of its own; a number is never cut).
+pub fn shorten(text: &str, max_chars: usize) -> String {
+    let chars: Vec<char> = text.chars().collect();
+    if chars.len() <= max_chars {
+        return text.to_owned();
+    }
+    let room = max_chars.saturating_sub(1);
+    // Letters, digits and what a number or a unit is written with belong to their word.
+    let in_word = |c: char| c.is_ascii_alphanumeric() || "_.°%/-+".contains(c);
+    let cut = (1..=room).rev().find(|&at| !in_word(chars[at - 1]) || !in_word(chars[at])).unwrap_or(room);
+    let head: String = chars[..cut].iter().collect();
+    let head = head.trim_end_matches(|c: char| c.is_whitespace() || ",;:，、；：".contains(c));
+    format!("{head}…")
 }
 
 /// Aliyun's percent-encoding: RFC 3986 unreserved characters stay, everything else is `%XX`
@@ -721,6 +737,15 @@ pub fn twilio_signature(auth_token: &str, url: &str, params: &[(String, String)]
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn field_variables_are_cut_between_words_with_an_ellipsis() {
+        assert_eq!(shorten("Cannot hold the chilled-water setpoint", 35), "Cannot hold the chilled-water…");
+        assert_eq!(shorten("short enough", 35), "short enough");
+        assert_eq!(shorten("supply_deviation 3.25 K, supply_trend 0.01 K/min", 35), "supply_deviation 3.25 K…");
+        assert_eq!(shorten("冷冻水出水温度无法保持设定值，请尽快检查机组运行状态和水系统", 20).chars().count(), 20);
+        assert_eq!(shorten("abcdefghijklmnopqrstuvwxyz", 10), "abcdefghi…");
+    }
 
     #[test]
     fn aliyun_encoding_follows_rfc_3986() {

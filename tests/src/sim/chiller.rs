@@ -63,9 +63,40 @@ pub enum Scenario {
     SensorOpen,
 }
 
+/// How a controller differs from the reference register map, as real ones do by model and
+/// firmware.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Quirks {
+    /// Input registers (protocol addresses) the controller does not have: a read that covers
+    /// one is answered with exception 2, illegal data address.
+    #[serde(default)]
+    pub missing_input_registers: Vec<u16>,
+    /// How the status word's bits are laid out.
+    #[serde(default)]
+    pub status_word: StatusLayout,
+}
+
+/// The status word's bits.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StatusLayout {
+    /// Bit 0 running, bit 1 alarm, bit 2 local control, bit 3 flow proven (our reference sites).
+    #[default]
+    Reference,
+    /// Bit 0 latched alarm, bit 1 running, bit 2 enabled, bit 3 capacity limited; no local/remote
+    /// or flow-proven bit (a Tracer CH530 met in the field).
+    Tracer,
+}
+
 /// The state of one chiller.
 #[derive(Debug, Clone, Serialize)]
 pub struct Chiller {
+    /// How its controller differs from the reference map.
+    pub quirks: Quirks,
+    /// Pulling a warm loop down after a start: the leaving water falls at the unit's full
+    /// capacity, [`PULL_DOWN_K_PER_S`], rather than settling within a minute.
+    pub pulling_down: bool,
     /// Modbus unit id.
     pub unit_id: u8,
     /// Remote enable command (coil 1).
@@ -140,6 +171,8 @@ const LOW_FLOW_DELTA_T: f64 = 12.0;
 const SHORT_CYCLE_HALF: f64 = 90.0;
 /// What an open-circuit leaving-water sensor reads, °C.
 const OPEN_SENSOR: f64 = -50.0;
+/// How fast a start pulls a warm loop down at full capacity, K/s (0.5 K a minute).
+pub const PULL_DOWN_K_PER_S: f64 = 0.5 / 60.0;
 
 /// Saturation pressure of R-134a in kPa at `celsius`, from a Clausius-Clapeyron fit through
 /// 0 °C (293 kPa) and 40 °C (1017 kPa); within 2 % over the chiller's range.
@@ -170,6 +203,8 @@ impl Chiller {
     /// A running chiller at steady state for `hour` of the day.
     pub fn new(unit_id: u8, hour: f64) -> Self {
         let mut chiller = Chiller {
+            quirks: Quirks::default(),
+            pulling_down: false,
             unit_id,
             enabled: true,
             local: false,
@@ -252,9 +287,12 @@ impl Chiller {
         if self.enabled && !held_off && !self.running {
             self.running = true;
             self.starts += 1;
+            // A loop that warmed while the unit stood is pulled down at full capacity.
+            self.pulling_down = self.supply > self.setpoint + 1.0;
         }
         if !self.enabled || held_off {
             self.running = false;
+            self.pulling_down = false;
         }
         if self.running {
             let normal_rla = (self.load * 100.0).min(f64::from(self.current_limit));
@@ -278,7 +316,15 @@ impl Chiller {
                 Scenario::HighHeadPressure => (HEAD_COND_IN, HEAD_COND_RISE, 60.0),
                 _ => (27.0 + 3.0 * self.load, 5.0 * self.load, 300.0),
             };
-            approach(&mut self.supply, target_supply + noise, dt, 60.0);
+            let rla = if self.pulling_down {
+                let falls_to = self.supply - PULL_DOWN_K_PER_S * dt;
+                self.supply = falls_to.max(target_supply) + noise;
+                self.pulling_down = falls_to > target_supply + 0.3;
+                f64::from(self.current_limit)
+            } else {
+                approach(&mut self.supply, target_supply + noise, dt, 60.0);
+                rla
+            };
             approach(&mut self.rla, rla, dt, 20.0);
             approach(&mut self.ret, self.supply + delta_t, dt, 90.0);
             approach(&mut self.cond_in, cond_in, dt, cond_tau);
@@ -300,14 +346,28 @@ impl Chiller {
     /// Bit 0 running, bit 1 alarm (a diagnostic is active), bit 2 local control, bit 3
     /// chilled-water flow proven.
     fn status_word(&self) -> u16 {
-        u16::from(self.running)
-            | (u16::from(self.diagnostic != 0) << 1)
-            | (u16::from(self.local) << 2)
-            | (u16::from(self.flow_proven()) << 3)
+        match self.quirks.status_word {
+            StatusLayout::Reference => {
+                u16::from(self.running)
+                    | (u16::from(self.diagnostic != 0) << 1)
+                    | (u16::from(self.local) << 2)
+                    | (u16::from(self.flow_proven()) << 3)
+            }
+            StatusLayout::Tracer => {
+                u16::from(self.diagnostic != 0)
+                    | (u16::from(self.running) << 1)
+                    | (u16::from(self.enabled) << 2)
+                    | (u16::from(self.running && self.rla >= f64::from(self.current_limit) - 1.0) << 3)
+            }
+        }
     }
 
     /// Reads `count` input registers from `start`.
     pub fn input_registers(&self, start: u16, count: u16) -> Result<Vec<u16>, ExceptionCode> {
+        let end = u32::from(start) + u32::from(count);
+        if self.quirks.missing_input_registers.iter().any(|&r| (u32::from(start)..end).contains(&u32::from(r))) {
+            return Err(ExceptionCode::IllegalDataAddress);
+        }
         let supply = self.stuck_supply.unwrap_or(self.supply);
         let supply_sensor = match self.scenario {
             Scenario::SensorOpen => OPEN_SENSOR,
@@ -742,6 +802,29 @@ mod tests {
         assert!(deviation <= 0.25, "leaving water within {deviation} K of setpoint");
         assert!(evap_approach < 3.1 && cond_approach < 2.8, "approaches {evap_approach} and {cond_approach} K");
         assert!(cond_pressure < 1000.0 && delta_t < 5.0, "{cond_pressure} kPa, ΔT {delta_t} K");
+    }
+
+    #[test]
+    fn a_start_after_a_long_stop_pulls_the_warm_loop_down_at_full_capacity() {
+        let mut chiller = Chiller::new(1, 14.5);
+        chiller.enabled = false;
+        let stopped = run(&mut chiller, 600.0, 14.5);
+        assert!(!stopped.running && stopped.supply > 10.5, "the loop warms in 10 minutes stopped: {stopped:?}");
+        chiller.enabled = true;
+        let started = run(&mut chiller, 180.0, 14.5);
+        assert!(started.running && started.supply - 7.0 > 2.0, "still pulling down after 3 minutes: {started:?}");
+        assert!(chiller.rla > 95.0, "at full capacity while it does: {}", chiller.rla);
+        let settled = run(&mut chiller, 600.0, 14.5);
+        assert_eq!(settled.unhealthy(7.0), None, "settled 13 minutes after the start");
+    }
+
+    #[test]
+    fn a_quirky_controller_refuses_missing_registers_and_lays_out_its_status_word_its_own_way() {
+        let mut chiller = Chiller::new(1, 14.5);
+        chiller.quirks = Quirks { missing_input_registers: vec![18], status_word: StatusLayout::Tracer };
+        assert_eq!(chiller.input_registers(1, 18), Err(ExceptionCode::IllegalDataAddress));
+        assert!(chiller.input_registers(1, 17).is_ok());
+        assert_eq!(chiller.input_registers(8, 1).expect("readable")[0] & 0b0110, 0b0110, "running and enabled");
     }
 
     #[test]

@@ -24,7 +24,7 @@ use tokio_modbus::{
 };
 
 use chiller::NOISE_SPAN_K;
-pub use chiller::{Chiller, Scenario};
+pub use chiller::{Chiller, Quirks, Scenario, StatusLayout};
 
 /// Every simulated chiller, shared by the Modbus server, the clock and the control interface.
 #[derive(Debug)]
@@ -216,7 +216,8 @@ fn unit<T>(plant: &SharedPlant, unit_id: u8, f: impl FnOnce(&mut Chiller) -> T) 
 /// `GET /metrics` (each unit's leaving-water reading for Prometheus, as its register shows it),
 /// and `PUT /units/{id}/scenario`
 /// (`{"scenario": "trip", "code": 47}`), `/setpoint` (`{"celsius": 6.5}`), `/enabled`, `/local`
-/// (`{"local": true}`: the panel's local/remote switch).
+/// (`{"local": true}`: the panel's local/remote switch), `/quirks` (`{"missing_input_registers":
+/// [18], "status_word": "tracer"}`: how this controller differs from the reference map).
 ///
 /// Scenarios (see [`Scenario`]): `normal`, `cannot_hold`, `trip` (with `code`), `sensor_stuck`,
 /// `offline`, and the faults `freeze_risk`, `high_head_pressure`, `condenser_fouling`,
@@ -255,6 +256,12 @@ pub fn control_router(plant: SharedPlant) -> Router {
             "/units/{unit_id}/enabled",
             put(|State(plant): State<SharedPlant>, Path(id): Path<u8>, Json(body): Json<EnabledBody>| async move {
                 unit(&plant, id, |c| c.enabled = body.enabled)
+            }),
+        )
+        .route(
+            "/units/{unit_id}/quirks",
+            put(|State(plant): State<SharedPlant>, Path(id): Path<u8>, Json(quirks): Json<Quirks>| async move {
+                unit(&plant, id, |c| c.quirks = quirks)
             }),
         )
         .route(
