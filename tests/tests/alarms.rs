@@ -35,7 +35,9 @@ fn assert_raised_in_time(alarms: &[Value], rule: &str, onset_ms: i64, delay_s: i
 #[tokio::test]
 async fn scenario_cannot_hold_the_chilled_water_setpoint() {
     let plant = Plant::start(2, 20.0, "poll_interval_ms = 500").await;
-    plant.set_rule(1, "chw_supply_high", json!({"on_delay_s": 10})).await;
+    // The on-delay alone: the pull-down allowance (the supply's trend, in real time) is what
+    // field_no_false_alarm_when_a_unit_pulls_down_after_a_long_stop tests at this speed.
+    plant.set_rule(1, "chw_supply_high", json!({"on_delay_s": 10, "when": "supply_deviation > 2"})).await;
     let start = now_ms();
     plant.sim.control(1, "scenario", json!({"scenario": "cannot_hold"})).await;
     let onset = plant.onset(1, "supply_deviation", "> 2", start).await;

@@ -743,7 +743,7 @@ impl Unit {
                 }),
                 DerivedKind::Trend { of, window_ms } => self.values.get(of).copied().and_then(|value| {
                     keep_sample(&mut state.samples, at, value, *window_ms);
-                    slope_per_minute(&state.samples, (*window_ms / 2).min(30_000))
+                    slope_per_minute(&state.samples, (*window_ms / 2).min(10_000))
                 }),
             };
             match value {
@@ -911,7 +911,7 @@ mod tests {
             ],
             400,
         );
-        // (The supply's trend is known once its readings span 30 s.) On at 40 s + 60 s; 8.8 is
+        // (The supply's trend is known once its readings span 10 s.) On at 40 s + 60 s; 8.8 is
         // within the 0.5 K hysteresis; 8.2 clears 30 s later.
         assert_eq!(log, ["100s raise chw_supply_high g1", "330s clear chw_supply_high"]);
     }

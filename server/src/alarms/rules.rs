@@ -143,7 +143,7 @@ pub struct Derived {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub increase_of: Option<String>,
     /// Or: a value whose trend over the last `window_s` is the value, in its unit per minute
-    /// (least squares; known once the samples span half a minute, or half the window if shorter).
+    /// (least squares; known once the samples span 10 s, or half the window if shorter).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub trend_of: Option<String>,
     /// The window of `increase_of` or `trend_of`, seconds.
