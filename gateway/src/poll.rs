@@ -273,13 +273,13 @@ impl DevicePoller {
 
     /// Finds out which of `members` (a merged read the device refused) the device lacks, by
     /// reading them in halves until every point is read or found missing. Returns each read
-    /// point's words and the missing points, or the error that stopped the search (the device
+    /// point's value and the missing points, or the error that stopped the search (the device
     /// stopped answering).
     async fn isolate(
         &mut self,
         members: &[usize],
         requests: &mut u64,
-    ) -> Result<(Vec<(usize, Vec<u16>)>, Vec<usize>), RequestError> {
+    ) -> Result<(Vec<(usize, Option<f64>)>, Vec<usize>), RequestError> {
         let (mut read, mut missing) = (Vec::new(), Vec::new());
         let mut groups = vec![members.to_vec()];
         while let Some(group) = groups.pop() {
@@ -288,12 +288,7 @@ impl DevicePoller {
                 let points: Vec<usize> = block.points.iter().map(|&j| group[j]).collect();
                 *requests += 1;
                 match request_with_retries(&mut self.link, &self.device, &block).await {
-                    Ok(words) => {
-                        for &i in &points {
-                            let at = usize::from(self.device.points[i].address - block.start);
-                            read.push((i, words[at..at + usize::from(self.device.points[i].width)].to_vec()));
-                        }
-                    }
+                    Ok(words) => read.extend(self.values(block.start, &points, &words)),
                     Err(RequestError::Exception(code)) if refuses_registers(code) => match points.as_slice() {
                         [single] => missing.push(*single),
                         _ => {
@@ -322,6 +317,18 @@ impl DevicePoller {
         }
         self.next_probe = Some(Instant::now() + PROBE_INTERVAL);
         Ok((read, missing))
+    }
+
+    /// The values of `points` in the words of a read from `start`; a float register holding NaN
+    /// or infinity has no usable value.
+    fn values(&self, start: u16, points: &[usize], words: &[u16]) -> Vec<(usize, Option<f64>)> {
+        (points.iter())
+            .map(|&i| {
+                let point = &self.device.points[i];
+                let at = usize::from(point.address - start);
+                (i, Some(engineering_value(point, &words[at..at + usize::from(point.width)])).filter(|v| v.is_finite()))
+            })
+            .collect()
     }
 
     /// Tries the missing points again, each on its own; a point that answers is planned again.
@@ -431,10 +438,10 @@ impl DevicePoller {
                 self.read_block(block_index).await
             };
             let time_ms = now_ms();
-            let block = self.blocks[block_index].clone();
             let result = match result {
                 Err(RequestError::Exception(code)) if refuses_registers(code) => {
-                    match self.isolate(&block.points, &mut requests).await {
+                    let members = self.blocks[block_index].points.clone();
+                    match self.isolate(&members, &mut requests).await {
                         Ok((read, missing)) => {
                             for &i in &missing {
                                 let point = &self.device.points[i];
@@ -447,27 +454,22 @@ impl DevicePoller {
                         Err(error) => Err(error),
                     }
                 }
-                Ok(words) => Ok(block
-                    .points
-                    .iter()
-                    .map(|&i| {
-                        let point = &self.device.points[i];
-                        let at = usize::from(point.address - block.start);
-                        (i, words[at..at + usize::from(point.width)].to_vec())
-                    })
-                    .collect()),
+                Ok(words) => {
+                    let block = &self.blocks[block_index];
+                    Ok(self.values(block.start, &block.points, &words))
+                }
                 Err(error) => Err(error),
             };
             match result {
                 Ok(read) => {
-                    for (i, raw) in read {
-                        // A float register holding NaN or infinity has no usable value.
-                        let value = Some(engineering_value(&self.device.points[i], &raw)).filter(|v| v.is_finite());
+                    for (i, value) in read {
                         self.report(i, value, time_ms, snapshot, &mut samples);
                     }
                 }
                 Err(error) => {
                     first_error.get_or_insert_with(|| error.to_string());
+                    // The plan changes only after the loop: the block is still this one.
+                    let block = &self.blocks[block_index];
                     let fresh_failure =
                         block.points.iter().any(|&i| !matches!(self.last_sent[i], Some((None, Quality::Bad))));
                     if fresh_failure && !matches!(error, RequestError::Skipped) {
@@ -477,7 +479,8 @@ impl DevicePoller {
                     } else {
                         debug!(device = %self.device.id, %error, "read still failing");
                     }
-                    for &i in &block.points {
+                    for k in 0..self.blocks[block_index].points.len() {
+                        let i = self.blocks[block_index].points[k];
                         self.report(i, None, time_ms, snapshot, &mut samples);
                     }
                     if !matches!(error, RequestError::Exception(_)) {

@@ -781,6 +781,20 @@ pub fn browser_dir() -> PathBuf {
     dir
 }
 
+/// The third-party Modbus server (`tests/interop/pymodbus_server.py`) listening, with its log in
+/// `dir`, and its port.
+pub async fn start_pymodbus(dir: &Path) -> (Process, u16) {
+    let python = pymodbus_python().await;
+    let port = free_port();
+    let script = workspace_root().join("tests/interop/pymodbus_server.py");
+    let process = Process::spawn("pymodbus", &python, &[&script.to_string_lossy(), &port.to_string()], dir);
+    wait_for("pymodbus to listen", Duration::from_secs(30), || async {
+        tokio::net::TcpStream::connect(("127.0.0.1", port)).await.ok()
+    })
+    .await;
+    (process, port)
+}
+
 /// A Python with pymodbus 3.16: `$CHILLCLOUD_PYMODBUS_PYTHON`, or a venv under `target/`
 /// created on first use.
 pub async fn pymodbus_python() -> PathBuf {

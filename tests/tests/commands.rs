@@ -7,9 +7,7 @@ use std::time::Duration;
 
 use chillcloud_proto::{Command, CommandResult, CommandStatus, GatewayId, MessageKind, Topic};
 use chillcloud_server::embedded::broker::SERVER_USERNAME;
-use chillcloud_tests::harness::{
-    Api, Gateway, Process, Simulator, Stack, free_port, pymodbus_python, simulated_chillers, wait_for, workspace_root,
-};
+use chillcloud_tests::harness::{Api, Gateway, Simulator, Stack, simulated_chillers, start_pymodbus, wait_for};
 use prost::Message as _;
 use reqwest::Method;
 use serde_json::{Value, json};
@@ -339,15 +337,7 @@ async fn command_redelivered_executes_once_even_across_a_restart_and_late_or_unc
 #[tokio::test(flavor = "multi_thread")]
 async fn command_writes_of_every_type_read_back_equal_on_pymodbus() {
     let stack = Stack::start().await;
-    let python = pymodbus_python().await;
-    let port = free_port();
-    let script = workspace_root().join("tests/interop/pymodbus_server.py");
-    let pymodbus =
-        Process::spawn("pymodbus", &python, &[&script.to_string_lossy(), &port.to_string()], stack.dir.path());
-    wait_for("pymodbus to listen", Duration::from_secs(30), || async {
-        tokio::net::TcpStream::connect(("127.0.0.1", port)).await.ok()
-    })
-    .await;
+    let (pymodbus, port) = start_pymodbus(stack.dir.path()).await;
     // One writable point of each type and function code, over the server's known layout.
     let points = [
         ("coil_single", "kind = \"coil\", address = 0", 0.0),

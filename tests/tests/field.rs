@@ -13,10 +13,7 @@ use chillcloud_gateway::{
     status::StatusBoard,
 };
 use chillcloud_proto::{Command, CommandStatus, Quality};
-use chillcloud_tests::harness::{
-    Api, Plant, Process, Simulator, free_port, pymodbus_python, shared_temp_dir, simulated_chillers, wait_for,
-    workspace_root,
-};
+use chillcloud_tests::harness::{Api, Plant, Simulator, shared_temp_dir, simulated_chillers, start_pymodbus, wait_for};
 use serde_json::{Value, json};
 
 async fn requests_served(sim: &Simulator) -> u64 {
@@ -99,14 +96,7 @@ async fn field_a_missing_register_marks_one_point_bad_and_the_rest_polls() {
 #[tokio::test(flavor = "multi_thread")]
 async fn field_a_missing_register_on_pymodbus_marks_one_point_bad() {
     let dir = shared_temp_dir();
-    let python = pymodbus_python().await;
-    let port = free_port();
-    let script = workspace_root().join("tests/interop/pymodbus_server.py");
-    let _pymodbus = Process::spawn("pymodbus", &python, &[&script.to_string_lossy(), &port.to_string()], dir.path());
-    wait_for("pymodbus to listen", Duration::from_secs(20), || async {
-        tokio::net::TcpStream::connect(("127.0.0.1", port)).await.ok()
-    })
-    .await;
+    let (_pymodbus, port) = start_pymodbus(dir.path()).await;
     // pymodbus holds 3 input registers: a read of the fourth is refused with exception 2.
     let devices = format!(
         "[[devices]]\nid = \"pymodbus\"\nhost = \"127.0.0.1\"\nport = {port}\npoints = [\n\

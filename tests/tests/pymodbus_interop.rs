@@ -1,23 +1,12 @@
 //! The gateway reads a third-party Modbus server (pymodbus) correctly: 16-, 32- and 64-bit
 //! integers, floats, both word orders, scaling and offsets, coils and discrete inputs.
 
-use std::time::Duration;
-
-use chillcloud_tests::harness::{
-    Process, bin, free_port, pymodbus_python, run_to_completion, shared_temp_dir, wait_for, workspace_root,
-};
+use chillcloud_tests::harness::{bin, run_to_completion, shared_temp_dir, start_pymodbus};
 
 #[tokio::test(flavor = "multi_thread")]
 async fn gateway_decodes_every_type_from_pymodbus() {
     let dir = shared_temp_dir();
-    let python = pymodbus_python().await;
-    let port = free_port();
-    let script = workspace_root().join("tests/interop/pymodbus_server.py");
-    let _pymodbus = Process::spawn("pymodbus", &python, &[&script.to_string_lossy(), &port.to_string()], dir.path());
-    wait_for("pymodbus to listen", Duration::from_secs(20), || async {
-        tokio::net::TcpStream::connect(("127.0.0.1", port)).await.ok()
-    })
-    .await;
+    let (_pymodbus, port) = start_pymodbus(dir.path()).await;
 
     std::fs::write(dir.path().join("secret"), "unused").expect("secret");
     let config = format!(

@@ -417,49 +417,44 @@ pub fn check_derived(derived: &Derived) -> Result<(), String> {
 pub const DERIVED_PREFIX: &str = "derived:";
 
 /// Applies a derived-value override (`name` without its prefix): `null` removes it, an object's
-/// fields replace the shipped definition's (a new name adds one, computed after the others).
+/// fields replace the shipped definition's (a new name adds one, computed after the others). The
+/// API checks patches with [`check_derived_patch`] first; one that does not give a definition is
+/// left out.
 pub fn apply_derived_override(derived: &mut Vec<Derived>, name: &str, patch: &Json) {
     let position = derived.iter().position(|d| d.name == name);
     match (position, patch) {
         (Some(at), Json::Null) => {
             derived.remove(at);
         }
-        (position, Json::Object(fields)) => {
-            let mut merged = position.and_then(|at| serde_json::to_value(&derived[at]).ok()).unwrap_or(Json::Null);
-            if !merged.is_object() {
-                merged = Json::Object(Default::default());
-            }
-            if let Some(merged) = merged.as_object_mut() {
-                merged.extend(fields.clone());
-                merged.insert("name".into(), Json::String(name.to_owned()));
-            }
-            let Ok(definition) = serde_json::from_value::<Derived>(merged) else { return };
-            match position {
-                Some(at) => derived[at] = definition,
-                None => derived.push(definition),
-            }
-        }
+        (position, Json::Object(_)) => match (position, patched_derived(derived, name, patch)) {
+            (Some(at), Ok(definition)) => derived[at] = definition,
+            (None, Ok(definition)) => derived.push(definition),
+            (_, Err(_)) => {}
+        },
         _ => {}
     }
 }
 
 /// Checks a derived-value override the way [`apply_derived_override`] applies it.
 pub fn check_derived_patch(derived: &[Derived], name: &str, patch: &Json) -> Result<(), String> {
-    let position = derived.iter().position(|d| d.name == name);
     match patch {
-        Json::Null if position.is_some() => return Ok(()),
-        Json::Null => return Err(format!("there is no derived value {name:?} to remove")),
-        Json::Object(_) => {}
-        _ => return Err("send an object of derived-value fields, or null to remove it".into()),
+        Json::Null if derived.iter().any(|d| d.name == name) => Ok(()),
+        Json::Null => Err(format!("there is no derived value {name:?} to remove")),
+        Json::Object(_) => check_derived(&patched_derived(derived, name, patch)?),
+        _ => Err("send an object of derived-value fields, or null to remove it".into()),
     }
+}
+
+/// The definition of `name` with the object `patch`'s fields over it (over nothing, when new).
+fn patched_derived(derived: &[Derived], name: &str, patch: &Json) -> Result<Derived, String> {
+    let existing = derived.iter().find(|d| d.name == name);
     let mut merged =
-        position.and_then(|at| serde_json::to_value(&derived[at]).ok()).unwrap_or(Json::Object(Default::default()));
+        existing.and_then(|d| serde_json::to_value(d).ok()).unwrap_or_else(|| Json::Object(Default::default()));
     if let (Some(merged), Some(fields)) = (merged.as_object_mut(), patch.as_object()) {
         merged.extend(fields.clone());
         merged.insert("name".into(), Json::String(name.to_owned()));
     }
-    let definition: Derived = serde_json::from_value(merged).map_err(|e| format!("derived {name:?}: {e}"))?;
-    check_derived(&definition)
+    serde_json::from_value(merged).map_err(|e| format!("derived {name:?}: {e}"))
 }
 
 #[cfg(test)]
