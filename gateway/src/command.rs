@@ -107,17 +107,8 @@ impl Journal {
 
     /// Writes the ids still kept to a new file and puts it in place.
     fn rewrite(&self) -> std::io::Result<()> {
-        let temporary = self.path.with_extension("tmp");
-        let mut file = std::fs::File::create(&temporary)?;
-        for (id, (expires_ms, _)) in &self.taken {
-            writeln!(file, "{expires_ms} {id}")?;
-        }
-        file.sync_all()?;
-        std::fs::rename(&temporary, &self.path)?;
-        if let Some(dir) = self.path.parent() {
-            std::fs::File::open(dir)?.sync_all()?;
-        }
-        Ok(())
+        let lines: String = self.taken.iter().map(|(id, (expires_ms, _))| format!("{expires_ms} {id}\n")).collect();
+        crate::durable::replace(&self.path, lines.as_bytes())
     }
 
     /// Records `command` as taken, durably.

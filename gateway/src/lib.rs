@@ -3,6 +3,7 @@
 
 pub mod command;
 pub mod config;
+pub mod durable;
 pub mod modbus;
 pub mod poll;
 pub mod profile;
@@ -132,15 +133,7 @@ pub fn next_session(state_dir: &Path) -> Result<u64, Error> {
         Err(e) => return Err(state_error(&path)(e)),
     };
     let session = previous + 1;
-    let temporary = state_dir.join("session.tmp");
-    let write = || -> std::io::Result<()> {
-        let mut file = std::fs::File::create(&temporary)?;
-        std::io::Write::write_all(&mut file, format!("{session}\n").as_bytes())?;
-        file.sync_all()?;
-        std::fs::rename(&temporary, &path)?;
-        std::fs::File::open(state_dir)?.sync_all()
-    };
-    write().map_err(state_error(&path))?;
+    durable::replace(&path, format!("{session}\n").as_bytes()).map_err(state_error(&path))?;
     Ok(session)
 }
 

@@ -43,7 +43,7 @@ use chillcloud_proto::{Data, DroppedInterval};
 use prost::Message;
 use tracing::{info, warn};
 
-use crate::throttle::Throttle;
+use crate::{durable, throttle::Throttle};
 
 const CRC: crc::Crc<u32> = crc::Crc::<u32>::new(&crc::CRC_32_ISCSI);
 /// Length and checksum.
@@ -218,7 +218,7 @@ impl Queue {
     /// Stores the birth of the queue's session, so a backlog of it can be announced after a
     /// restart.
     pub fn store_birth(&self, birth: &[u8]) -> io::Result<()> {
-        write_durably(&self.dir, &format!("birth-{}", self.session), birth)
+        durable::replace(&self.dir.join(format!("birth-{}", self.session)), birth)
     }
 
     /// The stored birth of `session`, if any.
@@ -421,9 +421,7 @@ impl Queue {
         if self.acked == self.acked_persisted {
             return Ok(());
         }
-        let temporary = self.dir.join("acked.tmp");
-        fs::write(&temporary, format!("{}\n", self.acked))?;
-        fs::rename(&temporary, self.dir.join("acked"))?;
+        durable::replace_unsynced(&self.dir.join("acked"), format!("{}\n", self.acked).as_bytes())?;
         self.acked_persisted = self.acked;
         let mut removed = false;
         while self.segments.len() > 1 && self.segments.front().is_some_and(|s| s.last_seq <= self.acked) {
@@ -562,16 +560,6 @@ fn read_record(reader: &mut impl Read) -> io::Result<Option<(u64, Data, u64)>> {
     let seq = u64::from_le_bytes([body[0], body[1], body[2], body[3], body[4], body[5], body[6], body[7]]);
     let data = Data::decode(&body[8..]).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
     Ok(Some((seq, data, HEADER_BYTES + u64::from(length))))
-}
-
-/// Replaces `dir/name` with `contents` so that a crash leaves either the old or the new file.
-fn write_durably(dir: &Path, name: &str, contents: &[u8]) -> io::Result<()> {
-    let temporary = dir.join(format!("{name}.tmp"));
-    let mut file = File::create(&temporary)?;
-    file.write_all(contents)?;
-    file.sync_data()?;
-    fs::rename(&temporary, dir.join(name))?;
-    File::open(dir)?.sync_all()
 }
 
 #[cfg(test)]

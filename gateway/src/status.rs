@@ -154,9 +154,8 @@ impl StatusBoard {
     /// Writes the report to `path` (replacing it whole, so readers never see half of it).
     pub fn write(&self, path: &Path) -> std::io::Result<()> {
         let text = serde_json::to_vec_pretty(&*self.lock()).map_err(std::io::Error::other)?;
-        let temporary = path.with_extension("json.tmp");
-        std::fs::write(&temporary, text)?;
-        std::fs::rename(&temporary, path)
+        // Rewritten twice a second and rebuilt from scratch at start: not worth a sync.
+        crate::durable::replace_unsynced(path, &text)
     }
 }
 
