@@ -1,6 +1,7 @@
 //! The Chillcloud field gateway: polls chiller controllers over Modbus and publishes their
 //! readings to the cloud over MQTT.
 
+pub mod backoff;
 pub mod command;
 pub mod config;
 pub mod durable;

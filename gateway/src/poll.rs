@@ -23,6 +23,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use crate::{
+    backoff::Backoff,
     command::{Payload, Write, answer, confirms},
     config::{BusConfig, BusEndpoint, DeviceConfig, MIN_POLL_INTERVAL_MS, Parity, PointConfig, Transport},
     modbus::{ReadBlock, RegisterKind, Span, decode_string, decode_words, plan_reads},
@@ -187,8 +188,8 @@ pub struct DevicePoller {
     /// Each block's time between reads and when it is next due (`None`: at the next poll).
     schedule: Vec<(Duration, Option<Instant>)>,
     link: Link,
-    /// Polls in a row that failed, for backing off.
-    failed_polls: u32,
+    /// Polls in a row that found the device unreachable, for polling it less often.
+    backoff: Backoff,
     /// What was last sent for each point: report by exception compares against it.
     last_sent: Vec<Option<(Option<f64>, Quality)>>,
     /// When the next poll sends every point whatever its change.
@@ -231,7 +232,7 @@ impl DevicePoller {
             blocks: Vec::new(),
             schedule: Vec::new(),
             link,
-            failed_polls: 0,
+            backoff: Backoff::default(),
             last_sent: vec![None; points],
             next_snapshot: None,
             boost: None,
@@ -505,7 +506,11 @@ impl DevicePoller {
         let finished_ms = now_ms();
         // Only a device that does not answer is backed off; one refusing a register (an
         // exception) still answers.
-        self.failed_polls = if unreachable { self.failed_polls.saturating_add(1) } else { 0 };
+        if unreachable {
+            self.backoff.failed();
+        } else {
+            self.backoff.reset();
+        }
         let boost_until_ms = self.boost.map(|boost| boost.until_ms);
         let missing_points = self.missing_names();
         self.status.device(&self.device.id, |status| {
@@ -881,9 +886,9 @@ pub async fn run_device(
                     return;
                 }
                 let interval = poller.interval(Instant::now());
-                let backoff = interval.saturating_mul(1 << poller.failed_polls.min(10)).min(MAX_BACKOFF.max(interval));
+                let wait = poller.backoff.delay(interval, MAX_BACKOFF.max(interval));
                 // A poll that ran late is followed by one poll at once, not a burst of catch-ups.
-                next = (next + backoff).max(Instant::now() + if poller.failed_polls > 0 { backoff / 2 } else { Duration::ZERO });
+                next = (next + wait).max(Instant::now() + if poller.backoff.is_failing() { wait / 2 } else { Duration::ZERO });
             }
         }
     }

@@ -33,6 +33,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use crate::{
+    backoff::Backoff,
     command::{Admission, Journal, Write, admit},
     config::{Config, MqttConfig},
     now_ms,
@@ -437,7 +438,7 @@ pub async fn run(
     let mut results: Vec<CommandResult> = Vec::new();
     let mut link: Option<(AsyncClient, mpsc::UnboundedReceiver<LinkEvent>)> = None;
     let mut reconnect_at = Instant::now();
-    let mut delay = FIRST_RECONNECT_DELAY;
+    let mut reconnects = Backoff::default();
     let mut persist = tokio::time::interval(PERSIST_ACKED_EVERY);
     persist.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut connections = 0u64;
@@ -452,7 +453,7 @@ pub async fn run(
             event = next_event(&mut link) => match event {
                 LinkEvent::Connected => {
                     info!("connected to broker");
-                    delay = FIRST_RECONNECT_DELAY;
+                    reconnects.reset();
                     connections += 1;
                     // Each connection is a fresh client with a clean session: subscribe again.
                     if let Some((client, _)) = link.as_ref() {
@@ -487,12 +488,14 @@ pub async fn run(
                 }
                 LinkEvent::Received(message) => debug!(topic = %message.topic, "message on an unexpected topic ignored"),
                 LinkEvent::Down(error) => {
+                    // Jittered, so the gateways of a site do not all come back at the same moment.
                     let jitter = rand::rng().random_range(0.5..1.0);
-                    warn!(%error, retry_in = ?delay.mul_f64(jitter), "broker connection lost");
+                    let delay = reconnects.delay(FIRST_RECONNECT_DELAY, MAX_RECONNECT_DELAY).mul_f64(jitter);
+                    reconnects.failed();
+                    warn!(%error, retry_in = ?delay, "broker connection lost");
                     forwarder.disconnected();
                     link = None;
-                    reconnect_at = Instant::now() + delay.mul_f64(jitter);
-                    delay = (delay * 2).min(MAX_RECONNECT_DELAY);
+                    reconnect_at = Instant::now() + delay;
                 }
             },
             Some(result) = control.results.recv() => {
