@@ -10,23 +10,20 @@ pub mod poll;
 pub mod profile;
 pub mod publish;
 pub mod queue;
+pub mod session;
 pub mod status;
 pub mod throttle;
 
-use std::{collections::BTreeMap, path::Path, sync::Arc, time::Duration};
+use std::{collections::BTreeMap, path::Path, time::Duration};
 
-use chillcloud_proto::{Birth, Device, PROTOCOL_VERSION, PointInfo};
+use chillcloud_proto::Birth;
 use prost::Message as _;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::info;
 
 use crate::{
-    config::{Config, Transport},
-    poll::{DevicePoller, SharedBus},
-    publish::Forwarder,
-    queue::Queue,
-    status::StatusBoard,
+    config::Config, poll::DevicePoller, publish::Forwarder, queue::Queue, session::Session, status::StatusBoard,
 };
 
 /// Errors that stop the gateway.
@@ -52,68 +49,16 @@ pub fn now_ms() -> i64 {
     i64::try_from(now.as_millis()).unwrap_or(i64::MAX)
 }
 
-/// The birth message announcing `config`'s devices and points for `session`, with each device's
-/// `attributes` (in device order; missing ones count as none). Aliases number the points of all
-/// devices in order, starting at 0.
+/// The birth of session `session` of `config`, with each device's `attributes` (see
+/// [`Session::birth`]).
 pub fn birth(config: &Config, session: u64, attributes: &[BTreeMap<String, String>]) -> Birth {
-    let mut alias = 0u32;
-    let devices = config
-        .devices
-        .iter()
-        .enumerate()
-        .map(|(i, device)| Device {
-            id: device.id.clone(),
-            attributes: attributes.get(i).cloned().unwrap_or_default(),
-            profile: device.profile.clone(),
-            family: device.family.clone(),
-            display_name: device.display_name.clone(),
-            model: device.model.clone(),
-            points: device
-                .points
-                .iter()
-                .map(|p| {
-                    alias += 1;
-                    PointInfo {
-                        alias: alias - 1,
-                        name: p.name.clone(),
-                        unit: p.unit.clone(),
-                        decimals: p.decimals,
-                        writable: p.write.is_some(),
-                        min: p.write.map(|w| w.min),
-                        max: p.write.map(|w| w.max),
-                        step: p.write.map(|w| w.step),
-                    }
-                })
-                .collect(),
-        })
-        .collect();
-    Birth {
-        protocol_version: PROTOCOL_VERSION,
-        session,
-        software_version: env!("CARGO_PKG_VERSION").into(),
-        time_ms: now_ms(),
-        devices,
-    }
+    Session::new(config, session).birth(attributes)
 }
 
-/// Pollers for every device, with aliases matching [`birth`], reporting their health to
-/// `status`.
+/// Pollers for every device of `config`, with aliases matching [`birth`], reporting their
+/// health to `status` (see [`Session::pollers`]).
 pub fn pollers(config: &Config, status: &StatusBoard) -> Vec<DevicePoller> {
-    let buses: Vec<Arc<SharedBus>> = config.buses.iter().cloned().map(|bus| Arc::new(SharedBus::new(bus))).collect();
-    let mut first_alias = 0u32;
-    config
-        .devices
-        .iter()
-        .map(|device| {
-            let bus = match device.transport {
-                Transport::Bus(index) => Some(buses[index].clone()),
-                Transport::Tcp { .. } => None,
-            };
-            let poller = DevicePoller::new(device.clone(), first_alias, bus, status.clone());
-            first_alias += device.points.len() as u32;
-            poller
-        })
-        .collect()
+    Session::new(config, 0).pollers(config, status)
 }
 
 /// Starts a new session: the number of the previous one plus one, stored durably first so a
@@ -141,23 +86,22 @@ pub fn next_session(state_dir: &Path) -> Result<u64, Error> {
 /// Runs the gateway as a new session until `shutdown` is cancelled, reporting to `status`.
 /// What it read last is queued before it returns, so a reload loses nothing.
 pub async fn run(config: Config, status: &StatusBoard, shutdown: CancellationToken) -> Result<(), Error> {
-    let session = next_session(&config.state_dir)?;
-    status.start_session(session);
-    let mut pollers = pollers(&config, status);
+    let session = Session::new(&config, next_session(&config.state_dir)?);
+    status.start_session(session.number);
+    let mut pollers = session.pollers(&config, status);
     let mut attributes = Vec::with_capacity(pollers.len());
     for poller in &mut pollers {
         attributes.push(poller.read_attributes().await);
     }
-    let birth = birth(&config, session, &attributes);
+    let birth = session.birth(&attributes);
     let queue_dir = config.state_dir.join("queue");
     let queue_error = |source| Error::State { path: queue_dir.clone(), source };
-    let queue = Queue::open(&queue_dir, config.queue, session).map_err(queue_error)?;
+    let queue = Queue::open(&queue_dir, config.queue, session.number).map_err(queue_error)?;
     queue.store_birth(&birth.encode_to_vec()).map_err(queue_error)?;
-    info!(gateway = %config.gateway_id, session, devices = config.devices.len(), "gateway starting");
+    info!(gateway = %config.gateway_id, session = session.number, devices = config.devices.len(), "gateway starting");
 
     let journal = command::Journal::open(&config.state_dir, now_ms())
         .map_err(|source| Error::State { path: config.state_dir.join("commands"), source })?;
-    let decimals: Vec<i32> = birth.devices.iter().flat_map(|d| d.points.iter().map(|p| p.decimals)).collect();
     let forwarder = Forwarder::new(queue, &birth);
     let (samples_tx, samples_rx) = mpsc::channel(256);
     let count = pollers.len().max(1) as u32;
@@ -183,7 +127,7 @@ pub async fn run(config: Config, status: &StatusBoard, shutdown: CancellationTok
     }
     drop((samples_tx, results_tx));
     // The pollers stop at `shutdown`; the forwarder then queues what they hand over last.
-    publish::run(&config, forwarder, decimals, samples_rx, control, status.clone(), shutdown.clone()).await;
+    publish::run(&config, forwarder, session.decimals(), samples_rx, control, status.clone(), shutdown.clone()).await;
     shutdown.cancel();
     let _ = tokio::time::timeout(Duration::from_secs(5), async { while tasks.join_next().await.is_some() {} }).await;
     info!("gateway stopped");

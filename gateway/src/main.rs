@@ -3,7 +3,7 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::Context as _;
-use chillcloud_gateway::{config::Config, pollers, status::StatusBoard};
+use chillcloud_gateway::{config::Config, session::Session, status::StatusBoard};
 use clap::{Parser, Subcommand};
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
@@ -87,15 +87,16 @@ fn main() -> anyhow::Result<()> {
         }
         Command::PollOnce { file } => {
             let config = Config::load(&file)?;
+            let session = Session::new(&config, 0);
             let values = runtime.block_on(async {
                 let mut out = Vec::new();
-                for mut poller in pollers(&config, &StatusBoard::default()) {
+                for mut poller in session.pollers(&config, &StatusBoard::default()) {
                     let samples = poller.poll().await;
                     out.extend(samples.into_iter().map(|s| (poller.device().id.clone(), s)));
                 }
                 out
             });
-            let birth = chillcloud_gateway::birth(&config, 0, &[]);
+            let birth = session.birth(&[]);
             let names: Vec<_> =
                 birth.devices.iter().flat_map(|d| d.points.iter().map(|p| (p.name.clone(), p.unit.clone()))).collect();
             let rows: Vec<_> = values

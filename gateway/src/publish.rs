@@ -420,7 +420,7 @@ pub struct Control {
 pub async fn run(
     config: &Config,
     mut forwarder: Forwarder,
-    decimals: Vec<i32>,
+    decimals: &[i32],
     mut samples: mpsc::Receiver<Vec<Sample>>,
     mut control: Control,
     status: StatusBoard,
@@ -508,7 +508,7 @@ pub async fn run(
             }
             batch = samples.recv() => {
                 let Some(batch) = batch else { break };
-                let Some(data) = queue_batches(&mut forwarder, &decimals, batch, &mut samples, &status, &mut warnings.queue).await else {
+                let Some(data) = queue_batches(&mut forwarder, decimals, batch, &mut samples, &status, &mut warnings.queue).await else {
                     continue;
                 };
                 if let Some(message) = forwarder.live(&data) {
@@ -554,7 +554,7 @@ pub async fn run(
     let _ = tokio::time::timeout(Duration::from_secs(60), async {
         while let Some(batch) = samples.recv().await {
             if let Some(data) =
-                queue_batches(&mut forwarder, &decimals, batch, &mut samples, &status, &mut warnings.queue).await
+                queue_batches(&mut forwarder, decimals, batch, &mut samples, &status, &mut warnings.queue).await
                 && let Some(message) = forwarder.live(&data)
             {
                 send(&mut link, &mut forwarder, &topic, message).await;
