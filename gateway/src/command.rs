@@ -20,8 +20,9 @@ use std::{
 use chillcloud_proto::{Command, CommandResult, CommandStatus, MessageKind, decode};
 
 use crate::{
-    config::{DeviceConfig, PointConfig},
+    config::DeviceConfig,
     modbus::{DataType, RegisterKind, decode_words, encode_words, raw_of},
+    points::PointConfig,
 };
 
 /// A command whose expiry is further ahead than this is refused: a command is for now (the

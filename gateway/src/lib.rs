@@ -6,6 +6,7 @@ pub mod command;
 pub mod config;
 pub mod durable;
 pub mod modbus;
+pub mod points;
 pub mod poll;
 pub mod profile;
 pub mod publish;
@@ -31,7 +32,7 @@ use crate::{
 pub enum Error {
     /// The configuration is invalid.
     #[error(transparent)]
-    Config(#[from] config::ConfigError),
+    Config(#[from] points::ConfigError),
     /// The state directory cannot be used.
     #[error("state directory {path}: {source}")]
     State {

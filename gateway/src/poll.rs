@@ -25,9 +25,10 @@ use tracing::{debug, info, warn};
 use crate::{
     backoff::Backoff,
     command::{Payload, Write, answer, confirms},
-    config::{BusConfig, BusEndpoint, DeviceConfig, MIN_POLL_INTERVAL_MS, Parity, PointConfig, Transport},
+    config::{BusConfig, BusEndpoint, DeviceConfig, Parity, Transport},
     modbus::{ReadBlock, RegisterKind, Span, decode_string, decode_words, plan_reads},
     now_ms,
+    points::{MIN_POLL_INTERVAL_MS, PointConfig},
     status::StatusBoard,
 };
 

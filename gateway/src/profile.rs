@@ -8,7 +8,7 @@ use std::path::Path;
 
 use serde::Deserialize;
 
-use crate::config::{ConfigError, InterlockFile, PointConfig, PointFile, check_point, invalid};
+use crate::points::{ConfigError, InterlockFile, PointConfig, PointFile, check_point, invalid};
 
 /// Names of the built-in profiles.
 pub const NAMES: &[&str] = &["trane-ch530", "daikin-microtech3", "thermal-care-accuchiller"];
