@@ -21,7 +21,7 @@ use chillcloud_proto::{Command, CommandResult, CommandStatus, MessageKind, decod
 
 use crate::{
     config::DeviceConfig,
-    modbus::{DataType, RegisterKind, decode_words, encode_words, raw_of},
+    modbus::{DataType, Payload, RegisterKind, decode_words, encode_words, raw_of},
     points::PointConfig,
 };
 
@@ -31,15 +31,6 @@ use crate::{
 pub const MAX_EXPIRY_AHEAD: Duration = Duration::from_secs(2 * 60);
 /// Ids stay in the journal this long past their expiry, against a late redelivery.
 const KEEP_AFTER_EXPIRY_MS: i64 = 60_000;
-
-/// What a write puts on the wire.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Payload {
-    /// A coil: function code 5, or 15 with `write_multiple`.
-    Coil(bool),
-    /// Registers: function code 6 for one, 16 for several or with `write_multiple`.
-    Registers(Vec<u16>),
-}
 
 /// A write the device's map allows.
 #[derive(Debug, Clone, PartialEq)]

@@ -14,6 +14,7 @@ pub mod queue;
 pub mod session;
 pub mod status;
 pub mod throttle;
+pub mod transport;
 
 use std::{collections::BTreeMap, path::Path, time::Duration};
 

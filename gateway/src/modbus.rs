@@ -168,6 +168,15 @@ pub fn encode_words(raw: f64, data_type: DataType, order: WordOrder, bytes: Byte
     Ok(words)
 }
 
+/// What a write puts on the wire.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Payload {
+    /// A coil: function code 5, or 15 with `write_multiple`.
+    Coil(bool),
+    /// Registers: function code 6 for one, 16 for several or with `write_multiple`.
+    Registers(Vec<u16>),
+}
+
 /// Decodes ASCII text stored two characters a register, dropping the padding (NUL or space)
 /// at the end.
 pub fn decode_string(words: &[u16], bytes: ByteOrder) -> String {

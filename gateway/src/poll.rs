@@ -1,35 +1,30 @@
-//! Polling one device: the read plan, the Modbus TCP connection or the shared RTU line, and
-//! turning registers into timestamped samples; and poll boosts, which poll a device faster for
-//! a while and send every point of every poll (fault-moment capture).
+//! Polling one device: the read plan and turning registers into timestamped samples, over the
+//! device's [`Link`]; and poll boosts, which poll a device faster for a while and send every
+//! point of every poll (fault-moment capture).
 
 use std::{
     collections::{BTreeMap, HashMap},
-    net::SocketAddr,
     sync::Arc,
     time::Duration,
 };
 
 use chillcloud_proto::{Command, CommandResult, CommandStatus, PollBoost, Quality};
 use tokio::{
-    net::{TcpStream, lookup_host},
-    sync::{Mutex, mpsc, watch},
-    time::{Instant, timeout},
-};
-use tokio_modbus::{
-    client::{Context, Reader, Writer, rtu, tcp},
-    slave::{Slave, SlaveContext},
+    sync::{mpsc, watch},
+    time::Instant,
 };
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use crate::{
     backoff::Backoff,
-    command::{Payload, Write, answer, confirms},
-    config::{BusConfig, BusEndpoint, DeviceConfig, Parity, Transport},
-    modbus::{ReadBlock, RegisterKind, Span, decode_string, decode_words, plan_reads},
+    command::{Write, answer, confirms},
+    config::DeviceConfig,
+    modbus::{ReadBlock, Span, decode_string, decode_words, plan_reads},
     now_ms,
     points::{MIN_POLL_INTERVAL_MS, PointConfig},
     status::StatusBoard,
+    transport::{Link, RequestError, SharedBus},
 };
 
 /// One reading of one point, as taken from the device.
@@ -112,75 +107,6 @@ impl Boost {
 /// replaces the one before.
 pub type BoostSenders = HashMap<String, watch::Sender<Option<Boost>>>;
 
-/// Why a request to the device failed.
-#[derive(Debug, thiserror::Error)]
-enum RequestError {
-    #[error("no response within {0:?}")]
-    Timeout(Duration),
-    #[error("connection failed: {0}")]
-    Transport(#[from] tokio_modbus::Error),
-    #[error("device answered with exception {0}")]
-    Exception(tokio_modbus::ExceptionCode),
-    #[error("cannot resolve or connect to {0}: {1}")]
-    Connect(String, std::io::Error),
-    #[error("skipped: an earlier request of this poll found the device unreachable")]
-    Skipped,
-}
-
-/// An RTU line shared by the devices on it. Holding the lock is owning the line: one request
-/// on it at a time, and the inter-frame silence kept before the next.
-pub struct SharedBus {
-    config: BusConfig,
-    line: Mutex<Option<Context>>,
-}
-
-impl SharedBus {
-    /// A line, opened on first use.
-    pub fn new(config: BusConfig) -> Self {
-        Self { config, line: Mutex::new(None) }
-    }
-
-    async fn open(&self, wait: Duration) -> Result<Context, RequestError> {
-        match &self.config.endpoint {
-            BusEndpoint::Serial { path, baud_rate, parity, data_bits, stop_bits } => {
-                let builder = tokio_serial::new(path.to_string_lossy(), *baud_rate)
-                    .parity(match parity {
-                        Parity::Even => tokio_serial::Parity::Even,
-                        Parity::Odd => tokio_serial::Parity::Odd,
-                        Parity::None => tokio_serial::Parity::None,
-                    })
-                    .data_bits(if *data_bits == 7 {
-                        tokio_serial::DataBits::Seven
-                    } else {
-                        tokio_serial::DataBits::Eight
-                    })
-                    .stop_bits(if *stop_bits == 2 { tokio_serial::StopBits::Two } else { tokio_serial::StopBits::One });
-                let stream = tokio_serial::SerialStream::open(&builder)
-                    .map_err(|e| RequestError::Connect(path.display().to_string(), e.into()))?;
-                info!(bus = %self.config.id, path = %path.display(), "serial line opened");
-                Ok(rtu::attach(stream))
-            }
-            BusEndpoint::RtuOverTcp { address } => {
-                let socket = resolve(address).await.map_err(|e| RequestError::Connect(address.clone(), e))?;
-                let stream = timeout(wait, TcpStream::connect(socket))
-                    .await
-                    .map_err(|_| RequestError::Timeout(wait))?
-                    .map_err(|e| RequestError::Connect(address.clone(), e))?;
-                info!(bus = %self.config.id, %address, "connected to serial device server");
-                Ok(rtu::attach(stream))
-            }
-        }
-    }
-}
-
-/// How a poller reaches its device.
-enum Link {
-    /// Its own Modbus TCP connection, opened on first use.
-    Tcp(Option<Context>),
-    /// A line shared with other devices.
-    Bus(Arc<SharedBus>),
-}
-
 /// Polls one device and remembers what it needs between polls.
 pub struct DevicePoller {
     device: DeviceConfig,
@@ -223,16 +149,12 @@ impl DevicePoller {
     /// shared line when the device is on one.
     pub fn new(device: DeviceConfig, first_alias: u32, bus: Option<Arc<SharedBus>>, status: StatusBoard) -> Self {
         let points = device.points.len();
-        let link = match bus {
-            Some(bus) => Link::Bus(bus),
-            None => Link::Tcp(None),
-        };
         let mut poller = Self {
             device,
             first_alias,
             blocks: Vec::new(),
             schedule: Vec::new(),
-            link,
+            link: Link::new(bus),
             backoff: Backoff::default(),
             last_sent: vec![None; points],
             next_snapshot: None,
@@ -289,7 +211,7 @@ impl DevicePoller {
             for block in plan_reads(&spans, self.device.max_gap, &self.avoid) {
                 let points: Vec<usize> = block.points.iter().map(|&j| group[j]).collect();
                 *requests += 1;
-                match request_with_retries(&mut self.link, &self.device, &block).await {
+                match self.link.read(&self.device, &block).await {
                     Ok(words) => read.extend(self.values(block.start, &points, &words)),
                     Err(RequestError::Exception(code)) if refuses_registers(code) => match points.as_slice() {
                         [single] => missing.push(*single),
@@ -550,14 +472,14 @@ impl DevicePoller {
 
     /// Reads one block of the plan.
     async fn read_block(&mut self, block_index: usize) -> Result<Vec<u16>, RequestError> {
-        request_with_retries(&mut self.link, &self.device, &self.blocks[block_index]).await
+        self.link.read(&self.device, &self.blocks[block_index]).await
     }
 
     /// Reads point `i`'s words (its bit as 0 or 1) on their own, now.
     async fn read_words(&mut self, i: usize) -> Result<Vec<u16>, RequestError> {
         let point = &self.device.points[i];
         let block = ReadBlock { kind: point.kind, start: point.address, count: point.width, points: Vec::new() };
-        request_with_retries(&mut self.link, &self.device, &block).await
+        self.link.read(&self.device, &block).await
     }
 
     /// Reads the values of `points` fresh, in the fewest requests (the local-mode flag and the
@@ -566,7 +488,7 @@ impl DevicePoller {
         let spans: Vec<Span> = (points.iter().map(|&i| &self.device.points[i])).map(span_of).collect();
         let mut values = vec![0.0; points.len()];
         for block in plan_reads(&spans, self.device.max_gap, &self.avoid) {
-            let words = request_with_retries(&mut self.link, &self.device, &block).await?;
+            let words = self.link.read(&self.device, &block).await?;
             for &j in &block.points {
                 let point = &self.device.points[points[j]];
                 let at = usize::from(point.address - block.start);
@@ -619,13 +541,7 @@ impl DevicePoller {
         }
         let point = &self.device.points[write.point];
         info!(device = %self.device.id, point = %point.name, value = write.value, requester = %command.requester, id, "executing a remote command");
-        let operation = Operation::Write {
-            kind: point.kind,
-            address: point.address,
-            payload: &write.payload,
-            multiple: point.write.is_some_and(|w| w.multiple),
-        };
-        let written = request(&mut self.link, &self.device, operation).await;
+        let written = self.link.write(&self.device, point, &write.payload).await;
         let read_back = self.read_words(write.point).await;
         let value = |words: &[u16]| engineering_value(&self.device.points[write.point], words);
         let failed = |message: String| answer(id, CommandStatus::Failed, message, now_ms());
@@ -675,7 +591,7 @@ impl DevicePoller {
         let mut attributes = BTreeMap::new();
         for point in &self.device.attributes {
             let block = ReadBlock { kind: point.kind, start: point.address, count: point.width, points: Vec::new() };
-            match request_with_retries(&mut self.link, &self.device, &block).await {
+            match self.link.read(&self.device, &block).await {
                 Ok(words) => {
                     attributes.insert(point.name.clone(), decode_string(&words, point.byte_order));
                 }
@@ -686,140 +602,9 @@ impl DevicePoller {
     }
 }
 
-/// One Modbus request.
-#[derive(Clone, Copy)]
-enum Operation<'a> {
-    Read(&'a ReadBlock),
-    Write { kind: RegisterKind, address: u16, payload: &'a Payload, multiple: bool },
-}
-
-/// Reads `block`, repeating a request that got no answer up to the device's `retries` times. An
-/// exception is the device's answer and is not repeated.
-async fn request_with_retries(
-    link: &mut Link,
-    device: &DeviceConfig,
-    block: &ReadBlock,
-) -> Result<Vec<u16>, RequestError> {
-    let mut attempt = 0;
-    loop {
-        match request(link, device, Operation::Read(block)).await {
-            Err(error) if !matches!(error, RequestError::Exception(_)) && attempt < device.retries => {
-                debug!(device = %device.id, %error, attempt, "request failed; retrying");
-                attempt += 1;
-            }
-            result => return result,
-        }
-    }
-}
-
-/// Sends one request over the device's link (connecting, or taking the shared line, first);
-/// a read's answer is its words, a write's is empty.
-async fn request(link: &mut Link, device: &DeviceConfig, operation: Operation<'_>) -> Result<Vec<u16>, RequestError> {
-    let wait = device.timeout;
-    match link {
-        Link::Tcp(connection) => {
-            if connection.is_none() {
-                let Transport::Tcp { host, port } = &device.transport else {
-                    unreachable!("a device without a bus has a TCP transport")
-                };
-                let address = format!("{host}:{port}");
-                let socket = resolve(&address).await.map_err(|e| RequestError::Connect(address.clone(), e))?;
-                let connect = tcp::connect_slave(socket, Slave(device.unit_id));
-                let context = timeout(wait, connect)
-                    .await
-                    .map_err(|_| RequestError::Timeout(wait))?
-                    .map_err(|e| RequestError::Connect(address.clone(), e))?;
-                info!(device = %device.id, %address, "connected");
-                *connection = Some(context);
-            }
-            let Some(context) = connection.as_mut() else { unreachable!("connected above") };
-            let result = perform(context, operation, wait).await;
-            if matches!(result, Err(RequestError::Timeout(_) | RequestError::Transport(_))) {
-                // The connection is in an unknown state (a late answer may still come); start
-                // afresh next time.
-                *connection = None;
-            }
-            result
-        }
-        Link::Bus(bus) => {
-            let mut line = bus.line.lock().await;
-            if line.is_none() {
-                *line = Some(bus.open(wait).await?);
-            }
-            let Some(context) = line.as_mut() else { unreachable!("opened above") };
-            context.set_slave(Slave(device.unit_id));
-            let result = perform(context, operation, wait).await;
-            if matches!(result, Err(RequestError::Timeout(_) | RequestError::Transport(_))) {
-                // A late answer must not be taken for the next request's: let the line go
-                // quiet for another timeout, then reopen it (discarding whatever arrived).
-                tokio::time::sleep(wait).await;
-                *line = None;
-            }
-            // The line stays ours through the silence that ends the frame.
-            tokio::time::sleep(bus.config.inter_frame_delay).await;
-            result
-        }
-    }
-}
-
-async fn perform(context: &mut Context, operation: Operation<'_>, wait: Duration) -> Result<Vec<u16>, RequestError> {
-    match operation {
-        Operation::Read(block) => read(context, block, wait).await,
-        Operation::Write { kind, address, payload, multiple } => {
-            debug_assert!(matches!(kind, RegisterKind::Coil | RegisterKind::Holding));
-            let answer = match payload {
-                Payload::Coil(on) if multiple => timeout(wait, context.write_multiple_coils(address, &[*on])).await,
-                Payload::Coil(on) => timeout(wait, context.write_single_coil(address, *on)).await,
-                Payload::Registers(words) if words.len() == 1 && !multiple => {
-                    timeout(wait, context.write_single_register(address, words[0])).await
-                }
-                Payload::Registers(words) => timeout(wait, context.write_multiple_registers(address, words)).await,
-            };
-            answer.map_err(|_| RequestError::Timeout(wait))??.map_err(RequestError::Exception)?;
-            Ok(Vec::new())
-        }
-    }
-}
-
-/// Sends one read request for `block` and waits up to `wait` for the answer.
-async fn read(context: &mut Context, block: &ReadBlock, wait: Duration) -> Result<Vec<u16>, RequestError> {
-    let (start, count) = (block.start, block.count);
-    let words = match block.kind {
-        RegisterKind::Coil => {
-            timeout(wait, context.read_coils(start, count)).await.map(|r| r.map(|r| r.map(bits_to_words)))
-        }
-        RegisterKind::DiscreteInput => {
-            timeout(wait, context.read_discrete_inputs(start, count)).await.map(|r| r.map(|r| r.map(bits_to_words)))
-        }
-        RegisterKind::Input => timeout(wait, context.read_input_registers(start, count)).await,
-        RegisterKind::Holding => timeout(wait, context.read_holding_registers(start, count)).await,
-    };
-    let mut words = words.map_err(|_| RequestError::Timeout(wait))??.map_err(RequestError::Exception)?;
-    // Bits come padded to whole bytes; registers must match exactly, or the answer belongs to
-    // another request and would misalign every point.
-    if block.kind.is_bit() && words.len() > usize::from(count) {
-        words.truncate(usize::from(count));
-    }
-    if words.len() != usize::from(count) {
-        return Err(RequestError::Transport(tokio_modbus::Error::Transport(std::io::Error::other(format!(
-            "asked for {count} values, got {}",
-            words.len()
-        )))));
-    }
-    Ok(words)
-}
-
 /// Where `point` lives, as the read planner sees it.
 fn span_of(point: &PointConfig) -> Span {
     Span { kind: point.kind, address: point.address, width: point.width }
-}
-
-fn bits_to_words(bits: Vec<bool>) -> Vec<u16> {
-    bits.into_iter().map(u16::from).collect()
-}
-
-async fn resolve(address: &str) -> std::io::Result<SocketAddr> {
-    lookup_host(address).await?.next().ok_or_else(|| std::io::Error::other("no address found"))
 }
 
 fn engineering_value(point: &PointConfig, words: &[u16]) -> f64 {

@@ -10,8 +10,9 @@ use chillcloud_proto::{Birth, Device, PROTOCOL_VERSION, PointInfo};
 use crate::{
     config::{Config, Transport},
     now_ms,
-    poll::{DevicePoller, SharedBus},
+    poll::DevicePoller,
     status::StatusBoard,
+    transport::SharedBus,
 };
 
 /// A session's number and its points' numbering.
