@@ -6,9 +6,9 @@
 //! `expired`, one the map does not allow (unknown point, not writable, out of bounds, off the
 //! step) is answered `refused`. What is admitted is recorded in the [`Journal`] on disk *before*
 //! it goes to the device's poller, so neither a redelivery nor a restart can execute it twice.
-//! The poller then reads the local-mode point and the interlocks' points fresh from the device,
-//! writes (function code 5, 6, 15 or 16), reads the point back and reports `done` or `failed`
-//! ([`crate::poll::DevicePoller::execute`]).
+//! Between two polls, the device's poller then [`execute`]s it: this module reads the local-mode
+//! point and the interlocks' points fresh through the poller, has it write (function code 5, 6,
+//! 15 or 16) and read the point back, and judges the outcome `done`, `refused` or `failed`.
 
 use std::{
     collections::HashMap,
@@ -19,10 +19,15 @@ use std::{
 
 use chillcloud_proto::{Command, CommandResult, CommandStatus, MessageKind, decode};
 
+use tracing::{info, warn};
+
 use crate::{
-    config::DeviceConfig,
+    config::{DeviceConfig, Interlock},
     modbus::{DataType, Payload, RegisterKind, decode_words, encode_words, raw_of},
+    now_ms,
     points::PointConfig,
+    poll::DevicePoller,
+    transport::RequestError,
 };
 
 /// A command whose expiry is further ahead than this is refused: a command is for now (the
@@ -254,6 +259,100 @@ fn encode(point: &PointConfig, value: f64) -> Result<Vec<u16>, String> {
     Ok(words)
 }
 
+/// Executes an admitted command on `poller`'s device: refused while the controller is in local
+/// control or an interlock is not met, both read fresh from the device, since a value polled
+/// seconds ago may no longer hold; otherwise written once (a write is never repeated on its own)
+/// and read back: `done` only when the device reads what was asked (see [`judge`]).
+pub async fn execute(poller: &mut DevicePoller, command: &Command, write: &Write) -> CommandResult {
+    let id = command.id.as_str();
+    if command.expires_at_ms <= now_ms() {
+        return answer(id, CommandStatus::Expired, "expired while waiting for the device; not executed", now_ms());
+    }
+    let refuse = |message: String| answer(id, CommandStatus::Refused, message, now_ms());
+    let device = poller.device();
+    let local_mode = device.local_mode;
+    let interlocks: Vec<Interlock> = (device.interlocks.iter())
+        .filter(|i| i.point == write.point && i.value.is_none_or(|value| value == write.value))
+        .cloned()
+        .collect();
+    let checked: Vec<usize> = local_mode.into_iter().chain(interlocks.iter().map(|i| i.requires)).collect();
+    let mut values = match poller.read_fresh(&checked).await {
+        Ok(values) => values.into_iter(),
+        Err(error) => {
+            let names: Vec<&str> = checked.iter().map(|&i| poller.device().points[i].name.as_str()).collect();
+            return refuse(format!("cannot read {} to check the write: {error}", names.join(", ")));
+        }
+    };
+    if local_mode.is_some() && values.next() != Some(0.0) {
+        return refuse(
+            "the controller is in local control: remote writes are refused until it is switched back to remote".into(),
+        );
+    }
+    for (interlock, value) in interlocks.iter().zip(values) {
+        if value != interlock.equals {
+            let requires = &poller.device().points[interlock.requires].name;
+            return refuse(format!("{} ({requires} reads {value})", interlock.reason));
+        }
+    }
+    // The checks above may have waited for the line and for retries: the expiry holds until the
+    // write itself.
+    if command.expires_at_ms <= now_ms() {
+        return answer(id, CommandStatus::Expired, "expired while its checks ran; not executed", now_ms());
+    }
+    let device = poller.device().id.clone();
+    let point = poller.device().points[write.point].clone();
+    info!(device = %device, point = %point.name, value = write.value, requester = %command.requester, id, "executing a remote command");
+    let written = poller.write(write.point, &write.payload).await;
+    let read_back = poller.read_words(write.point).await;
+    let result = judge(id, &point, &write.payload, &written, &read_back);
+    match CommandStatus::try_from(result.status) {
+        Ok(CommandStatus::Done) => info!(device = %device, id, "remote command done and confirmed by reading back"),
+        _ => warn!(device = %device, id, message = %result.message, "remote command failed"),
+    }
+    result
+}
+
+/// The result of writing `payload` to `point` for command `id`, from how the write went and
+/// what the point reads back.
+fn judge(
+    id: &str,
+    point: &PointConfig,
+    payload: &Payload,
+    written: &Result<(), RequestError>,
+    read_back: &Result<Vec<u16>, RequestError>,
+) -> CommandResult {
+    let value = |words: &[u16]| point.engineering_value(words);
+    let failed = |message: String| answer(id, CommandStatus::Failed, message, now_ms());
+    let mut result = match (written, read_back) {
+        (Ok(()), Ok(words)) if confirms(payload, words) => answer(id, CommandStatus::Done, "", now_ms()),
+        // No answer to the write, yet the device holds exactly what was asked.
+        (Err(RequestError::Timeout(_) | RequestError::Transport(_)), Ok(words)) if confirms(payload, words) => answer(
+            id,
+            CommandStatus::Done,
+            "the write got no answer, but the device reads back what was asked",
+            now_ms(),
+        ),
+        (Ok(()), Ok(words)) => failed(format!("written, but the device reads back {}", value(words))),
+        // An exception is the device's answer: it did not take the value, and says so.
+        (Err(RequestError::Exception(code)), Ok(words)) => answer(
+            id,
+            CommandStatus::Refused,
+            format!("the device refused the write ({code}); it still reads {}", value(words)),
+            now_ms(),
+        ),
+        (Ok(()), Err(error)) => failed(format!("written, but reading back failed: {error}")),
+        (Err(error), Ok(words)) => failed(format!(
+            "the write got no answer ({error}) and the device reads {}: it may still apply the write",
+            value(words)
+        )),
+        (Err(error), Err(_)) => {
+            failed(format!("the write failed ({error}) and reading back failed too: it may have been applied"))
+        }
+    };
+    result.read_back = read_back.as_deref().ok().map(value);
+    result
+}
+
 /// Whether what the device reads back (`read`: the point's words, or its bit as 0 or 1) is
 /// exactly what was written: a device that clamps or rounds the value does not confirm it.
 pub fn confirms(written: &Payload, read: &[u16]) -> bool {
@@ -361,6 +460,25 @@ mod tests {
         reopened.prune(now + MAX_EXPIRY_AHEAD.as_millis() as i64 + KEEP_AFTER_EXPIRY_MS).expect("prune");
         assert!(reopened.taken.is_empty());
         assert!(Journal::open(dir.path(), now).expect("journal").taken.is_empty());
+    }
+
+    #[test]
+    fn a_write_is_done_only_when_the_device_reads_back_what_was_asked() {
+        let (devices, _password) = devices();
+        let write = plan(&devices[0], "chw_setpoint", 6.5).expect("within bounds");
+        let point = &devices[0].points[write.point];
+        let judged = |written: Result<(), RequestError>, read_back: Result<Vec<u16>, RequestError>| {
+            let result = judge("c-1", point, &write.payload, &written, &read_back);
+            (CommandStatus::try_from(result.status).expect("a status"), result.read_back)
+        };
+        let timeout = || RequestError::Timeout(Duration::from_secs(1));
+        assert_eq!(judged(Ok(()), Ok(vec![65])), (CommandStatus::Done, Some(6.5)));
+        assert_eq!(judged(Err(timeout()), Ok(vec![65])), (CommandStatus::Done, Some(6.5)), "applied unanswered");
+        assert_eq!(judged(Ok(()), Ok(vec![60])), (CommandStatus::Failed, Some(6.0)), "clamped by the device");
+        let refused = RequestError::Exception(tokio_modbus::ExceptionCode::IllegalDataValue);
+        assert_eq!(judged(Err(refused), Ok(vec![60])), (CommandStatus::Refused, Some(6.0)));
+        assert_eq!(judged(Ok(()), Err(timeout())), (CommandStatus::Failed, None));
+        assert_eq!(judged(Err(timeout()), Err(timeout())), (CommandStatus::Failed, None));
     }
 
     #[test]

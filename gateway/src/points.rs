@@ -7,7 +7,7 @@ use std::{path::PathBuf, time::Duration};
 
 use serde::Deserialize;
 
-use crate::modbus::{ByteOrder, DataType, RegisterKind, WordOrder};
+use crate::modbus::{ByteOrder, DataType, RegisterKind, WordOrder, decode_words};
 
 /// A problem in a configuration or profile file, naming the field.
 #[derive(Debug, thiserror::Error)]
@@ -179,6 +179,25 @@ pub struct PointConfig {
     pub deadband: f64,
     /// Whether the register is in the maker's public point list (else read on its own).
     pub listed: bool,
+}
+
+impl PointConfig {
+    /// The engineering value in `words`, the point's registers (or its bit's register).
+    pub fn engineering_value(&self, words: &[u16]) -> f64 {
+        if let Some(bit) = self.bit {
+            return f64::from((words[0] >> bit) & 1);
+        }
+        let value = decode_words(words, self.data_type, self.word_order, self.byte_order) * self.scale + self.offset;
+        if self.data_type.is_float() {
+            value
+        } else {
+            // An integer register scaled by 0.1 has exactly one decimal; rounding removes the
+            // binary noise of the multiplication (3 × 0.1 = 0.30000000000000004), which would
+            // otherwise cost a double on the wire.
+            let factor = 10f64.powi(self.decimals);
+            (value * factor).round() / factor
+        }
+    }
 }
 
 /// A [`ConfigError::Invalid`] about `field`.

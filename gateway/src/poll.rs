@@ -8,7 +8,7 @@ use std::{
     time::Duration,
 };
 
-use chillcloud_proto::{Command, CommandResult, CommandStatus, PollBoost, Quality};
+use chillcloud_proto::{Command, CommandResult, PollBoost, Quality};
 use tokio::{
     sync::{mpsc, watch},
     time::Instant,
@@ -18,9 +18,9 @@ use tracing::{debug, info, warn};
 
 use crate::{
     backoff::Backoff,
-    command::{Write, answer, confirms},
+    command::Write,
     config::DeviceConfig,
-    modbus::{ReadBlock, Span, decode_string, decode_words, plan_reads},
+    modbus::{Payload, ReadBlock, Span, decode_string, plan_reads},
     now_ms,
     points::{MIN_POLL_INTERVAL_MS, PointConfig},
     status::StatusBoard,
@@ -250,7 +250,7 @@ impl DevicePoller {
             .map(|&i| {
                 let point = &self.device.points[i];
                 let at = usize::from(point.address - start);
-                (i, Some(engineering_value(point, &words[at..at + usize::from(point.width)])).filter(|v| v.is_finite()))
+                (i, Some(point.engineering_value(&words[at..at + usize::from(point.width)])).filter(|v| v.is_finite()))
             })
             .collect()
     }
@@ -476,7 +476,7 @@ impl DevicePoller {
     }
 
     /// Reads point `i`'s words (its bit as 0 or 1) on their own, now.
-    async fn read_words(&mut self, i: usize) -> Result<Vec<u16>, RequestError> {
+    pub(crate) async fn read_words(&mut self, i: usize) -> Result<Vec<u16>, RequestError> {
         let point = &self.device.points[i];
         let block = ReadBlock { kind: point.kind, start: point.address, count: point.width, points: Vec::new() };
         self.link.read(&self.device, &block).await
@@ -484,7 +484,7 @@ impl DevicePoller {
 
     /// Reads the values of `points` fresh, in the fewest requests (the local-mode flag and the
     /// interlocks' flags usually share one status register).
-    async fn read_fresh(&mut self, points: &[usize]) -> Result<Vec<f64>, RequestError> {
+    pub(crate) async fn read_fresh(&mut self, points: &[usize]) -> Result<Vec<f64>, RequestError> {
         let spans: Vec<Span> = (points.iter().map(|&i| &self.device.points[i])).map(span_of).collect();
         let mut values = vec![0.0; points.len()];
         for block in plan_reads(&spans, self.device.max_gap, &self.avoid) {
@@ -492,97 +492,21 @@ impl DevicePoller {
             for &j in &block.points {
                 let point = &self.device.points[points[j]];
                 let at = usize::from(point.address - block.start);
-                values[j] = engineering_value(point, &words[at..at + usize::from(point.width)]);
+                values[j] = point.engineering_value(&words[at..at + usize::from(point.width)]);
             }
         }
         Ok(values)
     }
 
-    /// Executes an admitted command (see [`crate::command`]): refused while the controller is
-    /// in local control or an interlock is not met, both read fresh from the device, since a
-    /// value polled seconds ago may no longer hold; otherwise written once (a write is never
-    /// repeated on its own) and read back: `done` only when the device reads what was asked.
+    /// Executes an admitted command on this device, between polls (see
+    /// [`crate::command::execute`]).
     pub async fn execute(&mut self, command: &Command, write: &Write) -> CommandResult {
-        let id = command.id.as_str();
-        let name = |poller: &Self, i: usize| poller.device.points[i].name.clone();
-        if command.expires_at_ms <= now_ms() {
-            return answer(id, CommandStatus::Expired, "expired while waiting for the device; not executed", now_ms());
-        }
-        let refuse = |message: String| answer(id, CommandStatus::Refused, message, now_ms());
-        let interlocks: Vec<_> = (self.device.interlocks.iter())
-            .filter(|i| i.point == write.point && i.value.is_none_or(|value| value == write.value))
-            .cloned()
-            .collect();
-        let checked: Vec<usize> =
-            self.device.local_mode.into_iter().chain(interlocks.iter().map(|i| i.requires)).collect();
-        let mut values = match self.read_fresh(&checked).await {
-            Ok(values) => values.into_iter(),
-            Err(error) => {
-                let names: Vec<_> = checked.iter().map(|&i| name(self, i)).collect();
-                return refuse(format!("cannot read {} to check the write: {error}", names.join(", ")));
-            }
-        };
-        if self.device.local_mode.is_some() && values.next() != Some(0.0) {
-            return refuse(
-                "the controller is in local control: remote writes are refused until it is switched back to remote"
-                    .into(),
-            );
-        }
-        for (interlock, value) in interlocks.iter().zip(values) {
-            if value != interlock.equals {
-                let requires = name(self, interlock.requires);
-                return refuse(format!("{} ({requires} reads {value})", interlock.reason));
-            }
-        }
-        // The checks above may have waited for the line and for retries: the expiry holds until
-        // the write itself.
-        if command.expires_at_ms <= now_ms() {
-            return answer(id, CommandStatus::Expired, "expired while its checks ran; not executed", now_ms());
-        }
-        let point = &self.device.points[write.point];
-        info!(device = %self.device.id, point = %point.name, value = write.value, requester = %command.requester, id, "executing a remote command");
-        let written = self.link.write(&self.device, point, &write.payload).await;
-        let read_back = self.read_words(write.point).await;
-        let value = |words: &[u16]| engineering_value(&self.device.points[write.point], words);
-        let failed = |message: String| answer(id, CommandStatus::Failed, message, now_ms());
-        let mut result = match (&written, &read_back) {
-            (Ok(_), Ok(words)) if confirms(&write.payload, words) => answer(id, CommandStatus::Done, "", now_ms()),
-            // No answer to the write, yet the device holds exactly what was asked.
-            (Err(RequestError::Timeout(_) | RequestError::Transport(_)), Ok(words))
-                if confirms(&write.payload, words) =>
-            {
-                answer(
-                    id,
-                    CommandStatus::Done,
-                    "the write got no answer, but the device reads back what was asked",
-                    now_ms(),
-                )
-            }
-            (Ok(_), Ok(words)) => failed(format!("written, but the device reads back {}", value(words))),
-            // An exception is the device's answer: it did not take the value, and says so.
-            (Err(RequestError::Exception(code)), Ok(words)) => answer(
-                id,
-                CommandStatus::Refused,
-                format!("the device refused the write ({code}); it still reads {}", value(words)),
-                now_ms(),
-            ),
-            (Ok(_), Err(error)) => failed(format!("written, but reading back failed: {error}")),
-            (Err(error), Ok(words)) => failed(format!(
-                "the write got no answer ({error}) and the device reads {}: it may still apply the write",
-                value(words)
-            )),
-            (Err(error), Err(_)) => {
-                failed(format!("the write failed ({error}) and reading back failed too: it may have been applied"))
-            }
-        };
-        result.read_back = read_back.as_deref().ok().map(value);
-        match CommandStatus::try_from(result.status) {
-            Ok(CommandStatus::Done) => {
-                info!(device = %self.device.id, id, "remote command done and confirmed by reading back")
-            }
-            _ => warn!(device = %self.device.id, id, message = %result.message, "remote command failed"),
-        }
-        result
+        crate::command::execute(self, command, write).await
+    }
+
+    /// Writes `payload` to point `i`, once.
+    pub(crate) async fn write(&mut self, i: usize, payload: &Payload) -> Result<(), RequestError> {
+        self.link.write(&self.device, &self.device.points[i], payload).await
     }
 
     /// Reads the device's string points, for the birth; one that cannot be read is left out
@@ -605,22 +529,6 @@ impl DevicePoller {
 /// Where `point` lives, as the read planner sees it.
 fn span_of(point: &PointConfig) -> Span {
     Span { kind: point.kind, address: point.address, width: point.width }
-}
-
-fn engineering_value(point: &PointConfig, words: &[u16]) -> f64 {
-    if let Some(bit) = point.bit {
-        return f64::from((words[0] >> bit) & 1);
-    }
-    let value = decode_words(words, point.data_type, point.word_order, point.byte_order) * point.scale + point.offset;
-    if point.data_type.is_float() {
-        value
-    } else {
-        // An integer register scaled by 0.1 has exactly one decimal; rounding removes the
-        // binary noise of the multiplication (3 × 0.1 = 0.30000000000000004), which would
-        // otherwise cost a double on the wire.
-        let factor = 10f64.powi(point.decimals);
-        (value * factor).round() / factor
-    }
 }
 
 /// Longest wait between polls of a device that does not answer.
