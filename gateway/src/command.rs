@@ -19,6 +19,7 @@ use std::{
 
 use chillcloud_proto::{Command, CommandResult, CommandStatus, MessageKind, decode};
 
+use tokio::sync::mpsc;
 use tracing::{info, warn};
 
 use crate::{
@@ -27,6 +28,8 @@ use crate::{
     now_ms,
     points::PointConfig,
     poll::DevicePoller,
+    status::StatusBoard,
+    throttle::Throttle,
     transport::RequestError,
 };
 
@@ -141,6 +144,90 @@ impl Journal {
         let before = self.taken.len();
         self.taken.retain(|_, (expires_ms, _)| expires_ms.saturating_add(KEEP_AFTER_EXPIRY_MS) > now_ms);
         if self.taken.len() < before { self.rewrite() } else { Ok(()) }
+    }
+}
+
+/// Where commands meet the pollers: an admitted command goes to its device's poller, and the
+/// results the pollers send back are recorded; each command is counted in the status report.
+pub struct Commands {
+    journal: Journal,
+    /// Each device's admitted commands, in device order.
+    devices: Vec<mpsc::Sender<(Command, Write)>>,
+    /// Results of executed commands.
+    results: mpsc::Receiver<CommandResult>,
+    /// Commands not executed are logged at most once a minute: a requester may repeat them.
+    warnings: Throttle,
+}
+
+impl Commands {
+    /// Commands recorded in `journal`, admitted ones sent to `devices` (a sender for each
+    /// device's poller, in device order), whose results come back on `results`.
+    pub fn new(
+        journal: Journal,
+        devices: Vec<mpsc::Sender<(Command, Write)>>,
+        results: mpsc::Receiver<CommandResult>,
+    ) -> Self {
+        Self { journal, devices, results, warnings: Throttle::default() }
+    }
+
+    /// Admits the command in `payload`, from the server, for `devices` and hands it to its
+    /// device's poller; returns the answer when it is not executed (refused, expired, or the
+    /// result of an earlier copy).
+    pub fn receive(&mut self, payload: &[u8], devices: &[DeviceConfig], status: &StatusBoard) -> Option<CommandResult> {
+        match admit(&mut self.journal, devices, payload, now_ms()) {
+            Admission::Execute { device, command, write } => {
+                let id = command.id.clone();
+                match self.devices[device].try_send((command, write)) {
+                    Ok(()) => None,
+                    Err(_) => {
+                        let busy = answer(
+                            &id,
+                            CommandStatus::Refused,
+                            "the device is busy with earlier commands; not executed",
+                            now_ms(),
+                        );
+                        self.journal.finished(&busy);
+                        status.command("refused");
+                        Some(busy)
+                    }
+                }
+            }
+            Admission::Answer(result) => {
+                // A repeated answer to a copy counts as a duplicate, not a second outcome.
+                let repeated = self.journal.is_finished(&result.id);
+                status.command(if repeated { "duplicate" } else { result.outcome() });
+                if let Some(held_back) = self.warnings.allow() {
+                    info!(id = %result.id, status = result.outcome(), message = %result.message, held_back, "remote command not executed");
+                }
+                Some(result)
+            }
+            Admission::Duplicate => {
+                status.command("duplicate");
+                info!("a copy of a command already taken; not executed again");
+                None
+            }
+            Admission::Malformed(error) => {
+                status.command("malformed");
+                if let Some(held_back) = self.warnings.allow() {
+                    warn!(%error, held_back, "a command that cannot be read was ignored");
+                }
+                None
+            }
+        }
+    }
+
+    /// The next result a poller sends back, kept to answer a later copy of its command with and
+    /// counted in `status`; `None` once every poller has stopped.
+    pub async fn next_result(&mut self, status: &StatusBoard) -> Option<CommandResult> {
+        let result = self.results.recv().await?;
+        self.journal.finished(&result);
+        status.command(result.outcome());
+        Some(result)
+    }
+
+    /// Forgets ids long expired (see [`Journal::prune`]).
+    pub fn prune(&mut self, now_ms: i64) -> std::io::Result<()> {
+        self.journal.prune(now_ms)
     }
 }
 

@@ -109,14 +109,15 @@ pub async fn run(config: Config, status: &StatusBoard, shutdown: CancellationTok
     let count = pollers.len().max(1) as u32;
     let mut tasks = tokio::task::JoinSet::new();
     let (results_tx, results) = mpsc::channel(16);
-    let mut control = publish::Control { boosts: poll::BoostSenders::new(), commands: Vec::new(), results, journal };
+    let mut boosts = poll::BoostSenders::new();
+    let mut device_commands = Vec::with_capacity(pollers.len());
     for (i, poller) in pollers.into_iter().enumerate() {
         let stagger = poller.device().poll_interval.mul_f64(f64::from(i as u32) / f64::from(count));
         let (boost_tx, boost_rx) = tokio::sync::watch::channel(None);
-        control.boosts.insert(poller.device().id.clone(), boost_tx);
+        boosts.insert(poller.device().id.clone(), boost_tx);
         // A few commands may wait for a device; more are refused as busy.
         let (command_tx, command_rx) = mpsc::channel(4);
-        control.commands.push(command_tx);
+        device_commands.push(command_tx);
         tasks.spawn(poll::run_device(
             poller,
             stagger,
@@ -128,6 +129,7 @@ pub async fn run(config: Config, status: &StatusBoard, shutdown: CancellationTok
         ));
     }
     drop((samples_tx, results_tx));
+    let control = publish::Control { boosts, commands: command::Commands::new(journal, device_commands, results) };
     // The pollers stop at `shutdown`; the forwarder then queues what they hand over last.
     publish::run(&config, forwarder, session.decimals(), samples_rx, control, status.clone(), shutdown.clone()).await;
     shutdown.cancel();

@@ -9,8 +9,8 @@
 //!
 //! Each connection also subscribes to the gateway's own boost and command topics: the server's
 //! poll boosts are checked here ([`accept_boost`]) and handed to the device's poller; commands
-//! are admitted here ([`crate::command::admit`]), executed by the device's poller, and their
-//! results published and kept until the broker acknowledges them.
+//! go to [`Commands`], which has them executed, and their results are published here and kept
+//! until the broker acknowledges them.
 
 use std::{
     collections::{HashMap, VecDeque},
@@ -19,8 +19,7 @@ use std::{
 };
 
 use chillcloud_proto::{
-    Birth, Command, CommandResult, CommandStatus, Data, Death, MessageKind, PollBoost, Reading, Topic, decode,
-    encode_value,
+    Birth, CommandResult, Data, Death, MessageKind, PollBoost, Reading, Topic, decode, encode_value,
 };
 use prost::Message;
 use rand::Rng;
@@ -34,7 +33,7 @@ use tracing::{debug, info, warn};
 
 use crate::{
     backoff::Backoff,
-    command::{Admission, Journal, Write, admit},
+    command::Commands,
     config::{Config, MqttConfig},
     now_ms,
     poll::{Boost, BoostRefused, BoostSenders, Sample},
@@ -324,57 +323,6 @@ fn result_message(result: &CommandResult) -> Outbound {
     }
 }
 
-/// Admits a command from the server and hands it to its device's poller; returns the answer
-/// when it is not executed (refused, expired, or the result of an earlier copy).
-fn receive_command(
-    payload: &[u8],
-    config: &Config,
-    control: &mut Control,
-    status: &StatusBoard,
-    warnings: &mut Throttle,
-) -> Option<CommandResult> {
-    match admit(&mut control.journal, &config.devices, payload, now_ms()) {
-        Admission::Execute { device, command, write } => {
-            let id = command.id.clone();
-            match control.commands[device].try_send((command, write)) {
-                Ok(()) => None,
-                Err(_) => {
-                    let busy = crate::command::answer(
-                        &id,
-                        CommandStatus::Refused,
-                        "the device is busy with earlier commands; not executed",
-                        now_ms(),
-                    );
-                    control.journal.finished(&busy);
-                    status.command("refused");
-                    Some(busy)
-                }
-            }
-        }
-        Admission::Answer(result) => {
-            // A repeated answer to a copy counts as a duplicate, not a second outcome.
-            let repeated = control.journal.is_finished(&result.id);
-            status.command(if repeated { "duplicate" } else { result.outcome() });
-            if let Some(held_back) = warnings.allow() {
-                info!(id = %result.id, status = result.outcome(), message = %result.message, held_back, "remote command not executed");
-            }
-            Some(result)
-        }
-        Admission::Duplicate => {
-            status.command("duplicate");
-            info!("a copy of a command already taken; not executed again");
-            None
-        }
-        Admission::Malformed(error) => {
-            status.command("malformed");
-            if let Some(held_back) = warnings.allow() {
-                warn!(%error, held_back, "a command that cannot be read was ignored");
-            }
-            None
-        }
-    }
-}
-
 /// Hands a poll boost to its device's poller, replacing any boost in force there. One that
 /// cannot be honoured is counted as refused and warned about (at most once a minute), and is
 /// otherwise ignored.
@@ -405,12 +353,8 @@ fn receive_boost(payload: &[u8], boosts: &BoostSenders, status: &StatusBoard, wa
 pub struct Control {
     /// Each device's boosts, by device id.
     pub boosts: BoostSenders,
-    /// Each device's admitted commands, in device order.
-    pub commands: Vec<mpsc::Sender<(Command, Write)>>,
-    /// Results of executed commands.
-    pub results: mpsc::Receiver<CommandResult>,
-    /// Commands taken.
-    pub journal: Journal,
+    /// Commands, and their results.
+    pub commands: Commands,
 }
 
 /// Queues every batch from `samples` and forwards the queue to the broker until `shutdown`;
@@ -481,7 +425,7 @@ pub async fn run(
                     receive_boost(&message.payload, &control.boosts, &status, &mut warnings.boost);
                 }
                 LinkEvent::Received(message) if message.topic == command_topic => {
-                    if let Some(result) = receive_command(&message.payload, config, &mut control, &status, &mut warnings.command) {
+                    if let Some(result) = control.commands.receive(&message.payload, &config.devices, &status) {
                         send(&mut link, &mut forwarder, &topic, result_message(&result)).await;
                         keep_result(&mut results, result);
                     }
@@ -498,9 +442,7 @@ pub async fn run(
                     reconnect_at = Instant::now() + delay;
                 }
             },
-            Some(result) = control.results.recv() => {
-                control.journal.finished(&result);
-                status.command(result.outcome());
+            Some(result) = control.commands.next_result(&status) => {
                 if forwarder.is_connected() {
                     send(&mut link, &mut forwarder, &topic, result_message(&result)).await;
                 }
@@ -523,7 +465,7 @@ pub async fn run(
                     warn!(%error, held_back, "cannot record the acknowledged position of the queue");
                 }
                 status.link(forwarder.is_connected(), connections, forwarder.queue.status(), now_ms());
-                if let Err(error) = control.journal.prune(now_ms()) {
+                if let Err(error) = control.commands.prune(now_ms()) {
                     warn!(%error, "cannot rewrite the command journal");
                 }
                 if let Err(error) = status.write(&status_path)
@@ -609,7 +551,6 @@ struct Warnings {
     acked: Throttle,
     status: Throttle,
     boost: Throttle,
-    command: Throttle,
 }
 
 /// Writes `first` and whatever else the pollers have ready as one batch to the queue and
@@ -736,7 +677,7 @@ async fn drive(mut eventloop: EventLoop, events: mpsc::UnboundedSender<LinkEvent
 
 #[cfg(test)]
 mod tests {
-    use chillcloud_proto::{Quality, decode};
+    use chillcloud_proto::{CommandStatus, Quality, decode};
 
     use super::*;
     use crate::queue::QueueLimits;
