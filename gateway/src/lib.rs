@@ -2,6 +2,7 @@
 //! readings to the cloud over MQTT.
 
 pub mod backoff;
+pub mod boost;
 pub mod command;
 pub mod config;
 pub mod durable;
@@ -109,12 +110,11 @@ pub async fn run(config: Config, status: &StatusBoard, shutdown: CancellationTok
     let count = pollers.len().max(1) as u32;
     let mut tasks = tokio::task::JoinSet::new();
     let (results_tx, results) = mpsc::channel(16);
-    let mut boosts = poll::BoostSenders::new();
+    let mut boosts = boost::Boosts::default();
     let mut device_commands = Vec::with_capacity(pollers.len());
     for (i, poller) in pollers.into_iter().enumerate() {
         let stagger = poller.device().poll_interval.mul_f64(f64::from(i as u32) / f64::from(count));
-        let (boost_tx, boost_rx) = tokio::sync::watch::channel(None);
-        boosts.insert(poller.device().id.clone(), boost_tx);
+        let boost_rx = boosts.add(poller.device().id.clone());
         // A few commands may wait for a device; more are refused as busy.
         let (command_tx, command_rx) = mpsc::channel(4);
         device_commands.push(command_tx);

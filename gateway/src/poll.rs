@@ -1,14 +1,10 @@
 //! Polling one device: the read plan and turning registers into timestamped samples, over the
-//! device's [`Link`]; and poll boosts, which poll a device faster for a while and send every
-//! point of every poll (fault-moment capture).
+//! device's [`Link`], faster and with every point sent while a [`Boost`] is in force; and
+//! running a device's poller, commands included, between polls.
 
-use std::{
-    collections::{BTreeMap, HashMap},
-    sync::Arc,
-    time::Duration,
-};
+use std::{collections::BTreeMap, sync::Arc, time::Duration};
 
-use chillcloud_proto::{Command, CommandResult, PollBoost, Quality};
+use chillcloud_proto::{Command, CommandResult, Quality};
 use tokio::{
     sync::{mpsc, watch},
     time::Instant,
@@ -18,11 +14,12 @@ use tracing::{debug, info, warn};
 
 use crate::{
     backoff::Backoff,
+    boost::Boost,
     command::Write,
     config::DeviceConfig,
     modbus::{Payload, ReadBlock, Span, decode_string, plan_reads},
     now_ms,
-    points::{MIN_POLL_INTERVAL_MS, PointConfig},
+    points::PointConfig,
     status::StatusBoard,
     transport::{Link, RequestError, SharedBus},
 };
@@ -39,73 +36,6 @@ pub struct Sample {
     /// Whether the value can be trusted.
     pub quality: Quality,
 }
-
-/// Shortest time between boosted polls, whatever a boost asks for.
-pub const MIN_BOOST_INTERVAL: Duration = Duration::from_millis(MIN_POLL_INTERVAL_MS);
-/// Longest a boost lasts, from its receipt.
-pub const MAX_BOOST_DURATION: Duration = Duration::from_secs(10 * 60);
-
-/// A device polled faster for a while, with every point sent at every poll, so the moments
-/// after a fault are recorded at high resolution (the server's [`PollBoost`]).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Boost {
-    /// Time between polls while it lasts (never slower than the device's own interval).
-    pub interval: Duration,
-    /// When it ends.
-    pub until: Instant,
-    /// When it ends, ms since the Unix epoch, for the status report.
-    pub until_ms: i64,
-}
-
-/// Why a boost request is refused.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum BoostRefused {
-    /// The payload is not a `PollBoost`.
-    #[error("malformed payload: {0}")]
-    Malformed(String),
-    /// No device of this gateway has that id.
-    #[error("unknown device {0:?}")]
-    UnknownDevice(String),
-    /// An interval of 0.
-    #[error("device {0:?}: interval_ms is 0")]
-    ZeroInterval(String),
-    /// It ended before it arrived.
-    #[error("device {device:?}: until_ms {until_ms} is in the past (now {now_ms})")]
-    Expired {
-        /// The device.
-        device: String,
-        /// The end asked for.
-        until_ms: i64,
-        /// The gateway's clock when it arrived.
-        now_ms: i64,
-    },
-}
-
-impl Boost {
-    /// The boost `request` asks for, received at `now` (`now_ms` on the wall clock): its
-    /// interval raised to [`MIN_BOOST_INTERVAL`], its end brought forward to
-    /// [`MAX_BOOST_DURATION`] from now. The end is kept on the monotonic clock, so a change of
-    /// the wall clock during a boost neither ends nor prolongs it.
-    pub fn new(request: &PollBoost, now: Instant, now_ms: i64) -> Result<Self, BoostRefused> {
-        if request.interval_ms == 0 {
-            return Err(BoostRefused::ZeroInterval(request.device.clone()));
-        }
-        if request.until_ms <= now_ms {
-            return Err(BoostRefused::Expired { device: request.device.clone(), until_ms: request.until_ms, now_ms });
-        }
-        let max_ms = MAX_BOOST_DURATION.as_millis() as i64;
-        let lasts_ms = request.until_ms.saturating_sub(now_ms).min(max_ms);
-        Ok(Self {
-            interval: Duration::from_millis(u64::from(request.interval_ms)).max(MIN_BOOST_INTERVAL),
-            until: now + Duration::from_millis(lasts_ms as u64),
-            until_ms: now_ms + lasts_ms,
-        })
-    }
-}
-
-/// Where the MQTT side hands each device's poller its boosts, by device id. A new boost
-/// replaces the one before.
-pub type BoostSenders = HashMap<String, watch::Sender<Option<Boost>>>;
 
 /// Polls one device and remembers what it needs between polls.
 pub struct DevicePoller {
@@ -606,39 +536,6 @@ mod tests {
         let device = config.devices[0].clone();
         let flow = device.points.iter().position(|p| p.name == "flow").expect("flow point");
         (DevicePoller::new(device, 0, None, StatusBoard::default()), flow, password)
-    }
-
-    fn request(interval_ms: u32, until_ms: i64) -> PollBoost {
-        PollBoost { device: "chiller-1".into(), interval_ms, until_ms }
-    }
-
-    #[test]
-    fn a_boost_is_refused_without_an_interval_or_a_future_and_bounded_otherwise() {
-        let (now, now_ms) = (Instant::now(), 1_800_000_000_000);
-        assert_eq!(
-            Boost::new(&request(0, now_ms + 3000), now, now_ms),
-            Err(BoostRefused::ZeroInterval("chiller-1".into()))
-        );
-        for until_ms in [now_ms, now_ms - 1, i64::MIN] {
-            let refused = Boost::new(&request(100, until_ms), now, now_ms);
-            assert!(matches!(refused, Err(BoostRefused::Expired { .. })), "{until_ms}: {refused:?}");
-        }
-        // Within the bounds: as asked.
-        let boost = Boost::new(&request(250, now_ms + 3000), now, now_ms).expect("accepted");
-        assert_eq!(
-            boost,
-            Boost {
-                interval: Duration::from_millis(250),
-                until: now + Duration::from_secs(3),
-                until_ms: now_ms + 3000
-            }
-        );
-        // Too fast, too long: raised to the shortest interval, ended 10 minutes from receipt.
-        for until_ms in [now_ms + 3_600_000, i64::MAX] {
-            let boost = Boost::new(&request(1, until_ms), now, now_ms).expect("accepted");
-            assert_eq!(boost.interval, MIN_BOOST_INTERVAL);
-            assert_eq!((boost.until, boost.until_ms), (now + MAX_BOOST_DURATION, now_ms + 600_000));
-        }
     }
 
     #[test]

@@ -8,9 +8,9 @@
 //! [`BACKFILL_WINDOW`] messages in flight so live data is never stuck behind the backlog.
 //!
 //! Each connection also subscribes to the gateway's own boost and command topics: the server's
-//! poll boosts are checked here ([`accept_boost`]) and handed to the device's poller; commands
-//! go to [`Commands`], which has them executed, and their results are published here and kept
-//! until the broker acknowledges them.
+//! poll boosts go to [`Boosts`], which hands them to the device's poller; commands go to
+//! [`Commands`], which has them executed, and their results are published here and kept until
+//! the broker acknowledges them.
 
 use std::{
     collections::{HashMap, VecDeque},
@@ -18,9 +18,7 @@ use std::{
     time::Duration,
 };
 
-use chillcloud_proto::{
-    Birth, CommandResult, Data, Death, MessageKind, PollBoost, Reading, Topic, decode, encode_value,
-};
+use chillcloud_proto::{Birth, CommandResult, Data, Death, MessageKind, Reading, Topic, encode_value};
 use prost::Message;
 use rand::Rng;
 use rumqttc::{
@@ -33,10 +31,11 @@ use tracing::{debug, info, warn};
 
 use crate::{
     backoff::Backoff,
+    boost::Boosts,
     command::Commands,
     config::{Config, MqttConfig},
     now_ms,
-    poll::{Boost, BoostRefused, BoostSenders, Sample},
+    poll::Sample,
     queue::{Queue, Record},
     status::StatusBoard,
     throttle::Throttle,
@@ -282,23 +281,6 @@ impl Forwarder {
 /// How long a clean stop waits for the broker to acknowledge what is in flight.
 const STOP_FLUSH_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// The boost a `PollBoost` payload asks for, received at `now` (`now_ms` on the wall clock),
-/// with the request, if it can be honoured by one of `boosts`' devices (see [`Boost::new`]).
-pub fn accept_boost(
-    payload: &[u8],
-    boosts: &BoostSenders,
-    now: Instant,
-    now_ms: i64,
-) -> Result<(PollBoost, Boost), BoostRefused> {
-    let request: PollBoost =
-        decode(MessageKind::PollBoost, payload).map_err(|e| BoostRefused::Malformed(e.to_string()))?;
-    if !boosts.contains_key(&request.device) {
-        return Err(BoostRefused::UnknownDevice(request.device));
-    }
-    let boost = Boost::new(&request, now, now_ms)?;
-    Ok((request, boost))
-}
-
 /// Most command results kept for sending again; beyond, the oldest is given up (the server
 /// marks its command unanswered).
 const MAX_KEPT_RESULTS: usize = 64;
@@ -323,36 +305,10 @@ fn result_message(result: &CommandResult) -> Outbound {
     }
 }
 
-/// Hands a poll boost to its device's poller, replacing any boost in force there. One that
-/// cannot be honoured is counted as refused and warned about (at most once a minute), and is
-/// otherwise ignored.
-fn receive_boost(payload: &[u8], boosts: &BoostSenders, status: &StatusBoard, warnings: &mut Throttle) {
-    match accept_boost(payload, boosts, Instant::now(), now_ms()) {
-        Ok((request, boost)) => {
-            status.boost_received(false);
-            if boost.interval.as_millis() > u128::from(request.interval_ms) {
-                info!(device = %request.device, asked_ms = request.interval_ms, interval_ms = boost.interval.as_millis() as u64, "poll boost interval raised to the shortest allowed");
-            }
-            if boost.until_ms < request.until_ms {
-                info!(device = %request.device, asked_until_ms = request.until_ms, until_ms = boost.until_ms, max_secs = crate::poll::MAX_BOOST_DURATION.as_secs(), "poll boost shortened to the longest allowed");
-            }
-            if let Some(poller) = boosts.get(&request.device) {
-                poller.send_replace(Some(boost));
-            }
-        }
-        Err(refused) => {
-            status.boost_received(true);
-            if let Some(held_back) = warnings.allow() {
-                warn!(%refused, held_back, "poll boost refused");
-            }
-        }
-    }
-}
-
 /// What the server asks of the pollers, and what they answer.
 pub struct Control {
-    /// Each device's boosts, by device id.
-    pub boosts: BoostSenders,
+    /// Poll boosts, for each device's poller.
+    pub boosts: Boosts,
     /// Commands, and their results.
     pub commands: Commands,
 }
@@ -422,7 +378,7 @@ pub async fn run(
                     }
                 }
                 LinkEvent::Received(message) if message.topic == boost_topic => {
-                    receive_boost(&message.payload, &control.boosts, &status, &mut warnings.boost);
+                    control.boosts.receive(&message.payload, &status);
                 }
                 LinkEvent::Received(message) if message.topic == command_topic => {
                     if let Some(result) = control.commands.receive(&message.payload, &config.devices, &status) {
@@ -550,7 +506,6 @@ struct Warnings {
     queue: Throttle,
     acked: Throttle,
     status: Throttle,
-    boost: Throttle,
 }
 
 /// Writes `first` and whatever else the pollers have ready as one batch to the queue and
@@ -811,44 +766,5 @@ mod tests {
         forwarder.connected();
         let again = forwarder.next_backfill().expect("backfill");
         assert_eq!(again.last().and_then(|m| m.batches.clone()), Some(1..=5));
-    }
-
-    #[test]
-    fn a_boost_is_accepted_only_for_a_known_device_and_counted_either_way() {
-        let (sender, mut receiver) = tokio::sync::watch::channel(None);
-        let boosts = BoostSenders::from([("chiller-1".to_owned(), sender)]);
-        let (now, now_ms) = (Instant::now(), 1_800_000_000_000);
-        let request = |device: &str| {
-            PollBoost { device: device.into(), interval_ms: 100, until_ms: now_ms + 3000 }.encode_to_vec()
-        };
-
-        let (asked, boost) = accept_boost(&request("chiller-1"), &boosts, now, now_ms).expect("accepted");
-        assert_eq!((asked.device.as_str(), boost.until_ms), ("chiller-1", now_ms + 3000));
-        assert_eq!(
-            accept_boost(&request("chiller-9"), &boosts, now, now_ms).map(|(_, b)| b),
-            Err(BoostRefused::UnknownDevice("chiller-9".into()))
-        );
-        let malformed = accept_boost(&[0xff, 0xff, 0xff], &boosts, now, now_ms).map(|(_, b)| b);
-        assert!(matches!(malformed, Err(BoostRefused::Malformed(_))), "{malformed:?}");
-
-        // Through the handler: the accepted one reaches the poller, every one is counted.
-        let status = StatusBoard::default();
-        let mut warnings = Throttle::default();
-        let payload = PollBoost { device: "chiller-1".into(), interval_ms: 100, until_ms: crate::now_ms() + 3000 };
-        receive_boost(&payload.encode_to_vec(), &boosts, &status, &mut warnings);
-        assert!(receiver.has_changed().expect("open"));
-        assert!(receiver.borrow_and_update().is_some());
-        receive_boost(&request("chiller-9"), &boosts, &status, &mut warnings);
-        receive_boost(&[0xff], &boosts, &status, &mut warnings);
-        assert!(!receiver.has_changed().expect("open"), "refused boosts do not reach the poller");
-        let report: serde_json::Value = serde_json::from_slice(&status_json(&status)).expect("status JSON");
-        assert_eq!((report["boosts_received"].as_u64(), report["boosts_refused"].as_u64()), (Some(3), Some(2)));
-    }
-
-    fn status_json(status: &StatusBoard) -> Vec<u8> {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let path = dir.path().join("status.json");
-        status.write(&path).expect("write status");
-        std::fs::read(&path).expect("read status")
     }
 }
