@@ -349,7 +349,7 @@ fn encode(point: &PointConfig, value: f64) -> Result<Vec<u16>, String> {
 /// Executes an admitted command on `poller`'s device: refused while the controller is in local
 /// control or an interlock is not met, both read fresh from the device, since a value polled
 /// seconds ago may no longer hold; otherwise written once (a write is never repeated on its own)
-/// and read back: `done` only when the device reads what was asked (see [`judge`]).
+/// and read back: `done` only when the device reads exactly what was asked.
 pub async fn execute(poller: &mut DevicePoller, command: &Command, write: &Write) -> CommandResult {
     let id = command.id.as_str();
     if command.expires_at_ms <= now_ms() {

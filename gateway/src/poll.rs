@@ -1,6 +1,6 @@
-//! Polling one device: the read plan and turning registers into timestamped samples, over the
-//! device's [`Link`], faster and with every point sent while a [`Boost`] is in force; and
-//! running a device's poller, commands included, between polls.
+//! Polling one device over its link ([`crate::transport`]): the read plan and turning registers
+//! into timestamped samples, faster and with every point sent while a [`Boost`] is in force;
+//! and running a device's poller, with commands executed between polls.
 
 use std::{collections::BTreeMap, sync::Arc, time::Duration};
 
