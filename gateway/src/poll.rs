@@ -177,11 +177,7 @@ impl DevicePoller {
     /// or infinity has no usable value.
     fn values(&self, start: u16, points: &[usize], words: &[u16]) -> Vec<(usize, Option<f64>)> {
         (points.iter())
-            .map(|&i| {
-                let point = &self.device.points[i];
-                let at = usize::from(point.address - start);
-                (i, Some(point.engineering_value(&words[at..at + usize::from(point.width)])).filter(|v| v.is_finite()))
-            })
+            .map(|&i| (i, Some(value_in(&self.device.points[i], start, words)).filter(|v| v.is_finite())))
             .collect()
     }
 
@@ -408,8 +404,7 @@ impl DevicePoller {
     /// Reads point `i`'s words (its bit as 0 or 1) on their own, now.
     pub(crate) async fn read_words(&mut self, i: usize) -> Result<Vec<u16>, RequestError> {
         let point = &self.device.points[i];
-        let block = ReadBlock { kind: point.kind, start: point.address, count: point.width, points: Vec::new() };
-        self.link.read(&self.device, &block).await
+        self.link.read(&self.device, &read_of(point)).await
     }
 
     /// Reads the values of `points` fresh, in the fewest requests (the local-mode flag and the
@@ -420,9 +415,7 @@ impl DevicePoller {
         for block in plan_reads(&spans, self.device.max_gap, &self.avoid) {
             let words = self.link.read(&self.device, &block).await?;
             for &j in &block.points {
-                let point = &self.device.points[points[j]];
-                let at = usize::from(point.address - block.start);
-                values[j] = point.engineering_value(&words[at..at + usize::from(point.width)]);
+                values[j] = value_in(&self.device.points[points[j]], block.start, &words);
             }
         }
         Ok(values)
@@ -444,8 +437,7 @@ impl DevicePoller {
     pub async fn read_attributes(&mut self) -> BTreeMap<String, String> {
         let mut attributes = BTreeMap::new();
         for point in &self.device.attributes {
-            let block = ReadBlock { kind: point.kind, start: point.address, count: point.width, points: Vec::new() };
-            match self.link.read(&self.device, &block).await {
+            match self.link.read(&self.device, &read_of(point)).await {
                 Ok(words) => {
                     attributes.insert(point.name.clone(), decode_string(&words, point.byte_order));
                 }
@@ -454,6 +446,17 @@ impl DevicePoller {
         }
         attributes
     }
+}
+
+/// A read of `point` on its own.
+fn read_of(point: &PointConfig) -> ReadBlock {
+    ReadBlock { kind: point.kind, start: point.address, count: point.width, points: Vec::new() }
+}
+
+/// The value of `point` in the words of a read from register `start`.
+fn value_in(point: &PointConfig, start: u16, words: &[u16]) -> f64 {
+    let at = usize::from(point.address - start);
+    point.engineering_value(&words[at..at + usize::from(point.width)])
 }
 
 /// Where `point` lives, as the read planner sees it.
