@@ -452,16 +452,9 @@ pub fn confirms(written: &Payload, read: &[u16]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::Config;
 
-    fn devices() -> (Vec<DeviceConfig>, tempfile::NamedTempFile) {
-        let password = tempfile::NamedTempFile::new().expect("temp file");
-        std::fs::write(password.path(), "secret\n").expect("write password");
-        let text = format!(
-            "gateway_id = \"gw-1\"\nstate_dir = \"/tmp/x\"\n[mqtt]\nhost = \"localhost\"\npassword_file = \"{}\"\n[[devices]]\nid = \"chiller-1\"\nprofile = \"trane-ch530\"\nhost = \"127.0.0.1\"\n",
-            password.path().display()
-        );
-        (Config::parse(&text, Path::new("gw.toml")).expect("valid config").devices, password)
+    fn devices() -> Vec<DeviceConfig> {
+        crate::test_config("[[devices]]\nid = \"chiller-1\"\nprofile = \"trane-ch530\"\nhost = \"127.0.0.1\"\n").devices
     }
 
     fn command(id: &str, point: &str, value: f64, expires_at_ms: i64) -> Vec<u8> {
@@ -486,7 +479,7 @@ mod tests {
 
     #[test]
     fn the_map_bounds_every_write_and_picks_its_payload() {
-        let (devices, _password) = devices();
+        let devices = devices();
         let device = &devices[0];
         let write = plan(device, "chw_setpoint", 6.5).expect("within bounds");
         assert_eq!(write.payload, Payload::Registers(vec![65]));
@@ -513,7 +506,7 @@ mod tests {
 
     #[test]
     fn a_command_is_taken_once_and_never_after_its_expiry() {
-        let (devices, _password) = devices();
+        let devices = devices();
         let dir = tempfile::tempdir().expect("temp dir");
         let now = 1_800_000_000_000;
         let mut journal = Journal::open(dir.path(), now).expect("journal");
@@ -551,7 +544,7 @@ mod tests {
 
     #[test]
     fn a_write_is_done_only_when_the_device_reads_back_what_was_asked() {
-        let (devices, _password) = devices();
+        let devices = devices();
         let write = plan(&devices[0], "chw_setpoint", 6.5).expect("within bounds");
         let point = &devices[0].points[write.point];
         let judged = |written: Result<(), RequestError>, read_back: Result<Vec<u16>, RequestError>| {

@@ -137,3 +137,16 @@ pub async fn run(config: Config, status: &StatusBoard, shutdown: CancellationTok
     info!("gateway stopped");
     Ok(())
 }
+
+/// A configuration for unit tests: gateway `gw-1` with `devices` (the TOML of its
+/// `[[devices]]`), its password read from a temporary file.
+#[cfg(test)]
+fn test_config(devices: &str) -> Config {
+    let password = tempfile::NamedTempFile::new().expect("temp file");
+    std::fs::write(password.path(), "secret\n").expect("write password");
+    let text = format!(
+        "gateway_id = \"gw-1\"\nstate_dir = \"/tmp/x\"\n[mqtt]\nhost = \"localhost\"\npassword_file = \"{}\"\n{devices}",
+        password.path().display()
+    );
+    Config::parse(&text, Path::new("gw.toml")).expect("valid config")
+}

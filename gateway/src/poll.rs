@@ -524,26 +524,21 @@ pub async fn run_device(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::Config;
 
     /// A poller for one TCP device (never connected) polled every second, with a point `flow`
     /// sent by exception beyond 1.0, and read only every 5 s.
-    fn poller() -> (DevicePoller, usize, tempfile::NamedTempFile) {
-        let password = tempfile::NamedTempFile::new().expect("temp file");
-        std::fs::write(password.path(), "secret\n").expect("write password");
-        let text = format!(
-            "gateway_id = \"gw-1\"\nstate_dir = \"/tmp/x\"\n[mqtt]\nhost = \"localhost\"\npassword_file = \"{}\"\n[[devices]]\nid = \"chiller-1\"\nprofile = \"trane-ch530\"\nhost = \"127.0.0.1\"\npoll_interval_ms = 1000\n[[devices.points]]\nname = \"flow\"\nkind = \"input\"\naddress = 90\ndeadband = 1.0\npoll_interval_ms = 5000\n",
-            password.path().display()
+    fn poller() -> (DevicePoller, usize) {
+        let config = crate::test_config(
+            "[[devices]]\nid = \"chiller-1\"\nprofile = \"trane-ch530\"\nhost = \"127.0.0.1\"\npoll_interval_ms = 1000\n[[devices.points]]\nname = \"flow\"\nkind = \"input\"\naddress = 90\ndeadband = 1.0\npoll_interval_ms = 5000\n",
         );
-        let config = Config::parse(&text, std::path::Path::new("gw.toml")).expect("valid config");
         let device = config.devices[0].clone();
         let flow = device.points.iter().position(|p| p.name == "flow").expect("flow point");
-        (DevicePoller::new(device, 0, None, StatusBoard::default()), flow, password)
+        (DevicePoller::new(device, 0, None, StatusBoard::default()), flow)
     }
 
     #[test]
     fn a_boosted_poll_reads_and_sends_every_point_until_the_boost_ends() {
-        let (mut poller, flow, _password) = poller();
+        let (mut poller, flow) = poller();
         let t0 = Instant::now();
         let sent = |poller: &mut DevicePoller, report_all: bool, value: f64| {
             let mut samples = Vec::new();
@@ -578,7 +573,7 @@ mod tests {
 
     #[test]
     fn a_boost_never_slows_a_device_down() {
-        let (mut poller, _, _password) = poller();
+        let (mut poller, _) = poller();
         let t0 = Instant::now();
         let until = t0 + Duration::from_secs(60);
         poller.set_boost(Some(Boost { interval: Duration::from_secs(5), until, until_ms: 60_000 }));

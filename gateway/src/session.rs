@@ -103,17 +103,9 @@ mod tests {
 
     #[test]
     fn aliases_number_every_devices_points_in_order_and_index_their_decimals() {
-        let password = tempfile::NamedTempFile::new().expect("temp file");
-        std::fs::write(password.path(), "secret\n").expect("write password");
         let device =
             |id: &str| format!("[[devices]]\nid = \"{id}\"\nprofile = \"trane-ch530\"\nhost = \"127.0.0.1\"\n");
-        let text = format!(
-            "gateway_id = \"gw-1\"\nstate_dir = \"/tmp/x\"\n[mqtt]\nhost = \"localhost\"\npassword_file = \"{}\"\n{}{}",
-            password.path().display(),
-            device("chiller-1"),
-            device("chiller-2")
-        );
-        let config = Config::parse(&text, std::path::Path::new("gw.toml")).expect("valid config");
+        let config = crate::test_config(&(device("chiller-1") + &device("chiller-2")));
         let session = Session::new(&config, 7);
         let birth = session.birth(&[BTreeMap::from([("model".into(), "RTHD".into())])]);
         assert_eq!(birth.session, 7);
