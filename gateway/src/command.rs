@@ -1,14 +1,16 @@
 //! Remote commands: a write the server asks for, checked here again against the device's own
 //! map, executed at most once, and confirmed by reading back.
 //!
-//! The MQTT side [`admit`]s each command: one whose id this gateway has taken before is not
-//! executed again (its result is sent again when known), one past its expiry is answered
-//! `expired`, one the map does not allow (unknown point, not writable, out of bounds, off the
-//! step) is answered `refused`. What is admitted is recorded in the [`Journal`] on disk *before*
-//! it goes to the device's poller, so neither a redelivery nor a restart can execute it twice.
-//! Between two polls, the device's poller then [`execute`]s it: this module reads the local-mode
-//! point and the interlocks' points fresh through the poller, has it write (function code 5, 6,
-//! 15 or 16) and read the point back, and judges the outcome `done`, `refused` or `failed`.
+//! The MQTT side hands each command it receives to [`Commands`], which [`admit`]s it: one whose
+//! id this gateway has taken before is not executed again (its result is sent again when
+//! known), one past its expiry is answered `expired`, one the map does not allow (unknown point,
+//! not writable, out of bounds, off the step) is answered `refused`. What is admitted is
+//! recorded in the [`Journal`] on disk *before* it goes to the device's poller, so neither a
+//! redelivery nor a restart can execute it twice. Between two polls, the device's poller then
+//! [`execute`]s it: this module reads the local-mode point and the interlocks' points fresh
+//! through the poller, has it write (function code 5, 6, 15 or 16) and read the point back, and
+//! judges the outcome `done`, `refused` or `failed`. The result goes back through [`Commands`],
+//! which keeps it for later copies, to the MQTT side, which publishes it.
 
 use std::{
     collections::HashMap,
@@ -18,7 +20,6 @@ use std::{
 };
 
 use chillcloud_proto::{Command, CommandResult, CommandStatus, MessageKind, decode};
-
 use tokio::sync::mpsc;
 use tracing::{info, warn};
 
