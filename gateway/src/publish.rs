@@ -27,7 +27,7 @@ use rumqttc::{
 };
 use tokio::{sync::mpsc, time::Instant};
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, info, warn};
+use tracing::{debug, error, info, warn};
 
 use crate::{
     backoff::Backoff,
@@ -533,7 +533,7 @@ async fn queue_batches(
         Err(error) => {
             status.lost_to_disk_error(samples.len() as u64);
             if let Some(held_back) = warnings.allow() {
-                warn!(%error, readings = samples.len(), held_back, "cannot write to the queue; readings lost");
+                error!(%error, readings = samples.len(), held_back, "cannot write to the queue; readings lost");
             }
             return None;
         }

@@ -41,7 +41,7 @@ use std::{
 
 use chillcloud_proto::{Data, DroppedInterval};
 use prost::Message;
-use tracing::{info, warn};
+use tracing::{error, info, warn};
 
 use crate::{durable, throttle::Throttle};
 
@@ -354,7 +354,7 @@ impl Queue {
         let mut reader = match File::open(&path) {
             Ok(file) => BufReader::new(file),
             Err(error) => {
-                warn!(path = %path.display(), %error, "cannot read a segment being dropped; its loss is not reported");
+                error!(path = %path.display(), %error, "cannot read a segment being dropped; its loss is not reported");
                 return lost;
             }
         };
@@ -461,7 +461,7 @@ impl Queue {
                         // happens): the rest of this segment cannot be read, so it is settled
                         // as lost rather than holding the queue back for ever.
                         self.status.corrupt_records += 1;
-                        warn!(segment = first_seq, offset = position, %error, "corrupt queue record; the rest of its segment is lost");
+                        error!(segment = first_seq, offset = position, %error, "corrupt queue record; the rest of its segment is lost");
                         let last_seq =
                             self.segments.iter().find(|s| s.first_seq == first_seq).map_or(0, |s| s.last_seq);
                         for seq in want.max(self.acked + 1)..=last_seq {
