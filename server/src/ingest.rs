@@ -16,6 +16,7 @@ use tracing::{debug, error, info, warn};
 
 use crate::{
     alarms::{Alarms, Input},
+    gateway_link::GatewayMessages,
     metrics::{Metrics, Stall},
     store::{self, AliasCache, DataOutcome, ReadingRows},
 };
@@ -87,14 +88,14 @@ const MAX_BATCH_MESSAGES: usize = 500;
 /// message at once, and a busy one makes fewer, larger transactions, without a timer adding
 /// latency. Acknowledgements follow the commit.
 ///
-/// What `to_publish` yields (topic, payload) is published at QoS 1 through the same client; what
-/// was committed is handed to the alarm engine.
+/// What `to_gateways` yields (see [`crate::gateway_link`]) is published at QoS 1 through the same client;
+/// what was committed is handed to the alarm engine.
 pub async fn run(
     pool: PgPool,
     broker: BrokerSettings,
     alarms: Alarms,
     live: crate::live::Live,
-    mut to_publish: mpsc::UnboundedReceiver<(String, Vec<u8>)>,
+    mut to_gateways: GatewayMessages,
     metrics: Arc<Metrics>,
     shutdown: CancellationToken,
 ) {
@@ -114,8 +115,9 @@ pub async fn run(
     let driver = tokio::spawn(drive(eventloop, client.clone(), messages_tx, metrics.clone(), shutdown.clone()));
     let publisher = client.clone();
     let publishing = tokio::spawn(async move {
-        while let Some((topic, payload)) = to_publish.recv().await {
-            if let Err(error) = publisher.publish(topic, QoS::AtLeastOnce, false, payload).await {
+        while let Some((gateway, message)) = to_gateways.recv().await {
+            let topic = Topic::new(gateway, message.kind()).to_string();
+            if let Err(error) = publisher.publish(topic, QoS::AtLeastOnce, false, message.encode()).await {
                 debug!(%error, "publish to a gateway dropped: the client has stopped");
             }
         }

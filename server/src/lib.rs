@@ -1,23 +1,28 @@
 //! The Chillcloud server: takes gateway data from MQTT, stores it in PostgreSQL, and serves the
 //! HTTP API. With nothing configured it runs its own PostgreSQL cluster and MQTT broker.
 
+#[macro_use]
+pub mod text_enum;
+
 pub mod accounts;
 pub mod alarms;
-pub mod api;
 pub mod commands;
 pub mod embedded;
+pub mod gateway_link;
 pub mod history;
 pub mod http;
 pub mod ingest;
 pub mod live;
 pub mod metrics;
-pub mod openapi;
 pub mod paging;
+pub mod routes;
+pub mod secrets;
 pub mod share;
 pub mod store;
 pub mod tickets;
 pub mod timescale;
 pub mod ui;
+pub mod units;
 pub mod watchdog;
 
 use std::{net::SocketAddr, path::PathBuf, sync::Arc, time::Duration};
@@ -268,16 +273,9 @@ async fn api_login_password(pool: &PgPool) -> Result<String> {
 /// by PBKDF2-HMAC-SHA-256 with 4,096 iterations, and from it the stored and server keys.
 fn scram_verifier(password: &str, salt: &[u8]) -> String {
     use base64::{Engine as _, engine::general_purpose::STANDARD};
-    use hmac::{Hmac, KeyInit, Mac};
     use sha2::{Digest, Sha256};
     const ITERATIONS: u32 = 4096;
-    let hmac = |key: &[u8], data: &[&[u8]]| {
-        let mut mac = Hmac::<Sha256>::new_from_slice(key).expect("HMAC takes any key");
-        for part in data {
-            mac.update(part);
-        }
-        mac.finalize().into_bytes()
-    };
+    let hmac = secrets::hmac_sha256;
     // PBKDF2 with one block: the output is as long as the hash.
     let mut block = hmac(password.as_bytes(), &[salt, &1u32.to_be_bytes()]);
     let mut salted = block;
@@ -296,8 +294,7 @@ fn scram_verifier(password: &str, salt: &[u8]) -> String {
 }
 
 fn random_token() -> String {
-    let bytes: [u8; 24] = rand::random();
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+    secrets::random_hex::<24>()
 }
 
 /// A secret: the configured one, or the one generated into `<data-dir>/<name>` (mode 0600).
@@ -352,9 +349,11 @@ pub async fn serve(settings: ServeSettings, listener: TcpListener, shutdown: Can
     };
     let api_token = secret(&settings, "api-token", settings.api_token.as_ref())?;
     let link_secret = secret(&settings, "link-secret", None)?;
-    let public_url = settings.public_url.clone().unwrap_or_else(|| format!("http://{}", settings.listen));
+    let address = listener.local_addr().map_err(|source| Error::Io { context: "listener address".into(), source })?;
+    // The bound address, not the asked one: `--listen 127.0.0.1:0` takes a free port.
+    let public_url = settings.public_url.clone().unwrap_or_else(|| format!("http://{address}"));
     let paging = paging::Paging::load(settings.paging_config.as_ref(), link_secret.into_bytes(), public_url)
-        .map_err(Error::Config)?;
+        .map_err(|invalid| Error::Config(invalid.to_string()))?;
     let database = Database::open(&settings.storage).await?;
     let metrics = Arc::new(Metrics::default());
 
@@ -391,13 +390,13 @@ pub async fn serve(settings: ServeSettings, listener: TcpListener, shutdown: Can
     };
 
     let (alarms, alarm_inputs) = alarms::channel();
-    let (to_gateways, to_publish) = tokio::sync::mpsc::unbounded_channel();
+    let (gateways, to_gateways) = gateway_link::GatewayLink::new();
     let live = live::Live::default();
     let detection = tokio::spawn(alarms::run(
         database.pool.clone(),
         alarms.clone(),
         alarm_inputs,
-        to_gateways.clone(),
+        gateways.clone(),
         live.clone(),
         metrics.clone(),
         shutdown.clone(),
@@ -407,7 +406,7 @@ pub async fn serve(settings: ServeSettings, listener: TcpListener, shutdown: Can
         broker_settings,
         alarms.clone(),
         live.clone(),
-        to_publish,
+        to_gateways,
         metrics.clone(),
         shutdown.clone(),
     ));
@@ -416,24 +415,18 @@ pub async fn serve(settings: ServeSettings, listener: TcpListener, shutdown: Can
     let sweeper = tokio::spawn(commands::run_sweeper(database.pool.clone(), shutdown.clone()));
     let watchdog =
         tokio::spawn(watchdog::run(database.pool.clone(), paging.clone(), metrics.clone(), shutdown.clone()));
-    let (history_lane, live_lane) = api::AppState::lanes();
-    let state = api::AppState {
-        pool: database.pool.clone(),
-        api_pool: database.api_pool.clone(),
+    let state = http::SystemState::new(
+        database.pool.clone(),
+        database.api_pool.clone(),
+        api_token.into(),
         metrics,
-        api_token: api_token.into(),
-        sign_ins: Arc::default(),
         live,
         alarms,
         paging,
-        to_gateways,
-        history_lane,
-        live_lane,
-        wrong_codes: Arc::default(),
-    };
-    let address = listener.local_addr().map_err(|source| Error::Io { context: "listener address".into(), source })?;
+        gateways,
+    );
     info!(%address, "HTTP API listening");
-    http::serve(listener, api::router(state), shutdown.clone()).await;
+    http::serve(listener, routes::router(state), shutdown.clone()).await;
     // Stop taking input, let ingest finish the message in hand, then stop the services.
     shutdown.cancel();
     if tokio::time::timeout(Duration::from_secs(10), ingest).await.is_err() {
@@ -459,6 +452,36 @@ pub async fn serve(settings: ServeSettings, listener: TcpListener, shutdown: Can
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Domain, storage and ingest code never names the HTTP framework: only a feature's `api.rs`
+    /// and the `http` and `routes` modules do. Checked on the source, file by file.
+    #[test]
+    fn domain_storage_and_ingest_do_not_import_axum() {
+        let src = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+        let mut files = Vec::new();
+        for feature in ["accounts", "alarms", "commands", "paging", "share", "tickets", "units"] {
+            for entry in std::fs::read_dir(src.join(feature)).expect("feature folder") {
+                let path = entry.expect("entry").path();
+                if path.file_name().is_some_and(|name| name != "api.rs") {
+                    files.push(path);
+                }
+            }
+        }
+        for module in
+            ["ingest", "store", "history", "timescale", "gateway_link", "live", "watchdog", "metrics", "secrets"]
+        {
+            files.push(src.join(format!("{module}.rs")));
+        }
+        assert!(files.len() > 25, "{files:?}");
+        for file in files {
+            let text = std::fs::read_to_string(&file).expect("read source");
+            assert!(
+                !text.contains("axum"),
+                "{} names axum: move its HTTP part to the feature's api.rs",
+                file.display()
+            );
+        }
+    }
 
     #[test]
     fn a_scram_verifier_is_what_postgresql_stores() {

@@ -12,8 +12,6 @@ use axum::{
     routing::get,
 };
 
-use crate::api::AppState;
-
 /// A file of the dashboard.
 struct Asset {
     name: &'static str,
@@ -60,7 +58,7 @@ const CONTENT_SECURITY_POLICY: &str = "default-src 'self'; script-src 'self'; st
      form-action 'self'";
 
 /// The dashboard's routes.
-pub fn routes() -> Router<AppState> {
+pub fn routes<S: Clone + Send + Sync + 'static>() -> Router<S> {
     Router::new()
         .route("/", get(|headers: HeaderMap| async move { serve("index.html", &headers) }))
         .route("/ui/{file}", get(|Path(file): Path<String>, headers: HeaderMap| async move { serve(&file, &headers) }))

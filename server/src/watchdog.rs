@@ -1,5 +1,5 @@
 //! The server watching itself. When ingest cannot make progress for
-//! [`INGEST_STALLED_AFTER_MS`](crate::api::INGEST_STALLED_AFTER_MS) (the broker unreachable or
+//! [`INGEST_STALLED_AFTER_MS`](crate::routes::INGEST_STALLED_AFTER_MS) (the broker unreachable or
 //! refusing the subscriptions, or every batch failing to commit), no reading is stored and no
 //! alarm can be raised for any customer: a service alarm pages every person on a site's
 //! service team through the outbox like any other page, once per stall and at most once an hour
@@ -16,13 +16,13 @@ use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
 use crate::{
-    api::INGEST_STALLED_AFTER_MS,
     metrics::{Metrics, Stall},
     paging::{
         Paging,
         outbox::{self, NewMessage},
         providers::Kind,
     },
+    routes::INGEST_STALLED_AFTER_MS,
 };
 
 /// Checks ingest every few seconds until `shutdown`.

@@ -2,35 +2,36 @@
 //! event stream, rules per site and unit, and maintenance windows.
 
 use axum::{
-    Extension, Json, Router,
+    Json,
     extract::{Path, Query, State},
-    routing::{get, post, put},
 };
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::Value as Json_;
 use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::{router::OpenApiRouter, routes};
 
 use super::{Input, db, engine::CompiledRules, rules};
-use crate::{
-    accounts::{Acknowledge, Allowed, ManageRules, ReadPaging, Viewer},
-    api::{ApiError, AppState, require_gateway},
-    openapi::ErrorBody,
+use crate::http::{
+    Acknowledge, Allowed, ApiError, AppState, ErrorBody, ManageRules, Read, ReadPaging, limit, require_site,
 };
 
-/// The alarm routes, nested under `/api/v1`.
-pub fn routes() -> Router<AppState> {
-    Router::new()
-        .route("/alarms", get(list))
-        .route("/alarms/events", get(events))
-        .route("/alarms/{alarm_id}", get(detail))
-        .route("/alarms/{alarm_id}/acknowledge", post(acknowledge))
-        .route("/alarms/{alarm_id}/shelve", post(shelve))
-        .route("/units/{unit_id}/rules", get(unit_rules))
-        .route("/units/{unit_id}/rules/{rule}", put(put_unit_rule).delete(delete_unit_rule))
-        .route("/gateways/{gateway_id}/rules", get(site_rules))
-        .route("/gateways/{gateway_id}/rules/{rule}", put(put_site_rule).delete(delete_site_rule))
-        .route("/gateways/{gateway_id}/maintenance", get(list_maintenance).post(add_maintenance))
+/// Routes for viewers.
+pub fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(list))
+        .routes(routes!(events))
+        .routes(routes!(detail))
+        .routes(routes!(acknowledge))
+        .routes(routes!(shelve))
+        .routes(routes!(unit_rules))
+        .routes(routes!(put_unit_rule))
+        .routes(routes!(delete_unit_rule))
+        .routes(routes!(site_rules))
+        .routes(routes!(put_site_rule))
+        .routes(routes!(delete_site_rule))
+        .routes(routes!(list_maintenance))
+        .routes(routes!(add_maintenance))
 }
 
 /// An alarm as listed.
@@ -118,8 +119,7 @@ pub struct AlarmFilter {
     )
 )]
 pub(crate) async fn list(
-    State(state): State<AppState>,
-    Extension(viewer): Extension<Viewer>,
+    viewer: Allowed<Read>,
     Query(filter): Query<AlarmFilter>,
 ) -> Result<Json<Vec<AlarmSummary>>, ApiError> {
     let state_sql = match filter.state.as_deref().unwrap_or("open") {
@@ -134,10 +134,7 @@ pub(crate) async fn list(
             )));
         }
     };
-    let limit = filter.limit.unwrap_or(100);
-    if !(1..=1000).contains(&limit) {
-        return Err(ApiError::BadRequest("limit must be 1 to 1000".into()));
-    }
+    let limit = limit(filter.limit, 100, 1000)?;
     let alarms = sqlx::query_as(sqlx::AssertSqlSafe(format!(
         "{ALARM_SUMMARY} where {state_sql} and ($1::text is null or a.gateway_id = $1)
              and ($2::bigint is null or a.unit_id = $2) and ($3::smallint is null or a.grade <= $3)
@@ -147,7 +144,7 @@ pub(crate) async fn list(
     .bind(filter.unit)
     .bind(filter.grade)
     .bind(limit)
-    .fetch_all(&mut *viewer.begin(&state.api_pool).await?)
+    .fetch_all(&mut *viewer.begin().await?)
     .await?;
     Ok(Json(alarms))
 }
@@ -203,12 +200,8 @@ pub struct AlarmDetail {
         (status = 404, description = "No such alarm, or not the viewer's", body = ErrorBody),
     )
 )]
-pub(crate) async fn detail(
-    State(state): State<AppState>,
-    Extension(viewer): Extension<Viewer>,
-    Path(alarm_id): Path<i64>,
-) -> Result<Json<AlarmDetail>, ApiError> {
-    let mut tx = viewer.begin(&state.api_pool).await?;
+pub(crate) async fn detail(viewer: Allowed<Read>, Path(alarm_id): Path<i64>) -> Result<Json<AlarmDetail>, ApiError> {
+    let mut tx = viewer.begin().await?;
     let alarm = summary(&mut tx, alarm_id).await?;
     let events = sqlx::query_as("select * from alarm_events where alarm_id = $1 order by id")
         .bind(alarm_id)
@@ -260,7 +253,7 @@ pub(crate) async fn acknowledge(
     Path(alarm_id): Path<i64>,
     Json(body): Json<ActionBody>,
 ) -> Result<Json<AlarmSummary>, ApiError> {
-    let mut tx = viewer.begin(&state.api_pool).await?;
+    let mut tx = viewer.begin().await?;
     summary(&mut tx, alarm_id).await?;
     let event = db::acknowledge(&mut tx, alarm_id, &viewer.actor(), &body.comment).await?;
     let alarm = summary(&mut tx, alarm_id).await?;
@@ -302,7 +295,7 @@ pub(crate) async fn shelve(
         return Err(ApiError::BadRequest("minutes must be 0 to 10080 (a week)".into()));
     }
     let until = (minutes > 0).then(|| Utc::now() + chrono::Duration::minutes(minutes));
-    let mut tx = viewer.begin(&state.api_pool).await?;
+    let mut tx = viewer.begin().await?;
     summary(&mut tx, alarm_id).await?;
     let Some(event) = db::shelve(&mut tx, alarm_id, until, &viewer.actor(), &body.comment).await? else {
         return Err(ApiError::Conflict("a closed alarm cannot be shelved".into()));
@@ -346,18 +339,14 @@ pub struct EventsQuery {
     )
 )]
 pub(crate) async fn events(
-    State(state): State<AppState>,
-    _: Allowed<ReadPaging>,
+    viewer: Allowed<ReadPaging>,
     Query(query): Query<EventsQuery>,
 ) -> Result<Json<Vec<EventRow>>, ApiError> {
-    let limit = query.limit.unwrap_or(100);
-    if !(1..=1000).contains(&limit) {
-        return Err(ApiError::BadRequest("limit must be 1 to 1000".into()));
-    }
+    let limit = limit(query.limit, 100, 1000)?;
     let events = sqlx::query_as("select * from alarm_events where id > $1 order by id limit $2")
         .bind(query.after.unwrap_or(0))
         .bind(limit)
-        .fetch_all(&state.pool)
+        .fetch_all(&mut *viewer.begin().await?)
         .await?;
     Ok(Json(events))
 }
@@ -379,14 +368,29 @@ pub struct RulesView {
     pub overrides: Vec<(Option<i64>, String, Json_)>,
 }
 
-async fn unit_scope(state: &AppState, unit_id: i64) -> Result<(String, String, Vec<String>), ApiError> {
+impl From<rules::InvalidRule> for ApiError {
+    fn from(invalid: rules::InvalidRule) -> Self {
+        ApiError::BadRequest(invalid.0)
+    }
+}
+
+/// Where a rule override applies: one unit, or a whole site.
+#[derive(Debug, Clone)]
+enum RuleScope {
+    Unit(i64),
+    Site(String),
+}
+
+/// A unit's site, the family whose domain pack applies, and its points (derived ones aside); 404
+/// when the viewer does not see it.
+async fn unit_scope(db: &mut sqlx::PgConnection, unit_id: i64) -> Result<(String, String, Vec<String>), ApiError> {
     let row: Option<(String, String, Vec<String>)> = sqlx::query_as(
         "select u.gateway_id, coalesce(nullif(u.family, ''), u.profile),
                 coalesce(array_agg(p.name) filter (where p.id is not null and not p.derived), '{}')
          from units u left join points p on p.unit_id = u.id where u.id = $1 group by u.id",
     )
     .bind(unit_id)
-    .fetch_optional(&state.pool)
+    .fetch_optional(db)
     .await?;
     row.ok_or(ApiError::NotFound)
 }
@@ -406,47 +410,117 @@ async fn unit_scope(state: &AppState, unit_id: i64) -> Result<(String, String, V
     )
 )]
 pub(crate) async fn unit_rules(
-    State(state): State<AppState>,
-    _: Allowed<ReadPaging>,
+    viewer: Allowed<ReadPaging>,
     Path(unit_id): Path<i64>,
 ) -> Result<Json<RulesView>, ApiError> {
-    unit_rules_view(&state, unit_id).await
+    rules_view(&mut *viewer.begin().await?, &RuleScope::Unit(unit_id)).await
 }
 
-async fn unit_rules_view(state: &AppState, unit_id: i64) -> Result<Json<RulesView>, ApiError> {
-    let (gateway, profile, points) = unit_scope(state, unit_id).await?;
-    let overrides = db::overrides(&state.pool, &gateway).await?;
-    let file = super::unit_rule_file(&profile, &overrides, unit_id);
-    let names: Vec<&str> = points.iter().map(String::as_str).collect();
-    let compiled = CompiledRules::compile(&file, &names);
-    let overrides = overrides.into_iter().filter(|(u, _, _)| u.is_none() || *u == Some(unit_id)).collect();
-    Ok(Json(view(&compiled, overrides)))
-}
-
-fn view(compiled: &CompiledRules, overrides: Vec<(Option<i64>, String, Json_)>) -> RulesView {
-    RulesView {
+/// The rules of a scope as they apply, with the overrides set there (and, for a unit, at its site).
+async fn rules_view(db: &mut sqlx::PgConnection, scope: &RuleScope) -> Result<Json<RulesView>, ApiError> {
+    let (compiled, overrides) = match scope {
+        RuleScope::Unit(unit_id) => {
+            let (gateway, profile, points) = unit_scope(db, *unit_id).await?;
+            let overrides = db::overrides(&mut *db, &gateway).await?;
+            let file = super::unit_rule_file(&profile, &overrides, *unit_id);
+            let names: Vec<&str> = points.iter().map(String::as_str).collect();
+            let overrides = overrides.into_iter().filter(|(u, _, _)| u.is_none() || *u == Some(*unit_id)).collect();
+            (CompiledRules::compile(&file, &names), overrides)
+        }
+        RuleScope::Site(gateway) => {
+            require_site(db, gateway).await?;
+            let overrides = db::overrides(&mut *db, gateway).await?;
+            let compiled = CompiledRules::compile(&super::site_rule_file(&overrides), &[]);
+            (compiled, overrides.into_iter().filter(|(u, _, _)| u.is_none()).collect())
+        }
+    };
+    Ok(Json(RulesView {
         rules: compiled.rules().cloned().collect(),
         skipped: compiled.skipped.clone(),
         derived: compiled.derived_names().map(str::to_owned).collect(),
         capture: compiled.capture,
         overrides,
-    }
+    }))
+}
+
+/// Sets (`Some`) or removes (`None`) the override `key` at `scope` once the rules it gives
+/// check, tells the alarm engine, and answers the scope's rules as they are now.
+async fn change_rule(
+    state: &AppState,
+    viewer: &Allowed<ManageRules>,
+    scope: RuleScope,
+    key: &str,
+    patch: Option<Json_>,
+) -> Result<Json<RulesView>, ApiError> {
+    let mut tx = viewer.begin().await?;
+    let (gateway, unit) = match &scope {
+        RuleScope::Unit(unit_id) => {
+            let (gateway, profile, _) = unit_scope(&mut tx, *unit_id).await?;
+            if let Some(patch) = &patch {
+                let others: Vec<_> = db::overrides(&mut *tx, &gateway)
+                    .await?
+                    .into_iter()
+                    .filter(|(u, k, _)| !(*u == Some(*unit_id) && k == key))
+                    .collect();
+                check_patch(super::unit_rule_file(&profile, &others, *unit_id), key, patch)?;
+            }
+            (gateway, Some(*unit_id))
+        }
+        RuleScope::Site(gateway) => {
+            require_site(&mut tx, gateway).await?;
+            if let Some(patch) = &patch {
+                let others: Vec<_> = db::overrides(&mut *tx, gateway)
+                    .await?
+                    .into_iter()
+                    .filter(|(u, k, _)| !(u.is_none() && k == key))
+                    .collect();
+                check_site_patch(&others, key, patch)?;
+            }
+            (gateway.clone(), None)
+        }
+    };
+    db::set_override(&mut tx, &gateway, unit, key, patch.as_ref(), &viewer.actor()).await?;
+    tx.commit().await?;
+    state.alarms.send(Input::RulesChanged { gateway }).await;
+    rules_view(&mut *viewer.begin().await?, &scope).await
 }
 
 /// Checks that `patch` (an object of fields, or null) gives a valid rule set at its scope.
 fn check_patch(mut file: rules::RuleFile, key: &str, patch: &Json_) -> Result<(), ApiError> {
     if key == rules::CAPTURE_KEY {
-        return rules::check_capture_patch(patch).map_err(ApiError::BadRequest);
+        return Ok(rules::check_capture_patch(patch)?);
     }
     if let Some(name) = key.strip_prefix(rules::DERIVED_PREFIX) {
-        return rules::check_derived_patch(&file.derived, name, patch).map_err(ApiError::BadRequest);
+        return Ok(rules::check_derived_patch(&file.derived, name, patch)?);
     }
     if !(patch.is_object() || patch.is_null()) {
         return Err(ApiError::BadRequest("send an object of rule fields, or null to disable the rule".into()));
     }
     rules::apply_override(&mut file.rules, key, patch);
     for rule in &file.rules {
-        rules::parse_rule(rule).map_err(ApiError::BadRequest)?;
+        rules::parse_rule(rule)?;
+    }
+    Ok(())
+}
+
+/// Checks a site override: against the site's own rules for a site rule, else against every
+/// profile that has the rule (or derived value); one no profile has must be whole.
+fn check_site_patch(others: &[(Option<i64>, String, Json_)], key: &str, patch: &Json_) -> Result<(), ApiError> {
+    if rules::is_site_rule(key) {
+        return check_patch(super::site_rule_file(others), key, patch);
+    }
+    let has = |file: &rules::RuleFile| match key.strip_prefix(rules::DERIVED_PREFIX) {
+        Some(name) => file.derived.iter().any(|d| d.name == name),
+        None => file.rules.iter().any(|r| r.get("key").and_then(Json_::as_str) == Some(key)),
+    };
+    let files: Vec<rules::RuleFile> =
+        rules::profiles().chain([""]).map(|p| super::unit_rule_file(p, others, 0)).collect();
+    let with_key: Vec<&rules::RuleFile> = files.iter().filter(|f| has(f)).collect();
+    if with_key.is_empty() {
+        check_patch(files[files.len() - 1].clone(), key, patch)?;
+    }
+    for file in with_key {
+        check_patch(file.clone(), key, patch)?;
     }
     Ok(())
 }
@@ -476,13 +550,7 @@ pub(crate) async fn put_unit_rule(
     Path((unit_id, key)): Path<(i64, String)>,
     Json(patch): Json<Json_>,
 ) -> Result<Json<RulesView>, ApiError> {
-    let (gateway, profile, _) = unit_scope(&state, unit_id).await?;
-    let overrides = db::overrides(&state.pool, &gateway).await?;
-    let others: Vec<_> = overrides.into_iter().filter(|(u, k, _)| !(*u == Some(unit_id) && *k == key)).collect();
-    check_patch(super::unit_rule_file(&profile, &others, unit_id), &key, &patch)?;
-    db::set_override(&state.pool, &gateway, Some(unit_id), &key, Some(&patch), &viewer.actor()).await?;
-    state.alarms.send(Input::RulesChanged { gateway }).await;
-    unit_rules_view(&state, unit_id).await
+    change_rule(&state, &viewer, RuleScope::Unit(unit_id), &key, Some(patch)).await
 }
 
 /// Removes a unit's override of a rule.
@@ -506,10 +574,7 @@ pub(crate) async fn delete_unit_rule(
     viewer: Allowed<ManageRules>,
     Path((unit_id, key)): Path<(i64, String)>,
 ) -> Result<Json<RulesView>, ApiError> {
-    let (gateway, _, _) = unit_scope(&state, unit_id).await?;
-    db::set_override(&state.pool, &gateway, Some(unit_id), &key, None, &viewer.actor()).await?;
-    state.alarms.send(Input::RulesChanged { gateway }).await;
-    unit_rules_view(&state, unit_id).await
+    change_rule(&state, &viewer, RuleScope::Unit(unit_id), &key, None).await
 }
 
 /// A site's own rules (gateway offline) and the overrides it sets for all its units.
@@ -528,19 +593,10 @@ pub(crate) async fn delete_unit_rule(
     )
 )]
 pub(crate) async fn site_rules(
-    State(state): State<AppState>,
-    _: Allowed<ReadPaging>,
+    viewer: Allowed<ReadPaging>,
     Path(gateway): Path<String>,
 ) -> Result<Json<RulesView>, ApiError> {
-    site_rules_view(&state, &gateway).await
-}
-
-async fn site_rules_view(state: &AppState, gateway: &str) -> Result<Json<RulesView>, ApiError> {
-    require_gateway(state, gateway).await?;
-    let overrides = db::overrides(&state.pool, gateway).await?;
-    let compiled = CompiledRules::compile(&super::site_rule_file(&overrides), &[]);
-    let overrides = overrides.into_iter().filter(|(u, _, _)| u.is_none()).collect();
-    Ok(Json(view(&compiled, overrides)))
+    rules_view(&mut *viewer.begin().await?, &RuleScope::Site(gateway)).await
 }
 
 /// A site override patches both the site's own rules and every unit's rule of that key.
@@ -568,34 +624,7 @@ pub(crate) async fn put_site_rule(
     Path((gateway, key)): Path<(String, String)>,
     Json(patch): Json<Json_>,
 ) -> Result<Json<RulesView>, ApiError> {
-    require_gateway(&state, &gateway).await?;
-    let others: Vec<_> = db::overrides(&state.pool, &gateway)
-        .await?
-        .into_iter()
-        .filter(|(u, k, _)| !(u.is_none() && *k == key))
-        .collect();
-    if rules::is_site_rule(&key) {
-        check_patch(super::site_rule_file(&others), &key, &patch)?;
-    } else {
-        // Checked against every profile that has the rule (or derived value); one no profile has
-        // must be whole.
-        let has = |file: &rules::RuleFile| match key.strip_prefix(rules::DERIVED_PREFIX) {
-            Some(name) => file.derived.iter().any(|d| d.name == name),
-            None => file.rules.iter().any(|r| r.get("key").and_then(Json_::as_str) == Some(&key)),
-        };
-        let files: Vec<rules::RuleFile> =
-            rules::profiles().chain([""]).map(|p| super::unit_rule_file(p, &others, 0)).collect();
-        let with_key: Vec<&rules::RuleFile> = files.iter().filter(|f| has(f)).collect();
-        if with_key.is_empty() {
-            check_patch(files[files.len() - 1].clone(), &key, &patch)?;
-        }
-        for file in with_key {
-            check_patch(file.clone(), &key, &patch)?;
-        }
-    }
-    db::set_override(&state.pool, &gateway, None, &key, Some(&patch), &viewer.actor()).await?;
-    state.alarms.send(Input::RulesChanged { gateway: gateway.clone() }).await;
-    site_rules_view(&state, &gateway).await
+    change_rule(&state, &viewer, RuleScope::Site(gateway), &key, Some(patch)).await
 }
 
 /// Removes a site's override of a rule.
@@ -619,10 +648,7 @@ pub(crate) async fn delete_site_rule(
     viewer: Allowed<ManageRules>,
     Path((gateway, key)): Path<(String, String)>,
 ) -> Result<Json<RulesView>, ApiError> {
-    require_gateway(&state, &gateway).await?;
-    db::set_override(&state.pool, &gateway, None, &key, None, &viewer.actor()).await?;
-    state.alarms.send(Input::RulesChanged { gateway: gateway.clone() }).await;
-    site_rules_view(&state, &gateway).await
+    change_rule(&state, &viewer, RuleScope::Site(gateway), &key, None).await
 }
 
 /// A maintenance window: alarms raised during it are recorded but not announced.
@@ -660,17 +686,17 @@ pub struct MaintenanceWindow {
     )
 )]
 pub(crate) async fn list_maintenance(
-    State(state): State<AppState>,
-    _: Allowed<ReadPaging>,
+    viewer: Allowed<ReadPaging>,
     Path(gateway): Path<String>,
 ) -> Result<Json<Vec<MaintenanceWindow>>, ApiError> {
-    require_gateway(&state, &gateway).await?;
+    let mut tx = viewer.begin().await?;
+    require_site(&mut tx, &gateway).await?;
     let windows = sqlx::query_as(
         "select id, unit_id, starts_at, ends_at, reason from maintenance_windows
          where gateway_id = $1 and ends_at > now() order by starts_at",
     )
     .bind(&gateway)
-    .fetch_all(&state.pool)
+    .fetch_all(&mut *tx)
     .await?;
     Ok(Json(windows))
 }
@@ -695,17 +721,17 @@ pub(crate) async fn list_maintenance(
     )
 )]
 pub(crate) async fn add_maintenance(
-    State(state): State<AppState>,
     viewer: Allowed<ManageRules>,
     Path(gateway): Path<String>,
     Json(window): Json<MaintenanceWindow>,
 ) -> Result<Json<MaintenanceWindow>, ApiError> {
-    require_gateway(&state, &gateway).await?;
+    let mut tx = viewer.begin().await?;
+    require_site(&mut tx, &gateway).await?;
     if window.ends_at <= window.starts_at {
         return Err(ApiError::BadRequest("ends_at must be after starts_at".into()));
     }
     if let Some(unit) = window.unit_id {
-        let (unit_gateway, _, _) = unit_scope(&state, unit).await?;
+        let (unit_gateway, _, _) = unit_scope(&mut tx, unit).await?;
         if unit_gateway != gateway {
             return Err(ApiError::BadRequest(format!("unit {unit} is not behind gateway {gateway}")));
         }
@@ -720,7 +746,8 @@ pub(crate) async fn add_maintenance(
     .bind(window.ends_at)
     .bind(&window.reason)
     .bind(viewer.actor())
-    .fetch_one(&state.pool)
+    .fetch_one(&mut *tx)
     .await?;
+    tx.commit().await?;
     Ok(Json(MaintenanceWindow { id, ..window }))
 }

@@ -85,16 +85,16 @@ pub async fn units(pool: &PgPool, gateway: Option<&str>) -> sqlx::Result<Vec<Uni
 }
 
 /// Rule overrides of a gateway's site and units: (unit id or none for the site, rule, patch).
-pub async fn overrides(pool: &PgPool, gateway: &str) -> sqlx::Result<Vec<(Option<i64>, String, Json)>> {
+pub async fn overrides(db: impl sqlx::PgExecutor<'_>, gateway: &str) -> sqlx::Result<Vec<(Option<i64>, String, Json)>> {
     sqlx::query_as("select unit_id, rule, patch from alarm_rules where gateway_id = $1 order by id")
         .bind(gateway)
-        .fetch_all(pool)
+        .fetch_all(db)
         .await
 }
 
 /// Sets (or with `None` removes) an override.
 pub async fn set_override(
-    pool: &PgPool,
+    db: &mut sqlx::PgConnection,
     gateway: &str,
     unit: Option<i64>,
     rule: &str,
@@ -113,7 +113,7 @@ pub async fn set_override(
             .bind(rule)
             .bind(patch)
             .bind(actor)
-            .execute(pool)
+            .execute(&mut *db)
             .await?;
         }
         None => {
@@ -121,7 +121,7 @@ pub async fn set_override(
                 .bind(gateway)
                 .bind(unit)
                 .bind(rule)
-                .execute(pool)
+                .execute(&mut *db)
                 .await?;
         }
     }

@@ -130,7 +130,7 @@ impl CompiledRules {
         let mut derived = Vec::new();
         for definition in &file.derived {
             if let Err(error) = rules::check_derived(definition) {
-                skipped.push((definition.name.clone(), error));
+                skipped.push((definition.name.clone(), error.to_string()));
                 continue;
             }
             let window_ms = ms(definition.window_s);
@@ -168,7 +168,7 @@ impl CompiledRules {
                 Ok(rule) => rule,
                 Err(error) => {
                     let key = value.get("key").and_then(|k| k.as_str()).unwrap_or("?");
-                    skipped.push((key.to_owned(), error));
+                    skipped.push((key.to_owned(), error.to_string()));
                     continue;
                 }
             };

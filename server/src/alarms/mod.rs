@@ -16,8 +16,7 @@ pub mod rules;
 
 use std::{collections::HashMap, sync::Arc, time::Duration};
 
-use chillcloud_proto::{GatewayId, MessageKind, PollBoost, Topic};
-use prost::Message;
+use chillcloud_proto::{GatewayId, PollBoost};
 use sqlx::PgPool;
 use tokio::sync::{broadcast, mpsc};
 use tokio_util::sync::CancellationToken;
@@ -27,7 +26,11 @@ pub use db::AlarmEvent;
 use engine::{Change, CompiledRules, Engine, Millis, Output, Target, UnitSetup};
 use rules::RuleFile;
 
-use crate::{metrics::Metrics, store};
+use crate::{
+    gateway_link::{GatewayLink, ToGateway},
+    metrics::Metrics,
+    store,
+};
 
 /// What ingest tells the engine, after the commit.
 #[derive(Debug)]
@@ -137,23 +140,23 @@ struct Detector {
     engine: Engine,
     units: HashMap<i64, UnitInfo>,
     alarms: Alarms,
-    publish: mpsc::UnboundedSender<(String, Vec<u8>)>,
+    gateways: GatewayLink,
     live: crate::live::Live,
     metrics: Arc<Metrics>,
 }
 
-/// Runs detection until `shutdown`. `publish` reaches the broker through ingest's client.
+/// Runs detection until `shutdown`. `gateways` reaches the broker through ingest's client.
 pub async fn run(
     pool: PgPool,
     alarms: Alarms,
     mut inputs: mpsc::Receiver<Input>,
-    publish: mpsc::UnboundedSender<(String, Vec<u8>)>,
+    gateways: GatewayLink,
     live: crate::live::Live,
     metrics: Arc<Metrics>,
     shutdown: CancellationToken,
 ) {
     let mut detector =
-        Detector { pool, engine: Engine::default(), units: HashMap::new(), alarms, publish, live, metrics };
+        Detector { pool, engine: Engine::default(), units: HashMap::new(), alarms, gateways, live, metrics };
     // Load everything, retrying while the database is unavailable.
     let mut delay = Duration::from_millis(200);
     while let Err(error) = detector.load(None).await {
@@ -197,7 +200,7 @@ impl Detector {
             engine: Engine::default(),
             units: HashMap::new(),
             alarms: self.alarms.clone(),
-            publish: self.publish.clone(),
+            gateways: self.gateways.clone(),
             live: self.live.clone(),
             metrics: self.metrics.clone(),
         };
@@ -370,8 +373,7 @@ impl Detector {
             interval_ms: capture.boost_interval_ms,
             until_ms: at.max(now_ms()) + (capture.after_s * 1000.0) as i64,
         };
-        let topic = Topic::new(gateway, MessageKind::PollBoost).to_string();
-        if self.publish.send((topic, boost.encode_to_vec())).is_err() {
+        if !self.gateways.send(gateway, ToGateway::PollBoost(boost)) {
             debug!("broker client stopped; poll boost not sent");
         }
     }

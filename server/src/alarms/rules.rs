@@ -14,6 +14,31 @@ use utoipa::ToSchema;
 
 use super::expr::Expr;
 
+/// Why a rule, a derived value or a capture setting is refused: for people, naming the field.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct InvalidRule(pub String);
+
+impl From<String> for InvalidRule {
+    fn from(message: String) -> Self {
+        Self(message)
+    }
+}
+
+impl From<&str> for InvalidRule {
+    fn from(message: &str) -> Self {
+        Self(message.to_owned())
+    }
+}
+
+impl std::ops::Deref for InvalidRule {
+    type Target = str;
+
+    fn deref(&self) -> &str {
+        &self.0
+    }
+}
+
 /// One rule.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, ToSchema)]
 pub struct Rule {
@@ -239,44 +264,44 @@ pub fn profiles() -> impl Iterator<Item = &'static str> {
 }
 
 /// Checks one rule, refusing fields no rule kind has (so a typo is not silently ignored).
-pub fn parse_rule(value: &Json) -> Result<Rule, String> {
+pub fn parse_rule(value: &Json) -> Result<Rule, InvalidRule> {
     let rule: Rule = serde_json::from_value(value.clone()).map_err(|e| e.to_string())?;
     let known = serde_json::to_value(&rule).map_err(|e| e.to_string())?;
     if let (Some(given), Some(known)) = (value.as_object(), known.as_object()) {
         let optional =
             ["title_zh", "while", "on_delay_s", "off_delay_s", "hysteresis", "tolerance", "codes", "settle_s"];
         if let Some(unknown) = given.keys().find(|k| !known.contains_key(*k) && !optional.contains(&k.as_str())) {
-            return Err(format!("rule {:?}: unknown field {unknown:?}", rule.key));
+            return Err(format!("rule {:?}: unknown field {unknown:?}", rule.key).into());
         }
     }
     check_rule(&rule).map_err(|e| format!("rule {:?}: {e}", rule.key))?;
     Ok(rule)
 }
 
-fn check_rule(rule: &Rule) -> Result<(), String> {
+fn check_rule(rule: &Rule) -> Result<(), InvalidRule> {
     if !(1..=4).contains(&rule.grade) {
-        return Err(format!("grade {} is not 1 to 4", rule.grade));
+        return Err(format!("grade {} is not 1 to 4", rule.grade).into());
     }
     if rule.key.is_empty() || !rule.key.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-') {
         return Err("a key is letters, digits, '_' and '-'".into());
     }
     // Durations up to 30 days: beyond, milliseconds arithmetic would overflow.
     const MAX_S: f64 = 30.0 * 86_400.0;
-    let non_negative = |name: &str, value: f64| {
+    let non_negative = |name: &str, value: f64| -> Result<(), InvalidRule> {
         if value.is_finite() && (0.0..=MAX_S).contains(&value) {
             Ok(())
         } else {
-            Err(format!("{name} must be 0 to {MAX_S} s"))
+            Err(format!("{name} must be 0 to {MAX_S} s").into())
         }
     };
     non_negative("settle_s", rule.settle_s)?;
-    let check_levels = |levels: &[(f64, u8)]| {
+    let check_levels = |levels: &[(f64, u8)]| -> Result<(), InvalidRule> {
         if levels.is_empty() {
-            return Err("levels must not be empty".to_owned());
+            return Err("levels must not be empty".into());
         }
         if levels.windows(2).any(|w| w[1].0 <= w[0].0) || levels.iter().any(|(s, g)| *s <= 0.0 || !(1..=4).contains(g))
         {
-            return Err("levels are [seconds > 0, grade 1 to 4], ascending in seconds".to_owned());
+            return Err("levels are [seconds > 0, grade 1 to 4], ascending in seconds".into());
         }
         Ok(())
     };
@@ -312,7 +337,7 @@ fn check_rule(rule: &Rule) -> Result<(), String> {
             if let Some((code, _)) =
                 codes.iter().find(|(code, info)| code.parse::<i64>().is_err() || !(1..=4).contains(&info.grade))
             {
-                return Err(format!("code {code:?}: codes are integers with grades 1 to 4"));
+                return Err(format!("code {code:?}: codes are integers with grades 1 to 4").into());
             }
         }
         RuleKind::DeviceOffline { levels } => check_levels(levels)?,
@@ -373,7 +398,7 @@ pub fn patch_capture(settings: CaptureSettings, patch: &Json) -> CaptureSettings
 
 /// Checks a capture patch: known fields, windows of 0 to 3,600 s, a boost of 0 (none) or
 /// 100 ms and more.
-pub fn check_capture_patch(patch: &Json) -> Result<(), String> {
+pub fn check_capture_patch(patch: &Json) -> Result<(), InvalidRule> {
     let mut merged = serde_json::to_value(CaptureSettings::default()).map_err(|e| e.to_string())?;
     match (merged.as_object_mut(), patch.as_object()) {
         (Some(merged), Some(patch)) => merged.extend(patch.clone()),
@@ -391,24 +416,25 @@ pub fn check_capture_patch(patch: &Json) -> Result<(), String> {
 }
 
 /// Checks a derived value definition.
-pub fn check_derived(derived: &Derived) -> Result<(), String> {
+pub fn check_derived(derived: &Derived) -> Result<(), InvalidRule> {
     if !chillcloud_proto::is_plain_name(&derived.name) || derived.unit.chars().count() > 16 {
         return Err(format!(
             "derived {:?}: a name is 1 to 64 letters, digits, '-' or '_', a unit at most 16 characters",
             derived.name
-        ));
+        )
+        .into());
     }
     if !(0..=6).contains(&derived.decimals) {
-        return Err(format!("derived {:?}: decimals are 0 to 6", derived.name));
+        return Err(format!("derived {:?}: decimals are 0 to 6", derived.name).into());
     }
     let window = derived.window_s > 0.0 && derived.window_s <= 30.0 * 86_400.0;
     match (&derived.formula, &derived.increase_of, &derived.trend_of) {
-        (Some(formula), None, None) => Expr::parse(formula).map(|_| ()).map_err(|e| e.to_string()),
+        (Some(formula), None, None) => Expr::parse(formula).map(|_| ()).map_err(|e| InvalidRule(e.to_string())),
         (None, Some(_), None) | (None, None, Some(_)) if window => Ok(()),
         _ => Err(format!(
             "derived {:?}: give one of formula, increase_of or trend_of (the last two with window_s > 0 and at most 30 days)",
             derived.name
-        )),
+        ).into()),
     }
 }
 
@@ -436,17 +462,17 @@ pub fn apply_derived_override(derived: &mut Vec<Derived>, name: &str, patch: &Js
 }
 
 /// Checks a derived-value override the way [`apply_derived_override`] applies it.
-pub fn check_derived_patch(derived: &[Derived], name: &str, patch: &Json) -> Result<(), String> {
+pub fn check_derived_patch(derived: &[Derived], name: &str, patch: &Json) -> Result<(), InvalidRule> {
     match patch {
         Json::Null if derived.iter().any(|d| d.name == name) => Ok(()),
-        Json::Null => Err(format!("there is no derived value {name:?} to remove")),
+        Json::Null => Err(format!("there is no derived value {name:?} to remove").into()),
         Json::Object(_) => check_derived(&patched_derived(derived, name, patch)?),
         _ => Err("send an object of derived-value fields, or null to remove it".into()),
     }
 }
 
 /// The definition of `name` with the object `patch`'s fields over it (over nothing, when new).
-fn patched_derived(derived: &[Derived], name: &str, patch: &Json) -> Result<Derived, String> {
+fn patched_derived(derived: &[Derived], name: &str, patch: &Json) -> Result<Derived, InvalidRule> {
     let existing = derived.iter().find(|d| d.name == name);
     let mut merged =
         existing.and_then(|d| serde_json::to_value(d).ok()).unwrap_or_else(|| Json::Object(Default::default()));
@@ -454,7 +480,7 @@ fn patched_derived(derived: &[Derived], name: &str, patch: &Json) -> Result<Deri
         merged.extend(fields.clone());
         merged.insert("name".into(), Json::String(name.to_owned()));
     }
-    serde_json::from_value(merged).map_err(|e| format!("derived {name:?}: {e}"))
+    serde_json::from_value(merged).map_err(|e| InvalidRule(format!("derived {name:?}: {e}")))
 }
 
 #[cfg(test)]

@@ -3,39 +3,44 @@
 //! the signed link (`/a/{token}`) and the SMS reply webhook (`/hooks/twilio`).
 
 use axum::{
-    Form, Json, Router,
+    Form, Json,
     extract::{Path, Query, State},
     http::{HeaderMap, StatusCode, header},
     response::{Html, IntoResponse, Response},
-    routing::{get, post, put},
+    routing::{get, post},
 };
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use utoipa::{IntoParams, ToSchema};
 
+use utoipa_axum::{router::OpenApiRouter, routes};
+
 use super::{links, policy::Policies, providers};
 use crate::{
-    accounts::{Allowed, ManagePaging, ReadPaging},
     alarms::db as alarm_db,
-    api::{ApiError, AppState, constant_time_eq, escape_html, require_gateway},
-    openapi::ErrorBody,
+    http::{
+        Allowed, ApiError, AppState, ErrorBody, ManagePaging, ReadPaging, System, SystemState, limit, require_site,
+    },
+    secrets::{constant_time_eq, escape_html},
 };
 
-/// Routes behind the API token, nested under `/api/v1`.
-pub fn routes() -> Router<AppState> {
-    Router::new()
-        .route("/people", get(list_people).post(add_person))
-        .route("/gateways/{gateway_id}/contacts", get(list_contacts).post(add_contact))
-        .route("/gateways/{gateway_id}/paging", put(set_site_paging))
-        .route("/rotations", post(add_rotation))
-        .route("/rotations/{rotation_id}/overrides", post(add_override))
-        .route("/outbox", get(list_outbox))
+/// Routes for viewers.
+pub fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(list_people))
+        .routes(routes!(add_person))
+        .routes(routes!(list_contacts))
+        .routes(routes!(add_contact))
+        .routes(routes!(set_site_paging))
+        .routes(routes!(add_rotation))
+        .routes(routes!(add_override))
+        .routes(routes!(list_outbox))
 }
 
 /// Routes that carry their own proof: a signed link, or a provider's signature.
-pub fn public_routes() -> Router<AppState> {
-    Router::new()
+pub fn system_routes() -> OpenApiRouter<SystemState> {
+    OpenApiRouter::new()
         .route("/a/{token}", get(link_page).post(link_acknowledge))
         .route("/hooks/twilio", post(twilio_reply))
         .route("/hooks/aliyun/{token}", post(aliyun_reply))
@@ -78,14 +83,10 @@ fn english() -> String {
         (status = 403, description = "The viewer's role may not read people", body = ErrorBody),
     )
 )]
-pub(crate) async fn list_people(
-    State(state): State<AppState>,
-    _: Allowed<ReadPaging>,
-) -> Result<Json<Vec<Person>>, ApiError> {
+pub(crate) async fn list_people(viewer: Allowed<ReadPaging>) -> Result<Json<Vec<Person>>, ApiError> {
+    let mut tx = viewer.begin().await?;
     Ok(Json(
-        sqlx::query_as("select id, name, phone, email, language from people order by id")
-            .fetch_all(&state.pool)
-            .await?,
+        sqlx::query_as("select id, name, phone, email, language from people order by id").fetch_all(&mut *tx).await?,
     ))
 }
 
@@ -103,10 +104,10 @@ pub(crate) async fn list_people(
     )
 )]
 pub(crate) async fn add_person(
-    State(state): State<AppState>,
-    _: Allowed<ManagePaging>,
+    viewer: Allowed<ManagePaging>,
     Json(person): Json<Person>,
 ) -> Result<Json<Person>, ApiError> {
+    let mut tx = viewer.begin().await?;
     if let Some(phone) = &person.phone {
         let digits = phone.strip_prefix('+').unwrap_or_default();
         if !(8..=15).contains(&digits.len()) || !digits.bytes().all(|b| b.is_ascii_digit()) {
@@ -128,8 +129,9 @@ pub(crate) async fn add_person(
             .bind(&person.phone)
             .bind(&person.email)
             .bind(&person.language)
-            .fetch_one(&state.pool)
+            .fetch_one(&mut *tx)
             .await?;
+    tx.commit().await?;
     Ok(Json(Person { id, ..person }))
 }
 
@@ -160,15 +162,15 @@ pub struct Contact {
     )
 )]
 pub(crate) async fn list_contacts(
-    State(state): State<AppState>,
-    _: Allowed<ReadPaging>,
+    viewer: Allowed<ReadPaging>,
     Path(gateway): Path<String>,
 ) -> Result<Json<Vec<Contact>>, ApiError> {
-    require_gateway(&state, &gateway).await?;
+    let mut tx = viewer.begin().await?;
+    require_site(&mut tx, &gateway).await?;
     Ok(Json(
         sqlx::query_as("select person_id, role from site_contacts where gateway_id = $1 order by role, person_id")
             .bind(&gateway)
-            .fetch_all(&state.pool)
+            .fetch_all(&mut *tx)
             .await?,
     ))
 }
@@ -192,18 +194,18 @@ pub(crate) async fn list_contacts(
     )
 )]
 pub(crate) async fn add_contact(
-    State(state): State<AppState>,
-    _: Allowed<ManagePaging>,
+    viewer: Allowed<ManagePaging>,
     Path(gateway): Path<String>,
     Json(contact): Json<Contact>,
 ) -> Result<Json<Contact>, ApiError> {
-    require_gateway(&state, &gateway).await?;
+    let mut tx = viewer.begin().await?;
+    require_site(&mut tx, &gateway).await?;
     if !["owner", "service", "manager"].contains(&contact.role.as_str()) {
         return Err(ApiError::BadRequest("role is owner, service or manager".into()));
     }
     let person: bool = sqlx::query_scalar("select exists (select 1 from people where id = $1)")
         .bind(contact.person_id)
-        .fetch_one(&state.pool)
+        .fetch_one(&mut *tx)
         .await?;
     if !person {
         return Err(ApiError::BadRequest(format!("no person {}", contact.person_id)));
@@ -212,8 +214,9 @@ pub(crate) async fn add_contact(
         .bind(&gateway)
         .bind(contact.person_id)
         .bind(&contact.role)
-        .execute(&state.pool)
+        .execute(&mut *tx)
         .await?;
+    tx.commit().await?;
     Ok(Json(contact))
 }
 
@@ -248,12 +251,12 @@ pub struct SitePaging {
     )
 )]
 pub(crate) async fn set_site_paging(
-    State(state): State<AppState>,
-    _: Allowed<ManagePaging>,
+    viewer: Allowed<ManagePaging>,
     Path(gateway): Path<String>,
     Json(paging): Json<SitePaging>,
 ) -> Result<Json<SitePaging>, ApiError> {
-    require_gateway(&state, &gateway).await?;
+    let mut tx = viewer.begin().await?;
+    require_site(&mut tx, &gateway).await?;
     if let Some(policies) = &paging.policy {
         for grade in 1..=4 {
             policies.for_grade(grade).check().map_err(|e| ApiError::BadRequest(format!("grade {grade}: {e}")))?;
@@ -267,12 +270,13 @@ pub(crate) async fn set_site_paging(
     .bind(&gateway)
     .bind(paging.rotation_id)
     .bind(policy)
-    .execute(&state.pool)
+    .execute(&mut *tx)
     .await
     .map_err(|e| match e {
         sqlx::Error::Database(d) if d.is_foreign_key_violation() => ApiError::BadRequest("no such rotation".into()),
         other => ApiError::Database(other),
     })?;
+    tx.commit().await?;
     Ok(Json(paging))
 }
 
@@ -310,10 +314,10 @@ pub struct Rotation {
     )
 )]
 pub(crate) async fn add_rotation(
-    State(state): State<AppState>,
-    _: Allowed<ManagePaging>,
+    viewer: Allowed<ManagePaging>,
     Json(rotation): Json<Rotation>,
 ) -> Result<Json<Rotation>, ApiError> {
+    let mut tx = viewer.begin().await?;
     if ![1, 7].contains(&rotation.period_days) || rotation.members.is_empty() {
         return Err(ApiError::BadRequest("period_days is 1 or 7, with at least one member".into()));
     }
@@ -326,9 +330,10 @@ pub(crate) async fn add_rotation(
     .bind(rotation.period_days)
     .bind(rotation.starts_at)
     .bind(&rotation.members)
-    .fetch_optional(&state.pool)
+    .fetch_optional(&mut *tx)
     .await?
     .ok_or_else(|| ApiError::BadRequest("every member must be a person".into()))?;
+    tx.commit().await?;
     Ok(Json(Rotation { id, ..rotation }))
 }
 
@@ -361,11 +366,11 @@ pub struct Override {
     )
 )]
 pub(crate) async fn add_override(
-    State(state): State<AppState>,
-    _: Allowed<ManagePaging>,
+    viewer: Allowed<ManagePaging>,
     Path(rotation): Path<i64>,
     Json(cover): Json<Override>,
 ) -> Result<Json<Override>, ApiError> {
+    let mut tx = viewer.begin().await?;
     if cover.ends_at <= cover.starts_at {
         return Err(ApiError::BadRequest("ends_at must be after starts_at".into()));
     }
@@ -374,12 +379,13 @@ pub(crate) async fn add_override(
         .bind(cover.person_id)
         .bind(cover.starts_at)
         .bind(cover.ends_at)
-        .execute(&state.pool)
+        .execute(&mut *tx)
         .await
         .map_err(|e| match e {
             sqlx::Error::Database(d) if d.is_foreign_key_violation() => ApiError::NotFound,
             other => ApiError::Database(other),
         })?;
+    tx.commit().await?;
     Ok(Json(cover))
 }
 
@@ -434,14 +440,11 @@ pub struct OutboxQuery {
     )
 )]
 pub(crate) async fn list_outbox(
-    State(state): State<AppState>,
-    _: Allowed<ReadPaging>,
+    viewer: Allowed<ReadPaging>,
     Query(query): Query<OutboxQuery>,
 ) -> Result<Json<Vec<OutboxMessage>>, ApiError> {
-    let limit = query.limit.unwrap_or(100);
-    if !(1..=1000).contains(&limit) {
-        return Err(ApiError::BadRequest("limit must be 1 to 1000".into()));
-    }
+    let mut tx = viewer.begin().await?;
+    let limit = limit(query.limit, 100, 1000)?;
     Ok(Json(
         sqlx::query_as(
             "select id, alarm_id, person_id, body, status, merged_into, attempts, provider, last_error, created_at, sent_at
@@ -449,7 +452,7 @@ pub(crate) async fn list_outbox(
         )
         .bind(query.alarm)
         .bind(limit)
-        .fetch_all(&state.pool)
+        .fetch_all(&mut *tx)
         .await?,
     ))
 }
@@ -471,7 +474,7 @@ fn page(status: StatusCode, title: &str, text: &str, form: Option<&str>) -> Resp
     (status, [(header::CACHE_CONTROL, "no-store")], Html(html)).into_response()
 }
 
-async fn grant(state: &AppState, token: &str) -> Result<(links::Grant, String, String), Response> {
+async fn grant(state: &AppState, system: &System, token: &str) -> Result<(links::Grant, String, String), Response> {
     let grant = links::verify(&state.paging.link_secret, links::Purpose::Acknowledge, token, Utc::now().timestamp())
         .map_err(|e| page(StatusCode::FORBIDDEN, "Chillcloud", &e.to_string(), None))?;
     let row: Option<(String, String)> = sqlx::query_as(
@@ -479,7 +482,7 @@ async fn grant(state: &AppState, token: &str) -> Result<(links::Grant, String, S
     )
     .bind(grant.subject)
     .bind(grant.person_id)
-    .fetch_optional(&state.pool)
+    .fetch_optional(&system.db)
     .await
     .map_err(|_| page(StatusCode::SERVICE_UNAVAILABLE, "Chillcloud", "try again in a moment", None))?;
     let (alarm, person) = row.ok_or_else(|| page(StatusCode::NOT_FOUND, "Chillcloud", "no such alarm", None))?;
@@ -487,8 +490,8 @@ async fn grant(state: &AppState, token: &str) -> Result<(links::Grant, String, S
 }
 
 /// Shows the alarm and a button. A GET never acknowledges: link previews fetch URLs.
-async fn link_page(State(state): State<AppState>, Path(token): Path<String>) -> Response {
-    match grant(&state, &token).await {
+async fn link_page(State(state): State<AppState>, system: System, Path(token): Path<String>) -> Response {
+    match grant(&state, &system, &token).await {
         Ok((grant, alarm, _)) => {
             page(StatusCode::OK, &format!("Alarm {}", grant.subject), &alarm, Some(&format!("/a/{token}")))
         }
@@ -496,12 +499,12 @@ async fn link_page(State(state): State<AppState>, Path(token): Path<String>) -> 
     }
 }
 
-async fn link_acknowledge(State(state): State<AppState>, Path(token): Path<String>) -> Response {
-    let (grant, alarm, person) = match grant(&state, &token).await {
+async fn link_acknowledge(State(state): State<AppState>, system: System, Path(token): Path<String>) -> Response {
+    let (grant, alarm, person) = match grant(&state, &system, &token).await {
         Ok(found) => found,
         Err(response) => return response,
     };
-    let acknowledged = match state.pool.acquire().await {
+    let acknowledged = match system.db.acquire().await {
         Ok(mut db) => alarm_db::acknowledge(&mut db, grant.subject, &format!("{person} (link)"), "").await,
         Err(error) => Err(error),
     };
@@ -521,6 +524,7 @@ async fn link_acknowledge(State(state): State<AppState>, Path(token): Path<Strin
 /// this URL are taken, and only replies from the number the code was sent to.
 async fn twilio_reply(
     State(state): State<AppState>,
+    system: System,
     headers: HeaderMap,
     Form(form): Form<Vec<(String, String)>>,
 ) -> Response {
@@ -540,7 +544,7 @@ async fn twilio_reply(
         ([(header::CONTENT_TYPE, "text/xml")], format!("<Response><Message>{text}</Message></Response>"))
             .into_response()
     };
-    match handle_reply(&state, &[field("From")], &field("Body")).await {
+    match handle_reply(&state, &system, &[field("From")], &field("Body")).await {
         Ok(text) => twiml(&text),
         Err(status) => status.into_response(),
     }
@@ -594,6 +598,7 @@ impl WrongCodes {
 /// does not sign it, so the URL carries a secret. Answered `{"code": 0, "msg": "成功"}`.
 async fn aliyun_reply(
     State(state): State<AppState>,
+    system: System,
     Path(token): Path<String>,
     Json(replies): Json<Value>,
 ) -> Response {
@@ -613,7 +618,9 @@ async fn aliyun_reply(
         let phone = reply["phone_number"].as_str().unwrap_or_default();
         // Mainland numbers come without the country code.
         let candidates = [phone.to_owned(), format!("+{phone}"), format!("+86{phone}")];
-        if let Err(status) = handle_reply(&state, &candidates, reply["content"].as_str().unwrap_or_default()).await {
+        if let Err(status) =
+            handle_reply(&state, &system, &candidates, reply["content"].as_str().unwrap_or_default()).await
+        {
             return status.into_response();
         }
     }
@@ -622,14 +629,19 @@ async fn aliyun_reply(
 
 /// Tencent's reply callback: `{"mobile", "nationcode", "text", "sign", "time", "extend"}`, one
 /// reply per request, unsigned, so the URL carries a secret. Answered `{"result": 0, "errmsg": "OK"}`.
-async fn tencent_reply(State(state): State<AppState>, Path(token): Path<String>, Json(reply): Json<Value>) -> Response {
+async fn tencent_reply(
+    State(state): State<AppState>,
+    system: System,
+    Path(token): Path<String>,
+    Json(reply): Json<Value>,
+) -> Response {
     if !reply_token_ok(&state, "tencent", &token) {
         state.metrics.replies_refused.inc();
         return StatusCode::NOT_FOUND.into_response();
     }
     let phone =
         format!("+{}{}", reply["nationcode"].as_str().unwrap_or("86"), reply["mobile"].as_str().unwrap_or_default());
-    match handle_reply(&state, &[phone], reply["text"].as_str().unwrap_or_default()).await {
+    match handle_reply(&state, &system, &[phone], reply["text"].as_str().unwrap_or_default()).await {
         Ok(_) => Json(serde_json::json!({"result": 0, "errmsg": "OK"})).into_response(),
         Err(status) => status.into_response(),
     }
@@ -638,7 +650,7 @@ async fn tencent_reply(State(state): State<AppState>, Path(token): Path<String>,
 /// Acts on a reply from one of `from` (the forms a provider may give the number in): `1 <code>`
 /// or `2 <code>` acknowledges the alarm(s) of the message the code was sent in, `<1-5> <code>`
 /// answers a ticket's satisfaction question. Returns the text to answer with.
-async fn handle_reply(state: &AppState, from: &[String], body: &str) -> Result<String, StatusCode> {
+async fn handle_reply(state: &AppState, system: &System, from: &[String], body: &str) -> Result<String, StatusCode> {
     let mut words = body.split_whitespace();
     let (Some(number), Some(code)) = (words.next().and_then(|w| w.parse::<i16>().ok()), words.next()) else {
         state.metrics.replies_refused.inc();
@@ -660,7 +672,7 @@ async fn handle_reply(state: &AppState, from: &[String], body: &str) -> Result<S
     )
     .bind(&code)
     .bind(from)
-    .fetch_all(&state.pool)
+    .fetch_all(&system.db)
     .await
     .map_err(|_| StatusCode::SERVICE_UNAVAILABLE)?;
     if found.is_empty() {
@@ -674,7 +686,7 @@ async fn handle_reply(state: &AppState, from: &[String], body: &str) -> Result<S
             state.metrics.replies_refused.inc();
             return Ok("Reply with a score from 1 to 5 and the code.".into());
         }
-        crate::tickets::record_satisfaction(&state.pool, *ticket, number, &format!("{person} (SMS)"))
+        crate::tickets::record_satisfaction(&system.db, *ticket, number, &format!("{person} (SMS)"))
             .await
             .map_err(|_| StatusCode::SERVICE_UNAVAILABLE)?;
         state.metrics.replies_accepted.inc();
@@ -687,7 +699,7 @@ async fn handle_reply(state: &AppState, from: &[String], body: &str) -> Result<S
     let alarms: Vec<(i64, String)> =
         found.into_iter().filter_map(|(alarm, _, person)| Some((alarm?, person))).collect();
     let comment = if number == 2 { "resolved (SMS reply)" } else { "SMS reply" };
-    let mut db = state.pool.acquire().await.map_err(|_| StatusCode::SERVICE_UNAVAILABLE)?;
+    let mut db = system.db.acquire().await.map_err(|_| StatusCode::SERVICE_UNAVAILABLE)?;
     for (alarm_id, person) in &alarms {
         if let Some(event) = alarm_db::acknowledge(&mut db, *alarm_id, &format!("{person} (SMS)"), comment)
             .await

@@ -58,7 +58,7 @@ impl std::fmt::Debug for Email {
 
 impl Email {
     /// Builds the transport (no connection yet).
-    pub fn load(config: &EmailConfig) -> Result<Self, String> {
+    pub fn load(config: &EmailConfig) -> Result<Self, super::InvalidPagingConfig> {
         let from: Mailbox = config.from.parse().map_err(|e| format!("email.from {:?}: {e}", config.from))?;
         let mut builder = match config.security {
             Security::Starttls => AsyncSmtpTransport::<Tokio1Executor>::starttls_relay(&config.host)

@@ -6,8 +6,6 @@
 //! holds the rest of the URL: providers refuse URLs inside variables.
 
 use base64::{Engine as _, engine::general_purpose::URL_SAFE_NO_PAD};
-use hmac::{Hmac, KeyInit, Mac};
-use sha2::Sha256;
 
 /// What a link lets its holder do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -49,10 +47,8 @@ pub enum LinkError {
     Expired,
 }
 
-fn mac(secret: &[u8], payload: &str) -> Vec<u8> {
-    let mut mac = Hmac::<Sha256>::new_from_slice(secret).expect("HMAC takes any key");
-    mac.update(payload.as_bytes());
-    mac.finalize().into_bytes().to_vec()
+fn mac(secret: &[u8], payload: &str) -> [u8; 32] {
+    crate::secrets::hmac_sha256(secret, &[payload.as_bytes()])
 }
 
 /// Bytes of MAC kept: 80 bits are far beyond guessing online and keep the token short.
@@ -78,7 +74,7 @@ pub fn verify(secret: &[u8], purpose: Purpose, token: &str, now: i64) -> Result<
     let grant = Grant { subject, person_id, expires };
     let given = URL_SAFE_NO_PAD.decode(tag).map_err(|_| LinkError::Invalid)?;
     let payload = format!("{}.{}.{}.{}", purpose.tag(), grant.subject, grant.person_id, grant.expires);
-    if !crate::api::constant_time_eq(&given, &mac(secret, &payload)[..MAC_BYTES]) {
+    if !crate::secrets::constant_time_eq(&given, &mac(secret, &payload)[..MAC_BYTES]) {
         return Err(LinkError::Invalid);
     }
     if now > grant.expires {

@@ -54,6 +54,31 @@ pub struct PagingFile {
     pub email: Option<email::EmailConfig>,
 }
 
+/// Why the paging configuration (`--paging-config`) cannot be used, naming the setting.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct InvalidPagingConfig(pub String);
+
+impl From<String> for InvalidPagingConfig {
+    fn from(message: String) -> Self {
+        Self(message)
+    }
+}
+
+impl From<&str> for InvalidPagingConfig {
+    fn from(message: &str) -> Self {
+        Self(message.to_owned())
+    }
+}
+
+impl std::ops::Deref for InvalidPagingConfig {
+    type Target = str;
+
+    fn deref(&self) -> &str {
+        &self.0
+    }
+}
+
 /// Paging as the server runs it.
 #[derive(Clone)]
 pub struct Paging {
@@ -81,7 +106,7 @@ pub struct Paging {
 
 impl Paging {
     /// Reads the configuration (`None`: console only, defaults).
-    pub fn load(file: Option<&PathBuf>, link_secret: Vec<u8>, public_url: String) -> Result<Self, String> {
+    pub fn load(file: Option<&PathBuf>, link_secret: Vec<u8>, public_url: String) -> Result<Self, InvalidPagingConfig> {
         let config: PagingFile = match file {
             Some(path) => {
                 let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;

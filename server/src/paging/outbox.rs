@@ -86,7 +86,7 @@ pub struct NewMessage {
 }
 
 /// Writes a message to the outbox; `false` if its key was enqueued before.
-pub async fn enqueue(pool: &PgPool, message: &NewMessage) -> sqlx::Result<bool> {
+pub async fn enqueue(db: impl sqlx::PgExecutor<'_>, message: &NewMessage) -> sqlx::Result<bool> {
     let inserted = sqlx::query(
         "insert into outbox (idempotency_key, alarm_id, ticket_id, person_id, channel, address, language, params, body,
              reply_code)
@@ -102,7 +102,7 @@ pub async fn enqueue(pool: &PgPool, message: &NewMessage) -> sqlx::Result<bool> 
     .bind(&message.reply_code)
     .bind(message.ticket_id)
     .bind(message.channel)
-    .execute(pool)
+    .execute(db)
     .await?
     .rows_affected();
     Ok(inserted == 1)

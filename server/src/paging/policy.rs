@@ -9,6 +9,31 @@
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
+/// Why an escalation policy is refused, for people.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct InvalidPolicy(pub String);
+
+impl From<String> for InvalidPolicy {
+    fn from(message: String) -> Self {
+        Self(message)
+    }
+}
+
+impl From<&str> for InvalidPolicy {
+    fn from(message: &str) -> Self {
+        Self(message.to_owned())
+    }
+}
+
+impl std::ops::Deref for InvalidPolicy {
+    type Target = str;
+
+    fn deref(&self) -> &str {
+        &self.0
+    }
+}
+
 /// Milliseconds since the Unix epoch.
 pub type Millis = i64;
 
@@ -64,7 +89,7 @@ impl Policies {
 }
 
 impl Policy {
-    /// Defaults from the service table in PRODUCT.md: critical faults reach the on-call engineer
+    /// Defaults from the service table in docs/service-levels.md: critical faults reach the on-call engineer
     /// and the owner at once, the whole team after 5 minutes and the managers after 30, repeated
     /// every 10 minutes; major ones pass on after 30 minutes; minor ones after 2 hours; warnings
     /// reach the on-call engineer once.
@@ -86,7 +111,7 @@ impl Policy {
     }
 
     /// Checks levels and repeat.
-    pub fn check(&self) -> Result<(), String> {
+    pub fn check(&self) -> Result<(), InvalidPolicy> {
         if self.levels.is_empty() {
             return Err("a policy needs at least one level".into());
         }

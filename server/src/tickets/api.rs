@@ -1,232 +1,37 @@
-//! Service tickets: the job behind an alarm, tracked against the response clocks of its grade.
-//!
-//! A ticket opens from an alarm (automatically for the grades in `auto_open_grades`, grade 1
-//! and 2 by default) or by hand. Its clocks come from the service table in PRODUCT.md: respond
-//! within 1 h (grade 1) or 2 h, be on site within 4, 24, 48 or 96 h, pass to the maker within
-//! 2, 24, 48 or 96 h. A breached clock is recorded and the site's managers are paged. Triage
-//! decides remote guidance or a site visit with its parts and tools. On closing, the owner is
-//! asked for a 1 to 5 score by SMS (reply `<score> <code>`) or a signed link.
+//! The tickets API, and the satisfaction link's page.
 
 use axum::{
-    Form, Json, Router,
+    Form, Json,
     extract::{Path, Query, State},
     http::StatusCode,
     response::{Html, IntoResponse, Response},
-    routing::{get, post},
+    routing::get,
 };
 use chrono::{DateTime, Duration, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
-use sqlx::PgPool;
-use tracing::info;
 use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::{router::OpenApiRouter, routes};
 
+use super::{TicketAction, TicketStatus, ask_satisfaction, clocks, event, record_satisfaction};
 use crate::{
-    accounts::{Allowed, ReadPaging, ReadTickets, WorkTickets},
-    api::{ApiError, AppState},
-    openapi::ErrorBody,
-    paging::{Paging, links, outbox, providers::Kind},
+    http::{Allowed, ApiError, AppState, ErrorBody, ReadPaging, ReadTickets, System, SystemState, WorkTickets},
+    paging::links,
 };
 
-/// The clocks of a grade: respond, be on site, pass to the maker.
-pub fn clocks(grade: i16) -> (Duration, Duration, Duration) {
-    match grade {
-        1 => (Duration::hours(1), Duration::hours(4), Duration::hours(2)),
-        2 => (Duration::hours(2), Duration::hours(24), Duration::hours(24)),
-        3 => (Duration::hours(2), Duration::hours(48), Duration::hours(48)),
-        _ => (Duration::hours(2), Duration::hours(96), Duration::hours(96)),
-    }
+/// Routes for viewers.
+pub fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(list))
+        .routes(routes!(open_by_hand))
+        .routes(routes!(metrics))
+        .routes(routes!(detail))
+        .routes(routes!(act))
 }
 
-async fn event(
-    db: impl sqlx::PgExecutor<'_>,
-    ticket: i64,
-    kind: &str,
-    actor: &str,
-    comment: &str,
-    data: Option<Value>,
-) -> sqlx::Result<()> {
-    sqlx::query("insert into ticket_events (ticket_id, kind, actor, comment, data) values ($1, $2, $3, $4, $5)")
-        .bind(ticket)
-        .bind(kind)
-        .bind(actor)
-        .bind(comment)
-        .bind(data)
-        .execute(db)
-        .await?;
-    Ok(())
-}
-
-/// Opens the ticket of an alarm (once); returns its id when it was opened now. It runs in the
-/// caller's transaction, so a ticket is opened with the event that asked for it or not at all.
-pub async fn open_for_alarm(db: &mut sqlx::PgConnection, alarm_id: i64, scale: f64) -> sqlx::Result<Option<i64>> {
-    let grade: Option<i16> =
-        sqlx::query_scalar("select grade from alarms where id = $1").bind(alarm_id).fetch_optional(&mut *db).await?;
-    let Some(grade) = grade else { return Ok(None) };
-    let (respond, on_site, escalate) = scaled(clocks(grade), scale);
-    let id: Option<i64> = sqlx::query_scalar(
-        "insert into tickets (alarm_id, gateway_id, unit_id, grade, title, respond_by, on_site_by, escalate_by)
-         select id, gateway_id, unit_id, grade, title || coalesce(' (' || (select device_key from units where id = unit_id) || ')', ''),
-                now() + $2, now() + $3, now() + $4
-         from alarms where id = $1
-         on conflict (alarm_id) do nothing returning id",
-    )
-    .bind(alarm_id)
-    .bind(respond)
-    .bind(on_site)
-    .bind(escalate)
-    .fetch_optional(&mut *db)
-    .await?;
-    if let Some(id) = id {
-        event(&mut *db, id, "opened", "system", "opened from the alarm", Some(json!({"alarm_id": alarm_id}))).await?;
-        info!(ticket = id, alarm = alarm_id, "ticket opened");
-    }
-    Ok(id)
-}
-
-/// Clocks shortened by `scale` (1.0 in production; tests run hours as seconds).
-fn scaled((a, b, c): (Duration, Duration, Duration), scale: f64) -> (Duration, Duration, Duration) {
-    let s = |d: Duration| Duration::milliseconds((d.num_milliseconds() as f64 * scale) as i64);
-    (s(a), s(b), s(c))
-}
-
-/// Records breached clocks and pages the site's managers about them; returns messages enqueued.
-pub async fn check_breaches(pool: &PgPool) -> sqlx::Result<usize> {
-    let breaches: Vec<(i64, String, i16, String, String)> = sqlx::query_as(
-        "select t.id, t.gateway_id, t.grade, t.title, c.clock from tickets t,
-             lateral (values ('respond', t.responded_at is null and t.respond_by < now()),
-                             ('on_site', t.on_site_at is null and t.triage = 'site_visit' and t.on_site_by < now()),
-                             ('escalate', t.resolved_at is null and t.escalate_by < now())) as c(clock, late)
-         where t.closed_at is null and c.late and not c.clock = any(t.breached)",
-    )
-    .fetch_all(pool)
-    .await?;
-    let mut enqueued = 0;
-    for (ticket, gateway, grade, title, clock) in breaches {
-        let updated = sqlx::query(
-            "update tickets set breached = array_append(breached, $2) where id = $1 and not $2 = any(breached)",
-        )
-        .bind(ticket)
-        .bind(&clock)
-        .execute(pool)
-        .await?
-        .rows_affected();
-        if updated == 0 {
-            continue;
-        }
-        event(pool, ticket, "breached", "system", &clock, None).await?;
-        let managers: Vec<(i64, String, Option<String>, String)> = sqlx::query_as(
-            "select p.id, p.name, p.phone, p.language from site_contacts c join people p on p.id = c.person_id
-             where c.gateway_id = $1 and c.role = 'manager'",
-        )
-        .bind(&gateway)
-        .fetch_all(pool)
-        .await?;
-        for (person, _, phone, language) in managers {
-            let Some(phone) = phone else { continue };
-            let what = match (clock.as_str(), language.as_str()) {
-                ("respond", "zh") => "响应超时",
-                ("on_site", "zh") => "到场超时",
-                (_, "zh") => "未按时解决，需上报厂家",
-                ("respond", _) => "response clock breached",
-                ("on_site", _) => "on-site clock breached",
-                _ => "not resolved in time: pass to the maker",
-            };
-            let body = format!("Chillcloud ticket #{ticket} G{grade} {title}: {what}");
-            let message = outbox::NewMessage {
-                idempotency_key: format!("ticket-{ticket}-breach-{clock}-person-{person}"),
-                alarm_id: None,
-                ticket_id: Some(ticket),
-                person_id: person,
-                channel: "sms",
-                address: phone,
-                language,
-                params: json!({
-                    "kind": Kind::Breach.name(), "ticket": ticket.to_string(), "grade": grade.to_string(),
-                    "unit": format!("#{ticket}"), "fault": title, "clock": what,
-                }),
-                body,
-                reply_code: None,
-            };
-            if outbox::enqueue(pool, &message).await? {
-                enqueued += 1;
-            }
-        }
-    }
-    Ok(enqueued)
-}
-
-/// Asks the site's owner contacts for a score of the closed ticket.
-async fn ask_satisfaction(pool: &PgPool, paging: &Paging, ticket: i64) -> sqlx::Result<()> {
-    let owners: Vec<(i64, Option<String>, String, String)> = sqlx::query_as(
-        "select p.id, p.phone, p.language, t.title from tickets t join site_contacts c on c.gateway_id = t.gateway_id
-         join people p on p.id = c.person_id where t.id = $1 and c.role = 'owner'",
-    )
-    .bind(ticket)
-    .fetch_all(pool)
-    .await?;
-    for (person, phone, language, title) in owners {
-        let Some(phone) = phone else { continue };
-        let grant = links::Grant { subject: ticket, person_id: person, expires: Utc::now().timestamp() + 14 * 86_400 };
-        let token = links::sign(&paging.link_secret, links::Purpose::Feedback, &grant);
-        let link = format!("{}/f/{token}", paging.public_url);
-        let code = crate::paging::reply_code();
-        let body = if language == "zh" {
-            format!("Chillcloud 服务单 #{ticket}（{title}）已完成。请评分：回复 1-5 {code} 或打开 {link}")
-        } else {
-            format!(
-                "Chillcloud job #{ticket} ({title}) is done. How satisfied are you? Reply 1-5 {code} or open {link}"
-            )
-        };
-        let message = outbox::NewMessage {
-            idempotency_key: format!("ticket-{ticket}-feedback-person-{person}"),
-            alarm_id: None,
-            ticket_id: Some(ticket),
-            person_id: person,
-            channel: "sms",
-            address: phone,
-            language,
-            params: json!({
-                "kind": Kind::Feedback.name(), "ticket": ticket.to_string(), "unit": format!("#{ticket}"),
-                "fault": title, "code": code, "token": token, "link": link,
-            }),
-            body,
-            reply_code: Some(code),
-        };
-        outbox::enqueue(pool, &message).await?;
-    }
-    paging.wake.notify_one();
-    Ok(())
-}
-
-/// Records a satisfaction score (the first one counts).
-pub async fn record_satisfaction(pool: &PgPool, ticket: i64, score: i16, actor: &str) -> sqlx::Result<bool> {
-    let updated = sqlx::query(
-        "update tickets set satisfaction = $2, satisfaction_at = now() where id = $1 and satisfaction is null and closed_at is not null",
-    )
-    .bind(ticket)
-    .bind(score)
-    .execute(pool)
-    .await?
-    .rows_affected();
-    if updated == 1 {
-        event(pool, ticket, "feedback", actor, &score.to_string(), None).await?;
-    }
-    Ok(updated == 1)
-}
-
-/// Ticket routes behind the API token.
-pub fn routes() -> Router<AppState> {
-    Router::new()
-        .route("/tickets", get(list).post(open_by_hand))
-        .route("/tickets/metrics", get(metrics))
-        .route("/tickets/{ticket_id}", get(detail))
-        .route("/tickets/{ticket_id}/{action}", post(act))
-}
-
-/// The satisfaction link's routes.
-pub fn public_routes() -> Router<AppState> {
-    Router::new().route("/f/{token}", get(feedback_page).post(feedback_submit))
+/// The satisfaction link's routes: the signed link is the proof.
+pub fn system_routes() -> OpenApiRouter<SystemState> {
+    OpenApiRouter::new().route("/f/{token}", get(feedback_page).post(feedback_submit))
 }
 
 /// A ticket.
@@ -244,8 +49,9 @@ pub struct Ticket {
     pub grade: i16,
     /// What it is about.
     pub title: String,
-    /// open, responded, on_site, resolved, closed.
-    pub status: String,
+    /// Where it is.
+    #[sqlx(try_from = "String")]
+    pub status: TicketStatus,
     /// remote or site_visit.
     pub triage: Option<String>,
     /// Parts and tools to bring.
@@ -302,7 +108,6 @@ pub struct TicketFilter {
     )
 )]
 pub(crate) async fn list(
-    State(state): State<AppState>,
     viewer: Allowed<ReadTickets>,
     Query(filter): Query<TicketFilter>,
 ) -> Result<Json<Vec<Ticket>>, ApiError> {
@@ -316,7 +121,7 @@ pub(crate) async fn list(
         "{TICKET} where {state_sql} and ($1::text is null or gateway_id = $1) order by opened_at desc limit 500"
     )))
     .bind(&filter.gateway)
-    .fetch_all(&mut *viewer.begin(&state.api_pool).await?)
+    .fetch_all(&mut *viewer.begin().await?)
     .await?;
     Ok(Json(tickets))
 }
@@ -352,7 +157,6 @@ pub struct NewTicket {
     )
 )]
 pub(crate) async fn open_by_hand(
-    State(state): State<AppState>,
     viewer: Allowed<WorkTickets>,
     Json(new): Json<NewTicket>,
 ) -> Result<Json<Ticket>, ApiError> {
@@ -360,6 +164,7 @@ pub(crate) async fn open_by_hand(
         return Err(ApiError::BadRequest("grade 1 to 4 and a title are required".into()));
     }
     let (respond, on_site, escalate) = clocks(new.grade);
+    let mut tx = viewer.begin().await?;
     let id: Option<i64> = sqlx::query_scalar(
         "insert into tickets (gateway_id, unit_id, grade, title, respond_by, on_site_by, escalate_by)
          select $1, $2, $3, $4, now() + $5, now() + $6, now() + $7
@@ -374,11 +179,13 @@ pub(crate) async fn open_by_hand(
     .bind(respond)
     .bind(on_site)
     .bind(escalate)
-    .fetch_optional(&state.pool)
+    .fetch_optional(&mut *tx)
     .await?;
     let id = id.ok_or_else(|| ApiError::BadRequest("no such site, or the unit is not at that site".into()))?;
-    event(&state.pool, id, "opened", &viewer.actor(), "opened by hand", None).await?;
-    Ok(Json(ticket(&mut *state.pool.acquire().await?, id).await?))
+    event(&mut *tx, id, "opened", &viewer.actor(), "opened by hand", None).await?;
+    let opened = ticket(&mut tx, id).await?;
+    tx.commit().await?;
+    Ok(Json(opened))
 }
 
 /// The ticket, if `db` sees it.
@@ -427,12 +234,8 @@ pub struct TicketDetail {
         (status = 404, description = "No such ticket, or not the viewer's", body = ErrorBody),
     )
 )]
-pub(crate) async fn detail(
-    State(state): State<AppState>,
-    viewer: Allowed<ReadTickets>,
-    Path(id): Path<i64>,
-) -> Result<Json<TicketDetail>, ApiError> {
-    let mut tx = viewer.begin(&state.api_pool).await?;
+pub(crate) async fn detail(viewer: Allowed<ReadTickets>, Path(id): Path<i64>) -> Result<Json<TicketDetail>, ApiError> {
+    let mut tx = viewer.begin().await?;
     let ticket = ticket(&mut tx, id).await?;
     let events =
         sqlx::query_as("select at, kind, actor, comment, data from ticket_events where ticket_id = $1 order by id")
@@ -488,17 +291,19 @@ pub(crate) async fn act(
     Path((id, action)): Path<(i64, String)>,
     Json(body): Json<Action>,
 ) -> Result<Json<Ticket>, ApiError> {
-    let current = ticket(&mut *state.pool.acquire().await?, id).await?;
+    let mut tx = viewer.begin().await?;
+    let current = ticket(&mut tx, id).await?;
     if current.closed_at.is_some() {
         return Err(ApiError::Conflict("the ticket is closed".into()));
     }
-    let pool = &state.pool;
-    let (sql, data): (&str, Option<Value>) = match action.as_str() {
-        "assign" => {
+    let action = TicketAction::try_from(action)
+        .map_err(|unknown| ApiError::BadRequest(format!("unknown action {:?}", unknown.name)))?;
+    let (sql, data): (&str, Option<Value>) = match action {
+        TicketAction::Assign => {
             let person = body.person_id.ok_or_else(|| ApiError::BadRequest("person_id is required".into()))?;
             let exists: bool = sqlx::query_scalar("select exists (select 1 from people where id = $1)")
                 .bind(person)
-                .fetch_one(pool)
+                .fetch_one(&mut *tx)
                 .await?;
             if !exists {
                 return Err(ApiError::BadRequest(format!("no person {person}")));
@@ -506,11 +311,11 @@ pub(crate) async fn act(
             sqlx::query("update tickets set assignee_id = $2 where id = $1")
                 .bind(id)
                 .bind(person)
-                .execute(pool)
+                .execute(&mut *tx)
                 .await?;
             ("", Some(json!({"person_id": person})))
         }
-        "triage" => {
+        TicketAction::Triage => {
             let triage = body.triage.clone().filter(|t| t == "remote" || t == "site_visit");
             let triage = triage.ok_or_else(|| ApiError::BadRequest("triage is remote or site_visit".into()))?;
             let parts = json!(body.parts.clone().unwrap_or_default());
@@ -518,54 +323,45 @@ pub(crate) async fn act(
                 .bind(id)
                 .bind(&triage)
                 .bind(&parts)
-                .execute(pool)
+                .execute(&mut *tx)
                 .await?;
             ("", Some(json!({"triage": triage, "parts": parts})))
         }
-        "respond" => (
+        TicketAction::Respond => (
             "update tickets set status = 'responded', responded_at = coalesce(responded_at, now()) where id = $1",
             None,
         ),
-        "on_site" => (
+        TicketAction::OnSite => (
             "update tickets set status = 'on_site', on_site_at = coalesce(on_site_at, now()),
                  responded_at = coalesce(responded_at, now()) where id = $1",
             None,
         ),
-        "note" => ("", body.data.clone()),
-        "resolve" => (
+        TicketAction::Note => ("", body.data.clone()),
+        TicketAction::Resolve => (
             "update tickets set status = 'resolved', resolved_at = coalesce(resolved_at, now()),
                  responded_at = coalesce(responded_at, now()) where id = $1",
             None,
         ),
-        "close" => {
+        TicketAction::Close => {
             if current.resolved_at.is_none() {
                 return Err(ApiError::Conflict("resolve the ticket before closing it".into()));
             }
             ("update tickets set status = 'closed', closed_at = now() where id = $1", None)
         }
-        other => return Err(ApiError::BadRequest(format!("unknown action {other:?}"))),
     };
     if !sql.is_empty() {
-        sqlx::query(sql).bind(id).execute(pool).await?;
+        sqlx::query(sql).bind(id).execute(&mut *tx).await?;
     }
-    let kind = if action == "assign" {
-        "assigned"
-    } else if action == "triage" {
-        "triaged"
-    } else {
-        action.as_str()
-    };
-    let kind = match kind {
-        "respond" => "responded",
-        "resolve" => "resolved",
-        "close" => "closed",
-        other => other,
-    };
-    event(pool, id, kind, &viewer.actor(), &body.comment, data).await?;
-    if action == "close" {
-        ask_satisfaction(pool, &state.paging, id).await?;
+    event(&mut *tx, id, action.event(), &viewer.actor(), &body.comment, data).await?;
+    if action == TicketAction::Close {
+        ask_satisfaction(&mut tx, &state.paging, id).await?;
     }
-    Ok(Json(ticket(&mut *state.pool.acquire().await?, id).await?))
+    let acted = ticket(&mut tx, id).await?;
+    tx.commit().await?;
+    if action == TicketAction::Close {
+        state.paging.wake.notify_one();
+    }
+    Ok(Json(acted))
 }
 
 /// Metrics period and grouping.
@@ -616,8 +412,7 @@ pub struct TicketMetrics {
     )
 )]
 pub(crate) async fn metrics(
-    State(state): State<AppState>,
-    _: Allowed<ReadPaging>,
+    viewer: Allowed<ReadPaging>,
     Query(query): Query<MetricsQuery>,
 ) -> Result<Json<Vec<TicketMetrics>>, ApiError> {
     let to = query.to.unwrap_or_else(Utc::now);
@@ -645,7 +440,7 @@ pub(crate) async fn metrics(
         )))
         .bind(from)
         .bind(to)
-        .fetch_all(&state.pool)
+        .fetch_all(&mut *viewer.begin().await?)
         .await?;
     Ok(Json(
         rows.into_iter()
@@ -693,6 +488,7 @@ pub struct ScoreForm {
 
 async fn feedback_submit(
     State(state): State<AppState>,
+    system: System,
     Path(token): Path<String>,
     Form(form): Form<ScoreForm>,
 ) -> Response {
@@ -704,7 +500,7 @@ async fn feedback_submit(
         return (StatusCode::BAD_REQUEST, Html("<p>score 1 to 5</p>".to_owned())).into_response();
     }
     let actor = format!("person {} (link)", grant.person_id);
-    match record_satisfaction(&state.pool, grant.subject, form.score, &actor).await {
+    match record_satisfaction(&system.db, grant.subject, form.score, &actor).await {
         Ok(_) => Html("<p>Thank you. 谢谢！</p>".to_owned()).into_response(),
         Err(_) => StatusCode::SERVICE_UNAVAILABLE.into_response(),
     }

@@ -1,51 +1,32 @@
-//! Read-only share links: sales show a prospect a unit's real operating record. A link names
-//! one unit, expires (1 to 90 days) and can be revoked; its page (`/s/<secret>`) shows the
-//! creator's label, the equipment model and a week of hourly values of the key points, and
-//! nothing that identifies the site: no site, unit or device name, no serial number, no
-//! alarms. Links are made by anyone who sees the unit (row security), except duty staff.
+//! The share-links API, and the public page a link opens.
 
 use axum::{
-    Json, Router,
+    Json,
     extract::{Path, State},
     http::{StatusCode, header},
     response::{Html, IntoResponse, Response},
-    routing::{delete, get},
+    routing::get,
 };
 use chrono::{DateTime, Duration, Utc};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
+use utoipa_axum::{router::OpenApiRouter, routes};
 
+use super::{DAYS_SHOWN, KEY_POINTS, SHOWN, sparkline};
 use crate::{
-    accounts::{Allowed, Share, digest, random_secret},
-    api::{ApiError, AppState, escape_html},
     history::{self, Bucket, Rows},
-    openapi::ErrorBody,
+    http::{Allowed, ApiError, AppState, ErrorBody, Share, System, SystemState},
+    secrets::{digest, escape_html, random_secret},
 };
 
-/// The points a record shows first, when the unit has them.
-const KEY_POINTS: [&str; 8] = [
-    "evap_leaving_temp",
-    "evap_entering_temp",
-    "chw_delta_t",
-    "capacity_rla",
-    "cond_leaving_temp",
-    "cond_refrig_pressure",
-    "kw_per_ton",
-    "cop",
-];
-/// How many points a record shows.
-const SHOWN: usize = 6;
-/// How far back it goes.
-const DAYS_SHOWN: i64 = 7;
-
-/// Routes behind authentication, nested under `/api/v1`.
-pub fn routes() -> Router<AppState> {
-    Router::new().route("/units/{unit_id}/shares", get(list).post(create)).route("/shares/{share_id}", delete(revoke))
+/// Routes for viewers.
+pub fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(list)).routes(routes!(create)).routes(routes!(revoke))
 }
 
-/// The public page.
-pub fn public_routes() -> Router<AppState> {
-    Router::new().route("/s/{secret}", get(page))
+/// The public page: the link's secret is the proof.
+pub fn system_routes() -> OpenApiRouter<SystemState> {
+    OpenApiRouter::new().route("/s/{secret}", get(page))
 }
 
 /// A new share link.
@@ -117,7 +98,7 @@ pub(crate) async fn create(
     if !(1..=90).contains(&days) {
         return Err(ApiError::BadRequest("days must be 1 to 90".into()));
     }
-    let mut tx = viewer.begin(&state.api_pool).await?;
+    let mut tx = viewer.begin().await?;
     require_unit(&mut tx, unit_id).await?;
     let secret = random_secret();
     let link: ShareLink = sqlx::query_as(
@@ -150,12 +131,8 @@ pub(crate) async fn create(
         (status = 404, description = "No such unit, or not the viewer's", body = ErrorBody),
     )
 )]
-pub(crate) async fn list(
-    State(state): State<AppState>,
-    viewer: Allowed<Share>,
-    Path(unit_id): Path<i64>,
-) -> Result<Json<Vec<ShareLink>>, ApiError> {
-    let mut tx = viewer.begin(&state.api_pool).await?;
+pub(crate) async fn list(viewer: Allowed<Share>, Path(unit_id): Path<i64>) -> Result<Json<Vec<ShareLink>>, ApiError> {
+    let mut tx = viewer.begin().await?;
     require_unit(&mut tx, unit_id).await?;
     Ok(Json(
         sqlx::query_as(
@@ -181,12 +158,8 @@ pub(crate) async fn list(
         (status = 404, description = "No such link, or not the viewer's", body = ErrorBody),
     )
 )]
-pub(crate) async fn revoke(
-    State(state): State<AppState>,
-    viewer: Allowed<Share>,
-    Path(share_id): Path<i64>,
-) -> Result<StatusCode, ApiError> {
-    let mut tx = viewer.begin(&state.api_pool).await?;
+pub(crate) async fn revoke(viewer: Allowed<Share>, Path(share_id): Path<i64>) -> Result<StatusCode, ApiError> {
+    let mut tx = viewer.begin().await?;
     let revoked = sqlx::query("update share_links set revoked_at = coalesce(revoked_at, now()) where id = $1")
         .bind(share_id)
         .execute(&mut *tx)
@@ -220,38 +193,8 @@ fn html(status: StatusCode, title: &str, body: &str) -> Response {
         .into_response()
 }
 
-/// A small line of hourly averages; hours without readings break the line.
-fn sparkline(values: &[(DateTime<Utc>, Option<f64>)], from: DateTime<Utc>, to: DateTime<Utc>) -> String {
-    let known: Vec<f64> = values.iter().filter_map(|(_, v)| *v).collect();
-    let (Some(low), Some(high)) = (known.iter().copied().reduce(f64::min), known.iter().copied().reduce(f64::max))
-    else {
-        return String::new();
-    };
-    let span = (to - from).num_seconds().max(1) as f64;
-    let height = if high > low { high - low } else { 1.0 };
-    let mut lines = Vec::new();
-    let mut current = Vec::new();
-    for (ts, value) in values {
-        match value {
-            Some(v) => {
-                let x = (*ts - from).num_seconds() as f64 / span * 300.0;
-                let y = 48.0 - (v - low) / height * 44.0;
-                current.push(format!("{x:.1},{y:.1}"));
-            }
-            None if !current.is_empty() => lines.push(std::mem::take(&mut current)),
-            None => {}
-        }
-    }
-    if !current.is_empty() {
-        lines.push(current);
-    }
-    let polylines: String =
-        lines.iter().map(|points| format!(r#"<polyline points="{}"/>"#, points.join(" "))).collect();
-    format!(r#"<svg viewBox="0 0 300 50" preserveAspectRatio="none" role="img">{polylines}</svg>"#)
-}
-
-async fn page(State(state): State<AppState>, Path(secret): Path<String>) -> Response {
-    match record(&state, &secret).await {
+async fn page(State(state): State<AppState>, system: System, Path(secret): Path<String>) -> Response {
+    match record(&state, &system, &secret).await {
         Ok(Some(body)) => body,
         Ok(None) => html(
             StatusCode::NOT_FOUND,
@@ -265,7 +208,7 @@ async fn page(State(state): State<AppState>, Path(secret): Path<String>) -> Resp
 /// The record behind a link, read outside row security: the link names its unit, and the page
 /// shows nothing of the site. A link works only while the site has the owner it was made under
 /// (a transfer also revokes it).
-async fn record(state: &AppState, secret: &str) -> sqlx::Result<Option<Response>> {
+async fn record(state: &AppState, system: &System, secret: &str) -> sqlx::Result<Option<Response>> {
     let link: Option<(i64, String, DateTime<Utc>, String, String)> = sqlx::query_as(
         "select s.unit_id, s.label, s.expires_at, u.profile, u.model from share_links s join units u on u.id = s.unit_id
          join gateways g on g.id = u.gateway_id
@@ -273,7 +216,7 @@ async fn record(state: &AppState, secret: &str) -> sqlx::Result<Option<Response>
            and s.organisation_id is not distinct from g.organisation_id",
     )
     .bind(digest(secret))
-    .fetch_optional(&state.pool)
+    .fetch_optional(&system.db)
     .await?;
     let Some((unit_id, label, expires_at, profile, model)) = link else { return Ok(None) };
     // A valid link's page reads a month of history: such pages take turns in the history lane,
@@ -287,7 +230,7 @@ async fn record(state: &AppState, secret: &str) -> sqlx::Result<Option<Response>
          left join latest_readings l on l.point_id = p.id where p.unit_id = $1 order by p.id",
     )
     .bind(unit_id)
-    .fetch_all(&state.pool)
+    .fetch_all(&system.db)
     .await?;
     let rank = |name: &str| KEY_POINTS.iter().position(|k| *k == name).unwrap_or(KEY_POINTS.len());
     let mut shown: Vec<&(i64, String, String, Option<f64>)> = points.iter().collect();
@@ -297,7 +240,7 @@ async fn record(state: &AppState, secret: &str) -> sqlx::Result<Option<Response>
     let from = to - Duration::days(DAYS_SHOWN);
     let ids: Vec<i64> = shown.iter().map(|(id, ..)| *id).collect();
     let rows =
-        history::query(&mut *state.pool.acquire().await?, &ids, from, to, Bucket::Hour).await.map_err(|e| match e {
+        history::query(&mut *system.db.acquire().await?, &ids, from, to, Bucket::Hour).await.map_err(|e| match e {
             history::HistoryError::Database(error) => error,
             history::HistoryError::Range(message) | history::HistoryError::TooMuch(message) => {
                 sqlx::Error::Protocol(message)
@@ -332,22 +275,4 @@ async fn record(state: &AppState, secret: &str) -> sqlx::Result<Option<Response>
         expires_at.format("%Y-%m-%d"),
     );
     Ok(Some(html(StatusCode::OK, &label, &body)))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_sparkline_breaks_where_hours_have_no_readings() {
-        let from = DateTime::from_timestamp(0, 0).expect("time");
-        let hour = |h: i64| from + Duration::hours(h);
-        let svg = sparkline(
-            &[(hour(0), Some(1.0)), (hour(1), Some(2.0)), (hour(2), None), (hour(3), Some(3.0))],
-            from,
-            hour(4),
-        );
-        assert_eq!(svg.matches("<polyline").count(), 2, "{svg}");
-        assert_eq!(sparkline(&[(hour(0), None)], from, hour(4)), "");
-    }
 }

@@ -1,0 +1,50 @@
+//! Statuses and kinds kept as text in the database and in JSON: one enum each, whose names are
+//! written once, here in its declaration.
+
+/// A name that is not one of its enum's.
+#[derive(Debug, thiserror::Error)]
+#[error("{kind}: unknown name {name:?}")]
+pub struct UnknownName {
+    /// The enum.
+    pub kind: &'static str,
+    /// What was found.
+    pub name: String,
+}
+
+/// Declares an enum of names: serialised as its names (JSON, OpenAPI), read from a text column
+/// with `#[sqlx(try_from = "String")]`, written with [`as_str`](#method.as_str).
+macro_rules! text_enum {
+    ($(#[$meta:meta])* pub enum $name:ident { $($(#[$variant_meta:meta])* $variant:ident = $text:literal,)* }) => {
+        $(#[$meta])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
+        pub enum $name {
+            $($(#[$variant_meta])* #[serde(rename = $text)] $variant,)*
+        }
+
+        impl $name {
+            /// Its name, as stored and shown.
+            pub fn as_str(self) -> &'static str {
+                match self {
+                    $(Self::$variant => $text,)*
+                }
+            }
+        }
+
+        impl TryFrom<String> for $name {
+            type Error = $crate::text_enum::UnknownName;
+
+            fn try_from(name: String) -> Result<Self, Self::Error> {
+                match name.as_str() {
+                    $($text => Ok(Self::$variant),)*
+                    _ => Err($crate::text_enum::UnknownName { kind: stringify!($name), name }),
+                }
+            }
+        }
+
+        impl std::fmt::Display for $name {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+    };
+}
