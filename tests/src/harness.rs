@@ -25,16 +25,65 @@ use tokio::{
     process::{Child, Command},
 };
 
-/// A port that was free a moment ago (the OS picks it; the small race is accepted).
+/// A port that was free a moment ago, for the peers that cannot take port 0 and say which port
+/// they got (PostgreSQL, Mosquitto, pymodbus, socat). Our own programs bind port 0 and announce
+/// the address they took ([`Process::announced_http_address`], [`Simulator::start`]).
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("bind a free port")
 }
 
-/// A temporary directory that the `postgres` and `mosquitto` system users can enter.
-pub fn shared_temp_dir() -> TempDir {
+/// A test's working directory (processes' logs, configurations, data), which the `postgres` and
+/// `mosquitto` system users can enter. Removed when the test passes; when it fails (the thread is
+/// panicking), its logs, status reports and configurations are first copied to
+/// `target/test-logs/<test>/<directory>/`, so an intermittent failure can be read afterwards.
+pub struct TestDir(TempDir);
+
+impl TestDir {
+    /// The directory.
+    pub fn path(&self) -> &Path {
+        self.0.path()
+    }
+}
+
+impl Drop for TestDir {
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            return;
+        }
+        // libtest names each test's thread after the test.
+        let test = std::thread::current().name().unwrap_or("unnamed").replace("::", "-");
+        let name = self.0.path().file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        let kept = workspace_root().join("target/test-logs").join(test).join(name);
+        keep_logs(self.0.path(), &kept);
+        eprintln!("----- logs kept in {} -----", kept.display());
+    }
+}
+
+/// Copies the small text files under `from` that tell what happened (logs, status reports,
+/// configurations) to the same places under `to`.
+fn keep_logs(from: &Path, to: &Path) {
+    let Ok(entries) = std::fs::read_dir(from) else { return };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        let Ok(kind) = entry.file_type() else { continue };
+        if kind.is_dir() {
+            keep_logs(&path, &to.join(entry.file_name()));
+            continue;
+        }
+        let telling = path.extension().is_some_and(|e| ["log", "json", "toml", "conf"].iter().any(|t| e == *t));
+        let small = entry.metadata().is_ok_and(|m| m.len() <= 16 * 1024 * 1024);
+        if kind.is_file() && telling && small {
+            let _ = std::fs::create_dir_all(to);
+            let _ = std::fs::copy(&path, to.join(entry.file_name()));
+        }
+    }
+}
+
+/// A new [`TestDir`].
+pub fn shared_temp_dir() -> TestDir {
     let dir = tempfile::Builder::new().prefix("chillcloud-test-").tempdir().expect("temp dir");
     std::fs::set_permissions(dir.path(), std::os::unix::fs::PermissionsExt::from_mode(0o755)).expect("chmod temp dir");
-    dir
+    TestDir(dir)
 }
 
 /// Polls `probe` every 50 ms until it returns `Some`, or panics naming `what` after `timeout`.
@@ -136,6 +185,18 @@ impl Process {
     pub fn log(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
+
+    /// The address a `chillcloud-server` started with `--listen <host>:0` took, as it announces
+    /// it in its log ("HTTP API listening address=...").
+    pub async fn announced_http_address(&self) -> SocketAddr {
+        wait_for("the server announces its HTTP address", Duration::from_secs(60), || async {
+            self.log().lines().find(|line| line.contains("HTTP API listening")).and_then(|line| {
+                let (_, after) = line.split_once("address=")?;
+                after.split_whitespace().next()?.trim_matches('"').parse().ok()
+            })
+        })
+        .await
+    }
 }
 
 impl Drop for Process {
@@ -163,7 +224,7 @@ pub async fn run_to_completion(program: &Path, args: &[&str]) -> String {
 pub struct TestPostgres {
     /// The cluster.
     pub cluster: EmbeddedPostgres,
-    dir: TempDir,
+    dir: TestDir,
 }
 
 impl TestPostgres {
@@ -216,7 +277,7 @@ pub struct TestMosquitto {
     lines: Vec<String>,
     /// The server's MQTT password.
     pub server_password: String,
-    dir: TempDir,
+    dir: TestDir,
 }
 
 impl TestMosquitto {
@@ -365,7 +426,6 @@ impl Api {
         (status, response.json().await.unwrap_or(serde_json::Value::Null))
     }
 
-    /// Waits until `/health` answers.
     /// Waits until the server is healthy and subscribed at the broker: a gateway's message
     /// published before that would not be kept for it.
     pub async fn wait_healthy(&self, timeout: Duration) {
@@ -578,7 +638,7 @@ pub struct Stack {
     /// More provisioned gateways (sites): id and MQTT password.
     pub more_gateways: Vec<(String, String)>,
     /// Logs and the server's data directory; removed last.
-    pub dir: TempDir,
+    pub dir: TestDir,
 }
 
 impl Stack {
@@ -618,7 +678,8 @@ impl Stack {
             postgres,
             broker,
             server: None,
-            http: format!("127.0.0.1:{}", free_port()).parse().expect("address"),
+            // Port 0 until the server announces the port it took.
+            http: "127.0.0.1:0".parse().expect("address"),
             gateway_id,
             password,
             server_args: server_args.iter().map(|a| (*a).to_owned()).collect(),
@@ -649,7 +710,12 @@ impl Stack {
         // Each start gets its own log so a restart does not hide the first run's output.
         let name = if self.server.is_some() { "server-restarted" } else { "server" };
         let args: Vec<&str> = args.iter().copied().chain(self.server_args.iter().map(String::as_str)).collect();
-        self.server = Some(Process::spawn(name, &bin("chillcloud-server"), &args, self.dir.path()));
+        let server = Process::spawn(name, &bin("chillcloud-server"), &args, self.dir.path());
+        // A restart keeps the port the first run took, so clients made before it still reach it.
+        if self.http.port() == 0 {
+            self.http = server.announced_http_address().await;
+        }
+        self.server = Some(server);
         self.api().wait_healthy(Duration::from_secs(30)).await;
     }
 

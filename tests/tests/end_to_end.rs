@@ -141,7 +141,7 @@ async fn sim_value_reaches_the_api_through_the_embedded_broker_and_database() {
     let (password, _line) = add_gateway(&["--data-dir", &data_dir]).await;
     let sim = Simulator::start(2, dir.path()).await;
 
-    let http = format!("127.0.0.1:{}", free_port());
+    // Mosquitto cannot announce a port it picked: the embedded broker's is chosen free here.
     let broker_port = free_port();
     let broker_listen = format!("127.0.0.1:{broker_port}");
     let mut server = Process::spawn(
@@ -151,7 +151,7 @@ async fn sim_value_reaches_the_api_through_the_embedded_broker_and_database() {
             "--data-dir",
             &data_dir,
             "--listen",
-            &http,
+            "127.0.0.1:0",
             "--embedded-broker-listen",
             &broker_listen,
             "--api-token",
@@ -159,7 +159,7 @@ async fn sim_value_reaches_the_api_through_the_embedded_broker_and_database() {
         ],
         dir.path(),
     );
-    let api = Api::new(http.parse().expect("address"), API_TOKEN);
+    let api = Api::new(server.announced_http_address().await, API_TOKEN);
     api.wait_healthy(Duration::from_secs(60)).await;
     let _gateway = check_value_flows_end_to_end(dir.path(), GATEWAY_ID, broker_port, &password, &api, &sim).await;
 

@@ -1,6 +1,6 @@
 //! Paging end to end: alarms raised through the real broker and server page people through the
 //! providers' real HTTP APIs, answered by local fakes that check requests as each provider
-//! does (signatures, parameters). R6 of BENCHMARKS.md, escalation, and acknowledgement by SMS
+//! does (signatures, parameters). R6 of docs/benchmarks.md, escalation, and acknowledgement by SMS
 //! reply and by signed link.
 
 use std::{collections::HashMap, path::Path, time::Duration};
@@ -64,11 +64,11 @@ struct Site {
     stack: Stack,
     gateway: FakeGateway,
     people: HashMap<&'static str, (i64, &'static str)>,
-    _config: tempfile::TempDir,
+    _config: chillcloud_tests::harness::TestDir,
 }
 
 impl Site {
-    async fn start(config_dir: tempfile::TempDir, paging: &str, points: u32) -> Self {
+    async fn start(config_dir: chillcloud_tests::harness::TestDir, paging: &str, points: u32) -> Self {
         let config = config_dir.path().join("paging.toml");
         std::fs::write(&config, paging).expect("write paging config");
         let stack = Stack::start_with(&["--paging-config", &config.to_string_lossy()]).await;
