@@ -1,5 +1,5 @@
 //! Accounts and tenant isolation through the real server, database and broker: S1 of
-//! BENCHMARKS.md (owner A against owner B's units, alarms, history and tickets through every
+//! docs/benchmarks.md (owner A against owner B's units, alarms, history and tickets through every
 //! endpoint; gateway A publishing as gateway B), sign-in with sessions and CSRF, the rate
 //! limit, invitations, roles, API tokens and the audit log.
 

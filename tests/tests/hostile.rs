@@ -1,4 +1,4 @@
-//! R5 of BENCHMARKS.md against the real server, database and broker: what one hostile gateway,
+//! R5 of docs/benchmarks.md against the real server, database and broker: what one hostile gateway,
 //! an anonymous flood or one customer's maximal requests can do must stay theirs. Each test
 //! reproduces a break found by trying (issue 15) and checks that everyone else is served
 //! throughout.

@@ -13,7 +13,7 @@ use super::verdict;
 
 const TRIALS: usize = 30;
 const POLL_MS: u64 = 1000;
-/// BENCHMARKS.md P6's absolute target for the detection part: p99 under 5 s with a 1 s poll.
+/// P6's absolute target in docs/benchmarks.md, for the detection part: p99 under 5 s with a 1 s poll.
 const TARGET_P99_MS: f64 = 5000.0;
 
 pub async fn detect() -> anyhow::Result<bool> {

@@ -1,4 +1,4 @@
-//! `chillcloud-bench <ID>`: the performance targets of BENCHMARKS.md, each measured side by side
+//! `chillcloud-bench <ID>`: the performance targets of docs/benchmarks.md, each measured side by side
 //! with its baseline in the same run. The last line is `<ID> ratio=<r> target<op><t> PASS|FAIL`.
 //! Run through `scripts/bench`, which builds in release mode first.
 
@@ -22,7 +22,7 @@ use sqlx::PgPool;
 use tokio::io::AsyncBufReadExt as _;
 
 #[derive(Parser)]
-#[command(about = "Chillcloud benchmarks (see BENCHMARKS.md)")]
+#[command(about = "Chillcloud benchmarks (see docs/benchmarks.md)")]
 struct Cli {
     /// P1 (ingest against COPY and INSERT VALUES), P2 (keeping up with mosquitto_sub), P3 (gateway footprint against
     /// thingsboard-gateway and collectd), P4 (Modbus requests per poll against the lower
