@@ -2,7 +2,7 @@
 //! HTTP API. With nothing configured it runs its own PostgreSQL cluster and MQTT broker.
 
 #[macro_use]
-pub mod text_enum;
+pub mod macros;
 
 pub mod accounts;
 pub mod alarms;
@@ -119,7 +119,7 @@ pub struct ServeSettings {
     #[arg(long, env = "CHILLCLOUD_PAGING_CONFIG")]
     pub paging_config: Option<PathBuf>,
     /// The server's address as people's phones reach it, for links in messages (default: the
-    /// listen address).
+    /// address it listens on, with the port it took when `--listen` asks for port 0).
     #[arg(long, env = "CHILLCLOUD_PUBLIC_URL")]
     pub public_url: Option<String>,
 }

@@ -272,6 +272,61 @@ async fn json_errors(request: axum::extract::Request, next: middleware::Next) ->
 mod tests {
     use super::*;
 
+    /// Every operation of the document but signing in and the document itself needs a viewer: a
+    /// request without credentials is refused with 401 before any handler or database is
+    /// reached. A route that acts for the system but was documented as an API operation, or a
+    /// viewer's route left outside `authenticate`, would answer otherwise.
+    #[tokio::test]
+    async fn every_documented_operation_but_signing_in_needs_credentials() {
+        use tower_service::Service as _;
+        let nowhere =
+            sqlx::postgres::PgPoolOptions::new().connect_lazy("postgres://nobody@127.0.0.1:1/none").expect("pool");
+        let paging = crate::paging::Paging::load(None, b"secret".to_vec(), "http://127.0.0.1".into()).expect("paging");
+        let (alarms, _inputs) = crate::alarms::channel();
+        let (gateways, _messages) = crate::gateway_link::GatewayLink::new();
+        let state = SystemState::new(
+            nowhere.clone(),
+            nowhere,
+            "operator-token".into(),
+            Default::default(),
+            Default::default(),
+            alarms,
+            paging,
+            gateways,
+        );
+        let mut router = router(state);
+        let document = serde_json::to_value(document()).expect("serialises");
+        let mut public = Vec::new();
+        let mut checked = 0;
+        for (path, item) in document["paths"].as_object().expect("paths") {
+            for (method, operation) in item.as_object().expect("a path item") {
+                if operation["security"] == serde_json::json!([{}]) {
+                    public.push(format!("{method} {path}"));
+                    continue;
+                }
+                let concrete: String = path
+                    .split('/')
+                    .map(|part| if part.starts_with('{') { "1" } else { part })
+                    .collect::<Vec<_>>()
+                    .join("/");
+                let mut request = axum::http::Request::builder()
+                    .method(method.to_uppercase().as_str())
+                    .uri(&concrete)
+                    .body(axum::body::Body::empty())
+                    .expect("request");
+                request
+                    .extensions_mut()
+                    .insert(axum::extract::ConnectInfo(std::net::SocketAddr::from(([127, 0, 0, 1], 9))));
+                let answer = router.call(request).await.expect("infallible");
+                assert_eq!(answer.status(), StatusCode::UNAUTHORIZED, "{method} {concrete}");
+                checked += 1;
+            }
+        }
+        assert!(checked > 45, "only {checked} operations checked");
+        public.sort();
+        assert_eq!(public, ["get /api/v1/openapi.json", "post /api/v1/session"]);
+    }
+
     #[test]
     fn the_document_parses_and_declares_both_credentials() {
         let text = document().to_pretty_json().expect("serialises");

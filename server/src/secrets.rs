@@ -4,8 +4,8 @@
 use hmac::{Hmac, KeyInit, Mac};
 use sha2::{Digest, Sha256};
 
-/// `BYTES` random bytes, in hex: sessions, API tokens, invitations and share links take 32,
-/// generated passwords 24, command and device ids 16.
+/// `BYTES` random bytes, in hex: sessions, API tokens, invitations and share links take 32, the
+/// server's generated secrets and MQTT passwords 24, command and device ids 16.
 pub fn random_hex<const BYTES: usize>() -> String {
     hex::encode(rand::random::<[u8; BYTES]>())
 }

@@ -334,6 +334,25 @@ async fn s1_an_owner_reads_and_acts_on_their_own_sites_only_through_every_endpoi
     .expect("privileges");
     assert!(writes.iter().all(|(_, may)| !may), "{writes:?}");
 
+    // A user's API tokens are theirs alone, across organisations: B's owner neither sees nor
+    // revokes A's (row security, the `own` policies), and A's keeps working.
+    let owner_b = user(&stack, "owner-b@example.com", "owner", customer_b, "owner B's password").await;
+    let (status, token_a) = owner_a.request(Method::POST, "/api/v1/tokens", Some(json!({"name": "a"})), true).await;
+    assert_eq!(status, 200, "{token_a}");
+    let (status, listed) = owner_b.get("/api/v1/tokens").await;
+    assert_eq!((status, listed.as_array().map(Vec::len)), (200, Some(0)), "B sees none of A's tokens: {listed}");
+    let revoke_a = format!("/api/v1/tokens/{}", token_a["id"]);
+    assert_eq!(owner_b.request(Method::DELETE, &revoke_a, None, true).await.0, 404);
+    let (_, listed) = owner_a.get("/api/v1/tokens").await;
+    assert_eq!(listed[0]["id"], token_a["id"], "A's token is still there: {listed}");
+    let with_a = reqwest::Client::new()
+        .get(format!("http://{}/api/v1/units", stack.http))
+        .bearer_auth(token_a["token"].as_str().expect("secret"))
+        .send()
+        .await
+        .expect("get");
+    assert_eq!(with_a.status(), 200);
+
     // Signing out ends the session.
     let (status, _) = owner_a.request(Method::DELETE, "/api/v1/session", None, true).await;
     assert_eq!(status, 204);

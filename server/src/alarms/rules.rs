@@ -14,29 +14,9 @@ use utoipa::ToSchema;
 
 use super::expr::Expr;
 
-/// Why a rule, a derived value or a capture setting is refused: for people, naming the field.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{0}")]
-pub struct InvalidRule(pub String);
-
-impl From<String> for InvalidRule {
-    fn from(message: String) -> Self {
-        Self(message)
-    }
-}
-
-impl From<&str> for InvalidRule {
-    fn from(message: &str) -> Self {
-        Self(message.to_owned())
-    }
-}
-
-impl std::ops::Deref for InvalidRule {
-    type Target = str;
-
-    fn deref(&self) -> &str {
-        &self.0
-    }
+message_error! {
+    /// Why a rule, a derived value or a capture setting is refused: for people, naming the field.
+    pub struct InvalidRule;
 }
 
 /// One rule.

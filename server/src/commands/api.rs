@@ -15,7 +15,7 @@ use utoipa_axum::{router::OpenApiRouter, routes};
 use super::{CommandStatus, TIME_TO_LIVE, Target, checked};
 use crate::{
     gateway_link::ToGateway,
-    http::{Allowed, ApiError, AppState, ErrorBody, Operate, Read, limit},
+    http::{Allowed, ApiError, AppState, ErrorBody, Operate, Read, limit, require_unit},
     secrets::random_hex,
 };
 
@@ -122,7 +122,7 @@ pub(crate) async fn send(
     sqlx::query(
         "insert into commands (id, unit_id, point_id, gateway_id, value, previous_value, requested_by, user_id,
                                expires_at, status, message, finished_at)
-         values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, case when $10 = 'sent' then null else now() end)",
+         values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, case when $12 then now() end)",
     )
     .bind(&id)
     .bind(unit_id)
@@ -135,6 +135,8 @@ pub(crate) async fn send(
     .bind(expires_at)
     .bind(if refused.is_some() { CommandStatus::Refused } else { CommandStatus::Sent }.as_str())
     .bind(refused.as_ref().map_or("", |refusal| refusal.0.as_str()))
+    // A refusal is its own result: finished when recorded.
+    .bind(refused.is_some())
     .execute(&mut *tx)
     .await?;
     tx.commit().await?;
@@ -214,11 +216,7 @@ pub(crate) async fn list(
 ) -> Result<Json<Vec<CommandRecord>>, ApiError> {
     let limit = limit(query.limit, 50, 500)?;
     let mut tx = viewer.begin().await?;
-    sqlx::query("select 1 from units where id = $1")
-        .bind(unit_id)
-        .fetch_optional(&mut *tx)
-        .await?
-        .ok_or(ApiError::NotFound)?;
+    require_unit(&mut tx, unit_id).await?;
     let records = sqlx::query_as(sqlx::AssertSqlSafe(format!(
         "{RECORD} where c.unit_id = $1 order by c.requested_at desc, c.id limit $2"
     )))

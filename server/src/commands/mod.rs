@@ -20,29 +20,9 @@ use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-/// Why the server refuses a command before sending it, for the person who asked.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{0}")]
-pub struct Refusal(pub String);
-
-impl From<String> for Refusal {
-    fn from(message: String) -> Self {
-        Self(message)
-    }
-}
-
-impl From<&str> for Refusal {
-    fn from(message: &str) -> Self {
-        Self(message.to_owned())
-    }
-}
-
-impl std::ops::Deref for Refusal {
-    type Target = str;
-
-    fn deref(&self) -> &str {
-        &self.0
-    }
+message_error! {
+    /// Why the server refuses a command before sending it, for the person who asked.
+    pub struct Refusal;
 }
 
 text_enum! {
@@ -138,13 +118,15 @@ pub async fn record_result(pool: &PgPool, gateway: &GatewayId, result: &CommandR
     let read_back = result.read_back.filter(|v| v.is_finite());
     let updated = sqlx::query(
         "update commands set status = $3, message = $4, read_back = $5, finished_at = now()
-         where id = $1 and gateway_id = $2 and status in ('sent', 'unanswered')",
+         where id = $1 and gateway_id = $2 and status in ($6, $7)",
     )
     .bind(&result.id)
     .bind(gateway.as_str())
     .bind(status.as_str())
     .bind(result.message.replace('\0', ""))
     .bind(read_back)
+    .bind(CommandStatus::Sent.as_str())
+    .bind(CommandStatus::Unanswered.as_str())
     .execute(pool)
     .await?;
     if updated.rows_affected() > 0 {
@@ -170,11 +152,14 @@ pub async fn run_sweeper(pool: PgPool, shutdown: CancellationToken) {
             _ = ticks.tick() => {}
         }
         let swept = sqlx::query(
-            "update commands set status = 'unanswered', finished_at = now(),
+            // `status = 'sent'` is a literal so the planner can use the partial index
+            // `commands_waiting` (a parameter would hide the predicate from a generic plan).
+            "update commands set status = $2, finished_at = now(),
                  message = 'no result from the gateway: it may or may not have written the value; check the reading'
              where status = 'sent' and expires_at < now() - make_interval(secs => $1)",
         )
         .bind(ANSWER_GRACE.as_secs_f64())
+        .bind(CommandStatus::Unanswered.as_str())
         .execute(&pool)
         .await;
         match swept {

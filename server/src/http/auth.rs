@@ -96,7 +96,7 @@ where
 /// webhooks, signed links, signing in and taking up an invitation. Only routes on
 /// [`SystemState`] can take it: a handler of the API router that names it does not compile.
 ///
-/// ```compile_fail
+/// ```compile_fail,E0277
 /// use chillcloud_server::http::{AppState, System};
 /// async fn handler(_: System) {}
 /// let _: axum::Router<AppState> = axum::Router::new().route("/", axum::routing::get(handler));

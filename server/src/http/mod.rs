@@ -119,9 +119,18 @@ pub fn limit(given: Option<i64>, default: i64, max: i64) -> Result<i64, ApiError
     if (1..=max).contains(&limit) { Ok(limit) } else { Err(ApiError::BadRequest(format!("limit must be 1 to {max}"))) }
 }
 
-/// `Ok` when the transaction sees the site (gateway), else 404.
+/// `Ok` when the transaction sees the site (gateway), else 404 (also for an id no gateway can
+/// have, which never reaches the database).
 pub async fn require_site(db: &mut sqlx::PgConnection, gateway: &str) -> Result<(), ApiError> {
+    chillcloud_proto::GatewayId::new(gateway).map_err(|_| ApiError::NotFound)?;
     let seen: bool =
         sqlx::query_scalar("select exists (select 1 from gateways where id = $1)").bind(gateway).fetch_one(db).await?;
+    if seen { Ok(()) } else { Err(ApiError::NotFound) }
+}
+
+/// `Ok` when the transaction sees the unit, else 404.
+pub async fn require_unit(db: &mut sqlx::PgConnection, unit_id: i64) -> Result<(), ApiError> {
+    let seen: bool =
+        sqlx::query_scalar("select exists (select 1 from units where id = $1)").bind(unit_id).fetch_one(db).await?;
     if seen { Ok(()) } else { Err(ApiError::NotFound) }
 }

@@ -107,7 +107,6 @@ pub(crate) async fn add_person(
     viewer: Allowed<ManagePaging>,
     Json(person): Json<Person>,
 ) -> Result<Json<Person>, ApiError> {
-    let mut tx = viewer.begin().await?;
     if let Some(phone) = &person.phone {
         let digits = phone.strip_prefix('+').unwrap_or_default();
         if !(8..=15).contains(&digits.len()) || !digits.bytes().all(|b| b.is_ascii_digit()) {
@@ -123,6 +122,7 @@ pub(crate) async fn add_person(
     if person.name.trim().is_empty() {
         return Err(ApiError::BadRequest("name is required".into()));
     }
+    let mut tx = viewer.begin().await?;
     let id: i64 =
         sqlx::query_scalar("insert into people (name, phone, email, language) values ($1, $2, $3, $4) returning id")
             .bind(&person.name)
@@ -317,10 +317,10 @@ pub(crate) async fn add_rotation(
     viewer: Allowed<ManagePaging>,
     Json(rotation): Json<Rotation>,
 ) -> Result<Json<Rotation>, ApiError> {
-    let mut tx = viewer.begin().await?;
     if ![1, 7].contains(&rotation.period_days) || rotation.members.is_empty() {
         return Err(ApiError::BadRequest("period_days is 1 or 7, with at least one member".into()));
     }
+    let mut tx = viewer.begin().await?;
     let id: i64 = sqlx::query_scalar(
         "insert into rotations (name, period_days, starts_at, members)
          select $1, $2, $3, $4 where (select count(*) from people where id = any($4)) = cardinality($4)
@@ -370,10 +370,10 @@ pub(crate) async fn add_override(
     Path(rotation): Path<i64>,
     Json(cover): Json<Override>,
 ) -> Result<Json<Override>, ApiError> {
-    let mut tx = viewer.begin().await?;
     if cover.ends_at <= cover.starts_at {
         return Err(ApiError::BadRequest("ends_at must be after starts_at".into()));
     }
+    let mut tx = viewer.begin().await?;
     sqlx::query("insert into rotation_overrides (rotation_id, person_id, starts_at, ends_at) values ($1, $2, $3, $4)")
         .bind(rotation)
         .bind(cover.person_id)
@@ -443,8 +443,8 @@ pub(crate) async fn list_outbox(
     viewer: Allowed<ReadPaging>,
     Query(query): Query<OutboxQuery>,
 ) -> Result<Json<Vec<OutboxMessage>>, ApiError> {
-    let mut tx = viewer.begin().await?;
     let limit = limit(query.limit, 100, 1000)?;
+    let mut tx = viewer.begin().await?;
     Ok(Json(
         sqlx::query_as(
             "select id, alarm_id, person_id, body, status, merged_into, attempts, provider, last_error, created_at, sent_at

@@ -54,29 +54,9 @@ pub struct PagingFile {
     pub email: Option<email::EmailConfig>,
 }
 
-/// Why the paging configuration (`--paging-config`) cannot be used, naming the setting.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{0}")]
-pub struct InvalidPagingConfig(pub String);
-
-impl From<String> for InvalidPagingConfig {
-    fn from(message: String) -> Self {
-        Self(message)
-    }
-}
-
-impl From<&str> for InvalidPagingConfig {
-    fn from(message: &str) -> Self {
-        Self(message.to_owned())
-    }
-}
-
-impl std::ops::Deref for InvalidPagingConfig {
-    type Target = str;
-
-    fn deref(&self) -> &str {
-        &self.0
-    }
+message_error! {
+    /// Why the paging configuration (`--paging-config`) cannot be used, naming the setting.
+    pub struct InvalidPagingConfig;
 }
 
 /// Paging as the server runs it.

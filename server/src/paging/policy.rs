@@ -9,29 +9,9 @@
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-/// Why an escalation policy is refused, for people.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{0}")]
-pub struct InvalidPolicy(pub String);
-
-impl From<String> for InvalidPolicy {
-    fn from(message: String) -> Self {
-        Self(message)
-    }
-}
-
-impl From<&str> for InvalidPolicy {
-    fn from(message: &str) -> Self {
-        Self(message.to_owned())
-    }
-}
-
-impl std::ops::Deref for InvalidPolicy {
-    type Target = str;
-
-    fn deref(&self) -> &str {
-        &self.0
-    }
+message_error! {
+    /// Why an escalation policy is refused, for people.
+    pub struct InvalidPolicy;
 }
 
 /// Milliseconds since the Unix epoch.

@@ -15,7 +15,7 @@ use utoipa_axum::{router::OpenApiRouter, routes};
 use super::{DAYS_SHOWN, KEY_POINTS, SHOWN, sparkline};
 use crate::{
     history::{self, Bucket, Rows},
-    http::{Allowed, ApiError, AppState, ErrorBody, Share, System, SystemState},
+    http::{Allowed, ApiError, AppState, ErrorBody, Share, System, SystemState, require_unit},
     secrets::{digest, escape_html, random_secret},
 };
 
@@ -169,13 +169,6 @@ pub(crate) async fn revoke(viewer: Allowed<Share>, Path(share_id): Path<i64>) ->
     if revoked == 0 { Err(ApiError::NotFound) } else { Ok(StatusCode::NO_CONTENT) }
 }
 
-/// `Ok` when the viewer's transaction sees the unit, else 404.
-async fn require_unit(db: &mut sqlx::PgConnection, unit_id: i64) -> Result<(), ApiError> {
-    let visible: bool =
-        sqlx::query_scalar("select exists (select 1 from units where id = $1)").bind(unit_id).fetch_one(db).await?;
-    if visible { Ok(()) } else { Err(ApiError::NotFound) }
-}
-
 fn html(status: StatusCode, title: &str, body: &str) -> Response {
     let page = format!(
         r#"<!doctype html><html><head><meta charset="utf-8"><meta name="viewport" content="width=device-width,initial-scale=1"><meta name="robots" content="noindex"><meta name="referrer" content="no-referrer"><title>{}</title><style>body{{font:16px system-ui;margin:1em auto;max-width:40em;padding:0 1em;color:#102030}}h1{{font-size:1.4em}}section{{border:1px solid #d0d8e0;border-radius:.6em;padding:.6em .8em;margin:.8em 0}}h2{{font-size:1em;margin:.2em 0}}.sub{{color:#506070}}svg{{width:100%;height:5em}}polyline{{fill:none;stroke:#0b57a4;stroke-width:1.5}}</style></head><body>{body}</body></html>"#,
@@ -219,7 +212,7 @@ async fn record(state: &AppState, system: &System, secret: &str) -> sqlx::Result
     .fetch_optional(&system.db)
     .await?;
     let Some((unit_id, label, expires_at, profile, model)) = link else { return Ok(None) };
-    // A valid link's page reads a month of history: such pages take turns in the history lane,
+    // A valid link's page reads a week of hourly history: such pages take turns in the history lane,
     // as one customer (anyone holding a link may ask; made-up links never get this far).
     let Ok(_place) = state.history_lane.enter("share links", &state.metrics).await else {
         let busy = "<p>Try again in a moment. 请稍后再试。</p>";

@@ -327,18 +327,17 @@ pub(crate) async fn act(
                 .await?;
             ("", Some(json!({"triage": triage, "parts": parts})))
         }
-        TicketAction::Respond => (
-            "update tickets set status = 'responded', responded_at = coalesce(responded_at, now()) where id = $1",
-            None,
-        ),
+        TicketAction::Respond => {
+            ("update tickets set status = $2, responded_at = coalesce(responded_at, now()) where id = $1", None)
+        }
         TicketAction::OnSite => (
-            "update tickets set status = 'on_site', on_site_at = coalesce(on_site_at, now()),
+            "update tickets set status = $2, on_site_at = coalesce(on_site_at, now()),
                  responded_at = coalesce(responded_at, now()) where id = $1",
             None,
         ),
         TicketAction::Note => ("", body.data.clone()),
         TicketAction::Resolve => (
-            "update tickets set status = 'resolved', resolved_at = coalesce(resolved_at, now()),
+            "update tickets set status = $2, resolved_at = coalesce(resolved_at, now()),
                  responded_at = coalesce(responded_at, now()) where id = $1",
             None,
         ),
@@ -346,11 +345,11 @@ pub(crate) async fn act(
             if current.resolved_at.is_none() {
                 return Err(ApiError::Conflict("resolve the ticket before closing it".into()));
             }
-            ("update tickets set status = 'closed', closed_at = now() where id = $1", None)
+            ("update tickets set status = $2, closed_at = now() where id = $1", None)
         }
     };
-    if !sql.is_empty() {
-        sqlx::query(sql).bind(id).execute(&mut *tx).await?;
+    if let Some(status) = action.status() {
+        sqlx::query(sql).bind(id).bind(status.as_str()).execute(&mut *tx).await?;
     }
     event(&mut *tx, id, action.event(), &viewer.actor(), &body.comment, data).await?;
     if action == TicketAction::Close {
@@ -407,7 +406,7 @@ pub struct TicketMetrics {
     params(MetricsQuery),
     responses(
         (status = 200, description = "One row per site or engineer", body = Vec<TicketMetrics>),
-        (status = 400, description = "An unknown grouping, or a malformed parameter", body = ErrorBody),
+        (status = 400, description = "An unknown grouping, a period over 366 days, or a malformed parameter", body = ErrorBody),
         (status = 403, description = "The viewer's role may not read metrics", body = ErrorBody),
     )
 )]
@@ -420,6 +419,9 @@ pub(crate) async fn metrics(
         Some(from) => from,
         None => to.checked_sub_signed(Duration::days(30)).ok_or(ApiError::BadRequest("`to` is out of range".into()))?,
     };
+    if to - from > Duration::days(366) {
+        return Err(ApiError::BadRequest("a period of at most 366 days".into()));
+    }
     let group = match query.by.as_deref().unwrap_or("site") {
         "site" => "t.gateway_id",
         "assignee" => "coalesce(p.name, '(unassigned)')",

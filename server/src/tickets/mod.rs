@@ -53,6 +53,17 @@ text_enum! {
 }
 
 impl TicketAction {
+    /// The status it moves the ticket to, if it moves it.
+    pub fn status(self) -> Option<TicketStatus> {
+        match self {
+            Self::Respond => Some(TicketStatus::Responded),
+            Self::OnSite => Some(TicketStatus::OnSite),
+            Self::Resolve => Some(TicketStatus::Resolved),
+            Self::Close => Some(TicketStatus::Closed),
+            Self::Assign | Self::Triage | Self::Note => None,
+        }
+    }
+
     /// The event recorded when it is done.
     pub fn event(self) -> &'static str {
         match self {

@@ -1,5 +1,6 @@
-//! Statuses and kinds kept as text in the database and in JSON: one enum each, whose names are
-//! written once, here in its declaration.
+//! The server's two declarative shapes: statuses and kinds kept as text in the database and in
+//! JSON (`text_enum!`: one enum each, its names written once, in its declaration), and errors
+//! that are a message for people (`message_error!`).
 
 /// A name that is not one of its enum's.
 #[derive(Debug, thiserror::Error)]
@@ -31,12 +32,12 @@ macro_rules! text_enum {
         }
 
         impl TryFrom<String> for $name {
-            type Error = $crate::text_enum::UnknownName;
+            type Error = $crate::macros::UnknownName;
 
             fn try_from(name: String) -> Result<Self, Self::Error> {
                 match name.as_str() {
                     $($text => Ok(Self::$variant),)*
-                    _ => Err($crate::text_enum::UnknownName { kind: stringify!($name), name }),
+                    _ => Err($crate::macros::UnknownName { kind: stringify!($name), name }),
                 }
             }
         }
@@ -44,6 +45,37 @@ macro_rules! text_enum {
         impl std::fmt::Display for $name {
             fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
                 f.write_str(self.as_str())
+            }
+        }
+    };
+}
+
+/// Declares an error that is a message for people (why a rule or a command is refused), built
+/// from a `String` or `&str`, read as a `str`.
+macro_rules! message_error {
+    ($(#[$meta:meta])* pub struct $name:ident;) => {
+        $(#[$meta])*
+        #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+        #[error("{0}")]
+        pub struct $name(pub String);
+
+        impl From<String> for $name {
+            fn from(message: String) -> Self {
+                Self(message)
+            }
+        }
+
+        impl From<&str> for $name {
+            fn from(message: &str) -> Self {
+                Self(message.to_owned())
+            }
+        }
+
+        impl std::ops::Deref for $name {
+            type Target = str;
+
+            fn deref(&self) -> &str {
+                &self.0
             }
         }
     };
