@@ -187,3 +187,21 @@ async fn mqtt_login_accepted(port: u16, credentials: Option<(&str, &str)>) -> bo
     }
     command.output().await.expect("run mosquitto_pub").status.success()
 }
+
+/// The embedded broker is ready only when its own process says it is running: a port that
+/// answers may belong to another broker, and a process that lost the race for the address must
+/// fail to start rather than let its clients talk to the other one (the cause of the
+/// intermittent R3 failure was the same mistake with the server's HTTP port).
+#[tokio::test(flavor = "multi_thread")]
+async fn an_embedded_broker_whose_address_is_taken_fails_to_start() {
+    let holder = chillcloud_tests::harness::TestMosquitto::start(&[]).await;
+    let dir = shared_temp_dir();
+    let started = chillcloud_server::embedded::broker::EmbeddedBroker::start(
+        &dir.path().join("mosquitto"),
+        holder.address(),
+        &[],
+    )
+    .await;
+    let error = started.expect_err("a second broker on a taken address does not start");
+    assert!(error.to_string().contains("Address already in use"), "{error}");
+}

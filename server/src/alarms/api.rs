@@ -55,8 +55,9 @@ pub struct AlarmSummary {
     pub title_zh: String,
     /// Cause and key values.
     pub message: String,
-    /// `active`, `acknowledged` (active), `cleared` (not acknowledged) or `closed`.
-    pub state: String,
+    /// Where it is.
+    #[sqlx(try_from = "String")]
+    pub state: AlarmState,
     /// When the episode began.
     pub raised_at: DateTime<Utc>,
     /// When it was last raised.
@@ -366,6 +367,20 @@ pub struct RulesView {
     /// The overrides set here and at the site: `[unit id or null, rule, patch]`.
     #[schema(value_type = Vec<Vec<Value>>)]
     pub overrides: Vec<(Option<i64>, String, Json_)>,
+}
+
+text_enum! {
+    /// Where an alarm is, as listed.
+    pub enum AlarmState {
+        /// Its condition holds and nobody has acknowledged it.
+        Active = "active",
+        /// Its condition holds; someone has acknowledged it.
+        Acknowledged = "acknowledged",
+        /// Its condition is gone; nobody has acknowledged it yet.
+        Cleared = "cleared",
+        /// Over: cleared and acknowledged.
+        Closed = "closed",
+    }
 }
 
 impl From<rules::InvalidRule> for ApiError {

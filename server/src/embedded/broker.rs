@@ -92,7 +92,8 @@ impl EmbeddedBroker {
                  log_dest stderr\n\
                  log_type error\n\
                  log_type warning\n\
-                 log_type notice\n",
+                 log_type notice\n\
+                 log_type information\n",
                 passwd = passwd.display(),
                 acl = acl.display(),
                 port = address.port(),
@@ -117,14 +118,18 @@ impl EmbeddedBroker {
         Ok(broker)
     }
 
+    /// Ready once this process says it is running (it opened its listener) and its port answers.
+    /// A port that answers is not enough: another broker may hold the address, and this one
+    /// then exits with "Address already in use" while the other answers in its place.
     async fn wait_ready(&mut self) -> Result<(), EmbeddedError> {
         let deadline = Instant::now() + READY_TIMEOUT;
         while Instant::now() < deadline {
+            let log = std::fs::read_to_string(self.dir.join("mosquitto.log")).unwrap_or_default();
             if let Ok(Some(status)) = self.child.try_wait() {
-                let log = std::fs::read_to_string(self.dir.join("mosquitto.log")).unwrap_or_default();
                 return Err(EmbeddedError::Command { command: "mosquitto".into(), detail: format!("{status}: {log}") });
             }
-            if tokio::net::TcpStream::connect(self.address).await.is_ok() {
+            let running = log.lines().any(|line| line.contains("mosquitto version") && line.ends_with(" running"));
+            if running && tokio::net::TcpStream::connect(self.address).await.is_ok() {
                 return Ok(());
             }
             tokio::time::sleep(Duration::from_millis(50)).await;

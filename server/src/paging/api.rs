@@ -400,8 +400,9 @@ pub struct OutboxMessage {
     pub person_id: Option<i64>,
     /// Text.
     pub body: String,
-    /// pending, sending, sent, failed or merged (into a digest).
-    pub status: String,
+    /// Where it is.
+    #[sqlx(try_from = "String")]
+    pub status: super::outbox::OutboxStatus,
     /// The digest that carried it.
     pub merged_into: Option<i64>,
     /// Attempts so far.

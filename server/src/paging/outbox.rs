@@ -25,6 +25,25 @@ use super::{
     providers::{AfterTimeout, Kind, Outgoing, Provider, SendError},
 };
 
+text_enum! {
+    /// Where a message is. The SQL of the outbox names these in literals where a partial index
+    /// depends on them (`outbox_due`, `outbox_by_person`, `outbox_by_address`).
+    pub enum OutboxStatus {
+        /// Waiting for its turn (or its retry).
+        Pending = "pending",
+        /// A sender holds it.
+        Sending = "sending",
+        /// A provider took it.
+        Sent = "sent",
+        /// Every provider refused it, or its attempts ran out.
+        Failed = "failed",
+        /// Sent inside a digest with others to the same person.
+        Merged = "merged",
+        /// Not needed any more (its alarm was acknowledged first).
+        Cancelled = "cancelled",
+    }
+}
+
 /// Per-recipient limits.
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {
