@@ -5,6 +5,7 @@ pub mod backoff;
 pub mod boost;
 pub mod command;
 pub mod config;
+pub mod device;
 pub mod durable;
 pub mod modbus;
 pub mod points;
@@ -118,7 +119,7 @@ pub async fn run(config: Config, status: &StatusBoard, shutdown: CancellationTok
         // A few commands may wait for a device; more are refused as busy.
         let (command_tx, command_rx) = mpsc::channel(4);
         device_commands.push(command_tx);
-        tasks.spawn(poll::run_device(
+        tasks.spawn(device::run_device(
             poller,
             stagger,
             boost_rx,

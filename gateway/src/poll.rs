@@ -1,21 +1,17 @@
 //! Polling one device over its link ([`crate::transport`]): the read plan and turning registers
-//! into timestamped samples, faster and with every point sent while a [`Boost`] is in force;
-//! and running a device's poller, with commands executed between polls.
+//! into timestamped samples, faster and with every point sent while a [`Boost`] is in force. For
+//! commands it offers reading fresh, writing and reading back; running a device (polls, boosts
+//! and commands between them) is [`crate::device`].
 
 use std::{collections::BTreeMap, sync::Arc, time::Duration};
 
-use chillcloud_proto::{Command, CommandResult, Quality};
-use tokio::{
-    sync::{mpsc, watch},
-    time::Instant,
-};
-use tokio_util::sync::CancellationToken;
+use chillcloud_proto::Quality;
+use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
 use crate::{
     backoff::Backoff,
     boost::Boost,
-    command::Write,
     config::DeviceConfig,
     modbus::{Payload, ReadBlock, Span, decode_string, plan_reads},
     now_ms,
@@ -46,7 +42,7 @@ pub struct DevicePoller {
     schedule: Vec<(Duration, Option<Instant>)>,
     link: Link,
     /// Polls in a row that found the device unreachable, for polling it less often.
-    backoff: Backoff,
+    pub(crate) backoff: Backoff,
     /// What was last sent for each point: report by exception compares against it.
     last_sent: Vec<Option<(Option<f64>, Quality)>>,
     /// When the next poll sends every point whatever its change.
@@ -239,7 +235,7 @@ impl DevicePoller {
     }
 
     /// The time between polls at `now`: the boost's while one is in force.
-    fn interval(&self, now: Instant) -> Duration {
+    pub(crate) fn interval(&self, now: Instant) -> Duration {
         match self.boost {
             Some(boost) if now < boost.until => boost.interval.min(self.device.poll_interval),
             _ => self.device.poll_interval,
@@ -421,12 +417,6 @@ impl DevicePoller {
         Ok(values)
     }
 
-    /// Executes an admitted command on this device, between polls (see
-    /// [`crate::command::execute`]).
-    pub async fn execute(&mut self, command: &Command, write: &Write) -> CommandResult {
-        crate::command::execute(self, command, write).await
-    }
-
     /// Writes `payload` to point `i`, once.
     pub(crate) async fn write(&mut self, i: usize, payload: &Payload) -> Result<(), RequestError> {
         self.link.write(&self.device, &self.device.points[i], payload).await
@@ -462,63 +452,6 @@ fn value_in(point: &PointConfig, start: u16, words: &[u16]) -> f64 {
 /// Where `point` lives, as the read planner sees it.
 fn span_of(point: &PointConfig) -> Span {
     Span { kind: point.kind, address: point.address, width: point.width }
-}
-
-/// Longest wait between polls of a device that does not answer.
-const MAX_BACKOFF: Duration = Duration::from_secs(60);
-
-/// Polls a device every `interval` until `shutdown`, sending each poll's samples to `out`.
-///
-/// `stagger` delays the first poll so that devices sharing a gateway are not all hit at once.
-/// A device that does not answer is polled less and less often (doubling, up to a minute), so
-/// its timeouts do not hold up the other devices on its line. A boost from `boosts` is polled
-/// for at once, since the moments right after a fault are the ones it is for. Commands from
-/// `commands` are executed between polls (so they share the connection or the line), their
-/// results go to `results`, and a poll follows at once so the new value is sent.
-pub async fn run_device(
-    mut poller: DevicePoller,
-    stagger: Duration,
-    mut boosts: watch::Receiver<Option<Boost>>,
-    mut commands: mpsc::Receiver<(Command, Write)>,
-    out: mpsc::Sender<Vec<Sample>>,
-    results: mpsc::Sender<CommandResult>,
-    shutdown: CancellationToken,
-) {
-    let mut next = Instant::now() + stagger;
-    let mut boosts_open = true;
-    loop {
-        tokio::select! {
-            // A stop goes first: no command starts once it has begun.
-            biased;
-            () = shutdown.cancelled() => return,
-            changed = boosts.changed(), if boosts_open => {
-                if changed.is_err() {
-                    // No more boosts can come; the one in force runs its course.
-                    boosts_open = false;
-                    continue;
-                }
-                poller.set_boost(*boosts.borrow_and_update());
-                next = Instant::now();
-            }
-            Some((command, write)) = commands.recv() => {
-                let result = poller.execute(&command, &write).await;
-                if results.send(result).await.is_err() {
-                    return;
-                }
-                next = Instant::now();
-            }
-            () = tokio::time::sleep_until(next) => {
-                let samples = poller.poll().await;
-                if !samples.is_empty() && out.send(samples).await.is_err() {
-                    return;
-                }
-                let interval = poller.interval(Instant::now());
-                let wait = poller.backoff.delay(interval, MAX_BACKOFF.max(interval));
-                // A poll that ran late is followed by one poll at once, not a burst of catch-ups.
-                next = (next + wait).max(Instant::now() + if poller.backoff.is_failing() { wait / 2 } else { Duration::ZERO });
-            }
-        }
-    }
 }
 
 #[cfg(test)]

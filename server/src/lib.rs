@@ -5,6 +5,7 @@
 pub mod macros;
 
 pub mod accounts;
+pub mod after_sales;
 pub mod alarms;
 pub mod commands;
 pub mod embedded;
@@ -411,7 +412,7 @@ pub async fn serve(settings: ServeSettings, listener: TcpListener, shutdown: Can
         shutdown.clone(),
     ));
     let paging_task =
-        tokio::spawn(paging::run(database.pool.clone(), paging.clone(), alarms.clone(), shutdown.clone()));
+        tokio::spawn(after_sales::run(database.pool.clone(), paging.clone(), alarms.clone(), shutdown.clone()));
     let sweeper = tokio::spawn(commands::run_sweeper(database.pool.clone(), shutdown.clone()));
     let watchdog =
         tokio::spawn(watchdog::run(database.pool.clone(), paging.clone(), metrics.clone(), shutdown.clone()));

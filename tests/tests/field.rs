@@ -219,7 +219,7 @@ async fn field_without_local_mode_on_a_device_allows_remote_writes() {
         expires_at_ms: chrono::Utc::now().timestamp_millis() + 30_000,
         requester: "field-test".into(),
     };
-    let result = poller.execute(&order, &write).await;
+    let result = chillcloud_gateway::command::execute(&mut poller, &order, &write).await;
     assert_eq!(result.status, CommandStatus::Done as i32, "{result:?}");
     assert_eq!(result.read_back, Some(8.0));
 }

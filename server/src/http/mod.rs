@@ -54,7 +54,7 @@ pub struct AppState {
     /// Live streams: 1,000 at once, 100 per customer.
     pub live_lane: Arc<Lane>,
     /// SMS replies quoting codes nobody was sent, per number.
-    pub wrong_codes: Arc<crate::paging::api::WrongCodes>,
+    pub wrong_codes: Arc<crate::paging::WrongCodes>,
 }
 
 /// The state of routes that act for the system: the API's state and the owner's pool.

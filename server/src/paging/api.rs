@@ -564,36 +564,6 @@ fn reply_token_ok(state: &AppState, kind: &str, token: &str) -> bool {
 /// Replies handled from one push: Aliyun batches far fewer.
 const MAX_REPLIES_PER_PUSH: usize = 100;
 
-/// Replies with a code nobody was sent, per phone number, before that number's replies are
-/// refused unread for the rest of 15 minutes: a code (5 of 32 characters) cannot be guessed.
-const MAX_WRONG_CODES: usize = 5;
-
-/// Wrong codes by phone number, in a sliding window; at most 10,000 numbers (the oldest go).
-#[derive(Debug, Default)]
-pub struct WrongCodes(std::sync::Mutex<std::collections::HashMap<String, Vec<std::time::Instant>>>);
-
-impl WrongCodes {
-    const WINDOW: std::time::Duration = std::time::Duration::from_secs(15 * 60);
-
-    fn blocked(&self, number: &str) -> bool {
-        let mut numbers = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        let Some(times) = numbers.get_mut(number) else { return false };
-        times.retain(|t| t.elapsed() < Self::WINDOW);
-        times.len() >= MAX_WRONG_CODES
-    }
-
-    fn wrong(&self, number: &str) {
-        let mut numbers = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        if numbers.len() >= 10_000 && !numbers.contains_key(number) {
-            numbers.retain(|_, times| times.iter().any(|t| t.elapsed() < Self::WINDOW));
-            if numbers.len() >= 10_000 {
-                numbers.clear();
-            }
-        }
-        numbers.entry(number.to_owned()).or_default().push(std::time::Instant::now());
-    }
-}
-
 /// Aliyun's SmsUp push (HTTP batch push of replies): a JSON array of
 /// `{"phone_number", "content", "send_time", "sign_name", "dest_code", "sequence_id"}`. Aliyun
 /// does not sign it, so the URL carries a secret. Answered `{"code": 0, "msg": "成功"}`.

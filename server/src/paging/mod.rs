@@ -21,10 +21,8 @@ use serde::Deserialize;
 use serde_json::json;
 use sqlx::PgPool;
 use tokio::sync::Notify;
-use tokio_util::sync::CancellationToken;
-use tracing::{debug, info, warn};
+use tracing::{debug, info};
 
-use crate::alarms::Alarms;
 use policy::{Audience, Policies, Policy};
 use providers::{Provider, ProviderConfig};
 
@@ -57,6 +55,38 @@ pub struct PagingFile {
 message_error! {
     /// Why the paging configuration (`--paging-config`) cannot be used, naming the setting.
     pub struct InvalidPagingConfig;
+}
+
+/// Replies with a code nobody was sent, per phone number, before that number's replies are
+/// refused unread for the rest of 15 minutes: a code (5 of 32 characters) cannot be guessed.
+const MAX_WRONG_CODES: usize = 5;
+
+/// Wrong codes by phone number, in a sliding window; at most 10,000 numbers (the oldest go).
+#[derive(Debug, Default)]
+pub struct WrongCodes(std::sync::Mutex<std::collections::HashMap<String, Vec<std::time::Instant>>>);
+
+impl WrongCodes {
+    const WINDOW: std::time::Duration = std::time::Duration::from_secs(15 * 60);
+
+    /// Whether `number` has sent too many wrong codes lately.
+    pub fn blocked(&self, number: &str) -> bool {
+        let mut numbers = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(times) = numbers.get_mut(number) else { return false };
+        times.retain(|t| t.elapsed() < Self::WINDOW);
+        times.len() >= MAX_WRONG_CODES
+    }
+
+    /// Counts a wrong code from `number`.
+    pub fn wrong(&self, number: &str) {
+        let mut numbers = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if numbers.len() >= 10_000 && !numbers.contains_key(number) {
+            numbers.retain(|_, times| times.iter().any(|t| t.elapsed() < Self::WINDOW));
+            if numbers.len() >= 10_000 {
+                numbers.clear();
+            }
+        }
+        numbers.entry(number.to_owned()).or_default().push(std::time::Instant::now());
+    }
 }
 
 /// Paging as the server runs it.
@@ -140,44 +170,30 @@ impl Paging {
     }
 }
 
-/// Runs paging until `shutdown`: the event reader and escalation here, the outbox beside.
-pub async fn run(pool: PgPool, paging: Paging, alarms: Alarms, shutdown: CancellationToken) {
-    let client = reqwest::Client::builder().timeout(paging.limits.send_timeout).build().unwrap_or_default();
-    let sender = tokio::spawn(outbox::run(
-        pool.clone(),
-        paging.providers.clone(),
-        paging.email.clone(),
-        client,
-        paging.limits,
-        paging.wake.clone(),
-        shutdown.clone(),
-    ));
-    let mut events = alarms.subscribe();
-    loop {
-        if let Err(error) = step(&pool, &paging).await {
-            warn!(%error, "paging step failed; will retry");
-        }
-        tokio::select! {
-            () = shutdown.cancelled() => break,
-            _ = events.recv() => {}
-            () = tokio::time::sleep(Duration::from_millis(500)) => {}
-        }
-    }
-    let _ = sender.await;
-}
-
-/// Reads new alarm events, then escalates what is due and checks ticket clocks.
-async fn step(pool: &PgPool, paging: &Paging) -> sqlx::Result<()> {
-    read_events(pool, paging).await?;
-    if escalate(pool, paging).await? + crate::tickets::check_breaches(pool).await? > 0 {
-        paging.wake.notify_one();
-    }
-    Ok(())
-}
-
 /// Opens, resumes or stops incidents from the alarm events after the cursor, and opens the
 /// tickets of new alarms of the grades that get one.
-async fn read_events(pool: &PgPool, paging: &Paging) -> sqlx::Result<()> {
+/// Alarm events read in the cursor's transaction, not yet committed: the caller opens the tickets
+/// they ask for in the same transaction, then commits ([`EventsRead::commit`]), so a failure reads
+/// the events again and nothing is done twice.
+pub struct EventsRead {
+    /// The cursor's transaction, holding the incidents opened and stopped.
+    pub tx: sqlx::Transaction<'static, sqlx::Postgres>,
+    /// Alarms announced (or regraded) into the grades that open a ticket by themselves.
+    pub ticket_alarms: Vec<i64>,
+    last: i64,
+}
+
+impl EventsRead {
+    /// Moves the cursor past the events read and commits.
+    pub async fn commit(mut self) -> sqlx::Result<()> {
+        sqlx::query("update paging_cursor set last_event_id = $1").bind(self.last).execute(&mut *self.tx).await?;
+        self.tx.commit().await
+    }
+}
+
+/// Reads the alarm events after the cursor (up to 1,000): a raise opens an incident, an
+/// acknowledgement or a clear stops it. `None` when there were none.
+pub async fn read_events(pool: &PgPool, paging: &Paging) -> sqlx::Result<Option<EventsRead>> {
     let mut tx = pool.begin().await?;
     let cursor: i64 =
         sqlx::query_scalar("select last_event_id from paging_cursor for update").fetch_one(&mut *tx).await?;
@@ -188,13 +204,13 @@ async fn read_events(pool: &PgPool, paging: &Paging) -> sqlx::Result<()> {
     .bind(cursor)
     .fetch_all(&mut *tx)
     .await?;
-    let Some(last) = events.last().map(|e| e.0) else { return Ok(()) };
-    let mut new_alarms = Vec::new();
+    let Some(last) = events.last().map(|e| e.0) else { return Ok(None) };
+    let mut ticket_alarms = Vec::new();
     for (_, alarm_id, kind, notify, grade) in events {
         // Announced alarms of the grades that get one open a ticket (a muted one does not);
         // a regrade into those grades opens it then.
         if notify && (kind == "raised" || kind == "regraded") && paging.auto_open_grades.contains(&grade) {
-            new_alarms.push(alarm_id);
+            ticket_alarms.push(alarm_id);
         }
         match kind.as_str() {
             "raised" | "reraised" | "regraded" if notify => {
@@ -230,13 +246,7 @@ async fn read_events(pool: &PgPool, paging: &Paging) -> sqlx::Result<()> {
             _ => {}
         }
     }
-    // In the cursor's transaction: a failure reads the events again, and a ticket is opened once
-    // per alarm (its unique alarm_id).
-    for alarm_id in new_alarms {
-        crate::tickets::open_for_alarm(&mut tx, alarm_id, paging.ticket_clock_scale).await?;
-    }
-    sqlx::query("update paging_cursor set last_event_id = $1").bind(last).execute(&mut *tx).await?;
-    tx.commit().await
+    Ok(Some(EventsRead { tx, ticket_alarms, last }))
 }
 
 #[derive(Debug, sqlx::FromRow)]
@@ -260,7 +270,7 @@ struct Due {
 }
 
 /// Pages the due steps of incidents; returns how many messages it enqueued.
-async fn escalate(pool: &PgPool, paging: &Paging) -> sqlx::Result<usize> {
+pub async fn escalate(pool: &PgPool, paging: &Paging) -> sqlx::Result<usize> {
     let due: Vec<Due> = sqlx::query_as(
         "select i.alarm_id, i.grade, i.opened_at, i.steps_done, a.gateway_id, u.device_key,
                 coalesce(u.display_name, nullif(u.gateway_display_name, '')) as unit_name, a.title, a.title_zh,
