@@ -189,7 +189,7 @@ impl Database {
 /// Provisions a gateway: a new random broker password, stored as a hash. Returns the password,
 /// which is shown once and never stored in the clear, and the broker password-file line.
 pub async fn add_gateway(pool: &PgPool, gateway: &GatewayId) -> Result<(String, String)> {
-    let password = random_token();
+    let password = secrets::random_hex::<24>();
     let line = embedded::broker::password_line(gateway.as_str(), &password).await?;
     store::upsert_gateway(pool, gateway, &line).await?;
     // A running server with an embedded broker reloads its password file on this.
@@ -250,7 +250,7 @@ async fn api_login_password(pool: &PgPool) -> Result<String> {
     sqlx::query(
         "insert into server_secrets (name, value) values ('chillcloud_api password', $1) on conflict do nothing",
     )
-    .bind(random_token())
+    .bind(secrets::random_hex::<24>())
     .execute(pool)
     .await?;
     let password: String =
@@ -294,10 +294,6 @@ fn scram_verifier(password: &str, salt: &[u8]) -> String {
     )
 }
 
-fn random_token() -> String {
-    secrets::random_hex::<24>()
-}
-
 /// A secret: the configured one, or the one generated into `<data-dir>/<name>` (mode 0600).
 fn secret(settings: &ServeSettings, name: &str, configured: Option<&String>) -> Result<String> {
     if let Some(secret) = configured {
@@ -317,7 +313,7 @@ fn secret(settings: &ServeSettings, name: &str, configured: Option<&String>) -> 
         Err(e) => return Err(io("read")(e)),
     }
     std::fs::create_dir_all(&settings.storage.data_dir).map_err(io("create directory for"))?;
-    let secret = random_token();
+    let secret = secrets::random_hex::<24>();
     std::fs::write(&path, format!("{secret}\n")).map_err(io("write"))?;
     std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o600)).map_err(io("protect"))?;
     info!(path = %path.display(), "generated a secret");
@@ -361,7 +357,7 @@ pub async fn serve(settings: ServeSettings, listener: TcpListener, shutdown: Can
     let (broker_settings, embedded_broker) = match external_broker {
         Some(broker) => (broker, None),
         None => {
-            let password = random_token();
+            let password = secrets::random_hex::<24>();
             let server_line = embedded::broker::password_line(embedded::broker::SERVER_USERNAME, &password).await?;
             let mut lines = store::gateway_password_lines(&database.pool).await?;
             lines.push(server_line.clone());

@@ -29,8 +29,10 @@ use crate::http::{ApiError, AppState, ErrorBody, System, SystemState, authentica
 
 /// Every route of the server, on `state`.
 pub fn router(state: SystemState) -> Router {
-    split(Some(state.clone()))
-        .0
+    let (routes, built) = split(Some(state.clone()));
+    // Built with the routes: the document served is the one they were built from.
+    DOCUMENT.get_or_init(|| built);
+    routes
         .merge(crate::ui::routes())
         .layer(middleware::from_fn(json_errors))
         .layer(middleware::from_fn_with_state(state.app.clone(), security_headers))
@@ -107,9 +109,11 @@ pub struct ApiDoc;
     responses((status = 200, description = "This document", content_type = "application/json", body = Object))
 )]
 async fn openapi_json() -> Json<&'static openapi::OpenApi> {
-    static DOCUMENT: std::sync::LazyLock<openapi::OpenApi> = std::sync::LazyLock::new(document);
-    Json(&DOCUMENT)
+    Json(DOCUMENT.get_or_init(document))
 }
+
+/// The document [`router`] built, served by [`openapi_json`].
+static DOCUMENT: std::sync::OnceLock<openapi::OpenApi> = std::sync::OnceLock::new();
 
 /// The two ways to present credentials.
 struct Security;

@@ -134,7 +134,7 @@ pub(crate) async fn send(
     .bind(viewer.user_id)
     .bind(expires_at)
     .bind(if refused.is_some() { CommandStatus::Refused } else { CommandStatus::Sent }.as_str())
-    .bind(refused.as_ref().map_or("", |refusal| refusal.0.as_str()))
+    .bind(refused.as_deref().unwrap_or(""))
     // A refusal is its own result: finished when recorded.
     .bind(refused.is_some())
     .execute(&mut *tx)

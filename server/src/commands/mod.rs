@@ -44,15 +44,10 @@ text_enum! {
 }
 
 impl CommandStatus {
-    /// The outcome a gateway reported.
+    /// The outcome a gateway reported, by the wire format's own reading of it
+    /// ([`CommandResult::outcome`]).
     pub fn of(result: &CommandResult) -> Self {
-        use chillcloud_proto::CommandStatus as Reported;
-        match Reported::try_from(result.status) {
-            Ok(Reported::Done) => Self::Done,
-            Ok(Reported::Refused) => Self::Refused,
-            Ok(Reported::Expired) => Self::Expired,
-            Ok(Reported::Failed | Reported::Unknown) | Err(_) => Self::Failed,
-        }
+        Self::try_from(result.outcome().to_owned()).unwrap_or(Self::Failed)
     }
 }
 

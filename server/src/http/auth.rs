@@ -12,7 +12,7 @@ use axum::{
 };
 use sqlx::{PgPool, Postgres, Transaction};
 
-use super::{ApiError, AppState, SystemState};
+use super::{ApiError, ApiPool, SystemState};
 use crate::{
     accounts::{Permission, SessionRow, UserRow, Viewer, audit},
     secrets::{constant_time_eq, digest},
@@ -79,7 +79,7 @@ impl<P> std::ops::Deref for Allowed<P> {
 
 impl<S: Send + Sync, P: Need> FromRequestParts<S> for Allowed<P>
 where
-    AppState: FromRef<S>,
+    ApiPool: FromRef<S>,
 {
     type Rejection = ApiError;
 
@@ -88,7 +88,7 @@ where
         if !viewer.role.may(P::WHAT) {
             return Err(ApiError::Forbidden);
         }
-        Ok(Self { viewer, api_pool: AppState::from_ref(state).api_pool, need: std::marker::PhantomData })
+        Ok(Self { viewer, api_pool: ApiPool::from_ref(state).0, need: std::marker::PhantomData })
     }
 }
 

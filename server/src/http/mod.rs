@@ -68,6 +68,23 @@ pub struct SystemState {
     api_token: Arc<str>,
 }
 
+/// The API pool, as [`Allowed`] takes it from either state: only the pool is cloned per
+/// request, not the whole state, and nothing outside this module can open it.
+#[derive(Clone)]
+pub struct ApiPool(PgPool);
+
+impl FromRef<AppState> for ApiPool {
+    fn from_ref(state: &AppState) -> Self {
+        Self(state.api_pool.clone())
+    }
+}
+
+impl FromRef<SystemState> for ApiPool {
+    fn from_ref(state: &SystemState) -> Self {
+        Self(state.app.api_pool.clone())
+    }
+}
+
 impl FromRef<SystemState> for AppState {
     fn from_ref(state: &SystemState) -> Self {
         state.app.clone()
