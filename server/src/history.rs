@@ -1,11 +1,15 @@
-//! History queries: raw readings for short ranges, one-minute buckets computed from raw
-//! readings for medium ones, and hourly buckets from the `readings_1h` rollup for long ones.
+//! History queries: raw readings for short ranges, one-minute buckets for medium ones and hourly
+//! buckets for long ones. On plain PostgreSQL minutes are computed from raw readings and hours
+//! come from the `readings_1h` rollup ingest keeps; with TimescaleDB both come from its
+//! continuous aggregates.
 //! Bucketed series are dense: a bucket without readings is returned with a count of 0 and no
 //! values, so charts show gaps as gaps.
 
 use chrono::{DateTime, TimeDelta, Utc};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
+
+use crate::timescale::StorageMode;
 
 /// Bucket sizes the history API serves.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
@@ -151,9 +155,29 @@ fn bucket_count(from: DateTime<Utc>, to: DateTime<Utc>, width: TimeDelta) -> i64
 /// SQL naming a `quality` column's value as the API spells it (null stays null).
 pub(crate) const QUALITY_NAME: &str = "case quality when 0 then 'good' when 1 then 'bad' when 2 then 'uncertain' end";
 
-/// Reads the history of `point_ids` over `[from, to)` at `bucket` size.
+/// The buckets of `point_ids` ($1) overlapping `[$2, $3)`, by storage mode and width: columns
+/// `point_id, bucket, avg, min, max, last, n`. One-minute buckets on plain PostgreSQL are computed
+/// from the readings inside the range; the others are whole buckets kept ahead.
+const RAW_1M: &str = "select point_id, date_bin('1 minute', ts, timestamptz '2000-01-01 00:00:00+00') as bucket,
+        avg(value) as avg, min(value) as min, max(value) as max,
+        (array_agg(value order by ts desc) filter (where value is not null))[1] as last, count(value) as n
+    from readings where point_id = any($1) and ts >= $2 and ts < $3 group by 1, 2";
+const ROLLUP_1H: &str =
+    "select point_id, bucket, total / nullif(n, 0) as avg, lo as min, hi as max, last_value as last, n
+    from readings_1h where point_id = any($1) and bucket >= date_bin('1 hour', $2, timestamptz '2000-01-01 00:00:00+00')
+      and bucket < $3";
+/// TimescaleDB's continuous aggregates: materialised up to their last refresh, computed from raw
+/// readings after it.
+const CONTINUOUS_1M: &str = "select point_id, bucket, avg, min, max, last, n from readings_1m_continuous
+    where point_id = any($1) and bucket >= date_bin('1 minute', $2, timestamptz '2000-01-01 00:00:00+00') and bucket < $3";
+const CONTINUOUS_1H: &str = "select point_id, bucket, avg, min, max, last, n from readings_1h_continuous
+    where point_id = any($1) and bucket >= date_bin('1 hour', $2, timestamptz '2000-01-01 00:00:00+00') and bucket < $3";
+
+/// Reads the history of `point_ids` over `[from, to)` at `bucket` size, from the aggregates
+/// `storage` keeps.
 pub async fn query(
     db: &mut sqlx::PgConnection,
+    storage: StorageMode,
     point_ids: &[i64],
     from: DateTime<Utc>,
     to: DateTime<Utc>,
@@ -195,44 +219,30 @@ pub async fn query(
             }
             Rows::Raw(rows)
         }
-        Bucket::Minute => Rows::Buckets(
-            sqlx::query_as(sqlx::AssertSqlSafe(format!(
-                "select p.id as point_id, s.bucket as ts, a.avg, a.min, a.max, a.last, coalesce(a.n, 0) as count
-                 from unnest($1::bigint[]) as p(id)
-                 cross join generate_series(date_bin('1 minute', $2, {EPOCH}), $3 - interval '1 microsecond',
-                                            interval '1 minute') as s(bucket)
-                 left join (
-                     select point_id, date_bin('1 minute', ts, {EPOCH}) as bucket,
-                            avg(value) as avg, min(value) as min, max(value) as max,
-                            (array_agg(value order by ts desc) filter (where value is not null))[1] as last,
-                            count(value) as n
-                     from readings where point_id = any($1) and ts >= $2 and ts < $3
-                     group by 1, 2
-                 ) a on a.point_id = p.id and a.bucket = s.bucket
-                 order by 1, 2"
-            )))
-            .bind(point_ids)
-            .bind(from)
-            .bind(to)
-            .fetch_all(&mut *db)
-            .await?,
-        ),
-        Bucket::Hour => Rows::Buckets(
-            sqlx::query_as(sqlx::AssertSqlSafe(format!(
-                "select p.id as point_id, s.bucket as ts, h.total / nullif(h.n, 0) as avg, h.lo as min, h.hi as max,
-                        h.last_value as last, coalesce(h.n, 0) as count
-                 from unnest($1::bigint[]) as p(id)
-                 cross join generate_series(date_bin('1 hour', $2, {EPOCH}), $3 - interval '1 microsecond',
-                                            interval '1 hour') as s(bucket)
-                 left join readings_1h h on h.point_id = p.id and h.bucket = s.bucket
-                 order by 1, 2"
-            )))
-            .bind(point_ids)
-            .bind(from)
-            .bind(to)
-            .fetch_all(&mut *db)
-            .await?,
-        ),
+        Bucket::Minute | Bucket::Hour => {
+            let width = if bucket == Bucket::Minute { "1 minute" } else { "1 hour" };
+            let source = match (storage, bucket) {
+                (StorageMode::Timescale, Bucket::Minute) => CONTINUOUS_1M,
+                (StorageMode::Timescale, _) => CONTINUOUS_1H,
+                (StorageMode::Plain, Bucket::Minute) => RAW_1M,
+                (StorageMode::Plain, _) => ROLLUP_1H,
+            };
+            Rows::Buckets(
+                sqlx::query_as(sqlx::AssertSqlSafe(format!(
+                    "select p.id as point_id, s.bucket as ts, a.avg, a.min, a.max, a.last, coalesce(a.n, 0) as count
+                     from unnest($1::bigint[]) as p(id)
+                     cross join generate_series(date_bin('{width}', $2, {EPOCH}), $3 - interval '1 microsecond',
+                                                interval '{width}') as s(bucket)
+                     left join ({source}) a on a.point_id = p.id and a.bucket = s.bucket
+                     order by 1, 2"
+                )))
+                .bind(point_ids)
+                .bind(from)
+                .bind(to)
+                .fetch_all(&mut *db)
+                .await?,
+            )
+        }
     })
 }
 

@@ -7,6 +7,7 @@ pub mod macros;
 pub mod accounts;
 pub mod after_sales;
 pub mod alarms;
+pub mod backup;
 pub mod commands;
 pub mod embedded;
 pub mod gateway_link;
@@ -18,7 +19,9 @@ pub mod metrics;
 pub mod paging;
 pub mod routes;
 pub mod secrets;
+pub mod service_alarms;
 pub mod share;
+pub mod storage_watch;
 pub mod store;
 pub mod tickets;
 pub mod timescale;
@@ -78,14 +81,49 @@ pub struct StorageSettings {
     /// PostgreSQL URL; without it the server runs its own cluster inside the data directory.
     #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
     pub database_url: Option<String>,
-    /// With TimescaleDB, drop raw readings older than this many days (default: keep them).
-    #[arg(long, env = "CHILLCLOUD_RETENTION_DAYS")]
-    pub retention_days: Option<u64>,
     /// PostgreSQL URL of the role `chillcloud_api`, for API requests, where an administrator
     /// manages that role; without it the server sets the role's password itself (which needs
     /// CREATEROLE) and derives the URL from `--database-url`.
     #[arg(long, env = "CHILLCLOUD_API_DATABASE_URL", hide_env_values = true)]
     pub api_database_url: Option<String>,
+}
+
+/// How long readings are kept and how they are stored, and when storage is in trouble.
+#[derive(Debug, Clone, clap::Args)]
+pub struct StoragePolicySettings {
+    /// With TimescaleDB, drop raw readings older than this many days (default: keep them).
+    /// Hourly aggregates outlive them.
+    #[arg(long, env = "CHILLCLOUD_RETENTION_DAYS", value_parser = clap::value_parser!(u64).range(1..=36_500))]
+    pub retention_days: Option<u64>,
+    /// With TimescaleDB, compress readings older than this many days.
+    #[arg(long, env = "CHILLCLOUD_COMPRESS_AFTER_DAYS", default_value_t = 7,
+          value_parser = clap::value_parser!(u64).range(1..=36_500))]
+    pub compress_after_days: u64,
+    /// How many days late readings may arrive: the gateways' backfill horizon (their
+    /// `--max-backlog-age`). With TimescaleDB, the aggregates' refreshes look this far back.
+    #[arg(long, env = "CHILLCLOUD_LATE_READINGS_DAYS", default_value_t = 7,
+          value_parser = clap::value_parser!(u64).range(1..=365))]
+    pub late_readings_days: u64,
+    /// Page the service team when the database's disk is fuller than this (percent).
+    #[arg(long, env = "CHILLCLOUD_DISK_ALARM_PERCENT", default_value_t = 90,
+          value_parser = clap::value_parser!(u8).range(1..=100))]
+    pub disk_alarm_percent: u8,
+    /// How often storage (jobs, compression, disk) is checked, in seconds.
+    #[arg(long, env = "CHILLCLOUD_STORAGE_CHECK_SECONDS", default_value_t = 60,
+          value_parser = clap::value_parser!(u64).range(1..=3_600))]
+    pub storage_check_seconds: u64,
+}
+
+impl StoragePolicySettings {
+    /// The TimescaleDB policies these settings ask for.
+    pub fn policies(&self) -> timescale::Policies {
+        let days = |n: u64| Duration::from_secs(n * 86_400);
+        timescale::Policies {
+            retention: self.retention_days.map(days),
+            compress_after: days(self.compress_after_days),
+            late_readings: days(self.late_readings_days),
+        }
+    }
 }
 
 /// Settings of `chillcloud-server serve`.
@@ -94,6 +132,9 @@ pub struct ServeSettings {
     /// Where to find the database.
     #[command(flatten)]
     pub storage: StorageSettings,
+    /// Retention, compression and storage alarms.
+    #[command(flatten)]
+    pub storage_policies: StoragePolicySettings,
     /// Address the HTTP API listens on.
     #[arg(long, env = "CHILLCLOUD_LISTEN", default_value = "127.0.0.1:8080")]
     pub listen: SocketAddr,
@@ -166,9 +207,6 @@ impl Database {
                 })
             })
             .connect_lazy_with(api_options);
-        let retention = storage.retention_days.map(|days| Duration::from_secs(days * 86_400));
-        let mode = timescale::prepare(&pool, retention).await;
-        info!(embedded = embedded.is_some(), %mode, "database ready");
         Ok(Self { pool, api_pool, embedded })
     }
 
@@ -352,6 +390,8 @@ pub async fn serve(settings: ServeSettings, listener: TcpListener, shutdown: Can
     let paging = paging::Paging::load(settings.paging_config.as_ref(), link_secret.into_bytes(), public_url)
         .map_err(|invalid| Error::Config(invalid.to_string()))?;
     let database = Database::open(&settings.storage).await?;
+    let storage = timescale::prepare(&database.pool, &settings.storage_policies.policies()).await;
+    info!(embedded = database.embedded.is_some(), mode = %storage.mode, timescaledb = %storage.timescaledb, "database ready");
     let metrics = Arc::new(Metrics::default());
 
     let (broker_settings, embedded_broker) = match external_broker {
@@ -412,6 +452,13 @@ pub async fn serve(settings: ServeSettings, listener: TcpListener, shutdown: Can
     let sweeper = tokio::spawn(commands::run_sweeper(database.pool.clone(), shutdown.clone()));
     let watchdog =
         tokio::spawn(watchdog::run(database.pool.clone(), paging.clone(), metrics.clone(), shutdown.clone()));
+    let storage_watch = tokio::spawn(storage_watch::run(
+        database.pool.clone(),
+        storage_watch::Watched::new(&settings, storage.mode),
+        paging.clone(),
+        metrics.clone(),
+        shutdown.clone(),
+    ));
     let state = http::SystemState::new(
         database.pool.clone(),
         database.api_pool.clone(),
@@ -421,6 +468,7 @@ pub async fn serve(settings: ServeSettings, listener: TcpListener, shutdown: Can
         alarms,
         paging,
         gateways,
+        storage.mode,
     );
     info!(%address, "HTTP API listening");
     http::serve(listener, routes::router(state), shutdown.clone()).await;
@@ -433,6 +481,7 @@ pub async fn serve(settings: ServeSettings, listener: TcpListener, shutdown: Can
     let _ = tokio::time::timeout(Duration::from_secs(5), paging_task).await;
     let _ = sweeper.await;
     let _ = watchdog.await;
+    let _ = storage_watch.await;
     if let Some((broker, sync)) = embedded_broker {
         let _ = sync.await;
         // The sync task has ended, so this is the last handle; were it not, dropping it would

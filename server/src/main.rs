@@ -45,6 +45,25 @@ enum Command {
         #[command(flatten)]
         storage: StorageSettings,
     },
+    /// Write the whole database to a file (pg_dump's custom format), from a running server or
+    /// not.
+    Backup {
+        /// The file to write.
+        #[arg(long)]
+        to: std::path::PathBuf,
+        /// Where the database is.
+        #[command(flatten)]
+        storage: StorageSettings,
+    },
+    /// Restore a file written by `backup` into an empty database (a fresh `--data-dir`).
+    Restore {
+        /// The file to read.
+        #[arg(long)]
+        from: std::path::PathBuf,
+        /// Where the database is.
+        #[command(flatten)]
+        storage: StorageSettings,
+    },
     /// Invite a user: print, as JSON, the link on which they choose their password (7 days).
     Invite {
         /// Their login.
@@ -145,6 +164,8 @@ async fn run() -> anyhow::Result<()> {
             let password = result.map_err(|e| anyhow::anyhow!("{e}"))?;
             println!("{}", serde_json::json!({ "login": login, "password": password }));
         }
+        Command::Backup { to, storage } => chillcloud_server::backup::backup(&storage, &to).await?,
+        Command::Restore { from, storage } => chillcloud_server::backup::restore(&storage, &from).await?,
         Command::Invite { login, name, role, organisation, language, public_url, storage } => {
             let role = accounts::Role::parse(&role)
                 .ok_or_else(|| anyhow::anyhow!("--role {role:?}: admin, manager, engineer, sales, owner or duty"))?;

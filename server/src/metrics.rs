@@ -55,6 +55,32 @@ impl Gauge {
     }
 }
 
+/// What the last look at storage found (see `storage_watch`).
+#[derive(Debug, Default)]
+pub struct StorageStatus {
+    database_bytes: Gauge,
+    disk_used_percent: Gauge,
+    jobs_in_trouble: Gauge,
+    chunks_behind: Gauge,
+    troubles: std::sync::Mutex<Vec<String>>,
+}
+
+impl StorageStatus {
+    /// Records a look's report and the troubles it shows.
+    pub fn publish(&self, report: &crate::storage_watch::StorageReport, troubles: impl Iterator<Item = String>) {
+        self.database_bytes.set(report.database_bytes as f64);
+        self.disk_used_percent.set(report.disk_used_percent.unwrap_or(f64::NAN));
+        self.jobs_in_trouble.set((report.failing_jobs.len() + report.paused_jobs.len()) as f64);
+        self.chunks_behind.set(report.chunks_behind as f64);
+        *self.troubles.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = troubles.collect();
+    }
+
+    /// The troubles of the last look; none before the first.
+    pub fn troubles(&self) -> Vec<String> {
+        self.troubles.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
+    }
+}
+
 /// Why ingest cannot make progress: the broker is away (or refused the subscriptions), or the
 /// database keeps refusing a batch. Each records since when (Unix ms, 0 while fine).
 #[derive(Debug, Default)]
@@ -145,6 +171,8 @@ pub struct Metrics {
     pub broker_subscribed: Gauge,
     /// Whether ingest can make progress, and since when not.
     pub ingest: IngestProgress,
+    /// Storage's health.
+    pub storage: StorageStatus,
     /// Requests refused because a bound was reached (a queue full, a result too large).
     pub requests_refused_by_bounds: Counter,
     /// Sign-in attempts refused by the rate limits.
@@ -250,7 +278,8 @@ impl Metrics {
             ),
         ];
         let stalled_ms = self.ingest.longest(chrono::Utc::now().timestamp_millis()).map_or(0, |(_, ms)| ms);
-        let gauges: [(&str, &str, f64); 3] = [
+        let storage = &self.storage;
+        let gauges: [(&str, &str, f64); 8] = [
             (
                 "chillcloud_ingest_lag_seconds",
                 "Age of the oldest live (not backfilled) reading of the last batch when it was committed",
@@ -265,6 +294,27 @@ impl Metrics {
                 "chillcloud_ingest_stalled_seconds",
                 "How long ingest has been unable to make progress (0 while it can)",
                 stalled_ms as f64 / 1000.0,
+            ),
+            ("chillcloud_storage_database_bytes", "Size of the database on disk", storage.database_bytes.get()),
+            (
+                "chillcloud_storage_disk_used_percent",
+                "How full the database's disk is (NaN when it is not on this machine)",
+                storage.disk_used_percent.get(),
+            ),
+            (
+                "chillcloud_storage_jobs_in_trouble",
+                "TimescaleDB jobs whose last run failed, and the server's policies that are paused",
+                storage.jobs_in_trouble.get(),
+            ),
+            (
+                "chillcloud_storage_chunks_behind",
+                "Chunks of readings a day or more past due for compression",
+                storage.chunks_behind.get(),
+            ),
+            (
+                "chillcloud_storage_troubles",
+                "Kinds of storage trouble found by the last check (each a service alarm)",
+                storage.troubles().len() as f64,
             ),
         ];
         let render = |kind: &str, (name, help, value): &(&str, &str, f64)| {

@@ -194,24 +194,36 @@ impl ErrorBody {
 
 /// 200 while the database answers (503 otherwise), with whether ingest is subscribed at the
 /// broker: `"broker": "subscribed"` or `"waiting"` (connecting, or the broker is down). A
-/// broker outage does not fail the check: the server rides it out by itself.
+/// broker outage does not fail the check: the server rides it out by itself. Storage trouble
+/// (a failing TimescaleDB job, compression behind, a filling disk) makes the status `degraded`
+/// and is listed under `storage`: the server still works, and the service team is paged.
 async fn health(State(state): State<AppState>, system: System) -> Result<Response, ApiError> {
     sqlx::query("select 1").execute(&system.db).await?;
     let broker = if state.metrics.broker_subscribed.get() == 1.0 { "subscribed" } else { "waiting" };
+    let storage = state.metrics.storage.troubles();
     // A broker restart or a database hiccup is ridden out; ingest stuck for longer is not.
     let stall = state.metrics.ingest.longest(Utc::now().timestamp_millis());
-    Ok(match stall {
+    let (code, status, ingest) = match stall {
         Some((stall, lasted_ms)) if lasted_ms >= INGEST_STALLED_AFTER_MS => (
             StatusCode::SERVICE_UNAVAILABLE,
-            Json(serde_json::json!({
-                "status": "unhealthy",
-                "broker": broker,
-                "ingest": format!("stalled for {} s: {}", lasted_ms / 1000, stall.name()),
-            })),
-        )
-            .into_response(),
-        _ => Json(serde_json::json!({ "status": "ok", "broker": broker, "ingest": "ok" })).into_response(),
-    })
+            "unhealthy",
+            format!("stalled for {} s: {}", lasted_ms / 1000, stall.name()),
+        ),
+        _ if !storage.is_empty() => (StatusCode::OK, "degraded", "ok".to_owned()),
+        _ => (StatusCode::OK, "ok", "ok".to_owned()),
+    };
+    let storage = if storage.is_empty() { serde_json::json!("ok") } else { serde_json::json!(storage) };
+    Ok((
+        code,
+        Json(serde_json::json!({
+            "status": status,
+            "broker": broker,
+            "ingest": ingest,
+            "storage": storage,
+            "mode": state.storage.to_string(),
+        })),
+    )
+        .into_response())
 }
 
 /// How long ingest may be unable to progress before `/health` says the server is unhealthy and a
@@ -297,6 +309,7 @@ mod tests {
             alarms,
             paging,
             gateways,
+            crate::timescale::StorageMode::Plain,
         );
         let mut router = router(state);
         let document = serde_json::to_value(document()).expect("serialises");

@@ -1,11 +1,12 @@
-//! TimescaleDB, when the database has the extension: `readings` becomes a hypertable with
-//! compression and (if configured) retention, and one-minute and one-hour continuous aggregates
-//! are kept refreshed for long-range analysis. On plain PostgreSQL none of this exists and the
-//! API works the same: its history comes from `readings` and the `readings_1h` rollup that
-//! ingest maintains in both modes.
+//! TimescaleDB, when the database has the extension loaded: `readings` becomes a hypertable with
+//! compression and (if asked) retention, and one-minute and one-hour continuous aggregates serve
+//! the history API's bucketed ranges. On plain PostgreSQL none of this exists and the API works
+//! the same, from `readings` and the `readings_1h` rollup ingest maintains.
 //!
-//! Every step is idempotent, and a failure leaves the server in plain mode with a warning, so an
-//! extension that is installed but unusable (old version, no privileges) never stops ingest.
+//! The policies follow the server's flags at every start: set, changed and removed as they say,
+//! and left alone when they already agree. Every step is idempotent, and a failure leaves the
+//! server in plain mode with a warning, so an extension that is installed but unusable (old
+//! version, no privileges) never stops ingest.
 
 use std::{fmt, time::Duration};
 
@@ -30,83 +31,285 @@ impl fmt::Display for StorageMode {
     }
 }
 
-/// Chunks of `readings` older than this are compressed.
-const COMPRESS_AFTER: &str = "7 days";
-
-/// Whether the database can load TimescaleDB.
-pub async fn available(pool: &PgPool) -> sqlx::Result<bool> {
-    sqlx::query_scalar("select exists (select 1 from pg_available_extensions where name = 'timescaledb')")
-        .fetch_one(pool)
-        .await
+/// Whether the database can use TimescaleDB.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Availability {
+    /// The extension's files are not installed.
+    Absent,
+    /// Installed, but not in `shared_preload_libraries`: creating it would fail.
+    Installed,
+    /// Installed and preloaded: usable.
+    Loaded,
 }
 
-/// Sets TimescaleDB up when it is available and says which mode the server runs in.
-/// `retention` drops raw readings older than it (none: keep everything).
-pub async fn prepare(pool: &PgPool, retention: Option<Duration>) -> StorageMode {
-    match available(pool).await {
-        Ok(true) => {}
-        Ok(false) => return StorageMode::Plain,
+impl fmt::Display for Availability {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Availability::Absent => "absent",
+            Availability::Installed => "installed but not preloaded (shared_preload_libraries)",
+            Availability::Loaded => "loaded",
+        })
+    }
+}
+
+/// Asks the database whether TimescaleDB is absent, installed or loaded.
+pub async fn availability(pool: &PgPool) -> sqlx::Result<Availability> {
+    let (installed, preloaded): (bool, bool) = sqlx::query_as(
+        "select exists (select 1 from pg_available_extensions where name = 'timescaledb'),
+                current_setting('shared_preload_libraries') ~ '(^|[\\s,\"])timescaledb([\\s,\"]|$)'",
+    )
+    .fetch_one(pool)
+    .await?;
+    Ok(match (installed, preloaded) {
+        (false, _) => Availability::Absent,
+        (true, false) => Availability::Installed,
+        (true, true) => Availability::Loaded,
+    })
+}
+
+/// Whether this database already runs in TimescaleDB mode (the extension is created and
+/// `readings` is a hypertable), without changing anything: for tools other than the server.
+pub async fn current_mode(pool: &PgPool) -> sqlx::Result<StorageMode> {
+    let hypertable: bool = sqlx::query_scalar(
+        "select exists (select 1 from pg_extension where extname = 'timescaledb')
+            and to_regclass('timescaledb_information.hypertables') is not null",
+    )
+    .fetch_one(pool)
+    .await?;
+    Ok(if hypertable { StorageMode::Timescale } else { StorageMode::Plain })
+}
+
+/// What the storage policies should be, from the server's flags.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Policies {
+    /// Drop raw readings older than this (none: keep them).
+    pub retention: Option<Duration>,
+    /// Compress chunks of readings older than this.
+    pub compress_after: Duration,
+    /// How late readings may arrive (the gateways' backfill horizon): the aggregates' refreshes
+    /// look this far back, so a backlog delivered after an outage shows in them.
+    pub late_readings: Duration,
+}
+
+impl Default for Policies {
+    fn default() -> Self {
+        Self { retention: None, compress_after: DAY * 7, late_readings: DAY * 7 }
+    }
+}
+
+const DAY: Duration = Duration::from_secs(86_400);
+
+impl Policies {
+    /// How far back the aggregates' refreshes reach: the backfill horizon and a day for the
+    /// readings in flight, but never where retention has dropped the raw readings (a refresh
+    /// there would empty the buckets it should keep).
+    fn refresh_window(&self) -> Duration {
+        let window = self.late_readings + DAY;
+        self.retention.map_or(window, |retention| window.min(retention))
+    }
+}
+
+/// The continuous aggregates: name, bucket width, how often they are refreshed, and how far
+/// behind now their refreshes stop (newer buckets are computed from raw readings on each query).
+pub const AGGREGATES: [(&str, &str, &str, &str); 2] = [
+    ("readings_1m_continuous", "1 minute", "1 minute", "1 minute"),
+    ("readings_1h_continuous", "1 hour", "10 minutes", "1 hour"),
+];
+
+/// How the server stores readings, and why.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Storage {
+    /// How readings are stored.
+    pub mode: StorageMode,
+    /// Whether the database has TimescaleDB.
+    pub timescaledb: Availability,
+}
+
+/// Sets TimescaleDB up when it is loaded, makes its policies what `policies` says, and says which
+/// mode the server runs in (and logs why when it is plain).
+pub async fn prepare(pool: &PgPool, policies: &Policies) -> Storage {
+    let timescaledb = match availability(pool).await {
+        Ok(availability) => availability,
         Err(error) => {
             warn!(%error, "cannot tell whether TimescaleDB is available; running on plain PostgreSQL");
+            return Storage { mode: StorageMode::Plain, timescaledb: Availability::Absent };
+        }
+    };
+    let mode = prepare_loaded(pool, policies, timescaledb).await;
+    Storage { mode, timescaledb }
+}
+
+async fn prepare_loaded(pool: &PgPool, policies: &Policies, availability: Availability) -> StorageMode {
+    match availability {
+        Availability::Absent => return StorageMode::Plain,
+        Availability::Installed => {
+            warn!(
+                timescaledb = %availability,
+                "TimescaleDB is installed but not preloaded; running on plain PostgreSQL (add timescaledb to \
+                 shared_preload_libraries and restart PostgreSQL to use it)"
+            );
             return StorageMode::Plain;
         }
+        Availability::Loaded => {}
     }
-    match set_up(pool, retention).await {
+    match set_up(pool, policies).await {
         Ok(()) => {
             info!(
-                compress_after = COMPRESS_AFTER,
-                ?retention,
-                "TimescaleDB hypertable, compression and continuous aggregates ready"
+                compress_after_days = policies.compress_after.as_secs() / 86_400,
+                retention_days = policies.retention.map(|r| r.as_secs() / 86_400),
+                refresh_window_days = policies.refresh_window().as_secs() / 86_400,
+                "TimescaleDB hypertable, compression, retention and continuous aggregates follow the flags"
             );
             StorageMode::Timescale
         }
         Err(error) => {
-            warn!(%error, "TimescaleDB is installed but could not be set up; running on plain PostgreSQL");
+            warn!(%error, "TimescaleDB is loaded but could not be set up; running on plain PostgreSQL");
             StorageMode::Plain
         }
     }
 }
 
-async fn set_up(pool: &PgPool, retention: Option<Duration>) -> sqlx::Result<()> {
+fn seconds(duration: Duration) -> String {
+    format!("{} seconds", duration.as_secs())
+}
+
+async fn set_up(pool: &PgPool, policies: &Policies) -> sqlx::Result<()> {
     let statements = [
-        "create extension if not exists timescaledb".to_owned(),
+        "create extension if not exists timescaledb",
         // (point_id, ts) is unique and includes the time column, as a hypertable requires.
-        "select create_hypertable('readings', by_range('ts', interval '1 day'), if_not_exists => true, migrate_data => true)"
-            .to_owned(),
+        "select create_hypertable('readings', by_range('ts', interval '1 day'), if_not_exists => true, migrate_data => true)",
         // One segment per point, newest first: history reads one point's range at a time.
         "alter table readings set (timescaledb.compress, timescaledb.compress_segmentby = 'point_id', \
-         timescaledb.compress_orderby = 'ts desc')"
-            .to_owned(),
-        format!("select add_compression_policy('readings', interval '{COMPRESS_AFTER}', if_not_exists => true)"),
-        continuous_aggregate("readings_1m_continuous", "1 minute"),
-        "select add_continuous_aggregate_policy('readings_1m_continuous', start_offset => interval '2 hours', \
-         end_offset => interval '1 minute', schedule_interval => interval '1 minute', if_not_exists => true)"
-            .to_owned(),
-        continuous_aggregate("readings_1h_continuous", "1 hour"),
-        "select add_continuous_aggregate_policy('readings_1h_continuous', start_offset => interval '3 days', \
-         end_offset => interval '1 hour', schedule_interval => interval '1 hour', if_not_exists => true)"
-            .to_owned(),
+         timescaledb.compress_orderby = 'ts desc')",
     ];
     for statement in statements {
-        sqlx::query(sqlx::AssertSqlSafe(statement)).execute(pool).await?;
+        sqlx::query(statement).execute(pool).await?;
     }
-    if let Some(retention) = retention {
-        sqlx::query(sqlx::AssertSqlSafe(format!(
-            "select add_retention_policy('readings', interval '{} seconds', if_not_exists => true)",
-            retention.as_secs()
-        )))
-        .execute(pool)
+    let compress_after = seconds(policies.compress_after);
+    set_policy(
+        pool,
+        "policy_compression",
+        "readings",
+        Some(&[("compress_after", &compress_after)]),
+        None,
+        &format!("select add_compression_policy('readings', interval '{compress_after}')"),
+        "select remove_compression_policy('readings', if_exists => true)",
+    )
+    .await?;
+    let drop_after = policies.retention.map(seconds);
+    let retention = drop_after.as_deref().map(|drop_after| [("drop_after", drop_after)]);
+    set_policy(
+        pool,
+        "policy_retention",
+        "readings",
+        retention.as_ref().map(|config| config.as_slice()),
+        None,
+        &format!("select add_retention_policy('readings', interval '{}')", drop_after.as_deref().unwrap_or_default()),
+        "select remove_retention_policy('readings', if_exists => true)",
+    )
+    .await?;
+    let start_offset = seconds(policies.refresh_window());
+    for (name, width, every, end_offset) in AGGREGATES {
+        let created = create_aggregate(pool, name, width).await?;
+        set_policy(
+            pool,
+            "policy_refresh_continuous_aggregate",
+            name,
+            Some(&[("start_offset", &start_offset), ("end_offset", end_offset)]),
+            Some(every),
+            &format!(
+                "select add_continuous_aggregate_policy('{name}', start_offset => interval '{start_offset}', \
+                 end_offset => interval '{end_offset}', schedule_interval => interval '{every}')"
+            ),
+            &format!("select remove_continuous_aggregate_policy('{name}', if_exists => true)"),
+        )
         .await?;
+        if created {
+            // The policy only ever looks back over its window: what is older (readings kept
+            // from plain mode) is materialised once, here.
+            info!(aggregate = name, "materialising the new continuous aggregate over the stored readings");
+            sqlx::query(sqlx::AssertSqlSafe(format!(
+                "call refresh_continuous_aggregate('{name}', null, now() - interval '{end_offset}')"
+            )))
+            .execute(pool)
+            .await?;
+        }
     }
     Ok(())
 }
 
-/// A continuous aggregate of `readings` over `width` buckets: avg, min, max, last and count.
-fn continuous_aggregate(name: &str, width: &str) -> String {
-    format!(
-        "create materialized view if not exists {name} with (timescaledb.continuous) as \
-         select point_id, time_bucket(interval '{width}', ts) as bucket, avg(value) as avg, min(value) as min, \
-         max(value) as max, last(value, ts) as last, count(value) as n \
-         from readings group by point_id, bucket with no data"
+/// Creates the continuous aggregate `name` of `readings` over `width` buckets (avg, min, max, the
+/// newest value and the count of values, as the history API serves them), unless it exists;
+/// says whether it did. Real-time aggregation stays on: buckets newer than the last refresh are
+/// computed from raw readings on each query.
+async fn create_aggregate(pool: &PgPool, name: &str, width: &str) -> sqlx::Result<bool> {
+    let exists: bool = sqlx::query_scalar(
+        "select exists (select 1 from timescaledb_information.continuous_aggregates where view_name = $1)",
     )
+    .bind(name)
+    .fetch_one(pool)
+    .await?;
+    if !exists {
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "create materialized view {name} with (timescaledb.continuous, timescaledb.materialized_only = false) as \
+             select point_id, time_bucket(interval '{width}', ts) as bucket, avg(value) as avg, min(value) as min, \
+             max(value) as max, last(value, ts) filter (where value is not null) as last, count(value) as n \
+             from readings group by point_id, bucket with no data"
+        )))
+        .execute(pool)
+        .await?;
+    }
+    // Earlier versions created them materialised-only: the newest buckets were empty.
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "alter materialized view {name} set (timescaledb.materialized_only = false)"
+    )))
+    .execute(pool)
+    .await?;
+    // API requests read them for points they have already found visible, as they read `readings`.
+    sqlx::query(sqlx::AssertSqlSafe(format!("grant select on {name} to chillcloud_api"))).execute(pool).await?;
+    Ok(!exists)
+}
+
+/// Makes the policy job `proc` on `relation` have `config` (interval settings) and `schedule`:
+/// kept when it already does, replaced when it differs, removed when `config` is none.
+async fn set_policy(
+    pool: &PgPool,
+    proc: &str,
+    relation: &str,
+    config: Option<&[(&str, &str)]>,
+    schedule: Option<&str>,
+    add: &str,
+    remove: &str,
+) -> sqlx::Result<()> {
+    let wanted: serde_json::Map<String, serde_json::Value> =
+        config.unwrap_or_default().iter().map(|(key, value)| ((*key).to_owned(), (*value).into())).collect();
+    // Intervals compare as intervals: '5 days' is '432000 seconds'.
+    let current: Option<Option<bool>> = sqlx::query_scalar(
+        "select (select bool_and((j.config->>w.key)::interval = w.value::interval) from jsonb_each_text($3) w)
+                and ($4::interval is null or j.schedule_interval = $4::interval)
+         from timescaledb_information.jobs j
+         where j.proc_name = $1 and j.hypertable_schema = current_schema() and j.hypertable_name = $2",
+    )
+    .bind(proc)
+    .bind(relation)
+    .bind(serde_json::Value::Object(wanted))
+    .bind(schedule)
+    .fetch_optional(pool)
+    .await?;
+    let unchanged = match (current, config) {
+        (None, None) => true,
+        (Some(same), Some(_)) => same == Some(true),
+        _ => false,
+    };
+    if unchanged {
+        return Ok(());
+    }
+    info!(policy = proc, relation, ?config, "changing a TimescaleDB policy to follow the flags");
+    if current.is_some() {
+        sqlx::query(sqlx::AssertSqlSafe(remove.to_owned())).execute(pool).await?;
+    }
+    if config.is_some() {
+        sqlx::query(sqlx::AssertSqlSafe(add.to_owned())).execute(pool).await?;
+    }
+    Ok(())
 }

@@ -19,6 +19,7 @@ use chillcloud_server::embedded::{
 };
 use reqwest::Method;
 use serde_json::Value;
+use sqlx::Connection as _;
 use tempfile::TempDir;
 use tokio::{
     io::{AsyncBufReadExt, BufReader},
@@ -220,10 +221,14 @@ pub async fn run_to_completion(program: &Path, args: &[&str]) -> String {
     String::from_utf8_lossy(&output.stdout).into_owned()
 }
 
-/// A throwaway PostgreSQL cluster listening on a free loopback port.
+/// A throwaway PostgreSQL database: a cluster of its own listening on a free loopback port
+/// (preloading TimescaleDB where it is installed), or, for benchmarks, a database of its own on
+/// the server `CHILLCLOUD_BENCH_DATABASE_URL` names.
 pub struct TestPostgres {
-    /// The cluster.
-    pub cluster: EmbeddedPostgres,
+    /// The cluster, unless the database is on an external server.
+    cluster: Option<EmbeddedPostgres>,
+    /// The external server's URL and the database made there.
+    external: Option<(String, String)>,
     dir: TestDir,
 }
 
@@ -233,20 +238,43 @@ impl TestPostgres {
         let dir = shared_temp_dir();
         let cluster =
             EmbeddedPostgres::start(&dir.path().join("pg"), Some(free_port())).await.expect("start PostgreSQL");
-        Self { cluster, dir }
+        Self { cluster: Some(cluster), external: None, dir }
     }
 
-    /// URL of the `chillcloud` database.
+    /// For benchmarks: a new database on the server of `CHILLCLOUD_BENCH_DATABASE_URL` (its user
+    /// needs CREATEDB and CREATEROLE), dropped afterwards; a cluster of its own without it.
+    pub async fn start_for_bench() -> Self {
+        let Ok(server) = std::env::var("CHILLCLOUD_BENCH_DATABASE_URL") else { return Self::start().await };
+        let database = format!("chillcloud_bench_{}", std::process::id());
+        let mut connection =
+            sqlx::PgConnection::connect(&server).await.expect("connect to CHILLCLOUD_BENCH_DATABASE_URL");
+        sqlx::Executor::execute(&mut connection, sqlx::AssertSqlSafe(format!("create database {database}")))
+            .await
+            .expect("create the benchmark's database");
+        Self { cluster: None, external: Some((server, database)), dir: shared_temp_dir() }
+    }
+
+    /// URL of the `chillcloud` database (or the benchmark's database on an external server).
     pub fn url(&self) -> String {
-        self.cluster.tcp_url("chillcloud").expect("listens on TCP")
+        match (&self.cluster, &self.external) {
+            (_, Some((server, database))) => {
+                let mut url = reqwest::Url::parse(server).expect("CHILLCLOUD_BENCH_DATABASE_URL is a URL");
+                url.set_path(database);
+                url.to_string()
+            }
+            (Some(cluster), None) => cluster.tcp_url("chillcloud").expect("listens on TCP"),
+            (None, None) => unreachable!("a database is a cluster or external"),
+        }
     }
 
     /// Stops the cluster (fast shutdown, as a service restart does) and starts it again on
     /// the same port.
     pub async fn restart(&mut self) {
-        self.cluster.stop().await.expect("stop PostgreSQL");
+        let cluster = self.cluster.as_ref().expect("only a cluster of the test's own restarts");
+        cluster.stop().await.expect("stop PostgreSQL");
         let port = self.url().rsplit_once(':').and_then(|(_, rest)| rest.split('/').next()?.parse().ok());
-        self.cluster = EmbeddedPostgres::start(&self.dir.path().join("pg"), port).await.expect("restart PostgreSQL");
+        self.cluster =
+            Some(EmbeddedPostgres::start(&self.dir.path().join("pg"), port).await.expect("restart PostgreSQL"));
     }
 
     /// A connection pool to the `chillcloud` database.
@@ -257,17 +285,96 @@ impl TestPostgres {
 
 impl Drop for TestPostgres {
     fn drop(&mut self) {
-        // Drop cannot await, and may run inside the test's runtime: stop the cluster from a
-        // thread with its own small runtime.
-        let cluster = &self.cluster;
+        // Drop cannot await, and may run inside the test's runtime: stop the cluster (or drop
+        // the benchmark's database) from a thread with its own small runtime.
+        let (cluster, external) = (&self.cluster, &self.external);
         std::thread::scope(|scope| {
             scope.spawn(|| {
-                if let Ok(runtime) = tokio::runtime::Builder::new_current_thread().enable_all().build() {
-                    let _ = runtime.block_on(cluster.kill());
-                }
+                let Ok(runtime) = tokio::runtime::Builder::new_current_thread().enable_all().build() else { return };
+                runtime.block_on(async {
+                    if let Some(cluster) = cluster {
+                        let _ = cluster.kill().await;
+                    }
+                    if let Some((server, database)) = external
+                        && let Ok(mut connection) = sqlx::PgConnection::connect(server).await
+                    {
+                        let drop = format!("drop database if exists {database} with (force)");
+                        let _ = sqlx::Executor::execute(&mut connection, sqlx::AssertSqlSafe(drop)).await;
+                    }
+                });
             });
         });
     }
+}
+
+/// A server on its embedded defaults: its own PostgreSQL cluster and Mosquitto in its data
+/// directory, as the README's first command runs it.
+pub struct EmbeddedServer {
+    /// The server process.
+    pub process: Process,
+    /// Its API, with [`EmbeddedServer::API_TOKEN`].
+    pub api: Api,
+    /// Its data directory.
+    pub data_dir: PathBuf,
+    /// The port its embedded broker listens on.
+    pub broker_port: u16,
+}
+
+impl EmbeddedServer {
+    /// The API token the server uses.
+    pub const API_TOKEN: &'static str = "embedded-token";
+
+    /// Starts a server on `data_dir` with more `args`, logging into `log_dir` as `name`, and
+    /// waits until it is healthy.
+    pub async fn start(name: &str, data_dir: &Path, log_dir: &Path, args: &[&str]) -> Self {
+        let data = data_dir.to_string_lossy();
+        // Mosquitto cannot announce a port it picked: the embedded broker's is chosen free here.
+        let broker_port = free_port();
+        let broker = format!("127.0.0.1:{broker_port}");
+        let mut all = vec!["--data-dir", &data, "--listen", "127.0.0.1:0", "--embedded-broker-listen", &broker];
+        all.extend_from_slice(&["--api-token", Self::API_TOKEN]);
+        all.extend_from_slice(args);
+        let process = Process::spawn(name, &bin("chillcloud-server"), &all, log_dir);
+        let api = Api::new(process.announced_http_address().await, Self::API_TOKEN);
+        api.wait_healthy(Duration::from_secs(60)).await;
+        Self { process, api, data_dir: data_dir.to_owned(), broker_port }
+    }
+
+    /// A pool on its database, as the cluster's owner over its socket.
+    pub async fn pool(&self) -> sqlx::PgPool {
+        embedded_pool(&self.data_dir).await
+    }
+}
+
+/// A pool on the embedded database of the server whose data directory is `data_dir`, while its
+/// cluster runs.
+pub async fn embedded_pool(data_dir: &Path) -> sqlx::PgPool {
+    let options = sqlx::postgres::PgConnectOptions::new_without_pgpass()
+        .socket(data_dir.join("postgres").join("socket"))
+        .username("postgres")
+        .database("chillcloud");
+    sqlx::PgPool::connect_with(options).await.expect("connect to the embedded database")
+}
+
+/// Whether this TimescaleDB check may run, from the database `pool` reaches: true when the
+/// extension is loaded. Otherwise the check is skipped with one line saying why, or, with
+/// `CHILLCLOUD_TEST_TIMESCALE=required` (on machines that have it), fails.
+pub async fn timescale_or_skip(pool: &sqlx::PgPool, check: &str) -> bool {
+    use chillcloud_server::timescale::{Availability, availability};
+    let found = availability(pool).await.expect("ask the database about TimescaleDB");
+    if found == Availability::Loaded {
+        return true;
+    }
+    let required = std::env::var("CHILLCLOUD_TEST_TIMESCALE").is_ok_and(|v| v == "required");
+    assert!(!required, "CHILLCLOUD_TEST_TIMESCALE=required, but TimescaleDB is {found} here: {check} cannot run");
+    // Straight to the standard error, past the test runner's capture: a skip is seen even when
+    // the test passes.
+    use std::io::Write as _;
+    let _ = writeln!(
+        std::io::stderr(),
+        "SKIPPED {check}: TimescaleDB is {found} here (CHILLCLOUD_TEST_TIMESCALE=required makes this fail)"
+    );
+    false
 }
 
 /// A Mosquitto broker from Debian's package, configured with the ACL we ship, on a free port.
@@ -657,8 +764,12 @@ impl Stack {
 
     /// Like [`Stack::start_with`], with more gateways (sites) provisioned beside `gw-stack`.
     pub async fn start_with_sites(more_gateways: &[&str], server_args: &[&str]) -> Self {
+        Self::start_on(TestPostgres::start().await, more_gateways, server_args).await
+    }
+
+    /// Like [`Stack::start_with_sites`], on a database already made.
+    pub async fn start_on(postgres: TestPostgres, more_gateways: &[&str], server_args: &[&str]) -> Self {
         let dir = shared_temp_dir();
-        let postgres = TestPostgres::start().await;
         let gateway_id = "gw-stack";
         let mut provisioned = Vec::new();
         for id in std::iter::once(gateway_id).chain(more_gateways.iter().copied()) {

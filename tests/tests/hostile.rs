@@ -419,7 +419,8 @@ async fn r5_a_stalled_ingest_turns_health_unhealthy_and_pages_the_service_team()
         service_pages().await.into_iter().find(|m| m["status"] == "sent")
     })
     .await;
-    assert!(page["body"].as_str().expect("body").contains("ingest stalled since"), "{page}");
+    let body = page["body"].as_str().expect("body");
+    assert!(body.contains("service alarm (grade 3)") && body.contains("ingest stalled (not subscribed"), "{page}");
     let stalled = metric(&stack, "chillcloud_ingest_stalled_seconds").await;
     assert!(stalled >= 30.0, "{stalled}");
 

@@ -86,7 +86,13 @@ impl EmbeddedPostgres {
                 Some(port) => format!("-c listen_addresses=127.0.0.1 -p {port}"),
                 None => "-c listen_addresses=''".to_owned(),
             };
-            let options = format!("{listen} -k {} -c fsync=on", this.socket_dir.display());
+            let mut options = format!("{listen} -k {} -c fsync=on", this.socket_dir.display());
+            // Preloading a library that is not installed stops PostgreSQL from starting, and
+            // TimescaleDB cannot be created without it: preload exactly when it is installed.
+            if this.timescale_installed() {
+                info!("TimescaleDB is installed: preloading it");
+                options.push_str(" -c shared_preload_libraries=timescaledb -c timescaledb.telemetry_level=off");
+            }
             let log = root.join("postgres.log").to_string_lossy().into_owned();
             let wait = START_TIMEOUT.as_secs().to_string();
             run_command(
@@ -100,6 +106,16 @@ impl EmbeddedPostgres {
         Ok(this)
     }
 
+    /// Whether TimescaleDB's library is in this PostgreSQL's library directory.
+    pub fn timescale_installed(&self) -> bool {
+        self.bin_dir.parent().is_some_and(|root| root.join("lib").join("timescaledb.so").exists())
+    }
+
+    /// The directory of this PostgreSQL's programs (`pg_dump`, `pg_restore`, ...).
+    pub fn bin_dir(&self) -> &Path {
+        &self.bin_dir
+    }
+
     /// Connection options for `database` over the Unix socket.
     pub fn connect_options(&self, database: &str) -> PgConnectOptions {
         let options =
@@ -108,6 +124,12 @@ impl EmbeddedPostgres {
             Some(port) => options.port(port),
             None => options,
         }
+    }
+
+    /// A libpq URL for `database` over the Unix socket, for PostgreSQL's own programs.
+    pub fn socket_url(&self, database: &str) -> String {
+        let port = self.tcp_port.map(|port| format!("&port={port}")).unwrap_or_default();
+        format!("postgresql://postgres@/{database}?host={}{port}", self.socket_dir.display())
     }
 
     /// A URL for `database` over TCP, when the cluster listens on TCP.

@@ -55,6 +55,8 @@ pub struct AppState {
     pub live_lane: Arc<Lane>,
     /// SMS replies quoting codes nobody was sent, per number.
     pub wrong_codes: Arc<crate::paging::WrongCodes>,
+    /// Where history's buckets come from.
+    pub storage: crate::timescale::StorageMode,
 }
 
 /// The state of routes that act for the system: the API's state and the owner's pool.
@@ -104,6 +106,7 @@ impl SystemState {
         alarms: crate::alarms::Alarms,
         paging: crate::paging::Paging,
         gateways: crate::gateway_link::GatewayLink,
+        storage: crate::timescale::StorageMode,
     ) -> Self {
         let (history_lane, live_lane) = lanes();
         let app = AppState {
@@ -117,6 +120,7 @@ impl SystemState {
             history_lane,
             live_lane,
             wrong_codes: Arc::default(),
+            storage,
         };
         Self { app, owner, api_token }
     }

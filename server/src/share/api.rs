@@ -232,8 +232,9 @@ async fn record(state: &AppState, system: &System, secret: &str) -> sqlx::Result
     let to = Utc::now();
     let from = to - Duration::days(DAYS_SHOWN);
     let ids: Vec<i64> = shown.iter().map(|(id, ..)| *id).collect();
-    let rows =
-        history::query(&mut *system.db.acquire().await?, &ids, from, to, Bucket::Hour).await.map_err(|e| match e {
+    let rows = history::query(&mut *system.db.acquire().await?, state.storage, &ids, from, to, Bucket::Hour)
+        .await
+        .map_err(|e| match e {
             history::HistoryError::Database(error) => error,
             history::HistoryError::Range(message) | history::HistoryError::TooMuch(message) => {
                 sqlx::Error::Protocol(message)

@@ -17,6 +17,7 @@ use utoipa_axum::{router::OpenApiRouter, routes};
 use crate::{
     history::{self, Bucket, DroppedSpan, HistoryError, QUALITY_NAME, Rows},
     http::{Allowed, ApiError, AppState, ErrorBody, InLane, ManageRules, Read, body_in_lane},
+    timescale::StorageMode,
 };
 
 /// Routes for viewers.
@@ -418,7 +419,7 @@ async fn history_of(
     if point_ids.is_empty() {
         return Err(ApiError::NotFound);
     }
-    history_response(&mut tx, &point_ids, query, place).await
+    history_response(&mut tx, state.storage, &point_ids, query, place).await
 }
 
 /// The history of points the viewer's transaction has found visible.
@@ -428,6 +429,7 @@ async fn history_of(
 /// off by the listener).
 async fn history_response(
     db: &mut sqlx::PgConnection,
+    storage: StorageMode,
     point_ids: &[i64],
     query: HistoryQuery,
     place: InLane,
@@ -438,7 +440,7 @@ async fn history_response(
         None => to.checked_sub_signed(Duration::hours(1)).ok_or(HistoryError::Range("`to` is out of range".into()))?,
     };
     let bucket = query.bucket.unwrap_or_else(|| Bucket::for_span(to - from));
-    let rows = history::query(&mut *db, point_ids, from, to, bucket).await?;
+    let rows = history::query(&mut *db, storage, point_ids, from, to, bucket).await?;
     match query.format.as_deref() {
         None | Some("json") => {
             let dropped = history::dropped(&mut *db, point_ids, from, to).await?;

@@ -1,0 +1,205 @@
+//! `chillcloud-server backup` and `restore`: the whole database in one file, in pg_dump's custom
+//! format, taken from a running server without stopping it (pg_dump reads one consistent
+//! snapshot) and restored into an empty database (a fresh data directory for the embedded
+//! default). A database in TimescaleDB mode is restored between TimescaleDB's
+//! `timescaledb_pre_restore()` and `timescaledb_post_restore()`, into a PostgreSQL that has the
+//! same TimescaleDB version loaded.
+//!
+//! What a dump does not hold is recreated: the `chillcloud_api` role (roles belong to the
+//! cluster, not the database), as the migrations left it. The secrets in the data directory
+//! (`api-token`, `link-secret`) are files, not data: copy them along to keep links already sent
+//! working.
+
+use std::path::{Path, PathBuf};
+
+use sqlx::PgPool;
+use tracing::info;
+
+use crate::{
+    Error, Result, StorageSettings,
+    embedded::postgres::{EmbeddedPostgres, find_binaries},
+};
+
+/// The database a command works on, and what reaches it.
+struct Target {
+    /// A URL without its password, for pg_dump and pg_restore.
+    url: String,
+    /// The password, given to them in the environment rather than on the command line.
+    password: Option<String>,
+    /// Where pg_dump and pg_restore are.
+    bin_dir: PathBuf,
+    pool: PgPool,
+    cluster: Option<EmbeddedPostgres>,
+}
+
+impl Target {
+    async fn open(storage: &StorageSettings) -> Result<Self> {
+        match &storage.database_url {
+            Some(url) => {
+                let mut parsed =
+                    reqwest::Url::parse(url).map_err(|e| Error::Config(format!("--database-url is not a URL: {e}")))?;
+                let password = parsed.password().map(percent_decode);
+                let _ = parsed.set_password(None);
+                let pool = PgPool::connect(url).await?;
+                Ok(Self { url: parsed.to_string(), password, bin_dir: find_binaries()?, pool, cluster: None })
+            }
+            None => {
+                let cluster = EmbeddedPostgres::start(&storage.data_dir.join("postgres"), None).await?;
+                let pool = PgPool::connect_with(cluster.connect_options("chillcloud")).await?;
+                Ok(Self {
+                    url: cluster.socket_url("chillcloud"),
+                    password: None,
+                    bin_dir: cluster.bin_dir().to_owned(),
+                    pool,
+                    cluster: Some(cluster),
+                })
+            }
+        }
+    }
+
+    async fn close(self) {
+        self.pool.close().await;
+        if let Some(cluster) = self.cluster
+            && let Err(error) = cluster.stop_if_started_here().await
+        {
+            tracing::warn!(%error, "stopping the embedded PostgreSQL failed");
+        }
+    }
+
+    /// Runs `program` (pg_dump, pg_restore) on the database with `args`.
+    async fn run(&self, program: &str, args: &[&str]) -> Result<()> {
+        let mut command = tokio::process::Command::new(self.bin_dir.join(program));
+        command.args(args).arg("--dbname").arg(&self.url).kill_on_drop(true);
+        if let Some(password) = &self.password {
+            command.env("PGPASSWORD", password);
+        }
+        let output =
+            command.output().await.map_err(|source| Error::Io { context: format!("run {program}"), source })?;
+        if output.status.success() {
+            Ok(())
+        } else {
+            Err(Error::Config(format!(
+                "{program} failed ({}): {}",
+                output.status,
+                String::from_utf8_lossy(&output.stderr).trim()
+            )))
+        }
+    }
+}
+
+fn percent_decode(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = bytes.get(i + 1..i + 3).and_then(|h| u8::from_str_radix(std::str::from_utf8(h).ok()?, 16).ok());
+        match (bytes[i], hex) {
+            (b'%', Some(byte)) => {
+                out.push(byte);
+                i += 3;
+            }
+            (byte, _) => {
+                out.push(byte);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Writes the whole database to `to` in pg_dump's custom format.
+pub async fn backup(storage: &StorageSettings, to: &Path) -> Result<()> {
+    let target = Target::open(storage).await?;
+    let mode = crate::timescale::current_mode(&target.pool).await;
+    let to_text = to.to_string_lossy().into_owned();
+    let dumped = target.run("pg_dump", &["--format", "custom", "--file", &to_text]).await;
+    target.close().await;
+    dumped?;
+    info!(file = %to.display(), mode = %mode?, "backup written");
+    Ok(())
+}
+
+/// Restores a backup written by [`backup`] into an empty database.
+pub async fn restore(storage: &StorageSettings, from: &Path) -> Result<()> {
+    let target = Target::open(storage).await?;
+    let restored = restore_into(&target, from).await;
+    target.close().await;
+    restored
+}
+
+async fn restore_into(target: &Target, from: &Path) -> Result<()> {
+    let from_text = from.to_string_lossy().into_owned();
+    if !from.is_file() {
+        return Err(Error::Config(format!("{}: no such backup file", from.display())));
+    }
+    let tables: i64 = sqlx::query_scalar("select count(*) from pg_tables where schemaname = current_schema()")
+        .fetch_one(&target.pool)
+        .await?;
+    if tables > 0 {
+        return Err(Error::Config(format!(
+            "the database already holds {tables} tables: restore goes into an empty one (a fresh --data-dir, or a new \
+             database for --database-url)"
+        )));
+    }
+    // The backup's table of contents says whether it was taken in TimescaleDB mode.
+    let contents = tokio::process::Command::new(target.bin_dir.join("pg_restore"))
+        .args(["--list", &from_text])
+        .output()
+        .await
+        .map_err(|source| Error::Io { context: "run pg_restore --list".into(), source })?;
+    if !contents.status.success() {
+        return Err(Error::Config(format!(
+            "{} is not a backup pg_restore can read: {}",
+            from.display(),
+            String::from_utf8_lossy(&contents.stderr).trim()
+        )));
+    }
+    let timescale = String::from_utf8_lossy(&contents.stdout).lines().any(|l| l.contains("EXTENSION - timescaledb"));
+    sqlx::query(API_ROLE).execute(&target.pool).await?;
+    if timescale {
+        let available = crate::timescale::availability(&target.pool).await?;
+        if available != crate::timescale::Availability::Loaded {
+            return Err(Error::Config(format!(
+                "the backup was taken in TimescaleDB mode, and TimescaleDB is {available} here: restore it where the \
+                 same TimescaleDB version is installed and preloaded"
+            )));
+        }
+        sqlx::query("create extension if not exists timescaledb").execute(&target.pool).await?;
+        sqlx::query("select timescaledb_pre_restore()").execute(&target.pool).await?;
+    }
+    // Objects belong to whoever restores them: the server's user on the new database.
+    let restored = target.run("pg_restore", &["--no-owner", "--exit-on-error", &from_text]).await;
+    if timescale {
+        // Also after a failure: pre-restore leaves TimescaleDB's background jobs stopped.
+        sqlx::query("select timescaledb_post_restore()").execute(&target.pool).await?;
+    }
+    restored?;
+    info!(file = %from.display(), timescale, "backup restored");
+    Ok(())
+}
+
+/// The role API requests run as, as migrations 0011 and 0014 leave it: roles belong to the
+/// cluster, so a dump of the database holds the grants to it but not the role.
+const API_ROLE: &str = "do $$
+begin
+    if not exists (select from pg_roles where rolname = 'chillcloud_api') then
+        create role chillcloud_api nologin;
+    end if;
+    begin
+        execute format('grant chillcloud_api to %I', current_user);
+        alter role chillcloud_api login;
+        alter role chillcloud_api set statement_timeout = '15s';
+        alter role chillcloud_api set idle_in_transaction_session_timeout = '60s';
+    exception when insufficient_privilege or invalid_grant_operation then
+        raise notice 'chillcloud_api must be given LOGIN and its timeouts by an administrator';
+    end;
+end
+$$";
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn passwords_are_percent_decoded() {
+        assert_eq!(super::percent_decode("p%40ss%2Fw%zz"), "p@ss/w%zz");
+    }
+}
