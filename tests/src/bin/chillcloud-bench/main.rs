@@ -14,6 +14,7 @@ use chillcloud_proto::{GatewayId, Quality};
 use chillcloud_server::{
     history::{self, Bucket},
     store::{self, ReadingRows},
+    timescale::{self, StorageMode},
 };
 use chillcloud_tests::harness::{Stack, TestPostgres, count_readings, numbered_birth, wait_for};
 use chrono::{DateTime, TimeDelta, Utc};
@@ -88,9 +89,11 @@ async fn register_unit(pool: &PgPool, points: u32) -> anyhow::Result<Vec<i64>> {
 async fn p7() -> anyhow::Result<bool> {
     const POINTS: u32 = 17; // the Trane CH530 profile's points
     const STEP_S: i64 = 10;
-    let postgres = TestPostgres::start().await;
+    let postgres = TestPostgres::start_for_bench().await;
     let pool = postgres.pool().await;
     store::MIGRATOR.run(&pool).await?;
+    let storage = timescale::prepare(&pool, &timescale::Policies::default()).await;
+    println!("P7 storage: {} (TimescaleDB {})", storage.mode, storage.timescaledb);
     let point_ids = register_unit(&pool, POINTS).await?;
     let to = DateTime::<Utc>::from_timestamp(1_700_000_000 / 3600 * 3600, 0).context("time")?;
     let from = to - TimeDelta::days(30);
@@ -114,6 +117,20 @@ async fn p7() -> anyhow::Result<bool> {
     written += rows.len();
     store::flush(&pool, rows).await?;
     let load_s = started.elapsed().as_secs_f64();
+    if storage.mode == StorageMode::Timescale {
+        // What the policies would have done while the month's readings arrived: materialise
+        // the aggregates and compress the chunks older than a week.
+        for (aggregate, ..) in timescale::AGGREGATES {
+            sqlx::query(sqlx::AssertSqlSafe(format!("call refresh_continuous_aggregate('{aggregate}', null, $1)")))
+                .bind(to)
+                .execute(&pool)
+                .await?;
+        }
+        sqlx::query("select compress_chunk(c) from show_chunks('readings', older_than => $1::timestamptz) c")
+            .bind(to - TimeDelta::days(7))
+            .execute(&pool)
+            .await?;
+    }
     sqlx::query("analyze").execute(&pool).await?;
     println!("P7 data: {written} readings (30 days x {POINTS} points every {STEP_S} s) written in {load_s:.1} s");
 
@@ -122,7 +139,9 @@ async fn p7() -> anyhow::Result<bool> {
     let expected = 30 * 24 * POINTS as usize;
     for round in 0..25 {
         let started = Instant::now();
-        let rows = match history::query(&mut *pool.acquire().await?, &point_ids, from, to, Bucket::Hour).await? {
+        let rows = match history::query(&mut *pool.acquire().await?, storage.mode, &point_ids, from, to, Bucket::Hour)
+            .await?
+        {
             history::Rows::Buckets(rows) => rows.len(),
             history::Rows::Raw(_) => anyhow::bail!("expected buckets"),
         };
@@ -140,8 +159,12 @@ async fn p7() -> anyhow::Result<bool> {
         (percentile(rollup_ms.clone(), 0.95), median(rollup_ms), median(raw_ms));
     let ratio = raw_median / rollup_p95;
     let pass = rollup_p95 <= 100.0 && ratio >= 10.0;
+    let source = match storage.mode {
+        StorageMode::Plain => "readings_1h",
+        StorageMode::Timescale => "readings_1h_continuous",
+    };
     println!(
-        "P7 rollup (readings_1h): median {rollup_median:.1} ms, p95 {rollup_p95:.1} ms over 25 runs (target p95 <= 100 ms)"
+        "P7 rollup ({source}): median {rollup_median:.1} ms, p95 {rollup_p95:.1} ms over 25 runs (target p95 <= 100 ms)"
     );
     println!("P7 raw (date_bin over readings): median {raw_median:.1} ms over 5 runs");
     println!("P7 ratio={ratio:.1} target>=10 {}", verdict(pass));
@@ -155,8 +178,9 @@ struct P1Round {
 }
 
 /// P1: readings per second from MQTT through decode into PostgreSQL, against a binary COPY of
-/// the same rows into an identical table, and against multi-row INSERT VALUES in 1,000-row
-/// batches.
+/// the same rows into a table of the same shape (a hypertable in TimescaleDB mode), against a
+/// loader doing one INSERT per reading (the naive path of common IoT platforms), and, for
+/// context, multi-row INSERT VALUES in 1,000-row batches.
 /// Readings the server has committed, from its `/metrics`: cheap to poll while it ingests, unlike
 /// counting the table, whose scans would take the very CPU being measured (the rows are counted
 /// once afterwards).
@@ -170,12 +194,21 @@ async fn readings_stored(stack: &Stack) -> Option<u64> {
 async fn p1() -> anyhow::Result<bool> {
     let round = P1Round { messages: 400, per_message: 500 };
     let total = round.messages * u64::from(round.per_message);
-    let stack = Stack::start().await;
+    let stack = Stack::start_on(TestPostgres::start_for_bench().await, &[], &[]).await;
     let pool = stack.postgres.pool().await;
-    for table in ["copy_baseline", "values_baseline"] {
+    let mode = timescale::current_mode(&pool).await?;
+    println!("P1 storage: {mode}");
+    for table in ["copy_baseline", "values_baseline", "single_baseline"] {
         sqlx::query(sqlx::AssertSqlSafe(format!("create table {table} (like readings including all)")))
             .execute(&pool)
             .await?;
+        if mode == StorageMode::Timescale {
+            sqlx::query(sqlx::AssertSqlSafe(format!(
+                "select create_hypertable('{table}', by_range('ts', interval '1 day'))"
+            )))
+            .execute(&pool)
+            .await?;
+        }
     }
     let mut gateway = stack.gateway(round.per_message).await;
     let point_ids: Vec<i64> = wait_for("the birth's points", Duration::from_secs(30), || async {
@@ -184,7 +217,7 @@ async fn p1() -> anyhow::Result<bool> {
     })
     .await;
 
-    let (mut ours, mut copy, mut values) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut ours, mut copy, mut values, mut single) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for repetition in 0..3u64 {
         let base_batch = repetition * round.messages;
         // Ours: publish, then wait until every reading is committed.
@@ -227,6 +260,13 @@ async fn p1() -> anyhow::Result<bool> {
             insert_values(&pool, "values_baseline", chunk).await?;
         }
         values.push(total as f64 / started.elapsed().as_secs_f64());
+        // One INSERT per reading is slow enough that a sample gives its rate.
+        let sample = &rows[..SINGLE_SAMPLE.min(rows.len())];
+        let started = Instant::now();
+        for row in sample {
+            insert_values(&pool, "single_baseline", std::slice::from_ref(row)).await?;
+        }
+        single.push(sample.len() as f64 / started.elapsed().as_secs_f64());
     }
     let metrics = reqwest::get(format!("http://{}/metrics", stack.http)).await?.text().await?;
     let metric = |name: &str| -> f64 {
@@ -241,19 +281,25 @@ async fn p1() -> anyhow::Result<bool> {
         "P1 server: {batches} batches, {:.1} messages per batch, {db_seconds:.2} s in the database",
         messages / batches
     );
-    let (ours, copy, values) = (median(ours), median(copy), median(values));
-    let (vs_copy, vs_values) = (ours / copy, ours / values);
-    let pass = vs_copy >= 0.5 && vs_values >= 4.0;
+    let (ours, copy, values, single) = (median(ours), median(copy), median(values), median(single));
+    let (vs_copy, vs_values, vs_single) = (ours / copy, ours / values, ours / single);
+    let pass = vs_copy >= 0.8 && vs_single >= 20.0;
     println!(
         "P1 rows per round: {total} ({} messages x {} readings), 3 rounds, medians:",
         round.messages, round.per_message
     );
     println!("P1 ours (MQTT -> decode -> UNNEST with rollup, ack after commit): {ours:.0} readings/s");
     println!("P1 binary COPY, 10,000-row batches: {copy:.0} rows/s");
-    println!("P1 INSERT VALUES, 1,000-row batches: {values:.0} rows/s ({vs_values:.1}x, target >= 4)");
-    println!("P1 ratio={vs_copy:.2} target>=0.5 {}", verdict(pass));
+    println!("P1 INSERT VALUES, 1,000-row batches: {values:.0} rows/s (ours {vs_values:.1}x)");
+    println!(
+        "P1 one INSERT per reading ({SINGLE_SAMPLE} a round): {single:.0} rows/s (ours {vs_single:.1}x, target >= 20)"
+    );
+    println!("P1 ratio={vs_copy:.2} target>=0.8 (and >=20x one INSERT per reading) {}", verdict(pass));
     Ok(pass)
 }
+
+/// Readings the one-INSERT-per-reading loader writes each round.
+const SINGLE_SAMPLE: usize = 20_000;
 
 /// Writes rows with `COPY ... FROM STDIN (FORMAT binary)`.
 async fn copy_binary(pool: &PgPool, table: &str, rows: &[(i64, DateTime<Utc>, f64)]) -> anyhow::Result<()> {
@@ -307,8 +353,9 @@ async fn insert_values(pool: &PgPool, table: &str, rows: &[(i64, DateTime<Utc>, 
 /// ours). The verdict is at the design load, [`P2_DESIGN_RATE`]; higher rates show where ours
 /// stops keeping up, and a burst (everything at once) shows the raw capacity of each.
 async fn p2() -> anyhow::Result<bool> {
-    let stack = Stack::start().await;
+    let stack = Stack::start_on(TestPostgres::start_for_bench().await, &[], &[]).await;
     let pool = stack.postgres.pool().await;
+    println!("P2 storage: {}", timescale::current_mode(&pool).await?);
     let mut gateway = stack.gateway(P2_READINGS).await;
     wait_for("the birth's points", Duration::from_secs(30), || async {
         let n: i64 = sqlx::query_scalar("select count(*) from points").fetch_one(&pool).await.ok()?;
