@@ -9,3 +9,5 @@ create table service_alarms (
     cleared_at timestamptz
 );
 create unique index service_alarms_open on service_alarms (kind) where cleared_at is null;
+-- The server's own: no grant and no policy for the API.
+alter table service_alarms enable row level security;

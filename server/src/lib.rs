@@ -100,7 +100,7 @@ pub struct StoragePolicySettings {
           value_parser = clap::value_parser!(u64).range(1..=36_500))]
     pub compress_after_days: u64,
     /// How many days late readings may arrive: the gateways' backfill horizon (their
-    /// `--max-backlog-age`). With TimescaleDB, the aggregates' refreshes look this far back.
+    /// `[queue] max_age_hours` divided by 24). With TimescaleDB, the aggregates' refreshes look this far back.
     #[arg(long, env = "CHILLCLOUD_LATE_READINGS_DAYS", default_value_t = 7,
           value_parser = clap::value_parser!(u64).range(1..=365))]
     pub late_readings_days: u64,
@@ -513,9 +513,20 @@ mod tests {
                 }
             }
         }
-        for module in
-            ["ingest", "store", "history", "timescale", "gateway_link", "live", "watchdog", "metrics", "secrets"]
-        {
+        for module in [
+            "ingest",
+            "store",
+            "history",
+            "timescale",
+            "storage_watch",
+            "service_alarms",
+            "backup",
+            "gateway_link",
+            "live",
+            "watchdog",
+            "metrics",
+            "secrets",
+        ] {
             files.push(src.join(format!("{module}.rs")));
         }
         assert!(files.len() > 25, "{files:?}");

@@ -533,6 +533,33 @@ impl Api {
         (status, response.json().await.unwrap_or(serde_json::Value::Null))
     }
 
+    /// A Prometheus value from `/metrics`; panics with the text when it is missing.
+    pub async fn metric(&self, name: &str) -> f64 {
+        let metrics = self.get_raw("/metrics").await.1;
+        metrics
+            .lines()
+            .find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+            .unwrap_or_else(|| panic!("{name} in {metrics}"))
+    }
+
+    /// A person (English, with `phone`) on the service team of `gateway`'s site; returns their id.
+    pub async fn add_service_engineer(&self, gateway: &str, phone: &str) -> Value {
+        let person = serde_json::json!({"name": "engineer", "phone": phone, "language": "en"});
+        let (status, person) = self.send(Method::POST, "/api/v1/people", person).await;
+        assert_eq!(status, 200, "{person}");
+        let contact = serde_json::json!({"person_id": person["id"], "role": "service"});
+        let (status, body) = self.send(Method::POST, &format!("/api/v1/gateways/{gateway}/contacts"), contact).await;
+        assert_eq!(status, 200, "{body}");
+        person["id"].clone()
+    }
+
+    /// The outbox's service alarms (about the service itself, not a site).
+    pub async fn service_pages(&self) -> Vec<Value> {
+        let outbox = self.get("/api/v1/outbox?limit=1000").await.expect("outbox");
+        let pages = outbox.as_array().expect("array").iter();
+        pages.filter(|m| m["body"].as_str().is_some_and(|b| b.contains("service alarm"))).cloned().collect()
+    }
+
     /// Waits until the server is healthy and subscribed at the broker: a gateway's message
     /// published before that would not be kept for it.
     pub async fn wait_healthy(&self, timeout: Duration) {

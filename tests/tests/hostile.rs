@@ -88,23 +88,7 @@ async fn wait_dead_letters(pool: &sqlx::PgPool, count: usize, what: &str) {
 
 /// A value of the server's metrics.
 async fn metric(stack: &Stack, name: &str) -> f64 {
-    let metrics = stack.api().get_raw("/metrics").await.1;
-    metrics
-        .lines()
-        .find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
-        .unwrap_or_else(|| panic!("{name} in {metrics}"))
-}
-
-/// A person on the service team of `gateway`'s site; returns their id.
-async fn service_engineer(stack: &Stack, gateway: &str, phone: &str) -> Value {
-    let api = stack.api();
-    let person = json!({"name": "engineer", "phone": phone, "language": "en"});
-    let (status, person) = api.send(Method::POST, "/api/v1/people", person).await;
-    assert_eq!(status, 200, "{person}");
-    let contact = json!({"person_id": person["id"], "role": "service"});
-    let (status, body) = api.send(Method::POST, &format!("/api/v1/gateways/{gateway}/contacts"), contact).await;
-    assert_eq!(status, 200, "{body}");
-    person["id"].clone()
+    stack.api().metric(name).await
 }
 
 async fn dead_letters(pool: &sqlx::PgPool) -> Vec<String> {
@@ -395,17 +379,8 @@ async fn r5_history_requests_are_bounded_and_other_customers_are_served() {
 async fn r5_a_stalled_ingest_turns_health_unhealthy_and_pages_the_service_team() {
     let mut stack = Stack::start().await;
     let api = stack.api();
-    service_engineer(&stack, stack.gateway_id, "+8613800000009").await;
-    let service_pages = || async {
-        let outbox = api.get("/api/v1/outbox?limit=1000").await.expect("outbox");
-        outbox
-            .as_array()
-            .expect("array")
-            .iter()
-            .filter(|m| m["body"].as_str().is_some_and(|b| b.contains("service alarm")))
-            .cloned()
-            .collect::<Vec<Value>>()
-    };
+    api.add_service_engineer(stack.gateway_id, "+8613800000009").await;
+    let service_pages = || api.service_pages();
 
     // The broker goes away: a restart would be ridden out, 30 s is a stall.
     stack.broker.stop().await;
@@ -495,7 +470,7 @@ async fn r5_hostile_gateway_soak() {
     let (stack, pool, mut hostile, mut probe) = two_sites().await;
     let api = stack.api();
     // The other site: a person on its service team and a rule that pages them.
-    let person = service_engineer(&stack, OTHER, "+8613800000007").await;
+    let person = stack.api().add_service_engineer(OTHER, "+8613800000007").await;
     let rule = json!({"title": "Hot", "title_zh": "过热", "grade": 2, "kind": "condition", "when": "p0 > 500"});
     let (status, body) = api.send(Method::PUT, &format!("/api/v1/gateways/{OTHER}/rules/hot"), rule).await;
     assert_eq!(status, 200, "{body}");

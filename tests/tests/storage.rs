@@ -5,31 +5,11 @@ use std::{collections::BTreeMap, time::Duration};
 
 use chillcloud_server::embedded::postgres::EmbeddedPostgres;
 use chillcloud_tests::harness::{
-    Api, EmbeddedServer, FakeGateway, bin, embedded_pool, run_to_completion, shared_temp_dir, wait_for,
+    EmbeddedServer, FakeGateway, bin, embedded_pool, run_to_completion, shared_temp_dir, wait_for,
 };
 use reqwest::Method;
 use serde_json::{Value, json};
 use sqlx::PgPool;
-
-async fn service_engineer(api: &Api, gateway: &str, phone: &str) {
-    let (status, person) =
-        api.send(Method::POST, "/api/v1/people", json!({"name": "engineer", "phone": phone, "language": "en"})).await;
-    assert_eq!(status, 200, "{person}");
-    let contact = json!({"person_id": person["id"], "role": "service"});
-    let (status, body) = api.send(Method::POST, &format!("/api/v1/gateways/{gateway}/contacts"), contact).await;
-    assert_eq!(status, 200, "{body}");
-}
-
-async fn service_pages(api: &Api) -> Vec<Value> {
-    let outbox = api.get("/api/v1/outbox?limit=1000").await.expect("outbox");
-    outbox
-        .as_array()
-        .expect("array")
-        .iter()
-        .filter(|m| m["body"].as_str().is_some_and(|b| b.contains("service alarm")))
-        .cloned()
-        .collect()
-}
 
 /// Provisions `gateway` on the embedded database of `data_dir`; returns its MQTT password.
 async fn add_gateway(data_dir: &std::path::Path, gateway: &str) -> String {
@@ -49,7 +29,7 @@ async fn a_filling_disk_degrades_health_and_pages_the_service_team_once_until_it
     add_gateway(&data_dir, "gw-disk").await;
     // The service team first, so someone is there to be paged.
     let mut setup = EmbeddedServer::start("setup", &data_dir, dir.path(), &[]).await;
-    service_engineer(&setup.api, "gw-disk", "+8613800000018").await;
+    setup.api.add_service_engineer("gw-disk", "+8613800000018").await;
     assert!(setup.process.terminate(Duration::from_secs(30)).await.is_some_and(|s| s.success()));
     // Any disk in use is fuller than 1 %: the alarm's threshold stands in for a filling disk.
     let args = ["--storage-check-seconds", "1", "--disk-alarm-percent", "1"];
@@ -67,7 +47,7 @@ async fn a_filling_disk_degrades_health_and_pages_the_service_team_once_until_it
         .expect("disk metric");
     assert!((1.0..=100.0).contains(&used), "{used}");
     let page = wait_for("the service team paged", Duration::from_secs(30), || async {
-        service_pages(&server.api).await.into_iter().next()
+        server.api.service_pages().await.into_iter().next()
     })
     .await;
     assert!(page["body"].as_str().expect("body").contains("disk is"), "{page}");
@@ -81,7 +61,7 @@ async fn a_filling_disk_degrades_health_and_pages_the_service_team_once_until_it
         (health["status"] == "degraded").then_some(())
     })
     .await;
-    assert_eq!(service_pages(&server_again.api).await.len(), 1, "one page for one episode");
+    assert_eq!(server_again.api.service_pages().await.len(), 1, "one page for one episode");
     let mut server_again = server_again;
     assert!(server_again.process.terminate(Duration::from_secs(30)).await.is_some_and(|s| s.success()));
     server = EmbeddedServer::start("server-fixed", &data_dir, dir.path(), &["--storage-check-seconds", "1"]).await;
@@ -148,7 +128,7 @@ async fn backup_restore_keeps_everything() {
     )
     .await;
     assert!(admin.contains("password"));
-    service_engineer(api, "gw-backup", "+8613800000019").await;
+    api.add_service_engineer("gw-backup", "+8613800000019").await;
     // An alarm, as the engine records one, and a ticket opened on it through the API.
     let unit: i64 = sqlx::query_scalar("select id from units limit 1").fetch_one(&pool).await.expect("unit");
     let alarm: i64 = sqlx::query_scalar(

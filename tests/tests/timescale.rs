@@ -12,11 +12,10 @@ use chillcloud_server::{
     timescale::{self, Availability, Policies, StorageMode},
 };
 use chillcloud_tests::harness::{
-    Api, EmbeddedServer, Stack, TestPostgres, numbered_birth, shared_temp_dir, timescale_or_skip, wait_for,
+    EmbeddedServer, Stack, TestPostgres, numbered_birth, shared_temp_dir, timescale_or_skip, wait_for,
 };
 use chrono::{DateTime, DurationRound as _, TimeDelta, Utc};
-use reqwest::Method;
-use serde_json::{Value, json};
+use serde_json::json;
 use sqlx::PgPool;
 
 const DAY: Duration = Duration::from_secs(86_400);
@@ -330,7 +329,7 @@ async fn a_failing_or_paused_storage_job_degrades_health_and_pages_the_service_t
     let api = stack.api();
     let health = api.get("/health").await.expect("health");
     assert_eq!((&health["status"], &health["storage"]), (&json!("ok"), &json!("ok")), "{health}");
-    service_engineer(&api, stack.gateway_id, "+8613800000017").await;
+    api.add_service_engineer(stack.gateway_id, "+8613800000017").await;
 
     // A job that fails every run, as stock TimescaleDB 2.28.3's did on PostgreSQL 15.20.
     sqlx::query(
@@ -351,9 +350,9 @@ async fn a_failing_or_paused_storage_job_degrades_health_and_pages_the_service_t
     .await;
     let troubles = health["storage"].to_string();
     assert!(troubles.contains("failing: storage_test_failing") && troubles.contains("cannot drop portal"), "{health}");
-    assert!(metric(&api, "chillcloud_storage_jobs_in_trouble").await >= 1.0);
+    assert!(api.metric("chillcloud_storage_jobs_in_trouble").await >= 1.0);
     let page = wait_for("the service team paged", Duration::from_secs(30), || async {
-        service_pages(&api).await.into_iter().next()
+        api.service_pages().await.into_iter().next()
     })
     .await;
     let body = page["body"].as_str().expect("body");
@@ -371,7 +370,7 @@ async fn a_failing_or_paused_storage_job_degrades_health_and_pages_the_service_t
         .await
         .expect("open service alarms");
     assert_eq!(open, 0);
-    assert_eq!(service_pages(&api).await.len(), 1, "one page for one episode");
+    assert_eq!(api.service_pages().await.len(), 1, "one page for one episode");
 
     // A paused policy is trouble too: compression would silently stop.
     sqlx::query(
@@ -387,29 +386,4 @@ async fn a_failing_or_paused_storage_job_degrades_health_and_pages_the_service_t
     })
     .await;
     assert!(health["storage"].to_string().contains("paused: policy_compression on readings"), "{health}");
-}
-
-async fn service_engineer(api: &Api, gateway: &str, phone: &str) {
-    let (status, person) =
-        api.send(Method::POST, "/api/v1/people", json!({"name": "engineer", "phone": phone, "language": "en"})).await;
-    assert_eq!(status, 200, "{person}");
-    let contact = json!({"person_id": person["id"], "role": "service"});
-    let (status, body) = api.send(Method::POST, &format!("/api/v1/gateways/{gateway}/contacts"), contact).await;
-    assert_eq!(status, 200, "{body}");
-}
-
-async fn service_pages(api: &Api) -> Vec<Value> {
-    let outbox = api.get("/api/v1/outbox?limit=1000").await.expect("outbox");
-    outbox
-        .as_array()
-        .expect("array")
-        .iter()
-        .filter(|m| m["body"].as_str().is_some_and(|b| b.contains("service alarm")))
-        .cloned()
-        .collect()
-}
-
-async fn metric(api: &Api, name: &str) -> f64 {
-    let (_, text) = api.get_raw("/metrics").await;
-    text.lines().find_map(|l| l.strip_prefix(name)?.trim().parse().ok()).unwrap_or(f64::NAN)
 }
