@@ -81,9 +81,10 @@ impl StorageReport {
             let paused = self.paused_jobs.iter().map(|job| format!("paused: {job}"));
             let detail = failing.chain(paused).collect::<Vec<_>>().join("; ");
             let count = self.failing_jobs.len() + self.paused_jobs.len();
+            // A text message stays short: which jobs and why is in /health.
             let fault = Fault {
-                en: format!("{count} TimescaleDB storage job(s) failing or paused ({detail})"),
-                zh: format!("{count} 个 TimescaleDB 存储任务失败或暂停（{detail}）"),
+                en: format!("{count} TimescaleDB storage job(s) failing or paused (see /health)"),
+                zh: format!("{count} 个 TimescaleDB 存储任务失败或暂停（详见 /health）"),
             };
             (fault, detail)
         });
