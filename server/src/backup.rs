@@ -10,7 +10,10 @@
 //! (`api-token`, `link-secret`) are files, not data: copy them along to keep links already sent
 //! working.
 
-use std::path::{Path, PathBuf};
+use std::{
+    os::unix::fs::OpenOptionsExt as _,
+    path::{Path, PathBuf},
+};
 
 use sqlx::PgPool;
 use tracing::info;
@@ -112,7 +115,18 @@ pub async fn backup(storage: &StorageSettings, to: &Path) -> Result<()> {
     let target = Target::open(storage).await?;
     let mode = crate::timescale::current_mode(&target.pool).await;
     let to_text = to.to_string_lossy().into_owned();
-    let dumped = target.run("pg_dump", &["--format", "custom", "--file", &to_text]).await;
+    // The dump holds the server's secrets (the API role's password): readable by its owner only.
+    let created = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(to)
+        .map_err(|source| Error::Io { context: format!("create {}", to.display()), source });
+    let dumped = match created {
+        Ok(_) => target.run("pg_dump", &["--format", "custom", "--file", &to_text]).await,
+        Err(error) => Err(error),
+    };
     target.close().await;
     dumped?;
     info!(file = %to.display(), mode = %mode?, "backup written");
@@ -167,11 +181,23 @@ async fn restore_into(target: &Target, from: &Path) -> Result<()> {
         sqlx::query("create extension if not exists timescaledb").execute(&target.pool).await?;
         sqlx::query("select timescaledb_pre_restore()").execute(&target.pool).await?;
     }
-    // Objects belong to whoever restores them: the server's user on the new database.
-    let restored = target.run("pg_restore", &["--no-owner", "--exit-on-error", &from_text]).await;
+    // Objects belong to whoever restores them: the server's user on the new database. One
+    // transaction: a restore that fails leaves the database empty, to be tried again.
+    let restored =
+        target.run("pg_restore", &["--no-owner", "--exit-on-error", "--single-transaction", &from_text]).await;
     if timescale {
-        // Also after a failure: pre-restore leaves TimescaleDB's background jobs stopped.
-        sqlx::query("select timescaledb_post_restore()").execute(&target.pool).await?;
+        // Also after a failure: pre-restore leaves TimescaleDB's background jobs stopped. Its
+        // counterpart refuses (a TimescaleDB version other than the backup's) before it resets
+        // the restoring flag, so that is reset by hand then.
+        if let Err(error) = sqlx::query("select timescaledb_post_restore()").execute(&target.pool).await {
+            let _ = sqlx::query("do $$ begin execute format('alter database %I reset timescaledb.restoring', current_database()); end $$")
+                .execute(&target.pool)
+                .await;
+            return Err(Error::Config(format!(
+                "TimescaleDB's post-restore step failed ({error}); the restore itself: {}",
+                restored.map_or_else(|e| e.to_string(), |()| "done".into())
+            )));
+        }
     }
     restored?;
     info!(file = %from.display(), timescale, "backup restored");

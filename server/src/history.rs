@@ -155,23 +155,32 @@ fn bucket_count(from: DateTime<Utc>, to: DateTime<Utc>, width: TimeDelta) -> i64
 /// SQL naming a `quality` column's value as the API spells it (null stays null).
 pub(crate) const QUALITY_NAME: &str = "case quality when 0 then 'good' when 1 then 'bad' when 2 then 'uncertain' end";
 
-/// The buckets of `point_ids` ($1) overlapping `[$2, $3)`, by storage mode and width: columns
-/// `point_id, bucket, avg, min, max, last, n`. One-minute buckets on plain PostgreSQL are computed
-/// from the readings inside the range; the others are whole buckets kept ahead.
-const RAW_1M: &str = "select point_id, date_bin('1 minute', ts, timestamptz '2000-01-01 00:00:00+00') as bucket,
-        avg(value) as avg, min(value) as min, max(value) as max,
-        (array_agg(value order by ts desc) filter (where value is not null))[1] as last, count(value) as n
-    from readings where point_id = any($1) and ts >= $2 and ts < $3 group by 1, 2";
-const ROLLUP_1H: &str =
-    "select point_id, bucket, total / nullif(n, 0) as avg, lo as min, hi as max, last_value as last, n
-    from readings_1h where point_id = any($1) and bucket >= date_bin('1 hour', $2, timestamptz '2000-01-01 00:00:00+00')
-      and bucket < $3";
-/// TimescaleDB's continuous aggregates: materialised up to their last refresh, computed from raw
-/// readings after it.
-const CONTINUOUS_1M: &str = "select point_id, bucket, avg, min, max, last, n from readings_1m_continuous
-    where point_id = any($1) and bucket >= date_bin('1 minute', $2, timestamptz '2000-01-01 00:00:00+00') and bucket < $3";
-const CONTINUOUS_1H: &str = "select point_id, bucket, avg, min, max, last, n from readings_1h_continuous
-    where point_id = any($1) and bucket >= date_bin('1 hour', $2, timestamptz '2000-01-01 00:00:00+00') and bucket < $3";
+/// The query of the buckets of `point_ids` ($1) overlapping `[$2, $3)` of `width`, from what
+/// `storage` keeps: columns `point_id, bucket, avg, min, max, last, n`. One-minute buckets on plain
+/// PostgreSQL are computed from the readings inside the range; the others are whole buckets kept
+/// ahead: the `readings_1h` rollup, or TimescaleDB's continuous aggregates (materialised up to
+/// their last refresh, computed from raw readings after it).
+/// Returns the bucket width too.
+fn buckets_of(storage: StorageMode, bucket: Bucket) -> (&'static str, String) {
+    let (view, width, ..) = crate::timescale::AGGREGATES[if bucket == Bucket::Minute { 0 } else { 1 }];
+    let whole = format!("bucket >= date_bin('{width}', $2, {EPOCH}) and bucket < $3");
+    let sql = match (storage, bucket) {
+        (StorageMode::Timescale, _) => {
+            format!("select point_id, bucket, avg, min, max, last, n from {view} where point_id = any($1) and {whole}")
+        }
+        (StorageMode::Plain, Bucket::Minute) => format!(
+            "select point_id, date_bin('1 minute', ts, {EPOCH}) as bucket, avg(value) as avg, min(value) as min,
+                    max(value) as max, (array_agg(value order by ts desc) filter (where value is not null))[1] as last,
+                    count(value) as n
+             from readings where point_id = any($1) and ts >= $2 and ts < $3 group by 1, 2"
+        ),
+        (StorageMode::Plain, _) => format!(
+            "select point_id, bucket, total / nullif(n, 0) as avg, lo as min, hi as max, last_value as last, n
+             from readings_1h where point_id = any($1) and {whole}"
+        ),
+    };
+    (width, sql)
+}
 
 /// Reads the history of `point_ids` over `[from, to)` at `bucket` size, from the aggregates
 /// `storage` keeps.
@@ -220,13 +229,7 @@ pub async fn query(
             Rows::Raw(rows)
         }
         Bucket::Minute | Bucket::Hour => {
-            let width = if bucket == Bucket::Minute { "1 minute" } else { "1 hour" };
-            let source = match (storage, bucket) {
-                (StorageMode::Timescale, Bucket::Minute) => CONTINUOUS_1M,
-                (StorageMode::Timescale, _) => CONTINUOUS_1H,
-                (StorageMode::Plain, Bucket::Minute) => RAW_1M,
-                (StorageMode::Plain, _) => ROLLUP_1H,
-            };
+            let (width, source) = buckets_of(storage, bucket);
             Rows::Buckets(
                 sqlx::query_as(sqlx::AssertSqlSafe(format!(
                     "select p.id as point_id, s.bucket as ts, a.avg, a.min, a.max, a.last, coalesce(a.n, 0) as count

@@ -9,7 +9,7 @@
 
 use chrono::{DateTime, Utc};
 use serde_json::json;
-use sqlx::PgPool;
+use sqlx::{PgConnection, PgPool};
 use tracing::{error, info};
 
 use crate::paging::{
@@ -29,9 +29,10 @@ pub struct Fault {
     pub zh: String,
 }
 
-/// Opens an episode of `kind` unless one is open, and then pages the service team. Returns
-/// whether this call opened it.
+/// Opens an episode of `kind` unless one is open, and pages the service team, in one
+/// transaction: an episode is never open without its page. Returns whether this call opened it.
 pub async fn raise(pool: &PgPool, kind: &str, fault: &Fault, detail: &str) -> sqlx::Result<bool> {
+    let mut tx = pool.begin().await?;
     let opened: Option<(i64, DateTime<Utc>)> = sqlx::query_as(
         "insert into service_alarms (kind, grade, detail) values ($1, $2, $3)
          on conflict (kind) where cleared_at is null do nothing returning id, raised_at",
@@ -39,12 +40,12 @@ pub async fn raise(pool: &PgPool, kind: &str, fault: &Fault, detail: &str) -> sq
     .bind(kind)
     .bind(GRADE)
     .bind(detail)
-    .fetch_optional(pool)
+    .fetch_optional(&mut *tx)
     .await?;
     let Some((id, raised_at)) = opened else { return Ok(false) };
-    error!(kind, detail, "service alarm raised: paging the service team");
-    let people = page_service_team(pool, &format!("service-alarm-{id}"), fault, raised_at).await?;
-    info!(kind, people, "service alarm enqueued");
+    let people = page_service_team(&mut tx, &format!("service-alarm-{id}"), fault, raised_at).await?;
+    tx.commit().await?;
+    error!(kind, detail, people, "service alarm raised: the service team is paged");
     Ok(true)
 }
 
@@ -70,12 +71,17 @@ pub async fn open(pool: &PgPool) -> sqlx::Result<Vec<(String, String)>> {
 
 /// Enqueues `fault` for everyone on any site's service team, once per `key`; returns how many
 /// messages were new (another process that already paged this key adds none).
-pub async fn page_service_team(pool: &PgPool, key: &str, fault: &Fault, since: DateTime<Utc>) -> sqlx::Result<usize> {
+pub async fn page_service_team(
+    db: &mut PgConnection,
+    key: &str,
+    fault: &Fault,
+    since: DateTime<Utc>,
+) -> sqlx::Result<usize> {
     let team: Vec<(i64, String, String)> = sqlx::query_as(
         "select distinct p.id, p.phone, p.language from site_contacts c join people p on p.id = c.person_id
          where c.role = 'service' and p.phone is not null order by p.id",
     )
-    .fetch_all(pool)
+    .fetch_all(&mut *db)
     .await?;
     let since = since.format("%H:%M UTC").to_string();
     let mut enqueued = 0;
@@ -96,7 +102,7 @@ pub async fn page_service_team(pool: &PgPool, key: &str, fault: &Fault, since: D
             body,
             reply_code: None,
         };
-        if outbox::enqueue(pool, &message).await? {
+        if outbox::enqueue(&mut *db, &message).await? {
             enqueued += 1;
         }
     }

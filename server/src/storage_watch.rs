@@ -125,7 +125,10 @@ pub async fn check(pool: &PgPool, watched: &Watched) -> sqlx::Result<StorageRepo
     });
     let mut report = StorageReport { database_bytes, disk_used_percent, ..StorageReport::default() };
     if watched.mode == StorageMode::Timescale {
-        // Telemetry is not storage, and fails wherever the internet is out of reach.
+        // A job is failing when its last run failed and it has not succeeded for two of its
+        // periods (and 10 minutes): one failure a retry fixes pages nobody, and a job that fails
+        // now and then never opens episode after episode. Telemetry is not storage, and fails
+        // wherever the internet is out of reach.
         report.failing_jobs = sqlx::query_scalar(
             "select format('%s on %s (job %s): %s', j.proc_name, coalesce(j.hypertable_name::text, 'the database'),
                            j.job_id,
@@ -133,6 +136,8 @@ pub async fn check(pool: &PgPool, watched: &Watched) -> sqlx::Result<StorageRepo
                                      where e.job_id = j.job_id order by e.finish_time desc limit 1), 'no error recorded'))
              from timescaledb_information.jobs j join timescaledb_information.job_stats s on s.job_id = j.job_id
              where s.last_run_status = 'Failed' and j.proc_name <> 'policy_telemetry'
+               and coalesce(s.last_successful_finish, '-infinity')
+                   < now() - greatest(2 * j.schedule_interval, interval '10 minutes')
              order by j.job_id",
         )
         .fetch_all(pool)

@@ -4,13 +4,14 @@
 //! the same, from `readings` and the `readings_1h` rollup ingest maintains.
 //!
 //! The policies follow the server's flags at every start: set, changed and removed as they say,
-//! and left alone when they already agree. Every step is idempotent, and a failure leaves the
-//! server in plain mode with a warning, so an extension that is installed but unusable (old
-//! version, no privileges) never stops ingest.
+//! and left alone when they already agree. Every step is idempotent, servers starting together
+//! take turns (an advisory lock), and a failure leaves the server in plain mode with a warning,
+//! so an extension that is installed but unusable (old version, no privileges) never stops
+//! ingest.
 
 use std::{fmt, time::Duration};
 
-use sqlx::PgPool;
+use sqlx::{PgConnection, PgPool};
 use tracing::{info, warn};
 
 /// How readings are stored.
@@ -70,9 +71,15 @@ pub async fn availability(pool: &PgPool) -> sqlx::Result<Availability> {
 /// Whether this database already runs in TimescaleDB mode (the extension is created and
 /// `readings` is a hypertable), without changing anything: for tools other than the server.
 pub async fn current_mode(pool: &PgPool) -> sqlx::Result<StorageMode> {
+    let created: bool = sqlx::query_scalar("select exists (select 1 from pg_extension where extname = 'timescaledb')")
+        .fetch_one(pool)
+        .await?;
+    if !created {
+        return Ok(StorageMode::Plain);
+    }
     let hypertable: bool = sqlx::query_scalar(
-        "select exists (select 1 from pg_extension where extname = 'timescaledb')
-            and to_regclass('timescaledb_information.hypertables') is not null",
+        "select exists (select 1 from timescaledb_information.hypertables
+                        where hypertable_schema = current_schema() and hypertable_name = 'readings')",
     )
     .fetch_one(pool)
     .await?;
@@ -173,7 +180,19 @@ fn seconds(duration: Duration) -> String {
     format!("{} seconds", duration.as_secs())
 }
 
+/// Held while a server sets TimescaleDB up, so servers starting together take turns.
+const SET_UP_LOCK: i64 = 0x6368_696c_6c5f_7473; // "chill_ts"
+
 async fn set_up(pool: &PgPool, policies: &Policies) -> sqlx::Result<()> {
+    let mut db = pool.acquire().await?;
+    sqlx::query("select pg_advisory_lock($1)").bind(SET_UP_LOCK).execute(&mut *db).await?;
+    let result = set_up_locked(&mut db, policies).await;
+    // Closing the connection would release the lock too; unlocking keeps it usable.
+    sqlx::query("select pg_advisory_unlock($1)").bind(SET_UP_LOCK).execute(&mut *db).await?;
+    result
+}
+
+async fn set_up_locked(db: &mut PgConnection, policies: &Policies) -> sqlx::Result<()> {
     let statements = [
         "create extension if not exists timescaledb",
         // (point_id, ts) is unique and includes the time column, as a hypertable requires.
@@ -183,133 +202,138 @@ async fn set_up(pool: &PgPool, policies: &Policies) -> sqlx::Result<()> {
          timescaledb.compress_orderby = 'ts desc')",
     ];
     for statement in statements {
-        sqlx::query(statement).execute(pool).await?;
+        sqlx::query(statement).execute(&mut *db).await?;
     }
     let compress_after = seconds(policies.compress_after);
-    set_policy(
-        pool,
-        "policy_compression",
-        "readings",
-        Some(&[("compress_after", &compress_after)]),
-        None,
-        &format!("select add_compression_policy('readings', interval '{compress_after}')"),
-        "select remove_compression_policy('readings', if_exists => true)",
-    )
-    .await?;
+    Policy::Compression.set(db, "readings", Some(&[("compress_after", &compress_after)])).await?;
     let drop_after = policies.retention.map(seconds);
     let retention = drop_after.as_deref().map(|drop_after| [("drop_after", drop_after)]);
-    set_policy(
-        pool,
-        "policy_retention",
-        "readings",
-        retention.as_ref().map(|config| config.as_slice()),
-        None,
-        &format!("select add_retention_policy('readings', interval '{}')", drop_after.as_deref().unwrap_or_default()),
-        "select remove_retention_policy('readings', if_exists => true)",
-    )
-    .await?;
-    let start_offset = seconds(policies.refresh_window());
+    Policy::Retention.set(db, "readings", retention.as_ref().map(|config| config.as_slice())).await?;
+    let window = policies.refresh_window();
+    let start_offset = seconds(window);
     for (name, width, every, end_offset) in AGGREGATES {
-        let created = create_aggregate(pool, name, width).await?;
-        set_policy(
-            pool,
-            "policy_refresh_continuous_aggregate",
-            name,
-            Some(&[("start_offset", &start_offset), ("end_offset", end_offset)]),
-            Some(every),
-            &format!(
-                "select add_continuous_aggregate_policy('{name}', start_offset => interval '{start_offset}', \
-                 end_offset => interval '{end_offset}', schedule_interval => interval '{every}')"
-            ),
-            &format!("select remove_continuous_aggregate_policy('{name}', if_exists => true)"),
+        create_aggregate(db, name, width).await?;
+        let refresh =
+            [("start_offset", start_offset.as_str()), ("end_offset", end_offset), ("schedule_interval", every)];
+        Policy::Refresh.set(db, name, Some(&refresh)).await?;
+        // The policy only ever looks back over its window: what is older (readings kept from
+        // plain mode, or before a first materialisation failed) is materialised once, here.
+        // (Asked of the materialised rows: the view itself computes what they lack from raw.)
+        let (schema, table): (String, String) = sqlx::query_as(
+            "select materialization_hypertable_schema::text, materialization_hypertable_name::text
+             from timescaledb_information.continuous_aggregates where view_name = $1",
         )
+        .bind(name)
+        .fetch_one(&mut *db)
         .await?;
-        if created {
-            // The policy only ever looks back over its window: what is older (readings kept
-            // from plain mode) is materialised once, here.
-            info!(aggregate = name, "materialising the new continuous aggregate over the stored readings");
+        let missing: bool = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+            "select exists (select 1 from readings where ts < now() - make_interval(secs => $1))
+                and not exists (select 1 from \"{schema}\".\"{table}\" where bucket < now() - make_interval(secs => $1))"
+        )))
+        .bind(window.as_secs_f64())
+        .fetch_one(&mut *db)
+        .await?;
+        if missing {
+            info!(aggregate = name, "materialising the continuous aggregate over the readings stored before it");
             sqlx::query(sqlx::AssertSqlSafe(format!(
                 "call refresh_continuous_aggregate('{name}', null, now() - interval '{end_offset}')"
             )))
-            .execute(pool)
+            .execute(&mut *db)
             .await?;
         }
     }
-    Ok(())
+    // Minute buckets serve ranges of up to 3 days: they go with the raw readings, hours stay.
+    Policy::Retention.set(db, AGGREGATES[0].0, retention.as_ref().map(|config| config.as_slice())).await
 }
 
 /// Creates the continuous aggregate `name` of `readings` over `width` buckets (avg, min, max, the
-/// newest value and the count of values, as the history API serves them), unless it exists;
-/// says whether it did. Real-time aggregation stays on: buckets newer than the last refresh are
-/// computed from raw readings on each query.
-async fn create_aggregate(pool: &PgPool, name: &str, width: &str) -> sqlx::Result<bool> {
-    let exists: bool = sqlx::query_scalar(
-        "select exists (select 1 from timescaledb_information.continuous_aggregates where view_name = $1)",
-    )
-    .bind(name)
-    .fetch_one(pool)
+/// newest value and the count of values, as the history API serves them), unless it exists.
+/// Real-time aggregation stays on: buckets newer than the last refresh are computed from raw
+/// readings on each query.
+async fn create_aggregate(db: &mut PgConnection, name: &str, width: &str) -> sqlx::Result<()> {
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "create materialized view if not exists {name}
+         with (timescaledb.continuous, timescaledb.materialized_only = false) as
+         select point_id, time_bucket(interval '{width}', ts) as bucket, avg(value) as avg, min(value) as min,
+                max(value) as max, last(value, ts) filter (where value is not null) as last, count(value) as n
+         from readings group by point_id, bucket with no data"
+    )))
+    .execute(&mut *db)
     .await?;
-    if !exists {
-        sqlx::query(sqlx::AssertSqlSafe(format!(
-            "create materialized view {name} with (timescaledb.continuous, timescaledb.materialized_only = false) as \
-             select point_id, time_bucket(interval '{width}', ts) as bucket, avg(value) as avg, min(value) as min, \
-             max(value) as max, last(value, ts) filter (where value is not null) as last, count(value) as n \
-             from readings group by point_id, bucket with no data"
-        )))
-        .execute(pool)
-        .await?;
-    }
     // Earlier versions created them materialised-only: the newest buckets were empty.
     sqlx::query(sqlx::AssertSqlSafe(format!(
         "alter materialized view {name} set (timescaledb.materialized_only = false)"
     )))
-    .execute(pool)
+    .execute(&mut *db)
     .await?;
     // API requests read them for points they have already found visible, as they read `readings`.
-    sqlx::query(sqlx::AssertSqlSafe(format!("grant select on {name} to chillcloud_api"))).execute(pool).await?;
-    Ok(!exists)
+    sqlx::query(sqlx::AssertSqlSafe(format!("grant select on {name} to chillcloud_api"))).execute(&mut *db).await?;
+    Ok(())
 }
 
-/// Makes the policy job `proc` on `relation` have `config` (interval settings) and `schedule`:
-/// kept when it already does, replaced when it differs, removed when `config` is none.
-async fn set_policy(
-    pool: &PgPool,
-    proc: &str,
-    relation: &str,
-    config: Option<&[(&str, &str)]>,
-    schedule: Option<&str>,
-    add: &str,
-    remove: &str,
-) -> sqlx::Result<()> {
-    let wanted: serde_json::Map<String, serde_json::Value> =
-        config.unwrap_or_default().iter().map(|(key, value)| ((*key).to_owned(), (*value).into())).collect();
-    // Intervals compare as intervals: '5 days' is '432000 seconds'.
-    let current: Option<Option<bool>> = sqlx::query_scalar(
-        "select (select bool_and((j.config->>w.key)::interval = w.value::interval) from jsonb_each_text($3) w)
-                and ($4::interval is null or j.schedule_interval = $4::interval)
-         from timescaledb_information.jobs j
-         where j.proc_name = $1 and j.hypertable_schema = current_schema() and j.hypertable_name = $2",
-    )
-    .bind(proc)
-    .bind(relation)
-    .bind(serde_json::Value::Object(wanted))
-    .bind(schedule)
-    .fetch_optional(pool)
-    .await?;
-    let unchanged = match (current, config) {
-        (None, None) => true,
-        (Some(same), Some(_)) => same == Some(true),
-        _ => false,
-    };
-    if unchanged {
-        return Ok(());
+/// The kinds of TimescaleDB policy the server keeps.
+#[derive(Debug, Clone, Copy)]
+enum Policy {
+    Compression,
+    Retention,
+    Refresh,
+}
+
+impl Policy {
+    /// The job's procedure, and the functions that add and remove the policy.
+    fn names(self) -> (&'static str, &'static str, &'static str) {
+        match self {
+            Policy::Compression => ("policy_compression", "add_compression_policy", "remove_compression_policy"),
+            Policy::Retention => ("policy_retention", "add_retention_policy", "remove_retention_policy"),
+            Policy::Refresh => (
+                "policy_refresh_continuous_aggregate",
+                "add_continuous_aggregate_policy",
+                "remove_continuous_aggregate_policy",
+            ),
+        }
     }
-    info!(policy = proc, relation, ?config, "changing a TimescaleDB policy to follow the flags");
-    if current.is_some() {
-        sqlx::query(sqlx::AssertSqlSafe(remove.to_owned())).execute(pool).await?;
+
+    /// Makes this policy on `relation` have `settings` (named interval arguments of its add
+    /// function; `schedule_interval` is the job's schedule): kept when it already does, replaced
+    /// when it differs, removed when `settings` is none. The caller holds [`SET_UP_LOCK`].
+    async fn set(self, db: &mut PgConnection, relation: &str, settings: Option<&[(&str, &str)]>) -> sqlx::Result<()> {
+        let (proc, add, remove) = self.names();
+        let wanted: serde_json::Map<String, serde_json::Value> =
+            settings.unwrap_or_default().iter().map(|(key, value)| ((*key).to_owned(), (*value).into())).collect();
+        // Intervals compare as intervals: '5 days' is '432000 seconds'.
+        let current: Option<Option<bool>> = sqlx::query_scalar(
+            "select bool_and(case w.key when 'schedule_interval' then j.schedule_interval = w.value::interval
+                                        else (j.config->>w.key)::interval = w.value::interval end)
+             from timescaledb_information.jobs j left join jsonb_each_text($3) w on true
+             where j.proc_name = $1 and j.hypertable_schema = current_schema() and j.hypertable_name = $2
+             group by j.job_id",
+        )
+        .bind(proc)
+        .bind(relation)
+        .bind(serde_json::Value::Object(wanted))
+        .fetch_optional(&mut *db)
+        .await?;
+        let unchanged = match (current, settings) {
+            (None, None) => true,
+            (Some(same), Some(_)) => same == Some(true),
+            _ => false,
+        };
+        if unchanged {
+            return Ok(());
+        }
+        info!(policy = proc, relation, ?settings, "changing a TimescaleDB policy to follow the flags");
+        if current.is_some() {
+            sqlx::query(sqlx::AssertSqlSafe(format!("select {remove}('{relation}', if_exists => true)")))
+                .execute(&mut *db)
+                .await?;
+        }
+        if let Some(settings) = settings {
+            let arguments: Vec<String> =
+                settings.iter().map(|(key, value)| format!("{key} => interval '{value}'")).collect();
+            sqlx::query(sqlx::AssertSqlSafe(format!("select {add}('{relation}', {})", arguments.join(", "))))
+                .execute(&mut *db)
+                .await?;
+        }
+        Ok(())
     }
-    if config.is_some() {
-        sqlx::query(sqlx::AssertSqlSafe(add.to_owned())).execute(pool).await?;
-    }
-    Ok(())
 }

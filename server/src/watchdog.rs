@@ -62,5 +62,5 @@ async fn page_service_team(pool: &PgPool, stall: Stall, since_ms: i64) -> sqlx::
     };
     let since = Utc.timestamp_millis_opt(since_ms).single().unwrap_or_default();
     let key = format!("service-ingest-stalled-{}", since_ms / 3_600_000);
-    service_alarms::page_service_team(pool, &key, &fault, since).await
+    service_alarms::page_service_team(&mut *pool.acquire().await?, &key, &fault, since).await
 }

@@ -169,6 +169,11 @@ async fn retention_and_compression_follow_the_flags_across_restarts() {
             Some(compress as f64),
             "compression after --compress-after-days {compress}: {jobs:?}"
         );
+        assert_eq!(
+            policy(&jobs, "policy_retention", "readings_1m_continuous").and_then(|job| job.3),
+            retention.map(|d| d as f64),
+            "minute aggregates go with the raw readings: {jobs:?}"
+        );
         // The refresh window never reaches where retention dropped raw readings.
         let window = retention.map_or(8.0, |r| (r as f64).min(8.0));
         for aggregate in ["readings_1m_continuous", "readings_1h_continuous"] {
@@ -278,7 +283,38 @@ async fn late_readings_show_in_the_aggregates_after_one_refresh_and_history_equa
     assert_same_buckets(&hours, &rollup);
 }
 
-/// Runs each aggregate's refresh policy once, as its schedule does.
+#[tokio::test(flavor = "multi_thread")]
+async fn readings_stored_in_plain_mode_are_in_the_aggregates_once_timescaledb_is_set_up() {
+    let (_postgres, pool) = migrated().await;
+    let points = unit_with_points(&pool, 2).await;
+    // A month-old plain database: readings 20 days old, far before any refresh window.
+    let old = Utc::now().duration_trunc(TimeDelta::hours(1)).expect("hour") - TimeDelta::days(20);
+    store_readings(&pool, &points, old, old + TimeDelta::hours(2), TimeDelta::minutes(1)).await;
+    let live = Utc::now() - TimeDelta::hours(3);
+    store_readings(&pool, &points, live, live + TimeDelta::hours(1), TimeDelta::minutes(1)).await;
+    let storage = timescale::prepare(&pool, &Policies::default()).await;
+    if !timescale_or_skip(&pool, "readings_stored_in_plain_mode_are_in_the_aggregates_once_timescaledb_is_set_up").await
+    {
+        assert_eq!(storage.mode, StorageMode::Plain);
+        return;
+    }
+    // The policies run: their windows move the watermark to now, over the old readings.
+    refresh_aggregates(&pool).await;
+    let mut db = pool.acquire().await.expect("connection");
+    let Rows::Buckets(hours) =
+        history::query(&mut db, StorageMode::Timescale, &points, old, old + TimeDelta::hours(2), Bucket::Hour)
+            .await
+            .expect("hours")
+    else {
+        panic!("buckets expected")
+    };
+    let raw = history::hourly_from_raw(&mut db, &points, old, old + TimeDelta::hours(2)).await.expect("raw");
+    assert_eq!(raw.len(), 4);
+    assert_same_buckets(&hours, &raw);
+}
+
+/// Runs each aggregate's refresh policy once, as its schedule does. The scheduler may be running
+/// the same policy at that moment (TimescaleDB refuses a concurrent refresh): then again.
 async fn refresh_aggregates(pool: &PgPool) {
     for aggregate in ["readings_1m_continuous", "readings_1h_continuous"] {
         let job: i32 = sqlx::query_scalar(
@@ -289,7 +325,14 @@ async fn refresh_aggregates(pool: &PgPool) {
         .fetch_one(pool)
         .await
         .expect("refresh policy");
-        sqlx::query(sqlx::AssertSqlSafe(format!("call run_job({job})"))).execute(pool).await.expect("refresh");
+        wait_for("a refresh not concurrent with the scheduler's", Duration::from_secs(30), || async {
+            match sqlx::query(sqlx::AssertSqlSafe(format!("call run_job({job})"))).execute(pool).await {
+                Ok(_) => Some(()),
+                Err(error) if error.as_database_error().and_then(|e| e.code()).as_deref() == Some("55P03") => None,
+                Err(error) => panic!("refresh {aggregate}: {error}"),
+            }
+        })
+        .await;
     }
 }
 
@@ -386,4 +429,20 @@ async fn a_failing_or_paused_storage_job_degrades_health_and_pages_the_service_t
     })
     .await;
     assert!(health["storage"].to_string().contains("paused: policy_compression on readings"), "{health}");
+    wait_for("a second episode paged", Duration::from_secs(30), || async {
+        (api.service_pages().await.len() == 2).then_some(())
+    })
+    .await;
+    sqlx::query(
+        "select alter_job(job_id, scheduled => true) from timescaledb_information.jobs
+         where proc_name = 'policy_compression'",
+    )
+    .execute(&pool)
+    .await
+    .expect("resume");
+    wait_for("/health to be ok once the policy runs again", Duration::from_secs(30), || async {
+        let health = api.get("/health").await?;
+        (health["status"] == "ok").then_some(())
+    })
+    .await;
 }
