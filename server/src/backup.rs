@@ -39,12 +39,9 @@ impl Target {
     async fn open(storage: &StorageSettings) -> Result<Self> {
         match &storage.database_url {
             Some(url) => {
-                let mut parsed =
-                    reqwest::Url::parse(url).map_err(|e| Error::Config(format!("--database-url is not a URL: {e}")))?;
-                let password = parsed.password().map(percent_decode);
-                let _ = parsed.set_password(None);
+                let (without_password, password) = split_password(url)?;
                 let pool = PgPool::connect(url).await?;
-                Ok(Self { url: parsed.to_string(), password, bin_dir: find_binaries()?, pool, cluster: None })
+                Ok(Self { url: without_password, password, bin_dir: find_binaries()?, pool, cluster: None })
             }
             None => {
                 let cluster = EmbeddedPostgres::start(&storage.data_dir.join("postgres"), None).await?;
@@ -88,6 +85,24 @@ impl Target {
             )))
         }
     }
+}
+
+/// Takes the password out of a PostgreSQL URL, whether it is in the user part or the query, so
+/// it can go to pg_dump in the environment rather than on a command line others can read.
+fn split_password(url: &str) -> Result<(String, Option<String>)> {
+    let mut parsed =
+        reqwest::Url::parse(url).map_err(|e| Error::Config(format!("--database-url is not a URL: {e}")))?;
+    let in_user_part = parsed.password().map(percent_decode);
+    let _ = parsed.set_password(None);
+    let query: Vec<(String, String)> = parsed.query_pairs().into_owned().collect();
+    let (secret, kept): (Vec<_>, Vec<_>) = query.into_iter().partition(|(key, _)| key == "password");
+    let password = secret.into_iter().next().map(|(_, value)| value).or(in_user_part);
+    if kept.is_empty() {
+        parsed.set_query(None);
+    } else {
+        parsed.query_pairs_mut().clear().extend_pairs(kept);
+    }
+    Ok((parsed.to_string(), password))
 }
 
 fn percent_decode(text: &str) -> String {
@@ -227,5 +242,23 @@ mod tests {
     #[test]
     fn passwords_are_percent_decoded() {
         assert_eq!(super::percent_decode("p%40ss%2Fw%zz"), "p@ss/w%zz");
+    }
+
+    #[test]
+    fn the_password_leaves_the_url_from_either_place() {
+        let split = |url: &str| super::split_password(url).expect("a URL");
+        assert_eq!(
+            split("postgres://chill:p%40ss@db.example:5432/chillcloud"),
+            ("postgres://chill@db.example:5432/chillcloud".to_owned(), Some("p@ss".to_owned()))
+        );
+        assert_eq!(
+            split("postgres://chill@db/chillcloud?sslmode=require&password=s3cret"),
+            ("postgres://chill@db/chillcloud?sslmode=require".to_owned(), Some("s3cret".to_owned()))
+        );
+        assert_eq!(
+            split("postgres://chill@db/chillcloud?password=x"),
+            ("postgres://chill@db/chillcloud".to_owned(), Some("x".to_owned()))
+        );
+        assert_eq!(split("postgres://db/chillcloud"), ("postgres://db/chillcloud".to_owned(), None));
     }
 }
