@@ -193,6 +193,24 @@ async fn restore_into(target: &Target, from: &Path) -> Result<()> {
                  same TimescaleDB version is installed and preloaded"
             )));
         }
+        // TimescaleDB restores only into its own version, and says so only after the restore:
+        // compare first, with the version the backup's catalogue records.
+        let metadata = tokio::process::Command::new(target.bin_dir.join("pg_restore"))
+            .args(["--schema", "_timescaledb_catalog", "--table", "metadata", "--data-only", "--file", "-", &from_text])
+            .output()
+            .await
+            .map_err(|source| Error::Io { context: "run pg_restore".into(), source })?;
+        let backup_version = recorded_timescale_version(&String::from_utf8_lossy(&metadata.stdout));
+        let here: String =
+            sqlx::query_scalar("select default_version from pg_available_extensions where name = 'timescaledb'")
+                .fetch_one(&target.pool)
+                .await?;
+        if let Some(backup_version) = backup_version.filter(|version| *version != here) {
+            return Err(Error::Config(format!(
+                "the backup was taken with TimescaleDB {backup_version} and {here} is installed here: restore it \
+                 where TimescaleDB {backup_version} is installed, then update the extension"
+            )));
+        }
         sqlx::query("create extension if not exists timescaledb").execute(&target.pool).await?;
         sqlx::query("select timescaledb_pre_restore()").execute(&target.pool).await?;
     }
@@ -219,6 +237,11 @@ async fn restore_into(target: &Target, from: &Path) -> Result<()> {
     Ok(())
 }
 
+/// The TimescaleDB version in the data of `_timescaledb_catalog.metadata`, as pg_restore prints it.
+fn recorded_timescale_version(metadata: &str) -> Option<String> {
+    metadata.lines().find_map(|line| Some(line.strip_prefix("timescaledb_version\t")?.split('\t').next()?.to_owned()))
+}
+
 /// The role API requests run as, as migrations 0011 and 0014 leave it: roles belong to the
 /// cluster, so a dump of the database holds the grants to it but not the role.
 const API_ROLE: &str = "do $$
@@ -242,6 +265,14 @@ mod tests {
     #[test]
     fn passwords_are_percent_decoded() {
         assert_eq!(super::percent_decode("p%40ss%2Fw%zz"), "p@ss/w%zz");
+    }
+
+    #[test]
+    fn the_timescaledb_version_is_read_from_the_backups_catalogue() {
+        let printed = "COPY _timescaledb_catalog.metadata (key, value, include_in_telemetry) FROM stdin;\n\
+                       install_timestamp\t2026-12-02 14:36:53+00\tt\ntimescaledb_version\t2.28.3\tf\n\\.\n";
+        assert_eq!(super::recorded_timescale_version(printed).as_deref(), Some("2.28.3"));
+        assert_eq!(super::recorded_timescale_version("-- no data\n"), None);
     }
 
     #[test]

@@ -62,13 +62,6 @@ pub async fn clear(pool: &PgPool, kind: &str) -> sqlx::Result<bool> {
     Ok(cleared > 0)
 }
 
-/// The open episodes' kinds and details, oldest first.
-pub async fn open(pool: &PgPool) -> sqlx::Result<Vec<(String, String)>> {
-    sqlx::query_as("select kind, detail from service_alarms where cleared_at is null order by raised_at")
-        .fetch_all(pool)
-        .await
-}
-
 /// Enqueues `fault` for everyone on any site's service team, once per `key`; returns how many
 /// messages were new (another process that already paged this key adds none).
 pub async fn page_service_team(
