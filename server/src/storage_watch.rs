@@ -11,7 +11,6 @@
 
 use std::{path::PathBuf, sync::Arc, time::Duration};
 
-use serde::Serialize;
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 use tracing::warn;
@@ -54,7 +53,7 @@ impl Watched {
 }
 
 /// What one look found.
-#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+#[derive(Debug, Default)]
 pub struct StorageReport {
     /// The database's size on disk.
     pub database_bytes: i64,
@@ -167,12 +166,13 @@ pub async fn run(pool: PgPool, watched: Watched, paging: Paging, metrics: Arc<Me
         match check(&pool, &watched).await {
             Ok(report) => {
                 let troubles = report.troubles(watched.disk_alarm_percent);
-                metrics
-                    .storage
-                    .publish(&report, troubles.iter().filter_map(|(_, t)| t.as_ref().map(|(_, d)| d.clone())));
+                // Alarms first: once /health says a trouble is over, its episode is closed.
                 if let Err(error) = alarm(&pool, &paging, &troubles).await {
                     warn!(%error, "storage alarms cannot be raised or cleared; /health shows the trouble");
                 }
+                metrics
+                    .storage
+                    .publish(&report, troubles.iter().filter_map(|(_, t)| t.as_ref().map(|(_, d)| d.clone())));
             }
             // The database being down is ingest's watchdog's to report.
             Err(error) => warn!(%error, "cannot check storage"),
