@@ -92,7 +92,8 @@ impl Target {
 fn split_password(url: &str) -> Result<(String, Option<String>)> {
     let mut parsed =
         reqwest::Url::parse(url).map_err(|e| Error::Config(format!("--database-url is not a URL: {e}")))?;
-    let in_user_part = parsed.password().map(percent_decode);
+    let in_user_part =
+        parsed.password().map(|p| percent_encoding::percent_decode_str(p).decode_utf8_lossy().into_owned());
     let _ = parsed.set_password(None);
     let query: Vec<(String, String)> = parsed.query_pairs().into_owned().collect();
     let (secret, kept): (Vec<_>, Vec<_>) = query.into_iter().partition(|(key, _)| key == "password");
@@ -103,26 +104,6 @@ fn split_password(url: &str) -> Result<(String, Option<String>)> {
         parsed.query_pairs_mut().clear().extend_pairs(kept);
     }
     Ok((parsed.to_string(), password))
-}
-
-fn percent_decode(text: &str) -> String {
-    let bytes = text.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        let hex = bytes.get(i + 1..i + 3).and_then(|h| u8::from_str_radix(std::str::from_utf8(h).ok()?, 16).ok());
-        match (bytes[i], hex) {
-            (b'%', Some(byte)) => {
-                out.push(byte);
-                i += 3;
-            }
-            (byte, _) => {
-                out.push(byte);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// Writes the whole database to `to` in pg_dump's custom format.
@@ -171,19 +152,8 @@ async fn restore_into(target: &Target, from: &Path) -> Result<()> {
         )));
     }
     // The backup's table of contents says whether it was taken in TimescaleDB mode.
-    let contents = tokio::process::Command::new(target.bin_dir.join("pg_restore"))
-        .args(["--list", &from_text])
-        .output()
-        .await
-        .map_err(|source| Error::Io { context: "run pg_restore --list".into(), source })?;
-    if !contents.status.success() {
-        return Err(Error::Config(format!(
-            "{} is not a backup pg_restore can read: {}",
-            from.display(),
-            String::from_utf8_lossy(&contents.stderr).trim()
-        )));
-    }
-    let timescale = String::from_utf8_lossy(&contents.stdout).lines().any(|l| l.contains("EXTENSION - timescaledb"));
+    let contents = read_backup(target, from, &["--list"]).await?;
+    let timescale = contents.lines().any(|l| l.contains("EXTENSION - timescaledb"));
     sqlx::query(API_ROLE).execute(&target.pool).await?;
     if timescale {
         let available = crate::timescale::availability(&target.pool).await?;
@@ -195,12 +165,9 @@ async fn restore_into(target: &Target, from: &Path) -> Result<()> {
         }
         // TimescaleDB restores only into its own version, and says so only after the restore:
         // compare first, with the version the backup's catalogue records.
-        let metadata = tokio::process::Command::new(target.bin_dir.join("pg_restore"))
-            .args(["--schema", "_timescaledb_catalog", "--table", "metadata", "--data-only", "--file", "-", &from_text])
-            .output()
-            .await
-            .map_err(|source| Error::Io { context: "run pg_restore".into(), source })?;
-        let backup_version = recorded_timescale_version(&String::from_utf8_lossy(&metadata.stdout));
+        let metadata = ["--schema", "_timescaledb_catalog", "--table", "metadata", "--data-only", "--file", "-"];
+        let metadata = read_backup(target, from, &metadata).await?;
+        let backup_version = recorded_timescale_version(&metadata);
         let here: String =
             sqlx::query_scalar("select default_version from pg_available_extensions where name = 'timescaledb'")
                 .fetch_one(&target.pool)
@@ -237,6 +204,24 @@ async fn restore_into(target: &Target, from: &Path) -> Result<()> {
     Ok(())
 }
 
+/// What pg_restore prints of the backup file `from` alone (no database) with `args`.
+async fn read_backup(target: &Target, from: &Path, args: &[&str]) -> Result<String> {
+    let output = tokio::process::Command::new(target.bin_dir.join("pg_restore"))
+        .args(args)
+        .arg(from)
+        .output()
+        .await
+        .map_err(|source| Error::Io { context: "run pg_restore".into(), source })?;
+    if !output.status.success() {
+        return Err(Error::Config(format!(
+            "{} is not a backup pg_restore can read: {}",
+            from.display(),
+            String::from_utf8_lossy(&output.stderr).trim()
+        )));
+    }
+    Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+}
+
 /// The TimescaleDB version in the data of `_timescaledb_catalog.metadata`, as pg_restore prints it.
 fn recorded_timescale_version(metadata: &str) -> Option<String> {
     metadata.lines().find_map(|line| Some(line.strip_prefix("timescaledb_version\t")?.split('\t').next()?.to_owned()))
@@ -262,11 +247,6 @@ $$";
 
 #[cfg(test)]
 mod tests {
-    #[test]
-    fn passwords_are_percent_decoded() {
-        assert_eq!(super::percent_decode("p%40ss%2Fw%zz"), "p@ss/w%zz");
-    }
-
     #[test]
     fn the_timescaledb_version_is_read_from_the_backups_catalogue() {
         let printed = "COPY _timescaledb_catalog.metadata (key, value, include_in_telemetry) FROM stdin;\n\
