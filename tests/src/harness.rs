@@ -221,6 +221,15 @@ pub async fn run_to_completion(program: &Path, args: &[&str]) -> String {
     String::from_utf8_lossy(&output.stdout).into_owned()
 }
 
+/// Provisions gateway `id` with `chillcloud-server add-gateway id <storage_args>` and returns its
+/// MQTT password and broker password-file line.
+pub async fn add_gateway(id: &str, storage_args: &[&str]) -> (String, String) {
+    let args: Vec<&str> = ["add-gateway", id].into_iter().chain(storage_args.iter().copied()).collect();
+    let out: Value = serde_json::from_str(&run_to_completion(&bin("chillcloud-server"), &args).await).expect("JSON");
+    let field = |name: &str| out[name].as_str().unwrap_or_else(|| panic!("{name} in {out}")).to_owned();
+    (field("password"), field("mosquitto_password_line"))
+}
+
 /// A throwaway PostgreSQL database: a cluster of its own listening on a free loopback port
 /// (preloading TimescaleDB where it is installed), or, for benchmarks, a database of its own on
 /// the server `CHILLCLOUD_BENCH_DATABASE_URL` names.
@@ -803,12 +812,8 @@ impl Stack {
         let gateway_id = "gw-stack";
         let mut provisioned = Vec::new();
         for id in std::iter::once(gateway_id).chain(more_gateways.iter().copied()) {
-            let out =
-                run_to_completion(&bin("chillcloud-server"), &["add-gateway", id, "--database-url", &postgres.url()])
-                    .await;
-            let out: serde_json::Value = serde_json::from_str(&out).expect("JSON");
-            let line = out["mosquitto_password_line"].as_str().expect("line").to_owned();
-            provisioned.push((id.to_owned(), out["password"].as_str().expect("password").to_owned(), line));
+            let (password, line) = add_gateway(id, &["--database-url", &postgres.url()]).await;
+            provisioned.push((id.to_owned(), password, line));
         }
         let lines: Vec<String> = provisioned.iter().map(|(_, _, line)| line.clone()).collect();
         let broker = TestMosquitto::start(&lines).await;

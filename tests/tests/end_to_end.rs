@@ -8,25 +8,12 @@ use std::{
 };
 
 use chillcloud_tests::harness::{
-    Api, Process, Simulator, Stack, bin, free_port, run_to_completion, shared_temp_dir, wait_for,
+    Api, EmbeddedServer, Process, Simulator, Stack, add_gateway, bin, run_to_completion, shared_temp_dir, wait_for,
 };
 use serde_json::json;
 
 const GATEWAY_ID: &str = "gw-e2e";
 const POLL_INTERVAL: Duration = Duration::from_millis(500);
-const API_TOKEN: &str = "e2e-api-token";
-
-/// Provisions the gateway with `storage_args` and returns (password, mosquitto line).
-async fn add_gateway(storage_args: &[&str]) -> (String, String) {
-    let mut args = vec!["add-gateway", GATEWAY_ID];
-    args.extend_from_slice(storage_args);
-    let out: serde_json::Value =
-        serde_json::from_str(&run_to_completion(&bin("chillcloud-server"), &args).await).expect("JSON");
-    (
-        out["password"].as_str().expect("password").to_owned(),
-        out["mosquitto_password_line"].as_str().expect("line").to_owned(),
-    )
-}
 
 fn write_gateway_config(dir: &Path, gateway_id: &str, broker_port: u16, password: &str, sim: &Simulator) -> String {
     std::fs::write(dir.join("gateway.secret"), password).expect("write secret");
@@ -138,30 +125,13 @@ async fn sim_value_reaches_the_api_through_the_embedded_broker_and_database() {
     let data_dir = data_dir.to_string_lossy();
     // No database URL: the server's own cluster, started here for provisioning and again by
     // the server.
-    let (password, _line) = add_gateway(&["--data-dir", &data_dir]).await;
+    let (password, _line) = add_gateway(GATEWAY_ID, &["--data-dir", &data_dir]).await;
     let sim = Simulator::start(2, dir.path()).await;
 
-    // Mosquitto cannot announce a port it picked: the embedded broker's is chosen free here.
-    let broker_port = free_port();
-    let broker_listen = format!("127.0.0.1:{broker_port}");
-    let mut server = Process::spawn(
-        "server",
-        &bin("chillcloud-server"),
-        &[
-            "--data-dir",
-            &data_dir,
-            "--listen",
-            "127.0.0.1:0",
-            "--embedded-broker-listen",
-            &broker_listen,
-            "--api-token",
-            API_TOKEN,
-        ],
-        dir.path(),
-    );
-    let api = Api::new(server.announced_http_address().await, API_TOKEN);
-    api.wait_healthy(Duration::from_secs(60)).await;
-    let _gateway = check_value_flows_end_to_end(dir.path(), GATEWAY_ID, broker_port, &password, &api, &sim).await;
+    let mut server = EmbeddedServer::start("server", Path::new(&*data_dir), dir.path(), &[]).await;
+    let broker_port = server.broker_port;
+    let _gateway =
+        check_value_flows_end_to_end(dir.path(), GATEWAY_ID, broker_port, &password, &server.api, &sim).await;
 
     // The embedded broker refuses anonymous clients and gateways posing as others.
     let anonymous = mqtt_login_accepted(broker_port, None).await;
@@ -173,9 +143,9 @@ async fn sim_value_reaches_the_api_through_the_embedded_broker_and_database() {
     );
 
     // A clean stop takes the embedded services down with the server.
-    let status = server.terminate(Duration::from_secs(30)).await.expect("server stops on SIGTERM");
+    let status = server.process.terminate(Duration::from_secs(30)).await.expect("server stops on SIGTERM");
     assert!(status.success(), "server exit status {status}");
-    assert!(tokio::net::TcpStream::connect(&broker_listen).await.is_err(), "embedded broker stopped");
+    assert!(tokio::net::TcpStream::connect(("127.0.0.1", broker_port)).await.is_err(), "embedded broker stopped");
 }
 
 /// Whether the broker accepts a login with `credentials` (`mosquitto_pub` fails when refused).

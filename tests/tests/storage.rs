@@ -5,28 +5,17 @@ use std::{collections::BTreeMap, time::Duration};
 
 use chillcloud_server::embedded::postgres::EmbeddedPostgres;
 use chillcloud_tests::harness::{
-    EmbeddedServer, FakeGateway, bin, embedded_pool, run_to_completion, shared_temp_dir, wait_for,
+    EmbeddedServer, FakeGateway, add_gateway, bin, embedded_pool, run_to_completion, shared_temp_dir, wait_for,
 };
 use reqwest::Method;
-use serde_json::{Value, json};
+use serde_json::json;
 use sqlx::PgPool;
-
-/// Provisions `gateway` on the embedded database of `data_dir`; returns its MQTT password.
-async fn add_gateway(data_dir: &std::path::Path, gateway: &str) -> String {
-    let out = run_to_completion(
-        &bin("chillcloud-server"),
-        &["add-gateway", gateway, "--data-dir", &data_dir.to_string_lossy()],
-    )
-    .await;
-    let out: Value = serde_json::from_str(&out).expect("JSON");
-    out["password"].as_str().expect("password").to_owned()
-}
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_filling_disk_degrades_health_and_pages_the_service_team_once_until_it_is_over() {
     let dir = shared_temp_dir();
     let data_dir = dir.path().join("server");
-    add_gateway(&data_dir, "gw-disk").await;
+    add_gateway("gw-disk", &["--data-dir", &data_dir.to_string_lossy()]).await;
     // The service team first, so someone is there to be paged.
     let mut setup = EmbeddedServer::start("setup", &data_dir, dir.path(), &[]).await;
     setup.api.add_service_engineer("gw-disk", "+8613800000018").await;
@@ -106,7 +95,7 @@ async fn contents(pool: &PgPool) -> BTreeMap<String, (i64, String)> {
 async fn backup_restore_keeps_everything() {
     let dir = shared_temp_dir();
     let (source_dir, restored_dir) = (dir.path().join("source"), dir.path().join("restored"));
-    let password = add_gateway(&source_dir, "gw-backup").await;
+    let (password, _) = add_gateway("gw-backup", &["--data-dir", &source_dir.to_string_lossy()]).await;
     let server = EmbeddedServer::start("source", &source_dir, dir.path(), &[]).await;
     let api = &server.api;
     let pool = server.pool().await;

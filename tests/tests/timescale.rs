@@ -229,28 +229,14 @@ async fn late_readings_show_in_the_aggregates_after_one_refresh_and_history_equa
     assert_eq!(raw, 3 * 3 * 120, "every late reading stored once, in the compressed chunk too");
 
     let mut db = pool.acquire().await.expect("connection");
-    let buckets = |rows: Rows| match rows {
-        Rows::Buckets(rows) => rows,
-        Rows::Raw(_) => panic!("buckets expected"),
-    };
     let totals = |rows: &[history::BucketRow]| rows.iter().map(|r| r.count).sum::<i64>();
     // Before the next refresh the aggregates hold what had arrived by the last one ...
-    let before = buckets(
-        history::query(&mut db, StorageMode::Timescale, &points, late_from, late_to, Bucket::Hour)
-            .await
-            .expect("hours"),
-    );
+    let before = bucketed(&mut db, StorageMode::Timescale, &points, late_from, late_to, Bucket::Hour).await;
     assert_eq!(totals(&before), 3 * 180, "late readings are not in the aggregates before a refresh");
     // ... and the newest readings already, computed in real time.
     let recent_from = now - TimeDelta::minutes(20);
-    let recent = buckets(
-        history::query(&mut db, StorageMode::Timescale, &points, recent_from, now, Bucket::Minute)
-            .await
-            .expect("minutes"),
-    );
-    let recent_raw = buckets(
-        history::query(&mut db, StorageMode::Plain, &points, recent_from, now, Bucket::Minute).await.expect("raw"),
-    );
+    let recent = bucketed(&mut db, StorageMode::Timescale, &points, recent_from, now, Bucket::Minute).await;
+    let recent_raw = bucketed(&mut db, StorageMode::Plain, &points, recent_from, now, Bucket::Minute).await;
     assert_same_buckets(&recent, &recent_raw);
     assert!(totals(&recent) > 0);
 
@@ -258,28 +244,16 @@ async fn late_readings_show_in_the_aggregates_after_one_refresh_and_history_equa
     refresh_aggregates(&pool).await;
 
     // The history API now equals SQL over the raw readings, hours and minutes.
-    let hours = buckets(
-        history::query(&mut db, StorageMode::Timescale, &points, late_from, late_to, Bucket::Hour)
-            .await
-            .expect("hours"),
-    );
+    let hours = bucketed(&mut db, StorageMode::Timescale, &points, late_from, late_to, Bucket::Hour).await;
     let raw_hours = history::hourly_from_raw(&mut db, &points, late_from, late_to).await.expect("raw hours");
     assert_eq!(hours.len(), 9);
     assert_same_buckets(&hours, &raw_hours);
-    let minutes = buckets(
-        history::query(&mut db, StorageMode::Timescale, &points, late_from, late_to, Bucket::Minute)
-            .await
-            .expect("minutes"),
-    );
-    let raw_minutes = buckets(
-        history::query(&mut db, StorageMode::Plain, &points, late_from, late_to, Bucket::Minute).await.expect("raw"),
-    );
+    let minutes = bucketed(&mut db, StorageMode::Timescale, &points, late_from, late_to, Bucket::Minute).await;
+    let raw_minutes = bucketed(&mut db, StorageMode::Plain, &points, late_from, late_to, Bucket::Minute).await;
     assert_eq!(minutes.len(), 3 * 180);
     assert_same_buckets(&minutes, &raw_minutes);
     // And the hours the API serves in plain mode (ingest's rollup) are the same too.
-    let rollup = buckets(
-        history::query(&mut db, StorageMode::Plain, &points, late_from, late_to, Bucket::Hour).await.expect("rollup"),
-    );
+    let rollup = bucketed(&mut db, StorageMode::Plain, &points, late_from, late_to, Bucket::Hour).await;
     assert_same_buckets(&hours, &rollup);
 }
 
@@ -301,16 +275,25 @@ async fn readings_stored_in_plain_mode_are_in_the_aggregates_once_timescaledb_is
     // The policies run: their windows move the watermark to now, over the old readings.
     refresh_aggregates(&pool).await;
     let mut db = pool.acquire().await.expect("connection");
-    let Rows::Buckets(hours) =
-        history::query(&mut db, StorageMode::Timescale, &points, old, old + TimeDelta::hours(2), Bucket::Hour)
-            .await
-            .expect("hours")
-    else {
-        panic!("buckets expected")
-    };
+    let hours = bucketed(&mut db, StorageMode::Timescale, &points, old, old + TimeDelta::hours(2), Bucket::Hour).await;
     let raw = history::hourly_from_raw(&mut db, &points, old, old + TimeDelta::hours(2)).await.expect("raw");
     assert_eq!(raw.len(), 4);
     assert_same_buckets(&hours, &raw);
+}
+
+/// The history API's buckets of `points` over `[from, to)`, read as `storage` keeps them.
+async fn bucketed(
+    db: &mut sqlx::PgConnection,
+    storage: StorageMode,
+    points: &[i64],
+    from: DateTime<Utc>,
+    to: DateTime<Utc>,
+    bucket: Bucket,
+) -> Vec<history::BucketRow> {
+    match history::query(db, storage, points, from, to, bucket).await.expect("history") {
+        Rows::Buckets(rows) => rows,
+        Rows::Raw(_) => panic!("buckets expected"),
+    }
 }
 
 /// Runs each aggregate's refresh policy once, as its schedule does. The scheduler may be running
