@@ -103,11 +103,15 @@ pub enum Parity {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct MqttFile {
-    /// Broker host name or address.
-    host: String,
-    /// Broker port.
+    /// Broker host name or address (one broker); or `brokers`.
+    host: Option<String>,
+    /// Broker port, with `host`.
     #[serde(default = "default_mqtt_port")]
     port: u16,
+    /// `host:port` of each node of a broker cluster, in the order they are tried: when the
+    /// broker in use is lost, the gateway moves to the next one.
+    #[serde(default)]
+    brokers: Vec<String>,
     /// Username; defaults to the gateway id.
     username: Option<String>,
     /// File holding the password (its first line), for example `/etc/chillcloud/gateway.secret`.
@@ -277,10 +281,8 @@ pub struct Config {
 /// How to reach the broker.
 #[derive(Debug, Clone)]
 pub struct MqttConfig {
-    /// Broker host.
-    pub host: String,
-    /// Broker port.
-    pub port: u16,
+    /// The brokers to connect to, in the order they are tried (at least one).
+    pub brokers: Vec<BrokerAddress>,
     /// MQTT username.
     pub username: String,
     /// MQTT password.
@@ -289,6 +291,24 @@ pub struct MqttConfig {
     pub keep_alive: Duration,
     /// TLS settings, when the broker is reached over TLS.
     pub tls: Option<TlsConfig>,
+}
+
+/// Most broker addresses a gateway takes.
+const MAX_BROKERS: usize = 16;
+
+/// A broker's host and port.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BrokerAddress {
+    /// Host name or address.
+    pub host: String,
+    /// Port.
+    pub port: u16,
+}
+
+impl std::fmt::Display for BrokerAddress {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}:{}", self.host, self.port)
+    }
 }
 
 /// TLS to the broker, with the PEM files already read.
@@ -516,14 +536,39 @@ fn check_mqtt(mqtt: MqttFile, gateway_id: &GatewayId) -> Result<MqttConfig, Conf
     if mqtt.keep_alive_secs < 5 {
         return Err(invalid("mqtt.keep_alive_secs", "must be at least 5"));
     }
+    let brokers = match (mqtt.host, mqtt.brokers.is_empty()) {
+        (Some(host), true) => vec![BrokerAddress { host, port: mqtt.port }],
+        (None, false) => check_brokers(&mqtt.brokers)?,
+        (Some(_), false) => return Err(invalid("mqtt.brokers", "set either host (one broker) or brokers, not both")),
+        (None, true) => return Err(invalid("mqtt.host", "missing: set host (one broker) or brokers (a cluster)")),
+    };
     Ok(MqttConfig {
-        host: mqtt.host,
-        port: mqtt.port,
+        brokers,
         username: mqtt.username.unwrap_or_else(|| gateway_id.to_string()),
         password: Secret(password),
         keep_alive: Duration::from_secs(mqtt.keep_alive_secs),
         tls: mqtt.tls.map(check_tls).transpose()?,
     })
+}
+
+fn check_brokers(brokers: &[String]) -> Result<Vec<BrokerAddress>, ConfigError> {
+    if brokers.len() > MAX_BROKERS {
+        return Err(invalid("mqtt.brokers", format!("at most {MAX_BROKERS} addresses")));
+    }
+    let mut checked: Vec<BrokerAddress> = Vec::with_capacity(brokers.len());
+    for (i, address) in brokers.iter().enumerate() {
+        let field = format!("mqtt.brokers[{i}]");
+        let broker = address
+            .rsplit_once(':')
+            .filter(|(host, _)| !host.is_empty())
+            .and_then(|(host, port)| Some(BrokerAddress { host: host.to_owned(), port: port.parse().ok()? }))
+            .ok_or_else(|| invalid(&field, format!("{address:?}: expected host:port")))?;
+        if checked.contains(&broker) {
+            return Err(invalid(&field, format!("{address} is listed twice")));
+        }
+        checked.push(broker);
+    }
+    Ok(checked)
 }
 
 fn check_bus(bus: BusFile, field: &str) -> Result<BusConfig, ConfigError> {
@@ -737,6 +782,27 @@ scale = 0.1
         assert_ne!(text, good, "the replacement must apply");
         let err = Config::parse(&text, Path::new("gw.toml")).expect_err("config is invalid").to_string();
         assert!(err.contains(expected), "{err:?} should contain {expected:?}");
+    }
+
+    #[test]
+    fn a_broker_list_is_tried_in_order_and_checked() {
+        let (single, _password) = good();
+        let text = single.replace("host = \"localhost\"", "brokers = [\"10.0.0.1:1883\", \"mq-2.example.com:8883\"]");
+        let config = Config::parse(&text, Path::new("gw.toml")).expect("valid");
+        let brokers: Vec<String> = config.mqtt.brokers.iter().map(ToString::to_string).collect();
+        assert_eq!(brokers, ["10.0.0.1:1883", "mq-2.example.com:8883"]);
+        let one = Config::parse(&single, Path::new("gw.toml")).expect("valid");
+        assert_eq!(one.mqtt.brokers, [BrokerAddress { host: "localhost".into(), port: 1883 }]);
+
+        let list = "host = \"localhost\"";
+        check_error(list, "brokers = [\"a:1883\", \"a:1883\"]", "mqtt.brokers[1]");
+        check_error(list, "brokers = [\"a\"]", "expected host:port");
+        check_error(list, "brokers = [\":1883\"]", "mqtt.brokers[0]");
+        check_error(list, "brokers = [\"a:99999\"]", "mqtt.brokers[0]");
+        check_error(list, "host = \"a\"\nbrokers = [\"b:1883\"]", "not both");
+        check_error(list, "", "mqtt.host");
+        let many: Vec<String> = (0..17).map(|i| format!("\"b{i}:1883\"")).collect();
+        check_error(list, &format!("brokers = [{}]", many.join(", ")), "at most 16");
     }
 
     #[test]

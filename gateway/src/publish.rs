@@ -33,7 +33,7 @@ use crate::{
     backoff::Backoff,
     boost::Boosts,
     command::Commands,
-    config::{Config, MqttConfig},
+    config::{BrokerAddress, Config, MqttConfig},
     now_ms,
     poll::Sample,
     queue::{Queue, Record},
@@ -342,18 +342,24 @@ pub async fn run(
     let mut persist = tokio::time::interval(PERSIST_ACKED_EVERY);
     persist.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut connections = 0u64;
+    // The broker in use, and the one that last took a connection: a lost broker moves the
+    // gateway to the next one at once, and only a whole round of failures backs off.
+    let brokers = &config.mqtt.brokers;
+    let mut broker = 0;
+    let mut round_start = 0;
 
     loop {
         if link.is_none() && Instant::now() >= reconnect_at {
-            link = Some(connect(&config.mqtt, &gateway, session, &topic));
+            link = Some(connect(&config.mqtt, &brokers[broker], &gateway, session, &topic));
         }
         tokio::select! {
             biased;
             () = shutdown.cancelled() => break,
             event = next_event(&mut link) => match event {
                 LinkEvent::Connected => {
-                    info!("connected to broker");
+                    info!(broker = %brokers[broker], "connected to broker");
                     reconnects.reset();
+                    round_start = broker;
                     connections += 1;
                     // Each connection is a fresh client with a clean session: subscribe again.
                     if let Some((client, _)) = link.as_ref() {
@@ -390,9 +396,17 @@ pub async fn run(
                 LinkEvent::Down(error) => {
                     // Jittered, so the gateways of a site do not all come back at the same moment.
                     let jitter = rand::rng().random_range(0.5..1.0);
-                    let delay = reconnects.delay(FIRST_RECONNECT_DELAY, MAX_RECONNECT_DELAY).mul_f64(jitter);
-                    reconnects.failed();
-                    warn!(%error, retry_in = ?delay, "broker connection lost");
+                    let lost = &brokers[broker];
+                    broker = (broker + 1) % brokers.len();
+                    let delay = if broker == round_start {
+                        let delay = reconnects.delay(FIRST_RECONNECT_DELAY, MAX_RECONNECT_DELAY);
+                        reconnects.failed();
+                        delay
+                    } else {
+                        FIRST_RECONNECT_DELAY
+                    }
+                    .mul_f64(jitter);
+                    warn!(%error, %lost, next = %brokers[broker], retry_in = ?delay, "broker connection lost");
                     forwarder.disconnected();
                     link = None;
                     reconnect_at = Instant::now() + delay;
@@ -420,7 +434,7 @@ pub async fn run(
                 {
                     warn!(%error, held_back, "cannot record the acknowledged position of the queue");
                 }
-                status.link(forwarder.is_connected(), connections, forwarder.queue.status(), now_ms());
+                status.link(forwarder.is_connected(), connections, &brokers[broker], forwarder.queue.status(), now_ms());
                 if let Err(error) = control.commands.prune(now_ms()) {
                     warn!(%error, "cannot rewrite the command journal");
                 }
@@ -494,7 +508,7 @@ pub async fn run(
     if let Err(error) = forwarder.queue.persist_acked() {
         warn!(%error, "cannot record the acknowledged position of the queue");
     }
-    status.link(false, connections, forwarder.queue.status(), now_ms());
+    status.link(false, connections, &brokers[broker], forwarder.queue.status(), now_ms());
     if let Err(error) = status.write(&status_path) {
         warn!(%error, path = %status_path.display(), "cannot write the status report");
     }
@@ -577,12 +591,13 @@ async fn next_event(link: &mut Option<(AsyncClient, mpsc::UnboundedReceiver<Link
 /// Starts a fresh client and its event loop driver.
 fn connect(
     mqtt: &MqttConfig,
+    broker: &BrokerAddress,
     gateway: &chillcloud_proto::GatewayId,
     session: u64,
     topic: &impl Fn(MessageKind) -> String,
 ) -> (AsyncClient, mpsc::UnboundedReceiver<LinkEvent>) {
     let death = Death { session }.encode_to_vec();
-    let mut options = MqttOptions::new(gateway.as_str(), &mqtt.host, mqtt.port);
+    let mut options = MqttOptions::new(gateway.as_str(), &broker.host, broker.port);
     options.set_credentials(&mqtt.username, mqtt.password.expose());
     options.set_keep_alive(mqtt.keep_alive);
     options.set_last_will(LastWill::new(topic(MessageKind::Death), death, QoS::AtLeastOnce, false));

@@ -23,6 +23,9 @@ pub struct GatewayStatus {
     pub connected: bool,
     /// Broker connections made since start.
     pub connections: u64,
+    /// The broker (`host:port`) of the current connection, or of the one being tried.
+    #[serde(default)]
+    pub broker: String,
     /// Readings queued since the process started, across reloads (every one is delivered or
     /// reported dropped).
     pub readings_queued: u64,
@@ -143,10 +146,18 @@ impl StatusBoard {
     }
 
     /// Updates the link and queue figures.
-    pub fn link(&self, connected: bool, connections: u64, queue: QueueStatus, now_ms: i64) {
+    pub fn link(
+        &self,
+        connected: bool,
+        connections: u64,
+        broker: &dyn std::fmt::Display,
+        queue: QueueStatus,
+        now_ms: i64,
+    ) {
         let mut status = self.lock();
         status.connected = connected;
         status.connections = connections;
+        status.broker = broker.to_string();
         status.queue = QueueStatusReport::new(queue, now_ms);
         status.time_ms = now_ms;
     }
