@@ -1,5 +1,7 @@
-//! The MQTT subscription: every message gateways publish is decoded, stored, and only then
-//! acknowledged to the broker, so a reading the broker considers delivered is already committed.
+//! Ingest: every message gateways publish is decoded, stored, and only then acknowledged to the
+//! broker, so a reading the broker considers delivered is already committed. The broker is one
+//! MQTT broker (Mosquitto: this module's subscription) or the clustered tier ([`crate::amqp`]),
+//! which delivers only the partitions this replica owns.
 
 use std::{
     collections::HashSet,
@@ -34,6 +36,46 @@ pub struct BrokerSettings {
     pub password: String,
     /// Client id; the broker keeps this session's subscriptions and undelivered messages.
     pub client_id: String,
+}
+
+/// The broker ingest takes messages from and publishes to gateways through.
+#[derive(Debug, Clone)]
+pub enum Broker {
+    /// One MQTT broker, subscribed to with a persistent session: one replica.
+    Mqtt(BrokerSettings),
+    /// The clustered tier: any number of replicas, each consuming its partitions.
+    Amqp(crate::amqp::AmqpSettings),
+}
+
+/// A gateway's message as the broker delivered it, acknowledged once its effect is committed.
+pub enum Delivery {
+    /// From the MQTT subscription.
+    Mqtt(Publish),
+    /// From a partition's queue.
+    Amqp {
+        /// The MQTT topic it was published on.
+        topic: String,
+        /// Its bytes.
+        payload: Vec<u8>,
+        /// Acknowledges it to the queue.
+        acker: lapin::Acker,
+    },
+}
+
+impl Delivery {
+    fn topic(&self) -> &str {
+        match self {
+            Delivery::Mqtt(publish) => &publish.topic,
+            Delivery::Amqp { topic, .. } => topic,
+        }
+    }
+
+    fn payload(&self) -> &[u8] {
+        match self {
+            Delivery::Mqtt(publish) => &publish.payload,
+            Delivery::Amqp { payload, .. } => payload,
+        }
+    }
 }
 
 const MAX_RECONNECT_DELAY: Duration = Duration::from_secs(30);
@@ -88,40 +130,38 @@ const MAX_BATCH_MESSAGES: usize = 500;
 /// message at once, and a busy one makes fewer, larger transactions, without a timer adding
 /// latency. Acknowledgements follow the commit.
 ///
-/// What `to_gateways` yields (see [`crate::gateway_link`]) is published at QoS 1 through the same client;
-/// what was committed is handed to the alarm engine.
+/// What `to_gateways` yields (see [`crate::gateway_link`]) is published at QoS 1 through the same
+/// broker; what was committed is handed to the alarm engine.
+#[allow(clippy::too_many_arguments)]
 pub async fn run(
     pool: PgPool,
-    broker: BrokerSettings,
+    broker: Broker,
     alarms: Alarms,
     live: crate::live::Live,
-    mut to_gateways: GatewayMessages,
+    to_gateways: GatewayMessages,
     metrics: Arc<Metrics>,
+    ownership: crate::partitions::Ownership,
     shutdown: CancellationToken,
 ) {
-    let mut options = MqttOptions::new(&broker.client_id, &broker.host, broker.port);
-    options.set_credentials(&broker.username, &broker.password);
-    options.set_clean_session(false);
-    options.set_manual_acks(true);
-    options.set_keep_alive(Duration::from_secs(30));
-    options.set_max_packet_size(chillcloud_proto::MAX_PACKET_BYTES, 64 * 1024);
-    let (client, eventloop) = AsyncClient::new(options, MAX_BATCH_MESSAGES * 2);
-    // Unbounded on purpose: the event loop must never wait on the worker, because the worker's
-    // acknowledgements go out through the event loop (a bounded queue here deadlocked under a
-    // burst, benchmark P2). What is queued is bounded by the broker instead: it sends no more
-    // unacknowledged QoS 1 messages than its inflight limit (1,000 in the shipped
-    // configuration), so a slow database still holds the broker back.
-    let (messages_tx, mut messages) = mpsc::unbounded_channel();
-    let driver = tokio::spawn(drive(eventloop, client.clone(), messages_tx, metrics.clone(), shutdown.clone()));
-    let publisher = client.clone();
-    let publishing = tokio::spawn(async move {
-        while let Some((gateway, message)) = to_gateways.recv().await {
-            let topic = Topic::new(gateway, message.kind()).to_string();
-            if let Err(error) = publisher.publish(topic, QoS::AtLeastOnce, false, message.encode()).await {
-                debug!(%error, "publish to a gateway dropped: the client has stopped");
-            }
+    let (deliveries, mut messages) = mpsc::unbounded_channel();
+    let (client, transport) = match broker {
+        Broker::Mqtt(broker) => {
+            let (client, tasks) = subscribe(broker, deliveries, to_gateways, metrics.clone(), shutdown.clone());
+            (Some(client), tasks)
         }
-    });
+        Broker::Amqp(settings) => {
+            let consuming = crate::amqp::run(
+                settings,
+                pool.clone(),
+                deliveries,
+                to_gateways,
+                ownership,
+                metrics.clone(),
+                shutdown.clone(),
+            );
+            (None, vec![tokio::spawn(consuming)])
+        }
+    };
 
     let mut ingestor = Ingestor { pool, cache: AliasCache::default(), known_gateways: HashSet::new(), metrics };
     let mut batch = Vec::with_capacity(MAX_BATCH_MESSAGES);
@@ -161,15 +201,59 @@ pub async fn run(
                 }
             }
         }
-        for publish in batch.drain(..) {
-            if let Err(error) = client.ack(&publish).await {
+        for delivery in batch.drain(..) {
+            let acked = match (delivery, &client) {
+                (Delivery::Mqtt(publish), Some(client)) => client.ack(&publish).await.map_err(|e| e.to_string()),
+                (Delivery::Mqtt(_), None) => Ok(()),
+                (Delivery::Amqp { acker, .. }, _) => {
+                    acker.ack(lapin::options::BasicAckOptions::default()).await.map(drop).map_err(|e| e.to_string())
+                }
+            };
+            if let Err(error) = acked {
                 debug!(%error, "ack not sent; the broker will redeliver");
             }
         }
     }
-    let _ = client.try_disconnect();
-    publishing.abort();
-    let _ = tokio::time::timeout(Duration::from_secs(2), driver).await;
+    if let Some(client) = client {
+        let _ = client.try_disconnect();
+    }
+    for task in transport {
+        let _ = tokio::time::timeout(Duration::from_secs(2), task).await;
+    }
+}
+
+/// The MQTT subscription: its client (for acknowledgements) and the tasks driving it and
+/// publishing to gateways.
+fn subscribe(
+    broker: BrokerSettings,
+    deliveries: mpsc::UnboundedSender<Delivery>,
+    mut to_gateways: GatewayMessages,
+    metrics: Arc<Metrics>,
+    shutdown: CancellationToken,
+) -> (AsyncClient, Vec<tokio::task::JoinHandle<()>>) {
+    let mut options = MqttOptions::new(&broker.client_id, &broker.host, broker.port);
+    options.set_credentials(&broker.username, &broker.password);
+    options.set_clean_session(false);
+    options.set_manual_acks(true);
+    options.set_keep_alive(Duration::from_secs(30));
+    options.set_max_packet_size(chillcloud_proto::MAX_PACKET_BYTES, 64 * 1024);
+    let (client, eventloop) = AsyncClient::new(options, MAX_BATCH_MESSAGES * 2);
+    // Unbounded on purpose: the event loop must never wait on the worker, because the worker's
+    // acknowledgements go out through the event loop (a bounded queue here deadlocked under a
+    // burst, benchmark P2). What is queued is bounded by the broker instead: it sends no more
+    // unacknowledged QoS 1 messages than its inflight limit (1,000 in the shipped
+    // configuration), so a slow database still holds the broker back.
+    let driver = tokio::spawn(drive(eventloop, client.clone(), deliveries, metrics, shutdown));
+    let publisher = client.clone();
+    let publishing = tokio::spawn(async move {
+        while let Some((gateway, message)) = to_gateways.recv().await {
+            let topic = Topic::new(gateway, message.kind()).to_string();
+            if let Err(error) = publisher.publish(topic, QoS::AtLeastOnce, false, message.encode()).await {
+                debug!(%error, "publish to a gateway dropped: the client has stopped");
+            }
+        }
+    });
+    (client, vec![driver, publishing])
 }
 
 struct Ingestor {
@@ -204,20 +288,20 @@ impl Ingestor {
     /// Stores a batch of messages and returns what the alarm engine is to be told. `Err` means a
     /// database failure: the whole batch is retried, which is safe because every step is
     /// idempotent.
-    async fn store_batch(&mut self, batch: &[Publish]) -> sqlx::Result<Vec<Input>> {
+    async fn store_batch(&mut self, batch: &[Delivery]) -> sqlx::Result<Vec<Input>> {
         let mut rows = ReadingRows::default();
         let mut counts = BatchCounts::default();
-        for publish in batch {
+        for delivery in batch {
             // Each message's own writes commit (or roll back) on their own, so refusing one
             // leaves the others' intact.
-            let accepted = match self.accept(&publish.topic, &publish.payload, &mut rows, &mut counts).await {
+            let accepted = match self.accept(delivery.topic(), delivery.payload(), &mut rows, &mut counts).await {
                 Err(error) if refuses_content(&error) => Err(Rejection::Unstorable(error.to_string())),
                 other => other?,
             };
             if let Err(rejection) = accepted {
                 counts.rejected += 1;
-                warn!(topic = %publish.topic, reason = %rejection, "message refused in whole or in part");
-                store::dead_letter(&self.pool, &publish.topic, &rejection.to_string(), &publish.payload).await?;
+                warn!(topic = %delivery.topic(), reason = %rejection, "message refused in whole or in part");
+                store::dead_letter(&self.pool, delivery.topic(), &rejection.to_string(), delivery.payload()).await?;
             }
         }
         counts.stored += rows.len() as u64;
@@ -388,14 +472,14 @@ fn count(counts: &mut BatchCounts, outcome: &DataOutcome) {
     }
 }
 
-/// What gateways send that the server subscribes to.
-const SUBSCRIBED: [MessageKind; 4] =
+/// What gateways send, which the server takes.
+pub const UPSTREAM: [MessageKind; 4] =
     [MessageKind::Birth, MessageKind::Death, MessageKind::Data, MessageKind::CommandResult];
 
 async fn drive(
     mut eventloop: EventLoop,
     client: AsyncClient,
-    messages: mpsc::UnboundedSender<Publish>,
+    messages: mpsc::UnboundedSender<Delivery>,
     metrics: Arc<Metrics>,
     shutdown: CancellationToken,
 ) {
@@ -411,7 +495,7 @@ async fn drive(
             Ok(Event::Incoming(Packet::ConnAck(ack))) => {
                 info!(session_present = ack.session_present, "connected to broker");
                 delay = Duration::from_millis(250);
-                for kind in SUBSCRIBED {
+                for kind in UPSTREAM {
                     let _ = client.try_subscribe(Topic::gateway_filter(kind), QoS::AtLeastOnce);
                 }
             }
@@ -421,7 +505,7 @@ async fn drive(
                 let granted = ack.return_codes.iter().all(|code| *code != rumqttc::SubscribeReasonCode::Failure);
                 if granted {
                     subscriptions_granted += 1;
-                    if subscriptions_granted == SUBSCRIBED.len() {
+                    if subscriptions_granted == UPSTREAM.len() {
                         metrics.broker_subscribed.set(1.0);
                         metrics.ingest.resumed(Stall::Broker);
                     }
@@ -431,7 +515,7 @@ async fn drive(
             }
             Ok(Event::Incoming(Packet::Publish(publish))) => {
                 metrics.messages_received.inc();
-                if messages.send(publish).is_err() {
+                if messages.send(Delivery::Mqtt(publish)).is_err() {
                     return;
                 }
             }

@@ -7,6 +7,7 @@ pub mod macros;
 pub mod accounts;
 pub mod after_sales;
 pub mod alarms;
+pub mod amqp;
 pub mod backup;
 pub mod commands;
 pub mod embedded;
@@ -17,6 +18,7 @@ pub mod ingest;
 pub mod live;
 pub mod metrics;
 pub mod paging;
+pub mod partitions;
 pub mod routes;
 pub mod secrets;
 pub mod service_alarms;
@@ -138,9 +140,14 @@ pub struct ServeSettings {
     /// Address the HTTP API listens on.
     #[arg(long, env = "CHILLCLOUD_LISTEN", default_value = "127.0.0.1:8080")]
     pub listen: SocketAddr,
-    /// External MQTT broker as host:port; without it the server runs its own Mosquitto.
-    #[arg(long, env = "CHILLCLOUD_MQTT_BROKER")]
+    /// External MQTT broker as host:port; without it (and without --amqp-url) the server runs
+    /// its own Mosquitto.
+    #[arg(long, env = "CHILLCLOUD_MQTT_BROKER", conflicts_with = "amqp_urls")]
     pub mqtt_broker: Option<String>,
+    /// The clustered broker tier (RabbitMQ): one `amqp://user:password@host:port/%2f` per node,
+    /// tried in turn. Several replicas of the server share the gateways' partitions through it.
+    #[arg(long = "amqp-url", env = "CHILLCLOUD_AMQP_URLS", value_delimiter = ',', hide_env_values = true)]
+    pub amqp_urls: Vec<String>,
     /// MQTT username at the external broker.
     #[arg(long, env = "CHILLCLOUD_MQTT_USERNAME", default_value = embedded::broker::SERVER_USERNAME)]
     pub mqtt_username: String,
@@ -236,7 +243,7 @@ pub async fn add_gateway(pool: &PgPool, gateway: &GatewayId) -> Result<(String, 
 }
 
 /// The PostgreSQL notification channel announcing provisioned or changed gateways.
-const GATEWAYS_CHANGED: &str = "chillcloud_gateways_changed";
+pub(crate) const GATEWAYS_CHANGED: &str = "chillcloud_gateways_changed";
 
 /// Listens for [`GATEWAYS_CHANGED`] and reloads the broker's passwords on each notification,
 /// until the database connection fails. It also reloads once on (re)connecting, in case a
@@ -372,13 +379,16 @@ pub async fn serve(settings: ServeSettings, listener: TcpListener, shutdown: Can
                 .mqtt_password
                 .clone()
                 .ok_or_else(|| Error::Config("--mqtt-password is required with --mqtt-broker".into()))?;
-            Some(BrokerSettings {
+            Some(ingest::Broker::Mqtt(BrokerSettings {
                 host,
                 port,
                 username: settings.mqtt_username.clone(),
                 password,
                 client_id: settings.mqtt_client_id.clone(),
-            })
+            }))
+        }
+        None if !settings.amqp_urls.is_empty() => {
+            Some(ingest::Broker::Amqp(amqp::AmqpSettings { urls: settings.amqp_urls.clone() }))
         }
         None => None,
     };
@@ -408,13 +418,13 @@ pub async fn serve(settings: ServeSettings, listener: TcpListener, shutdown: Can
             )
             .await?;
             let address = broker.address();
-            let settings = BrokerSettings {
+            let settings = ingest::Broker::Mqtt(BrokerSettings {
                 host: address.ip().to_string(),
                 port: address.port(),
                 username: embedded::broker::SERVER_USERNAME.into(),
                 password,
                 client_id: settings.mqtt_client_id.clone(),
-            };
+            });
             let broker = Arc::new(broker);
             let sync = tokio::spawn(sync_broker_passwords(
                 database.pool.clone(),
@@ -426,6 +436,9 @@ pub async fn serve(settings: ServeSettings, listener: TcpListener, shutdown: Can
         }
     };
 
+    let (leases, ownership) = partitions::Leases::new(database.pool.clone(), partitions::new_replica_id());
+    leases.start().await?;
+    let leases = tokio::spawn(leases.run(shutdown.clone()));
     let (alarms, alarm_inputs) = alarms::channel();
     let (gateways, to_gateways) = gateway_link::GatewayLink::new();
     let live = live::Live::default();
@@ -436,6 +449,7 @@ pub async fn serve(settings: ServeSettings, listener: TcpListener, shutdown: Can
         gateways.clone(),
         live.clone(),
         metrics.clone(),
+        ownership.clone(),
         shutdown.clone(),
     ));
     let ingest = tokio::spawn(ingest::run(
@@ -445,6 +459,7 @@ pub async fn serve(settings: ServeSettings, listener: TcpListener, shutdown: Can
         live.clone(),
         to_gateways,
         metrics.clone(),
+        ownership.clone(),
         shutdown.clone(),
     ));
     let paging_task =
@@ -469,6 +484,7 @@ pub async fn serve(settings: ServeSettings, listener: TcpListener, shutdown: Can
         paging,
         gateways,
         storage.mode,
+        ownership,
     );
     info!(%address, "HTTP API listening");
     http::serve(listener, routes::router(state), shutdown.clone()).await;
@@ -478,6 +494,12 @@ pub async fn serve(settings: ServeSettings, listener: TcpListener, shutdown: Can
         warn!("ingest did not stop within 10 s");
     }
     let _ = tokio::time::timeout(Duration::from_secs(5), detection).await;
+    // Ingest and detection have stopped: the partitions can go to the other replicas now.
+    if let Ok(leases) = leases.await
+        && let Err(error) = leases.release().await
+    {
+        warn!(%error, "giving up partition leases failed; they lapse on their own");
+    }
     let _ = tokio::time::timeout(Duration::from_secs(5), paging_task).await;
     let _ = sweeper.await;
     let _ = watchdog.await;

@@ -221,6 +221,8 @@ async fn health(State(state): State<AppState>, system: System) -> Result<Respons
             "ingest": ingest,
             "storage": storage,
             "mode": state.storage.to_string(),
+            "replica": state.ownership.replica(),
+            "partitions": state.ownership.owned(),
         })),
     )
         .into_response())
@@ -300,6 +302,7 @@ mod tests {
         let paging = crate::paging::Paging::load(None, b"secret".to_vec(), "http://127.0.0.1".into()).expect("paging");
         let (alarms, _inputs) = crate::alarms::channel();
         let (gateways, _messages) = crate::gateway_link::GatewayLink::new();
+        let nowhere_owner = nowhere.clone();
         let state = SystemState::new(
             nowhere.clone(),
             nowhere,
@@ -310,6 +313,7 @@ mod tests {
             paging,
             gateways,
             crate::timescale::StorageMode::Plain,
+            crate::partitions::Leases::new(nowhere_owner, "test".into()).1,
         );
         let mut router = router(state);
         let document = serde_json::to_value(document()).expect("serialises");

@@ -11,7 +11,7 @@ use serde_json::Value as Json_;
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::{router::OpenApiRouter, routes};
 
-use super::{Input, db, engine::CompiledRules, rules};
+use super::{db, engine::CompiledRules, rules};
 use crate::http::{
     Acknowledge, Allowed, ApiError, AppState, ErrorBody, ManageRules, Read, ReadPaging, limit, require_site,
 };
@@ -459,9 +459,8 @@ async fn rules_view(db: &mut sqlx::PgConnection, scope: &RuleScope) -> Result<Js
 }
 
 /// Sets (`Some`) or removes (`None`) the override `key` at `scope` once the rules it gives
-/// check, tells the alarm engine, and answers the scope's rules as they are now.
+/// check (the replica owning the site reloads them), and answers the scope's rules as they are now.
 async fn change_rule(
-    state: &AppState,
     viewer: &Allowed<ManageRules>,
     scope: RuleScope,
     key: &str,
@@ -496,7 +495,6 @@ async fn change_rule(
     };
     db::set_override(&mut tx, &gateway, unit, key, patch.as_ref(), &viewer.actor()).await?;
     tx.commit().await?;
-    state.alarms.send(Input::RulesChanged { gateway }).await;
     rules_view(&mut *viewer.begin().await?, &scope).await
 }
 
@@ -560,12 +558,11 @@ fn check_site_patch(others: &[(Option<i64>, String, Json_)], key: &str, patch: &
     )
 )]
 pub(crate) async fn put_unit_rule(
-    State(state): State<AppState>,
     viewer: Allowed<ManageRules>,
     Path((unit_id, key)): Path<(i64, String)>,
     Json(patch): Json<Json_>,
 ) -> Result<Json<RulesView>, ApiError> {
-    change_rule(&state, &viewer, RuleScope::Unit(unit_id), &key, Some(patch)).await
+    change_rule(&viewer, RuleScope::Unit(unit_id), &key, Some(patch)).await
 }
 
 /// Removes a unit's override of a rule.
@@ -585,11 +582,10 @@ pub(crate) async fn put_unit_rule(
     )
 )]
 pub(crate) async fn delete_unit_rule(
-    State(state): State<AppState>,
     viewer: Allowed<ManageRules>,
     Path((unit_id, key)): Path<(i64, String)>,
 ) -> Result<Json<RulesView>, ApiError> {
-    change_rule(&state, &viewer, RuleScope::Unit(unit_id), &key, None).await
+    change_rule(&viewer, RuleScope::Unit(unit_id), &key, None).await
 }
 
 /// A site's own rules (gateway offline) and the overrides it sets for all its units.
@@ -634,12 +630,11 @@ pub(crate) async fn site_rules(
     )
 )]
 pub(crate) async fn put_site_rule(
-    State(state): State<AppState>,
     viewer: Allowed<ManageRules>,
     Path((gateway, key)): Path<(String, String)>,
     Json(patch): Json<Json_>,
 ) -> Result<Json<RulesView>, ApiError> {
-    change_rule(&state, &viewer, RuleScope::Site(gateway), &key, Some(patch)).await
+    change_rule(&viewer, RuleScope::Site(gateway), &key, Some(patch)).await
 }
 
 /// Removes a site's override of a rule.
@@ -659,11 +654,10 @@ pub(crate) async fn put_site_rule(
     )
 )]
 pub(crate) async fn delete_site_rule(
-    State(state): State<AppState>,
     viewer: Allowed<ManageRules>,
     Path((gateway, key)): Path<(String, String)>,
 ) -> Result<Json<RulesView>, ApiError> {
-    change_rule(&state, &viewer, RuleScope::Site(gateway), &key, None).await
+    change_rule(&viewer, RuleScope::Site(gateway), &key, None).await
 }
 
 /// A maintenance window: alarms raised during it are recorded but not announced.

@@ -125,6 +125,8 @@ pub async fn set_override(
                 .await?;
         }
     }
+    // On commit, the replica owning the gateway reloads its rules (`alarms::run`).
+    sqlx::query("select pg_notify($1, $2)").bind(super::RULES_CHANGED).bind(gateway).execute(&mut *db).await?;
     Ok(())
 }
 
@@ -445,12 +447,13 @@ pub async fn shelve(
     Ok(Some(event))
 }
 
-/// Captures whose window has passed: alarm id, unit id, from, to.
-pub async fn due_captures(pool: &PgPool) -> sqlx::Result<Vec<(i64, i64, DateTime<Utc>, DateTime<Utc>)>> {
+/// Captures of `units` whose window has passed: alarm id, unit id, from, to.
+pub async fn due_captures(pool: &PgPool, units: &[i64]) -> sqlx::Result<Vec<(i64, i64, DateTime<Utc>, DateTime<Utc>)>> {
     sqlx::query_as(
         "select id, unit_id, capture_from, capture_to from alarms
-         where capture_due_at <= now() and unit_id is not null order by capture_due_at limit 100",
+         where capture_due_at <= now() and unit_id = any($1) order by capture_due_at limit 100",
     )
+    .bind(units)
     .fetch_all(pool)
     .await
 }

@@ -29,6 +29,7 @@ use rules::RuleFile;
 use crate::{
     gateway_link::{GatewayLink, ToGateway},
     metrics::Metrics,
+    partitions::Ownership,
     store,
 };
 
@@ -98,6 +99,34 @@ pub fn channel() -> (Alarms, mpsc::Receiver<Input>) {
 /// How often delays, silences and due captures are looked at.
 const TICK: Duration = Duration::from_millis(500);
 
+/// The notification a rule change sends with its commit, whichever replica made it.
+const RULES_CHANGED: &str = "chillcloud_rules_changed";
+
+/// Hands rule changes made through any replica to this one's engine, which reloads the gateway
+/// if it owns it. A notification sent while the connection was being re-established is missed:
+/// the change then applies at the gateway's next birth or this replica's next reload.
+async fn listen_for_rule_changes(pool: PgPool, alarms: Alarms, shutdown: CancellationToken) {
+    async fn forward(pool: &PgPool, alarms: &Alarms) -> sqlx::Result<std::convert::Infallible> {
+        let mut listener = sqlx::postgres::PgListener::connect_with(pool).await?;
+        listener.listen(RULES_CHANGED).await?;
+        loop {
+            let notification = listener.recv().await?;
+            alarms.send(Input::RulesChanged { gateway: notification.payload().to_owned() }).await;
+        }
+    }
+    loop {
+        let error = tokio::select! {
+            () = shutdown.cancelled() => return,
+            Err(error) = forward(&pool, &alarms) => error,
+        };
+        warn!(%error, "listening for rule changes failed; will retry");
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            () = tokio::time::sleep(Duration::from_secs(1)) => {}
+        }
+    }
+}
+
 fn now_ms() -> Millis {
     chrono::Utc::now().timestamp_millis()
 }
@@ -143,9 +172,14 @@ struct Detector {
     gateways: GatewayLink,
     live: crate::live::Live,
     metrics: Arc<Metrics>,
+    /// The partitions this replica owns: only their gateways are evaluated here.
+    ownership: Ownership,
 }
 
-/// Runs detection until `shutdown`. `gateways` reaches the broker through ingest's client.
+/// Runs detection for the gateways of the partitions `ownership` holds, until `shutdown`;
+/// rebuilds its state from the database whenever they change. `gateways` reaches the broker
+/// through ingest's client.
+#[allow(clippy::too_many_arguments)]
 pub async fn run(
     pool: PgPool,
     alarms: Alarms,
@@ -153,10 +187,21 @@ pub async fn run(
     gateways: GatewayLink,
     live: crate::live::Live,
     metrics: Arc<Metrics>,
+    mut ownership: Ownership,
     shutdown: CancellationToken,
 ) {
-    let mut detector =
-        Detector { pool, engine: Engine::default(), units: HashMap::new(), alarms, gateways, live, metrics };
+    ownership.mark_seen();
+    tokio::spawn(listen_for_rule_changes(pool.clone(), alarms.clone(), shutdown.clone()));
+    let mut detector = Detector {
+        pool,
+        engine: Engine::default(),
+        units: HashMap::new(),
+        alarms,
+        gateways,
+        live,
+        metrics,
+        ownership: ownership.clone(),
+    };
     // Load everything, retrying while the database is unavailable.
     let mut delay = Duration::from_millis(200);
     while let Err(error) = detector.load(None).await {
@@ -178,6 +223,12 @@ pub async fn run(
                 None => break,
             },
             _ = tick.tick() => if needs_reload { detector.reload().await } else { detector.tick().await },
+            changed = ownership.changed() => if changed {
+                // A partition taken over starts from what its previous owner committed.
+                detector.reload().await
+            } else {
+                break
+            },
         };
         match result {
             Ok(()) => needs_reload = false,
@@ -203,6 +254,7 @@ impl Detector {
             gateways: self.gateways.clone(),
             live: self.live.clone(),
             metrics: self.metrics.clone(),
+            ownership: self.ownership.clone(),
         };
         fresh.load(None).await?;
         *self = fresh;
@@ -210,11 +262,20 @@ impl Detector {
         Ok(())
     }
 
-    /// Loads (or reloads) the rules, units and raised alarms of one gateway, or of all.
+    /// Loads (or reloads) the rules, units and raised alarms of one gateway, or of all, of the
+    /// partitions owned.
     async fn load(&mut self, only: Option<&str>) -> sqlx::Result<()> {
         let now = now_ms();
-        let active = db::active_alarms(&self.pool, only).await?;
+        let owned = self.ownership.owned();
+        let owns = |gateway: &str| owned.contains(&crate::partitions::of(gateway));
+        let mut active = db::active_alarms(&self.pool, only).await?;
+        // Units not owned are never loaded, so their alarms are passed over below; a site
+        // alarm of a gateway not owned must not be taken for one whose rule is gone.
+        active.retain(|(target, _, _)| !matches!(target, Target::Gateway(id) if !owns(id)));
         for (gateway, online, last_seen) in db::gateways(&self.pool, only).await? {
+            if !owns(&gateway) {
+                continue;
+            }
             let overrides = db::overrides(&self.pool, &gateway).await?;
             let site = Arc::new(CompiledRules::compile(&site_rule_file(&overrides), &[]));
             // Silence is counted from when this server started listening: a server that was
@@ -295,7 +356,8 @@ impl Detector {
         let output = self.engine.tick(now_ms());
         self.apply(output).await?;
         // A capture that fails is retried on the next tick; it never resets detection.
-        match db::due_captures(&self.pool).await {
+        let units: Vec<i64> = self.units.keys().copied().collect();
+        match db::due_captures(&self.pool, &units).await {
             Ok(due) => {
                 for (alarm_id, unit_id, from, to) in due {
                     match db::take_capture(&self.pool, alarm_id, unit_id, from, to).await {

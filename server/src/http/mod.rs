@@ -57,6 +57,8 @@ pub struct AppState {
     pub wrong_codes: Arc<crate::paging::WrongCodes>,
     /// Where history's buckets come from.
     pub storage: crate::timescale::StorageMode,
+    /// This replica and the partitions it owns.
+    pub ownership: crate::partitions::Ownership,
 }
 
 /// The state of routes that act for the system: the API's state and the owner's pool.
@@ -107,6 +109,7 @@ impl SystemState {
         paging: crate::paging::Paging,
         gateways: crate::gateway_link::GatewayLink,
         storage: crate::timescale::StorageMode,
+        ownership: crate::partitions::Ownership,
     ) -> Self {
         let (history_lane, live_lane) = lanes();
         let app = AppState {
@@ -121,6 +124,7 @@ impl SystemState {
             live_lane,
             wrong_codes: Arc::default(),
             storage,
+            ownership,
         };
         Self { app, owner, api_token }
     }

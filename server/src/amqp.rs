@@ -1,0 +1,301 @@
+//! The clustered broker tier: RabbitMQ, which gateways reach over its MQTT plugin and server
+//! replicas over AMQP 0-9-1 (ARCHITECTURE.md, "Several servers").
+//!
+//! Each partition ([`crate::partitions`]) is one quorum queue (replicated by Raft, so a
+//! gateway's publish is acknowledged only once a majority of nodes stored it) with a single
+//! active consumer. A gateway's upstream topics are bound to its partition's queue, from
+//! `amq.topic`, where the MQTT plugin publishes (the topic's `/` become `.`). A replica consumes
+//! the queues of the partitions it owns, hands each message to ingest, and acknowledges it once
+//! ingest committed it; messages to gateways are published to `amq.topic`.
+
+use std::{collections::HashMap, time::Duration};
+
+use chillcloud_proto::{GatewayId, Topic};
+use futures_util::StreamExt;
+use lapin::{
+    BasicProperties, Channel, Connection, ConnectionProperties,
+    options::{
+        BasicCancelOptions, BasicConsumeOptions, BasicPublishOptions, BasicQosOptions, QueueBindOptions,
+        QueueDeclareOptions,
+    },
+    types::{AMQPValue, FieldTable},
+};
+use sqlx::PgPool;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+use crate::{
+    gateway_link::GatewayMessages,
+    ingest::{Delivery, UPSTREAM},
+    metrics::{Metrics, Stall},
+    partitions::{self, Ownership},
+};
+
+/// How the server reaches the cluster: one AMQP URL per node, tried in turn.
+#[derive(Clone)]
+pub struct AmqpSettings {
+    /// `amqp://user:password@host:port/%2f` of each node.
+    pub urls: Vec<String>,
+}
+
+impl std::fmt::Debug for AmqpSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list().entries(self.urls.iter().map(|url| node(url))).finish()
+    }
+}
+
+/// The exchange the MQTT plugin publishes to and delivers from.
+const EXCHANGE: &str = "amq.topic";
+
+/// Messages a consumer may hold unacknowledged: what ingest commits in one batch, with room.
+const PREFETCH: u16 = 1_000;
+
+/// The queue of partition `partition`.
+pub fn queue(partition: u16) -> String {
+    format!("chillcloud.partition.{partition:02}")
+}
+
+/// The routing key of a topic: its levels joined by `.` (gateway ids hold no `.`).
+pub fn routing_key(topic: &Topic) -> String {
+    topic.to_string().replace('/', ".")
+}
+
+/// A URL's host and port, for logs: never its credentials.
+fn node(url: &str) -> &str {
+    let rest = url.split_once("://").map_or(url, |(_, rest)| rest);
+    let rest = rest.rsplit_once('@').map_or(rest, |(_, host)| host);
+    rest.split('/').next().unwrap_or_default()
+}
+
+/// Consumes the owned partitions' queues into `deliveries` and publishes `to_gateways`, moving to
+/// the next node when the one in use is lost, until `shutdown`.
+pub async fn run(
+    settings: AmqpSettings,
+    pool: PgPool,
+    deliveries: mpsc::UnboundedSender<Delivery>,
+    mut to_gateways: GatewayMessages,
+    mut ownership: Ownership,
+    metrics: std::sync::Arc<Metrics>,
+    shutdown: CancellationToken,
+) {
+    let mut attempt = 0;
+    let mut delay = Duration::from_millis(250);
+    metrics.ingest.stalled(Stall::Broker, chrono::Utc::now().timestamp_millis());
+    loop {
+        let url = &settings.urls[attempt % settings.urls.len()];
+        let session = Session { pool: &pool, deliveries: &deliveries, metrics: &metrics };
+        let started = std::time::Instant::now();
+        let error = tokio::select! {
+            () = shutdown.cancelled() => return,
+            ended = session.run(url, &mut to_gateways, &mut ownership, &shutdown) => match ended {
+                Ok(()) => return,
+                Err(error) => error,
+            },
+        };
+        metrics.broker_subscribed.set(0.0);
+        metrics.ingest.stalled(Stall::Broker, chrono::Utc::now().timestamp_millis());
+        if started.elapsed() > Duration::from_secs(10) {
+            delay = Duration::from_millis(250);
+        }
+        attempt += 1;
+        let next = node(&settings.urls[attempt % settings.urls.len()]);
+        warn!(%error, node = node(url), next, retry_in = ?delay, "broker connection lost");
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            () = tokio::time::sleep(delay.mul_f64(rand::random_range(0.5..1.0))) => {}
+        }
+        // A whole round of nodes failing backs off; the next node is tried at once otherwise.
+        if attempt % settings.urls.len() == 0 {
+            delay = (delay * 2).min(Duration::from_secs(30));
+        }
+    }
+}
+
+/// Why a connection's session ended.
+#[derive(Debug, thiserror::Error)]
+enum SessionError {
+    #[error(transparent)]
+    Amqp(#[from] lapin::Error),
+    #[error("database: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error("a consumer stopped: {0}")]
+    Consumer(String),
+}
+
+struct Session<'a> {
+    pool: &'a PgPool,
+    deliveries: &'a mpsc::UnboundedSender<Delivery>,
+    metrics: &'a Metrics,
+}
+
+impl Session<'_> {
+    async fn run(
+        &self,
+        url: &str,
+        to_gateways: &mut GatewayMessages,
+        ownership: &mut Ownership,
+        shutdown: &CancellationToken,
+    ) -> Result<(), SessionError> {
+        let connection = Connection::connect(url, ConnectionProperties::default()).await?;
+        let consuming = connection.create_channel().await?;
+        consuming.basic_qos(PREFETCH, BasicQosOptions::default()).await?;
+        for partition in 0..partitions::COUNT {
+            declare(&consuming, partition).await?;
+        }
+        let publishing = connection.create_channel().await?;
+        // New gateways are bound before they can connect: `add-gateway` notifies on commit.
+        let mut provisioned = sqlx::postgres::PgListener::connect_with(self.pool).await?;
+        provisioned.listen(crate::GATEWAYS_CHANGED).await?;
+        info!(node = node(url), "connected to broker");
+        self.metrics.broker_subscribed.set(1.0);
+        self.metrics.ingest.resumed(Stall::Broker);
+
+        let (failed, mut failures) = mpsc::unbounded_channel();
+        let mut consumers: HashMap<u16, String> = HashMap::new();
+        ownership.mark_seen();
+        self.follow(&consuming, &ownership.owned(), &mut consumers, &failed).await?;
+        loop {
+            tokio::select! {
+                () = shutdown.cancelled() => {
+                    for tag in consumers.into_values() {
+                        let _ = consuming.basic_cancel(tag.as_str().into(), BasicCancelOptions::default()).await;
+                    }
+                    return Ok(());
+                }
+                changed = ownership.changed() => {
+                    let owned = if changed { ownership.owned() } else { partitions::Owned::new() };
+                    self.follow(&consuming, &owned, &mut consumers, &failed).await?;
+                }
+                message = to_gateways.recv() => {
+                    let Some((gateway, message)) = message else { return Ok(()) };
+                    let key = routing_key(&Topic::new(gateway, message.kind()));
+                    // Persistent, for the gateway's session queue; not confirmed: a command
+                    // that never arrives ends `unanswered`, a lost boost only shortens a capture.
+                    let properties = BasicProperties::default().with_delivery_mode(2);
+                    publishing
+                        .basic_publish(EXCHANGE.into(), key.into(), BasicPublishOptions::default(), &message.encode(), properties)
+                        .await?;
+                }
+                notification = provisioned.recv() => {
+                    let notification = notification?;
+                    if let Ok(gateway) = GatewayId::new(notification.payload()) {
+                        bind(&consuming, &gateway).await?;
+                    }
+                }
+                Some(error) = failures.recv() => return Err(SessionError::Consumer(error)),
+            }
+        }
+    }
+
+    /// Consumes exactly the queues of `owned`: cancels the others' consumers and starts the
+    /// missing ones, binding every gateway of a partition before consuming it.
+    async fn follow(
+        &self,
+        channel: &Channel,
+        owned: &partitions::Owned,
+        consumers: &mut HashMap<u16, String>,
+        failed: &mpsc::UnboundedSender<String>,
+    ) -> Result<(), SessionError> {
+        let released: Vec<u16> = consumers.keys().filter(|p| !owned.contains(p)).copied().collect();
+        for partition in released {
+            if let Some(tag) = consumers.remove(&partition) {
+                channel.basic_cancel(tag.as_str().into(), BasicCancelOptions::default()).await?;
+                info!(partition, "stopped consuming");
+            }
+        }
+        let taken: Vec<u16> = owned.iter().filter(|p| !consumers.contains_key(p)).copied().collect();
+        if taken.is_empty() {
+            return Ok(());
+        }
+        let gateways: Vec<String> = sqlx::query_scalar("select id from gateways").fetch_all(self.pool).await?;
+        for partition in taken {
+            for gateway in gateways.iter().filter(|g| partitions::of(g) == partition) {
+                if let Ok(gateway) = GatewayId::new(gateway.as_str()) {
+                    bind(channel, &gateway).await?;
+                }
+            }
+            let tag = format!("{}-{partition:02}", crate::secrets::random_hex::<4>());
+            let mut consumer = channel
+                .basic_consume(
+                    queue(partition).into(),
+                    tag.as_str().into(),
+                    BasicConsumeOptions::default(),
+                    FieldTable::default(),
+                )
+                .await?;
+            let deliveries = self.deliveries.clone();
+            let failed = failed.clone();
+            tokio::spawn(async move {
+                while let Some(delivery) = consumer.next().await {
+                    match delivery {
+                        Ok(delivery) => {
+                            let topic = delivery.routing_key.as_str().replace('.', "/");
+                            let message = Delivery::Amqp { topic, payload: delivery.data, acker: delivery.acker };
+                            if deliveries.send(message).is_err() {
+                                return;
+                            }
+                        }
+                        Err(error) => {
+                            let _ = failed.send(error.to_string());
+                            return;
+                        }
+                    }
+                }
+                debug!(partition, "consumer ended");
+            });
+            consumers.insert(partition, tag);
+            info!(partition, "consuming");
+        }
+        Ok(())
+    }
+}
+
+/// Declares a partition's queue: durable, quorum (replicated), one active consumer at a time.
+async fn declare(channel: &Channel, partition: u16) -> lapin::Result<()> {
+    let mut arguments = FieldTable::default();
+    arguments.insert("x-queue-type".into(), AMQPValue::LongString("quorum".into()));
+    arguments.insert("x-single-active-consumer".into(), AMQPValue::Boolean(true));
+    let options = QueueDeclareOptions { durable: true, ..QueueDeclareOptions::default() };
+    channel.queue_declare(queue(partition).into(), options, arguments).await.map(drop)
+}
+
+/// Routes what `gateway` publishes to its partition's queue (idempotent).
+async fn bind(channel: &Channel, gateway: &GatewayId) -> lapin::Result<()> {
+    let queue = queue(partitions::of(gateway.as_str()));
+    for kind in UPSTREAM {
+        let key = routing_key(&Topic::new(gateway.clone(), kind));
+        channel
+            .queue_bind(
+                queue.as_str().into(),
+                EXCHANGE.into(),
+                key.into(),
+                QueueBindOptions::default(),
+                FieldTable::default(),
+            )
+            .await?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use chillcloud_proto::MessageKind;
+
+    use super::*;
+
+    #[test]
+    fn logs_name_the_node_without_credentials() {
+        assert_eq!(node("amqp://server:s3cret@10.0.0.5:5672/%2f"), "10.0.0.5:5672");
+        assert_eq!(node("amqp://127.0.0.1:5672"), "127.0.0.1:5672");
+        let settings = AmqpSettings { urls: vec!["amqp://u:p4ss@h:1/%2f".into()] };
+        assert!(!format!("{settings:?}").contains("p4ss"));
+    }
+
+    #[test]
+    fn routing_keys_are_topics_with_dots() {
+        let gateway = GatewayId::new("plant-a_gw1").expect("id");
+        assert_eq!(routing_key(&Topic::new(gateway, MessageKind::Data)), "chillcloud.v1.plant-a_gw1.data");
+        assert_eq!(queue(7), "chillcloud.partition.07");
+    }
+}
