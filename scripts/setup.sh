@@ -7,6 +7,7 @@ chillcloud_required=(
   "mosquitto:mosquitto"
   "mosquitto_passwd:mosquitto"
   "mosquitto_pub:mosquitto-clients"
+  "/usr/lib/rabbitmq/bin/rabbitmq-server:rabbitmq-server"
   "curl:curl"
   "socat:socat"
   "openssl:openssl"

@@ -1,0 +1,165 @@
+//! The clustered layout for tests: a three-node RabbitMQ cluster started by
+//! `deploy/cluster/rabbitmq-cluster.sh` (the same script an operator uses to see the layout), and
+//! server replicas sharing one database through it.
+
+use std::{net::TcpListener, path::PathBuf, process::Command, time::Duration};
+
+use crate::harness::{Api, Process, TestDir, TestPostgres, bin, shared_temp_dir, workspace_root};
+
+/// The cluster's administrator, which the server replicas log in as.
+const ADMIN: (&str, &str) = ("chillcloud-server", "cluster-test-secret");
+
+/// A three-node RabbitMQ cluster on loopback ports of its own.
+pub struct RabbitCluster {
+    /// Ports are `base + offset`: see the script's header.
+    base: u16,
+    dir: TestDir,
+}
+
+impl RabbitCluster {
+    /// Starts the three nodes and waits until they form one cluster.
+    pub fn start() -> Self {
+        let dir = shared_temp_dir();
+        let base = free_block(52);
+        let out = script(&dir, &["start", &dir.path().join("rabbit").to_string_lossy(), &base.to_string()]);
+        eprintln!("{out}");
+        Self { base, dir }
+    }
+
+    /// The AMQP URL of node `i` (1 to 3), as the administrator.
+    pub fn amqp_url(&self, i: u16) -> String {
+        format!("amqp://{}:{}@127.0.0.1:{}/%2f", ADMIN.0, ADMIN.1, self.base + i - 1)
+    }
+
+    /// Every node's AMQP URL, comma-separated, for `--amqp-url`.
+    pub fn amqp_urls(&self) -> String {
+        (1..=3).map(|i| self.amqp_url(i)).collect::<Vec<_>>().join(",")
+    }
+
+    /// The MQTT port of node `i`.
+    pub fn mqtt_port(&self, i: u16) -> u16 {
+        self.base + 10 + i - 1
+    }
+
+    /// The process id of node `i`'s Erlang VM.
+    pub fn pid(&self, i: u16) -> i32 {
+        let path = self.dir.path().join(format!("rabbit/n{i}.pid"));
+        std::fs::read_to_string(&path).expect("node pid file").trim().parse().expect("a pid")
+    }
+
+    /// `kill -9` of node `i`.
+    pub fn kill9(&self, i: u16) {
+        let killed = Command::new("kill").args(["-9", &self.pid(i).to_string()]).status().expect("run kill");
+        assert!(killed.success(), "kill -9 node {i}");
+    }
+
+    /// Starts node `i` again and waits until it runs in the cluster.
+    pub fn restart(&self, i: u16) {
+        script(&self.dir, &["start-node", &self.dir.path().join("rabbit").to_string_lossy(), &i.to_string()]);
+    }
+
+    /// Creates `gateway`'s MQTT user with the rights the Mosquitto ACL gives a gateway: publish
+    /// only its own upstream topics, receive only its own commands and boosts.
+    pub fn add_gateway_user(&self, gateway: &str, password: &str) {
+        // Gateway ids are letters, digits, '-' and '_': nothing a regular expression treats
+        // specially outside brackets.
+        let id = gateway;
+        let base = self.dir.path().join("rabbit");
+        let ctl = |args: &[&str]| {
+            let mut all = vec!["ctl", base.to_str().expect("utf-8 path"), "1"];
+            all.extend_from_slice(args);
+            script(&self.dir, &all);
+        };
+        ctl(&["add_user", gateway, password]);
+        // Queues and exchanges: the MQTT plugin's own session queue, and amq.topic.
+        let own_queue = format!("^(mqtt-subscription-{id}qos[01]|amq\\.topic)$");
+        ctl(&["set_permissions", "-p", "/", gateway, &own_queue, &own_queue, &own_queue]);
+        let write = format!("^chillcloud\\.v1\\.{id}\\.(birth|death|data|cmd-result)$");
+        let read = format!("^chillcloud\\.v1\\.{id}\\.(cmd|boost)$");
+        ctl(&["set_topic_permissions", "-p", "/", gateway, "amq.topic", &write, &read]);
+    }
+
+    /// The script's files (nodes' logs) for a failed test.
+    pub fn dir(&self) -> PathBuf {
+        self.dir.path().to_owned()
+    }
+}
+
+impl Drop for RabbitCluster {
+    fn drop(&mut self) {
+        let _ = Command::new(workspace_root().join("deploy/cluster/rabbitmq-cluster.sh"))
+            .args(["stop", &self.dir.path().join("rabbit").to_string_lossy()])
+            .env("RABBITMQ_ADMIN_USER", ADMIN.0)
+            .env("RABBITMQ_ADMIN_PASS", ADMIN.1)
+            .output();
+    }
+}
+
+/// Runs the cluster script to completion, panicking with its output when it fails.
+fn script(dir: &TestDir, args: &[&str]) -> String {
+    let out = Command::new(workspace_root().join("deploy/cluster/rabbitmq-cluster.sh"))
+        .args(args)
+        .env("RABBITMQ_ADMIN_USER", ADMIN.0)
+        .env("RABBITMQ_ADMIN_PASS", ADMIN.1)
+        .env("DEADLINE", "180")
+        .output()
+        .expect("run deploy/cluster/rabbitmq-cluster.sh");
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "rabbitmq-cluster.sh {args:?} failed ({}):\n{text}", dir.path().display());
+    text
+}
+
+/// The first of `n` consecutive loopback ports that are free now (RabbitMQ takes fixed port
+/// numbers from its configuration, so a block is reserved by probing).
+fn free_block(n: u16) -> u16 {
+    for _ in 0..200 {
+        let base = rand::random_range(20_000..60_000u16);
+        if (base..base + n).all(|port| TcpListener::bind(("127.0.0.1", port)).is_ok()) {
+            return base;
+        }
+    }
+    panic!("no block of {n} free ports");
+}
+
+/// A server replica on the cluster, against a shared database.
+pub struct Replica {
+    /// The process.
+    pub process: Process,
+    /// Its API.
+    pub api: Api,
+}
+
+/// The API token every replica uses.
+pub const API_TOKEN: &str = "cluster-token";
+
+impl Replica {
+    /// Starts replica `name` with its own data directory under `dir`.
+    pub async fn start(name: &str, postgres: &TestPostgres, cluster: &RabbitCluster, dir: &TestDir) -> Self {
+        let data_dir = dir.path().join(name);
+        let args = [
+            "--database-url",
+            &postgres.url(),
+            "--data-dir",
+            &data_dir.to_string_lossy(),
+            "--listen",
+            "127.0.0.1:0",
+            "--amqp-url",
+            &cluster.amqp_urls(),
+            "--api-token",
+            API_TOKEN,
+        ];
+        let process = Process::spawn(name, &bin("chillcloud-server"), &args, dir.path());
+        let api = Api::new(process.announced_http_address().await, API_TOKEN);
+        api.wait_healthy(Duration::from_secs(60)).await;
+        Self { process, api }
+    }
+
+    /// The partitions this replica owns now.
+    pub async fn partitions(&self) -> Vec<u16> {
+        let health = self.api.get("/health").await.unwrap_or_default();
+        health["partitions"]
+            .as_array()
+            .map(|p| p.iter().filter_map(|v| v.as_u64()).map(|v| v as u16).collect())
+            .unwrap_or_default()
+    }
+}
