@@ -48,7 +48,8 @@ impl std::fmt::Debug for AmqpSettings {
 /// The exchange the MQTT plugin publishes to and delivers from.
 const EXCHANGE: &str = "amq.topic";
 
-/// Messages a consumer may hold unacknowledged: what ingest commits in one batch, with room.
+/// Messages each consumer may hold unacknowledged (a replica owning 11 partitions holds at most
+/// 11 times this in memory): about two of ingest's batches.
 const PREFETCH: u16 = 1_000;
 
 /// The queue of partition `partition`.
@@ -152,6 +153,10 @@ impl Session<'_> {
         self.metrics.ingest.resumed(Stall::Broker);
 
         let (failed, mut failures) = mpsc::unbounded_channel();
+        // A notification missed while the listener reconnected would leave a new gateway
+        // unbound (RabbitMQ acknowledges what no queue takes): recent gateways are bound again.
+        let mut rebind = tokio::time::interval(Duration::from_secs(60));
+        rebind.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut consumers: HashMap<u16, String> = HashMap::new();
         ownership.mark_seen();
         self.follow(&consuming, &ownership.owned(), &mut consumers, &failed).await?;
@@ -170,12 +175,23 @@ impl Session<'_> {
                 message = to_gateways.recv() => {
                     let Some((gateway, message)) = message else { return Ok(()) };
                     let key = routing_key(&Topic::new(gateway, message.kind()));
-                    // Persistent, for the gateway's session queue; not confirmed: a command
-                    // that never arrives ends `unanswered`, a lost boost only shortens a capture.
+                    // Not confirmed, and dropped when the gateway is offline (its sessions are
+                    // clean): a command that never arrives ends `unanswered`, a lost boost only
+                    // shortens a capture.
                     let properties = BasicProperties::default().with_delivery_mode(2);
                     publishing
                         .basic_publish(EXCHANGE.into(), key.into(), BasicPublishOptions::default(), &message.encode(), properties)
                         .await?;
+                }
+                _ = rebind.tick() => {
+                    let recent: Vec<String> = sqlx::query_scalar(
+                        "select id from gateways where created_at > now() - interval '1 hour'",
+                    )
+                    .fetch_all(self.pool)
+                    .await?;
+                    for gateway in recent.iter().filter_map(|g| GatewayId::new(g.as_str()).ok()) {
+                        bind(&consuming, &gateway).await?;
+                    }
                 }
                 notification = provisioned.recv() => {
                     let notification = notification?;
@@ -183,7 +199,13 @@ impl Session<'_> {
                         bind(&consuming, &gateway).await?;
                     }
                 }
-                Some(error) = failures.recv() => return Err(SessionError::Consumer(error)),
+                Some((tag, error)) = failures.recv() => {
+                    // A consumer this session did not cancel has stopped: its partition would go
+                    // unconsumed, so the session starts again.
+                    if consumers.values().any(|t| *t == tag) {
+                        return Err(SessionError::Consumer(error));
+                    }
+                }
             }
         }
     }
@@ -195,7 +217,7 @@ impl Session<'_> {
         channel: &Channel,
         owned: &partitions::Owned,
         consumers: &mut HashMap<u16, String>,
-        failed: &mpsc::UnboundedSender<String>,
+        failed: &mpsc::UnboundedSender<(String, String)>,
     ) -> Result<(), SessionError> {
         let released: Vec<u16> = consumers.keys().filter(|p| !owned.contains(p)).copied().collect();
         for partition in released {
@@ -226,6 +248,7 @@ impl Session<'_> {
                 .await?;
             let deliveries = self.deliveries.clone();
             let failed = failed.clone();
+            let consumer_tag = tag.clone();
             tokio::spawn(async move {
                 while let Some(delivery) = consumer.next().await {
                     match delivery {
@@ -237,12 +260,13 @@ impl Session<'_> {
                             }
                         }
                         Err(error) => {
-                            let _ = failed.send(error.to_string());
+                            let _ = failed.send((consumer_tag, error.to_string()));
                             return;
                         }
                     }
                 }
                 debug!(partition, "consumer ended");
+                let _ = failed.send((consumer_tag, "cancelled by the broker".into()));
             });
             consumers.insert(partition, tag);
             info!(partition, "consuming");

@@ -436,9 +436,14 @@ pub async fn serve(settings: ServeSettings, listener: TcpListener, shutdown: Can
         }
     };
 
-    let (leases, ownership) = partitions::Leases::new(database.pool.clone(), partitions::new_replica_id());
+    let data_dir = &settings.storage.data_dir;
+    let replica = partitions::replica_id(data_dir)
+        .map_err(|source| Error::Io { context: format!("replica id in {}", data_dir.display()), source })?;
+    let (leases, ownership) = partitions::Leases::new(database.pool.clone(), replica);
     leases.start().await?;
-    let leases = tokio::spawn(leases.run(shutdown.clone()));
+    // Renewed until ingest and detection have stopped, after the rest of the server.
+    let stop_leases = CancellationToken::new();
+    let leases = tokio::spawn(leases.run(stop_leases.clone()));
     let (alarms, alarm_inputs) = alarms::channel();
     let (gateways, to_gateways) = gateway_link::GatewayLink::new();
     let live = live::Live::default();
@@ -495,6 +500,7 @@ pub async fn serve(settings: ServeSettings, listener: TcpListener, shutdown: Can
     }
     let _ = tokio::time::timeout(Duration::from_secs(5), detection).await;
     // Ingest and detection have stopped: the partitions can go to the other replicas now.
+    stop_leases.cancel();
     if let Ok(leases) = leases.await
         && let Err(error) = leases.release().await
     {

@@ -160,7 +160,8 @@ impl Leases {
     /// Keeps the leases until `shutdown`, publishing every change of what is owned. The caller
     /// gives them up ([`Leases::release`]) once its consumers have stopped.
     pub async fn run(self, shutdown: CancellationToken) -> Self {
-        let mut renewed_at: Option<Instant> = None;
+        // `start` renewed just before.
+        let mut renewed_at = Instant::now();
         let mut tick = tokio::time::interval(RENEW_EVERY);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -169,15 +170,17 @@ impl Leases {
                 _ = tick.tick() => {}
             }
             let started = Instant::now();
-            let owned = match self.round().await {
+            // A round that hangs (a dead connection) counts as failed before the leases lapse.
+            let round = tokio::time::timeout(LEASE - 2 * RENEW_EVERY, self.round()).await;
+            let owned = match round.unwrap_or_else(|_| Err(sqlx::Error::PoolTimedOut)) {
                 Ok(owned) => {
-                    renewed_at = Some(started);
+                    renewed_at = started;
                     owned
                 }
                 Err(error) => {
                     // Leases may lapse one round before the database says so (renewals are a
                     // round apart): stop acting two rounds ahead of that.
-                    let lapsed = renewed_at.is_none_or(|at| at.elapsed() + 2 * RENEW_EVERY >= LEASE);
+                    let lapsed = renewed_at.elapsed() + 2 * RENEW_EVERY >= LEASE;
                     warn!(%error, lapsed, "renewing partition leases failed");
                     if !lapsed {
                         continue;
@@ -209,12 +212,22 @@ impl Leases {
     }
 }
 
-/// A fresh replica id: the host's name and a random suffix, so a restarted replica never takes
-/// itself for its previous run.
-pub fn new_replica_id() -> String {
+/// The replica id kept in `data_dir` (made on first start: the host's name and a random
+/// suffix), so a replica restarted after a crash renews its own leases at once instead of
+/// waiting for them to lapse. Each replica has a data directory of its own.
+pub fn replica_id(data_dir: &std::path::Path) -> std::io::Result<String> {
+    let path = data_dir.join("replica-id");
+    if let Ok(id) = std::fs::read_to_string(&path)
+        && !id.trim().is_empty()
+    {
+        return Ok(id.trim().to_owned());
+    }
     let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
     let host = host.trim();
-    format!("{}-{}", if host.is_empty() { "replica" } else { host }, crate::secrets::random_hex::<4>())
+    let id = format!("{}-{}", if host.is_empty() { "replica" } else { host }, crate::secrets::random_hex::<4>());
+    std::fs::create_dir_all(data_dir)?;
+    std::fs::write(&path, format!("{id}\n"))?;
+    Ok(id)
 }
 
 #[cfg(test)]

@@ -500,6 +500,7 @@ impl Simulator {
 }
 
 /// A client for the server's HTTP API.
+#[derive(Clone)]
 pub struct Api {
     /// Base URL, for example `http://127.0.0.1:8080`.
     pub base: String,
