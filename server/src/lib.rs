@@ -550,6 +550,8 @@ mod tests {
             "service_alarms",
             "backup",
             "gateway_link",
+            "partitions",
+            "amqp",
             "live",
             "watchdog",
             "metrics",
