@@ -155,7 +155,7 @@ pub async fn run(
                 pool.clone(),
                 deliveries,
                 to_gateways,
-                ownership,
+                ownership.clone(),
                 metrics.clone(),
                 shutdown.clone(),
             );
@@ -174,6 +174,7 @@ pub async fn run(
         // database is down, and the broker's inflight limit holds it back meanwhile.
         let mut delay = Duration::from_millis(100);
         loop {
+            give_back_unowned(&mut batch, &ownership).await;
             let started = Instant::now();
             match ingestor.store_batch(&batch).await {
                 Ok(committed) => {
@@ -219,6 +220,29 @@ pub async fn run(
     }
     for task in transport {
         let _ = tokio::time::timeout(Duration::from_secs(2), task).await;
+    }
+}
+
+/// Returns to their queues the messages of partitions this replica no longer owns (its lease
+/// lapsed while the batch waited, for example on the database), so their new owner stores them
+/// in order rather than this replica storing them late.
+async fn give_back_unowned(batch: &mut Vec<Delivery>, ownership: &crate::partitions::Ownership) {
+    let owned = |delivery: &Delivery| match delivery {
+        Delivery::Mqtt(_) => true,
+        Delivery::Amqp { topic, .. } => Topic::parse(topic).map_or(true, |t| ownership.owns(t.gateway.as_str())),
+    };
+    if batch.iter().all(owned) {
+        return;
+    }
+    let (kept, unowned): (Vec<Delivery>, Vec<Delivery>) = batch.drain(..).partition(owned);
+    *batch = kept;
+    debug!(messages = unowned.len(), "partition lost: messages returned to the broker");
+    for delivery in unowned {
+        if let Delivery::Amqp { acker, .. } = delivery {
+            let requeue = lapin::options::BasicNackOptions { requeue: true, ..Default::default() };
+            // If the channel is gone, the broker has returned them already.
+            let _ = acker.nack(requeue).await;
+        }
     }
 }
 

@@ -4,7 +4,7 @@
 
 use std::{net::TcpListener, path::PathBuf, process::Command, time::Duration};
 
-use crate::harness::{Api, Process, TestDir, TestPostgres, bin, shared_temp_dir, workspace_root};
+use crate::harness::{Api, Gateway, Process, TestDir, TestPostgres, add_gateway, bin, shared_temp_dir, workspace_root};
 
 /// The cluster's administrator, which the server replicas log in as.
 const ADMIN: (&str, &str) = ("chillcloud-server", "cluster-test-secret");
@@ -34,6 +34,18 @@ impl RabbitCluster {
     /// Every node's AMQP URL, comma-separated, for `--amqp-url`.
     pub fn amqp_urls(&self) -> String {
         (1..=3).map(|i| self.amqp_url(i)).collect::<Vec<_>>().join(",")
+    }
+
+    /// The `[mqtt]` lines of a gateway that knows every node, node 1 first.
+    pub fn gateway_brokers(&self) -> String {
+        let nodes: Vec<String> = (1..=3).map(|i| format!("\"127.0.0.1:{}\"", self.mqtt_port(i))).collect();
+        format!("brokers = [{}]", nodes.join(", "))
+    }
+
+    /// The node (1 to 3) whose MQTT port `address` (`host:port`) is.
+    pub fn node_of(&self, address: &str) -> Option<u16> {
+        let port: u16 = address.rsplit_once(':')?.1.parse().ok()?;
+        (1..=3).find(|&i| self.mqtt_port(i) == port)
     }
 
     /// The MQTT port of node `i`.
@@ -161,5 +173,56 @@ impl Replica {
             .as_array()
             .map(|p| p.iter().filter_map(|v| v.as_u64()).map(|v| v as u16).collect())
             .unwrap_or_default()
+    }
+}
+
+/// The whole clustered layout: three RabbitMQ nodes, server replicas on one database, and one
+/// provisioned gateway with its broker user.
+pub struct Layout {
+    /// The replicas, in start order.
+    pub replicas: Vec<Replica>,
+    /// The broker cluster.
+    pub cluster: RabbitCluster,
+    /// The database.
+    pub postgres: TestPostgres,
+    /// The gateway's id.
+    pub gateway_id: &'static str,
+    /// Its password (MQTT).
+    pub password: String,
+    /// Logs and data directories.
+    pub dir: TestDir,
+}
+
+impl Layout {
+    /// Starts the cluster, the database and `replicas` replicas, and provisions `gw-cluster`.
+    pub async fn start(replicas: usize) -> Self {
+        let cluster = tokio::task::block_in_place(RabbitCluster::start);
+        let postgres = TestPostgres::start().await;
+        let dir = shared_temp_dir();
+        let gateway_id = "gw-cluster";
+        let (password, _) = add_gateway(gateway_id, &["--database-url", &postgres.url()]).await;
+        cluster.add_gateway_user(gateway_id, &password);
+        let mut layout = Self { replicas: Vec::new(), cluster, postgres, gateway_id, password, dir };
+        for i in 1..=replicas {
+            let replica = Replica::start(&format!("replica-{i}"), &layout.postgres, &layout.cluster, &layout.dir).await;
+            layout.replicas.push(replica);
+        }
+        layout
+    }
+
+    /// The real gateway binary for `gw-cluster`, knowing every node, polling `devices`.
+    pub fn gateway(&self, devices: &str) -> Gateway {
+        Gateway::in_dir(self.dir.path(), self.gateway_id, &self.password, &self.cluster.gateway_brokers(), "", devices)
+    }
+
+    /// The index of the replica owning the gateway's partition now, if one reports it.
+    pub async fn owner(&self) -> Option<usize> {
+        let partition = chillcloud_server::partitions::of(self.gateway_id);
+        for (i, replica) in self.replicas.iter().enumerate() {
+            if replica.partitions().await.contains(&partition) {
+                return Some(i);
+            }
+        }
+        None
     }
 }

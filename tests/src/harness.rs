@@ -926,14 +926,18 @@ impl Gateway {
     /// Writes a config for the stack's gateway: `top_level` goes before the tables (for
     /// example a `[queue]` table), `devices` after the `[mqtt]` table.
     pub fn new(stack: &Stack, top_level: &str, devices: &str) -> Self {
-        let dir = stack.dir.path();
-        std::fs::write(dir.join("gateway.secret"), &stack.password).expect("write secret");
+        let broker = format!("host = \"127.0.0.1\"\nport = {}", stack.broker.address().port());
+        Self::in_dir(stack.dir.path(), stack.gateway_id, &stack.password, &broker, top_level, devices)
+    }
+
+    /// Writes a config in `dir` for `gateway` with `password`: `broker` is the `[mqtt]` table's
+    /// broker lines (`host`/`port`, or `brokers`), `top_level` and `devices` as for [`Gateway::new`].
+    pub fn in_dir(dir: &Path, gateway: &str, password: &str, broker: &str, top_level: &str, devices: &str) -> Self {
+        std::fs::write(dir.join("gateway.secret"), password).expect("write secret");
         let state_dir = dir.join("gateway-state");
         let config = format!(
-            "gateway_id = \"{gateway}\"\nstate_dir = \"{state}\"\n{top_level}\n[mqtt]\nhost = \"127.0.0.1\"\nport = {port}\npassword_file = \"{secret}\"\n{devices}",
-            gateway = stack.gateway_id,
+            "gateway_id = \"{gateway}\"\nstate_dir = \"{state}\"\n{top_level}\n[mqtt]\n{broker}\npassword_file = \"{secret}\"\n{devices}",
             state = state_dir.display(),
-            port = stack.broker.address().port(),
             secret = dir.join("gateway.secret").display(),
         );
         let path = dir.join("gateway.toml");

@@ -4,11 +4,17 @@
 use std::time::{Duration, Instant};
 
 use chillcloud_tests::{
-    cluster::{RabbitCluster, Replica},
-    harness::{FakeGateway, GATEWAY_READINGS, TestPostgres, add_gateway, shared_temp_dir, wait_for},
+    cluster::{Layout, RabbitCluster, Replica},
+    harness::{
+        FakeGateway, GATEWAY_READINGS, Simulator, TestPostgres, add_gateway, shared_temp_dir, simulated_chillers,
+        wait_for,
+    },
 };
 
 const GATEWAY: &str = "gw-cluster";
+
+/// The simulated chillers' polling: every 100 ms, a snapshot every second.
+const POLLING: &str = "poll_interval_ms = 100\ntimeout_ms = 300\nsnapshot_interval_secs = 1";
 
 /// `kill -9` of the replica owning a gateway's partition while the gateway sends 10,000 points a
 /// second: another replica takes the partition over, and every reading the broker acknowledged
@@ -98,4 +104,46 @@ async fn watch_takeover(survivors: Vec<chillcloud_tests::harness::Api>, partitio
         None
     })
     .await
+}
+
+/// R8: `kill -9` of the broker node the gateway is connected to, during ingest: the gateway moves
+/// to another node, every reading it queued is stored once, and the node restarts and rejoins.
+#[tokio::test(flavor = "multi_thread")]
+async fn r8_broker_node_loss_loses_nothing() {
+    let layout = Layout::start(2).await;
+    let sim = Simulator::start(3, layout.dir.path()).await;
+    let mut gateway = layout.gateway(&simulated_chillers(&sim, 3, POLLING, false));
+    gateway.start();
+    let before = gateway
+        .wait_status("the gateway connected and sending", 1, |s| {
+            s["connected"] == true && s["readings_queued"].as_u64() > Some(1_000)
+        })
+        .await;
+    let lost_node = layout.cluster.node_of(before["broker"].as_str().expect("broker")).expect("a node's port");
+    layout.cluster.kill9(lost_node);
+    let moved = gateway
+        .wait_status("the gateway on another node", 1, |s| {
+            s["connected"] == true
+                && layout.cluster.node_of(s["broker"].as_str().unwrap_or_default()) != Some(lost_node)
+        })
+        .await;
+    eprintln!("R8: node {lost_node} killed; the gateway moved to {}", moved["broker"]);
+    gateway
+        .wait_status("more readings sent through the new node", 1, |s| {
+            s["readings_queued"].as_u64() > moved["readings_queued"].as_u64().map(|n| n + 1_000)
+        })
+        .await;
+    tokio::task::block_in_place(|| layout.cluster.restart(lost_node));
+
+    let last = gateway.stop().await;
+    assert_eq!(last["queue"]["unacked_batches"], 0, "a clean stop flushes what is in flight: {last}");
+    assert_eq!(last["queue"]["dropped_readings"], 0);
+    let queued = last["readings_queued"].as_i64().expect("count");
+    let pool = layout.postgres.pool().await;
+    let stored = wait_for("every queued reading stored", Duration::from_secs(120), || async {
+        let stored: i64 = sqlx::query_scalar(GATEWAY_READINGS).fetch_one(&pool).await.ok()?;
+        (stored >= queued).then_some(stored)
+    })
+    .await;
+    assert_eq!(stored, queued, "0 lost, 0 duplicated");
 }
