@@ -147,6 +147,17 @@ pub const API_TOKEN: &str = "cluster-token";
 impl Replica {
     /// Starts replica `name` with its own data directory under `dir`.
     pub async fn start(name: &str, postgres: &TestPostgres, cluster: &RabbitCluster, dir: &TestDir) -> Self {
+        Self::start_with(name, postgres, cluster, dir, &[]).await
+    }
+
+    /// Like [`Replica::start`], with more arguments for the server.
+    pub async fn start_with(
+        name: &str,
+        postgres: &TestPostgres,
+        cluster: &RabbitCluster,
+        dir: &TestDir,
+        more: &[&str],
+    ) -> Self {
         let data_dir = dir.path().join(name);
         let args = [
             "--database-url",
@@ -160,6 +171,7 @@ impl Replica {
             "--api-token",
             API_TOKEN,
         ];
+        let args: Vec<&str> = args.iter().copied().chain(more.iter().copied()).collect();
         let process = Process::spawn(name, &bin("chillcloud-server"), &args, dir.path());
         let api = Api::new(process.announced_http_address().await, API_TOKEN);
         api.wait_healthy(Duration::from_secs(60)).await;
@@ -196,6 +208,11 @@ pub struct Layout {
 impl Layout {
     /// Starts the cluster, the database and `replicas` replicas, and provisions `gw-cluster`.
     pub async fn start(replicas: usize) -> Self {
+        Self::start_with(replicas, &[]).await
+    }
+
+    /// Like [`Layout::start`], with more arguments for every replica.
+    pub async fn start_with(replicas: usize, server_args: &[&str]) -> Self {
         let cluster = tokio::task::block_in_place(RabbitCluster::start);
         let postgres = TestPostgres::start().await;
         let dir = shared_temp_dir();
@@ -204,7 +221,8 @@ impl Layout {
         cluster.add_gateway_user(gateway_id, &password);
         let mut layout = Self { replicas: Vec::new(), cluster, postgres, gateway_id, password, dir };
         for i in 1..=replicas {
-            let replica = Replica::start(&format!("replica-{i}"), &layout.postgres, &layout.cluster, &layout.dir).await;
+            let name = format!("replica-{i}");
+            let replica = Replica::start_with(&name, &layout.postgres, &layout.cluster, &layout.dir, server_args).await;
             layout.replicas.push(replica);
         }
         layout

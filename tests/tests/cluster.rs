@@ -3,12 +3,16 @@
 
 use std::time::{Duration, Instant};
 
+use reqwest::Method;
+use serde_json::{Value, json};
+
 use chillcloud_tests::{
     cluster::{Layout, RabbitCluster, Replica},
     harness::{
         FakeGateway, GATEWAY_READINGS, Simulator, TestPostgres, add_gateway, shared_temp_dir, simulated_chillers,
         wait_for,
     },
+    providers::FakeProvider,
 };
 
 const GATEWAY: &str = "gw-cluster";
@@ -146,4 +150,109 @@ async fn r8_broker_node_loss_loses_nothing() {
     })
     .await;
     assert_eq!(stored, queued, "0 lost, 0 duplicated");
+}
+
+/// R7: `kill -9` of the replica owning a gateway sending over 10,000 points a second, just after a
+/// command was sent and a trip began: nothing lost or stored twice, the trip's alarm raised once,
+/// each engineer paged once, and the command ends done or unanswered, written at most once.
+#[tokio::test(flavor = "multi_thread")]
+async fn r7_replica_kill9_moves_its_partitions_and_loses_nothing() {
+    const TWILIO: (&str, &str) = ("AC0123456789abcdef0123456789abcdef", "twilio-test-token");
+    let config_dir = shared_temp_dir();
+    let twilio = FakeProvider::twilio(TWILIO.0, TWILIO.1).await;
+    std::fs::write(config_dir.path().join("twilio.secret"), TWILIO.1).expect("write secret");
+    let paging = config_dir.path().join("paging.toml");
+    let providers = format!(
+        "min_gap_s = 0\n[[providers]]\nkind = \"twilio\"\nendpoint = \"{}\"\naccount_sid = \"{}\"\nauth_token_file = \"{}\"\nfrom = \"+15005550006\"\n",
+        twilio.url(),
+        TWILIO.0,
+        config_dir.path().join("twilio.secret").display()
+    );
+    std::fs::write(&paging, providers).expect("write paging config");
+    let mut layout = Layout::start_with(3, &["--paging-config", &paging.to_string_lossy()]).await;
+    // 10 chillers of 121 points every 100 ms: 12,100 points a second.
+    let sim = Simulator::start(10, layout.dir.path()).await;
+    let mut gateway = layout.gateway(&simulated_chillers(&sim, 10, POLLING, true));
+    gateway.start();
+    let owner = wait_for("a replica owning the gateway", Duration::from_secs(30), || layout.owner()).await;
+    // Everything the test asks goes through a replica that survives.
+    let api = layout.replicas[(owner + 1) % 3].api.clone();
+    let unit_id = wait_for("chiller-1 online with its setpoint", Duration::from_secs(60), || async {
+        let units = api.get("/api/v1/units").await?;
+        let unit = units.as_array()?.iter().find(|u| u["device_key"] == "chiller-1" && u["gateway_online"] == true)?;
+        let id = unit["id"].as_i64()?;
+        let detail = api.get(&format!("/api/v1/units/{id}")).await?;
+        let setpoint = detail["points"].as_array()?.iter().find(|p| p["name"] == "chw_setpoint")?.clone();
+        (setpoint["writable"] == true && setpoint["value"].is_number()).then_some(id)
+    })
+    .await;
+    let phones = ["+15550000001", "+15550000002"];
+    for phone in phones {
+        api.add_service_engineer(layout.gateway_id, phone).await;
+    }
+    let policy = json!({"grades": {"1": {"levels": [{"after_s": 0, "notify": ["service"]}], "repeat_s": 3600}}});
+    let path = format!("/api/v1/gateways/{}/paging", layout.gateway_id);
+    let (status, body) = api.send(Method::PUT, &path, json!({"policy": policy})).await;
+    assert_eq!(status, 200, "{body}");
+
+    let command = json!({"point": "chw_setpoint", "value": 8.5});
+    let (status, sent) = api.send(Method::POST, &format!("/api/v1/units/{unit_id}/commands"), command).await;
+    assert_eq!(status, 202, "{sent}");
+    let command_id = sent["id"].as_str().expect("a command id").to_owned();
+    sim.control(1, "scenario", json!({"scenario": "trip", "code": 47})).await;
+    layout.replicas[owner].process.kill9().await;
+
+    let trips = |alarms: Value| -> Vec<Value> {
+        let alarms = alarms.as_array().cloned().unwrap_or_default();
+        alarms.into_iter().filter(|a| a["unit_id"].as_i64() == Some(unit_id) && a["rule"] == "trip").collect()
+    };
+    let trip_id = wait_for("the trip's alarm", Duration::from_secs(60), || async {
+        trips(api.get("/api/v1/alarms?state=all&limit=1000").await?).first()?["id"].as_i64()
+    })
+    .await;
+    // The trip's pages (outbox keys `alarm-<id>-…`, Twilio's idempotency token), to whom.
+    let trip_pages = || async {
+        let delivered = twilio.wait_delivered(0, Duration::ZERO).await;
+        let key = format!("alarm-{trip_id}-");
+        let mut to: Vec<String> = delivered
+            .iter()
+            .filter(|d| d.idempotency_key.as_deref().is_some_and(|k| k.starts_with(&key)))
+            .map(|d| d.recipient.clone())
+            .collect();
+        to.sort_unstable();
+        to
+    };
+    wait_for("each engineer paged for the trip", Duration::from_secs(60), || async {
+        (trip_pages().await.len() >= 2).then_some(())
+    })
+    .await;
+    let finished = wait_for("the command's end", Duration::from_secs(120), || async {
+        let record = api.get(&format!("/api/v1/commands/{command_id}")).await?;
+        (record["status"] != "sent").then_some(record)
+    })
+    .await;
+
+    let last = gateway.stop().await;
+    assert_eq!(last["queue"]["dropped_readings"], 0);
+    let queued = last["readings_queued"].as_i64().expect("count");
+    let pool = layout.postgres.pool().await;
+    let stored = wait_for("every queued reading stored", Duration::from_secs(120), || async {
+        let stored: i64 = sqlx::query_scalar(GATEWAY_READINGS).fetch_one(&pool).await.ok()?;
+        (stored >= queued).then_some(stored)
+    })
+    .await;
+    assert_eq!(stored, queued, "0 lost, 0 duplicated");
+    let trips = trips(api.get("/api/v1/alarms?state=all&limit=1000").await.expect("alarms"));
+    assert_eq!(trips.len(), 1, "the trip raised once: {trips:?}");
+    assert_eq!(trips[0]["occurrences"].as_i64().unwrap_or(1), 1, "and not re-raised: {trips:?}");
+    // By now (the gateway stopped, every reading stored) any second page would have gone out.
+    assert_eq!(trip_pages().await, phones, "each engineer paged exactly once for the trip");
+    let status = finished["status"].as_str().unwrap_or_default();
+    eprintln!(
+        "R7: {stored} readings stored once; trip alarm {trip_id} raised once; pages {phones:?}; command {status}"
+    );
+    assert!(matches!(status, "done" | "unanswered"), "the command ended {finished}");
+    let stats: Value =
+        reqwest::get(format!("{}/stats", sim.control_url)).await.expect("simulator").json().await.expect("JSON");
+    assert!(stats["modbus_writes"].as_u64().expect("writes") <= 1, "the command written at most once: {stats}");
 }
