@@ -43,9 +43,16 @@ chillcloud_install_packages() {
     command -v sudo >/dev/null || { echo "run as root or install: apt-get install $(echo $missing)" >&2; return 1; }
     sudo=sudo
   fi
-  # Debian starts packaged services where systemd runs; the stack runs its own instances instead.
+  # Debian starts packaged services (PostgreSQL, Mosquitto, RabbitMQ) on install; the stack runs
+  # its own instances instead, so a policy-rc.d that refuses starts is in place for the install
+  # (a failing start would fail the install where no init system runs).
+  local policy=/usr/sbin/policy-rc.d added_policy=""
+  if [ ! -e "$policy" ]; then
+    printf '#!/bin/sh\nexit 101\n' | $sudo tee "$policy" >/dev/null && $sudo chmod 755 "$policy" && added_policy=1
+  fi
   $sudo env DEBIAN_FRONTEND=noninteractive apt-get update -qq
   $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $missing >/dev/null
+  if [ -n "$added_policy" ]; then $sudo rm -f "$policy"; fi
   command -v cargo >/dev/null || { echo "cargo not found: install Rust 1.94 or newer (https://rustup.rs)" >&2; return 1; }
 }
 

@@ -65,6 +65,19 @@ impl RabbitCluster {
         assert!(killed.success(), "kill -9 node {i}");
     }
 
+    /// Stops node `i` cleanly (SIGTERM) and waits until its VM has exited.
+    pub async fn stop_node(&self, i: u16) {
+        let pid = self.pid(i).to_string();
+        let stopped = Command::new("kill").args(["-TERM", &pid]).status().expect("run kill");
+        assert!(stopped.success(), "kill -TERM node {i}");
+        crate::harness::wait_for("the node's VM to exit", Duration::from_secs(60), || async {
+            (!std::path::Path::new(&format!("/proc/{pid}")).exists()
+                || std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| s.contains(") Z ")))
+            .then_some(())
+        })
+        .await;
+    }
+
     /// Starts node `i` again and waits until it runs in the cluster.
     pub fn restart(&self, i: u16) {
         script(&self.dir, &["start-node", &self.dir.path().join("rabbit").to_string_lossy(), &i.to_string()]);

@@ -79,7 +79,9 @@ async fn contents(pool: &PgPool) -> BTreeMap<String, (i64, String)> {
             .await
             .expect("tables");
     let mut contents = BTreeMap::new();
-    for table in tables {
+    // Replicas' heartbeats and partition leases are renewed every second by design: liveness,
+    // not data (a restored copy's leases have lapsed long before a server starts on it).
+    for table in tables.into_iter().filter(|t| !matches!(t.as_str(), "replicas" | "partition_leases")) {
         let (count, digest): (i64, Option<String>) = sqlx::query_as(sqlx::AssertSqlSafe(format!(
             "select count(*), md5(string_agg(t::text, '|' order by t::text)) from {table} t"
         )))
@@ -140,8 +142,18 @@ async fn backup_restore_keeps_everything() {
     let (status, ticket) = api.send(Method::POST, "/api/v1/tickets", new_ticket).await;
     assert_eq!(status, 200, "{ticket}");
 
-    // Backed up while the server runs, with nothing arriving meanwhile: the backup holds what
-    // the database held before and after it.
+    // Backed up while the server runs, with nothing arriving meanwhile (the after-sales loop has
+    // read the alarm's event): the backup holds what the database held before and after it.
+    wait_for("the alarm's event read by the after-sales loop", Duration::from_secs(30), || async {
+        let behind: bool = sqlx::query_scalar(
+            "select exists (select 1 from alarm_events where id > (select last_event_id from paging_cursor))",
+        )
+        .fetch_one(&pool)
+        .await
+        .ok()?;
+        (!behind).then_some(())
+    })
+    .await;
     let before = contents(&pool).await;
     let file = dir.path().join("chillcloud.backup");
     run_to_completion(

@@ -2,6 +2,7 @@
 //! with its baseline in the same run. The last line is `<ID> ratio=<r> target<op><t> PASS|FAIL`.
 //! Run through `scripts/bench`, which builds in release mode first.
 
+mod cluster;
 mod dashboard;
 mod detect;
 mod gateway;
@@ -29,7 +30,8 @@ struct Cli {
     /// thingsboard-gateway and collectd), P4 (Modbus requests per poll against the lower
     /// bound), P5 (wire bytes per point against JSON per tag), P7 (hourly history against raw),
     /// P6 (value crossing to SMS request against Prometheus + Alertmanager), P8 (a unit page's
-    /// first load on a phone over 3G against its budget), DETECT (fault
+    /// first load on a phone over 3G against its budget), P9 (the clustered layout's ingest
+    /// against one box's), P10 (failover time of a partition), DETECT (fault
     /// detection latency against the 5 s target), or all.
     id: String,
 }
@@ -39,9 +41,9 @@ async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let id = cli.id.to_uppercase();
     let ids: Vec<&str> = match id.as_str() {
-        "ALL" => vec!["P1", "P2", "P3", "P4", "P5", "P6", "P7", "P8", "DETECT"],
-        id @ ("P1" | "P2" | "P3" | "P4" | "P5" | "P6" | "P7" | "P8" | "DETECT") => vec![id],
-        other => anyhow::bail!("unknown benchmark {other}: P1 to P8, detect or all"),
+        "ALL" => vec!["P1", "P2", "P3", "P4", "P5", "P6", "P7", "P8", "P9", "P10", "DETECT"],
+        id @ ("P1" | "P2" | "P3" | "P4" | "P5" | "P6" | "P7" | "P8" | "P9" | "P10" | "DETECT") => vec![id],
+        other => anyhow::bail!("unknown benchmark {other}: P1 to P10, detect or all"),
     };
     let mut all_pass = true;
     for id in ids {
@@ -53,6 +55,8 @@ async fn main() -> anyhow::Result<()> {
             "P5" => gateway::p5().await?,
             "P6" => paging::p6().await?,
             "P8" => dashboard::p8().await?,
+            "P9" => cluster::p9().await?,
+            "P10" => cluster::p10().await?,
             "DETECT" => detect::detect().await?,
             _ => p7().await?,
         };
