@@ -6,17 +6,19 @@
 //! active consumer. A gateway's upstream topics are bound to its partition's queue, from
 //! `amq.topic`, where the MQTT plugin publishes (the topic's `/` become `.`). A replica consumes
 //! the queues of the partitions it owns, hands each message to ingest, and acknowledges it once
-//! ingest committed it; messages to gateways are published to `amq.topic`.
+//! ingest committed it; messages to gateways are published to `amq.topic`. Committed readings
+//! go to the `chillcloud.live` fanout, from which every replica with a live stream open takes
+//! them ([`crate::live`]).
 
 use std::{collections::HashMap, time::Duration};
 
 use chillcloud_proto::{GatewayId, Topic};
 use futures_util::StreamExt;
 use lapin::{
-    BasicProperties, Channel, Connection, ConnectionProperties,
+    BasicProperties, Channel, Connection, ConnectionProperties, ExchangeKind,
     options::{
-        BasicCancelOptions, BasicConsumeOptions, BasicPublishOptions, BasicQosOptions, QueueBindOptions,
-        QueueDeclareOptions,
+        BasicCancelOptions, BasicConsumeOptions, BasicPublishOptions, BasicQosOptions, ExchangeDeclareOptions,
+        QueueBindOptions, QueueDeclareOptions,
     },
     types::{AMQPValue, FieldTable},
 };
@@ -28,6 +30,7 @@ use tracing::{debug, info, warn};
 use crate::{
     gateway_link::GatewayMessages,
     ingest::{Delivery, UPSTREAM},
+    live::{Live, Relay},
     metrics::{Metrics, Stall},
     partitions::{self, Ownership},
 };
@@ -47,6 +50,13 @@ impl std::fmt::Debug for AmqpSettings {
 
 /// The exchange the MQTT plugin publishes to and delivers from.
 const EXCHANGE: &str = "amq.topic";
+
+/// The fanout committed readings go through to every replica's live streams.
+const LIVE_EXCHANGE: &str = "chillcloud.live";
+
+/// Live batches a replica's queue holds before the oldest are dropped (a stream that cannot keep
+/// up skips readings; they are stored).
+const LIVE_QUEUE_LENGTH: i32 = 1_000;
 
 /// Messages each consumer may hold unacknowledged (a replica owning 11 partitions holds at most
 /// 11 times this in memory): about two of ingest's batches.
@@ -71,12 +81,15 @@ fn node(url: &str) -> &str {
 
 /// Consumes the owned partitions' queues into `deliveries` and publishes `to_gateways`, moving to
 /// the next node when the one in use is lost, until `shutdown`.
+#[allow(clippy::too_many_arguments)]
 pub async fn run(
     settings: AmqpSettings,
     pool: PgPool,
     deliveries: mpsc::UnboundedSender<Delivery>,
     mut to_gateways: GatewayMessages,
     mut ownership: Ownership,
+    live: Live,
+    mut relay: Relay,
     metrics: std::sync::Arc<Metrics>,
     shutdown: CancellationToken,
 ) {
@@ -85,11 +98,11 @@ pub async fn run(
     metrics.ingest.stalled(Stall::Broker, chrono::Utc::now().timestamp_millis());
     loop {
         let url = &settings.urls[attempt % settings.urls.len()];
-        let session = Session { pool: &pool, deliveries: &deliveries, metrics: &metrics };
+        let session = Session { pool: &pool, deliveries: &deliveries, metrics: &metrics, live: &live };
         let started = std::time::Instant::now();
         let error = tokio::select! {
             () = shutdown.cancelled() => return,
-            ended = session.run(url, &mut to_gateways, &mut ownership, &shutdown) => match ended {
+            ended = session.run(url, &mut to_gateways, &mut ownership, &mut relay, &shutdown) => match ended {
                 Ok(()) => return,
                 Err(error) => error,
             },
@@ -128,6 +141,7 @@ struct Session<'a> {
     pool: &'a PgPool,
     deliveries: &'a mpsc::UnboundedSender<Delivery>,
     metrics: &'a Metrics,
+    live: &'a Live,
 }
 
 impl Session<'_> {
@@ -136,6 +150,7 @@ impl Session<'_> {
         url: &str,
         to_gateways: &mut GatewayMessages,
         ownership: &mut Ownership,
+        relay: &mut Relay,
         shutdown: &CancellationToken,
     ) -> Result<(), SessionError> {
         let connection = Connection::connect(url, ConnectionProperties::default()).await?;
@@ -145,6 +160,8 @@ impl Session<'_> {
             declare(&consuming, partition).await?;
         }
         let publishing = connection.create_channel().await?;
+        let live_queue = self.follow_live(&connection).await?;
+        let mut live_bound = false;
         // New gateways are bound before they can connect: `add-gateway` notifies on commit.
         let mut provisioned = sqlx::postgres::PgListener::connect_with(self.pool).await?;
         provisioned.listen(crate::GATEWAYS_CHANGED).await?;
@@ -157,6 +174,9 @@ impl Session<'_> {
         // unbound (RabbitMQ acknowledges what no queue takes): recent gateways are bound again.
         let mut rebind = tokio::time::interval(Duration::from_secs(60));
         rebind.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // Live readings come to this replica only while one of its streams is open.
+        let mut viewers = tokio::time::interval(Duration::from_millis(500));
+        viewers.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut consumers: HashMap<u16, String> = HashMap::new();
         ownership.mark_seen();
         self.follow(&consuming, &ownership.owned(), &mut consumers, &failed).await?;
@@ -183,6 +203,26 @@ impl Session<'_> {
                         .basic_publish(EXCHANGE.into(), key.into(), BasicPublishOptions::default(), &message.encode(), properties)
                         .await?;
                 }
+                Some(batch) = relay.recv() => {
+                    let payload = crate::live::encode(&batch);
+                    publishing
+                        .basic_publish(LIVE_EXCHANGE.into(), "".into(), BasicPublishOptions::default(), &payload, BasicProperties::default())
+                        .await?;
+                }
+                _ = viewers.tick() => {
+                    let watched = self.live.watched();
+                    if watched != live_bound {
+                        let (queue, exchange) = (live_queue.as_str(), LIVE_EXCHANGE);
+                        if watched {
+                            consuming
+                                .queue_bind(queue.into(), exchange.into(), "".into(), QueueBindOptions::default(), FieldTable::default())
+                                .await?;
+                        } else {
+                            consuming.queue_unbind(queue.into(), exchange.into(), "".into(), FieldTable::default()).await?;
+                        }
+                        live_bound = watched;
+                    }
+                }
                 _ = rebind.tick() => {
                     let recent: Vec<String> = sqlx::query_scalar(
                         "select id from gateways where created_at > now() - interval '1 hour'",
@@ -208,6 +248,40 @@ impl Session<'_> {
                 }
             }
         }
+    }
+
+    /// Declares the live fanout and this session's own queue for it (exclusive, gone with the
+    /// connection, bounded), and hands what arrives there to this replica's streams; returns the
+    /// queue's name. It is bound only while a stream is open.
+    async fn follow_live(&self, connection: &Connection) -> Result<String, SessionError> {
+        let channel = connection.create_channel().await?;
+        channel
+            .exchange_declare(
+                LIVE_EXCHANGE.into(),
+                ExchangeKind::Fanout,
+                ExchangeDeclareOptions::default(),
+                FieldTable::default(),
+            )
+            .await?;
+        let mut arguments = FieldTable::default();
+        arguments.insert("x-max-length".into(), AMQPValue::LongInt(LIVE_QUEUE_LENGTH));
+        let options = QueueDeclareOptions { exclusive: true, auto_delete: true, ..QueueDeclareOptions::default() };
+        let queue = channel.queue_declare("".into(), options, arguments).await?;
+        let name = queue.name().as_str().to_owned();
+        let options = BasicConsumeOptions { no_ack: true, ..BasicConsumeOptions::default() };
+        let mut consumer =
+            channel.basic_consume(name.as_str().into(), "live".into(), options, FieldTable::default()).await?;
+        let live = self.live.clone();
+        tokio::spawn(async move {
+            // The channel is kept by the consumer; both end with the connection.
+            let _channel = channel;
+            while let Some(Ok(delivery)) = consumer.next().await {
+                if let Some(batch) = crate::live::decode(&delivery.data) {
+                    live.deliver(batch);
+                }
+            }
+        });
+        Ok(name)
     }
 
     /// Consumes exactly the queues of `owned`: cancels the others' consumers and starts the

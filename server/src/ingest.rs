@@ -141,6 +141,7 @@ pub async fn run(
     to_gateways: GatewayMessages,
     metrics: Arc<Metrics>,
     ownership: crate::partitions::Ownership,
+    relay: Option<crate::live::Relay>,
     shutdown: CancellationToken,
 ) {
     let (deliveries, mut messages) = mpsc::unbounded_channel();
@@ -156,6 +157,8 @@ pub async fn run(
                 deliveries,
                 to_gateways,
                 ownership.clone(),
+                live.clone(),
+                relay.unwrap_or_else(|| tokio::sync::mpsc::channel(1).1),
                 metrics.clone(),
                 shutdown.clone(),
             );

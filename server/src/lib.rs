@@ -446,7 +446,14 @@ pub async fn serve(settings: ServeSettings, listener: TcpListener, shutdown: Can
     let leases = tokio::spawn(leases.run(stop_leases.clone()));
     let (alarms, alarm_inputs) = alarms::channel();
     let (gateways, to_gateways) = gateway_link::GatewayLink::new();
-    let live = live::Live::default();
+    // Replicas share live readings through the broker; one server fans out in process.
+    let (live, relay) = match &broker_settings {
+        ingest::Broker::Amqp(_) => {
+            let (live, relay) = live::Live::relayed();
+            (live, Some(relay))
+        }
+        ingest::Broker::Mqtt(_) => (live::Live::default(), None),
+    };
     let detection = tokio::spawn(alarms::run(
         database.pool.clone(),
         alarms.clone(),
@@ -465,6 +472,7 @@ pub async fn serve(settings: ServeSettings, listener: TcpListener, shutdown: Can
         to_gateways,
         metrics.clone(),
         ownership.clone(),
+        relay,
         shutdown.clone(),
     ));
     let paging_task =

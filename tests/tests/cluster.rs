@@ -57,6 +57,13 @@ async fn replica_kill9_moves_its_partition_and_loses_no_reading() {
     let owner = owner.expect("a replica owns the gateway's partition");
 
     let mut gateway = FakeGateway::connect(cluster.mqtt_port(1), GATEWAY, &password, POINTS).await;
+    // A unit's live stream, from a replica that does not own it, shows what the owner commits.
+    let viewer = &replicas[(owner + 1) % 3].api;
+    let unit_id = wait_for("the unit registered", Duration::from_secs(30), || async {
+        viewer.get("/api/v1/units").await?.as_array()?.first()?["id"].as_i64()
+    })
+    .await;
+    let stream = tokio::spawn(first_live_reading(viewer.clone(), unit_id));
     let started = Instant::now();
     let mut takeover = None;
     for batch in 0..BATCHES {
@@ -72,6 +79,8 @@ async fn replica_kill9_moves_its_partition_and_loses_no_reading() {
         tokio::time::sleep_until((started + Duration::from_millis(batch * 10)).into()).await;
     }
     gateway.wait_acked(Duration::from_secs(120)).await;
+    let reading = stream.await.expect("stream task");
+    assert!(reading.contains("point_id"), "a reading event from another replica's commit: {reading}");
     let took_over = takeover.expect("the owner was killed").await.expect("watcher");
     eprintln!("partition {partition} owned by a survivor {took_over:?} after the kill");
     assert!(took_over <= Duration::from_secs(15), "failover took {took_over:?}");
@@ -348,4 +357,27 @@ async fn r9_rolling_restart_of_everything_loses_nothing() {
     .await;
     assert_eq!(stored, queued, "0 lost, 0 duplicated");
     assert_eq!(pages().await, [engineer, manager], "each level of the escalation paged once");
+}
+
+/// The first `reading` event of unit `unit_id`'s live stream on `api`'s replica.
+async fn first_live_reading(api: chillcloud_tests::harness::Api, unit_id: i64) -> String {
+    let mut response = reqwest::Client::new()
+        .get(format!("{}/api/v1/units/{unit_id}/live", api.base))
+        .bearer_auth(&api.token)
+        .send()
+        .await
+        .expect("live stream");
+    assert!(response.status().is_success(), "live stream: {}", response.status());
+    let mut text = String::new();
+    let read = tokio::time::timeout(Duration::from_secs(60), async {
+        while let Some(chunk) = response.chunk().await.expect("stream chunk") {
+            text.push_str(&String::from_utf8_lossy(&chunk));
+            if let Some(at) = text.find("event: reading") {
+                return text[at..].to_owned();
+            }
+        }
+        panic!("the live stream ended without a reading: {text}");
+    })
+    .await;
+    read.unwrap_or_else(|_| panic!("no live reading within 60 s: {text}"))
 }
