@@ -2,7 +2,7 @@
 //! `deploy/cluster/rabbitmq-cluster.sh` (the same script an operator uses to see the layout), and
 //! server replicas sharing one database through it.
 
-use std::{net::TcpListener, path::PathBuf, process::Command, time::Duration};
+use std::{net::TcpListener, process::Command, time::Duration};
 
 use crate::harness::{Api, Gateway, Process, TestDir, TestPostgres, add_gateway, bin, shared_temp_dir, workspace_root};
 
@@ -102,11 +102,6 @@ impl RabbitCluster {
         let write = format!("^chillcloud\\.v1\\.{id}\\.(birth|death|data|cmd-result)$");
         let read = format!("^chillcloud\\.v1\\.{id}\\.(cmd|boost)$");
         ctl(&["set_topic_permissions", "-p", "/", gateway, "amq.topic", &write, &read]);
-    }
-
-    /// The script's files (nodes' logs) for a failed test.
-    pub fn dir(&self) -> PathBuf {
-        self.dir.path().to_owned()
     }
 }
 

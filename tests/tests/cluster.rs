@@ -166,18 +166,8 @@ async fn r8_broker_node_loss_loses_nothing() {
 /// each engineer paged once, and the command ends done or unanswered, written at most once.
 #[tokio::test(flavor = "multi_thread")]
 async fn r7_replica_kill9_moves_its_partitions_and_loses_nothing() {
-    const TWILIO: (&str, &str) = ("AC0123456789abcdef0123456789abcdef", "twilio-test-token");
     let config_dir = shared_temp_dir();
-    let twilio = FakeProvider::twilio(TWILIO.0, TWILIO.1).await;
-    std::fs::write(config_dir.path().join("twilio.secret"), TWILIO.1).expect("write secret");
-    let paging = config_dir.path().join("paging.toml");
-    let providers = format!(
-        "min_gap_s = 0\n[[providers]]\nkind = \"twilio\"\nendpoint = \"{}\"\naccount_sid = \"{}\"\nauth_token_file = \"{}\"\nfrom = \"+15005550006\"\n",
-        twilio.url(),
-        TWILIO.0,
-        config_dir.path().join("twilio.secret").display()
-    );
-    std::fs::write(&paging, providers).expect("write paging config");
+    let (twilio, paging) = twilio_paging(&config_dir).await;
     let mut layout = Layout::start_with(3, &["--paging-config", &paging.to_string_lossy()]).await;
     // 10 chillers of 121 points every 100 ms: 12,100 points a second.
     let sim = Simulator::start(10, layout.dir.path()).await;
@@ -219,18 +209,7 @@ async fn r7_replica_kill9_moves_its_partitions_and_loses_nothing() {
         trips(api.get("/api/v1/alarms?state=all&limit=1000").await?).first()?["id"].as_i64()
     })
     .await;
-    // The trip's pages (outbox keys `alarm-<id>-…`, Twilio's idempotency token), to whom.
-    let trip_pages = || async {
-        let delivered = twilio.wait_delivered(0, Duration::ZERO).await;
-        let key = format!("alarm-{trip_id}-");
-        let mut to: Vec<String> = delivered
-            .iter()
-            .filter(|d| d.idempotency_key.as_deref().is_some_and(|k| k.starts_with(&key)))
-            .map(|d| d.recipient.clone())
-            .collect();
-        to.sort_unstable();
-        to
-    };
+    let trip_pages = || pages_for(&twilio, trip_id);
     wait_for("each engineer paged for the trip", Duration::from_secs(60), || async {
         (trip_pages().await.len() >= 2).then_some(())
     })
@@ -271,18 +250,8 @@ async fn r7_replica_kill9_moves_its_partitions_and_loses_nothing() {
 /// once, none missed or doubled.
 #[tokio::test(flavor = "multi_thread")]
 async fn r9_rolling_restart_of_everything_loses_nothing() {
-    const TWILIO: (&str, &str) = ("AC0123456789abcdef0123456789abcdef", "twilio-test-token");
     let config_dir = shared_temp_dir();
-    let twilio = FakeProvider::twilio(TWILIO.0, TWILIO.1).await;
-    std::fs::write(config_dir.path().join("twilio.secret"), TWILIO.1).expect("write secret");
-    let paging = config_dir.path().join("paging.toml");
-    let providers = format!(
-        "min_gap_s = 0\n[[providers]]\nkind = \"twilio\"\nendpoint = \"{}\"\naccount_sid = \"{}\"\nauth_token_file = \"{}\"\nfrom = \"+15005550006\"\n",
-        twilio.url(),
-        TWILIO.0,
-        config_dir.path().join("twilio.secret").display()
-    );
-    std::fs::write(&paging, providers).expect("write paging config");
+    let (twilio, paging) = twilio_paging(&config_dir).await;
     let paging_args = ["--paging-config".to_owned(), paging.to_string_lossy().into_owned()];
     let paging_args: Vec<&str> = paging_args.iter().map(String::as_str).collect();
     let mut layout = Layout::start_with(3, &paging_args).await;
@@ -318,17 +287,7 @@ async fn r9_rolling_restart_of_everything_loses_nothing() {
         trip["id"].as_i64()
     })
     .await;
-    let pages = || async {
-        let key = format!("alarm-{trip_id}-");
-        let delivered = twilio.wait_delivered(0, Duration::ZERO).await;
-        let mut to: Vec<String> = delivered
-            .iter()
-            .filter(|d| d.idempotency_key.as_deref().is_some_and(|k| k.starts_with(&key)))
-            .map(|d| d.recipient.clone())
-            .collect();
-        to.sort_unstable();
-        to
-    };
+    let pages = || pages_for(&twilio, trip_id);
     wait_for("the engineer paged", Duration::from_secs(30), || async { (pages().await == [engineer]).then_some(()) })
         .await;
 
@@ -380,4 +339,34 @@ async fn first_live_reading(api: chillcloud_tests::harness::Api, unit_id: i64) -
     })
     .await;
     read.unwrap_or_else(|_| panic!("no live reading within 60 s: {text}"))
+}
+
+/// A Twilio fake and a paging configuration in `dir` that pages through it.
+async fn twilio_paging(dir: &chillcloud_tests::harness::TestDir) -> (FakeProvider, std::path::PathBuf) {
+    const TWILIO: (&str, &str) = ("AC0123456789abcdef0123456789abcdef", "twilio-test-token");
+    let twilio = FakeProvider::twilio(TWILIO.0, TWILIO.1).await;
+    std::fs::write(dir.path().join("twilio.secret"), TWILIO.1).expect("write secret");
+    let paging = dir.path().join("paging.toml");
+    let providers = format!(
+        "min_gap_s = 0\n[[providers]]\nkind = \"twilio\"\nendpoint = \"{}\"\naccount_sid = \"{}\"\nauth_token_file = \"{}\"\nfrom = \"+15005550006\"\n",
+        twilio.url(),
+        TWILIO.0,
+        dir.path().join("twilio.secret").display()
+    );
+    std::fs::write(&paging, providers).expect("write paging config");
+    (twilio, paging)
+}
+
+/// Whom `fake` has paged about alarm `alarm_id` (outbox keys `alarm-<id>-…` are Twilio's
+/// idempotency tokens), sorted.
+async fn pages_for(fake: &FakeProvider, alarm_id: i64) -> Vec<String> {
+    let key = format!("alarm-{alarm_id}-");
+    let delivered = fake.wait_delivered(0, Duration::ZERO).await;
+    let mut to: Vec<String> = delivered
+        .iter()
+        .filter(|d| d.idempotency_key.as_deref().is_some_and(|k| k.starts_with(&key)))
+        .map(|d| d.recipient.clone())
+        .collect();
+    to.sort_unstable();
+    to
 }
