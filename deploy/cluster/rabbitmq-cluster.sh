@@ -6,6 +6,7 @@
 #                                                  in the cluster again (e.g. after kill -9)
 #   rabbitmq-cluster.sh status BASE_DIR            cluster_status of the running nodes
 #   rabbitmq-cluster.sh ctl BASE_DIR I ARGS...     rabbitmqctl against node I
+#   rabbitmq-cluster.sh drain BASE_DIR I           maintenance mode before a planned stop of node I
 #   rabbitmq-cluster.sh stop BASE_DIR              stop all nodes and the cluster's epmd
 #
 # Env: RABBITMQ_ADMIN_USER / RABBITMQ_ADMIN_PASS (default admin/admin), MGMT=1 to enable the
@@ -33,12 +34,14 @@ load() {  # load ports saved by `start`
     . "$base/cluster.env"
 }
 
-ctl() {  # ctl I ARGS... : rabbitmqctl against node I with the cluster's cookie and epmd
-    local i=$1; shift
+tool() {  # tool NAME I ARGS... : a RabbitMQ CLI tool against node I with the cluster's cookie and epmd
+    local name=$1 i=$2; shift 2
     HOME=$base ERL_EPMD_PORT=$EPMD RABBITMQ_CTL_DIST_PORT_MIN=$((BP + 41)) \
         RABBITMQ_CTL_DIST_PORT_MAX=$((BP + 51)) \
-        "$RMQ_SBIN/rabbitmqctl" -n "rabbit-$i@localhost" "$@"
+        "$RMQ_SBIN/$name" -n "rabbit-$i@localhost" "$@"
 }
+
+ctl() { tool rabbitmqctl "$@"; }
 
 start_epmd() {
     # Our own epmd on the cluster's port, loopback only, so clusters never share 4369.
@@ -110,7 +113,9 @@ start)
         echo "node 1 up after $(elapsed "$t0") s" >&2
     fi
     start_node 2; start_node 3
-    wait_clustered 1
+    # Every node booted (its plugins too: MQTT opens last) and seeing the others: a node killed
+    # while another still boots can leave that one waiting for its tables.
+    for i in 1 2 3; do wait_clustered "$i"; done
     echo "cluster of $N formed after $(elapsed "$t0") s" >&2
     print_ports
     ;;
@@ -132,6 +137,11 @@ status)
     ;;
 ctl)
     load "$1"; i=$2; shift 2; ctl "$i" "$@"
+    ;;
+drain)
+    # Maintenance mode before a planned stop: quorum queue leaders move to the other nodes and
+    # clients are disconnected while the node still runs. A restarted node leaves it by itself.
+    load "$1"; tool rabbitmq-upgrade "$2" drain
     ;;
 stop)
     load "$1"

@@ -10,7 +10,11 @@
 //! go to the `chillcloud.live` fanout, from which every replica with a live stream open takes
 //! them ([`crate::live`]).
 
-use std::{collections::HashMap, time::Duration};
+use std::{
+    collections::{HashMap, HashSet},
+    sync::{Arc, Mutex},
+    time::Duration,
+};
 
 use chillcloud_proto::{GatewayId, Topic};
 use futures_util::StreamExt;
@@ -33,6 +37,7 @@ use crate::{
     live::{Live, Relay},
     metrics::{Metrics, Stall},
     partitions::{self, Ownership},
+    rabbitmq_users::{GatewayUser, Management},
 };
 
 /// How the server reaches the cluster: one AMQP URL per node, tried in turn.
@@ -40,11 +45,16 @@ use crate::{
 pub struct AmqpSettings {
     /// `amqp://user:password@host:port/%2f` of each node.
     pub urls: Vec<String>,
+    /// Where gateways' users are created, if the server creates them.
+    pub management: Option<Management>,
 }
 
 impl std::fmt::Debug for AmqpSettings {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_list().entries(self.urls.iter().map(|url| node(url))).finish()
+        f.debug_struct("AmqpSettings")
+            .field("nodes", &self.urls.iter().map(|url| node(url)).collect::<Vec<_>>())
+            .field("management", &self.management)
+            .finish()
     }
 }
 
@@ -90,15 +100,23 @@ pub async fn run(
     mut ownership: Ownership,
     live: Live,
     mut relay: Relay,
-    metrics: std::sync::Arc<Metrics>,
+    metrics: Arc<Metrics>,
     shutdown: CancellationToken,
 ) {
     let mut attempt = 0;
     let mut delay = Duration::from_millis(250);
+    let admitted = Admitted::default();
     metrics.ingest.stalled(Stall::Broker, chrono::Utc::now().timestamp_millis());
     loop {
         let url = &settings.urls[attempt % settings.urls.len()];
-        let session = Session { pool: &pool, deliveries: &deliveries, metrics: &metrics, live: &live };
+        let session = Session {
+            pool: &pool,
+            deliveries: &deliveries,
+            metrics: &metrics,
+            live: &live,
+            management: settings.management.as_ref(),
+            admitted: &admitted,
+        };
         let started = std::time::Instant::now();
         let error = tokio::select! {
             () = shutdown.cancelled() => return,
@@ -137,11 +155,18 @@ enum SessionError {
     Consumer(String),
 }
 
+/// The partitions whose gateways this process has bound and imported the users of, whatever the
+/// connection: bindings and users are durable in the cluster, so a reconnection does not redo
+/// them (at 100,000 gateways that is 400,000 bindings).
+type Admitted = Arc<Mutex<HashSet<u16>>>;
+
 struct Session<'a> {
     pool: &'a PgPool,
     deliveries: &'a mpsc::UnboundedSender<Delivery>,
-    metrics: &'a Metrics,
+    metrics: &'a Arc<Metrics>,
     live: &'a Live,
+    management: Option<&'a Management>,
+    admitted: &'a Admitted,
 }
 
 impl Session<'_> {
@@ -160,6 +185,7 @@ impl Session<'_> {
             declare(&consuming, partition).await?;
         }
         let publishing = connection.create_channel().await?;
+        let admitting = connection.create_channel().await?;
         let live_queue = self.follow_live(&connection).await?;
         let mut live_bound = false;
         // New gateways are bound before they can connect: `add-gateway` notifies on commit.
@@ -179,7 +205,7 @@ impl Session<'_> {
         viewers.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut consumers: HashMap<u16, String> = HashMap::new();
         ownership.mark_seen();
-        self.follow(&consuming, &ownership.owned(), &mut consumers, &failed).await?;
+        self.follow(&consuming, &admitting, &ownership.owned(), &mut consumers, &failed).await?;
         loop {
             tokio::select! {
                 () = shutdown.cancelled() => {
@@ -190,7 +216,7 @@ impl Session<'_> {
                 }
                 changed = ownership.changed() => {
                     let owned = if changed { ownership.owned() } else { partitions::Owned::new() };
-                    self.follow(&consuming, &owned, &mut consumers, &failed).await?;
+                    self.follow(&consuming, &admitting, &owned, &mut consumers, &failed).await?;
                 }
                 message = to_gateways.recv() => {
                     let Some((gateway, message)) = message else { return Ok(()) };
@@ -224,20 +250,13 @@ impl Session<'_> {
                     }
                 }
                 _ = rebind.tick() => {
-                    let recent: Vec<String> = sqlx::query_scalar(
-                        "select id from gateways where created_at > now() - interval '1 hour'",
-                    )
-                    .fetch_all(self.pool)
-                    .await?;
-                    for gateway in recent.iter().filter_map(|g| GatewayId::new(g.as_str()).ok()) {
-                        bind(&consuming, &gateway).await?;
-                    }
+                    let recent = gateways(self.pool, Provisioned::Recently).await?;
+                    self.admit(&admitting, recent, Vec::new());
                 }
                 notification = provisioned.recv() => {
                     let notification = notification?;
-                    if let Ok(gateway) = GatewayId::new(notification.payload()) {
-                        bind(&consuming, &gateway).await?;
-                    }
+                    let gateway = gateways(self.pool, Provisioned::One(notification.payload())).await?;
+                    self.admit(&admitting, gateway, Vec::new());
                 }
                 Some((tag, error)) = failures.recv() => {
                     // A consumer this session did not cancel has stopped: its partition would go
@@ -284,11 +303,41 @@ impl Session<'_> {
         Ok(name)
     }
 
+    /// In the background, binds the topics of `gateways` to their partitions' queues, then
+    /// creates or updates their RabbitMQ users (so a gateway can connect only once its topics
+    /// are routed), and on success counts `partitions` as admitted. A failure is logged (and an
+    /// import's counted) and made again on the next occasion: a takeover, the minute's round of
+    /// recent gateways.
+    fn admit(&self, channel: &Channel, gateways: Vec<(GatewayId, Option<String>)>, partitions: Vec<u16>) {
+        let (channel, management, metrics) = (channel.clone(), self.management.cloned(), Arc::clone(self.metrics));
+        let admitted = Arc::clone(self.admitted);
+        tokio::spawn(async move {
+            for (gateway, _) in &gateways {
+                if let Err(error) = bind(&channel, gateway).await {
+                    warn!(%error, %gateway, "binding a gateway's topics failed");
+                    return;
+                }
+            }
+            if let Some(management) = management {
+                let users: Vec<GatewayUser> =
+                    gateways.into_iter().filter_map(|(gateway, hash)| Some((gateway, hash?))).collect();
+                if let Err(error) = management.provision(&users).await {
+                    metrics.broker_user_imports_failed.inc();
+                    warn!(%error, users = users.len(), "creating gateways' users in RabbitMQ failed");
+                    return;
+                }
+            }
+            admitted.lock().unwrap_or_else(std::sync::PoisonError::into_inner).extend(partitions);
+        });
+    }
+
     /// Consumes exactly the queues of `owned`: cancels the others' consumers and starts the
-    /// missing ones, binding every gateway of a partition before consuming it.
+    /// missing ones, admitting (on `admitting`, in the background) the gateways of partitions
+    /// this process has not admitted yet.
     async fn follow(
         &self,
         channel: &Channel,
+        admitting: &Channel,
         owned: &partitions::Owned,
         consumers: &mut HashMap<u16, String>,
         failed: &mpsc::UnboundedSender<(String, String)>,
@@ -304,13 +353,16 @@ impl Session<'_> {
         if taken.is_empty() {
             return Ok(());
         }
-        let gateways: Vec<String> = sqlx::query_scalar("select id from gateways").fetch_all(self.pool).await?;
+        let new: Vec<u16> = {
+            let admitted = self.admitted.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            taken.iter().filter(|p| !admitted.contains(p)).copied().collect()
+        };
+        if !new.is_empty() {
+            let mut all = gateways(self.pool, Provisioned::All).await?;
+            all.retain(|(gateway, _)| new.contains(&partitions::of(gateway.as_str())));
+            self.admit(admitting, all, new);
+        }
         for partition in taken {
-            for gateway in gateways.iter().filter(|g| partitions::of(g) == partition) {
-                if let Ok(gateway) = GatewayId::new(gateway.as_str()) {
-                    bind(channel, &gateway).await?;
-                }
-            }
             let tag = format!("{}-{partition:02}", crate::secrets::random_hex::<4>());
             let mut consumer = channel
                 .basic_consume(
@@ -347,6 +399,29 @@ impl Session<'_> {
         }
         Ok(())
     }
+}
+
+/// Which provisioned gateways to admit.
+enum Provisioned<'a> {
+    All,
+    /// Provisioned in the last hour.
+    Recently,
+    One(&'a str),
+}
+
+/// The provisioned gateways `which` names, with their RabbitMQ password hashes.
+async fn gateways(pool: &PgPool, which: Provisioned<'_>) -> sqlx::Result<Vec<(GatewayId, Option<String>)>> {
+    let query = match which {
+        Provisioned::All => sqlx::query_as("select id, rabbitmq_password_hash from gateways"),
+        Provisioned::Recently => sqlx::query_as(
+            "select id, rabbitmq_password_hash from gateways where created_at > now() - interval '1 hour'",
+        ),
+        Provisioned::One(id) => {
+            sqlx::query_as("select id, rabbitmq_password_hash from gateways where id = $1").bind(id)
+        }
+    };
+    let rows: Vec<(String, Option<String>)> = query.fetch_all(pool).await?;
+    Ok(rows.into_iter().filter_map(|(id, hash)| Some((GatewayId::new(id).ok()?, hash))).collect())
 }
 
 /// Declares a partition's queue: durable, quorum (replicated), one active consumer at a time.
@@ -386,7 +461,7 @@ mod tests {
     fn logs_name_the_node_without_credentials() {
         assert_eq!(node("amqp://server:s3cret@10.0.0.5:5672/%2f"), "10.0.0.5:5672");
         assert_eq!(node("amqp://127.0.0.1:5672"), "127.0.0.1:5672");
-        let settings = AmqpSettings { urls: vec!["amqp://u:p4ss@h:1/%2f".into()] };
+        let settings = AmqpSettings { urls: vec!["amqp://u:p4ss@h:1/%2f".into()], management: None };
         assert!(!format!("{settings:?}").contains("p4ss"));
     }
 

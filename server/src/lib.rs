@@ -19,6 +19,7 @@ pub mod live;
 pub mod metrics;
 pub mod paging;
 pub mod partitions;
+pub mod rabbitmq_users;
 pub mod routes;
 pub mod secrets;
 pub mod service_alarms;
@@ -148,6 +149,17 @@ pub struct ServeSettings {
     /// tried in turn. Several replicas of the server share the gateways' partitions through it.
     #[arg(long = "amqp-url", env = "CHILLCLOUD_AMQP_URLS", value_delimiter = ',', hide_env_values = true)]
     pub amqp_urls: Vec<String>,
+    /// RabbitMQ's management API, one `http://user:password@host:15672` per node (the user
+    /// tagged `administrator`): gateways' users and permissions are created there from the
+    /// database. Without it they are created by hand (deploy/cluster/README.md).
+    #[arg(
+        long = "rabbitmq-management-url",
+        env = "CHILLCLOUD_RABBITMQ_MANAGEMENT_URLS",
+        value_delimiter = ',',
+        hide_env_values = true,
+        requires = "amqp_urls"
+    )]
+    pub rabbitmq_management_urls: Vec<String>,
     /// MQTT username at the external broker.
     #[arg(long, env = "CHILLCLOUD_MQTT_USERNAME", default_value = embedded::broker::SERVER_USERNAME)]
     pub mqtt_username: String,
@@ -231,13 +243,15 @@ impl Database {
     }
 }
 
-/// Provisions a gateway: a new random broker password, stored as a hash. Returns the password,
-/// which is shown once and never stored in the clear, and the broker password-file line.
+/// Provisions a gateway: a new random broker password, stored hashed for Mosquitto and for
+/// RabbitMQ. Returns the password, which is shown once and never stored in the clear, and the
+/// Mosquitto password-file line.
 pub async fn add_gateway(pool: &PgPool, gateway: &GatewayId) -> Result<(String, String)> {
     let password = secrets::random_hex::<24>();
     let line = embedded::broker::password_line(gateway.as_str(), &password).await?;
-    store::upsert_gateway(pool, gateway, &line).await?;
-    // A running server with an embedded broker reloads its password file on this.
+    store::upsert_gateway(pool, gateway, &line, &rabbitmq_users::password_hash(&password)).await?;
+    // A running server with an embedded broker reloads its password file on this; replicas on
+    // the clustered tier bind the gateway's topics and create its RabbitMQ user.
     sqlx::query("select pg_notify($1, $2)").bind(GATEWAYS_CHANGED).bind(gateway.as_str()).execute(pool).await?;
     Ok((password, line))
 }
@@ -388,7 +402,11 @@ pub async fn serve(settings: ServeSettings, listener: TcpListener, shutdown: Can
             }))
         }
         None if !settings.amqp_urls.is_empty() => {
-            Some(ingest::Broker::Amqp(amqp::AmqpSettings { urls: settings.amqp_urls.clone() }))
+            let management = (!settings.rabbitmq_management_urls.is_empty())
+                .then(|| rabbitmq_users::Management::new(&settings.rabbitmq_management_urls))
+                .transpose()
+                .map_err(|error| Error::Config(error.to_string()))?;
+            Some(ingest::Broker::Amqp(amqp::AmqpSettings { urls: settings.amqp_urls.clone(), management }))
         }
         None => None,
     };
@@ -560,6 +578,7 @@ mod tests {
             "gateway_link",
             "partitions",
             "amqp",
+            "rabbitmq_users",
             "live",
             "watchdog",
             "metrics",

@@ -187,12 +187,14 @@ pub struct Metrics {
     pub replies_accepted: Counter,
     /// SMS replies refused: bad signature, unknown code or unreadable text.
     pub replies_refused: Counter,
+    /// Imports of gateways' users into RabbitMQ that failed (retried on the next occasion).
+    pub broker_user_imports_failed: Counter,
 }
 
 impl Metrics {
     /// Renders every counter in the Prometheus text exposition format.
     pub fn render(&self) -> String {
-        let counters: [(&str, &str, f64); 19] = [
+        let counters: [(&str, &str, f64); 20] = [
             (
                 "chillcloud_mqtt_messages_received_total",
                 "MQTT messages received from the broker",
@@ -275,6 +277,11 @@ impl Metrics {
                 "chillcloud_sms_replies_refused_total",
                 "SMS replies refused (signature, code or text)",
                 self.replies_refused.get() as f64,
+            ),
+            (
+                "chillcloud_broker_user_imports_failed_total",
+                "Imports of gateways' users into RabbitMQ's management API that failed",
+                self.broker_user_imports_failed.get() as f64,
             ),
         ];
         let stalled_ms = self.ingest.longest(chrono::Utc::now().timestamp_millis()).map_or(0, |(_, ms)| ms);

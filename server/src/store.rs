@@ -112,14 +112,22 @@ pub async fn gateway_exists(pool: &PgPool, gateway: &GatewayId) -> sqlx::Result<
         .await
 }
 
-/// Records a provisioned gateway with its broker password hash (replacing an earlier one).
-pub async fn upsert_gateway(pool: &PgPool, gateway: &GatewayId, mqtt_password_hash: &str) -> sqlx::Result<()> {
+/// Records a provisioned gateway with its password hashed for Mosquitto (the password-file
+/// line) and for RabbitMQ, replacing earlier ones.
+pub async fn upsert_gateway(
+    pool: &PgPool,
+    gateway: &GatewayId,
+    mqtt_password_hash: &str,
+    rabbitmq_password_hash: &str,
+) -> sqlx::Result<()> {
     sqlx::query(
-        "insert into gateways (id, mqtt_password_hash) values ($1, $2)
-         on conflict (id) do update set mqtt_password_hash = excluded.mqtt_password_hash",
+        "insert into gateways (id, mqtt_password_hash, rabbitmq_password_hash) values ($1, $2, $3)
+         on conflict (id) do update set mqtt_password_hash = excluded.mqtt_password_hash,
+             rabbitmq_password_hash = excluded.rabbitmq_password_hash",
     )
     .bind(gateway.as_str())
     .bind(mqtt_password_hash)
+    .bind(rabbitmq_password_hash)
     .execute(pool)
     .await?;
     Ok(())

@@ -36,6 +36,40 @@ impl RabbitCluster {
         (1..=3).map(|i| self.amqp_url(i)).collect::<Vec<_>>().join(",")
     }
 
+    /// The management API of node `i`, as the administrator.
+    pub fn management_url(&self, i: u16) -> String {
+        format!("http://{}:{}@127.0.0.1:{}", ADMIN.0, ADMIN.1, self.base + 30 + i - 1)
+    }
+
+    /// Every node's management API, comma-separated, for `--rabbitmq-management-url`.
+    pub fn management_urls(&self) -> String {
+        (1..=3).map(|i| self.management_url(i)).collect::<Vec<_>>().join(",")
+    }
+
+    /// What the management API says of queue `name` (messages ready and unacknowledged, its
+    /// consumers), for a failing test to show.
+    pub async fn queue(&self, name: &str) -> String {
+        let url = format!("http://127.0.0.1:{}/api/queues/%2F/{name}", self.base + 30);
+        let answer = reqwest::Client::new().get(&url).basic_auth(ADMIN.0, Some(ADMIN.1)).send().await;
+        let Ok(answer) = answer else { return "unreachable".into() };
+        let queue: serde_json::Value = answer.json().await.unwrap_or_default();
+        let keys = ["messages_ready", "messages_unacknowledged", "consumers", "leader", "single_active_consumer_tag"];
+        let summary: serde_json::Map<String, serde_json::Value> =
+            keys.iter().map(|k| ((*k).to_owned(), queue[*k].clone())).collect();
+        serde_json::Value::Object(summary).to_string()
+    }
+
+    /// Waits until `gateway`'s user exists in the cluster (the replicas create it).
+    pub async fn wait_for_gateway_user(&self, gateway: &str) {
+        let client = reqwest::Client::new();
+        let url = format!("http://127.0.0.1:{}/api/users/{gateway}", self.base + 30);
+        crate::harness::wait_for("the gateway's RabbitMQ user", Duration::from_secs(60), || async {
+            let answer = client.get(&url).basic_auth(ADMIN.0, Some(ADMIN.1)).send().await.ok()?;
+            answer.status().is_success().then_some(())
+        })
+        .await;
+    }
+
     /// The `[mqtt]` lines of a gateway that knows every node, node 1 first.
     pub fn gateway_brokers(&self) -> String {
         let nodes: Vec<String> = (1..=3).map(|i| format!("\"127.0.0.1:{}\"", self.mqtt_port(i))).collect();
@@ -65,8 +99,12 @@ impl RabbitCluster {
         assert!(killed.success(), "kill -9 node {i}");
     }
 
-    /// Stops node `i` cleanly (SIGTERM) and waits until its VM has exited.
+    /// Stops node `i` as an operator does for a rolling restart: drained (maintenance mode:
+    /// its queue leaders moved, its clients sent to the other nodes), then SIGTERM; waits until
+    /// its VM has exited.
     pub async fn stop_node(&self, i: u16) {
+        let base = self.dir.path().join("rabbit");
+        tokio::task::block_in_place(|| script(&self.dir, &["drain", &base.to_string_lossy(), &i.to_string()]));
         let pid = self.pid(i).to_string();
         let stopped = Command::new("kill").args(["-TERM", &pid]).status().expect("run kill");
         assert!(stopped.success(), "kill -TERM node {i}");
@@ -81,27 +119,6 @@ impl RabbitCluster {
     /// Starts node `i` again and waits until it runs in the cluster.
     pub fn restart(&self, i: u16) {
         script(&self.dir, &["start-node", &self.dir.path().join("rabbit").to_string_lossy(), &i.to_string()]);
-    }
-
-    /// Creates `gateway`'s MQTT user with the rights the Mosquitto ACL gives a gateway: publish
-    /// only its own upstream topics, receive only its own commands and boosts.
-    pub fn add_gateway_user(&self, gateway: &str, password: &str) {
-        // Gateway ids are letters, digits, '-' and '_': nothing a regular expression treats
-        // specially outside brackets.
-        let id = gateway;
-        let base = self.dir.path().join("rabbit");
-        let ctl = |args: &[&str]| {
-            let mut all = vec!["ctl", base.to_str().expect("utf-8 path"), "1"];
-            all.extend_from_slice(args);
-            script(&self.dir, &all);
-        };
-        ctl(&["add_user", gateway, password]);
-        // Queues and exchanges: the MQTT plugin's own session queue, and amq.topic.
-        let own_queue = format!("^(mqtt-subscription-{id}qos[01]|amq\\.topic)$");
-        ctl(&["set_permissions", "-p", "/", gateway, &own_queue, &own_queue, &own_queue]);
-        let write = format!("^chillcloud\\.v1\\.{id}\\.(birth|death|data|cmd-result)$");
-        let read = format!("^chillcloud\\.v1\\.{id}\\.(cmd|boost)$");
-        ctl(&["set_topic_permissions", "-p", "/", gateway, "amq.topic", &write, &read]);
     }
 }
 
@@ -122,6 +139,8 @@ fn script(dir: &TestDir, args: &[&str]) -> String {
         .env("RABBITMQ_ADMIN_USER", ADMIN.0)
         .env("RABBITMQ_ADMIN_PASS", ADMIN.1)
         .env("DEADLINE", "180")
+        // The replicas create gateways' users through the management API.
+        .env("MGMT", "1")
         .output()
         .expect("run deploy/cluster/rabbitmq-cluster.sh");
     let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
@@ -176,6 +195,8 @@ impl Replica {
             "127.0.0.1:0",
             "--amqp-url",
             &cluster.amqp_urls(),
+            "--rabbitmq-management-url",
+            &cluster.management_urls(),
             "--api-token",
             API_TOKEN,
         ];
@@ -197,7 +218,7 @@ impl Replica {
 }
 
 /// The whole clustered layout: three RabbitMQ nodes, server replicas on one database, and one
-/// provisioned gateway with its broker user.
+/// provisioned gateway, whose broker user the replicas create.
 pub struct Layout {
     /// The replicas, in start order.
     pub replicas: Vec<Replica>,
@@ -226,13 +247,13 @@ impl Layout {
         let dir = shared_temp_dir();
         let gateway_id = "gw-cluster";
         let (password, _) = add_gateway(gateway_id, &["--database-url", &postgres.url()]).await;
-        cluster.add_gateway_user(gateway_id, &password);
         let mut layout = Self { replicas: Vec::new(), cluster, postgres, gateway_id, password, dir };
         for i in 1..=replicas {
             let name = format!("replica-{i}");
             let replica = Replica::start_with(&name, &layout.postgres, &layout.cluster, &layout.dir, server_args).await;
             layout.replicas.push(replica);
         }
+        layout.cluster.wait_for_gateway_user(gateway_id).await;
         layout
     }
 

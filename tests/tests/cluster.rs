@@ -32,11 +32,11 @@ async fn replica_kill9_moves_its_partition_and_loses_no_reading() {
     let postgres = TestPostgres::start().await;
     let dir = shared_temp_dir();
     let (password, _) = add_gateway(GATEWAY, &["--database-url", &postgres.url()]).await;
-    cluster.add_gateway_user(GATEWAY, &password);
     let mut replicas = Vec::new();
     for name in ["replica-1", "replica-2", "replica-3"] {
         replicas.push(Replica::start(name, &postgres, &cluster, &dir).await);
     }
+    cluster.wait_for_gateway_user(GATEWAY).await;
     // Every partition owned, and spread: no replica holds more than its share.
     wait_for("the 32 partitions spread over the 3 replicas", Duration::from_secs(30), || async {
         let mut owned = Vec::new();
@@ -153,12 +153,110 @@ async fn r8_broker_node_loss_loses_nothing() {
     assert_eq!(last["queue"]["dropped_readings"], 0);
     let queued = last["readings_queued"].as_i64().expect("count");
     let pool = layout.postgres.pool().await;
-    let stored = wait_for("every queued reading stored", Duration::from_secs(120), || async {
-        let stored: i64 = sqlx::query_scalar(GATEWAY_READINGS).fetch_one(&pool).await.ok()?;
-        (stored >= queued).then_some(stored)
+    assert_stored_once(&pool, queued, &layout.cluster).await;
+}
+
+/// Gateways' RabbitMQ users come from the database, with the Mosquitto ACL's rights: one
+/// provisioned while the replicas run connects with the password `add-gateway` printed, cannot
+/// publish as another gateway, and a new password from `add-gateway` replaces the old one.
+#[tokio::test(flavor = "multi_thread")]
+async fn s1_cluster_gateway_users_come_from_add_gateway_with_their_own_topics_only() {
+    let layout = Layout::start(1).await;
+    let late = "gw-late";
+    let (password, _) = add_gateway(late, &["--database-url", &layout.postgres.url()]).await;
+    layout.cluster.wait_for_gateway_user(late).await;
+    let (port_1, port_2) = (layout.cluster.mqtt_port(1), layout.cluster.mqtt_port(2));
+    assert_eq!(connack(port_2, late, "not-the-password").await, Err("refused".into()), "a wrong password");
+
+    // The late gateway publishes as gw-cluster (66.6); gw-cluster then publishes its own 12.3.
+    let mut victim = FakeGateway::connect(port_1, GATEWAY, &layout.password, 1).await;
+    let mut forger = FakeGateway::connect(port_2, late, &password, 1).await;
+    forger.wait_acked(Duration::from_secs(30)).await;
+    let now = chrono::Utc::now().timestamp_millis();
+    let forged = victim.data_at(now, &[(0, 66.6)]);
+    forger.publish_as(GATEWAY, chillcloud_proto::MessageKind::Data, prost::Message::encode_to_vec(&forged)).await;
+    let genuine = victim.data_at(now + 1_000, &[(0, 12.3)]);
+    victim.publish_data(&genuine).await;
+    let pool = layout.postgres.pool().await;
+    wait_for("gw-cluster's genuine reading", Duration::from_secs(30), || async {
+        values_of(&pool, GATEWAY).await.contains(&12.3).then_some(())
     })
     .await;
+    assert_eq!(values_of(&pool, GATEWAY).await, [12.3], "only gw-cluster's own reading is stored for it");
+    drop(forger);
+
+    // A new password replaces the old one on every node.
+    let (rotated, _) = add_gateway(late, &["--database-url", &layout.postgres.url()]).await;
+    wait_for("the old password refused", Duration::from_secs(30), || async {
+        (connack(port_2, late, &password).await == Err("refused".into())).then_some(())
+    })
+    .await;
+    assert_eq!(connack(layout.cluster.mqtt_port(3), late, &rotated).await, Ok(()), "the new password");
+}
+
+/// Waits until the gateway's `queued` readings are stored, and asserts none is stored twice; on
+/// a timeout, names the stretches of time where a point has no reading for over 1.5 s (the
+/// gateway sends every point at least once a second), so a loss can be placed.
+async fn assert_stored_once(pool: &sqlx::PgPool, queued: i64, cluster: &RabbitCluster) {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let stored = loop {
+        let stored: i64 = sqlx::query_scalar(GATEWAY_READINGS).fetch_one(pool).await.expect("count readings");
+        if stored >= queued || Instant::now() > deadline {
+            break stored;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    if stored < queued {
+        let gaps: Vec<(String, String, chrono::DateTime<chrono::Utc>, f64)> = sqlx::query_as(
+            "select u.device_key, p.name, prev, extract(epoch from ts - prev)::float8 from (
+                 select point_id, ts, lag(ts) over (partition by point_id order by ts) prev
+                 from readings) r
+             join points p on p.id = r.point_id join units u on u.id = p.unit_id
+             where not p.derived and ts - prev > interval '1.5 s' order by prev limit 20",
+        )
+        .fetch_all(pool)
+        .await
+        .expect("gaps");
+        let (pending, dead): (i64, i64) =
+            sqlx::query_as("select (select count(*) from pending_data), (select count(*) from dead_letters)")
+                .fetch_one(pool)
+                .await
+                .expect("held and refused messages");
+        let queue = cluster.queue(&chillcloud_server::amqp::queue(chillcloud_server::partitions::of(GATEWAY))).await;
+        panic!(
+            "{stored} of {queued} readings stored after 120 s; {pending} messages held for a birth, {dead} refused; \
+             the partition's queue: {queue}; gaps (device, point, from, s): {gaps:?}"
+        );
+    }
     assert_eq!(stored, queued, "0 lost, 0 duplicated");
+}
+
+/// Connects to the MQTT port `port` as `user` and tells whether the broker accepted.
+async fn connack(port: u16, user: &str, password: &str) -> Result<(), String> {
+    let mut options = rumqttc::MqttOptions::new(format!("{user}-probe"), "127.0.0.1", port);
+    options.set_credentials(user, password);
+    let (_client, mut events) = rumqttc::AsyncClient::new(options, 10);
+    loop {
+        match tokio::time::timeout(Duration::from_secs(10), events.poll()).await {
+            Ok(Ok(rumqttc::Event::Incoming(rumqttc::Packet::ConnAck(_)))) => return Ok(()),
+            Ok(Ok(_)) => {}
+            Ok(Err(rumqttc::ConnectionError::ConnectionRefused(_))) => return Err("refused".into()),
+            Ok(Err(error)) => return Err(error.to_string()),
+            Err(_) => return Err("no answer in 10 s".into()),
+        }
+    }
+}
+
+/// The values of point `p0` stored for `gateway`, in time order.
+async fn values_of(pool: &sqlx::PgPool, gateway: &str) -> Vec<f64> {
+    sqlx::query_scalar(
+        "select r.value from readings r join points p on p.id = r.point_id join units u on u.id = p.unit_id
+         where u.gateway_id = $1 and p.name = 'p0' and r.value is not null order by r.ts",
+    )
+    .bind(gateway)
+    .fetch_all(pool)
+    .await
+    .expect("readings")
 }
 
 /// R7: `kill -9` of the replica owning a gateway sending over 10,000 points a second, just after a
@@ -224,12 +322,7 @@ async fn r7_replica_kill9_moves_its_partitions_and_loses_nothing() {
     assert_eq!(last["queue"]["dropped_readings"], 0);
     let queued = last["readings_queued"].as_i64().expect("count");
     let pool = layout.postgres.pool().await;
-    let stored = wait_for("every queued reading stored", Duration::from_secs(120), || async {
-        let stored: i64 = sqlx::query_scalar(GATEWAY_READINGS).fetch_one(&pool).await.ok()?;
-        (stored >= queued).then_some(stored)
-    })
-    .await;
-    assert_eq!(stored, queued, "0 lost, 0 duplicated");
+    assert_stored_once(&pool, queued, &layout.cluster).await;
     let trips = trips(api.get("/api/v1/alarms?state=all&limit=1000").await.expect("alarms"));
     assert_eq!(trips.len(), 1, "the trip raised once: {trips:?}");
     assert_eq!(trips[0]["occurrences"].as_i64().unwrap_or(1), 1, "and not re-raised: {trips:?}");
@@ -237,7 +330,7 @@ async fn r7_replica_kill9_moves_its_partitions_and_loses_nothing() {
     assert_eq!(trip_pages().await, phones, "each engineer paged exactly once for the trip");
     let status = finished["status"].as_str().unwrap_or_default();
     eprintln!(
-        "R7: {stored} readings stored once; trip alarm {trip_id} raised once; pages {phones:?}; command {status}"
+        "R7: {queued} readings stored once; trip alarm {trip_id} raised once; pages {phones:?}; command {status}"
     );
     assert!(matches!(status, "done" | "unanswered"), "the command ended {finished}");
     let stats: Value =
@@ -309,12 +402,7 @@ async fn r9_rolling_restart_of_everything_loses_nothing() {
     assert_eq!(last["queue"]["dropped_readings"], 0);
     let queued = last["readings_queued"].as_i64().expect("count");
     let pool = layout.postgres.pool().await;
-    let stored = wait_for("every queued reading stored", Duration::from_secs(120), || async {
-        let stored: i64 = sqlx::query_scalar(GATEWAY_READINGS).fetch_one(&pool).await.ok()?;
-        (stored >= queued).then_some(stored)
-    })
-    .await;
-    assert_eq!(stored, queued, "0 lost, 0 duplicated");
+    assert_stored_once(&pool, queued, &layout.cluster).await;
     assert_eq!(pages().await, [engineer, manager], "each level of the escalation paged once");
 }
 

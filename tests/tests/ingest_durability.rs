@@ -218,7 +218,7 @@ async fn r5_data_held_for_a_missing_birth_is_capped_per_gateway_by_count_bytes_a
     let pool = postgres.pool().await;
     store::MIGRATOR.run(&pool).await.expect("migrate");
     let gateway = chillcloud_proto::GatewayId::new("gw-silent").expect("id");
-    store::upsert_gateway(&pool, &gateway, "unused").await.expect("provision");
+    store::upsert_gateway(&pool, &gateway, "unused", "unused").await.expect("provision");
     let data = chillcloud_proto::Data { session: 7, base_time_ms: 1_800_000_000_000, ..Default::default() };
     let payload = data.encode_to_vec();
     // What becomes of `times` messages with `payload` from `gateway`, its birth missing.
@@ -241,7 +241,7 @@ async fn r5_data_held_for_a_missing_birth_is_capped_per_gateway_by_count_bytes_a
     // By bytes: a 250 KB message fits under 600 KB twice, not a third time (r5: 200 messages of
     // 250 KB once stored 48 MB for one gateway).
     let other = chillcloud_proto::GatewayId::new("gw-big").expect("id");
-    store::upsert_gateway(&pool, &other, "unused").await.expect("provision");
+    store::upsert_gateway(&pool, &other, "unused", "unused").await.expect("provision");
     let big = vec![0u8; 250_000];
     let limit = HoldLimit { messages: 1_000, bytes: 600_000 };
     assert_eq!(

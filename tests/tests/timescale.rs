@@ -30,7 +30,7 @@ async fn migrated() -> (TestPostgres, PgPool) {
 /// One gateway with one unit of `points` points; returns the point ids.
 async fn unit_with_points(pool: &PgPool, points: u32) -> Vec<i64> {
     let gateway = GatewayId::new("gw-ts").expect("id");
-    store::upsert_gateway(pool, &gateway, "unused").await.expect("provision");
+    store::upsert_gateway(pool, &gateway, "unused", "unused").await.expect("provision");
     store::store_birth(pool, &gateway, &numbered_birth(1, points)).await.expect("birth").expect("within bounds");
     sqlx::query_scalar("select id from points order by id").fetch_all(pool).await.expect("points")
 }

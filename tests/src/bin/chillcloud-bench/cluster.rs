@@ -98,7 +98,7 @@ pub async fn p9() -> anyhow::Result<bool> {
         vec![FakeGateway::connect(layout.cluster.mqtt_port(1), layout.gateway_id, &layout.password, P9_READINGS).await];
     for (i, id) in names.iter().enumerate() {
         let (password, _) = add_gateway(id, &["--database-url", &layout.postgres.url()]).await;
-        layout.cluster.add_gateway_user(id, &password);
+        layout.cluster.wait_for_gateway_user(id).await;
         let node = 1 + (i as u16 + 1) % 3;
         gateways.push(FakeGateway::connect(layout.cluster.mqtt_port(node), id, &password, P9_READINGS).await);
     }

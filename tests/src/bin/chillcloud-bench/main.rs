@@ -83,7 +83,7 @@ fn percentile(mut values: Vec<f64>, p: f64) -> f64 {
 /// Registers one gateway with one unit of `points` points and returns the point ids.
 async fn register_unit(pool: &PgPool, points: u32) -> anyhow::Result<Vec<i64>> {
     let gateway = GatewayId::new("bench-gw")?;
-    store::upsert_gateway(pool, &gateway, "bench-gw:unused").await?;
+    store::upsert_gateway(pool, &gateway, "bench-gw:unused", "unused").await?;
     let birth = numbered_birth(1, points);
     store::store_birth(pool, &gateway, &birth).await??;
     Ok(sqlx::query_scalar("select id from points order by id").fetch_all(pool).await?)
