@@ -149,10 +149,16 @@ fn script(dir: &TestDir, args: &[&str]) -> String {
 }
 
 /// The first of `n` consecutive loopback ports that are free now (RabbitMQ takes fixed port
-/// numbers from its configuration, so a block is reserved by probing).
+/// numbers from its configuration, so a block is reserved by probing). Drawn below the kernel's
+/// range for outgoing connections, which could otherwise take one of them before a node binds it.
 fn free_block(n: u16) -> u16 {
+    let ephemeral_from = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|range| range.split_whitespace().next()?.parse::<u16>().ok())
+        .unwrap_or(32_768);
+    let below = ephemeral_from.saturating_sub(n).max(10_000 + n + 1);
     for _ in 0..200 {
-        let base = rand::random_range(20_000..60_000u16);
+        let base = rand::random_range(10_000..below);
         if (base..base + n).all(|port| TcpListener::bind(("127.0.0.1", port)).is_ok()) {
             return base;
         }

@@ -153,7 +153,7 @@ async fn r8_broker_node_loss_loses_nothing() {
     assert_eq!(last["queue"]["dropped_readings"], 0);
     let queued = last["readings_queued"].as_i64().expect("count");
     let pool = layout.postgres.pool().await;
-    assert_stored_once(&pool, queued, &layout.cluster).await;
+    assert_stored_once(&pool, queued, &layout).await;
 }
 
 /// Gateways' RabbitMQ users come from the database, with the Mosquitto ACL's rights: one
@@ -197,7 +197,7 @@ async fn s1_cluster_gateway_users_come_from_add_gateway_with_their_own_topics_on
 /// Waits until the gateway's `queued` readings are stored, and asserts none is stored twice; on
 /// a timeout, names the stretches of time where a point has no reading for over 1.5 s (the
 /// gateway sends every point at least once a second), so a loss can be placed.
-async fn assert_stored_once(pool: &sqlx::PgPool, queued: i64, cluster: &RabbitCluster) {
+async fn assert_stored_once(pool: &sqlx::PgPool, queued: i64, layout: &Layout) {
     let deadline = Instant::now() + Duration::from_secs(120);
     let stored = loop {
         let stored: i64 = sqlx::query_scalar(GATEWAY_READINGS).fetch_one(pool).await.expect("count readings");
@@ -222,10 +222,30 @@ async fn assert_stored_once(pool: &sqlx::PgPool, queued: i64, cluster: &RabbitCl
                 .fetch_one(pool)
                 .await
                 .expect("held and refused messages");
-        let queue = cluster.queue(&chillcloud_server::amqp::queue(chillcloud_server::partitions::of(GATEWAY))).await;
+        let partition = chillcloud_server::partitions::of(GATEWAY);
+        let queue = layout.cluster.queue(&chillcloud_server::amqp::queue(partition)).await;
+        // Readings the replicas dropped on purpose, since each last started.
+        let mut dropped = Vec::new();
+        for replica in &layout.replicas {
+            let url = format!("{}/metrics", replica.api.base);
+            let text = reqwest::Client::new().get(url).bearer_auth(&replica.api.token).send().await.ok();
+            let text = match text {
+                Some(answer) => answer.text().await.unwrap_or_default(),
+                None => String::new(),
+            };
+            dropped.extend(
+                text.lines()
+                    .filter(|l| {
+                        l.starts_with("chillcloud_readings_refused_total")
+                            || l.starts_with("chillcloud_readings_unknown_alias_total")
+                    })
+                    .map(str::to_owned),
+            );
+        }
         panic!(
             "{stored} of {queued} readings stored after 120 s; {pending} messages held for a birth, {dead} refused; \
-             the partition's queue: {queue}; gaps (device, point, from, s): {gaps:?}"
+             readings dropped by the replicas: {dropped:?}; the partition's queue: {queue}; \
+             gaps over 1.5 s (device, point, from, s; a poll that failed under load leaves one too): {gaps:?}"
         );
     }
     assert_eq!(stored, queued, "0 lost, 0 duplicated");
@@ -322,7 +342,7 @@ async fn r7_replica_kill9_moves_its_partitions_and_loses_nothing() {
     assert_eq!(last["queue"]["dropped_readings"], 0);
     let queued = last["readings_queued"].as_i64().expect("count");
     let pool = layout.postgres.pool().await;
-    assert_stored_once(&pool, queued, &layout.cluster).await;
+    assert_stored_once(&pool, queued, &layout).await;
     let trips = trips(api.get("/api/v1/alarms?state=all&limit=1000").await.expect("alarms"));
     assert_eq!(trips.len(), 1, "the trip raised once: {trips:?}");
     assert_eq!(trips[0]["occurrences"].as_i64().unwrap_or(1), 1, "and not re-raised: {trips:?}");
@@ -402,7 +422,7 @@ async fn r9_rolling_restart_of_everything_loses_nothing() {
     assert_eq!(last["queue"]["dropped_readings"], 0);
     let queued = last["readings_queued"].as_i64().expect("count");
     let pool = layout.postgres.pool().await;
-    assert_stored_once(&pool, queued, &layout.cluster).await;
+    assert_stored_once(&pool, queued, &layout).await;
     assert_eq!(pages().await, [engineer, manager], "each level of the escalation paged once");
 }
 
