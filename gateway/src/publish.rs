@@ -252,6 +252,7 @@ impl Forwarder {
     fn sent(&mut self, id: u16) {
         match self.awaiting_id.pop_front() {
             Some((Some(batches), _)) => {
+                debug!(id, first = batches.start(), last = batches.end(), "sent");
                 self.in_flight.insert(id, batches);
             }
             Some((None, Some(result))) => {
@@ -267,6 +268,7 @@ impl Forwarder {
             return Some(result);
         }
         if let Some(batches) = self.in_flight.remove(&id) {
+            debug!(id, first = batches.start(), last = batches.end(), "acknowledged by the broker");
             if *batches.end() < self.live_from {
                 self.backfill_in_flight = self.backfill_in_flight.saturating_sub(1);
             }
@@ -423,6 +425,7 @@ pub async fn run(
                 let Some(data) = queue_batches(&mut forwarder, decimals, batch, &mut samples, &status, &mut warnings.queue).await else {
                     continue;
                 };
+                debug!(seq = data.seq, time_ms = data.base_time_ms, readings = data.readings.len(), "batch queued");
                 if let Some(message) = forwarder.live(&data) {
                     send(&mut link, &mut forwarder, &topic, message).await;
                 }

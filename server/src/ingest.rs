@@ -441,6 +441,8 @@ impl Ingestor {
                 if data.session == 0 {
                     return Ok(Err(Rejection::NoSession(topic.kind)));
                 }
+                debug!(%gateway, session = data.session, seq = data.seq, time_ms = data.base_time_ms,
+                    readings = data.readings.len(), "data message");
                 let mut refused_intervals = 0;
                 if !data.dropped.is_empty() {
                     let (newly_reported, refused) = store::store_dropped(&self.pool, gateway, &data.dropped).await?;

@@ -138,13 +138,15 @@ pub struct Process {
 }
 
 impl Process {
-    /// Starts `program` with `args`, logging to `<log_dir>/<name>.log`.
+    /// Starts `program` with `args`, logging to `<log_dir>/<name>.log` at the level
+    /// `CHILLCLOUD_TEST_LOG` sets (a `RUST_LOG` filter), info by default.
     pub fn spawn(name: &str, program: &Path, args: &[&str], log_dir: &Path) -> Self {
         let log = log_dir.join(format!("{name}.log"));
         let file = std::fs::File::create(&log).expect("create log file");
         let child = Command::new(program)
             .args(args)
-            .env("RUST_LOG", "info,sqlx=warn")
+            // CHILLCLOUD_TEST_LOG widens the processes' logs when hunting an intermittent failure.
+            .env("RUST_LOG", std::env::var("CHILLCLOUD_TEST_LOG").unwrap_or_else(|_| "info,sqlx=warn".into()))
             .stdout(file.try_clone().expect("clone log handle"))
             .stderr(file)
             .kill_on_drop(true)
