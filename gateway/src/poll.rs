@@ -45,6 +45,8 @@ pub struct DevicePoller {
     pub(crate) backoff: Backoff,
     /// What was last sent for each point: report by exception compares against it.
     last_sent: Vec<Option<(Option<f64>, Quality)>>,
+    /// The time of each point's last sample, ms: the next is later, always.
+    last_time_ms: Vec<i64>,
     /// When the next poll sends every point whatever its change.
     next_snapshot: Option<tokio::time::Instant>,
     /// The boost in force, if any.
@@ -83,6 +85,7 @@ impl DevicePoller {
             link: Link::new(bus),
             backoff: Backoff::default(),
             last_sent: vec![None; points],
+            last_time_ms: vec![i64::MIN; points],
             next_snapshot: None,
             boost: None,
             missing: vec![false; points],
@@ -387,6 +390,10 @@ impl DevicePoller {
         };
         if snapshot || changed {
             let quality = if value.is_some() { Quality::Good } else { Quality::Bad };
+            // The server keeps one reading per point and millisecond: a point's times strictly
+            // increase, even when the wall clock steps back or two reads land in one millisecond.
+            let time_ms = time_ms.max(self.last_time_ms[i].saturating_add(1));
+            self.last_time_ms[i] = time_ms;
             samples.push(Sample { alias: self.first_alias + i as u32, time_ms, value, quality });
             self.last_sent[i] = Some((value, quality));
         }
@@ -467,6 +474,17 @@ mod tests {
         let device = config.devices[0].clone();
         let flow = device.points.iter().position(|p| p.name == "flow").expect("flow point");
         (DevicePoller::new(device, 0, None, StatusBoard::default()), flow)
+    }
+
+    #[test]
+    fn a_points_times_strictly_increase_even_when_the_clock_steps_back() {
+        let (mut poller, flow) = poller();
+        let mut samples = Vec::new();
+        for (time_ms, value) in [(5_000, 1.0), (5_000, 2.0), (4_950, 3.0), (6_000, 4.0)] {
+            poller.report(flow, Some(value), time_ms, true, &mut samples);
+        }
+        let times: Vec<i64> = samples.iter().map(|s| s.time_ms).collect();
+        assert_eq!(times, [5_000, 5_001, 5_002, 6_000], "the server keeps one reading per point and millisecond");
     }
 
     #[test]
