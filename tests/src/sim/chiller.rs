@@ -18,6 +18,17 @@
 //! (both under 3 K), condenser pressure under 1,000 kPa, evaporator saturation above 4 °C,
 //! chilled-water ΔT 5 x load K (load 0.3 to 0.95), and no starts. Each fault scenario shows
 //! within 2 to 5 simulated minutes (see [`Scenario`]).
+//!
+//! **Energy.** The simulator knows what the compressor draws, so the remote doctor's estimates
+//! can be checked against the truth: the refrigeration cycle delivers the building's load,
+//! `load x RATED_COOLING_KW`, at a fixed fraction of the Carnot coefficient of performance
+//! between the saturation temperatures, `COP = CARNOT_EFFICIENCY x Te / (Tc - Te)` (kelvin), so
+//! power grows with lift: a kelvin more of condensing temperature or less of evaporating
+//! temperature costs 1/lift more (2.9 to 3.8 % at the 26 to 34 K this unit runs, the upper end of
+//! the 2 to 3.5 % energy guides quote). The compressor current follows the power:
+//! `%RLA = 100 x power / RATED_POWER_KW` (what the doctor reads without a power meter).
+//! [`Wear`] adds the slow faults a month shows and an alarm does not: tubes fouling a fraction
+//! of a kelvin a day. `energy_kwh` sums the power over simulated time.
 
 use serde::{Deserialize, Serialize};
 use tokio_modbus::ExceptionCode;
@@ -89,6 +100,34 @@ pub enum StatusLayout {
     Tracer,
 }
 
+/// Slow wear: approaches that creep up day by day, as fouled tubes make them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Wear {
+    /// How fast the condenser approach grows, K a simulated day.
+    #[serde(default)]
+    pub condenser_fouling_k_per_day: f64,
+    /// How fast the evaporator approach grows, K a simulated day.
+    #[serde(default)]
+    pub evaporator_fouling_k_per_day: f64,
+}
+
+/// Cooling the unit delivers at full load, kW (284 tons).
+pub const RATED_COOLING_KW: f64 = 1000.0;
+/// Compressor power at full load on design conditions (7 °C leaving, 30 °C condenser water
+/// entering, clean tubes), kW: a COP of 5.6, 0.63 kW/ton.
+pub const RATED_POWER_KW: f64 = 180.0;
+/// The cycle's coefficient of performance as a fraction of Carnot's, set so that design
+/// conditions draw [`RATED_POWER_KW`].
+pub const CARNOT_EFFICIENCY: f64 = 0.6755;
+
+/// Compressor power, kW, delivering `cooling_kw` between saturation temperatures `evap_sat` and
+/// `cond_sat` (°C): the energy model's one formula.
+pub fn compressor_power_kw(cooling_kw: f64, evap_sat: f64, cond_sat: f64) -> f64 {
+    let (te, tc) = (evap_sat + 273.15, cond_sat + 273.15);
+    cooling_kw * (tc - te) / (te * CARNOT_EFFICIENCY)
+}
+
 /// The state of one chiller.
 #[derive(Debug, Clone, Serialize)]
 pub struct Chiller {
@@ -113,6 +152,21 @@ pub struct Chiller {
     pub scenario: Scenario,
     /// Fraction of design load the building asks for.
     pub load: f64,
+    /// What the building's daily load curve is multiplied by: below 1 the plant is oversized
+    /// for it.
+    pub load_scale: f64,
+    /// Slow wear (fouling) going on.
+    pub wear: Wear,
+    /// Condenser approach the wear has added so far, K.
+    pub worn_cond_k: f64,
+    /// Evaporator approach the wear has added so far, K.
+    pub worn_evap_k: f64,
+    /// Compressor power now, kW.
+    pub power_kw: f64,
+    /// Electrical energy used since the simulator started, kWh.
+    pub energy_kwh: f64,
+    /// Cooling delivered since the simulator started, kWh.
+    pub cooling_kwh: f64,
     /// Evaporator leaving water (chilled-water supply), °C.
     pub supply: f64,
     /// Evaporator entering water (chilled-water return), °C.
@@ -213,6 +267,13 @@ impl Chiller {
             current_limit: 100,
             scenario: Scenario::Normal,
             load: daily_load(hour),
+            load_scale: 1.0,
+            wear: Wear::default(),
+            worn_cond_k: 0.0,
+            worn_evap_k: 0.0,
+            power_kw: 0.0,
+            energy_kwh: 0.0,
+            cooling_kwh: 0.0,
             supply: 7.0,
             ret: 12.0,
             cond_in: 29.0,
@@ -232,6 +293,7 @@ impl Chiller {
         for _ in 0..600 {
             chiller.step(10.0, hour, 0.0);
         }
+        (chiller.energy_kwh, chiller.cooling_kwh) = (0.0, 0.0);
         chiller
     }
 
@@ -258,7 +320,9 @@ impl Chiller {
     /// Advances the physics by `dt` seconds at `hour` of the day; `noise` is a small random
     /// disturbance in kelvin.
     pub fn step(&mut self, dt: f64, hour: f64, noise: f64) {
-        self.load = daily_load(hour);
+        self.load = (daily_load(hour) * self.load_scale).clamp(0.05, 1.0);
+        self.worn_cond_k += self.wear.condenser_fouling_k_per_day * dt / 86_400.0;
+        self.worn_evap_k += self.wear.evaporator_fouling_k_per_day * dt / 86_400.0;
         let evap_approach = 1.5 + 1.5 * self.load;
         let cond_approach = 1.2 + 1.5 * self.load;
         match self.scenario {
@@ -295,18 +359,14 @@ impl Chiller {
             self.pulling_down = false;
         }
         if self.running {
-            let normal_rla = (self.load * 100.0).min(f64::from(self.current_limit));
-            let (target_supply, rla) = match self.scenario {
+            let (target_supply, forced_rla) = match self.scenario {
                 // Short of capacity (fouled, low charge): flat out and still too warm.
-                Scenario::CannotHold => (self.setpoint + 3.0 + 3.0 * self.load, 100.0),
+                Scenario::CannotHold => (self.setpoint + 3.0 + 3.0 * self.load, Some(100.0)),
                 // The control fault keeps loading the compressor past the setpoint.
-                Scenario::FreezeRisk => (FREEZE_SUPPLY, f64::from(self.current_limit)),
+                Scenario::FreezeRisk => (FREEZE_SUPPLY, Some(f64::from(self.current_limit))),
                 // Capacity control hunts gently around the setpoint, as real ones do: a
                 // leaving-water reading that never moves is a frozen sensor, not good control.
-                _ => (
-                    self.setpoint + HUNTING_K * (hour * 3600.0 * std::f64::consts::TAU / HUNTING_PERIOD_S).sin(),
-                    normal_rla,
-                ),
+                _ => (self.setpoint + HUNTING_K * (hour * 3600.0 * std::f64::consts::TAU / HUNTING_PERIOD_S).sin(), None),
             };
             let delta_t = match self.scenario {
                 Scenario::LowFlow => LOW_FLOW_DELTA_T,
@@ -316,21 +376,25 @@ impl Chiller {
                 Scenario::HighHeadPressure => (HEAD_COND_IN, HEAD_COND_RISE, 60.0),
                 _ => (27.0 + 3.0 * self.load, 5.0 * self.load, 300.0),
             };
-            let rla = if self.pulling_down {
+            let forced_rla = if self.pulling_down {
                 let falls_to = self.supply - PULL_DOWN_K_PER_S * dt;
                 self.supply = falls_to.max(target_supply) + noise;
                 self.pulling_down = falls_to > target_supply + 0.3;
-                f64::from(self.current_limit)
+                Some(f64::from(self.current_limit))
             } else {
                 approach(&mut self.supply, target_supply + noise, dt, 60.0);
-                rla
+                forced_rla
             };
-            approach(&mut self.rla, rla, dt, 20.0);
             approach(&mut self.ret, self.supply + delta_t, dt, 90.0);
             approach(&mut self.cond_in, cond_in, dt, cond_tau);
             approach(&mut self.cond_out, self.cond_in + cond_rise, dt, 60.0);
-            self.evap_sat = self.supply - evap_approach - self.evap_extra;
-            self.cond_sat = self.cond_out + cond_approach + self.cond_extra;
+            self.evap_sat = self.supply - evap_approach - self.evap_extra - self.worn_evap_k;
+            self.cond_sat = self.cond_out + cond_approach + self.cond_extra + self.worn_cond_k;
+            // The current follows the power the load needs at this lift, up to the limit.
+            let needed = compressor_power_kw(self.load * RATED_COOLING_KW, self.evap_sat, self.cond_sat);
+            let rla = forced_rla.unwrap_or((100.0 * needed / RATED_POWER_KW).min(f64::from(self.current_limit)));
+            approach(&mut self.rla, rla, dt, 20.0);
+            self.cooling_kwh += self.load * RATED_COOLING_KW * dt / 3600.0;
             self.run_hours += dt / 3600.0;
         } else {
             approach(&mut self.rla, 0.0, dt, 5.0);
@@ -341,6 +405,8 @@ impl Chiller {
             self.evap_sat = self.supply - 0.5;
             self.cond_sat = self.cond_out + 0.5;
         }
+        self.power_kw = self.rla / 100.0 * RATED_POWER_KW;
+        self.energy_kwh += self.power_kw * dt / 3600.0;
     }
 
     /// Bit 0 running, bit 1 alarm (a diagnostic is active), bit 2 local control, bit 3
@@ -488,6 +554,30 @@ mod tests {
         }
         assert!(chiller.rla < 40.0, "night load is low: {}", chiller.rla);
         assert!((chiller.run_hours - hours - 1.0).abs() < 1e-6);
+    }
+
+    #[test]
+    fn power_follows_load_and_lift() {
+        // Design conditions draw the rated power.
+        let design = compressor_power_kw(RATED_COOLING_KW, 4.0, 37.7);
+        assert!((design - RATED_POWER_KW).abs() < 1.0, "{design} kW at design");
+        // A kelvin of lift costs 1/lift more power at the same load.
+        let fouled = compressor_power_kw(RATED_COOLING_KW, 4.0, 38.7);
+        assert!((fouled / design - 1.0 - 1.0 / 33.7).abs() < 1e-9);
+
+        let mut clean = Chiller::new(1, 14.0);
+        let mut worn = clean.clone();
+        worn.wear.condenser_fouling_k_per_day = 2.0;
+        for _ in 0..8640 {
+            clean.step(10.0, 14.0, 0.0);
+            worn.step(10.0, 14.0, 0.0);
+        }
+        assert!((worn.worn_cond_k - 2.0).abs() < 1e-9, "a day of wear: {}", worn.worn_cond_k);
+        assert!((worn.cond_sat - clean.cond_sat - 2.0).abs() < 1e-6);
+        let extra = worn.power_kw / clean.power_kw - 1.0;
+        assert!((0.05..0.08).contains(&extra), "2 K of condenser fouling costs {extra}");
+        assert!((clean.rla - 100.0 * clean.power_kw / RATED_POWER_KW).abs() < 1e-9, "%RLA follows the power");
+        assert!((clean.energy_kwh - 24.0 * clean.power_kw).abs() < 1.0, "a day at steady power: {}", clean.energy_kwh);
     }
 
     #[test]

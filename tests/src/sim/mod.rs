@@ -24,7 +24,7 @@ use tokio_modbus::{
 };
 
 use chiller::NOISE_SPAN_K;
-pub use chiller::{Chiller, Quirks, Scenario, StatusLayout};
+pub use chiller::{Chiller, Quirks, Scenario, StatusLayout, Wear};
 
 /// Every simulated chiller, shared by the Modbus server, the clock and the control interface.
 #[derive(Debug)]
@@ -201,6 +201,11 @@ struct LocalBody {
     local: bool,
 }
 
+#[derive(Deserialize)]
+struct LoadScaleBody {
+    load_scale: f64,
+}
+
 type ControlResult = Result<Json<Chiller>, (StatusCode, String)>;
 
 fn unit<T>(plant: &SharedPlant, unit_id: u8, f: impl FnOnce(&mut Chiller) -> T) -> ControlResult {
@@ -217,7 +222,10 @@ fn unit<T>(plant: &SharedPlant, unit_id: u8, f: impl FnOnce(&mut Chiller) -> T) 
 /// and `PUT /units/{id}/scenario`
 /// (`{"scenario": "trip", "code": 47}`), `/setpoint` (`{"celsius": 6.5}`), `/enabled`, `/local`
 /// (`{"local": true}`: the panel's local/remote switch), `/quirks` (`{"missing_input_registers":
-/// [18], "status_word": "tracer"}`: how this controller differs from the reference map).
+/// [18], "status_word": "tracer"}`: how this controller differs from the reference map),
+/// `/wear` (`{"condenser_fouling_k_per_day": 0.1}`: slow fouling) and `/load_scale`
+/// (`{"load_scale": 0.5}`: a building that needs half the load curve). Each unit's state holds
+/// its power, energy and cooling delivered (the remote doctor's ground truth).
 ///
 /// Scenarios (see [`Scenario`]): `normal`, `cannot_hold`, `trip` (with `code`), `sensor_stuck`,
 /// `offline`, and the faults `freeze_risk`, `high_head_pressure`, `condenser_fouling`,
@@ -262,6 +270,24 @@ pub fn control_router(plant: SharedPlant) -> Router {
             "/units/{unit_id}/quirks",
             put(|State(plant): State<SharedPlant>, Path(id): Path<u8>, Json(quirks): Json<Quirks>| async move {
                 unit(&plant, id, |c| c.quirks = quirks)
+            }),
+        )
+        .route(
+            "/units/{unit_id}/wear",
+            put(|State(plant): State<SharedPlant>, Path(id): Path<u8>, Json(wear): Json<Wear>| async move {
+                if ![wear.condenser_fouling_k_per_day, wear.evaporator_fouling_k_per_day].iter().all(|k| (0.0..=5.0).contains(k)) {
+                    return Err((StatusCode::UNPROCESSABLE_ENTITY, "fouling must be 0 to 5 K a day".into()));
+                }
+                unit(&plant, id, |c| c.wear = wear)
+            }),
+        )
+        .route(
+            "/units/{unit_id}/load_scale",
+            put(|State(plant): State<SharedPlant>, Path(id): Path<u8>, Json(body): Json<LoadScaleBody>| async move {
+                if !(0.1..=1.0).contains(&body.load_scale) {
+                    return Err((StatusCode::UNPROCESSABLE_ENTITY, "load_scale must be 0.1 to 1".into()));
+                }
+                unit(&plant, id, |c| c.load_scale = body.load_scale)
             }),
         )
         .route(
