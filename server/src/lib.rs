@@ -10,6 +10,7 @@ pub mod alarms;
 pub mod amqp;
 pub mod backup;
 pub mod commands;
+pub mod doctor;
 pub mod embedded;
 pub mod gateway_link;
 pub mod history;

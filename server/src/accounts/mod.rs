@@ -91,7 +91,7 @@ impl Role {
             Read => true,
             Acknowledge => !matches!(self, Sales),
             ReadTickets => !matches!(self, Sales),
-            WorkTickets | ManageRules | ReadPaging => matches!(self, Admin | Manager | Engineer),
+            WorkTickets | ManageRules | ReadPaging | DraftReports => matches!(self, Admin | Manager | Engineer),
             ManagePaging => matches!(self, Admin | Manager),
             ManageAccounts => matches!(self, Admin),
             Share => !matches!(self, Duty),
@@ -125,6 +125,8 @@ pub enum Permission {
     Share,
     /// Start, stop and change setpoints of a unit remotely.
     Operate,
+    /// Draft, edit and sign remote-doctor reports; set units' ratings and sites' tariffs.
+    DraftReports,
 }
 
 /// Which sites a request may see.
@@ -419,12 +421,12 @@ mod tests {
     fn roles_may_what_their_job_needs_and_no_more() {
         use Permission::*;
         let table = [
-            (Role::Admin, [true, true, true, true, true, true, true, true, true, true]),
-            (Role::Manager, [true, true, true, true, true, true, true, false, true, true]),
-            (Role::Engineer, [true, true, true, true, true, true, false, false, true, true]),
-            (Role::Sales, [true, false, false, false, false, false, false, false, true, false]),
-            (Role::Owner, [true, true, true, false, false, false, false, false, true, true]),
-            (Role::Duty, [true, true, true, false, false, false, false, false, false, false]),
+            (Role::Admin, [true, true, true, true, true, true, true, true, true, true, true]),
+            (Role::Manager, [true, true, true, true, true, true, true, false, true, true, true]),
+            (Role::Engineer, [true, true, true, true, true, true, false, false, true, true, true]),
+            (Role::Sales, [true, false, false, false, false, false, false, false, true, false, false]),
+            (Role::Owner, [true, true, true, false, false, false, false, false, true, true, false]),
+            (Role::Duty, [true, true, true, false, false, false, false, false, false, false, false]),
         ];
         let permissions = [
             Read,
@@ -437,6 +439,7 @@ mod tests {
             ManageAccounts,
             Share,
             Operate,
+            DraftReports,
         ];
         for (role, allowed) in table {
             for (permission, expected) in permissions.iter().zip(allowed) {

@@ -50,7 +50,8 @@ needs!(
     ManagePaging,
     ManageAccounts,
     Share,
-    Operate
+    Operate,
+    DraftReports
 );
 
 /// The viewer of a request whose role allows `P` (otherwise the request is refused with 403),

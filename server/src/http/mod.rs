@@ -20,7 +20,7 @@ use sqlx::PgPool;
 
 pub use self::{
     auth::{
-        Acknowledge, Allowed, CSRF_HEADER, ManageAccounts, ManagePaging, ManageRules, Need, Operate, Read, ReadPaging,
+        Acknowledge, Allowed, CSRF_HEADER, DraftReports, ManageAccounts, ManagePaging, ManageRules, Need, Operate, Read, ReadPaging,
         ReadTickets, SESSION_COOKIE, Share, System, WorkTickets, authenticate, cookie,
     },
     error::{ApiError, ErrorBody},

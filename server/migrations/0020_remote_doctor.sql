@@ -1,0 +1,31 @@
+-- The remote doctor: what it needs to know of a unit and a site, and the reports it drafts.
+
+-- A unit's size, for energy and cooling estimated from %RLA where nothing is metered.
+alter table units add column rated_cooling_kw double precision check (rated_cooling_kw > 0 and rated_cooling_kw < 1e6);
+alter table units add column rated_power_kw double precision check (rated_power_kw > 0 and rated_power_kw < 1e6);
+-- Price of a kWh: the site's own, else the service organisation's default.
+alter table gateways add column tariff_per_kwh double precision check (tariff_per_kwh >= 0 and tariff_per_kwh < 1000);
+alter table organisations add column tariff_per_kwh double precision check (tariff_per_kwh >= 0 and tariff_per_kwh < 1000);
+
+create table reports (
+    id bigint generated always as identity primary key,
+    unit_id bigint not null references units (id),
+    period_start timestamptz not null,
+    period_end timestamptz not null check (period_end > period_start),
+    -- Drafted by the doctor; an engineer signs it before the owner may see it.
+    status text not null default 'draft' check (status in ('draft', 'signed')),
+    -- The report: figures, findings with their evidence, alarms and tickets (doctor::Report).
+    content jsonb not null,
+    drafted_by text not null,
+    created_at timestamptz not null default now(),
+    signed_by bigint references users (id),
+    signed_at timestamptz,
+    note text not null default ''
+);
+create index reports_by_unit on reports (unit_id, period_end desc);
+-- A customer sees its own units' reports once signed; the service organisation sees drafts too.
+alter table reports enable row level security;
+create policy tenant on reports to chillcloud_api
+    using (exists (select 1 from units u where u.id = reports.unit_id) and (status = 'signed' or chillcloud_service()));
+grant select, insert, update, delete on reports to chillcloud_api;
+grant usage, select on sequence reports_id_seq to chillcloud_api;

@@ -1,0 +1,335 @@
+//! The remote doctor: operating reports with findings, drafted from the stored hourly data.
+//!
+//! A report covers one unit over a period. `draft` reads the unit's hourly rollups
+//! (`readings_1h`, kept at ingest in both storage modes) from the longest lookback of the
+//! findings to the period's end, turns them into [`Hour`]s, and hands them to the pure
+//! [`analysis`]: the figures of the period and of the one before, monthly trends, and the
+//! [`Finding`]s of `server/doctor/findings.toml`. Alarms and tickets of the period come from their
+//! tables. The draft is stored; an engineer signs it before its owner may see it (row security
+//! hides drafts from customers).
+
+pub mod analysis;
+pub mod api;
+pub mod rules;
+
+use std::collections::HashMap;
+
+use chrono::{DateTime, Duration, Utc};
+use serde::{Deserialize, Serialize};
+use sqlx::PgConnection;
+use utoipa::ToSchema;
+
+pub use self::{
+    analysis::{Assumptions, Finding, Hour, Input, Kpis, MonthTrend},
+    rules::DoctorRules,
+};
+
+/// The longest period a report covers, days.
+pub const MAX_PERIOD_DAYS: i64 = 366;
+
+message_error! {
+    /// Why a report cannot be drafted: for people.
+    pub struct InvalidReport;
+}
+
+/// The unit a report is about.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, sqlx::FromRow, ToSchema)]
+pub struct ReportUnit {
+    /// Unit id.
+    pub id: i64,
+    /// The name people know it by.
+    pub name: String,
+    /// Its site (gateway).
+    pub site: String,
+    /// Equipment model.
+    pub model: String,
+    /// The domain pack that named its points.
+    pub family: String,
+}
+
+/// An alarm of the period.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, sqlx::FromRow, ToSchema)]
+pub struct AlarmLine {
+    /// Its rule.
+    pub rule: String,
+    /// Grade 1 to 4.
+    pub grade: i16,
+    /// Title, in English and Chinese.
+    pub title: String,
+    /// See `title`.
+    pub title_zh: String,
+    /// When it was raised.
+    pub raised_at: DateTime<Utc>,
+    /// When someone acknowledged it.
+    pub acknowledged_at: Option<DateTime<Utc>>,
+    /// When it cleared.
+    pub cleared_at: Option<DateTime<Utc>>,
+}
+
+/// A service ticket of the period with its response against the grade's clock.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, sqlx::FromRow, ToSchema)]
+pub struct TicketLine {
+    /// Ticket id.
+    pub id: i64,
+    /// Grade 1 to 4.
+    pub grade: i16,
+    /// Its title.
+    pub title: String,
+    /// Its status now.
+    pub status: String,
+    /// When it was opened.
+    pub opened_at: DateTime<Utc>,
+    /// Minutes from opening to the first response, if there was one.
+    pub response_minutes: Option<f64>,
+    /// Minutes the grade allows for it.
+    pub allowed_minutes: f64,
+    /// Whether the response came within the clock.
+    pub responded_in_time: Option<bool>,
+}
+
+/// A drafted report: what the owner reads once an engineer has signed it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct ReportContent {
+    /// The unit.
+    pub unit: ReportUnit,
+    /// The period: from (inclusive) ...
+    pub period_start: DateTime<Utc>,
+    /// ... to (exclusive).
+    pub period_end: DateTime<Utc>,
+    /// In plain words: hours run, setpoint compliance, faults, findings and their worth.
+    pub headline: String,
+    /// See `headline`.
+    pub headline_zh: String,
+    /// The period's figures.
+    pub kpis: Kpis,
+    /// The same for the period of equal length before it.
+    pub previous: Kpis,
+    /// Monthly means of the approaches, lift and ΔT, from the lookback to the period's end.
+    pub monthly: Vec<MonthTrend>,
+    /// What the doctor found.
+    pub findings: Vec<Finding>,
+    /// Alarms raised in the period.
+    pub alarms: Vec<AlarmLine>,
+    /// Tickets opened in the period.
+    pub tickets: Vec<TicketLine>,
+    /// Ratings and tariff the figures used.
+    pub assumptions: Assumptions,
+}
+
+/// Reads the hours of `unit_id`'s inputs from `from` to `to` (whole UTC hours), one per hour,
+/// empty where nothing was stored.
+pub async fn load_hours(
+    db: &mut PgConnection,
+    unit_id: i64,
+    names: &std::collections::BTreeMap<Input, String>,
+    from: DateTime<Utc>,
+    to: DateTime<Utc>,
+) -> sqlx::Result<Vec<Hour>> {
+    let by_name: HashMap<&str, Vec<Input>> = names.iter().fold(HashMap::new(), |mut map, (input, name)| {
+        map.entry(name.as_str()).or_default().push(*input);
+        map
+    });
+    let wanted: Vec<&str> = by_name.keys().copied().collect();
+    let rows: Vec<(String, DateTime<Utc>, f64, Option<f64>)> = sqlx::query_as(
+        "select p.name, h.bucket, h.total / h.n, h.last_value
+         from points p join readings_1h h on h.point_id = p.id
+         where p.unit_id = $1 and p.name = any($2) and h.bucket >= $3 and h.bucket < $4 and h.n > 0",
+    )
+    .bind(unit_id)
+    .bind(&wanted)
+    .bind(from)
+    .bind(to)
+    .fetch_all(db)
+    .await?;
+    let count = (to - from).num_hours().max(0) as usize;
+    let mut hours: Vec<Hour> = (0..count).map(|i| Hour::empty(from + Duration::hours(i as i64))).collect();
+    for (name, bucket, mean, last) in rows {
+        let index = (bucket - from).num_hours() as usize;
+        let (Some(hour), Some(inputs)) = (hours.get_mut(index), by_name.get(name.as_str())) else { continue };
+        for input in inputs {
+            hour.mean[*input as usize] = Some(mean);
+            hour.last[*input as usize] = last;
+        }
+    }
+    Ok(hours)
+}
+
+fn floor_hour(t: DateTime<Utc>) -> DateTime<Utc> {
+    DateTime::from_timestamp(t.timestamp().div_euclid(3600) * 3600, 0).unwrap_or(t)
+}
+
+/// Checks a period: whole hours, forward, at most [`MAX_PERIOD_DAYS`].
+pub fn check_period(from: DateTime<Utc>, to: DateTime<Utc>) -> Result<(DateTime<Utc>, DateTime<Utc>), InvalidReport> {
+    let (from, to) = (floor_hour(from), floor_hour(to));
+    if to <= from {
+        return Err(InvalidReport::from("`to` must be at least an hour after `from`"));
+    }
+    if to - from > Duration::days(MAX_PERIOD_DAYS) {
+        return Err(InvalidReport::from(format!("a report covers at most {MAX_PERIOD_DAYS} days")));
+    }
+    if from.timestamp() < 946_684_800 || to > Utc::now() + Duration::days(1) {
+        return Err(InvalidReport::from("the period must lie between 2000 and tomorrow"));
+    }
+    Ok((from, to))
+}
+
+/// Drafts the report of `unit_id` for `[from, to)` on `db` (whose row security decides whether
+/// the unit is seen: `None` when it is not).
+pub async fn draft(
+    db: &mut PgConnection,
+    rules: &DoctorRules,
+    unit_id: i64,
+    from: DateTime<Utc>,
+    to: DateTime<Utc>,
+) -> Result<Option<ReportContent>, sqlx::Error> {
+    let row: Option<UnitRow> = sqlx::query_as(
+        "select u.id, coalesce(u.display_name, nullif(u.gateway_display_name, ''), u.device_key) as name,
+                u.gateway_id as site, u.model, u.family, u.rated_cooling_kw, u.rated_power_kw, g.tariff_per_kwh as site_tariff,
+                (select o.tariff_per_kwh from organisations o where o.kind = 'service' and o.tariff_per_kwh is not null
+                 order by o.id limit 1) as service_tariff
+         from units u join gateways g on g.id = u.gateway_id where u.id = $1",
+    )
+    .bind(unit_id)
+    .fetch_optional(&mut *db)
+    .await?;
+    let Some(row) = row else { return Ok(None) };
+    let unit = row.unit();
+    let (tariff_per_kwh, tariff_source) = match (row.site_tariff, row.service_tariff) {
+        (Some(t), _) => (t, "site"),
+        (None, Some(t)) => (t, "service"),
+        (None, None) => (rules.energy.default_tariff_per_kwh, "default"),
+    };
+    let assumptions = Assumptions {
+        rated_cooling_kw: row.rated_cooling_kw,
+        rated_power_kw: row.rated_power_kw,
+        tariff_per_kwh,
+        currency: rules.energy.currency.clone(),
+        tariff_source: tariff_source.into(),
+    };
+    let length = to - from;
+    let history_from = (from - Duration::days(i64::from(rules.lookback_days()))).min(from - length) - Duration::hours(1);
+    let names = rules.point_names(&unit.family);
+    let hours = load_hours(db, unit_id, &names, history_from, to).await?;
+    let period_from = (from - history_from).num_hours() as usize;
+    let previous_from = (from - length - history_from).num_hours() as usize;
+    let starts_before = |end: usize| hours[..end].iter().rev().find_map(|h| h.last[Input::Starts as usize]);
+    let case = analysis::Case {
+        hours: &hours,
+        period_from,
+        before_starts: starts_before(period_from),
+        assumptions: &assumptions,
+    };
+    let kpis = analysis::kpis(&hours[period_from..], case.before_starts, &assumptions);
+    let previous = analysis::kpis(&hours[previous_from..period_from], starts_before(previous_from), &assumptions);
+    let findings = analysis::findings(rules, &case);
+    let alarms: Vec<AlarmLine> = sqlx::query_as(
+        "select rule, grade, title, title_zh, raised_at, acknowledged_at, cleared_at from alarms
+         where unit_id = $1 and raised_at >= $2 and raised_at < $3 order by raised_at limit 200",
+    )
+    .bind(unit_id)
+    .bind(from)
+    .bind(to)
+    .fetch_all(&mut *db)
+    .await?;
+    let tickets: Vec<TicketLine> = sqlx::query_as(
+        "select id, grade, title, status, opened_at,
+                extract(epoch from responded_at - opened_at)::float8 / 60 as response_minutes,
+                extract(epoch from respond_by - opened_at)::float8 / 60 as allowed_minutes,
+                responded_at <= respond_by as responded_in_time
+         from tickets where unit_id = $1 and opened_at >= $2 and opened_at < $3 order by opened_at limit 200",
+    )
+    .bind(unit_id)
+    .bind(from)
+    .bind(to)
+    .fetch_all(&mut *db)
+    .await?;
+    let (headline, headline_zh) = headline(&unit, &kpis, alarms.len(), &findings, &assumptions);
+    Ok(Some(ReportContent {
+        unit,
+        period_start: from,
+        period_end: to,
+        headline,
+        headline_zh,
+        kpis,
+        previous,
+        monthly: analysis::monthly_trend(&hours[period_from.saturating_sub(24 * 62)..]),
+        findings,
+        alarms,
+        tickets,
+        assumptions,
+    }))
+}
+
+#[derive(sqlx::FromRow)]
+struct UnitRow {
+    id: i64,
+    name: String,
+    site: String,
+    model: String,
+    family: String,
+    rated_cooling_kw: Option<f64>,
+    rated_power_kw: Option<f64>,
+    site_tariff: Option<f64>,
+    service_tariff: Option<f64>,
+}
+
+impl UnitRow {
+    fn unit(&self) -> ReportUnit {
+        ReportUnit {
+            id: self.id,
+            name: self.name.clone(),
+            site: self.site.clone(),
+            model: self.model.clone(),
+            family: self.family.clone(),
+        }
+    }
+}
+
+/// The headline in plain words, English and Chinese.
+fn headline(
+    unit: &ReportUnit,
+    kpis: &Kpis,
+    alarms: usize,
+    findings: &[Finding],
+    assumptions: &Assumptions,
+) -> (String, String) {
+    let compliance = kpis.setpoint_compliance.map_or("-".to_owned(), |c| format!("{:.0}", c * 100.0));
+    let starts = kpis.starts.map_or("-".to_owned(), |s| format!("{s:.0}"));
+    let worth: f64 = findings.iter().filter_map(|f| f.yearly_cost).sum();
+    let currency = &assumptions.currency;
+    let findings_en = match findings.len() {
+        0 => "no findings".to_owned(),
+        1 => format!("1 finding worth about {worth:.0} {currency} a year"),
+        n => format!("{n} findings worth about {worth:.0} {currency} a year"),
+    };
+    let findings_zh = if findings.is_empty() {
+        "未发现问题".to_owned()
+    } else {
+        format!("发现 {} 项问题，估计每年价值约 {worth:.0} {currency}", findings.len())
+    };
+    (
+        format!(
+            "{} ran {:.0} h of {:.0} h ({starts} starts); the chilled water was within 0.5 K of setpoint in {compliance} % of steady running hours; {alarms} alarms; {findings_en}.",
+            unit.name, kpis.run_hours, kpis.hours
+        ),
+        format!(
+            "{}运行 {:.0} 小时（共 {:.0} 小时，启动 {starts} 次）；稳定运行时出水温度在设定值 ±0.5 K 以内的时间占 {compliance}%；报警 {alarms} 次；{findings_zh}。",
+            unit.name, kpis.run_hours, kpis.hours
+        ),
+    )
+}
+
+/// Stores a draft; returns its id.
+pub async fn store_draft(db: &mut PgConnection, content: &ReportContent, drafted_by: &str) -> sqlx::Result<i64> {
+    sqlx::query_scalar(
+        "insert into reports (unit_id, period_start, period_end, content, drafted_by) values ($1, $2, $3, $4, $5)
+         returning id",
+    )
+    .bind(content.unit.id)
+    .bind(content.period_start)
+    .bind(content.period_end)
+    .bind(sqlx::types::Json(content))
+    .bind(drafted_by)
+    .fetch_one(db)
+    .await
+}
