@@ -636,6 +636,17 @@ impl FakeGateway {
     /// Connects to the broker on `port` as `gateway_id` and publishes a birth for one device,
     /// `chiller-1`, with `points` points named `p0`, `p1`, … at one decimal.
     pub async fn connect(port: u16, gateway_id: &str, password: &str, points: u32) -> Self {
+        Self::connect_with_birth(port, gateway_id, password, numbered_birth(1, points)).await
+    }
+
+    /// Connects like [`FakeGateway::connect`] and publishes `birth` (its session is this
+    /// gateway's).
+    pub async fn connect_with_birth(
+        port: u16,
+        gateway_id: &str,
+        password: &str,
+        birth: chillcloud_proto::Birth,
+    ) -> Self {
         use prost::Message;
         let mut options = rumqttc::MqttOptions::new(gateway_id, "127.0.0.1", port);
         options.set_credentials(gateway_id, password);
@@ -659,8 +670,7 @@ impl FakeGateway {
             }
         });
         let gateway_id = chillcloud_proto::GatewayId::new(gateway_id).expect("valid gateway id");
-        let session = 1;
-        let birth = numbered_birth(session, points);
+        let session = birth.session;
         let mut gateway = Self { client, acked, driver, gateway_id, session, seq: 0, published: 0 };
         gateway.publish(chillcloud_proto::MessageKind::Birth, birth.encode_to_vec(), true).await;
         gateway
@@ -706,6 +716,29 @@ impl FakeGateway {
                 .map(|&(alias, value)| chillcloud_proto::Reading {
                     alias,
                     offset_ms: 0,
+                    quality: 0,
+                    value: Some(chillcloud_proto::encode_value(value, 1)),
+                })
+                .collect(),
+            dropped: vec![],
+        }
+    }
+
+    /// A data message with `(alias, time_ms, value)` readings taken over a span of time, each
+    /// value at one decimal.
+    pub fn data_series(&mut self, readings: &[(u32, i64, f64)]) -> chillcloud_proto::Data {
+        self.seq += 1;
+        let base_time_ms = readings.iter().map(|r| r.1).min().unwrap_or(0);
+        chillcloud_proto::Data {
+            session: self.session,
+            seq: self.seq,
+            history: false,
+            base_time_ms,
+            readings: readings
+                .iter()
+                .map(|&(alias, time_ms, value)| chillcloud_proto::Reading {
+                    alias,
+                    offset_ms: time_ms - base_time_ms,
                     quality: 0,
                     value: Some(chillcloud_proto::encode_value(value, 1)),
                 })

@@ -12,37 +12,13 @@ use chillcloud_server::alarms::{
 use chillcloud_tests::sim::{Chiller, Scenario, chiller::NOISE_SPAN_K};
 use rand::{Rng, SeedableRng};
 
-/// The CH530 points as the gateway's profile decodes the simulator's input registers
-/// (0-based protocol addresses: signed tenths of °C, kPa, a 32-bit starts counter, flags).
-fn points(chiller: &Chiller) -> Vec<(&'static str, f64)> {
-    let r = chiller.input_registers(0, 20).expect("registers");
-    let tenths = |a: usize| f64::from(r[a] as i16) / 10.0;
-    vec![
-        ("active_setpoint", tenths(1)),
-        ("capacity_rla", f64::from(r[2])),
-        ("evap_leaving_temp", tenths(4)),
-        ("evap_entering_temp", tenths(5)),
-        ("cond_entering_temp", tenths(6)),
-        ("cond_leaving_temp", tenths(7)),
-        ("running", f64::from(r[8] & 1)),
-        ("diagnostic_active", f64::from((r[8] >> 1) & 1)),
-        ("flow_proven", f64::from((r[8] >> 3) & 1)),
-        ("evap_refrig_pressure", f64::from(r[10])),
-        ("evap_refrig_temp", tenths(11)),
-        ("cond_refrig_pressure", f64::from(r[12])),
-        ("cond_refrig_temp", tenths(13)),
-        ("compressor_starts", f64::from(u32::from(r[14]) << 16 | u32::from(r[15]))),
-        ("diagnostic_code", f64::from(r[18])),
-    ]
-}
-
 /// Runs one chiller for `seconds` at 10 s steps (`fault` switched on at `fault_at`), feeding
 /// every value that changed to the engine as a gateway would, and returns the raises.
 fn simulate(seconds: i64, fault: Option<(i64, Scenario)>) -> Vec<(i64, String, u8)> {
     let mut rng = rand::rngs::StdRng::seed_from_u64(11);
     let start_hour = 6.0;
     let mut chiller = Chiller::new(1, start_hour);
-    let names: Vec<&str> = points(&chiller).iter().map(|(n, _)| *n).collect();
+    let names: Vec<&str> = chiller.profile_values().iter().map(|(n, _)| *n).collect();
     let rules = Arc::new(CompiledRules::compile(&rules::unit_defaults("trane-ch530"), &names));
     assert!(rules.skipped.is_empty(), "every CH530 rule applies: {:?}", rules.skipped);
     let mut engine = Engine::default();
@@ -73,7 +49,8 @@ fn simulate(seconds: i64, fault: Option<(i64, Scenario)>) -> Vec<(i64, String, u
         engine.gateway_seen("gw", now);
         // Report by exception with a snapshot every 60 s, as the gateway does by default.
         let snapshot = second % 60 == 0;
-        let readings: Vec<(i64, i64, Option<f64>)> = points(&chiller)
+        let readings: Vec<(i64, i64, Option<f64>)> = chiller
+            .profile_values()
             .iter()
             .enumerate()
             .filter(|(i, (_, v))| snapshot || last[*i] != Some(*v))

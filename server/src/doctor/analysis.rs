@@ -35,6 +35,8 @@ pub enum Input {
     EvapSat,
     /// Condenser saturation temperature, °C.
     CondSat,
+    /// Condenser leaving water, °C.
+    CondLeaving,
     /// Metered unit power, kW.
     PowerKw,
     /// Cooling delivered from a metered flow, kW.
@@ -44,7 +46,7 @@ pub enum Input {
 }
 
 /// How many inputs there are.
-pub const INPUTS: usize = 14;
+pub const INPUTS: usize = 15;
 
 impl Input {
     /// Every input, in index order.
@@ -60,6 +62,7 @@ impl Input {
         Input::CondApproach,
         Input::EvapSat,
         Input::CondSat,
+        Input::CondLeaving,
         Input::PowerKw,
         Input::CoolingKw,
         Input::Starts,
@@ -83,7 +86,9 @@ impl Input {
         match self {
             Input::Running => "",
             Input::LoadPct => "%",
-            Input::Supply | Input::Return | Input::Setpoint | Input::EvapSat | Input::CondSat => "°C",
+            Input::Supply | Input::Return | Input::Setpoint | Input::EvapSat | Input::CondSat | Input::CondLeaving => {
+                "°C"
+            }
             Input::SupplyDeviation | Input::DeltaT | Input::EvapApproach | Input::CondApproach => "K",
             Input::PowerKw | Input::CoolingKw => "kW",
             Input::Starts => "",
@@ -106,6 +111,24 @@ impl Hour {
     /// An hour with no readings.
     pub fn empty(start: DateTime<Utc>) -> Self {
         Self { start, mean: [None; INPUTS], last: [None; INPUTS] }
+    }
+
+    /// Computes the differences (ΔT, approaches, supply deviation) from the means of the
+    /// temperatures they are differences of, where the hour has both: every raw point comes at
+    /// least with each snapshot, while derived values are stored only when they change, so the
+    /// plain means are the better time averages. Derived values stay where a pack lacks a side.
+    pub fn complete(&mut self) {
+        let differences = [
+            (Input::DeltaT, Input::Return, Input::Supply),
+            (Input::SupplyDeviation, Input::Supply, Input::Setpoint),
+            (Input::EvapApproach, Input::Supply, Input::EvapSat),
+            (Input::CondApproach, Input::CondSat, Input::CondLeaving),
+        ];
+        for (difference, minuend, subtrahend) in differences {
+            if let (Some(a), Some(b)) = (self.get(minuend), self.get(subtrahend)) {
+                self.mean[difference as usize] = Some(a - b);
+            }
+        }
     }
 
     /// The mean of `input` over the hour.
@@ -575,7 +598,8 @@ fn judge(rules: &DoctorRules, rule: &FindingRule, case: &Case) -> Option<Finding
             let first_day = origin.date_naive();
             let last_day = (origin + chrono::Duration::seconds((span_days * 86_400.0) as i64)).date_naive();
             let per_k_pct = mean_lift.map(|l| energy.per_kelvin(l) * 100.0).unwrap_or(f64::NAN);
-            let what = if input == Input::CondApproach { ("condenser", "冷凝器") } else { ("evaporator", "蒸发器") };
+            let what =
+                if input == Input::CondApproach { ("condenser", "冷凝器") } else { ("evaporator", "蒸发器") };
             let summary = (
                 format!(
                     "The {} approach rose {rise:.1} K in {span_days:.0} days at steady load ({:.2} K a day), from {:.1} to {:.1} K; each kelvin costs about {per_k_pct:.1} % of compressor power.",
@@ -688,7 +712,8 @@ fn judge(rules: &DoctorRules, rule: &FindingRule, case: &Case) -> Option<Finding
         }
         Check::LowDeltaT { design_delta_t_k, min_fraction, high_load_pct, min_hours } => {
             let high = |h: &Hour| h.steady() && h.get(Input::LoadPct).is_some_and(|l| l >= high_load_pct);
-            let values: Vec<f64> = case.period().iter().filter(|h| high(h)).filter_map(|h| h.get(Input::DeltaT)).collect();
+            let values: Vec<f64> =
+                case.period().iter().filter(|h| high(h)).filter_map(|h| h.get(Input::DeltaT)).collect();
             if values.len() < min_hours as usize {
                 return None;
             }
@@ -698,8 +723,14 @@ fn judge(rules: &DoctorRules, rule: &FindingRule, case: &Case) -> Option<Finding
                 return None;
             }
             let summary = (
-                format!("At loads of {high_load_pct:.0} % and more the chilled-water delta T averaged {mean:.1} K over {} hours, against {design_delta_t_k:.1} K by design.", values.len()),
-                format!("负荷不低于 {high_load_pct:.0}% 的 {} 小时内，冷冻水温差平均 {mean:.1} K，设计值为 {design_delta_t_k:.1} K。", values.len()),
+                format!(
+                    "At loads of {high_load_pct:.0} % and more the chilled-water delta T averaged {mean:.1} K over {} hours, against {design_delta_t_k:.1} K by design.",
+                    values.len()
+                ),
+                format!(
+                    "负荷不低于 {high_load_pct:.0}% 的 {} 小时内，冷冻水温差平均 {mean:.1} K，设计值为 {design_delta_t_k:.1} K。",
+                    values.len()
+                ),
             );
             let evidence = Evidence {
                 input: Input::DeltaT,
@@ -723,7 +754,10 @@ fn judge(rules: &DoctorRules, rule: &FindingRule, case: &Case) -> Option<Finding
             }
             let most = busy.iter().map(|s| s.1).fold(0.0, f64::max);
             let summary = (
-                format!("{} hours had more than {max_starts_per_hour:.0} starts (up to {most:.0} in one hour).", busy.len()),
+                format!(
+                    "{} hours had more than {max_starts_per_hour:.0} starts (up to {most:.0} in one hour).",
+                    busy.len()
+                ),
                 format!("有 {} 个小时启动超过 {max_starts_per_hour:.0} 次（单小时最多 {most:.0} 次）。", busy.len()),
             );
             let mut per_day: BTreeMap<NaiveDate, f64> = BTreeMap::new();
@@ -768,7 +802,11 @@ fn judge(rules: &DoctorRules, rule: &FindingRule, case: &Case) -> Option<Finding
             let evidence = Evidence {
                 input: Input::LoadPct,
                 unit: "%".into(),
-                daily: daily(case.period(), |h| h.get(Input::Running).is_some_and(|r| r > 0.0), |h| h.get(Input::LoadPct)),
+                daily: daily(
+                    case.period(),
+                    |h| h.get(Input::Running).is_some_and(|r| r > 0.0),
+                    |h| h.get(Input::LoadPct),
+                ),
                 fit: vec![],
             };
             Some(finding(
@@ -782,8 +820,11 @@ fn judge(rules: &DoctorRules, rule: &FindingRule, case: &Case) -> Option<Finding
             let hours = case.lookback(lookback_days);
             let offset = |h: &Hour| Some(h.get(first)? - h.get(second)?);
             let origin = hours.iter().find(|h| h.stopped() && offset(h).is_some())?.start;
-            let rows: Vec<([f64; 2], f64)> =
-                hours.iter().filter(|h| h.stopped()).filter_map(|h| Some(([1.0, h.days_since(origin)], offset(h)?))).collect();
+            let rows: Vec<([f64; 2], f64)> = hours
+                .iter()
+                .filter(|h| h.stopped())
+                .filter_map(|h| Some(([1.0, h.days_since(origin)], offset(h)?)))
+                .collect();
             if rows.len() < min_hours as usize {
                 return None;
             }
@@ -795,15 +836,15 @@ fn judge(rules: &DoctorRules, rule: &FindingRule, case: &Case) -> Option<Finding
                 return None;
             }
             let summary = (
-                format!("While stopped, {first:?} minus {second:?} moved {change:+.1} K in {span_days:.0} days (from {start:.1} K)."),
-                format!("停机时 {first:?} 与 {second:?} 的差值在 {span_days:.0} 天内变化 {change:+.1} K（起始 {start:.1} K）。"),
+                format!(
+                    "While stopped, {first:?} minus {second:?} moved {change:+.1} K in {span_days:.0} days (from {start:.1} K)."
+                ),
+                format!(
+                    "停机时 {first:?} 与 {second:?} 的差值在 {span_days:.0} 天内变化 {change:+.1} K（起始 {start:.1} K）。"
+                ),
             );
-            let evidence = Evidence {
-                input: first,
-                unit: "K".into(),
-                daily: daily(hours, Hour::stopped, offset),
-                fit: vec![],
-            };
+            let evidence =
+                Evidence { input: first, unit: "K".into(), daily: daily(hours, Hour::stopped, offset), fit: vec![] };
             Some(finding(
                 (rows.len() as f64 / 200.0).min(1.0) * (t / 10.0).min(1.0),
                 summary,
@@ -839,8 +880,9 @@ mod tests {
 
     #[test]
     fn least_squares_recovers_a_plane() {
-        let rows: Vec<([f64; 3], f64)> =
-            (0..50).map(|i| ([1.0, f64::from(i % 7), f64::from(i)], 2.0 + 0.5 * f64::from(i % 7) + 0.1 * f64::from(i))).collect();
+        let rows: Vec<([f64; 3], f64)> = (0..50)
+            .map(|i| ([1.0, f64::from(i % 7), f64::from(i)], 2.0 + 0.5 * f64::from(i % 7) + 0.1 * f64::from(i)))
+            .collect();
         let (c, e) = least_squares(&rows).expect("solvable");
         assert!((c[0] - 2.0).abs() < 1e-9 && (c[1] - 0.5).abs() < 1e-9 && (c[2] - 0.1).abs() < 1e-9, "{c:?}");
         assert!(e.iter().all(|e| *e < 1e-6));

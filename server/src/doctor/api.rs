@@ -102,10 +102,8 @@ pub(crate) async fn draft_report(
     let mut tx = viewer.begin().await?;
     let content = draft(&mut tx, DoctorRules::shipped(), unit_id, from, to).await?.ok_or(ApiError::NotFound)?;
     let id = store_draft(&mut tx, &content, &viewer.actor()).await?;
-    let report = sqlx::query_as(sqlx::AssertSqlSafe(format!("{REPORT} where id = $1")))
-        .bind(id)
-        .fetch_one(&mut *tx)
-        .await?;
+    let report =
+        sqlx::query_as(sqlx::AssertSqlSafe(format!("{REPORT} where id = $1"))).bind(id).fetch_one(&mut *tx).await?;
     tx.commit().await?;
     Ok(Json(report))
 }

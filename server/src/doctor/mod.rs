@@ -151,6 +151,7 @@ pub async fn load_hours(
             hour.last[*input as usize] = last;
         }
     }
+    hours.iter_mut().for_each(Hour::complete);
     Ok(hours)
 }
 
@@ -207,7 +208,8 @@ pub async fn draft(
         tariff_source: tariff_source.into(),
     };
     let length = to - from;
-    let history_from = (from - Duration::days(i64::from(rules.lookback_days()))).min(from - length) - Duration::hours(1);
+    let history_from =
+        (from - Duration::days(i64::from(rules.lookback_days()))).min(from - length) - Duration::hours(1);
     let names = rules.point_names(&unit.family);
     let hours = load_hours(db, unit_id, &names, history_from, to).await?;
     let period_from = (from - history_from).num_hours() as usize;

@@ -366,7 +366,9 @@ impl Chiller {
                 Scenario::FreezeRisk => (FREEZE_SUPPLY, Some(f64::from(self.current_limit))),
                 // Capacity control hunts gently around the setpoint, as real ones do: a
                 // leaving-water reading that never moves is a frozen sensor, not good control.
-                _ => (self.setpoint + HUNTING_K * (hour * 3600.0 * std::f64::consts::TAU / HUNTING_PERIOD_S).sin(), None),
+                _ => {
+                    (self.setpoint + HUNTING_K * (hour * 3600.0 * std::f64::consts::TAU / HUNTING_PERIOD_S).sin(), None)
+                }
             };
             let delta_t = match self.scenario {
                 Scenario::LowFlow => LOW_FLOW_DELTA_T,
@@ -469,6 +471,31 @@ impl Chiller {
             // Reserved registers read as zero, as on the controller.
             _ => 0,
         })
+    }
+
+    /// The values of the CH530 points as the gateway's profile decodes the input registers
+    /// (signed tenths of °C, kPa, a 32-bit starts counter, flags), by point name: what the
+    /// in-process harnesses feed the server's code.
+    pub fn profile_values(&self) -> Vec<(&'static str, f64)> {
+        let r = self.input_registers(0, 20).expect("the reference map has registers 0 to 19");
+        let tenths = |a: usize| f64::from(r[a] as i16) / 10.0;
+        vec![
+            ("active_setpoint", tenths(1)),
+            ("capacity_rla", f64::from(r[2])),
+            ("evap_leaving_temp", tenths(4)),
+            ("evap_entering_temp", tenths(5)),
+            ("cond_entering_temp", tenths(6)),
+            ("cond_leaving_temp", tenths(7)),
+            ("running", f64::from(r[8] & 1)),
+            ("diagnostic_active", f64::from((r[8] >> 1) & 1)),
+            ("flow_proven", f64::from((r[8] >> 3) & 1)),
+            ("evap_refrig_pressure", f64::from(r[10])),
+            ("evap_refrig_temp", tenths(11)),
+            ("cond_refrig_pressure", f64::from(r[12])),
+            ("cond_refrig_temp", tenths(13)),
+            ("compressor_starts", f64::from(u32::from(r[14]) << 16 | u32::from(r[15]))),
+            ("diagnostic_code", f64::from(r[18])),
+        ]
     }
 
     /// Reads `count` holding registers from `start`.

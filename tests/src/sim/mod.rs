@@ -275,7 +275,10 @@ pub fn control_router(plant: SharedPlant) -> Router {
         .route(
             "/units/{unit_id}/wear",
             put(|State(plant): State<SharedPlant>, Path(id): Path<u8>, Json(wear): Json<Wear>| async move {
-                if ![wear.condenser_fouling_k_per_day, wear.evaporator_fouling_k_per_day].iter().all(|k| (0.0..=5.0).contains(k)) {
+                if ![wear.condenser_fouling_k_per_day, wear.evaporator_fouling_k_per_day]
+                    .iter()
+                    .all(|k| (0.0..=5.0).contains(k))
+                {
                     return Err((StatusCode::UNPROCESSABLE_ENTITY, "fouling must be 0 to 5 K a day".into()));
                 }
                 unit(&plant, id, |c| c.wear = wear)

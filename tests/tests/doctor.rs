@@ -1,0 +1,272 @@
+//! The remote doctor against a simulated month with a known truth.
+//!
+//! The simulator's chiller runs a month in-process at one-minute steps (its energy model gives
+//! the compressor's power); a scripted gateway publishes its CH530 points, with their real times,
+//! through the broker to a real server, whose rule engine derives the approaches and ΔT as it
+//! does live; the report is drafted through the API from what was stored. Each finding's energy
+//! is compared with the simulator's ground truth: the same month run again with the same noise
+//! and without the fault (or at the suggested setpoint).
+
+use std::time::Duration;
+
+use chillcloud_tests::{
+    harness::{FakeGateway, GATEWAY_READINGS, Stack, wait_for},
+    sim::{
+        Chiller,
+        chiller::{NOISE_SPAN_K, RATED_COOLING_KW, RATED_POWER_KW},
+    },
+};
+use rand::{Rng, SeedableRng};
+use reqwest::Method;
+use serde_json::{Value, json};
+
+const STEP_S: i64 = 60;
+const DAYS: i64 = 30;
+/// Steps per data message: ten minutes of readings.
+const STEPS_PER_MESSAGE: usize = 10;
+
+/// The month simulated: the data messages' readings `(alias, time_ms, value)` and the energy the
+/// compressor used, kWh.
+struct Month {
+    messages: Vec<Vec<(u32, i64, f64)>>,
+    energy_kwh: f64,
+}
+
+/// Runs a chiller (set up by `configure`) for `DAYS` from `start_ms` at one-minute steps, with
+/// the load following the UTC time of day and the same noise whatever `configure` does.
+fn simulate(start_ms: i64, configure: impl Fn(&mut Chiller)) -> Month {
+    let hour_of = |ms: i64| (ms / 1000).rem_euclid(86_400) as f64 / 3600.0;
+    let mut chiller = Chiller::new(1, hour_of(start_ms));
+    configure(&mut chiller);
+    // Settle into what `configure` set before the month starts.
+    for _ in 0..120 {
+        chiller.step(STEP_S as f64, hour_of(start_ms), 0.0);
+    }
+    chiller.energy_kwh = 0.0;
+    let mut rng = rand::rngs::StdRng::seed_from_u64(19);
+    let mut messages = Vec::new();
+    let mut readings = Vec::new();
+    for step in 0..DAYS * 86_400 / STEP_S {
+        let at = start_ms + step * STEP_S * 1000;
+        chiller.step(STEP_S as f64, hour_of(at), (rng.random::<f64>() - 0.5) * NOISE_SPAN_K);
+        readings.extend(chiller.profile_values().iter().enumerate().map(|(alias, (_, v))| (alias as u32, at, *v)));
+        if (step as usize + 1).is_multiple_of(STEPS_PER_MESSAGE) {
+            messages.push(std::mem::take(&mut readings));
+        }
+    }
+    if !readings.is_empty() {
+        messages.push(readings);
+    }
+    Month { messages, energy_kwh: chiller.energy_kwh }
+}
+
+/// The gateway's birth: one CH530 unit, `chiller-1`, with the points the simulator's map has.
+fn birth(time_ms: i64) -> chillcloud_proto::Birth {
+    let names: Vec<&str> = Chiller::new(1, 12.0).profile_values().iter().map(|(n, _)| *n).collect();
+    chillcloud_proto::Birth {
+        protocol_version: chillcloud_proto::PROTOCOL_VERSION,
+        session: 1,
+        software_version: "test".into(),
+        time_ms,
+        devices: vec![chillcloud_proto::Device {
+            id: "chiller-1".into(),
+            profile: "trane-ch530".into(),
+            family: "trane-ch530".into(),
+            model: "RTHD".into(),
+            points: names
+                .iter()
+                .enumerate()
+                .map(|(alias, name)| chillcloud_proto::PointInfo {
+                    alias: alias as u32,
+                    name: (*name).into(),
+                    decimals: 1,
+                    ..Default::default()
+                })
+                .collect(),
+            ..Default::default()
+        }],
+    }
+}
+
+/// A month ending at the last whole hour, starting `DAYS` before.
+fn month_start_ms() -> i64 {
+    let now_s = chrono::Utc::now().timestamp();
+    (now_s / 3600 * 3600 - DAYS * 86_400) * 1000
+}
+
+/// Publishes `month` as the stack's gateway, waits until every reading
+/// is stored, gives the unit its ratings, and drafts the month's report. Returns the unit's id
+/// and the report.
+async fn report_of(stack: &Stack, start_ms: i64, month: &Month) -> (i64, Value) {
+    let mut gateway = FakeGateway::connect_with_birth(
+        stack.broker.address().port(),
+        stack.gateway_id,
+        &stack.password,
+        birth(start_ms),
+    )
+    .await;
+    for readings in &month.messages {
+        let data = gateway.data_series(readings);
+        gateway.publish_data(&data).await;
+    }
+    gateway.wait_acked(Duration::from_secs(120)).await;
+    let expected: i64 = month.messages.iter().map(|m| m.len() as i64).sum();
+    let pool = stack.postgres.pool().await;
+    wait_for("the month's readings to be stored", Duration::from_secs(300), || async {
+        let stored: i64 = sqlx::query_scalar(GATEWAY_READINGS).fetch_one(&pool).await.ok()?;
+        (stored == expected).then_some(())
+    })
+    .await;
+
+    let api = stack.api();
+    let units = api.get("/api/v1/units").await.expect("units");
+    let unit = units[0]["id"].as_i64().expect("unit id");
+    let rating = json!({"rated_cooling_kw": RATED_COOLING_KW, "rated_power_kw": RATED_POWER_KW});
+    let (status, body) = api.send(Method::PUT, &format!("/api/v1/units/{unit}/rating"), rating).await;
+    assert_eq!(status, 204, "{body}");
+    let period = json!({
+        "from": chrono::DateTime::from_timestamp_millis(start_ms).expect("start").to_rfc3339(),
+        "to": chrono::DateTime::from_timestamp_millis(start_ms + DAYS * 86_400_000).expect("end").to_rfc3339(),
+    });
+    let (status, report) = api.send(Method::POST, &format!("/api/v1/units/{unit}/reports"), period).await;
+    assert_eq!(status, 200, "{report}");
+    (unit, report)
+}
+
+fn finding_keys(report: &Value) -> Vec<&str> {
+    report["content"]["findings"]
+        .as_array()
+        .expect("findings")
+        .iter()
+        .map(|f| f["key"].as_str().expect("key"))
+        .collect()
+}
+
+fn finding<'a>(report: &'a Value, key: &str) -> &'a Value {
+    report["content"]["findings"]
+        .as_array()
+        .expect("findings")
+        .iter()
+        .find(|f| f["key"] == key)
+        .unwrap_or_else(|| panic!("no {key} finding in {:#}", report["content"]["findings"]))
+}
+
+/// How far `estimate` is from `truth`, as a fraction of the truth.
+fn error(estimate: f64, truth: f64) -> f64 {
+    (estimate - truth).abs() / truth
+}
+
+#[tokio::test]
+async fn doctor_a_well_run_unit_has_no_findings() {
+    let stack = Stack::start().await;
+    let start_ms = month_start_ms();
+    let month = simulate(start_ms, |_| {});
+    let (_, report) = report_of(&stack, start_ms, &month).await;
+    let content = &report["content"];
+    assert_eq!(finding_keys(&report), Vec::<&str>::new(), "{:#}", content["findings"]);
+    assert_eq!(report["status"], "draft");
+    // The figures are the month's: it ran throughout, held its setpoint, and the energy
+    // estimated from %RLA is the simulator's within a few percent.
+    let kpis = &content["kpis"];
+    assert_eq!(kpis["hours"], 720.0);
+    assert!(kpis["run_hours"].as_f64().expect("run hours") > 715.0, "{kpis}");
+    assert_eq!(kpis["starts"], 0.0, "{kpis}");
+    assert!(kpis["setpoint_compliance"].as_f64().expect("compliance") > 0.95, "{kpis}");
+    assert_eq!(kpis["estimated"], true);
+    let energy = kpis["energy_kwh"].as_f64().expect("energy");
+    assert!(error(energy, month.energy_kwh) < 0.03, "estimated {energy} kWh, simulated {} kWh", month.energy_kwh);
+    let headline = content["headline"].as_str().expect("headline");
+    assert!(headline.contains("no findings") && headline.contains("of 720 h"), "{headline}");
+    assert!(content["headline_zh"].as_str().expect("headline_zh").contains("未发现问题"));
+}
+
+#[tokio::test]
+async fn doctor_condenser_fouling_over_30_days_is_found_with_its_cost() {
+    let stack = Stack::start_with_sites(&["gw-doctor-other"], &[]).await;
+    let start_ms = month_start_ms();
+    let fouled = simulate(start_ms, |c| c.wear.condenser_fouling_k_per_day = 0.1);
+    let clean = simulate(start_ms, |_| {});
+    let truth_kwh = fouled.energy_kwh - clean.energy_kwh;
+    let (unit, report) = report_of(&stack, start_ms, &fouled).await;
+    assert_eq!(finding_keys(&report), ["condenser_fouling"], "{:#}", report["content"]["findings"]);
+    let fouling = finding(&report, "condenser_fouling");
+    let rise = fouling["figures"]["rise_k"].as_f64().expect("rise");
+    assert!((2.5..3.5).contains(&rise), "0.1 K a day for 30 days, found {rise} K");
+    let estimate = fouling["period_kwh"].as_f64().expect("the finding's energy");
+    println!("condenser fouling: estimated {estimate:.0} kWh, simulated {truth_kwh:.0} kWh");
+    assert!(error(estimate, truth_kwh) <= 0.25, "estimated {estimate} kWh against {truth_kwh} kWh simulated");
+    assert_eq!(fouling["estimated"], true, "no power meter: estimated from %RLA");
+    let yearly_cost = fouling["yearly_cost"].as_f64().expect("yearly cost");
+    let yearly_kwh = fouling["yearly_kwh"].as_f64().expect("yearly kWh");
+    assert!((yearly_cost - yearly_kwh * 0.8).abs() < 1.0, "the default tariff prices it: {fouling}");
+    assert!(fouling["evidence"]["daily"].as_array().expect("chart").len() >= 29, "a point a day");
+    assert!(fouling["confidence"].as_f64().expect("confidence") > 0.9);
+    assert!(fouling["reference"].as_str().expect("reference").contains("1/lift"));
+
+    // Drafts are the service's: neither the site's owner nor another customer sees one.
+    stack.site_owner("owner@doctor.example", "Owner", "owner password 1").await;
+    stack.owner_of("gw-doctor-other", "other@doctor.example", "Other", "other password 1").await;
+    let report_path = format!("/api/v1/reports/{}", report["id"]);
+    for login in ["owner@doctor.example", "other@doctor.example"] {
+        let password = if login.starts_with("owner") { "owner password 1" } else { "other password 1" };
+        let get = signed_in(&stack, login, password).await;
+        assert_eq!(get(&report_path).await.0, 404, "{login} must not see a draft");
+        let listed = get(&format!("/api/v1/units/{unit}/reports")).await;
+        if login.starts_with("owner") {
+            assert_eq!(listed, (200, json!([])), "the owner sees no draft listed");
+        } else {
+            assert_eq!(listed.0, 404, "another customer's unit");
+        }
+    }
+}
+
+#[tokio::test]
+async fn doctor_setpoint_reset_opportunity() {
+    let stack = Stack::start().await;
+    let start_ms = month_start_ms();
+    let cold = |c: &mut Chiller| {
+        c.setpoint = 5.0;
+        c.load_scale = 0.5;
+    };
+    let held_cold = simulate(start_ms, cold);
+    let (_, report) = report_of(&stack, start_ms, &held_cold).await;
+    // Half the load curve also leaves the unit mostly below 30 % load: oversized, and said so.
+    assert_eq!(finding_keys(&report), ["setpoint_reset", "oversized"], "{:#}", report["content"]["findings"]);
+    let reset = finding(&report, "setpoint_reset");
+    let suggested = reset["figures"]["suggested_setpoint_c"].as_f64().expect("suggested setpoint");
+    assert_eq!(suggested, 7.0, "{reset}");
+    let at_suggested = simulate(start_ms, |c| {
+        cold(c);
+        c.setpoint = suggested;
+    });
+    let truth_kwh = held_cold.energy_kwh - at_suggested.energy_kwh;
+    let estimate = reset["period_kwh"].as_f64().expect("the finding's energy");
+    println!("setpoint reset: estimated {estimate:.0} kWh saved, simulated {truth_kwh:.0} kWh");
+    assert!(error(estimate, truth_kwh) <= 0.25, "estimated {estimate} kWh against {truth_kwh} kWh simulated");
+}
+
+/// Signs in as `login`; returns a GET that carries the session cookie, giving the status and body.
+async fn signed_in(stack: &Stack, login: &str, password: &str) -> impl AsyncFn(&str) -> (u16, Value) {
+    let client = reqwest::Client::new();
+    let base = format!("http://{}", stack.http);
+    let response = client
+        .post(format!("{base}/api/v1/session"))
+        .json(&json!({"login": login, "password": password}))
+        .send()
+        .await
+        .expect("sign in");
+    assert!(response.status().is_success(), "sign-in of {login}: {}", response.status());
+    let cookie = response
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .find(|c| c.starts_with("chillcloud_session="))
+        .and_then(|c| c.split(';').next())
+        .expect("a session cookie")
+        .to_owned();
+    async move |path: &str| {
+        let response = client.get(format!("{base}{path}")).header("cookie", &cookie).send().await.expect("request");
+        (response.status().as_u16(), response.json().await.unwrap_or(Value::Null))
+    }
+}
