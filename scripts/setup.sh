@@ -17,6 +17,10 @@ chillcloud_required=(
   "chromium:chromium"
   "node:nodejs"
   "npm:npm"
+  # The remote doctor's PDF font (Chinese and Latin in one face), and the tests' PDF readers.
+  "/usr/share/fonts/truetype/wqy/wqy-microhei.ttc:fonts-wqy-microhei"
+  "pdftoppm:poppler-utils"
+  "pdftotext:poppler-utils"
 )
 
 chillcloud_missing_packages() {

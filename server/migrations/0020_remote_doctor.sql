@@ -18,7 +18,9 @@ create table reports (
     content jsonb not null,
     drafted_by text not null,
     created_at timestamptz not null default now(),
+    -- The engineer who signed it: their user and their name as the owner reads it.
     signed_by bigint references users (id),
+    signer text,
     signed_at timestamptz,
     note text not null default ''
 );

@@ -203,6 +203,30 @@ async fn doctor_condenser_fouling_over_30_days_is_found_with_its_cost() {
     assert!(fouling["confidence"].as_f64().expect("confidence") > 0.9);
     assert!(fouling["reference"].as_str().expect("reference").contains("1/lift"));
 
+    // The PDF, in Chinese: A4 pages with the chart, the headline's figures in its text, and the
+    // same bytes when made again from the same report.
+    let pdf = report_pdf(&stack, report["id"].as_i64().expect("id"), "zh").await;
+    assert_eq!(pdf, report_pdf(&stack, report["id"].as_i64().expect("id"), "zh").await, "reproducible");
+    let dir = tempfile::tempdir().expect("temp dir");
+    let file = dir.path().join("report.pdf");
+    std::fs::write(&file, &pdf).expect("write the PDF");
+    let text = run("pdftotext", &["-layout", &file.to_string_lossy(), "-"]);
+    let headline_zh = report["content"]["headline_zh"].as_str().expect("headline_zh");
+    let run_hours = format!("{:.0}", report["content"]["kpis"]["run_hours"].as_f64().expect("run hours"));
+    for expected in ["机组运行报告", "冷凝器趋近温度持续上升", "运行", run_hours.as_str(), "未经工程师审核"]
+    {
+        assert!(text.contains(expected), "the PDF's text lacks {expected:?} ({headline_zh}):\n{text}");
+    }
+    let cost = format!("{:.0}", fouling["yearly_cost"].as_f64().expect("cost"));
+    assert!(text.contains(&cost), "the finding's yearly cost {cost} is in the PDF:\n{text}");
+    run("pdftoppm", &["-png", "-r", "50", &file.to_string_lossy(), &dir.path().join("page").to_string_lossy()]);
+    let pages = std::fs::read_dir(dir.path()).expect("pages").filter(|e| {
+        e.as_ref().is_ok_and(|e| {
+            e.file_name().to_string_lossy().starts_with("page") && e.file_name().to_string_lossy().ends_with(".png")
+        })
+    });
+    assert!(pages.count() >= 2, "the report fills more than one A4 page");
+
     // Drafts are the service's: neither the site's owner nor another customer sees one.
     stack.site_owner("owner@doctor.example", "Owner", "owner password 1").await;
     stack.owner_of("gw-doctor-other", "other@doctor.example", "Other", "other password 1").await;
@@ -243,6 +267,26 @@ async fn doctor_setpoint_reset_opportunity() {
     let estimate = reset["period_kwh"].as_f64().expect("the finding's energy");
     println!("setpoint reset: estimated {estimate:.0} kWh saved, simulated {truth_kwh:.0} kWh");
     assert!(error(estimate, truth_kwh) <= 0.25, "estimated {estimate} kWh against {truth_kwh} kWh simulated");
+}
+
+/// The report's PDF in `lang`, as the operator fetches it.
+async fn report_pdf(stack: &Stack, id: i64, lang: &str) -> Vec<u8> {
+    let response = reqwest::Client::new()
+        .get(format!("http://{}/api/v1/reports/{id}/pdf?lang={lang}", stack.http))
+        .bearer_auth(Stack::API_TOKEN)
+        .send()
+        .await
+        .expect("PDF request");
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.headers()["content-type"], "application/pdf");
+    response.bytes().await.expect("PDF body").to_vec()
+}
+
+/// Runs a command to completion; its standard output.
+fn run(program: &str, args: &[&str]) -> String {
+    let output = std::process::Command::new(program).args(args).output().unwrap_or_else(|e| panic!("{program}: {e}"));
+    assert!(output.status.success(), "{program} {args:?}: {}", String::from_utf8_lossy(&output.stderr));
+    String::from_utf8_lossy(&output.stdout).into_owned()
 }
 
 /// Signs in as `login`; returns a GET that carries the session cookie, giving the status and body.

@@ -222,9 +222,9 @@ pub struct Kpis {
     /// Whether energy or cooling are estimated from %RLA and the unit's ratings rather than
     /// metered.
     pub estimated: bool,
-    /// kW per ton of cooling over the period.
+    /// kW per ton of cooling over the period, where power or cooling is metered.
     pub kw_per_ton: Option<f64>,
-    /// Coefficient of performance over the period.
+    /// Coefficient of performance over the period, where power or cooling is metered.
     pub cop: Option<f64>,
     /// Share of steady running hours whose supply was within 0.5 K of setpoint.
     pub setpoint_compliance: Option<f64>,
@@ -290,8 +290,10 @@ pub fn kpis(hours: &[Hour], before_starts: Option<f64>, assumptions: &Assumption
     let cooling_kwh = (!cooling.is_empty()).then(|| cooling.iter().map(|e| e.0).sum::<f64>());
     let compliant = steady().filter_map(|h| h.get(Input::SupplyDeviation)).map(|d| d.abs() <= 0.5);
     let (within, judged) = compliant.fold((0u32, 0u32), |(w, n), ok| (w + u32::from(ok), n + 1));
+    // Both estimated from %RLA, their ratio would only restate the ratings: not shown.
+    let both_estimated = energy.iter().all(|e| e.1) && cooling.iter().all(|e| e.1);
     let ratio = match (energy_kwh, cooling_kwh) {
-        (Some(e), Some(c)) if e > 0.0 && c > 0.0 => Some((e, c)),
+        (Some(e), Some(c)) if e > 0.0 && c > 0.0 && !both_estimated => Some((e, c)),
         _ => None,
     };
     Kpis {

@@ -1,20 +1,33 @@
 //! The remote doctor's API: drafting a unit's report, reading reports, and what the figures
 //! need (a unit's ratings, a site's tariff).
 
-use axum::{Json, extract::Path, http::StatusCode};
+use std::collections::BTreeMap;
+
+use axum::{
+    Json,
+    extract::{Path, Query, State},
+    http::{StatusCode, header},
+    response::{IntoResponse, Response},
+};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use utoipa_axum::{router::OpenApiRouter, routes};
 
-use super::{DoctorRules, InvalidReport, ReportContent, check_period, draft, store_draft};
+use super::{
+    DoctorRules, InvalidReport, ReportContent, check_period, draft,
+    pdf::{self, Language, PdfError, Signature},
+    store_draft,
+};
 use crate::http::{Allowed, ApiError, AppState, DraftReports, ErrorBody, Read, require_unit};
 
 /// Routes for viewers.
 pub fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(draft_report, list_reports))
-        .routes(routes!(report))
+        .routes(routes!(report, review))
+        .routes(routes!(sign))
+        .routes(routes!(report_pdf))
         .routes(routes!(set_rating))
         .routes(routes!(set_tariff))
 }
@@ -22,6 +35,12 @@ pub fn routes() -> OpenApiRouter<AppState> {
 impl From<InvalidReport> for ApiError {
     fn from(invalid: InvalidReport) -> Self {
         ApiError::BadRequest(invalid.0)
+    }
+}
+
+impl From<PdfError> for ApiError {
+    fn from(error: PdfError) -> Self {
+        ApiError::Internal(error.0)
     }
 }
 
@@ -47,6 +66,8 @@ pub struct Report {
     pub drafted_by: String,
     /// When.
     pub created_at: DateTime<Utc>,
+    /// Who signed it.
+    pub signer: Option<String>,
     /// When it was signed.
     pub signed_at: Option<DateTime<Utc>>,
     /// The engineer's note to the owner.
@@ -75,7 +96,10 @@ pub struct ReportSummary {
     pub signed_at: Option<DateTime<Utc>>,
 }
 
-const REPORT: &str = "select id, status, drafted_by, created_at, signed_at, note, content from reports";
+const REPORT: &str = "select id, status, drafted_by, created_at, signer, signed_at, note, content from reports";
+
+/// The longest note or edited text, characters.
+const MAX_TEXT: usize = 2000;
 
 /// Drafts a unit's operating report for a period from its stored data: figures, findings with
 /// their evidence and worth, alarms and tickets. The draft waits for an engineer's signature.
@@ -254,4 +278,212 @@ pub(crate) async fn set_tariff(
     }
     tx.commit().await?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// An engineer's review of a draft: a note to the owner, findings dropped, findings' words
+/// changed. The headline follows what is kept.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(example = json!({"note": "We will clean the condenser on our next visit.", "drop": ["oversized"],
+    "edits": {"condenser_fouling": {"advice": "Clean the tubes before the summer."}}}))]
+pub struct Review {
+    /// The note to the owner, up to 2,000 characters; absent keeps the note.
+    pub note: Option<String>,
+    /// Keys of findings to drop.
+    #[serde(default)]
+    pub drop: Vec<String>,
+    /// New words for findings, by key.
+    #[serde(default)]
+    pub edits: BTreeMap<String, FindingEdit>,
+}
+
+/// New words for a finding; absent fields are kept. Each up to 2,000 characters.
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct FindingEdit {
+    /// Title, English.
+    pub title: Option<String>,
+    /// Title, Chinese.
+    pub title_zh: Option<String>,
+    /// What was found, English.
+    pub summary: Option<String>,
+    /// What was found, Chinese.
+    pub summary_zh: Option<String>,
+    /// What to do, English.
+    pub advice: Option<String>,
+    /// What to do, Chinese.
+    pub advice_zh: Option<String>,
+}
+
+fn checked_text(what: &str, text: &str) -> Result<String, ApiError> {
+    if text.chars().count() > MAX_TEXT || text.contains('\0') {
+        return Err(ApiError::BadRequest(format!("{what}: at most {MAX_TEXT} characters, no NUL")));
+    }
+    Ok(text.trim().to_owned())
+}
+
+/// Loads report `id` for a change, locked; refused unless it is a draft.
+async fn locked_draft(tx: &mut sqlx::PgConnection, id: i64) -> Result<ReportContent, ApiError> {
+    let row: Option<(String, sqlx::types::Json<ReportContent>)> =
+        sqlx::query_as("select status, content from reports where id = $1 for update")
+            .bind(id)
+            .fetch_optional(&mut *tx)
+            .await?;
+    let (status, content) = row.ok_or(ApiError::NotFound)?;
+    if status != "draft" {
+        return Err(ApiError::Conflict("the report is signed: it can no longer change".into()));
+    }
+    Ok(content.0)
+}
+
+/// Reviews a draft: the note to the owner, findings dropped or reworded.
+#[utoipa::path(
+    patch,
+    path = "/api/v1/reports/{report_id}",
+    tag = "reports",
+    params(("report_id" = i64, Path, description = "Report id", example = 1)),
+    request_body = Review,
+    responses(
+        (status = 200, description = "The draft as reviewed", body = Report),
+        (status = 400, description = "A text over 2,000 characters, or a finding the report does not have", body = ErrorBody),
+        (status = 403, description = "Only the service organisation's engineers review reports", body = ErrorBody),
+        (status = 404, description = "No such report, or not the viewer's", body = ErrorBody),
+        (status = 409, description = "The report is signed", body = ErrorBody),
+        (status = 422, description = "The body does not match the schema", body = ErrorBody),
+    )
+)]
+pub(crate) async fn review(
+    viewer: Allowed<DraftReports>,
+    Path(report_id): Path<i64>,
+    Json(body): Json<Review>,
+) -> Result<Json<Report>, ApiError> {
+    let mut tx = viewer.begin().await?;
+    let mut content = locked_draft(&mut tx, report_id).await?;
+    for key in body.drop.iter().chain(body.edits.keys()) {
+        if !content.findings.iter().any(|f| &f.key == key) {
+            return Err(ApiError::BadRequest(format!("the report has no finding `{key}`")));
+        }
+    }
+    content.findings.retain(|f| !body.drop.contains(&f.key));
+    for finding in &mut content.findings {
+        let Some(edit) = body.edits.get(&finding.key) else { continue };
+        let fields = [
+            ("title", &edit.title, &mut finding.title),
+            ("title_zh", &edit.title_zh, &mut finding.title_zh),
+            ("summary", &edit.summary, &mut finding.summary),
+            ("summary_zh", &edit.summary_zh, &mut finding.summary_zh),
+            ("advice", &edit.advice, &mut finding.advice),
+            ("advice_zh", &edit.advice_zh, &mut finding.advice_zh),
+        ];
+        for (what, new, field) in fields {
+            if let Some(new) = new {
+                *field = checked_text(what, new)?;
+            }
+        }
+    }
+    content.write_headline();
+    let note = body.note.as_deref().map(|n| checked_text("note", n)).transpose()?;
+    sqlx::query("update reports set content = $2, note = coalesce($3, note) where id = $1")
+        .bind(report_id)
+        .bind(sqlx::types::Json(&content))
+        .bind(note)
+        .execute(&mut *tx)
+        .await?;
+    let report = sqlx::query_as(sqlx::AssertSqlSafe(format!("{REPORT} where id = $1")))
+        .bind(report_id)
+        .fetch_one(&mut *tx)
+        .await?;
+    tx.commit().await?;
+    Ok(Json(report))
+}
+
+/// Signs a reviewed draft: from now on it is the owner's to read, and it no longer changes.
+#[utoipa::path(
+    post,
+    path = "/api/v1/reports/{report_id}/sign",
+    tag = "reports",
+    params(("report_id" = i64, Path, description = "Report id", example = 1)),
+    responses(
+        (status = 200, description = "The signed report", body = Report),
+        (status = 400, description = "Reports are signed by a person, not the operator's token", body = ErrorBody),
+        (status = 403, description = "Only the service organisation's engineers sign reports", body = ErrorBody),
+        (status = 404, description = "No such report, or not the viewer's", body = ErrorBody),
+        (status = 409, description = "The report is already signed", body = ErrorBody),
+    )
+)]
+pub(crate) async fn sign(viewer: Allowed<DraftReports>, Path(report_id): Path<i64>) -> Result<Json<Report>, ApiError> {
+    let Some(user_id) = viewer.user_id else {
+        return Err(ApiError::BadRequest("a report is signed by an engineer signed in as themselves".into()));
+    };
+    let mut tx = viewer.begin().await?;
+    locked_draft(&mut tx, report_id).await?;
+    sqlx::query("update reports set status = 'signed', signed_by = $2, signer = $3, signed_at = now() where id = $1")
+        .bind(report_id)
+        .bind(user_id)
+        .bind(&viewer.name)
+        .execute(&mut *tx)
+        .await?;
+    let report = sqlx::query_as(sqlx::AssertSqlSafe(format!("{REPORT} where id = $1")))
+        .bind(report_id)
+        .fetch_one(&mut *tx)
+        .await?;
+    tx.commit().await?;
+    Ok(Json(report))
+}
+
+/// The language of a PDF.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct PdfQuery {
+    /// `en` or `zh`; the viewer's own language when absent.
+    pub lang: Option<String>,
+}
+
+/// The report as an A4 PDF with its charts, in the viewer's language or `lang`'s.
+#[utoipa::path(
+    get,
+    path = "/api/v1/reports/{report_id}/pdf",
+    tag = "reports",
+    params(("report_id" = i64, Path, description = "Report id", example = 1), PdfQuery),
+    responses(
+        (status = 200, description = "The PDF", content_type = "application/pdf"),
+        (status = 400, description = "`lang` is neither `en` nor `zh`", body = ErrorBody),
+        (status = 404, description = "No such report, or not the viewer's", body = ErrorBody),
+        (status = 503, description = "Too many costly requests under way; try again shortly", body = ErrorBody),
+    )
+)]
+pub(crate) async fn report_pdf(
+    State(state): State<AppState>,
+    viewer: Allowed<Read>,
+    Path(report_id): Path<i64>,
+    Query(query): Query<PdfQuery>,
+) -> Result<Response, ApiError> {
+    let language = match query.lang.as_deref() {
+        None => Language::from_code(&viewer.language),
+        Some("en") => Language::En,
+        Some("zh") => Language::Zh,
+        Some(_) => return Err(ApiError::BadRequest("lang is `en` or `zh`".into())),
+    };
+    let report: Report = {
+        let mut tx = viewer.begin().await?;
+        sqlx::query_as(sqlx::AssertSqlSafe(format!("{REPORT} where id = $1")))
+            .bind(report_id)
+            .fetch_optional(&mut *tx)
+            .await?
+            .ok_or(ApiError::NotFound)?
+    };
+    let signature = match (&report.signer, report.signed_at) {
+        (Some(engineer), Some(at)) => Some(Signature { engineer: engineer.clone(), at, note: report.note.clone() }),
+        _ => None,
+    };
+    // Typesetting takes a CPU for a moment: in the history lane (two at once, one per
+    // customer), off the runtime's workers.
+    let _place = state.history_lane.enter(&viewer.scope(), &state.metrics).await?;
+    let bytes =
+        tokio::task::spawn_blocking(move || pdf::render(report.id, &report.content, signature.as_ref(), language))
+            .await
+            .map_err(|e| ApiError::Internal(format!("PDF task: {e}")))??;
+    let name = format!("attachment; filename=\"report-{report_id}.pdf\"");
+    Ok(([(header::CONTENT_TYPE, "application/pdf".to_owned()), (header::CONTENT_DISPOSITION, name)], bytes)
+        .into_response())
 }

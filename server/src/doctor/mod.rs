@@ -10,6 +10,8 @@
 
 pub mod analysis;
 pub mod api;
+pub mod chart;
+pub mod pdf;
 pub mod rules;
 
 use std::collections::HashMap;
@@ -245,13 +247,12 @@ pub async fn draft(
     .bind(to)
     .fetch_all(&mut *db)
     .await?;
-    let (headline, headline_zh) = headline(&unit, &kpis, alarms.len(), &findings, &assumptions);
-    Ok(Some(ReportContent {
+    let mut content = ReportContent {
         unit,
         period_start: from,
         period_end: to,
-        headline,
-        headline_zh,
+        headline: String::new(),
+        headline_zh: String::new(),
         kpis,
         previous,
         monthly: analysis::monthly_trend(&hours[period_from.saturating_sub(24 * 62)..]),
@@ -259,7 +260,9 @@ pub async fn draft(
         alarms,
         tickets,
         assumptions,
-    }))
+    };
+    content.write_headline();
+    Ok(Some(content))
 }
 
 #[derive(sqlx::FromRow)]
@@ -287,7 +290,16 @@ impl UnitRow {
     }
 }
 
-/// The headline in plain words, English and Chinese.
+impl ReportContent {
+    /// Writes the headline in plain words, English and Chinese, from the figures and findings
+    /// (again after an engineer dropped a finding).
+    pub fn write_headline(&mut self) {
+        let (unit, kpis, alarms, findings, assumptions) =
+            (&self.unit, &self.kpis, self.alarms.len(), &self.findings, &self.assumptions);
+        (self.headline, self.headline_zh) = headline(unit, kpis, alarms, findings, assumptions);
+    }
+}
+
 fn headline(
     unit: &ReportUnit,
     kpis: &Kpis,

@@ -5,6 +5,7 @@
 mod cluster;
 mod dashboard;
 mod detect;
+mod doctor;
 mod gateway;
 mod paging;
 
@@ -31,7 +32,8 @@ struct Cli {
     /// bound), P5 (wire bytes per point against JSON per tag), P7 (hourly history against raw),
     /// P6 (value crossing to SMS request against Prometheus + Alertmanager), P8 (a unit page's
     /// first load on a phone over 3G against its budget), P9 (the clustered layout's ingest
-    /// against one box's), P10 (failover time of a partition), DETECT (fault
+    /// against one box's), P10 (failover time of a partition), P11 (a unit's monthly doctor report against
+    /// the same figures from raw readings, and a 1,000-unit batch), DETECT (fault
     /// detection latency against the 5 s target), or all.
     id: String,
 }
@@ -41,9 +43,9 @@ async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let id = cli.id.to_uppercase();
     let ids: Vec<&str> = match id.as_str() {
-        "ALL" => vec!["P1", "P2", "P3", "P4", "P5", "P6", "P7", "P8", "P9", "P10", "DETECT"],
-        id @ ("P1" | "P2" | "P3" | "P4" | "P5" | "P6" | "P7" | "P8" | "P9" | "P10" | "DETECT") => vec![id],
-        other => anyhow::bail!("unknown benchmark {other}: P1 to P10, detect or all"),
+        "ALL" => vec!["P1", "P2", "P3", "P4", "P5", "P6", "P7", "P8", "P9", "P10", "P11", "DETECT"],
+        id @ ("P1" | "P2" | "P3" | "P4" | "P5" | "P6" | "P7" | "P8" | "P9" | "P10" | "P11" | "DETECT") => vec![id],
+        other => anyhow::bail!("unknown benchmark {other}: P1 to P11, detect or all"),
     };
     let mut all_pass = true;
     for id in ids {
@@ -57,6 +59,7 @@ async fn main() -> anyhow::Result<()> {
             "P8" => dashboard::p8().await?,
             "P9" => cluster::p9().await?,
             "P10" => cluster::p10().await?,
+            "P11" => doctor::p11().await?,
             "DETECT" => detect::detect().await?,
             _ => p7().await?,
         };
