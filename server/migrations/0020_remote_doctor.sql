@@ -6,6 +6,11 @@ alter table units add column rated_power_kw double precision check (rated_power_
 -- Price of a kWh: the site's own, else the service organisation's default.
 alter table gateways add column tariff_per_kwh double precision check (tariff_per_kwh >= 0 and tariff_per_kwh < 1000);
 alter table organisations add column tariff_per_kwh double precision check (tariff_per_kwh >= 0 and tariff_per_kwh < 1000);
+-- When a site's reports are drafted on their own: the periods (calendar weeks from Monday,
+-- calendar months) in the site's time zone (an IANA name PostgreSQL knows).
+alter table gateways add column time_zone text not null default 'UTC';
+alter table gateways add column report_periods text[] not null default '{month}'
+    check (report_periods <@ array['week', 'month']);
 
 create table reports (
     id bigint generated always as identity primary key,
@@ -17,6 +22,8 @@ create table reports (
     -- The report: figures, findings with their evidence, alarms and tickets (doctor::Report).
     content jsonb not null,
     drafted_by text not null,
+    -- Drafted by the schedule (once per unit and period) rather than on demand.
+    scheduled boolean not null default false,
     created_at timestamptz not null default now(),
     -- The engineer who signed it: their user and their name as the owner reads it.
     signed_by bigint references users (id),
@@ -25,6 +32,8 @@ create table reports (
     note text not null default ''
 );
 create index reports_by_unit on reports (unit_id, period_end desc);
+create unique index reports_scheduled_once on reports (unit_id, period_start, period_end) where scheduled;
+create index reports_drafts on reports (created_at) where status = 'draft';
 -- A customer sees its own units' reports once signed; the service organisation sees drafts too.
 alter table reports enable row level security;
 create policy tenant on reports to chillcloud_api

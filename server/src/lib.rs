@@ -497,6 +497,7 @@ pub async fn serve(settings: ServeSettings, listener: TcpListener, shutdown: Can
     let paging_task =
         tokio::spawn(after_sales::run(database.pool.clone(), paging.clone(), alarms.clone(), shutdown.clone()));
     let sweeper = tokio::spawn(commands::run_sweeper(database.pool.clone(), shutdown.clone()));
+    let report_schedule = tokio::spawn(doctor::schedule::run(database.pool.clone(), shutdown.clone()));
     let watchdog =
         tokio::spawn(watchdog::run(database.pool.clone(), paging.clone(), metrics.clone(), shutdown.clone()));
     let storage_watch = tokio::spawn(storage_watch::run(
@@ -535,6 +536,7 @@ pub async fn serve(settings: ServeSettings, listener: TcpListener, shutdown: Can
     }
     let _ = tokio::time::timeout(Duration::from_secs(5), paging_task).await;
     let _ = sweeper.await;
+    let _ = report_schedule.await;
     let _ = watchdog.await;
     let _ = storage_watch.await;
     if let Some((broker, sync)) = embedded_broker {

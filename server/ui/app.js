@@ -7,7 +7,9 @@ const main = document.getElementById('main');
 const head = document.getElementById('top');
 const tabs = document.getElementById('tabs');
 // Alarms and tickets load on first use, so a unit page loads less.
-const VIEWS = { '': V.fleet, unit: V.unit, signin: V.signin, alarms: 0, alarm: 0, tickets: 0, ticket: 0 };
+const VIEWS = { '': V.fleet, unit: V.unit, signin: V.signin, alarms: 0, alarm: 0, tickets: 0, ticket: 0, reports: 1, report: 1 };
+// Views loaded on first use, by module.
+const MODULES = { 0: './work.js', 1: './doctor.js' };
 let gen = 0, cleanups = [], returnTo = '#/', badgeCount = null;
 
 function parse() {
@@ -35,7 +37,8 @@ function shell(name) {
   tabs.replaceChildren(
     tab('#/', 'units', name === '' || name === 'unit', 'running'),
     tab('#/alarms', 'alarms', name.startsWith('alarm'), 'alarm', h('b', { id: 'badge', class: 'badge', hidden: !badgeCount }, badgeCount || '')),
-    canTickets() ? tab('#/tickets', 'tickets', name.startsWith('ticket'), 'stale') : '');
+    canTickets() ? tab('#/tickets', 'tickets', name.startsWith('ticket'), 'stale') : '',
+    tab('#/reports', 'reports', name.startsWith('report'), 'stopped'));
 }
 
 async function route(keep) {
@@ -49,7 +52,7 @@ async function route(keep) {
   if (r.name.startsWith('ticket') && !canTickets()) view = null;
   if (view === undefined || view === null) { main.replaceChildren(V.errorBox({ status: 404 })); return; }
   if (!keep) { main.replaceChildren(h('p', { class: 'loading' }, t('loading'))); window.scrollTo?.(0, 0); }
-  if (view === 0) view = (await import('./work.js').catch(() => ({})))[r.name] || (() => { throw { status: 0 }; });
+  if (view in MODULES) view = (await import(MODULES[view]).catch(() => ({})))[r.name] || (() => { throw { status: 0 }; });
   if (my !== gen) return;
   const ctx = {
     id: r.id, q: r.q, cleanups, badge,

@@ -150,6 +150,7 @@ export async function unit(main, ctx) {
   const paintAlarms = (list) => {
     alarmBox.replaceChildren(...list.map((a) => alarmRow(a, true)));
     if (list.length) alarmBox.append(h('a', { class: 'link', href: `#/alarms?unit=${id}` }, t('for_unit'), ' ›'));
+    if (!isSales()) alarmBox.append(h('a', { class: 'link', href: `#/reports/${id}`, 'data-testid': 'unit-reports' }, t('unit_reports'), ' ›'));
   };
   paintAlarms(alarms);
 

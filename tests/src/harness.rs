@@ -924,7 +924,18 @@ impl Stack {
         let path = format!("/api/v1/gateways/{gateway}/organisation");
         let (status, body) = api.send(Method::PUT, &path, serde_json::json!({"organisation_id": organisation})).await;
         assert_eq!(status, 204, "{body}");
-        let user = serde_json::json!({"login": login, "name": name, "role": "owner", "organisation_id": organisation});
+        self.user(
+            serde_json::json!({"login": login, "name": name, "role": "owner", "organisation_id": organisation}),
+            password,
+        )
+        .await;
+        organisation
+    }
+
+    /// Invites a user (`{"login", "name", "role", "organisation_id", "language"}`) through the
+    /// API and takes up the invitation with `password`.
+    pub async fn user(&self, user: serde_json::Value, password: &str) {
+        let api = self.api();
         let (status, invited) = api.send(Method::POST, "/api/v1/users", user).await;
         assert_eq!(status, 200, "{invited}");
         let url = invited["invitation_url"].as_str().expect("invitation url");
@@ -936,7 +947,6 @@ impl Stack {
             .await
             .expect("take up the invitation");
         assert_eq!(set.status(), 200);
-        organisation
     }
 
     /// Connects a fake gateway with `points` points.

@@ -142,6 +142,22 @@ async fn s1_an_owner_reads_and_acts_on_their_own_sites_only_through_every_endpoi
     let (a_unit, a_point, a_alarm, a_ticket) = site(&stack, &mut gateway_a, stack.gateway_id, customer_a).await;
     let (b_unit, b_point, b_alarm, b_ticket) = site(&stack, &mut gateway_b, &b_id, customer_b).await;
     let owner_a = user(&stack, "owner-a@example.com", "owner", customer_a, "owner A's password").await;
+    // A signed remote-doctor report for each site's unit, by a service engineer.
+    let service = organisation(&stack, "Service", "service").await;
+    let engineer = user(&stack, "engineer@example.com", "engineer", service, "the engineer's password").await;
+    let mut reports = Vec::new();
+    for unit in [a_unit, b_unit] {
+        let now = chrono::Utc::now();
+        let period = json!({"from": (now - chrono::Duration::days(7)).to_rfc3339(), "to": now.to_rfc3339()});
+        let (status, draft) =
+            engineer.request(Method::POST, &format!("/api/v1/units/{unit}/reports"), Some(period), true).await;
+        assert_eq!(status, 200, "{draft}");
+        let signed = format!("/api/v1/reports/{}/sign", draft["id"]);
+        let (status, report) = engineer.request(Method::POST, &signed, None, true).await;
+        assert_eq!((status, report["status"].as_str()), (200, Some("signed")), "{report}");
+        reports.push(report["id"].as_i64().expect("report id"));
+    }
+    let (a_report, b_report) = (reports[0], reports[1]);
 
     // Lists hold A's and nothing of B's.
     let (_, units) = owner_a.get("/api/v1/units").await;
@@ -185,6 +201,9 @@ async fn s1_an_owner_reads_and_acts_on_their_own_sites_only_through_every_endpoi
         (format!("/api/v1/points/{a_point}/history"), format!("/api/v1/points/{b_point}/history")),
         (format!("/api/v1/alarms/{a_alarm}"), format!("/api/v1/alarms/{b_alarm}")),
         (format!("/api/v1/tickets/{a_ticket}"), format!("/api/v1/tickets/{b_ticket}")),
+        (format!("/api/v1/units/{a_unit}/reports"), format!("/api/v1/units/{b_unit}/reports")),
+        (format!("/api/v1/reports/{a_report}"), format!("/api/v1/reports/{b_report}")),
+        (format!("/api/v1/reports/{a_report}/pdf"), format!("/api/v1/reports/{b_report}/pdf")),
     ];
     for (own, theirs) in &reads {
         let (status, _) = owner_a.get(own).await;
@@ -220,6 +239,11 @@ async fn s1_an_owner_reads_and_acts_on_their_own_sites_only_through_every_endpoi
         (Method::POST, "/api/v1/users".to_owned()),
         (Method::PUT, format!("/api/v1/gateways/{b_id}/organisation")),
         (Method::GET, "/api/v1/audit".to_owned()),
+        (Method::POST, format!("/api/v1/units/{a_unit}/reports")),
+        (Method::PATCH, format!("/api/v1/reports/{a_report}")),
+        (Method::POST, format!("/api/v1/reports/{a_report}/sign")),
+        (Method::PUT, format!("/api/v1/units/{a_unit}/rating")),
+        (Method::PUT, format!("/api/v1/gateways/{b_id}/tariff")),
     ];
     for (method, path) in &forbidden {
         let (status, body) = owner_a.request(method.clone(), path, Some(json!({})), true).await;
@@ -279,6 +303,7 @@ async fn s1_an_owner_reads_and_acts_on_their_own_sites_only_through_every_endpoi
         ("alarm_events", "alarm_id = $1::text::bigint", (json!(a_alarm), json!(b_alarm))),
         ("tickets", "id = $1::text::bigint", (json!(a_ticket), json!(b_ticket))),
         ("ticket_events", "ticket_id = $1::text::bigint", (json!(a_ticket), json!(b_ticket))),
+        ("reports", "id = $1::text::bigint", (json!(a_report), json!(b_report))),
     ];
     let count = |table: &str, filter: &str| format!("select count(*) from {table} where {filter}");
     for (scope, sees_a, sees_b) in

@@ -9,8 +9,10 @@
 
 use std::time::Duration;
 
+use std::process::Stdio;
+
 use chillcloud_tests::{
-    harness::{FakeGateway, GATEWAY_READINGS, Stack, wait_for},
+    harness::{FakeGateway, GATEWAY_READINGS, Stack, browser_dir, wait_for, workspace_root},
     sim::{
         Chiller,
         chiller::{NOISE_SPAN_K, RATED_COOLING_KW, RATED_POWER_KW},
@@ -178,6 +180,49 @@ async fn doctor_a_well_run_unit_has_no_findings() {
     let headline = content["headline"].as_str().expect("headline");
     assert!(headline.contains("no findings") && headline.contains("of 720 h"), "{headline}");
     assert!(content["headline_zh"].as_str().expect("headline_zh").contains("未发现问题"));
+
+    // The schedule: the site in Shanghai with weekly and monthly reports gets the last whole
+    // calendar week (Monday 00:00 +08:00) and month drafted once, whoever looks again.
+    let api = stack.api();
+    let path = format!("/api/v1/gateways/{}/reporting", stack.gateway_id);
+    let (status, body) = api.send(Method::PUT, &path, json!({"time_zone": "Mars/Olympus", "periods": ["month"]})).await;
+    assert_eq!(status, 400, "an unknown time zone: {body}");
+    let (status, body) =
+        api.send(Method::PUT, &path, json!({"time_zone": "Asia/Shanghai", "periods": ["week", "month"]})).await;
+    assert_eq!(status, 204, "{body}");
+    let pool = stack.postgres.pool().await;
+    let rules = chillcloud_server::doctor::DoctorRules::shipped();
+    assert_eq!(chillcloud_server::doctor::schedule::draft_due(&pool, rules).await.expect("schedule"), 2);
+    assert_eq!(chillcloud_server::doctor::schedule::draft_due(&pool, rules).await.expect("schedule"), 0, "once");
+    let drafts = api.get("/api/v1/reports?status=draft").await.expect("the drafts");
+    let shanghai = chrono::FixedOffset::east_opt(8 * 3600).expect("offset");
+    let mut periods: Vec<(chrono::DateTime<chrono::FixedOffset>, chrono::DateTime<chrono::FixedOffset>)> = drafts
+        .as_array()
+        .expect("drafts")
+        .iter()
+        .filter(|d| d["id"] != report["id"])
+        .map(|d| {
+            let at = |key: &str| {
+                chrono::DateTime::parse_from_rfc3339(d[key].as_str().expect("time"))
+                    .expect("rfc3339")
+                    .with_timezone(&shanghai)
+            };
+            (at("period_start"), at("period_end"))
+        })
+        .collect();
+    periods.sort();
+    assert_eq!(periods.len(), 2, "{drafts:#}");
+    for (from, to) in &periods {
+        assert_eq!((from.time(), to.time()), (chrono::NaiveTime::MIN, chrono::NaiveTime::MIN), "{from} {to}");
+    }
+    use chrono::Datelike as _;
+    let (month, week) = if periods[0].1 - periods[0].0 > chrono::Duration::days(7) {
+        (periods[0], periods[1])
+    } else {
+        (periods[1], periods[0])
+    };
+    assert_eq!((week.0.weekday(), week.1 - week.0), (chrono::Weekday::Mon, chrono::Duration::days(7)));
+    assert_eq!((month.0.day(), month.1.day()), (1, 1));
 }
 
 #[tokio::test]
@@ -267,6 +312,131 @@ async fn doctor_setpoint_reset_opportunity() {
     let estimate = reset["period_kwh"].as_f64().expect("the finding's energy");
     println!("setpoint reset: estimated {estimate:.0} kWh saved, simulated {truth_kwh:.0} kWh");
     assert!(error(estimate, truth_kwh) <= 0.25, "estimated {estimate} kWh against {truth_kwh} kWh simulated");
+
+    // The engineer's review: the oversizing is known to the owner and dropped, the advice
+    // reworded, a note added; the headline counts what is kept.
+    let api = stack.api();
+    let path = format!("/api/v1/reports/{}", report["id"]);
+    let review = json!({
+        "note": "Raise it in two steps this week; call us if the process complains.",
+        "drop": ["oversized"],
+        "edits": {"setpoint_reset": {"advice_zh": "本周分两步提高设定温度。"}},
+    });
+    let (status, reviewed) = api.send(Method::PATCH, &path, review).await;
+    assert_eq!(status, 200, "{reviewed}");
+    assert_eq!(finding_keys(&reviewed), ["setpoint_reset"]);
+    assert_eq!(finding(&reviewed, "setpoint_reset")["advice_zh"], "本周分两步提高设定温度。");
+    assert!(reviewed["content"]["headline"].as_str().expect("headline").contains("1 finding worth"), "{reviewed}");
+    assert_eq!(reviewed["note"], "Raise it in two steps this week; call us if the process complains.");
+    let (status, body) = api.send(Method::PATCH, &path, json!({"drop": ["short_cycling"]})).await;
+    assert_eq!(status, 400, "a finding the report lacks: {body}");
+    // A report is signed by a person: the operator's token cannot.
+    let (status, body) = api.send(Method::POST, &format!("{path}/sign"), json!(null)).await;
+    assert_eq!(status, 400, "{body}");
+}
+
+#[tokio::test]
+async fn doctor_review_sign_and_deliver_on_a_phone() {
+    let browser_dir = browser_dir();
+    let stack = Stack::start().await;
+    let start_ms = month_start_ms();
+    let month = simulate(start_ms, |c| {
+        c.setpoint = 5.0;
+        c.load_scale = 0.5;
+    });
+    let (_, report) = report_of(&stack, start_ms, &month).await;
+    assert_eq!(finding_keys(&report), ["setpoint_reset", "oversized"]);
+    let api = stack.api();
+    // The people: a service engineer who signs; the site's owner, who reads Chinese, as a user
+    // and as the site's owner contact whom the link reaches.
+    let (status, service) =
+        api.send(Method::POST, "/api/v1/organisations", json!({"name": "Service", "kind": "service"})).await;
+    assert_eq!(status, 200, "{service}");
+    let engineer = json!({"login": "wang@service.example", "name": "Wang Gong", "role": "engineer",
+        "organisation_id": service["id"], "language": "en"});
+    stack.user(engineer, "the engineer's password").await;
+    let (status, customer) =
+        api.send(Method::POST, "/api/v1/organisations", json!({"name": "Plant", "kind": "customer"})).await;
+    assert_eq!(status, 200, "{customer}");
+    let path = format!("/api/v1/gateways/{}/organisation", stack.gateway_id);
+    let (status, body) = api.send(Method::PUT, &path, json!({"organisation_id": customer["id"]})).await;
+    assert_eq!(status, 204, "{body}");
+    let owner = json!({"login": "li@plant.example", "name": "Li Na", "role": "owner",
+        "organisation_id": customer["id"], "language": "zh"});
+    stack.user(owner, "li na's password").await;
+    let (status, person) = api
+        .send(Method::POST, "/api/v1/people", json!({"name": "Li Na", "phone": "+8613800138000", "language": "zh"}))
+        .await;
+    assert_eq!(status, 200, "{person}");
+    let contact = json!({"person_id": person["id"], "role": "owner"});
+    let (status, body) =
+        api.send(Method::POST, &format!("/api/v1/gateways/{}/contacts", stack.gateway_id), contact).await;
+    assert!(status == 200 || status == 204, "{status} {body}");
+
+    let artifacts = workspace_root().join("target/browser-artifacts");
+    let link_file = stack.dir.path().join("owner-link.txt");
+    let (note, advice) = ("We will raise it with you on Tuesday.", "Raise it 0.5 K a day, watching the process.");
+    let browser = tokio::process::Command::new("node")
+        .arg(browser_dir.join("doctor.mjs"))
+        .env("BASE", &api.base)
+        .env("ENGINEER_LOGIN", "wang@service.example")
+        .env("ENGINEER_PASSWORD", "the engineer's password")
+        .env("OWNER_LOGIN", "li@plant.example")
+        .env("OWNER_PASSWORD", "li na's password")
+        .env("REPORT_ID", report["id"].to_string())
+        .env("DROP", "oversized")
+        .env("KEEP", "setpoint_reset")
+        .env("NOTE", note)
+        .env("ADVICE", advice)
+        .env("OWNER_LINK_FILE", &link_file)
+        .env("ARTIFACTS", &artifacts)
+        .stdout(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("run node");
+    // Once signed, the owner's SMS is in the outbox with the report's link: hand it to the phone.
+    let pool = stack.postgres.pool().await;
+    let (address, body, link): (String, String, String) =
+        wait_for("the owner's SMS about the signed report", Duration::from_secs(120), || async {
+            sqlx::query_as(
+                "select address, body, params ->> 'link' from outbox where params ->> 'kind' = 'report' and channel = 'sms'",
+            )
+            .fetch_optional(&pool)
+            .await
+            .ok()?
+        })
+        .await;
+    assert_eq!(address, "+8613800138000");
+    assert!(body.contains("运行报告") && body.contains(&link), "{body}");
+    assert_eq!(link, format!("{}/#/report/{}", api.base, report["id"]), "the link opens the report's page");
+    std::fs::write(&link_file, &link).expect("hand the link to the phone");
+    let output = tokio::time::timeout(Duration::from_secs(180), browser.wait_with_output())
+        .await
+        .expect("the browser test finishes in 3 minutes")
+        .expect("node");
+    let text = String::from_utf8_lossy(&output.stdout);
+    println!("{text}");
+    assert!(output.status.success() && text.contains("ok all"), "the browser test failed:\n{text}");
+
+    // What the engineer did is what was stored, and the PDF the owner downloads is Chinese.
+    let signed = api.get(&format!("/api/v1/reports/{}", report["id"])).await.expect("the report");
+    assert_eq!(signed["status"], "signed");
+    assert_eq!(signed["signer"], "Wang Gong");
+    assert_eq!(signed["note"], note);
+    assert_eq!(finding_keys(&signed), ["setpoint_reset"]);
+    assert_eq!(finding(&signed, "setpoint_reset")["advice"], advice);
+    let (status, body) =
+        api.send(Method::PATCH, &format!("/api/v1/reports/{}", report["id"]), json!({"note": "x"})).await;
+    assert_eq!(status, 409, "a signed report no longer changes: {body}");
+    let pdf = report_pdf(&stack, report["id"].as_i64().expect("id"), "zh").await;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let file = dir.path().join("report.pdf");
+    std::fs::write(&file, &pdf).expect("write the PDF");
+    let text = run("pdftotext", &["-layout", &file.to_string_lossy(), "-"]);
+    for expected in ["审核签发：Wang Gong", note, "冷冻水设定温度可以提高", "7.0 °C"] {
+        assert!(text.contains(expected), "the signed PDF lacks {expected:?}:\n{text}");
+    }
+    assert!(!text.contains("长期低负荷运行"), "the dropped finding is not in the PDF");
 }
 
 /// The report's PDF in `lang`, as the operator fetches it.

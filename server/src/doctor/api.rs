@@ -15,7 +15,7 @@ use utoipa::ToSchema;
 use utoipa_axum::{router::OpenApiRouter, routes};
 
 use super::{
-    DoctorRules, InvalidReport, ReportContent, check_period, draft,
+    DoctorRules, InvalidReport, ReportContent, check_period, deliver, draft,
     pdf::{self, Language, PdfError, Signature},
     store_draft,
 };
@@ -30,6 +30,8 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(report_pdf))
         .routes(routes!(set_rating))
         .routes(routes!(set_tariff))
+        .routes(routes!(set_reporting))
+        .routes(routes!(list_all))
 }
 
 impl From<InvalidReport> for ApiError {
@@ -397,7 +399,8 @@ pub(crate) async fn review(
     Ok(Json(report))
 }
 
-/// Signs a reviewed draft: from now on it is the owner's to read, and it no longer changes.
+/// Signs a reviewed draft: from now on it is the owner's to read, and it no longer changes. The
+/// site's owner contacts get the link by SMS and e-mail.
 #[utoipa::path(
     post,
     path = "/api/v1/reports/{report_id}/sign",
@@ -411,23 +414,29 @@ pub(crate) async fn review(
         (status = 409, description = "The report is already signed", body = ErrorBody),
     )
 )]
-pub(crate) async fn sign(viewer: Allowed<DraftReports>, Path(report_id): Path<i64>) -> Result<Json<Report>, ApiError> {
+pub(crate) async fn sign(
+    State(state): State<AppState>,
+    viewer: Allowed<DraftReports>,
+    Path(report_id): Path<i64>,
+) -> Result<Json<Report>, ApiError> {
     let Some(user_id) = viewer.user_id else {
         return Err(ApiError::BadRequest("a report is signed by an engineer signed in as themselves".into()));
     };
     let mut tx = viewer.begin().await?;
-    locked_draft(&mut tx, report_id).await?;
+    let content = locked_draft(&mut tx, report_id).await?;
     sqlx::query("update reports set status = 'signed', signed_by = $2, signer = $3, signed_at = now() where id = $1")
         .bind(report_id)
         .bind(user_id)
         .bind(&viewer.name)
         .execute(&mut *tx)
         .await?;
+    deliver(&mut tx, &state.paging.public_url, report_id, &content).await?;
     let report = sqlx::query_as(sqlx::AssertSqlSafe(format!("{REPORT} where id = $1")))
         .bind(report_id)
         .fetch_one(&mut *tx)
         .await?;
     tx.commit().await?;
+    state.paging.wake.notify_one();
     Ok(Json(report))
 }
 
@@ -486,4 +495,136 @@ pub(crate) async fn report_pdf(
     let name = format!("attachment; filename=\"report-{report_id}.pdf\"");
     Ok(([(header::CONTENT_TYPE, "application/pdf".to_owned()), (header::CONTENT_DISPOSITION, name)], bytes)
         .into_response())
+}
+
+/// When a site's reports are drafted on their own.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(example = json!({"time_zone": "Asia/Shanghai", "periods": ["month"]}))]
+pub struct Reporting {
+    /// The site's time zone, an IANA name (`Asia/Shanghai`); periods start at its midnight.
+    pub time_zone: String,
+    /// `week` (Monday to Monday) and/or `month`; empty for none.
+    pub periods: Vec<String>,
+}
+
+/// Sets a site's time zone and the periods whose reports are drafted on their own once over
+/// (default: months, in UTC). Drafts wait for an engineer's signature.
+#[utoipa::path(
+    put,
+    path = "/api/v1/gateways/{gateway_id}/reporting",
+    tag = "reports",
+    params(("gateway_id" = String, Path, description = "The site's gateway id", example = "gw-plant-1")),
+    request_body = Reporting,
+    responses(
+        (status = 204, description = "Set"),
+        (status = 400, description = "An unknown time zone, or a period other than `week` and `month`", body = ErrorBody),
+        (status = 403, description = "Only the service organisation's engineers set the schedule", body = ErrorBody),
+        (status = 404, description = "No such site, or not the viewer's", body = ErrorBody),
+        (status = 422, description = "The body does not match the schema", body = ErrorBody),
+    )
+)]
+pub(crate) async fn set_reporting(
+    viewer: Allowed<DraftReports>,
+    Path(gateway_id): Path<String>,
+    Json(body): Json<Reporting>,
+) -> Result<StatusCode, ApiError> {
+    if body.periods.iter().any(|p| p != "week" && p != "month") || body.periods.len() > 2 {
+        return Err(ApiError::BadRequest("periods are `week` and `month`".into()));
+    }
+    if body.time_zone.is_empty() || body.time_zone.len() > 64 {
+        return Err(ApiError::BadRequest("a time zone is an IANA name such as Asia/Shanghai".into()));
+    }
+    let mut tx = viewer.begin().await?;
+    // PostgreSQL knows the IANA zones.
+    let known: bool = sqlx::query_scalar("select exists (select 1 from pg_timezone_names where name = $1)")
+        .bind(&body.time_zone)
+        .fetch_one(&mut *tx)
+        .await?;
+    if !known {
+        return Err(ApiError::BadRequest(format!(
+            "unknown time zone {:?}: use an IANA name such as Asia/Shanghai",
+            body.time_zone
+        )));
+    }
+    let updated = sqlx::query("update gateways set time_zone = $2, report_periods = $3 where id = $1")
+        .bind(&gateway_id)
+        .bind(&body.time_zone)
+        .bind(&body.periods)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+    if updated == 0 {
+        return Err(ApiError::NotFound);
+    }
+    tx.commit().await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Which reports to list.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct ReportFilter {
+    /// `draft` (the engineers' queue, oldest first) or `signed` (newest first; the default).
+    pub status: Option<String>,
+    /// At most this many, up to 500 (default 100).
+    pub limit: Option<i64>,
+}
+
+/// A report in a list across units.
+#[derive(Debug, Serialize, Deserialize, sqlx::FromRow, ToSchema)]
+pub struct ListedReport {
+    /// Report id.
+    pub id: i64,
+    /// The unit.
+    pub unit_id: i64,
+    /// `draft` or `signed`.
+    pub status: String,
+    /// The period.
+    pub period_start: DateTime<Utc>,
+    /// See `period_start`.
+    pub period_end: DateTime<Utc>,
+    /// The headline.
+    pub headline: String,
+    /// How many findings it holds.
+    pub findings: i64,
+    /// When it was drafted.
+    pub created_at: DateTime<Utc>,
+}
+
+/// Reports of every unit the viewer sees: the drafts waiting for review (service staff), or the
+/// signed ones.
+#[utoipa::path(
+    get,
+    path = "/api/v1/reports",
+    tag = "reports",
+    params(ReportFilter),
+    responses(
+        (status = 200, description = "The reports", body = Vec<ListedReport>),
+        (status = 400, description = "An unknown status, or a limit outside 1 to 500", body = ErrorBody),
+    )
+)]
+pub(crate) async fn list_all(
+    viewer: Allowed<Read>,
+    Query(filter): Query<ReportFilter>,
+) -> Result<Json<Vec<ListedReport>>, ApiError> {
+    let limit = filter.limit.unwrap_or(100);
+    if !(1..=500).contains(&limit) {
+        return Err(ApiError::BadRequest("limit is 1 to 500".into()));
+    }
+    let query = match filter.status.as_deref() {
+        None | Some("signed") => {
+            "select id, unit_id, status, period_start, period_end, content ->> 'headline' as headline,
+                    jsonb_array_length(content -> 'findings')::bigint as findings, created_at
+             from reports where status = 'signed' order by signed_at desc limit $1"
+        }
+        Some("draft") => {
+            "select id, unit_id, status, period_start, period_end, content ->> 'headline' as headline,
+                    jsonb_array_length(content -> 'findings')::bigint as findings, created_at
+             from reports where status = 'draft' order by created_at limit $1"
+        }
+        Some(_) => return Err(ApiError::BadRequest("status is `draft` or `signed`".into())),
+    };
+    let mut tx = viewer.begin().await?;
+    Ok(Json(sqlx::query_as(query).bind(limit).fetch_all(&mut *tx).await?))
 }

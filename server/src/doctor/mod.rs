@@ -13,6 +13,7 @@ pub mod api;
 pub mod chart;
 pub mod pdf;
 pub mod rules;
+pub mod schedule;
 
 use std::collections::HashMap;
 
@@ -346,4 +347,59 @@ pub async fn store_draft(db: &mut PgConnection, content: &ReportContent, drafted
     .bind(drafted_by)
     .fetch_one(db)
     .await
+}
+
+/// Tells the site's owner contacts that report `report_id` of `content` is signed: an SMS to
+/// each phone and an e-mail to each address, in the person's language, with the link to the
+/// report's page (they sign in to read it). In the caller's transaction; each message at most
+/// once. Returns how many were enqueued.
+pub async fn deliver(
+    db: &mut PgConnection,
+    public_url: &str,
+    report_id: i64,
+    content: &ReportContent,
+) -> sqlx::Result<usize> {
+    let owners: Vec<(i64, Option<String>, Option<String>, String)> = sqlx::query_as(
+        "select p.id, p.phone, p.email, p.language from site_contacts c join people p on p.id = c.person_id
+         where c.gateway_id = $1 and c.role = 'owner'",
+    )
+    .bind(&content.unit.site)
+    .fetch_all(&mut *db)
+    .await?;
+    let link = format!("{public_url}/#/report/{report_id}");
+    let period = format!("{}~{}", content.period_start.format("%m-%d"), content.period_end.format("%m-%d"));
+    let mut enqueued = 0;
+    for (person, phone, email, language) in owners {
+        let unit = &content.unit.name;
+        let body = if language == "zh" {
+            format!("Chillcloud：{unit} {period} 运行报告已由工程师签发，请查看 {link}")
+        } else {
+            format!("Chillcloud: the operating report of {unit} for {period} is signed by your engineer: {link}")
+        };
+        let channels = [("sms", phone), ("email", email)];
+        for (channel, address) in channels.into_iter().filter_map(|(c, a)| Some((c, a?))) {
+            let message = crate::paging::outbox::NewMessage {
+                idempotency_key: format!("report-{report_id}-person-{person}-{channel}"),
+                alarm_id: None,
+                ticket_id: None,
+                person_id: person,
+                channel,
+                address,
+                language: language.clone(),
+                params: serde_json::json!({
+                    "kind": crate::paging::providers::Kind::Report.name(),
+                    "unit": crate::paging::providers::shorten(unit, 20),
+                    "period": period,
+                    "report": report_id.to_string(),
+                    "link": link,
+                }),
+                body: body.clone(),
+                reply_code: None,
+            };
+            if crate::paging::outbox::enqueue(&mut *db, &message).await? {
+                enqueued += 1;
+            }
+        }
+    }
+    Ok(enqueued)
 }

@@ -499,7 +499,10 @@ async fn merge_waiting(pool: &PgPool, message: &mut Claimed) -> sqlx::Result<boo
 /// An e-mail's subject from the template parameters.
 fn subject(params: &Value) -> String {
     let text = |key: &str| params[key].as_str().unwrap_or_default().to_owned();
-    format!("Chillcloud G{} {}: {}", text("grade"), text("unit"), text("fault"))
+    match params["kind"].as_str() {
+        Some("report") => format!("Chillcloud {} {}", text("unit"), text("period")),
+        _ => format!("Chillcloud G{} {}: {}", text("grade"), text("unit"), text("fault")),
+    }
 }
 
 /// One short text for several alarms; the link is the first alarm's.

@@ -107,6 +107,9 @@ pub struct Templates {
     /// it, such messages go to the next provider.
     #[serde(default)]
     pub service: Option<String>,
+    /// A signed remote-doctor report, to the owner. Optional like `service`.
+    #[serde(default)]
+    pub report: Option<String>,
 }
 
 impl Templates {
@@ -119,6 +122,7 @@ impl Templates {
             Kind::Service => {
                 self.service.as_deref().ok_or_else(|| SendError::Failed("no template for service alarms".into()))
             }
+            Kind::Report => self.report.as_deref().ok_or_else(|| SendError::Failed("no template for reports".into())),
         }
     }
 }
@@ -136,6 +140,8 @@ pub enum Kind {
     Feedback,
     /// A service alarm: the server cannot do its work.
     Service,
+    /// A signed remote-doctor report, for its owner.
+    Report,
 }
 
 impl Kind {
@@ -147,6 +153,7 @@ impl Kind {
             Kind::Breach => "breach",
             Kind::Feedback => "feedback",
             Kind::Service => "service",
+            Kind::Report => "report",
         }
     }
 
@@ -156,6 +163,7 @@ impl Kind {
             Some("breach") => Kind::Breach,
             Some("feedback") => Kind::Feedback,
             Some("service") => Kind::Service,
+            Some("report") => Kind::Report,
             _ => Kind::Alarm,
         }
     }
@@ -172,6 +180,7 @@ impl Kind {
     /// | breach | ticket, grade, fault, clock |
     /// | feedback | ticket, code, token |
     /// | service | fault, since |
+    /// | report | unit, period, report (the template holds `<public-url>/#/report/${report}`) |
     pub fn variables(self) -> &'static [&'static str] {
         match self {
             Kind::Service => &["fault", "since"],
@@ -179,6 +188,7 @@ impl Kind {
             Kind::Digest => &["count", "grade", "fault", "code", "token"],
             Kind::Breach => &["ticket", "grade", "fault", "clock"],
             Kind::Feedback => &["ticket", "code", "token"],
+            Kind::Report => &["unit", "period", "report"],
         }
     }
 }
