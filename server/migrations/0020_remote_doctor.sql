@@ -34,6 +34,23 @@ create table reports (
 create index reports_by_unit on reports (unit_id, period_end desc);
 create unique index reports_scheduled_once on reports (unit_id, period_start, period_end) where scheduled;
 create index reports_drafts on reports (created_at) where status = 'draft';
+-- Peers' reports of the same period, for the fleet comparison.
+create index reports_by_period on reports (period_start, period_end);
+-- A file an e-mail from the outbox carries (a report's PDF).
+create table outbox_attachments (
+    outbox_id bigint primary key references outbox (id) on delete cascade,
+    filename text not null,
+    content_type text not null,
+    data bytea not null check (octet_length(data) <= 8388608)
+);
+-- The service's, like the outbox (a report's owner signs nothing, so never writes one).
+alter table outbox_attachments enable row level security;
+create policy service on outbox_attachments to chillcloud_api using (chillcloud_service());
+grant select, insert on outbox_attachments to chillcloud_api;
+
+-- An owner's question about a report is a service ticket (clocks, assignment, breaches).
+alter table tickets add column report_id bigint references reports (id);
+create index tickets_by_report on tickets (report_id) where report_id is not null;
 -- A customer sees its own units' reports once signed; the service organisation sees drafts too.
 alter table reports enable row level security;
 create policy tenant on reports to chillcloud_api

@@ -94,6 +94,7 @@ pub async fn page_service_team(
             params: json!({ "kind": Kind::Service.name(), "fault": fault, "since": since }),
             body,
             reply_code: None,
+            attachment: None,
         };
         if outbox::enqueue(&mut *db, &message).await? {
             enqueued += 1;

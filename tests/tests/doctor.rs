@@ -62,31 +62,34 @@ fn simulate(start_ms: i64, configure: impl Fn(&mut Chiller)) -> Month {
     Month { messages, energy_kwh: chiller.energy_kwh }
 }
 
-/// The gateway's birth: one CH530 unit, `chiller-1`, with the points the simulator's map has.
-fn birth(time_ms: i64) -> chillcloud_proto::Birth {
+/// The gateway's birth: CH530 units `chiller-1` to `chiller-<units>`, with the points the
+/// simulator's map has (unit `i`'s aliases follow unit `i - 1`'s).
+fn birth(time_ms: i64, units: usize) -> chillcloud_proto::Birth {
     let names: Vec<&str> = Chiller::new(1, 12.0).profile_values().iter().map(|(n, _)| *n).collect();
     chillcloud_proto::Birth {
         protocol_version: chillcloud_proto::PROTOCOL_VERSION,
         session: 1,
         software_version: "test".into(),
         time_ms,
-        devices: vec![chillcloud_proto::Device {
-            id: "chiller-1".into(),
-            profile: "trane-ch530".into(),
-            family: "trane-ch530".into(),
-            model: "RTHD".into(),
-            points: names
-                .iter()
-                .enumerate()
-                .map(|(alias, name)| chillcloud_proto::PointInfo {
-                    alias: alias as u32,
-                    name: (*name).into(),
-                    decimals: 1,
-                    ..Default::default()
-                })
-                .collect(),
-            ..Default::default()
-        }],
+        devices: (0..units)
+            .map(|unit| chillcloud_proto::Device {
+                id: format!("chiller-{}", unit + 1),
+                profile: "trane-ch530".into(),
+                family: "trane-ch530".into(),
+                model: "RTHD".into(),
+                points: names
+                    .iter()
+                    .enumerate()
+                    .map(|(alias, name)| chillcloud_proto::PointInfo {
+                        alias: (unit * names.len() + alias) as u32,
+                        name: (*name).into(),
+                        decimals: 1,
+                        ..Default::default()
+                    })
+                    .collect(),
+                ..Default::default()
+            })
+            .collect(),
     }
 }
 
@@ -96,43 +99,55 @@ fn month_start_ms() -> i64 {
     (now_s / 3600 * 3600 - DAYS * 86_400) * 1000
 }
 
-/// Publishes `month` as the stack's gateway, waits until every reading
-/// is stored, gives the unit its ratings, and drafts the month's report. Returns the unit's id
-/// and the report.
-async fn report_of(stack: &Stack, start_ms: i64, month: &Month) -> (i64, Value) {
-    let mut gateway = FakeGateway::connect_with_birth(
-        stack.broker.address().port(),
-        stack.gateway_id,
-        &stack.password,
-        birth(start_ms),
-    )
-    .await;
-    for readings in &month.messages {
-        let data = gateway.data_series(readings);
-        gateway.publish_data(&data).await;
+/// Publishes `months` as the stack's gateway (month `i` is unit `chiller-<i + 1>`'s), waits until
+/// every reading is stored and gives the units their ratings. Returns the units' ids in order.
+async fn publish(stack: &Stack, start_ms: i64, months: &[&Month]) -> Vec<i64> {
+    let port = stack.broker.address().port();
+    let mut gateway =
+        FakeGateway::connect_with_birth(port, stack.gateway_id, &stack.password, birth(start_ms, months.len())).await;
+    let points = Chiller::new(1, 12.0).profile_values().len() as u32;
+    for (unit, month) in months.iter().enumerate() {
+        for readings in &month.messages {
+            let readings: Vec<(u32, i64, f64)> =
+                readings.iter().map(|&(alias, at, value)| (unit as u32 * points + alias, at, value)).collect();
+            let data = gateway.data_series(&readings);
+            gateway.publish_data(&data).await;
+        }
     }
-    gateway.wait_acked(Duration::from_secs(120)).await;
-    let expected: i64 = month.messages.iter().map(|m| m.len() as i64).sum();
+    gateway.wait_acked(Duration::from_secs(180)).await;
+    let expected: i64 = months.iter().flat_map(|m| &m.messages).map(|m| m.len() as i64).sum();
     let pool = stack.postgres.pool().await;
-    wait_for("the month's readings to be stored", Duration::from_secs(300), || async {
+    wait_for("the months' readings to be stored", Duration::from_secs(300), || async {
         let stored: i64 = sqlx::query_scalar(GATEWAY_READINGS).fetch_one(&pool).await.ok()?;
         (stored == expected).then_some(())
     })
     .await;
-
     let api = stack.api();
     let units = api.get("/api/v1/units").await.expect("units");
-    let unit = units[0]["id"].as_i64().expect("unit id");
+    let units: Vec<i64> = units.as_array().expect("units").iter().map(|u| u["id"].as_i64().expect("unit id")).collect();
     let rating = json!({"rated_cooling_kw": RATED_COOLING_KW, "rated_power_kw": RATED_POWER_KW});
-    let (status, body) = api.send(Method::PUT, &format!("/api/v1/units/{unit}/rating"), rating).await;
-    assert_eq!(status, 204, "{body}");
+    for unit in &units {
+        let (status, body) = api.send(Method::PUT, &format!("/api/v1/units/{unit}/rating"), rating.clone()).await;
+        assert_eq!(status, 204, "{body}");
+    }
+    units
+}
+
+/// Drafts `unit`'s report of the month from `start_ms`.
+async fn draft(stack: &Stack, unit: i64, start_ms: i64) -> Value {
     let period = json!({
         "from": chrono::DateTime::from_timestamp_millis(start_ms).expect("start").to_rfc3339(),
         "to": chrono::DateTime::from_timestamp_millis(start_ms + DAYS * 86_400_000).expect("end").to_rfc3339(),
     });
-    let (status, report) = api.send(Method::POST, &format!("/api/v1/units/{unit}/reports"), period).await;
+    let (status, report) = stack.api().send(Method::POST, &format!("/api/v1/units/{unit}/reports"), period).await;
     assert_eq!(status, 200, "{report}");
-    (unit, report)
+    report
+}
+
+/// Publishes one unit's month and drafts its report: the unit's id and the report.
+async fn report_of(stack: &Stack, start_ms: i64, month: &Month) -> (i64, Value) {
+    let unit = publish(stack, start_ms, &[month]).await[0];
+    (unit, draft(stack, unit, start_ms).await)
 }
 
 fn finding_keys(report: &Value) -> Vec<&str> {
@@ -232,7 +247,19 @@ async fn doctor_condenser_fouling_over_30_days_is_found_with_its_cost() {
     let fouled = simulate(start_ms, |c| c.wear.condenser_fouling_k_per_day = 0.1);
     let clean = simulate(start_ms, |_| {});
     let truth_kwh = fouled.energy_kwh - clean.energy_kwh;
-    let (unit, report) = report_of(&stack, start_ms, &fouled).await;
+    // Three clean units of the same model beside it, whose reports of the month come first.
+    let units = publish(&stack, start_ms, &[&fouled, &clean, &clean, &clean]).await;
+    for peer in &units[1..] {
+        assert_eq!(finding_keys(&draft(&stack, *peer, start_ms).await), Vec::<&str>::new());
+    }
+    let (unit, report) = (units[0], draft(&stack, units[0], start_ms).await);
+    let fleet = &report["content"]["fleet"];
+    assert_eq!(fleet["units"], 3, "{fleet}");
+    let (own, theirs) = (
+        report["content"]["kpis"]["cond_approach_k"].as_f64().expect("own approach"),
+        fleet["cond_approach_k"].as_f64().expect("the fleet's median"),
+    );
+    assert!(own - theirs > 1.0 && theirs < 3.0, "fouled {own} K against the fleet's {theirs} K");
     assert_eq!(finding_keys(&report), ["condenser_fouling"], "{:#}", report["content"]["findings"]);
     let fouling = finding(&report, "condenser_fouling");
     let rise = fouling["figures"]["rise_k"].as_f64().expect("rise");
@@ -248,7 +275,7 @@ async fn doctor_condenser_fouling_over_30_days_is_found_with_its_cost() {
     assert!(fouling["confidence"].as_f64().expect("confidence") > 0.9);
     assert!(fouling["reference"].as_str().expect("reference").contains("1/lift"));
 
-    // The PDF, in Chinese: A4 pages with the chart, the headline's figures in its text, and the
+    // The PDF, in Chinese: A4 pages with the chart, the fleet, the headline's figures in its text, and the
     // same bytes when made again from the same report.
     let pdf = report_pdf(&stack, report["id"].as_i64().expect("id"), "zh").await;
     assert_eq!(pdf, report_pdf(&stack, report["id"].as_i64().expect("id"), "zh").await, "reproducible");
@@ -338,7 +365,15 @@ async fn doctor_setpoint_reset_opportunity() {
 #[tokio::test]
 async fn doctor_review_sign_and_deliver_on_a_phone() {
     let browser_dir = browser_dir();
-    let stack = Stack::start().await;
+    // Paging's e-mail to a local SMTP sink; SMS to the console (no provider configured).
+    let smtp = chillcloud_tests::smtp::SmtpSink::start().await;
+    let paging = tempfile::NamedTempFile::new().expect("paging config");
+    let email = format!(
+        "min_gap_s = 0\n[email]\nhost = \"127.0.0.1\"\nport = {}\nsecurity = \"none\"\nfrom = \"Chillcloud <reports@example.com>\"\n",
+        smtp.port
+    );
+    std::fs::write(paging.path(), email).expect("write the paging config");
+    let stack = Stack::start_with(&["--paging-config", &paging.path().to_string_lossy()]).await;
     let start_ms = month_start_ms();
     let month = simulate(start_ms, |c| {
         c.setpoint = 5.0;
@@ -365,7 +400,11 @@ async fn doctor_review_sign_and_deliver_on_a_phone() {
         "organisation_id": customer["id"], "language": "zh"});
     stack.user(owner, "li na's password").await;
     let (status, person) = api
-        .send(Method::POST, "/api/v1/people", json!({"name": "Li Na", "phone": "+8613800138000", "language": "zh"}))
+        .send(
+            Method::POST,
+            "/api/v1/people",
+            json!({"name": "Li Na", "phone": "+8613800138000", "email": "li@plant.example", "language": "zh"}),
+        )
         .await;
     assert_eq!(status, 200, "{person}");
     let contact = json!({"person_id": person["id"], "role": "owner"});
@@ -437,6 +476,48 @@ async fn doctor_review_sign_and_deliver_on_a_phone() {
         assert!(text.contains(expected), "the signed PDF lacks {expected:?}:\n{text}");
     }
     assert!(!text.contains("长期低负荷运行"), "the dropped finding is not in the PDF");
+
+    // The owner's e-mail has the link and the PDF in Chinese.
+    let mails = smtp.wait_for(1, Duration::from_secs(60)).await;
+    assert_eq!(mails[0].to, ["li@plant.example"]);
+    let mail = &mails[0].data;
+    assert!(mail.contains("Content-Type: application/pdf"), "a PDF attached:\n{}", &mail[..mail.len().min(2000)]);
+    assert!(mail.contains(&format!("report-{}.pdf", report["id"])), "named after the report");
+
+    // The owner replies with a question: it reaches the engineers as a service ticket.
+    let client = reqwest::Client::new();
+    let session = client
+        .post(format!("{}/api/v1/session", api.base))
+        .json(&json!({"login": "li@plant.example", "password": "li na's password"}))
+        .send()
+        .await
+        .expect("sign in");
+    let cookie = session
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .find(|c| c.starts_with("chillcloud_session="))
+        .and_then(|c| c.split(';').next())
+        .expect("a session cookie")
+        .to_owned();
+    let csrf = session.json::<Value>().await.expect("session")["csrf_token"].as_str().expect("csrf").to_owned();
+    let question = "这个月能先提高到 6 °C 吗？";
+    let asked = client
+        .post(format!("{}/api/v1/reports/{}/questions", api.base, report["id"]))
+        .header("cookie", &cookie)
+        .header("x-csrf-token", &csrf)
+        .json(&json!({"text": question}))
+        .send()
+        .await
+        .expect("ask");
+    assert_eq!(asked.status(), 200);
+    let ticket_id = asked.json::<Value>().await.expect("asked")["ticket_id"].as_i64().expect("ticket id");
+    let ticket = api.get(&format!("/api/v1/tickets/{ticket_id}")).await.expect("the ticket");
+    assert_eq!(ticket["ticket"]["grade"], 4, "{ticket}");
+    let notes: Vec<&str> =
+        ticket["events"].as_array().expect("events").iter().filter_map(|e| e["comment"].as_str()).collect();
+    assert!(notes.contains(&question), "the question is the ticket's note: {ticket}");
 }
 
 /// The report's PDF in `lang`, as the operator fetches it.

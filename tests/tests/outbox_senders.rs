@@ -77,8 +77,10 @@ async fn two_senders_sharing_one_outbox_send_each_recipient_one_message_per_gap(
                 params: json!({"kind": "breach", "fault": format!("message {message}")}),
                 body: format!("message {message}"),
                 reply_code: None,
+                attachment: None,
             };
-            assert!(outbox::enqueue(&pool, &new).await.expect("enqueue"));
+            let mut db = pool.acquire().await.expect("a connection");
+            assert!(outbox::enqueue(&mut db, &new).await.expect("enqueue"));
         }
     }
 

@@ -15,7 +15,7 @@ use utoipa::ToSchema;
 use utoipa_axum::{router::OpenApiRouter, routes};
 
 use super::{
-    DoctorRules, InvalidReport, ReportContent, check_period, deliver, draft,
+    DoctorRules, InvalidReport, ReportContent, check_period, deliver, draft, fleet_comparison, owner_email_languages,
     pdf::{self, Language, PdfError, Signature},
     store_draft,
 };
@@ -31,6 +31,7 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(set_rating))
         .routes(routes!(set_tariff))
         .routes(routes!(set_reporting))
+        .routes(routes!(ask))
         .routes(routes!(list_all))
 }
 
@@ -423,14 +424,35 @@ pub(crate) async fn sign(
         return Err(ApiError::BadRequest("a report is signed by an engineer signed in as themselves".into()));
     };
     let mut tx = viewer.begin().await?;
-    let content = locked_draft(&mut tx, report_id).await?;
-    sqlx::query("update reports set status = 'signed', signed_by = $2, signer = $3, signed_at = now() where id = $1")
-        .bind(report_id)
-        .bind(user_id)
-        .bind(&viewer.name)
-        .execute(&mut *tx)
-        .await?;
-    deliver(&mut tx, &state.paging.public_url, report_id, &content).await?;
+    let mut content = locked_draft(&mut tx, report_id).await?;
+    // The fleet as it stands when signed: peers drafted after this one count now.
+    content.fleet = fleet_comparison(&mut tx, &content.unit, content.period_start, content.period_end).await?;
+    let (signed_at, note): (DateTime<Utc>, String) = sqlx::query_as(
+        "update reports set status = 'signed', signed_by = $2, signer = $3, signed_at = now(), content = $4
+         where id = $1 returning signed_at, note",
+    )
+    .bind(report_id)
+    .bind(user_id)
+    .bind(&viewer.name)
+    .bind(sqlx::types::Json(&content))
+    .fetch_one(&mut *tx)
+    .await?;
+    // The owners' e-mails carry the PDF in their language; a PDF that cannot be made (no font)
+    // leaves the e-mail with its link only, and does not stop the signature.
+    let mut pdfs = std::collections::HashMap::new();
+    for language in owner_email_languages(&mut tx, &content.unit.site).await? {
+        let signature = Signature { engineer: viewer.name.clone(), at: signed_at, note: note.clone() };
+        let content = content.clone();
+        let code = Language::from_code(&language);
+        match tokio::task::spawn_blocking(move || pdf::render(report_id, &content, Some(&signature), code)).await {
+            Ok(Ok(bytes)) => {
+                pdfs.insert(language, bytes);
+            }
+            Ok(Err(error)) => tracing::warn!(%error, report_id, "the owners' e-mail goes without its PDF"),
+            Err(error) => tracing::warn!(%error, report_id, "the owners' e-mail goes without its PDF"),
+        }
+    }
+    deliver(&mut tx, &state.paging.public_url, report_id, &content, &pdfs).await?;
     let report = sqlx::query_as(sqlx::AssertSqlSafe(format!("{REPORT} where id = $1")))
         .bind(report_id)
         .fetch_one(&mut *tx)
@@ -627,4 +649,72 @@ pub(crate) async fn list_all(
     };
     let mut tx = viewer.begin().await?;
     Ok(Json(sqlx::query_as(query).bind(limit).fetch_all(&mut *tx).await?))
+}
+
+/// The most questions one report takes; beyond, the owner calls the service.
+const MAX_QUESTIONS: i64 = 10;
+
+/// An owner's question about a report.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(example = json!({"text": "Should we clean the condenser before the summer?"}))]
+pub struct Question {
+    /// The question, 1 to 2,000 characters.
+    pub text: String,
+}
+
+/// Where the question went.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct Asked {
+    /// The service ticket that carries it to the engineers.
+    pub ticket_id: i64,
+}
+
+/// Asks the service a question about a signed report: it opens a grade 4 service ticket for the
+/// unit with the question as its note, so it reaches the engineers with the grade's clocks.
+#[utoipa::path(
+    post,
+    path = "/api/v1/reports/{report_id}/questions",
+    tag = "reports",
+    params(("report_id" = i64, Path, description = "Report id", example = 1)),
+    request_body = Question,
+    responses(
+        (status = 200, description = "The ticket that carries it", body = Asked),
+        (status = 400, description = "No question, or one over 2,000 characters", body = ErrorBody),
+        (status = 404, description = "No such report, or not the viewer's", body = ErrorBody),
+        (status = 409, description = "The report is a draft", body = ErrorBody),
+        (status = 422, description = "The report has its 10 questions already, or the body does not match the schema", body = ErrorBody),
+    )
+)]
+pub(crate) async fn ask(
+    viewer: Allowed<Read>,
+    Path(report_id): Path<i64>,
+    Json(body): Json<Question>,
+) -> Result<Json<Asked>, ApiError> {
+    let text = checked_text("text", &body.text)?;
+    if text.is_empty() {
+        return Err(ApiError::BadRequest("a question needs words".into()));
+    }
+    let mut tx = viewer.begin().await?;
+    let row: Option<(i64, String, String)> = sqlx::query_as(
+        "select r.unit_id, u.gateway_id, r.status from reports r join units u on u.id = r.unit_id
+         where r.id = $1 for update of r",
+    )
+    .bind(report_id)
+    .fetch_optional(&mut *tx)
+    .await?;
+    let (unit, site, status) = row.ok_or(ApiError::NotFound)?;
+    if status != "signed" {
+        return Err(ApiError::Conflict("a draft is the engineers' own: ask once it is signed".into()));
+    }
+    let asked: i64 = sqlx::query_scalar("select count(*) from tickets where report_id = $1")
+        .bind(report_id)
+        .fetch_one(&mut *tx)
+        .await?;
+    if asked >= MAX_QUESTIONS {
+        return Err(ApiError::TooMuch(format!("a report takes {MAX_QUESTIONS} questions; call your service engineer")));
+    }
+    let ticket_id = crate::tickets::open_for_question(&mut tx, report_id, &site, unit, &viewer.actor(), &text).await?;
+    tx.commit().await?;
+    Ok(Json(Asked { ticket_id }))
 }

@@ -117,6 +117,64 @@ pub struct ReportContent {
     pub tickets: Vec<TicketLine>,
     /// Ratings and tariff the figures used.
     pub assumptions: Assumptions,
+    /// The unit beside others of its model in the fleet, when there are enough of them.
+    #[serde(default)]
+    pub fleet: Option<FleetComparison>,
+}
+
+/// Medians of the same period's reports of other units of the same model (family and model), by
+/// at least [`MIN_PEERS`] units: only medians, so no other customer's unit can be read from it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, sqlx::FromRow, ToSchema)]
+pub struct FleetComparison {
+    /// How many units the medians are over.
+    pub units: i64,
+    /// Median condenser approach over steady hours, K.
+    pub cond_approach_k: Option<f64>,
+    /// Median evaporator approach over steady hours, K.
+    pub evap_approach_k: Option<f64>,
+    /// Median lift over steady hours, K.
+    pub lift_k: Option<f64>,
+    /// Median share of steady hours within 0.5 K of setpoint.
+    pub setpoint_compliance: Option<f64>,
+    /// Median electricity per running hour, kWh.
+    pub kwh_per_run_hour: Option<f64>,
+}
+
+/// Fewest other units a fleet comparison is made over.
+pub const MIN_PEERS: i64 = 3;
+
+/// The fleet comparison for `unit` over `[from, to)`, from the other units' reports of exactly
+/// that period (scheduled months and weeks have them; an odd range usually has none).
+pub async fn fleet_comparison(
+    db: &mut PgConnection,
+    unit: &ReportUnit,
+    from: DateTime<Utc>,
+    to: DateTime<Utc>,
+) -> sqlx::Result<Option<FleetComparison>> {
+    let comparison: FleetComparison = sqlx::query_as(
+        "with peers as (
+             select distinct on (r.unit_id) r.content -> 'kpis' as k
+             from reports r join units u on u.id = r.unit_id
+             where r.period_start = $1 and r.period_end = $2 and r.unit_id <> $3 and u.family = $4 and u.model = $5
+             order by r.unit_id, r.id desc
+         )
+         select count(*) as units,
+             percentile_cont(0.5) within group (order by (k ->> 'cond_approach_k')::float8) as cond_approach_k,
+             percentile_cont(0.5) within group (order by (k ->> 'evap_approach_k')::float8) as evap_approach_k,
+             percentile_cont(0.5) within group (order by (k ->> 'lift_k')::float8) as lift_k,
+             percentile_cont(0.5) within group (order by (k ->> 'setpoint_compliance')::float8) as setpoint_compliance,
+             percentile_cont(0.5) within group (
+                 order by (k ->> 'energy_kwh')::float8 / nullif((k ->> 'run_hours')::float8, 0)) as kwh_per_run_hour
+         from peers",
+    )
+    .bind(from)
+    .bind(to)
+    .bind(unit.id)
+    .bind(&unit.family)
+    .bind(&unit.model)
+    .fetch_one(db)
+    .await?;
+    Ok((comparison.units >= MIN_PEERS).then_some(comparison))
 }
 
 /// Reads the hours of `unit_id`'s inputs from `from` to `to` (whole UTC hours), one per hour,
@@ -261,7 +319,9 @@ pub async fn draft(
         alarms,
         tickets,
         assumptions,
+        fleet: None,
     };
+    content.fleet = fleet_comparison(db, &content.unit, from, to).await?;
     content.write_headline();
     Ok(Some(content))
 }
@@ -349,15 +409,28 @@ pub async fn store_draft(db: &mut PgConnection, content: &ReportContent, drafted
     .await
 }
 
+/// The languages of the site's owner contacts who have an e-mail address: the PDFs to make.
+pub async fn owner_email_languages(db: &mut PgConnection, site: &str) -> sqlx::Result<Vec<String>> {
+    sqlx::query_scalar(
+        "select distinct p.language from site_contacts c join people p on p.id = c.person_id
+         where c.gateway_id = $1 and c.role = 'owner' and p.email is not null",
+    )
+    .bind(site)
+    .fetch_all(db)
+    .await
+}
+
 /// Tells the site's owner contacts that report `report_id` of `content` is signed: an SMS to
 /// each phone and an e-mail to each address, in the person's language, with the link to the
-/// report's page (they sign in to read it). In the caller's transaction; each message at most
+/// report's page (they sign in to read it); the e-mail carries the PDF in their language from
+/// `pdfs` (by language) when there is one. In the caller's transaction; each message at most
 /// once. Returns how many were enqueued.
 pub async fn deliver(
     db: &mut PgConnection,
     public_url: &str,
     report_id: i64,
     content: &ReportContent,
+    pdfs: &HashMap<String, Vec<u8>>,
 ) -> sqlx::Result<usize> {
     let owners: Vec<(i64, Option<String>, Option<String>, String)> = sqlx::query_as(
         "select p.id, p.phone, p.email, p.language from site_contacts c join people p on p.id = c.person_id
@@ -395,6 +468,13 @@ pub async fn deliver(
                 }),
                 body: body.clone(),
                 reply_code: None,
+                attachment: (channel == "email").then(|| pdfs.get(&language)).flatten().map(|pdf| {
+                    crate::paging::outbox::Attachment {
+                        filename: format!("report-{report_id}.pdf"),
+                        content_type: "application/pdf".into(),
+                        data: pdf.clone(),
+                    }
+                }),
             };
             if crate::paging::outbox::enqueue(&mut *db, &message).await? {
                 enqueued += 1;

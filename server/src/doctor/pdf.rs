@@ -231,6 +231,25 @@ fn kpi_rows(now: &Kpis, before: &Kpis, language: Language) -> Vec<[String; 3]> {
     ]
 }
 
+fn fleet_view(k: &Kpis, fleet: &super::FleetComparison, language: Language) -> Value {
+    let zh = language == Language::Zh;
+    let words = |en: &str, zh_text: &str| if zh { zh_text.to_owned() } else { en.to_owned() };
+    let pct = |v: Option<f64>| number(v.map(|v| v * 100.0), 0, " %");
+    let per_hour = k.energy_kwh.zip(Some(k.run_hours).filter(|h| *h > 0.0)).map(|(e, h)| e / h);
+    json!({
+        "title": if zh { format!("与 {} 台同型号机组比较（中位数）", fleet.units) } else { format!("Beside {} units of the same model (median)", fleet.units) },
+        "unit": words("This unit", "本机组"),
+        "median": words("Their median", "同型号中位数"),
+        "rows": [
+            [words("Condenser approach", "冷凝器趋近温度"), number(k.cond_approach_k, 1, " K"), number(fleet.cond_approach_k, 1, " K")],
+            [words("Evaporator approach", "蒸发器趋近温度"), number(k.evap_approach_k, 1, " K"), number(fleet.evap_approach_k, 1, " K")],
+            [words("Lift", "提升"), number(k.lift_k, 1, " K"), number(fleet.lift_k, 1, " K")],
+            [words("Supply within 0.5 K of setpoint", "出水温度达标率"), pct(k.setpoint_compliance), pct(fleet.setpoint_compliance)],
+            [words("kWh per running hour", "每运行小时耗电 kWh"), number(per_hour, 0, ""), number(fleet.kwh_per_run_hour, 0, "")],
+        ],
+    })
+}
+
 fn finding_view(i: usize, f: &Finding, currency: &str, language: Language) -> Value {
     let zh = language == Language::Zh;
     let estimated = if f.estimated { if zh { "（估算）" } else { " (estimated)" } } else { "" };
@@ -317,6 +336,7 @@ fn view(content: &ReportContent, signature: Option<&Signature>, language: Langua
         "labels": labels(language),
         "findings": content.findings.iter().enumerate().map(|(i, f)| finding_view(i, f, &a.currency, language)).collect::<Vec<_>>(),
         "kpis": kpi_rows(&content.kpis, &content.previous, language),
+        "fleet": content.fleet.as_ref().map(|f| fleet_view(&content.kpis, f, language)),
         "load_profile": content.kpis.load_profile.iter().map(|b| {
             let band = if b.to_pct >= 100.0 { format!("≥ {:.0} %", b.from_pct) } else { format!("{:.0}–{:.0} %", b.from_pct, b.to_pct) };
             [band, format!("{:.0}", b.hours)]

@@ -5,12 +5,12 @@ use std::path::PathBuf;
 
 use lettre::{
     AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor,
-    message::{Mailbox, header::ContentType},
+    message::{Attachment as Part, Mailbox, MultiPart, SinglePart, header::ContentType},
     transport::smtp::authentication::Credentials,
 };
 use serde::Deserialize;
 
-use super::providers::SendError;
+use super::{outbox::Attachment, providers::SendError};
 
 /// How the connection to the SMTP server is secured.
 #[derive(Debug, Clone, Copy, Deserialize, Default, PartialEq, Eq)]
@@ -78,16 +78,29 @@ impl Email {
         Ok(Self { transport: builder.build(), from })
     }
 
-    /// Sends one message.
-    pub async fn send(&self, to: &str, subject: &str, body: &str) -> Result<String, SendError> {
+    /// Sends one message, with `attachment` if there is one.
+    pub async fn send(
+        &self,
+        to: &str,
+        subject: &str,
+        body: &str,
+        attachment: Option<&Attachment>,
+    ) -> Result<String, SendError> {
         let to: Mailbox = to.parse().map_err(|e| SendError::Failed(format!("address {to:?}: {e}")))?;
-        let message = Message::builder()
-            .from(self.from.clone())
-            .to(to)
-            .subject(subject)
-            .header(ContentType::TEXT_PLAIN)
-            .body(body.to_owned())
-            .map_err(|e| SendError::Failed(e.to_string()))?;
+        let builder = Message::builder().from(self.from.clone()).to(to).subject(subject);
+        let message = match attachment {
+            None => builder.header(ContentType::TEXT_PLAIN).body(body.to_owned()),
+            Some(file) => {
+                let content_type = ContentType::parse(&file.content_type)
+                    .map_err(|e| SendError::Failed(format!("attachment type {:?}: {e}", file.content_type)))?;
+                builder.multipart(
+                    MultiPart::mixed()
+                        .singlepart(SinglePart::plain(body.to_owned()))
+                        .singlepart(Part::new(file.filename.clone()).body(file.data.clone(), content_type)),
+                )
+            }
+        }
+        .map_err(|e| SendError::Failed(e.to_string()))?;
         match self.transport.send(message).await {
             Ok(response) => Ok(response.message().collect::<Vec<_>>().join(" ")),
             Err(error) if error.is_timeout() => Err(SendError::Timeout),

@@ -338,7 +338,7 @@ pub async fn escalate(pool: &PgPool, paging: &Paging) -> sqlx::Result<usize> {
             }
             if let Some(phone) = phone {
                 let message = render(paging, &incident, person_id, &phone, &language, last_step, now);
-                if outbox::enqueue(pool, &message).await? {
+                if outbox::enqueue(&mut *pool.acquire().await?, &message).await? {
                     enqueued += 1;
                 }
             }
@@ -347,7 +347,7 @@ pub async fn escalate(pool: &PgPool, paging: &Paging) -> sqlx::Result<usize> {
                 message.channel = "email";
                 message.idempotency_key.push_str("-email");
                 message.reply_code = None;
-                if outbox::enqueue(pool, &message).await? {
+                if outbox::enqueue(&mut *pool.acquire().await?, &message).await? {
                     enqueued += 1;
                 }
             }
@@ -492,6 +492,7 @@ fn render(
         }),
         body,
         reply_code: Some(code),
+        attachment: None,
     }
 }
 

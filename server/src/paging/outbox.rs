@@ -102,14 +102,27 @@ pub struct NewMessage {
     pub body: String,
     /// The code a reply quotes, when a reply means something.
     pub reply_code: Option<String>,
+    /// A file an e-mail carries.
+    pub attachment: Option<Attachment>,
+}
+
+/// A file an e-mail carries (at most 8 MiB).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Attachment {
+    /// Its name, for example `report-12.pdf`.
+    pub filename: String,
+    /// Its MIME type.
+    pub content_type: String,
+    /// Its bytes.
+    pub data: Vec<u8>,
 }
 
 /// Writes a message to the outbox; `false` if its key was enqueued before.
-pub async fn enqueue(db: impl sqlx::PgExecutor<'_>, message: &NewMessage) -> sqlx::Result<bool> {
-    let inserted = sqlx::query(
+pub async fn enqueue(db: &mut sqlx::PgConnection, message: &NewMessage) -> sqlx::Result<bool> {
+    let inserted: Option<i64> = sqlx::query_scalar(
         "insert into outbox (idempotency_key, alarm_id, ticket_id, person_id, channel, address, language, params, body,
              reply_code)
-         values ($1, $2, $9, $3, $10, $4, $5, $6, $7, $8) on conflict (idempotency_key) do nothing",
+         values ($1, $2, $9, $3, $10, $4, $5, $6, $7, $8) on conflict (idempotency_key) do nothing returning id",
     )
     .bind(&message.idempotency_key)
     .bind(message.alarm_id)
@@ -121,10 +134,18 @@ pub async fn enqueue(db: impl sqlx::PgExecutor<'_>, message: &NewMessage) -> sql
     .bind(&message.reply_code)
     .bind(message.ticket_id)
     .bind(message.channel)
-    .execute(db)
-    .await?
-    .rows_affected();
-    Ok(inserted == 1)
+    .fetch_optional(&mut *db)
+    .await?;
+    if let (Some(id), Some(attachment)) = (inserted, &message.attachment) {
+        sqlx::query("insert into outbox_attachments (outbox_id, filename, content_type, data) values ($1, $2, $3, $4)")
+            .bind(id)
+            .bind(&attachment.filename)
+            .bind(&attachment.content_type)
+            .bind(&attachment.data)
+            .execute(&mut *db)
+            .await?;
+    }
+    Ok(inserted.is_some())
 }
 
 #[derive(Debug, sqlx::FromRow)]
@@ -382,7 +403,11 @@ async fn deliver(
     for provider in (0..chain.len()).map(|i| &chain[(start + i) % chain.len()]) {
         let sent = async {
             match (provider.is_mail(), email) {
-                (true, Some(email)) => email.send(&outgoing.address, &subject(&outgoing.params), &outgoing.body).await,
+                (true, Some(email)) => {
+                    let attachment =
+                        attachment_of(pool, message.id).await.map_err(|e| SendError::Failed(e.to_string()))?;
+                    email.send(&outgoing.address, &subject(&outgoing.params), &outgoing.body, attachment.as_ref()).await
+                }
                 (true, None) => Err(SendError::Failed("no [email] in the paging configuration".into())),
                 (false, _) => provider.send(client, &outgoing).await,
             }
@@ -497,6 +522,16 @@ async fn merge_waiting(pool: &PgPool, message: &mut Claimed) -> sqlx::Result<boo
 }
 
 /// An e-mail's subject from the template parameters.
+/// The file an e-mail carries, if it has one.
+async fn attachment_of(pool: &PgPool, id: i64) -> sqlx::Result<Option<Attachment>> {
+    let row: Option<(String, String, Vec<u8>)> =
+        sqlx::query_as("select filename, content_type, data from outbox_attachments where outbox_id = $1")
+            .bind(id)
+            .fetch_optional(pool)
+            .await?;
+    Ok(row.map(|(filename, content_type, data)| Attachment { filename, content_type, data }))
+}
+
 fn subject(params: &Value) -> String {
     let text = |key: &str| params[key].as_str().unwrap_or_default().to_owned();
     match params["kind"].as_str() {

@@ -107,6 +107,38 @@ pub(crate) async fn event(
     Ok(())
 }
 
+/// Opens a grade 4 ticket for an owner's question about report `report` of `unit` at `site`,
+/// with the question as its first note, in the caller's transaction; returns its id.
+pub async fn open_for_question(
+    db: &mut sqlx::PgConnection,
+    report: i64,
+    site: &str,
+    unit: i64,
+    actor: &str,
+    question: &str,
+) -> sqlx::Result<i64> {
+    let grade = 4;
+    let (respond, on_site, escalate) = clocks(grade);
+    let title: String = format!("Question on report #{report}: {question}").chars().take(120).collect();
+    let id: i64 = sqlx::query_scalar(
+        "insert into tickets (gateway_id, unit_id, report_id, grade, title, respond_by, on_site_by, escalate_by)
+         values ($1, $2, $3, $4, $5, now() + $6, now() + $7, now() + $8) returning id",
+    )
+    .bind(site)
+    .bind(unit)
+    .bind(report)
+    .bind(grade)
+    .bind(&title)
+    .bind(respond)
+    .bind(on_site)
+    .bind(escalate)
+    .fetch_one(&mut *db)
+    .await?;
+    event(&mut *db, id, "opened", actor, "a question about a remote-doctor report", None).await?;
+    event(&mut *db, id, TicketAction::Note.event(), actor, question, None).await?;
+    Ok(id)
+}
+
 /// Opens the ticket of an alarm (once); returns its id when it was opened now. It runs in the
 /// caller's transaction, so a ticket is opened with the event that asked for it or not at all.
 pub async fn open_for_alarm(db: &mut sqlx::PgConnection, alarm_id: i64, scale: f64) -> sqlx::Result<Option<i64>> {
@@ -197,8 +229,9 @@ pub async fn check_breaches(pool: &PgPool) -> sqlx::Result<usize> {
                 }),
                 body,
                 reply_code: None,
+                attachment: None,
             };
-            if outbox::enqueue(pool, &message).await? {
+            if outbox::enqueue(&mut *pool.acquire().await?, &message).await? {
                 enqueued += 1;
             }
         }
@@ -243,6 +276,7 @@ pub(crate) async fn ask_satisfaction(db: &mut sqlx::PgConnection, paging: &Pagin
             }),
             body,
             reply_code: Some(code),
+            attachment: None,
         };
         outbox::enqueue(&mut *db, &message).await?;
     }
