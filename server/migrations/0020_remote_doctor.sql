@@ -51,9 +51,48 @@ grant select, insert on outbox_attachments to chillcloud_api;
 -- An owner's question about a report is a service ticket (clocks, assignment, breaches).
 alter table tickets add column report_id bigint references reports (id);
 create index tickets_by_report on tickets (report_id) where report_id is not null;
--- A customer sees its own units' reports once signed; the service organisation sees drafts too.
+-- Whose the report is: the organisation that owned the site when it was drafted (a report of an
+-- earlier owner's time is not the next owner's to read), like alarms and tickets (0014).
+alter table reports add column organisation_id bigint references organisations (id);
+create trigger owner before insert on reports for each row execute function chillcloud_owner_of_unit();
+-- A customer reads its own units' signed reports; only the service organisation writes them.
 alter table reports enable row level security;
-create policy tenant on reports to chillcloud_api
-    using (exists (select 1 from units u where u.id = reports.unit_id) and (status = 'signed' or chillcloud_service()));
+create policy tenant on reports for select to chillcloud_api
+    using (chillcloud_sees(organisation_id) and exists (select 1 from units u where u.id = reports.unit_id)
+           and (status = 'signed' or chillcloud_service()));
+create policy service_writes on reports for all to chillcloud_api
+    using (chillcloud_service()) with check (chillcloud_service());
 grant select, insert, update, delete on reports to chillcloud_api;
 grant usage, select on sequence reports_id_seq to chillcloud_api;
+
+-- A site moving to another customer: reports drafted while it had no owner go with it, as
+-- commands do; reports of an earlier owner's time stay theirs. (0014's function, with reports.)
+create or replace function chillcloud_site_moved() returns trigger
+language plpgsql security definer set search_path = public, pg_temp as $$
+begin
+    if new.organisation_id is not distinct from old.organisation_id then
+        return new;
+    end if;
+    -- Who acknowledged or shelved an open alarm under the previous owner stays in the audit log,
+    -- not in what the new owner reads.
+    if old.organisation_id is not null then
+        update alarm_events e set actor = 'previous owner' from alarms a
+            where a.id = e.alarm_id and a.gateway_id = new.id and a.closed_at is null and e.actor is not null;
+        update alarms set acknowledged_by = 'previous owner'
+            where gateway_id = new.id and closed_at is null and acknowledged_by is not null;
+    end if;
+    update alarms set organisation_id = new.organisation_id
+        where gateway_id = new.id and (closed_at is null or organisation_id is null and old.organisation_id is null);
+    update tickets set organisation_id = new.organisation_id
+        where gateway_id = new.id and (status <> 'closed' or organisation_id is null and old.organisation_id is null);
+    update commands set organisation_id = new.organisation_id
+        where organisation_id is null and old.organisation_id is null
+          and unit_id in (select id from units where gateway_id = new.id);
+    update reports set organisation_id = new.organisation_id
+        where organisation_id is null and old.organisation_id is null
+          and unit_id in (select id from units where gateway_id = new.id);
+    update share_links set revoked_at = now()
+        where revoked_at is null and unit_id in (select id from units where gateway_id = new.id);
+    return new;
+end
+$$;

@@ -189,7 +189,7 @@ async fn doctor_a_well_run_unit_has_no_findings() {
     assert!(kpis["run_hours"].as_f64().expect("run hours") > 715.0, "{kpis}");
     assert_eq!(kpis["starts"], 0.0, "{kpis}");
     assert!(kpis["setpoint_compliance"].as_f64().expect("compliance") > 0.95, "{kpis}");
-    assert_eq!(kpis["estimated"], true);
+    assert_eq!((kpis["energy_estimated"].as_bool(), kpis["cooling_estimated"].as_bool()), (Some(true), Some(true)));
     let energy = kpis["energy_kwh"].as_f64().expect("energy");
     assert!(error(energy, month.energy_kwh) < 0.03, "estimated {energy} kWh, simulated {} kWh", month.energy_kwh);
     let headline = content["headline"].as_str().expect("headline");
@@ -275,6 +275,22 @@ async fn doctor_condenser_fouling_over_30_days_is_found_with_its_cost() {
     assert!(fouling["confidence"].as_f64().expect("confidence") > 0.9);
     assert!(fouling["reference"].as_str().expect("reference").contains("1/lift"));
 
+    // The site's summary of the month: the four units' reports, summed.
+    let from = chrono::DateTime::from_timestamp_millis(start_ms).expect("start");
+    let to = from + chrono::Duration::days(DAYS);
+    let site_path = format!(
+        "/api/v1/gateways/{}/reports?from={}&to={}",
+        stack.gateway_id,
+        from.format("%Y-%m-%dT%H:%M:%SZ"),
+        to.format("%Y-%m-%dT%H:%M:%SZ")
+    );
+    let site = stack.api().get(&site_path).await.expect("the site's summary");
+    assert_eq!(site["units"].as_array().expect("units").len(), 4, "{site:#}");
+    assert_eq!(site["findings"], 1, "{site:#}");
+    assert_eq!(site["yearly_cost"], fouling["yearly_cost"], "{site:#}");
+    assert!(site["run_hours"].as_f64().expect("hours") > 4.0 * 715.0, "{site:#}");
+    assert!(site["headline_zh"].as_str().expect("headline_zh").contains("4 台机组"), "{site:#}");
+
     // The PDF, in Chinese: A4 pages with the chart, the fleet, the headline's figures in its text, and the
     // same bytes when made again from the same report.
     let pdf = report_pdf(&stack, report["id"].as_i64().expect("id"), "zh").await;
@@ -307,6 +323,12 @@ async fn doctor_condenser_fouling_over_30_days_is_found_with_its_cost() {
         let password = if login.starts_with("owner") { "owner password 1" } else { "other password 1" };
         let get = signed_in(&stack, login, password).await;
         assert_eq!(get(&report_path).await.0, 404, "{login} must not see a draft");
+        let site = get(&site_path).await;
+        if login.starts_with("owner") {
+            assert_eq!(site.1["units"], json!([]), "the owner's site summary holds no draft");
+        } else {
+            assert_eq!(site.0, 404, "another customer's site");
+        }
         let listed = get(&format!("/api/v1/units/{unit}/reports")).await;
         if login.starts_with("owner") {
             assert_eq!(listed, (200, json!([])), "the owner sees no draft listed");

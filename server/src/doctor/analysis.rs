@@ -219,9 +219,10 @@ pub struct Kpis {
     pub energy_kwh: Option<f64>,
     /// Cooling delivered, kWh.
     pub cooling_kwh: Option<f64>,
-    /// Whether energy or cooling are estimated from %RLA and the unit's ratings rather than
-    /// metered.
-    pub estimated: bool,
+    /// Whether the electricity is estimated from %RLA and the rated power rather than metered.
+    pub energy_estimated: bool,
+    /// Whether the cooling is estimated from %RLA and the rated cooling rather than metered.
+    pub cooling_estimated: bool,
     /// kW per ton of cooling over the period, where power or cooling is metered.
     pub kw_per_ton: Option<f64>,
     /// Coefficient of performance over the period, where power or cooling is metered.
@@ -248,18 +249,19 @@ fn mean_of<'a>(hours: impl Iterator<Item = &'a Hour>, f: impl Fn(&Hour) -> Optio
     (n > 0).then(|| sum / f64::from(n))
 }
 
-/// Starts counted hour by hour from the counter's last value in each hour (a counter reset by
-/// the controller counts nothing, not minus millions), with the hour each was counted in.
+/// Starts counted hour by hour: the counter's last value in each hour against the hour just
+/// before (`before` for the first), so that a gap's starts are never put into one hour (nor
+/// starts from before the period into it); a counter reset by the controller counts nothing,
+/// not minus millions. With the hour each was counted in.
 fn starts_by_hour(hours: &[Hour], before: Option<f64>) -> Vec<(usize, f64)> {
     let mut previous = before;
     let mut starts = Vec::new();
     for (i, hour) in hours.iter().enumerate() {
-        if let Some(count) = hour.last[Input::Starts as usize] {
-            if let Some(previous) = previous {
-                starts.push((i, (count - previous).max(0.0)));
-            }
-            previous = Some(count);
+        let count = hour.last[Input::Starts as usize];
+        if let (Some(count), Some(previous)) = (count, previous) {
+            starts.push((i, (count - previous).max(0.0)));
         }
+        previous = count;
     }
     starts
 }
@@ -304,7 +306,8 @@ pub fn kpis(hours: &[Hour], before_starts: Option<f64>, assumptions: &Assumption
         load_profile,
         energy_kwh,
         cooling_kwh,
-        estimated: energy.iter().chain(&cooling).any(|e| e.1),
+        energy_estimated: energy.iter().any(|e| e.1),
+        cooling_estimated: cooling.iter().any(|e| e.1),
         kw_per_ton: ratio.map(|(e, c)| e / (c / 3.517)),
         cop: ratio.map(|(e, c)| c / e),
         setpoint_compliance: (judged > 0).then(|| f64::from(within) / f64::from(judged)),
@@ -368,8 +371,8 @@ pub struct Evidence {
     pub unit: String,
     /// Daily means over the hours the finding judged.
     pub daily: Vec<DayValue>,
-    /// The fitted trend at the period's mean load, where the finding fits one: its first and
-    /// last day.
+    /// The fitted trend at the mean load of the days fitted, where the finding fits one: its
+    /// first and last day.
     pub fit: Vec<DayValue>,
 }
 
@@ -525,6 +528,21 @@ impl Case<'_> {
         &self.hours[first..]
     }
 
+    /// The period's energy that `kelvins` of each hour's lift cost (or would save), at 1/lift per
+    /// kelvin from the hour's own lift when it ran through it, else the period's steady mean; and
+    /// whether it rests on %RLA. None when no hour could be priced.
+    fn priced(&self, energy: &super::rules::EnergyRules, kelvins: impl Fn(&Hour) -> f64) -> Option<(f64, bool)> {
+        let mean_lift = self.mean_steady_lift();
+        let mut total: Option<(f64, bool)> = None;
+        for (hour, kwh, estimated) in self.period_energy() {
+            if let Some(lift) = hour.steady().then(|| hour.lift()).flatten().or(mean_lift) {
+                let (sum, any) = total.unwrap_or_default();
+                total = Some((sum + kwh * kelvins(hour) * energy.per_kelvin(lift), any || estimated));
+            }
+        }
+        total
+    }
+
     fn mean_steady_lift(&self) -> Option<f64> {
         mean_of(self.period().iter().filter(|h| h.steady()), Hour::lift)
     }
@@ -565,13 +583,19 @@ fn judge(rules: &DoctorRules, rule: &FindingRule, case: &Case) -> Option<Finding
         Check::ApproachTrend { input, min_rise_k, min_days, lookback_days } => {
             let hours = case.lookback(lookback_days);
             let origin = hours.iter().find(|h| h.steady() && h.get(input).is_some())?.start;
-            let rows: Vec<([f64; 3], f64)> = hours
-                .iter()
-                .filter(|h| h.steady())
-                .filter_map(|h| Some(([1.0, h.get(Input::LoadPct)? / 100.0, h.days_since(origin)], h.get(input)?)))
-                .collect();
+            // Fitted on daily means of the steady hours: hours of one day are not independent
+            // (their residuals move together), so an hourly fit would overstate its certainty.
+            let mut days: BTreeMap<NaiveDate, [f64; 4]> = BTreeMap::new();
+            for hour in hours.iter().filter(|h| h.steady()) {
+                if let (Some(load), Some(value)) = (hour.get(Input::LoadPct), hour.get(input)) {
+                    let day = days.entry(hour.start.date_naive()).or_default();
+                    *day = [day[0] + load / 100.0, day[1] + hour.days_since(origin), day[2] + value, day[3] + 1.0];
+                }
+            }
+            let rows: Vec<([f64; 3], f64)> =
+                days.values().map(|[load, at, value, n]| ([1.0, load / n, at / n], value / n)).collect();
             let daily_values = daily(hours, Hour::steady, |h| h.get(input));
-            if daily_values.len() < min_days as usize {
+            if rows.len() < min_days as usize {
                 return None;
             }
             let ([a, b, per_day], [_, _, per_day_error]) = least_squares(&rows)?;
@@ -583,18 +607,7 @@ fn judge(rules: &DoctorRules, rule: &FindingRule, case: &Case) -> Option<Finding
             }
             // Energy: each hour's excess over where the approach started, at 1/lift per kelvin.
             let mean_lift = case.mean_steady_lift();
-            let excess = |h: &Hour| (per_day * h.days_since(origin)).max(0.0);
-            let mut period_kwh = 0.0;
-            let mut estimated = false;
-            let mut costed = false;
-            for (hour, kwh, est) in case.period_energy() {
-                let lift = hour.steady().then(|| hour.lift()).flatten().or(mean_lift);
-                if let Some(lift) = lift {
-                    period_kwh += kwh * excess(hour) * energy.per_kelvin(lift);
-                    estimated |= est;
-                    costed = true;
-                }
-            }
+            let priced = case.priced(energy, |h| (per_day * h.days_since(origin)).max(0.0));
             let mean_load = rows.iter().map(|r| r.0[1]).sum::<f64>() / rows.len() as f64;
             let fitted = |days: f64| a + b * mean_load + per_day * days;
             let first_day = origin.date_naive();
@@ -631,28 +644,34 @@ fn judge(rules: &DoctorRules, rule: &FindingRule, case: &Case) -> Option<Finding
             let mut found = finding(
                 (days / 28.0).min(1.0) * (t / 10.0).min(1.0),
                 summary,
-                vec![("rise_k", rise), ("k_per_day", per_day), ("percent_per_k", per_k_pct), ("excess_now_k", rise)],
+                vec![("rise_k", rise), ("k_per_day", per_day), ("percent_per_k", per_k_pct)],
                 evidence,
             );
-            if costed {
+            if let Some((period_kwh, estimated)) = priced {
                 // A year at the excess it has now, on this period's energy.
                 let period_energy: f64 = case.period_energy().map(|e| e.1).sum();
-                let yearly_kwh = period_energy * 8760.0 / case.period().len().max(1) as f64
-                    * rise
-                    * mean_lift.map_or(0.0, |l| energy.per_kelvin(l));
+                let (yearly_kwh, yearly_cost) =
+                    case.per_year(period_energy * rise * mean_lift.map_or(0.0, |l| energy.per_kelvin(l)));
                 found.period_kwh = Some(round(period_kwh, 1));
                 found.yearly_kwh = Some(round(yearly_kwh, 0));
-                found.yearly_cost = Some(round(yearly_kwh * case.assumptions.tariff_per_kwh, 0));
+                found.yearly_cost = Some(round(yearly_cost, 0));
                 found.estimated = estimated;
             }
             Some(found)
         }
-        Check::SetpointReset { design_supply_c, min_raise_k, max_raise_k, max_load_p90_pct, max_mean_deviation_k } => {
+        Check::SetpointReset {
+            design_supply_c,
+            min_raise_k,
+            max_raise_k,
+            max_load_p90_pct,
+            max_mean_deviation_k,
+            min_steady_hours,
+        } => {
             let steady: Vec<&Hour> = case.period().iter().filter(|h| h.steady()).collect();
             let setpoint = mean_of(steady.iter().copied(), |h| h.get(Input::Setpoint))?;
             let deviation = mean_of(steady.iter().copied(), |h| h.get(Input::SupplyDeviation).map(f64::abs))?;
             let mut loads: Vec<f64> = steady.iter().filter_map(|h| h.get(Input::LoadPct)).collect();
-            if loads.len() < 24 * 7 {
+            if loads.len() < min_steady_hours as usize {
                 return None;
             }
             loads.sort_by(f64::total_cmp);
@@ -663,16 +682,7 @@ fn judge(rules: &DoctorRules, rule: &FindingRule, case: &Case) -> Option<Finding
             }
             let suggested = setpoint + raise;
             let mean_lift = case.mean_steady_lift();
-            let mut period_kwh = 0.0;
-            let mut estimated = false;
-            let mut costed = false;
-            for (hour, kwh, est) in case.period_energy() {
-                if let Some(lift) = hour.steady().then(|| hour.lift()).flatten().or(mean_lift) {
-                    period_kwh += kwh * raise * energy.per_kelvin(lift);
-                    estimated |= est;
-                    costed = true;
-                }
-            }
+            let priced = case.priced(energy, |_| raise);
             let per_k_pct = mean_lift.map(|l| energy.per_kelvin(l) * 100.0).unwrap_or(f64::NAN);
             let summary = (
                 format!(
@@ -703,7 +713,7 @@ fn judge(rules: &DoctorRules, rule: &FindingRule, case: &Case) -> Option<Finding
                 ],
                 evidence,
             );
-            if costed {
+            if let Some((period_kwh, estimated)) = priced {
                 let (yearly_kwh, yearly_cost) = case.per_year(period_kwh);
                 found.period_kwh = Some(round(period_kwh, 1));
                 found.yearly_kwh = Some(round(yearly_kwh, 0));
@@ -911,7 +921,7 @@ mod tests {
         assert_eq!(kpis.run_hours, 2.0);
         assert_eq!(kpis.starts, Some(2.0));
         assert_eq!(kpis.energy_kwh, Some(180.0 * 1.45));
-        assert!(kpis.estimated);
+        assert!(kpis.energy_estimated && kpis.cooling_estimated);
         assert_eq!(kpis.setpoint_compliance, Some(1.0));
         assert_eq!(kpis.lift_k, Some(31.0));
         let bands: Vec<f64> = kpis.load_profile.iter().map(|b| b.hours).collect();

@@ -15,9 +15,10 @@ use utoipa::ToSchema;
 use utoipa_axum::{router::OpenApiRouter, routes};
 
 use super::{
-    DoctorRules, InvalidReport, ReportContent, check_period, deliver, draft, fleet_comparison, owner_email_languages,
+    DoctorRules, InvalidReport, ReportContent, SiteSummary, check_period, deliver, draft, fleet_comparison,
+    owner_email_languages,
     pdf::{self, Language, PdfError, Signature},
-    store_draft,
+    site_summary, store_draft,
 };
 use crate::http::{Allowed, ApiError, AppState, DraftReports, ErrorBody, Read, require_unit};
 
@@ -32,6 +33,7 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(set_tariff))
         .routes(routes!(set_reporting))
         .routes(routes!(ask))
+        .routes(routes!(draft_site, site_report))
         .routes(routes!(list_all))
 }
 
@@ -509,11 +511,14 @@ pub(crate) async fn report_pdf(
     };
     // Typesetting takes a CPU for a moment: in the history lane (two at once, one per
     // customer), off the runtime's workers.
-    let _place = state.history_lane.enter(&viewer.scope(), &state.metrics).await?;
-    let bytes =
-        tokio::task::spawn_blocking(move || pdf::render(report.id, &report.content, signature.as_ref(), language))
-            .await
-            .map_err(|e| ApiError::Internal(format!("PDF task: {e}")))??;
+    // The place moves into the task: a client that goes away does not free it while it renders.
+    let place = state.history_lane.enter(&viewer.scope(), &state.metrics).await?;
+    let bytes = tokio::task::spawn_blocking(move || {
+        let _place = place;
+        pdf::render(report.id, &report.content, signature.as_ref(), language)
+    })
+    .await
+    .map_err(|e| ApiError::Internal(format!("PDF task: {e}")))??;
     let name = format!("attachment; filename=\"report-{report_id}.pdf\"");
     Ok(([(header::CONTENT_TYPE, "application/pdf".to_owned()), (header::CONTENT_DISPOSITION, name)], bytes)
         .into_response())
@@ -697,8 +702,7 @@ pub(crate) async fn ask(
     }
     let mut tx = viewer.begin().await?;
     let row: Option<(i64, String, String)> = sqlx::query_as(
-        "select r.unit_id, u.gateway_id, r.status from reports r join units u on u.id = r.unit_id
-         where r.id = $1 for update of r",
+        "select r.unit_id, u.gateway_id, r.status from reports r join units u on u.id = r.unit_id where r.id = $1",
     )
     .bind(report_id)
     .fetch_optional(&mut *tx)
@@ -707,6 +711,9 @@ pub(crate) async fn ask(
     if status != "signed" {
         return Err(ApiError::Conflict("a draft is the engineers' own: ask once it is signed".into()));
     }
+    // One question of a report at a time, so that the bound holds (customers may not lock the
+    // report's row: they do not write reports).
+    sqlx::query("select pg_advisory_xact_lock(19, $1::int)").bind(report_id as i32).execute(&mut *tx).await?;
     let asked: i64 = sqlx::query_scalar("select count(*) from tickets where report_id = $1")
         .bind(report_id)
         .fetch_one(&mut *tx)
@@ -717,4 +724,78 @@ pub(crate) async fn ask(
     let ticket_id = crate::tickets::open_for_question(&mut tx, report_id, &site, unit, &viewer.actor(), &text).await?;
     tx.commit().await?;
     Ok(Json(Asked { ticket_id }))
+}
+
+/// A site's period, as a query.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct PeriodQuery {
+    /// Start of the period (rounded down to the hour).
+    pub from: DateTime<Utc>,
+    /// End of the period, exclusive.
+    pub to: DateTime<Utc>,
+}
+
+/// Drafts the report of every unit at a site for a period (each waits for an engineer's
+/// signature) and answers the site's summary.
+#[utoipa::path(
+    post,
+    path = "/api/v1/gateways/{gateway_id}/reports",
+    tag = "reports",
+    params(("gateway_id" = String, Path, description = "The site's gateway id", example = "gw-plant-1")),
+    request_body = NewReport,
+    responses(
+        (status = 200, description = "The site's summary of the new drafts", body = SiteSummary),
+        (status = 400, description = "The period is empty, reversed, longer than 366 days or outside 2000 to tomorrow", body = ErrorBody),
+        (status = 403, description = "Only the service organisation's engineers draft reports", body = ErrorBody),
+        (status = 404, description = "No such site, or not the viewer's", body = ErrorBody),
+        (status = 422, description = "The body does not match the schema", body = ErrorBody),
+    )
+)]
+pub(crate) async fn draft_site(
+    viewer: Allowed<DraftReports>,
+    Path(gateway_id): Path<String>,
+    Json(body): Json<NewReport>,
+) -> Result<Json<SiteSummary>, ApiError> {
+    let (from, to) = check_period(body.from, body.to)?;
+    let mut tx = viewer.begin().await?;
+    let units: Vec<i64> = sqlx::query_scalar("select id from units where gateway_id = $1 order by id")
+        .bind(&gateway_id)
+        .fetch_all(&mut *tx)
+        .await?;
+    for unit in units {
+        if let Some(content) = draft(&mut tx, DoctorRules::shipped(), unit, from, to).await? {
+            store_draft(&mut tx, &content, &viewer.actor()).await?;
+        }
+    }
+    let summary = site_summary(&mut tx, &gateway_id, from, to).await?.ok_or(ApiError::NotFound)?;
+    tx.commit().await?;
+    Ok(Json(summary))
+}
+
+/// A site's period at a glance: its units' reports of exactly that period, summed (customers:
+/// the signed ones).
+#[utoipa::path(
+    get,
+    path = "/api/v1/gateways/{gateway_id}/reports",
+    tag = "reports",
+    params(("gateway_id" = String, Path, description = "The site's gateway id", example = "gw-plant-1"), PeriodQuery),
+    responses(
+        (status = 200, description = "The site's summary", body = SiteSummary),
+        (status = 400, description = "The period is empty, reversed, longer than 366 days or outside 2000 to tomorrow", body = ErrorBody),
+        (status = 404, description = "No such site, or not the viewer's", body = ErrorBody),
+        (status = 503, description = "Too many costly requests under way; try again shortly", body = ErrorBody),
+    )
+)]
+pub(crate) async fn site_report(
+    State(state): State<AppState>,
+    viewer: Allowed<Read>,
+    Path(gateway_id): Path<String>,
+    Query(period): Query<PeriodQuery>,
+) -> Result<Json<SiteSummary>, ApiError> {
+    let (from, to) = check_period(period.from, period.to)?;
+    // Up to 1,000 units' reports: in the history lane, like other costly reads.
+    let _place = state.history_lane.enter(&viewer.scope(), &state.metrics).await?;
+    let mut tx = viewer.begin().await?;
+    Ok(Json(site_summary(&mut tx, &gateway_id, from, to).await?.ok_or(ApiError::NotFound)?))
 }

@@ -99,6 +99,12 @@ pub struct ReportContent {
     pub period_start: DateTime<Utc>,
     /// ... to (exclusive).
     pub period_end: DateTime<Utc>,
+    /// The period's first and last day in the site's time zone (`2026-11-01 – 2026-11-30`).
+    #[serde(default)]
+    pub period_label: String,
+    /// The site's time zone.
+    #[serde(default)]
+    pub time_zone: String,
     /// In plain words: hours run, setpoint compliance, faults, findings and their worth.
     pub headline: String,
     /// See `headline`.
@@ -107,12 +113,15 @@ pub struct ReportContent {
     pub kpis: Kpis,
     /// The same for the period of equal length before it.
     pub previous: Kpis,
-    /// Monthly means of the approaches, lift and ΔT, from the lookback to the period's end.
+    /// Monthly means of the approaches, lift and ΔT, from 62 days before the period to its end.
     pub monthly: Vec<MonthTrend>,
     /// What the doctor found.
     pub findings: Vec<Finding>,
-    /// Alarms raised in the period.
+    /// Alarms raised in the period (the first 200).
     pub alarms: Vec<AlarmLine>,
+    /// How many alarms were raised in the period.
+    #[serde(default)]
+    pub alarm_count: i64,
     /// Tickets opened in the period.
     pub tickets: Vec<TicketLine>,
     /// Ratings and tariff the figures used.
@@ -122,8 +131,10 @@ pub struct ReportContent {
     pub fleet: Option<FleetComparison>,
 }
 
-/// Medians of the same period's reports of other units of the same model (family and model), by
-/// at least [`MIN_PEERS`] units: only medians, so no other customer's unit can be read from it.
+/// Medians of the same period's reports of other customers' units of the same model (family and
+/// model). Each median is over at least [`MIN_PEERS`] units that have the figure, none of them the
+/// unit's own organisation's (whose figures it knows, and could otherwise plant to single one
+/// out): a median is then one of several other customers' units' value, without saying whose.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, sqlx::FromRow, ToSchema)]
 pub struct FleetComparison {
     /// How many units the medians are over.
@@ -152,19 +163,29 @@ pub async fn fleet_comparison(
     to: DateTime<Utc>,
 ) -> sqlx::Result<Option<FleetComparison>> {
     let comparison: FleetComparison = sqlx::query_as(
-        "with peers as (
-             select distinct on (r.unit_id) r.content -> 'kpis' as k
-             from reports r join units u on u.id = r.unit_id
+        "with own as (
+             select g.organisation_id from units u join gateways g on g.id = u.gateway_id where u.id = $3
+         ), peers as (
+             select distinct on (r.unit_id)
+                 (r.content -> 'kpis' ->> 'cond_approach_k')::float8 as cond,
+                 (r.content -> 'kpis' ->> 'evap_approach_k')::float8 as evap,
+                 (r.content -> 'kpis' ->> 'lift_k')::float8 as lift,
+                 (r.content -> 'kpis' ->> 'setpoint_compliance')::float8 as compliance,
+                 (r.content -> 'kpis' ->> 'energy_kwh')::float8
+                     / nullif((r.content -> 'kpis' ->> 'run_hours')::float8, 0) as per_hour
+             from reports r join units u on u.id = r.unit_id join gateways g on g.id = u.gateway_id, own
              where r.period_start = $1 and r.period_end = $2 and r.unit_id <> $3 and u.family = $4 and u.model = $5
+               and (own.organisation_id is null or g.organisation_id is distinct from own.organisation_id)
              order by r.unit_id, r.id desc
          )
          select count(*) as units,
-             percentile_cont(0.5) within group (order by (k ->> 'cond_approach_k')::float8) as cond_approach_k,
-             percentile_cont(0.5) within group (order by (k ->> 'evap_approach_k')::float8) as evap_approach_k,
-             percentile_cont(0.5) within group (order by (k ->> 'lift_k')::float8) as lift_k,
-             percentile_cont(0.5) within group (order by (k ->> 'setpoint_compliance')::float8) as setpoint_compliance,
-             percentile_cont(0.5) within group (
-                 order by (k ->> 'energy_kwh')::float8 / nullif((k ->> 'run_hours')::float8, 0)) as kwh_per_run_hour
+             case when count(cond) >= $6 then percentile_cont(0.5) within group (order by cond) end as cond_approach_k,
+             case when count(evap) >= $6 then percentile_cont(0.5) within group (order by evap) end as evap_approach_k,
+             case when count(lift) >= $6 then percentile_cont(0.5) within group (order by lift) end as lift_k,
+             case when count(compliance) >= $6
+                 then percentile_cont(0.5) within group (order by compliance) end as setpoint_compliance,
+             case when count(per_hour) >= $6
+                 then percentile_cont(0.5) within group (order by per_hour) end as kwh_per_run_hour
          from peers",
     )
     .bind(from)
@@ -172,6 +193,7 @@ pub async fn fleet_comparison(
     .bind(unit.id)
     .bind(&unit.family)
     .bind(&unit.model)
+    .bind(MIN_PEERS)
     .fetch_one(db)
     .await?;
     Ok((comparison.units >= MIN_PEERS).then_some(comparison))
@@ -248,10 +270,15 @@ pub async fn draft(
         "select u.id, coalesce(u.display_name, nullif(u.gateway_display_name, ''), u.device_key) as name,
                 u.gateway_id as site, u.model, u.family, u.rated_cooling_kw, u.rated_power_kw, g.tariff_per_kwh as site_tariff,
                 (select o.tariff_per_kwh from organisations o where o.kind = 'service' and o.tariff_per_kwh is not null
-                 order by o.id limit 1) as service_tariff
+                 order by o.id limit 1) as service_tariff,
+                to_char($2 at time zone g.time_zone, 'YYYY-MM-DD') || ' – '
+                    || to_char(($3 - interval '1 second') at time zone g.time_zone, 'YYYY-MM-DD') as period_label,
+                g.time_zone
          from units u join gateways g on g.id = u.gateway_id where u.id = $1",
     )
     .bind(unit_id)
+    .bind(from)
+    .bind(to)
     .fetch_optional(&mut *db)
     .await?;
     let Some(row) = row else { return Ok(None) };
@@ -294,6 +321,13 @@ pub async fn draft(
     .bind(to)
     .fetch_all(&mut *db)
     .await?;
+    let alarm_count: i64 =
+        sqlx::query_scalar("select count(*) from alarms where unit_id = $1 and raised_at >= $2 and raised_at < $3")
+            .bind(unit_id)
+            .bind(from)
+            .bind(to)
+            .fetch_one(&mut *db)
+            .await?;
     let tickets: Vec<TicketLine> = sqlx::query_as(
         "select id, grade, title, status, opened_at,
                 extract(epoch from responded_at - opened_at)::float8 / 60 as response_minutes,
@@ -310,6 +344,8 @@ pub async fn draft(
         unit,
         period_start: from,
         period_end: to,
+        period_label: row.period_label.clone(),
+        time_zone: row.time_zone.clone(),
         headline: String::new(),
         headline_zh: String::new(),
         kpis,
@@ -317,6 +353,7 @@ pub async fn draft(
         monthly: analysis::monthly_trend(&hours[period_from.saturating_sub(24 * 62)..]),
         findings,
         alarms,
+        alarm_count,
         tickets,
         assumptions,
         fleet: None,
@@ -335,6 +372,8 @@ struct UnitRow {
     family: String,
     rated_cooling_kw: Option<f64>,
     rated_power_kw: Option<f64>,
+    period_label: String,
+    time_zone: String,
     site_tariff: Option<f64>,
     service_tariff: Option<f64>,
 }
@@ -356,7 +395,7 @@ impl ReportContent {
     /// (again after an engineer dropped a finding).
     pub fn write_headline(&mut self) {
         let (unit, kpis, alarms, findings, assumptions) =
-            (&self.unit, &self.kpis, self.alarms.len(), &self.findings, &self.assumptions);
+            (&self.unit, &self.kpis, self.alarm_count, &self.findings, &self.assumptions);
         (self.headline, self.headline_zh) = headline(unit, kpis, alarms, findings, assumptions);
     }
 }
@@ -364,7 +403,7 @@ impl ReportContent {
 fn headline(
     unit: &ReportUnit,
     kpis: &Kpis,
-    alarms: usize,
+    alarms: i64,
     findings: &[Finding],
     assumptions: &Assumptions,
 ) -> (String, String) {
@@ -440,7 +479,7 @@ pub async fn deliver(
     .fetch_all(&mut *db)
     .await?;
     let link = format!("{public_url}/#/report/{report_id}");
-    let period = format!("{}~{}", content.period_start.format("%m-%d"), content.period_end.format("%m-%d"));
+    let period = content.period_label.replace(" – ", "~");
     let mut enqueued = 0;
     for (person, phone, email, language) in owners {
         let unit = &content.unit.name;
@@ -482,4 +521,160 @@ pub async fn deliver(
         }
     }
     Ok(enqueued)
+}
+
+/// A site's period at a glance: its units' reports of exactly that period (the newest each unit
+/// has; customers see signed ones only), summed.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct SiteSummary {
+    /// The site (gateway).
+    pub site: String,
+    /// The period: from (inclusive) ...
+    pub period_start: DateTime<Utc>,
+    /// ... to (exclusive).
+    pub period_end: DateTime<Utc>,
+    /// In plain words: units, hours run, energy, findings and their worth.
+    pub headline: String,
+    /// See `headline`.
+    pub headline_zh: String,
+    /// Hours run, summed over the units.
+    pub run_hours: f64,
+    /// Electricity, summed over the units that have a figure, kWh.
+    pub energy_kwh: Option<f64>,
+    /// Whether any unit's energy is estimated from %RLA.
+    pub energy_estimated: bool,
+    /// Alarms raised in the period, over the units.
+    pub alarms: i64,
+    /// Findings, over the units.
+    pub findings: usize,
+    /// What the findings are worth a year, summed, at the tariffs.
+    pub yearly_cost: f64,
+    /// Its currency.
+    pub currency: String,
+    /// Each unit's line, by unit id.
+    pub units: Vec<SiteUnit>,
+}
+
+#[derive(sqlx::FromRow)]
+struct SiteRow {
+    id: i64,
+    status: String,
+    unit: sqlx::types::Json<ReportUnit>,
+    headline: String,
+    headline_zh: String,
+    run_hours: f64,
+    energy_kwh: Option<f64>,
+    energy_estimated: bool,
+    alarm_count: i64,
+    currency: String,
+    findings: sqlx::types::Json<Vec<SiteFinding>>,
+}
+
+/// A unit's line in a [`SiteSummary`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct SiteUnit {
+    /// The report.
+    pub report_id: i64,
+    /// `draft` or `signed`.
+    pub status: String,
+    /// The unit.
+    pub unit: ReportUnit,
+    /// Its headline, in English and Chinese.
+    pub headline: String,
+    /// See `headline`.
+    pub headline_zh: String,
+    /// Its findings' keys and titles, with their yearly cost.
+    pub findings: Vec<SiteFinding>,
+}
+
+/// A finding as a site's summary lists it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct SiteFinding {
+    /// The rule's key.
+    pub key: String,
+    /// Title, in English and Chinese.
+    pub title: String,
+    /// See `title`.
+    pub title_zh: String,
+    /// What it is worth a year, if estimated.
+    pub yearly_cost: Option<f64>,
+}
+
+/// The summary of `site` over `[from, to)` as `db` sees it; `None` when the site is not seen.
+pub async fn site_summary(
+    db: &mut PgConnection,
+    site: &str,
+    from: DateTime<Utc>,
+    to: DateTime<Utc>,
+) -> sqlx::Result<Option<SiteSummary>> {
+    let seen: bool = sqlx::query_scalar("select exists (select 1 from gateways where id = $1)")
+        .bind(site)
+        .fetch_one(&mut *db)
+        .await?;
+    if !seen {
+        return Ok(None);
+    }
+    // Only what the summary shows, not each report's evidence.
+    let rows: Vec<SiteRow> = sqlx::query_as(
+        "select distinct on (r.unit_id) r.id, r.status, r.content -> 'unit' as unit,
+             r.content ->> 'headline' as headline, r.content ->> 'headline_zh' as headline_zh,
+             (r.content -> 'kpis' ->> 'run_hours')::float8 as run_hours,
+             (r.content -> 'kpis' ->> 'energy_kwh')::float8 as energy_kwh,
+             coalesce((r.content -> 'kpis' ->> 'energy_estimated')::boolean, false) as energy_estimated,
+             coalesce((r.content ->> 'alarm_count')::bigint, 0) as alarm_count,
+             r.content -> 'assumptions' ->> 'currency' as currency,
+             coalesce((select jsonb_agg(jsonb_build_object('key', f ->> 'key', 'title', f ->> 'title',
+                                                           'title_zh', f ->> 'title_zh', 'yearly_cost', f -> 'yearly_cost'))
+                       from jsonb_array_elements(r.content -> 'findings') f), '[]') as findings
+         from reports r join units u on u.id = r.unit_id
+         where u.gateway_id = $1 and r.period_start = $2 and r.period_end = $3
+         order by r.unit_id, r.id desc",
+    )
+    .bind(site)
+    .bind(from)
+    .bind(to)
+    .fetch_all(&mut *db)
+    .await?;
+    let energies: Vec<f64> = rows.iter().filter_map(|r| r.energy_kwh).collect();
+    let currency = rows.first().map_or_else(|| DoctorRules::shipped().energy.currency.clone(), |r| r.currency.clone());
+    let alarms: i64 = rows.iter().map(|r| r.alarm_count).sum();
+    let run_hours: f64 = rows.iter().map(|r| r.run_hours).sum();
+    let energy_estimated = rows.iter().any(|r| r.energy_estimated);
+    let units: Vec<SiteUnit> = rows
+        .into_iter()
+        .map(|row| SiteUnit {
+            report_id: row.id,
+            status: row.status,
+            unit: row.unit.0,
+            headline: row.headline,
+            headline_zh: row.headline_zh,
+            findings: row.findings.0,
+        })
+        .collect();
+    let findings: usize = units.iter().map(|u| u.findings.len()).sum();
+    let yearly_cost: f64 = units.iter().flat_map(|u| &u.findings).filter_map(|f| f.yearly_cost).sum();
+    let energy_kwh = (!energies.is_empty()).then(|| energies.iter().sum::<f64>());
+    let energy_en = energy_kwh.map_or(String::new(), |e| format!(", {e:.0} kWh"));
+    let energy_zh = energy_kwh.map_or(String::new(), |e| format!("，耗电 {e:.0} kWh"));
+    Ok(Some(SiteSummary {
+        site: site.to_owned(),
+        period_start: from,
+        period_end: to,
+        headline: format!(
+            "{site}: {} units ran {run_hours:.0} h{energy_en}; {alarms} alarms; {findings} findings worth about {yearly_cost:.0} {currency} a year.",
+            units.len()
+        ),
+        headline_zh: format!(
+            "{site}：{} 台机组共运行 {run_hours:.0} 小时{energy_zh}；报警 {alarms} 次；发现 {findings} 项问题，估计每年价值约 {yearly_cost:.0} {currency}。",
+            units.len()
+        ),
+        run_hours,
+        energy_kwh,
+        energy_estimated,
+        alarms,
+        findings,
+        yearly_cost,
+        currency,
+        units,
+    }))
 }

@@ -210,13 +210,13 @@ fn minutes(m: f64, language: Language) -> String {
 fn kpi_rows(now: &Kpis, before: &Kpis, language: Language) -> Vec<[String; 3]> {
     let zh = language == Language::Zh;
     let words = |en: &str, zh_text: &str| if zh { zh_text.to_owned() } else { en.to_owned() };
-    let estimated = if now.estimated { words(" (estimated)", "（估算）") } else { String::new() };
+    let mark = |estimated: bool| if estimated { words(" (estimated)", "（估算）") } else { String::new() };
     let row = |label: String, value: &dyn Fn(&Kpis) -> String| [label, value(now), value(before)];
     vec![
         row(words("Hours run", "运行小时"), &|k| format!("{:.0} / {:.0}", k.run_hours, k.hours)),
         row(words("Starts", "启动次数"), &|k| number(k.starts, 0, "")),
-        row(words("Electricity kWh", "耗电量 kWh") + &estimated, &|k| number(k.energy_kwh, 0, "")),
-        row(words("Cooling kWh", "供冷量 kWh") + &estimated, &|k| number(k.cooling_kwh, 0, "")),
+        row(words("Electricity kWh", "耗电量 kWh") + &mark(now.energy_estimated), &|k| number(k.energy_kwh, 0, "")),
+        row(words("Cooling kWh", "供冷量 kWh") + &mark(now.cooling_estimated), &|k| number(k.cooling_kwh, 0, "")),
         row("kW/ton".to_owned(), &|k| number(k.kw_per_ton, 2, "")),
         row("COP".to_owned(), &|k| number(k.cop, 2, "")),
         row(words("Supply within 0.5 K of setpoint", "出水温度达标率（±0.5 K）"), &|k| {
@@ -297,7 +297,6 @@ fn finding_view(i: usize, f: &Finding, currency: &str, language: Language) -> Va
 /// The JSON the template reads.
 fn view(content: &ReportContent, signature: Option<&Signature>, language: Language) -> Value {
     let zh = language == Language::Zh;
-    let day = |t: DateTime<Utc>| t.format("%Y-%m-%d").to_string();
     let minute = |t: DateTime<Utc>| t.format("%Y-%m-%d %H:%M").to_string();
     let a = &content.assumptions;
     let assumptions = if zh {
@@ -330,7 +329,7 @@ fn view(content: &ReportContent, signature: Option<&Signature>, language: Langua
         "unit": content.unit.name,
         "site": content.unit.site,
         "model": content.unit.model,
-        "period": format!("{} – {}", day(content.period_start), day(content.period_end)),
+        "period": format!("{} ({})", content.period_label, content.time_zone),
         "headline": if zh { &content.headline_zh } else { &content.headline },
         "note": signature.map_or("", |s| s.note.as_str()),
         "labels": labels(language),

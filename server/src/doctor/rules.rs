@@ -92,6 +92,8 @@ pub enum Check {
         max_load_p90_pct: f64,
         /// The supply must hold its setpoint: mean |deviation| of steady hours, K.
         max_mean_deviation_k: f64,
+        /// Steady hours in the period needed.
+        min_steady_hours: u32,
     },
     /// Chilled-water ΔT well below design at high load.
     LowDeltaT {

@@ -23,9 +23,12 @@ pub const DRAFTS_KEPT_DAYS: i64 = 90;
 /// yet and had readings: `(unit, from, to)`.
 const DUE: &str = "
 with periods as (
+    -- Cut at the hour, as the hourly rollup is: a zone half an hour off UTC starts its days at
+    -- the UTC hour before its midnight.
     select g.id as gateway_id, k.kind,
-        (date_trunc(k.kind, now() at time zone g.time_zone) - ('1 ' || k.kind)::interval) at time zone g.time_zone as period_start,
-        date_trunc(k.kind, now() at time zone g.time_zone) at time zone g.time_zone as period_end
+        date_trunc('hour', (date_trunc(k.kind, now() at time zone g.time_zone) - ('1 ' || k.kind)::interval)
+            at time zone g.time_zone) as period_start,
+        date_trunc('hour', date_trunc(k.kind, now() at time zone g.time_zone) at time zone g.time_zone) as period_end
     from gateways g cross join unnest(g.report_periods) as k(kind)
 )
 select u.id, d.period_start, d.period_end from periods d join units u on u.gateway_id = d.gateway_id
@@ -35,13 +38,24 @@ where not exists (select 1 from reports r where r.unit_id = u.id and r.scheduled
               where p.unit_id = u.id and h.bucket >= d.period_start and h.bucket < d.period_end)
 order by u.id limit $1";
 
-/// Drafts what is due, up to a batch; returns how many drafts it stored.
+/// Drafts what is due, up to a batch; returns how many drafts it stored. One replica at a time
+/// (a session lock): the others would only draft the same units again.
 pub async fn draft_due(pool: &PgPool, rules: &DoctorRules) -> sqlx::Result<usize> {
-    let due: Vec<(i64, DateTime<Utc>, DateTime<Utc>)> = sqlx::query_as(DUE).bind(BATCH).fetch_all(pool).await?;
-    let mut stored = 0;
     let mut db = pool.acquire().await?;
+    let mine: bool = sqlx::query_scalar("select pg_try_advisory_lock(19, 0)").fetch_one(&mut *db).await?;
+    if !mine {
+        return Ok(0);
+    }
+    let drafted = draft_batch(&mut db, rules).await;
+    sqlx::query("select pg_advisory_unlock(19, 0)").execute(&mut *db).await?;
+    drafted
+}
+
+async fn draft_batch(db: &mut sqlx::PgConnection, rules: &DoctorRules) -> sqlx::Result<usize> {
+    let due: Vec<(i64, DateTime<Utc>, DateTime<Utc>)> = sqlx::query_as(DUE).bind(BATCH).fetch_all(&mut *db).await?;
+    let mut stored = 0;
     for (unit, from, to) in due {
-        let Some(content) = draft(&mut db, rules, unit, from, to).await? else { continue };
+        let Some(content) = draft(&mut *db, rules, unit, from, to).await? else { continue };
         let inserted = sqlx::query(
             "insert into reports (unit_id, period_start, period_end, content, drafted_by, scheduled)
              values ($1, $2, $3, $4, 'schedule', true) on conflict do nothing",

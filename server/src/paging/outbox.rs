@@ -117,7 +117,8 @@ pub struct Attachment {
     pub data: Vec<u8>,
 }
 
-/// Writes a message to the outbox; `false` if its key was enqueued before.
+/// Writes a message to the outbox; `false` if its key was enqueued before. A message with an
+/// attachment is two statements: enqueue it inside a transaction.
 pub async fn enqueue(db: &mut sqlx::PgConnection, message: &NewMessage) -> sqlx::Result<bool> {
     let inserted: Option<i64> = sqlx::query_scalar(
         "insert into outbox (idempotency_key, alarm_id, ticket_id, person_id, channel, address, language, params, body,
@@ -463,6 +464,8 @@ async fn mark_sent(pool: &PgPool, message: &Claimed, provider: &Provider, refere
         warn!(id = message.id, "message sent after its claim ran out; the lease is too short");
     } else {
         info!(id = message.id, provider = provider.name(), "message sent");
+        // A sent file need not be kept twice: the report it came from stays.
+        sqlx::query("delete from outbox_attachments where outbox_id = $1").bind(message.id).execute(pool).await?;
     }
     Ok(())
 }

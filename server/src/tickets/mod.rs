@@ -119,7 +119,8 @@ pub async fn open_for_question(
 ) -> sqlx::Result<i64> {
     let grade = 4;
     let (respond, on_site, escalate) = clocks(grade);
-    let title: String = format!("Question on report #{report}: {question}").chars().take(120).collect();
+    // The title reaches managers' SMS when a clock is breached: ours, not the owner's words.
+    let title = format!("Question on remote-doctor report #{report}");
     let id: i64 = sqlx::query_scalar(
         "insert into tickets (gateway_id, unit_id, report_id, grade, title, respond_by, on_site_by, escalate_by)
          values ($1, $2, $3, $4, $5, now() + $6, now() + $7, now() + $8) returning id",
