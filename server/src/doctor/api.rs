@@ -49,11 +49,11 @@ impl From<PdfError> for ApiError {
     }
 }
 
-/// The period of a report to draft.
-#[derive(Debug, Deserialize, ToSchema)]
+/// A report's period (a body to draft, a query to read a site's).
+#[derive(Debug, Deserialize, ToSchema, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
 #[schema(example = json!({"from": "2026-11-01T00:00:00+08:00", "to": "2026-12-01T00:00:00+08:00"}))]
-pub struct NewReport {
+pub struct Period {
     /// Start of the period (rounded down to the hour).
     pub from: DateTime<Utc>,
     /// End of the period, exclusive (rounded down to the hour); at most 366 days after `from`.
@@ -103,6 +103,15 @@ pub struct ReportSummary {
 
 const REPORT: &str = "select id, status, drafted_by, created_at, signer, signed_at, note, content from reports";
 
+/// Report `id` as `db` sees it.
+async fn fetch_report(db: &mut sqlx::PgConnection, id: i64) -> Result<Report, ApiError> {
+    sqlx::query_as(sqlx::AssertSqlSafe(format!("{REPORT} where id = $1")))
+        .bind(id)
+        .fetch_optional(db)
+        .await?
+        .ok_or(ApiError::NotFound)
+}
+
 /// The longest note or edited text, characters.
 const MAX_TEXT: usize = 2000;
 
@@ -113,7 +122,7 @@ const MAX_TEXT: usize = 2000;
     path = "/api/v1/units/{unit_id}/reports",
     tag = "reports",
     params(("unit_id" = i64, Path, description = "Unit id", example = 1)),
-    request_body = NewReport,
+    request_body = Period,
     responses(
         (status = 200, description = "The draft", body = Report),
         (status = 400, description = "The period is empty, reversed, longer than 366 days or outside 2000 to tomorrow", body = ErrorBody),
@@ -125,14 +134,13 @@ const MAX_TEXT: usize = 2000;
 pub(crate) async fn draft_report(
     viewer: Allowed<DraftReports>,
     Path(unit_id): Path<i64>,
-    Json(body): Json<NewReport>,
+    Json(body): Json<Period>,
 ) -> Result<Json<Report>, ApiError> {
     let (from, to) = check_period(body.from, body.to)?;
     let mut tx = viewer.begin().await?;
     let content = draft(&mut tx, DoctorRules::shipped(), unit_id, from, to).await?.ok_or(ApiError::NotFound)?;
     let id = store_draft(&mut tx, &content, &viewer.actor()).await?;
-    let report =
-        sqlx::query_as(sqlx::AssertSqlSafe(format!("{REPORT} where id = $1"))).bind(id).fetch_one(&mut *tx).await?;
+    let report = fetch_report(&mut tx, id).await?;
     tx.commit().await?;
     Ok(Json(report))
 }
@@ -180,11 +188,7 @@ pub(crate) async fn list_reports(
 )]
 pub(crate) async fn report(viewer: Allowed<Read>, Path(report_id): Path<i64>) -> Result<Json<Report>, ApiError> {
     let mut tx = viewer.begin().await?;
-    let report = sqlx::query_as(sqlx::AssertSqlSafe(format!("{REPORT} where id = $1")))
-        .bind(report_id)
-        .fetch_optional(&mut *tx)
-        .await?
-        .ok_or(ApiError::NotFound)?;
+    let report = fetch_report(&mut tx, report_id).await?;
     Ok(Json(report))
 }
 
@@ -394,10 +398,7 @@ pub(crate) async fn review(
         .bind(note)
         .execute(&mut *tx)
         .await?;
-    let report = sqlx::query_as(sqlx::AssertSqlSafe(format!("{REPORT} where id = $1")))
-        .bind(report_id)
-        .fetch_one(&mut *tx)
-        .await?;
+    let report = fetch_report(&mut tx, report_id).await?;
     tx.commit().await?;
     Ok(Json(report))
 }
@@ -455,10 +456,7 @@ pub(crate) async fn sign(
         }
     }
     deliver(&mut tx, &state.paging.public_url, report_id, &content, &pdfs).await?;
-    let report = sqlx::query_as(sqlx::AssertSqlSafe(format!("{REPORT} where id = $1")))
-        .bind(report_id)
-        .fetch_one(&mut *tx)
-        .await?;
+    let report = fetch_report(&mut tx, report_id).await?;
     tx.commit().await?;
     state.paging.wake.notify_one();
     Ok(Json(report))
@@ -499,11 +497,7 @@ pub(crate) async fn report_pdf(
     };
     let report: Report = {
         let mut tx = viewer.begin().await?;
-        sqlx::query_as(sqlx::AssertSqlSafe(format!("{REPORT} where id = $1")))
-            .bind(report_id)
-            .fetch_optional(&mut *tx)
-            .await?
-            .ok_or(ApiError::NotFound)?
+        fetch_report(&mut tx, report_id).await?
     };
     let signature = match (&report.signer, report.signed_at) {
         (Some(engineer), Some(at)) => Some(Signature { engineer: engineer.clone(), at, note: report.note.clone() }),
@@ -726,16 +720,6 @@ pub(crate) async fn ask(
     Ok(Json(Asked { ticket_id }))
 }
 
-/// A site's period, as a query.
-#[derive(Debug, Deserialize, utoipa::IntoParams)]
-#[serde(deny_unknown_fields)]
-pub struct PeriodQuery {
-    /// Start of the period (rounded down to the hour).
-    pub from: DateTime<Utc>,
-    /// End of the period, exclusive.
-    pub to: DateTime<Utc>,
-}
-
 /// Drafts the report of every unit at a site for a period (each waits for an engineer's
 /// signature) and answers the site's summary.
 #[utoipa::path(
@@ -743,7 +727,7 @@ pub struct PeriodQuery {
     path = "/api/v1/gateways/{gateway_id}/reports",
     tag = "reports",
     params(("gateway_id" = String, Path, description = "The site's gateway id", example = "gw-plant-1")),
-    request_body = NewReport,
+    request_body = Period,
     responses(
         (status = 200, description = "The site's summary of the new drafts", body = SiteSummary),
         (status = 400, description = "The period is empty, reversed, longer than 366 days or outside 2000 to tomorrow", body = ErrorBody),
@@ -755,7 +739,7 @@ pub struct PeriodQuery {
 pub(crate) async fn draft_site(
     viewer: Allowed<DraftReports>,
     Path(gateway_id): Path<String>,
-    Json(body): Json<NewReport>,
+    Json(body): Json<Period>,
 ) -> Result<Json<SiteSummary>, ApiError> {
     let (from, to) = check_period(body.from, body.to)?;
     let mut tx = viewer.begin().await?;
@@ -779,7 +763,7 @@ pub(crate) async fn draft_site(
     get,
     path = "/api/v1/gateways/{gateway_id}/reports",
     tag = "reports",
-    params(("gateway_id" = String, Path, description = "The site's gateway id", example = "gw-plant-1"), PeriodQuery),
+    params(("gateway_id" = String, Path, description = "The site's gateway id", example = "gw-plant-1"), Period),
     responses(
         (status = 200, description = "The site's summary", body = SiteSummary),
         (status = 400, description = "The period is empty, reversed, longer than 366 days or outside 2000 to tomorrow", body = ErrorBody),
@@ -791,7 +775,7 @@ pub(crate) async fn site_report(
     State(state): State<AppState>,
     viewer: Allowed<Read>,
     Path(gateway_id): Path<String>,
-    Query(period): Query<PeriodQuery>,
+    Query(period): Query<Period>,
 ) -> Result<Json<SiteSummary>, ApiError> {
     let (from, to) = check_period(period.from, period.to)?;
     // Up to 1,000 units' reports: in the history lane, like other costly reads.
