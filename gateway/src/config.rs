@@ -571,6 +571,16 @@ fn check_brokers(brokers: &[String]) -> Result<Vec<BrokerAddress>, ConfigError> 
     Ok(checked)
 }
 
+impl BusConfig {
+    /// A line from the text of its `[[buses]]` table, checked as a configuration's are (for
+    /// `scan`, which prints that table into the configuration it proposes).
+    pub fn from_table(text: &str) -> Result<Self, ConfigError> {
+        let bus: BusFile = toml::from_str(text)
+            .map_err(|e| ConfigError::Syntax { path: PathBuf::from("[[buses]]"), message: e.to_string() })?;
+        check_bus(bus, "buses[0]")
+    }
+}
+
 fn check_bus(bus: BusFile, field: &str) -> Result<BusConfig, ConfigError> {
     if bus.id.is_empty() {
         return Err(invalid(format!("{field}.id"), "must not be empty"));

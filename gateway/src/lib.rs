@@ -13,6 +13,7 @@ pub mod poll;
 pub mod profile;
 pub mod publish;
 pub mod queue;
+pub mod scan;
 pub mod session;
 pub mod status;
 pub mod throttle;

@@ -1,6 +1,9 @@
 //! `chillcloud-gateway`: run the gateway, check a configuration, or poll once for commissioning.
 
-use std::path::{Path, PathBuf};
+use std::{
+    path::{Path, PathBuf},
+    time::Duration,
+};
 
 use anyhow::Context as _;
 use chillcloud_gateway::{config::Config, session::Session, status::StatusBoard};
@@ -36,12 +39,120 @@ enum Command {
         /// The configuration file.
         file: PathBuf,
     },
+    /// Find the Modbus units that answer at TCP addresses or on an RTU line, identify them and
+    /// print a configuration for them (only reads; one request at a time, paced).
+    Scan(Box<ScanArgs>),
     /// Print the running gateway's status report: devices, broker link, queue.
     Status {
         /// The configuration file.
         #[arg(long, short, env = "CHILLCLOUD_GATEWAY_CONFIG")]
         config: PathBuf,
     },
+}
+
+#[derive(clap::Args)]
+struct ScanArgs {
+    /// Modbus TCP hosts: `host[:port]`, `10.0.0.10-40[:port]` or `10.0.0.0/28[:port]` (port 502
+    /// unless given), optionally with their own unit ids after `@` (`10.0.0.5@1-8` for a TCP to
+    /// RS-485 gateway); repeat for several.
+    #[arg(long = "tcp", value_name = "HOSTS")]
+    tcp: Vec<String>,
+    /// An RS-485 line's serial port, for example /dev/ttyUSB0.
+    #[arg(long, value_name = "PATH", conflicts_with = "rtu_over_tcp")]
+    serial_port: Option<PathBuf>,
+    /// A serial device server passing RTU frames over TCP, `host:port`, instead of a serial port.
+    #[arg(long, value_name = "HOST:PORT")]
+    rtu_over_tcp: Option<String>,
+    /// The line's bits per second.
+    #[arg(long, default_value_t = 9600)]
+    baud_rate: u32,
+    /// The line's parity: even, odd or none.
+    #[arg(long, default_value = "even")]
+    parity: String,
+    /// The line's stop bits.
+    #[arg(long, default_value_t = 1)]
+    stop_bits: u8,
+    /// Unit ids to ask, for example `1-16,100` (default: 1 over TCP, since a TCP device usually
+    /// answers to any unit id; 1-247 on a line).
+    #[arg(long)]
+    unit_ids: Option<String>,
+    /// Milliseconds to wait for each answer.
+    #[arg(long, default_value_t = 500)]
+    timeout_ms: u64,
+    /// Least milliseconds between one request's end and the next's start.
+    #[arg(long, default_value_t = 100)]
+    pause_ms: u64,
+    /// The configuration's gateway id.
+    #[arg(long, default_value = "gateway-1")]
+    gateway_id: String,
+    /// The configuration's state directory.
+    #[arg(long, default_value = "/var/lib/chillcloud-gateway")]
+    state_dir: String,
+    /// The broker's host.
+    #[arg(long, default_value = "localhost")]
+    mqtt_host: String,
+    /// The broker's port.
+    #[arg(long, default_value_t = 1883)]
+    mqtt_port: u16,
+    /// The file with the gateway's MQTT password.
+    #[arg(long, default_value = "/etc/chillcloud/gateway.secret")]
+    password_file: String,
+}
+
+/// Scans as `args` say and prints the configuration proposed; fails if no unit got a profile.
+fn scan(args: ScanArgs, runtime: &tokio::runtime::Runtime) -> anyhow::Result<()> {
+    use chillcloud_gateway::{config::BusConfig, profile, scan};
+    let unit_ids = |spec: Option<&str>, default: &str| scan::parse_unit_ids(spec.unwrap_or(default));
+    let mut targets = Vec::new();
+    for spec in &args.tcp {
+        let (hosts, ids) = match spec.split_once('@') {
+            Some((hosts, ids)) => (hosts, Some(ids)),
+            None => (spec.as_str(), args.unit_ids.as_deref()),
+        };
+        let ids = unit_ids(ids, "1").map_err(anyhow::Error::msg)?;
+        let hosts = scan::parse_hosts(hosts).map_err(anyhow::Error::msg)?;
+        targets.extend(hosts.into_iter().map(|(host, port)| (scan::Target::Tcp { host, port }, ids.clone())));
+    }
+    let endpoint = match (&args.serial_port, &args.rtu_over_tcp) {
+        (Some(path), _) => Some(format!("serial_port = {}", scan::quoted(&path.to_string_lossy()))),
+        (None, Some(address)) => Some(format!("rtu_over_tcp = {}", scan::quoted(address))),
+        (None, None) => None,
+    };
+    if let Some(endpoint) = &endpoint {
+        let table = format!(
+            "id = \"rs485-1\"\n{endpoint}\nbaud_rate = {}\nparity = {}\nstop_bits = {}\n",
+            args.baud_rate,
+            scan::quoted(&args.parity),
+            args.stop_bits
+        );
+        let bus = BusConfig::from_table(&table)?;
+        let ids = unit_ids(args.unit_ids.as_deref(), "1-247").map_err(anyhow::Error::msg)?;
+        targets.push((scan::Target::Line { bus, table }, ids));
+    }
+    anyhow::ensure!(!targets.is_empty(), "nothing to scan: give --tcp, --serial-port or --rtu-over-tcp");
+    let plan = scan::Plan {
+        targets,
+        wait: Duration::from_millis(args.timeout_ms.max(1)),
+        pause: Duration::from_millis(args.pause_ms),
+    };
+    let profiles: Vec<_> = profile::NAMES.iter().filter_map(|name| profile::builtin(name)).collect();
+    let findings = runtime.block_on(scan::scan(&plan, &profiles));
+    let preamble = scan::Preamble {
+        gateway_id: args.gateway_id,
+        state_dir: args.state_dir,
+        mqtt_host: args.mqtt_host,
+        mqtt_port: args.mqtt_port,
+        password_file: args.password_file,
+    };
+    print!("{}", scan::render(&plan, &findings, &preamble));
+    let proposed = findings.units.iter().filter(|u| u.proposal != scan::Proposal::Unknown).count();
+    eprintln!(
+        "{} unit(s) answered, {proposed} with a profile proposed; {} silent",
+        findings.units.len(),
+        findings.silent.values().map(Vec::len).sum::<usize>()
+    );
+    anyhow::ensure!(proposed > 0, "no unit found that a built-in profile fits");
+    Ok(())
 }
 
 /// How log lines are written.
@@ -78,6 +189,7 @@ fn main() -> anyhow::Result<()> {
             let points: usize = config.devices.iter().map(|d| d.points.len()).sum();
             println!("{}: ok ({} devices, {points} points)", file.display(), config.devices.len());
         }
+        Command::Scan(args) => scan(*args, &runtime)?,
         Command::Status { config } => {
             let config = Config::load(&config)?;
             let path = chillcloud_gateway::status::path(&config.state_dir);

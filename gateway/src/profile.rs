@@ -43,6 +43,36 @@ struct ProfileFile {
     interlocks: Vec<InterlockFile>,
     local_mode_point: Option<String>,
     without_local_mode: Option<bool>,
+    /// How `chillcloud-gateway scan` recognises the controller.
+    identify: Option<Identify>,
+}
+
+/// How a commissioning scan recognises a controller: by what it reports to Modbus Read Device
+/// Identification (function 43/14) where it supports it, else by points that read plausible
+/// values where this profile has them.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Identify {
+    /// Text found (ignoring case) in the vendor name the controller reports (object 0).
+    pub vendor_name: Option<String>,
+    /// Text found (ignoring case) in the product code it reports (object 1).
+    pub product_code: Option<String>,
+    /// Points that read, each within its range, mark this controller; not all zero, since a
+    /// register map of zeros proves nothing.
+    #[serde(default)]
+    pub points: Vec<IdentifyingPoint>,
+}
+
+/// A point of the profile and the values it plausibly reads.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IdentifyingPoint {
+    /// The profile point's name.
+    pub name: String,
+    /// Lowest plausible engineering value.
+    pub min: f64,
+    /// Highest plausible engineering value.
+    pub max: f64,
 }
 
 /// What a profile or a device changes in the profile it starts from.
@@ -87,6 +117,9 @@ pub struct Profile {
     pub(crate) without_local_mode: bool,
     /// Conditions remote writes need, each with the field it came from (for messages).
     pub(crate) interlocks: Vec<(String, InterlockFile)>,
+    /// How a scan recognises the controller (not inherited: a profile that extends another
+    /// describes a controller that differs from it).
+    pub identify: Option<Identify>,
 }
 
 impl Profile {
@@ -188,6 +221,7 @@ fn parse(text: &str, path: &Path, earlier: &[Profile], builtin: bool) -> Result<
             local_mode_point: None,
             without_local_mode: false,
             interlocks: Vec::new(),
+            identify: None,
         },
     };
     if !builtin && (NAMES.contains(&file.name.as_str()) || earlier.iter().any(|p| p.name == file.name)) {
@@ -212,6 +246,18 @@ fn parse(text: &str, path: &Path, earlier: &[Profile], builtin: bool) -> Result<
         without_local_mode: file.without_local_mode,
     };
     profile.edit(edits, file.addressing_base, &field)?;
+    profile.identify = file.identify;
+    if let Some(identify) = &profile.identify {
+        for (i, point) in identify.points.iter().enumerate() {
+            let at = format!("{field} identify.points[{i}]");
+            if !profile.points.iter().any(|p| p.name == point.name) {
+                return Err(invalid(at, format!("the profile has no point {:?}", point.name)));
+            }
+            if point.min.partial_cmp(&point.max) != Some(std::cmp::Ordering::Less) {
+                return Err(invalid(at, "min must be less than max"));
+            }
+        }
+    }
     Ok(profile)
 }
 #[cfg(test)]

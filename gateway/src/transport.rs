@@ -54,7 +54,7 @@ impl SharedBus {
         Self { config, line: Mutex::new(None) }
     }
 
-    async fn open(&self, wait: Duration) -> Result<Context, RequestError> {
+    pub(crate) async fn open(&self, wait: Duration) -> Result<Context, RequestError> {
         match &self.config.endpoint {
             BusEndpoint::Serial { path, baud_rate, parity, data_bits, stop_bits } => {
                 let builder = tokio_serial::new(path.to_string_lossy(), *baud_rate)
@@ -210,7 +210,7 @@ async fn perform(context: &mut Context, operation: Operation<'_>, wait: Duration
 }
 
 /// Sends one read request for `block` and waits up to `wait` for the answer.
-async fn read(context: &mut Context, block: &ReadBlock, wait: Duration) -> Result<Vec<u16>, RequestError> {
+pub(crate) async fn read(context: &mut Context, block: &ReadBlock, wait: Duration) -> Result<Vec<u16>, RequestError> {
     let (start, count) = (block.start, block.count);
     let words = match block.kind {
         RegisterKind::Coil => {
@@ -241,6 +241,6 @@ fn bits_to_words(bits: Vec<bool>) -> Vec<u16> {
     bits.into_iter().map(u16::from).collect()
 }
 
-async fn resolve(address: &str) -> std::io::Result<SocketAddr> {
+pub(crate) async fn resolve(address: &str) -> std::io::Result<SocketAddr> {
     lookup_host(address).await?.next().ok_or_else(|| std::io::Error::other("no address found"))
 }

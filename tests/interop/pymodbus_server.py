@@ -1,7 +1,7 @@
 """A third-party Modbus TCP server (pymodbus) holding known values of every type the gateway
 decodes, in both word orders, for the interoperability tests. Every write request it receives
 is printed as a JSON line (function code, protocol address, values), so a test can check what
-went on the wire.
+went on the wire. It answers Read Device Identification as vendor "Pymodbus".
 
 Usage: pymodbus_server.py PORT
 """
@@ -17,6 +17,7 @@ from pymodbus.datastore import (
     ModbusSequentialDataBlock,
     ModbusServerContext,
 )
+from pymodbus import ModbusDeviceIdentification
 from pymodbus.server import StartAsyncTcpServer
 
 
@@ -65,7 +66,15 @@ def main():
         ir=ModbusSequentialDataBlock(1, INPUT),
     )
     context = ModbusServerContext(devices={1: device}, single=False)
-    asyncio.run(StartAsyncTcpServer(context=context, address=("127.0.0.1", port), trace_pdu=log_writes))
+    # What it answers to Read Device Identification (function 43/14), for the commissioning scan.
+    identity = ModbusDeviceIdentification(
+        info_name={"VendorName": "Pymodbus", "ProductCode": "PM-INTEROP", "MajorMinorRevision": "3.16"}
+    )
+    asyncio.run(
+        StartAsyncTcpServer(
+            context=context, identity=identity, address=("127.0.0.1", port), trace_pdu=log_writes
+        )
+    )
 
 
 if __name__ == "__main__":
