@@ -21,11 +21,18 @@ chillcloud_required=(
   "/usr/share/fonts/truetype/wqy/wqy-microhei.ttc:fonts-wqy-microhei"
   "pdftoppm:poppler-utils"
   "pdftotext:poppler-utils"
+  # Debian packages (scripts/package) and the test that installs them into a clean root.
+  "dpkg-shlibdeps:dpkg-dev"
+  "debootstrap:debootstrap"
+  "lintian:lintian"
 )
 
+# The packages missing of `entries` (default: everything above).
 chillcloud_missing_packages() {
   local entry probe package missing=()
-  for entry in "${chillcloud_required[@]}"; do
+  local entries=("$@")
+  [ ${#entries[@]} -eq 0 ] && entries=("${chillcloud_required[@]}")
+  for entry in "${entries[@]}"; do
     probe=${entry%:*}
     package=${entry##*:}
     case $probe in
@@ -37,9 +44,10 @@ chillcloud_missing_packages() {
   printf '%s\n' "${missing[@]}" | sort -u | grep -v '^$' || true
 }
 
+# Installs what `entries` (default: everything above) miss.
 chillcloud_install_packages() {
   local missing
-  missing=$(chillcloud_missing_packages)
+  missing=$(chillcloud_missing_packages "$@")
   [ -z "$missing" ] && return 0
   echo "installing missing packages: $(echo $missing)" >&2
   local sudo=""
@@ -63,4 +71,10 @@ chillcloud_install_packages() {
 # The browser tests and benchmark P8 drive Debian's Chromium with playwright-core from npm.
 chillcloud_install_browser_driver() {
   (cd tests/browser && npm ci --no-audit --no-fund --loglevel=error)
+}
+
+# scripts/package builds the Debian packages with cargo-deb (a pinned version, from crates.io).
+chillcloud_install_cargo_deb() {
+  cargo deb --version 2>/dev/null | grep -qx "cargo-deb 3.8.0" && return 0
+  cargo install --quiet --locked cargo-deb --version 3.8.0
 }
