@@ -57,6 +57,24 @@ struct ConfigFile {
     buses: Vec<BusFile>,
     #[serde(default)]
     devices: Vec<DeviceFile>,
+    /// Seconds a configuration from the server is on trial: a device that answered before and
+    /// stops answering within them sends the gateway back to the configuration it ran before.
+    #[serde(default = "default_config_trial_secs")]
+    config_trial_secs: u64,
+}
+
+/// The site part of a configuration, which the server may hold and send instead of the file's:
+/// the lines, the devices and the queue's bounds. The file keeps what belongs to the box (its
+/// id, broker, password and state directory).
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SiteFile {
+    #[serde(default)]
+    queue: QueueFile,
+    #[serde(default)]
+    buses: Vec<BusFile>,
+    #[serde(default)]
+    devices: Vec<DeviceFile>,
 }
 
 /// A Modbus RTU line shared by several devices: one request on it at a time.
@@ -260,6 +278,9 @@ fn default_timeout_ms() -> u64 {
 fn default_max_gap() -> u16 {
     8
 }
+fn default_config_trial_secs() -> u64 {
+    120
+}
 
 /// The checked configuration.
 #[derive(Debug, Clone)]
@@ -276,6 +297,67 @@ pub struct Config {
     pub buses: Vec<BusConfig>,
     /// Devices to poll.
     pub devices: Vec<DeviceConfig>,
+    /// The version of the server-held site configuration in force; 0 when the file's own.
+    pub site_version: u32,
+    /// How long a server-held configuration is on trial.
+    pub config_trial: Duration,
+}
+
+/// A checked site part (see [`check_site`]).
+#[derive(Debug, Clone)]
+pub struct Site {
+    /// Bounds of the store-and-forward queue.
+    pub queue: QueueLimits,
+    /// RTU lines.
+    pub buses: Vec<BusConfig>,
+    /// Devices to poll.
+    pub devices: Vec<DeviceConfig>,
+}
+
+/// Checks the site part of a configuration held by the server (`[queue]`, `[[buses]]`,
+/// `[[devices]]`; built-in profiles only, since the server cannot read a box's profile files).
+/// The server checks a change with this before it stores it; the gateway again before it
+/// applies it.
+pub fn check_site(text: &str) -> Result<Site, ConfigError> {
+    let file: SiteFile = toml::from_str(text)
+        .map_err(|e| ConfigError::Syntax { path: PathBuf::from("site configuration"), message: e.to_string() })?;
+    check_site_parts(file.queue, file.buses, file.devices, &[])
+}
+
+fn check_site_parts(
+    queue: QueueFile,
+    bus_files: Vec<BusFile>,
+    device_files: Vec<DeviceFile>,
+    profiles: &[Profile],
+) -> Result<Site, ConfigError> {
+    let mut buses = Vec::with_capacity(bus_files.len());
+    for (i, bus) in bus_files.into_iter().enumerate() {
+        let field = format!("buses[{i}]");
+        if buses.iter().any(|b: &BusConfig| b.id == bus.id) {
+            return Err(invalid(format!("{field}.id"), format!("{:?} is used by another bus", bus.id)));
+        }
+        buses.push(check_bus(bus, &field)?);
+    }
+    let mut ids = HashSet::new();
+    let mut devices = Vec::with_capacity(device_files.len());
+    for (i, device) in device_files.into_iter().enumerate() {
+        let field = format!("devices[{i}]");
+        if !ids.insert(device.id.clone()) {
+            return Err(invalid(format!("{field}.id"), format!("{:?} is used by another device", device.id)));
+        }
+        devices.push(check_device(device, &buses, profiles, &field)?);
+    }
+    for (i, bus) in buses.iter().enumerate() {
+        let units: Vec<u8> = devices.iter().filter(|d| d.transport == Transport::Bus(i)).map(|d| d.unit_id).collect();
+        if let Some(unit) = units.iter().enumerate().find_map(|(j, u)| units[..j].contains(u).then_some(*u)) {
+            return Err(invalid(
+                "devices",
+                format!("two devices on bus {:?} have unit id {unit}: unit ids on one line must differ", bus.id),
+            ));
+        }
+    }
+    let queue = check_queue(&queue)?;
+    Ok(Site { queue, buses, devices })
 }
 
 /// How to reach the broker.
@@ -442,42 +524,35 @@ impl Config {
             toml::from_str(text).map_err(|e| ConfigError::Syntax { path: path.to_owned(), message: e.to_string() })?;
         let gateway_id = GatewayId::new(file.gateway_id).map_err(|e| invalid("gateway_id", e.to_string()))?;
         let mqtt = check_mqtt(file.mqtt, &gateway_id)?;
-        let mut buses = Vec::with_capacity(file.buses.len());
-        for (i, bus) in file.buses.into_iter().enumerate() {
-            let field = format!("buses[{i}]");
-            if buses.iter().any(|b: &BusConfig| b.id == bus.id) {
-                return Err(invalid(format!("{field}.id"), format!("{:?} is used by another bus", bus.id)));
-            }
-            buses.push(check_bus(bus, &field)?);
-        }
         let mut profiles = Vec::with_capacity(file.profile_files.len());
         for path in &file.profile_files {
             let profile = profile::load(path, &profiles)?;
             profiles.push(profile);
         }
-        let mut ids = HashSet::new();
-        let mut devices = Vec::with_capacity(file.devices.len());
-        for (i, device) in file.devices.into_iter().enumerate() {
-            let field = format!("devices[{i}]");
-            if !ids.insert(device.id.clone()) {
-                return Err(invalid(format!("{field}.id"), format!("{:?} is used by another device", device.id)));
-            }
-            devices.push(check_device(device, &buses, &profiles, &field)?);
+        let Site { queue, buses, devices } = check_site_parts(file.queue, file.buses, file.devices, &profiles)?;
+        if file.config_trial_secs < MIN_CONFIG_TRIAL_SECS {
+            return Err(invalid("config_trial_secs", format!("must be at least {MIN_CONFIG_TRIAL_SECS}")));
         }
-        for (i, bus) in buses.iter().enumerate() {
-            let units: Vec<u8> =
-                devices.iter().filter(|d| d.transport == Transport::Bus(i)).map(|d| d.unit_id).collect();
-            if let Some(unit) = units.iter().enumerate().find_map(|(j, u)| units[..j].contains(u).then_some(*u)) {
-                return Err(invalid(
-                    "devices",
-                    format!("two devices on bus {:?} have unit id {unit}: unit ids on one line must differ", bus.id),
-                ));
-            }
-        }
-        let queue = check_queue(&file.queue)?;
-        Ok(Config { gateway_id, state_dir: file.state_dir, mqtt, queue, buses, devices })
+        Ok(Config {
+            gateway_id,
+            state_dir: file.state_dir,
+            mqtt,
+            queue,
+            buses,
+            devices,
+            site_version: 0,
+            config_trial: Duration::from_secs(file.config_trial_secs),
+        })
+    }
+
+    /// This configuration with the site part `site`, version `version`, from the server.
+    pub fn with_site(self, site: Site, version: u32) -> Self {
+        Self { queue: site.queue, buses: site.buses, devices: site.devices, site_version: version, ..self }
     }
 }
+
+/// Shortest trial of a server-held configuration: a few polls of a slow device.
+const MIN_CONFIG_TRIAL_SECS: u64 = 10;
 
 fn check_queue(queue: &QueueFile) -> Result<QueueLimits, ConfigError> {
     // Below 16 KiB the queue would hold a handful of records.

@@ -7,6 +7,7 @@ pub mod command;
 pub mod config;
 pub mod device;
 pub mod durable;
+pub mod managed;
 pub mod modbus;
 pub mod points;
 pub mod poll;
@@ -88,11 +89,17 @@ pub fn next_session(state_dir: &Path) -> Result<u64, Error> {
     Ok(session)
 }
 
-/// Runs the gateway as a new session until `shutdown` is cancelled, reporting to `status`.
-/// What it read last is queued before it returns, so a reload loses nothing.
-pub async fn run(config: Config, status: &StatusBoard, shutdown: CancellationToken) -> Result<(), Error> {
+/// Runs the gateway as a new session until `shutdown` is cancelled, reporting to `status`;
+/// server-held configurations received go out, and reports come in, through `configs`. What
+/// it read last is queued before it returns, so a reload loses nothing.
+pub async fn run(
+    config: Config,
+    status: &StatusBoard,
+    configs: publish::ConfigChannel,
+    shutdown: CancellationToken,
+) -> Result<(), Error> {
     let session = Session::new(&config, next_session(&config.state_dir)?);
-    status.start_session(session.number);
+    status.start_session(session.number, config.site_version);
     let mut pollers = session.pollers(&config, status);
     let mut attributes = Vec::with_capacity(pollers.len());
     for poller in &mut pollers {
@@ -131,7 +138,8 @@ pub async fn run(config: Config, status: &StatusBoard, shutdown: CancellationTok
         ));
     }
     drop((samples_tx, results_tx));
-    let control = publish::Control { boosts, commands: command::Commands::new(journal, device_commands, results) };
+    let commands = command::Commands::new(journal, device_commands, results);
+    let control = publish::Control { boosts, commands, configs };
     // The pollers stop at `shutdown`; the forwarder then queues what they hand over last.
     publish::run(&config, forwarder, session.decimals(), samples_rx, control, status.clone(), shutdown.clone()).await;
     shutdown.cancel();

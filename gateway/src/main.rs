@@ -6,9 +6,18 @@ use std::{
 };
 
 use anyhow::Context as _;
-use chillcloud_gateway::{config::Config, session::Session, status::StatusBoard};
+use chillcloud_gateway::{
+    config::Config,
+    managed::{Managed, Received, Verdict},
+    now_ms,
+    publish::ConfigChannel,
+    session::Session,
+    status::StatusBoard,
+};
+use chillcloud_proto::GatewayConfig;
 use clap::{Parser, Subcommand};
 use serde_json::json;
+use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 #[derive(Parser)]
@@ -224,39 +233,88 @@ fn main() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Runs the gateway until SIGTERM or Ctrl-C. On SIGHUP the configuration file is read again:
-/// if it is valid the gateway stops (queueing what it read last) and starts afresh with it;
-/// if not, the errors are logged and the running configuration stays.
-async fn run_until_stopped(mut config: Config, path: &Path) -> anyhow::Result<()> {
+/// Runs the gateway until SIGTERM or Ctrl-C. The configuration in force is the file, with the
+/// site part of the server-held version when there is one ([`Managed`]). On SIGHUP the file is
+/// read again: if it is valid the session stops (queueing what it read last) and starts afresh
+/// with it; if not, the errors are logged and the running configuration stays. A version from
+/// the server restarts the session the same way and is then on trial: the session restarts once
+/// more, with the configuration before it, if a device that answered stops answering.
+async fn run_until_stopped(mut local: Config, path: &Path) -> anyhow::Result<()> {
     let shutdown = CancellationToken::new();
     tokio::spawn(stop_on_signal(shutdown.clone()));
     let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
     let status = StatusBoard::default();
+    let mut managed = Managed::open(&local.state_dir)
+        .with_context(|| format!("read the server-held configuration's state in {}", local.state_dir.display()))?;
+    let (received_tx, mut received) = mpsc::unbounded_channel();
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
     loop {
+        let config = managed.config(&local);
+        let devices = config.devices.len();
+        let (reports, reports_rx) = mpsc::unbounded_channel();
+        let channel =
+            ConfigChannel { received: received_tx.clone(), reports: reports_rx, last_report: managed.last_report() };
         let generation = shutdown.child_token();
+        let started = tokio::time::Instant::now();
         // The running session owns its configuration: a reload brings a new one.
-        let run = chillcloud_gateway::run(config, &status, generation.clone());
+        let run = chillcloud_gateway::run(config, &status, channel, generation.clone());
         tokio::pin!(run);
-        let reloaded = loop {
+        // A version that comes before the session has polled every device waits for that (or
+        // for 10 s): which devices answered is what its trial watches.
+        let mut waiting: Option<GatewayConfig> = None;
+        loop {
+            let settled = status.devices().len() >= devices || started.elapsed() >= Duration::from_secs(10);
+            if settled && let Some(message) = waiting.take() {
+                let answering: Vec<String> =
+                    status.devices().into_iter().filter(|(_, d)| d.healthy).map(|(id, _)| id).collect();
+                match managed.receive(&message, &local.gateway_id, &answering, now_ms()) {
+                    Ok(Received::Apply) => break,
+                    Ok(Received::Refused(report)) => {
+                        tracing::warn!(version = report.version, reason = %report.reason, "server's configuration refused");
+                        let _ = reports.send(report);
+                    }
+                    Ok(Received::Duplicate(report)) => {
+                        if let Some(report) = report {
+                            let _ = reports.send(report);
+                        }
+                    }
+                    Err(error) => tracing::error!(%error, "cannot record the server's configuration; not applied"),
+                }
+            }
             tokio::select! {
                 result = &mut run => {
                     result?;
-                    break None;
+                    return Ok(());
                 }
                 _ = hangup.recv() => match Config::load(path) {
                     Ok(new) => {
                         tracing::info!(path = %path.display(), "configuration reloaded; restarting");
-                        generation.cancel();
-                        (&mut run).await?;
-                        break Some(new);
+                        local = new;
+                        break;
                     }
                     Err(error) => tracing::error!(%error, "configuration not reloaded; keeping the running one"),
                 },
+                Some(message) = received.recv() => waiting = Some(message),
+                _ = tick.tick() => {
+                    if !managed.on_trial() {
+                        continue;
+                    }
+                    match managed.judge(&status.devices(), local.config_trial, now_ms()) {
+                        Ok(Verdict::Pending) => {}
+                        Ok(Verdict::Confirmed(report)) => {
+                            let _ = reports.send(report);
+                        }
+                        // The next session runs the configuration before and sends the report.
+                        Ok(Verdict::RolledBack(_)) => break,
+                        Err(error) => tracing::error!(%error, "cannot record the trial's outcome"),
+                    }
+                }
             }
-        };
-        match reloaded {
-            Some(new) if !shutdown.is_cancelled() => config = new,
-            _ => return Ok(()),
+        }
+        generation.cancel();
+        (&mut run).await?;
+        if shutdown.is_cancelled() {
+            return Ok(());
         }
     }
 }

@@ -18,7 +18,9 @@ use std::{
     time::Duration,
 };
 
-use chillcloud_proto::{Birth, CommandResult, Data, Death, MessageKind, Reading, Topic, encode_value};
+use chillcloud_proto::{
+    Birth, CommandResult, ConfigReport, Data, Death, GatewayConfig, MessageKind, Reading, Topic, decode, encode_value,
+};
 use prost::Message;
 use rand::Rng;
 use rumqttc::{
@@ -307,12 +309,34 @@ fn result_message(result: &CommandResult) -> Outbound {
     }
 }
 
+fn report_message(report: &ConfigReport) -> Outbound {
+    Outbound {
+        kind: MessageKind::ConfigReport,
+        retain: false,
+        payload: report.encode_to_vec(),
+        batches: None,
+        result: None,
+    }
+}
+
 /// What the server asks of the pollers, and what they answer.
 pub struct Control {
     /// Poll boosts, for each device's poller.
     pub boosts: Boosts,
     /// Commands, and their results.
     pub commands: Commands,
+    /// Server-held configurations: versions received, and reports to send.
+    pub configs: ConfigChannel,
+}
+
+/// Between the MQTT side and whoever applies server-held configurations.
+pub struct ConfigChannel {
+    /// Versions received (decoded, not yet checked).
+    pub received: mpsc::UnboundedSender<GatewayConfig>,
+    /// Reports to send.
+    pub reports: mpsc::UnboundedReceiver<ConfigReport>,
+    /// The report sent on each connection: the last one made, until a newer replaces it.
+    pub last_report: Option<ConfigReport>,
 }
 
 /// Queues every batch from `samples` and forwards the queue to the broker until `shutdown`;
@@ -335,6 +359,7 @@ pub async fn run(
     let topic = |kind| Topic::new(gateway.clone(), kind).to_string();
     let boost_topic = topic(MessageKind::PollBoost);
     let command_topic = topic(MessageKind::Command);
+    let config_topic = topic(MessageKind::Config);
     // Command results stay here until the broker acknowledges them, and are sent again on
     // each new connection (the server takes a second copy as the same result).
     let mut results: Vec<CommandResult> = Vec::new();
@@ -367,11 +392,15 @@ pub async fn run(
                     if let Some((client, _)) = link.as_ref() {
                         let _ = client.subscribe(boost_topic.as_str(), QoS::AtLeastOnce).await;
                         let _ = client.subscribe(command_topic.as_str(), QoS::AtLeastOnce).await;
+                        let _ = client.subscribe(config_topic.as_str(), QoS::AtLeastOnce).await;
                     }
                     let birth = forwarder.connected();
                     send(&mut link, &mut forwarder, &topic, birth).await;
                     for result in &results {
                         send(&mut link, &mut forwarder, &topic, result_message(result)).await;
+                    }
+                    if let Some(report) = &control.configs.last_report {
+                        send(&mut link, &mut forwarder, &topic, report_message(report)).await;
                     }
                 }
                 LinkEvent::Sent(id) => forwarder.sent(id),
@@ -382,7 +411,7 @@ pub async fn run(
                 }
                 LinkEvent::Subscribed(granted) => {
                     if !granted {
-                        warn!(topics = %format!("{boost_topic}, {command_topic}"), "the broker refused a subscription (check its ACL)");
+                        warn!(topics = %format!("{boost_topic}, {command_topic}, {config_topic}"), "the broker refused a subscription (check its ACL)");
                     }
                 }
                 LinkEvent::Received(message) if message.topic == boost_topic => {
@@ -392,6 +421,14 @@ pub async fn run(
                     if let Some(result) = control.commands.receive(&message.payload, &config.devices, &status) {
                         send(&mut link, &mut forwarder, &topic, result_message(&result)).await;
                         keep_result(&mut results, result);
+                    }
+                }
+                LinkEvent::Received(message) if message.topic == config_topic => {
+                    match decode::<GatewayConfig>(MessageKind::Config, &message.payload) {
+                        Ok(config) => {
+                            let _ = control.configs.received.send(config);
+                        }
+                        Err(error) => warn!(%error, "malformed configuration from the server ignored"),
                     }
                 }
                 LinkEvent::Received(message) => debug!(topic = %message.topic, "message on an unexpected topic ignored"),
@@ -414,6 +451,12 @@ pub async fn run(
                     reconnect_at = Instant::now() + delay;
                 }
             },
+            Some(report) = control.configs.reports.recv() => {
+                if forwarder.is_connected() {
+                    send(&mut link, &mut forwarder, &topic, report_message(&report)).await;
+                }
+                control.configs.last_report = Some(report);
+            }
             Some(result) = control.commands.next_result(&status) => {
                 if forwarder.is_connected() {
                     send(&mut link, &mut forwarder, &topic, result_message(&result)).await;

@@ -24,6 +24,8 @@ pub struct Session {
     devices: Vec<Device>,
     /// Each point's decimals, by alias.
     decimals: Vec<i32>,
+    /// The server-held configuration version it runs (0: the file's own).
+    config_version: u32,
 }
 
 impl Session {
@@ -55,7 +57,7 @@ impl Session {
                     .collect(),
             })
             .collect();
-        Self { number, devices, decimals }
+        Self { number, devices, decimals, config_version: config.site_version }
     }
 
     /// The birth announcing the session, with each device's `attributes` (in device order;
@@ -70,6 +72,7 @@ impl Session {
             software_version: env!("CARGO_PKG_VERSION").into(),
             time_ms: now_ms(),
             devices,
+            config_version: self.config_version,
         }
     }
 

@@ -17,6 +17,9 @@ use crate::queue::QueueStatus;
 pub struct GatewayStatus {
     /// The running session.
     pub session: u64,
+    /// The version of the server-held configuration it runs; 0 for the file's own.
+    #[serde(default)]
+    pub config_version: u32,
     /// When the report was written, ms since the epoch.
     pub time_ms: i64,
     /// Whether the broker connection is up.
@@ -107,9 +110,10 @@ pub struct StatusBoard(Arc<Mutex<GatewayStatus>>);
 
 impl StatusBoard {
     /// A session starts (at start and after each reload): devices are reported afresh.
-    pub fn start_session(&self, session: u64) {
+    pub fn start_session(&self, session: u64, config_version: u32) {
         let mut status = self.lock();
         status.session = session;
+        status.config_version = config_version;
         status.devices.clear();
     }
 
@@ -138,6 +142,11 @@ impl StatusBoard {
     fn lock(&self) -> MutexGuard<'_, GatewayStatus> {
         // Plain data: a panic elsewhere leaves it usable.
         self.0.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Every device's health now.
+    pub fn devices(&self) -> BTreeMap<String, DeviceStatus> {
+        self.lock().devices.clone()
     }
 
     /// Updates one device's health.

@@ -17,8 +17,8 @@ mod messages;
 mod topic;
 
 pub use messages::{
-    Birth, BirthError, Command, CommandResult, CommandStatus, Data, Death, Device, DroppedInterval, PointInfo,
-    PollBoost, Quality, Reading, Value, decode, encode_value, on_step,
+    Birth, BirthError, Command, CommandResult, CommandStatus, ConfigOutcome, ConfigReport, Data, Death, Device,
+    DroppedInterval, GatewayConfig, PointInfo, PollBoost, Quality, Reading, Value, decode, encode_value, on_step,
 };
 pub use topic::{GatewayId, InvalidGatewayId, MessageKind, Topic, TopicError};
 
@@ -72,5 +72,7 @@ pub fn render_json(kind: MessageKind, payload: &[u8]) -> Result<serde_json::Valu
         MessageKind::Command => to_json(decode::<Command>(kind, payload)?),
         MessageKind::CommandResult => to_json(decode::<CommandResult>(kind, payload)?),
         MessageKind::PollBoost => to_json(decode::<PollBoost>(kind, payload)?),
+        MessageKind::Config => to_json(decode::<GatewayConfig>(kind, payload)?),
+        MessageKind::ConfigReport => to_json(decode::<ConfigReport>(kind, payload)?),
     })
 }

@@ -28,6 +28,9 @@ pub struct Birth {
     /// The devices this gateway polls.
     #[prost(message, repeated, tag = "5")]
     pub devices: Vec<Device>,
+    /// The version of the server-held configuration it runs; 0 for its local file alone.
+    #[prost(uint32, tag = "6")]
+    pub config_version: u32,
 }
 
 /// Why a birth cannot define a session.
@@ -336,6 +339,70 @@ pub struct PollBoost {
     /// When the boost ends, ms since the epoch.
     #[prost(int64, tag = "3")]
     pub until_ms: i64,
+}
+
+/// Server to gateway: a version of its configuration. The broker lets only the server publish
+/// on a gateway's `config` topic and only that gateway read it; the gateway also refuses one
+/// naming another gateway, and never goes back to a version below the one it runs.
+#[derive(Clone, PartialEq, Message, Serialize, Deserialize)]
+pub struct GatewayConfig {
+    /// The gateway it is for.
+    #[prost(string, tag = "1")]
+    pub gateway_id: String,
+    /// Increases with every change made on the server.
+    #[prost(uint32, tag = "2")]
+    pub version: u32,
+    /// The site part of the configuration file (`[[buses]]`, `[[devices]]`, `[queue]`) as TOML;
+    /// the gateway's own file keeps its id, broker and state directory.
+    #[prost(string, tag = "3")]
+    pub site_toml: String,
+    /// Who made the change, for the gateway's log.
+    #[prost(string, tag = "4")]
+    pub changed_by: String,
+}
+
+/// Gateway to server: what became of a configuration version.
+#[derive(Clone, PartialEq, Message, Serialize, Deserialize)]
+pub struct ConfigReport {
+    /// The version concerned.
+    #[prost(uint32, tag = "1")]
+    pub version: u32,
+    /// The outcome.
+    #[prost(enumeration = "ConfigOutcome", tag = "2")]
+    pub outcome: i32,
+    /// The version the gateway runs now (after a refusal or a rollback, the earlier one).
+    #[prost(uint32, tag = "3")]
+    pub running_version: u32,
+    /// Why, for refusals and rollbacks.
+    #[prost(string, tag = "4")]
+    pub reason: String,
+}
+
+/// What became of a configuration version.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, prost::Enumeration, Serialize, Deserialize)]
+#[repr(i32)]
+pub enum ConfigOutcome {
+    /// An outcome this build does not know (sent by a newer gateway).
+    Unknown = 0,
+    /// Running, and every device that answered before answers with it.
+    Applied = 1,
+    /// Not applied: invalid for this gateway (the reason names the field).
+    Refused = 2,
+    /// Applied, then left again because devices that answered before stopped answering.
+    RolledBack = 3,
+}
+
+impl ConfigReport {
+    /// The outcome's name as the server records it: `applied`, `refused`, `rolled_back`, or
+    /// `unknown`.
+    pub fn outcome_name(&self) -> &'static str {
+        match self.outcome() {
+            ConfigOutcome::Applied => "applied",
+            ConfigOutcome::Refused => "refused",
+            ConfigOutcome::RolledBack => "rolled_back",
+            ConfigOutcome::Unknown => "unknown",
+        }
+    }
 }
 
 /// Outcome of a command.

@@ -53,16 +53,22 @@ pub enum MessageKind {
     CommandResult,
     /// Server to gateway: poll a device faster for a while (fault-moment capture).
     PollBoost,
+    /// Server to gateway: a version of the gateway's configuration held by the server.
+    Config,
+    /// Gateway to server: what became of a configuration (applied, refused, rolled back).
+    ConfigReport,
 }
 
 impl MessageKind {
-    const ALL: [MessageKind; 6] = [
+    const ALL: [MessageKind; 8] = [
         MessageKind::Birth,
         MessageKind::Death,
         MessageKind::Data,
         MessageKind::Command,
         MessageKind::CommandResult,
         MessageKind::PollBoost,
+        MessageKind::Config,
+        MessageKind::ConfigReport,
     ];
 
     /// The last topic level for this kind.
@@ -74,6 +80,8 @@ impl MessageKind {
             MessageKind::Command => "cmd",
             MessageKind::CommandResult => "cmd-result",
             MessageKind::PollBoost => "boost",
+            MessageKind::Config => "config",
+            MessageKind::ConfigReport => "config-report",
         }
     }
 }

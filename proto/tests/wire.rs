@@ -51,10 +51,12 @@ proptest! {
         session in any::<u64>(),
         names in prop::collection::vec("[a-z_]{1,20}", 0..50),
         decimals in -3i32..6,
+        config_version in any::<u32>(),
     ) {
         let birth = Birth {
             protocol_version: 1,
             session,
+            config_version,
             software_version: "0.1.0".into(),
             time_ms: 1_700_000_000_000,
             devices: vec![Device {

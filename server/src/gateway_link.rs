@@ -1,4 +1,4 @@
-//! The server's one way to gateways: typed messages (a command, a poll boost) that ingest's MQTT
+//! The server's one way to gateways: typed messages (a command, a poll boost, a configuration) that ingest's MQTT
 //! client publishes at QoS 1 on the gateway's own topic. Whoever sends needs no MQTT, topic or
 //! encoding of their own.
 
@@ -12,6 +12,8 @@ pub enum ToGateway {
     Command(chillcloud_proto::Command),
     /// Poll a unit faster for a while (a fault moment is being captured).
     PollBoost(chillcloud_proto::PollBoost),
+    /// A version of its configuration.
+    Config(chillcloud_proto::GatewayConfig),
 }
 
 impl ToGateway {
@@ -20,6 +22,7 @@ impl ToGateway {
         match self {
             ToGateway::Command(_) => MessageKind::Command,
             ToGateway::PollBoost(_) => MessageKind::PollBoost,
+            ToGateway::Config(_) => MessageKind::Config,
         }
     }
 
@@ -29,6 +32,7 @@ impl ToGateway {
         match self {
             ToGateway::Command(command) => command.encode_to_vec(),
             ToGateway::PollBoost(boost) => boost.encode_to_vec(),
+            ToGateway::Config(config) => config.encode_to_vec(),
         }
     }
 }

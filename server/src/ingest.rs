@@ -18,7 +18,7 @@ use tracing::{debug, error, info, warn};
 
 use crate::{
     alarms::{Alarms, Input},
-    gateway_link::GatewayMessages,
+    gateway_link::{GatewayLink, GatewayMessages},
     metrics::{Metrics, Stall},
     store::{self, AliasCache, DataOutcome, ReadingRows},
 };
@@ -110,6 +110,10 @@ enum Rejection {
     HoldingFull,
     #[error("a result for command {0:?}, which this gateway was never sent")]
     UnknownCommand(String),
+    #[error("a report on configuration version {0}, which this gateway was never given")]
+    UnknownConfigVersion(u32),
+    #[error("a configuration report with an outcome this server does not know")]
+    UnknownConfigOutcome,
     #[error("the database cannot store it: {0}")]
     Unstorable(String),
 }
@@ -138,7 +142,7 @@ pub async fn run(
     broker: Broker,
     alarms: Alarms,
     live: crate::live::Live,
-    to_gateways: GatewayMessages,
+    (gateways, to_gateways): (GatewayLink, GatewayMessages),
     metrics: Arc<Metrics>,
     ownership: crate::partitions::Ownership,
     relay: Option<crate::live::Relay>,
@@ -166,7 +170,8 @@ pub async fn run(
         }
     };
 
-    let mut ingestor = Ingestor { pool, cache: AliasCache::default(), known_gateways: HashSet::new(), metrics };
+    let mut ingestor =
+        Ingestor { pool, cache: AliasCache::default(), known_gateways: HashSet::new(), metrics, gateways };
     let mut batch = Vec::with_capacity(MAX_BATCH_MESSAGES);
     loop {
         tokio::select! {
@@ -289,6 +294,8 @@ struct Ingestor {
     /// Gateways known to be provisioned, to spare a query per message.
     known_gateways: HashSet<GatewayId>,
     metrics: Arc<Metrics>,
+    /// To send a gateway the configuration it should run, on its birth.
+    gateways: GatewayLink,
 }
 
 /// Counts from one batch, added to the metrics only once the batch is committed (a retried
@@ -414,6 +421,11 @@ impl Ingestor {
                     }
                 }
                 counts.alarm_inputs.push(Input::Birth { gateway: gateway.to_string() });
+                // A gateway that was offline, or lost its state, gets the newest configuration.
+                if let Some(config) = crate::gateway_config::due(&self.pool, gateway, birth.config_version).await? {
+                    info!(%gateway, version = config.version, running = birth.config_version, "sending the gateway its configuration");
+                    self.gateways.send(gateway.clone(), crate::gateway_link::ToGateway::Config(config));
+                }
                 if !pending.is_empty() {
                     counts.stored += rows.len() as u64;
                     counts.observed.extend(rows.observations());
@@ -484,7 +496,24 @@ impl Ingestor {
                     crate::commands::Recorded::Unknown => return Ok(Err(Rejection::UnknownCommand(result.id))),
                 }
             }
-            MessageKind::Command | MessageKind::PollBoost => return Ok(Err(Rejection::WrongDirection(topic.kind))),
+            MessageKind::ConfigReport => {
+                let report: chillcloud_proto::ConfigReport = match decode(topic.kind, payload) {
+                    Ok(r) => r,
+                    Err(e) => return Ok(Err(e.into())),
+                };
+                info!(%gateway, version = report.version, outcome = report.outcome_name(), reason = %report.reason,
+                    running = report.running_version, "gateway configuration report");
+                match crate::gateway_config::record_report(&self.pool, gateway, &report).await? {
+                    crate::gateway_config::Recorded::Stored => {}
+                    crate::gateway_config::Recorded::UnknownVersion => {
+                        return Ok(Err(Rejection::UnknownConfigVersion(report.version)));
+                    }
+                    crate::gateway_config::Recorded::UnknownOutcome => return Ok(Err(Rejection::UnknownConfigOutcome)),
+                }
+            }
+            MessageKind::Command | MessageKind::PollBoost | MessageKind::Config => {
+                return Ok(Err(Rejection::WrongDirection(topic.kind)));
+            }
         }
         Ok(Ok(()))
     }
@@ -502,8 +531,8 @@ fn count(counts: &mut BatchCounts, outcome: &DataOutcome) {
 }
 
 /// What gateways send, which the server takes.
-pub const UPSTREAM: [MessageKind; 4] =
-    [MessageKind::Birth, MessageKind::Death, MessageKind::Data, MessageKind::CommandResult];
+pub const UPSTREAM: [MessageKind; 5] =
+    [MessageKind::Birth, MessageKind::Death, MessageKind::Data, MessageKind::CommandResult, MessageKind::ConfigReport];
 
 async fn drive(
     mut eventloop: EventLoop,

@@ -12,6 +12,7 @@ pub mod backup;
 pub mod commands;
 pub mod doctor;
 pub mod embedded;
+pub mod gateway_config;
 pub mod gateway_link;
 pub mod history;
 pub mod http;
@@ -488,7 +489,7 @@ pub async fn serve(settings: ServeSettings, listener: TcpListener, shutdown: Can
         broker_settings,
         alarms.clone(),
         live.clone(),
-        to_gateways,
+        (gateways.clone(), to_gateways),
         metrics.clone(),
         ownership.clone(),
         relay,
@@ -562,7 +563,7 @@ mod tests {
     fn domain_storage_and_ingest_do_not_import_axum() {
         let src = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
         let mut files = Vec::new();
-        for feature in ["accounts", "alarms", "commands", "paging", "share", "tickets", "units"] {
+        for feature in ["accounts", "alarms", "commands", "gateway_config", "paging", "share", "tickets", "units"] {
             for entry in std::fs::read_dir(src.join(feature)).expect("feature folder") {
                 let path = entry.expect("entry").path();
                 if path.file_name().is_some_and(|name| name != "api.rs") {

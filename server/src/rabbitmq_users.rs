@@ -128,8 +128,8 @@ fn definitions(users: &[GatewayUser]) -> serde_json::Value {
         permissions.push(json!({ "user": id, "vhost": "/", "configure": queues, "write": queues, "read": queues }));
         topic_permissions.push(json!({
             "user": id, "vhost": "/", "exchange": "amq.topic",
-            "write": format!("^chillcloud\\.v1\\.{id}\\.(birth|death|data|cmd-result)$"),
-            "read": format!("^chillcloud\\.v1\\.{id}\\.(cmd|boost)$"),
+            "write": format!("^chillcloud\\.v1\\.{id}\\.(birth|death|data|cmd-result|config-report)$"),
+            "read": format!("^chillcloud\\.v1\\.{id}\\.(cmd|boost|config)$"),
         }));
     }
     json!({ "users": accounts, "permissions": permissions, "topic_permissions": topic_permissions })
@@ -158,9 +158,9 @@ mod tests {
         assert_eq!(defs["permissions"][0]["configure"], "^(mqtt-subscription-plant-a_gw1qos[01]|amq\\.topic)$");
         assert_eq!(
             defs["topic_permissions"][0]["write"],
-            "^chillcloud\\.v1\\.plant-a_gw1\\.(birth|death|data|cmd-result)$"
+            "^chillcloud\\.v1\\.plant-a_gw1\\.(birth|death|data|cmd-result|config-report)$"
         );
-        assert_eq!(defs["topic_permissions"][0]["read"], "^chillcloud\\.v1\\.plant-a_gw1\\.(cmd|boost)$");
+        assert_eq!(defs["topic_permissions"][0]["read"], "^chillcloud\\.v1\\.plant-a_gw1\\.(cmd|boost|config)$");
     }
 
     #[test]

@@ -55,7 +55,8 @@ fn split(state: Option<SystemState>) -> (Router<SystemState>, openapi::OpenApi) 
         .merge(crate::accounts::api::routes())
         .merge(crate::share::api::routes())
         .merge(crate::commands::api::routes())
-        .merge(crate::doctor::api::routes());
+        .merge(crate::doctor::api::routes())
+        .merge(crate::gateway_config::api::routes());
     let for_viewers = match &state {
         Some(state) => for_viewers.route_layer(middleware::from_fn_with_state(state.clone(), authenticate)),
         None => for_viewers,

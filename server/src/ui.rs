@@ -38,6 +38,7 @@ static ASSETS: LazyLock<Vec<Asset>> = LazyLock::new(|| {
         ("chart.js", "text/javascript; charset=utf-8"),
         ("work.js", "text/javascript; charset=utf-8"),
         ("doctor.js", "text/javascript; charset=utf-8"),
+        ("admin.js", "text/javascript; charset=utf-8"),
         ("app.css", "text/css; charset=utf-8"),
         ("sw.js", "text/javascript; charset=utf-8"),
         ("manifest.webmanifest", "application/manifest+json"),

@@ -91,6 +91,9 @@ export const canTickets = () => SERVICE.includes(session.user?.role);
 /** Whether the user may send remote commands (start, stop, setpoints): service roles except
  * sales, and owners. The server checks again. */
 export const canOperate = () => [...SERVICE, 'owner'].includes(session.user?.role);
+/** Whether the user manages people, rotations and paging policies (service administrators and
+ * managers). The server checks again. */
+export const canManagePaging = () => ['admin', 'manager'].includes(session.user?.role);
 /** Sales staff see the record read-only, without site details. */
 export const isSales = () => session.user?.role === 'sales';
 
@@ -123,6 +126,7 @@ export function icon(name) {
   const paths = {
     running: 'M12 2a10 10 0 1 0 0 20 10 10 0 0 0 0-20zm-1.5 14.2-4.2-4.2 1.4-1.4 2.8 2.8 6-6 1.4 1.4z',
     stopped: 'M4 4h16v16H4z',
+    gateway: 'M3 12h18v8H3zm3 3v2h2v-2zm4 0v2h2v-2zM11 3h2v8h-2z',
     alarm: 'M12 2 1 21h22zm-1 7h2v6h-2zm0 8h2v2h-2z',
     offline: 'M12 2a10 10 0 1 0 0 20 10 10 0 0 0 0-20zm4.6 13.2-1.4 1.4L12 13.4l-3.2 3.2-1.4-1.4 3.2-3.2-3.2-3.2 1.4-1.4 3.2 3.2 3.2-3.2 1.4 1.4-3.2 3.2z',
     stale: 'M12 2a10 10 0 1 0 0 20 10 10 0 0 0 0-20zm0 2a8 8 0 1 1 0 16 8 8 0 0 1 0-16zm-1 3v6l5 3 1-1.6-4-2.4V7z',

@@ -7,9 +7,11 @@ const main = document.getElementById('main');
 const head = document.getElementById('top');
 const tabs = document.getElementById('tabs');
 // Alarms and tickets load on first use, so a unit page loads less.
-const VIEWS = { '': V.fleet, unit: V.unit, signin: V.signin, alarms: 0, alarm: 0, tickets: 0, ticket: 0, reports: 1, report: 1 };
+const VIEWS = { '': V.fleet, unit: V.unit, signin: V.signin, alarms: 0, alarm: 0, tickets: 0, ticket: 0, reports: 1, report: 1, admin: 2, gateways: 2, gateway: 2, people: 2, rotations: 2 };
 // Views loaded on first use, by module.
-const MODULES = { 0: './work.js', 1: './doctor.js' };
+const MODULES = { 0: './work.js', 1: './doctor.js', 2: './admin.js' };
+// The management screens, under one tab.
+const MANAGE = new Set(['admin', 'gateways', 'gateway', 'people', 'rotations']);
 let gen = 0, cleanups = [], returnTo = '#/', badgeCount = null;
 
 function parse() {
@@ -38,7 +40,8 @@ function shell(name) {
     tab('#/', 'units', name === '' || name === 'unit', 'running'),
     tab('#/alarms', 'alarms', name.startsWith('alarm'), 'alarm', h('b', { id: 'badge', class: 'badge', hidden: !badgeCount }, badgeCount || '')),
     canTickets() ? tab('#/tickets', 'tickets', name.startsWith('ticket'), 'stale') : '',
-    tab('#/reports', 'reports', name.startsWith('report'), 'stopped'));
+    tab('#/reports', 'reports', name.startsWith('report'), 'stopped'),
+    canTickets() ? tab('#/admin', 'manage', MANAGE.has(name), 'gateway') : '');
 }
 
 async function route(keep) {
@@ -49,7 +52,7 @@ async function route(keep) {
   if (session.user && r.name === 'signin') { location.replace(returnTo || '#/'); return; }
   shell(r.name);
   let view = VIEWS[r.name];
-  if (r.name.startsWith('ticket') && !canTickets()) view = null;
+  if ((r.name.startsWith('ticket') || MANAGE.has(r.name)) && !canTickets()) view = null;
   if (view === undefined || view === null) { main.replaceChildren(V.errorBox({ status: 404 })); return; }
   if (!keep) { main.replaceChildren(h('p', { class: 'loading' }, t('loading'))); window.scrollTo?.(0, 0); }
   if (view in MODULES) view = (await import(MODULES[view]).catch(() => ({})))[r.name] || (() => { throw { status: 0 }; });

@@ -23,13 +23,14 @@ export async function reports(main, ctx) {
   const draft = canTickets() ? h('button', {
     class: 'btn primary', 'data-testid': 'report-draft',
     onclick: async (e) => {
-      e.currentTarget.disabled = true;
+      const button = e.currentTarget;
+      button.disabled = true;
       const to = new Date(); to.setUTCMinutes(0, 0, 0);
       const from = new Date(to.getTime() - 30 * 86400e3);
       try {
         const r = await api(`/api/v1/units/${unit}/reports`, { body: { from: from.toISOString(), to: to.toISOString() } });
         location.hash = `#/report/${r.id}`;
-      } catch (err) { e.currentTarget.disabled = false; toast(t('error', { e: err.message }), true); }
+      } catch (err) { button.disabled = false; toast(t('error', { e: err.message }), true); }
     },
   }, t('report_draft_30')) : '';
   main.replaceChildren(h('section', { class: 'panel' },

@@ -2,7 +2,7 @@
 // dashboard opens at once and can be installed. Cached files are served first and refreshed
 // in the background, so a new version shows on the next open.
 const CACHE = 'chillcloud-shell-v1';
-const SHELL = ['/', '/ui/boot.js', '/ui/app.js', '/ui/api.js', '/ui/i18n.js', '/ui/views.js', '/ui/chart.js', '/ui/work.js', '/ui/doctor.js',
+const SHELL = ['/', '/ui/boot.js', '/ui/app.js', '/ui/api.js', '/ui/i18n.js', '/ui/views.js', '/ui/chart.js', '/ui/work.js', '/ui/doctor.js', '/ui/admin.js',
   '/ui/app.css', '/ui/icon.svg', '/ui/manifest.webmanifest'];
 
 self.addEventListener('install', (e) => {

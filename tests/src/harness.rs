@@ -616,6 +616,7 @@ pub fn numbered_birth(session: u64, points: u32) -> chillcloud_proto::Birth {
                 .collect(),
             ..Default::default()
         }],
+        config_version: 0,
     }
 }
 

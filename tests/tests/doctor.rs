@@ -71,6 +71,7 @@ fn birth(time_ms: i64, units: usize) -> chillcloud_proto::Birth {
         session: 1,
         software_version: "test".into(),
         time_ms,
+        config_version: 0,
         devices: (0..units)
             .map(|unit| chillcloud_proto::Device {
                 id: format!("chiller-{}", unit + 1),

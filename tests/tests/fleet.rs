@@ -1,10 +1,13 @@
-//! Running a fleet: commissioning a site with `chillcloud-gateway scan`.
+//! Running a fleet: commissioning a site with `chillcloud-gateway scan`, and gateway
+//! configuration held by the server.
 
 use std::{path::Path, time::Duration};
 
 use chillcloud_tests::harness::{
-    Process, Simulator, bin, run_to_completion, shared_temp_dir, start_pymodbus, wait_for,
+    Api, GATEWAY_READINGS, Gateway, Process, Simulator, Stack, bin, browser_dir, free_port, run_to_completion,
+    shared_temp_dir, start_pymodbus, wait_for, workspace_root,
 };
+use serde_json::json;
 
 /// Starts `socat` with a pseudo-terminal pair `sim_end` and `gateway_end`.
 async fn serial_pair(dir: &Path, sim_end: &Path, gateway_end: &Path) -> Process {
@@ -92,4 +95,233 @@ async fn fleet_scan_finds_the_simulated_units_and_writes_a_valid_config() {
         let celsius = supply["value"].as_f64().expect("a value");
         assert!((3.0..12.0).contains(&celsius), "plausible supply temperature {celsius}");
     }
+}
+
+/// The site part for chiller 1 and, when given, chiller 2 at `chiller_2_port`.
+fn site(sim: &Simulator, chiller_2_port: Option<u16>, extra: &str) -> String {
+    let device = |unit: u8, port: u16| {
+        format!(
+            "[[devices]]\nid = \"chiller-{unit}\"\nprofile = \"trane-ch530\"\nhost = \"127.0.0.1\"\nport = {port}\n\
+             unit_id = {unit}\npoll_interval_ms = 200\ntimeout_ms = 300\nretries = 0\nsnapshot_interval_secs = 1\n{extra}"
+        )
+    };
+    let mut text = device(1, sim.modbus.port());
+    if let Some(port) = chiller_2_port {
+        text.push_str(&device(2, port));
+    }
+    text
+}
+
+async fn change(api: &Api, site_toml: &str, base_version: i64, note: &str) -> (u16, serde_json::Value) {
+    let body = json!({ "site_toml": site_toml, "base_version": base_version, "note": note });
+    api.send(reqwest::Method::PUT, "/api/v1/gateways/gw-stack/config", body).await
+}
+
+async fn wait_config(api: &Api, what: &str, check: impl Fn(&serde_json::Value) -> bool) -> serde_json::Value {
+    wait_for(what, Duration::from_secs(120), || async {
+        api.get("/api/v1/gateways/gw-stack/config").await.filter(|c| check(c))
+    })
+    .await
+}
+
+async fn readings_in_database(stack: &Stack) -> i64 {
+    let pool = stack.postgres.pool().await;
+    let count: i64 = sqlx::query_scalar(GATEWAY_READINGS).fetch_one(&pool).await.expect("count");
+    pool.close().await;
+    count
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn fleet_config_push_applies_rolls_back_and_reports_drift() {
+    let stack = Stack::start().await;
+    assert_eq!(stack.gateway_id, "gw-stack", "the paths below name the stack's gateway");
+    let sim = Simulator::start(2, stack.dir.path()).await;
+    let api = stack.api();
+    // The box's own file polls chiller 1; trials last 10 s here (120 s by default).
+    let mut gateway = Gateway::new(&stack, "config_trial_secs = 10", &site(&sim, None, ""));
+    gateway.start();
+    gateway.wait_status("chiller 1 answering", 1, |s| s["devices"]["chiller-1"]["healthy"] == true).await;
+    let local = wait_config(&api, "the gateway's own file reported", |c| c["state"] == "local").await;
+    assert_eq!(local["running_version"], 0);
+
+    // A good change: a second chiller is polled.
+    let (status, made) = change(&api, &site(&sim, Some(sim.modbus.port()), ""), 0, "chiller 2 added").await;
+    assert_eq!((status, &made["version"]), (201, &json!(1)), "{made}");
+    let on_trial = wait_config(&api, "version 1 running", |c| c["running_version"] == 1).await;
+    assert_eq!(on_trial["drift"], false, "{on_trial}");
+    wait_for("chiller 2's readings at the server", Duration::from_secs(30), || async {
+        api.latest("chiller-2", "evap_leaving_temp").await
+    })
+    .await;
+    let applied = wait_config(&api, "version 1 confirmed", |c| c["state"] == "in_sync").await;
+    assert_eq!(applied["desired"]["outcome"], "applied");
+    assert_eq!(applied["desired"]["changed_by"], "operator");
+
+    // A bad change is refused by the server, naming the field, and goes nowhere.
+    let broken = site(&sim, Some(sim.modbus.port()), "").replace("trane-ch530", "trane-ch999");
+    let (status, refused) = change(&api, &broken, 1, "typo").await;
+    assert_eq!(status, 400, "{refused}");
+    assert!(refused["error"].as_str().is_some_and(|e| e.contains("devices[0].profile")), "{refused}");
+    let (status, stale) = change(&api, &site(&sim, None, ""), 0, "from an old page").await;
+    assert_eq!(status, 409, "a change made from an older version is refused: {stale}");
+
+    // A change that breaks polling (chiller 2 at a port nobody listens on): the gateway goes
+    // back to version 1 by itself and says why, well within 2 minutes.
+    let wrong_port = free_port();
+    let started = std::time::Instant::now();
+    let (status, made) = change(&api, &site(&sim, Some(wrong_port), ""), 1, "chiller 2 moved").await;
+    assert_eq!((status, &made["version"]), (201, &json!(2)), "{made}");
+    let rolled_back = wait_config(&api, "version 2 rolled back", |c| c["state"] == "rolled_back").await;
+    let took = started.elapsed();
+    assert!(took < Duration::from_secs(120), "rolled back after {took:?}");
+    assert_eq!((rolled_back["running_version"].as_i64(), rolled_back["drift"].as_bool()), (Some(1), Some(true)));
+    let reason = rolled_back["desired"]["outcome_reason"].as_str().expect("a reason");
+    assert!(
+        reason.contains("chiller-2") && reason.contains("stopped answering") && reason.contains("version 1"),
+        "{reason}"
+    );
+    let status = gateway
+        .wait_status("version 1 polling again", gateway_session(&gateway), |s| {
+            s["config_version"] == 1 && s["devices"]["chiller-2"]["healthy"] == true
+        })
+        .await;
+    println!("rolled back in {took:?}: {reason}; gateway status {}", status["devices"]);
+
+    // A change made while the gateway is offline reaches it when it reconnects.
+    let first_run = gateway.stop().await;
+    wait_config(&api, "the gateway offline", |c| c["online"] == false).await;
+    let (status, made) =
+        change(&api, &site(&sim, Some(sim.modbus.port()), "display_name = \"Plant room\"\n"), 2, "offline").await;
+    assert!(made.is_object() && status == 201, "{made}");
+    let waiting = wait_config(&api, "version 3 waiting", |c| c["state"] == "waiting").await;
+    assert_eq!((waiting["running_version"].as_i64(), waiting["drift"].as_bool()), (Some(1), Some(true)));
+    gateway.start();
+    let in_sync = wait_config(&api, "version 3 applied on reconnection", |c| c["state"] == "in_sync").await;
+    assert_eq!((in_sync["running_version"].as_i64(), in_sync["drift"].as_bool()), (Some(3), Some(false)));
+    assert_eq!(in_sync["versions"].as_array().map(Vec::len), Some(2), "versions 2 and 1 kept: {in_sync}");
+
+    // The same in the dashboard, on a phone: an engineer's mistake refused naming the field, the
+    // corrected change sent and taken.
+    let (status, service) =
+        api.send(reqwest::Method::POST, "/api/v1/organisations", json!({"name": "Service", "kind": "service"})).await;
+    assert_eq!(status, 200, "{service}");
+    let engineer = json!({"login": "zhou@service.example", "name": "Zhou Gong", "role": "engineer",
+        "organisation_id": service["id"], "language": "en"});
+    stack.user(engineer, "the engineer's password").await;
+    let browser = tokio::process::Command::new("node")
+        .arg(browser_dir().join("gateway-config.mjs"))
+        .env("BASE", &api.base)
+        .env("LOGIN", "zhou@service.example")
+        .env("PASSWORD", "the engineer's password")
+        .env("GATEWAY", stack.gateway_id)
+        .env("ARTIFACTS", workspace_root().join("target/browser-artifacts"))
+        .kill_on_drop(true)
+        .output();
+    let output = tokio::time::timeout(Duration::from_secs(180), browser)
+        .await
+        .expect("the browser test finishes in 3 minutes")
+        .expect("node");
+    let printed = String::from_utf8_lossy(&output.stdout);
+    println!("{printed}");
+    assert!(output.status.success(), "{printed}\n{}", String::from_utf8_lossy(&output.stderr));
+    let by_phone = wait_config(&api, "version 4 applied", |c| c["state"] == "in_sync").await;
+    assert_eq!(by_phone["desired"]["version"], 4);
+    assert_eq!(by_phone["desired"]["changed_by"], "Zhou Gong (zhou@service.example)");
+    assert_eq!(by_phone["desired"]["note"], "one retry on chiller 1");
+
+    // No reading lost through five configurations and two processes.
+    let second_run = gateway.stop().await;
+    let expected =
+        first_run["readings_queued"].as_i64().expect("count") + second_run["readings_queued"].as_i64().expect("count");
+    let mut stored = 0;
+    let settled = tokio::time::timeout(Duration::from_secs(60), async {
+        while stored < expected {
+            stored = readings_in_database(&stack).await;
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+    .await;
+    assert!(settled.is_ok(), "{stored} of {expected} readings stored");
+    assert_eq!(readings_in_database(&stack).await, expected, "none twice");
+}
+
+/// The session the gateway runs now.
+fn gateway_session(gateway: &Gateway) -> u64 {
+    gateway.status().and_then(|s| s["session"].as_u64()).expect("a status report")
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn fleet_admin_screens_in_a_phone_browser() {
+    let stack = Stack::start().await;
+    let mut gateway = stack.gateway(1).await;
+    let api = stack.api();
+    wait_for("the unit registered", Duration::from_secs(30), || async {
+        api.get("/api/v1/units").await.filter(|u| u.as_array().is_some_and(|a| !a.is_empty()))
+    })
+    .await;
+    let (status, service) =
+        api.send(reqwest::Method::POST, "/api/v1/organisations", json!({"name": "Service", "kind": "service"})).await;
+    assert_eq!(status, 200, "{service}");
+    let manager = json!({"login": "he@service.example", "name": "He Jingli", "role": "manager",
+        "organisation_id": service["id"], "language": "en"});
+    stack.user(manager, "the manager's password").await;
+    // Someone already on the team, second in the rotation the manager makes.
+    let (status, other) = api
+        .send(
+            reqwest::Method::POST,
+            "/api/v1/people",
+            json!({"name": "Liu Gong", "phone": "+8613900000002", "language": "zh"}),
+        )
+        .await;
+    assert_eq!(status, 200, "{other}");
+    // A grade-1 fault the unit will have: point p0 above 50.
+    let rule = json!({"title": "Hot p0", "title_zh": "p0 过热", "grade": 1, "kind": "condition", "when": "p0 > 50"});
+    let (status, body) =
+        api.send(reqwest::Method::PUT, &format!("/api/v1/gateways/{}/rules/hot0", stack.gateway_id), rule).await;
+    assert_eq!(status, 200, "{body}");
+
+    let browser = tokio::process::Command::new("node")
+        .arg(browser_dir().join("admin.mjs"))
+        .env("BASE", &api.base)
+        .env("LOGIN", "he@service.example")
+        .env("PASSWORD", "the manager's password")
+        .env("GATEWAY", stack.gateway_id)
+        .env("NAME", "Chen Gong")
+        .env("PHONE", "+8613900000001")
+        .env("OTHER", "Liu Gong")
+        .env("ARTIFACTS", workspace_root().join("target/browser-artifacts"))
+        .kill_on_drop(true)
+        .output();
+    let output = tokio::time::timeout(Duration::from_secs(180), browser)
+        .await
+        .expect("the browser test finishes in 3 minutes")
+        .expect("node");
+    let printed = String::from_utf8_lossy(&output.stdout);
+    println!("{printed}");
+    assert!(output.status.success(), "{printed}\n{}", String::from_utf8_lossy(&output.stderr));
+
+    // What the screens made, as the API has it.
+    let rotations = api.get("/api/v1/rotations").await.expect("rotations");
+    let rotation = &rotations[0];
+    assert_eq!((rotation["name"].as_str(), rotation["period_days"].as_i64()), (Some("Plant A on call"), Some(7)));
+    let people = api.get("/api/v1/people").await.expect("people");
+    let chen = people.as_array().expect("array").iter().find(|p| p["name"] == "Chen Gong").expect("Chen Gong added");
+    assert_eq!((chen["phone"].as_str(), chen["language"].as_str()), (Some("+8613900000001"), Some("zh")));
+    assert_eq!(rotation["members"], json!([chen["id"], other["id"]]));
+    assert_eq!(rotation["on_call_now"], chen["id"]);
+    let paging = api.get(&format!("/api/v1/gateways/{}/paging", stack.gateway_id)).await.expect("paging");
+    assert_eq!(paging["rotation_id"], rotation["id"]);
+    assert_eq!(paging["grades"]["1"], json!({"levels": [{"after_s": 0.0, "notify": ["on_call"]}], "repeat_s": 600.0}));
+
+    // A grade-1 alarm pages whoever the rotation says is on call, and nobody else.
+    let data = gateway.data_at(chrono::Utc::now().timestamp_millis(), &[(0, 60.0)]);
+    gateway.publish_data(&data).await;
+    let paged = wait_for("the on-call engineer paged", Duration::from_secs(30), || async {
+        let outbox = api.get("/api/v1/outbox?limit=100").await?;
+        let messages = outbox.as_array()?.clone();
+        (!messages.is_empty()).then_some(messages)
+    })
+    .await;
+    let people_paged: Vec<&serde_json::Value> = paged.iter().map(|m| &m["person_id"]).collect();
+    assert_eq!(people_paged, [&chen["id"]], "only the on-call engineer: {paged:?}");
 }

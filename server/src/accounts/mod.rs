@@ -91,7 +91,9 @@ impl Role {
             Read => true,
             Acknowledge => !matches!(self, Sales),
             ReadTickets => !matches!(self, Sales),
-            WorkTickets | ManageRules | ReadPaging | DraftReports => matches!(self, Admin | Manager | Engineer),
+            WorkTickets | ManageRules | ReadPaging | DraftReports | ConfigureGateways => {
+                matches!(self, Admin | Manager | Engineer)
+            }
             ManagePaging => matches!(self, Admin | Manager),
             ManageAccounts => matches!(self, Admin),
             Share => !matches!(self, Duty),
@@ -127,6 +129,8 @@ pub enum Permission {
     Operate,
     /// Draft, edit and sign remote-doctor reports; set units' ratings and sites' tariffs.
     DraftReports,
+    /// Read and change gateways' configurations held by the server.
+    ConfigureGateways,
 }
 
 /// Which sites a request may see.
@@ -421,12 +425,12 @@ mod tests {
     fn roles_may_what_their_job_needs_and_no_more() {
         use Permission::*;
         let table = [
-            (Role::Admin, [true, true, true, true, true, true, true, true, true, true, true]),
-            (Role::Manager, [true, true, true, true, true, true, true, false, true, true, true]),
-            (Role::Engineer, [true, true, true, true, true, true, false, false, true, true, true]),
-            (Role::Sales, [true, false, false, false, false, false, false, false, true, false, false]),
-            (Role::Owner, [true, true, true, false, false, false, false, false, true, true, false]),
-            (Role::Duty, [true, true, true, false, false, false, false, false, false, false, false]),
+            (Role::Admin, [true, true, true, true, true, true, true, true, true, true, true, true]),
+            (Role::Manager, [true, true, true, true, true, true, true, false, true, true, true, true]),
+            (Role::Engineer, [true, true, true, true, true, true, false, false, true, true, true, true]),
+            (Role::Sales, [true, false, false, false, false, false, false, false, true, false, false, false]),
+            (Role::Owner, [true, true, true, false, false, false, false, false, true, true, false, false]),
+            (Role::Duty, [true, true, true, false, false, false, false, false, false, false, false, false]),
         ];
         let permissions = [
             Read,
@@ -440,6 +444,7 @@ mod tests {
             Share,
             Operate,
             DraftReports,
+            ConfigureGateways,
         ];
         for (role, allowed) in table {
             for (permission, expected) in permissions.iter().zip(allowed) {

@@ -51,7 +51,8 @@ needs!(
     ManageAccounts,
     Share,
     Operate,
-    DraftReports
+    DraftReports,
+    ConfigureGateways
 );
 
 /// The viewer of a request whose role allows `P` (otherwise the request is refused with 403),

@@ -20,8 +20,8 @@ use sqlx::PgPool;
 
 pub use self::{
     auth::{
-        Acknowledge, Allowed, CSRF_HEADER, DraftReports, ManageAccounts, ManagePaging, ManageRules, Need, Operate,
-        Read, ReadPaging, ReadTickets, SESSION_COOKIE, Share, System, WorkTickets, authenticate, cookie,
+        Acknowledge, Allowed, CSRF_HEADER, ConfigureGateways, DraftReports, ManageAccounts, ManagePaging, ManageRules,
+        Need, Operate, Read, ReadPaging, ReadTickets, SESSION_COOKIE, Share, System, WorkTickets, authenticate, cookie,
     },
     error::{ApiError, ErrorBody},
     lane::{InLane, Lane, body_in_lane},

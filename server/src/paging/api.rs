@@ -32,8 +32,8 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(add_person))
         .routes(routes!(list_contacts))
         .routes(routes!(add_contact))
-        .routes(routes!(set_site_paging))
-        .routes(routes!(add_rotation))
+        .routes(routes!(site_paging, set_site_paging))
+        .routes(routes!(list_rotations, add_rotation))
         .routes(routes!(add_override))
         .routes(routes!(list_outbox))
 }
@@ -232,6 +232,53 @@ pub struct SitePaging {
     pub policy: Option<Policies>,
 }
 
+/// A site's paging as it stands: its rotation, its own policies if any, and the policy that
+/// applies to each grade (its own, else the default).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SitePagingState {
+    /// On-call rotation.
+    pub rotation_id: Option<i64>,
+    /// The site's own policies, if it has any.
+    pub policy: Option<Policies>,
+    /// The policy each grade follows, `1` to `4`.
+    #[schema(value_type = std::collections::BTreeMap<String, super::policy::Policy>)]
+    pub grades: std::collections::BTreeMap<u8, super::policy::Policy>,
+}
+
+/// A site's on-call rotation and paging policies.
+#[utoipa::path(
+    get,
+    path = "/api/v1/gateways/{gateway_id}/paging",
+    tag = "paging",
+    params(
+        ("gateway_id" = String, Path, description = "Gateway (site) id", pattern = "^[A-Za-z0-9_-]{1,64}$",
+         example = "demo-gw"),
+    ),
+    responses(
+        (status = 200, description = "The site's paging", body = SitePagingState),
+        (status = 403, description = "The viewer's role may not read paging", body = ErrorBody),
+        (status = 404, description = "No such site", body = ErrorBody),
+    )
+)]
+pub(crate) async fn site_paging(
+    viewer: Allowed<ReadPaging>,
+    Path(gateway): Path<String>,
+) -> Result<Json<SitePagingState>, ApiError> {
+    let mut tx = viewer.begin().await?;
+    require_site(&mut tx, &gateway).await?;
+    let row: Option<(Option<i64>, Option<Value>)> =
+        sqlx::query_as("select rotation_id, policy from site_paging where gateway_id = $1")
+            .bind(&gateway)
+            .fetch_optional(&mut *tx)
+            .await?;
+    tx.commit().await?;
+    let (rotation_id, policy) = row.unwrap_or_default();
+    let policy: Option<Policies> = policy.and_then(|p| serde_json::from_value(p).ok());
+    let own = policy.clone().unwrap_or_default();
+    let grades = (1..=4).map(|grade| (grade, own.for_grade(grade))).collect();
+    Ok(Json(SitePagingState { rotation_id, policy, grades }))
+}
+
 /// Sets a site's on-call rotation and paging policies.
 #[utoipa::path(
     put,
@@ -281,7 +328,7 @@ pub(crate) async fn set_site_paging(
 }
 
 /// An on-call rotation.
-#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Serialize, Deserialize, sqlx::FromRow, ToSchema)]
 #[serde(deny_unknown_fields)]
 #[schema(example = json!({"name": "Service team", "period_days": 7, "starts_at": "2026-01-05T08:00:00Z", "members": [1]}))]
 pub struct Rotation {
@@ -297,6 +344,95 @@ pub struct Rotation {
     /// People in turn order.
     #[schema(min_items = 1)]
     pub members: Vec<i64>,
+}
+
+/// A rotation's turn.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Turn {
+    /// Who is on call.
+    pub person_id: i64,
+    /// From.
+    pub starts_at: DateTime<Utc>,
+    /// Until.
+    pub ends_at: DateTime<Utc>,
+}
+
+/// A rotation, who is on call now, the coming turns and the overrides not yet over.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct RotationSchedule {
+    /// Id.
+    pub id: i64,
+    /// Name.
+    pub name: String,
+    /// Turns of 1 (daily) or 7 (weekly) days.
+    pub period_days: i32,
+    /// When the first member's first turn starts.
+    pub starts_at: DateTime<Utc>,
+    /// People in turn order.
+    pub members: Vec<i64>,
+    /// Who is paged as on call now (an override wins).
+    pub on_call_now: Option<i64>,
+    /// This turn and the next five.
+    pub turns: Vec<Turn>,
+    /// Others on call for a while, now or later.
+    pub overrides: Vec<Turn>,
+}
+
+/// Turns shown per rotation.
+const TURNS_SHOWN: usize = 6;
+
+/// The rotations, each with who is on call now and when each of the next turns is (by the rule
+/// paging follows).
+#[utoipa::path(
+    get,
+    path = "/api/v1/rotations",
+    tag = "paging",
+    responses(
+        (status = 200, description = "Rotations, by id", body = Vec<RotationSchedule>),
+        (status = 403, description = "The viewer's role may not read rotations", body = ErrorBody),
+    )
+)]
+pub(crate) async fn list_rotations(viewer: Allowed<ReadPaging>) -> Result<Json<Vec<RotationSchedule>>, ApiError> {
+    let mut tx = viewer.begin().await?;
+    let rotations: Vec<Rotation> =
+        sqlx::query_as("select id, name, period_days, starts_at, members from rotations order by id limit 500")
+            .fetch_all(&mut *tx)
+            .await?;
+    let overrides: Vec<(i64, i64, DateTime<Utc>, DateTime<Utc>)> = sqlx::query_as(
+        "select rotation_id, person_id, starts_at, ends_at from rotation_overrides where ends_at > now()
+         order by starts_at limit 5000",
+    )
+    .fetch_all(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    let now = Utc::now().timestamp_millis();
+    let time = |ms: i64| DateTime::from_timestamp_millis(ms).unwrap_or_default();
+    let schedules = rotations
+        .into_iter()
+        .map(|Rotation { id, name, period_days, starts_at, members }| {
+            let own: Vec<(i64, i64, i64)> = (overrides.iter())
+                .filter(|o| o.0 == id)
+                .map(|o| (o.1, o.2.timestamp_millis(), o.3.timestamp_millis()))
+                .collect();
+            let period = i64::from(period_days);
+            let start = starts_at.timestamp_millis();
+            let on_call_now = super::policy::on_call(&members, period, start, &own, now);
+            let turn =
+                |(person_id, from, to): (i64, i64, i64)| Turn { person_id, starts_at: time(from), ends_at: time(to) };
+            let turns = super::policy::turns(&members, period, start, now, TURNS_SHOWN).into_iter().map(turn).collect();
+            RotationSchedule {
+                id,
+                name,
+                period_days,
+                starts_at,
+                members,
+                on_call_now,
+                turns,
+                overrides: own.into_iter().map(turn).collect(),
+            }
+        })
+        .collect();
+    Ok(Json(schedules))
 }
 
 /// Adds an on-call rotation.

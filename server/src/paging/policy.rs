@@ -170,9 +170,47 @@ pub fn on_call(
     members.get((turn as usize) % members.len().max(1)).copied()
 }
 
+/// `count` turns of a rotation, from the one under way at `from`: each `(person, start, end)`,
+/// by the rule [`on_call`] follows when no override covers the time.
+pub fn turns(
+    members: &[i64],
+    period_days: i64,
+    starts_at: Millis,
+    from: Millis,
+    count: usize,
+) -> Vec<(i64, Millis, Millis)> {
+    if members.is_empty() {
+        return Vec::new();
+    }
+    let period = period_days.max(1) * 86_400_000;
+    let first = (from - starts_at).max(0) / period;
+    (first..first + count as i64)
+        .map(|turn| {
+            let start = starts_at + turn * period;
+            (members[(turn as usize) % members.len()], start, start + period)
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_turns_shown_are_who_is_paged_then() {
+        let (members, start) = ([7, 8, 9], 1_000_000);
+        let week = 7 * 86_400_000;
+        let now = start + 10 * week + 3;
+        let shown = turns(&members, 7, start, now, 4);
+        assert_eq!(shown.len(), 4);
+        assert!(shown[0].1 <= now && now < shown[0].2, "the first turn is under way");
+        for (person, from, to) in shown {
+            assert_eq!(to - from, week);
+            for t in [from, from + week / 2, to - 1] {
+                assert_eq!(on_call(&members, 7, start, &[], t), Some(person));
+            }
+        }
+    }
 
     const MIN: Millis = 60_000;
 

@@ -70,6 +70,7 @@ async fn register(pool: &PgPool) -> anyhow::Result<Vec<i64>> {
         session: 1,
         software_version: "bench".into(),
         time_ms: 1_700_000_000_000,
+        config_version: 0,
         devices: (0..UNITS)
             .map(|i| chillcloud_proto::Device {
                 id: format!("chiller-{i:04}"),
