@@ -137,6 +137,16 @@ pub async fn run(
             shutdown.clone(),
         ));
     }
+    if tasks.is_empty() {
+        // No devices (a box provisioned before its devices are set on the server): nothing
+        // sends samples, yet the gateway stays connected, for its configuration, until stopped.
+        let idle = samples_tx.clone();
+        let stop = shutdown.clone();
+        tokio::spawn(async move {
+            stop.cancelled().await;
+            drop(idle)
+        });
+    }
     drop((samples_tx, results_tx));
     let commands = command::Commands::new(journal, device_commands, results);
     let control = publish::Control { boosts, commands, configs };
