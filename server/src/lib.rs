@@ -185,6 +185,11 @@ pub struct ServeSettings {
     /// address it listens on, with the port it took when `--listen` asks for port 0).
     #[arg(long, env = "CHILLCLOUD_PUBLIC_URL")]
     pub public_url: Option<String>,
+    /// The MQTT brokers gateways connect to, `host:port` in failover order, as written into
+    /// the configuration file of a gateway provisioned in the dashboard. Default: the address
+    /// of --mqtt-broker, of each --amqp-url's host (port 1883), or of the embedded broker.
+    #[arg(long = "gateway-broker", env = "CHILLCLOUD_GATEWAY_BROKERS", value_delimiter = ',')]
+    pub gateway_brokers: Vec<String>,
 }
 
 /// The database, and the embedded cluster behind it if there is one.
@@ -245,13 +250,41 @@ impl Database {
     }
 }
 
+/// The brokers gateways connect to (see [`ServeSettings::gateway_brokers`]), each `host:port`.
+fn gateway_brokers(settings: &ServeSettings) -> Result<Arc<[String]>> {
+    let brokers: Vec<String> = if !settings.gateway_brokers.is_empty() {
+        settings.gateway_brokers.clone()
+    } else if let Some(broker) = &settings.mqtt_broker {
+        vec![broker.clone()]
+    } else if !settings.amqp_urls.is_empty() {
+        // amqp://user:password@host:port/vhost: the host, with RabbitMQ's MQTT port.
+        (settings.amqp_urls.iter())
+            .filter_map(|url| {
+                let rest = url.split_once("://")?.1;
+                let authority = rest.split('/').next()?.rsplit('@').next()?;
+                let host = authority.rsplit_once(':').map_or(authority, |(host, _)| host);
+                Some(format!("{host}:1883"))
+            })
+            .collect()
+    } else {
+        vec![settings.embedded_broker_listen.to_string()]
+    };
+    for broker in &brokers {
+        let valid = broker.rsplit_once(':').is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok());
+        if !valid {
+            return Err(Error::Config(format!("--gateway-broker {broker:?}: expected host:port")));
+        }
+    }
+    Ok(brokers.into())
+}
+
 /// Provisions a gateway: a new random broker password, stored hashed for Mosquitto and for
 /// RabbitMQ. Returns the password, which is shown once and never stored in the clear, and the
 /// Mosquitto password-file line.
 pub async fn add_gateway(pool: &PgPool, gateway: &GatewayId) -> Result<(String, String)> {
-    let password = secrets::random_hex::<24>();
-    let line = embedded::broker::password_line(gateway.as_str(), &password).await?;
-    store::upsert_gateway(pool, gateway, &line, &rabbitmq_users::password_hash(&password)).await?;
+    let credentials = gateway_config::provision::Credentials::generate(gateway).await?;
+    let (password, line) = (credentials.password, credentials.mosquitto_line);
+    store::upsert_gateway(pool, gateway, &line, &credentials.rabbitmq_hash).await?;
     // A running server with an embedded broker reloads its password file on this; replicas on
     // the clustered tier bind the gateway's topics and create its RabbitMQ user.
     sqlx::query("select pg_notify($1, $2)").bind(GATEWAYS_CHANGED).bind(gateway.as_str()).execute(pool).await?;
@@ -412,6 +445,7 @@ pub async fn serve(settings: ServeSettings, listener: TcpListener, shutdown: Can
         }
         None => None,
     };
+    let gateway_brokers = gateway_brokers(&settings)?;
     let api_token = secret(&settings, "api-token", settings.api_token.as_ref())?;
     let link_secret = secret(&settings, "link-secret", None)?;
     let address = listener.local_addr().map_err(|source| Error::Io { context: "listener address".into(), source })?;
@@ -519,6 +553,7 @@ pub async fn serve(settings: ServeSettings, listener: TcpListener, shutdown: Can
         gateways,
         storage.mode,
         ownership,
+        gateway_brokers,
     );
     info!(%address, "HTTP API listening");
     http::serve(listener, routes::router(state), shutdown.clone()).await;

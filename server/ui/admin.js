@@ -1,10 +1,12 @@
 // The service organisation's management screens, loaded on first use: the gateways with their
-// configuration's state; one gateway's configuration held by the server (what it should run
-// against what it runs, every version, the editor) and its paging (contacts, rotation, policies
-// by grade); the people who can be paged; the on-call rotations with who is on call when.
-import { api, h, canManagePaging } from './api.js';
+// configuration's state, and provisioning; one gateway's configuration held by the server (what
+// it should run against what it runs, every version, the editor), its site (owner, password,
+// maintenance windows, units) and its paging (contacts, rotation, policies by grade); a unit's
+// rule overrides, maintenance and share links; the people who can be paged; the on-call
+// rotations with who is on call when; organisations, users and invitations.
+import { api, h, session, canManagePaging } from './api.js';
 import { t, when } from './i18n.js';
-import { toast } from './views.js';
+import { toast, unitName, title as ruleTitle } from './views.js';
 
 const enc = encodeURIComponent;
 
@@ -23,7 +25,43 @@ export async function gateways(main, ctx) {
   const next = list.length === 200
     ? h('a', { class: 'btn', href: `#/gateways?after=${encodeURIComponent(list[list.length - 1].id)}` }, t('next_page')) : '';
   main.replaceChildren(h('section', { class: 'panel' }, h('a', { class: 'back', href: '#/admin' }, '‹ ', t('manage')), h('h1', null, t('gateways')),
-    rows.length ? h('div', { class: 'cards' }, rows) : h('p', { class: 'sub' }, t('gateways_none')), next));
+    rows.length ? h('div', { class: 'cards' }, rows) : h('p', { class: 'sub' }, t('gateways_none')), next),
+    canManagePaging() ? provisionPanel() : '');
+}
+
+/** Provisioning: a new gateway's id in, its password (once) and files out. */
+function provisionPanel() {
+  const id = h('input', { type: 'text', maxlength: 64, pattern: '[A-Za-z0-9_\\-]{1,64}', 'data-testid': 'provision-id', placeholder: 'plant-a-gw1', autocapitalize: 'off' });
+  const problem = problemLine('provision-error');
+  const out = h('div');
+  const panel = h('section', { class: 'panel' }, h('h2', null, t('provision')), h('p', { class: 'sub' }, t('provision_help')),
+    field(t('gateway_id'), id), problem,
+    h('button', { class: 'btn primary', 'data-testid': 'provision-save', onclick: async (e) => {
+      const button = e.currentTarget;
+      button.disabled = true;
+      problem.hidden = true;
+      try {
+        const made = await api('/api/v1/gateways', { body: { id: id.value.trim() } });
+        out.replaceChildren(credentials(made));
+        id.value = '';
+      } catch (err) {
+        problem.textContent = err.message;
+        problem.hidden = false;
+      }
+      button.disabled = false;
+    } }, t('provision_do')), out);
+  return panel;
+}
+
+/** A gateway's password, shown this once, with its configuration and secret files to download. */
+function credentials(made) {
+  const file = (name, text, key) => h('a', { class: 'btn', download: name, 'data-testid': key,
+    href: URL.createObjectURL(new Blob([text], { type: 'text/plain' })) }, t('download', { f: name }));
+  return h('div', { class: 'once', 'data-testid': 'provisioned' },
+    h('p', { class: 'warn' }, t('password_once', { id: made.gateway_id })),
+    h('p', null, h('code', { class: 'secret', 'data-testid': 'provisioned-password' }, made.password)),
+    h('div', { class: 'row' }, file('gateway.toml', made.gateway_toml, 'download-config'), file('gateway.secret', made.password + '\n', 'download-secret')),
+    h('p', { class: 'sub' }, t('install_help')));
 }
 
 /** One gateway's configuration: desired against running, drift, versions, and the editor. */
@@ -87,9 +125,9 @@ async function editorAndHistory(main, ctx, id, c, status) {
         v.outcome ? h('span', { class: `astate co-${v.outcome}` }, t('co_' + v.outcome)) : ''),
       h('p', { class: 'sub' }, v.changed_by, ' · ', when(v.created_at), v.note ? ' · ' + v.note : ''),
       v.outcome_reason ? h('p', { class: 'sub' }, v.outcome_reason) : ''))) : h('p', { class: 'sub' }, t('cfg_none')));
-  const paging = await pagingPanels(ctx, id);
+  const [paging, site] = await Promise.all([pagingPanels(ctx, id), sitePanels(ctx, id, c.organisation_id)]);
   if (!ctx.alive()) return;
-  main.replaceChildren(status, editor, history, ...paging);
+  main.replaceChildren(status, ...site, editor, history, ...paging);
   // What the gateway runs changes on its own (trial, rollback, reconnection): the status stays
   // current without touching what is being typed.
   let shown = status;
@@ -105,14 +143,45 @@ async function editorAndHistory(main, ctx, id, c, status) {
   ctx.cleanups.push(() => clearInterval(timer));
 }
 
-/** The management hub: every screen, for service staff. */
-export async function admin(main) {
+/** The management hub: every screen, for service staff; and the user's own API tokens. */
+export async function admin(main, ctx) {
+  const tokens = await api('/api/v1/tokens');
+  if (!ctx.alive()) return;
   document.title = t('manage') + ' · Chillcloud';
   const link = (href, key, sub) => h('a', { class: 'item', href, 'data-testid': 'manage-' + key }, h('b', null, t(key)), h('p', { class: 'sub' }, t(sub)));
   main.replaceChildren(h('section', { class: 'panel' }, h('h1', null, t('manage')), h('div', { class: 'cards' },
     link('#/gateways', 'gateways', 'gateways_sub'),
     link('#/people', 'people', 'people_sub'),
-    link('#/rotations', 'rotations', 'rotations_sub'))));
+    link('#/rotations', 'rotations', 'rotations_sub'),
+    session.user?.role === 'admin' ? link('#/accounts', 'accounts', 'accounts_sub') : '')), tokenPanel(ctx, tokens));
+}
+
+/** The user's API tokens for integrations: each acts as them; made (shown once) and revoked here. */
+function tokenPanel(ctx, tokens) {
+  const name = h('input', { type: 'text', maxlength: 100, 'data-testid': 'token-name' });
+  const problem = problemLine('token-error');
+  const out = h('div');
+  return h('section', { class: 'panel' }, h('h2', null, t('tokens')), h('p', { class: 'sub' }, t('tokens_help')),
+    h('ul', { class: 'versions' }, tokens.map((k) => h('li', { 'data-testid': 'token' }, h('b', null, k.name),
+      h('p', { class: 'sub' }, when(k.created_at), ' · ', k.last_used_at ? t('token_used', { t: when(k.last_used_at) }) : t('token_unused')),
+      h('button', { class: 'btn small', 'data-testid': 'token-revoke', onclick: async () => {
+        try { await api(`/api/v1/tokens/${k.id}`, { method: 'DELETE' }); toast(t('saved')); ctx.rerender(); } catch (err) { toast(err.message, true); }
+      } }, t('revoke'))))),
+    field(t('token_name'), name), problem,
+    h('button', { class: 'btn primary', 'data-testid': 'token-save', onclick: async (e) => {
+      const button = e.currentTarget;
+      button.disabled = true;
+      problem.hidden = true;
+      try {
+        const made = await api('/api/v1/tokens', { body: { name: name.value.trim() } });
+        out.replaceChildren(h('div', { class: 'once' }, h('p', { class: 'warn' }, t('token_once')),
+          h('p', null, h('code', { class: 'secret', 'data-testid': 'token-secret' }, made.token))));
+      } catch (err) {
+        problem.textContent = err.message;
+        problem.hidden = false;
+      }
+      button.disabled = false;
+    } }, t('token_make')), out);
 }
 
 /** A labelled form field. */
@@ -176,7 +245,8 @@ export async function rotations(main, ctx) {
     h('p', null, t('on_call_now'), ' ', h('b', { 'data-testid': 'on-call-now' }, r.on_call_now ? who(r.on_call_now) : '–')),
     h('ol', { class: 'versions' }, r.turns.map((turn) => h('li', { 'data-testid': 'turn' },
       h('b', null, who(turn.person_id)), h('span', { class: 'sub' }, ' ', when(turn.starts_at), ' – ', when(turn.ends_at))))),
-    r.overrides.length ? h('p', { class: 'sub' }, t('overrides'), ' ', r.overrides.map((o) => `${who(o.person_id)} ${when(o.starts_at)} – ${when(o.ends_at)}`).join('; ')) : ''));
+    r.overrides.length ? h('p', { class: 'sub' }, t('overrides'), ' ', r.overrides.map((o) => `${who(o.person_id)} ${when(o.starts_at)} – ${when(o.ends_at)}`).join('; ')) : '',
+    canManagePaging() ? standIn(ctx, r, persons) : ''));
   const panels = [h('section', { class: 'panel' }, h('a', { class: 'back', href: '#/admin' }, '‹ ', t('manage')),
     h('h1', null, t('rotations')), cards.length ? '' : h('p', { class: 'sub' }, t('rotations_none'))), ...cards];
   if (canManagePaging()) {
@@ -204,6 +274,21 @@ export async function rotations(main, ctx) {
       }), problem)));
   }
   main.replaceChildren(...panels);
+}
+
+/** Someone else on call in a rotation for a while (leave, sickness, a swap). */
+function standIn(ctx, rotation, persons) {
+  const person = h('select', { 'data-testid': 'standin-person' }, persons.map((p) => h('option', { value: p.id }, p.name)));
+  const from = new Date();
+  from.setMinutes(0, 0, 0);
+  const starts = h('input', { type: 'datetime-local', 'data-testid': 'standin-start', value: localInput(from) });
+  const ends = h('input', { type: 'datetime-local', 'data-testid': 'standin-end', value: localInput(new Date(from.getTime() + 24 * 3600e3)) });
+  const problem = problemLine('standin-error');
+  return h('details', { class: 'grade-policy' }, h('summary', null, t('standin_add')),
+    field(t('person'), person), field(t('from_time'), starts), field(t('to_time'), ends), problem,
+    submit(ctx, 'standin-save', () => api(`/api/v1/rotations/${rotation.id}/overrides`, { body: {
+      person_id: +person.value, starts_at: new Date(starts.value).toISOString(), ends_at: new Date(ends.value).toISOString(),
+    } }), problem));
 }
 
 const AUDIENCES = ['on_call', 'service', 'owner', 'manager'];
@@ -272,4 +357,208 @@ function gradeEditor(grade, policy, own, manage) {
       repeat_s: repeat.value === '' || +repeat.value === 0 ? null : +repeat.value * 60,
     }),
   };
+}
+
+/** A datetime-local input's value for `date` in local time. */
+function localInput(date) {
+  const pad = (n) => String(n).padStart(2, '0');
+  return `${date.getFullYear()}-${pad(date.getMonth() + 1)}-${pad(date.getDate())}T${pad(date.getHours())}:${pad(date.getMinutes())}`;
+}
+
+/** Maintenance windows (of a site, or of one unit) and a form to add one. */
+function maintenancePanel(ctx, gatewayId, windows, units, unitId) {
+  const name = (uid) => { const u = units.find((x) => x.id === uid); return u ? unitName(u) : t('whole_site'); };
+  const list = windows.filter((w) => unitId == null || w.unit_id == null || w.unit_id === unitId);
+  const panel = h('section', { class: 'panel' }, h('h2', null, t('maintenance')),
+    list.length ? h('ul', { class: 'versions' }, list.map((w) => h('li', { 'data-testid': 'maintenance-window' },
+      h('b', null, name(w.unit_id)), ' ', h('span', { class: 'sub' }, when(w.starts_at), ' – ', when(w.ends_at)),
+      w.reason ? h('p', { class: 'sub' }, w.reason) : ''))) : h('p', { class: 'sub' }, t('maintenance_none')));
+  const unit = h('select', { 'data-testid': 'maintenance-unit' }, unitId == null ? h('option', { value: '' }, t('whole_site')) : '',
+    units.filter((u) => unitId == null || u.id === unitId).map((u) => h('option', { value: u.id }, unitName(u))));
+  const start = new Date();
+  start.setMinutes(0, 0, 0);
+  const starts = h('input', { type: 'datetime-local', 'data-testid': 'maintenance-start', value: localInput(start) });
+  const ends = h('input', { type: 'datetime-local', 'data-testid': 'maintenance-end', value: localInput(new Date(start.getTime() + 4 * 3600e3)) });
+  const reason = h('input', { type: 'text', maxlength: 200, 'data-testid': 'maintenance-reason' });
+  const problem = problemLine('maintenance-error');
+  panel.append(h('h3', null, t('maintenance_add')), field(t('unit_field'), unit), field(t('from_time'), starts), field(t('to_time'), ends),
+    field(t('reason'), reason), problem,
+    submit(ctx, 'maintenance-save', () => api(`/api/v1/gateways/${enc(gatewayId)}/maintenance`, { body: {
+      unit_id: unit.value ? +unit.value : null, starts_at: new Date(starts.value).toISOString(),
+      ends_at: new Date(ends.value).toISOString(), reason: reason.value.trim(),
+    } }), problem));
+  return panel;
+}
+
+/** A gateway's site: owner organisation (administrators), a new password, maintenance, units. */
+async function sitePanels(ctx, id, ownerId) {
+  const admin = session.user?.role === 'admin';
+  const [allUnits, windows, organisations] = await Promise.all([api('/api/v1/units'),
+    api(`/api/v1/gateways/${enc(id)}/maintenance`), admin ? api('/api/v1/organisations') : []]);
+  const units = allUnits.filter((u) => u.gateway_id === id);
+  const site = h('section', { class: 'panel' }, h('h2', null, t('site')),
+    units.length ? h('div', { class: 'cards' }, units.map((u) => h('a', { class: 'item', href: `#/settings/${u.id}`, 'data-testid': 'site-unit' },
+      h('b', null, unitName(u)), h('p', { class: 'sub' }, [u.profile, u.model].filter(Boolean).join(' · '), ' · ', t('unit_settings')))))
+      : h('p', { class: 'sub' }, t('units_none')));
+  if (admin) {
+    const owner = h('select', { 'data-testid': 'site-owner' }, h('option', { value: '' }, t('no_owner')),
+      organisations.filter((o) => o.kind === 'customer').map((o) => h('option', { value: o.id, selected: o.id === ownerId }, o.name)));
+    const problem = problemLine('owner-error');
+    site.append(field(t('owner_org'), owner), problem, submit(ctx, 'owner-save', () => api(`/api/v1/gateways/${enc(id)}/organisation`,
+      { method: 'PUT', body: { organisation_id: owner.value ? +owner.value : null } }), problem));
+  }
+  if (canManagePaging()) {
+    const out = h('div');
+    site.append(h('button', { class: 'btn', 'data-testid': 'renew-password', onclick: async (e) => {
+      if (!confirm(t('renew_confirm', { id }))) return;
+      const button = e.currentTarget;
+      button.disabled = true;
+      try { out.replaceChildren(credentials(await api(`/api/v1/gateways/${enc(id)}/password`, { method: 'POST' }))); } catch (err) { toast(err.message, true); }
+      button.disabled = false;
+    } }, t('renew_password')), out);
+  }
+  return [site, maintenancePanel(ctx, id, windows, units, null)];
+}
+
+/** A unit's settings: its rules with overrides, maintenance windows and share links. */
+export async function settings(main, ctx) {
+  const unitId = +ctx.id;
+  const [u, view, shares] = await Promise.all([api(`/api/v1/units/${unitId}`), api(`/api/v1/units/${unitId}/rules`),
+    api(`/api/v1/units/${unitId}/shares`)]);
+  const windows = await api(`/api/v1/gateways/${enc(u.gateway_id)}/maintenance`);
+  if (!ctx.alive()) return;
+  document.title = unitName(u) + ' · Chillcloud';
+  const head = h('section', { class: 'panel' }, h('a', { class: 'back', href: `#/gateway/${enc(u.gateway_id)}` }, '‹ ', u.gateway_id),
+    h('h1', null, unitName(u)), h('p', { class: 'sub' }, [u.profile, u.model].filter(Boolean).join(' · ')));
+  main.replaceChildren(head, rulesPanel(ctx, unitId, view), maintenancePanel(ctx, u.gateway_id, windows, [u], unitId), sharePanel(ctx, unitId, shares));
+}
+
+/** The unit's rules in force, its overrides (each can be reset), and an editor per rule. */
+function rulesPanel(ctx, unitId, view) {
+  const path = (key) => `/api/v1/units/${unitId}/rules/${enc(key)}`;
+  const mine = view.overrides.filter(([u]) => u === unitId);
+  const overrides = h('ul', { class: 'versions' }, mine.map(([, key, patch]) => h('li', { 'data-testid': 'rule-override', 'data-key': key },
+    h('b', null, key), ' ', h('code', null, patch === null ? t('rule_off') : JSON.stringify(patch)), ' ',
+    h('button', { class: 'btn small', 'data-testid': 'rule-reset', onclick: async () => {
+      try { await api(path(key), { method: 'DELETE' }); toast(t('saved')); ctx.rerender(); } catch (err) { toast(err.message, true); }
+    } }, t('rule_reset')))));
+  const rows = view.rules.map((r) => {
+    const grade = h('select', { 'data-testid': 'rule-grade' }, [1, 2, 3, 4].map((g) => h('option', { value: g, selected: g === r.grade }, t('grade_n', { n: g }))));
+    const off = h('input', { type: 'checkbox', 'data-testid': 'rule-off' });
+    const { key, title, title_zh, grade: _g, ...rest } = r;
+    const more = h('textarea', { rows: 3, class: 'code', spellcheck: 'false', 'data-testid': 'rule-fields', 'aria-label': t('rule_fields') }, JSON.stringify(rest));
+    const problem = problemLine('rule-error');
+    return h('details', { class: 'grade-policy', 'data-testid': 'rule', 'data-key': key },
+      h('summary', null, h('span', { class: `grade g${r.grade}` }, h('b', null, r.grade)), ' ', h('span', null, ruleTitle(r), ' ', h('small', { class: 'sub' }, key))),
+      field(t('grade_field'), grade), h('label', { class: 'check' }, off, ' ', t('rule_off')), field(t('rule_fields'), more), problem,
+      submit(ctx, 'rule-save', async () => {
+        let patch = null;
+        if (!off.checked) {
+          let fields;
+          try { fields = JSON.parse(more.value || '{}'); } catch (_) { throw new Error(t('rule_json')); }
+          // Only what differs from the rule in force goes into the override.
+          patch = { grade: +grade.value, ...fields };
+          for (const k of Object.keys(patch)) if (JSON.stringify(patch[k]) === JSON.stringify(r[k])) delete patch[k];
+          if (!Object.keys(patch).length) throw new Error(t('rule_same'));
+        }
+        await api(path(key), { method: 'PUT', body: patch });
+      }, problem));
+  });
+  const skipped = view.skipped.length ? h('p', { class: 'sub' }, t('rules_skipped'), ' ', view.skipped.map(([k, why]) => `${k} (${why})`).join('; ')) : '';
+  return h('section', { class: 'panel' }, h('h2', null, t('rules')), h('p', { class: 'sub' }, t('rules_help')),
+    mine.length ? overrides : '', rows, skipped);
+}
+
+/** The unit's share links: each with who made it and until when; make one (its address is shown
+ * once) or revoke one. */
+function sharePanel(ctx, unitId, shares) {
+  const live = shares.filter((s) => !s.revoked_at && new Date(s.expires_at) > new Date());
+  const list = h('ul', { class: 'versions' }, live.map((s) => h('li', { 'data-testid': 'share-link' },
+    h('b', null, s.label), h('p', { class: 'sub' }, s.created_by, ' · ', t('until', { t: when(s.expires_at) })),
+    h('button', { class: 'btn small', 'data-testid': 'share-revoke', onclick: async () => {
+      try { await api(`/api/v1/shares/${s.id}`, { method: 'DELETE' }); toast(t('saved')); ctx.rerender(); } catch (err) { toast(err.message, true); }
+    } }, t('revoke')))));
+  const label = h('input', { type: 'text', maxlength: 100, 'data-testid': 'share-label' });
+  const days = h('input', { type: 'number', min: 1, max: 90, value: 14, 'data-testid': 'share-days' });
+  const problem = problemLine('share-error');
+  const out = h('div');
+  const none = h('p', { class: 'sub', hidden: live.length > 0 }, t('shares_none'));
+  return h('section', { class: 'panel' }, h('h2', null, t('shares')), h('p', { class: 'sub' }, t('shares_help')), list, none,
+    field(t('share_label'), label), field(t('share_days'), days), problem,
+    h('button', { class: 'btn primary', 'data-testid': 'share-save', onclick: async (e) => {
+      const button = e.currentTarget;
+      button.disabled = true;
+      problem.hidden = true;
+      try {
+        const made = await api(`/api/v1/units/${unitId}/shares`, { body: { label: label.value.trim(), days: +days.value } });
+        out.replaceChildren(h('div', { class: 'once' }, h('p', { class: 'warn' }, t('share_once')),
+          h('p', null, h('a', { href: made.url, 'data-testid': 'share-url', target: '_blank', rel: 'noopener' }, made.url))));
+        list.append(h('li', { 'data-testid': 'share-link' }, h('b', null, made.link.label)));
+        none.hidden = true;
+      } catch (err) {
+        problem.textContent = err.message;
+        problem.hidden = false;
+      }
+      button.disabled = false;
+    } }, t('share_make')), out);
+}
+
+const ROLES = { service: ['admin', 'manager', 'engineer', 'sales'], customer: ['owner', 'duty'] };
+
+/** Organisations, users and invitations (administrators). */
+export async function accounts(main, ctx) {
+  const [orgs, users, audit] = await Promise.all([api('/api/v1/organisations'), api('/api/v1/users'), api('/api/v1/audit')]);
+  if (!ctx.alive()) return;
+  document.title = t('accounts') + ' · Chillcloud';
+  const orgName = (id) => orgs.find((o) => o.id === id)?.name || `#${id}`;
+  const orgList = h('ul', { class: 'versions' }, orgs.map((o) => h('li', { 'data-testid': 'organisation' }, h('b', null, o.name), ' · ', t('org_' + o.kind))));
+  const oName = h('input', { type: 'text', maxlength: 200, 'data-testid': 'org-name' });
+  const oKind = h('select', { 'data-testid': 'org-kind' }, ['customer', 'service'].map((k) => h('option', { value: k }, t('org_' + k))));
+  const oProblem = problemLine('org-error');
+  const orgPanel = h('section', { class: 'panel' }, h('a', { class: 'back', href: '#/admin' }, '‹ ', t('manage')), h('h1', null, t('accounts')),
+    h('h2', null, t('organisations')), orgList, h('h3', null, t('org_add')), field(t('org_name'), oName), field(t('org_kind'), oKind), oProblem,
+    submit(ctx, 'org-save', () => api('/api/v1/organisations', { body: { name: oName.value.trim(), kind: oKind.value } }), oProblem));
+
+  const userList = h('ul', { class: 'versions' }, users.map((u) => h('li', { 'data-testid': 'user', 'data-login': u.login },
+    h('b', null, u.name), ' ', h('span', { class: 'sub' }, u.login, ' · ', t('role_' + u.role), ' · ', orgName(u.organisation_id), ' · ',
+      u.active ? t('user_active') : t('user_invited')),
+    u.id !== session.user?.id ? h('button', { class: 'btn small', 'data-testid': 'user-disable', onclick: async () => {
+      if (!confirm(t('disable_confirm', { name: u.name }))) return;
+      try { await api(`/api/v1/users/${u.id}/disable`, { method: 'POST' }); toast(t('saved')); ctx.rerender(); } catch (err) { toast(err.message, true); }
+    } }, t('disable')) : '')));
+  const login = h('input', { type: 'text', maxlength: 100, 'data-testid': 'user-login', autocapitalize: 'off' });
+  const name = h('input', { type: 'text', maxlength: 100, 'data-testid': 'user-name' });
+  const org = h('select', { 'data-testid': 'user-org' }, orgs.map((o) => h('option', { value: o.id }, o.name)));
+  const role = h('select', { 'data-testid': 'user-role' });
+  const fillRoles = () => {
+    const kind = orgs.find((o) => o.id === +org.value)?.kind || 'service';
+    role.replaceChildren(...ROLES[kind].map((r) => h('option', { value: r }, t('role_' + r))));
+  };
+  org.addEventListener('change', fillRoles);
+  fillRoles();
+  const language = h('select', { 'data-testid': 'user-language' }, h('option', { value: 'zh' }, '中文'), h('option', { value: 'en' }, 'English'));
+  const problem = problemLine('user-error');
+  const out = h('div');
+  const userPanel = h('section', { class: 'panel' }, h('h2', null, t('users')), userList, h('h3', null, t('invite')),
+    field(t('login'), login), field(t('name'), name), field(t('organisation'), org), field(t('role'), role), field(t('lang_field'), language), problem,
+    h('button', { class: 'btn primary', 'data-testid': 'user-save', onclick: async (e) => {
+      const button = e.currentTarget;
+      button.disabled = true;
+      problem.hidden = true;
+      try {
+        const made = await api('/api/v1/users', { body: { login: login.value.trim(), name: name.value.trim(), role: role.value,
+          organisation_id: +org.value, language: language.value } });
+        out.replaceChildren(h('div', { class: 'once' }, h('p', { class: 'warn' }, t('invite_once', { login: made.login })),
+          h('p', null, h('code', { class: 'secret', 'data-testid': 'invitation-url' }, made.invitation_url))));
+      } catch (err) {
+        problem.textContent = err.message;
+        problem.hidden = false;
+      }
+      button.disabled = false;
+    } }, t('invite_do')), out);
+  const auditPanel = h('section', { class: 'panel' }, h('h2', null, t('audit')), h('p', { class: 'sub' }, t('audit_help')),
+    h('ul', { class: 'versions' }, audit.slice(0, 100).map((a) => h('li', { 'data-testid': 'audit-entry' },
+      h('b', null, a.action), ' ', h('span', { class: a.outcome === 'ok' ? 'sub' : 'warn' }, a.outcome),
+      h('p', { class: 'sub' }, a.actor || '–', ' · ', when(a.at), a.address ? ' · ' + a.address : '')))));
+  main.replaceChildren(orgPanel, userPanel, auditPanel);
 }

@@ -7,11 +7,11 @@ const main = document.getElementById('main');
 const head = document.getElementById('top');
 const tabs = document.getElementById('tabs');
 // Alarms and tickets load on first use, so a unit page loads less.
-const VIEWS = { '': V.fleet, unit: V.unit, signin: V.signin, alarms: 0, alarm: 0, tickets: 0, ticket: 0, reports: 1, report: 1, admin: 2, gateways: 2, gateway: 2, people: 2, rotations: 2 };
+const VIEWS = { '': V.fleet, unit: V.unit, signin: V.signin, alarms: 0, alarm: 0, tickets: 0, ticket: 0, reports: 1, report: 1, admin: 2, gateways: 2, gateway: 2, people: 2, rotations: 2, settings: 2, accounts: 2 };
 // Views loaded on first use, by module.
 const MODULES = { 0: './work.js', 1: './doctor.js', 2: './admin.js' };
 // The management screens, under one tab.
-const MANAGE = new Set(['admin', 'gateways', 'gateway', 'people', 'rotations']);
+const MANAGE = new Set(['admin', 'gateways', 'gateway', 'people', 'rotations', 'settings', 'accounts']);
 let gen = 0, cleanups = [], returnTo = '#/', badgeCount = null;
 
 function parse() {

@@ -1,6 +1,6 @@
 // Managing paging on a phone (360 x 740) in Debian's Chromium: a service manager adds a person,
-// a weekly rotation whose turn is now that person's, and a grade-1 policy for a site that pages
-// the on-call engineer alone. Run by tests/tests/fleet.rs, which then raises a grade-1 alarm and
+// a weekly rotation whose turn is now that person's, a grade-1 policy for a site that pages the
+// on-call engineer alone, and a stand-in for a day next week. Run by tests/tests/fleet.rs, which then raises a grade-1 alarm and
 // checks who was paged.
 //
 // Environment: BASE, LOGIN, PASSWORD, GATEWAY, NAME, PHONE (the person to add), OTHER (a person
@@ -85,7 +85,27 @@ await step('03-the-site-pages-the-on-call-engineer-for-grade-1', async () => {
   await fitsThePhone();
 });
 
-await step('04-chinese', async () => {
+await step('04-a-stand-in-next-week', async () => {
+  await page.goto(`${BASE}/#/rotations`);
+  const rotation = page.locator('[data-testid=rotation][data-name="Plant A on call"]');
+  await rotation.locator('summary').click();
+  await rotation.getByTestId('standin-person').selectOption({ label: OTHER });
+  // Seven to eight days ahead: who is on call now does not change.
+  const [from, to] = await page.evaluate(() => [7, 8].map((days) => {
+    const d = new Date(Date.now() + days * 86400e3);
+    const pad = (n) => String(n).padStart(2, '0');
+    return `${d.getFullYear()}-${pad(d.getMonth() + 1)}-${pad(d.getDate())}T08:00`;
+  }));
+  await rotation.getByTestId('standin-start').fill(from);
+  await rotation.getByTestId('standin-end').fill(to);
+  await rotation.getByTestId('standin-save').click();
+  await page.locator('[data-testid=rotation][data-name="Plant A on call"] p', { hasText: OTHER }).waitFor({ timeout });
+  await fitsThePhone();
+});
+
+await step('05-chinese', async () => {
+  await page.goto(`${BASE}/#/gateway/${GATEWAY}`);
+  await page.getByTestId('paging-rotation').waitFor({ timeout });
   await page.getByTestId('lang-toggle').click();
   await page.locator('h2', { hasText: '呼叫' }).waitFor({ timeout });
   await fitsThePhone();

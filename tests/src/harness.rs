@@ -533,6 +533,22 @@ impl Api {
         (response.status().as_u16(), response.text().await.expect("body"))
     }
 
+    /// Invites a user (`{"login", "name", "role", "organisation_id", "language"}`) and takes up
+    /// the invitation with `password`.
+    pub async fn user(&self, user: serde_json::Value, password: &str) {
+        let (status, invited) = self.send(Method::POST, "/api/v1/users", user).await;
+        assert_eq!(status, 200, "{invited}");
+        let url = invited["invitation_url"].as_str().expect("invitation url");
+        let (_, secret) = url.split_once("/invite/").expect("an invitation link");
+        let set = reqwest::Client::new()
+            .post(format!("{}/invite/{secret}", self.base))
+            .form(&[("password", password)])
+            .send()
+            .await
+            .expect("take up the invitation");
+        assert_eq!(set.status(), 200);
+    }
+
     /// Sends `body` with `method` (PUT, POST, DELETE) and returns the status and the JSON
     /// answer (null when there is none).
     pub async fn send(&self, method: reqwest::Method, path: &str, body: serde_json::Value) -> (u16, serde_json::Value) {
@@ -936,18 +952,7 @@ impl Stack {
     /// Invites a user (`{"login", "name", "role", "organisation_id", "language"}`) through the
     /// API and takes up the invitation with `password`.
     pub async fn user(&self, user: serde_json::Value, password: &str) {
-        let api = self.api();
-        let (status, invited) = api.send(Method::POST, "/api/v1/users", user).await;
-        assert_eq!(status, 200, "{invited}");
-        let url = invited["invitation_url"].as_str().expect("invitation url");
-        let (_, secret) = url.split_once("/invite/").expect("an invitation link");
-        let set = reqwest::Client::new()
-            .post(format!("{}/invite/{secret}", api.base))
-            .form(&[("password", password)])
-            .send()
-            .await
-            .expect("take up the invitation");
-        assert_eq!(set.status(), 200);
+        self.api().user(user, password).await;
     }
 
     /// Connects a fake gateway with `points` points.
@@ -989,6 +994,12 @@ impl Gateway {
         let path = dir.join("gateway.toml");
         std::fs::write(&path, config).expect("write gateway config");
         Self { config: path, state_dir, log_dir: dir.to_owned(), process: None, runs: 0 }
+    }
+
+    /// A gateway run from the configuration file at `config` (whose `state_dir` is `state_dir`),
+    /// logging into `log_dir`.
+    pub fn from_file(config: PathBuf, state_dir: PathBuf, log_dir: &Path) -> Self {
+        Self { config, state_dir, log_dir: log_dir.to_owned(), process: None, runs: 0 }
     }
 
     /// Replaces the configuration file's text.

@@ -1,11 +1,11 @@
-//! Running a fleet: commissioning a site with `chillcloud-gateway scan`, and gateway
-//! configuration held by the server.
+//! Running a fleet: commissioning a site with `chillcloud-gateway scan`, gateway configuration
+//! held by the server, and the management screens (provisioning, sites, paging, accounts).
 
 use std::{path::Path, time::Duration};
 
 use chillcloud_tests::harness::{
-    Api, GATEWAY_READINGS, Gateway, Process, Simulator, Stack, bin, browser_dir, free_port, run_to_completion,
-    shared_temp_dir, start_pymodbus, wait_for, workspace_root,
+    Api, EmbeddedServer, GATEWAY_READINGS, Gateway, Process, Simulator, Stack, bin, browser_dir, free_port,
+    run_to_completion, shared_temp_dir, start_pymodbus, wait_for, workspace_root,
 };
 use serde_json::json;
 
@@ -309,6 +309,9 @@ async fn fleet_admin_screens_in_a_phone_browser() {
     assert_eq!((chen["phone"].as_str(), chen["language"].as_str()), (Some("+8613900000001"), Some("zh")));
     assert_eq!(rotation["members"], json!([chen["id"], other["id"]]));
     assert_eq!(rotation["on_call_now"], chen["id"]);
+    // The stand-in next week is listed, and leaves who is on call now as it was.
+    assert_eq!(rotation["overrides"].as_array().map(Vec::len), Some(1), "{rotation}");
+    assert_eq!(rotation["overrides"][0]["person_id"], other["id"]);
     let paging = api.get(&format!("/api/v1/gateways/{}/paging", stack.gateway_id)).await.expect("paging");
     assert_eq!(paging["rotation_id"], rotation["id"]);
     assert_eq!(paging["grades"]["1"], json!({"levels": [{"after_s": 0.0, "notify": ["on_call"]}], "repeat_s": 600.0}));
@@ -324,4 +327,103 @@ async fn fleet_admin_screens_in_a_phone_browser() {
     .await;
     let people_paged: Vec<&serde_json::Value> = paged.iter().map(|m| &m["person_id"]).collect();
     assert_eq!(people_paged, [&chen["id"]], "only the on-call engineer: {paged:?}");
+}
+
+/// Runs `tests/browser/admin-site.mjs` in `phase` against `base`, with more environment.
+async fn admin_site_browser(base: &str, phase: &str, env: &[(&str, &str)]) {
+    let mut command = tokio::process::Command::new("node");
+    command
+        .arg(browser_dir().join("admin-site.mjs"))
+        .env("BASE", base)
+        .env("LOGIN", "zhao@service.example")
+        .env("PASSWORD", "the administrator's password")
+        .env("GATEWAY", "plant-b-gw1")
+        .env("PHASE", phase)
+        .env("ARTIFACTS", workspace_root().join("target/browser-artifacts"))
+        .kill_on_drop(true);
+    command.envs(env.iter().copied());
+    let output = tokio::time::timeout(Duration::from_secs(180), command.output())
+        .await
+        .expect("the browser test finishes in 3 minutes")
+        .expect("node");
+    let printed = String::from_utf8_lossy(&output.stdout);
+    println!("{printed}");
+    assert!(output.status.success(), "{printed}\n{}", String::from_utf8_lossy(&output.stderr));
+}
+
+/// An administrator on a phone provisions a gateway; the box installed with the two files the
+/// page offered connects to the server's own broker at once and polls the devices set on the
+/// server. Then the same administrator plans maintenance, changes a rule of one unit, shares it,
+/// adds the customer, invites its owner and gives them the site, each checked through the API.
+#[tokio::test(flavor = "multi_thread")]
+async fn fleet_provisioning_and_site_screens_in_a_phone_browser() {
+    let dir = shared_temp_dir();
+    let server = EmbeddedServer::start("server", &dir.path().join("server"), dir.path(), &[]).await;
+    let api = &server.api;
+    let (status, service) =
+        api.send(reqwest::Method::POST, "/api/v1/organisations", json!({"name": "Service", "kind": "service"})).await;
+    assert_eq!(status, 200, "{service}");
+    let admin = json!({"login": "zhao@service.example", "name": "Zhao Zong", "role": "admin",
+        "organisation_id": service["id"], "language": "en"});
+    api.user(admin, "the administrator's password").await;
+
+    let out = dir.path().join("downloads");
+    std::fs::create_dir_all(&out).expect("downloads directory");
+    admin_site_browser(&api.base, "provision", &[("OUT", &out.to_string_lossy())]).await;
+
+    // Installed as on a box, but under the test's directory.
+    let state_dir = dir.path().join("gateway-state");
+    let secret = out.join("gateway.secret");
+    let file = std::fs::read_to_string(out.join("gateway.toml")).expect("the downloaded configuration");
+    let config = out.join("installed.toml");
+    let installed = file
+        .replace("/var/lib/chillcloud-gateway", &state_dir.to_string_lossy())
+        .replace("/etc/chillcloud/gateway.secret", &secret.to_string_lossy());
+    assert_ne!(installed, file, "the file names the package's paths");
+    std::fs::write(&config, installed).expect("install the configuration");
+    run_to_completion(&bin("chillcloud-gateway"), &["check-config", &config.to_string_lossy()]).await;
+    let mut gateway = Gateway::from_file(config, state_dir, dir.path());
+    gateway.start();
+    wait_for("the provisioned gateway online", Duration::from_secs(60), || async {
+        let fleet = api.get("/api/v1/gateways").await?;
+        let listed = fleet.as_array()?.iter().find(|g| g["id"] == "plant-b-gw1")?.clone();
+        (listed["online"] == true).then_some(listed)
+    })
+    .await;
+
+    // Its devices, from the server.
+    let sim = Simulator::start(1, dir.path()).await;
+    let body = json!({ "site_toml": site(&sim, None, ""), "base_version": 0, "note": "commissioned" });
+    let (status, made) = api.send(reqwest::Method::PUT, "/api/v1/gateways/plant-b-gw1/config", body).await;
+    assert_eq!(status, 201, "{made}");
+    wait_for("chiller 1's readings at the server", Duration::from_secs(60), || async {
+        api.latest("chiller-1", "evap_leaving_temp").await
+    })
+    .await;
+    let units = api.get("/api/v1/units").await.expect("units");
+    let unit = units[0]["id"].as_i64().expect("unit id");
+    let rules = api.get(&format!("/api/v1/units/{unit}/rules")).await.expect("rules");
+    let rule = (rules["rules"].as_array().expect("rules").iter())
+        .find(|r| r["grade"].as_i64().is_some_and(|g| g > 1))
+        .and_then(|r| r["key"].as_str())
+        .expect("a rule of grade 2 or more")
+        .to_owned();
+
+    admin_site_browser(&api.base, "site", &[("RULE", &rule)]).await;
+    let windows = api.get("/api/v1/gateways/plant-b-gw1/maintenance").await.expect("maintenance");
+    assert_eq!((windows[0]["reason"].as_str(), &windows[0]["unit_id"]), (Some("Annual tube cleaning"), &json!(null)));
+    let rules = api.get(&format!("/api/v1/units/{unit}/rules")).await.expect("rules");
+    assert_eq!(rules["overrides"], json!([[unit, rule, {"grade": 1}]]), "{rules}");
+    let changed =
+        rules["rules"].as_array().expect("rules").iter().find(|r| r["key"] == rule.as_str()).expect("in force");
+    assert_eq!(changed["grade"], 1);
+    let shares = api.get(&format!("/api/v1/units/{unit}/shares")).await.expect("shares");
+    assert_eq!(shares[0]["label"], "Process chiller, food plant");
+    let users = api.get("/api/v1/users").await.expect("users");
+    let owner = users.as_array().expect("users").iter().find(|u| u["login"] == "wang@acme.example").expect("invited");
+    assert_eq!((owner["role"].as_str(), owner["active"].as_bool()), (Some("owner"), Some(false)));
+    let fleet = api.get("/api/v1/gateways").await.expect("fleet");
+    let site_row = fleet.as_array().expect("gateways").iter().find(|g| g["id"] == "plant-b-gw1").expect("listed");
+    assert_eq!(site_row["organisation"], "Acme Foods");
+    gateway.stop().await;
 }

@@ -94,7 +94,7 @@ impl Role {
             WorkTickets | ManageRules | ReadPaging | DraftReports | ConfigureGateways => {
                 matches!(self, Admin | Manager | Engineer)
             }
-            ManagePaging => matches!(self, Admin | Manager),
+            ManagePaging | ProvisionGateways => matches!(self, Admin | Manager),
             ManageAccounts => matches!(self, Admin),
             Share => !matches!(self, Duty),
             // The people who answer for the plant: the owner and the service's engineers. Duty
@@ -131,6 +131,8 @@ pub enum Permission {
     DraftReports,
     /// Read and change gateways' configurations held by the server.
     ConfigureGateways,
+    /// Provision gateways: make their broker credentials.
+    ProvisionGateways,
 }
 
 /// Which sites a request may see.
@@ -425,12 +427,12 @@ mod tests {
     fn roles_may_what_their_job_needs_and_no_more() {
         use Permission::*;
         let table = [
-            (Role::Admin, [true, true, true, true, true, true, true, true, true, true, true, true]),
-            (Role::Manager, [true, true, true, true, true, true, true, false, true, true, true, true]),
-            (Role::Engineer, [true, true, true, true, true, true, false, false, true, true, true, true]),
-            (Role::Sales, [true, false, false, false, false, false, false, false, true, false, false, false]),
-            (Role::Owner, [true, true, true, false, false, false, false, false, true, true, false, false]),
-            (Role::Duty, [true, true, true, false, false, false, false, false, false, false, false, false]),
+            (Role::Admin, [true, true, true, true, true, true, true, true, true, true, true, true, true]),
+            (Role::Manager, [true, true, true, true, true, true, true, false, true, true, true, true, true]),
+            (Role::Engineer, [true, true, true, true, true, true, false, false, true, true, true, true, false]),
+            (Role::Sales, [true, false, false, false, false, false, false, false, true, false, false, false, false]),
+            (Role::Owner, [true, true, true, false, false, false, false, false, true, true, false, false, false]),
+            (Role::Duty, [true, true, true, false, false, false, false, false, false, false, false, false, false]),
         ];
         let permissions = [
             Read,
@@ -445,6 +447,7 @@ mod tests {
             Operate,
             DraftReports,
             ConfigureGateways,
+            ProvisionGateways,
         ];
         for (role, allowed) in table {
             for (permission, expected) in permissions.iter().zip(allowed) {

@@ -1,5 +1,6 @@
-//! The API of gateway configuration held by the server: read a gateway's versions with what it
-//! runs, and make a new version (checked by the gateway's own checker, then sent to it).
+//! The fleet API: the gateways with their state; a gateway's configuration held by the server
+//! (read its versions with what it runs, make a new version, checked by the gateway's own
+//! checker, then sent to it); provisioning a gateway and renewing its password.
 
 use axum::{
     Json,
@@ -12,9 +13,10 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use utoipa_axum::{router::OpenApiRouter, routes};
 
+use super::provision;
 use crate::{
     gateway_link::ToGateway,
-    http::{Allowed, ApiError, AppState, ConfigureGateways, ErrorBody},
+    http::{Allowed, ApiError, AppState, ConfigureGateways, ErrorBody, ProvisionGateways},
 };
 
 /// Largest site part taken, in bytes: well within one MQTT message to the gateway.
@@ -27,7 +29,10 @@ pub const MAX_CHANGES_PER_DAY: i64 = 200;
 
 /// Routes for viewers.
 pub fn routes() -> OpenApiRouter<AppState> {
-    OpenApiRouter::new().routes(routes!(gateway_config, change_config)).routes(routes!(list_gateways))
+    OpenApiRouter::new()
+        .routes(routes!(gateway_config, change_config))
+        .routes(routes!(list_gateways, provision_gateway))
+        .routes(routes!(renew_password))
 }
 
 /// One version of a gateway's configuration.
@@ -58,6 +63,8 @@ pub struct ConfigVersion {
 pub struct GatewayConfigState {
     /// The gateway.
     pub gateway_id: String,
+    /// The customer organisation that owns its site, if any.
+    pub organisation_id: Option<i64>,
     /// Whether it is connected now.
     pub online: bool,
     /// The version it last said it runs; 0 for its own file.
@@ -168,6 +175,15 @@ pub(crate) async fn list_gateways(
     Ok(Json(page))
 }
 
+/// What [`gateway_config`] reads of the gateway itself.
+#[derive(sqlx::FromRow)]
+struct GatewayRow {
+    online: bool,
+    config_running_version: i32,
+    config_reported_at: Option<DateTime<Utc>>,
+    organisation_id: Option<i64>,
+}
+
 /// A gateway's configuration: the versions, the one it runs and any drift.
 #[utoipa::path(
     get,
@@ -185,12 +201,21 @@ pub(crate) async fn gateway_config(
     Path(gateway_id): Path<String>,
 ) -> Result<Json<GatewayConfigState>, ApiError> {
     let mut tx = viewer.begin().await?;
-    let gateway: Option<(bool, i32, Option<DateTime<Utc>>)> =
-        sqlx::query_as("select online, config_running_version, config_reported_at from gateways where id = $1")
-            .bind(&gateway_id)
-            .fetch_optional(&mut *tx)
-            .await?;
-    let Some((online, running_version, reported_at)) = gateway else { return Err(ApiError::NotFound) };
+    let Some(gateway) = sqlx::query_as::<_, GatewayRow>(
+        "select online, config_running_version, config_reported_at, organisation_id from gateways where id = $1",
+    )
+    .bind(&gateway_id)
+    .fetch_optional(&mut *tx)
+    .await?
+    else {
+        return Err(ApiError::NotFound);
+    };
+    let GatewayRow {
+        online,
+        config_running_version: running_version,
+        config_reported_at: reported_at,
+        organisation_id,
+    } = gateway;
     let versions: Vec<ConfigVersion> = sqlx::query_as(
         "select version, site_toml, changed_by_name as changed_by, note, created_at, sent_at, outcome,
                 outcome_reason, outcome_at
@@ -207,6 +232,7 @@ pub(crate) async fn gateway_config(
     let desired = versions.next();
     Ok(Json(GatewayConfigState {
         gateway_id,
+        organisation_id,
         online,
         running_version,
         reported_at,
@@ -344,4 +370,109 @@ mod tests {
         assert_eq!(state_of(Some((3, Some("rolled_back"))), 2, true), "rolled_back");
         assert_eq!(state_of(Some((3, Some("refused"))), 2, false), "refused");
     }
+}
+
+/// A gateway to provision.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(example = json!({"id": "plant-a-gw1"}))]
+pub struct NewGateway {
+    /// Its id, which is also its MQTT username: letters, digits, `-` and `_`, at most 64.
+    pub id: String,
+}
+
+/// A gateway's credentials and configuration file, answered once.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Provisioned {
+    /// The gateway.
+    pub gateway_id: String,
+    /// Its MQTT password: shown this once, stored only hashed.
+    pub password: String,
+    /// Its configuration file (`/etc/chillcloud/gateway.toml`).
+    pub gateway_toml: String,
+}
+
+/// Provisions a gateway: makes its broker credentials and answers its password (once) with the
+/// configuration file to install; every server's broker accepts it at once.
+#[utoipa::path(
+    post,
+    path = "/api/v1/gateways",
+    tag = "fleet",
+    request_body = NewGateway,
+    responses(
+        (status = 201, description = "Provisioned: the password is not shown again", body = Provisioned),
+        (status = 400, description = "The id is not a valid gateway id", body = ErrorBody),
+        (status = 403, description = "Only administrators and managers provision gateways", body = ErrorBody),
+        (status = 409, description = "A gateway with that id exists", body = ErrorBody),
+        (status = 422, description = "The body does not match the schema", body = ErrorBody),
+    )
+)]
+pub(crate) async fn provision_gateway(
+    State(state): State<AppState>,
+    viewer: Allowed<ProvisionGateways>,
+    Json(body): Json<NewGateway>,
+) -> Result<(StatusCode, Json<Provisioned>), ApiError> {
+    let gateway = GatewayId::new(body.id).map_err(|e| ApiError::BadRequest(format!("id: {e}")))?;
+    let credentials = generate(&gateway).await?;
+    let mut tx = viewer.begin().await?;
+    sqlx::query_scalar::<_, String>(
+        "insert into gateways (id, mqtt_password_hash, rabbitmq_password_hash) values ($1, $2, $3)
+         on conflict (id) do nothing returning id",
+    )
+    .bind(gateway.as_str())
+    .bind(&credentials.mosquitto_line)
+    .bind(&credentials.rabbitmq_hash)
+    .fetch_optional(&mut *tx)
+    .await?
+    .ok_or_else(|| ApiError::Conflict(format!("gateway {gateway} exists; renew its password instead")))?;
+    provision::announce(&mut tx, &gateway).await?;
+    tx.commit().await?;
+    let file = provision::gateway_file(&gateway, &state.gateway_brokers);
+    Ok((
+        StatusCode::CREATED,
+        Json(Provisioned { gateway_id: gateway.to_string(), password: credentials.password, gateway_toml: file }),
+    ))
+}
+
+/// Gives a gateway a new broker password (the old one stops working at once) and answers it
+/// (once) with the configuration file: for a box replaced or a password lost.
+#[utoipa::path(
+    post,
+    path = "/api/v1/gateways/{gateway_id}/password",
+    tag = "fleet",
+    params(("gateway_id" = String, Path, description = "Gateway id", pattern = "^[A-Za-z0-9_-]{1,64}$",
+            example = "demo-gw")),
+    responses(
+        (status = 200, description = "The new password: it is not shown again", body = Provisioned),
+        (status = 403, description = "Only administrators and managers provision gateways", body = ErrorBody),
+        (status = 404, description = "No such gateway", body = ErrorBody),
+    )
+)]
+pub(crate) async fn renew_password(
+    State(state): State<AppState>,
+    viewer: Allowed<ProvisionGateways>,
+    Path(gateway): Path<String>,
+) -> Result<Json<Provisioned>, ApiError> {
+    let gateway = GatewayId::new(gateway).map_err(|_| ApiError::NotFound)?;
+    let credentials = generate(&gateway).await?;
+    let mut tx = viewer.begin().await?;
+    sqlx::query_scalar::<_, String>(
+        "update gateways set mqtt_password_hash = $2, rabbitmq_password_hash = $3 where id = $1 returning id",
+    )
+    .bind(gateway.as_str())
+    .bind(&credentials.mosquitto_line)
+    .bind(&credentials.rabbitmq_hash)
+    .fetch_optional(&mut *tx)
+    .await?
+    .ok_or(ApiError::NotFound)?;
+    provision::announce(&mut tx, &gateway).await?;
+    tx.commit().await?;
+    let file = provision::gateway_file(&gateway, &state.gateway_brokers);
+    Ok(Json(Provisioned { gateway_id: gateway.to_string(), password: credentials.password, gateway_toml: file }))
+}
+
+async fn generate(gateway: &GatewayId) -> Result<provision::Credentials, ApiError> {
+    provision::Credentials::generate(gateway)
+        .await
+        .map_err(|e| ApiError::Internal(format!("making the broker password: {e}")))
 }

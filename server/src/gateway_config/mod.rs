@@ -7,6 +7,7 @@
 //! offline) is sent the newest on its birth, unless it refused or rolled that back.
 
 pub mod api;
+pub mod provision;
 
 use chillcloud_proto::{ConfigOutcome, ConfigReport, GatewayConfig, GatewayId};
 use sqlx::PgPool;

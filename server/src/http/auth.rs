@@ -52,7 +52,8 @@ needs!(
     Share,
     Operate,
     DraftReports,
-    ConfigureGateways
+    ConfigureGateways,
+    ProvisionGateways
 );
 
 /// The viewer of a request whose role allows `P` (otherwise the request is refused with 403),

@@ -21,7 +21,8 @@ use sqlx::PgPool;
 pub use self::{
     auth::{
         Acknowledge, Allowed, CSRF_HEADER, ConfigureGateways, DraftReports, ManageAccounts, ManagePaging, ManageRules,
-        Need, Operate, Read, ReadPaging, ReadTickets, SESSION_COOKIE, Share, System, WorkTickets, authenticate, cookie,
+        Need, Operate, ProvisionGateways, Read, ReadPaging, ReadTickets, SESSION_COOKIE, Share, System, WorkTickets,
+        authenticate, cookie,
     },
     error::{ApiError, ErrorBody},
     lane::{InLane, Lane, body_in_lane},
@@ -59,6 +60,8 @@ pub struct AppState {
     pub storage: crate::timescale::StorageMode,
     /// This replica and the partitions it owns.
     pub ownership: crate::partitions::Ownership,
+    /// The brokers gateways connect to, `host:port`: written into provisioned gateways' files.
+    pub gateway_brokers: Arc<[String]>,
 }
 
 /// The state of routes that act for the system: the API's state and the owner's pool.
@@ -110,6 +113,7 @@ impl SystemState {
         gateways: crate::gateway_link::GatewayLink,
         storage: crate::timescale::StorageMode,
         ownership: crate::partitions::Ownership,
+        gateway_brokers: Arc<[String]>,
     ) -> Self {
         let (history_lane, live_lane) = lanes();
         let app = AppState {
@@ -125,6 +129,7 @@ impl SystemState {
             wrong_codes: Arc::default(),
             storage,
             ownership,
+            gateway_brokers,
         };
         Self { app, owner, api_token }
     }
