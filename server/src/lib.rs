@@ -250,39 +250,63 @@ impl Database {
     }
 }
 
-/// The brokers gateways connect to (see [`ServeSettings::gateway_brokers`]), each `host:port`.
-fn gateway_brokers(settings: &ServeSettings) -> Result<Arc<[String]>> {
-    let brokers: Vec<String> = if !settings.gateway_brokers.is_empty() {
-        settings.gateway_brokers.clone()
+/// What provisioning gateways takes from `settings`: the brokers gateways connect to (see
+/// [`ServeSettings::gateway_brokers`]) and the broker users that are not gateways'.
+fn provisioning(settings: &ServeSettings) -> Result<gateway_config::provision::Provisioning> {
+    use gateway_config::provision::broker_address;
+    let urls = || settings.amqp_urls.iter().chain(&settings.rabbitmq_management_urls);
+    let parsed = |url: &String| reqwest::Url::parse(url).map_err(|e| Error::Config(format!("{url:?}: {e}")));
+    let mut brokers: Vec<String> = if !settings.gateway_brokers.is_empty() {
+        settings.gateway_brokers.iter().map(|b| b.trim().to_owned()).collect()
     } else if let Some(broker) = &settings.mqtt_broker {
         vec![broker.clone()]
     } else if !settings.amqp_urls.is_empty() {
-        // amqp://user:password@host:port/vhost: the host, with RabbitMQ's MQTT port.
-        (settings.amqp_urls.iter())
-            .filter_map(|url| {
-                let rest = url.split_once("://")?.1;
-                let authority = rest.split('/').next()?.rsplit('@').next()?;
-                let host = authority.rsplit_once(':').map_or(authority, |(host, _)| host);
-                Some(format!("{host}:1883"))
-            })
-            .collect()
+        // Each node's host, with RabbitMQ's MQTT port.
+        let hosts: Result<Vec<String>> = (settings.amqp_urls.iter())
+            .map(|url| Ok(format!("{}:1883", parsed(url)?.host_str().unwrap_or_default())))
+            .collect();
+        hosts?
     } else {
-        vec![settings.embedded_broker_listen.to_string()]
+        let listen = settings.embedded_broker_listen;
+        let public_host =
+            (settings.public_url.as_ref()).and_then(|url| reqwest::Url::parse(url).ok()?.host_str().map(str::to_owned));
+        let host = match (listen.ip().is_unspecified(), public_host) {
+            (true, Some(host)) => host,
+            (true, None) => "127.0.0.1".to_owned(),
+            (false, _) => listen.ip().to_string(),
+        };
+        let host = if host.contains(':') && !host.starts_with('[') { format!("[{host}]") } else { host };
+        vec![format!("{host}:{}", listen.port())]
     };
+    let mut seen = std::collections::HashSet::new();
+    brokers.retain(|b| seen.insert(b.clone()));
+    if brokers.is_empty() || brokers.len() > 16 {
+        return Err(Error::Config("--gateway-broker: give 1 to 16 brokers".into()));
+    }
     for broker in &brokers {
-        let valid = broker.rsplit_once(':').is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok());
-        if !valid {
-            return Err(Error::Config(format!("--gateway-broker {broker:?}: expected host:port")));
+        let Some((host, _)) = broker_address(broker) else {
+            return Err(Error::Config(format!("--gateway-broker {broker:?}: expected host:port ([v6 address]:port)")));
+        };
+        if host == "localhost" || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback()) || host == "[::1]" {
+            warn!(%broker, "gateways provisioned in the dashboard are told to connect to this machine itself; set --gateway-broker to the address they reach");
         }
     }
-    Ok(brokers.into())
+    let mut reserved =
+        vec![embedded::broker::SERVER_USERNAME.to_owned(), settings.mqtt_username.clone(), "guest".to_owned()];
+    for url in urls() {
+        let user = parsed(url)?.username().to_owned();
+        if !user.is_empty() {
+            reserved.push(user);
+        }
+    }
+    Ok(gateway_config::provision::Provisioning { brokers: brokers.into(), reserved: reserved.into() })
 }
 
 /// Provisions a gateway: a new random broker password, stored hashed for Mosquitto and for
 /// RabbitMQ. Returns the password, which is shown once and never stored in the clear, and the
 /// Mosquitto password-file line.
 pub async fn add_gateway(pool: &PgPool, gateway: &GatewayId) -> Result<(String, String)> {
-    let credentials = gateway_config::provision::Credentials::generate(gateway).await?;
+    let credentials = gateway_config::provision::Credentials::generate(gateway);
     let (password, line) = (credentials.password, credentials.mosquitto_line);
     store::upsert_gateway(pool, gateway, &line, &credentials.rabbitmq_hash).await?;
     // A running server with an embedded broker reloads its password file on this; replicas on
@@ -445,7 +469,7 @@ pub async fn serve(settings: ServeSettings, listener: TcpListener, shutdown: Can
         }
         None => None,
     };
-    let gateway_brokers = gateway_brokers(&settings)?;
+    let provisioning = provisioning(&settings)?;
     let api_token = secret(&settings, "api-token", settings.api_token.as_ref())?;
     let link_secret = secret(&settings, "link-secret", None)?;
     let address = listener.local_addr().map_err(|source| Error::Io { context: "listener address".into(), source })?;
@@ -462,7 +486,7 @@ pub async fn serve(settings: ServeSettings, listener: TcpListener, shutdown: Can
         Some(broker) => (broker, None),
         None => {
             let password = secrets::random_hex::<24>();
-            let server_line = embedded::broker::password_line(embedded::broker::SERVER_USERNAME, &password).await?;
+            let server_line = embedded::broker::password_line(embedded::broker::SERVER_USERNAME, &password);
             let mut lines = store::gateway_password_lines(&database.pool).await?;
             lines.push(server_line.clone());
             let broker = EmbeddedBroker::start(
@@ -553,7 +577,7 @@ pub async fn serve(settings: ServeSettings, listener: TcpListener, shutdown: Can
         gateways,
         storage.mode,
         ownership,
-        gateway_brokers,
+        provisioning,
     );
     info!(%address, "HTTP API listening");
     http::serve(listener, routes::router(state), shutdown.clone()).await;

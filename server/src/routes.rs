@@ -316,7 +316,10 @@ mod tests {
             gateways,
             crate::timescale::StorageMode::Plain,
             crate::partitions::Leases::new(nowhere_owner, "test".into()).1,
-            ["127.0.0.1:1883".to_owned()].into(),
+            crate::gateway_config::provision::Provisioning {
+                brokers: ["127.0.0.1:1883".to_owned()].into(),
+                reserved: [].into(),
+            },
         );
         let mut router = router(state);
         let document = serde_json::to_value(document()).expect("serialises");

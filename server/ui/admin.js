@@ -26,11 +26,11 @@ export async function gateways(main, ctx) {
     ? h('a', { class: 'btn', href: `#/gateways?after=${encodeURIComponent(list[list.length - 1].id)}` }, t('next_page')) : '';
   main.replaceChildren(h('section', { class: 'panel' }, h('a', { class: 'back', href: '#/admin' }, '‹ ', t('manage')), h('h1', null, t('gateways')),
     rows.length ? h('div', { class: 'cards' }, rows) : h('p', { class: 'sub' }, t('gateways_none')), next),
-    canManagePaging() ? provisionPanel() : '');
+    canManagePaging() ? provisionPanel(ctx) : '');
 }
 
 /** Provisioning: a new gateway's id in, its password (once) and files out. */
-function provisionPanel() {
+function provisionPanel(ctx) {
   const id = h('input', { type: 'text', maxlength: 64, pattern: '[A-Za-z0-9_\\-]{1,64}', 'data-testid': 'provision-id', placeholder: 'plant-a-gw1', autocapitalize: 'off' });
   const problem = problemLine('provision-error');
   const out = h('div');
@@ -42,7 +42,7 @@ function provisionPanel() {
       problem.hidden = true;
       try {
         const made = await api('/api/v1/gateways', { body: { id: id.value.trim() } });
-        out.replaceChildren(credentials(made));
+        out.replaceChildren(credentials(ctx, made));
         id.value = '';
       } catch (err) {
         problem.textContent = err.message;
@@ -53,15 +53,24 @@ function provisionPanel() {
   return panel;
 }
 
-/** A gateway's password, shown this once, with its configuration and secret files to download. */
-function credentials(made) {
-  const file = (name, text, key) => h('a', { class: 'btn', download: name, 'data-testid': key,
-    href: URL.createObjectURL(new Blob([text], { type: 'text/plain' })) }, t('download', { f: name }));
-  return h('div', { class: 'once', 'data-testid': 'provisioned' },
+/** A gateway's password, shown this once, with its configuration and secret files to download;
+ * gone from the page and the browser's memory with "Done" or on leaving the page. */
+function credentials(ctx, made) {
+  const urls = [];
+  const forget = () => { urls.splice(0).forEach((u) => URL.revokeObjectURL(u)); box.remove(); };
+  const file = (name, text, key) => {
+    urls.push(URL.createObjectURL(new Blob([text], { type: 'text/plain' })));
+    return h('a', { class: 'btn', download: name, 'data-testid': key, href: urls[urls.length - 1] }, t('download', { f: name }));
+  };
+  const box = h('div', { class: 'once', 'data-testid': 'provisioned' },
     h('p', { class: 'warn' }, t('password_once', { id: made.gateway_id })),
     h('p', null, h('code', { class: 'secret', 'data-testid': 'provisioned-password' }, made.password)),
     h('div', { class: 'row' }, file('gateway.toml', made.gateway_toml, 'download-config'), file('gateway.secret', made.password + '\n', 'download-secret')),
-    h('p', { class: 'sub' }, t('install_help')));
+    h('p', { class: 'sub' }, t('install_help')),
+    h('details', null, h('summary', null, t('external_broker')), h('code', { class: 'secret' }, made.mosquitto_password_line)),
+    h('button', { class: 'btn', 'data-testid': 'provisioned-done', onclick: forget }, t('done')));
+  ctx.cleanups.push(forget);
+  return box;
 }
 
 /** One gateway's configuration: desired against running, drift, versions, and the editor. */
@@ -252,7 +261,7 @@ export async function rotations(main, ctx) {
   if (canManagePaging()) {
     const name = h('input', { type: 'text', maxlength: 100, 'data-testid': 'rotation-name' });
     const period = h('select', { 'data-testid': 'rotation-period' }, h('option', { value: 7 }, t('weekly')), h('option', { value: 1 }, t('daily')));
-    // The handover: next Monday 08:00 local time by default.
+    // The handover: this week's Monday 08:00 local time by default.
     const start = new Date();
     start.setDate(start.getDate() - ((start.getDay() + 6) % 7));
     start.setHours(8, 0, 0, 0);
@@ -393,9 +402,8 @@ function maintenancePanel(ctx, gatewayId, windows, units, unitId) {
 /** A gateway's site: owner organisation (administrators), a new password, maintenance, units. */
 async function sitePanels(ctx, id, ownerId) {
   const admin = session.user?.role === 'admin';
-  const [allUnits, windows, organisations] = await Promise.all([api('/api/v1/units'),
+  const [units, windows, organisations] = await Promise.all([api(`/api/v1/units?gateway=${enc(id)}`),
     api(`/api/v1/gateways/${enc(id)}/maintenance`), admin ? api('/api/v1/organisations') : []]);
-  const units = allUnits.filter((u) => u.gateway_id === id);
   const site = h('section', { class: 'panel' }, h('h2', null, t('site')),
     units.length ? h('div', { class: 'cards' }, units.map((u) => h('a', { class: 'item', href: `#/settings/${u.id}`, 'data-testid': 'site-unit' },
       h('b', null, unitName(u)), h('p', { class: 'sub' }, [u.profile, u.model].filter(Boolean).join(' · '), ' · ', t('unit_settings')))))
@@ -413,7 +421,7 @@ async function sitePanels(ctx, id, ownerId) {
       if (!confirm(t('renew_confirm', { id }))) return;
       const button = e.currentTarget;
       button.disabled = true;
-      try { out.replaceChildren(credentials(await api(`/api/v1/gateways/${enc(id)}/password`, { method: 'POST' }))); } catch (err) { toast(err.message, true); }
+      try { out.replaceChildren(credentials(ctx, await api(`/api/v1/gateways/${enc(id)}/password`, { method: 'POST' }))); } catch (err) { toast(err.message, true); }
       button.disabled = false;
     } }, t('renew_password')), out);
   }
@@ -521,8 +529,8 @@ export async function accounts(main, ctx) {
 
   const userList = h('ul', { class: 'versions' }, users.map((u) => h('li', { 'data-testid': 'user', 'data-login': u.login },
     h('b', null, u.name), ' ', h('span', { class: 'sub' }, u.login, ' · ', t('role_' + u.role), ' · ', orgName(u.organisation_id), ' · ',
-      u.active ? t('user_active') : t('user_invited')),
-    u.id !== session.user?.id ? h('button', { class: 'btn small', 'data-testid': 'user-disable', onclick: async () => {
+      u.disabled ? t('user_disabled') : u.active ? t('user_active') : t('user_invited')),
+    u.id !== session.user?.id && !u.disabled ? h('button', { class: 'btn small', 'data-testid': 'user-disable', onclick: async () => {
       if (!confirm(t('disable_confirm', { name: u.name }))) return;
       try { await api(`/api/v1/users/${u.id}/disable`, { method: 'POST' }); toast(t('saved')); ctx.rerender(); } catch (err) { toast(err.message, true); }
     } }, t('disable')) : '')));
@@ -558,7 +566,7 @@ export async function accounts(main, ctx) {
     } }, t('invite_do')), out);
   const auditPanel = h('section', { class: 'panel' }, h('h2', null, t('audit')), h('p', { class: 'sub' }, t('audit_help')),
     h('ul', { class: 'versions' }, audit.slice(0, 100).map((a) => h('li', { 'data-testid': 'audit-entry' },
-      h('b', null, a.action), ' ', h('span', { class: a.outcome === 'ok' ? 'sub' : 'warn' }, a.outcome),
+      h('b', null, a.action), ' ', h('span', { class: /^(ok|2\d\d)$/.test(a.outcome) ? 'sub' : 'warn' }, a.outcome),
       h('p', { class: 'sub' }, a.actor || '–', ' · ', when(a.at), a.address ? ' · ' + a.address : '')))));
   main.replaceChildren(orgPanel, userPanel, auditPanel);
 }

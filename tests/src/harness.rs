@@ -407,7 +407,7 @@ impl TestMosquitto {
         let dir = shared_temp_dir();
         let server_password = "test-server-password".to_owned();
         let mut lines = gateway_lines.to_vec();
-        lines.push(broker::password_line(broker::SERVER_USERNAME, &server_password).await.expect("hash password"));
+        lines.push(broker::password_line(broker::SERVER_USERNAME, &server_password));
         let address: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("address");
         let broker =
             EmbeddedBroker::start(&dir.path().join("mosquitto"), address, &lines).await.expect("start mosquitto");

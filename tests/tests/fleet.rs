@@ -425,5 +425,29 @@ async fn fleet_provisioning_and_site_screens_in_a_phone_browser() {
     let fleet = api.get("/api/v1/gateways").await.expect("fleet");
     let site_row = fleet.as_array().expect("gateways").iter().find(|g| g["id"] == "plant-b-gw1").expect("listed");
     assert_eq!(site_row["organisation"], "Acme Foods");
+
+    // The server's own broker user is not a gateway id anyone may take.
+    let (status, refused) =
+        api.send(reqwest::Method::POST, "/api/v1/gateways", json!({"id": "chillcloud-server"})).await;
+    assert_eq!(status, 400, "{refused}");
+    // A new password: the box restarted with it connects again.
+    gateway.stop().await;
+    wait_for("the gateway offline", Duration::from_secs(30), || async {
+        let fleet = api.get("/api/v1/gateways").await?;
+        (fleet.as_array()?.iter().find(|g| g["id"] == "plant-b-gw1")?["online"] == false).then_some(())
+    })
+    .await;
+    let (status, renewed) = api.send(reqwest::Method::POST, "/api/v1/gateways/plant-b-gw1/password", json!(null)).await;
+    assert_eq!(status, 200, "{renewed}");
+    let old = std::fs::read_to_string(&secret).expect("old secret");
+    let new = renewed["password"].as_str().expect("a new password");
+    assert_ne!(old.trim(), new);
+    std::fs::write(&secret, new).expect("install the new password");
+    gateway.start();
+    wait_for("the gateway online with its new password", Duration::from_secs(60), || async {
+        let fleet = api.get("/api/v1/gateways").await?;
+        (fleet.as_array()?.iter().find(|g| g["id"] == "plant-b-gw1")?["online"] == true).then_some(())
+    })
+    .await;
     gateway.stop().await;
 }

@@ -30,10 +30,7 @@ fn gateway_config(dir: &std::path::Path, port: u16, ca: &std::path::Path, sim: &
 #[tokio::test(flavor = "multi_thread")]
 async fn the_gateway_publishes_over_tls_and_refuses_an_unverifiable_broker() {
     let dir = shared_temp_dir();
-    let lines = [
-        password_line(GATEWAY, "gateway-password").await.expect("hash"),
-        password_line("observer", "observer-password").await.expect("hash"),
-    ];
+    let lines = [password_line(GATEWAY, "gateway-password"), password_line("observer", "observer-password")];
     let broker = PasswordMosquitto::start_tls(dir.path(), &lines).await;
     let sim = Simulator::start(1, dir.path()).await;
 

@@ -362,6 +362,8 @@ pub struct UserSummary {
     pub language: String,
     /// Whether they have set a password.
     pub active: bool,
+    /// Whether they were disabled (they cannot sign in).
+    pub disabled: bool,
 }
 
 /// Every user.
@@ -378,7 +380,8 @@ pub(crate) async fn list_users(viewer: Allowed<ManageAccounts>) -> Result<Json<V
     let mut tx = viewer.begin().await?;
     Ok(Json(
         sqlx::query_as(
-            "select id, login, name, role, organisation_id, language, password_hash is not null as active
+            "select id, login, name, role, organisation_id, language, password_hash is not null as active,
+                    disabled_at is not null as disabled
              from users order by id",
         )
         .fetch_all(&mut *tx)

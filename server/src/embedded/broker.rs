@@ -10,7 +10,7 @@ use std::{
 use tokio::process::{Child, Command};
 use tracing::info;
 
-use super::{EmbeddedError, io_error, prepare_dir, run_command, running_as_root};
+use super::{EmbeddedError, io_error, prepare_dir, running_as_root};
 
 /// The ACL shared with external Mosquitto deployments.
 pub const ACL: &str = include_str!("../../../deploy/mosquitto/acl");
@@ -28,24 +28,35 @@ fn find(binary: &str) -> Result<PathBuf, EmbeddedError> {
         .ok_or(EmbeddedError::NotInstalled { what: "mosquitto", package: "mosquitto" })
 }
 
-/// The password-file line for `username` with `password`, hashed by `mosquitto_passwd` in the
-/// format Mosquitto expects.
-pub async fn password_line(username: &str, password: &str) -> Result<String, EmbeddedError> {
-    let dir = tempfile_dir()?;
-    let file = dir.join("passwd");
-    std::fs::write(&file, "").map_err(io_error(&file))?;
-    let result =
-        run_command(None, &find("mosquitto_passwd")?, &["-b", &file.to_string_lossy(), username, password]).await;
-    let line = std::fs::read_to_string(&file).map_err(io_error(&file));
-    let _ = std::fs::remove_dir_all(&dir);
-    result?;
-    Ok(line?.trim().to_owned())
+/// Iterations of Mosquitto's password hash, as `mosquitto_passwd` makes it.
+const PASSWORD_ITERATIONS: u32 = 101;
+
+/// The password-file line for `username` with `password`, in Mosquitto's format (`$7$`:
+/// PBKDF2-HMAC-SHA512, 101 iterations, 12 random bytes of salt, base64), made here rather than
+/// by `mosquitto_passwd`, whose command line would show the password to every local user.
+pub fn password_line(username: &str, password: &str) -> String {
+    hash_line(username, password, &rand::random::<[u8; 12]>(), PASSWORD_ITERATIONS)
 }
 
-fn tempfile_dir() -> Result<PathBuf, EmbeddedError> {
-    let dir = std::env::temp_dir().join(format!("chillcloud-passwd-{}-{}", std::process::id(), rand::random::<u64>()));
-    std::fs::create_dir(&dir).map_err(io_error(&dir))?;
-    Ok(dir)
+fn hash_line(username: &str, password: &str, salt: &[u8], iterations: u32) -> String {
+    use base64::{Engine as _, engine::general_purpose::STANDARD};
+    use hmac::{Hmac, KeyInit, Mac};
+    type HmacSha512 = Hmac<sha2::Sha512>;
+    let mac = |parts: &[&[u8]]| -> [u8; 64] {
+        let mut mac = HmacSha512::new_from_slice(password.as_bytes()).expect("HMAC takes any key");
+        for part in parts {
+            mac.update(part);
+        }
+        mac.finalize().into_bytes().into()
+    };
+    // One PBKDF2 block: the derived key is as long as SHA-512's output.
+    let mut block = mac(&[salt, &1u32.to_be_bytes()]);
+    let mut derived = block;
+    for _ in 1..iterations {
+        block = mac(&[&block]);
+        derived.iter_mut().zip(block).for_each(|(d, b)| *d ^= b);
+    }
+    format!("{username}:$7${iterations}${}${}", STANDARD.encode(salt), STANDARD.encode(derived))
 }
 
 /// A running private broker; stopped when dropped.
@@ -197,5 +208,20 @@ fn stop_leftover(dir: &Path) {
             }
             std::thread::sleep(Duration::from_millis(20));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A line `mosquitto_passwd -b` (Mosquitto 2.0) wrote for gw1 / secretpass, remade from its salt.
+    #[test]
+    fn the_password_line_is_the_one_mosquitto_passwd_makes() {
+        use base64::{Engine as _, engine::general_purpose::STANDARD};
+        let from_mosquitto = "gw1:$7$101$cEPgXSthCdkViG4i$SeQvfTgUm/1BL5Lxy7e1+myrGl1f3dY/i+7vPQi/2vfQYgaS13RyVyYJLxuKkbLI/tg85NydTxt/+pvdKhSQEw==";
+        let salt = STANDARD.decode("cEPgXSthCdkViG4i").expect("base64");
+        assert_eq!(hash_line("gw1", "secretpass", &salt, 101), from_mosquitto);
+        assert_ne!(password_line("gw1", "secretpass"), password_line("gw1", "secretpass"), "a fresh salt each time");
     }
 }

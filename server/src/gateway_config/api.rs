@@ -390,10 +390,25 @@ pub struct Provisioned {
     pub password: String,
     /// Its configuration file (`/etc/chillcloud/gateway.toml`).
     pub gateway_toml: String,
+    /// Its line for an external Mosquitto's password file (the embedded broker and the
+    /// clustered tier take it from the database by themselves).
+    pub mosquitto_password_line: String,
+}
+
+impl Provisioned {
+    fn new(gateway: &GatewayId, credentials: provision::Credentials, gateway_toml: String) -> Self {
+        Self {
+            gateway_id: gateway.to_string(),
+            password: credentials.password,
+            gateway_toml,
+            mosquitto_password_line: credentials.mosquitto_line,
+        }
+    }
 }
 
 /// Provisions a gateway: makes its broker credentials and answers its password (once) with the
-/// configuration file to install; every server's broker accepts it at once.
+/// configuration file to install. The embedded broker and the clustered tier accept it at once;
+/// an external Mosquitto once `mosquitto_password_line` is in its password file.
 #[utoipa::path(
     post,
     path = "/api/v1/gateways",
@@ -401,7 +416,8 @@ pub struct Provisioned {
     request_body = NewGateway,
     responses(
         (status = 201, description = "Provisioned: the password is not shown again", body = Provisioned),
-        (status = 400, description = "The id is not a valid gateway id", body = ErrorBody),
+        (status = 400, description = "The id is not a valid gateway id, or is one of the server's broker users",
+         body = ErrorBody),
         (status = 403, description = "Only administrators and managers provision gateways", body = ErrorBody),
         (status = 409, description = "A gateway with that id exists", body = ErrorBody),
         (status = 422, description = "The body does not match the schema", body = ErrorBody),
@@ -413,7 +429,10 @@ pub(crate) async fn provision_gateway(
     Json(body): Json<NewGateway>,
 ) -> Result<(StatusCode, Json<Provisioned>), ApiError> {
     let gateway = GatewayId::new(body.id).map_err(|e| ApiError::BadRequest(format!("id: {e}")))?;
-    let credentials = generate(&gateway).await?;
+    if !state.provisioning.allows(&gateway) {
+        return Err(ApiError::BadRequest(format!("id: {gateway} is a broker user of the server's, not a gateway's")));
+    }
+    let credentials = provision::Credentials::generate(&gateway);
     let mut tx = viewer.begin().await?;
     sqlx::query_scalar::<_, String>(
         "insert into gateways (id, mqtt_password_hash, rabbitmq_password_hash) values ($1, $2, $3)
@@ -427,15 +446,13 @@ pub(crate) async fn provision_gateway(
     .ok_or_else(|| ApiError::Conflict(format!("gateway {gateway} exists; renew its password instead")))?;
     provision::announce(&mut tx, &gateway).await?;
     tx.commit().await?;
-    let file = provision::gateway_file(&gateway, &state.gateway_brokers);
-    Ok((
-        StatusCode::CREATED,
-        Json(Provisioned { gateway_id: gateway.to_string(), password: credentials.password, gateway_toml: file }),
-    ))
+    let file = provision::gateway_file(&gateway, &state.provisioning.brokers);
+    Ok((StatusCode::CREATED, Json(Provisioned::new(&gateway, credentials, file))))
 }
 
-/// Gives a gateway a new broker password (the old one stops working at once) and answers it
-/// (once) with the configuration file: for a box replaced or a password lost.
+/// Gives a gateway a new broker password and answers it (once) with the configuration file: for
+/// a box replaced or a password lost. The old password is refused from the next connection on;
+/// one already open stays until it drops.
 #[utoipa::path(
     post,
     path = "/api/v1/gateways/{gateway_id}/password",
@@ -454,7 +471,7 @@ pub(crate) async fn renew_password(
     Path(gateway): Path<String>,
 ) -> Result<Json<Provisioned>, ApiError> {
     let gateway = GatewayId::new(gateway).map_err(|_| ApiError::NotFound)?;
-    let credentials = generate(&gateway).await?;
+    let credentials = provision::Credentials::generate(&gateway);
     let mut tx = viewer.begin().await?;
     sqlx::query_scalar::<_, String>(
         "update gateways set mqtt_password_hash = $2, rabbitmq_password_hash = $3 where id = $1 returning id",
@@ -467,12 +484,6 @@ pub(crate) async fn renew_password(
     .ok_or(ApiError::NotFound)?;
     provision::announce(&mut tx, &gateway).await?;
     tx.commit().await?;
-    let file = provision::gateway_file(&gateway, &state.gateway_brokers);
-    Ok(Json(Provisioned { gateway_id: gateway.to_string(), password: credentials.password, gateway_toml: file }))
-}
-
-async fn generate(gateway: &GatewayId) -> Result<provision::Credentials, ApiError> {
-    provision::Credentials::generate(gateway)
-        .await
-        .map_err(|e| ApiError::Internal(format!("making the broker password: {e}")))
+    let file = provision::gateway_file(&gateway, &state.provisioning.brokers);
+    Ok(Json(Provisioned::new(&gateway, credentials, file)))
 }

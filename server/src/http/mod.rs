@@ -60,8 +60,8 @@ pub struct AppState {
     pub storage: crate::timescale::StorageMode,
     /// This replica and the partitions it owns.
     pub ownership: crate::partitions::Ownership,
-    /// The brokers gateways connect to, `host:port`: written into provisioned gateways' files.
-    pub gateway_brokers: Arc<[String]>,
+    /// The brokers provisioned gateways are given, and the ids they may not have.
+    pub provisioning: crate::gateway_config::provision::Provisioning,
 }
 
 /// The state of routes that act for the system: the API's state and the owner's pool.
@@ -113,7 +113,7 @@ impl SystemState {
         gateways: crate::gateway_link::GatewayLink,
         storage: crate::timescale::StorageMode,
         ownership: crate::partitions::Ownership,
-        gateway_brokers: Arc<[String]>,
+        provisioning: crate::gateway_config::provision::Provisioning,
     ) -> Self {
         let (history_lane, live_lane) = lanes();
         let app = AppState {
@@ -129,7 +129,7 @@ impl SystemState {
             wrong_codes: Arc::default(),
             storage,
             ownership,
-            gateway_brokers,
+            provisioning,
         };
         Self { app, owner, api_token }
     }

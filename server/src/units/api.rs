@@ -101,18 +101,33 @@ const UNIT_SUMMARY: &str = "select u.id, u.gateway_id, u.device_key,
         (select count(*) from alarms a where a.unit_id = u.id and a.closed_at is null) as open_alarms
     from units u join gateways g on g.id = u.gateway_id";
 
+/// Which units to list.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct UnitsQuery {
+    /// Only the units behind this gateway (site).
+    pub gateway: Option<String>,
+}
+
 /// Units with their gateway's online state, status at a glance and open alarms.
 #[utoipa::path(
     get,
     path = "/api/v1/units",
     tag = "units",
+    params(UnitsQuery),
     responses((status = 200, description = "The viewer's units", body = Vec<UnitSummary>))
 )]
-pub(crate) async fn list_units(viewer: Allowed<Read>) -> Result<Json<Vec<UnitSummary>>, ApiError> {
+pub(crate) async fn list_units(
+    viewer: Allowed<Read>,
+    axum::extract::Query(query): axum::extract::Query<UnitsQuery>,
+) -> Result<Json<Vec<UnitSummary>>, ApiError> {
     let mut tx = viewer.begin().await?;
-    let units = sqlx::query_as(sqlx::AssertSqlSafe(format!("{UNIT_SUMMARY} order by u.gateway_id, u.device_key")))
-        .fetch_all(&mut *tx)
-        .await?;
+    let units = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "{UNIT_SUMMARY} where $1::text is null or u.gateway_id = $1 order by u.gateway_id, u.device_key"
+    )))
+    .bind(&query.gateway)
+    .fetch_all(&mut *tx)
+    .await?;
     Ok(Json(units))
 }
 

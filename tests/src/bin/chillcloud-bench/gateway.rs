@@ -182,9 +182,9 @@ pub async fn p5() -> anyhow::Result<bool> {
     const WINDOW: Duration = Duration::from_secs(120);
     let dir = shared_temp_dir();
     let lines = [
-        password_line("bench-p5", PASSWORD).await?,
-        password_line("bench-p5-all", PASSWORD).await?,
-        password_line("bench-json", PASSWORD).await?,
+        password_line("bench-p5", PASSWORD),
+        password_line("bench-p5-all", PASSWORD),
+        password_line("bench-json", PASSWORD),
     ];
     let broker = PasswordMosquitto::start_tls(dir.path(), &lines).await;
     let sim = Simulator::start(UNITS, dir.path()).await;
@@ -368,7 +368,7 @@ pub async fn p3() -> anyhow::Result<bool> {
     const OUR_WINDOW: Duration = Duration::from_secs(300);
     let root = chillcloud_tests::harness::workspace_root();
     let dir = shared_temp_dir();
-    let lines = [password_line("bench-p3", PASSWORD).await?, password_line("bench-peer", PASSWORD).await?];
+    let lines = [password_line("bench-p3", PASSWORD), password_line("bench-peer", PASSWORD)];
     let broker = PasswordMosquitto::start_plain(dir.path(), &lines).await;
     let sim = Simulator::start(UNITS, dir.path()).await;
 
