@@ -11,7 +11,7 @@
 // step; exits non-zero on the first failure.
 
 import { mkdirSync, writeFileSync } from 'node:fs';
-import { phone } from './phone.mjs';
+import { phone, steps } from './phone.mjs';
 
 const { BASE, LOGIN, PASSWORD, GATEWAY, PHASE, OUT, RULE, ARTIFACTS = '.' } = process.env;
 mkdirSync(ARTIFACTS, { recursive: true });
@@ -19,23 +19,7 @@ const timeout = 20_000;
 const { browser, page, problems } = await phone({ acceptDownloads: true });
 page.on('dialog', (dialog) => dialog.accept());
 
-async function step(name, body) {
-  try {
-    await body();
-    await page.screenshot({ path: `${ARTIFACTS}/admin-site-${name}.png`, fullPage: true });
-    console.log(`ok ${name}`);
-  } catch (error) {
-    await page.screenshot({ path: `${ARTIFACTS}/admin-site-${name}-failed.png`, fullPage: true }).catch(() => {});
-    console.log(`FAILED ${name}: ${error.message}`);
-    for (const problem of problems) console.log(problem);
-    await browser.close();
-    process.exit(1);
-  }
-}
-async function fitsThePhone() {
-  const width = await page.evaluate(() => document.documentElement.scrollWidth);
-  if (width > 360) throw new Error(`the page is ${width} px wide on a 360 px screen`);
-}
+const { step, fitsThePhone } = steps({ browser, page, problems }, 'admin-site', ARTIFACTS);
 async function signIn(hash) {
   await page.goto(`${BASE}/${hash}`);
   await page.getByTestId('signin-login').fill(LOGIN);

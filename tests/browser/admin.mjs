@@ -8,30 +8,14 @@
 // on the first failure.
 
 import { mkdirSync } from 'node:fs';
-import { phone } from './phone.mjs';
+import { phone, steps } from './phone.mjs';
 
 const { BASE, LOGIN, PASSWORD, GATEWAY, NAME, PHONE, OTHER, ARTIFACTS = '.' } = process.env;
 mkdirSync(ARTIFACTS, { recursive: true });
 const timeout = 20_000;
 const { browser, page, problems } = await phone();
 
-async function step(name, body) {
-  try {
-    await body();
-    await page.screenshot({ path: `${ARTIFACTS}/admin-${name}.png`, fullPage: true });
-    console.log(`ok ${name}`);
-  } catch (error) {
-    await page.screenshot({ path: `${ARTIFACTS}/admin-${name}-failed.png`, fullPage: true }).catch(() => {});
-    console.log(`FAILED ${name}: ${error.message}`);
-    for (const problem of problems) console.log(problem);
-    await browser.close();
-    process.exit(1);
-  }
-}
-async function fitsThePhone() {
-  const width = await page.evaluate(() => document.documentElement.scrollWidth);
-  if (width > 360) throw new Error(`the page is ${width} px wide on a 360 px screen`);
-}
+const { step, fitsThePhone } = steps({ browser, page, problems }, 'admin', ARTIFACTS);
 
 await step('01-manager-adds-a-person', async () => {
   await page.goto(`${BASE}/#/admin`);

@@ -20,3 +20,29 @@ export async function phone(contextOptions = {}) {
     && problems.push(`console: ${message.text()}`));
   return { browser, context, page, problems };
 }
+
+/**
+ * A script's steps: `step(name, body)` runs one, screenshots it into `artifacts` as
+ * `<prefix>-<name>.png`, prints `ok <name>`, and on a failure prints why with the page's
+ * problems and exits non-zero; `fitsThePhone()` fails when the page is wider than the screen.
+ */
+export function steps({ browser, page, problems }, prefix, artifacts) {
+  async function step(name, body) {
+    try {
+      await body();
+      await page.screenshot({ path: `${artifacts}/${prefix}-${name}.png`, fullPage: true });
+      console.log(`ok ${name}`);
+    } catch (error) {
+      await page.screenshot({ path: `${artifacts}/${prefix}-${name}-failed.png`, fullPage: true }).catch(() => {});
+      console.log(`FAILED ${name}: ${error.message}`);
+      for (const problem of problems) console.log(problem);
+      await browser.close();
+      process.exit(1);
+    }
+  }
+  async function fitsThePhone() {
+    const width = await page.evaluate(() => document.documentElement.scrollWidth);
+    if (width > 360) throw new Error(`the page is ${width} px wide on a 360 px screen`);
+  }
+  return { step, fitsThePhone };
+}

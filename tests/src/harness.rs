@@ -1055,6 +1055,24 @@ pub fn browser_dir() -> PathBuf {
     dir
 }
 
+/// Runs the browser script `tests/browser/<script>` with `env` (and `ARTIFACTS`, where its
+/// screenshots go), prints what it printed, and panics unless it succeeds within 3 minutes.
+pub async fn run_browser_script(script: &str, env: &[(&str, &str)]) {
+    let mut command = tokio::process::Command::new("node");
+    command
+        .arg(browser_dir().join(script))
+        .env("ARTIFACTS", workspace_root().join("target/browser-artifacts"))
+        .envs(env.iter().copied())
+        .kill_on_drop(true);
+    let output = tokio::time::timeout(Duration::from_secs(180), command.output())
+        .await
+        .expect("the browser test finishes in 3 minutes")
+        .expect("node");
+    let printed = String::from_utf8_lossy(&output.stdout);
+    println!("{printed}");
+    assert!(output.status.success(), "{script}: {printed}\n{}", String::from_utf8_lossy(&output.stderr));
+}
+
 /// The third-party Modbus server (`tests/interop/pymodbus_server.py`) listening, with its log in
 /// `dir`, and its port.
 pub async fn start_pymodbus(dir: &Path) -> (Process, u16) {

@@ -4,8 +4,8 @@
 use std::{path::Path, time::Duration};
 
 use chillcloud_tests::harness::{
-    Api, EmbeddedServer, GATEWAY_READINGS, Gateway, Process, Simulator, Stack, bin, browser_dir, free_port,
-    run_to_completion, shared_temp_dir, start_pymodbus, wait_for, workspace_root,
+    Api, EmbeddedServer, GATEWAY_READINGS, Gateway, Process, Simulator, Stack, bin, free_port, run_browser_script,
+    run_to_completion, shared_temp_dir, start_pymodbus, wait_for,
 };
 use serde_json::json;
 
@@ -208,22 +208,13 @@ async fn fleet_config_push_applies_rolls_back_and_reports_drift() {
     let engineer = json!({"login": "zhou@service.example", "name": "Zhou Gong", "role": "engineer",
         "organisation_id": service["id"], "language": "en"});
     stack.user(engineer, "the engineer's password").await;
-    let browser = tokio::process::Command::new("node")
-        .arg(browser_dir().join("gateway-config.mjs"))
-        .env("BASE", &api.base)
-        .env("LOGIN", "zhou@service.example")
-        .env("PASSWORD", "the engineer's password")
-        .env("GATEWAY", stack.gateway_id)
-        .env("ARTIFACTS", workspace_root().join("target/browser-artifacts"))
-        .kill_on_drop(true)
-        .output();
-    let output = tokio::time::timeout(Duration::from_secs(180), browser)
-        .await
-        .expect("the browser test finishes in 3 minutes")
-        .expect("node");
-    let printed = String::from_utf8_lossy(&output.stdout);
-    println!("{printed}");
-    assert!(output.status.success(), "{printed}\n{}", String::from_utf8_lossy(&output.stderr));
+    let env = [
+        ("BASE", api.base.as_str()),
+        ("LOGIN", "zhou@service.example"),
+        ("PASSWORD", "the engineer's password"),
+        ("GATEWAY", stack.gateway_id),
+    ];
+    run_browser_script("gateway-config.mjs", &env).await;
     let by_phone = wait_config(&api, "version 4 applied", |c| c["state"] == "in_sync").await;
     assert_eq!(by_phone["desired"]["version"], 4);
     assert_eq!(by_phone["desired"]["changed_by"], "Zhou Gong (zhou@service.example)");
@@ -280,25 +271,16 @@ async fn fleet_admin_screens_in_a_phone_browser() {
         api.send(reqwest::Method::PUT, &format!("/api/v1/gateways/{}/rules/hot0", stack.gateway_id), rule).await;
     assert_eq!(status, 200, "{body}");
 
-    let browser = tokio::process::Command::new("node")
-        .arg(browser_dir().join("admin.mjs"))
-        .env("BASE", &api.base)
-        .env("LOGIN", "he@service.example")
-        .env("PASSWORD", "the manager's password")
-        .env("GATEWAY", stack.gateway_id)
-        .env("NAME", "Chen Gong")
-        .env("PHONE", "+8613900000001")
-        .env("OTHER", "Liu Gong")
-        .env("ARTIFACTS", workspace_root().join("target/browser-artifacts"))
-        .kill_on_drop(true)
-        .output();
-    let output = tokio::time::timeout(Duration::from_secs(180), browser)
-        .await
-        .expect("the browser test finishes in 3 minutes")
-        .expect("node");
-    let printed = String::from_utf8_lossy(&output.stdout);
-    println!("{printed}");
-    assert!(output.status.success(), "{printed}\n{}", String::from_utf8_lossy(&output.stderr));
+    let env = [
+        ("BASE", api.base.as_str()),
+        ("LOGIN", "he@service.example"),
+        ("PASSWORD", "the manager's password"),
+        ("GATEWAY", stack.gateway_id),
+        ("NAME", "Chen Gong"),
+        ("PHONE", "+8613900000001"),
+        ("OTHER", "Liu Gong"),
+    ];
+    run_browser_script("admin.mjs", &env).await;
 
     // What the screens made, as the API has it.
     let rotations = api.get("/api/v1/rotations").await.expect("rotations");
@@ -329,26 +311,27 @@ async fn fleet_admin_screens_in_a_phone_browser() {
     assert_eq!(people_paged, [&chen["id"]], "only the on-call engineer: {paged:?}");
 }
 
-/// Runs `tests/browser/admin-site.mjs` in `phase` against `base`, with more environment.
-async fn admin_site_browser(base: &str, phase: &str, env: &[(&str, &str)]) {
-    let mut command = tokio::process::Command::new("node");
-    command
-        .arg(browser_dir().join("admin-site.mjs"))
-        .env("BASE", base)
-        .env("LOGIN", "zhao@service.example")
-        .env("PASSWORD", "the administrator's password")
-        .env("GATEWAY", "plant-b-gw1")
-        .env("PHASE", phase)
-        .env("ARTIFACTS", workspace_root().join("target/browser-artifacts"))
-        .kill_on_drop(true);
-    command.envs(env.iter().copied());
-    let output = tokio::time::timeout(Duration::from_secs(180), command.output())
-        .await
-        .expect("the browser test finishes in 3 minutes")
-        .expect("node");
-    let printed = String::from_utf8_lossy(&output.stdout);
-    println!("{printed}");
-    assert!(output.status.success(), "{printed}\n{}", String::from_utf8_lossy(&output.stderr));
+/// Runs `tests/browser/admin-site.mjs` in `phase` against `base`, as the administrator, with
+/// more environment.
+async fn admin_site_browser(base: &str, phase: &str, more: &[(&str, &str)]) {
+    let mut env = vec![
+        ("BASE", base),
+        ("LOGIN", "zhao@service.example"),
+        ("PASSWORD", "the administrator's password"),
+        ("GATEWAY", "plant-b-gw1"),
+        ("PHASE", phase),
+    ];
+    env.extend_from_slice(more);
+    run_browser_script("admin-site.mjs", &env).await;
+}
+
+/// Waits up to a minute until plant-b-gw1's row in the fleet list satisfies `check`.
+async fn wait_listed(api: &Api, what: &str, check: impl Fn(&serde_json::Value) -> bool) {
+    wait_for(what, Duration::from_secs(60), || async {
+        let fleet = api.get("/api/v1/gateways").await?;
+        fleet.as_array()?.iter().find(|g| g["id"] == "plant-b-gw1").filter(|g| check(g)).map(drop)
+    })
+    .await;
 }
 
 /// An administrator on a phone provisions a gateway; the box installed with the two files the
@@ -384,12 +367,7 @@ async fn fleet_provisioning_and_site_screens_in_a_phone_browser() {
     run_to_completion(&bin("chillcloud-gateway"), &["check-config", &config.to_string_lossy()]).await;
     let mut gateway = Gateway::from_file(config, state_dir, dir.path());
     gateway.start();
-    wait_for("the provisioned gateway online", Duration::from_secs(60), || async {
-        let fleet = api.get("/api/v1/gateways").await?;
-        let listed = fleet.as_array()?.iter().find(|g| g["id"] == "plant-b-gw1")?.clone();
-        (listed["online"] == true).then_some(listed)
-    })
-    .await;
+    wait_listed(api, "the provisioned gateway online", |g| g["online"] == true).await;
 
     // Its devices, from the server.
     let sim = Simulator::start(1, dir.path()).await;
@@ -422,9 +400,7 @@ async fn fleet_provisioning_and_site_screens_in_a_phone_browser() {
     let users = api.get("/api/v1/users").await.expect("users");
     let owner = users.as_array().expect("users").iter().find(|u| u["login"] == "wang@acme.example").expect("invited");
     assert_eq!((owner["role"].as_str(), owner["active"].as_bool()), (Some("owner"), Some(false)));
-    let fleet = api.get("/api/v1/gateways").await.expect("fleet");
-    let site_row = fleet.as_array().expect("gateways").iter().find(|g| g["id"] == "plant-b-gw1").expect("listed");
-    assert_eq!(site_row["organisation"], "Acme Foods");
+    wait_listed(api, "the site given to Acme Foods", |g| g["organisation"] == "Acme Foods").await;
 
     // The server's own broker user is not a gateway id anyone may take.
     let (status, refused) =
@@ -432,11 +408,7 @@ async fn fleet_provisioning_and_site_screens_in_a_phone_browser() {
     assert_eq!(status, 400, "{refused}");
     // A new password: the box restarted with it connects again.
     gateway.stop().await;
-    wait_for("the gateway offline", Duration::from_secs(30), || async {
-        let fleet = api.get("/api/v1/gateways").await?;
-        (fleet.as_array()?.iter().find(|g| g["id"] == "plant-b-gw1")?["online"] == false).then_some(())
-    })
-    .await;
+    wait_listed(api, "the gateway offline", |g| g["online"] == false).await;
     let (status, renewed) = api.send(reqwest::Method::POST, "/api/v1/gateways/plant-b-gw1/password", json!(null)).await;
     assert_eq!(status, 200, "{renewed}");
     let old = std::fs::read_to_string(&secret).expect("old secret");
@@ -444,10 +416,6 @@ async fn fleet_provisioning_and_site_screens_in_a_phone_browser() {
     assert_ne!(old.trim(), new);
     std::fs::write(&secret, new).expect("install the new password");
     gateway.start();
-    wait_for("the gateway online with its new password", Duration::from_secs(60), || async {
-        let fleet = api.get("/api/v1/gateways").await?;
-        (fleet.as_array()?.iter().find(|g| g["id"] == "plant-b-gw1")?["online"] == true).then_some(())
-    })
-    .await;
+    wait_listed(api, "the gateway online with its new password", |g| g["online"] == true).await;
     gateway.stop().await;
 }
