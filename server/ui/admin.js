@@ -3,9 +3,11 @@
 // it should run against what it runs, every version, the editor), its site (owner, password,
 // maintenance windows, units) and its paging (contacts, rotation, policies by grade); a unit's
 // rule overrides, maintenance and share links; the people who can be paged; the on-call
-// rotations with who is on call when; organisations, users and invitations.
+// rotations with who is on call when; organisations, users and invitations; the team's chat
+// rooms that get a site's alarms. And, for every signed-in user, their own notifications: how
+// they are paged, quiet hours, push on this device.
 import { api, h, session, canManagePaging } from './api.js';
-import { t, when } from './i18n.js';
+import { t, lang, when } from './i18n.js';
 import { toast, unitName, title as ruleTitle } from './views.js';
 
 const enc = encodeURIComponent;
@@ -134,9 +136,9 @@ async function editorAndHistory(main, ctx, id, c, status) {
         v.outcome ? h('span', { class: `astate co-${v.outcome}` }, t('co_' + v.outcome)) : ''),
       h('p', { class: 'sub' }, v.changed_by, ' · ', when(v.created_at), v.note ? ' · ' + v.note : ''),
       v.outcome_reason ? h('p', { class: 'sub' }, v.outcome_reason) : ''))) : h('p', { class: 'sub' }, t('cfg_none')));
-  const [paging, site] = await Promise.all([pagingPanels(ctx, id), sitePanels(ctx, id, c.organisation_id)]);
+  const [paging, site, chat] = await Promise.all([pagingPanels(ctx, id), sitePanels(ctx, id, c.organisation_id), chatPanel(ctx, id)]);
   if (!ctx.alive()) return;
-  main.replaceChildren(status, ...site, editor, history, ...paging);
+  main.replaceChildren(status, ...site, editor, history, ...paging, chat);
   // What the gateway runs changes on its own (trial, rollback, reconnection): the status stays
   // current without touching what is being typed.
   let shown = status;
@@ -162,7 +164,8 @@ export async function admin(main, ctx) {
     link('#/gateways', 'gateways', 'gateways_sub'),
     link('#/people', 'people', 'people_sub'),
     link('#/rotations', 'rotations', 'rotations_sub'),
-    session.user?.role === 'admin' ? link('#/accounts', 'accounts', 'accounts_sub') : '')), tokenPanel(ctx, tokens));
+    session.user?.role === 'admin' ? link('#/accounts', 'accounts', 'accounts_sub') : '',
+    link('#/me/notifications', 'notifications', 'notifications_sub'))), tokenPanel(ctx, tokens));
 }
 
 /** The user's API tokens for integrations: each acts as them; made (shown once) and revoked here. */
@@ -197,7 +200,7 @@ function tokenPanel(ctx, tokens) {
 const field = (label, input) => h('label', { class: 'field' }, h('span', null, label), input);
 
 /** A form's submit: runs `send`, shows a refusal under the form, re-renders on success. */
-function submit(ctx, key, send, problem) {
+function submit(ctx, key, send, problem, label = t('save')) {
   return h('button', {
     class: 'btn primary', 'data-testid': key,
     onclick: async (e) => {
@@ -214,7 +217,7 @@ function submit(ctx, key, send, problem) {
         button.disabled = false;
       }
     },
-  }, t('save'));
+  }, label);
 }
 
 const problemLine = (key) => h('p', { class: 'warn', 'data-testid': key, hidden: true });
@@ -366,6 +369,71 @@ function gradeEditor(grade, policy, own, manage) {
       repeat_s: repeat.value === '' || +repeat.value === 0 ? null : +repeat.value * 60,
     }),
   };
+}
+
+const KINDS = ['wecom', 'dingtalk', 'feishu', 'slack'];
+/** The chat apps whose robots take a signing secret. */
+const SIGNED = new Set(['dingtalk', 'feishu']);
+
+/** The team's group chats that get this site's alarms (its own, and those of every site); for
+ * those who manage paging, a test message to each, a form to add one and a way to delete one.
+ * The robot's address and secret go in once and are never shown again. */
+async function chatPanel(ctx, id) {
+  const panel = h('section', { class: 'panel', 'data-testid': 'chat-rooms' }, h('h2', null, t('chat_rooms')), h('p', { class: 'sub' }, t('chat_help')));
+  let rooms;
+  try {
+    rooms = await api(`/api/v1/chat-rooms?gateway=${enc(id)}`);
+  } catch (err) {
+    panel.append(h('p', { class: 'warn' }, err.status === 0 ? t('offline') : t('error', { e: err.message })));
+    return panel;
+  }
+  const manage = canManagePaging();
+  // A button that runs `run`, with a refusal as a toast.
+  const act = (key, label, run) => h('button', { class: 'btn small', 'data-testid': key, onclick: async (e) => {
+    const button = e.currentTarget;
+    button.disabled = true;
+    try { await run(); } catch (err) { toast(err.status === 0 ? t('offline') : err.message, true); }
+    button.disabled = false;
+  } }, label);
+  const room = (r) => h('li', { 'data-testid': 'chat-room', 'data-room-id': r.id },
+    h('div', { class: 'row' }, h('b', null, r.name),
+      r.gateway_id == null ? h('span', { class: 'astate', 'data-testid': `chat-all-sites-${r.id}` }, t('chat_all_sites')) : ''),
+    h('p', { class: 'sub' }, [t('kind_' + r.kind), r.language === 'zh' ? '中文' : 'English', r.signed ? t('chat_signed') : ''].filter(Boolean).join(' · ')),
+    r.url_hint ? h('p', { class: 'sub' }, h('code', null, r.url_hint)) : '',
+    manage ? h('div', { class: 'row start' },
+      act(`chat-test-${r.id}`, t('chat_test'), async () => {
+        await api(`/api/v1/chat-rooms/${r.id}/test`, { method: 'POST' });
+        toast(t('chat_test_sent'));
+      }),
+      act(`chat-delete-${r.id}`, t('chat_delete'), async () => {
+        if (!confirm(t(r.gateway_id == null ? 'chat_delete_all' : 'chat_delete_q', { name: r.name }))) return;
+        await api(`/api/v1/chat-rooms/${r.id}`, { method: 'DELETE' });
+        toast(t('saved'));
+        ctx.rerender();
+      })) : '');
+  // This site's own first, then those of every site.
+  const sorted = rooms.slice().sort((a, b) => (a.gateway_id == null) - (b.gateway_id == null) || a.name.localeCompare(b.name));
+  panel.append(sorted.length ? h('ul', { class: 'versions' }, sorted.map(room)) : h('p', { class: 'sub' }, t('chat_none')));
+  if (!manage) return panel;
+
+  const secret = h('input', { type: 'text', maxlength: 200, 'data-testid': 'chat-secret', autocomplete: 'off', autocapitalize: 'off', spellcheck: 'false', placeholder: 'SEC…' });
+  const secretField = field(t('chat_secret'), secret);
+  const kind = h('select', { 'data-testid': 'chat-kind', onchange: () => { secretField.hidden = !SIGNED.has(kind.value); } },
+    KINDS.map((k) => h('option', { value: k }, t('kind_' + k))));
+  secretField.hidden = !SIGNED.has(kind.value);
+  const name = h('input', { type: 'text', maxlength: 100, 'data-testid': 'chat-name' });
+  const url = h('input', { type: 'url', maxlength: 1000, 'data-testid': 'chat-url', autocomplete: 'off', autocapitalize: 'off', spellcheck: 'false', placeholder: 'https://…' });
+  const scope = h('select', { 'data-testid': 'chat-scope' }, h('option', { value: id }, t('chat_this_site', { id })), h('option', { value: '' }, t('chat_all_sites')));
+  const language = h('select', { 'data-testid': 'chat-language' },
+    h('option', { value: 'zh', selected: lang === 'zh' }, '中文'), h('option', { value: 'en', selected: lang !== 'zh' }, 'English'));
+  const problem = problemLine('chat-error');
+  panel.append(h('h3', null, t('chat_add')), field(t('chat_kind'), kind), field(t('chat_name'), name), field(t('chat_url'), url), secretField,
+    field(t('lang_field'), language), field(t('chat_scope'), scope), problem,
+    submit(ctx, 'chat-add', () => api('/api/v1/chat-rooms', { body: {
+      gateway_id: scope.value || null, kind: kind.value, name: name.value.trim(), url: url.value.trim(),
+      secret: SIGNED.has(kind.value) && secret.value.trim() ? secret.value.trim() : null, language: language.value,
+    } }), problem, t('chat_add_do')));
+  return panel;
 }
 
 /** A datetime-local input's value for `date` in local time. */
@@ -569,4 +637,239 @@ export async function accounts(main, ctx) {
       h('b', null, a.action), ' ', h('span', { class: /^(ok|2\d\d)$/.test(a.outcome) ? 'sub' : 'warn' }, a.outcome),
       h('p', { class: 'sub' }, a.actor || '–', ' · ', when(a.at), a.address ? ' · ' + a.address : '')))));
   main.replaceChildren(orgPanel, userPanel, auditPanel);
+}
+
+/* ---------------------------------------------------------------- every user: their own notifications */
+
+const CHANNELS = ['push', 'sms', 'voice', 'email'];
+/** Where this browser keeps the server's id of its push subscription, by the subscription's endpoint. */
+const PUSH_ID = 'cc.push:';
+const stored = {
+  get: (k) => { try { return localStorage.getItem(k); } catch (_) { return null; } },
+  set: (k, v) => { try { localStorage.setItem(k, String(v)); } catch (_) { /* private mode */ } },
+  drop: (k) => { try { localStorage.removeItem(k); } catch (_) { /* private mode */ } },
+};
+/** Base64url text to bytes, and bytes (an ArrayBuffer or a typed array) to base64url text. */
+function fromB64u(text) {
+  const b64 = text.replace(/=+$/, '').replace(/-/g, '+').replace(/_/g, '/');
+  return Uint8Array.from(atob(b64 + '='.repeat((4 - (b64.length % 4)) % 4)), (c) => c.charCodeAt(0));
+}
+const toB64u = (b) => btoa(String.fromCharCode(...new Uint8Array(b.buffer ? b.buffer.slice(b.byteOffset, b.byteOffset + b.byteLength) : b)))
+  .replace(/\+/g, '-').replace(/\//g, '_').replace(/=+$/, '');
+/** A promise, or a refusal after `ms` (a push service that never answers leaves subscribe() hanging). */
+const within = (promise, ms, message) => Promise.race([promise, new Promise((_, no) => setTimeout(() => no(new Error(message)), ms))]);
+/** The service worker's registration, or null when it has not started within 10 s. */
+const registration = () => within(navigator.serviceWorker.ready, 10e3, '').catch(() => null);
+/** A device in a few words, from its browser's user agent. */
+function device(ua) {
+  if (!ua) return '?';
+  const system = /\(([^)]*)\)/.exec(ua)?.[1].replace(/^Linux; |; K$|^Macintosh; |; wv$/g, '') || '';
+  const browser = /(MicroMessenger|EdgA?|Firefox|FxiOS|SamsungBrowser|HuaweiBrowser|MiuiBrowser|CriOS|Chrome|Version)\/(\d+)/.exec(ua);
+  return [system, browser ? `${browser[1] === 'Version' ? 'Safari' : browser[1]} ${browser[2]}` : ''].filter(Boolean).join(' · ');
+}
+
+/** `#/me/notifications`: how this user is paged (the channels in order, quiet hours and time
+ * zone), a test message by each channel, and push on this device. Anyone on a paging list. */
+export async function me(main, ctx) {
+  if (ctx.id !== 'notifications') throw { status: 404 };
+  document.title = t('notifications') + ' · Chillcloud';
+  let p;
+  try {
+    p = await api('/api/v1/me/paging');
+  } catch (err) {
+    if (err.status !== 404) throw err;
+    if (ctx.alive()) {
+      main.replaceChildren(h('section', { class: 'panel' }, h('h1', null, t('notifications')),
+        h('p', { class: 'msg', 'data-testid': 'not-paged' }, t('np_not_listed'))));
+    }
+    return;
+  }
+  if (!ctx.alive()) return;
+
+  // The ticked channels in order; edits stay until saved, whatever the server says meanwhile.
+  const chosen = (p.channels || []).filter((c) => CHANNELS.includes(c));
+  const results = Object.fromEntries(CHANNELS.map((c) => [c, h('p', { class: 'sub', role: 'status', 'data-testid': 'test-result-' + c })]));
+  const list = h('div', { class: 'chans', 'data-testid': 'channels' });
+  const saved = h('p', { class: 'ok-line', role: 'status', 'data-testid': 'notifications-saved' });
+  function paintChannels(focus) {
+    const order = [...chosen, ...CHANNELS.filter((c) => !chosen.includes(c))];
+    list.replaceChildren(...order.map((c) => {
+      const i = chosen.indexOf(c), on = i >= 0, ok = !!p.available?.[c];
+      const box = h('input', { type: 'checkbox', checked: on, disabled: !ok && !on, 'data-testid': 'channel-' + c, onchange: (e) => {
+        if (e.target.checked) chosen.push(c); else chosen.splice(chosen.indexOf(c), 1);
+        paintChannels('channel-' + c);
+      } });
+      const up = i > 0 ? h('button', { class: 'btn small', 'data-testid': 'channel-up-' + c, 'aria-label': t('ch_up', { c: t('ch_' + c) }), title: t('ch_up', { c: t('ch_' + c) }),
+        onclick: () => { chosen.splice(i, 1); chosen.splice(i - 1, 0, c); paintChannels(i > 1 ? 'channel-up-' + c : 'channel-' + c); } }, '↑') : '';
+      return h('div', { class: 'chan' + (ok ? '' : ' na'), 'data-channel': c, 'data-order': on ? i + 1 : '' },
+        h('div', { class: 'row' }, h('label', { class: 'check' }, box, h('b', null, on ? `${i + 1}. ` : '', t('ch_' + c))), up),
+        ok ? '' : h('p', { class: on ? 'warn' : 'sub', 'data-testid': 'channel-why-' + c }, t('ch_na_' + c)),
+        h('div', { class: 'row start' }, h('button', { class: 'btn small', 'data-testid': 'test-' + c, disabled: !ok, onclick: (e) => test(e, c) }, t('test_send')),
+          results[c]));
+    }));
+    if (focus) list.querySelector(`[data-testid="${focus}"]`)?.focus();
+  }
+  async function test(e, c) {
+    const button = e.currentTarget, line = results[c];
+    button.disabled = true;
+    line.className = 'sub';
+    line.textContent = t('sending');
+    try {
+      await api('/api/v1/me/paging/test', { body: { channel: c } });
+      line.textContent = t('test_sent');
+    } catch (err) {
+      line.className = 'warn';
+      line.textContent = err.status === 0 ? t('offline') : err.message;
+    }
+    button.disabled = !p.available?.[c];
+  }
+
+  // Quiet hours, in the user's time zone (this phone's unless they chose another).
+  const q = p.quiet_hours;
+  const from = h('input', { type: 'time', value: q?.from || '22:00', disabled: !q, required: true, 'data-testid': 'quiet-from' });
+  const to = h('input', { type: 'time', value: q?.to || '07:00', disabled: !q, required: true, 'data-testid': 'quiet-to' });
+  const quietOn = h('input', { type: 'checkbox', checked: !!q, 'data-testid': 'quiet-on', onchange: () => { from.disabled = to.disabled = !quietOn.checked; } });
+  const here = Intl.DateTimeFormat().resolvedOptions().timeZone || 'UTC';
+  const zone = p.timezone || here;
+  let zones = [];
+  try { zones = Intl.supportedValuesOf('timeZone'); } catch (_) { /* an older browser: a text field */ }
+  const tz = zones.length
+    ? h('select', { 'data-testid': 'timezone' }, [...new Set([...zones, zone, here])].sort().map((z) => h('option', { value: z, selected: z === zone }, z.replaceAll('_', ' '))))
+    : h('input', { type: 'text', maxlength: 64, value: zone, autocapitalize: 'off', spellcheck: 'false', 'data-testid': 'timezone' });
+
+  const problem = problemLine('notifications-error');
+  const save = h('button', { class: 'btn primary', 'data-testid': 'save-notifications', onclick: async (e) => {
+    const button = e.currentTarget;
+    button.disabled = true;
+    problem.hidden = true;
+    saved.textContent = '';
+    try {
+      p = await api('/api/v1/me/paging', { method: 'PUT', body: {
+        channels: [...chosen], quiet_hours: quietOn.checked ? { from: from.value, to: to.value } : null, timezone: tz.value.trim(),
+      } });
+      if (!ctx.alive()) return;
+      chosen.splice(0, chosen.length, ...(p.channels || []).filter((c) => CHANNELS.includes(c)));
+      paintChannels();
+      paintPush();
+      saved.textContent = t('saved');
+      toast(t('saved'));
+    } catch (err) {
+      problem.textContent = err.status === 0 ? t('offline') : err.message;
+      problem.hidden = false;
+    }
+    button.disabled = false;
+  } }, t('save'));
+  const form = h('section', { class: 'panel', 'data-testid': 'paging-settings', oninput: () => { saved.textContent = ''; }, onchange: () => { saved.textContent = ''; } },
+    h('h1', null, t('notifications')), p.name ? h('p', { class: 'sub' }, t('np_for', { name: p.name })) : '',
+    h('p', { class: 'note' }, t('np_policy')),
+    h('h2', null, t('np_channels')), h('p', { class: 'sub' }, t('np_order')), list,
+    h('h2', { class: 'gap' }, t('quiet')), h('label', { class: 'check big' }, quietOn, ' ', t('quiet_on')),
+    h('div', { class: 'pair' }, field(t('from_time'), from), field(t('to_time'), to)), field(t('timezone'), tz),
+    problem, save, saved);
+
+  // Push on this device: the browser's subscription, sent to the server and remembered here by
+  // its endpoint, so that turning it off removes the right one.
+  const pushBox = h('div', { 'data-testid': 'push' });
+  const pushPanel = h('section', { class: 'panel' }, h('h2', null, t('push_title')), h('p', { class: 'sub' }, t('push_help')), pushBox);
+  const supported = 'serviceWorker' in navigator && 'PushManager' in window && 'Notification' in window;
+  const sameKey = (sub) => { const k = sub.options?.applicationServerKey; return !k || toB64u(k) === p.push_key.replace(/=+$/, ''); };
+  const known = (id) => id && (p.subscriptions || []).some((s) => String(s.id) === String(id));
+  const refresh = async () => { p = await api('/api/v1/me/paging'); };
+  async function register(sub) {
+    const made = await api('/api/v1/me/push', { body: sub.toJSON() });
+    stored.set(PUSH_ID + sub.endpoint, made.id);
+  }
+  // What the last push action left to say: a hint, or why it failed (kept across repaints).
+  let pushSeq = 0, note = '', pushProblem = '';
+  async function paintPush() {
+    const my = ++pushSeq;
+    const state = (st, text, cls = 'sub') => h('p', { class: cls, role: 'status', 'data-testid': 'push-state', 'data-state': st }, text);
+    const problemText = h('p', { class: 'warn', role: 'alert', 'data-testid': 'push-error', hidden: !pushProblem }, pushProblem);
+    const fail = (err) => {
+      pushProblem = err.status === 0 ? t('offline') : t('push_failed', { e: err.message || err.name });
+      problemText.textContent = pushProblem;
+      problemText.hidden = false;
+    };
+    let sub = null, reg = null;
+    if (supported && p.push_key) {
+      reg = await registration();
+      sub = reg && await reg.pushManager.getSubscription().catch(() => null);
+      // A subscription made for another server key is of no use; one the server does not know
+      // (removed there, or this browser's memory of it lost) is sent again.
+      if (sub && !sameKey(sub)) { await sub.unsubscribe().catch(() => {}); sub = null; }
+      if (sub && !known(stored.get(PUSH_ID + sub.endpoint))) {
+        try { await register(sub); await refresh(); } catch (_) { /* shown as on; the server says otherwise next time */ }
+      }
+      if (my !== pushSeq || !ctx.alive()) return;
+    }
+    const thisId = sub && stored.get(PUSH_ID + sub.endpoint);
+    const devices = (p.subscriptions || []).map((s) => h('li', { 'data-testid': 'push-device', 'data-id': s.id },
+      h('div', { class: 'row' }, h('span', { class: 'dev', title: s.user_agent || '' }, device(s.user_agent),
+        String(s.id) === String(thisId) ? h('b', null, ' · ', t('push_this')) : ''),
+      String(s.id) === String(thisId) ? '' : h('button', { class: 'btn small', 'data-testid': `push-remove-${s.id}`, onclick: async (e) => {
+        const button = e.currentTarget;
+        button.disabled = true;
+        pushProblem = '';
+        try { await api(`/api/v1/me/push/${enc(s.id)}`, { method: 'DELETE' }); } catch (err) { if (err.status !== 404) { fail(err); button.disabled = false; return; } }
+        await refresh().catch(() => {});
+        if (ctx.alive()) { paintChannels(); paintPush(); }
+      } }, t('push_remove'))),
+      h('p', { class: 'sub' }, when(s.created_at))));
+    const parts = [];
+    if (!supported) parts.push(state('unsupported', t('push_unsupported'), 'warn'));
+    else if (!p.push_key) parts.push(state('unconfigured', t('push_no_key'), 'warn'));
+    else if (!reg) parts.push(state('no-worker', t('push_no_sw'), 'warn'));
+    else if (sub) {
+      parts.push(state('on', t('push_on'), 'ok-line'), note ? h('p', { class: 'note', 'data-testid': 'push-note' }, note) : '',
+        h('button', { class: 'btn', 'data-testid': 'push-disable', onclick: async (e) => {
+          const button = e.currentTarget;
+          button.disabled = true;
+          pushProblem = '';
+          const id = stored.get(PUSH_ID + sub.endpoint);
+          try {
+            await sub.unsubscribe().catch(() => {});
+            stored.drop(PUSH_ID + sub.endpoint);
+            if (id) await api(`/api/v1/me/push/${enc(id)}`, { method: 'DELETE' }).catch((err) => { if (err.status !== 404) throw err; });
+            await refresh();
+          } catch (err) { fail(err); }
+          note = '';
+          if (ctx.alive()) { paintChannels(); paintPush(); }
+        } }, t('push_disable')));
+    } else if (Notification.permission === 'denied') parts.push(state('denied', t('push_denied'), 'warn'));
+    else {
+      parts.push(state('off', t('push_off')), h('button', { class: 'btn primary', 'data-testid': 'push-enable', onclick: async (e) => {
+        const button = e.currentTarget;
+        button.disabled = true;
+        problemText.hidden = true;
+        pushProblem = '';
+        try {
+          // Older Safari answers by callback, newer browsers by promise.
+          const permission = await new Promise((answer) => { const r = Notification.requestPermission(answer); if (r?.then) r.then(answer); });
+          if (permission !== 'granted') throw new Error(t('push_denied'));
+          const ready = await registration();
+          if (!ready) throw new Error(t('push_no_sw'));
+          let made = await ready.pushManager.getSubscription();
+          if (made && !sameKey(made)) { await made.unsubscribe().catch(() => {}); made = null; }
+          made ||= await within(ready.pushManager.subscribe({ userVisibleOnly: true, applicationServerKey: fromB64u(p.push_key) }), 30e3, t('push_timeout'));
+          await register(made);
+          await refresh();
+          if (!ctx.alive()) return;
+          // Push can page them once it is among their channels: ticked here, saved by them.
+          if (!chosen.includes('push')) { chosen.push('push'); note = t('push_save_hint'); } else note = '';
+          paintChannels();
+          paintPush();
+        } catch (err) {
+          fail(err);
+          button.disabled = false;
+        }
+      } }, t('push_enable')));
+    }
+    pushBox.replaceChildren(...parts, problemText,
+      devices.length ? h('h3', null, t('push_devices')) : '', devices.length ? h('ul', { class: 'versions' }, devices) : '');
+  }
+
+  paintChannels();
+  pushBox.replaceChildren(h('p', { class: 'sub' }, t('loading')));
+  main.replaceChildren(form, pushPanel);
+  await paintPush();
 }

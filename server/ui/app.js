@@ -7,7 +7,7 @@ const main = document.getElementById('main');
 const head = document.getElementById('top');
 const tabs = document.getElementById('tabs');
 // Alarms and tickets load on first use, so a unit page loads less.
-const VIEWS = { '': V.fleet, unit: V.unit, signin: V.signin, alarms: 0, alarm: 0, tickets: 0, ticket: 0, reports: 1, report: 1, admin: 2, gateways: 2, gateway: 2, people: 2, rotations: 2, settings: 2, accounts: 2 };
+const VIEWS = { '': V.fleet, unit: V.unit, signin: V.signin, alarms: 0, alarm: 0, tickets: 0, ticket: 0, reports: 1, report: 1, admin: 2, gateways: 2, gateway: 2, people: 2, rotations: 2, settings: 2, accounts: 2, me: 2 };
 // Views loaded on first use, by module.
 const MODULES = { 0: './work.js', 1: './doctor.js', 2: './admin.js' };
 // The management screens, under one tab.
@@ -30,7 +30,9 @@ function shell(name) {
   const signed = !!session.user;
   head.replaceChildren(
     h('a', { class: 'brand', href: '#/' }, h('img', { src: '/ui/icon.svg', alt: '', width: 28, height: 28 }), h('span', null, 'Chillcloud')),
-    signed ? h('span', { class: 'who' }, session.user.name) : h('span', { class: 'who' }),
+    // Everyone's own notification settings, behind their name.
+    signed ? h('a', { class: 'who', href: '#/me/notifications', 'data-testid': 'nav-me', 'aria-current': name === 'me' ? 'page' : null,
+      'aria-label': `${t('notifications')}: ${session.user.name}` }, icon('bell'), h('span', null, session.user.name)) : h('span', { class: 'who' }),
     h('button', { class: 'hbtn', 'data-testid': 'lang-toggle', 'aria-label': 'Language / 语言', onclick: () => { toggleLang(); route(true); } }, t('lang_other')),
     signed ? h('button', { class: 'hbtn', 'data-testid': 'signout', onclick: signout }, t('signout')) : '');
   tabs.hidden = !signed;
@@ -50,6 +52,8 @@ async function route(keep) {
   const my = ++gen;
   if (!session.user && r.name !== 'signin') { returnTo = location.hash || '#/'; location.replace('#/signin'); return; }
   if (session.user && r.name === 'signin') { location.replace(returnTo || '#/'); return; }
+  // A message's link to one alarm may say alarms/<id>.
+  if (r.name === 'alarms' && r.id) { location.replace(`#/alarm/${encodeURIComponent(r.id)}`); return; }
   shell(r.name);
   let view = VIEWS[r.name];
   if ((r.name.startsWith('ticket') || MANAGE.has(r.name)) && !canTickets()) view = null;
@@ -99,8 +103,13 @@ async function boot() {
 V.startTicker();
 boot();
 
-// Installable: the service worker caches the app shell only.
+// Installable: the service worker caches the app shell only, and shows push messages.
 if ('serviceWorker' in navigator) {
+  // A tapped notification opens its page here when the worker could not navigate this tab.
+  navigator.serviceWorker.addEventListener('message', (e) => {
+    const url = e.data && e.data.navigate && new URL(e.data.navigate, location.href);
+    if (url && url.origin === location.origin) location.href = url.href;
+  });
   addEventListener('load', () => {
     navigator.serviceWorker.register('/ui/sw.js', { scope: '/' })
       .catch(() => navigator.serviceWorker.register('/ui/sw.js').catch(() => {}));
