@@ -18,16 +18,13 @@ use crate::{
 
 /// Runs the loop until `shutdown`, with the outbox's senders beside it.
 pub async fn run(pool: PgPool, paging: Paging, alarms: Alarms, shutdown: CancellationToken) {
-    let client = reqwest::Client::builder().timeout(paging.limits.send_timeout).build().unwrap_or_default();
-    let sender = tokio::spawn(outbox::run(
-        pool.clone(),
-        paging.providers.clone(),
-        paging.email.clone(),
-        client,
-        paging.limits,
-        paging.wake.clone(),
-        shutdown.clone(),
-    ));
+    // No redirects: a chat room's or push service's host was checked, not where it might send us.
+    let client = reqwest::Client::builder()
+        .timeout(paging.limits.send_timeout)
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap_or_default();
+    let sender = tokio::spawn(outbox::run(pool.clone(), paging.senders(client), paging.wake.clone(), shutdown.clone()));
     let mut events = alarms.subscribe();
     loop {
         if let Err(error) = step(&pool, &paging).await {

@@ -87,13 +87,15 @@ pub async fn page_service_team(
             idempotency_key: format!("{key}-person-{person}"),
             alarm_id: None,
             ticket_id: None,
-            person_id: person,
+            person_id: Some(person),
             channel: "sms",
             address: phone,
             language,
             params: json!({ "kind": Kind::Service.name(), "fault": fault, "since": since }),
             body,
             reply_code: None,
+            chat_room_id: None,
+            not_before: None,
             attachment: None,
         };
         if outbox::enqueue(&mut *db, &message).await? {

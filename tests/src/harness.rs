@@ -534,8 +534,8 @@ impl Api {
     }
 
     /// Invites a user (`{"login", "name", "role", "organisation_id", "language"}`) and takes up
-    /// the invitation with `password`.
-    pub async fn user(&self, user: serde_json::Value, password: &str) {
+    /// the invitation with `password`; returns their id.
+    pub async fn user(&self, user: serde_json::Value, password: &str) -> i64 {
         let (status, invited) = self.send(Method::POST, "/api/v1/users", user).await;
         assert_eq!(status, 200, "{invited}");
         let url = invited["invitation_url"].as_str().expect("invitation url");
@@ -547,6 +547,46 @@ impl Api {
             .await
             .expect("take up the invitation");
         assert_eq!(set.status(), 200);
+        invited["id"].as_i64().expect("user id")
+    }
+
+    /// A client acting as `login`: it signs in and makes itself an API token, as a user's
+    /// script would.
+    pub async fn signed_in(&self, login: &str, password: &str) -> Api {
+        let client = reqwest::Client::new();
+        let response = client
+            .post(format!("{}/api/v1/session", self.base))
+            .json(&serde_json::json!({"login": login, "password": password}))
+            .send()
+            .await
+            .expect("sign in");
+        assert!(response.status().is_success(), "sign in as {login}: {}", response.status());
+        let cookies: Vec<String> = response
+            .headers()
+            .get_all("set-cookie")
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .map(str::to_owned)
+            .collect();
+        let session = cookies
+            .iter()
+            .find(|c| c.starts_with("chillcloud_session="))
+            .and_then(|c| c.split(';').next())
+            .expect("a session cookie")
+            .to_owned();
+        let body: serde_json::Value = response.json().await.expect("session body");
+        let token: serde_json::Value = client
+            .post(format!("{}/api/v1/tokens", self.base))
+            .header("cookie", session)
+            .header("x-csrf-token", body["csrf_token"].as_str().expect("csrf token"))
+            .json(&serde_json::json!({"name": "test"}))
+            .send()
+            .await
+            .expect("make a token")
+            .json()
+            .await
+            .expect("token body");
+        Api { base: self.base.clone(), token: token["token"].as_str().expect("token").to_owned(), client }
     }
 
     /// Sends `body` with `method` (PUT, POST, DELETE) and returns the status and the JSON
@@ -950,9 +990,9 @@ impl Stack {
     }
 
     /// Invites a user (`{"login", "name", "role", "organisation_id", "language"}`) through the
-    /// API and takes up the invitation with `password`.
-    pub async fn user(&self, user: serde_json::Value, password: &str) {
-        self.api().user(user, password).await;
+    /// API and takes up the invitation with `password`; returns their id.
+    pub async fn user(&self, user: serde_json::Value, password: &str) -> i64 {
+        self.api().user(user, password).await
     }
 
     /// Connects a fake gateway with `points` points.

@@ -11,7 +11,7 @@ use std::{
 use axum::{Router, body::Bytes, extract::State, routing::post};
 use chillcloud_server::{
     paging::{
-        outbox::{self, Limits, NewMessage},
+        outbox::{self, Limits, NewMessage, Senders},
         providers::{Provider, ProviderConfig},
     },
     store::MIGRATOR,
@@ -50,8 +50,9 @@ async fn two_senders_sharing_one_outbox_send_each_recipient_one_message_per_gap(
 
     let dir = shared_temp_dir();
     std::fs::write(dir.path().join("secret"), "webhook-secret").expect("write secret");
-    let provider = Provider::load(ProviderConfig::Webhook { url, secret_file: dir.path().join("secret") })
-        .expect("load the provider");
+    let provider =
+        Provider::load(ProviderConfig::Webhook { url, secret_file: dir.path().join("secret") }, "http://127.0.0.1")
+            .expect("load the provider");
     let providers = Arc::new(vec![provider]);
     let limits = Limits { min_gap: Duration::from_secs(60), ..Limits::default() };
     let client = reqwest::Client::new();
@@ -70,13 +71,15 @@ async fn two_senders_sharing_one_outbox_send_each_recipient_one_message_per_gap(
                 idempotency_key: format!("test-{person}-{message}"),
                 alarm_id: None,
                 ticket_id: None,
-                person_id: person,
+                person_id: Some(person),
                 channel: "sms",
                 address: (*address).to_owned(),
                 language: "en".into(),
                 params: json!({"kind": "breach", "fault": format!("message {message}")}),
                 body: format!("message {message}"),
                 reply_code: None,
+                chat_room_id: None,
+                not_before: None,
                 attachment: None,
             };
             let mut db = pool.acquire().await.expect("a connection");
@@ -84,10 +87,11 @@ async fn two_senders_sharing_one_outbox_send_each_recipient_one_message_per_gap(
         }
     }
 
+    let senders = Senders::text(providers, client, limits);
     // Sender A claims one message per person and is held mid-send by the receiver.
     let first = {
-        let (pool, providers, client) = (pool.clone(), providers.clone(), client.clone());
-        tokio::spawn(async move { outbox::send_due(&pool, &providers, None, &client, limits).await })
+        let (pool, senders) = (pool.clone(), senders.clone());
+        tokio::spawn(async move { outbox::send_due(&pool, &senders).await })
     };
     wait_for("sender A mid-send to all three", Duration::from_secs(30), || {
         let received = receiver.received.clone();
@@ -97,8 +101,8 @@ async fn two_senders_sharing_one_outbox_send_each_recipient_one_message_per_gap(
 
     // Sender B, meanwhile, must find nobody it may send to.
     let second = {
-        let (pool, providers, client) = (pool.clone(), providers.clone(), client.clone());
-        tokio::spawn(async move { outbox::send_due(&pool, &providers, None, &client, limits).await })
+        let (pool, senders) = (pool.clone(), senders.clone());
+        tokio::spawn(async move { outbox::send_due(&pool, &senders).await })
     };
     let outcome = wait_for("sender B to finish or to send", Duration::from_secs(30), || {
         let received = receiver.received.clone();
@@ -119,10 +123,7 @@ async fn two_senders_sharing_one_outbox_send_each_recipient_one_message_per_gap(
     // so nothing more goes out and every waiting message is put off to its recipient's gap.
     for round in 0.. {
         assert!(round < 20, "the senders never ran out of due messages");
-        let (a, b) = tokio::join!(
-            outbox::send_due(&pool, &providers, None, &client, limits),
-            outbox::send_due(&pool, &providers, None, &client, limits),
-        );
+        let (a, b) = tokio::join!(outbox::send_due(&pool, &senders), outbox::send_due(&pool, &senders));
         if a.expect("sender A") + b.expect("sender B") == 0 {
             break;
         }

@@ -494,7 +494,7 @@ pub async fn deliver(
                 idempotency_key: format!("report-{report_id}-person-{person}-{channel}"),
                 alarm_id: None,
                 ticket_id: None,
-                person_id: person,
+                person_id: Some(person),
                 channel,
                 address,
                 language: language.clone(),
@@ -507,6 +507,8 @@ pub async fn deliver(
                 }),
                 body: body.clone(),
                 reply_code: None,
+                chat_room_id: None,
+                not_before: None,
                 attachment: (channel == "email").then(|| pdfs.get(&language)).flatten().map(|pdf| {
                     crate::paging::outbox::Attachment {
                         filename: format!("report-{report_id}.pdf"),

@@ -8,22 +8,25 @@
 //! signed link, or an SMS reply quoting the message's code) stops the incident for everyone.
 
 pub mod api;
+pub mod chat;
 pub mod email;
 pub mod links;
 pub mod outbox;
 pub mod policy;
 pub mod providers;
+pub mod push;
+pub mod webpush;
 
 use std::{path::PathBuf, sync::Arc, time::Duration};
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, NaiveTime, TimeZone, Utc};
 use serde::Deserialize;
 use serde_json::json;
 use sqlx::PgPool;
 use tokio::sync::Notify;
 use tracing::{debug, info};
 
-use policy::{Audience, Policies, Policy};
+use policy::{Audience, Channel, Policies, Policy};
 use providers::{Provider, ProviderConfig};
 
 /// The paging configuration file (`--paging-config`).
@@ -50,6 +53,18 @@ pub struct PagingFile {
     pub ticket_clock_scale: Option<f64>,
     /// E-mail beside SMS, for people with an address.
     pub email: Option<email::EmailConfig>,
+    /// Web Push to the installed dashboard (default on).
+    pub push: Option<bool>,
+    /// The VAPID subject push services may contact (`mailto:` or `https:`; default the public
+    /// URL when it is https).
+    pub push_subject: Option<String>,
+    /// Hosts beside the browsers' push services that subscriptions may point at (a private
+    /// push service; `http` is allowed for these).
+    #[serde(default)]
+    pub push_hosts: Vec<String>,
+    /// Hosts beside the chat robots' own that a room's webhook URL may be on (a proxy).
+    #[serde(default)]
+    pub chat_hosts: Vec<String>,
 }
 
 message_error! {
@@ -112,6 +127,12 @@ pub struct Paging {
     pub ticket_clock_scale: f64,
     /// The SMTP sender, if e-mail is configured.
     pub email: Option<Arc<email::Email>>,
+    /// The VAPID key and subject of Web Push, unless push is off.
+    pub push: Option<Arc<(webpush::VapidKey, String)>>,
+    /// Extra hosts push subscriptions may point at.
+    pub push_hosts: Vec<String>,
+    /// Extra hosts chat rooms' webhooks may be on.
+    pub chat_hosts: Vec<String>,
 }
 
 impl Paging {
@@ -126,11 +147,18 @@ impl Paging {
         };
         let mut providers = Vec::new();
         for provider in config.providers {
-            providers.push(Provider::load(provider).map_err(|e| format!("a provider's secret file: {e}"))?);
+            providers
+                .push(Provider::load(provider, &public_url).map_err(|e| format!("a provider's secret file: {e}"))?);
         }
-        if providers.is_empty() {
+        if !providers.iter().any(|p| p.channel() == "sms") {
             providers.push(Provider::console());
         }
+        let push_subject = match config.push_subject {
+            Some(subject) if subject.starts_with("mailto:") || subject.starts_with("https:") => subject,
+            Some(_) => return Err("push_subject starts with mailto: or https:".into()),
+            None if public_url.starts_with("https:") => public_url.clone(),
+            None => "mailto:paging@chillcloud.invalid".into(),
+        };
         for grade in 1..=4 {
             config.policies.for_grade(grade).check().map_err(|e| format!("grade {grade} policy: {e}"))?;
         }
@@ -159,14 +187,44 @@ impl Paging {
             providers: Arc::new(providers),
             limits,
             policies: config.policies,
-            link_secret: link_secret.into(),
             public_url: public_url.trim_end_matches('/').to_owned(),
             link_ttl: Duration::from_secs_f64(config.link_hours.unwrap_or(24.0) * 3600.0),
             wake: Arc::new(Notify::new()),
             auto_open_grades: config.auto_open_grades.unwrap_or_else(|| vec![1, 2]),
             ticket_clock_scale: config.ticket_clock_scale.unwrap_or(1.0).clamp(1e-6, 1.0),
             email: config.email.as_ref().map(email::Email::load).transpose()?.map(Arc::new),
+            push: config.push.unwrap_or(true).then(|| Arc::new((push::vapid_key(&link_secret), push_subject))),
+            link_secret: link_secret.into(),
+            push_hosts: config.push_hosts,
+            chat_hosts: config.chat_hosts,
         })
+    }
+
+    /// What the outbox sends with.
+    pub fn senders(&self, client: reqwest::Client) -> outbox::Senders {
+        outbox::Senders {
+            providers: self.providers.clone(),
+            email: self.email.clone(),
+            push: self.push.clone(),
+            public_url: self.public_url.clone(),
+            client,
+            limits: self.limits,
+        }
+    }
+
+    /// Whether a voice provider is configured.
+    pub fn has_voice(&self) -> bool {
+        self.providers.iter().any(|p| p.channel() == "voice")
+    }
+
+    /// Whether `channel` can reach a person with this phone, address and push subscription.
+    pub fn reaches(&self, channel: Channel, person: &Recipient) -> bool {
+        match channel {
+            Channel::Push => self.push.is_some() && person.has_push,
+            Channel::Sms => person.phone.is_some(),
+            Channel::Voice => person.phone.is_some() && self.has_voice(),
+            Channel::Email => person.email.is_some() && self.email.is_some(),
+        }
     }
 }
 
@@ -308,48 +366,32 @@ pub async fn escalate(pool: &PgPool, paging: &Paging) -> sqlx::Result<usize> {
         let policy: Policy = site_policies.unwrap_or_else(|| paging.policies.clone()).for_grade(grade);
         let (steps, next) =
             policy.due(incident.opened_at.timestamp_millis(), incident.steps_done as usize, now.timestamp_millis());
-        let mut audience: Vec<Audience> = Vec::new();
+        // Steps due together (the server was down) are paged once: per channel choice (a
+        // level's own channels, or each person's), its audience, keyed by its last step.
+        let mut groups: Vec<(Option<Vec<Channel>>, Vec<Audience>, usize)> = Vec::new();
         for step in &steps {
+            let via = policy.via(*step).map(<[Channel]>::to_vec);
+            let index = match groups.iter().position(|g| g.0 == via) {
+                Some(index) => index,
+                None => {
+                    groups.push((via, Vec::new(), *step));
+                    groups.len() - 1
+                }
+            };
+            let group = &mut groups[index];
+            group.2 = *step;
             for who in policy.audience(*step) {
-                if !audience.contains(&who) {
-                    audience.push(who);
+                if !group.1.contains(&who) {
+                    group.1.push(who);
                 }
             }
         }
-        let last_step = steps.last().copied().unwrap_or(incident.steps_done as usize);
-        let people = recipients(pool, &incident, &audience, now).await?;
-        // Not twice to one person for one incident within the repeat window.
-        let window_s = policy.repeat_s.unwrap_or(1e9);
-        for (person_id, name, phone, mail, language) in people {
-            let recent: bool = sqlx::query_scalar(
-                "select exists (select 1 from outbox where alarm_id = $1 and person_id = $2
-                                and created_at > now() - make_interval(secs => $3::double precision))",
-            )
-            .bind(incident.alarm_id)
-            .bind(person_id)
-            .bind(window_s * 0.99)
-            .fetch_one(pool)
-            .await?;
-            if recent {
-                continue;
+        for (via, audience, step) in groups {
+            if audience.contains(&Audience::Chat) {
+                enqueued += page_chat_rooms(pool, paging, &incident, step, now).await?;
             }
-            if phone.is_none() && mail.is_none() {
-                debug!(person_id, name, "no phone number or e-mail address; not paged");
-            }
-            if let Some(phone) = phone {
-                let message = render(paging, &incident, person_id, &phone, &language, last_step, now);
-                if outbox::enqueue(&mut *pool.acquire().await?, &message).await? {
-                    enqueued += 1;
-                }
-            }
-            if let (Some(address), Some(_)) = (mail, &paging.email) {
-                let mut message = render(paging, &incident, person_id, &address, &language, last_step, now);
-                message.channel = "email";
-                message.idempotency_key.push_str("-email");
-                message.reply_code = None;
-                if outbox::enqueue(&mut *pool.acquire().await?, &message).await? {
-                    enqueued += 1;
-                }
+            for person in recipients(pool, &incident, &audience, now).await? {
+                enqueued += page_person(pool, paging, &incident, &person, via.as_deref(), step, now).await?;
             }
         }
         sqlx::query("update incidents set steps_done = $2, next_at = $3 where alarm_id = $1")
@@ -365,13 +407,196 @@ pub async fn escalate(pool: &PgPool, paging: &Paging) -> sqlx::Result<usize> {
     Ok(enqueued)
 }
 
-/// The people an audience reaches at a site: (id, name, phone, language).
+/// A person to page, with how they want to be reached.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct Recipient {
+    /// Their id.
+    pub id: i64,
+    /// Their name.
+    pub name: String,
+    /// Phone number, E.164.
+    pub phone: Option<String>,
+    /// E-mail address.
+    pub email: Option<String>,
+    /// `en` or `zh`.
+    pub language: String,
+    /// Their channels in order (none chosen: push, SMS, e-mail).
+    pub channels: Option<Vec<String>>,
+    /// Quiet hours, in `timezone`.
+    pub quiet_from: Option<NaiveTime>,
+    /// When quiet hours end.
+    pub quiet_to: Option<NaiveTime>,
+    /// An IANA time zone, `Asia/Shanghai`.
+    pub timezone: Option<String>,
+    /// Whether a browser of theirs is subscribed to push.
+    pub has_push: bool,
+}
+
+impl Recipient {
+    /// The channels a step reaches them by: the level's own, or theirs; only those that can.
+    pub fn channels_for(&self, paging: &Paging, via: Option<&[Channel]>) -> Vec<Channel> {
+        let chosen: Vec<Channel> = match (via, &self.channels) {
+            (Some(via), _) => via.to_vec(),
+            (None, Some(names)) => names.iter().filter_map(|n| Channel::from_name(n)).collect(),
+            (None, None) => vec![Channel::Push, Channel::Sms, Channel::Email],
+        };
+        let mut reachable: Vec<Channel> = chosen.into_iter().filter(|c| paging.reaches(*c, self)).collect();
+        // Someone whose own channels cannot reach them (push chosen, no browser subscribed
+        // yet) still gets the SMS; a level's own channels are what that level is for.
+        if reachable.is_empty() && via.is_none() && self.phone.is_some() {
+            reachable.push(Channel::Sms);
+        }
+        reachable
+    }
+}
+
+/// Sends one person a step's messages, one per channel; returns how many were enqueued.
+async fn page_person(
+    pool: &PgPool,
+    paging: &Paging,
+    incident: &Due,
+    person: &Recipient,
+    via: Option<&[Channel]>,
+    step: usize,
+    now: DateTime<Utc>,
+) -> sqlx::Result<usize> {
+    let channels = person.channels_for(paging, via);
+    if channels.is_empty() {
+        debug!(person_id = person.id, name = person.name, "no channel reaches this person; not paged");
+        return Ok(0);
+    }
+    // Quiet hours hold minor alarms (grades 3 and 4) until they end.
+    let not_before = match (person.quiet_from, person.quiet_to) {
+        (Some(from), Some(to)) if incident.grade >= 3 => {
+            quiet_until(from, to, person.timezone.as_deref().unwrap_or("UTC"), now)
+        }
+        _ => None,
+    };
+    let window_s = incident_window(incident, paging).unwrap_or(1e9);
+    let mut enqueued = 0;
+    for channel in channels {
+        // Not twice on one channel to one person for one incident within the repeat window.
+        let recent: bool = sqlx::query_scalar(
+            "select exists (select 1 from outbox where alarm_id = $1 and person_id = $2 and channel = $4
+                            and created_at > now() - make_interval(secs => $3::double precision))",
+        )
+        .bind(incident.alarm_id)
+        .bind(person.id)
+        .bind(window_s * 0.99)
+        .bind(channel.name())
+        .fetch_one(pool)
+        .await?;
+        if recent {
+            continue;
+        }
+        let address = match channel {
+            Channel::Email => person.email.clone(),
+            Channel::Push => Some(format!("push:{}", person.id)),
+            Channel::Sms | Channel::Voice => person.phone.clone(),
+        };
+        let Some(address) = address else { continue };
+        let mut message = render(paging, incident, person.id, &address, &person.language, step, now);
+        message.not_before = not_before;
+        if channel != Channel::Sms {
+            message.channel = channel.name();
+            message.idempotency_key.push_str(&format!("-{}", channel.name()));
+            message.reply_code = None;
+        }
+        match channel {
+            Channel::Voice => message.body = providers::speech(&message.params, &message.language),
+            Channel::Push => message.body = push::payload(&outgoing_preview(&message)).to_string(),
+            Channel::Sms | Channel::Email => {}
+        }
+        if outbox::enqueue(&mut *pool.acquire().await?, &message).await? {
+            enqueued += 1;
+        }
+    }
+    Ok(enqueued)
+}
+
+/// The site policy's repeat window for the incident.
+fn incident_window(incident: &Due, paging: &Paging) -> Option<f64> {
+    let site: Option<Policies> = incident.policy.clone().and_then(|p| serde_json::from_value(p).ok());
+    site.unwrap_or_else(|| paging.policies.clone()).for_grade(incident.grade as u8).repeat_s
+}
+
+/// An enqueued message as the outbox will hand it to a sender (for what it will show).
+fn outgoing_preview(message: &outbox::NewMessage) -> providers::Outgoing {
+    providers::Outgoing {
+        id: 0,
+        idempotency_key: message.idempotency_key.clone(),
+        language: message.language.clone(),
+        address: message.address.clone(),
+        body: message.body.clone(),
+        params: message.params.clone(),
+    }
+}
+
+/// Posts a step of an incident to the site's chat rooms (and the team-wide ones).
+async fn page_chat_rooms(
+    pool: &PgPool,
+    paging: &Paging,
+    incident: &Due,
+    step: usize,
+    now: DateTime<Utc>,
+) -> sqlx::Result<usize> {
+    let rooms: Vec<(i64, String)> = sqlx::query_as(
+        "select id, language from chat_rooms where gateway_id = $1 or gateway_id is null order by id limit 20",
+    )
+    .bind(&incident.gateway_id)
+    .fetch_all(pool)
+    .await?;
+    let mut enqueued = 0;
+    for (room, language) in rooms {
+        let mut message = render(paging, incident, 0, &format!("chat:{room}"), &language, step, now);
+        // The room sees the alarm's page, never a person's acknowledgement link or code.
+        for personal in ["token", "link", "code"] {
+            message.params[personal] = serde_json::Value::Null;
+        }
+        message.idempotency_key =
+            format!("alarm-{}-round-{}-step-{step}-chat-{room}", incident.alarm_id, incident.resumed);
+        message.person_id = None;
+        message.channel = "chat";
+        message.chat_room_id = Some(room);
+        message.reply_code = None;
+        let (title, lines) = chat::words_of(&outgoing_preview(&message));
+        message.body = format!("{title}: {}", lines.join("; "));
+        if outbox::enqueue(&mut *pool.acquire().await?, &message).await? {
+            enqueued += 1;
+        }
+    }
+    Ok(enqueued)
+}
+
+/// When quiet hours from `from` to `to` (local times in `timezone`, across midnight when `to`
+/// is earlier) end, if `now` is inside them.
+pub fn quiet_until(from: NaiveTime, to: NaiveTime, timezone: &str, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
+    let zone: chrono_tz::Tz = timezone.parse().unwrap_or(chrono_tz::UTC);
+    let local = now.with_timezone(&zone);
+    let time = local.time();
+    let date = local.date_naive();
+    let end_date = match from.cmp(&to) {
+        std::cmp::Ordering::Less if from <= time && time < to => date,
+        std::cmp::Ordering::Greater if time >= from => date.succ_opt()?,
+        std::cmp::Ordering::Greater if time < to => date,
+        _ => return None,
+    };
+    let end = end_date.and_time(to);
+    // A end that falls in a clock change's gap is taken an hour later.
+    let end = zone
+        .from_local_datetime(&end)
+        .earliest()
+        .or_else(|| zone.from_local_datetime(&(end + chrono::Duration::hours(1))).earliest())?;
+    Some(end.with_timezone(&Utc))
+}
+
+/// The people an audience reaches at a site, with their channels and quiet hours.
 async fn recipients(
     pool: &PgPool,
     incident: &Due,
     audience: &[Audience],
     now: DateTime<Utc>,
-) -> sqlx::Result<Vec<(i64, String, Option<String>, Option<String>, String)>> {
+) -> sqlx::Result<Vec<Recipient>> {
     let mut ids: Vec<i64> = Vec::new();
     for who in audience {
         let found: Vec<i64> = match who {
@@ -383,6 +608,7 @@ async fn recipients(
             Audience::Service => site_role(pool, &incident.gateway_id, "service").await?,
             Audience::Owner => site_role(pool, &incident.gateway_id, "owner").await?,
             Audience::Manager => site_role(pool, &incident.gateway_id, "manager").await?,
+            Audience::Chat => Vec::new(),
         };
         for id in found {
             if !ids.contains(&id) {
@@ -390,10 +616,19 @@ async fn recipients(
             }
         }
     }
-    sqlx::query_as("select id, name, phone, email, language from people where id = any($1) order by id")
-        .bind(&ids)
-        .fetch_all(pool)
-        .await
+    people_by_id(pool, &ids).await
+}
+
+/// People with how they want to be reached.
+pub async fn people_by_id(db: impl sqlx::PgExecutor<'_>, ids: &[i64]) -> sqlx::Result<Vec<Recipient>> {
+    sqlx::query_as(
+        "select p.id, p.name, p.phone, p.email, p.language, f.channels, f.quiet_from, f.quiet_to, f.timezone,
+                exists (select 1 from push_subscriptions s where s.person_id = p.id) as has_push
+         from people p left join paging_preferences f on f.person_id = p.id where p.id = any($1) order by p.id",
+    )
+    .bind(ids)
+    .fetch_all(db)
+    .await
 }
 
 async fn site_role(pool: &PgPool, gateway: &str, role: &str) -> sqlx::Result<Vec<i64>> {
@@ -464,11 +699,18 @@ fn render(
     let values = providers::shorten(&incident.message, 60);
     let zh = language == "zh" && !incident.title_zh.is_empty();
     let fault = if zh { &incident.title_zh } else { &incident.title };
-    let body = if zh {
-        format!("Chillcloud {}级 {unit}：{fault}。{values}。确认 {link} 或回复 1 {code}", incident.grade)
-    } else {
-        format!("Chillcloud G{} {unit}: {fault}. {values}. Ack {link} or reply 1 {code}", incident.grade)
-    };
+    let params = json!({
+        "kind": providers::Kind::Alarm.name(),
+        "alarm": incident.alarm_id,
+        "grade": incident.grade.to_string(),
+        "unit": unit,
+        "fault": fault,
+        "value": values,
+        "code": code,
+        "token": token,
+        "link": link,
+    });
+    let language = if zh { "zh" } else { "en" };
     outbox::NewMessage {
         idempotency_key: format!(
             "alarm-{}-round-{}-step-{step}-person-{person_id}",
@@ -476,23 +718,65 @@ fn render(
         ),
         alarm_id: Some(incident.alarm_id),
         ticket_id: None,
-        person_id,
+        person_id: Some(person_id),
         channel: "sms",
         address: phone.to_owned(),
-        language: if zh { "zh".into() } else { "en".into() },
-        params: json!({
-            "kind": providers::Kind::Alarm.name(),
-            "grade": incident.grade.to_string(),
-            "unit": unit,
-            "fault": fault,
-            "value": values,
-            "code": code,
-            "token": token,
-            "link": link,
-        }),
-        body,
+        language: language.into(),
+        body: sms_text(&params, language),
+        params,
         reply_code: Some(code),
         attachment: None,
+        chat_room_id: None,
+        not_before: None,
+    }
+}
+
+/// An alarm's text message from its parameters: short, with the key values, the signed link
+/// and the reply code.
+pub(crate) fn sms_text(params: &serde_json::Value, language: &str) -> String {
+    let text = |k: &str| params[k].as_str().unwrap_or_default();
+    let (grade, unit, fault, values, link, code) =
+        (text("grade"), text("unit"), text("fault"), text("value"), text("link"), text("code"));
+    if language == "zh" {
+        format!("Chillcloud {grade}级 {unit}：{fault}。{values}。确认 {link} 或回复 1 {code}")
+    } else {
+        format!("Chillcloud G{grade} {unit}: {fault}. {values}. Ack {link} or reply 1 {code}")
+    }
+}
+
+/// "Send me a test" on `channel` to a person at `address`: keyed by the minute, so a double
+/// click sends one.
+pub fn test_message(person: &Recipient, channel: Channel, address: String, now: DateTime<Utc>) -> outbox::NewMessage {
+    let zh = person.language == "zh";
+    let params = json!({
+        "kind": providers::Kind::Test.name(),
+        "grade": "-",
+        "unit": person.name,
+        "fault": if zh { "测试消息" } else { "Test message" },
+        "value": "-",
+        "code": "-",
+        "token": "test",
+        "link": "",
+    });
+    let body = match channel {
+        Channel::Voice => providers::speech(&params, &person.language),
+        _ if zh => "Chillcloud 测试消息：这个渠道能收到报警。".into(),
+        _ => "Chillcloud test message: alarms reach you on this channel.".into(),
+    };
+    outbox::NewMessage {
+        idempotency_key: format!("test-{}-{}-{}", person.id, channel.name(), now.timestamp() / 60),
+        alarm_id: None,
+        ticket_id: None,
+        person_id: Some(person.id),
+        channel: channel.name(),
+        address,
+        language: person.language.clone(),
+        params,
+        body,
+        reply_code: None,
+        attachment: None,
+        chat_room_id: None,
+        not_before: None,
     }
 }
 
@@ -502,6 +786,34 @@ mod tests {
 
     use super::*;
     use crate::alarms::{engine, expr::Expr, rules};
+
+    #[test]
+    fn quiet_hours_hold_until_they_end_in_the_persons_time_zone() {
+        let at = |h: u32, m: u32| NaiveTime::from_hms_opt(h, m, 0).expect("time");
+        let utc = |text: &str| DateTime::parse_from_rfc3339(text).expect("time").with_timezone(&Utc);
+        // 22:00 to 07:00 in Shanghai (UTC+8): 23:30 there is 15:30 UTC; it ends 07:00 there, 23:00 UTC.
+        assert_eq!(
+            quiet_until(at(22, 0), at(7, 0), "Asia/Shanghai", utc("2026-12-03T15:30:00Z")),
+            Some(utc("2026-12-03T23:00:00Z"))
+        );
+        // 06:00 there, the same night's end.
+        assert_eq!(
+            quiet_until(at(22, 0), at(7, 0), "Asia/Shanghai", utc("2026-12-03T22:00:00Z")),
+            Some(utc("2026-12-03T23:00:00Z"))
+        );
+        // Noon there: not quiet.
+        assert_eq!(quiet_until(at(22, 0), at(7, 0), "Asia/Shanghai", utc("2026-12-03T04:00:00Z")), None);
+        // Within one day, and a zone with summer time: 13:00 to 14:00 in Berlin in July (UTC+2).
+        assert_eq!(
+            quiet_until(at(13, 0), at(14, 0), "Europe/Berlin", utc("2026-07-01T11:30:00Z")),
+            Some(utc("2026-07-01T12:00:00Z"))
+        );
+        // An unknown zone is UTC.
+        assert_eq!(
+            quiet_until(at(1, 0), at(2, 0), "Mars/Olympus", utc("2026-07-01T01:30:00Z")),
+            Some(utc("2026-07-01T02:00:00Z"))
+        );
+    }
 
     /// An SMS for every shipped rule, in both languages: each template variable fits Aliyun's 35
     /// characters, is cut only between words (with "…"), the unit is named as people know it and

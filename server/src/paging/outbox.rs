@@ -11,6 +11,13 @@
 //! into no digest, and goes nowhere again before that provider has been asked whether it sent
 //! it ([`Provider::after_timeout`]); a provider that cannot tell is asked for up to
 //! `unsure_wait`, then the message is sent again.
+//!
+//! Every channel goes through here: a message's channel picks who sends it (the text or voice
+//! providers, SMTP, Web Push, a chat room's robot), and its allowance, digests and leases are
+//! per channel and address, so an SMS does not hold back the call that follows it. A push or a
+//! call that cannot reach its person (no browser subscribed; every voice provider refused it
+//! [`VOICE_ATTEMPTS`] times) fails over to an SMS: the same step's SMS key, so a person who got
+//! that SMS already gets no second one.
 
 use std::{sync::Arc, time::Duration};
 
@@ -23,7 +30,36 @@ use tracing::{debug, info, warn};
 use super::{
     email::Email,
     providers::{AfterTimeout, Kind, Outgoing, Provider, SendError},
+    push,
+    webpush::VapidKey,
 };
+
+/// Attempts at a push or a call before it fails over to an SMS.
+pub const VOICE_ATTEMPTS: i32 = 3;
+
+/// What the outbox sends with.
+#[derive(Clone)]
+pub struct Senders {
+    /// Text and voice providers, each carrying one channel, in failover order.
+    pub providers: Arc<Vec<Provider>>,
+    /// The SMTP sender, if e-mail is configured.
+    pub email: Option<Arc<Email>>,
+    /// The VAPID key and subject of Web Push, if it is on.
+    pub push: Option<Arc<(VapidKey, String)>>,
+    /// The server's base URL, for links in chat posts.
+    pub public_url: String,
+    /// The HTTP client providers are reached with.
+    pub client: reqwest::Client,
+    /// Per-recipient limits and timeouts.
+    pub limits: Limits,
+}
+
+impl Senders {
+    /// Text providers only (tests of the outbox itself).
+    pub fn text(providers: Arc<Vec<Provider>>, client: reqwest::Client, limits: Limits) -> Self {
+        Self { providers, email: None, push: None, public_url: String::new(), client, limits }
+    }
+}
 
 text_enum! {
     /// Where a message is. The SQL of the outbox names these in literals where a partial index
@@ -88,12 +124,17 @@ pub struct NewMessage {
     pub alarm_id: Option<i64>,
     /// Or the ticket.
     pub ticket_id: Option<i64>,
-    /// The person.
-    pub person_id: i64,
-    /// `sms` or `email`.
+    /// The person (none for a chat room).
+    pub person_id: Option<i64>,
+    /// `sms`, `voice`, `push`, `email` or `chat`.
     pub channel: &'static str,
-    /// Their phone number or e-mail address.
+    /// Their phone number or e-mail address; `push:<person>` or `chat:<room>`.
     pub address: String,
+    /// The chat room, for `chat`.
+    pub chat_room_id: Option<i64>,
+    /// Not sent before this (the end of the person's quiet hours); not at all if its alarm
+    /// cleared by then.
+    pub not_before: Option<DateTime<Utc>>,
     /// `en` or `zh`.
     pub language: String,
     /// Template parameters.
@@ -122,8 +163,9 @@ pub struct Attachment {
 pub async fn enqueue(db: &mut sqlx::PgConnection, message: &NewMessage) -> sqlx::Result<bool> {
     let inserted: Option<i64> = sqlx::query_scalar(
         "insert into outbox (idempotency_key, alarm_id, ticket_id, person_id, channel, address, language, params, body,
-             reply_code)
-         values ($1, $2, $9, $3, $10, $4, $5, $6, $7, $8) on conflict (idempotency_key) do nothing returning id",
+             reply_code, chat_room_id, not_before, next_attempt_at)
+         values ($1, $2, $9, $3, $10, $4, $5, $6, $7, $8, $11, $12, coalesce($12, now()))
+         on conflict (idempotency_key) do nothing returning id",
     )
     .bind(&message.idempotency_key)
     .bind(message.alarm_id)
@@ -135,6 +177,8 @@ pub async fn enqueue(db: &mut sqlx::PgConnection, message: &NewMessage) -> sqlx:
     .bind(&message.reply_code)
     .bind(message.ticket_id)
     .bind(message.channel)
+    .bind(message.chat_room_id)
+    .bind(message.not_before)
     .fetch_optional(&mut *db)
     .await?;
     if let (Some(id), Some(attachment)) = (inserted, &message.attachment) {
@@ -153,6 +197,9 @@ pub async fn enqueue(db: &mut sqlx::PgConnection, message: &NewMessage) -> sqlx:
 struct Claimed {
     id: i64,
     alarm_id: Option<i64>,
+    person_id: Option<i64>,
+    chat_room_id: Option<i64>,
+    not_before: Option<DateTime<Utc>>,
     channel: String,
     idempotency_key: String,
     address: String,
@@ -171,17 +218,9 @@ struct Claimed {
 }
 
 /// Sends what is due until `shutdown`; `wake` is notified when something is enqueued.
-pub async fn run(
-    pool: PgPool,
-    providers: Arc<Vec<Provider>>,
-    email: Option<Arc<Email>>,
-    client: reqwest::Client,
-    limits: Limits,
-    wake: Arc<Notify>,
-    shutdown: tokio_util::sync::CancellationToken,
-) {
+pub async fn run(pool: PgPool, senders: Senders, wake: Arc<Notify>, shutdown: tokio_util::sync::CancellationToken) {
     loop {
-        match send_due(&pool, &providers, email.as_ref(), &client, limits).await {
+        match send_due(&pool, &senders).await {
             Ok(0) => {}
             Ok(_) => continue,
             Err(error) => warn!(%error, "sending from the outbox failed; will retry"),
@@ -194,29 +233,26 @@ pub async fn run(
     }
 }
 
-/// Claims and sends due messages, one per recipient at a time; returns how many it handled.
-pub async fn send_due(
-    pool: &PgPool,
-    providers: &Arc<Vec<Provider>>,
-    email: Option<&Arc<Email>>,
-    client: &reqwest::Client,
-    limits: Limits,
-) -> sqlx::Result<usize> {
+/// Claims and sends due messages, one per recipient and channel at a time; returns how many it
+/// handled.
+pub async fn send_due(pool: &PgPool, senders: &Senders) -> sqlx::Result<usize> {
+    let limits = senders.limits;
     let claim = rand::random::<i64>();
     let mut tx = pool.begin().await?;
     let due: Vec<(i64, String)> = sqlx::query_as(
-        "select id, address from outbox where status in ('pending', 'sending') and next_attempt_at <= now()
+        "select id, channel || ':' || address from outbox
+         where status in ('pending', 'sending') and next_attempt_at <= now()
          order by next_attempt_at, id limit 200 for update skip locked",
     )
     .fetch_all(&mut *tx)
     .await?;
-    // One claim per recipient, and only for recipients no other sender holds: what else waits
-    // for them is merged into it.
+    // One claim per recipient (channel and address), and only for recipients no other sender
+    // holds: what else waits for them is merged into it.
     let mut seen = std::collections::HashSet::new();
-    let first: Vec<(i64, String)> = due.into_iter().filter(|(_, address)| seen.insert(address.clone())).collect();
+    let first: Vec<(i64, String)> = due.into_iter().filter(|(_, recipient)| seen.insert(recipient.clone())).collect();
     // In one order for every sender, so two never wait on each other's leases.
-    let mut addresses: Vec<&str> = first.iter().map(|(_, address)| address.as_str()).collect();
-    addresses.sort_unstable();
+    let mut recipients: Vec<&str> = first.iter().map(|(_, recipient)| recipient.as_str()).collect();
+    recipients.sort_unstable();
     let held: Vec<String> = sqlx::query_scalar(
         "insert into outbox_recipients (address, claim, held_until)
          select unnest($1::text[]), $2, now() + make_interval(secs => $3::double precision)
@@ -224,19 +260,19 @@ pub async fn send_due(
              where outbox_recipients.held_until <= now()
          returning address",
     )
-    .bind(&addresses)
+    .bind(&recipients)
     .bind(claim)
     .bind(limits.lease.as_secs_f64())
     .fetch_all(&mut *tx)
     .await?;
     let held: std::collections::HashSet<String> = held.into_iter().collect();
-    let ids: Vec<i64> = first.iter().filter(|(_, address)| held.contains(address)).map(|(id, _)| *id).collect();
+    let ids: Vec<i64> = first.iter().filter(|(_, recipient)| held.contains(recipient)).map(|(id, _)| *id).collect();
     let claimed: Vec<Claimed> = sqlx::query_as(
         "update outbox set status = 'sending', attempts = attempts + 1, claim = $3,
              next_attempt_at = now() + make_interval(secs => $2::double precision)
          where id = any($1)
-         returning id, alarm_id, channel, idempotency_key, address, language, params, body, reply_code, attempts,
-             timeouts, claim, unsure_provider, unsure_since",
+         returning id, alarm_id, person_id, chat_room_id, not_before, channel, idempotency_key, address, language,
+             params, body, reply_code, attempts, timeouts, claim, unsure_provider, unsure_since",
     )
     .bind(&ids)
     .bind(limits.lease.as_secs_f64())
@@ -247,14 +283,14 @@ pub async fn send_due(
     let count = claimed.len();
     let mut sends = tokio::task::JoinSet::new();
     for message in claimed {
-        let (pool, providers, email, client) = (pool.clone(), providers.clone(), email.cloned(), client.clone());
+        let (pool, senders) = (pool.clone(), senders.clone());
         sends.spawn(async move {
-            let (address, claim) = (message.address.clone(), message.claim);
-            let delivered = deliver(&pool, &providers, email.as_deref(), &client, limits, message).await;
-            // The next message to this person may be claimed at once (by any sender).
+            let (recipient, claim) = (format!("{}:{}", message.channel, message.address), message.claim);
+            let delivered = deliver(&pool, &senders, message).await;
+            // The next message to this recipient may be claimed at once (by any sender).
             let released =
                 sqlx::query("update outbox_recipients set held_until = now() where address = $1 and claim = $2")
-                    .bind(&address)
+                    .bind(&recipient)
                     .bind(claim)
                     .execute(&pool)
                     .await;
@@ -271,21 +307,19 @@ pub async fn send_due(
     first_error.map_or(Ok(count), Err)
 }
 
-async fn deliver(
-    pool: &PgPool,
-    providers: &[Provider],
-    email: Option<&Email>,
-    client: &reqwest::Client,
-    limits: Limits,
-    mut message: Claimed,
-) -> sqlx::Result<()> {
-    // An alarm acknowledged (or closed) while its message waited: nobody needs it any more.
+async fn deliver(pool: &PgPool, senders: &Senders, mut message: Claimed) -> sqlx::Result<()> {
+    let (limits, client) = (senders.limits, &senders.client);
+    // An alarm acknowledged (or closed) while its message waited: nobody needs it any more; nor
+    // a minor one that cleared while quiet hours held its message.
     if let Some(alarm) = message.alarm_id {
-        let settled: bool =
-            sqlx::query_scalar("select acknowledged_at is not null or closed_at is not null from alarms where id = $1")
-                .bind(alarm)
-                .fetch_one(pool)
-                .await?;
+        let settled: bool = sqlx::query_scalar(
+            "select acknowledged_at is not null or closed_at is not null or ($2 and cleared_at is not null)
+             from alarms where id = $1",
+        )
+        .bind(alarm)
+        .bind(message.not_before.is_some())
+        .fetch_one(pool)
+        .await?;
         if settled {
             let mut tx = pool.begin().await?;
             let cancelled = sqlx::query("update outbox set status = 'cancelled' where id = $1 and claim = $2")
@@ -310,16 +344,17 @@ async fn deliver(
             return Ok(());
         }
     }
-    // The recipient's allowance: one per `min_gap`, `per_day` a day.
+    // The recipient's allowance on this channel: one per `min_gap`, `per_day` a day.
     // A message that timed out may be on the phone already: it counts, from when it timed out.
     let (last_sent, today): (Option<DateTime<Utc>>, i64) = sqlx::query_as(
         "select max(coalesce(sent_at, unsure_since)),
                 count(*) filter (where coalesce(sent_at, unsure_since) > now() - interval '1 day')
-         from outbox where address = $1 and id <> $2
+         from outbox where address = $1 and channel = $3 and id <> $2
            and (status = 'sent' or (status in ('pending', 'sending') and unsure_provider is not null))",
     )
     .bind(&message.address)
     .bind(message.id)
+    .bind(&message.channel)
     .fetch_one(pool)
     .await?;
     let gap = chrono::Duration::from_std(limits.min_gap).unwrap_or_default();
@@ -347,18 +382,52 @@ async fn deliver(
         return Ok(());
     }
     let outgoing = Outgoing {
+        id: message.id,
         idempotency_key: message.idempotency_key.clone(),
+        language: message.language.clone(),
         address: message.address.clone(),
         body: message.body.clone(),
         params: message.params.clone(),
     };
-    // E-mail goes through the SMTP server; SMS through the providers, in order. A message that
-    // timed out at a provider goes back to it (same key) before the next.
-    let mail = Provider::mail();
-    let chain: &[Provider] = if message.channel == "email" { std::slice::from_ref(&mail) } else { providers };
+    // The channel's senders, in order. A message that timed out at a provider goes back to it
+    // (same key) before the next.
+    let chain: Vec<Provider> = match message.channel.as_str() {
+        "email" => vec![Provider::mail()],
+        "push" => vec![Provider::push()],
+        "chat" => {
+            let room: Option<(String, String, Option<String>)> =
+                sqlx::query_as("select kind, url, secret from chat_rooms where id = $1")
+                    .bind(message.chat_room_id)
+                    .fetch_optional(pool)
+                    .await?;
+            match room.and_then(|(kind, url, secret)| Some((super::chat::ChatKind::from_name(&kind)?, url, secret))) {
+                Some((kind, url, secret)) => vec![Provider::chat(kind, url, secret, &senders.public_url)],
+                None => {
+                    sqlx::query("update outbox set status = 'cancelled', last_error = 'the chat room was removed' where id = $1 and claim = $2")
+                        .bind(message.id)
+                        .bind(message.claim)
+                        .execute(pool)
+                        .await?;
+                    return Ok(());
+                }
+            }
+        }
+        // Text providers carry `sms` (and the older `webhook` and `console` rows).
+        channel => {
+            let channel = if channel == "voice" { "voice" } else { "sms" };
+            senders.providers.iter().filter(|p| p.channel() == channel).cloned().collect()
+        }
+    };
+    if chain.is_empty() {
+        return give_up(pool, &message, "no provider carries this channel").await;
+    }
+    // A call report comes when the call ends (ringing, then the alarm said twice): minutes.
+    let unsure_wait =
+        if message.channel == "voice" { limits.unsure_wait.max(Duration::from_secs(300)) } else { limits.unsure_wait };
     if let Some(unsure) = chain.iter().find(|p| message.unsure_provider.as_deref() == Some(p.name())) {
         let since = message.unsure_since.unwrap_or(now);
-        let answer = tokio::time::timeout(limits.send_timeout, unsure.after_timeout(client, &outgoing, since)).await;
+        let asked = unsure.after_timeout(client, pool, &outgoing, since, limits.send_timeout);
+        let answer = tokio::time::timeout(limits.send_timeout, asked).await;
         let decision = match answer {
             Ok(Ok(decision)) => decision,
             Ok(Err(error)) => {
@@ -374,7 +443,7 @@ async fn deliver(
                 info!(id = message.id, provider = unsure.name(), "the provider had sent it before timing out");
                 return mark_sent(pool, &message, unsure, &reference).await;
             }
-            AfterTimeout::Wait if now - since < chrono::Duration::from_std(limits.unsure_wait).unwrap_or_default() => {
+            AfterTimeout::Wait if now - since < chrono::Duration::from_std(unsure_wait).unwrap_or_default() => {
                 sqlx::query(
                     "update outbox set status = 'pending', attempts = attempts - 1,
                          next_attempt_at = now() + interval '5 seconds'
@@ -401,27 +470,46 @@ async fn deliver(
     let start = (message.timeouts / limits.timeouts_before_failover.max(1)) as usize;
     let mut errors = Vec::new();
     let mut timed_out = None;
+    let mut unreachable = false;
     for provider in (0..chain.len()).map(|i| &chain[(start + i) % chain.len()]) {
         let sent = async {
-            match (provider.is_mail(), email) {
-                (true, Some(email)) => {
-                    let attachment =
-                        attachment_of(pool, message.id).await.map_err(|e| SendError::Failed(e.to_string()))?;
-                    email.send(&outgoing.address, &subject(&outgoing.params), &outgoing.body, attachment.as_ref()).await
-                }
-                (true, None) => Err(SendError::Failed("no [email] in the paging configuration".into())),
-                (false, _) => provider.send(client, &outgoing).await,
+            if provider.is_mail() {
+                let Some(email) = &senders.email else {
+                    return Err(SendError::Failed("no [email] in the paging configuration".into()));
+                };
+                let attachment = attachment_of(pool, message.id).await.map_err(|e| SendError::Failed(e.to_string()))?;
+                email.send(&outgoing.address, &subject(&outgoing.params), &outgoing.body, attachment.as_ref()).await
+            } else if provider.is_push() {
+                let (Some(push), Some(person)) = (&senders.push, message.person_id) else {
+                    return Err(SendError::Unreachable("push is off".into()));
+                };
+                push::send(pool, &push.0, &push.1, client, person, &outgoing).await
+            } else {
+                provider.send(client, &outgoing).await
             }
         };
         match tokio::time::timeout(limits.send_timeout, sent).await {
             Ok(Ok(reference)) => return mark_sent(pool, &message, provider, &reference).await,
             Ok(Err(SendError::Failed(error))) => errors.push(format!("{}: {error}", provider.name())),
+            Ok(Err(SendError::Unreachable(error))) => {
+                errors.push(format!("{}: {error}", provider.name()));
+                unreachable = true;
+            }
+            // A push that may have gone out is harmless to repeat (its topic replaces it).
+            Ok(Err(SendError::Timeout)) | Err(_) if provider.is_push() => {
+                errors.push(format!("{}: timed out", provider.name()));
+            }
             Ok(Err(SendError::Timeout)) | Err(_) => {
                 errors.push(format!("{}: timed out", provider.name()));
                 timed_out = Some(provider.name());
                 break;
             }
         }
+    }
+    // A push or a call that cannot get through becomes an SMS (but a test stays a test).
+    let personal_channel = matches!(message.channel.as_str(), "push" | "voice") && message.alarm_id.is_some();
+    if timed_out.is_none() && personal_channel && (unreachable || message.attempts >= VOICE_ATTEMPTS) {
+        return give_up(pool, &message, &errors.join("; ")).await;
     }
     let failed = message.attempts >= limits.max_attempts;
     let backoff =
@@ -470,25 +558,76 @@ async fn mark_sent(pool: &PgPool, message: &Claimed, provider: &Provider, refere
     Ok(())
 }
 
+/// Marks a message failed for good; a push or call about an alarm fails over to the SMS of
+/// the same step (its key: one SMS per person and step, whichever channel asked for it).
+async fn give_up(pool: &PgPool, message: &Claimed, why: &str) -> sqlx::Result<()> {
+    let updated = sqlx::query("update outbox set status = 'failed', last_error = $3 where id = $1 and claim = $2")
+        .bind(message.id)
+        .bind(message.claim)
+        .bind(why)
+        .execute(pool)
+        .await?
+        .rows_affected();
+    let sms_key = message.idempotency_key.trim_end_matches("-push").trim_end_matches("-voice");
+    if updated == 0 || !matches!(message.channel.as_str(), "push" | "voice") || message.alarm_id.is_none() {
+        warn!(id = message.id, channel = message.channel, why, "message failed");
+        return Ok(());
+    }
+    let phone: Option<String> = sqlx::query_scalar("select phone from people where id = $1")
+        .bind(message.person_id)
+        .fetch_optional(pool)
+        .await?
+        .flatten();
+    let Some(phone) = phone else {
+        warn!(id = message.id, channel = message.channel, why, "message failed; no phone number to fail over to");
+        return Ok(());
+    };
+    let code = super::reply_code();
+    let mut params = message.params.clone();
+    params["code"] = Value::String(code.clone());
+    let sms = NewMessage {
+        idempotency_key: sms_key.to_owned(),
+        alarm_id: message.alarm_id,
+        ticket_id: None,
+        person_id: message.person_id,
+        channel: "sms",
+        address: phone,
+        language: message.language.clone(),
+        body: super::sms_text(&params, &message.language),
+        params,
+        reply_code: Some(code),
+        attachment: None,
+        chat_room_id: None,
+        not_before: None,
+    };
+    let enqueued = enqueue(&mut *pool.acquire().await?, &sms).await?;
+    info!(id = message.id, channel = message.channel, why, enqueued, "message failed over to SMS");
+    Ok(())
+}
+
 /// Folds the recipient's other waiting messages into this one, as a digest.
-/// Only alarm messages are merged, and only about alarms still unacknowledged; what an earlier
-/// digest carried moves into this one, so a reply to it reaches every alarm.
+/// Only alarm messages are merged, and only about alarms still unacknowledged, and none that
+/// quiet hours still hold; what an earlier digest carried moves into this one, so a reply to it
+/// reaches every alarm. Calls and pushes are never digests: a keypress or a notification's
+/// action acknowledges the one alarm it names.
 /// `false` if the message is no longer this sender's to send.
 async fn merge_waiting(pool: &PgPool, message: &mut Claimed) -> sqlx::Result<bool> {
-    if message.alarm_id.is_none() {
+    if message.alarm_id.is_none() || matches!(message.channel.as_str(), "voice" | "push") {
         return Ok(true);
     }
     let mut tx = pool.begin().await?;
     let waiting: Vec<(i64, Value)> = sqlx::query_as(
         "update outbox set status = 'merged', merged_into = $1
          where id in (select o.id from outbox o join alarms a on a.id = o.alarm_id
-                      where o.address = $2 and o.status = 'pending' and o.id <> $1 and o.unsure_provider is null
+                      where o.address = $2 and o.channel = $3 and o.status = 'pending' and o.id <> $1
+                        and o.unsure_provider is null and (o.not_before is null or o.not_before <= now())
                         and a.acknowledged_at is null and a.closed_at is null
                       for update of o skip locked)
          returning id, params",
     )
     .bind(message.id)
     .bind(&message.address)
+    .bind(&message.channel)
     .fetch_all(&mut *tx)
     .await?;
     if waiting.is_empty() {

@@ -29,6 +29,43 @@ pub enum Audience {
     Owner,
     /// The service managers.
     Manager,
+    /// The site's team chat rooms (and the team-wide ones): posted once per level that names
+    /// them, never on repeats.
+    Chat,
+}
+
+/// How a message reaches a person.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Channel {
+    /// Web Push to the dashboard installed on their phone: instant and free.
+    Push,
+    /// A text message.
+    Sms,
+    /// A phone call that speaks the alarm; a keypress acknowledges.
+    Voice,
+    /// E-mail.
+    Email,
+}
+
+impl Channel {
+    /// Every channel, in the order people are reached by default.
+    pub const ALL: [Channel; 4] = [Channel::Push, Channel::Sms, Channel::Voice, Channel::Email];
+
+    /// Its name, as stored in the outbox and in preferences.
+    pub fn name(self) -> &'static str {
+        match self {
+            Channel::Push => "push",
+            Channel::Sms => "sms",
+            Channel::Voice => "voice",
+            Channel::Email => "email",
+        }
+    }
+
+    /// The channel of a name.
+    pub fn from_name(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|c| c.name() == name)
+    }
 }
 
 /// One escalation level.
@@ -39,6 +76,10 @@ pub struct Level {
     pub after_s: f64,
     /// Who it adds.
     pub notify: Vec<Audience>,
+    /// The channels this level reaches people by, whatever they chose (a call after an
+    /// unanswered SMS); none: each person's own channels.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub via: Option<Vec<Channel>>,
 }
 
 /// An escalation policy.
@@ -69,20 +110,26 @@ impl Policies {
 }
 
 impl Policy {
-    /// Defaults from the service table in docs/service-levels.md: critical faults reach the on-call engineer
-    /// and the owner at once, the whole team after 5 minutes and the managers after 30, repeated
-    /// every 10 minutes; major ones pass on after 30 minutes; minor ones after 2 hours; warnings
-    /// reach the on-call engineer once.
+    /// Defaults from the service table in docs/service-levels.md: critical faults reach the
+    /// on-call engineer, the owner and the site's chat rooms at once, call the on-call engineer
+    /// when that has not been acknowledged in 2 minutes, reach the whole team after 5 minutes and
+    /// the managers after 30, repeated every 10 minutes; major ones pass on after 30 minutes;
+    /// minor ones after 2 hours; warnings reach the on-call engineer once.
     pub fn default_for(grade: u8) -> Policy {
         use Audience::*;
-        let level = |after_s: f64, notify: &[Audience]| Level { after_s, notify: notify.to_vec() };
+        let level = |after_s: f64, notify: &[Audience]| Level { after_s, notify: notify.to_vec(), via: None };
         match grade {
             1 => Policy {
-                levels: vec![level(0.0, &[OnCall, Owner]), level(300.0, &[Service]), level(1800.0, &[Manager])],
+                levels: vec![
+                    level(0.0, &[OnCall, Owner, Chat]),
+                    Level { via: Some(vec![Channel::Voice]), ..level(120.0, &[OnCall]) },
+                    level(300.0, &[Service]),
+                    level(1800.0, &[Manager]),
+                ],
                 repeat_s: Some(600.0),
             },
             2 => Policy {
-                levels: vec![level(0.0, &[OnCall]), level(1800.0, &[Service]), level(7200.0, &[Manager])],
+                levels: vec![level(0.0, &[OnCall, Chat]), level(1800.0, &[Service]), level(7200.0, &[Manager])],
                 repeat_s: Some(1800.0),
             },
             3 => Policy { levels: vec![level(0.0, &[OnCall]), level(7200.0, &[Service])], repeat_s: Some(7200.0) },
@@ -104,6 +151,9 @@ impl Policy {
         if self.repeat_s.is_some_and(|r| !(r.is_finite() && (10.0..=MONTH_S).contains(&r))) {
             return Err("repeat_s is 10 s to 30 days".into());
         }
+        if self.levels.iter().any(|l| l.via.as_ref().is_some_and(|via| via.is_empty() || via.len() > 4)) {
+            return Err("a level's via names 1 to 4 channels".into());
+        }
         Ok(())
     }
 
@@ -120,13 +170,19 @@ impl Policy {
         }
     }
 
-    /// Who step `step` reaches: its level's audience, or everyone's on a repeat.
+    /// The channels step `step` reaches people by (none: their own); a repeat uses their own.
+    pub fn via(&self, step: usize) -> Option<&[Channel]> {
+        self.levels.get(step).and_then(|level| level.via.as_deref())
+    }
+
+    /// Who step `step` reaches: its level's audience, or everyone's on a repeat (but the chat
+    /// rooms, which hear of an incident once per level).
     pub fn audience(&self, step: usize) -> Vec<Audience> {
         match self.levels.get(step) {
             Some(level) => level.notify.clone(),
             None => {
                 let mut all: Vec<Audience> = Vec::new();
-                for audience in self.levels.iter().flat_map(|l| &l.notify) {
+                for audience in self.levels.iter().flat_map(|l| &l.notify).filter(|a| **a != Audience::Chat) {
                     if !all.contains(audience) {
                         all.push(*audience);
                     }
@@ -218,23 +274,28 @@ mod tests {
     fn a_critical_incident_walks_its_levels_then_repeats_until_acknowledged() {
         let policy = Policy::default_for(1);
         let opened = 1_000_000;
-        // At the start: the on-call engineer and the owner.
-        assert_eq!(policy.due(opened, 0, opened), (vec![0], Some(opened + 5 * MIN)));
-        assert_eq!(policy.audience(0), [Audience::OnCall, Audience::Owner]);
+        // At the start: the on-call engineer, the owner and the chat rooms, by their own channels.
+        assert_eq!(policy.due(opened, 0, opened), (vec![0], Some(opened + 2 * MIN)));
+        assert_eq!(policy.audience(0), [Audience::OnCall, Audience::Owner, Audience::Chat]);
+        assert_eq!(policy.via(0), None);
+        // Unanswered for 2 minutes: a call to the on-call engineer.
+        assert_eq!(policy.due(opened, 1, opened + 2 * MIN), (vec![1], Some(opened + 5 * MIN)));
+        assert_eq!((policy.audience(1), policy.via(1)), (vec![Audience::OnCall], Some(&[Channel::Voice][..])));
         // Nothing more before 5 minutes.
-        assert_eq!(policy.due(opened, 1, opened + 5 * MIN - 1), (vec![], Some(opened + 5 * MIN)));
-        assert_eq!(policy.due(opened, 1, opened + 5 * MIN), (vec![1], Some(opened + 30 * MIN)));
-        assert_eq!(policy.audience(1), [Audience::Service]);
-        assert_eq!(policy.due(opened, 2, opened + 30 * MIN), (vec![2], Some(opened + 40 * MIN)));
-        // Then everyone every 10 minutes.
-        assert_eq!(policy.due(opened, 3, opened + 40 * MIN), (vec![3], Some(opened + 50 * MIN)));
-        assert_eq!(policy.audience(3), [Audience::OnCall, Audience::Owner, Audience::Service, Audience::Manager]);
+        assert_eq!(policy.due(opened, 2, opened + 5 * MIN - 1), (vec![], Some(opened + 5 * MIN)));
+        assert_eq!(policy.due(opened, 2, opened + 5 * MIN), (vec![2], Some(opened + 30 * MIN)));
+        assert_eq!(policy.audience(2), [Audience::Service]);
+        assert_eq!(policy.due(opened, 3, opened + 30 * MIN), (vec![3], Some(opened + 40 * MIN)));
+        // Then everyone every 10 minutes, by their own channels; the chat rooms heard it once.
+        assert_eq!(policy.due(opened, 4, opened + 40 * MIN), (vec![4], Some(opened + 50 * MIN)));
+        assert_eq!(policy.audience(4), [Audience::OnCall, Audience::Owner, Audience::Service, Audience::Manager]);
+        assert_eq!(policy.via(4), None);
     }
 
     #[test]
     fn overdue_steps_are_paged_together() {
         let policy = Policy::default_for(1);
-        assert_eq!(policy.due(0, 0, 31 * MIN), (vec![0, 1, 2], Some(40 * MIN)));
+        assert_eq!(policy.due(0, 0, 31 * MIN), (vec![0, 1, 2, 3], Some(40 * MIN)));
     }
 
     #[test]
@@ -262,6 +323,9 @@ mod tests {
         policy.levels.swap(0, 1);
         assert!(policy.check().is_err());
         assert!(Policy { levels: vec![], repeat_s: None }.check().is_err());
+        let mut silent = Policy::default_for(1);
+        silent.levels[1].via = Some(vec![]);
+        assert!(silent.check().is_err());
         assert!(Policy { repeat_s: Some(1.0), ..Policy::default_for(1) }.check().is_err());
     }
 }

@@ -1,7 +1,9 @@
 //! Message providers, reached through their real HTTP APIs: Aliyun SMS (`SendSms`, RPC
 //! signature v1), Tencent Cloud SMS (API 3.0, TC3-HMAC-SHA256), Twilio (Messages API), a
 //! generic webhook signed with HMAC-SHA256, and the console (log and outbox only, the demo
-//! default). Secrets are read from files and never logged.
+//! default); voice calls through Aliyun's voice service (`SingleCallByTts`), Tencent's voice
+//! message service (`SendTtsVoice`) and Twilio's Calls API with TwiML; team chat rooms
+//! ([`super::chat`]). Secrets are read from files and never logged.
 
 use std::path::PathBuf;
 
@@ -83,12 +85,90 @@ pub enum ProviderConfig {
         /// File holding the HMAC secret.
         secret_file: PathBuf,
     },
+    /// Aliyun voice notification calls (语音服务, `SingleCallByTts`): a registered text-to-speech
+    /// template per language speaks the alarm. Keypresses come in its call reports, pushed to
+    /// `<public-url>/hooks/aliyun-voice/<report token>`.
+    AliyunVoice {
+        /// API endpoint, `https://dyvmsapi.aliyuncs.com`.
+        endpoint: String,
+        /// AccessKey id.
+        access_key_id: String,
+        /// File holding the AccessKey secret.
+        access_key_secret_file: PathBuf,
+        /// TTS template codes (`TTS_…`) by language; variables `grade`, `unit`, `fault`, `value`.
+        templates: Spoken,
+        /// The number calls show (专属模式); none: Aliyun's shared pool.
+        called_show_number: Option<String>,
+        /// Region, `cn-hangzhou` by default.
+        #[serde(default = "default_aliyun_region")]
+        region: String,
+        /// File holding the secret part of the call report URL (Aliyun does not sign reports).
+        report_token_file: Option<PathBuf>,
+    },
+    /// Tencent Cloud voice message calls (VMS API 3.0, `SendTtsVoice`). Keypresses come in its
+    /// callbacks, to `<public-url>/hooks/tencent-voice/<report token>`.
+    TencentVoice {
+        /// API endpoint, `https://vms.tencentcloudapi.com`.
+        endpoint: String,
+        /// SecretId.
+        secret_id: String,
+        /// File holding the SecretKey.
+        secret_key_file: PathBuf,
+        /// Voice application id (`VoiceSdkAppid`).
+        voice_sdk_app_id: String,
+        /// Template ids by language; `{1}`…`{4}` are grade, unit, fault and value.
+        templates: Spoken,
+        /// Region, `ap-guangzhou` by default.
+        #[serde(default = "default_tencent_region")]
+        region: String,
+        /// File holding the secret part of the callback URL (Tencent does not sign callbacks).
+        report_token_file: Option<PathBuf>,
+    },
+    /// Twilio calls (Calls API with TwiML): the call says the alarm and `<Gather>`s one key,
+    /// which Twilio posts, signed, to `<public-url>/hooks/twilio-voice/<link token>`.
+    TwilioVoice {
+        /// API endpoint, `https://api.twilio.com`.
+        endpoint: String,
+        /// Account SID.
+        account_sid: String,
+        /// File holding the auth token.
+        auth_token_file: PathBuf,
+        /// Calling number, E.164.
+        from: String,
+    },
     /// Logs the message; it stays visible in the outbox.
     Console,
+    /// Web Push to a person's browsers ([`super::push`]; not listed in `[[providers]]`).
+    #[serde(skip)]
+    Push,
+    /// A team chat room's robot, from the `chat_rooms` table (not listed in `[[providers]]`).
+    #[serde(skip)]
+    Chat {
+        /// Which robot.
+        kind: super::chat::ChatKind,
+        /// Its webhook URL (it holds the robot's key).
+        url: String,
+    },
     /// E-mail through the `[email]` SMTP server (not listed in `[[providers]]`: mail is its own
     /// channel).
     #[serde(skip)]
     Mail,
+}
+
+/// A voice template per language.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Spoken {
+    /// Chinese.
+    pub zh: String,
+    /// English.
+    pub en: String,
+}
+
+impl Spoken {
+    fn get(&self, language: &str) -> &str {
+        if language == "zh" { &self.zh } else { &self.en }
+    }
 }
 
 /// The registered template of each message kind (Aliyun template codes, Tencent template ids).
@@ -115,7 +195,7 @@ pub struct Templates {
 impl Templates {
     fn get(&self, kind: Kind) -> Result<&str, SendError> {
         match kind {
-            Kind::Alarm => Ok(&self.alarm),
+            Kind::Alarm | Kind::Test => Ok(&self.alarm),
             Kind::Digest => Ok(&self.digest),
             Kind::Breach => Ok(&self.breach),
             Kind::Feedback => Ok(&self.feedback),
@@ -142,6 +222,8 @@ pub enum Kind {
     Service,
     /// A signed remote-doctor report, for its owner.
     Report,
+    /// "Send me a test": an alarm's template with the words of a test.
+    Test,
 }
 
 impl Kind {
@@ -154,6 +236,7 @@ impl Kind {
             Kind::Feedback => "feedback",
             Kind::Service => "service",
             Kind::Report => "report",
+            Kind::Test => "test",
         }
     }
 
@@ -164,6 +247,7 @@ impl Kind {
             Some("feedback") => Kind::Feedback,
             Some("service") => Kind::Service,
             Some("report") => Kind::Report,
+            Some("test") => Kind::Test,
             _ => Kind::Alarm,
         }
     }
@@ -184,7 +268,7 @@ impl Kind {
     pub fn variables(self) -> &'static [&'static str] {
         match self {
             Kind::Service => &["fault", "since"],
-            Kind::Alarm => &["grade", "unit", "fault", "value", "code", "token"],
+            Kind::Alarm | Kind::Test => &["grade", "unit", "fault", "value", "code", "token"],
             Kind::Digest => &["count", "grade", "fault", "code", "token"],
             Kind::Breach => &["ticket", "grade", "fault", "clock"],
             Kind::Feedback => &["ticket", "code", "token"],
@@ -214,8 +298,10 @@ fn default_tencent_region() -> String {
 pub struct Provider {
     config: ProviderConfig,
     secret: String,
-    /// The secret of the reply push URL (Aliyun, Tencent).
+    /// The secret of the reply push URL (Aliyun, Tencent), or of the call report URL.
     reply_token: Option<String>,
+    /// The server's base URL, for the URLs a provider calls back.
+    public_url: String,
 }
 
 impl std::fmt::Debug for Provider {
@@ -233,13 +319,21 @@ pub enum SendError {
     /// The provider refused or could not be reached: the message did not go out.
     #[error("{0}")]
     Failed(String),
+    /// The channel cannot reach this person at all (no browser subscribed to push, every
+    /// subscription gone): the message moves on to the next channel at once.
+    #[error("{0}")]
+    Unreachable(String),
 }
 
 /// What is sent: the rendered text and the template parameters, keyed for idempotency.
 #[derive(Debug, Clone)]
 pub struct Outgoing {
+    /// The outbox message's id (Aliyun voice echoes it, as `OutId`, in call reports).
+    pub id: i64,
     /// Unique per message; providers that honour a key get it.
     pub idempotency_key: String,
+    /// `en` or `zh`.
+    pub language: String,
     /// Phone number (E.164) or, for webhooks, the person's id.
     pub address: String,
     /// The whole text, for providers that take text.
@@ -249,14 +343,17 @@ pub struct Outgoing {
 }
 
 impl Provider {
-    /// Loads the provider's secret file.
-    pub fn load(config: ProviderConfig) -> std::io::Result<Self> {
+    /// Loads the provider's secret file; `public_url` is the server's base URL.
+    pub fn load(config: ProviderConfig, public_url: &str) -> std::io::Result<Self> {
         let file = match &config {
             ProviderConfig::Aliyun { access_key_secret_file: f, .. }
             | ProviderConfig::Tencent { secret_key_file: f, .. }
             | ProviderConfig::Twilio { auth_token_file: f, .. }
-            | ProviderConfig::Webhook { secret_file: f, .. } => Some(f),
-            ProviderConfig::Console | ProviderConfig::Mail => None,
+            | ProviderConfig::Webhook { secret_file: f, .. }
+            | ProviderConfig::AliyunVoice { access_key_secret_file: f, .. }
+            | ProviderConfig::TencentVoice { secret_key_file: f, .. }
+            | ProviderConfig::TwilioVoice { auth_token_file: f, .. } => Some(f),
+            ProviderConfig::Console | ProviderConfig::Mail | ProviderConfig::Push | ProviderConfig::Chat { .. } => None,
         };
         let secret = match file {
             Some(file) => std::fs::read_to_string(file)?.trim().to_owned(),
@@ -264,7 +361,9 @@ impl Provider {
         };
         let reply_token = match &config {
             ProviderConfig::Aliyun { reply_token_file: Some(f), .. }
-            | ProviderConfig::Tencent { reply_token_file: Some(f), .. } => {
+            | ProviderConfig::Tencent { reply_token_file: Some(f), .. }
+            | ProviderConfig::AliyunVoice { report_token_file: Some(f), .. }
+            | ProviderConfig::TencentVoice { report_token_file: Some(f), .. } => {
                 let token = std::fs::read_to_string(f)?.trim().to_owned();
                 if token.len() < 16 {
                     return Err(std::io::Error::other("a reply token needs at least 16 characters"));
@@ -273,22 +372,47 @@ impl Provider {
             }
             _ => None,
         };
-        Ok(Self { config, secret, reply_token })
+        Ok(Self { config, secret, reply_token, public_url: public_url.trim_end_matches('/').to_owned() })
     }
 
-    /// The reply push URL's secret, for a provider of kind `kind` (`aliyun`, `tencent`).
+    /// The reply (or call report) URL's secret, for a provider of kind `kind` (`aliyun`,
+    /// `tencent`, `aliyun_voice`, `tencent_voice`).
     pub fn reply_token(&self, kind: &str) -> Option<&str> {
         (self.name() == kind).then_some(self.reply_token.as_deref()).flatten()
     }
 
     /// The console provider.
     pub fn console() -> Self {
-        Self { config: ProviderConfig::Console, secret: String::new(), reply_token: None }
+        Self::bare(ProviderConfig::Console)
     }
 
     /// The e-mail channel, sent by [`super::email::Email`].
     pub fn mail() -> Self {
-        Self { config: ProviderConfig::Mail, secret: String::new(), reply_token: None }
+        Self::bare(ProviderConfig::Mail)
+    }
+
+    /// The Web Push channel, sent by [`super::push`].
+    pub fn push() -> Self {
+        Self::bare(ProviderConfig::Push)
+    }
+
+    /// Whether this is the Web Push channel.
+    pub fn is_push(&self) -> bool {
+        matches!(self.config, ProviderConfig::Push)
+    }
+
+    /// A chat room's robot, with its signing secret (DingTalk, Feishu), if it has one.
+    pub fn chat(kind: super::chat::ChatKind, url: String, secret: Option<String>, public_url: &str) -> Self {
+        Self {
+            config: ProviderConfig::Chat { kind, url },
+            secret: secret.unwrap_or_default(),
+            reply_token: None,
+            public_url: public_url.trim_end_matches('/').to_owned(),
+        }
+    }
+
+    fn bare(config: ProviderConfig) -> Self {
+        Self { config, secret: String::new(), reply_token: None, public_url: String::new() }
     }
 
     /// Whether this is the e-mail channel.
@@ -303,24 +427,37 @@ impl Provider {
             ProviderConfig::Tencent { .. } => "tencent",
             ProviderConfig::Twilio { .. } => "twilio",
             ProviderConfig::Webhook { .. } => "webhook",
+            ProviderConfig::AliyunVoice { .. } => "aliyun_voice",
+            ProviderConfig::TencentVoice { .. } => "tencent_voice",
+            ProviderConfig::TwilioVoice { .. } => "twilio_voice",
             ProviderConfig::Console => "console",
             ProviderConfig::Mail => "smtp",
+            ProviderConfig::Push => "webpush",
+            ProviderConfig::Chat { kind, .. } => kind.name(),
         }
     }
 
-    /// The channel its messages go out on.
+    /// The outbox channel it carries: `sms` (the text providers, the webhook and the console),
+    /// `voice`, `email` or `chat`.
     pub fn channel(&self) -> &'static str {
         match self.config {
-            ProviderConfig::Webhook { .. } => "webhook",
-            ProviderConfig::Console => "console",
+            ProviderConfig::AliyunVoice { .. }
+            | ProviderConfig::TencentVoice { .. }
+            | ProviderConfig::TwilioVoice { .. } => "voice",
             ProviderConfig::Mail => "email",
+            ProviderConfig::Push => "push",
+            ProviderConfig::Chat { .. } => "chat",
             _ => "sms",
         }
     }
 
-    /// Twilio's auth token, to check inbound webhooks.
-    pub fn twilio_auth_token(&self) -> Option<&str> {
-        matches!(self.config, ProviderConfig::Twilio { .. }).then_some(self.secret.as_str())
+    /// Twilio's auth token (of its SMS or its voice provider), to check inbound webhooks.
+    pub fn twilio_auth_token(&self, voice: bool) -> Option<&str> {
+        match self.config {
+            ProviderConfig::Twilio { .. } if !voice => Some(self.secret.as_str()),
+            ProviderConfig::TwilioVoice { .. } if voice => Some(self.secret.as_str()),
+            _ => None,
+        }
     }
 
     /// Sends one message; returns the provider's reference for it.
@@ -337,6 +474,7 @@ impl Provider {
                 Ok(format!("console-{}", message.idempotency_key))
             }
             ProviderConfig::Mail => Err(SendError::Failed("e-mail is sent by the SMTP channel".into())),
+            ProviderConfig::Push => Err(SendError::Failed("push is sent by the push channel".into())),
             ProviderConfig::Aliyun {
                 endpoint, access_key_id, sign_name, templates, param_max_chars, region, ..
             } => {
@@ -418,6 +556,78 @@ impl Provider {
                     Err(SendError::Failed(format!("{status}: {}", answer["message"])))
                 }
             }
+            ProviderConfig::AliyunVoice { endpoint, access_key_id, templates, called_show_number, region, .. } => {
+                let call = Aliyun { client, endpoint, access_key_id, region, secret: &self.secret };
+                let mut params = vec![
+                    // Mainland numbers only, written without the country code.
+                    ("CalledNumber", message.address.strip_prefix("+86").unwrap_or(&message.address).to_owned()),
+                    ("TtsCode", templates.get(&message.language).to_owned()),
+                    ("TtsParam", Value::Object(spoken_variables(&message.params)).to_string()),
+                    ("PlayTimes", "2".into()),
+                    // Echoed in call reports: 1 to 15 bytes.
+                    ("OutId", message.id.to_string()),
+                ];
+                if let Some(number) = called_show_number {
+                    params.push(("CalledShowNumber", number.clone()));
+                }
+                let body = call.request("SingleCallByTts", params).await?;
+                match body["Code"].as_str() {
+                    Some("OK") => Ok(body["CallId"].as_str().unwrap_or_default().to_owned()),
+                    _ => Err(SendError::Failed(format!("{} {}", body["Code"], body["Message"]))),
+                }
+            }
+            ProviderConfig::TencentVoice { endpoint, secret_id, voice_sdk_app_id, templates, region, .. } => {
+                let variables = spoken_variables(&message.params);
+                let spoken: Vec<Value> =
+                    ["grade", "unit", "fault", "value"].iter().map(|k| variables[*k].clone()).collect();
+                let body = json!({
+                    "TemplateId": templates.get(&message.language),
+                    "TemplateParamSet": spoken,
+                    "CalledNumber": message.address,
+                    "VoiceSdkAppid": voice_sdk_app_id,
+                    "PlayTimes": 2,
+                    "SessionContext": message.id.to_string(),
+                })
+                .to_string();
+                let call = Tencent { client, endpoint, secret_id, region, secret: &self.secret };
+                let answer = call.request_for("vms", "SendTtsVoice", "2020-09-02", body).await?;
+                match answer["Response"]["SendStatus"]["CallId"].as_str() {
+                    Some(call_id) => Ok(call_id.to_owned()),
+                    None => Err(SendError::Failed(format!("{}", answer["Response"]["Error"]))),
+                }
+            }
+            ProviderConfig::TwilioVoice { endpoint, account_sid, from, .. } => {
+                // A test call has no alarm to acknowledge: it only speaks.
+                let gather = match (Kind::from_params(&message.params), message.params["token"].as_str()) {
+                    (Kind::Alarm, Some(token)) => Some(format!("{}/hooks/twilio-voice/{token}", self.public_url)),
+                    _ => None,
+                };
+                let twiml = twiml(&message.body, &message.language, gather.as_deref());
+                let response = client
+                    .post(format!("{endpoint}/2010-04-01/Accounts/{account_sid}/Calls.json"))
+                    .basic_auth(account_sid, Some(&self.secret))
+                    .form(&[
+                        ("To", message.address.as_str()),
+                        ("From", from.as_str()),
+                        ("Twiml", twiml.as_str()),
+                        // Rings for up to 30 s; an answering machine's greeting is not a person.
+                        ("Timeout", "30"),
+                        ("MachineDetection", "Enable"),
+                    ])
+                    .send()
+                    .await
+                    .map_err(request_error)?;
+                let status = response.status();
+                let answer = answer(response).await?;
+                if status.is_success() {
+                    Ok(answer["sid"].as_str().unwrap_or_default().to_owned())
+                } else {
+                    Err(SendError::Failed(format!("{status}: {}", answer["message"])))
+                }
+            }
+            ProviderConfig::Chat { kind, url } => {
+                super::chat::send(client, *kind, url, &self.secret, &self.public_url, message).await
+            }
             ProviderConfig::Webhook { url, .. } => {
                 let body = json!({
                     "id": message.idempotency_key,
@@ -446,13 +656,63 @@ impl Provider {
     }
     /// Whether a message this provider timed out on went out after all, asked through its
     /// status API before the message is sent anywhere again. `since` is when it first timed out.
+    /// `send_timeout` is how long the attempt waited: it began that long before `since`.
     pub async fn after_timeout(
         &self,
         client: &reqwest::Client,
+        pool: &sqlx::PgPool,
         message: &Outgoing,
         since: DateTime<Utc>,
+        send_timeout: std::time::Duration,
     ) -> Result<AfterTimeout, SendError> {
+        let attempt_began = since - chrono::Duration::from_std(send_timeout).unwrap_or_default();
         match &self.config {
+            // Twilio creates the call before it answers; the recipient's lease means no other
+            // call to this number from us began after this attempt did.
+            ProviderConfig::TwilioVoice { endpoint, account_sid, from, .. } => {
+                let url = format!("{endpoint}/2010-04-01/Accounts/{account_sid}/Calls.json");
+                // Newest first; not by `StartTime`, which a call still queued has not got yet.
+                let response = client
+                    .get(url)
+                    .basic_auth(account_sid, Some(&self.secret))
+                    .query(&[("To", message.address.as_str()), ("From", from.as_str()), ("PageSize", "20")])
+                    .send()
+                    .await
+                    .map_err(request_error)?;
+                let status = response.status();
+                let answer = answer(response).await?;
+                if !status.is_success() {
+                    return Err(SendError::Failed(format!("{status}: {}", answer["message"])));
+                }
+                let calls = answer["calls"].as_array().cloned().unwrap_or_default();
+                let placed = calls.iter().find(|call| {
+                    call["date_created"]
+                        .as_str()
+                        .and_then(|d| DateTime::parse_from_rfc2822(d).ok())
+                        .is_some_and(|created| created >= attempt_began - chrono::Duration::seconds(5))
+                });
+                Ok(placed.map_or(AfterTimeout::Resend, |call| {
+                    AfterTimeout::Sent(call["sid"].as_str().unwrap_or_default().to_owned())
+                }))
+            }
+            // Aliyun and Tencent have no call list: a call report (which Aliyun marks with our
+            // `OutId`, Tencent with the number) shows the call was placed. Reports come when the
+            // call ends, so until `unsure_wait` there may be none yet.
+            ProviderConfig::AliyunVoice { .. } | ProviderConfig::TencentVoice { .. } => {
+                let reported: Option<String> = sqlx::query_scalar(
+                    "select call_id from voice_events where provider = $1
+                       and (outbox_id = $2 or (outbox_id is null and number = $3 and received_at >= $4))
+                     order by id limit 1",
+                )
+                .bind(self.name())
+                .bind(message.id)
+                .bind(message.address.trim_start_matches('+'))
+                .bind(attempt_began)
+                .fetch_optional(pool)
+                .await
+                .map_err(|e| SendError::Failed(e.to_string()))?;
+                Ok(reported.map_or(AfterTimeout::Wait, AfterTimeout::Sent))
+            }
             // Aliyun lists a message as soon as it takes it, with our `OutId`, by China's date.
             ProviderConfig::Aliyun { endpoint, access_key_id, region, .. } => {
                 let call = Aliyun { client, endpoint, access_key_id, region, secret: &self.secret };
@@ -544,8 +804,12 @@ impl Provider {
                     }))
             }
             // A webhook's receiver deduplicates by the message's `id`; the console cannot time
-            // out; SMTP has no way to ask, and a second e-mail does little harm.
-            ProviderConfig::Webhook { .. } | ProviderConfig::Console | ProviderConfig::Mail => Ok(AfterTimeout::Resend),
+            // out; SMTP has no way to ask, and a second e-mail or chat post does little harm.
+            ProviderConfig::Webhook { .. }
+            | ProviderConfig::Console
+            | ProviderConfig::Mail
+            | ProviderConfig::Push
+            | ProviderConfig::Chat { .. } => Ok(AfterTimeout::Resend),
         }
     }
 }
@@ -603,9 +867,14 @@ struct Tencent<'a> {
 
 impl Tencent<'_> {
     async fn request(&self, action: &str, body: String) -> Result<Value, SendError> {
+        self.request_for("sms", action, "2021-01-11", body).await
+    }
+
+    /// A call to another product's API (`service` as in the credential scope: `vms`).
+    async fn request_for(&self, service: &str, action: &str, version: &str, body: String) -> Result<Value, SendError> {
         let host = self.endpoint.split("://").nth(1).unwrap_or(self.endpoint).trim_end_matches('/').to_owned();
         let timestamp = Utc::now().timestamp();
-        let authorization = tencent_authorization(self.secret_id, self.secret, &host, timestamp, &body);
+        let authorization = tencent_authorization(service, self.secret_id, self.secret, &host, timestamp, &body);
         let response = self
             .client
             .post(format!("{}/", self.endpoint))
@@ -614,7 +883,7 @@ impl Tencent<'_> {
             .header("Host", &host)
             .header("X-TC-Action", action)
             .header("X-TC-Timestamp", timestamp.to_string())
-            .header("X-TC-Version", "2021-01-11")
+            .header("X-TC-Version", version)
             .header("X-TC-Region", self.region)
             .body(body)
             .send()
@@ -641,7 +910,7 @@ async fn answer(response: reqwest::Response) -> Result<Value, SendError> {
 /// Only an error before the request left (no connection, a bad request) means "not sent"; any
 /// later one (a reset, an unreadable answer) may follow a real send, so it counts as a timeout:
 /// the same provider is asked again before the next one could send a second copy.
-fn request_error(error: reqwest::Error) -> SendError {
+pub(crate) fn request_error(error: reqwest::Error) -> SendError {
     if error.is_connect() || error.is_builder() {
         SendError::Failed(error.without_url().to_string())
     } else {
@@ -680,6 +949,72 @@ pub fn shorten(text: &str, max_chars: usize) -> String {
     format!("{head}…")
 }
 
+/// The variables a call speaks (`grade`, `unit`, `fault`, `value`), each short enough that
+/// together they stay under Aliyun's 250 characters.
+fn spoken_variables(params: &Value) -> serde_json::Map<String, Value> {
+    ["grade", "unit", "fault", "value"]
+        .iter()
+        .map(|k| ((*k).to_owned(), Value::String(variable(params, k, 60))))
+        .collect()
+}
+
+/// What a call says, in the person's language, ending with how to acknowledge.
+pub fn speech(params: &Value, language: &str) -> String {
+    let v = spoken_variables(params);
+    let text = |k: &str| v[k].as_str().unwrap_or_default().to_owned();
+    let kind = Kind::from_params(params);
+    match (language, kind) {
+        ("zh", Kind::Test) => "这是 Chillcloud 的测试电话：报警会这样打给您。".into(),
+        (_, Kind::Test) => "This is a test call from Chillcloud: alarms will call you like this.".into(),
+        ("zh", _) => format!(
+            "Chillcloud 报警。{}级，{}：{}。{}。确认请按 1。",
+            text("grade"),
+            text("unit"),
+            text("fault"),
+            text("value")
+        ),
+        _ => format!(
+            "Chillcloud alarm. Grade {}, {}: {}. {}. Press 1 to acknowledge.",
+            text("grade"),
+            text("unit"),
+            text("fault"),
+            text("value")
+        ),
+    }
+}
+
+/// The `<Say>` attributes for a language: Mandarin needs a voice that speaks it (Amazon Polly's
+/// Zhiyu); Twilio's default voice does not, and a `<Say>` it cannot speak fails.
+pub fn say_in(language: &str) -> &'static str {
+    if language == "zh" {
+        r#"voice="Polly.Zhiyu" language="cmn-CN""#
+    } else {
+        r#"voice="Polly.Joanna" language="en-US""#
+    }
+}
+
+/// The TwiML of a call: say the alarm twice while waiting for one key, which Twilio posts to
+/// `gather`; without a key, say how else to acknowledge. No `gather`: just say it.
+pub fn twiml(text: &str, language: &str, gather: Option<&str>) -> String {
+    let escape = |t: &str| t.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;");
+    let say = say_in(language);
+    let fallback = if language == "zh" {
+        "未收到按键。请用短信或链接确认。"
+    } else {
+        "No key was pressed. Acknowledge by text message or link."
+    };
+    match gather {
+        Some(gather) => format!(
+            r#"<?xml version="1.0" encoding="UTF-8"?><Response><Gather input="dtmf" numDigits="1" timeout="8" action="{}" method="POST"><Say {say} loop="2">{}</Say></Gather><Say {say}>{fallback}</Say></Response>"#,
+            escape(gather),
+            escape(text)
+        ),
+        None => {
+            format!(r#"<?xml version="1.0" encoding="UTF-8"?><Response><Say {say}>{}</Say></Response>"#, escape(text))
+        }
+    }
+}
+
 /// Aliyun's percent-encoding: RFC 3986 unreserved characters stay, everything else is `%XX`
 /// (so a space is `%20`, `*` is `%2A`, `~` stays).
 fn aliyun_encode(text: &str) -> String {
@@ -706,19 +1041,26 @@ fn hmac_sha256(key: &[u8], data: &str) -> Vec<u8> {
     mac.finalize().into_bytes().to_vec()
 }
 
-/// Tencent Cloud API 3.0 `Authorization` header (TC3-HMAC-SHA256) for a JSON POST to `/`,
-/// signing `content-type` and `host`.
-pub fn tencent_authorization(secret_id: &str, secret_key: &str, host: &str, timestamp: i64, body: &str) -> String {
+/// Tencent Cloud API 3.0 `Authorization` header (TC3-HMAC-SHA256) for a JSON POST to `/` of
+/// product `service` (`sms`, `vms`), signing `content-type` and `host`.
+pub fn tencent_authorization(
+    service: &str,
+    secret_id: &str,
+    secret_key: &str,
+    host: &str,
+    timestamp: i64,
+    body: &str,
+) -> String {
     let date = chrono::DateTime::from_timestamp(timestamp, 0).unwrap_or_default().format("%Y-%m-%d").to_string();
     let canonical_request = format!(
         "POST\n/\n\ncontent-type:application/json; charset=utf-8\nhost:{host}\n\ncontent-type;host\n{}",
         hex::encode(Sha256::digest(body.as_bytes()))
     );
-    let scope = format!("{date}/sms/tc3_request");
+    let scope = format!("{date}/{service}/tc3_request");
     let string_to_sign =
         format!("TC3-HMAC-SHA256\n{timestamp}\n{scope}\n{}", hex::encode(Sha256::digest(canonical_request.as_bytes())));
     let secret_date = hmac_sha256(format!("TC3{secret_key}").as_bytes(), &date);
-    let secret_service = hmac_sha256(&secret_date, "sms");
+    let secret_service = hmac_sha256(&secret_date, service);
     let secret_signing = hmac_sha256(&secret_service, "tc3_request");
     let signature = hex::encode(hmac_sha256(&secret_signing, &string_to_sign));
     format!("TC3-HMAC-SHA256 Credential={secret_id}/{scope}, SignedHeaders=content-type;host, Signature={signature}")

@@ -220,7 +220,7 @@ pub async fn check_breaches(pool: &PgPool) -> sqlx::Result<usize> {
                 idempotency_key: format!("ticket-{ticket}-breach-{clock}-person-{person}"),
                 alarm_id: None,
                 ticket_id: Some(ticket),
-                person_id: person,
+                person_id: Some(person),
                 channel: "sms",
                 address: phone,
                 language,
@@ -230,6 +230,8 @@ pub async fn check_breaches(pool: &PgPool) -> sqlx::Result<usize> {
                 }),
                 body,
                 reply_code: None,
+                chat_room_id: None,
+                not_before: None,
                 attachment: None,
             };
             if outbox::enqueue(&mut *pool.acquire().await?, &message).await? {
@@ -267,7 +269,7 @@ pub(crate) async fn ask_satisfaction(db: &mut sqlx::PgConnection, paging: &Pagin
             idempotency_key: format!("ticket-{ticket}-feedback-person-{person}"),
             alarm_id: None,
             ticket_id: Some(ticket),
-            person_id: person,
+            person_id: Some(person),
             channel: "sms",
             address: phone,
             language,
@@ -277,6 +279,8 @@ pub(crate) async fn ask_satisfaction(db: &mut sqlx::PgConnection, paging: &Pagin
             }),
             body,
             reply_code: Some(code),
+            chat_room_id: None,
+            not_before: None,
             attachment: None,
         };
         outbox::enqueue(&mut *db, &message).await?;

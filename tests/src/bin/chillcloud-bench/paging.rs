@@ -1,6 +1,7 @@
-//! P6: from the simulator's value crossing a threshold to the SMS provider's HTTP request.
-//! Ours (gateway polling every second, server, rule without delay, paging through the Twilio
-//! API to a local fake) beside Prometheus and Alertmanager from Debian on Debian's default
+//! P6: from the simulator's value crossing a threshold to the SMS provider's HTTP request, and
+//! to the voice provider's (the call). Ours (gateway polling every second, server, rule without
+//! delay, paging through Twilio's Messages and Calls APIs to a local fake, the site's policy
+//! texting and calling at once) beside Prometheus and Alertmanager from Debian on Debian's default
 //! intervals (15 s scrape and evaluation; Alertmanager's 30 s group wait), scraping the same
 //! value from the simulator and sending to a webhook. One switch of the simulator per trial is
 //! watched by both; each trial uses a new unit so neither side's grouping carries over.
@@ -52,10 +53,10 @@ pub async fn p6() -> anyhow::Result<bool> {
     write(
         &paging,
         &format!(
-            "min_gap_s = 0\n[[providers]]\nkind = \"twilio\"\nendpoint = \"{}\"\naccount_sid = \"{}\"\nauth_token_file = \"{}\"\nfrom = \"+15005550006\"\n",
-            twilio.url(),
-            TWILIO.0,
-            dir.path().join("twilio.secret").display()
+            "min_gap_s = 0\n[[providers]]\nkind = \"twilio\"\nendpoint = \"{url}\"\naccount_sid = \"{sid}\"\nauth_token_file = \"{secret}\"\nfrom = \"+15005550006\"\n[[providers]]\nkind = \"twilio_voice\"\nendpoint = \"{url}\"\naccount_sid = \"{sid}\"\nauth_token_file = \"{secret}\"\nfrom = \"+15005550006\"\n",
+            url = twilio.url(),
+            sid = TWILIO.0,
+            secret = dir.path().join("twilio.secret").display()
         ),
     );
     let stack = Stack::start_with(&["--paging-config", &paging.to_string_lossy()]).await;
@@ -74,6 +75,12 @@ pub async fn p6() -> anyhow::Result<bool> {
     let (status, body) = api
         .send(Method::POST, &format!("{site}/contacts"), json!({"person_id": person["id"], "role": "service"}))
         .await;
+    anyhow::ensure!(status == 200, "{body}");
+    // Every grade texts and calls the on-call engineer at once.
+    let now = json!({"levels": [{"after_s": 0, "notify": ["on_call"]},
+                                {"after_s": 0, "notify": ["on_call"], "via": ["voice"]}], "repeat_s": null});
+    let policy = json!({"grades": {"1": now, "2": now, "3": now, "4": now}});
+    let (status, body) = api.send(Method::PUT, &format!("{site}/paging"), json!({"policy": policy})).await;
     anyhow::ensure!(status == 200, "{body}");
     // "Excluding the rule's own delay": the shipped 5 s on-delay is set to 0 on both sides.
     let (status, body) =
@@ -148,7 +155,7 @@ pub async fn p6() -> anyhow::Result<bool> {
     })
     .await;
 
-    let (mut ours, mut theirs) = (Vec::new(), Vec::new());
+    let (mut ours, mut ours_voice, mut theirs) = (Vec::new(), Vec::new(), Vec::new());
     for unit in 1..=TRIALS {
         // Start each trial at a random phase of their scrape and our poll.
         tokio::time::sleep(Duration::from_millis(rand::random_range(0..15_000))).await;
@@ -156,10 +163,16 @@ pub async fn p6() -> anyhow::Result<bool> {
         sim.control(unit, "scenario", json!({"scenario": "sensor_open"})).await;
         let device = format!("chiller-{unit}");
         let sms = wait_for("our SMS", Duration::from_secs(60), || async {
+            twilio.delivered().into_iter().find(|d| {
+                d.text.as_deref().is_some_and(|t| t.contains(&format!("{device}@")) && !t.contains("<Gather"))
+            })
+        })
+        .await;
+        let call = wait_for("our call", Duration::from_secs(60), || async {
             twilio
                 .delivered()
                 .into_iter()
-                .find(|d| d.text.as_deref().is_some_and(|t| t.contains(&format!("{device}@"))))
+                .find(|d| d.text.as_deref().is_some_and(|t| t.contains(&format!("{device}@")) && t.contains("<Gather")))
         })
         .await;
         let alert = wait_for("Alertmanager's notification", Duration::from_secs(180), || async {
@@ -167,20 +180,27 @@ pub async fn p6() -> anyhow::Result<bool> {
         })
         .await;
         let (ours_ms, theirs_ms) = ((sms.received_unix_ms - crossed) as f64, (alert - crossed) as f64);
-        println!("P6 trial {unit}: ours {ours_ms:.0} ms, Prometheus + Alertmanager {theirs_ms:.0} ms");
+        let voice_ms = (call.received_unix_ms - crossed) as f64;
+        println!(
+            "P6 trial {unit}: ours {ours_ms:.0} ms (SMS), {voice_ms:.0} ms (call), Prometheus + Alertmanager {theirs_ms:.0} ms"
+        );
         ours.push(ours_ms);
+        ours_voice.push(voice_ms);
         theirs.push(theirs_ms);
     }
     twilio.assert_no_rejections();
-    let worst = ours.iter().copied().fold(0.0, f64::max);
-    let (ours_median, theirs_median) = (median(ours), median(theirs));
-    let ratio = ours_median / theirs_median;
+    let worst = ours.iter().chain(&ours_voice).copied().fold(0.0, f64::max);
+    let (ours_median, voice_median, theirs_median) = (median(ours), median(ours_voice), median(theirs));
+    let (ratio, voice_ratio) = (ours_median / theirs_median, voice_median / theirs_median);
     println!("P6 {TRIALS} trials, value crossing to the provider's HTTP request, gateway polling every 1 s");
-    println!("P6 ours: median {ours_median:.0} ms, worst {worst:.0} ms (target: under 5,000 ms)");
+    println!(
+        "P6 ours: SMS median {ours_median:.0} ms, call median {voice_median:.0} ms, worst {worst:.0} ms (target: under 5,000 ms)"
+    );
     println!(
         "P6 Prometheus 2.42 + Alertmanager (Debian defaults: 15 s scrape and evaluation, 30 s group wait): median {theirs_median:.0} ms"
     );
-    let pass = ratio <= 0.1 && worst < 5000.0;
+    let pass = ratio <= 0.1 && voice_ratio <= 0.1 && worst < 5000.0;
+    println!("P6 voice ratio={voice_ratio:.3} target<=0.1");
     println!("P6 ratio={ratio:.3} target<=0.1 {}", verdict(pass));
     drop(gateway);
     Ok(pass)
