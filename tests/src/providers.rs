@@ -5717,19 +5717,29 @@ mod tests {
             assert_eq!(response.status(), status);
             assert_eq!(response.text().await.expect("body"), answer);
         }
+        let started = Instant::now();
         let response = post(path, message.to_string()).await.expect("send");
         assert_eq!(response.status(), 200);
         assert!(response.headers()["content-type"].to_str().is_ok_and(|t| t.starts_with("text/plain")));
         assert_eq!(response.text().await.expect("body"), "ok");
         let blocks_only = json!({ "blocks": [{ "type": "divider" }] });
         assert_eq!(post(path, blocks_only.to_string()).await.expect("send").status(), 200);
-        assert_eq!(post(path, message.to_string()).await.expect("send").status(), 200);
-        // The burst of 3 is spent; the next within a second is refused.
-        let response = post(path, message.to_string()).await.expect("send");
+        // The burst of 3 is spent; the next within a second is refused (a slow machine may
+        // earn a token back in between, so keep sending until one is).
+        let response = loop {
+            let response = post(path, message.to_string()).await.expect("send");
+            if response.status() != 200 {
+                break response;
+            }
+            assert!(fake.delivered().len() < 20, "no rate limit");
+        };
         assert_eq!(response.status(), 429);
         assert_eq!(response.headers()["retry-after"], "1");
         let delivered = fake.delivered();
-        assert_eq!(delivered.len(), 3);
+        assert!(delivered.len() >= 3, "{delivered:?}");
+        if started.elapsed() < Duration::from_millis(500) {
+            assert_eq!(delivered.len(), 3);
+        }
         assert_eq!(delivered[0].recipient, path);
         assert_eq!(delivered[0].text.as_deref(), Some("Chiller 3: freeze risk"));
         assert_eq!(delivered[0].params, Some(message.clone()));
