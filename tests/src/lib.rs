@@ -4,5 +4,6 @@
 pub mod cluster;
 pub mod harness;
 pub mod providers;
+pub mod push_service;
 pub mod sim;
 pub mod smtp;

@@ -15,6 +15,21 @@
 //! - [`FakeProvider::webhook`]: a customer's endpoint for Chillcloud's signed webhooks; checks
 //!   `X-Chillcloud-Signature` and 5 min clock skew.
 //!
+//! Voice:
+//! - [`FakeProvider::aliyun_voice`]: Aliyun 语音服务 `SingleCallByTts`, RPC API 2017-05-25, with
+//!   the SMS fake's signature, nonce, clock and format checks; the call parameters, the TTS
+//!   variable rules (under 250 characters together, no links) and one call per number a minute.
+//! - [`FakeProvider::tencent_voice`]: Tencent Cloud VMS `SendTtsVoice`, API 3.0, 2020-09-02, with
+//!   the SMS fake's TC3-HMAC-SHA256 check for service `vms`.
+//! - [`FakeProvider::twilio`] also serves the Calls API: `POST` and `GET
+//!   /2010-04-01/Accounts/{AccountSid}/Calls.json`, checking inline TwiML and its `<Gather>`.
+//!
+//! Team chat robots (each with its per-robot rate limit):
+//! - [`FakeProvider::wecom`]: WeCom group robot, `POST /cgi-bin/webhook/send?key=…`.
+//! - [`FakeProvider::dingtalk`]: DingTalk custom robot, 加签 (`timestamp` and `sign` in the query).
+//! - [`FakeProvider::feishu`]: Feishu custom bot, 签名校验 (`timestamp` and `sign` in the body).
+//! - [`FakeProvider::slack`]: Slack incoming webhook.
+//!
 //! Every fake binds `127.0.0.1:0`, serves from a tokio task and stops when dropped. Its [`Mode`]
 //! can be switched at any time, and so can its account-dependent [`Options`]. It keeps a log of
 //! [`Delivered`] messages (only requests that passed every check and were accepted), the
@@ -36,8 +51,10 @@
 //! sms.assert_no_rejections();
 //! ```
 //!
-//! [`TwilioWebhook`] builds the request Twilio sends to a customer's URL for an inbound SMS,
-//! signed with `X-Twilio-Signature`, so server tests can post a realistic reply.
+//! [`TwilioWebhook`] builds the request Twilio sends to a customer's URL for an inbound SMS
+//! ([`TwilioWebhook::inbound_sms`]) or for the digits of a `<Gather>`
+//! ([`TwilioWebhook::gather`]), signed with `X-Twilio-Signature`, so server tests can post a
+//! realistic reply.
 //!
 //! Sources, cited again beside each check:
 //! - Aliyun "Signature mechanism" for RPC APIs (help.aliyun.com/document_detail/28839.html;
@@ -71,6 +88,15 @@
 //!   multiple Message resources"), the error dictionary (twilio.com/docs/errors/NNNNN) and
 //!   "Secure webhooks" (twilio.com/docs/usage/webhooks/webhooks-security, formerly
 //!   docs/usage/security).
+//!   Voice: the Call resource (twilio.com/docs/voice/api/call-resource), TwiML `<Gather>`
+//!   (twilio.com/docs/voice/twiml/gather) and the voice webhook parameters
+//!   (twilio.com/docs/usage/webhooks/voice-webhooks).
+//! - Aliyun voice: `SingleCallByTts` (help.aliyun.com/document_detail/393519.html, /114035.html)
+//!   and its error codes (help.aliyun.com/document_detail/178344.html,
+//!   help.aliyun.com/zh/vms/the-error-code-list). Tencent VMS: `SendTtsVoice`
+//!   (cloud.tencent.com/document/api/1128/51558) and its error codes (/1128/51567).
+//! - The chat robots' pages are cited in their modules; the formats, signatures, error codes and
+//!   test vectors are gathered in docs/research/paging-channels.md.
 
 use std::{
     collections::{HashMap, HashSet},
@@ -131,6 +157,48 @@ pub enum Provider {
         /// The shared secret of `X-Chillcloud-Signature`.
         secret: String,
     },
+    /// Aliyun 语音服务 (dyvmsapi), `SingleCallByTts`, RPC style, API version 2017-05-25: the same
+    /// signature v1 as [`Provider::Aliyun`].
+    AliyunVoice {
+        /// The AccessKey ID the fake knows; any other is `InvalidAccessKeyId.NotFound`.
+        access_key_id: String,
+        /// Its AccessKey secret (the HMAC-SHA1 key is this followed by `&`).
+        access_key_secret: String,
+    },
+    /// Tencent Cloud VMS (语音消息), `SendTtsVoice`, API 3.0, version 2020-09-02: TC3-HMAC-SHA256
+    /// with service `vms`.
+    TencentVoice {
+        /// The SecretId the fake knows; any other is `AuthFailure.SecretIdNotFound`.
+        secret_id: String,
+        /// Its SecretKey.
+        secret_key: String,
+        /// The one `VoiceSdkAppid` that exists.
+        voice_sdk_app_id: String,
+    },
+    /// A WeCom (企业微信) group robot webhook, `POST /cgi-bin/webhook/send?key=…`.
+    WeCom {
+        /// The robot's key, the webhook URL's only credential.
+        key: String,
+    },
+    /// A DingTalk custom robot in 加签 mode, `POST /robot/send?access_token=…&timestamp=…&sign=…`.
+    DingTalk {
+        /// The robot's `access_token`.
+        access_token: String,
+        /// The robot's `SEC…` signing secret.
+        secret: String,
+    },
+    /// A Feishu / Lark custom bot with 签名校验, `POST /open-apis/bot/v2/hook/<token>`.
+    Feishu {
+        /// The hook token, the last path segment.
+        token: String,
+        /// The bot's signing secret.
+        secret: String,
+    },
+    /// A Slack incoming webhook, `POST /services/T…/B…/…`.
+    Slack {
+        /// The one path that exists, e.g. `/services/T000/B000/XXXX`.
+        path: String,
+    },
 }
 
 /// How a fake answers; switchable at any time with [`FakeProvider::set_mode`].
@@ -141,8 +209,11 @@ pub enum Mode {
     /// Check every request, and answer the good sends with the provider's error instead of
     /// sending: Aliyun `isv.BUSINESS_LIMIT_CONTROL` (HTTP 200), Tencent a per-number
     /// `LimitExceeded.PhoneNumberThirtySecondLimit` in `SendStatusSet` (HTTP 200), Twilio
-    /// error 20500 (HTTP 500), the webhook HTTP 500. Counted as `failed`. Lookups are answered
-    /// as in [`Mode::Succeed`].
+    /// error 20500 (HTTP 500, messages and calls), the webhook HTTP 500; Aliyun voice
+    /// `isp.SYSTEM_ERROR` and Tencent VMS `InternalError.UpstreamError` (HTTP 200); WeCom and
+    /// DingTalk errcode -1 "system busy", Feishu code 1500 "internal error" (HTTP 200), Slack
+    /// HTTP 500 `rollup_error`. Counted as `failed`. Lookups are answered as in
+    /// [`Mode::Succeed`].
     Fail,
     /// Refuse everything unchecked with `503 Service Unavailable` and `Connection: close`.
     /// Counted as `refused`.
@@ -194,8 +265,14 @@ pub struct Options {
     /// How long after a message was accepted its delivery receipt comes in. Until then Aliyun
     /// reports it with `SendStatus` 1 (等待回执), Tencent does not list it at all (a pull only
     /// returns receipts) and Twilio lists it `queued`/`accepted` with no `date_sent`. Default
-    /// zero (a receipt at once).
+    /// zero (a receipt at once). Twilio calls are listed `queued` with no `start_time` until
+    /// then, `in-progress` with a `start_time` after.
     pub receipt_delay: Duration,
+    /// Aliyun voice: at most one `SingleCallByTts` per called number per minute, as Aliyun
+    /// throttles a number ("1次/分钟、5次/小时、20次/24小时", API错误码
+    /// help.aliyun.com/document_detail/178344.html), answered `isv.BUSINESS_LIMIT_CONTROL` with
+    /// HTTP 200. Only the per-minute limit is modelled. Default `true`.
+    pub aliyun_voice_frequency_limit: bool,
 }
 
 impl Default for Options {
@@ -206,30 +283,38 @@ impl Default for Options {
             tencent_variable_max_chars: Some(12),
             tencent_pull_session_context: false,
             receipt_delay: Duration::ZERO,
+            aliyun_voice_frequency_limit: true,
         }
     }
 }
 
 /// A message the fake accepted: one per recipient (Aliyun and Tencent send one request to
-/// several numbers), one per webhook request.
+/// several numbers), one per call, one per webhook or chat request.
 #[derive(Clone, Debug)]
 pub struct Delivered {
-    /// The phone number as sent (Aliyun `PhoneNumbers` item, Tencent `PhoneNumberSet` item,
-    /// Twilio `To`), or the request path for the webhook.
+    /// The phone number as sent (Aliyun `PhoneNumbers` item or `CalledNumber`, Tencent
+    /// `PhoneNumberSet` item or `CalledNumber`, Twilio `To`), the request path for the webhook
+    /// and Slack, the robot's key (WeCom), `access_token` (DingTalk) or hook token (Feishu).
     pub recipient: String,
-    /// Twilio `Body`; the webhook's raw JSON body; `None` for the template providers.
+    /// Twilio `Body`; a Twilio call's `Twiml` (or `Url`, or `ApplicationSid`); the webhook's raw
+    /// JSON body; the chat message's text (WeCom `content`, DingTalk `text.content` or the
+    /// markdown/actionCard/link `text`, Feishu the text or the post's title and lines joined
+    /// with newlines, Slack `text`); `None` for the template providers.
     pub text: Option<String>,
-    /// Aliyun `TemplateCode`, Tencent `TemplateId`.
+    /// Aliyun `TemplateCode` or `TtsCode`, Tencent `TemplateId`.
     pub template: Option<String>,
-    /// Template parameters: Aliyun `TemplateParam` (a JSON object), Tencent `TemplateParamSet`
-    /// (a JSON array); the parsed JSON body for the webhook.
+    /// Template parameters: Aliyun `TemplateParam` or `TtsParam` (a JSON object), Tencent
+    /// `TemplateParamSet` (a JSON array); the parsed JSON body for the webhook and the chat
+    /// robots.
     pub params: Option<Value>,
-    /// Aliyun `SignName`, Tencent `SignName`, Twilio `From` (or `MessagingServiceSid`).
+    /// Aliyun `SignName` or `CalledShowNumber`, Tencent `SignName`, Twilio `From` (or
+    /// `MessagingServiceSid`).
     pub sender: Option<String>,
     /// The caller's idempotency key: Aliyun `OutId`, Tencent `SessionContext`, Twilio
     /// `I-Twilio-Idempotency-Token`, the webhook body's `id`.
     pub idempotency_key: Option<String>,
-    /// The provider's id for the message: Aliyun `BizId`, Tencent `SerialNo`, Twilio `sid`.
+    /// The provider's id for the message: Aliyun `BizId` or `CallId`, Tencent `SerialNo` or
+    /// `CallId`, Twilio `sid`; a random id of the fake's for the chat robots, which answer none.
     pub provider_id: String,
     /// When the request arrived.
     pub received_at: Instant,
@@ -262,13 +347,13 @@ pub struct Counters {
     /// Requests swallowed in [`Mode::Hang`].
     pub timed_out: usize,
     /// Twilio requests whose idempotency token was already used: answered with the first
-    /// message, not sent again.
+    /// message or call, not sent again.
     pub deduplicated: usize,
     /// Good sends delivered but never answered in [`Mode::AcceptThenHang`] (requests, not
     /// messages; their messages are counted in `delivered` too).
     pub accepted_unanswered: usize,
     /// Lookups answered: Aliyun `QuerySendDetails`, Tencent `PullSmsSendStatusByPhoneNumber`,
-    /// Twilio `GET Messages.json`.
+    /// Twilio `GET Messages.json` and `GET Calls.json`.
     pub lookups: usize,
 }
 
@@ -295,10 +380,17 @@ struct FakeState {
     twilio_tokens: HashMap<String, Value>,
     /// Every Twilio message created, oldest first, for the message list.
     twilio_messages: Vec<TwilioMessage>,
+    /// Twilio Call resources created, for the call list.
+    twilio_calls: Vec<TwilioMessage>,
+    /// Accepted sends per rate-limit key (a called number, a robot), oldest first, for the
+    /// sliding-window limits.
+    sends: HashMap<String, Vec<Instant>>,
+    /// Slack's token buckets per webhook: tokens left and when they were counted.
+    buckets: HashMap<String, (f64, Instant)>,
     options: Options,
 }
 
-/// A Twilio Message resource as created, and when (Unix milliseconds).
+/// A Twilio Message or Call resource as created, and when (Unix milliseconds).
 struct TwilioMessage {
     resource: Value,
     created_unix_ms: i64,
@@ -320,6 +412,9 @@ impl FakeProvider {
                 nonces: HashSet::new(),
                 twilio_tokens: HashMap::new(),
                 twilio_messages: Vec::new(),
+                twilio_calls: Vec::new(),
+                sends: HashMap::new(),
+                buckets: HashMap::new(),
                 options: Options::default(),
             }),
         });
@@ -359,6 +454,49 @@ impl FakeProvider {
     /// logged as the recipient.
     pub async fn webhook(secret: &str) -> Self {
         Self::start(Provider::Webhook { secret: secret.to_owned() }).await
+    }
+
+    /// A fake Aliyun voice endpoint (`https://dyvmsapi.aliyuncs.com` in production).
+    pub async fn aliyun_voice(access_key_id: &str, access_key_secret: &str) -> Self {
+        Self::start(Provider::AliyunVoice {
+            access_key_id: access_key_id.to_owned(),
+            access_key_secret: access_key_secret.to_owned(),
+        })
+        .await
+    }
+
+    /// A fake Tencent Cloud VMS endpoint (`https://vms.tencentcloudapi.com` in production).
+    pub async fn tencent_voice(secret_id: &str, secret_key: &str, voice_sdk_app_id: &str) -> Self {
+        Self::start(Provider::TencentVoice {
+            secret_id: secret_id.to_owned(),
+            secret_key: secret_key.to_owned(),
+            voice_sdk_app_id: voice_sdk_app_id.to_owned(),
+        })
+        .await
+    }
+
+    /// A fake WeCom group robot (`https://qyapi.weixin.qq.com` in production); the robot's
+    /// webhook is `{url}/cgi-bin/webhook/send?key={key}`.
+    pub async fn wecom(key: &str) -> Self {
+        Self::start(Provider::WeCom { key: key.to_owned() }).await
+    }
+
+    /// A fake DingTalk custom robot in 加签 mode (`https://oapi.dingtalk.com` in production);
+    /// the robot's webhook is `{url}/robot/send?access_token={access_token}`.
+    pub async fn dingtalk(access_token: &str, secret: &str) -> Self {
+        Self::start(Provider::DingTalk { access_token: access_token.to_owned(), secret: secret.to_owned() }).await
+    }
+
+    /// A fake Feishu custom bot with 签名校验 (`https://open.feishu.cn` in production); the bot's
+    /// webhook is `{url}/open-apis/bot/v2/hook/{token}`.
+    pub async fn feishu(token: &str, secret: &str) -> Self {
+        Self::start(Provider::Feishu { token: token.to_owned(), secret: secret.to_owned() }).await
+    }
+
+    /// A fake Slack incoming webhook (`https://hooks.slack.com` in production) answering on
+    /// `path` (`/services/T…/B…/…`); the webhook is `{url}{path}`.
+    pub async fn slack(path: &str) -> Self {
+        Self::start(Provider::Slack { path: path.to_owned() }).await
     }
 
     /// The base URL, `http://127.0.0.1:PORT`, without a trailing slash.
@@ -554,6 +692,18 @@ async fn handle(
                         twilio::process(&mut state, account_sid, auth_token, &req, fail)
                     }
                     Provider::Webhook { secret } => webhook::process(secret, &req, fail),
+                    Provider::AliyunVoice { access_key_id, access_key_secret } => {
+                        aliyun::process_voice(&mut state, access_key_id, access_key_secret, &req, fail)
+                    }
+                    Provider::TencentVoice { secret_id, secret_key, voice_sdk_app_id } => {
+                        tencent::process_voice(secret_id, secret_key, voice_sdk_app_id, &req, fail)
+                    }
+                    Provider::WeCom { key } => wecom::process(&mut state, key, &req, fail),
+                    Provider::DingTalk { access_token, secret } => {
+                        dingtalk::process(&mut state, access_token, secret, &req, fail)
+                    }
+                    Provider::Feishu { token, secret } => feishu::process(&mut state, token, secret, &req, fail),
+                    Provider::Slack { path } => slack::process(&mut state, path, &req, fail),
                 };
                 match reply.verdict {
                     Verdict::Delivered(messages) => {
@@ -681,6 +831,49 @@ fn hmac_sha256(key: &[u8], message: &[u8]) -> Vec<u8> {
     mac.finalize().into_bytes().to_vec()
 }
 
+/// Compares two byte strings in time independent of where they differ, as the providers'
+/// signature checks do.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// The id the fake logs for a delivery the provider answers without one (the chat webhooks).
+fn local_id() -> String {
+    format!("{:016x}", rand::random::<u64>())
+}
+
+/// Sliding-window rate limits: the first `(most, per)` that one more send under `key` at `now`
+/// would exceed, counting the sends logged with [`record_send`].
+fn rate_exceeded(
+    state: &FakeState,
+    key: &str,
+    now: Instant,
+    limits: &[(usize, Duration)],
+) -> Option<(usize, Duration)> {
+    let sends = state.sends.get(key).map(Vec::as_slice).unwrap_or_default();
+    limits.iter().copied().find(|(most, per)| {
+        let since = now.checked_sub(*per);
+        sends.iter().filter(|at| since.is_none_or(|since| **at > since)).count() >= *most
+    })
+}
+
+/// Logs an accepted send under `key` for [`rate_exceeded`], forgetting sends older than a day.
+fn record_send(state: &mut FakeState, key: &str, now: Instant) {
+    let sends = state.sends.entry(key.to_owned()).or_default();
+    if let Some(day_ago) = now.checked_sub(Duration::from_secs(24 * 3600)) {
+        sends.retain(|at| *at > day_ago);
+    }
+    sends.push(now);
+}
+
+/// A URL the providers accept as a callback or action: absolute, `http` or `https`, with a host.
+fn is_absolute_http_url(url: &str) -> bool {
+    let rest = url.strip_prefix("https://").or_else(|| url.strip_prefix("http://"));
+    rest.and_then(|r| r.split(['/', '?', '#']).next())
+        .is_some_and(|host| !host.is_empty() && !host.contains(char::is_whitespace))
+        && !url.contains(char::is_whitespace)
+}
+
 /// Top-level domains (and the short-link domains' ones) that make a dotted word a host name.
 const LINK_TLDS: &[&str] = &[
     "com", "cn", "net", "org", "io", "co", "cc", "me", "top", "xyz", "info", "biz", "gov", "edu", "app", "dev", "ai",
@@ -734,14 +927,16 @@ fn mainland_mobile(number: &str) -> Option<&str> {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Aliyun SMS
+// Aliyun SMS and voice
 // ---------------------------------------------------------------------------------------------
 
 mod aliyun {
     use super::*;
 
     const VERSION: &str = "2017-05-25";
-    const HOST_ID: &str = "dysmsapi.aliyuncs.com";
+    /// `HostId` of the gateway errors: the product's endpoint.
+    const SMS_HOST_ID: &str = "dysmsapi.aliyuncs.com";
+    const VOICE_HOST_ID: &str = "dyvmsapi.aliyuncs.com";
     /// "用户时间和服务器时间超过15分钟" → `InvalidTimeStamp.Expired` (developer.aliyun.com/ask/278265).
     const MAX_SKEW_S: i64 = 15 * 60;
     /// `SendSms`: "上限为 1000 个手机号码" (help.aliyun.com/document_detail/55284.html).
@@ -805,13 +1000,20 @@ mod aliyun {
 
     /// A gateway error (authentication, parameters): `{RequestId, HostId, Code, Message}` with
     /// the HTTP status of the error code table.
-    fn gateway_error(format: Format, status: StatusCode, code: &str, message: &str, reason: &str) -> Reply {
+    fn gateway_error(
+        host_id: &str,
+        format: Format,
+        status: StatusCode,
+        code: &str,
+        message: &str,
+        reason: &str,
+    ) -> Reply {
         let request_id = request_id();
         let response = respond(
             format,
             status,
             "Error",
-            &[("RequestId", &request_id), ("HostId", HOST_ID), ("Code", code), ("Message", message)],
+            &[("RequestId", &request_id), ("HostId", host_id), ("Code", code), ("Message", message)],
         );
         Reply::rejected(code, reason, response)
     }
@@ -853,21 +1055,32 @@ mod aliyun {
         }
     }
 
+    /// The Aliyun products faked here: SMS (dysmsapi) and voice (dyvmsapi), both RPC APIs of
+    /// version 2017-05-25 signed alike.
+    #[derive(Clone, Copy, PartialEq)]
+    enum Product {
+        Sms,
+        Voice,
+    }
+
     /// The RPC actions this fake serves.
     #[derive(Clone, Copy, PartialEq)]
     enum Action {
         SendSms,
         QuerySendDetails,
+        SingleCallByTts,
     }
 
     impl Action {
         /// The action's required parameters: `SendSms` (55284.html) PhoneNumbers, SignName,
         /// TemplateCode; `QuerySendDetails` (419277.html; `@Validation(required = true)` in the
-        /// generated SDK model) PhoneNumber, SendDate, PageSize, CurrentPage (BizId optional).
+        /// generated SDK model) PhoneNumber, SendDate, PageSize, CurrentPage (BizId optional);
+        /// `SingleCallByTts` (help.aliyun.com/document_detail/393519.html) CalledNumber, TtsCode.
         fn required(self) -> &'static [&'static str] {
             match self {
                 Action::SendSms => &["PhoneNumbers", "SignName", "TemplateCode"],
                 Action::QuerySendDetails => &["PhoneNumber", "SendDate", "PageSize", "CurrentPage"],
+                Action::SingleCallByTts => &["CalledNumber", "TtsCode"],
             }
         }
     }
@@ -885,6 +1098,7 @@ mod aliyun {
         }
     }
 
+    /// Aliyun SMS: `SendSms` and `QuerySendDetails`.
     pub(super) fn process(
         state: &mut FakeState,
         access_key_id: &str,
@@ -892,6 +1106,32 @@ mod aliyun {
         req: &Incoming,
         fail: bool,
     ) -> Reply {
+        process_product(Product::Sms, state, access_key_id, access_key_secret, req, fail)
+    }
+
+    /// Aliyun voice: `SingleCallByTts`, with the same RPC checks as SMS.
+    pub(super) fn process_voice(
+        state: &mut FakeState,
+        access_key_id: &str,
+        access_key_secret: &str,
+        req: &Incoming,
+        fail: bool,
+    ) -> Reply {
+        process_product(Product::Voice, state, access_key_id, access_key_secret, req, fail)
+    }
+
+    fn process_product(
+        product: Product,
+        state: &mut FakeState,
+        access_key_id: &str,
+        access_key_secret: &str,
+        req: &Incoming,
+        fail: bool,
+    ) -> Reply {
+        let host_id = match product {
+            Product::Sms => SMS_HOST_ID,
+            Product::Voice => VOICE_HOST_ID,
+        };
         // Parameters come in the query (GET) or the query and the form body (POST); both are
         // signed alike, only the method in StringToSign differs.
         let mut params = parse_form(req.query.as_bytes());
@@ -908,6 +1148,7 @@ mod aliyun {
             Some(f) if f.eq_ignore_ascii_case("JSON") => Format::Json,
             Some(other) => {
                 return gateway_error(
+                    host_id,
                     Format::Xml,
                     StatusCode::BAD_REQUEST,
                     "InvalidParameter.Format",
@@ -917,7 +1158,7 @@ mod aliyun {
             }
         };
         let bad = |status: StatusCode, code: &str, message: &str, reason: String| {
-            gateway_error(format, status, code, message, &reason)
+            gateway_error(host_id, format, status, code, message, &reason)
         };
         let missing = |name: &str| {
             bad(
@@ -964,15 +1205,20 @@ mod aliyun {
             }
         }
         // "InvalidApi.NotFound … 404" for an unknown Action/Version pair.
-        let action = match (params.param("Action"), params.param("Version")) {
-            ("SendSms", VERSION) => Action::SendSms,
-            ("QuerySendDetails", VERSION) => Action::QuerySendDetails,
-            (action, version) => {
+        let action = match (product, params.param("Action"), params.param("Version")) {
+            (Product::Sms, "SendSms", VERSION) => Action::SendSms,
+            (Product::Sms, "QuerySendDetails", VERSION) => Action::QuerySendDetails,
+            (Product::Voice, "SingleCallByTts", VERSION) => Action::SingleCallByTts,
+            (_, action, version) => {
+                let expected = match product {
+                    Product::Sms => "SendSms or QuerySendDetails",
+                    Product::Voice => "SingleCallByTts",
+                };
                 return bad(
                     StatusCode::NOT_FOUND,
                     "InvalidApi.NotFound",
                     "Specified api is not found, please check your url and method.",
-                    format!("Action={action:?} Version={version:?}, expected SendSms or QuerySendDetails {VERSION}"),
+                    format!("Action={action:?} Version={version:?}, expected {expected} {VERSION}"),
                 );
             }
         };
@@ -1059,7 +1305,134 @@ mod aliyun {
         match action {
             Action::SendSms => send_sms(state, &params, format, req, fail),
             Action::QuerySendDetails => query_send_details(state, &params, format, req),
+            Action::SingleCallByTts => single_call_by_tts(state, &params, format, req, fail),
         }
+    }
+
+    /// `SingleCallByTts` (help.aliyun.com/document_detail/393519.html, /114035.html): one
+    /// text-to-speech notification call. Business errors are HTTP 200 with a `Code` from the
+    /// voice API error table (help.aliyun.com/document_detail/178344.html, and the SDK table
+    /// help.aliyun.com/zh/vms/the-error-code-list):
+    ///
+    /// - `CalledNumber` one number ("被叫号码…仅支持同时呼叫一个号码") → `isv.MOBILE_NUMBER_ILLEGAL`
+    ///   "号码格式非法"; `CalledShowNumber` optional (empty: the shared pool, 公共模式), digits →
+    ///   `isv.DISPLAY_NUMBER_ILLEGAL` "号显不合法".
+    /// - `TtsParam` a JSON object (`{"AckNum":"123456"}`) whose values are strings, "所有变量
+    ///   合计不超过250个字符", no links; `isv.INVALID_PARAMETERS` "参数异常" for a malformed one,
+    ///   `isv.PARAM_LENGTH_LIMIT` "参数长度受限" for 250 characters or more,
+    ///   `isv.PARAM_NOT_SUPPORT_URL` "变量不支持URL参数" for a link (these two follow
+    ///   [`Options::template_variable_rules`]).
+    /// - `PlayTimes` 1–3, `Volume` 0–100, `Speed` −500–500 (integers), `OutId` 1–15 bytes;
+    ///   `isv.INVALID_PARAMETERS` otherwise.
+    /// - Per called number one call per minute ([`Options::aliyun_voice_frequency_limit`]):
+    ///   `isv.BUSINESS_LIMIT_CONTROL` "触发流控".
+    /// - [`Mode::Fail`]: `isp.SYSTEM_ERROR` "系统错误".
+    /// - Success `{"Code":"OK","Message":"OK","RequestId":"…","CallId":"…"}`, `CallId` unique
+    ///   (the documented shape `116012354148^1…`).
+    fn single_call_by_tts(state: &mut FakeState, params: &Params, format: Format, req: &Incoming, fail: bool) -> Reply {
+        const ROOT: &str = "SingleCallByTtsResponse";
+        /// "所有变量合计不超过250个字符" (TtsParam).
+        const MAX_PARAM_CHARS: usize = 250;
+        let business = |code: &str, message: &str, reason: String| {
+            Reply::rejected(code, reason, business_error(format, ROOT, code, message))
+        };
+        let invalid = |reason: String| business("isv.INVALID_PARAMETERS", "参数异常", reason);
+
+        let called = params.param("CalledNumber").trim();
+        if called.contains(',') || !is_phone_number(called) {
+            return business("isv.MOBILE_NUMBER_ILLEGAL", "号码格式非法", format!("CalledNumber {called:?}"));
+        }
+        let show = params.get("CalledShowNumber").filter(|n| !n.is_empty());
+        if let Some(show) = show
+            && !is_phone_number(show)
+        {
+            return business("isv.DISPLAY_NUMBER_ILLEGAL", "号显不合法", format!("CalledShowNumber {show:?}"));
+        }
+        let tts_param = match params.get("TtsParam").filter(|p| !p.is_empty()) {
+            None => None,
+            Some(raw) => match serde_json::from_str::<Value>(raw) {
+                Ok(Value::Object(object)) if object.values().all(Value::is_string) => Some(object),
+                _ => return invalid(format!("TtsParam {raw:?} is not a JSON object of strings")),
+            },
+        };
+        if state.options.template_variable_rules
+            && let Some(variables) = &tts_param
+        {
+            let mut total = 0;
+            for (name, value) in variables {
+                let value = value.as_str().unwrap_or_default();
+                if looks_like_link(value) {
+                    return business(
+                        "isv.PARAM_NOT_SUPPORT_URL",
+                        "变量不支持URL参数",
+                        format!("TtsParam {name}={value:?} carries a link"),
+                    );
+                }
+                total += value.chars().count();
+            }
+            if total >= MAX_PARAM_CHARS {
+                return business(
+                    "isv.PARAM_LENGTH_LIMIT",
+                    "参数长度受限",
+                    format!("TtsParam values have {total} characters together, limit under {MAX_PARAM_CHARS}"),
+                );
+            }
+        }
+        for (name, range) in [("PlayTimes", 1..=3), ("Volume", 0..=100), ("Speed", -500..=500)] {
+            if let Some(raw) = params.get(name)
+                && !raw.parse::<i64>().is_ok_and(|n| range.contains(&n))
+            {
+                return invalid(format!("{name}={raw:?}, expected an integer in {range:?}"));
+            }
+        }
+        let out_id = params.get("OutId").map(str::to_owned);
+        if let Some(out_id) = &out_id
+            && !(1..=15).contains(&out_id.len())
+        {
+            return invalid(format!("OutId of {} bytes, expected 1 to 15", out_id.len()));
+        }
+        let number_key = format!("aliyun-voice:{}", query_form(called));
+        if state.options.aliyun_voice_frequency_limit
+            && let Some((most, per)) = rate_exceeded(state, &number_key, req.at, &[(1, Duration::from_secs(60))])
+        {
+            return business(
+                "isv.BUSINESS_LIMIT_CONTROL",
+                "触发流控",
+                format!("CalledNumber {called} already called {most} time(s) within {per:?}"),
+            );
+        }
+        if fail {
+            return Reply {
+                verdict: Verdict::Failed,
+                response: business_error(format, ROOT, "isp.SYSTEM_ERROR", "系统错误"),
+            };
+        }
+
+        record_send(state, &number_key, req.at);
+        let call_id = format!(
+            "{}^{}",
+            100_000_000_000 + rand::random::<u64>() % 900_000_000_000,
+            100_000_000_000 + rand::random::<u64>() % 900_000_000_000
+        );
+        let request_id = request_id();
+        let delivered = Delivered {
+            recipient: called.to_owned(),
+            text: None,
+            template: Some(params.param("TtsCode").to_owned()),
+            params: tts_param.map(Value::Object),
+            sender: show.map(str::to_owned),
+            idempotency_key: out_id,
+            provider_id: call_id.clone(),
+            received_at: req.at,
+            received_unix_ms: req.unix_ms,
+        };
+        let response = respond(
+            format,
+            StatusCode::OK,
+            ROOT,
+            &[("Code", "OK"), ("Message", "OK"), ("RequestId", &request_id), ("CallId", &call_id)],
+        );
+        Reply { verdict: Verdict::Delivered(vec![delivered]), response }
     }
 
     /// `SendSms`'s business checks, HTTP 200 with an `isv.*` code (101346.html), and the sending.
@@ -1272,7 +1645,7 @@ mod aliyun {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Tencent Cloud SMS
+// Tencent Cloud SMS and VMS (voice)
 // ---------------------------------------------------------------------------------------------
 
 mod tencent {
@@ -1426,8 +1799,31 @@ mod tencent {
     enum Action {
         SendSms,
         PullSmsSendStatusByPhoneNumber,
+        SendTtsVoice,
     }
 
+    /// One Tencent Cloud product's API 3.0: its service name (the first label of its host, part
+    /// of the credential scope), its version and its actions.
+    struct Api {
+        service: &'static str,
+        version: &'static str,
+        actions: &'static [(&'static str, Action)],
+    }
+
+    /// SMS, 2021-01-11.
+    const SMS: Api = Api {
+        service: SERVICE,
+        version: VERSION,
+        actions: &[
+            ("SendSms", Action::SendSms),
+            ("PullSmsSendStatusByPhoneNumber", Action::PullSmsSendStatusByPhoneNumber),
+        ],
+    };
+
+    /// VMS (语音消息), 2020-09-02 (cloud.tencent.com/document/api/1128/51558).
+    const VMS: Api = Api { service: "vms", version: "2020-09-02", actions: &[("SendTtsVoice", Action::SendTtsVoice)] };
+
+    /// Tencent Cloud SMS: `SendSms` and `PullSmsSendStatusByPhoneNumber`.
     pub(super) fn process(
         state: &FakeState,
         secret_id: &str,
@@ -1436,87 +1832,128 @@ mod tencent {
         req: &Incoming,
         fail: bool,
     ) -> Reply {
+        match verify(&SMS, secret_id, secret_key, req) {
+            Ok((Action::PullSmsSendStatusByPhoneNumber, body)) => pull_by_phone_number(state, sdk_app_id, &body, req),
+            Ok((_, body)) => send_sms(state, sdk_app_id, &body, req, fail),
+            Err(reply) => *reply,
+        }
+    }
+
+    /// Tencent Cloud VMS: `SendTtsVoice`, with the same API 3.0 checks as SMS.
+    pub(super) fn process_voice(
+        secret_id: &str,
+        secret_key: &str,
+        voice_sdk_app_id: &str,
+        req: &Incoming,
+        fail: bool,
+    ) -> Reply {
+        match verify(&VMS, secret_id, secret_key, req) {
+            Ok((_, body)) => send_tts_voice(voice_sdk_app_id, &body, req, fail),
+            Err(reply) => *reply,
+        }
+    }
+
+    /// The checks every API 3.0 call passes: method, headers, TC3-HMAC-SHA256 with `api`'s
+    /// service, clock skew, and a JSON object body. `Ok` holds the action and the body, `Err`
+    /// the answer (boxed: a [`Reply`] is large).
+    fn verify(
+        api: &Api,
+        secret_id: &str,
+        secret_key: &str,
+        req: &Incoming,
+    ) -> Result<(Action, serde_json::Map<String, Value>), Box<Reply>> {
         // The Chillcloud client POSTs JSON, the method the docs recommend; this fake does not
         // implement GET with form parameters.
         if req.method != Method::POST || req.path != "/" {
-            return error(
+            return Err(error(
                 "InvalidParameter",
                 "This fake accepts POST / with a JSON body only.",
                 format!("{} {}", req.method, req.path),
-            );
+            )
+            .into());
         }
         // Content-Type: POST supports application/json (and multipart for a few APIs), and
         // "content-type must match the actually sent content" (Signature v3).
         if !req.content_type_is("application/json") {
-            return error(
+            return Err(error(
                 "InvalidParameter",
                 "Content-Type must be application/json.",
                 format!("Content-Type {:?}", req.header("content-type")),
-            );
+            )
+            .into());
         }
         // Common parameters as headers: X-TC-Action, X-TC-Version, X-TC-Timestamp, X-TC-Region
         // (Region is required for SendSms and PullSmsSendStatusByPhoneNumber: "Region Yes").
-        let action = match req.header("x-tc-action") {
-            None => return missing("X-TC-Action"),
-            Some("SendSms") => Action::SendSms,
-            Some("PullSmsSendStatusByPhoneNumber") => Action::PullSmsSendStatusByPhoneNumber,
-            Some(other) => {
-                return error(
+        let known = |name: &str| api.actions.iter().find(|(known, _)| *known == name).map(|(_, action)| *action);
+        let action = match req.header("x-tc-action").map(|name| (name, known(name))) {
+            None => return Err(missing("X-TC-Action").into()),
+            Some((_, Some(action))) => action,
+            Some((other, None)) => {
+                return Err(error(
                     "InvalidAction",
                     "The requested action does not exist.",
                     format!("X-TC-Action {other:?}"),
-                );
+                )
+                .into());
             }
         };
-        let Some(version) = req.header("x-tc-version") else { return missing("X-TC-Version") };
-        if version != VERSION {
-            return error("NoSuchVersion", "The API version does not exist.", format!("X-TC-Version {version:?}"));
+        let Some(version) = req.header("x-tc-version") else { return Err(missing("X-TC-Version").into()) };
+        if version != api.version {
+            return Err(
+                error("NoSuchVersion", "The API version does not exist.", format!("X-TC-Version {version:?}")).into()
+            );
         }
         if req.header("x-tc-region").is_none_or(str::is_empty) {
-            return missing("X-TC-Region");
+            return Err(missing("X-TC-Region").into());
         }
         let Some(timestamp) = req.header("x-tc-timestamp").and_then(|t| t.parse::<i64>().ok()) else {
-            return error(
+            return Err(error(
                 "InvalidParameter",
                 "X-TC-Timestamp must be a Unix timestamp in seconds.",
                 format!("X-TC-Timestamp {:?}", req.header("x-tc-timestamp")),
-            );
+            )
+            .into());
         };
         // `AuthFailure.InvalidAuthorization`: "Authorization in the request header is invalid."
         let Some(auth) = req.header("authorization").and_then(parse_authorization) else {
-            return error(
+            return Err(error(
                 "AuthFailure.InvalidAuthorization",
                 "Authorization in the request header is invalid.",
                 format!("Authorization {:?}", req.header("authorization")),
-            );
+            )
+            .into());
         };
         // `AuthFailure.SecretIdNotFound`.
         if auth.secret_id != secret_id {
-            return error(
+            return Err(error(
                 "AuthFailure.SecretIdNotFound",
                 "The SecretId is not found, please ensure that your SecretId is correct.",
                 format!("unknown SecretId {:?}", auth.secret_id),
-            );
+            )
+            .into());
         }
         // `AuthFailure.SignatureExpire`: more than five minutes from the server's clock.
         let skew = timestamp - req.unix_s();
         if skew.abs() > MAX_SKEW_S {
-            return error(
+            return Err(error(
                 "AuthFailure.SignatureExpire",
                 "Signature expired. Timestamp and server time cannot differ by more than five minutes.",
                 format!("X-TC-Timestamp {timestamp} is {skew} s from now (limit {MAX_SKEW_S} s)"),
-            );
+            )
+            .into());
         }
         // CredentialScope = Date/service/tc3_request: "Date is a date in UTC time, whose value
         // should match the UTC date converted by the common parameter X-TC-Timestamp; service …
         // should match the domain name of the product called."
         let expected_date =
             DateTime::from_timestamp(timestamp, 0).map(|t| t.format("%Y-%m-%d").to_string()).unwrap_or_default();
-        if auth.date != expected_date || auth.service != SERVICE || auth.terminator != "tc3_request" {
-            return signature_failure(format!(
-                "credential scope {}/{}/{}, expected {expected_date}/{SERVICE}/tc3_request",
+        let service = api.service;
+        if auth.date != expected_date || auth.service != service || auth.terminator != "tc3_request" {
+            return Err(signature_failure(format!(
+                "credential scope {}/{}/{}, expected {expected_date}/{service}/tc3_request",
                 auth.date, auth.service, auth.terminator
-            ));
+            ))
+            .into());
         }
         // SignedHeaders: lower case, sorted in ASCII order, `;`-separated, and "content-type and
         // host are required headers"; CanonicalHeaders: each signed header as `key:value\n`
@@ -1525,41 +1962,152 @@ mod tencent {
         let well_formed = names.iter().all(|n| !n.is_empty() && *n == n.to_ascii_lowercase())
             && names.windows(2).all(|w| w[0] < w[1]);
         if !well_formed || !names.contains(&"content-type") || !names.contains(&"host") {
-            return signature_failure(format!(
+            return Err(signature_failure(format!(
                 "SignedHeaders {:?} must be lower case, sorted, and include content-type and host",
                 auth.signed_headers
-            ));
+            ))
+            .into());
         }
         let mut canonical_headers = String::new();
         for name in &names {
             let Some(value) = req.header(name) else {
-                return signature_failure(format!("signed header {name} is not in the request"));
+                return Err(signature_failure(format!("signed header {name} is not in the request")).into());
             };
             canonical_headers.push_str(&format!("{name}:{}\n", value.trim().to_lowercase()));
         }
         let canonical = canonical_request("POST", "", &canonical_headers, &auth.signed_headers, &req.body);
-        let scope = format!("{}/{SERVICE}/tc3_request", auth.date);
+        let scope = format!("{}/{service}/tc3_request", auth.date);
         let to_sign = string_to_sign(timestamp, &scope, &canonical);
-        let verified = signature(secret_key, &auth.date, SERVICE, &to_sign) == auth.signature;
+        let verified = signature(secret_key, &auth.date, service, &to_sign) == auth.signature;
         if !verified {
-            return signature_failure(format!(
+            return Err(signature_failure(format!(
                 "Signature {} does not match; server CanonicalRequest {canonical:?}",
                 auth.signature
-            ));
+            ))
+            .into());
         }
 
         // The body: the action's input parameters.
         let Ok(Value::Object(body)) = serde_json::from_slice::<Value>(&req.body) else {
-            return error(
+            return Err(error(
                 "FailedOperation.FailResolvePacket",
                 "Failed to parse the request packet.",
                 format!("body is not a JSON object: {}", String::from_utf8_lossy(&req.body)),
-            );
+            )
+            .into());
         };
-        match action {
-            Action::SendSms => send_sms(state, sdk_app_id, &body, req, fail),
-            Action::PullSmsSendStatusByPhoneNumber => pull_by_phone_number(state, sdk_app_id, &body, req),
+        Ok((action, body))
+    }
+
+    /// `SendTtsVoice` 2020-09-02 (cloud.tencent.com/document/api/1128/51558): one template
+    /// voice notification call. Codes from the VMS error list (cloud.tencent.com/document/api/
+    /// 1128/51567; tencentcloud-sdk `vms/v20200902` errorcodes):
+    ///
+    /// - `TemplateId` (String), `CalledNumber` (String), `VoiceSdkAppid` (String) required;
+    ///   `TemplateParamSet` (Array of String, "若模板没有参数，请提供为空数组"), `PlayTimes`
+    ///   (Integer, "最多3次，默认2次"), `SessionContext` (String) optional. A wrong type is
+    ///   `InvalidParameter`, a missing one `MissingParameter`.
+    /// - `VoiceSdkAppid` other than the configured one: `InvalidParameterValue.SdkAppidNotExist`.
+    /// - `CalledNumber` "采用 e.164 标准，格式为+[国家或地区码][用户号码]", and VMS calls mainland
+    ///   China numbers only: `+86` and an 11-digit mobile, else
+    ///   `InvalidParameterValue.CalledNumberVerifyFail`.
+    /// - `PlayTimes` 1–3, else `InvalidParameterValue`; "语音消息的内容长度不超过350字": the
+    ///   variables alone over 350 characters are `InvalidParameterValue.ContentLengthLimit`.
+    /// - [`Mode::Fail`]: `InternalError.UpstreamError` (语音上游错误).
+    /// - Success `{"Response":{"SendStatus":{"CallId","SessionContext"},"RequestId"}}`.
+    fn send_tts_voice(
+        voice_sdk_app_id: &str,
+        body: &serde_json::Map<String, Value>,
+        req: &Incoming,
+        fail: bool,
+    ) -> Reply {
+        /// "注：语音消息的内容长度不超过350字。"
+        const MAX_CONTENT_CHARS: usize = 350;
+        let mut values = Vec::new();
+        for (name, kind) in [
+            ("TemplateId", Field::String),
+            ("CalledNumber", Field::String),
+            ("VoiceSdkAppid", Field::String),
+            ("TemplateParamSet", Field::StringArray),
+            ("PlayTimes", Field::Integer),
+            ("SessionContext", Field::String),
+        ] {
+            match typed(body, name, kind) {
+                Ok(value) => values.push(value),
+                Err((message, reason)) => return error("InvalidParameter", &message, reason),
+            }
         }
+        let text = |v: Option<&Value>| v.and_then(Value::as_str).map(str::to_owned);
+        let Some(template_id) = text(values[0]) else { return missing("TemplateId") };
+        let Some(called) = text(values[1]) else { return missing("CalledNumber") };
+        let Some(app_id) = text(values[2]) else { return missing("VoiceSdkAppid") };
+        let template_params: Option<Vec<String>> = values[3]
+            .and_then(Value::as_array)
+            .map(|items| items.iter().filter_map(Value::as_str).map(str::to_owned).collect());
+        let play_times = values[4].and_then(Value::as_u64);
+        let session_context = text(values[5]);
+        if app_id != voice_sdk_app_id {
+            return error(
+                "InvalidParameterValue.SdkAppidNotExist",
+                "SDK AppID 不存在。",
+                format!("VoiceSdkAppid {app_id:?}, the fake knows {voice_sdk_app_id:?}"),
+            );
+        }
+        let mainland_e164 = called.strip_prefix("+86").is_some_and(|n| mainland_mobile(n) == Some(n));
+        if !mainland_e164 {
+            return error(
+                "InvalidParameterValue.CalledNumberVerifyFail",
+                "被叫手机号码格式校验失败。",
+                format!("CalledNumber {called:?} is not +86 and an 11-digit mainland mobile number"),
+            );
+        }
+        if let Some(times) = play_times
+            && !(1..=3).contains(&times)
+        {
+            return error(
+                "InvalidParameterValue",
+                "PlayTimes 最多3次。",
+                format!("PlayTimes {times}, expected 1 to 3"),
+            );
+        }
+        let chars: usize = template_params.iter().flatten().map(|p| p.chars().count()).sum();
+        if chars > MAX_CONTENT_CHARS {
+            return error(
+                "InvalidParameterValue.ContentLengthLimit",
+                "语音模板中单个变量长度超过限制。",
+                format!("TemplateParamSet has {chars} characters, the whole message is limited to {MAX_CONTENT_CHARS}"),
+            );
+        }
+        let request_id = request_id().to_lowercase();
+        if fail {
+            let body = json!({
+                "Response": {
+                    "Error": { "Code": "InternalError.UpstreamError", "Message": "语音上游错误。" },
+                    "RequestId": request_id,
+                }
+            });
+            return Reply { verdict: Verdict::Failed, response: json_response(StatusCode::OK, &body) };
+        }
+        // A CallId in the documented form, `12582bce-403c-11eb-96b8-525400476c37`.
+        let call_id = super::request_id().to_lowercase();
+        let delivered = Delivered {
+            recipient: called,
+            text: None,
+            template: Some(template_id),
+            params: template_params.map(Value::from),
+            sender: None,
+            idempotency_key: session_context.clone(),
+            provider_id: call_id.clone(),
+            received_at: req.at,
+            received_unix_ms: req.unix_ms,
+        };
+        let body = json!({
+            "Response": {
+                "SendStatus": { "CallId": call_id, "SessionContext": session_context.unwrap_or_default() },
+                "RequestId": request_id,
+            }
+        });
+        Reply { verdict: Verdict::Delivered(vec![delivered]), response: json_response(StatusCode::OK, &body) }
     }
 
     /// `SendSms` 2021-01-11: its input parameters, and the sending.
@@ -1862,7 +2410,7 @@ mod tencent {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Twilio
+// Twilio: messages and calls
 // ---------------------------------------------------------------------------------------------
 
 mod twilio {
@@ -1909,13 +2457,18 @@ mod twilio {
         req: &Incoming,
         fail: bool,
     ) -> Reply {
-        // The resource: /2010-04-01/Accounts/{AccountSid}/Messages.json; 20404 otherwise.
-        let path_sid = req
-            .path
-            .strip_prefix("/2010-04-01/Accounts/")
-            .and_then(|rest| rest.strip_suffix("/Messages.json"))
-            .filter(|sid| !sid.is_empty() && !sid.contains('/'));
-        let Some(path_sid) = path_sid else {
+        // The resources: /2010-04-01/Accounts/{AccountSid}/Messages.json and …/Calls.json;
+        // 20404 otherwise.
+        let resource = req.path.strip_prefix("/2010-04-01/Accounts/").and_then(|rest| {
+            let (sid, resource) = rest.split_once('/')?;
+            let calls = match resource {
+                "Messages.json" => false,
+                "Calls.json" => true,
+                _ => return None,
+            };
+            (!sid.is_empty()).then_some((sid, calls))
+        });
+        let Some((path_sid, calls)) = resource else {
             return error(
                 StatusCode::NOT_FOUND,
                 20404,
@@ -1928,7 +2481,7 @@ mod twilio {
                 StatusCode::METHOD_NOT_ALLOWED,
                 20004,
                 "Method not allowed",
-                format!("{} on Messages.json (the fake creates and lists messages)", req.method),
+                format!("{} on {} (the fake creates and lists them)", req.method, req.path),
             );
         }
         // HTTP basic auth, Account SID as user and Auth Token as password; error 20003 with
@@ -1957,8 +2510,11 @@ mod twilio {
                 format!("account {path_sid:?} in the path is not the authenticated {account_sid:?}"),
             );
         }
-        if req.method == Method::GET {
-            return list(state, account_sid, req);
+        match (calls, req.method == Method::GET) {
+            (false, true) => return list(state, account_sid, req),
+            (true, true) => return calls::list(state, account_sid, req),
+            (true, false) => return calls::create(state, account_sid, req, fail),
+            (false, false) => {}
         }
         // Idempotency: Twilio puts `I-Twilio-Idempotency-Token` on the webhooks it sends, the
         // same token on a retry. Its REST API documents no idempotency header for creating a
@@ -2181,10 +2737,453 @@ mod twilio {
         });
         Reply { verdict: Verdict::Answered, response: json_response(StatusCode::OK, &body) }
     }
+
+    /// Programmable Voice: the Call resource (twilio.com/docs/voice/api/call-resource), with the
+    /// same account, basic auth and error shape as messages.
+    pub(super) mod calls {
+        use super::*;
+
+        /// "The default is `60` seconds and the maximum is `600` seconds" (Timeout); 21208
+        /// "Invalid Timeout" ("any positive, whole integer").
+        const MAX_TIMEOUT_S: u64 = 600;
+        /// 32018 "Twiml size exceeded maximum allowed value of 4000 characters".
+        const MAX_TWIML_CHARS: usize = 4000;
+        /// `StatusCallbackEvent`: "Can be: `initiated`, `ringing`, `answered`, and `completed`".
+        const EVENTS: &[&str] = &["initiated", "ringing", "answered", "completed"];
+
+        fn calls_error(code: u32, message: &str, reason: impl Into<String>) -> Reply {
+            error(StatusCode::BAD_REQUEST, code, message, reason)
+        }
+
+        /// `To`: "The phone number, SIP address, or client identifier to call."
+        fn is_callee(to: &str) -> bool {
+            is_e164(to) || to.strip_prefix("client:").or_else(|| to.strip_prefix("sip:")).is_some_and(|r| !r.is_empty())
+        }
+
+        /// XML's predefined entities, for an attribute value.
+        fn unescape(value: &str) -> String {
+            value
+                .replace("&lt;", "<")
+                .replace("&gt;", ">")
+                .replace("&quot;", "\"")
+                .replace("&apos;", "'")
+                .replace("&amp;", "&")
+        }
+
+        /// A start tag's name and attributes, from the text between `<` and `>` (a trailing `/`
+        /// already removed).
+        fn parse_start_tag(tag: &str) -> Result<(String, Vec<(String, String)>), String> {
+            let tag = tag.trim();
+            let name_end = tag.find(char::is_whitespace).unwrap_or(tag.len());
+            let name = &tag[..name_end];
+            if name.is_empty() || !name.chars().all(|c| c.is_alphanumeric() || "_-:.".contains(c)) {
+                return Err(format!("malformed tag <{tag}>"));
+            }
+            let mut attributes = Vec::new();
+            let mut rest = tag[name_end..].trim_start();
+            while !rest.is_empty() {
+                let (attribute, after) =
+                    rest.split_once('=').ok_or_else(|| format!("attribute without a value in <{tag}>"))?;
+                let after = after.trim_start();
+                let quote = after.chars().next().filter(|c| *c == '"' || *c == '\'');
+                let quote = quote.ok_or_else(|| format!("unquoted attribute value in <{tag}>"))?;
+                let value_end =
+                    after[1..].find(quote).ok_or_else(|| format!("unterminated attribute value in <{tag}>"))?;
+                attributes.push((attribute.trim().to_owned(), unescape(&after[1..1 + value_end])));
+                rest = after[value_end + 2..].trim_start();
+            }
+            Ok((name.to_owned(), attributes))
+        }
+
+        /// Checks inline TwiML the way the fake reads the Gather and TwiML pages: a well-formed
+        /// XML document whose root is `<Response>`, and whose every `<Gather>` has an `action`
+        /// that is an absolute `http`/`https` URL. Gather's `action` defaults to "the current
+        /// document's URL", and a `Twiml` parameter has none, so the digits would go nowhere.
+        pub(crate) fn check_twiml(document: &str) -> Result<(), String> {
+            let mut rest = document.trim();
+            if let Some(after) = rest.strip_prefix("<?xml") {
+                let end = after.find("?>").ok_or("unterminated XML declaration")?;
+                rest = after[end + 2..].trim_start();
+            }
+            let mut open: Vec<String> = Vec::new();
+            let mut root_seen = false;
+            while !rest.is_empty() {
+                let Some(lt) = rest.find('<') else {
+                    if open.is_empty() && !rest.trim().is_empty() {
+                        return Err(format!("text {:?} outside <Response>", rest.trim()));
+                    }
+                    break;
+                };
+                if open.is_empty() && !rest[..lt].trim().is_empty() {
+                    return Err(format!("text {:?} outside <Response>", rest[..lt].trim()));
+                }
+                rest = &rest[lt..];
+                if let Some(after) = rest.strip_prefix("<!--") {
+                    let end = after.find("-->").ok_or("unterminated comment")?;
+                    rest = &after[end + 3..];
+                    continue;
+                }
+                if let Some(after) = rest.strip_prefix("<![CDATA[") {
+                    if open.is_empty() {
+                        return Err("CDATA outside <Response>".to_owned());
+                    }
+                    let end = after.find("]]>").ok_or("unterminated CDATA section")?;
+                    rest = &after[end + 3..];
+                    continue;
+                }
+                // The tag ends at the first `>` outside a quoted attribute value.
+                let mut quote = None;
+                let end = rest.char_indices().skip(1).find_map(|(i, c)| {
+                    match (quote, c) {
+                        (None, '"' | '\'') => quote = Some(c),
+                        (Some(q), c) if c == q => quote = None,
+                        (None, '>') => return Some(i),
+                        _ => {}
+                    }
+                    None
+                });
+                let end = end.ok_or("unterminated tag")?;
+                let tag = &rest[1..end];
+                rest = &rest[end + 1..];
+                if let Some(name) = tag.strip_prefix('/') {
+                    match open.pop() {
+                        Some(opened) if opened == name.trim() => continue,
+                        Some(opened) => return Err(format!("</{}> closes <{opened}>", name.trim())),
+                        None => return Err(format!("</{}> without a start tag", name.trim())),
+                    }
+                }
+                let (tag, self_closing) = match tag.strip_suffix('/') {
+                    Some(tag) => (tag, true),
+                    None => (tag, false),
+                };
+                let (name, attributes) = parse_start_tag(tag)?;
+                if open.is_empty() {
+                    if root_seen {
+                        return Err(format!("<{name}> after the root element"));
+                    }
+                    if name != "Response" {
+                        return Err(format!("the root element is <{name}>, not <Response>"));
+                    }
+                    root_seen = true;
+                }
+                if name == "Gather" {
+                    let action = attributes.iter().find(|(a, _)| a == "action").map(|(_, v)| v.as_str());
+                    match action {
+                        Some(url) if is_absolute_http_url(url) => {}
+                        Some(url) => return Err(format!("<Gather action={url:?}> is not an absolute http(s) URL")),
+                        None => return Err("<Gather> has no action (inline TwiML has no URL to default to)".to_owned()),
+                    }
+                }
+                if !self_closing {
+                    open.push(name);
+                }
+            }
+            match (root_seen, open.last()) {
+                (false, _) => Err("no <Response> element".to_owned()),
+                (true, Some(unclosed)) => Err(format!("<{unclosed}> is never closed")),
+                (true, None) => Ok(()),
+            }
+        }
+
+        /// `POST /2010-04-01/Accounts/{AccountSid}/Calls.json`, "Create a Call resource":
+        ///
+        /// - Required `To` (21201 "No 'To' number specified"; 21211 for one that is neither E.164
+        ///   nor `client:`/`sip:`), `From` (21213 "Caller phone number is required"; 21212 when it
+        ///   is not E.164 for a phone `To`: "If the `to` parameter is a phone number, `From` must
+        ///   also be a phone number"), and exactly one of `Url`, `Twiml`, `ApplicationSid` (21200
+        ///   "Calls Resource": "provide `url`, `twiml`, or `applicationSid`").
+        /// - `Url` absolute http(s) (21205 "Invalid URL"); `ApplicationSid` `AP` + 32 hex (21218
+        ///   "Invalid ApplicationSid"); `Twiml` at most 4000 characters (32018) and a
+        ///   `<Response>` document whose `<Gather>` posts to an absolute URL (12100 "Document parse
+        ///   failure", see [`check_twiml`]).
+        /// - `Method`, `StatusCallbackMethod` `GET` or `POST`, `StatusCallback` an absolute URL,
+        ///   each `StatusCallbackEvent` one of initiated/ringing/answered/completed, `TimeLimit` a
+        ///   positive integer, `MachineDetection` `Enable` or `DetectMessageEnd`: 21200 otherwise
+        ///   (its possible causes list the method values and the callback URLs). `Timeout` 1–600,
+        ///   21208 "Invalid Timeout" otherwise.
+        /// - Reply 201 with the Call resource, `status` "queued", `direction` "outbound-api",
+        ///   dates in RFC 2822 (`Tue, 31 Aug 2010 20:36:28 +0000`). The idempotency token is
+        ///   honoured as for messages (this fake's contract, not Twilio's).
+        pub(crate) fn create(state: &mut FakeState, account_sid: &str, req: &Incoming, fail: bool) -> Reply {
+            let token = req.header(TWILIO_IDEMPOTENCY_HEADER).map(str::to_owned);
+            let token_key = token.as_ref().map(|t| format!("Calls.json {t}"));
+            if let Some(first) = token_key.as_ref().and_then(|t| state.twilio_tokens.get(t)) {
+                return Reply { verdict: Verdict::Replayed, response: json_response(StatusCode::CREATED, first) };
+            }
+            let fields = if req.content_type_is("application/x-www-form-urlencoded") {
+                parse_form(&req.body)
+            } else {
+                Vec::new()
+            };
+            let field =
+                |name: &str| fields.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone()).filter(|v| !v.is_empty());
+
+            let Some(to) = field("To") else {
+                return calls_error(21201, "No 'To' number is specified", "To missing");
+            };
+            if !is_callee(&to) {
+                return calls_error(
+                    21211,
+                    &format!("Invalid 'To' Phone Number: {to}"),
+                    format!("To {to:?} is neither E.164 nor client:/sip:"),
+                );
+            }
+            let Some(from) = field("From") else {
+                return calls_error(21213, "Caller phone number is required", "From missing");
+            };
+            if !is_callee(&from) || (is_e164(&to) && !is_e164(&from)) {
+                return calls_error(
+                    21212,
+                    &format!("Invalid 'From' Phone Number: {from}"),
+                    format!("From {from:?} for To {to:?}"),
+                );
+            }
+            let (url, twiml, application) = (field("Url"), field("Twiml"), field("ApplicationSid"));
+            let instructions = [url.is_some(), twiml.is_some(), application.is_some()].iter().filter(|x| **x).count();
+            if instructions != 1 {
+                return calls_error(
+                    21200,
+                    "Either a 'Url', 'Twiml' or 'ApplicationSid' parameter is required to create a call",
+                    format!("{instructions} of Url, Twiml and ApplicationSid given, exactly one is needed"),
+                );
+            }
+            if let Some(url) = &url
+                && !is_absolute_http_url(url)
+            {
+                return calls_error(21205, &format!("Url is not a valid URL: {url}"), format!("Url {url:?}"));
+            }
+            if let Some(sid) = &application {
+                let valid =
+                    sid.strip_prefix("AP").is_some_and(|h| h.len() == 32 && h.bytes().all(|b| b.is_ascii_hexdigit()));
+                if !valid {
+                    return calls_error(21218, "Invalid ApplicationSid", format!("ApplicationSid {sid:?}"));
+                }
+            }
+            if let Some(twiml) = &twiml {
+                let chars = twiml.chars().count();
+                if chars > MAX_TWIML_CHARS {
+                    return calls_error(
+                        32018,
+                        "Twiml size exceeded maximum allowed value of 4000 characters",
+                        format!("Twiml of {chars} characters"),
+                    );
+                }
+                if let Err(problem) = check_twiml(twiml) {
+                    return calls_error(
+                        12100,
+                        &format!("Document parse failure: {problem}"),
+                        format!("Twiml: {problem}"),
+                    );
+                }
+            }
+            for name in ["Method", "StatusCallbackMethod"] {
+                if let Some(method) = field(name)
+                    && method != "GET"
+                    && method != "POST"
+                {
+                    return calls_error(21200, &format!("{name} must be GET or POST"), format!("{name} {method:?}"));
+                }
+            }
+            if let Some(callback) = field("StatusCallback")
+                && !is_absolute_http_url(&callback)
+            {
+                return calls_error(21200, "StatusCallback is not a valid URL", format!("StatusCallback {callback:?}"));
+            }
+            let events: Vec<String> = fields
+                .iter()
+                .filter(|(k, _)| k == "StatusCallbackEvent")
+                .flat_map(|(_, v)| v.split(' ').filter(|e| !e.is_empty()).map(str::to_owned).collect::<Vec<_>>())
+                .collect();
+            if let Some(event) = events.iter().find(|e| !EVENTS.contains(&e.as_str())) {
+                return calls_error(
+                    21200,
+                    &format!("Invalid StatusCallbackEvent: {event}"),
+                    format!("StatusCallbackEvent {event:?}, expected one of {EVENTS:?}"),
+                );
+            }
+            if let Some(timeout) = field("Timeout")
+                && !timeout.parse::<u64>().is_ok_and(|t| (1..=MAX_TIMEOUT_S).contains(&t))
+            {
+                return calls_error(21208, "Invalid Timeout", format!("Timeout {timeout:?}, expected 1 to 600"));
+            }
+            if let Some(limit) = field("TimeLimit")
+                && !limit.parse::<u64>().is_ok_and(|t| t >= 1)
+            {
+                return calls_error(21200, "Invalid TimeLimit", format!("TimeLimit {limit:?}"));
+            }
+            if let Some(detection) = field("MachineDetection")
+                && detection != "Enable"
+                && detection != "DetectMessageEnd"
+            {
+                return calls_error(21200, "Invalid MachineDetection", format!("MachineDetection {detection:?}"));
+            }
+
+            if fail {
+                return Reply {
+                    verdict: Verdict::Failed,
+                    response: error_response(StatusCode::INTERNAL_SERVER_ERROR, 20500, "Internal Server Error"),
+                };
+            }
+
+            let sid = format!("CA{}", hex::encode(rand::random::<[u8; 16]>()));
+            let now = DateTime::from_timestamp_millis(req.unix_ms).unwrap_or_default().to_rfc2822();
+            let base = format!("/2010-04-01/Accounts/{account_sid}/Calls/{sid}");
+            let call = json!({
+                "account_sid": account_sid,
+                "annotation": null,
+                "answered_by": null,
+                "api_version": "2010-04-01",
+                "caller_name": null,
+                "date_created": now,
+                "date_updated": now,
+                "direction": "outbound-api",
+                "duration": null,
+                "end_time": null,
+                "forwarded_from": null,
+                "from": from,
+                "from_formatted": from,
+                "group_sid": null,
+                "parent_call_sid": null,
+                "phone_number_sid": null,
+                "price": null,
+                "price_unit": "USD",
+                "queue_time": "0",
+                "sid": sid,
+                "start_time": null,
+                "status": "queued",
+                "subresource_uris": {
+                    "notifications": format!("{base}/Notifications.json"),
+                    "recordings": format!("{base}/Recordings.json"),
+                    "events": format!("{base}/Events.json"),
+                },
+                "to": to,
+                "to_formatted": to,
+                "trunk_sid": null,
+                "uri": format!("{base}.json"),
+            });
+            if let Some(key) = token_key {
+                state.twilio_tokens.insert(key, call.clone());
+            }
+            state.twilio_calls.push(TwilioMessage { resource: call.clone(), created_unix_ms: req.unix_ms });
+            let delivered = Delivered {
+                recipient: to,
+                text: twiml.or(url).or(application),
+                template: None,
+                params: None,
+                sender: Some(from),
+                idempotency_key: token,
+                provider_id: sid,
+                received_at: req.at,
+                received_unix_ms: req.unix_ms,
+            };
+            Reply { verdict: Verdict::Delivered(vec![delivered]), response: json_response(StatusCode::CREATED, &call) }
+        }
+
+        /// `GET /2010-04-01/Accounts/{AccountSid}/Calls.json`, "Read multiple Call resources":
+        ///
+        /// - Filters `To`, `From`, `Status` (exact) and `StartTime`: "Only include calls that
+        ///   started on this date. Specify a date as `YYYY-MM-DD` in UTC … You can also specify an
+        ///   inequality, such as `StartTime<=YYYY-MM-DD`, to read calls that started on or before
+        ///   midnight of this date, and `StartTime>=YYYY-MM-DD` to read calls that started on or
+        ///   after midnight of this date." On the wire the inequalities are the parameters
+        ///   `StartTime<` and `StartTime>`, as for `DateSent`. A call that has not started (no
+        ///   `start_time`) matches no `StartTime` filter.
+        /// - Newest first ("sorted by DateCreated with the most recent calls appearing first");
+        ///   `PageSize` default 50, at most 1000; `{calls, page, page_size, start, end, uri,
+        ///   first_page_uri, next_page_uri, previous_page_uri}`.
+        ///
+        /// The fake's reading: a call starts [`Options::receipt_delay`] after it was created (at
+        /// once by default) and then stays `in-progress`; before that it is `queued` with no
+        /// `start_time`.
+        pub(crate) fn list(state: &FakeState, account_sid: &str, req: &Incoming) -> Reply {
+            let query = parse_form(req.query.as_bytes());
+            let get =
+                |name: &str| query.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str()).filter(|v| !v.is_empty());
+            let mut date_filters = Vec::new();
+            for (name, filter) in [
+                ("StartTime", DateFilter::On),
+                ("StartTime<", DateFilter::OnOrBefore),
+                ("StartTime>", DateFilter::OnOrAfter),
+            ] {
+                let Some(raw) = get(name) else { continue };
+                let date = NaiveDate::parse_from_str(raw, "%Y-%m-%d")
+                    .ok()
+                    .or_else(|| DateTime::parse_from_rfc3339(raw).ok().map(|t| t.with_timezone(&Utc).date_naive()));
+                let Some(date) = date else {
+                    return error(
+                        StatusCode::BAD_REQUEST,
+                        400,
+                        &format!("Invalid {name}: {raw}"),
+                        format!("{name}={raw:?}, expected YYYY-MM-DD"),
+                    );
+                };
+                date_filters.push((filter, date));
+            }
+            let page_size = get("PageSize").and_then(|v| v.parse::<usize>().ok()).unwrap_or(50).clamp(1, 1000);
+            let page = get("Page").and_then(|v| v.parse::<usize>().ok()).unwrap_or(0);
+            let (to, from, status) = (get("To"), get("From"), get("Status"));
+            let start_ms = i64::try_from(state.options.receipt_delay.as_millis()).unwrap_or(i64::MAX);
+
+            let matches: Vec<Value> = state
+                .twilio_calls
+                .iter()
+                .rev()
+                .filter_map(|call| {
+                    let started_ms = call.created_unix_ms.saturating_add(start_ms);
+                    let started = (req.unix_ms >= started_ms)
+                        .then(|| DateTime::from_timestamp_millis(started_ms).unwrap_or_default());
+                    let mut resource = call.resource.clone();
+                    if let Some(started) = started {
+                        resource["status"] = Value::from("in-progress");
+                        resource["start_time"] = Value::from(started.to_rfc2822());
+                        resource["date_updated"] = Value::from(started.to_rfc2822());
+                    }
+                    let keep = to.is_none_or(|to| resource["to"] == to)
+                        && from.is_none_or(|from| resource["from"] == from)
+                        && status.is_none_or(|status| resource["status"] == status)
+                        && date_filters.iter().all(|(filter, date)| {
+                            started.is_some_and(|started| match filter {
+                                DateFilter::On => started.date_naive() == *date,
+                                DateFilter::OnOrBefore => started.date_naive() <= *date,
+                                DateFilter::OnOrAfter => started.date_naive() >= *date,
+                            })
+                        });
+                    keep.then_some(resource)
+                })
+                .collect();
+
+            let start = page * page_size;
+            let items: Vec<Value> = matches.iter().skip(start).take(page_size).cloned().collect();
+            let more = start + items.len() < matches.len();
+            let filters: Vec<(String, String)> = ["To", "From", "Status", "StartTime", "StartTime<", "StartTime>"]
+                .iter()
+                .filter_map(|name| get(name).map(|value| ((*name).to_owned(), value.to_owned())))
+                .collect();
+            let uri = |page: usize| {
+                let mut pairs = filters.clone();
+                pairs.push(("PageSize".to_owned(), page_size.to_string()));
+                pairs.push(("Page".to_owned(), page.to_string()));
+                format!("/2010-04-01/Accounts/{account_sid}/Calls.json?{}", form_encode(&pairs))
+            };
+            let body = json!({
+                "calls": items,
+                "end": (start + items.len()).saturating_sub(1),
+                "first_page_uri": uri(0),
+                "next_page_uri": if more { Value::from(uri(page + 1)) } else { Value::Null },
+                "page": page,
+                "page_size": page_size,
+                "previous_page_uri": if page > 0 { Value::from(uri(page - 1)) } else { Value::Null },
+                "start": start,
+                "uri": uri(page),
+            });
+            Reply { verdict: Verdict::Answered, response: json_response(StatusCode::OK, &body) }
+        }
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
 // Chillcloud's signed webhooks
+
 // ---------------------------------------------------------------------------------------------
 
 mod webhook {
@@ -2267,6 +3266,541 @@ mod webhook {
 }
 
 // ---------------------------------------------------------------------------------------------
+// Team chat robots: WeCom, DingTalk, Feishu, Slack
+// ---------------------------------------------------------------------------------------------
+
+/// The JSON object body of a chat webhook, or `None`.
+fn json_object(body: &[u8]) -> Option<serde_json::Map<String, Value>> {
+    match serde_json::from_slice::<Value>(body) {
+        Ok(Value::Object(object)) => Some(object),
+        _ => None,
+    }
+}
+
+/// A string field of a JSON object, or `None` when absent or not a string.
+fn str_field<'a>(object: &'a Value, name: &str) -> Option<&'a str> {
+    object.get(name).and_then(Value::as_str)
+}
+
+/// WeCom (企业微信) group robots: "群机器人配置说明" (developer.work.weixin.qq.com/document/path/
+/// 91770) and the global error codes (developer.work.weixin.qq.com/document/path/90313). Every
+/// answer is HTTP 200 and `{"errcode","errmsg"}`; "开发者的程序应该根据errcode来判断出错的情况".
+mod wecom {
+    use super::*;
+
+    /// text: "content … 最长不超过2048个字节，必须是utf8编码".
+    const MAX_TEXT_BYTES: usize = 2048;
+    /// markdown: "content … 最长不超过4096个字节，必须是utf8编码".
+    const MAX_MARKDOWN_BYTES: usize = 4096;
+    /// "每个机器人发送的消息不能超过20条/分钟".
+    const PER_MINUTE: usize = 20;
+
+    fn error(errcode: i64, errmsg: &str, reason: impl Into<String>) -> Reply {
+        let body = json!({ "errcode": errcode, "errmsg": errmsg });
+        Reply::rejected(&errcode.to_string(), reason, json_response(StatusCode::OK, &body))
+    }
+
+    /// `POST /cgi-bin/webhook/send?key=<key>` with `msgtype` text or markdown:
+    ///
+    /// - An unknown or missing key: 93000 "invalid webhook url" (seen answer of a removed robot).
+    /// - A body that is not a JSON object: 40058 with "Warning: wrong json format." (the global
+    ///   codes page: "如果请求的参数不符合json规范 … errmsg里会有“Warning: wrong json format.”").
+    /// - `msgtype` other than text and markdown (the only types this fake implements; the robot
+    ///   also takes image, news, file, voice and template_card): 40008 "invalid message type"
+    ///   (不合法的msgtype参数).
+    /// - An empty or missing `content`: 44004 (文本消息content参数为空); one over 2048 (text) or
+    ///   4096 (markdown) bytes: 40058 (不合法的参数); `mentioned_list` and
+    ///   `mentioned_mobile_list` (text only) arrays of strings, 40058 otherwise.
+    /// - More than 20 messages a minute: 45009 "api freq out of limit" (接口调用超过限制).
+    /// - [`Mode::Fail`]: -1 "system busy" (系统繁忙, "建议稍候重试").
+    /// - Success `{"errcode":0,"errmsg":"ok"}`.
+    pub(super) fn process(state: &mut FakeState, key: &str, req: &Incoming, fail: bool) -> Reply {
+        if req.method != Method::POST || req.path != "/cgi-bin/webhook/send" {
+            let response = (StatusCode::NOT_FOUND, "404 Not Found").into_response();
+            return Reply::rejected("404", format!("{} {}", req.method, req.path), response);
+        }
+        let query = parse_form(req.query.as_bytes());
+        let given = query.iter().find(|(k, _)| k == "key").map(|(_, v)| v.as_str());
+        if given != Some(key) {
+            return error(
+                93000,
+                "invalid webhook url, hint: [fake], from ip: 127.0.0.1, more info at \
+                 https://open.work.weixin.qq.com/devtool/query?e=93000",
+                format!("key {given:?}"),
+            );
+        }
+        let Some(body) = json_object(&req.body) else {
+            return error(
+                40058,
+                "invalid parameter, Warning: wrong json format.",
+                format!("body is not a JSON object: {}", String::from_utf8_lossy(&req.body)),
+            );
+        };
+        let msgtype = body.get("msgtype").and_then(Value::as_str).unwrap_or_default();
+        let (limit, message) = match msgtype {
+            "text" => (MAX_TEXT_BYTES, body.get("text")),
+            "markdown" => (MAX_MARKDOWN_BYTES, body.get("markdown")),
+            other => {
+                return error(
+                    40008,
+                    "invalid message type",
+                    format!("msgtype {other:?} (the fake implements text and markdown)"),
+                );
+            }
+        };
+        let Some(content) = message.and_then(|m| str_field(m, "content")).filter(|c| !c.is_empty()) else {
+            return error(44004, "empty content", format!("{msgtype}.content missing or empty"));
+        };
+        if content.len() > limit {
+            return error(
+                40058,
+                &format!("{msgtype}.content exceed max length {limit}"),
+                format!("{msgtype}.content of {} bytes, limit {limit}", content.len()),
+            );
+        }
+        if msgtype == "text" {
+            for list in ["mentioned_list", "mentioned_mobile_list"] {
+                let value = message.and_then(|m| m.get(list));
+                let ok = value.is_none_or(|v| v.as_array().is_some_and(|items| items.iter().all(Value::is_string)));
+                if !ok {
+                    return error(40058, &format!("invalid {list}"), format!("text.{list} is not an array of strings"));
+                }
+            }
+        }
+        let rate_key = format!("wecom:{key}");
+        if let Some((most, per)) = rate_exceeded(state, &rate_key, req.at, &[(PER_MINUTE, Duration::from_secs(60))]) {
+            return error(45009, "api freq out of limit", format!("more than {most} messages within {per:?}"));
+        }
+        if fail {
+            let body = json!({ "errcode": -1, "errmsg": "system busy" });
+            return Reply { verdict: Verdict::Failed, response: json_response(StatusCode::OK, &body) };
+        }
+        record_send(state, &rate_key, req.at);
+        let delivered = Delivered {
+            recipient: key.to_owned(),
+            text: Some(content.to_owned()),
+            template: None,
+            params: Some(Value::Object(body.clone())),
+            sender: None,
+            idempotency_key: None,
+            provider_id: local_id(),
+            received_at: req.at,
+            received_unix_ms: req.unix_ms,
+        };
+        let response = json_response(StatusCode::OK, &json!({ "errcode": 0, "errmsg": "ok" }));
+        Reply { verdict: Verdict::Delivered(vec![delivered]), response }
+    }
+}
+
+/// DingTalk custom robots: "自定义机器人安全设置" (加签, open.dingtalk.com/document/robots/
+/// customize-robot-security-settings), "自定义机器人发送群消息" and the message types
+/// (open.dingtalk.com/document/orgapp/custom-robots-send-group-messages), and the error codes
+/// seen in answers (docs/research/paging-channels.md §1b). Every answer is HTTP 200 and
+/// `{"errcode","errmsg"}`.
+mod dingtalk {
+    use super::*;
+
+    /// "timestamp … 与请求调用时间误差不能超过1小时".
+    const MAX_SKEW_MS: i64 = 3600 * 1000;
+    /// "message too long, exceed 20000 bytes".
+    const MAX_BODY_BYTES: usize = 20000;
+    /// "每个机器人每分钟最多发送20条消息到群里".
+    const PER_MINUTE: usize = 20;
+
+    /// `sign` before URL-encoding: Base64(HmacSHA256(key = secret, message = timestamp + "\n" +
+    /// secret)), all UTF-8 (加签).
+    pub(super) fn sign(secret: &str, timestamp: &str) -> String {
+        BASE64.encode(hmac_sha256(secret.as_bytes(), format!("{timestamp}\n{secret}").as_bytes()))
+    }
+
+    fn error(errcode: i64, errmsg: &str, reason: impl Into<String>) -> Reply {
+        let body = json!({ "errcode": errcode, "errmsg": errmsg });
+        Reply::rejected(&errcode.to_string(), reason, json_response(StatusCode::OK, &body))
+    }
+
+    /// The text a message shows: text `text.content`, markdown `markdown.text`, actionCard
+    /// `actionCard.text`, link `link.text`; `Err` names the missing field. Required fields per
+    /// type: text content; markdown title, text; actionCard title, text and either singleTitle
+    /// with singleURL or `btns` of `{title, actionURL}`; link title, text, messageUrl.
+    fn message_text(body: &serde_json::Map<String, Value>) -> Result<String, String> {
+        let msgtype = body.get("msgtype").and_then(Value::as_str).ok_or("msgtype")?;
+        let required: &[&str] = match msgtype {
+            "text" => &["content"],
+            "markdown" => &["title", "text"],
+            "actionCard" => &["title", "text"],
+            "link" => &["title", "text", "messageUrl"],
+            other => return Err(format!("msgtype {other:?} (the fake implements text, markdown, actionCard, link)")),
+        };
+        let message = body.get(msgtype).filter(|m| m.is_object()).ok_or_else(|| msgtype.to_owned())?;
+        if let Some(name) = required.iter().find(|name| str_field(message, name).is_none_or(str::is_empty)) {
+            return Err(format!("{msgtype}.{name}"));
+        }
+        if msgtype == "actionCard" {
+            let single = str_field(message, "singleTitle").is_some() && str_field(message, "singleURL").is_some();
+            let buttons = message.get("btns").and_then(Value::as_array).is_some_and(|btns| {
+                !btns.is_empty()
+                    && btns.iter().all(|b| str_field(b, "title").is_some() && str_field(b, "actionURL").is_some())
+            });
+            if !single && !buttons {
+                return Err("actionCard.singleTitle/singleURL or actionCard.btns".to_owned());
+            }
+        }
+        let field = if msgtype == "text" { "content" } else { "text" };
+        Ok(str_field(message, field).unwrap_or_default().to_owned())
+    }
+
+    /// `POST /robot/send?access_token=…&timestamp=<ms>&sign=<urlencoded base64>`:
+    ///
+    /// - An unknown `access_token`: 300005 "token is not exist".
+    /// - `timestamp` missing, not milliseconds, or more than an hour from the server's clock:
+    ///   310000 "invalid timestamp" (the errmsg DingTalk gives; its errcode is not confirmed,
+    ///   310000 is the code of the other security failures).
+    /// - `sign` missing or not the [`sign`] of that timestamp, compared in constant time after
+    ///   the query's own URL-decoding (so an unencoded `+` reads as a space and fails, as at
+    ///   DingTalk): 310000 "sign not match".
+    /// - A body over 20000 bytes: 460101 "message too long, exceed 20000 bytes" (errmsg as
+    ///   answered; the code is the fake's reading of third-party reports).
+    /// - A body that is not a JSON object, or a message without its required fields (see
+    ///   [`message_text`]): 40035 "缺少参数 …" (the fake's reading).
+    /// - More than 20 messages a minute: 130101 "send too fast, exceed 20 times per minute". The
+    ///   10-minute throttle an old doc text describes after that is not modelled.
+    /// - [`Mode::Fail`]: -1 "system busy".
+    /// - Success `{"errcode":0,"errmsg":"ok"}`.
+    pub(super) fn process(
+        state: &mut FakeState,
+        access_token: &str,
+        secret: &str,
+        req: &Incoming,
+        fail: bool,
+    ) -> Reply {
+        if req.method != Method::POST || req.path != "/robot/send" {
+            let response = (StatusCode::NOT_FOUND, "404 Not Found").into_response();
+            return Reply::rejected("404", format!("{} {}", req.method, req.path), response);
+        }
+        let query = parse_form(req.query.as_bytes());
+        let get = |name: &str| query.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str());
+        if get("access_token") != Some(access_token) {
+            return error(300005, "token is not exist", format!("access_token {:?}", get("access_token")));
+        }
+        let Some(timestamp) = get("timestamp").filter(|t| t.parse::<i64>().is_ok()) else {
+            return error(310000, "invalid timestamp", format!("timestamp {:?}", get("timestamp")));
+        };
+        let skew = timestamp.parse::<i64>().unwrap_or_default() - req.unix_ms;
+        if skew.abs() > MAX_SKEW_MS {
+            return error(
+                310000,
+                "invalid timestamp",
+                format!("timestamp {timestamp} is {skew} ms from now (limit 1 h)"),
+            );
+        }
+        let expected = sign(secret, timestamp);
+        let given = get("sign").unwrap_or_default();
+        if !constant_time_eq(given.as_bytes(), expected.as_bytes()) {
+            return error(310000, "sign not match", format!("sign {given:?} (after URL-decoding) is not {expected:?}"));
+        }
+        if req.body.len() > MAX_BODY_BYTES {
+            return error(
+                460101,
+                "message too long, exceed 20000 bytes",
+                format!("body of {} bytes, limit {MAX_BODY_BYTES}", req.body.len()),
+            );
+        }
+        let Some(body) = json_object(&req.body) else {
+            return error(
+                40035,
+                "缺少参数 json",
+                format!("body is not a JSON object: {}", String::from_utf8_lossy(&req.body)),
+            );
+        };
+        let text = match message_text(&body) {
+            Ok(text) => text,
+            Err(missing) => {
+                return error(40035, &format!("缺少参数 {missing}"), format!("{missing} missing or invalid"));
+            }
+        };
+        let rate_key = format!("dingtalk:{access_token}");
+        if let Some((most, per)) = rate_exceeded(state, &rate_key, req.at, &[(PER_MINUTE, Duration::from_secs(60))]) {
+            return error(
+                130101,
+                "send too fast, exceed 20 times per minute",
+                format!("more than {most} messages within {per:?}"),
+            );
+        }
+        if fail {
+            let body = json!({ "errcode": -1, "errmsg": "system busy" });
+            return Reply { verdict: Verdict::Failed, response: json_response(StatusCode::OK, &body) };
+        }
+        record_send(state, &rate_key, req.at);
+        let delivered = Delivered {
+            recipient: access_token.to_owned(),
+            text: Some(text),
+            template: None,
+            params: Some(Value::Object(body)),
+            sender: None,
+            idempotency_key: None,
+            provider_id: local_id(),
+            received_at: req.at,
+            received_unix_ms: req.unix_ms,
+        };
+        let response = json_response(StatusCode::OK, &json!({ "errcode": 0, "errmsg": "ok" }));
+        Reply { verdict: Verdict::Delivered(vec![delivered]), response }
+    }
+}
+
+/// Feishu / Lark custom bots: "自定义机器人使用指南" (open.feishu.cn/document/client-docs/bot-v3/
+/// add-custom-bot), its 签名校验 section and official samples (the string to sign is the HMAC
+/// KEY and the message is empty), and the error codes seen in answers
+/// (docs/research/paging-channels.md §1c). Every answer is HTTP 200 and `{"code","msg",…}`.
+mod feishu {
+    use super::*;
+
+    /// "timestamp … 距当前时间不得超过 1 小时（3600 秒）".
+    const MAX_SKEW_S: i64 = 3600;
+    /// "请求体大小不能超过 20 K".
+    const MAX_BODY_BYTES: usize = 20 * 1024;
+    /// "自定义机器人的频率控制和普通应用不同，为 100 次/分钟，5 次/秒".
+    const LIMITS: [(usize, Duration); 2] = [(5, Duration::from_secs(1)), (100, Duration::from_secs(60))];
+
+    /// `sign` = Base64(HmacSHA256(key = timestamp + "\n" + secret, message = empty)).
+    pub(super) fn sign(secret: &str, timestamp: &str) -> String {
+        BASE64.encode(hmac_sha256(format!("{timestamp}\n{secret}").as_bytes(), b""))
+    }
+
+    fn error(code: i64, msg: &str, reason: impl Into<String>) -> Reply {
+        let body = json!({ "code": code, "msg": msg, "data": {} });
+        Reply::rejected(&code.to_string(), reason, json_response(StatusCode::OK, &body))
+    }
+
+    /// The texts of a post paragraph line: `text` and `a` elements' `text`, `at` as `@` + its
+    /// `user_name` or `user_id`.
+    fn post_line(line: &Value) -> Option<String> {
+        let elements = line.as_array()?;
+        let mut out = String::new();
+        for element in elements {
+            match str_field(element, "tag")? {
+                "at" => {
+                    let who = str_field(element, "user_name").or_else(|| str_field(element, "user_id"))?;
+                    out.push('@');
+                    out.push_str(who);
+                }
+                _ => out.push_str(str_field(element, "text").unwrap_or_default()),
+            }
+        }
+        Some(out)
+    }
+
+    /// The text a message shows, or `None` when it is malformed: text `content.text`; post the
+    /// `title` and each line of `content.post.<zh_cn, or the first language>`, joined with
+    /// newlines; interactive (`card` at the top level) the header title and each element's
+    /// `text.content`, joined with newlines.
+    fn message_text(body: &serde_json::Map<String, Value>) -> Option<String> {
+        match body.get("msg_type")?.as_str()? {
+            "text" => str_field(body.get("content")?, "text").map(str::to_owned),
+            "post" => {
+                let post = body.get("content")?.get("post")?.as_object()?;
+                let language = post.get("zh_cn").or_else(|| post.values().next())?;
+                let mut parts: Vec<String> = str_field(language, "title").into_iter().map(str::to_owned).collect();
+                for line in language.get("content")?.as_array()? {
+                    parts.push(post_line(line)?);
+                }
+                Some(parts.join("\n"))
+            }
+            "interactive" => {
+                let card = body.get("card").filter(|c| c.is_object())?;
+                let title = card.get("header").and_then(|h| h.get("title")).and_then(|t| str_field(t, "content"));
+                let mut parts: Vec<String> = title.into_iter().map(str::to_owned).collect();
+                let elements = card.get("elements").and_then(Value::as_array).map(Vec::as_slice).unwrap_or_default();
+                parts.extend(
+                    elements
+                        .iter()
+                        .filter_map(|e| e.get("text").and_then(|t| str_field(t, "content")))
+                        .map(str::to_owned),
+                );
+                Some(parts.join("\n"))
+            }
+            _ => None,
+        }
+    }
+
+    /// `POST /open-apis/bot/v2/hook/<token>` with `timestamp`, `sign` and the message in the JSON
+    /// body:
+    ///
+    /// - An unknown token: 19001 "param invalid: incoming webhook access token invalid".
+    /// - A body over 20 KB, not a JSON object, or a message this fake cannot read (see
+    ///   [`message_text`]; msg_type text, post, interactive): 9499 "Bad Request".
+    /// - `timestamp` (seconds, a string) missing or more than an hour off, or `sign` not the
+    ///   [`sign`] of it: 19021 "sign match fail or timestamp is not within one hour from current
+    ///   time".
+    /// - More than 5 a second or 100 a minute: 11232 "frequency limited".
+    /// - [`Mode::Fail`]: 1500 "internal error" (内部错误，请稍后重试; the Open Platform's
+    ///   generic server error code, open.feishu.cn/document/server-docs/api-call-guide/
+    ///   generic-error-code).
+    /// - Success `{"code":0,"msg":"success","data":{},"Extra":null,"StatusCode":0,
+    ///   "StatusMessage":"success"}`.
+    pub(super) fn process(state: &mut FakeState, token: &str, secret: &str, req: &Incoming, fail: bool) -> Reply {
+        let Some(given) = req.path.strip_prefix("/open-apis/bot/v2/hook/").filter(|_| req.method == Method::POST)
+        else {
+            let response = (StatusCode::NOT_FOUND, "404 page not found").into_response();
+            return Reply::rejected("404", format!("{} {}", req.method, req.path), response);
+        };
+        if given != token {
+            return error(19001, "param invalid: incoming webhook access token invalid", format!("token {given:?}"));
+        }
+        if req.body.len() > MAX_BODY_BYTES {
+            return error(9499, "Bad Request", format!("body of {} bytes, limit {MAX_BODY_BYTES}", req.body.len()));
+        }
+        let Some(body) = json_object(&req.body) else {
+            return error(
+                9499,
+                "Bad Request",
+                format!("body is not a JSON object: {}", String::from_utf8_lossy(&req.body)),
+            );
+        };
+        const SIGN_FAILED: &str = "sign match fail or timestamp is not within one hour from current time";
+        let timestamp = body.get("timestamp").and_then(Value::as_str).filter(|t| t.parse::<i64>().is_ok());
+        let Some(timestamp) = timestamp else {
+            return error(
+                19021,
+                SIGN_FAILED,
+                format!("timestamp {:?} is not a string of seconds", body.get("timestamp")),
+            );
+        };
+        let skew = timestamp.parse::<i64>().unwrap_or_default() - req.unix_s();
+        if skew.abs() > MAX_SKEW_S {
+            return error(19021, SIGN_FAILED, format!("timestamp {timestamp} is {skew} s from now (limit 1 h)"));
+        }
+        let expected = sign(secret, timestamp);
+        let given_sign = body.get("sign").and_then(Value::as_str).unwrap_or_default();
+        if !constant_time_eq(given_sign.as_bytes(), expected.as_bytes()) {
+            return error(19021, SIGN_FAILED, format!("sign {given_sign:?} is not {expected:?}"));
+        }
+        let Some(text) = message_text(&body) else {
+            return error(
+                9499,
+                "Bad Request",
+                format!("msg_type {:?} with a content the fake cannot read", body.get("msg_type")),
+            );
+        };
+        let rate_key = format!("feishu:{token}");
+        if let Some((most, per)) = rate_exceeded(state, &rate_key, req.at, &LIMITS) {
+            return error(11232, "frequency limited", format!("more than {most} messages within {per:?}"));
+        }
+        if fail {
+            let body = json!({ "code": 1500, "msg": "internal error", "data": {} });
+            return Reply { verdict: Verdict::Failed, response: json_response(StatusCode::OK, &body) };
+        }
+        record_send(state, &rate_key, req.at);
+        let delivered = Delivered {
+            recipient: token.to_owned(),
+            text: Some(text),
+            template: None,
+            params: Some(Value::Object(body)),
+            sender: None,
+            idempotency_key: None,
+            provider_id: local_id(),
+            received_at: req.at,
+            received_unix_ms: req.unix_ms,
+        };
+        let success = json!({
+            "code": 0,
+            "msg": "success",
+            "data": {},
+            "Extra": null,
+            "StatusCode": 0,
+            "StatusMessage": "success",
+        });
+        Reply { verdict: Verdict::Delivered(vec![delivered]), response: json_response(StatusCode::OK, &success) }
+    }
+}
+
+/// Slack incoming webhooks: "Sending messages using incoming webhooks"
+/// (api.slack.com/messaging/webhooks), "Changes to errors for incoming webhooks"
+/// (api.slack.com/changelog/2016-05-17-changes-to-errors-for-incoming-webhooks) and "Rate
+/// limits" (api.slack.com/docs/rate-limits). Answers are plain text with the HTTP status.
+mod slack {
+    use super::*;
+
+    /// "Incoming webhooks: 1 per second", "short bursts … are allowed": a bucket of 3 that
+    /// refills one message a second.
+    const BURST: f64 = 3.0;
+    const PER_SECOND: f64 = 1.0;
+
+    fn text(status: StatusCode, body: &'static str) -> Response {
+        (status, [(header::CONTENT_TYPE, "text/plain; charset=utf-8")], body).into_response()
+    }
+
+    fn error(status: StatusCode, body: &'static str, reason: impl Into<String>) -> Reply {
+        Reply::rejected(body, reason, text(status, body))
+    }
+
+    /// `POST <path>` with a JSON body:
+    ///
+    /// - Any other path or method: 404 `no_service` (what Slack answers for a dead URL).
+    /// - A body that is not a JSON object, `text` not a string, or `blocks` not an array of
+    ///   objects with a `type`: 400 `invalid_payload`. Neither `text` nor `blocks`: 400
+    ///   `no_text` ("`text` … required unless you're using `blocks`").
+    /// - Past the rate limit: 429 `rate_limited` with `Retry-After: 1`.
+    /// - [`Mode::Fail`]: 500 `rollup_error`.
+    /// - Success: 200, `text/plain`, body `ok`.
+    pub(super) fn process(state: &mut FakeState, path: &str, req: &Incoming, fail: bool) -> Reply {
+        if req.method != Method::POST || req.path != path {
+            return error(StatusCode::NOT_FOUND, "no_service", format!("{} {}", req.method, req.path));
+        }
+        let Some(body) = json_object(&req.body) else {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "invalid_payload",
+                format!("body is not a JSON object: {}", String::from_utf8_lossy(&req.body)),
+            );
+        };
+        let message = body.get("text");
+        if message.is_some_and(|t| !t.is_string()) {
+            return error(StatusCode::BAD_REQUEST, "invalid_payload", "text is not a string");
+        }
+        let blocks = body.get("blocks");
+        let blocks_ok = blocks.is_none_or(|b| {
+            b.as_array().is_some_and(|items| items.iter().all(|block| str_field(block, "type").is_some()))
+        });
+        if !blocks_ok {
+            return error(StatusCode::BAD_REQUEST, "invalid_payload", "blocks is not an array of blocks with a type");
+        }
+        let message = message.and_then(Value::as_str).filter(|t| !t.is_empty());
+        let has_blocks = blocks.and_then(Value::as_array).is_some_and(|b| !b.is_empty());
+        if message.is_none() && !has_blocks {
+            return error(StatusCode::BAD_REQUEST, "no_text", "neither text nor blocks");
+        }
+        let (tokens, counted) = state.buckets.get(path).copied().unwrap_or((BURST, req.at));
+        let tokens = (tokens + req.at.saturating_duration_since(counted).as_secs_f64() * PER_SECOND).min(BURST);
+        if tokens < 1.0 {
+            state.buckets.insert(path.to_owned(), (tokens, req.at));
+            let mut reply =
+                error(StatusCode::TOO_MANY_REQUESTS, "rate_limited", "more than 1 a second past a burst of 3");
+            reply.response.headers_mut().insert(header::RETRY_AFTER, header::HeaderValue::from_static("1"));
+            return reply;
+        }
+        if fail {
+            return Reply {
+                verdict: Verdict::Failed,
+                response: text(StatusCode::INTERNAL_SERVER_ERROR, "rollup_error"),
+            };
+        }
+        state.buckets.insert(path.to_owned(), (tokens - 1.0, req.at));
+        let delivered = Delivered {
+            recipient: path.to_owned(),
+            text: message.map(str::to_owned),
+            template: None,
+            params: Some(Value::Object(body.clone())),
+            sender: None,
+            idempotency_key: None,
+            provider_id: local_id(),
+            received_at: req.at,
+            received_unix_ms: req.unix_ms,
+        };
+        Reply { verdict: Verdict::Delivered(vec![delivered]), response: text(StatusCode::OK, "ok") }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
 // Twilio → customer webhooks
 // ---------------------------------------------------------------------------------------------
 
@@ -2326,6 +3860,37 @@ impl TwilioWebhook {
             ("AccountSid", account_sid),
             ("From", from),
             ("ApiVersion", "2010-04-01"),
+        ];
+        Self::signed(url, auth_token, params.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect())
+    }
+
+    /// The request Twilio makes to a `<Gather>`'s `action` when the callee pressed `digits` on
+    /// an outbound call from `from` to `to` ("Gather": "Twilio will send … the `Digits`
+    /// parameter … in addition to the standard TwiML Voice request parameters"; the request
+    /// parameters of twilio.com/docs/usage/webhooks/voice-webhooks): AccountSid, ApiVersion,
+    /// CallSid, CallStatus `in-progress`, Digits, Direction `outbound-api`, From, To,
+    /// FinishedOnKey (empty: the input ended on `numDigits` or the timeout, not on a key) and
+    /// `msg` "Gather End". Signed for `url` like every Twilio webhook.
+    pub fn gather(
+        url: &str,
+        account_sid: &str,
+        auth_token: &str,
+        call_sid: &str,
+        from: &str,
+        to: &str,
+        digits: &str,
+    ) -> Self {
+        let params = [
+            ("AccountSid", account_sid),
+            ("ApiVersion", "2010-04-01"),
+            ("CallSid", call_sid),
+            ("CallStatus", "in-progress"),
+            ("Digits", digits),
+            ("Direction", "outbound-api"),
+            ("FinishedOnKey", ""),
+            ("From", from),
+            ("To", to),
+            ("msg", "Gather End"),
         ];
         Self::signed(url, auth_token, params.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect())
     }
@@ -2626,15 +4191,29 @@ mod tests {
         ts: i64,
         payload: &str,
     ) -> String {
+        sign_tencent_service("sms", secret_id, secret_key, host, content_type, ts, payload)
+    }
+
+    fn sign_tencent_service(
+        service: &str,
+        secret_id: &str,
+        secret_key: &str,
+        host: &str,
+        content_type: &str,
+        ts: i64,
+        payload: &str,
+    ) -> String {
         let date = DateTime::from_timestamp(ts, 0).expect("timestamp").format("%Y-%m-%d").to_string();
         let canonical = format!(
             "POST\n/\n\ncontent-type:{content_type}\nhost:{host}\n\ncontent-type;host\n{}",
             ref_sha256_hex(payload.as_bytes())
         );
-        let scope = format!("{date}/sms/tc3_request");
+        let scope = format!("{date}/{service}/tc3_request");
         let to_sign = format!("TC3-HMAC-SHA256\n{ts}\n{scope}\n{}", ref_sha256_hex(canonical.as_bytes()));
-        let key =
-            ref_hmac256(&ref_hmac256(&ref_hmac256(format!("TC3{secret_key}").as_bytes(), &date), "sms"), "tc3_request");
+        let key = ref_hmac256(
+            &ref_hmac256(&ref_hmac256(format!("TC3{secret_key}").as_bytes(), &date), service),
+            "tc3_request",
+        );
         let signature = hex::encode(ref_hmac256(&key, &to_sign));
         format!(
             "TC3-HMAC-SHA256 Credential={secret_id}/{scope}, SignedHeaders=content-type;host, Signature={signature}"
@@ -3438,5 +5017,744 @@ mod tests {
         let (_, page) = json_of(request.send().await.expect("send")).await;
         assert_eq!(page["messages"][0]["body"], "page 9", "{page}");
         assert_eq!(twilio.counters().accepted_unanswered, 1);
+    }
+
+    // ---- Aliyun voice ----
+
+    /// A SingleCallByTts on the fake (testId / testSecret) with some parameters replaced
+    /// (`<absent>` removes one).
+    async fn aliyun_call(fake: &FakeProvider, overrides: &[(&str, &str)]) -> (u16, Value) {
+        let (n, ts) = (nonce(), now_aliyun());
+        let base = vec![
+            ("AccessKeyId", "testId"),
+            ("Action", "SingleCallByTts"),
+            ("CalledNumber", "15300000001"),
+            ("CalledShowNumber", "057188773344"),
+            ("Format", "JSON"),
+            ("OutId", "page-42"),
+            ("PlayTimes", "2"),
+            ("RegionId", "cn-hangzhou"),
+            ("SignatureMethod", "HMAC-SHA1"),
+            ("SignatureNonce", &n),
+            ("SignatureVersion", "1.0"),
+            ("Timestamp", &ts),
+            ("TtsCode", "TTS_100001"),
+            ("TtsParam", r#"{"unit":"Chiller 3","alarm":"冷冻水出水温度过低"}"#),
+            ("Version", "2017-05-25"),
+        ];
+        let params: Vec<(&str, &str)> = with(base, overrides).into_iter().filter(|(_, v)| *v != "<absent>").collect();
+        aliyun_get(fake, &params).await
+    }
+
+    #[tokio::test]
+    async fn aliyun_voice_places_a_signed_call_and_limits_a_number_to_one_a_minute() {
+        let fake = FakeProvider::aliyun_voice("testId", "testSecret").await;
+        let (status, body) = aliyun_call(&fake, &[]).await;
+        assert_eq!((status, body["Code"].as_str(), body["Message"].as_str()), (200, Some("OK"), Some("OK")), "{body}");
+        let call_id = body["CallId"].as_str().expect("CallId").to_owned();
+        assert!(call_id.contains('^') && body["RequestId"].is_string(), "{body}");
+        let delivered = fake.wait_delivered(1, Duration::from_secs(5)).await;
+        assert_eq!(delivered[0].recipient, "15300000001");
+        assert_eq!(delivered[0].template.as_deref(), Some("TTS_100001"));
+        assert_eq!(delivered[0].params, Some(json!({ "unit": "Chiller 3", "alarm": "冷冻水出水温度过低" })));
+        assert_eq!(delivered[0].idempotency_key.as_deref(), Some("page-42"));
+        assert_eq!(delivered[0].sender.as_deref(), Some("057188773344"));
+        assert_eq!(delivered[0].provider_id, call_id);
+
+        // The same number again within the minute (also as +86…), then another number.
+        for number in ["15300000001", "+8615300000001"] {
+            let (status, body) = aliyun_call(&fake, &[("CalledNumber", number)]).await;
+            assert_eq!((status, body["Code"].as_str()), (200, Some("isv.BUSINESS_LIMIT_CONTROL")), "{body}");
+            assert!(body.get("CallId").is_none(), "{body}");
+        }
+        let (_, body) = aliyun_call(&fake, &[("CalledNumber", "15300000002"), ("CalledShowNumber", "<absent>")]).await;
+        assert_eq!(body["Code"], "OK", "{body}");
+        assert_eq!(fake.delivered()[1].sender, None);
+        fake.set_options(Options { aliyun_voice_frequency_limit: false, ..Options::default() });
+        let (_, body) = aliyun_call(&fake, &[]).await;
+        assert_eq!(body["Code"], "OK", "{body}");
+        fake.set_options(Options::default());
+
+        let long = format!(r#"{{"a":"{}","b":"{}"}}"#, "x".repeat(200), "y".repeat(50));
+        for (overrides, code) in [
+            (vec![("CalledNumber", "15300000009"), ("PlayTimes", "4")], "isv.INVALID_PARAMETERS"),
+            (vec![("CalledNumber", "15300000009"), ("Volume", "101")], "isv.INVALID_PARAMETERS"),
+            (vec![("CalledNumber", "15300000009"), ("Speed", "-501")], "isv.INVALID_PARAMETERS"),
+            (vec![("CalledNumber", "15300000009"), ("OutId", "0123456789abcdef")], "isv.INVALID_PARAMETERS"),
+            (vec![("CalledNumber", "15300000009"), ("TtsParam", r#"{"n":1}"#)], "isv.INVALID_PARAMETERS"),
+            (vec![("CalledNumber", "15300000009"), ("TtsParam", &long)], "isv.PARAM_LENGTH_LIMIT"),
+            (vec![("CalledNumber", "15300000009"), ("TtsParam", r#"{"u":"t.cn/x"}"#)], "isv.PARAM_NOT_SUPPORT_URL"),
+            (vec![("CalledNumber", "153,154")], "isv.MOBILE_NUMBER_ILLEGAL"),
+            (vec![("CalledNumber", "15300000009"), ("CalledShowNumber", "abc")], "isv.DISPLAY_NUMBER_ILLEGAL"),
+        ] {
+            let (status, body) = aliyun_call(&fake, &overrides).await;
+            assert_eq!((status, body["Code"].as_str()), (200, Some(code)), "{overrides:?}: {body}");
+        }
+        // The RPC checks of the SMS fake: missing parameter, another product's action, a bad
+        // signature, a replayed nonce.
+        let (status, body) = aliyun_call(&fake, &[("TtsCode", "<absent>")]).await;
+        assert_eq!((status, body["Code"].as_str()), (400, Some("MissingTtsCode")), "{body}");
+        let (status, body) = aliyun_call(&fake, &[("Action", "SendSms")]).await;
+        assert_eq!((status, body["Code"].as_str()), (404, Some("InvalidApi.NotFound")), "{body}");
+        assert_eq!(body["HostId"], "dyvmsapi.aliyuncs.com");
+        let (n, ts) = (nonce(), now_aliyun());
+        let params = [
+            ("AccessKeyId", "testId"),
+            ("Action", "SingleCallByTts"),
+            ("CalledNumber", "15300000005"),
+            ("Format", "JSON"),
+            ("SignatureMethod", "HMAC-SHA1"),
+            ("SignatureNonce", &n),
+            ("SignatureVersion", "1.0"),
+            ("Timestamp", &ts),
+            ("TtsCode", "TTS_100001"),
+            ("Version", "2017-05-25"),
+        ];
+        let query = build_aliyun("GET", "testSecret", &params);
+        let get = |query: String| {
+            let url = format!("{}/?{query}", fake.url());
+            async move { json_of(client().get(url).send().await.expect("GET")).await }
+        };
+        assert_eq!(get(query.clone()).await.1["Code"], "OK");
+        let (status, body) = get(query.clone()).await;
+        assert_eq!((status, body["Code"].as_str()), (400, Some("SignatureNonceUsed")), "{body}");
+        let (status, body) = get(query.replace("15300000005", "15300000006")).await;
+        assert_eq!((status, body["Code"].as_str()), (400, Some("SignatureDoesNotMatch")), "{body}");
+
+        fake.set_mode(Mode::Fail);
+        let (status, body) = aliyun_call(&fake, &[("CalledNumber", "15300000007")]).await;
+        assert_eq!((status, body["Code"].as_str()), (200, Some("isp.SYSTEM_ERROR")), "{body}");
+        let counters = fake.counters();
+        assert_eq!((counters.delivered, counters.failed, counters.rejected), (4, 1, 15), "{counters:?}");
+    }
+
+    // ---- Tencent voice ----
+
+    const VMS_BODY: &str = r#"{"TemplateId":"4356","TemplateParamSet":["3号冷机","冻结风险"],"PlayTimes":2,"CalledNumber":"+8613788888888","SessionContext":"page-42","VoiceSdkAppid":"1400006666"}"#;
+
+    fn build_vms(fake: &FakeProvider, service: &str, version: &str, payload: &str) -> reqwest::RequestBuilder {
+        let host = fake.url().trim_start_matches("http://");
+        let content_type = "application/json; charset=utf-8";
+        let ts = Utc::now().timestamp();
+        client()
+            .post(format!("{}/", fake.url()))
+            .header(
+                "Authorization",
+                sign_tencent_service(service, "AKIDtest", "tencent-secret", host, content_type, ts, payload),
+            )
+            .header("Content-Type", content_type)
+            .header("X-TC-Action", "SendTtsVoice")
+            .header("X-TC-Version", version)
+            .header("X-TC-Timestamp", ts.to_string())
+            .header("X-TC-Region", "ap-guangzhou")
+            .body(payload.to_owned())
+    }
+
+    #[tokio::test]
+    async fn tencent_voice_sends_a_signed_tts_call_and_checks_its_parameters() {
+        let fake = FakeProvider::tencent_voice("AKIDtest", "tencent-secret", "1400006666").await;
+        let (status, body) = json_of(build_vms(&fake, "vms", "2020-09-02", VMS_BODY).send().await.expect("send")).await;
+        assert_eq!(status, 200);
+        let call_id = body["Response"]["SendStatus"]["CallId"].as_str().expect("CallId").to_owned();
+        assert_eq!(body["Response"]["SendStatus"]["SessionContext"], "page-42", "{body}");
+        assert!(body["Response"]["RequestId"].is_string());
+        let delivered = fake.wait_delivered(1, Duration::from_secs(5)).await;
+        assert_eq!(delivered[0].recipient, "+8613788888888");
+        assert_eq!(delivered[0].template.as_deref(), Some("4356"));
+        assert_eq!(delivered[0].params, Some(json!(["3号冷机", "冻结风险"])));
+        assert_eq!(delivered[0].idempotency_key.as_deref(), Some("page-42"));
+        assert_eq!(delivered[0].provider_id, call_id);
+
+        let error_code = |body: &Value| body["Response"]["Error"]["Code"].as_str().map(str::to_owned);
+        for (service, version, payload, code) in [
+            ("sms", "2020-09-02", VMS_BODY.to_owned(), "AuthFailure.SignatureFailure"),
+            ("vms", "2021-01-11", VMS_BODY.to_owned(), "NoSuchVersion"),
+            (
+                "vms",
+                "2020-09-02",
+                VMS_BODY.replace("1400006666", "1400000000"),
+                "InvalidParameterValue.SdkAppidNotExist",
+            ),
+            (
+                "vms",
+                "2020-09-02",
+                VMS_BODY.replace("+8613788888888", "13788888888"),
+                "InvalidParameterValue.CalledNumberVerifyFail",
+            ),
+            (
+                "vms",
+                "2020-09-02",
+                VMS_BODY.replace("+8613788888888", "+15551234567"),
+                "InvalidParameterValue.CalledNumberVerifyFail",
+            ),
+            ("vms", "2020-09-02", VMS_BODY.replace(r#""PlayTimes":2"#, r#""PlayTimes":4"#), "InvalidParameterValue"),
+            ("vms", "2020-09-02", VMS_BODY.replace(r#""PlayTimes":2"#, r#""PlayTimes":"2""#), "InvalidParameter"),
+            ("vms", "2020-09-02", VMS_BODY.replace(r#""TemplateId":"4356","#, ""), "MissingParameter"),
+            (
+                "vms",
+                "2020-09-02",
+                VMS_BODY.replace("冻结风险", &"冷".repeat(350)),
+                "InvalidParameterValue.ContentLengthLimit",
+            ),
+        ] {
+            let (status, body) =
+                json_of(build_vms(&fake, service, version, &payload).send().await.expect("send")).await;
+            assert_eq!((status, error_code(&body).as_deref()), (200, Some(code)), "{payload}: {body}");
+        }
+        fake.set_mode(Mode::Fail);
+        let (_, body) = json_of(build_vms(&fake, "vms", "2020-09-02", VMS_BODY).send().await.expect("send")).await;
+        assert_eq!(error_code(&body).as_deref(), Some("InternalError.UpstreamError"), "{body}");
+        let counters = fake.counters();
+        assert_eq!((counters.delivered, counters.rejected, counters.failed), (1, 9, 1), "{counters:?}");
+    }
+
+    // ---- Twilio calls ----
+
+    const GATHER_TWIML: &str = r#"<?xml version="1.0" encoding="UTF-8"?><Response><Gather input="dtmf" numDigits="1" action="https://chill.example/api/twilio/gather?page=42&amp;site=3" method="POST" timeout="10"><Say language="cmn-CN" voice="Polly.Zhiyu">3号冷机 冻结风险 按1确认</Say></Gather><Say>No key pressed.</Say></Response>"#;
+
+    fn build_call(fake: &FakeProvider, form: String) -> reqwest::RequestBuilder {
+        client()
+            .post(format!("{}/2010-04-01/Accounts/{SID}/Calls.json", fake.url()))
+            .basic_auth(SID, Some("twilio-token"))
+            .header("Content-Type", "application/x-www-form-urlencoded")
+            .body(form)
+    }
+
+    #[test]
+    fn twiml_checks_the_document_and_the_gather_action() {
+        assert_eq!(twilio::calls::check_twiml(GATHER_TWIML), Ok(()));
+        assert_eq!(twilio::calls::check_twiml("<Response><Say>Hi</Say><Pause length=\"1\"/></Response>"), Ok(()));
+        assert_eq!(twilio::calls::check_twiml("<!-- page --><Response/>"), Ok(()));
+        for bad in [
+            "",
+            "Hello",
+            "<Say>Hi</Say>",
+            "<Response><Say>Hi</Response>",
+            "<Response></Response><Response></Response>",
+            "<Response><Gather numDigits=\"1\"><Say>x</Say></Gather></Response>",
+            "<Response><Gather action=\"/ack\"></Gather></Response>",
+            "<Response><Gather action='ftp://x/ack'/></Response>",
+            "<Response><Say>unclosed",
+        ] {
+            assert!(twilio::calls::check_twiml(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[tokio::test]
+    async fn twilio_creates_calls_checks_twiml_and_lists_them_by_start_time() {
+        let fake = FakeProvider::twilio(SID, "twilio-token").await;
+        let form = twilio_form(&[
+            ("To", "+8613800000001"),
+            ("From", "+15550001111"),
+            ("Twiml", GATHER_TWIML),
+            ("StatusCallback", "https://chill.example/api/twilio/status"),
+            ("StatusCallbackEvent", "initiated"),
+            ("StatusCallbackEvent", "completed"),
+            ("Timeout", "30"),
+            ("MachineDetection", "Enable"),
+        ]);
+        let (status, call) = json_of(build_call(&fake, form).send().await.expect("send")).await;
+        assert_eq!(status, 201, "{call}");
+        let sid = call["sid"].as_str().expect("sid").to_owned();
+        assert!(sid.starts_with("CA") && sid.len() == 34 && sid[2..].bytes().all(|b| b.is_ascii_hexdigit()), "{call}");
+        assert_eq!((call["status"].as_str(), call["direction"].as_str()), (Some("queued"), Some("outbound-api")));
+        assert_eq!((call["to"].as_str(), call["from"].as_str()), (Some("+8613800000001"), Some("+15550001111")));
+        let created = call["date_created"].as_str().expect("date_created");
+        assert!(DateTime::parse_from_rfc2822(created).is_ok() && created.ends_with("+0000"), "{created}");
+        let delivered = fake.wait_delivered(1, Duration::from_secs(5)).await;
+        assert_eq!(delivered[0].recipient, "+8613800000001");
+        assert_eq!(delivered[0].text.as_deref(), Some(GATHER_TWIML));
+        assert_eq!(delivered[0].sender.as_deref(), Some("+15550001111"));
+        assert_eq!(delivered[0].provider_id, sid);
+
+        let url_form = twilio_form(&[
+            ("To", "+8613800000002"),
+            ("From", "+15550001111"),
+            ("Url", "https://chill.example/twiml/42"),
+        ]);
+        let (status, _) = json_of(build_call(&fake, url_form).send().await.expect("send")).await;
+        assert_eq!(status, 201);
+        assert_eq!(fake.delivered()[1].text.as_deref(), Some("https://chill.example/twiml/42"));
+
+        let base = [("To", "+8613800000003"), ("From", "+15550001111")];
+        let with_base = |extra: &[(&'static str, &'static str)]| {
+            let mut pairs = base.to_vec();
+            pairs.extend_from_slice(extra);
+            twilio_form(&pairs)
+        };
+        for (form, code) in [
+            (twilio_form(&[("From", "+15550001111"), ("Url", "https://x.example/t")]), 21201),
+            (twilio_form(&[("To", "13800000003"), ("From", "+15550001111"), ("Url", "https://x.example/t")]), 21211),
+            (twilio_form(&[("To", "+8613800000003"), ("Url", "https://x.example/t")]), 21213),
+            (twilio_form(&[("To", "+8613800000003"), ("From", "chill"), ("Url", "https://x.example/t")]), 21212),
+            (with_base(&[]), 21200),
+            (with_base(&[("Url", "https://x.example/t"), ("Twiml", "<Response/>")]), 21200),
+            (with_base(&[("Url", "/twiml/42")]), 21205),
+            (with_base(&[("ApplicationSid", "AP123")]), 21218),
+            (with_base(&[("Twiml", "<Say>hi</Say>")]), 12100),
+            (with_base(&[("Twiml", "<Response><Gather action=\"/ack\"><Say>x</Say></Gather></Response>")]), 12100),
+            (with_base(&[("Url", "https://x.example/t"), ("Method", "PUT")]), 21200),
+            (with_base(&[("Url", "https://x.example/t"), ("StatusCallbackEvent", "hungup")]), 21200),
+            (with_base(&[("Url", "https://x.example/t"), ("Timeout", "0")]), 21208),
+            (with_base(&[("Url", "https://x.example/t"), ("Timeout", "601")]), 21208),
+            (with_base(&[("Url", "https://x.example/t"), ("MachineDetection", "Yes")]), 21200),
+        ] {
+            let (status, body) = json_of(build_call(&fake, form.clone()).send().await.expect("send")).await;
+            assert_eq!((status, body["code"].as_u64()), (400, Some(code)), "{form}: {body}");
+        }
+        let too_long = format!("<Response><Say>{}</Say></Response>", "x".repeat(4000));
+        let (_, body) = json_of(
+            build_call(&fake, twilio_form(&[base[0], base[1], ("Twiml", &too_long)])).send().await.expect("send"),
+        )
+        .await;
+        assert_eq!(body["code"], 32018, "{body}");
+
+        // Listed newest first, found by To and the UTC start date; not before it started.
+        let list = |query: String| {
+            let request = client()
+                .get(format!("{}/2010-04-01/Accounts/{SID}/Calls.json?{query}", fake.url()))
+                .basic_auth(SID, Some("twilio-token"));
+            async move { json_of(request.send().await.expect("send")).await }
+        };
+        let today = Utc::now().format("%Y-%m-%d").to_string();
+        let yesterday = (Utc::now() - chrono::Duration::days(1)).format("%Y-%m-%d").to_string();
+        let (status, page) = list(format!("To=%2B8613800000001&StartTime>={today}")).await;
+        assert_eq!(status, 200, "{page}");
+        assert_eq!(page["calls"].as_array().map(Vec::len), Some(1), "{page}");
+        assert_eq!(page["calls"][0]["sid"], sid.as_str());
+        assert_eq!(page["calls"][0]["status"], "in-progress");
+        assert!(page["calls"][0]["start_time"].is_string(), "{page}");
+        assert_eq!((page["page"].as_u64(), page["page_size"].as_u64()), (Some(0), Some(50)));
+        assert!(page["next_page_uri"].is_null(), "{page}");
+        let (_, page) = list(format!("StartTime={today}&From=%2B15550001111")).await;
+        assert_eq!(page["calls"].as_array().map(Vec::len), Some(2), "{page}");
+        assert_eq!(page["calls"][0]["to"], "+8613800000002", "{page}");
+        let (_, page) = list(format!("StartTime%3C={yesterday}")).await;
+        assert_eq!(page["calls"], json!([]), "{page}");
+        fake.set_options(Options { receipt_delay: Duration::from_secs(3600), ..Options::default() });
+        let (_, page) = list("To=%2B8613800000001".to_owned()).await;
+        assert_eq!(
+            (page["calls"][0]["status"].as_str(), page["calls"][0]["start_time"].is_null()),
+            (Some("queued"), true)
+        );
+        let (_, page) = list(format!("To=%2B8613800000001&StartTime={today}")).await;
+        assert_eq!(page["calls"], json!([]), "{page}");
+        let (status, _) = list("StartTime=today".to_owned()).await;
+        assert_eq!(status, 400);
+        let counters = fake.counters();
+        assert_eq!((counters.delivered, counters.lookups, counters.rejected), (2, 5, 17), "{counters:?}");
+    }
+
+    #[tokio::test]
+    async fn twilio_call_creation_hangs_like_messages() {
+        let fake = FakeProvider::twilio(SID, "twilio-token").await;
+        let impatient = reqwest::Client::builder().timeout(Duration::from_millis(300)).build().expect("client");
+        let post = |to: &str| {
+            impatient
+                .post(format!("{}/2010-04-01/Accounts/{SID}/Calls.json", fake.url()))
+                .basic_auth(SID, Some("twilio-token"))
+                .header("Content-Type", "application/x-www-form-urlencoded")
+                .body(twilio_form(&[("To", to), ("From", "+15550001111"), ("Url", "https://chill.example/t")]))
+                .send()
+        };
+        fake.set_mode(Mode::Hang { count: 1 });
+        assert!(post("+8613800000001").await.is_err_and(|e| e.is_timeout()));
+        fake.set_mode(Mode::AcceptThenHang { count: 1 });
+        assert!(post("+8613800000002").await.is_err_and(|e| e.is_timeout()));
+        assert_eq!(fake.mode(), Mode::Succeed);
+        let request = client()
+            .get(format!("{}/2010-04-01/Accounts/{SID}/Calls.json?To=%2B8613800000002", fake.url()))
+            .basic_auth(SID, Some("twilio-token"));
+        let (_, page) = json_of(request.send().await.expect("send")).await;
+        assert_eq!(page["calls"].as_array().map(Vec::len), Some(1), "{page}");
+        let counters = fake.counters();
+        assert_eq!((counters.timed_out, counters.accepted_unanswered, counters.delivered), (1, 1, 1));
+    }
+
+    #[test]
+    fn twilio_gather_webhook_is_signed_over_url_and_form() {
+        let hook = TwilioWebhook::gather(
+            "https://chill.example/api/twilio/gather?page=42&site=3",
+            SID,
+            "twilio-token",
+            "CA0123456789abcdef0123456789abcdef",
+            "+15550001111",
+            "+8613800000001",
+            "1",
+        );
+        let decoded = parse_form(hook.body().as_bytes());
+        assert_eq!(decoded, hook.params);
+        for (name, value) in [
+            ("Digits", "1"),
+            ("CallStatus", "in-progress"),
+            ("Direction", "outbound-api"),
+            ("msg", "Gather End"),
+            ("FinishedOnKey", ""),
+            ("CallSid", "CA0123456789abcdef0123456789abcdef"),
+            ("AccountSid", SID),
+            ("ApiVersion", "2010-04-01"),
+            ("From", "+15550001111"),
+            ("To", "+8613800000001"),
+        ] {
+            assert_eq!(hook.param(name), Some(value), "{name}");
+        }
+        assert_eq!(hook.signature, twilio_signature("twilio-token", &hook.url, &decoded));
+    }
+
+    // ---- Team chat robots: test-only reference signers, from the providers' pages ----
+
+    /// DingTalk 加签: Base64(HmacSHA256(secret, timestamp + "\n" + secret)).
+    fn ref_dingtalk_sign(secret: &str, timestamp: &str) -> String {
+        let mut mac = HmacSha256::new_from_slice(secret.as_bytes()).expect("key");
+        mac.update(format!("{timestamp}\n{secret}").as_bytes());
+        BASE64.encode(mac.finalize().into_bytes())
+    }
+
+    /// Feishu 签名校验: Base64(HmacSHA256(key = timestamp + "\n" + secret, message = empty)).
+    fn ref_feishu_sign(secret: &str, timestamp: &str) -> String {
+        let mac = HmacSha256::new_from_slice(format!("{timestamp}\n{secret}").as_bytes()).expect("key");
+        BASE64.encode(mac.finalize().into_bytes())
+    }
+
+    /// `URLEncoder.encode`-style: alphanumerics and `*-._` kept, the rest `%XY`.
+    fn ref_urlencode(s: &str) -> String {
+        s.bytes()
+            .map(|b| {
+                if b.is_ascii_alphanumeric() || b"*-._".contains(&b) {
+                    (b as char).to_string()
+                } else {
+                    format!("%{b:02X}")
+                }
+            })
+            .collect()
+    }
+
+    /// The verified vectors of docs/research/paging-channels.md (ts 1599360473, secret SECxxx);
+    /// each recipe gives its own value, so mixing them up is caught.
+    #[test]
+    fn dingtalk_and_feishu_signatures_match_the_verified_vectors() {
+        assert_eq!(dingtalk::sign("SECxxx", "1599360473"), "ICZBczHOSiUT7rfTALaFxWUy6Nv9LueTZWTtB3teRcg=");
+        assert_eq!(feishu::sign("SECxxx", "1599360473"), "LwreZZxjbsFzPj2ewRYSLSOrW7Tb5faNB4UZoY/PPtg=");
+        assert_eq!(ref_dingtalk_sign("SECxxx", "1599360473"), "ICZBczHOSiUT7rfTALaFxWUy6Nv9LueTZWTtB3teRcg=");
+        assert_eq!(ref_feishu_sign("SECxxx", "1599360473"), "LwreZZxjbsFzPj2ewRYSLSOrW7Tb5faNB4UZoY/PPtg=");
+    }
+
+    #[tokio::test]
+    async fn wecom_accepts_text_and_markdown_and_answers_its_errors() {
+        let fake = FakeProvider::wecom("693a91f6-7xxx-4bc4-97a0-0ec2sifa5aaa").await;
+        let post = |key: &str, body: String| {
+            client()
+                .post(format!("{}/cgi-bin/webhook/send?key={key}", fake.url()))
+                .header("Content-Type", "application/json")
+                .body(body)
+                .send()
+        };
+        let key = "693a91f6-7xxx-4bc4-97a0-0ec2sifa5aaa";
+        let text = json!({ "msgtype": "text", "text": { "content": "3号冷机 冻结风险", "mentioned_mobile_list": ["13800001111"] } });
+        let (status, body) = json_of(post(key, text.to_string()).await.expect("send")).await;
+        assert_eq!((status, body), (200, json!({ "errcode": 0, "errmsg": "ok" })));
+        let markdown = json!({ "msgtype": "markdown", "markdown": { "content": "**3号冷机** <font color=\"warning\">冻结风险</font>" } });
+        let (_, body) = json_of(post(key, markdown.to_string()).await.expect("send")).await;
+        assert_eq!(body["errcode"], 0, "{body}");
+        let delivered = fake.wait_delivered(2, Duration::from_secs(5)).await;
+        assert_eq!(delivered[0].recipient, key);
+        assert_eq!(delivered[0].text.as_deref(), Some("3号冷机 冻结风险"));
+        assert_eq!(delivered[0].params, Some(text));
+        assert!(delivered[1].text.as_deref().is_some_and(|t| t.starts_with("**3号冷机**")));
+
+        for (key, body, errcode) in [
+            ("wrong-key", json!({ "msgtype": "text", "text": { "content": "x" } }).to_string(), 93000),
+            (key, "{not json".to_owned(), 40058),
+            (key, json!({ "msgtype": "news", "news": {} }).to_string(), 40008),
+            (key, json!({ "msgtype": "text", "text": { "content": "" } }).to_string(), 44004),
+            (key, json!({ "msgtype": "text", "text": { "content": "冷".repeat(683) } }).to_string(), 40058),
+            (key, json!({ "msgtype": "markdown", "markdown": { "content": "x".repeat(4097) } }).to_string(), 40058),
+        ] {
+            let (status, answer) = json_of(post(key, body).await.expect("send")).await;
+            assert_eq!((status, answer["errcode"].as_i64()), (200, Some(errcode)), "{answer}");
+        }
+        // 2048 bytes exactly is fine (682 three-byte characters and 2 bytes).
+        let at_limit = format!("{}ab", "冷".repeat(682));
+        let (_, answer) = json_of(
+            post(key, json!({ "msgtype": "text", "text": { "content": at_limit } }).to_string()).await.expect("send"),
+        )
+        .await;
+        assert_eq!(answer["errcode"], 0, "{answer}");
+
+        fake.set_mode(Mode::Fail);
+        let (_, answer) = json_of(post(key, markdown.to_string()).await.expect("send")).await;
+        assert_eq!((answer["errcode"].as_i64(), answer["errmsg"].as_str()), (Some(-1), Some("system busy")));
+        fake.set_mode(Mode::Succeed);
+        // 20 a minute: 3 sent so far, 17 more, then the limit.
+        for _ in 0..17 {
+            let (_, answer) = json_of(post(key, markdown.to_string()).await.expect("send")).await;
+            assert_eq!(answer["errcode"], 0, "{answer}");
+        }
+        let (status, answer) = json_of(post(key, markdown.to_string()).await.expect("send")).await;
+        assert_eq!((status, answer["errcode"].as_i64()), (200, Some(45009)), "{answer}");
+        let counters = fake.counters();
+        assert_eq!((counters.delivered, counters.rejected, counters.failed), (20, 7, 1), "{counters:?}");
+    }
+
+    /// A signed DingTalk webhook URL for `timestamp_ms`.
+    fn dingtalk_url(fake: &FakeProvider, token: &str, secret: &str, timestamp_ms: i64) -> String {
+        let ts = timestamp_ms.to_string();
+        format!(
+            "{}/robot/send?access_token={token}&timestamp={ts}&sign={}",
+            fake.url(),
+            ref_urlencode(&ref_dingtalk_sign(secret, &ts))
+        )
+    }
+
+    #[tokio::test]
+    async fn dingtalk_checks_the_signature_and_answers_its_errors() {
+        let fake = FakeProvider::dingtalk("ding-token", "SECxxx").await;
+        let post =
+            |url: String, body: String| client().post(url).header("Content-Type", "application/json").body(body).send();
+        let now = Utc::now().timestamp_millis();
+        let markdown = json!({
+            "msgtype": "markdown",
+            "markdown": { "title": "3号冷机告警", "text": "### 3号冷机\n冻结风险" },
+            "at": { "atMobiles": ["13800001111"], "isAtAll": false },
+        });
+        let (status, body) =
+            json_of(post(dingtalk_url(&fake, "ding-token", "SECxxx", now), markdown.to_string()).await.expect("send"))
+                .await;
+        assert_eq!((status, body), (200, json!({ "errcode": 0, "errmsg": "ok" })));
+        let card = json!({
+            "msgtype": "actionCard",
+            "actionCard": { "title": "告警", "text": "### 确认?", "btnOrientation": "0", "btns": [{ "title": "确认", "actionURL": "https://chill.example/ack/42" }] },
+        });
+        let (_, body) =
+            json_of(post(dingtalk_url(&fake, "ding-token", "SECxxx", now), card.to_string()).await.expect("send"))
+                .await;
+        assert_eq!(body["errcode"], 0, "{body}");
+        let delivered = fake.wait_delivered(2, Duration::from_secs(5)).await;
+        assert_eq!(delivered[0].recipient, "ding-token");
+        assert_eq!(delivered[0].text.as_deref(), Some("### 3号冷机\n冻结风险"));
+        assert_eq!(delivered[0].params, Some(markdown.clone()));
+        assert_eq!(delivered[1].text.as_deref(), Some("### 确认?"));
+
+        let text = json!({ "msgtype": "text", "text": { "content": "3号冷机 冻结风险" } }).to_string();
+        let unencoded = format!(
+            "{}/robot/send?access_token=ding-token&timestamp={now}&sign={}",
+            fake.url(),
+            ref_dingtalk_sign("SECxxx", &now.to_string())
+        );
+        let signed_with_feishu_recipe = format!(
+            "{}/robot/send?access_token=ding-token&timestamp={now}&sign={}",
+            fake.url(),
+            ref_urlencode(&ref_feishu_sign("SECxxx", &now.to_string()))
+        );
+        let cases = [
+            (dingtalk_url(&fake, "other-token", "SECxxx", now), text.clone(), 300005, "token is not exist"),
+            (dingtalk_url(&fake, "ding-token", "SECyyy", now), text.clone(), 310000, "sign not match"),
+            (signed_with_feishu_recipe, text.clone(), 310000, "sign not match"),
+            (dingtalk_url(&fake, "ding-token", "SECxxx", now - 3_700_000), text.clone(), 310000, "invalid timestamp"),
+            (format!("{}/robot/send?access_token=ding-token", fake.url()), text.clone(), 310000, "invalid timestamp"),
+            (dingtalk_url(&fake, "ding-token", "SECxxx", now), "{".to_owned(), 40035, "缺少参数 json"),
+            (
+                dingtalk_url(&fake, "ding-token", "SECxxx", now),
+                json!({ "msgtype": "markdown", "markdown": { "title": "t" } }).to_string(),
+                40035,
+                "缺少参数 markdown.text",
+            ),
+            (
+                dingtalk_url(&fake, "ding-token", "SECxxx", now),
+                json!({ "msgtype": "text", "text": { "content": "x".repeat(20001) } }).to_string(),
+                460101,
+                "message too long, exceed 20000 bytes",
+            ),
+        ];
+        for (url, body, errcode, errmsg) in cases {
+            let (status, answer) = json_of(post(url, body).await.expect("send")).await;
+            assert_eq!(
+                (status, answer["errcode"].as_i64(), answer["errmsg"].as_str()),
+                (200, Some(errcode), Some(errmsg))
+            );
+        }
+        // An unencoded sign works only when its base64 has no `+` (the query reads `+` as a space).
+        let (_, answer) = json_of(post(unencoded.clone(), text.clone()).await.expect("send")).await;
+        let has_plus = unencoded.rsplit("sign=").next().is_some_and(|s| s.contains('+'));
+        assert_eq!(answer["errcode"].as_i64(), Some(if has_plus { 310000 } else { 0 }), "{unencoded}: {answer}");
+
+        fake.set_mode(Mode::Fail);
+        let (_, answer) =
+            json_of(post(dingtalk_url(&fake, "ding-token", "SECxxx", now), text.clone()).await.expect("send")).await;
+        assert_eq!((answer["errcode"].as_i64(), answer["errmsg"].as_str()), (Some(-1), Some("system busy")));
+        fake.set_mode(Mode::Succeed);
+        let sent = fake.counters().delivered;
+        for _ in sent..20 {
+            let (_, answer) =
+                json_of(post(dingtalk_url(&fake, "ding-token", "SECxxx", now), text.clone()).await.expect("send"))
+                    .await;
+            assert_eq!(answer["errcode"], 0, "{answer}");
+        }
+        let (_, answer) =
+            json_of(post(dingtalk_url(&fake, "ding-token", "SECxxx", now), text.clone()).await.expect("send")).await;
+        assert_eq!(
+            (answer["errcode"].as_i64(), answer["errmsg"].as_str()),
+            (Some(130101), Some("send too fast, exceed 20 times per minute"))
+        );
+        assert_eq!(fake.counters().delivered, 20);
+    }
+
+    #[tokio::test]
+    async fn feishu_checks_the_body_signature_and_answers_its_errors() {
+        let fake = FakeProvider::feishu("hook-token", "feishu-secret").await;
+        let post = |token: &str, body: &Value| {
+            client()
+                .post(format!("{}/open-apis/bot/v2/hook/{token}", fake.url()))
+                .header("Content-Type", "application/json")
+                .body(body.to_string())
+                .send()
+        };
+        let signed = |mut body: Value, secret: &str, ts: i64| {
+            let ts = ts.to_string();
+            body["timestamp"] = Value::from(ts.as_str());
+            body["sign"] = Value::from(ref_feishu_sign(secret, &ts));
+            body
+        };
+        let now = Utc::now().timestamp();
+        let text =
+            json!({ "msg_type": "text", "content": { "text": "3号冷机 冻结风险 <at user_id=\"all\">所有人</at>" } });
+        let (status, body) =
+            json_of(post("hook-token", &signed(text.clone(), "feishu-secret", now)).await.expect("send")).await;
+        assert_eq!(status, 200);
+        assert_eq!((body["code"].as_i64(), body["msg"].as_str()), (Some(0), Some("success")), "{body}");
+        assert_eq!((body["StatusCode"].as_i64(), body["data"].clone()), (Some(0), json!({})), "{body}");
+        let post_message = json!({
+            "msg_type": "post",
+            "content": { "post": { "zh_cn": {
+                "title": "3号冷机告警",
+                "content": [
+                    [{ "tag": "text", "text": "冻结风险 " }, { "tag": "a", "text": "详情", "href": "https://chill.example/a/42" }],
+                    [{ "tag": "at", "user_id": "all", "user_name": "所有人" }],
+                ],
+            } } },
+        });
+        let (_, body) =
+            json_of(post("hook-token", &signed(post_message, "feishu-secret", now)).await.expect("send")).await;
+        assert_eq!(body["code"], 0, "{body}");
+        let card = json!({
+            "msg_type": "interactive",
+            "card": {
+                "header": { "title": { "tag": "plain_text", "content": "3号冷机" }, "template": "red" },
+                "elements": [{ "tag": "div", "text": { "tag": "lark_md", "content": "**冻结风险**" } }],
+            },
+        });
+        let (_, body) = json_of(post("hook-token", &signed(card, "feishu-secret", now)).await.expect("send")).await;
+        assert_eq!(body["code"], 0, "{body}");
+        let delivered = fake.wait_delivered(3, Duration::from_secs(5)).await;
+        assert_eq!(delivered[0].recipient, "hook-token");
+        assert_eq!(delivered[0].text.as_deref(), Some("3号冷机 冻结风险 <at user_id=\"all\">所有人</at>"));
+        assert_eq!(delivered[1].text.as_deref(), Some("3号冷机告警\n冻结风险 详情\n@所有人"));
+        assert_eq!(delivered[2].text.as_deref(), Some("3号冷机\n**冻结风险**"));
+        assert!(delivered[0].params.as_ref().is_some_and(|p| p["sign"].is_string()));
+
+        let mut dingtalk_recipe = text.clone();
+        dingtalk_recipe["timestamp"] = Value::from(now.to_string());
+        dingtalk_recipe["sign"] = Value::from(ref_dingtalk_sign("feishu-secret", &now.to_string()));
+        let mut numeric_timestamp = signed(text.clone(), "feishu-secret", now);
+        numeric_timestamp["timestamp"] = Value::from(now);
+        let huge = json!({ "msg_type": "text", "content": { "text": "x".repeat(21 * 1024) } });
+        for (token, body, code) in [
+            ("other-token", signed(text.clone(), "feishu-secret", now), 19001),
+            ("hook-token", dingtalk_recipe, 19021),
+            ("hook-token", signed(text.clone(), "other-secret", now), 19021),
+            ("hook-token", signed(text.clone(), "feishu-secret", now - 3601), 19021),
+            ("hook-token", numeric_timestamp, 19021),
+            ("hook-token", text.clone(), 19021),
+            ("hook-token", signed(json!({ "msg_type": "image", "content": {} }), "feishu-secret", now), 9499),
+            ("hook-token", signed(huge, "feishu-secret", now), 9499),
+        ] {
+            let (status, answer) = json_of(post(token, &body).await.expect("send")).await;
+            assert_eq!((status, answer["code"].as_i64()), (200, Some(code)), "{answer}");
+        }
+        fake.set_mode(Mode::Fail);
+        let (_, answer) =
+            json_of(post("hook-token", &signed(text.clone(), "feishu-secret", now)).await.expect("send")).await;
+        assert_eq!(answer["code"], 1500, "{answer}");
+        fake.set_mode(Mode::Succeed);
+        // 5 a second: three sent already within it (the test runs well under a second), so
+        // send until one is refused; at most 5 go through in any second.
+        let mut accepted = 0;
+        let started = Instant::now();
+        let code = loop {
+            let (_, answer) =
+                json_of(post("hook-token", &signed(text.clone(), "feishu-secret", now)).await.expect("send")).await;
+            if answer["code"] != 0 {
+                break answer["code"].as_i64();
+            }
+            accepted += 1;
+            assert!(accepted <= 100, "no frequency limit");
+        };
+        assert_eq!(code, Some(11232));
+        if started.elapsed() < Duration::from_millis(500) {
+            assert!(accepted <= 5, "{accepted} accepted in one second");
+        }
+    }
+
+    #[tokio::test]
+    async fn slack_answers_ok_in_plain_text_and_limits_bursts() {
+        let path = "/services/T000/B000/XXXXXXXX";
+        let fake = FakeProvider::slack(path).await;
+        let post = |path: &str, body: String| {
+            client().post(format!("{}{path}", fake.url())).header("Content-Type", "application/json").body(body).send()
+        };
+        let message = json!({
+            "text": "Chiller 3: freeze risk",
+            "blocks": [{ "type": "section", "text": { "type": "mrkdwn", "text": "*Chiller 3*: freeze risk" } }],
+        });
+        for (target, body, status, answer) in [
+            ("/services/T000/B000/other", message.to_string(), 404, "no_service"),
+            (path, "{".to_owned(), 400, "invalid_payload"),
+            (path, json!({ "text": 5 }).to_string(), 400, "invalid_payload"),
+            (path, json!({ "blocks": [{ "text": "x" }] }).to_string(), 400, "invalid_payload"),
+            (path, json!({ "username": "x" }).to_string(), 400, "no_text"),
+        ] {
+            let response = post(target, body).await.expect("send");
+            assert_eq!(response.status(), status);
+            assert_eq!(response.text().await.expect("body"), answer);
+        }
+        let started = Instant::now();
+        let response = post(path, message.to_string()).await.expect("send");
+        assert_eq!(response.status(), 200);
+        assert!(response.headers()["content-type"].to_str().is_ok_and(|t| t.starts_with("text/plain")));
+        assert_eq!(response.text().await.expect("body"), "ok");
+        let blocks_only = json!({ "blocks": [{ "type": "divider" }] });
+        assert_eq!(post(path, blocks_only.to_string()).await.expect("send").status(), 200);
+        // The burst of 3 is spent; the next within a second is refused (a slow machine may
+        // earn a token back in between, so keep sending until one is).
+        let response = loop {
+            let response = post(path, message.to_string()).await.expect("send");
+            if response.status() != 200 {
+                break response;
+            }
+            assert!(fake.delivered().len() < 20, "no rate limit");
+        };
+        assert_eq!(response.status(), 429);
+        assert_eq!(response.headers()["retry-after"], "1");
+        let delivered = fake.delivered();
+        assert!(delivered.len() >= 3, "{delivered:?}");
+        if started.elapsed() < Duration::from_millis(500) {
+            assert_eq!(delivered.len(), 3);
+        }
+        assert_eq!(delivered[0].recipient, path);
+        assert_eq!(delivered[0].text.as_deref(), Some("Chiller 3: freeze risk"));
+        assert_eq!(delivered[0].params, Some(message.clone()));
+        assert_eq!(delivered[1].text, None);
+
+        let failing = FakeProvider::slack(path).await;
+        failing.set_mode(Mode::Fail);
+        let response = client()
+            .post(format!("{}{path}", failing.url()))
+            .header("Content-Type", "application/json")
+            .body(message.to_string())
+            .send()
+            .await
+            .expect("send");
+        assert_eq!(response.status(), 500);
+        assert_eq!(response.text().await.expect("body"), "rollup_error");
     }
 }
