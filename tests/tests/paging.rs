@@ -8,6 +8,7 @@ use std::{collections::HashMap, path::Path, time::Duration};
 use chillcloud_tests::{
     harness::{Api, FakeGateway, Stack, shared_temp_dir, wait_for},
     providers::{FakeProvider, Mode, Options, TwilioWebhook},
+    push_service::FakePushService,
 };
 use reqwest::Method;
 use serde_json::{Value, json};
@@ -703,4 +704,481 @@ async fn a_message_held_back_is_cancelled_when_its_alarm_is_acknowledged_and_a_f
     assert!(delivered[1].idempotency_key.as_deref().is_some_and(|k| k.contains("round-1")), "{delivered:#?}");
     assert!(delivered[1].text.as_deref().is_some_and(|t| t.contains("Hot p0")), "{delivered:#?}");
     fake.assert_no_rejections();
+}
+
+// ---------------------------------------------------------------------------------------------
+// Voice calls, team chat and Web Push (docs/paging.md, "Channels").
+// ---------------------------------------------------------------------------------------------
+
+const ALIYUN_VOICE: (&str, &str) = ("LTAIvoicekey", "aliyun-voice-secret");
+const TENCENT_VOICE: (&str, &str, &str) = ("AKIDvoice", "tencent-voice-key", "1400000099");
+/// The secret part of the voice providers' report URLs.
+const REPORT_TOKEN: &str = "report-token-0123456789";
+
+fn aliyun_voice(dir: &Path, fake: &FakeProvider) -> String {
+    std::fs::write(dir.join("aliyun-voice.secret"), ALIYUN_VOICE.1).expect("write secret");
+    std::fs::write(dir.join("report.token"), REPORT_TOKEN).expect("write token");
+    format!(
+        "[[providers]]\nkind = \"aliyun_voice\"\nendpoint = \"{}\"\naccess_key_id = \"{}\"\naccess_key_secret_file = \"{}\"\ntemplates = {{ zh = \"TTS_200000001\", en = \"TTS_200000002\" }}\nreport_token_file = \"{}\"\n",
+        fake.url(),
+        ALIYUN_VOICE.0,
+        dir.join("aliyun-voice.secret").display(),
+        dir.join("report.token").display()
+    )
+}
+
+fn tencent_voice(dir: &Path, fake: &FakeProvider) -> String {
+    std::fs::write(dir.join("tencent-voice.secret"), TENCENT_VOICE.1).expect("write secret");
+    std::fs::write(dir.join("report.token"), REPORT_TOKEN).expect("write token");
+    format!(
+        "[[providers]]\nkind = \"tencent_voice\"\nendpoint = \"{}\"\nsecret_id = \"{}\"\nsecret_key_file = \"{}\"\nvoice_sdk_app_id = \"{}\"\ntemplates = {{ zh = \"5001\", en = \"5002\" }}\nreport_token_file = \"{}\"\n",
+        fake.url(),
+        TENCENT_VOICE.0,
+        dir.join("tencent-voice.secret").display(),
+        TENCENT_VOICE.2,
+        dir.join("report.token").display()
+    )
+}
+
+/// Twilio's voice provider on the same account (and fake) as its SMS.
+fn twilio_voice(dir: &Path, fake: &FakeProvider) -> String {
+    twilio(dir, fake).replace("kind = \"twilio\"", "kind = \"twilio_voice\"")
+}
+
+impl Site {
+    /// Sets the site's grade 1 policy to `levels` (no repeat).
+    async fn grade_1_policy(&self, levels: Value) {
+        let policy = json!({"grades": {"1": {"levels": levels, "repeat_s": null}}});
+        let path = format!("/api/v1/gateways/{}/paging", self.stack.gateway_id);
+        let (status, body) = self.api().send(Method::PUT, &path, json!({"policy": policy})).await;
+        assert_eq!(status, 200, "{body}");
+    }
+
+    /// Raises a grade 1 alarm on p0; returns its id.
+    async fn raise_critical(&mut self) -> i64 {
+        self.hot_rule(0, 1).await;
+        self.set(&[(0, 60.0)]).await;
+        let alarms = wait_for("the alarm raised", Duration::from_secs(30), || async {
+            Some(self.alarms().await).filter(|a| !a.is_empty())
+        })
+        .await;
+        alarms[0]["id"].as_i64().expect("alarm id")
+    }
+
+    /// Waits until alarm `id` is acknowledged; returns who acknowledged it.
+    async fn acknowledged_by(&self, id: i64) -> String {
+        let alarm = wait_for("the alarm acknowledged", Duration::from_secs(30), || async {
+            self.alarms().await.into_iter().find(|a| a["id"] == id && !a["acknowledged_by"].is_null())
+        })
+        .await;
+        alarm["acknowledged_by"].as_str().expect("who").to_owned()
+    }
+
+    /// The outbox's messages on `channel`.
+    async fn on_channel(&self, channel: &str) -> Vec<Value> {
+        self.outbox().await.into_iter().filter(|m| m["channel"] == channel).collect()
+    }
+}
+
+/// POSTs JSON to the server without credentials, as a provider's callback does.
+async fn callback(site: &Site, path: &str, body: Value) -> (u16, Value) {
+    let response =
+        reqwest::Client::new().post(format!("{}{path}", site.api().base)).json(&body).send().await.expect("callback");
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap_or(Value::Null))
+}
+
+#[tokio::test]
+async fn voice_aliyun_speaks_the_alarm_in_the_persons_language_and_a_reported_keypress_acknowledges() {
+    let dir = shared_temp_dir();
+    let fake = FakeProvider::aliyun_voice(ALIYUN_VOICE.0, ALIYUN_VOICE.1).await;
+    let config = aliyun_voice(dir.path(), &fake);
+    let mut site = Site::start(dir, &config, 1).await;
+    site.person("engineer", "+8613800000021", "zh", Some("service")).await;
+    site.grade_1_policy(json!([{"after_s": 0, "notify": ["on_call"], "via": ["voice"]}])).await;
+    let alarm = site.raise_critical().await;
+    let call = fake.wait_delivered(1, Duration::from_secs(30)).await.remove(0);
+    fake.assert_no_rejections();
+    // A mainland number without its country code, the Chinese template, the alarm's words.
+    assert_eq!(call.recipient, "13800000021");
+    assert_eq!(call.template.as_deref(), Some("TTS_200000001"));
+    let spoken = call.params.clone().expect("TtsParam");
+    assert_eq!(spoken["grade"], "1", "{spoken}");
+    assert!(spoken["fault"].as_str().is_some_and(|f| f.contains("p0 过热")), "{spoken}");
+    let out_id = call.idempotency_key.clone().expect("OutId");
+    // A report with a wrong URL secret is refused; Aliyun's report with the keypress acknowledges.
+    let report = json!([{"call_id": call.provider_id, "out_id": out_id, "callee": "13800000021", "dtmf": "1",
+                         "status_code": "200000", "status_msg": "执行完成", "duration": 12}]);
+    assert_eq!(callback(&site, "/hooks/aliyun-voice/not-the-token", report.clone()).await.0, 404);
+    assert_eq!(site.alarms().await[0]["acknowledged_by"], Value::Null);
+    let (status, answer) = callback(&site, &format!("/hooks/aliyun-voice/{REPORT_TOKEN}"), report).await;
+    assert_eq!((status, answer["code"].clone()), (200, json!(0)), "{answer}");
+    assert_eq!(site.acknowledged_by(alarm).await, "engineer (call)");
+    assert_eq!(fake.delivered().len(), 1, "one call");
+}
+
+#[tokio::test]
+async fn voice_tencent_calls_with_its_template_and_a_keypress_callback_acknowledges() {
+    let dir = shared_temp_dir();
+    let fake = FakeProvider::tencent_voice(TENCENT_VOICE.0, TENCENT_VOICE.1, TENCENT_VOICE.2).await;
+    let config = tencent_voice(dir.path(), &fake);
+    let mut site = Site::start(dir, &config, 1).await;
+    site.person("engineer", "+8613800000022", "en", Some("service")).await;
+    site.grade_1_policy(json!([{"after_s": 0, "notify": ["on_call"], "via": ["voice"]}])).await;
+    let alarm = site.raise_critical().await;
+    let call = fake.wait_delivered(1, Duration::from_secs(30)).await.remove(0);
+    fake.assert_no_rejections();
+    assert_eq!(call.recipient, "+8613800000022");
+    assert_eq!(call.template.as_deref(), Some("5002"), "the English template");
+    let set = call.params.clone().expect("TemplateParamSet");
+    assert_eq!(set[0], "1", "grade first: {set}");
+    assert!(set[2].as_str().is_some_and(|f| f.contains("Hot p0")), "{set}");
+    // The call's outcome, then the key: only `1` acknowledges.
+    let prompt = json!({"voiceprompt_callback": {"result": "0", "callid": call.provider_id, "mobile": "13800000022",
+                        "nationcode": "86", "accept_time": "1470197211", "start_calltime": "1470197196",
+                        "end_calltime": "1470197221", "fee": "1", "call_from": ""}});
+    let path = format!("/hooks/tencent-voice/{REPORT_TOKEN}");
+    assert_eq!(callback(&site, &path, prompt).await.1["result"], 0);
+    let key = |digit: &str| {
+        json!({"voicekey_callback": {"callid": call.provider_id, "keypress": digit, "mobile": "13800000022",
+               "nationcode": "86", "call_from": ""}})
+    };
+    assert_eq!(callback(&site, &path, key("2")).await.0, 200);
+    assert_eq!(site.alarms().await[0]["acknowledged_by"], Value::Null, "2 does not acknowledge");
+    assert_eq!(callback(&site, &path, key("1")).await.1["result"], 0);
+    assert_eq!(site.acknowledged_by(alarm).await, "engineer (call)");
+}
+
+#[tokio::test]
+async fn voice_twilio_gathers_a_key_whose_signed_post_acknowledges() {
+    let dir = shared_temp_dir();
+    let fake = FakeProvider::twilio(TWILIO.0, TWILIO.1).await;
+    let config = twilio_voice(dir.path(), &fake);
+    let mut site = Site::start(dir, &config, 1).await;
+    site.person("engineer", "+8613800000023", "zh", Some("service")).await;
+    site.grade_1_policy(json!([{"after_s": 0, "notify": ["on_call"], "via": ["voice"]}])).await;
+    let alarm = site.raise_critical().await;
+    let call = fake.wait_delivered(1, Duration::from_secs(30)).await.remove(0);
+    fake.assert_no_rejections();
+    let twiml = call.text.clone().expect("Twiml");
+    assert!(twiml.contains(r#"voice="Polly.Zhiyu" language="cmn-CN""#) && twiml.contains("确认请按 1"), "{twiml}");
+    let action = twiml.split("action=\"").nth(1).and_then(|rest| rest.split('"').next()).expect("a Gather action");
+    let action = action.replace("&amp;", "&");
+    assert!(action.starts_with(&site.api().base) && action.contains("/hooks/twilio-voice/"), "{action}");
+    let press = |digits: &str, token: &str| {
+        TwilioWebhook::gather(&action, TWILIO.0, token, &call.provider_id, TWILIO_FROM, "+8613800000023", digits)
+    };
+    let client = reqwest::Client::new();
+    // Not Twilio's signature: refused.
+    let forged = press("1", "not-the-auth-token").request(&client).send().await.expect("post");
+    assert_eq!(forged.status(), 403);
+    let answer = press("1", TWILIO.1).request(&client).send().await.expect("post");
+    assert_eq!(answer.status(), 200);
+    let said = answer.text().await.expect("TwiML");
+    assert!(said.contains("已确认"), "{said}");
+    assert_eq!(site.acknowledged_by(alarm).await, "engineer (call)");
+}
+
+#[tokio::test]
+async fn r6_a_voice_provider_that_placed_the_call_but_timed_out_is_asked_and_calls_no_second_time() {
+    let dir = shared_temp_dir();
+    let fake = FakeProvider::twilio(TWILIO.0, TWILIO.1).await;
+    let config = format!("send_timeout_s = 1\nmin_gap_s = 0\n{}", twilio_voice(dir.path(), &fake));
+    let mut site = Site::start(dir, &config, 1).await;
+    site.person("engineer", "+8613800000024", "en", Some("service")).await;
+    site.grade_1_policy(json!([{"after_s": 0, "notify": ["on_call"], "via": ["voice"]}])).await;
+    fake.set_mode(Mode::AcceptThenHang { count: 1 });
+    site.raise_critical().await;
+    wait_for("the call found placed", Duration::from_secs(30), || async {
+        let calls = site.on_channel("voice").await;
+        (calls.len() == 1 && calls[0]["status"] == "sent").then_some(())
+    })
+    .await;
+    // Give a wrongly repeated call the time to show up.
+    tokio::time::sleep_until(tokio::time::Instant::now() + Duration::from_secs(4)).await;
+    let counters = fake.counters();
+    assert_eq!((counters.accepted_unanswered, counters.delivered), (1, 1), "{counters:?}");
+    assert!(counters.lookups >= 1, "Twilio's call list was never asked: {counters:?}");
+    fake.assert_no_rejections();
+    let calls = site.on_channel("voice").await;
+    assert_eq!(calls[0]["attempts"], 2, "placed once, found on the second attempt: {calls:#?}");
+    assert!(site.on_channel("sms").await.is_empty(), "no SMS instead of the call");
+}
+
+#[tokio::test]
+async fn r6_an_unanswered_sms_escalates_to_a_call_whose_keypress_acknowledges_and_stops_the_ladder() {
+    let dir = shared_temp_dir();
+    let fake = FakeProvider::twilio(TWILIO.0, TWILIO.1).await;
+    let config = format!("min_gap_s = 0\n{}{}", twilio(dir.path(), &fake), twilio_voice(dir.path(), &fake));
+    let mut site = Site::start(dir, &config, 1).await;
+    site.person("engineer", "+8613800000025", "en", Some("service")).await;
+    let manager = site.person("manager", "+8613800000026", "en", Some("manager")).await;
+    // The SMS at once; unanswered for 3 s, a call; the manager at 30 s if nobody answers.
+    site.grade_1_policy(json!([
+        {"after_s": 0, "notify": ["on_call"]},
+        {"after_s": 3, "notify": ["on_call"], "via": ["voice"]},
+        {"after_s": 30, "notify": ["manager"]},
+    ]))
+    .await;
+    let alarm = site.raise_critical().await;
+    let sent = fake.wait_delivered(2, Duration::from_secs(30)).await;
+    let (sms, call) = (&sent[0], &sent[1]);
+    assert!(sms.text.as_deref().is_some_and(|t| t.contains("reply 1")), "the SMS first: {sms:?}");
+    assert!(call.text.as_deref().is_some_and(|t| t.contains("<Gather")), "then the call: {call:?}");
+    let waited = call.received_at - sms.received_at;
+    assert!(waited >= Duration::from_millis(2500), "the call waited for the SMS's answer: {waited:?}");
+    let twiml = call.text.clone().expect("Twiml");
+    let action =
+        twiml.split("action=\"").nth(1).and_then(|r| r.split('"').next()).expect("action").replace("&amp;", "&");
+    let webhook =
+        TwilioWebhook::gather(&action, TWILIO.0, TWILIO.1, &call.provider_id, TWILIO_FROM, &call.recipient, "1");
+    assert_eq!(webhook.request(&reqwest::Client::new()).send().await.expect("post").status(), 200);
+    assert_eq!(site.acknowledged_by(alarm).await, "engineer (call)");
+    let stopped = wait_for("the incident stopped", Duration::from_secs(10), || async {
+        let outbox = site.outbox().await;
+        outbox.iter().all(|m| m["status"] != "pending").then_some(outbox)
+    })
+    .await;
+    assert!(stopped.iter().all(|m| m["person_id"] != manager), "the manager was not paged: {stopped:#?}");
+}
+
+/// A site whose grade 1 alarms are posted to one chat room at the fake `room_url`; the alarm
+/// is raised and the post's text returned with the alarm's id.
+async fn chat_post(kind: &str, fake: &FakeProvider, room_url: String, secret: Option<&str>) -> (Site, i64, String) {
+    let dir = shared_temp_dir();
+    let mut site = Site::start(dir, "min_gap_s = 0\nchat_hosts = [\"127.0.0.1\"]\n", 1).await;
+    let room = json!({"gateway_id": site.stack.gateway_id, "kind": kind, "name": "North plant", "url": room_url,
+                      "secret": secret, "language": "zh"});
+    let (status, added) = site.api().send(Method::POST, "/api/v1/chat-rooms", room).await;
+    assert_eq!(status, 200, "{added}");
+    assert!(!added.to_string().contains(secret.unwrap_or("never shown")), "the secret is not shown again: {added}");
+    let alarm = site.raise_critical().await;
+    let post = fake.wait_delivered(1, Duration::from_secs(30)).await.remove(0);
+    fake.assert_no_rejections();
+    let text = post.params.clone().expect("body").to_string();
+    assert!(text.contains(&format!("/#/alarm/{alarm}")), "a link to the alarm: {text}");
+    assert!(text.contains("p0 过热"), "the fault, in the room's language: {text}");
+    assert!(!text.contains("/a/"), "no person's acknowledgement link in a room: {text}");
+    // The room's test button posts through the outbox too.
+    let (status, _) =
+        site.api().send(Method::POST, &format!("/api/v1/chat-rooms/{}/test", added["id"]), json!({})).await;
+    assert_eq!(status, 202);
+    fake.wait_delivered(2, Duration::from_secs(30)).await;
+    fake.assert_no_rejections();
+    (site, alarm, text)
+}
+
+#[tokio::test]
+async fn chat_wecom_group_robot_gets_the_alarm_as_markdown_and_a_foreign_host_is_refused() {
+    let fake = FakeProvider::wecom("wecom-key-0001").await;
+    let (site, _, text) =
+        chat_post("wecom", &fake, format!("{}/cgi-bin/webhook/send?key=wecom-key-0001", fake.url()), None).await;
+    assert!(text.contains("\"msgtype\":\"markdown\""), "{text}");
+    // A room's URL must be the robot's own host (or one the configuration adds).
+    let elsewhere = json!({"kind": "wecom", "name": "x", "url": "https://example.com/cgi-bin/webhook/send?key=k"});
+    let (status, body) = site.api().send(Method::POST, "/api/v1/chat-rooms", elsewhere).await;
+    assert_eq!(status, 400, "{body}");
+}
+
+#[tokio::test]
+async fn chat_dingtalk_custom_robot_posts_signed() {
+    let fake = FakeProvider::dingtalk("dingtalk-token-0001", "SECdingtalk0001").await;
+    let url = format!("{}/robot/send?access_token=dingtalk-token-0001", fake.url());
+    chat_post("dingtalk", &fake, url, Some("SECdingtalk0001")).await;
+}
+
+#[tokio::test]
+async fn chat_feishu_custom_bot_posts_signed_in_the_body() {
+    let fake = FakeProvider::feishu("feishu-token-0001", "feishu-secret-0001").await;
+    let url = format!("{}/open-apis/bot/v2/hook/feishu-token-0001", fake.url());
+    let (_, _, text) = chat_post("feishu", &fake, url, Some("feishu-secret-0001")).await;
+    assert!(text.contains("\"msg_type\":\"post\""), "{text}");
+}
+
+#[tokio::test]
+async fn chat_slack_incoming_webhook_gets_blocks_with_a_link() {
+    let fake = FakeProvider::slack("/services/T000/B000/slack0001").await;
+    let (_, alarm, text) =
+        chat_post("slack", &fake, format!("{}/services/T000/B000/slack0001", fake.url()), None).await;
+    assert!(text.contains(&format!("/#/alarm/{alarm}|")), "a Slack link: {text}");
+}
+
+impl Site {
+    /// A service engineer who signs in as `login` and is the paged person `name` on the site's
+    /// service team; returns their person id and a client acting as them.
+    async fn signed_in_engineer(&mut self, login: &str, name: &'static str, phone: &'static str) -> (i64, Api) {
+        let api = self.api();
+        let (status, service) = api
+            .send(Method::POST, "/api/v1/organisations", json!({"name": format!("Service {login}"), "kind": "service"}))
+            .await;
+        assert_eq!(status, 200, "{service}");
+        let user = json!({"login": login, "name": name, "role": "engineer", "organisation_id": service["id"], "language": "en"});
+        let user_id = self.stack.user(user, "the engineer's password").await;
+        let (status, person) = api
+            .send(
+                Method::POST,
+                "/api/v1/people",
+                json!({"name": name, "phone": phone, "language": "en", "user_id": user_id}),
+            )
+            .await;
+        assert_eq!(status, 200, "{person}");
+        let id = person["id"].as_i64().expect("id");
+        let path = format!("/api/v1/gateways/{}/contacts", self.stack.gateway_id);
+        let (status, body) = api.send(Method::POST, &path, json!({"person_id": id, "role": "service"})).await;
+        assert_eq!(status, 200, "{body}");
+        (id, api.signed_in(login, "the engineer's password").await)
+    }
+}
+
+#[tokio::test]
+async fn push_reaches_each_browser_encrypted_and_signed_forgets_a_gone_one_and_falls_back_to_sms() {
+    let dir = shared_temp_dir();
+    let push = FakePushService::start().await;
+    let mut site = Site::start(dir, "min_gap_s = 0\npush_hosts = [\"127.0.0.1\"]\n", 2).await;
+    let (person, me) = site.signed_in_engineer("li@service.example", "Li Wei", "+8613800000031").await;
+    let mine = me.get("/api/v1/me/paging").await.expect("my paging");
+    let key = mine["push_key"].as_str().expect("the server's VAPID key");
+    assert_eq!(mine["available"]["push"], false, "no browser yet: {mine}");
+    // Two browsers; a URL that is no push service is refused.
+    let (phone, tablet) = (push.subscribe(key), push.subscribe(key));
+    for browser in [&phone, &tablet] {
+        let (status, body) = me.send(Method::POST, "/api/v1/me/push", browser.json()).await;
+        assert_eq!(status, 200, "{body}");
+    }
+    let mut elsewhere = phone.json();
+    elsewhere["endpoint"] = json!("http://169.254.169.254/latest/meta-data");
+    assert_eq!(me.send(Method::POST, "/api/v1/me/push", elsewhere).await.0, 400);
+    let (status, body) = me
+        .send(
+            Method::PUT,
+            "/api/v1/me/paging",
+            json!({"channels": ["push", "voice"], "quiet_hours": null, "timezone": "Asia/Shanghai"}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["channels"], json!(["push", "voice"]));
+    push.expire(&tablet.endpoint);
+
+    // An alarm: pushed, decrypted by the push service with the browser's keys, VAPID checked.
+    let alarm = site.raise_critical().await;
+    let message = push.wait_messages(1, Duration::from_secs(30)).await.remove(0);
+    assert!(push.rejections().is_empty(), "{:?}", push.rejections());
+    assert_eq!(message.endpoint, phone.endpoint);
+    assert_eq!(message.urgency.as_deref(), Some("high"), "a critical alarm is urgent");
+    let shown: Value = serde_json::from_slice(&message.plaintext).expect("the notification's JSON");
+    assert!(shown["title"].as_str().is_some_and(|t| t.contains("Grade 1")), "{shown}");
+    assert_eq!(shown["url"], format!("/#/alarm/{alarm}"));
+    // The gone browser is forgotten; voice has no provider here, so push alone was sent.
+    let left = wait_for("the gone browser forgotten", Duration::from_secs(10), || async {
+        let mine = me.get("/api/v1/me/paging").await?;
+        (mine["subscriptions"].as_array()?.len() == 1).then_some(mine)
+    })
+    .await;
+    assert_eq!(left["available"]["voice"], false);
+    assert!(site.on_channel("sms").await.is_empty(), "push reached them; no SMS");
+    // The notification's action: the signed link, marked as pressed from a push.
+    let ack = shown["ack"].as_str().expect("an acknowledge action");
+    let pressed = reqwest::Client::new().post(format!("{}{ack}", site.api().base)).send().await.expect("press");
+    assert_eq!(pressed.status(), 200);
+    assert_eq!(site.acknowledged_by(alarm).await, "Li Wei (push)");
+
+    // With every browser gone, the next alarm's push fails over to an SMS at once.
+    push.expire(&phone.endpoint);
+    site.hot_rule(1, 1).await;
+    site.set(&[(1, 60.0)]).await;
+    let sms = wait_for("the SMS instead of the push", Duration::from_secs(30), || async {
+        site.on_channel("sms").await.into_iter().find(|m| m["status"] == "sent")
+    })
+    .await;
+    assert_eq!(sms["person_id"], person);
+    let pushes = site.on_channel("push").await;
+    assert!(pushes.iter().any(|m| m["status"] == "failed"), "{pushes:#?}");
+}
+
+#[tokio::test]
+async fn preferences_quiet_hours_hold_minor_alarms_critical_ones_get_through_and_tests_go_out() {
+    let dir = shared_temp_dir();
+    let mut site = Site::start(dir, "min_gap_s = 0\n", 2).await;
+    let (_, me) = site.signed_in_engineer("wu@service.example", "Wu Fang", "+8613800000032").await;
+    // Quiet now, for two hours, in UTC.
+    let now = chrono::Utc::now();
+    let from = (now - chrono::Duration::hours(1)).format("%H:%M").to_string();
+    let to = (now + chrono::Duration::hours(1)).format("%H:%M").to_string();
+    let choice = json!({"channels": ["sms"], "quiet_hours": {"from": from, "to": to}, "timezone": "UTC"});
+    let (status, body) = me.send(Method::PUT, "/api/v1/me/paging", choice).await;
+    assert_eq!(status, 200, "{body}");
+    let bad = json!({"channels": ["sms", "sms"], "quiet_hours": null, "timezone": "UTC"});
+    let (status, body) = me.send(Method::PUT, "/api/v1/me/paging", bad).await;
+    assert_eq!(status, 400, "{body}");
+    let bad = json!({"channels": ["sms"], "quiet_hours": null, "timezone": "Mars/Olympus"});
+    assert_eq!(me.send(Method::PUT, "/api/v1/me/paging", bad).await.0, 400);
+    // A minor alarm waits for the end of quiet hours; a critical one goes out now.
+    site.hot_rule(0, 3).await;
+    site.hot_rule(1, 1).await;
+    site.set(&[(0, 60.0), (1, 60.0)]).await;
+    let (held, sent) = wait_for("both alarms in the outbox", Duration::from_secs(30), || async {
+        let alarms = site.alarms().await;
+        let minor = alarms.iter().find(|a| a["grade"] == 3)?["id"].clone();
+        let outbox = site.outbox().await;
+        let held = outbox.iter().find(|m| m["alarm_id"] == minor)?.clone();
+        let sent = outbox.iter().find(|m| m["alarm_id"] != minor && m["status"] == "sent")?.clone();
+        Some((held, sent))
+    })
+    .await;
+    assert_eq!(held["status"], "pending", "{held}");
+    assert_eq!(sent["channel"], "sms");
+    // "Send me a test" goes through the outbox; a channel that cannot reach them is refused.
+    let (status, test) = me.send(Method::POST, "/api/v1/me/paging/test", json!({"channel": "sms"})).await;
+    assert_eq!(status, 202, "{test}");
+    let id = test["id"].clone();
+    wait_for("the test sent", Duration::from_secs(30), || async {
+        site.outbox().await.into_iter().find(|m| m["id"] == id && m["status"] == "sent")
+    })
+    .await;
+    let (status, body) = me.send(Method::POST, "/api/v1/me/paging/test", json!({"channel": "email"})).await;
+    assert_eq!(status, 400, "{body}");
+    // A user on no paging list is told so; they see no one else's preferences.
+    let stranger = site.stack.api();
+    assert_eq!(stranger.get_raw("/api/v1/me/paging").await.0, 400, "the operator's token has no person");
+}
+
+#[tokio::test]
+async fn push_in_chromium_the_dashboard_subscribes_the_worker_shows_the_alarm_and_its_action_acknowledges() {
+    let dir = shared_temp_dir();
+    let push = FakePushService::start().await;
+    let mut site = Site::start(dir, "min_gap_s = 0\npush_hosts = [\"127.0.0.1\"]\n", 1).await;
+    let (_, me) = site.signed_in_engineer("chen@service.example", "Chen Jing", "+8613800000033").await;
+    let key = me.get("/api/v1/me/paging").await.expect("my paging")["push_key"].as_str().expect("key").to_owned();
+    let browser = push.subscribe(&key);
+    let files = tempfile::tempdir().expect("a directory for the script's files");
+    let (inbox, result) = (files.path().join("push-inbox.json"), files.path().join("result.json"));
+    let base = site.api().base;
+    let subscription = browser.json().to_string();
+    let (inbox_path, result_path) = (inbox.to_string_lossy().into_owned(), result.to_string_lossy().into_owned());
+    let env = [
+        ("BASE_URL", base.as_str()),
+        ("LOGIN", "chen@service.example"),
+        ("PASSWORD", "the engineer's password"),
+        ("FAKE_SUBSCRIPTION", subscription.as_str()),
+        ("PUSH_INBOX", inbox_path.as_str()),
+        ("RESULT_FILE", result_path.as_str()),
+    ];
+    let server_side = async {
+        // The dashboard posted the browser's subscription; then an alarm, pushed and decrypted by
+        // the push service (VAPID and encryption checked), handed to the browser as it would be.
+        wait_for("the dashboard subscribed", Duration::from_secs(90), || async {
+            let mine = me.get("/api/v1/me/paging").await?;
+            (mine["subscriptions"].as_array()?.len() == 1).then_some(())
+        })
+        .await;
+        let alarm = site.raise_critical().await;
+        let message = push.wait_messages(1, Duration::from_secs(30)).await.remove(0);
+        assert!(push.rejections().is_empty(), "{:?}", push.rejections());
+        std::fs::write(&inbox, &message.plaintext).expect("hand the payload to the browser");
+        alarm
+    };
+    let (_, alarm) = tokio::join!(chillcloud_tests::harness::run_browser_script("push.mjs", &env), server_side);
+    assert_eq!(site.acknowledged_by(alarm).await, "Chen Jing (push)");
+    let done: Value = serde_json::from_slice(&std::fs::read(&result).expect("the script's result")).expect("JSON");
+    assert_eq!(done["acknowledged_tag"], format!("alarm-{alarm}"));
 }
