@@ -692,17 +692,14 @@ export async function me(main, ctx) {
   const list = h('div', { class: 'chans', 'data-testid': 'channels' });
   const saved = h('p', { class: 'ok-line', role: 'status', 'data-testid': 'notifications-saved' });
   function paintChannels(focus) {
-    const order = [...chosen, ...CHANNELS.filter((c) => !chosen.includes(c))];
-    list.replaceChildren(...order.map((c) => {
+    list.replaceChildren(...CHANNELS.map((c) => {
       const i = chosen.indexOf(c), on = i >= 0, ok = !!p.available?.[c];
       const box = h('input', { type: 'checkbox', checked: on, disabled: !ok && !on, 'data-testid': 'channel-' + c, onchange: (e) => {
         if (e.target.checked) chosen.push(c); else chosen.splice(chosen.indexOf(c), 1);
         paintChannels('channel-' + c);
       } });
-      const up = i > 0 ? h('button', { class: 'btn small', 'data-testid': 'channel-up-' + c, 'aria-label': t('ch_up', { c: t('ch_' + c) }), title: t('ch_up', { c: t('ch_' + c) }),
-        onclick: () => { chosen.splice(i, 1); chosen.splice(i - 1, 0, c); paintChannels(i > 1 ? 'channel-up-' + c : 'channel-' + c); } }, '↑') : '';
-      return h('div', { class: 'chan' + (ok ? '' : ' na'), 'data-channel': c, 'data-order': on ? i + 1 : '' },
-        h('div', { class: 'row' }, h('label', { class: 'check' }, box, h('b', null, on ? `${i + 1}. ` : '', t('ch_' + c))), up),
+      return h('div', { class: 'chan' + (ok ? '' : ' na'), 'data-channel': c },
+        h('div', { class: 'row' }, h('label', { class: 'check' }, box, h('b', null, t('ch_' + c)))),
         ok ? '' : h('p', { class: on ? 'warn' : 'sub', 'data-testid': 'channel-why-' + c }, t('ch_na_' + c)),
         h('div', { class: 'row start' }, h('button', { class: 'btn small', 'data-testid': 'test-' + c, disabled: !ok, onclick: (e) => test(e, c) }, t('test_send')),
           results[c]));
@@ -762,7 +759,7 @@ export async function me(main, ctx) {
   const form = h('section', { class: 'panel', 'data-testid': 'paging-settings', oninput: () => { saved.textContent = ''; }, onchange: () => { saved.textContent = ''; } },
     h('h1', null, t('notifications')), p.name ? h('p', { class: 'sub' }, t('np_for', { name: p.name })) : '',
     h('p', { class: 'note' }, t('np_policy')),
-    h('h2', null, t('np_channels')), h('p', { class: 'sub' }, t('np_order')), list,
+    h('h2', null, t('np_channels')), h('p', { class: 'sub' }, t('np_all')), list,
     h('h2', { class: 'gap' }, t('quiet')), h('label', { class: 'check big' }, quietOn, ' ', t('quiet_on')),
     h('div', { class: 'pair' }, field(t('from_time'), from), field(t('to_time'), to)), field(t('timezone'), tz),
     problem, save, saved);
