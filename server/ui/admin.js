@@ -303,7 +303,9 @@ function standIn(ctx, rotation, persons) {
     } }), problem));
 }
 
-const AUDIENCES = ['on_call', 'service', 'owner', 'manager'];
+const AUDIENCES = ['on_call', 'service', 'owner', 'manager', 'chat'];
+/** A level's own channels (none: each person's own); a list the server holds beyond these stays as it is. */
+const VIA = ['', 'voice', 'sms', 'push', 'email'];
 
 /** A site's contacts and paging (rotation, policy by grade), under its gateway's page. */
 async function pagingPanels(ctx, id) {
@@ -348,8 +350,12 @@ function gradeEditor(grade, policy, own, manage) {
     const after = h('input', { type: 'number', min: 0, step: 1, value: Math.round(level.after_s / 60), 'data-testid': `g${grade}-after`, disabled: !manage, oninput: () => { changed = true; } });
     const boxes = AUDIENCES.map((a) => h('label', { class: 'check' }, h('input', { type: 'checkbox', value: a, checked: level.notify.includes(a),
       'data-testid': `g${grade}-${a}`, disabled: !manage, onchange: () => { changed = true; } }), ' ', t('aud_' + a)));
-    const row = h('div', { class: 'level' }, field(t('after_min'), after), h('div', { class: 'checks' }, boxes));
-    rows.push({ after, boxes });
+    const held = (level.via || []).join(',');
+    const via = h('select', { 'data-testid': `g${grade}-via`, disabled: !manage, onchange: () => { changed = true; } },
+      [...new Set([...VIA, held])].map((v) => h('option', { value: v, selected: v === held },
+        v ? v.split(',').map((c) => t('ch_' + c)).join(' + ') : t('via_own'))));
+    const row = h('div', { class: 'level' }, field(t('after_min'), after), h('div', { class: 'checks' }, boxes), field(t('via'), via));
+    rows.push({ after, boxes, via });
     levels.append(row);
   };
   policy.levels.forEach(addLevel);
@@ -364,7 +370,8 @@ function gradeEditor(grade, policy, own, manage) {
     grade, element,
     changed: () => changed,
     value: () => ({
-      levels: rows.map((r) => ({ after_s: (+r.after.value || 0) * 60, notify: r.boxes.map((b) => b.firstChild).filter((c) => c.checked).map((c) => c.value) }))
+      levels: rows.map((r) => ({ after_s: (+r.after.value || 0) * 60, notify: r.boxes.map((b) => b.firstChild).filter((c) => c.checked).map((c) => c.value),
+        ...(r.via.value ? { via: r.via.value.split(',') } : {}) }))
         .filter((l) => l.notify.length).sort((a, b) => a.after_s - b.after_s),
       repeat_s: repeat.value === '' || +repeat.value === 0 ? null : +repeat.value * 60,
     }),

@@ -58,10 +58,14 @@ await step('03-the-site-pages-the-on-call-engineer-for-grade-1', async () => {
   await page.goto(`${BASE}/#/gateway/${GATEWAY}`);
   await page.getByTestId('paging-rotation').selectOption({ label: 'Plant A on call' });
   await page.locator('[data-testid=grade-1] summary').click();
-  // Grade 1 pages the on-call engineer at once, again every 10 minutes, and nobody else.
-  for (const box of await page.locator('[data-testid=g1-owner], [data-testid=g1-service], [data-testid=g1-manager]').all()) {
+  // Grade 1 pages the on-call engineer at once, again every 10 minutes, and nobody else: no
+  // chat rooms, and not the default's call two minutes later (a level with nobody goes).
+  for (const box of await page.locator('[data-testid=g1-owner], [data-testid=g1-service], [data-testid=g1-manager], [data-testid=g1-chat]').all()) {
     await box.uncheck();
   }
+  const onCall = page.getByTestId('g1-on_call');
+  if (await page.getByTestId('g1-via').nth(1).inputValue() !== 'voice') throw new Error('the default calls at the second level');
+  for (let level = (await onCall.count()) - 1; level > 0; level--) await onCall.nth(level).uncheck();
   await page.getByTestId('g1-repeat').fill('10');
   await page.getByTestId('paging-save').click();
   await page.getByTestId('paging-rotation').waitFor({ timeout });
