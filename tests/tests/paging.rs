@@ -581,9 +581,13 @@ async fn people_with_an_address_are_also_paged_by_email() {
     assert_eq!(mails[0].from, "alarms@example.com");
     assert!(mails[0].data.contains("Subject: Chillcloud G1 chiller-1@gw-stack: Hot p0"), "{}", mails[0].data);
     assert!(mails[0].data.contains("/a/"), "the acknowledgement link: {}", mails[0].data);
-    // The SMS goes out too.
+    // The SMS goes out too (recorded once Twilio's answer is back, which may follow its request).
     fake.wait_delivered(1, Duration::from_secs(30)).await;
-    let outbox = site.outbox().await;
+    let outbox = wait_for("both messages recorded as sent", Duration::from_secs(10), || async {
+        let outbox = site.outbox().await;
+        outbox.iter().all(|m| m["status"] == "sent").then_some(outbox)
+    })
+    .await;
     assert_eq!(outbox.len(), 2, "{outbox:#?}");
     assert!(outbox.iter().any(|m| m["provider"] == "smtp") && outbox.iter().any(|m| m["provider"] == "twilio"));
 }
