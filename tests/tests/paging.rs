@@ -1066,7 +1066,8 @@ async fn push_reaches_each_browser_encrypted_and_signed_forgets_a_gone_one_and_f
     // An alarm: pushed, decrypted by the push service with the browser's keys, VAPID checked.
     let alarm = site.raise_critical().await;
     let message = push.wait_messages(1, Duration::from_secs(30)).await.remove(0);
-    assert!(push.rejections().is_empty(), "{:?}", push.rejections());
+    // The only refusals are of the gone browser (410), never of a signature or the encryption.
+    assert!(push.rejections().iter().all(|r| r.starts_with("410 ")), "{:?}", push.rejections());
     assert_eq!(message.endpoint, phone.endpoint);
     assert_eq!(message.urgency.as_deref(), Some("high"), "a critical alarm is urgent");
     let shown: Value = serde_json::from_slice(&message.plaintext).expect("the notification's JSON");
