@@ -386,12 +386,13 @@ pub async fn escalate(pool: &PgPool, paging: &Paging) -> sqlx::Result<usize> {
                 }
             }
         }
-        for (via, audience, step) in groups {
+        // Each group's last step has the group's channels.
+        for (_, audience, step) in groups {
             if audience.contains(&Audience::Chat) {
                 enqueued += page_chat_rooms(pool, paging, &incident, step, now).await?;
             }
             for person in recipients(pool, &incident, &audience, now).await? {
-                enqueued += page_person(pool, paging, &incident, &person, via.as_deref(), step, now).await?;
+                enqueued += page_person(pool, paging, &incident, &person, &policy, step, now).await?;
             }
         }
         sqlx::query("update incidents set steps_done = $2, next_at = $3 where alarm_id = $1")
@@ -450,17 +451,19 @@ impl Recipient {
     }
 }
 
-/// Sends one person a step's messages, one per channel; returns how many were enqueued.
+/// Sends one person step `step` of `policy`, one message per channel; returns how many were
+/// enqueued.
 async fn page_person(
     pool: &PgPool,
     paging: &Paging,
     incident: &Due,
     person: &Recipient,
-    via: Option<&[Channel]>,
+    policy: &Policy,
     step: usize,
     now: DateTime<Utc>,
 ) -> sqlx::Result<usize> {
-    let channels = person.channels_for(paging, via);
+    let channels = person.channels_for(paging, policy.via(step));
+    let window_s = policy.repeat_s.unwrap_or(1e9);
     if channels.is_empty() {
         debug!(person_id = person.id, name = person.name, "no channel reaches this person; not paged");
         return Ok(0);
@@ -472,7 +475,6 @@ async fn page_person(
         }
         _ => None,
     };
-    let window_s = incident_window(incident, paging).unwrap_or(1e9);
     let mut enqueued = 0;
     for channel in channels {
         // Not twice on one channel to one person for one incident within the repeat window.
@@ -512,12 +514,6 @@ async fn page_person(
         }
     }
     Ok(enqueued)
-}
-
-/// The site policy's repeat window for the incident.
-fn incident_window(incident: &Due, paging: &Paging) -> Option<f64> {
-    let site: Option<Policies> = incident.policy.clone().and_then(|p| serde_json::from_value(p).ok());
-    site.unwrap_or_else(|| paging.policies.clone()).for_grade(incident.grade as u8).repeat_s
 }
 
 /// An enqueued message as the outbox will hand it to a sender (for what it will show).

@@ -540,21 +540,10 @@ impl Provider {
                 }
             }
             ProviderConfig::Twilio { endpoint, account_sid, from, .. } => {
-                let response = client
-                    .post(format!("{endpoint}/2010-04-01/Accounts/{account_sid}/Messages.json"))
-                    .basic_auth(account_sid, Some(&self.secret))
-                    .header("I-Twilio-Idempotency-Token", &message.idempotency_key)
-                    .form(&[("To", message.address.as_str()), ("From", from.as_str()), ("Body", message.body.as_str())])
-                    .send()
-                    .await
-                    .map_err(request_error)?;
-                let status = response.status();
-                let answer = answer(response).await?;
-                if status.is_success() {
-                    Ok(answer["sid"].as_str().unwrap_or_default().to_owned())
-                } else {
-                    Err(SendError::Failed(format!("{status}: {}", answer["message"])))
-                }
+                let call = Twilio { client, endpoint, account_sid, secret: &self.secret };
+                let form = [("To", message.address.as_str()), ("From", from.as_str()), ("Body", message.body.as_str())];
+                let answer = call.create("Messages", Some(&message.idempotency_key), &form).await?;
+                Ok(answer["sid"].as_str().unwrap_or_default().to_owned())
             }
             ProviderConfig::AliyunVoice { endpoint, access_key_id, templates, called_show_number, region, .. } => {
                 let call = Aliyun { client, endpoint, access_key_id, region, secret: &self.secret };
@@ -603,27 +592,17 @@ impl Provider {
                     _ => None,
                 };
                 let twiml = twiml(&message.body, &message.language, gather.as_deref());
-                let response = client
-                    .post(format!("{endpoint}/2010-04-01/Accounts/{account_sid}/Calls.json"))
-                    .basic_auth(account_sid, Some(&self.secret))
-                    .form(&[
-                        ("To", message.address.as_str()),
-                        ("From", from.as_str()),
-                        ("Twiml", twiml.as_str()),
-                        // Rings for up to 30 s; an answering machine's greeting is not a person.
-                        ("Timeout", "30"),
-                        ("MachineDetection", "Enable"),
-                    ])
-                    .send()
-                    .await
-                    .map_err(request_error)?;
-                let status = response.status();
-                let answer = answer(response).await?;
-                if status.is_success() {
-                    Ok(answer["sid"].as_str().unwrap_or_default().to_owned())
-                } else {
-                    Err(SendError::Failed(format!("{status}: {}", answer["message"])))
-                }
+                let form = [
+                    ("To", message.address.as_str()),
+                    ("From", from.as_str()),
+                    ("Twiml", twiml.as_str()),
+                    // Rings for up to 30 s; an answering machine's greeting is not a person.
+                    ("Timeout", "30"),
+                    ("MachineDetection", "Enable"),
+                ];
+                let call = Twilio { client, endpoint, account_sid, secret: &self.secret };
+                let answer = call.create("Calls", None, &form).await?;
+                Ok(answer["sid"].as_str().unwrap_or_default().to_owned())
             }
             ProviderConfig::Chat { kind, url } => {
                 super::chat::send(client, *kind, url, &self.secret, &self.public_url, message).await
@@ -670,21 +649,9 @@ impl Provider {
             // Twilio creates the call before it answers; the recipient's lease means no other
             // call to this number from us began after this attempt did.
             ProviderConfig::TwilioVoice { endpoint, account_sid, from, .. } => {
-                let url = format!("{endpoint}/2010-04-01/Accounts/{account_sid}/Calls.json");
+                let call = Twilio { client, endpoint, account_sid, secret: &self.secret };
                 // Newest first; not by `StartTime`, which a call still queued has not got yet.
-                let response = client
-                    .get(url)
-                    .basic_auth(account_sid, Some(&self.secret))
-                    .query(&[("To", message.address.as_str()), ("From", from.as_str()), ("PageSize", "20")])
-                    .send()
-                    .await
-                    .map_err(request_error)?;
-                let status = response.status();
-                let answer = answer(response).await?;
-                if !status.is_success() {
-                    return Err(SendError::Failed(format!("{status}: {}", answer["message"])));
-                }
-                let calls = answer["calls"].as_array().cloned().unwrap_or_default();
+                let calls = call.list("Calls", "calls", &message.address, from, 20).await?;
                 let placed = calls.iter().find(|call| {
                     call["date_created"]
                         .as_str()
@@ -782,20 +749,8 @@ impl Provider {
             // Twilio creates the message resource before it answers; it carries no key of ours,
             // but the body (with its reply code) to this number is ours.
             ProviderConfig::Twilio { endpoint, account_sid, from, .. } => {
-                let url = format!("{endpoint}/2010-04-01/Accounts/{account_sid}/Messages.json");
-                let response = client
-                    .get(url)
-                    .basic_auth(account_sid, Some(&self.secret))
-                    .query(&[("To", message.address.as_str()), ("From", from.as_str()), ("PageSize", "100")])
-                    .send()
-                    .await
-                    .map_err(request_error)?;
-                let status = response.status();
-                let answer = answer(response).await?;
-                if !status.is_success() {
-                    return Err(SendError::Failed(format!("{status}: {}", answer["message"])));
-                }
-                let messages = answer["messages"].as_array().cloned().unwrap_or_default();
+                let call = Twilio { client, endpoint, account_sid, secret: &self.secret };
+                let messages = call.list("Messages", "messages", &message.address, from, 100).await?;
                 Ok(messages
                     .iter()
                     .find(|m| m["body"].as_str() == Some(message.body.as_str()))
@@ -890,6 +845,67 @@ impl Tencent<'_> {
             .await
             .map_err(request_error)?;
         answer(response).await
+    }
+}
+
+/// A Twilio REST API call (version 2010-04-01), with HTTP basic auth.
+struct Twilio<'a> {
+    client: &'a reqwest::Client,
+    endpoint: &'a str,
+    account_sid: &'a str,
+    secret: &'a str,
+}
+
+impl Twilio<'_> {
+    fn url(&self, resource: &str) -> String {
+        format!("{}/2010-04-01/Accounts/{}/{resource}.json", self.endpoint, self.account_sid)
+    }
+
+    /// Creates a `Messages` or `Calls` resource; its JSON, or Twilio's error.
+    async fn create(
+        &self,
+        resource: &str,
+        idempotency_key: Option<&str>,
+        form: &[(&str, &str)],
+    ) -> Result<Value, SendError> {
+        let mut request = self.client.post(self.url(resource)).basic_auth(self.account_sid, Some(self.secret));
+        if let Some(key) = idempotency_key {
+            request = request.header("I-Twilio-Idempotency-Token", key);
+        }
+        let response = request.form(form).send().await.map_err(request_error)?;
+        let status = response.status();
+        let answer = answer(response).await?;
+        if status.is_success() {
+            Ok(answer)
+        } else {
+            Err(SendError::Failed(format!("{status}: {}", answer["message"])))
+        }
+    }
+
+    /// The newest `page_size` resources (under `key` in the answer) to `to` from `from`.
+    async fn list(
+        &self,
+        resource: &str,
+        key: &str,
+        to: &str,
+        from: &str,
+        page_size: u32,
+    ) -> Result<Vec<Value>, SendError> {
+        let page_size = page_size.to_string();
+        let response = self
+            .client
+            .get(self.url(resource))
+            .basic_auth(self.account_sid, Some(self.secret))
+            .query(&[("To", to), ("From", from), ("PageSize", page_size.as_str())])
+            .send()
+            .await
+            .map_err(request_error)?;
+        let status = response.status();
+        let answer = answer(response).await?;
+        if !status.is_success() {
+            return Err(SendError::Failed(format!("{status}: {}", answer["message"])));
+        }
+        Ok(answer[key].as_array().cloned().unwrap_or_default())
     }
 }
 
